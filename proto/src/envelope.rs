@@ -1,0 +1,202 @@
+//! The MessagePack-RPC envelope of one complete message.
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::params::Params;
+use crate::scanner::value_len;
+
+/// One message, with its params or result kept as raw encoded bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Envelope {
+    /// `[0, msgid, method, params]`: must be answered exactly once.
+    Request {
+        msgid: u32,
+        method: String,
+        params: Params,
+    },
+    /// `[1, msgid, error, result]`: the error and result values, encoded.
+    Response {
+        msgid: u32,
+        error: Bytes,
+        result: Bytes,
+    },
+    /// `[2, method, params]`: never answered.
+    Notification { method: String, params: Params },
+}
+
+/// A message that is valid MessagePack but not a valid envelope. The stream is still in sync.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("bad MessagePack-RPC envelope: {reason}")]
+pub struct EnvelopeError {
+    /// The msgid, when the message was recognisably a request: answer it with the error.
+    pub msgid: Option<u32>,
+    /// What is wrong with the envelope.
+    pub reason: String,
+}
+
+fn bad(msgid: Option<u32>, reason: impl Into<String>) -> EnvelopeError {
+    EnvelopeError {
+        msgid,
+        reason: reason.into(),
+    }
+}
+
+/// A cursor over the elements of the envelope array.
+struct Cursor<'a> {
+    frame: &'a Bytes,
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn rest(&self) -> &[u8] {
+        &self.frame[self.pos..]
+    }
+
+    /// The next element as a slice of the frame.
+    fn next_value(&mut self) -> Option<Bytes> {
+        let len = value_len(self.rest())?;
+        let value = self.frame.slice(self.pos..self.pos + len);
+        self.pos += len;
+        Some(value)
+    }
+
+    fn next_u32(&mut self) -> Option<u32> {
+        let mut rest = self.rest();
+        let before = rest.len();
+        let n: u32 = rmp::decode::read_int(&mut rest).ok()?;
+        self.pos += before - rest.len();
+        Some(n)
+    }
+
+    /// A method name: a str, or a bin holding UTF-8.
+    fn next_method(&mut self) -> Result<String, String> {
+        let raw = self.next_value().ok_or("truncated method")?;
+        crate::params::text(&raw)
+            .map(str::to_owned)
+            .ok_or_else(|| "method must be a str (or a bin holding UTF-8)".to_owned())
+    }
+}
+
+/// The array length of the header at the start of `frame`, if it starts with an array.
+fn array_len(frame: &[u8]) -> Option<(usize, usize)> {
+    let mut rest = frame;
+    let len = rmp::decode::read_array_len(&mut rest).ok()?;
+    Some((len as usize, frame.len() - rest.len()))
+}
+
+/// Reads `[0, msgid, ...` at the start of `buf`, even when the rest of the message is missing or
+/// bad, so that an error about the message can be answered to its request.
+pub fn request_msgid_prefix(buf: &[u8]) -> Option<u32> {
+    let (len, header) = array_len(buf)?;
+    if len != 4 || buf.get(header) != Some(&0) {
+        return None;
+    }
+    let mut rest = buf.get(header + 1..)?;
+    rmp::decode::read_int(&mut rest).ok()
+}
+
+/// Parses one complete message.
+pub fn parse(frame: Bytes) -> Result<Envelope, EnvelopeError> {
+    let Some((len, header)) = array_len(&frame) else {
+        return Err(bad(None, "a message must be an array"));
+    };
+    let mut c = Cursor {
+        frame: &frame,
+        pos: header,
+    };
+    let kind = c.rest().first().copied();
+    c.pos += 1;
+    match (kind, len) {
+        (Some(crate::REQUEST), 4) => {
+            let msgid = c.next_u32().ok_or_else(|| {
+                bad(None, "a request's msgid must be an unsigned 32-bit integer")
+            })?;
+            let method = c.next_method().map_err(|e| bad(Some(msgid), e))?;
+            let params = c
+                .next_value()
+                .and_then(Params::from_array)
+                .ok_or_else(|| bad(Some(msgid), "params must be an array"))?;
+            Ok(Envelope::Request {
+                msgid,
+                method,
+                params,
+            })
+        }
+        (Some(crate::RESPONSE), 4) => {
+            let msgid = c
+                .next_u32()
+                .ok_or_else(|| bad(None, "a response's msgid must be an unsigned integer"))?;
+            let error = c.next_value().ok_or_else(|| bad(None, "truncated"))?;
+            let result = c.next_value().ok_or_else(|| bad(None, "truncated"))?;
+            Ok(Envelope::Response {
+                msgid,
+                error,
+                result,
+            })
+        }
+        (Some(crate::NOTIFICATION), 3) => {
+            let method = c.next_method().map_err(|e| bad(None, e))?;
+            let params = c
+                .next_value()
+                .and_then(Params::from_array)
+                .ok_or_else(|| bad(None, "params must be an array"))?;
+            Ok(Envelope::Notification { method, params })
+        }
+        _ => Err(bad(
+            request_msgid_prefix(&frame),
+            format!(
+                "expected [0, msgid, method, params], [1, msgid, error, result] or \
+                 [2, method, params]; got an array of {len} elements"
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(v: rmpv::Value) -> Bytes {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, &v).unwrap();
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn request_with_bin_method_and_msgid_zero() {
+        use rmpv::Value as V;
+        let frame = enc(V::Array(vec![
+            V::from(0),
+            V::from(0),
+            V::Binary(b"dict.get".to_vec()),
+            V::Array(vec![V::from(3), V::from("k")]),
+        ]));
+        let Envelope::Request {
+            msgid,
+            method,
+            params,
+        } = parse(frame).unwrap()
+        else {
+            panic!("not a request")
+        };
+        assert_eq!((msgid, method.as_str(), params.len()), (0, "dict.get", 2));
+    }
+
+    #[test]
+    fn bad_params_keep_the_msgid() {
+        use rmpv::Value as V;
+        let frame = enc(V::Array(vec![
+            V::from(0),
+            V::from(9),
+            V::from("x"),
+            V::from(1),
+        ]));
+        assert_eq!(parse(frame).unwrap_err().msgid, Some(9));
+        let frame = enc(V::Array(vec![V::from(0), V::from(9), V::from("x")]));
+        assert_eq!(parse(frame).unwrap_err().msgid, None);
+        assert_eq!(parse(enc(V::from(5))).unwrap_err().msgid, None);
+        let frame = enc(V::Array(vec![V::from(0), V::from(-1), V::from("x"), V::Array(vec![])]));
+        assert_eq!(parse(frame).unwrap_err().msgid, None);
+    }
+}

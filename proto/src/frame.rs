@@ -1,0 +1,141 @@
+//! [`FrameDecoder`]: turns a byte stream into whole MessagePack-RPC messages.
+
+use bytes::{Bytes, BytesMut};
+use thiserror::Error;
+
+use crate::scanner::{Limits, ScanError, Scanner};
+
+/// A stream that can no longer be framed, with the msgid of the offending message when its
+/// first bytes were a readable request header (so the error can be answered to that request).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{source}")]
+pub struct FrameError {
+    /// What went wrong.
+    pub source: ScanError,
+    /// The msgid of the request the bad bytes belong to, when it could be read.
+    pub msgid: Option<u32>,
+}
+
+impl FrameError {
+    /// True when a limit was exceeded, false for bytes that are not MessagePack.
+    pub fn is_limit(&self) -> bool {
+        !matches!(self.source, ScanError::InvalidMarker { .. })
+    }
+}
+
+/// Buffers incoming bytes and cuts them into messages.
+///
+/// Read into [`FrameDecoder::read_buf`], then call [`FrameDecoder::next_frame`] until it returns
+/// `Ok(None)`. Each byte is scanned once however the stream is split.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: BytesMut,
+    scanner: Scanner,
+}
+
+impl FrameDecoder {
+    /// A decoder enforcing `limits` on every message.
+    pub fn new(limits: Limits) -> Self {
+        FrameDecoder {
+            buf: BytesMut::with_capacity(8 * 1024),
+            scanner: Scanner::new(limits),
+        }
+    }
+
+    /// The buffer to read more bytes into. Reserves room for at least `min` more.
+    pub fn read_buf(&mut self, min: usize) -> &mut BytesMut {
+        self.buf.reserve(min);
+        &mut self.buf
+    }
+
+    /// Appends bytes that arrived.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received but not yet returned as a frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete message, `Ok(None)` when more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        match self.scanner.scan(&self.buf) {
+            Ok(Some(len)) => Ok(Some(self.buf.split_to(len).freeze())),
+            Ok(None) => Ok(None),
+            Err(source) => Err(FrameError {
+                source,
+                msgid: crate::envelope::request_msgid_prefix(&self.buf),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(msgid: u32, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let params: Vec<Vec<u8>> = (0..n).map(|i| vec![(i % 100) as u8]).collect();
+        let refs: Vec<&[u8]> = params.iter().map(|p| p.as_slice()).collect();
+        crate::encode::request(&mut out, msgid, "list.append", &refs);
+        out
+    }
+
+    #[test]
+    fn many_messages_in_one_read() {
+        let mut stream = Vec::new();
+        let frames: Vec<Vec<u8>> = (0..50).map(|i| request(i, i as usize % 7)).collect();
+        for f in &frames {
+            stream.extend_from_slice(f);
+        }
+        let mut d = FrameDecoder::new(Limits::default());
+        d.extend(&stream);
+        for f in &frames {
+            assert_eq!(d.next_frame().unwrap().as_deref(), Some(f.as_slice()));
+        }
+        assert_eq!(d.next_frame().unwrap(), None);
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn split_at_every_byte_boundary() {
+        let mut stream = request(1, 3);
+        stream.extend(request(2, 40));
+        for cut in 0..stream.len() {
+            let mut d = FrameDecoder::new(Limits::default());
+            let mut got = Vec::new();
+            for chunk in [&stream[..cut], &stream[cut..]] {
+                d.extend(chunk);
+                while let Some(f) = d.next_frame().unwrap() {
+                    got.push(f);
+                }
+            }
+            assert_eq!(got.len(), 2, "cut at {cut}");
+            assert_eq!(got.concat(), stream);
+        }
+    }
+
+    #[test]
+    fn oversize_message_reports_its_msgid() {
+        let limits = Limits {
+            max_message_bytes: 64,
+            ..Limits::default()
+        };
+        let mut d = FrameDecoder::new(limits);
+        d.extend(&request(42, 100)[..20]);
+        let err = d.next_frame().unwrap_err();
+        assert_eq!(err.msgid, Some(42));
+        assert!(err.is_limit());
+    }
+
+    #[test]
+    fn garbage_has_no_msgid() {
+        let mut d = FrameDecoder::new(Limits::default());
+        d.extend(&[0xc1, 0x00]);
+        let err = d.next_frame().unwrap_err();
+        assert_eq!(err.msgid, None);
+        assert!(!err.is_limit());
+    }
+}

@@ -1,0 +1,189 @@
+//! Typed access to a call's params, kept as raw MessagePack slices of the received message.
+//!
+//! The manager stores values as the bytes the client sent, so most params are never decoded:
+//! only the ones an operation must inspect (an object id, an index, a key to hash).
+
+use bytes::Bytes;
+
+use crate::error::CallError;
+use crate::scanner::value_len;
+
+/// The elements of a params array, each a zero-copy slice of the message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    frame: Bytes,
+    spans: Vec<(u32, u32)>,
+}
+
+/// The MessagePack type of the value at the start of `raw`, named for error messages.
+pub fn type_name(raw: &[u8]) -> &'static str {
+    match raw.first() {
+        Some(0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xd3) => "int",
+        Some(0xc0) => "nil",
+        Some(0xc2 | 0xc3) => "bool",
+        Some(0xca | 0xcb) => "float",
+        Some(0xa0..=0xbf | 0xd9..=0xdb) => "str",
+        Some(0xc4..=0xc6) => "bin",
+        Some(0x90..=0x9f | 0xdc | 0xdd) => "array",
+        Some(0x80..=0x8f | 0xde | 0xdf) => "map",
+        Some(0xc7..=0xc9 | 0xd4..=0xd8) => "ext",
+        _ => "invalid value",
+    }
+}
+
+/// The text of a str, or of a bin holding UTF-8 (older clients send text as bin and bin as
+/// str: accept both where text is expected).
+pub fn text(raw: &[u8]) -> Option<&str> {
+    bytes_of(raw).and_then(|b| std::str::from_utf8(b).ok())
+}
+
+/// The payload of a str or a bin.
+pub fn bytes_of(raw: &[u8]) -> Option<&[u8]> {
+    let mut rest = raw;
+    let len = match raw.first()? {
+        0xa0..=0xbf | 0xd9..=0xdb => rmp::decode::read_str_len(&mut rest).ok()?,
+        0xc4..=0xc6 => rmp::decode::read_bin_len(&mut rest).ok()?,
+        _ => return None,
+    } as usize;
+    rest.get(..len)
+}
+
+/// An integer of any encoding, as i64 (None for other types or out of range).
+pub fn int_i64(raw: &[u8]) -> Option<i64> {
+    let mut rest = raw;
+    rmp::decode::read_int(&mut rest).ok()
+}
+
+/// An integer of any encoding, as u64 (None for other types or negative values).
+pub fn int_u64(raw: &[u8]) -> Option<u64> {
+    let mut rest = raw;
+    rmp::decode::read_int(&mut rest).ok()
+}
+
+/// True for the encoding of nil.
+pub fn is_nil(raw: &[u8]) -> bool {
+    raw == [0xc0]
+}
+
+impl Params {
+    /// Splits an encoded array into its elements. `None` if it is not a complete array.
+    pub fn from_array(array: Bytes) -> Option<Params> {
+        let mut rest = &array[..];
+        let n = rmp::decode::read_array_len(&mut rest).ok()? as usize;
+        let mut pos = array.len() - rest.len();
+        // Each element takes at least a byte: don't trust `n` for the allocation.
+        let mut spans = Vec::with_capacity(n.min(array.len() - pos));
+        for _ in 0..n {
+            let len = value_len(&array[pos..])?;
+            spans.push((pos as u32, (pos + len) as u32));
+            pos += len;
+        }
+        Some(Params {
+            frame: array,
+            spans,
+        })
+    }
+
+    /// Number of params.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when there are no params.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Fails unless the number of params is within `min..=max`.
+    pub fn expect(&self, method: &str, min: usize, max: usize) -> Result<(), CallError> {
+        let n = self.len();
+        if (min..=max).contains(&n) {
+            return Ok(());
+        }
+        let wanted = if min == max {
+            format!("{min}")
+        } else {
+            format!("{min} to {max}")
+        };
+        Err(CallError::new(
+            crate::ErrorName::ArgumentCountError,
+            format!("{method} takes {wanted} params, got {n}"),
+        ))
+    }
+
+    /// The raw bytes of param `i`. Panics if `i >= len()`: check with [`Params::expect`] first.
+    pub fn raw(&self, i: usize) -> &[u8] {
+        let (start, end) = self.spans[i];
+        &self.frame[start as usize..end as usize]
+    }
+
+    /// Param `i` as a zero-copy [`Bytes`], for storing. Panics like [`Params::raw`].
+    pub fn bytes(&self, i: usize) -> Bytes {
+        let (start, end) = self.spans[i];
+        self.frame.slice(start as usize..end as usize)
+    }
+
+    /// Param `i` if present and not nil.
+    pub fn opt(&self, i: usize) -> Option<&[u8]> {
+        (i < self.len())
+            .then(|| self.raw(i))
+            .filter(|raw| !is_nil(raw))
+    }
+
+    fn wrong(&self, i: usize, wanted: &str) -> CallError {
+        CallError::type_error(format!(
+            "param {i} must be {wanted}, got {}",
+            type_name(self.raw(i))
+        ))
+    }
+
+    /// Param `i` as an unsigned integer.
+    pub fn u64(&self, i: usize) -> Result<u64, CallError> {
+        int_u64(self.raw(i)).ok_or_else(|| self.wrong(i, "a non-negative int"))
+    }
+
+    /// Param `i` as a signed integer.
+    pub fn i64(&self, i: usize) -> Result<i64, CallError> {
+        int_i64(self.raw(i)).ok_or_else(|| self.wrong(i, "an int"))
+    }
+
+    /// Param `i` as a signed integer, `None` when absent or nil.
+    pub fn opt_i64(&self, i: usize) -> Result<Option<i64>, CallError> {
+        match self.opt(i) {
+            None => Ok(None),
+            Some(raw) => int_i64(raw)
+                .map(Some)
+                .ok_or_else(|| self.wrong(i, "an int or nil")),
+        }
+    }
+
+    /// Param `i` as text (a str, or a bin holding UTF-8).
+    pub fn str(&self, i: usize) -> Result<&str, CallError> {
+        text(self.raw(i)).ok_or_else(|| self.wrong(i, "a str"))
+    }
+
+    /// Param `i` as a bool; `default` when absent or nil.
+    pub fn bool_or(&self, i: usize, default: bool) -> Result<bool, CallError> {
+        match self.opt(i) {
+            None => Ok(default),
+            Some([0xc2]) => Ok(false),
+            Some([0xc3]) => Ok(true),
+            Some(_) => Err(self.wrong(i, "a bool")),
+        }
+    }
+
+    /// Param `i` split into elements, if it is an array.
+    pub fn array(&self, i: usize) -> Result<Params, CallError> {
+        Params::from_array(self.bytes(i)).ok_or_else(|| self.wrong(i, "an array"))
+    }
+
+    /// Param `i` decoded into a dynamic value.
+    pub fn value(&self, i: usize) -> Result<rmpv::Value, CallError> {
+        crate::value::decode(self.raw(i))
+    }
+
+    /// Iterates over the raw params.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Bytes> + '_ {
+        (0..self.len()).map(|i| self.bytes(i))
+    }
+}

@@ -1,0 +1,365 @@
+//! A resumable MessagePack value-length scanner.
+//!
+//! Finding where a message ends is the whole of framing in MessagePack-RPC, because the stream
+//! has no length prefix. Re-parsing the buffer from its start on every read is quadratic in the
+//! message size; this scanner keeps its place (an explicit stack of items remaining per open
+//! array or map, and a count of payload bytes still to skip) so every byte is looked at once.
+//!
+//! Limits are enforced the moment a header announces a violation, not when the bytes arrive,
+//! so a peer cannot make the server buffer an oversized message and then go silent.
+
+use thiserror::Error;
+
+/// Limits on one message. Every one is checked while scanning, before any decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message, in bytes.
+    pub max_message_bytes: usize,
+    /// Deepest nesting of arrays and maps (the envelope itself is depth 1).
+    pub max_depth: usize,
+    /// Most elements in one array, or entries in one map.
+    pub max_container_len: usize,
+}
+
+impl Default for Limits {
+    /// 64 MiB messages, depth 128, 16 Mi elements per container.
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 64 << 20,
+            max_depth: 128,
+            max_container_len: 16 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// No practical limit: for values already checked, or produced by ourselves.
+    pub const UNLIMITED: Limits = Limits {
+        max_message_bytes: usize::MAX,
+        max_depth: usize::MAX,
+        max_container_len: usize::MAX,
+    };
+}
+
+/// Why a byte stream cannot be framed. Every variant is fatal for the stream: after it there is
+/// no way to find where the next message starts.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ScanError {
+    /// A byte that no MessagePack value starts with (only `0xc1` is such a byte).
+    #[error("invalid MessagePack: byte 0x{byte:02x} at offset {offset} starts no value")]
+    InvalidMarker { byte: u8, offset: usize },
+    /// The message is larger than [`Limits::max_message_bytes`].
+    #[error("message exceeds the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    /// Arrays and maps nest deeper than [`Limits::max_depth`].
+    #[error("message nests arrays and maps deeper than the limit of {limit}")]
+    TooDeep { limit: usize },
+    /// An array or map announces more elements than [`Limits::max_container_len`].
+    #[error("an array or map of {len} elements exceeds the limit of {limit}")]
+    TooLong { len: u64, limit: usize },
+}
+
+/// What one header says about the value it starts.
+enum Header {
+    /// The value is complete once the header's bytes are.
+    Scalar,
+    /// `n` bytes of payload follow the header (str, bin, ext data).
+    Payload(u64),
+    /// An array of `n` elements or a map of `n / 2` entries follows.
+    Container { items: u64, len: u64 },
+}
+
+/// Reads the header at the start of `buf`. `Ok(None)` means more bytes are needed.
+fn header(buf: &[u8], offset: usize) -> Result<Option<(usize, Header)>, ScanError> {
+    let Some(&marker) = buf.first() else {
+        return Ok(None);
+    };
+    // Big-endian unsigned integer of `n` bytes right after the marker (plus `skip` bytes).
+    let be = |n: usize| -> Option<u64> {
+        let bytes = buf.get(1..1 + n)?;
+        Some(bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+    };
+    let fixed = |size: usize| (buf.len() >= size).then_some((size, Header::Scalar));
+    let payload = |n: usize, extra: usize| be(n).map(|len| (1 + n + extra, Header::Payload(len)));
+    let container = |n: usize, per: u64| {
+        be(n).map(|len| {
+            let items = len * per;
+            (1 + n, Header::Container { items, len })
+        })
+    };
+    let parsed = match marker {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => Some((1, Header::Scalar)),
+        0x80..=0x8f => {
+            let len = u64::from(marker & 0x0f);
+            Some((1, Header::Container { items: 2 * len, len }))
+        }
+        0x90..=0x9f => {
+            let len = u64::from(marker & 0x0f);
+            Some((1, Header::Container { items: len, len }))
+        }
+        0xa0..=0xbf => Some((1, Header::Payload(u64::from(marker & 0x1f)))),
+        0xc1 => return Err(ScanError::InvalidMarker { byte: marker, offset }),
+        0xc4 => payload(1, 0),
+        0xc5 => payload(2, 0),
+        0xc6 => payload(4, 0),
+        0xc7 => payload(1, 1),
+        0xc8 => payload(2, 1),
+        0xc9 => payload(4, 1),
+        0xca => fixed(5),
+        0xcb => fixed(9),
+        0xcc | 0xd0 => fixed(2),
+        0xcd | 0xd1 => fixed(3),
+        0xce | 0xd2 => fixed(5),
+        0xcf | 0xd3 => fixed(9),
+        0xd4..=0xd8 => (buf.len() >= 2).then_some((2, Header::Payload(1 << (marker - 0xd4)))),
+        0xd9 => payload(1, 0),
+        0xda => payload(2, 0),
+        0xdb => payload(4, 0),
+        0xdc => container(2, 1),
+        0xdd => container(4, 1),
+        0xde => container(2, 2),
+        0xdf => container(4, 2),
+    };
+    Ok(parsed.filter(|(size, _)| buf.len() >= *size))
+}
+
+/// Finds the end of one MessagePack value in a growing buffer, resuming where it stopped.
+///
+/// Feed it the same buffer (the value's first byte at index 0) each time more bytes arrive;
+/// [`Scanner::scan`] returns `Some(len)` once the value is complete and resets itself for the
+/// next value.
+#[derive(Debug, Clone)]
+pub struct Scanner {
+    limits: Limits,
+    /// Bytes of the current value already scanned.
+    pos: usize,
+    /// Payload bytes (of a str, bin or ext) still to skip.
+    skip: u64,
+    /// Items still expected by each open array or map, innermost last.
+    open: Vec<u64>,
+}
+
+impl Scanner {
+    /// A scanner that enforces `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Scanner {
+            limits,
+            pos: 0,
+            skip: 0,
+            open: Vec::new(),
+        }
+    }
+
+    /// The limits this scanner enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Bytes of the current, incomplete value scanned so far.
+    pub fn scanned(&self) -> usize {
+        self.pos
+    }
+
+    /// Scans `buf` (which starts with the current value) from where the last call stopped.
+    ///
+    /// Returns `Ok(Some(len))` when the value's `len` bytes are all in `buf`, `Ok(None)` when
+    /// more are needed, and an error when the stream cannot be framed. After `Some` or an error
+    /// the scanner is ready for a new value.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ScanError> {
+        let result = self.scan_inner(buf);
+        if !matches!(result, Ok(None)) {
+            self.reset();
+        }
+        result
+    }
+
+    fn reset(&mut self) {
+        self.pos = 0;
+        self.skip = 0;
+        self.open.clear();
+    }
+
+    fn scan_inner(&mut self, buf: &[u8]) -> Result<Option<usize>, ScanError> {
+        loop {
+            if self.skip > 0 {
+                let available = (buf.len() - self.pos) as u64;
+                let step = self.skip.min(available);
+                self.pos += step as usize;
+                self.skip -= step;
+                if self.skip > 0 {
+                    return Ok(None);
+                }
+                if self.finish_item() {
+                    return Ok(Some(self.pos));
+                }
+                continue;
+            }
+            let Some((size, kind)) = header(&buf[self.pos..], self.pos)? else {
+                return Ok(None);
+            };
+            self.pos += size;
+            self.check_size(0)?;
+            match kind {
+                Header::Scalar => {}
+                Header::Payload(len) => {
+                    self.check_size(len)?;
+                    self.skip = len;
+                    if len > 0 {
+                        continue;
+                    }
+                }
+                Header::Container { items, len } => {
+                    if len > self.limits.max_container_len as u64 {
+                        return Err(ScanError::TooLong {
+                            len,
+                            limit: self.limits.max_container_len,
+                        });
+                    }
+                    if self.open.len() + 1 > self.limits.max_depth {
+                        return Err(ScanError::TooDeep {
+                            limit: self.limits.max_depth,
+                        });
+                    }
+                    if items > 0 {
+                        // Each item takes at least one byte: fail early on impossible sizes.
+                        self.check_size(items)?;
+                        self.open.push(items);
+                        continue;
+                    }
+                }
+            }
+            if self.finish_item() {
+                return Ok(Some(self.pos));
+            }
+        }
+    }
+
+    /// Fails when `pos + more` bytes would exceed the message limit.
+    fn check_size(&self, more: u64) -> Result<(), ScanError> {
+        let limit = self.limits.max_message_bytes;
+        if (self.pos as u64).saturating_add(more) > limit as u64 {
+            return Err(ScanError::TooLarge { limit });
+        }
+        Ok(())
+    }
+
+    /// Records that one value ended; returns true when that completes the outermost value.
+    fn finish_item(&mut self) -> bool {
+        while let Some(remaining) = self.open.last_mut() {
+            *remaining -= 1;
+            if *remaining > 0 {
+                return false;
+            }
+            self.open.pop();
+        }
+        true
+    }
+}
+
+/// The length of the complete value at the start of `buf`, or `None` when `buf` holds less than
+/// one whole value (or bytes that are not MessagePack).
+pub fn value_len(buf: &[u8]) -> Option<usize> {
+    Scanner::new(Limits::UNLIMITED).scan(buf).ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(v: &rmpv::Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, v).unwrap();
+        out
+    }
+
+    fn sample() -> rmpv::Value {
+        use rmpv::Value as V;
+        V::Array(vec![
+            V::from(0),
+            V::from(u32::MAX),
+            V::from("dict.setitem"),
+            V::Array(vec![
+                V::from(7),
+                V::Binary(vec![1; 300]),
+                V::Map(vec![(V::from("k"), V::F64(1.5)), (V::Nil, V::F32(2.5))]),
+                V::Ext(1, vec![0x92, 0xa4, b'l', b'i', b's', b't', 7]),
+                V::Ext(5, vec![9; 3]),
+                V::from(-70000i64),
+                V::String("é".repeat(40).into()),
+                V::Array((0..20).map(V::from).collect()),
+            ]),
+        ])
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_length() {
+        let bytes = encode(&sample());
+        for cut in 0..=bytes.len() {
+            let mut s = Scanner::new(Limits::default());
+            let first = s.scan(&bytes[..cut]).unwrap();
+            if cut < bytes.len() {
+                assert_eq!(first, None, "cut at {cut}");
+                assert_eq!(s.scan(&bytes).unwrap(), Some(bytes.len()), "cut at {cut}");
+            } else {
+                assert_eq!(first, Some(bytes.len()));
+            }
+        }
+    }
+
+    #[test]
+    fn byte_by_byte() {
+        let bytes = encode(&sample());
+        let mut s = Scanner::new(Limits::default());
+        for end in 1..bytes.len() {
+            assert_eq!(s.scan(&bytes[..end]).unwrap(), None);
+        }
+        assert_eq!(s.scan(&bytes).unwrap(), Some(bytes.len()));
+    }
+
+    #[test]
+    fn reserved_marker_is_rejected() {
+        let mut s = Scanner::new(Limits::default());
+        assert!(matches!(
+            s.scan(&[0x92, 0x01, 0xc1]),
+            Err(ScanError::InvalidMarker { byte: 0xc1, offset: 2 })
+        ));
+    }
+
+    #[test]
+    fn limits_fail_on_the_header() {
+        let limits = Limits {
+            max_message_bytes: 100,
+            max_depth: 3,
+            max_container_len: 10,
+        };
+        // A bin32 announcing 1 GiB: rejected with only 5 bytes seen.
+        let mut s = Scanner::new(limits);
+        assert!(matches!(
+            s.scan(&[0xc6, 0x40, 0, 0, 0]),
+            Err(ScanError::TooLarge { .. })
+        ));
+        let mut s = Scanner::new(limits);
+        assert!(matches!(
+            s.scan(&[0xdc, 0x00, 0x0b]),
+            Err(ScanError::TooLong { len: 11, .. })
+        ));
+        let mut s = Scanner::new(limits);
+        assert!(matches!(
+            s.scan(&[0x91, 0x91, 0x91, 0x91, 0x01]),
+            Err(ScanError::TooDeep { limit: 3 })
+        ));
+        let mut s = Scanner::new(limits);
+        assert_eq!(s.scan(&[0x91, 0x91, 0x91, 0x01]).unwrap(), Some(4));
+    }
+
+    #[test]
+    fn empty_containers_and_payloads() {
+        assert_eq!(value_len(&[0x90]), Some(1));
+        assert_eq!(value_len(&[0x80]), Some(1));
+        assert_eq!(value_len(&[0xa0]), Some(1));
+        assert_eq!(value_len(&[0xc4, 0x00]), Some(2));
+        assert_eq!(value_len(&[0x92, 0x90, 0x80, 0xff]), Some(3));
+        assert_eq!(value_len(&[0xd4, 0x01, 0x02]), Some(3));
+        assert_eq!(value_len(&[0xd4, 0x01]), None);
+    }
+}
