@@ -1,1 +1,94 @@
-//! placeholder
+//! The agora manager: a MessagePack-RPC server that hosts shared objects.
+//!
+//! Clients in other processes (the Rust client, Python, anything that speaks `PROTOCOL.md`)
+//! connect over a Unix socket or TCP, authenticate with the shared authkey, create objects
+//! (dicts, lists, values, arrays, namespaces) and call their methods.
+//!
+//! # Layout
+//! - [`config`]: [`Config`] (authkey, limits) and [`Listener`] (bound sockets).
+//! - [`server`]: [`Server`], its accept loops, the state connections share, shutdown.
+//! - [`session`]: one connection: framing, the `hello`/`auth` handshake, replies.
+//! - [`auth`]: the challenge and HMAC-SHA256 check.
+//! - [`dispatch`]: routes `create`/`lookup`/`delete`/`objects` and `<kind>.<method>`.
+//! - [`registry`]: objects by id and by name.
+//! - [`objects`]: one file per kind; each object owns its state behind its own lock.
+//!
+//! # The path of a request
+//! A connection task reads what arrived into a [`agora_proto::FrameDecoder`]; every complete
+//! request is parsed ([`agora_proto::envelope::parse`]), dispatched, and its reply appended to
+//! one output buffer, written once per read. An object operation locks only that object, so
+//! operations on different objects run in parallel on the runtime's threads, and one on a
+//! single object is atomic.
+//!
+//! # Running
+//! The `agora-manager` binary wraps [`run_blocking`]; programs embed a manager through the
+//! `agora` crate's `Manager::spawn`.
+
+pub mod auth;
+pub mod config;
+pub mod dispatch;
+pub mod objects;
+pub mod registry;
+pub mod server;
+pub mod session;
+
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+
+pub use config::{Config, Listener};
+pub use server::{Server, ShutdownHandle};
+
+/// Runs a manager on the current thread until it is told to stop: SIGTERM or SIGINT, the
+/// `shutdown` method, or, when `lifeline` is given, end-of-file on that descriptor (the write
+/// end is held by the parent process, so its death, even by SIGKILL, closes it).
+///
+/// Builds its own tokio runtime: call it from a thread without one (after `fork`, from a fresh
+/// thread, since the forking thread's thread-locals may still say it is inside a runtime).
+pub fn run_blocking(
+    listeners: Vec<Listener>,
+    config: Config,
+    lifeline: Option<OwnedFd>,
+) -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("agora-manager")
+        .enable_all()
+        .build()?;
+    let server = Server::new(listeners, config)?;
+    if let Some(fd) = lifeline {
+        watch_lifeline(fd, server.shutdown_handle())?;
+    }
+    runtime.block_on(async move { server.run(termination_signal()).await })
+}
+
+/// Shuts the server down when the lifeline reaches end-of-file (or fails).
+fn watch_lifeline(fd: OwnedFd, handle: ShutdownHandle) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("agora-lifeline".into())
+        .spawn(move || {
+            let mut pipe = std::fs::File::from(fd);
+            let mut buf = [0u8; 64];
+            // Anything written is ignored; only end-of-file or an error ends the wait.
+            while matches!(pipe.read(&mut buf), Ok(n) if n > 0) {}
+            tracing::info!("parent process is gone: shutting down");
+            handle.shutdown();
+        })?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT. If the handlers cannot be installed, never completes (the
+/// manager still stops on `shutdown`).
+pub async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; stop the manager with `shutdown`");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}

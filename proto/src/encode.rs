@@ -38,6 +38,11 @@ pub fn nil(out: &mut Vec<u8>) {
     out.push(0xc0);
 }
 
+/// Appends a float32.
+pub fn f32(out: &mut Vec<u8>, x: f32) {
+    rmp::encode::write_f32(out, x).ok();
+}
+
 /// Appends a float64.
 pub fn f64(out: &mut Vec<u8>, x: f64) {
     rmp::encode::write_f64(out, x).ok();
@@ -129,12 +134,20 @@ mod tests {
         let mut out = Vec::new();
         response_err(&mut out, 7, &CallError::key("'x'"));
         let env = crate::envelope::parse(out.into()).unwrap();
-        let crate::Envelope::Response { msgid, error, result } = env else {
+        let crate::Envelope::Response {
+            msgid,
+            error,
+            result,
+        } = env
+        else {
             panic!("not a response")
         };
         assert_eq!(msgid, 7);
         assert_eq!(&result[..], NIL);
         let err = crate::value::decode(&error).unwrap();
-        assert_eq!(err, rmpv::Value::Array(vec!["KeyError".into(), "'x'".into()]));
+        assert_eq!(
+            err,
+            rmpv::Value::Array(vec!["KeyError".into(), "'x'".into()])
+        );
     }
 }

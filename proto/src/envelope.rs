@@ -109,9 +109,9 @@ pub fn parse(frame: Bytes) -> Result<Envelope, EnvelopeError> {
     c.pos += 1;
     match (kind, len) {
         (Some(crate::REQUEST), 4) => {
-            let msgid = c.next_u32().ok_or_else(|| {
-                bad(None, "a request's msgid must be an unsigned 32-bit integer")
-            })?;
+            let msgid = c
+                .next_u32()
+                .ok_or_else(|| bad(None, "a request's msgid must be an unsigned 32-bit integer"))?;
             let method = c.next_method().map_err(|e| bad(Some(msgid), e))?;
             let params = c
                 .next_value()
@@ -196,7 +196,12 @@ mod tests {
         let frame = enc(V::Array(vec![V::from(0), V::from(9), V::from("x")]));
         assert_eq!(parse(frame).unwrap_err().msgid, None);
         assert_eq!(parse(enc(V::from(5))).unwrap_err().msgid, None);
-        let frame = enc(V::Array(vec![V::from(0), V::from(-1), V::from("x"), V::Array(vec![])]));
+        let frame = enc(V::Array(vec![
+            V::from(0),
+            V::from(-1),
+            V::from("x"),
+            V::Array(vec![]),
+        ]));
         assert_eq!(parse(frame).unwrap_err().msgid, None);
     }
 }

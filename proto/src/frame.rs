@@ -53,6 +53,11 @@ impl FrameDecoder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Changes the limits, for example once a connection has authenticated.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.scanner.set_limits(limits);
+    }
+
     /// Bytes received but not yet returned as a frame.
     pub fn buffered(&self) -> usize {
         self.buf.len()

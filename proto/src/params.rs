@@ -60,6 +60,33 @@ pub fn int_u64(raw: &[u8]) -> Option<u64> {
     rmp::decode::read_int(&mut rest).ok()
 }
 
+/// The elements of an encoded array, as slices of it. `None` if `raw` is not an array.
+pub fn array_items(raw: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut rest = raw;
+    let n = rmp::decode::read_array_len(&mut rest).ok()? as usize;
+    split_values(rest, n)
+}
+
+/// The entries of an encoded map, as `(key, value)` slices of it. `None` if `raw` is not a map.
+pub fn map_entries(raw: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let mut rest = raw;
+    let n = rmp::decode::read_map_len(&mut rest).ok()? as usize;
+    let flat = split_values(rest, n.checked_mul(2)?)?;
+    Some(flat.chunks_exact(2).map(|kv| (kv[0], kv[1])).collect())
+}
+
+/// Splits the first `n` values off `rest`.
+fn split_values(mut rest: &[u8], n: usize) -> Option<Vec<&[u8]>> {
+    // Each value takes at least a byte: don't trust `n` for the allocation.
+    let mut out = Vec::with_capacity(n.min(rest.len()));
+    for _ in 0..n {
+        let len = value_len(rest)?;
+        out.push(&rest[..len]);
+        rest = &rest[len..];
+    }
+    Some(out)
+}
+
 /// True for the encoding of nil.
 pub fn is_nil(raw: &[u8]) -> bool {
     raw == [0xc0]

@@ -91,14 +91,25 @@ fn header(buf: &[u8], offset: usize) -> Result<Option<(usize, Header)>, ScanErro
         0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => Some((1, Header::Scalar)),
         0x80..=0x8f => {
             let len = u64::from(marker & 0x0f);
-            Some((1, Header::Container { items: 2 * len, len }))
+            Some((
+                1,
+                Header::Container {
+                    items: 2 * len,
+                    len,
+                },
+            ))
         }
         0x90..=0x9f => {
             let len = u64::from(marker & 0x0f);
             Some((1, Header::Container { items: len, len }))
         }
         0xa0..=0xbf => Some((1, Header::Payload(u64::from(marker & 0x1f)))),
-        0xc1 => return Err(ScanError::InvalidMarker { byte: marker, offset }),
+        0xc1 => {
+            return Err(ScanError::InvalidMarker {
+                byte: marker,
+                offset,
+            })
+        }
         0xc4 => payload(1, 0),
         0xc5 => payload(2, 0),
         0xc6 => payload(4, 0),
@@ -153,6 +164,11 @@ impl Scanner {
     /// The limits this scanner enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Changes the limits; they apply to the rest of the current value too.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// Bytes of the current, incomplete value scanned so far.
@@ -321,7 +337,10 @@ mod tests {
         let mut s = Scanner::new(Limits::default());
         assert!(matches!(
             s.scan(&[0x92, 0x01, 0xc1]),
-            Err(ScanError::InvalidMarker { byte: 0xc1, offset: 2 })
+            Err(ScanError::InvalidMarker {
+                byte: 0xc1,
+                offset: 2
+            })
         ));
     }
 

@@ -6,6 +6,7 @@
 //! `value.compare_and_swap` must not care, so they work on the rules below, which follow Python
 //! except where noted in `PROTOCOL.md` (bool is not an int).
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use rmpv::Value;
@@ -58,8 +59,10 @@ fn num(v: &Value) -> Option<Num> {
 /// The integer a float equals exactly, if any (`-0.0` equals 0).
 fn float_as_int(x: f64) -> Option<i128> {
     // 2^64 and -2^63 bound what MessagePack integers can hold.
-    (x.is_finite() && x.fract() == 0.0 && (-9.223_372_036_854_776e18..1.844_674_407_370_955_2e19).contains(&x))
-        .then_some(x as i128)
+    (x.is_finite()
+        && x.fract() == 0.0
+        && (-9.223_372_036_854_776e18..1.844_674_407_370_955_2e19).contains(&x))
+    .then_some(x as i128)
 }
 
 fn num_eq(a: Num, b: Num) -> bool {
@@ -106,10 +109,8 @@ pub fn equal(a: &Value, b: &Value) -> bool {
         }
         (Value::Map(x), Value::Map(y)) => {
             x.len() == y.len()
-                && x.iter().all(|(k, v)| {
-                    y.iter()
-                        .any(|(k2, v2)| equal(k, k2) && equal(v, v2))
-                })
+                && x.iter()
+                    .all(|(k, v)| y.iter().any(|(k2, v2)| equal(k, k2) && equal(v, v2)))
         }
         _ => false,
     }
@@ -172,11 +173,18 @@ fn canonical_float(x: f64) -> Value {
 
 /// The canonical encoding of a dict key: two keys are the same key exactly when their canonical
 /// encodings are equal. Fails with `TypeError` for maps, which are unhashable.
-pub fn key(raw: &[u8]) -> Result<Vec<u8>, CallError> {
+///
+/// The common keys (short strings, small integers, nil, bools) are borrowed as they are: their
+/// encoding is already canonical, so looking them up allocates nothing.
+pub fn key(raw: &[u8]) -> Result<Cow<'_, [u8]>, CallError> {
     match raw.first() {
         // Single-byte-header forms that are already the shortest encoding of their value.
-        Some(0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 | 0xa0..=0xbf) => Ok(raw.to_vec()),
-        _ => Ok(crate::encode::to_vec(&canonical(&decode(raw)?)?)),
+        Some(0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 | 0xa0..=0xbf) => {
+            Ok(Cow::Borrowed(raw))
+        }
+        _ => Ok(Cow::Owned(crate::encode::to_vec(&canonical(&decode(
+            raw,
+        )?)?))),
     }
 }
 
@@ -214,15 +222,25 @@ mod tests {
         let m2 = Value::Map(vec![("b".into(), Value::F64(2.0)), ("a".into(), 1.into())]);
         assert!(equal(&m1, &m2));
         assert!(!equal(&Value::from(1), &Value::from(true)));
-        assert_eq!(compare(&1.into(), &Value::F64(1.5)).unwrap(), Ordering::Less);
-        assert_eq!(compare(&"b".into(), &"a".into()).unwrap(), Ordering::Greater);
+        assert_eq!(
+            compare(&1.into(), &Value::F64(1.5)).unwrap(),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare(&"b".into(), &"a".into()).unwrap(),
+            Ordering::Greater
+        );
         assert_eq!(
             compare(&Value::F64(f64::NAN), &Value::from(u64::MAX)).unwrap(),
             Ordering::Greater
         );
         assert!(compare(&"a".into(), &1.into()).is_err());
         assert_eq!(
-            compare(&Value::Array(vec![1.into()]), &Value::Array(vec![1.into(), 0.into()])).unwrap(),
+            compare(
+                &Value::Array(vec![1.into()]),
+                &Value::Array(vec![1.into(), 0.into()])
+            )
+            .unwrap(),
             Ordering::Less
         );
     }

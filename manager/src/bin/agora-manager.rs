@@ -1,1 +1,216 @@
-fn main() {}
+//! `agora-manager`: run a manager from the command line.
+//!
+//! ```text
+//! agora-manager [--listen unix:PATH | --listen tcp:HOST:PORT]... [--authkey-file PATH]
+//! ```
+//!
+//! Prints one line on stdout when it is ready (see `PROTOCOL.md`, section 6), logs to stderr
+//! (`RUST_LOG` sets the level), and stops on SIGTERM, SIGINT or the `shutdown` method.
+
+use std::io::{self, IsTerminal, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use agora_manager::{Config, Listener};
+use agora_proto::Limits;
+
+/// A manager process for agora shared objects.
+#[derive(Parser, Debug)]
+#[command(name = "agora-manager", version, about)]
+struct Args {
+    /// Where to listen: `unix:PATH` or `tcp:HOST:PORT` (port 0 picks a free one). Repeatable.
+    /// Default: a Unix socket in a fresh private directory.
+    #[arg(long = "listen", value_name = "ADDRESS")]
+    listen: Vec<String>,
+
+    /// File holding the authkey as hex. Default: the AGORA_AUTHKEY environment variable (hex),
+    /// else a fresh random key written to a new 0600 file named on the ready line.
+    #[arg(long, value_name = "PATH")]
+    authkey_file: Option<PathBuf>,
+
+    /// Largest message a client may send, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_message_bytes)]
+    max_message_bytes: usize,
+
+    /// Deepest nesting of arrays and maps in a message.
+    #[arg(long, default_value_t = Limits::default().max_depth)]
+    max_depth: usize,
+
+    /// Most elements in one array or entries in one map.
+    #[arg(long, default_value_t = Limits::default().max_container_len)]
+    max_container_len: usize,
+
+    /// Most requests one connection may have in flight.
+    #[arg(long, default_value_t = 65_536)]
+    max_in_flight: usize,
+}
+
+/// A fatal startup error, with what to do about it.
+struct Fatal(String);
+
+impl<E: std::fmt::Display> From<E> for Fatal {
+    fn from(e: E) -> Self {
+        Fatal(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fatal(message)) => {
+            eprintln!("agora-manager: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Fatal> {
+    // A private directory for the default socket and a generated key, made only when needed.
+    let mut private: Option<PathBuf> = None;
+    let mut private_dir = || -> Result<PathBuf, Fatal> {
+        if let Some(dir) = &private {
+            return Ok(dir.clone());
+        }
+        let dir = make_private_dir()?;
+        private = Some(dir.clone());
+        Ok(dir)
+    };
+
+    let (authkey, key_file) = authkey(&args, &mut private_dir)?;
+    let mut listeners = Vec::new();
+    if args.listen.is_empty() {
+        listeners.push(bind_unix(&private_dir()?.join("manager.sock"))?);
+    }
+    for address in &args.listen {
+        listeners.push(bind(address)?);
+    }
+
+    let mut config = Config::new(authkey);
+    config.limits = Limits {
+        max_message_bytes: args.max_message_bytes,
+        max_depth: args.max_depth,
+        max_container_len: args.max_container_len,
+    };
+    config.max_in_flight = args.max_in_flight;
+
+    let mut line = String::from("agora-manager ready");
+    for l in &listeners {
+        line.push(' ');
+        line.push_str(&l.address());
+    }
+    if let Some(path) = &key_file {
+        line.push_str(&format!(" authkey-file={}", path.display()));
+    }
+    // The listeners are bound: clients may connect as soon as they read this line.
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()?;
+    drop(stdout);
+
+    let result = agora_manager::run_blocking(listeners, config, None);
+    if let Some(dir) = private {
+        if let Some(path) = key_file {
+            let _ = std::fs::remove_file(path);
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    result.map_err(|e| Fatal(format!("the manager failed: {e}")))
+}
+
+/// The authkey, and the file it was written to when it was generated here.
+fn authkey(
+    args: &Args,
+    private_dir: &mut impl FnMut() -> Result<PathBuf, Fatal>,
+) -> Result<(Vec<u8>, Option<PathBuf>), Fatal> {
+    let parse = |hex_text: &str, source: &str| -> Result<Vec<u8>, Fatal> {
+        let key = hex::decode(hex_text.trim())
+            .map_err(|e| Fatal(format!("{source} must hold the authkey as hex: {e}")))?;
+        if key.is_empty() {
+            return Err(Fatal(format!("{source} holds an empty authkey")));
+        }
+        Ok(key)
+    };
+    if let Some(path) = &args.authkey_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Fatal(format!(
+                "cannot read the authkey file {}: {e}",
+                path.display()
+            ))
+        })?;
+        return Ok((parse(&text, &format!("{}", path.display()))?, None));
+    }
+    if let Ok(text) = std::env::var("AGORA_AUTHKEY") {
+        return Ok((parse(&text, "AGORA_AUTHKEY")?, None));
+    }
+    let mut key = vec![0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| Fatal(format!("no randomness for an authkey: {e}")))?;
+    let path = private_dir()?.join("authkey");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Fatal(format!("cannot create {}: {e}", path.display())))?;
+    writeln!(file, "{}", hex::encode(&key))?;
+    Ok((key, Some(path)))
+}
+
+/// A new directory only this user can enter.
+fn make_private_dir() -> Result<PathBuf, Fatal> {
+    let mut suffix = [0u8; 6];
+    getrandom::fill(&mut suffix).map_err(|e| Fatal(e.to_string()))?;
+    let dir = std::env::temp_dir().join(format!("agora-{}", hex::encode(suffix)));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| Fatal(format!("cannot create {}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+fn bind(address: &str) -> Result<Listener, Fatal> {
+    if let Some(path) = address.strip_prefix("unix:") {
+        return bind_unix(Path::new(path));
+    }
+    if let Some(host_port) = address.strip_prefix("tcp:") {
+        let listener = std::net::TcpListener::bind(host_port)
+            .map_err(|e| Fatal(format!("cannot listen on {address}: {e}")))?;
+        return Ok(Listener::Tcp(listener));
+    }
+    Err(Fatal(format!(
+        "bad address {address:?}: expected unix:PATH or tcp:HOST:PORT"
+    )))
+}
+
+/// Binds a Unix socket readable and writable by this user only. A stale socket file left by a
+/// manager that died is replaced; a live one is an error.
+fn bind_unix(path: &Path) -> Result<Listener, Fatal> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(Fatal(format!(
+                "another process is listening on {}",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| Fatal(format!("cannot remove stale {}: {e}", path.display())))?;
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| Fatal(format!("cannot listen on unix:{}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(Listener::Unix {
+        listener,
+        path: path.to_owned(),
+    })
+}

@@ -1,0 +1,110 @@
+//! Routing a request to the registry or to an object: `create`, `lookup`, `delete`, `objects`,
+//! and `<kind>.<method>`. Session methods (`hello`, `auth`, `shutdown`) live in [`crate::session`].
+
+use agora_proto::{encode, params, CallError, ErrorName, Params};
+
+use crate::objects::Kind;
+use crate::registry::Registry;
+
+/// Runs a registry or object method, appending its encoded result to `out`.
+pub fn call(
+    registry: &Registry,
+    method: &str,
+    p: &Params,
+    out: &mut Vec<u8>,
+) -> Result<(), CallError> {
+    match method {
+        "create" => create(registry, p, out),
+        "lookup" => {
+            p.expect(method, 1, 1)?;
+            let (kind, id) = registry.lookup(p.str(0)?)?;
+            out.push(0x92);
+            encode::str(out, kind.as_str());
+            encode::uint(out, id);
+            Ok(())
+        }
+        "delete" => {
+            p.expect(method, 1, 1)?;
+            match params::int_u64(p.raw(0)) {
+                Some(id) => registry.delete_id(id)?,
+                None => registry.delete_name(p.str(0)?)?,
+            }
+            out.extend_from_slice(encode::TRUE);
+            Ok(())
+        }
+        "objects" => {
+            p.expect(method, 0, 0)?;
+            let all = registry.list();
+            encode::array_header(out, all.len());
+            for info in all {
+                out.push(0x93);
+                encode::uint(out, info.id);
+                match &info.name {
+                    Some(name) => encode::str(out, name),
+                    None => encode::nil(out),
+                }
+                encode::str(out, info.kind.as_str());
+            }
+            Ok(())
+        }
+        _ => object_call(registry, method, p, out),
+    }
+}
+
+fn create(registry: &Registry, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+    if p.len() < 2 {
+        return Err(CallError::new(
+            ErrorName::ArgumentCountError,
+            format!(
+                "create takes [kind, name or nil, init args...], got {} params",
+                p.len()
+            ),
+        ));
+    }
+    let kind_name = p.str(0)?;
+    let kind = Kind::parse(kind_name).ok_or_else(|| {
+        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        CallError::value(format!(
+            "unknown kind {kind_name:?}: expected one of {}",
+            known.join(", ")
+        ))
+    })?;
+    let name = match p.opt(1) {
+        None => None,
+        Some(_) => Some(p.str(1)?),
+    };
+    let id = registry.create(kind, name, p, 2)?;
+    encode::uint(out, id);
+    Ok(())
+}
+
+fn object_call(
+    registry: &Registry,
+    method: &str,
+    p: &Params,
+    out: &mut Vec<u8>,
+) -> Result<(), CallError> {
+    let unknown = || {
+        CallError::new(
+            ErrorName::UnknownMethodError,
+            format!("unknown method {method:?} (see PROTOCOL.md for the list of methods)"),
+        )
+    };
+    let (kind_name, op) = method.split_once('.').ok_or_else(unknown)?;
+    let kind = Kind::parse(kind_name).ok_or_else(unknown)?;
+    if p.is_empty() {
+        return Err(CallError::new(
+            ErrorName::ArgumentCountError,
+            format!("{method} takes the object id as its first param, got no params"),
+        ));
+    }
+    let id = p.u64(0)?;
+    let object = registry.get(id)?;
+    if object.kind() != kind {
+        return Err(CallError::type_error(format!(
+            "object {id} is a {}, not a {kind}",
+            object.kind()
+        )));
+    }
+    object.call(op, p, out)
+}

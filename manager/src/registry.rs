@@ -1,0 +1,152 @@
+//! The registry: every live object by id, and the names that point at them.
+//!
+//! The hot path (resolving an id for an operation) takes a read lock and clones an `Arc`;
+//! creating, naming and deleting take write locks. Lock order: `names`, then `objects`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use agora_proto::{CallError, ErrorName, Params};
+
+use crate::objects::{self, Kind, ObjectHandle};
+
+struct Entry {
+    object: ObjectHandle,
+    name: Option<String>,
+}
+
+/// What `objects` reports about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The object's id.
+    pub id: u64,
+    /// Its name, if it was created with one.
+    pub name: Option<String>,
+    /// Its kind.
+    pub kind: Kind,
+}
+
+/// Every object of one manager.
+pub struct Registry {
+    objects: RwLock<HashMap<u64, Entry>>,
+    names: Mutex<HashMap<String, u64>>,
+    next_id: AtomicU64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            objects: RwLock::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+fn unknown_id(id: u64) -> CallError {
+    CallError::new(
+        ErrorName::UnknownObjectError,
+        format!("no object has id {id} (it was deleted, or belongs to another manager)"),
+    )
+}
+
+impl Registry {
+    /// Creates an object of `kind` from init args `params[first..]`. With a name this is
+    /// get-or-create: an existing object of that name and kind is returned as it is.
+    pub fn create(
+        &self,
+        kind: Kind,
+        name: Option<&str>,
+        params: &Params,
+        first: usize,
+    ) -> Result<u64, CallError> {
+        let Some(name) = name else {
+            let object = objects::create(kind, params, first)?;
+            return Ok(self.insert(object, None));
+        };
+        let mut names = self.names.lock();
+        if let Some(&id) = names.get(name) {
+            let existing = self.get(id)?.kind();
+            if existing != kind {
+                return Err(CallError::type_error(format!(
+                    "the object named {name:?} is a {existing}, not a {kind}"
+                )));
+            }
+            return Ok(id);
+        }
+        let object = objects::create(kind, params, first)?;
+        let id = self.insert(object, Some(name.to_owned()));
+        names.insert(name.to_owned(), id);
+        Ok(id)
+    }
+
+    fn insert(&self, object: ObjectHandle, name: Option<String>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.objects.write().insert(id, Entry { object, name });
+        id
+    }
+
+    /// The object with that id.
+    pub fn get(&self, id: u64) -> Result<ObjectHandle, CallError> {
+        self.objects
+            .read()
+            .get(&id)
+            .map(|e| e.object.clone())
+            .ok_or_else(|| unknown_id(id))
+    }
+
+    /// The kind and id of the object with that name.
+    pub fn lookup(&self, name: &str) -> Result<(Kind, u64), CallError> {
+        let id = *self
+            .names
+            .lock()
+            .get(name)
+            .ok_or_else(|| CallError::key(format!("no object is named {name:?}")))?;
+        Ok((self.get(id)?.kind(), id))
+    }
+
+    /// Deletes an object by id.
+    pub fn delete_id(&self, id: u64) -> Result<(), CallError> {
+        let mut names = self.names.lock();
+        let entry = self
+            .objects
+            .write()
+            .remove(&id)
+            .ok_or_else(|| unknown_id(id))?;
+        if let Some(name) = entry.name {
+            names.remove(&name);
+        }
+        Ok(())
+    }
+
+    /// Deletes an object by name.
+    pub fn delete_name(&self, name: &str) -> Result<(), CallError> {
+        let mut names = self.names.lock();
+        let id = names.remove(name).ok_or_else(|| {
+            CallError::new(
+                ErrorName::UnknownObjectError,
+                format!("no object is named {name:?}"),
+            )
+        })?;
+        self.objects.write().remove(&id);
+        Ok(())
+    }
+
+    /// Every object, ordered by id.
+    pub fn list(&self) -> Vec<ObjectInfo> {
+        let mut all: Vec<ObjectInfo> = self
+            .objects
+            .read()
+            .iter()
+            .map(|(&id, e)| ObjectInfo {
+                id,
+                name: e.name.clone(),
+                kind: e.object.kind(),
+            })
+            .collect();
+        all.sort_by_key(|info| info.id);
+        all
+    }
+}
