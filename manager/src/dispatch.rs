@@ -3,25 +3,41 @@
 
 use agora_proto::{encode, params, CallError, ErrorName, Params};
 
-use crate::objects::Kind;
+use crate::objects::{Kind, ObjectHandle};
 use crate::registry::Registry;
+use crate::waiters::{Caller, Outcome};
+
+/// How a dispatched call went.
+pub enum Dispatched {
+    /// A registry method; its result is in the output buffer.
+    Done,
+    /// An object method, done or parked.
+    Object {
+        /// The object called (the session keeps track of the ones it may hold something in).
+        object: ObjectHandle,
+        /// Done (result in the output buffer) or parked.
+        outcome: Outcome,
+    },
+}
 
 /// Runs a registry or object method, appending its encoded result to `out`.
 pub fn call(
     registry: &Registry,
     method: &str,
     p: &Params,
+    caller: &Caller,
     out: &mut Vec<u8>,
-) -> Result<(), CallError> {
+) -> Result<Dispatched, CallError> {
+    let done = |result: Result<(), CallError>| result.map(|()| Dispatched::Done);
     match method {
-        "create" => create(registry, p, out),
+        "create" => done(create(registry, p, out)),
         "lookup" => {
             p.expect(method, 1, 1)?;
             let (kind, id) = registry.lookup(p.str(0)?)?;
             out.push(0x92);
             encode::str(out, kind.as_str());
             encode::uint(out, id);
-            Ok(())
+            Ok(Dispatched::Done)
         }
         "delete" => {
             p.expect(method, 1, 1)?;
@@ -30,7 +46,7 @@ pub fn call(
                 None => registry.delete_name(p.str(0)?)?,
             }
             out.extend_from_slice(encode::TRUE);
-            Ok(())
+            Ok(Dispatched::Done)
         }
         "objects" => {
             p.expect(method, 0, 0)?;
@@ -45,9 +61,9 @@ pub fn call(
                 }
                 encode::str(out, info.kind.as_str());
             }
-            Ok(())
+            Ok(Dispatched::Done)
         }
-        _ => object_call(registry, method, p, out),
+        _ => object_call(registry, method, p, caller, out),
     }
 }
 
@@ -82,8 +98,9 @@ fn object_call(
     registry: &Registry,
     method: &str,
     p: &Params,
+    caller: &Caller,
     out: &mut Vec<u8>,
-) -> Result<(), CallError> {
+) -> Result<Dispatched, CallError> {
     let unknown = || {
         CallError::new(
             ErrorName::UnknownMethodError,
@@ -106,5 +123,6 @@ fn object_call(
             object.kind()
         )));
     }
-    object.call(op, p, out)
+    let outcome = object.call(op, p, caller, out)?;
+    Ok(Dispatched::Object { object, outcome })
 }

@@ -12,6 +12,8 @@
 //! - [`dispatch`]: routes `create`/`lookup`/`delete`/`objects` and `<kind>.<method>`.
 //! - [`registry`]: objects by id and by name.
 //! - [`objects`]: one file per kind; each object owns its state behind its own lock.
+//! - [`waiters`]: parked calls: the FIFO of waiters of blocking objects, timeouts, and what
+//!   happens when a waiter's connection closes.
 //!
 //! # The path of a request
 //! A connection task reads what arrived into a [`agora_proto::FrameDecoder`]; every complete
@@ -31,6 +33,7 @@ pub mod objects;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod waiters;
 
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;

@@ -63,7 +63,7 @@ impl Registry {
         first: usize,
     ) -> Result<u64, CallError> {
         let Some(name) = name else {
-            let object = objects::create(kind, params, first)?;
+            let object = objects::create(kind, params, first, self)?;
             return Ok(self.insert(object, None));
         };
         let mut names = self.names.lock();
@@ -76,7 +76,7 @@ impl Registry {
             }
             return Ok(id);
         }
-        let object = objects::create(kind, params, first)?;
+        let object = objects::create(kind, params, first, self)?;
         let id = self.insert(object, Some(name.to_owned()));
         names.insert(name.to_owned(), id);
         Ok(id)
@@ -130,7 +130,11 @@ impl Registry {
                 format!("no object is named {name:?}"),
             )
         })?;
-        self.objects.write().remove(&id);
+        let entry = self.objects.write().remove(&id);
+        drop(names);
+        if let Some(entry) = entry {
+            entry.object.deleted();
+        }
         Ok(())
     }
 

@@ -1,12 +1,22 @@
-//! One client connection: read frames, authenticate, dispatch, write replies.
+//! One client connection: read frames, authenticate, dispatch, write replies, and answer parked
+//! calls when they complete.
 //!
 //! Each connection is one task. It reads what has arrived, answers every complete request in
 //! it into one output buffer, and writes that buffer with one write: replies that are ready
 //! together go out together, and a pipelining client gets a batch per read.
+//!
+//! A call that must wait (a queue get, an acquire) becomes a [`Parked`] future in the
+//! connection's `parked` set; the connection keeps serving other requests and writes the reply
+//! when the future completes. When the connection ends, every parked call is given back
+//! (an undelivered queue item returns to its queue) and every object the connection may hold
+//! something in releases it.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::task::{Id, JoinSet};
 use tracing::{debug, info};
 
 use agora_proto::{
@@ -14,11 +24,15 @@ use agora_proto::{
 };
 
 use crate::auth;
-use crate::dispatch;
+use crate::dispatch::{self, Dispatched};
+use crate::objects::ObjectHandle;
 use crate::server::Shared;
+use crate::waiters::{Caller, Outcome, Parked, Reply, SessionId, Ticket};
 
 /// How many bytes to ask the socket for at a time.
 const READ_CHUNK: usize = 64 * 1024;
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 /// Where a connection is in the handshake.
 enum AuthState {
@@ -35,25 +49,46 @@ enum AuthState {
 enum Next {
     /// Keep serving.
     Continue,
-    /// Flush the replies, then close (bad frame, failed auth).
+    /// Flush the replies, then close (bad frame, failed auth, too many calls in flight).
     Close,
     /// Flush the replies, then stop the whole manager.
     Shutdown,
 }
 
+/// What one request led to.
+enum Step {
+    /// Answered (the result follows the response header in the output buffer).
+    Answered(Next),
+    /// Parked: answered later.
+    Parked(Parked),
+}
+
+/// The output of a parked call's task: the msgid, the reply, and the ticket to give the reply
+/// back with if it cannot be written.
+type ParkedOutput = (u32, Reply, Ticket);
+
 /// The state of one connection.
 pub struct Session {
     shared: Arc<Shared>,
+    id: SessionId,
     auth: AuthState,
     peer: String,
+    parked: JoinSet<ParkedOutput>,
+    parked_msgids: HashMap<Id, u32>,
+    /// Objects this connection may hold something in, keyed by address.
+    held: HashMap<usize, ObjectHandle>,
 }
 
 impl Session {
     fn new(shared: Arc<Shared>, peer: String) -> Session {
         Session {
             shared,
+            id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
             auth: AuthState::Fresh,
             peer,
+            parked: JoinSet::new(),
+            parked_msgids: HashMap::new(),
+            held: HashMap::new(),
         }
     }
 
@@ -118,43 +153,70 @@ impl Session {
             }
         };
         // Write the success header, let the method append its result after it, and replace
-        // both with an error response if the method fails.
+        // both with an error response if the method fails (or remove them if it parks).
         let start = out.len();
         encode::response_ok(out, msgid, &[]);
-        match self.call(&method, &params, decoder, out) {
-            Ok(next) => next,
-            Err(err) => {
+        let failure = match self.call(msgid, &method, &params, decoder, out) {
+            Ok(Step::Answered(next)) => return next,
+            Ok(Step::Parked(parked)) => {
                 out.truncate(start);
-                encode::response_err(out, msgid, &err);
-                if err.name == ErrorName::AuthenticationError && method == "auth" {
-                    return Next::Close;
+                match self.park(parked) {
+                    Ok(()) => return Next::Continue,
+                    Err(err) => err,
                 }
-                Next::Continue
             }
+            Err(err) => err,
+        };
+        out.truncate(start);
+        encode::response_err(out, msgid, &failure);
+        match failure.name {
+            ErrorName::AuthenticationError if method == "auth" => Next::Close,
+            ErrorName::LimitError => Next::Close,
+            _ => Next::Continue,
         }
+    }
+
+    /// Starts waiting for a parked call's reply, within the in-flight limit.
+    fn park(&mut self, parked: Parked) -> Result<(), CallError> {
+        if self.parked.len() >= self.shared.config.max_in_flight {
+            // Dropping the parked call takes its waiter out of line.
+            drop(parked);
+            return Err(CallError::new(
+                ErrorName::LimitError,
+                format!(
+                    "more than {} calls in flight on one connection; closing the connection",
+                    self.shared.config.max_in_flight
+                ),
+            ));
+        }
+        let msgid = parked.msgid;
+        let task = self.parked.spawn(parked.reply());
+        self.parked_msgids.insert(task.id(), msgid);
+        Ok(())
     }
 
     /// Runs one request, appending its result to `out`.
     fn call(
         &mut self,
+        msgid: u32,
         method: &str,
         p: &Params,
         decoder: &mut FrameDecoder,
         out: &mut Vec<u8>,
-    ) -> Result<Next, CallError> {
+    ) -> Result<Step, CallError> {
         match method {
             "hello" => {
                 let challenge = auth::challenge()
                     .map_err(|e| CallError::runtime(format!("cannot make a challenge: {e}")))?;
                 self.auth = AuthState::Challenged(challenge);
                 write_hello(out, &challenge);
-                return Ok(Next::Continue);
+                return Ok(Step::Answered(Next::Continue));
             }
             "auth" => {
                 self.authenticate(p)?;
                 decoder.set_limits(self.shared.config.limits);
                 out.extend_from_slice(encode::TRUE);
-                return Ok(Next::Continue);
+                return Ok(Step::Answered(Next::Continue));
             }
             _ => {}
         }
@@ -168,17 +230,31 @@ impl Session {
             "ping" => {
                 p.expect(method, 0, 0)?;
                 encode::str(out, "pong");
-                Ok(Next::Continue)
+                Ok(Step::Answered(Next::Continue))
             }
             "shutdown" => {
                 p.expect(method, 0, 0)?;
                 out.extend_from_slice(encode::TRUE);
                 info!(peer = %self.peer, "shutdown requested");
-                Ok(Next::Shutdown)
+                Ok(Step::Answered(Next::Shutdown))
             }
             _ => {
-                dispatch::call(&self.shared.registry, method, p, out)?;
-                Ok(Next::Continue)
+                let caller = Caller { session: self.id };
+                match dispatch::call(&self.shared.registry, method, p, &caller, out)? {
+                    Dispatched::Done => Ok(Step::Answered(Next::Continue)),
+                    Dispatched::Object { object, outcome } => {
+                        if object.tracks_sessions() {
+                            let key = Arc::as_ptr(&object) as *const () as usize;
+                            self.held.entry(key).or_insert_with(|| object.clone());
+                        }
+                        match outcome {
+                            Outcome::Done => Ok(Step::Answered(Next::Continue)),
+                            Outcome::Parked(park) => {
+                                Ok(Step::Parked(Parked::new(msgid, park, object)))
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -204,6 +280,63 @@ impl Session {
         self.auth = AuthState::Authenticated;
         Ok(())
     }
+
+    /// Appends the reply of a parked call that completed.
+    fn write_parked(
+        &mut self,
+        id: Id,
+        (msgid, reply, ticket): ParkedOutput,
+        out: &mut Vec<u8>,
+        sent: &mut Vec<(Reply, Ticket)>,
+    ) {
+        self.parked_msgids.remove(&id);
+        match &reply {
+            Ok(result) => encode::response_ok(out, msgid, result),
+            Err(err) => encode::response_err(out, msgid, err),
+        }
+        sent.push((reply, ticket));
+    }
+
+    /// Answers a parked call whose task failed (a bug: it is reported, not hidden).
+    fn parked_failed(&mut self, e: &tokio::task::JoinError, out: &mut Vec<u8>) {
+        tracing::error!(peer = %self.peer, error = %e, "a parked call failed");
+        if let Some(msgid) = self.parked_msgids.remove(&e.id()) {
+            let err = CallError::runtime(format!("internal error in the manager: {e}"));
+            encode::response_err(out, msgid, &err);
+        }
+    }
+
+    /// Ends the connection: parked calls are answered with `ShutdownError` when the manager is
+    /// stopping (best effort), or given back; then whatever the connection held is released.
+    async fn finish<S: AsyncWrite + Unpin>(mut self, stream: &mut S, stopping: bool) {
+        self.parked.abort_all();
+        let mut out = Vec::new();
+        let mut undelivered = Vec::new();
+        while let Some(done) = self.parked.join_next_with_id().await {
+            match done {
+                Ok((id, output)) if stopping => {
+                    self.write_parked(id, output, &mut out, &mut undelivered)
+                }
+                Ok((_, (_, reply, ticket))) => ticket.undeliver(reply),
+                Err(e) => {
+                    let msgid = self.parked_msgids.remove(&e.id());
+                    if let (Some(msgid), true) = (msgid, stopping) {
+                        let err = CallError::new(
+                            ErrorName::ShutdownError,
+                            "the manager is shutting down",
+                        );
+                        encode::response_err(&mut out, msgid, &err);
+                    }
+                }
+            }
+        }
+        if !out.is_empty() && stream.write_all(&out).await.is_err() {
+            undelivered.into_iter().for_each(|(r, t)| t.undeliver(r));
+        }
+        for object in self.held.values() {
+            object.session_closed(self.id);
+        }
+    }
 }
 
 fn write_hello(out: &mut Vec<u8>, challenge: &[u8]) {
@@ -218,6 +351,13 @@ fn write_hello(out: &mut Vec<u8>, challenge: &[u8]) {
     encode::bin(out, challenge);
 }
 
+/// What woke the connection loop.
+enum Event {
+    Stop,
+    Read(std::io::Result<usize>),
+    ParkedDone(Result<(Id, ParkedOutput), tokio::task::JoinError>),
+}
+
 /// Serves one connection until the peer leaves, the connection must close, or the manager
 /// shuts down.
 pub async fn serve<S>(mut stream: S, shared: Arc<Shared>, peer: String)
@@ -228,38 +368,61 @@ where
     let mut decoder = FrameDecoder::new(shared.config.pre_auth_limits());
     let mut session = Session::new(shared.clone(), peer);
     let mut out = Vec::with_capacity(READ_CHUNK);
+    let mut sent: Vec<(Reply, Ticket)> = Vec::new();
     debug!(peer = %session.peer, "connected");
+    let mut stop = false;
     loop {
-        let read = tokio::select! {
+        let event = tokio::select! {
             biased;
-            _ = crate::server::stopped(&mut stopping) => break,
-            read = stream.read_buf(decoder.read_buf(READ_CHUNK)) => read,
+            _ = crate::server::stopped(&mut stopping) => Event::Stop,
+            Some(done) = session.parked.join_next_with_id() => Event::ParkedDone(done),
+            read = stream.read_buf(decoder.read_buf(READ_CHUNK)) => Event::Read(read),
         };
-        match read {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
+        let next = match event {
+            Event::Stop => {
+                stop = true;
+                break;
+            }
+            Event::ParkedDone(done) => {
+                // Write every parked reply that is ready, in one go.
+                let mut done = Some(done);
+                while let Some(result) = done {
+                    match result {
+                        Ok((id, output)) => session.write_parked(id, output, &mut out, &mut sent),
+                        Err(e) => session.parked_failed(&e, &mut out),
+                    }
+                    done = session.parked.try_join_next_with_id();
+                }
+                Next::Continue
+            }
+            Event::Read(Ok(0)) => break,
+            Event::Read(Ok(_)) => session.process(&mut decoder, &mut out),
+            Event::Read(Err(e)) => {
                 debug!(peer = %session.peer, error = %e, "read failed");
                 break;
             }
-        }
-        let next = session.process(&mut decoder, &mut out);
+        };
         if !out.is_empty() {
             if let Err(e) = stream.write_all(&out).await {
                 debug!(peer = %session.peer, error = %e, "write failed");
+                sent.drain(..).for_each(|(r, t)| t.undeliver(r));
                 break;
             }
             out.clear();
         }
+        sent.clear();
         match next {
             Next::Continue => {}
             Next::Close => break,
             Next::Shutdown => {
                 shared.shutdown.send_replace(true);
+                stop = true;
                 break;
             }
         }
     }
+    let peer = session.peer.clone();
+    session.finish(&mut stream, stop).await;
     let _ = stream.shutdown().await;
-    debug!(peer = %session.peer, "disconnected");
+    debug!(peer = %peer, "disconnected");
 }

@@ -8,6 +8,8 @@ use agora_proto::{encode, CallError, Params};
 use super::list::{slice_param, write_slice};
 use super::slice::index;
 use super::typecode::Typecode;
+use crate::waiters::{Caller, Outcome};
+
 use super::{arity, expected, unknown_method, Args, Kind, SharedObject, Stored};
 
 /// A shared fixed-length array.
@@ -70,7 +72,13 @@ impl SharedObject for Array {
         Kind::Array
     }
 
-    fn call(&self, method: &str, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+    fn call(
+        &self,
+        method: &str,
+        p: &Params,
+        _caller: &Caller,
+        out: &mut Vec<u8>,
+    ) -> Result<Outcome, CallError> {
         let a = |min, max| arity(p, Kind::Array, method, min, max);
         let mut items = self.items.lock();
         let len = items.len();
@@ -123,6 +131,6 @@ impl SharedObject for Array {
             }
             _ => return Err(unknown_method(Kind::Array, method)),
         }
-        Ok(())
+        Ok(Outcome::Done)
     }
 }

@@ -6,6 +6,8 @@ use parking_lot::Mutex;
 use agora_proto::params::{array_items, map_entries};
 use agora_proto::{encode, value, CallError, Params};
 
+use crate::waiters::{Caller, Outcome};
+
 use super::{arity, expected, store, unknown_method, Args, Kind, SharedObject, Stored};
 
 /// One entry. The key is stored as sent only when that differs from its canonical form (the
@@ -103,7 +105,13 @@ impl SharedObject for Dict {
         Kind::Dict
     }
 
-    fn call(&self, method: &str, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+    fn call(
+        &self,
+        method: &str,
+        p: &Params,
+        _caller: &Caller,
+        out: &mut Vec<u8>,
+    ) -> Result<Outcome, CallError> {
         let a = |min, max| arity(p, Kind::Dict, method, min, max);
         let mut map = self.map.lock();
         match method {
@@ -208,6 +216,6 @@ impl SharedObject for Dict {
             }
             _ => return Err(unknown_method(Kind::Dict, method)),
         }
-        Ok(())
+        Ok(Outcome::Done)
     }
 }

@@ -9,6 +9,8 @@ use agora_proto::params::array_items;
 use agora_proto::{encode, value, CallError, Params};
 
 use super::slice::{index, Slice};
+use crate::waiters::{Caller, Outcome};
+
 use super::{arity, expected, store, unknown_method, Args, Kind, SharedObject, Stored};
 
 /// A shared list.
@@ -132,7 +134,13 @@ impl SharedObject for List {
         Kind::List
     }
 
-    fn call(&self, method: &str, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+    fn call(
+        &self,
+        method: &str,
+        p: &Params,
+        _caller: &Caller,
+        out: &mut Vec<u8>,
+    ) -> Result<Outcome, CallError> {
         let a = |min, max| arity(p, Kind::List, method, min, max);
         let mut items = self.items.lock();
         let len = items.len();
@@ -142,23 +150,23 @@ impl SharedObject for List {
                 let i = index(p.i64(1)?, len)
                     .ok_or_else(|| CallError::index("list index out of range"))?;
                 out.extend_from_slice(&items[i]);
-                return Ok(());
+                return Ok(Outcome::Done);
             }
             "getslice" => {
                 a(4, 4)?;
                 write_slice(out, &items, &slice_param(p, 1, len)?);
-                return Ok(());
+                return Ok(Outcome::Done);
             }
             "len" => {
                 a(1, 1)?;
                 encode::uint(out, len as u64);
-                return Ok(());
+                return Ok(Outcome::Done);
             }
             "copy" => {
                 a(1, 1)?;
                 encode::array_header(out, len);
                 items.iter().for_each(|v| out.extend_from_slice(v));
-                return Ok(());
+                return Ok(Outcome::Done);
             }
             "pop" => {
                 a(1, 2)?;
@@ -168,7 +176,7 @@ impl SharedObject for List {
                 let at = p.opt_i64(1)?.unwrap_or(-1);
                 let i = index(at, len).ok_or_else(|| CallError::index("pop index out of range"))?;
                 out.extend_from_slice(&items.remove(i));
-                return Ok(());
+                return Ok(Outcome::Done);
             }
             "index" => {
                 a(2, 4)?;
@@ -176,7 +184,7 @@ impl SharedObject for List {
                 let found = position(&items, p.raw(1), s.range())?
                     .ok_or_else(|| CallError::value("list.index(x): x not in list"))?;
                 encode::uint(out, found as u64);
-                return Ok(());
+                return Ok(Outcome::Done);
             }
             "count" => {
                 a(2, 2)?;
@@ -188,7 +196,7 @@ impl SharedObject for List {
                     }
                 }
                 encode::uint(out, n);
-                return Ok(());
+                return Ok(Outcome::Done);
             }
             _ => {}
         }
@@ -252,6 +260,6 @@ impl SharedObject for List {
             _ => return Err(unknown_method(Kind::List, method)),
         }
         encode::nil(out);
-        Ok(())
+        Ok(Outcome::Done)
     }
 }

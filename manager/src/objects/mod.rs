@@ -6,9 +6,15 @@
 //! network buffer) and decoded only when an operation must inspect them.
 
 pub mod array;
+pub mod barrier;
+pub mod condition;
 pub mod dict;
+pub mod event;
 pub mod list;
+pub mod lock;
 pub mod namespace;
+pub mod queue;
+pub mod semaphore;
 pub mod slice;
 pub mod typecode;
 pub mod value;
@@ -17,6 +23,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use agora_proto::{CallError, ErrorName, Params};
+
+use crate::waiters::{Caller, Expired, Outcome, Reply, SessionId, WaiterId};
 
 /// An encoded MessagePack value, owned by an object.
 pub type Stored = Box<[u8]>;
@@ -39,6 +47,24 @@ pub enum Kind {
     Array,
     /// A bag of named attributes.
     Namespace,
+    /// A FIFO queue.
+    Queue,
+    /// A FIFO queue with `task_done` and `join`.
+    JoinableQueue,
+    /// A mutual-exclusion lock.
+    Lock,
+    /// A reentrant lock.
+    RLock,
+    /// A counting semaphore.
+    Semaphore,
+    /// A semaphore that refuses to be released above its initial value.
+    BoundedSemaphore,
+    /// A flag that callers wait for.
+    Event,
+    /// A condition variable over a lock.
+    Condition,
+    /// A meeting point for a fixed number of parties.
+    Barrier,
 }
 
 impl Kind {
@@ -49,6 +75,15 @@ impl Kind {
         Kind::Value,
         Kind::Array,
         Kind::Namespace,
+        Kind::Queue,
+        Kind::JoinableQueue,
+        Kind::Lock,
+        Kind::RLock,
+        Kind::Semaphore,
+        Kind::BoundedSemaphore,
+        Kind::Event,
+        Kind::Condition,
+        Kind::Barrier,
     ];
 
     /// The kind's name on the wire.
@@ -59,6 +94,15 @@ impl Kind {
             Kind::Value => "value",
             Kind::Array => "array",
             Kind::Namespace => "namespace",
+            Kind::Queue => "queue",
+            Kind::JoinableQueue => "joinable_queue",
+            Kind::Lock => "lock",
+            Kind::RLock => "rlock",
+            Kind::Semaphore => "semaphore",
+            Kind::BoundedSemaphore => "bounded_semaphore",
+            Kind::Event => "event",
+            Kind::Condition => "condition",
+            Kind::Barrier => "barrier",
         }
     }
 
@@ -75,22 +119,69 @@ impl fmt::Display for Kind {
 }
 
 /// What every shared object implements.
+///
+/// The waiter hooks (`expire`, `abandon`, `undeliver`) matter only to objects whose calls can
+/// park (see [`crate::waiters`]); `session_closed` only to objects a connection can hold
+/// something in (a lock, permits, a place at a barrier).
 pub trait SharedObject: Send + Sync + 'static {
     /// The object's kind.
     fn kind(&self) -> Kind;
 
-    /// Runs `method` (the part of the wire method after `<kind>.`) and appends the encoded
-    /// result to `out`. `params[0]` is the object id, already resolved to `self`.
+    /// Runs `method` (the part of the wire method after `<kind>.`). A call that completes
+    /// appends its encoded result to `out` and returns [`Outcome::Done`]; one that must wait
+    /// returns [`Outcome::Parked`]. `params[0]` is the object id, already resolved to `self`.
     ///
     /// On error nothing useful is in `out`: the caller truncates it.
-    fn call(&self, method: &str, params: &Params, out: &mut Vec<u8>) -> Result<(), CallError>;
+    fn call(
+        &self,
+        method: &str,
+        params: &Params,
+        caller: &Caller,
+        out: &mut Vec<u8>,
+    ) -> Result<Outcome, CallError>;
+
+    /// A parked waiter's deadline passed: remove it and say what to answer, unless it was
+    /// granted already.
+    fn expire(&self, _waiter: WaiterId, _tag: u8) -> Expired {
+        Expired::Pending
+    }
+
+    /// A parked waiter's connection closed before anything was granted: remove it.
+    fn abandon(&self, _waiter: WaiterId, _tag: u8) {}
+
+    /// A reply was granted to a waiter whose connection closed before it could be delivered:
+    /// give back what it took (a queue item returns to the head of the queue).
+    fn undeliver(&self, _waiter: WaiterId, _tag: u8, _reply: Reply) {}
+
+    /// True when a connection can hold something in this object that must be released when
+    /// the connection closes.
+    fn tracks_sessions(&self) -> bool {
+        false
+    }
+
+    /// A connection closed: release everything it held (locks, permits, barrier places).
+    fn session_closed(&self, _session: SessionId) {}
+
+    /// The object was deleted: fail every parked waiter.
+    fn deleted(&self) {}
+
+    /// The lock state of a `lock` or `rlock`, for a `condition` built on it.
+    fn lock_core(&self) -> Option<lock::SharedCore> {
+        None
+    }
 }
 
 /// A shared object as the registry holds it.
 pub type ObjectHandle = Arc<dyn SharedObject>;
 
-/// Builds a new object of `kind` from `create`'s init args (`params[first..]`).
-pub fn create(kind: Kind, params: &Params, first: usize) -> Result<ObjectHandle, CallError> {
+/// Builds a new object of `kind` from `create`'s init args (`params[first..]`). The registry
+/// is there for objects built on others (a condition over an existing lock).
+pub fn create(
+    kind: Kind,
+    params: &Params,
+    first: usize,
+    registry: &crate::registry::Registry,
+) -> Result<ObjectHandle, CallError> {
     let args = Args {
         params,
         first,
@@ -102,6 +193,14 @@ pub fn create(kind: Kind, params: &Params, first: usize) -> Result<ObjectHandle,
         Kind::Value => Arc::new(value::Value::new(&args)?),
         Kind::Array => Arc::new(array::Array::new(&args)?),
         Kind::Namespace => Arc::new(namespace::Namespace::new(&args)?),
+        Kind::Queue | Kind::JoinableQueue => Arc::new(queue::Queue::new(kind, &args)?),
+        Kind::Lock | Kind::RLock => Arc::new(lock::Lock::new(kind, &args)?),
+        Kind::Semaphore | Kind::BoundedSemaphore => {
+            Arc::new(semaphore::Semaphore::new(kind, &args)?)
+        }
+        Kind::Event => Arc::new(event::Event::new(&args)?),
+        Kind::Condition => Arc::new(condition::Condition::new(&args, registry)?),
+        Kind::Barrier => Arc::new(barrier::Barrier::new(&args)?),
     })
 }
 

@@ -6,6 +6,8 @@ use parking_lot::Mutex;
 use agora_proto::params::{map_entries, text};
 use agora_proto::{encode, CallError, Params};
 
+use crate::waiters::{Caller, Outcome};
+
 use super::{arity, expected, store, unknown_method, Args, Kind, SharedObject, Stored};
 
 /// A shared namespace.
@@ -42,7 +44,13 @@ impl SharedObject for Namespace {
         Kind::Namespace
     }
 
-    fn call(&self, method: &str, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+    fn call(
+        &self,
+        method: &str,
+        p: &Params,
+        _caller: &Caller,
+        out: &mut Vec<u8>,
+    ) -> Result<Outcome, CallError> {
         let a = |min, max| arity(p, Kind::Namespace, method, min, max);
         let mut attrs = self.attrs.lock();
         match method {
@@ -72,6 +80,6 @@ impl SharedObject for Namespace {
             }
             _ => return Err(unknown_method(Kind::Namespace, method)),
         }
-        Ok(())
+        Ok(Outcome::Done)
     }
 }

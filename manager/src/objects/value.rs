@@ -6,6 +6,8 @@ use parking_lot::Mutex;
 use agora_proto::{encode, params, value, CallError, Params};
 
 use super::typecode::{number, Typecode};
+use crate::waiters::{Caller, Outcome};
+
 use super::{arity, store, unknown_method, Args, Kind, SharedObject, Stored};
 
 /// A shared value, optionally constrained to a typecode.
@@ -80,7 +82,13 @@ impl SharedObject for Value {
         Kind::Value
     }
 
-    fn call(&self, method: &str, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+    fn call(
+        &self,
+        method: &str,
+        p: &Params,
+        _caller: &Caller,
+        out: &mut Vec<u8>,
+    ) -> Result<Outcome, CallError> {
         let a = |min, max| arity(p, Kind::Value, method, min, max);
         let mut current = self.current.lock();
         match method {
@@ -117,6 +125,6 @@ impl SharedObject for Value {
             }
             _ => return Err(unknown_method(Kind::Value, method)),
         }
-        Ok(())
+        Ok(Outcome::Done)
     }
 }
