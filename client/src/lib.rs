@@ -1,1 +1,79 @@
-//! placeholder
+//! A blocking client for the agora manager: typed proxies for shared dicts, lists, values,
+//! arrays and namespaces that live in a manager process, as with Python's
+//! `multiprocessing.Manager`.
+//!
+//! ```no_run
+//! use agora_client::Client;
+//!
+//! // Worker processes find their manager in AGORA_ADDRESS and AGORA_AUTHKEY.
+//! let client = Client::from_env()?;
+//! let results = client.dict_named::<String, Vec<f64>>("results")?;
+//! results.set("run-1", &vec![0.5, 0.25])?;
+//!
+//! // Many calls, one round trip.
+//! let log = client.list_named::<String>("log")?;
+//! let mut p = client.pipeline();
+//! for i in 0..100 {
+//!     p.add(log.append_cmd(&format!("step {i}")));
+//! }
+//! p.execute()?.check()?;
+//! # Ok::<(), agora_client::Error>(())
+//! ```
+//!
+//! # Layout
+//!
+//! - [`address`](Address): where a manager listens, `unix:/path` or `tcp:host:port`.
+//! - `connection`: one socket, authenticated with `hello`/`auth`, shared by the threads of a
+//!   process. Calls are multiplexed by msgid with a leader/follower scheme: no background
+//!   thread; whichever waiting caller finds the socket unread reads it for everybody.
+//! - `slot`: the current connection, swapped lock-free for a new one in a forked child.
+//! - [`client`](Client): the [`Client`] handle, registry methods and the raw call API.
+//! - [`command`](Cmd): [`Cmd`], one call encoded and typed, to run now or later.
+//! - [`pipeline`](Pipeline): many commands in one write; typed [`Handle`]s into the [`Replies`].
+//! - [`proxies`]: [`Dict`], [`List`], [`Value`], [`Array`], [`Namespace`], and the serde glue
+//!   that stores a proxy inside a value as a reference and decodes it back into a live proxy.
+//! - [`token`](Token): a proxy written as a string for another process.
+//! - [`error`](Error): one error type, separating transport, authentication, the manager's own
+//!   errors ([`Error::Remote`], with names like `KeyError`) and serde failures.
+//!
+//! # The path of a call
+//!
+//! `list.append(&x)` builds a [`Cmd`] (`list.append_cmd(&x)`: the params `[id, x]` encoded with
+//! `rmp_serde`), and [`Client::run`] sends it: the client checks the process id (a forked child
+//! reconnects), registers a msgid, writes `[0, msgid, "list.append", params]` in one write, and
+//! waits. Its thread reads the socket unless another thread already does; responses are
+//! matched by msgid and handed to their callers. The reply's result is decoded with
+//! `rmp_serde`, with the client set as the thread's current one so that object references in
+//! it become proxies; an error reply becomes [`Error::Remote`].
+//!
+//! # Naming
+//!
+//! Proxy methods follow Rust's naming but map one to one to the wire methods of `PROTOCOL.md`;
+//! each method's documentation names its wire method. Lookups that Python answers with
+//! `KeyError` / `IndexError` return `Option` (`get`, `pop`, `remove`); the `getitem` methods
+//! keep the error. Every method `foo` has a twin `foo_cmd` for pipelines.
+
+#![warn(missing_docs)]
+
+mod address;
+mod client;
+mod command;
+mod connection;
+mod error;
+mod pipeline;
+pub mod proxies;
+mod slot;
+mod token;
+
+#[cfg(test)]
+mod tests;
+
+pub use address::Address;
+pub use agora_proto::ObjectRef;
+pub use bytes::Bytes;
+pub use client::{Client, ObjectInfo, ENV_ADDRESS, ENV_AUTHKEY};
+pub use command::Cmd;
+pub use error::{Error, ErrorName, RemoteName, Result};
+pub use pipeline::{Handle, Pipeline, Replies};
+pub use proxies::{Array, Dict, List, Namespace, Number, SharedRef, Value};
+pub use token::Token;

@@ -1,0 +1,259 @@
+//! [`Client`]: a handle on one manager, shared by every thread and every proxy of a process.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::debug;
+
+use crate::address::Address;
+use crate::command::{decode, Args, Cmd};
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::pipeline::Pipeline;
+use crate::proxies::context;
+use crate::slot::Slot;
+
+/// The environment variable holding the manager's address (`unix:/path` or `tcp:host:port`).
+pub const ENV_ADDRESS: &str = "AGORA_ADDRESS";
+/// The environment variable holding the authkey, as hexadecimal.
+pub const ENV_AUTHKEY: &str = "AGORA_AUTHKEY";
+
+/// A connection to a manager, shared by every thread and proxy that uses it.
+///
+/// Cloning is cheap (an `Arc`), and all clones share one socket: calls from many threads are
+/// multiplexed on it by msgid, so a call the manager parks (a blocking `get`) does not delay the
+/// calls of other threads.
+///
+/// # Fork
+///
+/// A `Client` may be used in a child made by `fork`: on its first call the child sees that the
+/// process id changed and opens a connection of its own. The inherited socket is closed in the
+/// child and never read or written there, so the parent's calls are not disturbed.
+///
+/// ```no_run
+/// use agora_client::Client;
+/// let client = Client::from_env()?;
+/// let scores = client.dict_named::<String, i64>("scores")?;
+/// scores.set("alice", &3)?;
+/// assert_eq!(scores.get("alice")?, Some(3));
+/// # Ok::<(), agora_client::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    address: Address,
+    authkey: Vec<u8>,
+    conn: Slot,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the authkey.
+        f.debug_struct("Client")
+            .field("address", &self.inner.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One entry of [`Client::objects`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ObjectInfo {
+    /// The object's id, unique for the life of the manager.
+    pub id: u64,
+    /// The name it was created with, if any.
+    pub name: Option<String>,
+    /// Its kind: `"dict"`, `"list"`, `"value"`, `"array"`, `"namespace"`, ...
+    pub kind: String,
+}
+
+impl Client {
+    /// Connects to the manager at `address` and authenticates with `authkey`.
+    ///
+    /// Fails with [`Error::Connect`] when nothing listens there and with
+    /// [`Error::Authentication`] when the authkey is not the manager's.
+    pub fn connect(address: &Address, authkey: &[u8]) -> Result<Client> {
+        let conn = Connection::open(address, authkey)?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                address: address.clone(),
+                authkey: authkey.to_vec(),
+                conn: Slot::new(conn),
+            }),
+        })
+    }
+
+    /// Connects using [`ENV_ADDRESS`] and [`ENV_AUTHKEY`], as set for the worker processes of a
+    /// manager.
+    pub fn from_env() -> Result<Client> {
+        Client::from_env_values(env_var(ENV_ADDRESS), env_var(ENV_AUTHKEY))
+    }
+
+    /// [`Client::from_env`] with the variables' values given (tests set no real variables:
+    /// the environment is shared by every test thread).
+    pub(crate) fn from_env_values(
+        address: Result<String>,
+        authkey: Result<String>,
+    ) -> Result<Client> {
+        let address: Address = address?.parse().map_err(|e: Error| Error::Env {
+            var: ENV_ADDRESS,
+            reason: e.to_string(),
+        })?;
+        let authkey = hex::decode(authkey?.trim()).map_err(|e| Error::Env {
+            var: ENV_AUTHKEY,
+            reason: format!("not hexadecimal: {e}"),
+        })?;
+        Client::connect(&address, &authkey)
+    }
+
+    /// The manager's address.
+    pub fn address(&self) -> &Address {
+        &self.inner.address
+    }
+
+    /// The authkey, for handing to processes this one starts (as hex in [`ENV_AUTHKEY`]).
+    pub fn authkey(&self) -> &[u8] {
+        &self.inner.authkey
+    }
+
+    /// The connection of this process, opening a new one if this is a forked child.
+    fn connection(&self) -> Result<&Connection> {
+        let conn = self.inner.conn.get();
+        if conn.pid() == std::process::id() {
+            return Ok(conn);
+        }
+        debug!(address = %self.inner.address, "forked child: opening a connection of its own");
+        let fresh = Connection::open(&self.inner.address, &self.inner.authkey)?;
+        Ok(self.inner.conn.replace(conn, fresh))
+    }
+
+    /// Runs one command now: one round trip. Every proxy method is this applied to its `*_cmd`
+    /// twin.
+    pub fn run<T>(&self, cmd: Cmd<T>) -> Result<T> {
+        let args = cmd.args?;
+        let reply = self.connection()?.call(&cmd.method, &args);
+        self.decoding(|| (cmd.decode)(reply))
+    }
+
+    /// Runs `f` with this client as the one that shared-object references decode into.
+    pub(crate) fn decoding<R>(&self, f: impl FnOnce() -> R) -> R {
+        context::with(self, f)
+    }
+
+    /// Sends many calls in one write and waits for all replies; used by pipelines.
+    pub(crate) fn run_many(&self, calls: &[(&str, &Args)]) -> Result<Vec<crate::command::Reply>> {
+        self.connection()?.call_many(calls)
+    }
+
+    /// Calls any method with params given as encoded MessagePack values (one slice per param)
+    /// and returns the encoded result. The manager's errors come back as [`Error::Remote`].
+    ///
+    /// ```no_run
+    /// # let client = agora_client::Client::from_env()?;
+    /// let pong = client.call_raw("ping", &[])?;
+    /// assert_eq!(&pong[..], b"\xa4pong");
+    /// # Ok::<(), agora_client::Error>(())
+    /// ```
+    pub fn call_raw(&self, method: &str, params: &[&[u8]]) -> Result<Bytes> {
+        self.run(Cmd::raw(method.to_owned(), params))
+    }
+
+    /// Calls any method with `params` serialized as the params array (a tuple, slice or `Vec`)
+    /// and decodes the result as `R`.
+    ///
+    /// ```no_run
+    /// # let client = agora_client::Client::from_env()?;
+    /// let id: u64 = client.call("create", &("list", (), [1, 2, 3]))?;
+    /// let len: usize = client.call("list.len", &(id,))?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// ```
+    pub fn call<P, R>(&self, method: &str, params: &P) -> Result<R>
+    where
+        P: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        self.run(Cmd::typed(method.to_owned(), params))
+    }
+
+    /// Decodes an encoded value (from [`Client::call_raw`], say), turning object references
+    /// into proxies that use this client.
+    pub fn decode<T: DeserializeOwned>(&self, encoded: &[u8]) -> Result<T> {
+        self.decoding(|| rmp_serde::from_slice(encoded).map_err(Error::decode))
+    }
+
+    /// A new, empty pipeline on this client.
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline::new(self.clone())
+    }
+
+    /// Checks that the manager answers.
+    pub fn ping(&self) -> Result<()> {
+        self.run(Cmd::with_args("ping", Args::default(), decode::unit))
+    }
+
+    /// Creates an object of `kind` (or, with a name, finds the existing one: get-or-create) and
+    /// returns its id. `args` are the kind's init args, encoded. The typed constructors
+    /// ([`Client::dict`], [`Client::list_named`], ...) are built on this.
+    pub fn create(&self, kind: &str, name: Option<&str>, args: &[&[u8]]) -> Result<u64> {
+        let mut params = Args::default();
+        params.str(kind).opt_str(name);
+        for arg in args {
+            params.raw(arg);
+        }
+        self.run(Cmd::with_args("create", params, decode::value::<u64>))
+    }
+
+    /// Creates an object with init args already in [`Args`] form (kind and name included).
+    pub(crate) fn create_with(&self, params: Args) -> Result<u64> {
+        self.run(Cmd::with_args("create", params, decode::value::<u64>))
+    }
+
+    /// The kind and id of the object called `name`. Fails with `KeyError` when there is none.
+    pub fn lookup(&self, name: &str) -> Result<(String, u64)> {
+        let mut params = Args::default();
+        params.str(name);
+        self.run(Cmd::with_args("lookup", params, decode::value))
+    }
+
+    /// Deletes the object `id`. Its proxies get `UnknownObjectError` afterwards.
+    pub fn delete(&self, id: u64) -> Result<()> {
+        let mut params = Args::default();
+        params.uint(id);
+        self.run(Cmd::with_args("delete", params, decode::unit))
+    }
+
+    /// Deletes the object called `name`, and the name.
+    pub fn delete_named(&self, name: &str) -> Result<()> {
+        let mut params = Args::default();
+        params.str(name);
+        self.run(Cmd::with_args("delete", params, decode::unit))
+    }
+
+    /// Every object of the manager, ordered by id.
+    pub fn objects(&self) -> Result<Vec<ObjectInfo>> {
+        self.run(Cmd::with_args("objects", Args::default(), decode::value))
+    }
+
+    /// Stops the manager. Every pending call of every client gets `ShutdownError`, and later
+    /// calls [`Error::Disconnected`].
+    pub fn shutdown(&self) -> Result<()> {
+        self.run(Cmd::with_args("shutdown", Args::default(), decode::unit))
+    }
+}
+
+fn env_var(var: &'static str) -> Result<String> {
+    std::env::var(var).map_err(|e| Error::Env {
+        var,
+        reason: match e {
+            std::env::VarError::NotPresent => {
+                "not set (run under an agora manager, or set it to the manager's value)".into()
+            }
+            std::env::VarError::NotUnicode(_) => "not valid UTF-8".into(),
+        },
+    })
+}

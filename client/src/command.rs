@@ -1,0 +1,384 @@
+//! [`Cmd`]: one call, encoded and typed, ready to run now or to queue in a pipeline.
+//!
+//! Every proxy method `foo(..)` has a twin `foo_cmd(..)` that returns the [`Cmd`] instead of
+//! running it; `foo(..)` is exactly `client.run(foo_cmd(..))`. Building a command encodes its
+//! arguments at once, so the caller's borrows end there; an encoding error is kept inside the
+//! command and reported when it runs (or by its pipeline reply), so that building never needs `?`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use agora_proto::encode;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, ErrorName, Result};
+
+/// What a call came back with: the encoded result, or the error the manager returned
+/// ([`Error::Remote`]).
+pub(crate) type Reply = Result<Bytes>;
+
+/// Turns a reply into the command's Rust result.
+pub(crate) type Decoder<T> = fn(Reply) -> Result<T>;
+
+/// The params of one call, encoded one after the other without the array header (which needs
+/// their count, known only at the end).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Args {
+    bytes: Vec<u8>,
+    count: u32,
+}
+
+impl Args {
+    /// Params starting with an object id, as every object method's do.
+    pub(crate) fn object(id: u64) -> Args {
+        let mut args = Args::default();
+        args.uint(id);
+        args
+    }
+
+    /// The encoded params, without the array header.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// How many params there are.
+    pub(crate) fn count(&self) -> u32 {
+        self.count
+    }
+
+    fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> &mut Args {
+        write(&mut self.bytes);
+        self.count += 1;
+        self
+    }
+
+    pub(crate) fn uint(&mut self, n: u64) -> &mut Args {
+        self.push(|out| encode::uint(out, n))
+    }
+
+    pub(crate) fn int(&mut self, n: i64) -> &mut Args {
+        self.push(|out| encode::int(out, n))
+    }
+
+    /// An int, or nil for `None` (slice bounds).
+    pub(crate) fn opt_int(&mut self, n: Option<i64>) -> &mut Args {
+        self.push(|out| match n {
+            Some(n) => encode::int(out, n),
+            None => encode::nil(out),
+        })
+    }
+
+    pub(crate) fn str(&mut self, s: &str) -> &mut Args {
+        self.push(|out| encode::str(out, s))
+    }
+
+    pub(crate) fn opt_str(&mut self, s: Option<&str>) -> &mut Args {
+        self.push(|out| match s {
+            Some(s) => encode::str(out, s),
+            None => encode::nil(out),
+        })
+    }
+
+    pub(crate) fn bin(&mut self, b: &[u8]) -> &mut Args {
+        self.push(|out| encode::bin(out, b))
+    }
+
+    pub(crate) fn bool(&mut self, b: bool) -> &mut Args {
+        self.push(|out| encode::bool(out, b))
+    }
+
+    /// A value that is already one complete MessagePack value.
+    pub(crate) fn raw(&mut self, encoded: &[u8]) -> &mut Args {
+        self.push(|out| out.extend_from_slice(encoded))
+    }
+
+    /// A value encoded with `rmp_serde`'s defaults (structs as arrays).
+    pub(crate) fn value<V: Serialize + ?Sized>(&mut self, v: &V) -> Result<&mut Args> {
+        let start = self.bytes.len();
+        if let Err(e) = rmp_serde::encode::write(&mut self.bytes, v) {
+            // Never leave half a value behind: the count and the bytes must agree.
+            self.bytes.truncate(start);
+            return Err(Error::encode(e));
+        }
+        self.count += 1;
+        Ok(self)
+    }
+
+    /// An array of the items, each encoded like [`Args::value`].
+    pub(crate) fn seq<I>(&mut self, items: I) -> Result<&mut Args>
+    where
+        I: IntoIterator,
+        I::Item: Serialize,
+    {
+        let mut body = Vec::new();
+        let mut n = 0usize;
+        for item in items {
+            rmp_serde::encode::write(&mut body, &item).map_err(Error::encode)?;
+            n += 1;
+        }
+        Ok(self.push(|out| {
+            encode::array_header(out, n);
+            out.extend_from_slice(&body);
+        }))
+    }
+}
+
+/// One call to the manager, with its arguments encoded and the type of its result fixed.
+///
+/// Get one from a proxy's `*_cmd` method (or [`Cmd::raw`] / [`Cmd::typed`] for any method),
+/// then either run it at once with [`Client::run`](crate::Client::run) or queue it in a
+/// [`Pipeline`](crate::Pipeline) with [`Pipeline::add`](crate::Pipeline::add).
+#[must_use = "a command does nothing until it is run or added to a pipeline"]
+pub struct Cmd<T> {
+    pub(crate) method: Cow<'static, str>,
+    pub(crate) args: Result<Args>,
+    pub(crate) decode: Decoder<T>,
+}
+
+impl<T> fmt::Debug for Cmd<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cmd")
+            .field("method", &self.method)
+            .field("params", &self.args.as_ref().map(Args::count))
+            .finish()
+    }
+}
+
+impl<T> Cmd<T> {
+    /// A command on the object `id`: its params are the id followed by what `build` adds.
+    pub(crate) fn object(
+        id: u64,
+        method: &'static str,
+        decode: Decoder<T>,
+        build: impl FnOnce(&mut Args) -> Result<()>,
+    ) -> Cmd<T> {
+        let mut args = Args::object(id);
+        let args = build(&mut args).map(|()| args);
+        Cmd {
+            method: Cow::Borrowed(method),
+            args,
+            decode,
+        }
+    }
+
+    /// A command with the given params.
+    pub(crate) fn with_args(
+        method: impl Into<Cow<'static, str>>,
+        args: Args,
+        decode: Decoder<T>,
+    ) -> Cmd<T> {
+        Cmd {
+            method: method.into(),
+            args: Ok(args),
+            decode,
+        }
+    }
+
+    /// The wire method this command calls (`"dict.getitem"`, ...).
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+}
+
+impl Cmd<Bytes> {
+    /// A command for any method, with params given as encoded MessagePack values (one slice per
+    /// param). Its result is the encoded result. For methods this crate has no proxy for.
+    ///
+    /// Fails (when run) with [`Error::Usage`] if a slice is not exactly one MessagePack value:
+    /// sending it would desynchronise the stream.
+    pub fn raw(method: impl Into<Cow<'static, str>>, params: &[&[u8]]) -> Cmd<Bytes> {
+        let mut args = Args::default();
+        let mut check = Ok(());
+        for (i, p) in params.iter().enumerate() {
+            if agora_proto::scanner::value_len(p) != Some(p.len()) {
+                check = Err(Error::Usage(format!(
+                    "param {i} of a raw call is not exactly one MessagePack value"
+                )));
+            }
+            args.raw(p);
+        }
+        Cmd {
+            method: method.into(),
+            args: check.map(|()| args),
+            decode: decode::bytes,
+        }
+    }
+}
+
+impl<R: DeserializeOwned> Cmd<R> {
+    /// A command for any method, with `params` serialized as the params array (so it must
+    /// serialize as a sequence: a tuple, a slice, a `Vec`), and the result decoded as `R`.
+    ///
+    /// ```
+    /// # use agora_client::Cmd;
+    /// let cmd: Cmd<String> = Cmd::typed("ping", &());
+    /// assert_eq!(cmd.method(), "ping");
+    /// let len: Cmd<usize> = Cmd::typed("list.len", &(7u64,));
+    /// # let _ = len;
+    /// ```
+    pub fn typed<P: Serialize + ?Sized>(
+        method: impl Into<Cow<'static, str>>,
+        params: &P,
+    ) -> Cmd<R> {
+        Cmd {
+            method: method.into(),
+            args: params_array(params),
+            decode: decode::value::<R>,
+        }
+    }
+}
+
+/// Encodes `params`, which must serialize as an array, into [`Args`].
+fn params_array<P: Serialize + ?Sized>(params: &P) -> Result<Args> {
+    let encoded = rmp_serde::to_vec(params).map_err(Error::encode)?;
+    // `()` serializes as nil in rmp_serde: treat it as "no params".
+    if encoded == [0xc0] {
+        return Ok(Args::default());
+    }
+    let items = agora_proto::params::array_items(&encoded).ok_or_else(|| {
+        Error::Usage(
+            "the params of a call must serialize as an array (a tuple, a slice or a Vec)".into(),
+        )
+    })?;
+    let mut args = Args::default();
+    for item in items {
+        args.raw(item);
+    }
+    Ok(args)
+}
+
+/// The decoders commands use: how a reply becomes a Rust result, including which manager errors
+/// mean "absent" for methods that return an `Option` or a `bool`.
+pub(crate) mod decode {
+    use super::*;
+
+    pub(crate) fn bytes(r: Reply) -> Result<Bytes> {
+        r
+    }
+
+    pub(crate) fn value<T: DeserializeOwned>(r: Reply) -> Result<T> {
+        rmp_serde::from_slice(&r?).map_err(Error::decode)
+    }
+
+    pub(crate) fn unit(r: Reply) -> Result<()> {
+        r.map(drop)
+    }
+
+    fn none_on<T: DeserializeOwned>(name: ErrorName, r: Reply) -> Result<Option<T>> {
+        match r {
+            Err(e) if e.is(name) => Ok(None),
+            r => value(r).map(Some),
+        }
+    }
+
+    fn found_unless(name: ErrorName, r: Reply) -> Result<bool> {
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if e.is(name) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `KeyError` means absent.
+    pub(crate) fn unless_key_error<T: DeserializeOwned>(r: Reply) -> Result<Option<T>> {
+        none_on(ErrorName::KeyError, r)
+    }
+
+    /// `IndexError` means absent.
+    pub(crate) fn unless_index_error<T: DeserializeOwned>(r: Reply) -> Result<Option<T>> {
+        none_on(ErrorName::IndexError, r)
+    }
+
+    /// `ValueError` means absent (`list.index` of a missing value).
+    pub(crate) fn unless_value_error<T: DeserializeOwned>(r: Reply) -> Result<Option<T>> {
+        none_on(ErrorName::ValueError, r)
+    }
+
+    /// `AttributeError` means absent.
+    pub(crate) fn unless_attribute_error<T: DeserializeOwned>(r: Reply) -> Result<Option<T>> {
+        none_on(ErrorName::AttributeError, r)
+    }
+
+    /// Success is `true`; `KeyError` is `false`.
+    pub(crate) fn found_key(r: Reply) -> Result<bool> {
+        found_unless(ErrorName::KeyError, r)
+    }
+
+    /// Success is `true`; `ValueError` is `false`.
+    pub(crate) fn found_value(r: Reply) -> Result<bool> {
+        found_unless(ErrorName::ValueError, r)
+    }
+
+    /// Success is `true`; `AttributeError` is `false`.
+    pub(crate) fn found_attribute(r: Reply) -> Result<bool> {
+        found_unless(ErrorName::AttributeError, r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_encode_each_param_once() {
+        let mut a = Args::object(7);
+        a.value("k").unwrap().opt_int(None).int(-1).bool(true);
+        assert_eq!(a.count(), 5);
+        assert_eq!(a.bytes(), [0x07, 0xa1, b'k', 0xc0, 0xff, 0xc3]);
+    }
+
+    #[test]
+    fn a_failed_value_leaves_no_bytes() {
+        struct Fails;
+        impl Serialize for Fails {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let mut a = Args::object(1);
+        assert!(a.value(&Fails).is_err());
+        assert_eq!((a.count(), a.bytes()), (1, &[1u8][..]));
+        let cmd: Cmd<()> = Cmd::object(1, "list.append", decode::unit, |a| {
+            a.value(&Fails).map(drop)
+        });
+        assert!(matches!(cmd.args, Err(Error::Encode(_))));
+    }
+
+    #[test]
+    fn raw_params_must_be_whole_values() {
+        let ok = Cmd::raw("list.append", &[&[0x01], &[0xa1, b'x']]);
+        assert_eq!(ok.args.unwrap().bytes(), [0x01, 0xa1, b'x']);
+        let bad = Cmd::raw("list.append", &[&[0x01, 0x02]]);
+        assert!(matches!(bad.args, Err(Error::Usage(_))));
+        let truncated = Cmd::raw("list.append", &[&[0xa2, b'x']]);
+        assert!(matches!(truncated.args, Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn typed_params_are_split_from_a_tuple() {
+        let cmd: Cmd<()> = Cmd::typed("dict.setitem", &(3u64, "k", [1, 2]));
+        let args = cmd.args.unwrap();
+        assert_eq!(args.count(), 3);
+        assert_eq!(args.bytes(), [0x03, 0xa1, b'k', 0x92, 0x01, 0x02]);
+        let none: Cmd<String> = Cmd::typed("ping", &());
+        assert_eq!(none.args.unwrap().count(), 0);
+        let scalar: Cmd<String> = Cmd::typed("ping", &5);
+        assert!(matches!(scalar.args, Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn absent_decoders_map_only_their_error() {
+        let key = || Err(Error::remote("KeyError", "'x'"));
+        let index = || Err(Error::remote("IndexError", "out of range"));
+        assert_eq!(decode::unless_key_error::<i64>(key()).unwrap(), None);
+        assert!(decode::unless_key_error::<i64>(index()).is_err());
+        assert_eq!(
+            decode::unless_key_error::<i64>(Ok(Bytes::from_static(&[5]))).unwrap(),
+            Some(5)
+        );
+        assert!(!decode::found_key(key()).unwrap());
+        assert!(decode::found_key(Ok(Bytes::from_static(&[0xc0]))).unwrap());
+    }
+}

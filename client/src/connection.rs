@@ -1,0 +1,573 @@
+//! One authenticated connection to the manager, multiplexed by msgid between the threads of a
+//! process.
+//!
+//! # How calls share the socket (leader/follower)
+//!
+//! A caller registers a msgid, writes its request under the write lock, then waits for the
+//! response with that msgid. There is no background thread: whichever waiting caller finds that
+//! nobody is reading becomes the *reader*. The reader reads frames, keeps its own response and
+//! files the others in the pending table, waking their owners through one condition variable.
+//! When its own response has arrived it gives up the role and wakes the waiters, one of which
+//! takes over if any of them is still waiting.
+//!
+//! A single-threaded caller is always its own reader, so a call costs one write and one read
+//! system call and no thread hand-off. A call that the manager parks (a queue `get` with a
+//! timeout) only delays the thread that made it: the others keep reading and writing.
+//!
+//! # Failure
+//!
+//! When the connection breaks (end of stream, an I/O error, bytes that are not MessagePack),
+//! the reason is recorded, the socket is shut down so that a blocked reader wakes up, and every
+//! waiter, present and future, gets [`Error::Disconnected`].
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use agora_proto::{encode, envelope, Envelope, FrameDecoder, Limits};
+use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use serde::Deserialize;
+use sha2::Sha256;
+use tracing::{debug, warn};
+
+use crate::address::Address;
+use crate::command::{Args, Reply};
+use crate::error::{Error, ErrorName, Result};
+
+/// Bytes asked of the kernel per read: large enough that a burst of pipelined replies arrives
+/// in a few reads, small enough to keep per connection.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A request buffer grown past this is released after use, so that one huge call does not
+/// pin its memory for the life of the connection.
+const KEEP_WRITE_BUFFER: usize = 1 << 20;
+
+/// The socket, Unix or TCP. Both are read and written through shared references, so reading
+/// and writing need no common lock.
+#[derive(Debug)]
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn connect(address: &Address) -> io::Result<Stream> {
+        match address {
+            Address::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
+            Address::Tcp(host_port) => {
+                let s = TcpStream::connect(host_port.as_str())?;
+                // Requests are small and latency-bound: never wait to coalesce them.
+                s.set_nodelay(true)?;
+                Ok(Stream::Tcp(s))
+            }
+        }
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => (&*s).read(buf),
+            Stream::Tcp(s) => (&*s).read(buf),
+        }
+    }
+
+    fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => (&*s).write_all(buf),
+            Stream::Tcp(s) => (&*s).write_all(buf),
+        }
+    }
+
+    fn shutdown(&self) {
+        // Failing to shut down a socket that is already broken changes nothing.
+        let _ = match self {
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// A response as it arrived: the error and result fields, still encoded.
+#[derive(Debug)]
+struct Response {
+    error: Bytes,
+    result: Bytes,
+}
+
+impl Response {
+    fn into_reply(self) -> Reply {
+        if agora_proto::params::is_nil(&self.error) {
+            Ok(self.result)
+        } else {
+            Err(remote_error(&self.error))
+        }
+    }
+}
+
+/// Reads the `[name, message]` error field; anything else is kept as text rather than lost.
+fn remote_error(raw: &[u8]) -> Error {
+    let value = agora_proto::value::decode(raw).unwrap_or(rmpv::Value::Nil);
+    if let rmpv::Value::Array(items) = &value {
+        if let [name, message] = items.as_slice() {
+            if let (Some(name), Some(message)) = (name.as_str(), message.as_str()) {
+                return Error::remote(name, message);
+            }
+        }
+    }
+    Error::remote("UnknownError", value.to_string())
+}
+
+/// Hashes msgids, which are small consecutive integers, with one multiplication.
+#[derive(Default)]
+struct MsgidHasher(u64);
+
+impl Hasher for MsgidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// What the threads sharing the connection coordinate on.
+struct State {
+    next_msgid: u32,
+    /// Every msgid sent and not yet collected; `Some` once its response has been filed.
+    pending: HashMap<u32, Option<Response>, BuildHasherDefault<MsgidHasher>>,
+    /// True while some thread holds the reader role.
+    reading: bool,
+    /// Why the connection is unusable, once it is.
+    broken: Option<String>,
+}
+
+impl State {
+    /// Allocates a msgid not in use. Ids wrap after 2^32 calls; one still pending is skipped.
+    fn register(&mut self) -> u32 {
+        loop {
+            let id = self.next_msgid;
+            self.next_msgid = self.next_msgid.wrapping_add(1);
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.pending.entry(id) {
+                slot.insert(None);
+                return id;
+            }
+        }
+    }
+
+    /// Removes and returns the response for `id`, if it has arrived.
+    fn take(&mut self, id: u32) -> Option<Response> {
+        let response = self.pending.get_mut(&id)?.take()?;
+        self.pending.remove(&id);
+        Some(response)
+    }
+}
+
+/// The reader role's tools: only the thread holding the role touches them.
+struct Reader {
+    decoder: FrameDecoder,
+    buf: Box<[u8]>,
+    /// The text of an `error` notification, which the manager sends just before closing.
+    notice: Option<String>,
+}
+
+/// An authenticated connection. See the module documentation for how threads share it.
+pub(crate) struct Connection {
+    stream: Stream,
+    address: String,
+    /// The process that opened the socket; any other process must not use it.
+    pid: u32,
+    writer: Mutex<Vec<u8>>,
+    reader: Mutex<Reader>,
+    state: Mutex<State>,
+    /// Signalled when responses are filed, when the reader role is free, and on failure.
+    changed: Condvar,
+}
+
+/// The `hello` result.
+#[derive(Deserialize)]
+struct Hello {
+    protocol: u32,
+    challenge: serde_bytes::ByteBuf,
+}
+
+impl Connection {
+    /// Connects to the manager at `address` and authenticates with `authkey`.
+    pub(crate) fn open(address: &Address, authkey: &[u8]) -> Result<Connection> {
+        let stream = Stream::connect(address).map_err(|e| Error::Connect {
+            address: address.to_string(),
+            source: Arc::new(e),
+        })?;
+        let conn = Connection::new(stream, address.to_string());
+        conn.authenticate(authkey)?;
+        debug!(%address, "connected to the agora manager");
+        Ok(conn)
+    }
+
+    fn new(stream: Stream, address: String) -> Connection {
+        Connection {
+            stream,
+            address,
+            pid: std::process::id(),
+            writer: Mutex::new(Vec::with_capacity(8 * 1024)),
+            reader: Mutex::new(Reader {
+                // The client trusts the manager it authenticated: replies are as large as the
+                // values the manager stores, which its own limits bound.
+                decoder: FrameDecoder::new(Limits::UNLIMITED),
+                buf: vec![0; READ_CHUNK].into_boxed_slice(),
+                notice: None,
+            }),
+            state: Mutex::new(State {
+                next_msgid: 0,
+                pending: HashMap::default(),
+                reading: false,
+                broken: None,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// `hello`, then `auth` with HMAC-SHA256(authkey, challenge).
+    fn authenticate(&self, authkey: &[u8]) -> Result<()> {
+        let hello = self.call("hello", &Args::default())?;
+        let hello: Hello = rmp_serde::from_slice(&hello)
+            .map_err(|e| Error::Protocol(format!("unexpected hello result: {e}")))?;
+        if hello.protocol != agora_proto::PROTOCOL_VERSION {
+            return Err(Error::Protocol(format!(
+                "the manager speaks protocol version {}, this client version {}",
+                hello.protocol,
+                agora_proto::PROTOCOL_VERSION
+            )));
+        }
+        let mut args = Args::default();
+        args.bin(&digest(authkey, &hello.challenge));
+        match self.call("auth", &args) {
+            Err(e) if e.is(ErrorName::AuthenticationError) => Err(Error::Authentication {
+                address: self.address.clone(),
+                message: match e {
+                    Error::Remote { message, .. } => message,
+                    other => other.to_string(),
+                },
+            }),
+            other => other.map(drop),
+        }
+    }
+
+    /// The process that opened this connection.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Closes this process's copy of an inherited socket without any I/O and without touching
+    /// a lock (a thread of the parent may have held one when it forked). Call it at most once,
+    /// and never use the connection afterwards.
+    pub(crate) fn close_inherited(&self) {
+        // SAFETY: the descriptor belongs to this connection, which is never used or dropped
+        // after this (the caller leaks it), so nothing closes or uses the number again.
+        unsafe {
+            libc::close(self.stream.raw_fd());
+        }
+    }
+
+    /// One call: sends it and waits for its reply.
+    pub(crate) fn call(&self, method: &str, args: &Args) -> Reply {
+        let id = self.state.lock().register();
+        if let Err(e) = self.send(|out| write_request(out, id, method, args)) {
+            self.state.lock().pending.remove(&id);
+            return Err(e);
+        }
+        self.wait(id).and_then(Response::into_reply)
+    }
+
+    /// Many calls in one write, then every reply, in order. Fails as a whole only when the
+    /// connection fails; each call's own error is in its reply.
+    pub(crate) fn call_many(&self, calls: &[(&str, &Args)]) -> Result<Vec<Reply>> {
+        let ids: Vec<u32> = {
+            let mut state = self.state.lock();
+            if let Some(reason) = &state.broken {
+                return Err(self.disconnected(reason));
+            }
+            calls.iter().map(|_| state.register()).collect()
+        };
+        let sent = self.send(|out| {
+            for ((method, args), id) in calls.iter().zip(&ids) {
+                write_request(out, *id, method, args);
+            }
+        });
+        // Wait for every id even after a failure, so that none stays in the pending table.
+        let mut replies = Vec::with_capacity(calls.len());
+        let mut failure = sent.err();
+        for id in ids {
+            match self.wait(id) {
+                Ok(response) => replies.push(response.into_reply()),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        failure.map_or(Ok(replies), Err)
+    }
+
+    /// Writes what `fill` puts in the request buffer, with one write call.
+    fn send(&self, fill: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
+        let mut out = self.writer.lock();
+        out.clear();
+        fill(&mut out);
+        let written = self.stream.write_all(&out);
+        if out.capacity() > KEEP_WRITE_BUFFER {
+            *out = Vec::with_capacity(8 * 1024);
+        }
+        drop(out);
+        written.map_err(|e| self.fail(format!("writing a request failed: {e}")))
+    }
+
+    /// Waits for the response to `id`, reading the socket when nobody else is.
+    fn wait(&self, id: u32) -> Result<Response> {
+        let mut state = self.state.lock();
+        loop {
+            if let Some(response) = state.take(id) {
+                return Ok(response);
+            }
+            if let Some(reason) = &state.broken {
+                let err = self.disconnected(reason);
+                state.pending.remove(&id);
+                return Err(err);
+            }
+            if state.reading {
+                self.changed.wait(&mut state);
+                continue;
+            }
+            state.reading = true;
+            let outcome = MutexGuard::unlocked(&mut state, || self.lead(id));
+            state.reading = false;
+            // Someone else may be waiting for a response still to come: let one of them read.
+            self.changed.notify_all();
+            match outcome {
+                Ok(response) => {
+                    state.pending.remove(&id);
+                    return Ok(response);
+                }
+                Err(e) => {
+                    state.pending.remove(&id);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The reader role: reads until the response to `me` arrives, filing the others.
+    fn lead(&self, me: u32) -> Result<Response> {
+        let mut reader = self.reader.lock();
+        let mut mine = None;
+        let mut others = Vec::new();
+        loop {
+            if let Err(reason) = drain(&mut reader, me, &mut mine, &mut others) {
+                return Err(self.fail(reason));
+            }
+            if !others.is_empty() {
+                self.file(&mut others);
+            }
+            if let Some(response) = mine {
+                return Ok(response);
+            }
+            self.fill(&mut reader)?;
+        }
+    }
+
+    /// Reads what has arrived into the decoder (at least one byte).
+    fn fill(&self, reader: &mut Reader) -> Result<()> {
+        loop {
+            match self.stream.read(&mut reader.buf) {
+                Ok(0) => {
+                    let reason = match reader.notice.take() {
+                        Some(notice) => format!("the manager closed it after an error: {notice}"),
+                        None => "the manager closed it (shut down or stopped)".to_owned(),
+                    };
+                    return Err(self.fail(reason));
+                }
+                Ok(n) => {
+                    let Reader { decoder, buf, .. } = reader;
+                    decoder.extend(&buf[..n]);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.fail(format!("reading a reply failed: {e}"))),
+            }
+        }
+    }
+
+    /// Files responses for other threads and wakes them.
+    fn file(&self, responses: &mut Vec<(u32, Response)>) {
+        let mut state = self.state.lock();
+        for (id, response) in responses.drain(..) {
+            match state.pending.get_mut(&id) {
+                Some(slot) => *slot = Some(response),
+                None => warn!(
+                    msgid = id,
+                    "dropping a response to a msgid that no call is waiting for"
+                ),
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// Marks the connection broken (the first reason wins) and wakes every waiter.
+    fn fail(&self, reason: String) -> Error {
+        let mut state = self.state.lock();
+        if state.broken.is_none() {
+            debug!(address = %self.address, %reason, "connection to the agora manager lost");
+            // Wakes a reader blocked in read(), if the failure was found by a writer.
+            self.stream.shutdown();
+            state.broken = Some(reason);
+        }
+        self.changed.notify_all();
+        self.disconnected(state.broken.as_deref().unwrap_or_default())
+    }
+
+    fn disconnected(&self, reason: &str) -> Error {
+        Error::Disconnected {
+            address: self.address.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        debug!(address = %self.address, pid = self.pid, "closing a connection to the agora manager");
+    }
+}
+
+/// Takes every complete frame out of the decoder: the response to `me` into `mine`, other
+/// responses into `others`. Fails only on bytes that are not MessagePack.
+fn drain(
+    reader: &mut Reader,
+    me: u32,
+    mine: &mut Option<Response>,
+    others: &mut Vec<(u32, Response)>,
+) -> std::result::Result<(), String> {
+    loop {
+        let frame = match reader.decoder.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                return Err(format!(
+                    "the manager sent bytes that are not MessagePack-RPC: {e}"
+                ))
+            }
+        };
+        match envelope::parse(frame) {
+            Ok(Envelope::Response {
+                msgid,
+                error,
+                result,
+            }) => {
+                let response = Response { error, result };
+                if msgid == me {
+                    *mine = Some(response);
+                } else {
+                    others.push((msgid, response));
+                }
+            }
+            Ok(Envelope::Notification { method, params }) => {
+                let text: Vec<String> = params
+                    .iter()
+                    .map(|p| agora_proto::params::text(&p).unwrap_or("?").to_owned())
+                    .collect();
+                warn!(%method, params = ?text, "notification from the agora manager");
+                if method == "error" {
+                    reader.notice = Some(text.join(": "));
+                }
+            }
+            Ok(Envelope::Request { method, .. }) => {
+                warn!(%method, "ignoring a request sent by the agora manager");
+            }
+            Err(e) => warn!(error = %e, "ignoring a malformed message from the agora manager"),
+        }
+    }
+}
+
+/// Appends `[0, msgid, method, params]`.
+fn write_request(out: &mut Vec<u8>, msgid: u32, method: &str, args: &Args) {
+    out.push(0x94);
+    out.push(agora_proto::REQUEST);
+    encode::uint(out, u64::from(msgid));
+    encode::str(out, method);
+    encode::array_header(out, args.count() as usize);
+    out.extend_from_slice(args.bytes());
+}
+
+/// HMAC-SHA256 of the challenge, keyed with the authkey.
+fn digest(authkey: &[u8], challenge: &[u8]) -> Vec<u8> {
+    // HMAC accepts keys of any length, so this cannot fail; an empty digest would only be
+    // rejected by the manager.
+    match Hmac::<Sha256>::new_from_slice(authkey) {
+        Ok(mut mac) => {
+            mac.update(challenge);
+            mac.finalize().into_bytes().to_vec()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn test_digest(authkey: &[u8], challenge: &[u8]) -> Vec<u8> {
+    digest(authkey, challenge)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_bytes_match_the_proto_encoder() {
+        let mut args = Args::object(3);
+        args.value("k").unwrap();
+        let mut ours = Vec::new();
+        write_request(&mut ours, 9, "dict.get", &args);
+        let mut theirs = Vec::new();
+        encode::request(&mut theirs, 9, "dict.get", &[&[3], &[0xa1, b'k']]);
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn msgids_skip_pending_ones_when_they_wrap() {
+        let mut state = State {
+            next_msgid: u32::MAX,
+            pending: HashMap::default(),
+            reading: false,
+            broken: None,
+        };
+        state.pending.insert(0, None);
+        assert_eq!(state.register(), u32::MAX);
+        assert_eq!(state.register(), 1);
+    }
+
+    #[test]
+    fn error_fields_become_remote_errors() {
+        let mut raw = Vec::new();
+        encode::error_pair(&mut raw, "KeyError", "'x'");
+        assert!(remote_error(&raw).is(ErrorName::KeyError));
+        let odd = remote_error(&[0xa2, b'n', b'o']);
+        assert_eq!(odd.remote_name(), Some("UnknownError"));
+        assert!(odd.to_string().contains("no"));
+    }
+}

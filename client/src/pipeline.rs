@@ -1,0 +1,219 @@
+//! Pipelines: many calls sent in one write, their replies read together.
+//!
+//! One call costs a round trip; a pipeline of a thousand calls costs about one too. Queue
+//! commands with [`Pipeline::add`], which returns a typed [`Handle`], run them all with
+//! [`Pipeline::execute`], then read each result from the [`Replies`] with its handle:
+//!
+//! ```no_run
+//! # let client = agora_client::Client::from_env()?;
+//! let list = client.list::<i64>()?;
+//! let mut p = client.pipeline();
+//! for i in 0..100 {
+//!     p.add(list.append_cmd(&i));
+//! }
+//! let len = p.add(list.len_cmd());
+//! let replies = p.execute()?;
+//! replies.check()?; // the first failed call, if any
+//! assert_eq!(replies.get(len)?, 100);
+//! # Ok::<(), agora_client::Error>(())
+//! ```
+//!
+//! The calls run in order, each atomically, but not as one transaction: other clients' calls
+//! may run between them.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::client::Client;
+use crate::command::{Args, Cmd, Decoder, Reply};
+use crate::error::{Error, Result};
+
+/// Requests are sent in chunks of about this many bytes, each chunk's replies read before the
+/// next chunk is written. The manager stops reading a connection while its replies are not
+/// being read, so writing an unbounded pipeline before reading could block both sides; a
+/// chunk this size fits in the socket's buffer.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Tells apart the pipelines of a process, so a handle is only redeemed with its own replies.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// Calls queued to be sent together. Build one with [`Client::pipeline`].
+pub struct Pipeline {
+    client: Client,
+    serial: u64,
+    queued: Vec<(Cow<'static, str>, Result<Args>)>,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("calls", &self.queued.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the result of one queued call will be, and how to decode it: redeem it with
+/// [`Replies::get`].
+pub struct Handle<T> {
+    index: usize,
+    serial: u64,
+    decode: Decoder<T>,
+}
+
+impl<T> Clone for Handle<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Handle<T> {}
+
+impl<T> fmt::Debug for Handle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Handle({})", self.index)
+    }
+}
+
+/// The replies of an executed pipeline, one per queued call.
+pub struct Replies {
+    client: Client,
+    serial: u64,
+    replies: Vec<Reply>,
+}
+
+impl fmt::Debug for Replies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replies")
+            .field("calls", &self.replies.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    pub(crate) fn new(client: Client) -> Pipeline {
+        Pipeline {
+            client,
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
+            queued: Vec::new(),
+        }
+    }
+
+    /// Queues a command (from a proxy's `*_cmd` method, or [`Cmd::raw`] / [`Cmd::typed`]).
+    /// The command goes to this pipeline's client, whichever proxy built it.
+    pub fn add<T>(&mut self, cmd: Cmd<T>) -> Handle<T> {
+        let index = self.queued.len();
+        self.queued.push((cmd.method, cmd.args));
+        Handle {
+            index,
+            serial: self.serial,
+            decode: cmd.decode,
+        }
+    }
+
+    /// How many calls are queued.
+    pub fn len(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// True when no call is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queued.is_empty()
+    }
+
+    /// Sends every queued call and reads every reply.
+    ///
+    /// Fails only when the connection fails (then some calls may have run and others not).
+    /// A call the manager rejects, or whose arguments could not be encoded, fails alone: its
+    /// error is in its reply and the other calls run normally.
+    pub fn execute(self) -> Result<Replies> {
+        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(self.queued.len());
+        let mut chunk: Vec<(usize, &str, &Args)> = Vec::new();
+        let mut chunk_bytes = 0;
+        for (index, (method, args)) in self.queued.iter().enumerate() {
+            match args {
+                Ok(args) => {
+                    chunk.push((index, method, args));
+                    chunk_bytes += args.bytes().len() + method.len() + 8;
+                }
+                Err(e) => {
+                    replies.push(Some(Err(e.clone())));
+                    continue;
+                }
+            }
+            replies.push(None);
+            if chunk_bytes >= CHUNK_BYTES {
+                self.send_chunk(&mut chunk, &mut replies)?;
+                chunk_bytes = 0;
+            }
+        }
+        self.send_chunk(&mut chunk, &mut replies)?;
+        Ok(Replies {
+            client: self.client,
+            serial: self.serial,
+            replies: replies
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|| Err(Error::Usage("a pipeline reply is missing".into())))
+                })
+                .collect(),
+        })
+    }
+
+    /// Sends the calls of `chunk` in one write and files their replies.
+    fn send_chunk(
+        &self,
+        chunk: &mut Vec<(usize, &str, &Args)>,
+        replies: &mut [Option<Reply>],
+    ) -> Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let calls: Vec<(&str, &Args)> = chunk.iter().map(|(_, m, a)| (*m, *a)).collect();
+        let got = self.client.run_many(&calls)?;
+        for ((index, _, _), reply) in chunk.drain(..).zip(got) {
+            replies[index] = Some(reply);
+        }
+        Ok(())
+    }
+}
+
+impl Replies {
+    /// The result of the call behind `handle`, decoded. Each reply can be read any number of
+    /// times.
+    ///
+    /// Fails with the call's own error, or with [`Error::Usage`] for a handle of another
+    /// pipeline.
+    pub fn get<T>(&self, handle: Handle<T>) -> Result<T> {
+        if handle.serial != self.serial {
+            return Err(Error::Usage(
+                "this handle belongs to another pipeline's replies".into(),
+            ));
+        }
+        let reply = self
+            .replies
+            .get(handle.index)
+            .cloned()
+            .unwrap_or_else(|| Err(Error::Usage("pipeline handle out of range".into())));
+        self.client.decoding(|| (handle.decode)(reply))
+    }
+
+    /// The error of the first call that failed, if any: for pipelines whose results are not
+    /// otherwise read.
+    pub fn check(&self) -> Result<()> {
+        match self.replies.iter().find_map(|r| r.as_ref().err()) {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// How many replies there are (one per queued call).
+    pub fn len(&self) -> usize {
+        self.replies.len()
+    }
+
+    /// True for the replies of an empty pipeline.
+    pub fn is_empty(&self) -> bool {
+        self.replies.is_empty()
+    }
+}

@@ -1,0 +1,238 @@
+//! Typed proxies: local handles on shared objects that live in the manager.
+//!
+//! A proxy is a [`Client`] plus an object id, so it is cheap to clone and can be sent to any
+//! thread. Every method is one call to the manager (one round trip), atomic there; every method
+//! `foo` has a twin `foo_cmd` returning the same call as a [`Cmd`](crate::Cmd) for a
+//! [`Pipeline`](crate::Pipeline).
+//!
+//! # Values
+//!
+//! Keys and values are encoded with `rmp_serde`'s defaults: integers and floats as MessagePack
+//! numbers, `String` as str, sequences and tuples as arrays, maps as maps, and **structs as
+//! arrays of their fields** (compact, positional). Another language reads a struct as a list;
+//! if it must see field names, serialize a map instead. `Vec<u8>` is an array of integers
+//! unless wrapped in `serde_bytes::ByteBuf` (or marked `#[serde(with = "serde_bytes")]`),
+//! which makes it bin, as Python's `bytes` is.
+//!
+//! # Shared objects inside values
+//!
+//! A proxy serializes as a reference to its object (MessagePack ext type 1, see `PROTOCOL.md`)
+//! and deserializes back into a live proxy, so a `Dict<String, List<i64>>` stores shared lists
+//! and hands back proxies that modify them in place, like nested proxies in Python. Decoding a
+//! proxy needs to know which client to attach it to: replies are decoded with their client set
+//! as the thread's current one (see [`Client::decode`]). [`SharedRef`] reads and writes a
+//! reference of any kind.
+
+mod array;
+pub(crate) mod context;
+mod dict;
+mod list;
+mod namespace;
+mod value;
+
+use std::fmt;
+
+use agora_proto::ObjectRef;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use array::Array;
+pub use dict::Dict;
+pub use list::List;
+pub use namespace::Namespace;
+pub use value::{Number, Value};
+
+#[allow(unused_imports)] // for the doc links above
+use crate::client::Client;
+
+/// The name rmp_serde gives the newtype struct it writes as a MessagePack ext.
+const EXT: &str = rmp_serde::MSGPACK_EXT_STRUCT_NAME;
+
+/// A reference to a shared object of any kind, as stored in values: MessagePack ext type 1.
+///
+/// Use it where the kind is not known in advance, then turn it into a proxy with the proxy's
+/// `from_object_ref`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SharedRef(pub ObjectRef);
+
+impl Serialize for SharedRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let data = self.0.ext_data();
+        s.serialize_newtype_struct(
+            EXT,
+            &(
+                agora_proto::objref::EXT_TYPE,
+                serde_bytes::Bytes::new(&data),
+            ),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<SharedRef, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename = "_ExtStruct")]
+        struct Ext((i8, serde_bytes::ByteBuf));
+
+        let Ext((tag, data)) = Ext::deserialize(d)?;
+        if tag != agora_proto::objref::EXT_TYPE {
+            return Err(D::Error::custom(format!(
+                "expected a shared object reference (ext type 1), got ext type {tag}"
+            )));
+        }
+        ObjectRef::from_ext_data(&data)
+            .map(SharedRef)
+            .ok_or_else(|| {
+                D::Error::custom("malformed shared object reference: ext data is not [kind, id]")
+            })
+    }
+}
+
+impl From<ObjectRef> for SharedRef {
+    fn from(r: ObjectRef) -> SharedRef {
+        SharedRef(r)
+    }
+}
+
+impl fmt::Display for SharedRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.0.kind, self.0.id)
+    }
+}
+
+/// The parts every proxy type shares: identity, references, tokens, serde.
+macro_rules! proxy_common {
+    ($name:ident [$($param:ident),*], $kind:literal) => {
+        impl<$($param),*> $name<$($param),*> {
+            /// The wire name of this kind of object.
+            pub const KIND: &'static str = $kind;
+
+            /// A proxy for the existing object `id` (not checked until the first call).
+            pub fn from_id(client: &$crate::Client, id: u64) -> Self {
+                $name {
+                    client: client.clone(),
+                    id,
+                    marker: std::marker::PhantomData,
+                }
+            }
+
+            /// The object's id in its manager.
+            pub fn id(&self) -> u64 {
+                self.id
+            }
+
+            /// The client this proxy calls through.
+            pub fn client(&self) -> &$crate::Client {
+                &self.client
+            }
+
+            /// A reference to the object, as stored inside values.
+            pub fn object_ref(&self) -> agora_proto::ObjectRef {
+                agora_proto::ObjectRef::new(Self::KIND, self.id)
+            }
+
+            /// A proxy for the referenced object. Fails with [`Error::Token`](crate::Error::Token)
+            /// when the reference is to another kind of object.
+            pub fn from_object_ref(
+                client: &$crate::Client,
+                r: &agora_proto::ObjectRef,
+            ) -> $crate::Result<Self> {
+                let token = $crate::Token {
+                    kind: r.kind.clone(),
+                    id: r.id,
+                    address: client.address().clone(),
+                };
+                token.expect_kind(Self::KIND)?;
+                Ok(Self::from_id(client, r.id))
+            }
+
+            /// The object as a [`Token`](crate::Token) string, to hand to another process
+            /// (`agora:1:<kind>:<id>@<address>`; it carries no authkey).
+            pub fn token(&self) -> String {
+                $crate::Token {
+                    kind: Self::KIND.to_owned(),
+                    id: self.id,
+                    address: self.client.address().clone(),
+                }
+                .to_string()
+            }
+
+            /// A proxy for the object a token names, called through `client`. Fails when the
+            /// token is malformed or names another kind of object. The token's address is not
+            /// compared with the client's: one manager can listen on several addresses.
+            pub fn from_token(client: &$crate::Client, token: &str) -> $crate::Result<Self> {
+                let token: $crate::Token = token.parse()?;
+                token.expect_kind(Self::KIND)?;
+                Ok(Self::from_id(client, token.id))
+            }
+        }
+
+        impl<$($param),*> Clone for $name<$($param),*> {
+            fn clone(&self) -> Self {
+                Self::from_id(&self.client, self.id)
+            }
+        }
+
+        impl<$($param),*> std::fmt::Debug for $name<$($param),*> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({}@{})", stringify!($name), self.id, self.client.address())
+            }
+        }
+
+        /// Two proxies are equal when they name the same object of the same manager address.
+        impl<$($param),*> PartialEq for $name<$($param),*> {
+            fn eq(&self, other: &Self) -> bool {
+                self.id == other.id && self.client.address() == other.client.address()
+            }
+        }
+
+        impl<$($param),*> Eq for $name<$($param),*> {}
+
+        /// Serializes as a reference to the shared object (ext type 1).
+        impl<$($param),*> serde::Serialize for $name<$($param),*> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                $crate::proxies::SharedRef(self.object_ref()).serialize(s)
+            }
+        }
+
+        /// Deserializes a reference into a proxy attached to the client whose reply is being
+        /// decoded.
+        impl<'de, $($param),*> serde::Deserialize<'de> for $name<$($param),*> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                use serde::de::Error as _;
+                let r = $crate::proxies::SharedRef::deserialize(d)?.0;
+                let client = $crate::proxies::context::current()
+                    .ok_or_else(|| D::Error::custom($crate::proxies::context::NO_CLIENT))?;
+                Self::from_object_ref(&client, &r).map_err(D::Error::custom)
+            }
+        }
+    };
+}
+
+pub(crate) use proxy_common;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_ref_is_the_documented_ext() {
+        let r = SharedRef(ObjectRef::new("list", 7));
+        let bytes = rmp_serde::to_vec(&r).unwrap();
+        assert_eq!(bytes, ObjectRef::new("list", 7).encode());
+        let back: SharedRef = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, r);
+        // Inside a container too.
+        let v = vec![Some(r.clone()), None];
+        let back: Vec<Option<SharedRef>> =
+            rmp_serde::from_slice(&rmp_serde::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn other_ext_types_and_non_ext_values_are_rejected() {
+        let other = [0xd4, 0x05, 0x00]; // fixext1, type 5
+        assert!(rmp_serde::from_slice::<SharedRef>(&other).is_err());
+        assert!(rmp_serde::from_slice::<SharedRef>(&[0x07]).is_err());
+    }
+}
