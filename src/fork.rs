@@ -1,0 +1,213 @@
+//! What every `fork` in this crate shares: the registry of lifeline write ends, the discipline
+//! around `fork(2)`, and the descriptor hygiene a child needs.
+//!
+//! # Why a registry
+//! A manager started by [`Manager::spawn`](crate::Manager::spawn) lives as long as somebody
+//! holds the write end of its lifeline pipe. Only the process that spawned the manager may hold
+//! it: a worker forked later ([`Process::spawn`](crate::Process::spawn)) or another manager
+//! forked later would otherwise keep the manager alive after the parent died. `exec` already
+//! drops the write end (it is `O_CLOEXEC`); a plain `fork` does not, so every fork done here
+//! disowns the registered write ends in the child.
+//!
+//! # Why the lock is held across `fork`
+//! Creating a lifeline and registering it happen under the registry lock, and forks take the
+//! same lock, so no fork can copy a write end that is not registered yet. The child inherits
+//! the lock in its locked state and releases it (a futex word; no owner thread is recorded),
+//! so a child may itself spawn managers and workers.
+//!
+//! # Why "disown" is `dup3(/dev/null)` rather than `close`
+//! Closing a descriptor in the child frees its number for reuse, while objects copied from the
+//! parent (a lifeline `OwnedFd`, a log file writer, a runtime's wake-up pipe) still believe they
+//! own that number and may later write to it or close it. Pointing the number at `/dev/null`
+//! instead releases the pipe or socket it held and keeps the number taken, so such stale owners
+//! write into nothing and close nothing that matters.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The write ends of the lifelines of the managers this process spawned and still owns.
+static LIFELINES: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+
+/// Locks the registry. Hold the guard across `fork` (see the module docs).
+pub(crate) fn lock() -> MutexGuard<'static, Vec<RawFd>> {
+    // The registry is a plain list of numbers: a panic elsewhere cannot leave it inconsistent.
+    LIFELINES.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Unregisters and closes a lifeline write end, which tells its manager to stop.
+pub(crate) fn release(fd: OwnedFd) {
+    let mut registry = lock();
+    let raw = fd.as_raw_fd();
+    registry.retain(|&registered| registered != raw);
+    // Close while still holding the lock, so no fork copies a number about to be reused.
+    drop(fd);
+    drop(registry);
+}
+
+/// Returns the calling thread's `errno` as an [`io::Error`].
+pub(crate) fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// Flushes the standard output buffer before a fork, so the child does not inherit (and later
+/// print a second time) text the parent has buffered but not yet written.
+pub(crate) fn flush_stdout() {
+    use std::io::Write;
+    if let Err(e) = io::stdout().flush() {
+        tracing::debug!(error = %e, "could not flush stdout before fork");
+    }
+}
+
+/// `fork(2)`: `Ok(0)` in the child, `Ok(pid)` in the parent.
+///
+/// # Safety
+/// The child of a multi-threaded process may only call async-signal-safe functions until it
+/// execs or exits; callers document that their child code is meant for processes that have not
+/// started threads, and never return into the caller's code in the child.
+pub(crate) unsafe fn fork() -> io::Result<libc::pid_t> {
+    // SAFETY: forwarded to the caller.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        Err(last_error())
+    } else {
+        Ok(pid)
+    }
+}
+
+/// Opens `/dev/null` for reading and writing, close-on-exec.
+pub(crate) fn open_dev_null() -> io::Result<RawFd> {
+    const DEV_NULL: &CStr = c"/dev/null";
+    // SAFETY: a valid NUL-terminated path; the returned descriptor is owned by the caller.
+    let fd = unsafe { libc::open(DEV_NULL.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        Err(last_error())
+    } else {
+        Ok(fd)
+    }
+}
+
+/// Points descriptor `fd` at the open file `null` (see the module docs), keeping it
+/// close-on-exec unless it is one of the standard streams.
+pub(crate) fn disown(null: RawFd, fd: RawFd) -> io::Result<()> {
+    if fd == null {
+        return Ok(());
+    }
+    let flags = if fd > 2 { libc::O_CLOEXEC } else { 0 };
+    loop {
+        // SAFETY: plain descriptor numbers; dup3 replaces `fd` atomically.
+        if unsafe { libc::dup3(null, fd, flags) } >= 0 {
+            return Ok(());
+        }
+        let e = last_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// True when `fd` is an open descriptor of this process.
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// The descriptors open in this process above the standard streams, as far as they can be
+/// listed: `/proc/self/fd` where it is mounted, else a probe of every number below the
+/// descriptor limit (capped, so that a huge limit does not cost seconds).
+pub(crate) fn open_descriptors() -> Vec<RawFd> {
+    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+        let listed: Vec<RawFd> = entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&fd| fd > 2)
+            .collect();
+        // The directory's own descriptor is in the list and is closed by now: filter it out.
+        return listed.into_iter().filter(|&fd| is_open(fd)).collect();
+    }
+    // SAFETY: sysconf has no preconditions.
+    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+    let max = if max <= 0 { 1024 } else { max.min(65_536) } as RawFd;
+    (3..max).filter(|&fd| is_open(fd)).collect()
+}
+
+/// Writes `message` straight to file descriptor 2, bypassing Rust's stderr lock and the test
+/// harness's output capture: a forked child may have inherited that lock held by a thread that
+/// does not exist in the child, and captured output would be lost with the child's memory.
+pub(crate) fn write_stderr(message: &str) {
+    let mut rest = message.as_bytes();
+    while !rest.is_empty() {
+        // SAFETY: the pointer and length describe `rest`, which outlives the call.
+        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if n > 0 {
+            rest = &rest[n as usize..];
+        } else if n < 0 && last_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        } else {
+            return;
+        }
+    }
+}
+
+/// Ends the current (child) process at once: no destructors, no `atexit` handlers, no unwinding
+/// into the code that called `fork` (which belongs to the parent's story, not the child's).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// `waitpid(pid)`: the child's status once it has exited (`None` while it runs when `block`
+/// is false). Reaps the child: its pid may be reused afterwards, so never signal it again.
+pub(crate) fn wait_pid(pid: libc::pid_t, block: bool) -> io::Result<Option<ExitStatus>> {
+    let options = if block { 0 } else { libc::WNOHANG };
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer for the duration of the call.
+        let r = unsafe { libc::waitpid(pid, &mut status, options) };
+        if r == pid {
+            return Ok(Some(ExitStatus::from_raw(status)));
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        let e = last_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Waits up to `timeout` for child `pid` to exit, polling with a short, growing sleep (a child
+/// that exits at once is noticed within a millisecond; a slow one costs a few wake-ups a second).
+pub(crate) fn wait_pid_timeout(
+    pid: libc::pid_t,
+    timeout: Duration,
+) -> io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        if let Some(status) = wait_pid(pid, false)? {
+            return Ok(Some(status));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Sends `signal` to `pid`. The caller guarantees `pid` is its own child and not yet reaped,
+/// so the number cannot belong to an unrelated process.
+pub(crate) fn send_signal(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(last_error())
+    }
+}

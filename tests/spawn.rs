@@ -1,0 +1,351 @@
+//! `Manager::spawn` and `Process` with real processes.
+//!
+//! Scenarios that need a process to die by `SIGKILL`, or a worker that is a separate program,
+//! re-execute this test binary in a *role*: `AGORA_TEST_ROLE` names it, and the `child_role`
+//! test performs it (and does nothing in a normal run).
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use agora::{Address, Client, Manager, Process, SpawnError};
+
+const ROLE: &str = "AGORA_TEST_ROLE";
+
+/// These tests fork: run them one at a time so that no test forks while another is half-way
+/// through setting something up.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// True while `pid` exists and has not exited (a zombie has exited).
+fn running(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks existence.
+    if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(true),
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `timeout` for `pid` to stop running.
+fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if !running(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !running(pid)
+}
+
+fn socket_path(manager: &Manager) -> PathBuf {
+    match manager.address() {
+        Address::Unix(path) => path.clone(),
+        other => panic!("expected a Unix address, got {other}"),
+    }
+}
+
+/// Runs this test binary in `role`, with stdout piped.
+fn role_command(role: &str) -> Command {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut command = Command::new(exe);
+    command
+        .args(["--exact", "child_role", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role);
+    command
+}
+
+/// Reads the child's stdout until a line containing `prefix`, and returns the words after it.
+fn read_announcement(child: &mut Child, prefix: &str) -> Vec<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("child stdout");
+        // libtest may print "test child_role ... " first on the same line.
+        if let Some(at) = line.find(prefix) {
+            let rest = &line[at + prefix.len()..];
+            return rest.split_whitespace().map(str::to_owned).collect();
+        }
+    }
+    panic!("the child ended without printing {prefix:?}");
+}
+
+/// The roles; a normal test run passes straight through.
+#[test]
+fn child_role() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    match role.as_str() {
+        // Spawn a manager, say where it is, and wait to be killed.
+        "owner" => {
+            let manager = Manager::spawn().expect("spawn");
+            let dir = socket_path(&manager).parent().unwrap().to_owned();
+            println!("ANNOUNCE {} {}", manager.pid(), dir.display());
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        // As "owner", plus a forked worker that outlives the owner.
+        "owner-with-worker" => {
+            let manager = Manager::spawn().expect("spawn");
+            let worker = Process::spawn(|| std::thread::sleep(Duration::from_secs(60)))
+                .expect("spawn worker");
+            println!("ANNOUNCE {} {}", manager.pid(), worker.pid());
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        // A worker program: write into the dict the parent named, through the environment.
+        "env-writer" => {
+            let client = Client::from_env().expect("Client::from_env");
+            let dict = client
+                .dict_named::<String, String>("from-worker")
+                .expect("dict_named");
+            dict.set("greeting", &"hello from a program".to_owned())
+                .expect("set");
+            std::process::exit(0);
+        }
+        other => panic!("unknown role {other:?}"),
+    }
+}
+
+#[test]
+fn spawn_makes_a_private_socket_and_drop_stops_the_manager() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn");
+    let pid = manager.pid();
+    let path = socket_path(&manager);
+    let dir = path.parent().unwrap().to_owned();
+    assert!(running(pid), "the manager runs");
+    assert_eq!(manager.authkey().len(), 32);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the directory is private");
+    assert_eq!(mode(&path), 0o600, "the socket is private");
+
+    let dict = manager.dict::<String, i64>().expect("dict");
+    dict.set("a", &1).expect("set");
+    assert_eq!(dict.get("a").expect("get"), Some(1));
+
+    let started = Instant::now();
+    drop(manager);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "an orderly stop is quick, took {:?}",
+        started.elapsed()
+    );
+    assert!(!running(pid), "the manager is gone after drop");
+    assert!(!dir.exists(), "the private directory is removed");
+}
+
+#[test]
+fn shutdown_reports_a_clean_exit() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn");
+    let pid = manager.pid();
+    let status = manager.shutdown().expect("shutdown");
+    assert!(status.success(), "orderly exit, got {status}");
+    assert!(!running(pid));
+}
+
+#[test]
+fn the_manager_child_holds_only_its_own_pipe_and_no_stdin() {
+    let _serial = serial();
+    let first = Manager::spawn().expect("spawn");
+    let second = Manager::spawn().expect("spawn");
+    for manager in [&first, &second] {
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", manager.pid())).unwrap();
+        let mut pipes = 0;
+        for entry in fds {
+            let entry = entry.unwrap();
+            let target = std::fs::read_link(entry.path()).unwrap_or_default();
+            if entry.file_name() == "0" {
+                assert_eq!(target, Path::new("/dev/null"), "stdin is /dev/null");
+            }
+            let fd: u32 = entry.file_name().to_string_lossy().parse().unwrap();
+            // Standard output and error are whatever the test runs with, pipes maybe.
+            if fd > 2 && target.to_string_lossy().starts_with("pipe:") {
+                pipes += 1;
+            }
+        }
+        // Its lifeline's read end, and no copy of the other manager's write end.
+        assert_eq!(pipes, 1, "manager {} holds {pipes} pipes", manager.pid());
+    }
+}
+
+#[test]
+fn the_manager_exits_when_its_owner_is_killed() {
+    let _serial = serial();
+    let mut owner = role_command("owner")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the owner");
+    let words = read_announcement(&mut owner, "ANNOUNCE ");
+    let manager_pid: u32 = words[0].parse().unwrap();
+    let dir = PathBuf::from(&words[1]);
+    assert!(running(manager_pid));
+
+    owner.kill().expect("SIGKILL the owner");
+    let status = owner.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+
+    assert!(
+        wait_gone(manager_pid, Duration::from_secs(5)),
+        "the orphaned manager {manager_pid} still runs"
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while dir.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!dir.exists(), "the orphaned manager removed its directory");
+}
+
+#[test]
+fn a_forked_worker_does_not_keep_the_manager_alive() {
+    let _serial = serial();
+    let mut owner = role_command("owner-with-worker")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the owner");
+    let words = read_announcement(&mut owner, "ANNOUNCE ");
+    let manager_pid: u32 = words[0].parse().unwrap();
+    let worker_pid: u32 = words[1].parse().unwrap();
+
+    owner.kill().expect("SIGKILL the owner");
+    owner.wait().unwrap();
+    let manager_gone = wait_gone(manager_pid, Duration::from_secs(5));
+    let worker_running = running(worker_pid);
+    // The worker is an orphan now; it is not our child, so only signal it.
+    // SAFETY: plain kill.
+    unsafe { libc::kill(worker_pid as libc::pid_t, libc::SIGKILL) };
+    assert!(worker_running, "the worker was still running");
+    assert!(
+        manager_gone,
+        "the manager outlived its owner because of a worker"
+    );
+}
+
+#[test]
+fn forked_workers_report_their_exit_codes() {
+    let _serial = serial();
+    let code = |mut p: Process| p.join().expect("join");
+
+    let status = code(Process::spawn(|| {}).expect("spawn"));
+    assert_eq!(status.code(), Some(0));
+
+    let status = code(Process::spawn(|| std::process::exit(3)).expect("spawn"));
+    assert_eq!(status.code(), Some(3));
+
+    let status = code(Process::spawn(|| panic!("on purpose")).expect("spawn"));
+    assert_eq!(status.code(), Some(101));
+
+    let status = code(Process::spawn_fallible(|| Err::<(), _>("no")).expect("spawn"));
+    assert_eq!(status.code(), Some(1));
+
+    let status = code(Process::spawn_fallible(|| Ok::<_, String>(())).expect("spawn"));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn terminate_stops_a_sleeping_worker() {
+    let _serial = serial();
+    let mut worker = Process::spawn(|| std::thread::sleep(Duration::from_secs(60))).expect("spawn");
+    assert!(worker.is_alive());
+    assert_eq!(
+        worker
+            .join_timeout(Duration::from_millis(50))
+            .expect("join_timeout"),
+        None,
+        "still sleeping"
+    );
+    worker.terminate().expect("terminate");
+    let status = worker.join().expect("join");
+    assert_eq!(status.signal(), Some(libc::SIGTERM));
+    assert!(!worker.is_alive());
+    // Signalling a reaped worker is a no-op, never a signal to a recycled pid.
+    worker.terminate().expect("terminate after join");
+    worker.kill().expect("kill after join");
+    assert_eq!(
+        worker.join().expect("join again").signal(),
+        Some(libc::SIGTERM)
+    );
+}
+
+#[test]
+fn a_forked_worker_uses_the_proxies_it_captured() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn");
+    let dict = manager.dict::<String, u32>().expect("dict");
+    let mut worker =
+        Process::spawn_fallible(|| dict.set("pid", &std::process::id())).expect("spawn");
+    let status = worker.join().expect("join");
+    assert!(status.success(), "worker failed: {status}");
+    assert_eq!(
+        dict.get("pid").expect("get"),
+        Some(worker.pid()),
+        "the worker wrote its pid"
+    );
+}
+
+#[test]
+fn a_program_worker_finds_the_manager_through_the_environment() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn");
+    let exe = std::env::current_exe().unwrap();
+    let mut command = manager.command(exe);
+    command
+        .args(["--exact", "child_role", "--nocapture", "--test-threads=1"])
+        .env(ROLE, "env-writer")
+        .stdout(Stdio::null());
+    let mut worker = Process::start(&mut command).expect("start the worker");
+    let status = worker.join().expect("join");
+    assert!(status.success(), "worker failed: {status}");
+
+    let dict = manager
+        .dict_named::<String, String>("from-worker")
+        .expect("dict_named");
+    assert_eq!(
+        dict.get("greeting").expect("get"),
+        Some("hello from a program".to_owned())
+    );
+}
+
+#[test]
+fn the_builder_adds_tcp_and_takes_an_authkey() {
+    let _serial = serial();
+    let manager = Manager::builder()
+        .listen_tcp("127.0.0.1:0")
+        .authkey(b"a key chosen by the program".to_vec())
+        .spawn()
+        .expect("spawn");
+    assert_eq!(manager.authkey(), b"a key chosen by the program");
+    let tcp = manager.addresses()[1].clone();
+    let Address::Tcp(host_port) = &tcp else {
+        panic!("expected a TCP address, got {tcp}");
+    };
+    assert!(!host_port.ends_with(":0"), "the bound port is reported");
+    let remote = Client::connect(&tcp, manager.authkey()).expect("connect over TCP");
+    let named = remote
+        .dict_named::<String, i64>("shared")
+        .expect("dict_named");
+    named.set("x", &7).expect("set");
+    let local = manager
+        .dict_named::<String, i64>("shared")
+        .expect("dict_named");
+    assert_eq!(local.get("x").expect("get"), Some(7));
+}
+
+#[test]
+fn an_empty_authkey_is_refused() {
+    let err = Manager::builder().authkey(Vec::new()).spawn().unwrap_err();
+    assert!(matches!(err, SpawnError::InvalidConfig(_)), "{err}");
+}
