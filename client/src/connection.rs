@@ -26,6 +26,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use agora_proto::{encode, envelope, Envelope, FrameDecoder, Limits};
@@ -336,7 +337,7 @@ impl Connection {
             *out = Vec::with_capacity(8 * 1024);
         }
         drop(out);
-        written.map_err(|e| self.fail(format!("writing a request failed: {e}")))
+        written.map_err(|e| self.fail(io_reason("writing a request", &e)))
     }
 
     /// Waits for the response to `id`, reading the socket when nobody else is.
@@ -356,20 +357,26 @@ impl Connection {
                 continue;
             }
             state.reading = true;
-            let outcome = MutexGuard::unlocked(&mut state, || self.lead(id));
+            let outcome = MutexGuard::unlocked(&mut state, || {
+                panic::catch_unwind(AssertUnwindSafe(|| self.lead(id)))
+            });
             state.reading = false;
             // Someone else may be waiting for a response still to come: let one of them read.
             self.changed.notify_all();
-            match outcome {
-                Ok(response) => {
-                    state.pending.remove(&id);
-                    return Ok(response);
+            state.pending.remove(&id);
+            return match outcome {
+                Ok(outcome) => outcome,
+                Err(panicked) => {
+                    // A bug, not the server's doing; still, never leave the others waiting
+                    // on a reader that is gone, nor let them read a half-decoded stream.
+                    state
+                        .broken
+                        .get_or_insert_with(|| "a reading thread panicked".into());
+                    self.stream.shutdown();
+                    drop(state);
+                    panic::resume_unwind(panicked)
                 }
-                Err(e) => {
-                    state.pending.remove(&id);
-                    return Err(e);
-                }
-            }
+            };
         }
     }
 
@@ -409,7 +416,7 @@ impl Connection {
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.fail(format!("reading a reply failed: {e}"))),
+                Err(e) => return Err(self.fail(io_reason("reading a reply", &e))),
             }
         }
     }
@@ -453,6 +460,17 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         debug!(address = %self.address, pid = self.pid, "closing a connection to the agora manager");
+    }
+}
+
+/// Why an I/O error ended the connection, in words: a reset or a broken pipe means the manager
+/// went away, which is what the user needs to know.
+fn io_reason(doing: &str, e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+            format!("the manager closed it (shut down or stopped) while {doing}: {e}")
+        }
+        _ => format!("{doing} failed: {e}"),
     }
 }
 
@@ -546,6 +564,69 @@ mod tests {
         let mut theirs = Vec::new();
         encode::request(&mut theirs, 9, "dict.get", &[&[3], &[0xa1, b'k']]);
         assert_eq!(ours, theirs);
+    }
+
+    /// A pipeline's requests go out as the proto encoder would write them, one after the
+    /// other; replies sent back in reverse order still reach the right calls.
+    #[test]
+    fn batch_encoding_and_reverse_order_replies() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let conn = Connection::new(Stream::Unix(ours), "unix:/test".into());
+        let server = std::thread::spawn(move || {
+            let mut theirs = theirs;
+            let mut decoder = FrameDecoder::new(Limits::default());
+            let mut frames = Vec::new();
+            let mut buf = [0u8; 4096];
+            while frames.len() < 3 {
+                let n = theirs.read(&mut buf).unwrap();
+                decoder.extend(&buf[..n]);
+                while let Some(frame) = decoder.next_frame().unwrap() {
+                    frames.push(frame);
+                }
+            }
+            let mut replies = Vec::new();
+            for (msgid, frame) in frames.iter().enumerate().rev() {
+                let Envelope::Request { params, .. } = envelope::parse(frame.clone()).unwrap()
+                else {
+                    panic!("not a request")
+                };
+                encode::response_ok(&mut replies, msgid as u32, params.raw(1));
+            }
+            theirs.write_all(&replies).unwrap();
+            frames.concat()
+        });
+        let calls: Vec<Args> = (0..3)
+            .map(|i| {
+                let mut a = Args::object(9);
+                a.int(i * 100);
+                a
+            })
+            .collect();
+        let batch: Vec<(&str, &Args)> = calls.iter().map(|a| ("list.append", a)).collect();
+        let replies = conn.call_many(&batch).unwrap();
+        let got: Vec<Vec<u8>> = replies.into_iter().map(|r| r.unwrap().to_vec()).collect();
+        assert_eq!(got, [vec![0x00], vec![0x64], vec![0xcc, 0xc8]]);
+        let mut expected = Vec::new();
+        for (msgid, value) in [(0, &[0x00][..]), (1, &[0x64]), (2, &[0xcc, 0xc8])] {
+            encode::request(&mut expected, msgid, "list.append", &[&[9], value]);
+        }
+        assert_eq!(server.join().unwrap(), expected);
+        assert!(conn.state.lock().pending.is_empty(), "no msgid left behind");
+    }
+
+    /// Bytes that are not MessagePack break the connection for every caller.
+    #[test]
+    fn garbage_from_the_server_is_a_disconnect() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let conn = Connection::new(Stream::Unix(ours), "unix:/test".into());
+        theirs.write_all(&[0xc1]).unwrap();
+        let err = conn.call("ping", &Args::default()).unwrap_err();
+        assert!(err.is_disconnected(), "{err}");
+        assert!(err.to_string().contains("not MessagePack"), "{err}");
+        assert!(conn
+            .call("ping", &Args::default())
+            .unwrap_err()
+            .is_disconnected());
     }
 
     #[test]

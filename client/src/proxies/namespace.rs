@@ -88,8 +88,9 @@ impl Namespace {
         })
     }
 
-    /// Every attribute, in the order they were first set. Use `T = rmpv::Value` when the
-    /// attributes have different types.
+    /// Every attribute, in the order they were first set. When the attributes have different
+    /// types, use a `T` that decodes from any value, such as `rmpv::Value` (with rmpv's
+    /// `with-serde` feature) or an untagged enum.
     pub fn items<T: DeserializeOwned>(&self) -> Result<Vec<(String, T)>> {
         self.client.run(self.items_cmd())
     }

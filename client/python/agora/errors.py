@@ -1,0 +1,120 @@
+"""Exceptions raised by agora, and the mapping from the protocol's error names to them.
+
+Errors that a ``multiprocessing.managers`` proxy would raise keep their Python type
+(``KeyError``, ``queue.Empty``, ``threading.BrokenBarrierError``, ...). Errors that only agora
+has derive from :class:`AgoraError`; where Python has a close equivalent they also derive from
+it, so existing ``except`` clauses keep working:
+
+* :class:`AuthenticationError` is a ``multiprocessing.AuthenticationError``;
+* :class:`UnknownObjectError`, :class:`UnknownMethodError`, :class:`ArgumentCountError`,
+  :class:`ProtocolError` and :class:`LimitError` are ``multiprocessing.managers.RemoteError``
+  (what Python raises when the manager cannot run a call);
+* :class:`ConnectionLost` and :class:`ShutdownError` are both ``ConnectionError`` and
+  ``EOFError`` (Python raises one or the other when its manager goes away).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import threading
+from multiprocessing.managers import RemoteError
+from typing import Callable, Dict
+
+__all__ = [
+    "AgoraError",
+    "AuthenticationError",
+    "ArgumentCountError",
+    "Closed",
+    "ConnectionLost",
+    "LimitError",
+    "ProtocolError",
+    "ShutdownError",
+    "UnknownMethodError",
+    "UnknownObjectError",
+]
+
+
+class AgoraError(Exception):
+    """Base class of the errors that only agora raises."""
+
+
+class AuthenticationError(AgoraError, multiprocessing.AuthenticationError):
+    """The manager refused the authkey (or a call came before authentication)."""
+
+
+class UnknownObjectError(AgoraError, RemoteError):
+    """No object with that id or name: it was deleted, or the manager was restarted."""
+
+
+class UnknownMethodError(AgoraError, RemoteError):
+    """The manager does not know the method (a client/manager version mismatch)."""
+
+
+class ArgumentCountError(AgoraError, RemoteError):
+    """The manager got the wrong number of params for a method (a client bug)."""
+
+
+class ProtocolError(AgoraError, RemoteError):
+    """The manager could not read what was sent, or sent something this client cannot read."""
+
+
+class LimitError(AgoraError, RemoteError):
+    """A message went over one of the manager's configured limits."""
+
+
+class Closed(AgoraError):
+    """A put on a closed queue, or a get on a closed queue that has been drained."""
+
+
+class ConnectionLost(AgoraError, ConnectionError, EOFError):
+    """The connection to the manager broke (the manager stopped or is unreachable)."""
+
+
+class ShutdownError(ConnectionLost):
+    """The manager shut down while the call was waiting."""
+
+
+def _no_args(cls: type) -> Callable[[str], BaseException]:
+    # queue.Empty, queue.Full and BrokenBarrierError carry no message in Python.
+    return lambda message: cls()
+
+
+#: Protocol error name -> factory taking the manager's message.
+ERRORS: Dict[str, Callable[[str], BaseException]] = {
+    "KeyError": KeyError,
+    "IndexError": IndexError,
+    "ValueError": ValueError,
+    "TypeError": TypeError,
+    "OverflowError": OverflowError,
+    "AttributeError": AttributeError,
+    "RuntimeError": RuntimeError,
+    "TimeoutError": TimeoutError,
+    "Empty": _no_args(queue.Empty),
+    "Full": _no_args(queue.Full),
+    "BrokenBarrierError": _no_args(threading.BrokenBarrierError),
+    "Closed": Closed,
+    "AuthenticationError": AuthenticationError,
+    "UnknownObjectError": UnknownObjectError,
+    "UnknownMethodError": UnknownMethodError,
+    "ArgumentCountError": ArgumentCountError,
+    "ProtocolError": ProtocolError,
+    "LimitError": LimitError,
+    "ShutdownError": ShutdownError,
+}
+
+
+def from_wire(error: object) -> BaseException:
+    """The exception for a response's error field (``[name, message]``)."""
+    if (
+        isinstance(error, (list, tuple))
+        and len(error) == 2
+        and isinstance(error[0], str)
+        and isinstance(error[1], str)
+    ):
+        name, message = error
+        factory = ERRORS.get(name)
+        if factory is not None:
+            return factory(message)
+        return AgoraError(f"{name}: {message}")
+    return ProtocolError(f"the manager sent a malformed error: {error!r}")
