@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -77,11 +77,26 @@ impl Stream {
         }
     }
 
-    fn write_all(&self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => (&*s).write_all(buf),
-            Stream::Tcp(s) => (&*s).write_all(buf),
+    /// Writes all of `buf`. Uses `send` with `MSG_NOSIGNAL`: a manager that went away must
+    /// give an error, not a SIGPIPE that kills a process whose `main` is not Rust's (which
+    /// would have ignored the signal).
+    fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        let fd = self.raw_fd();
+        while !buf.is_empty() {
+            // SAFETY: `fd` is this stream's open socket and `buf` is valid for its length.
+            let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+            match usize::try_from(n) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(_) => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
         }
+        Ok(())
     }
 
     fn shutdown(&self) {
@@ -290,7 +305,13 @@ impl Connection {
 
     /// One call: sends it and waits for its reply.
     pub(crate) fn call(&self, method: &str, args: &Args) -> Reply {
-        let id = self.state.lock().register();
+        let id = {
+            let mut state = self.state.lock();
+            if let Some(reason) = &state.broken {
+                return Err(self.disconnected(reason));
+            }
+            state.register()
+        };
         if let Err(e) = self.send(|out| write_request(out, id, method, args)) {
             self.state.lock().pending.remove(&id);
             return Err(e);
@@ -459,7 +480,13 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        debug!(address = %self.address, pid = self.pid, "closing a connection to the agora manager");
+        // Shut the socket down, not only close it: a forked child that never used the client
+        // still holds a copy of the descriptor, and the manager must see this session end now
+        // (it releases what the session held). Only the owning process may do that.
+        if self.pid == std::process::id() {
+            debug!(address = %self.address, "closing the connection to the agora manager");
+            self.stream.shutdown();
+        }
     }
 }
 
@@ -554,6 +581,7 @@ pub(crate) fn test_digest(authkey: &[u8], challenge: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn request_bytes_match_the_proto_encoder() {

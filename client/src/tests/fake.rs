@@ -28,6 +28,8 @@ pub(crate) struct FakeManager {
     _dir: tempfile::TempDir,
     pub(crate) address: Address,
     pub(crate) accepted: Arc<AtomicUsize>,
+    /// Connections that have ended (the client closed or shut down its end).
+    pub(crate) ended: Arc<AtomicUsize>,
 }
 
 impl FakeManager {
@@ -37,19 +39,24 @@ impl FakeManager {
         let listener = UnixListener::bind(&path).expect("bind");
         let accepted = Arc::new(AtomicUsize::new(0));
         let store = Arc::new(Mutex::new(Store::default()));
-        let counter = accepted.clone();
+        let ended = Arc::new(AtomicUsize::new(0));
+        let (counter, end_counter) = (accepted.clone(), ended.clone());
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                let store = store.clone();
-                thread::spawn(move || serve(stream, number, store));
+                let (store, end_counter) = (store.clone(), end_counter.clone());
+                thread::spawn(move || {
+                    serve(stream, number, store);
+                    end_counter.fetch_add(1, Ordering::SeqCst);
+                });
             }
         });
         FakeManager {
             _dir: dir,
             address: Address::Unix(path),
             accepted,
+            ended,
         }
     }
 }

@@ -211,6 +211,45 @@ fn forked_child_reconnects() {
     c.ping().unwrap();
 }
 
+/// Dropping the client ends its session on the manager at once, even while a forked child
+/// that never used the client still holds a copy of the socket.
+#[test]
+fn dropping_the_client_ends_the_session_despite_a_forked_copy() {
+    let m = FakeManager::start();
+    let c = connect(&m);
+    c.ping().unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child only blocks on the pipe and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let mut byte = 0u8;
+        // SAFETY: reads one byte into a local; returns at EOF when the parent closes its end.
+        unsafe {
+            libc::close(fds[1]);
+            libc::read(fds[0], (&mut byte as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: closes the parent's copy of the read end, which it does not use.
+    unsafe { libc::close(fds[0]) };
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while m.ended.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let ended = m.ended.load(Ordering::SeqCst);
+    let mut status = 0;
+    // SAFETY: closing the write end releases the child; then wait for it.
+    unsafe {
+        libc::close(fds[1]);
+        libc::waitpid(pid, &mut status, 0);
+    }
+    assert_eq!(ended, 1, "the manager did not see the session end");
+}
+
 #[test]
 fn pipeline_runs_many_calls_and_keeps_errors_apart() {
     let m = FakeManager::start();

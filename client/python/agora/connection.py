@@ -1,0 +1,364 @@
+"""Talking to a manager: addresses, the per-thread connections, the handshake and the codec.
+
+A :class:`Client` stands for one manager as seen from this process. It opens one
+:class:`Connection` per thread, on first use, as ``multiprocessing.managers`` does: threads never
+share a socket, so a call that blocks on the manager (a queue ``get``, an ``acquire``) holds up
+only its own thread, and lock ownership follows threads. After ``fork`` the child drops every
+inherited connection and opens its own.
+
+Each call is one MessagePack-RPC request and its response (see ``PROTOCOL.md``). A connection
+whose call was interrupted half way (by ``KeyboardInterrupt``, a signal handler, a socket error)
+is closed rather than reused, since a late response would otherwise be read as the answer to a
+later call. Closing it makes the manager give back whatever the connection held or waited for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import socket
+import threading
+import weakref
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+import msgpack
+
+from . import errors
+from .errors import ConnectionLost, ProtocolError
+
+__all__ = ["Client", "Connection", "client_for", "parse_address", "parse_authkey"]
+
+log = logging.getLogger("agora")
+
+#: The protocol version this client speaks.
+PROTOCOL_VERSION = 1
+
+#: MessagePack ext type of an object reference (``PROTOCOL.md``, section 3).
+REFERENCE_EXT = 1
+
+_RECV_CHUNK = 256 * 1024
+
+AddressLike = Union[str, Tuple[str, int]]
+
+
+def parse_address(address: AddressLike) -> str:
+    """The canonical spelling (``unix:PATH`` or ``tcp:HOST:PORT``) of a manager address.
+
+    Accepts those spellings, a ``(host, port)`` pair and a bare filesystem path (a Unix socket).
+    """
+    if isinstance(address, tuple):
+        host, port = address
+        return f"tcp:{host}:{int(port)}"
+    if not isinstance(address, str) or not address:
+        raise TypeError(f"a manager address is 'unix:PATH' or 'tcp:HOST:PORT', not {address!r}")
+    if address.startswith(("unix:", "tcp:")):
+        return address
+    if "/" in address or ":" not in address:
+        return "unix:" + address
+    raise ValueError(f"bad manager address {address!r}: expected 'unix:PATH' or 'tcp:HOST:PORT'")
+
+
+def _sockaddr(address: str) -> Tuple[int, Any]:
+    if address.startswith("unix:"):
+        return socket.AF_UNIX, address[len("unix:"):]
+    host, sep, port = address[len("tcp:"):].rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"bad manager address {address!r}: expected 'tcp:HOST:PORT'")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return family, (host, int(port))
+
+
+def parse_authkey(authkey: Union[bytes, bytearray, str]) -> bytes:
+    """The authkey as bytes: bytes are taken as they are, a str as hexadecimal (like
+    ``AGORA_AUTHKEY``)."""
+    if isinstance(authkey, (bytes, bytearray)):
+        key = bytes(authkey)
+    elif isinstance(authkey, str):
+        try:
+            key = bytes.fromhex(authkey.strip())
+        except ValueError:
+            raise ValueError("an authkey given as str must be hexadecimal") from None
+    else:
+        raise TypeError(f"an authkey is bytes or a hex str, not {type(authkey).__name__}")
+    if not key:
+        raise ValueError("the authkey is empty")
+    return key
+
+
+def _freeze(value: Any) -> Any:
+    # Arrays used as map keys come back as lists, which Python cannot hash: make them tuples.
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _pairs_to_dict(pairs: list) -> Any:
+    try:
+        return dict(pairs)
+    except TypeError:
+        pass
+    try:
+        return {_freeze(k): v for k, v in pairs}
+    except TypeError:
+        # A key Python cannot hash even as a tuple (a map inside an array key): hand over the
+        # pairs rather than fail to read the response.
+        return pairs
+
+
+#: Set by ``agora.proxies``: builds the proxy for ``(client, kind, id)``.
+proxy_factory: Optional[Callable[["Client", str, int], Any]] = None
+
+
+class Connection:
+    """One authenticated socket to a manager, used by one thread at a time."""
+
+    __slots__ = ("client", "_sock", "_packer", "_unpacker", "_next_id", "_closed", "__weakref__")
+
+    def __init__(self, client: "Client", timeout: Optional[float] = None) -> None:
+        """Connects and authenticates. ``timeout`` (seconds) bounds every socket operation of
+        this connection; ``None``, the default, waits as long as a call takes."""
+        self.client = client
+        self._closed = True
+        self._next_id = 0
+        family, target = _sockaddr(client.address)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        if timeout is not None:
+            sock.settimeout(timeout)
+        try:
+            sock.connect(target)
+        except OSError as e:
+            sock.close()
+            raise ConnectionLost(f"cannot connect to the agora manager at {client.address}: {e}") from e
+        if family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._closed = False
+        self._packer = msgpack.Packer(default=client._encode_default, use_bin_type=True)
+        self._unpacker = msgpack.Unpacker(
+            raw=False,
+            strict_map_key=False,
+            ext_hook=client._decode_ext,
+            object_pairs_hook=_pairs_to_dict,
+            max_buffer_size=0,
+        )
+        try:
+            self._handshake()
+        except BaseException:
+            self.close()
+            raise
+
+    def _handshake(self) -> None:
+        hello = self.call("hello", ())
+        if not isinstance(hello, dict) or not isinstance(hello.get("challenge"), bytes):
+            raise ProtocolError(f"{self.client.address} did not answer hello like an agora manager")
+        if hello.get("protocol") != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"the manager at {self.client.address} speaks protocol {hello.get('protocol')!r}, "
+                f"this client speaks {PROTOCOL_VERSION}"
+            )
+        digest = hmac.new(self.client.authkey, hello["challenge"], hashlib.sha256).digest()
+        self.call("auth", (digest,))
+        log.debug("connected to %s (manager %s)", self.client.address, hello.get("version"))
+
+    def call(self, method: str, params: Sequence[Any]) -> Any:
+        """Sends one request and returns its result, or raises the error it got."""
+        msgid = self._next_id
+        self._next_id = (msgid + 1) & 0xFFFFFFFF
+        # Packing fails (unsupported value) before anything is sent: the connection stays good.
+        data = self._packer.pack([0, msgid, method, params])
+        if self._closed:
+            raise ConnectionLost(f"the connection to {self.client.address} is closed")
+        try:
+            response = self._exchange(data, msgid)
+        except BaseException as e:
+            self._break()
+            if isinstance(e, OSError) and not isinstance(e, ConnectionLost):
+                raise ConnectionLost(
+                    f"lost the connection to the agora manager at {self.client.address}: {e}"
+                ) from e
+            if isinstance(e, (ValueError, msgpack.UnpackException)):
+                raise ProtocolError(f"cannot read the manager's response: {e}") from e
+            raise
+        error = response[2]
+        if error is None:
+            return response[3]
+        raise errors.from_wire(error)
+
+    def _exchange(self, data: bytes, msgid: int) -> list:
+        sock = self._sock
+        unpacker = self._unpacker
+        sock.sendall(data)
+        while True:
+            for msg in unpacker:
+                if type(msg) is list and len(msg) == 4 and msg[0] == 1:
+                    if msg[1] == msgid:
+                        return msg
+                    continue  # not ours: cannot happen with one call at a time; ignore it
+                if type(msg) is list and len(msg) == 3 and msg[0] == 2 and msg[1] == "error":
+                    # The manager reports a fatal error on this connection, then closes it.
+                    raise errors.from_wire(msg[2])
+                # Any other notification is ignored.
+            chunk = sock.recv(_RECV_CHUNK)
+            if not chunk:
+                raise ConnectionLost(
+                    f"the agora manager at {self.client.address} closed the connection"
+                )
+            unpacker.feed(chunk)
+
+    def _break(self) -> None:
+        self.close()
+        self.client._forget(self)
+
+    def close(self) -> None:
+        """Closes the socket (the manager then releases what this connection held)."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closed or broken."""
+        return self._closed
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Client:
+    """A manager as seen from this process: its address, authkey and per-thread connections.
+
+    Get one with :func:`client_for`; proxies share the client of their manager.
+    """
+
+    def __init__(self, address: str, authkey: bytes) -> None:
+        self.address = address
+        self.authkey = authkey
+        self._local = threading.local()
+        self._connections: "weakref.WeakSet[Connection]" = weakref.WeakSet()
+        self._guard = threading.Lock()
+
+    def connection(self) -> Connection:
+        """This thread's connection, opened on first use."""
+        try:
+            return self._local.conn
+        except AttributeError:
+            pass
+        conn = Connection(self)
+        self._local.conn = conn
+        with self._guard:
+            self._connections.add(conn)
+        return conn
+
+    def call(self, method: str, *params: Any) -> Any:
+        """Calls ``method`` with ``params`` on this thread's connection."""
+        try:
+            conn = self._local.conn
+        except AttributeError:
+            conn = self.connection()
+        return conn.call(method, params)
+
+    def close_thread_connection(self) -> None:
+        """Closes this thread's connection, if it has one (the next call opens a new one)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn._break()
+
+    def close_all(self) -> None:
+        """Closes every connection of this process to the manager."""
+        with self._guard:
+            conns = list(self._connections)
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    def _forget(self, conn: Connection) -> None:
+        if getattr(self._local, "conn", None) is conn:
+            del self._local.conn
+
+    def _after_fork_in_child(self) -> None:
+        # The sockets are shared with the parent: closing our copies leaves the parent's
+        # connections alone, and lets the manager see the parent go when it does.
+        for conn in list(self._connections):
+            conn.close()
+        self._connections = weakref.WeakSet()
+        self._local = threading.local()
+        self._guard = threading.Lock()
+
+    # --- codec hooks -------------------------------------------------------------------------
+
+    def _encode_default(self, obj: Any) -> Any:
+        reference = getattr(obj, "_agora_reference", None)
+        if reference is not None:
+            address, kind, ident = reference()
+            if address != self.address:
+                raise TypeError(
+                    f"cannot store a proxy of the manager at {address} in an object of the "
+                    f"manager at {self.address}"
+                )
+            return msgpack.ExtType(REFERENCE_EXT, msgpack.packb([kind, ident]))
+        if isinstance(obj, (set, frozenset)):
+            raise TypeError(
+                f"agora cannot store a {type(obj).__name__}: values are MessagePack values "
+                "(convert it to a list or tuple)"
+            )
+        raise TypeError(
+            f"agora cannot store a {type(obj).__name__}: values are None, bool, int, float, "
+            "str, bytes, list, tuple, dict, or a proxy of the same manager"
+        )
+
+    def _decode_ext(self, code: int, data: bytes) -> Any:
+        if code == REFERENCE_EXT and proxy_factory is not None:
+            try:
+                kind, ident = msgpack.unpackb(data, raw=False)
+                if isinstance(kind, str) and isinstance(ident, int):
+                    proxy = proxy_factory(self, kind, ident)
+                    if proxy is not None:
+                        return proxy
+            except Exception:  # never fail a whole response over one odd reference
+                pass
+        return msgpack.ExtType(code, data)
+
+    def __repr__(self) -> str:
+        return f"<agora.Client {self.address}>"
+
+
+_clients: Dict[str, Client] = {}
+_clients_guard = threading.Lock()
+
+
+def client_for(address: AddressLike, authkey: Union[bytes, str]) -> Client:
+    """The process-wide client of the manager at ``address`` (made on first use)."""
+    address = parse_address(address)
+    key = parse_authkey(authkey)
+    with _clients_guard:
+        client = _clients.get(address)
+        if client is None or client.authkey != key:
+            client = Client(address, key)
+            _clients[address] = client
+        return client
+
+
+def known_client(address: str) -> Optional[Client]:
+    """The client of ``address`` if this process has one."""
+    with _clients_guard:
+        return _clients.get(address)
+
+
+def _after_fork_in_child() -> None:
+    global _clients_guard
+    _clients_guard = threading.Lock()
+    for client in list(_clients.values()):
+        client._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,534 @@
+"""Proxies of the data objects: ``dict``, ``list``, ``Value``, ``Array`` and ``Namespace``.
+
+A proxy holds only its manager's client and the object's id; every operation is one call to
+the manager (a few list operations that Python's proxies do on the server are done here in two
+calls, see their docstrings). Proxies have the surface of ``multiprocessing.managers``' proxies,
+so code written for those runs unchanged, plus a few atomic operations of agora's own.
+
+Values travel as MessagePack: ``None``, ``bool``, ``int`` (64-bit), ``float``, ``str``,
+``bytes``, lists, tuples and dicts of those, and proxies of the same manager (stored as live
+references and read back as proxies). Tuples come back as lists, except as dict keys, where they
+come back as tuples. Anything else raises ``TypeError`` before anything is sent.
+"""
+
+from __future__ import annotations
+
+import array
+import operator
+import types
+from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple, Type
+
+from . import connection
+from .connection import Client, client_for
+
+__all__ = [
+    "BaseProxy",
+    "DictProxy",
+    "ListProxy",
+    "ValueProxy",
+    "ArrayProxy",
+    "NamespaceProxy",
+    "proxy_class",
+]
+
+#: kind -> proxy class; filled in as the classes are defined.
+_KINDS: Dict[str, Type["BaseProxy"]] = {}
+
+def proxy_class(kind: str) -> Optional[Type["BaseProxy"]]:
+    """The proxy class of objects of ``kind`` (a protocol kind such as ``"dict"``)."""
+    return _KINDS.get(kind)
+
+
+def _make_proxy(client: Client, kind: str, ident: int) -> Optional["BaseProxy"]:
+    cls = _KINDS.get(kind)
+    return None if cls is None else cls(client, ident)
+
+
+connection.proxy_factory = _make_proxy
+
+
+def _rebuild(cls: Type["BaseProxy"], ident: int, address: str, authkey: bytes, extra: Any) -> Any:
+    """Unpickles a proxy: finds (or makes) this process's client of the manager."""
+    proxy = cls(client_for(address, authkey), ident)
+    if extra is not None:
+        proxy._set_extra(extra)
+    return proxy
+
+
+class BaseProxy:
+    """What every proxy has: the manager's client, the object's id, pickling and a repr.
+
+    A proxy pickles to its class, its object's id, the manager's address **and authkey**, so
+    that it works in a child process whatever the start method (fork, spawn, forkserver) and
+    through any channel (``Process`` args, a ``multiprocessing.Queue``, a ``Pool`` task). Treat
+    a pickled proxy as a credential for its manager.
+    """
+
+    __slots__ = ("_client", "_id", "__weakref__")
+
+    #: The object's kind in the protocol (``"dict"``, ``"joinable_queue"``, ...).
+    _kind: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls._kind and cls._kind not in _KINDS:
+            _KINDS[cls._kind] = cls
+
+    def __init__(self, client: Client, ident: int) -> None:
+        object.__setattr__(self, "_client", client)
+        object.__setattr__(self, "_id", ident)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        client = self._client
+        try:
+            conn = client._local.conn
+        except AttributeError:
+            conn = client.connection()
+        return conn.call(method, (self._id, *args))
+
+    def _agora_reference(self) -> Tuple[str, str, int]:
+        """(manager address, kind, id): how this proxy is stored inside another object."""
+        return self._client.address, self._kind, self._id
+
+    def _extra(self) -> Any:
+        return None
+
+    def _set_extra(self, extra: Any) -> None:
+        pass
+
+    def __reduce__(self) -> Any:
+        client = self._client
+        return _rebuild, (type(self), self._id, client.address, client.authkey, self._extra())
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} object, kind {self._kind!r}, id {self._id} "
+            f"at {self._client.address}>"
+        )
+
+
+def _index(index: Any, what: str) -> int:
+    try:
+        return operator.index(index)
+    except TypeError:
+        raise TypeError(
+            f"{what} indices must be integers or slices, not {type(index).__name__}"
+        ) from None
+
+
+def _bound(value: Any) -> Optional[int]:
+    if value is None:
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(
+            "slice indices must be integers or None or have an __index__ method"
+        ) from None
+
+
+def _key(key: Any) -> Any:
+    # Keys are read back as tuples where they were sent as tuples (MessagePack arrays).
+    return tuple(connection._freeze(v) for v in key) if type(key) is list else key
+
+
+class DictProxy(BaseProxy):
+    """A shared ``dict``. Insertion-ordered; ``keys()``, ``values()``, ``items()`` and
+    ``copy()`` return snapshots (lists and a dict), as Python's proxy does.
+
+    Differences from ``multiprocessing.managers.DictProxy``: iterating takes a snapshot of the
+    keys (one call) instead of a server-side iterator, so it never raises "dictionary changed
+    size during iteration"; keys compare by MessagePack value, so ``1`` and ``True`` are two
+    different keys.
+    """
+
+    __slots__ = ()
+    _kind = "dict"
+
+    def __getitem__(self, key: Any) -> Any:
+        hash(key)
+        try:
+            return self._call("dict.getitem", key)
+        except KeyError:
+            raise KeyError(key) from None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        hash(key)
+        self._call("dict.setitem", key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        hash(key)
+        try:
+            self._call("dict.delitem", key)
+        except KeyError:
+            raise KeyError(key) from None
+
+    def __contains__(self, key: Any) -> bool:
+        hash(key)
+        return self._call("dict.contains", key)
+
+    def __len__(self) -> int:
+        return self._call("dict.len")
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.keys())
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """``d[key]`` if present, else ``default``."""
+        hash(key)
+        if default is None:
+            return self._call("dict.get", key)
+        return self._call("dict.get", key, default)
+
+    def keys(self) -> List[Any]:
+        """A snapshot of the keys, in insertion order."""
+        return [_key(k) for k in self._call("dict.keys")]
+
+    def values(self) -> List[Any]:
+        """A snapshot of the values, in insertion order."""
+        return self._call("dict.values")
+
+    def items(self) -> List[Tuple[Any, Any]]:
+        """A snapshot of the ``(key, value)`` pairs, in insertion order."""
+        return [(_key(k), v) for k, v in self._call("dict.items")]
+
+    def copy(self) -> Dict[Any, Any]:
+        """A snapshot of the whole dict, as a plain ``dict``."""
+        return self._call("dict.copy")
+
+    _getvalue = copy
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Like ``dict.update``: from a mapping or an iterable of pairs, then keyword args.
+        Atomic: other clients see all of it or none of it."""
+        if len(args) > 1:
+            raise TypeError(f"update expected at most 1 argument, got {len(args)}")
+        merged: Dict[Any, Any] = {}
+        if args:
+            other = args[0]
+            merged.update(other.copy() if isinstance(other, DictProxy) else other)
+        merged.update(kwargs)
+        self._call("dict.update", merged)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        """Removes ``key`` and returns its value, or ``default`` when given and absent."""
+        if len(default) > 1:
+            raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
+        hash(key)
+        try:
+            return self._call("dict.pop", key, *default)
+        except KeyError:
+            raise KeyError(key) from None
+
+    def popitem(self) -> Tuple[Any, Any]:
+        """Removes and returns the last inserted ``(key, value)`` pair."""
+        try:
+            key, value = self._call("dict.popitem")
+        except KeyError:
+            raise KeyError("popitem(): dictionary is empty") from None
+        return _key(key), value
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        """``d[key]``, after setting it to ``default`` if it was absent (atomically)."""
+        hash(key)
+        return self._call("dict.setdefault", key, default)
+
+    def clear(self) -> None:
+        """Removes every item."""
+        self._call("dict.clear")
+
+    def __str__(self) -> str:
+        return str(self.copy())
+
+
+class ListProxy(BaseProxy):
+    """A shared ``list``, with slices, ``+=``, ``*=`` and the list methods.
+
+    Differences from ``multiprocessing.managers.ListProxy``: iteration takes one snapshot
+    instead of one call per item; ``sort(key=...)`` and ``*=`` read the list and write it back
+    (two calls, not atomic; ``sort()`` without a key is atomic); equality (``in``, ``count``,
+    ``index``, ``remove``) is by MessagePack value, so ``True`` does not equal ``1``.
+    ``clear()`` and ``copy()`` are there as in Python 3.13.
+    """
+
+    __slots__ = ()
+    _kind = "list"
+
+    def __len__(self) -> int:
+        return self._call("list.len")
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return self._call(
+                "list.getslice", _bound(index.start), _bound(index.stop), _bound(index.step)
+            )
+        return self._call("list.getitem", _index(index, "list"))
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        if isinstance(index, slice):
+            try:
+                items = list(value)
+            except TypeError:
+                raise TypeError("can only assign an iterable") from None
+            self._call(
+                "list.setslice",
+                _bound(index.start),
+                _bound(index.stop),
+                _bound(index.step),
+                items,
+            )
+        else:
+            self._call("list.setitem", _index(index, "list"), value)
+
+    def __delitem__(self, index: Any) -> None:
+        if isinstance(index, slice):
+            self._call(
+                "list.delslice", _bound(index.start), _bound(index.stop), _bound(index.step)
+            )
+        else:
+            self._call("list.delitem", _index(index, "list"))
+
+    def __contains__(self, value: Any) -> bool:
+        return self._call("list.count", value) > 0
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.copy())
+
+    def __reversed__(self) -> Iterator[Any]:
+        return reversed(self.copy())
+
+    def __add__(self, other: Any) -> List[Any]:
+        return self.copy() + other
+
+    def __mul__(self, n: Any) -> List[Any]:
+        return self.copy() * n
+
+    __rmul__ = __mul__
+
+    def __iadd__(self, other: Any) -> "ListProxy":
+        self.extend(other)
+        return self
+
+    def __imul__(self, n: Any) -> "ListProxy":
+        try:
+            n = operator.index(n)
+        except TypeError:
+            raise TypeError(
+                f"can't multiply sequence by non-int of type '{type(n).__name__}'"
+            ) from None
+        if n <= 0:
+            self.clear()
+        elif n > 1:
+            self.extend(self.copy() * (n - 1))
+        return self
+
+    def append(self, value: Any) -> None:
+        """Adds ``value`` at the end."""
+        self._call("list.append", value)
+
+    def extend(self, iterable: Any) -> None:
+        """Adds every item of ``iterable`` at the end (atomically)."""
+        if not isinstance(iterable, (list, tuple)):
+            iterable = list(iterable)
+        self._call("list.extend", iterable)
+
+    def insert(self, index: Any, value: Any) -> None:
+        """Inserts ``value`` before ``index`` (clamped like Python)."""
+        self._call("list.insert", operator.index(index), value)
+
+    def pop(self, *index: Any) -> Any:
+        """Removes and returns the item at ``index`` (the last by default)."""
+        if len(index) > 1:
+            raise TypeError(f"pop expected at most 1 argument, got {len(index)}")
+        return self._call("list.pop", *(operator.index(i) for i in index))
+
+    def remove(self, value: Any) -> None:
+        """Removes the first item equal to ``value``; ``ValueError`` if there is none."""
+        self._call("list.remove", value)
+
+    def index(self, value: Any, *bounds: Any) -> int:
+        """The position of the first item equal to ``value`` within ``[start:stop]``."""
+        if len(bounds) > 2:
+            raise TypeError(f"index expected at most 3 arguments, got {1 + len(bounds)}")
+        return self._call("list.index", value, *(operator.index(b) for b in bounds))
+
+    def count(self, value: Any) -> int:
+        """How many items equal ``value``."""
+        return self._call("list.count", value)
+
+    def reverse(self) -> None:
+        """Reverses the list in place."""
+        self._call("list.reverse")
+
+    def sort(self, *, key: Optional[Callable[[Any], Any]] = None, reverse: bool = False) -> None:
+        """Sorts in place (stable). Without ``key`` the manager sorts, atomically; with one the
+        list is read, sorted here and written back."""
+        if key is None:
+            self._call("list.sort", bool(reverse))
+        else:
+            items = self.copy()
+            items.sort(key=key, reverse=reverse)
+            self._call("list.setslice", None, None, None, items)
+
+    def clear(self) -> None:
+        """Removes every item."""
+        self._call("list.clear")
+
+    def copy(self) -> List[Any]:
+        """A snapshot of the list, as a plain ``list``."""
+        return self._call("list.copy")
+
+    _getvalue = copy
+
+    def __str__(self) -> str:
+        return str(self.copy())
+
+
+class ValueProxy(BaseProxy):
+    """A shared value: ``.value`` (or ``get()`` / ``set()``), like Python's ``ValueProxy``.
+
+    ``v.value += 1`` is a read then a write, not atomic (as in Python); for atomic updates use
+    :meth:`fetch_add` or :meth:`compare_and_swap`.
+    """
+
+    __slots__ = ()
+    _kind = "value"
+
+    def get(self) -> Any:
+        """The value."""
+        return self._call("value.get")
+
+    def set(self, value: Any) -> None:
+        """Replaces the value."""
+        self._call("value.set", value)
+
+    value = property(get, set, doc="The value (one call to read, one to write).")
+
+    _getvalue = get
+
+    def fetch_add(self, delta: Any) -> Any:
+        """Atomically adds ``delta`` and returns the value from **before** the addition."""
+        return self._call("value.fetch_add", delta)
+
+    def compare_and_swap(self, expected: Any, new: Any) -> Tuple[bool, Any]:
+        """Atomically replaces the value by ``new`` if it equals ``expected``.
+
+        Returns ``(swapped, previous value)``."""
+        swapped, previous = self._call("value.compare_and_swap", expected, new)
+        return swapped, previous
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}; value={self.get()!r}>"
+
+
+class ArrayProxy(BaseProxy):
+    """A shared fixed-length array of one typecode (``array`` module typecodes), like Python's
+    ``ArrayProxy``: ``len(a)``, ``a[i]``, ``a[i] = v`` and slices (read as ``array.array``).
+
+    Differences: iteration and :meth:`tolist` take one snapshot; a slice assignment may not
+    change the length (``ValueError``).
+    """
+
+    __slots__ = ("_typecode",)
+    _kind = "array"
+
+    def __init__(self, client: Client, ident: int, typecode: Optional[str] = None) -> None:
+        super().__init__(client, ident)
+        object.__setattr__(self, "_typecode", typecode)
+
+    def _extra(self) -> Any:
+        return self._typecode
+
+    def _set_extra(self, extra: Any) -> None:
+        object.__setattr__(self, "_typecode", extra)
+
+    @property
+    def typecode(self) -> str:
+        """The array's typecode (``'i'``, ``'d'``, ...)."""
+        if self._typecode is None:
+            object.__setattr__(self, "_typecode", self._call("array.typecode"))
+        return self._typecode  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return self._call("array.len")
+
+    def _wrap(self, items: List[Any]) -> Any:
+        typecode = self.typecode
+        if typecode == "c":
+            return b"".join(items)
+        return array.array(typecode, items)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            items = self._call(
+                "array.getslice", _bound(index.start), _bound(index.stop), _bound(index.step)
+            )
+            return self._wrap(items)
+        return self._call("array.getitem", _index(index, "array"))
+
+    def _slice_items(self, value: Any) -> List[Any]:
+        if not isinstance(value, array.array):
+            raise TypeError(
+                f'can only assign array (not "{type(value).__name__}") to array slice'
+            )
+        if value.typecode != self.typecode:
+            raise TypeError("bad argument type for built-in operation")
+        return value.tolist()
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        if isinstance(index, slice):
+            self._call(
+                "array.setslice",
+                _bound(index.start),
+                _bound(index.stop),
+                _bound(index.step),
+                self._slice_items(value),
+            )
+        else:
+            self._call("array.setitem", _index(index, "array"), value)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.tolist())
+
+    def tolist(self) -> List[Any]:
+        """A snapshot of the elements, as a plain ``list``."""
+        return self._call("array.tolist")
+
+    def _getvalue(self) -> Any:
+        return self._wrap(self.tolist())
+
+
+class NamespaceProxy(BaseProxy):
+    """A shared attribute bag, like Python's ``NamespaceProxy``: ``ns.x``, ``ns.x = v``,
+    ``del ns.x``. Attributes whose names start with ``_`` are local to the proxy and never
+    sent, as in Python."""
+
+    _kind = "namespace"
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: proxy internals are found before this.
+        if name.startswith("_"):
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}"
+            )
+        return self._call("namespace.getattr", name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            self._call("namespace.setattr", name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name.startswith("_"):
+            object.__delattr__(self, name)
+        else:
+            self._call("namespace.delattr", name)
+
+    def _getvalue(self) -> types.SimpleNamespace:
+        return types.SimpleNamespace(**self._call("namespace.items"))
+
+    def __str__(self) -> str:
+        items = self._call("namespace.items")
+        inner = ", ".join(f"{name}={value!r}" for name, value in items.items())
+        return f"Namespace({inner})"

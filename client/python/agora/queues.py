@@ -1,0 +1,142 @@
+"""Proxies of the shared queues: ``Queue`` and ``JoinableQueue``.
+
+The manager parks a blocking ``get``/``put`` without tying up a thread and answers it when it
+completes or times out; the timeout runs on the manager. Waiters are served first come, first
+served. A waiter whose process dies is taken out of line, and an item is never lost to it: the
+item stays in the queue.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, List, Optional
+
+from .proxies import BaseProxy
+
+__all__ = ["QueueProxy", "JoinableQueueProxy"]
+
+
+def _check_timeout(block: Any, timeout: Optional[float]) -> None:
+    # queue.Queue refuses a negative timeout (even -1) when blocking; the protocol would read
+    # -1 as "no limit".
+    if block and timeout is not None and timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+
+
+class QueueProxy(BaseProxy):
+    """A shared FIFO queue with the surface of ``queue.Queue`` as a manager proxy exposes it:
+    ``put``, ``get``, ``put_nowait``, ``get_nowait``, ``qsize``, ``empty``, ``full``, raising
+    ``queue.Empty`` and ``queue.Full``.
+
+    agora adds batched :meth:`put_many` / :meth:`get_many`, :meth:`close` (which ends
+    consumers without sentinel values) and :attr:`maxsize`. ``task_done`` and ``join`` are on
+    :class:`JoinableQueueProxy` only (Python's manager queue has them on both).
+    """
+
+    __slots__ = ()
+    _kind = "queue"
+    _m: ClassVar[str] = "queue."
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._m = cls._kind + "."
+
+    def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Puts ``obj`` at the end, waiting for room (up to ``timeout`` seconds) unless
+        ``block`` is false; ``queue.Full`` when there is none."""
+        if not block:
+            self._call(self._m + "put", obj, False)
+        elif timeout is None:
+            self._call(self._m + "put", obj)
+        else:
+            _check_timeout(block, timeout)
+            self._call(self._m + "put", obj, True, timeout)
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """Removes and returns the first item, waiting for one (up to ``timeout`` seconds)
+        unless ``block`` is false; ``queue.Empty`` when there is none."""
+        if not block:
+            return self._call(self._m + "get", False)
+        if timeout is None:
+            return self._call(self._m + "get")
+        _check_timeout(block, timeout)
+        return self._call(self._m + "get", True, timeout)
+
+    def put_nowait(self, obj: Any) -> None:
+        """``put(obj, False)``."""
+        self._call(self._m + "put_nowait", obj)
+
+    def get_nowait(self) -> Any:
+        """``get(False)``."""
+        return self._call(self._m + "get_nowait")
+
+    def qsize(self) -> int:
+        """How many items the queue holds now."""
+        return self._call(self._m + "qsize")
+
+    def empty(self) -> bool:
+        """True when the queue holds no item now."""
+        return self._call(self._m + "empty")
+
+    def full(self) -> bool:
+        """True when the queue is bounded and has no room now."""
+        return self._call(self._m + "full")
+
+    # --- agora extensions ----------------------------------------------------------------------
+
+    @property
+    def maxsize(self) -> int:
+        """The bound given at creation (0: unbounded)."""
+        return self._call(self._m + "maxsize")
+
+    def put_many(self, items: Any, block: bool = True, timeout: Optional[float] = None) -> int:
+        """Puts the items in order in one call, as room appears; returns how many got in
+        (all of them unless non-blocking or timed out)."""
+        items = list(items)
+        if not block:
+            return self._call(self._m + "put_many", items, False)
+        if timeout is None:
+            return self._call(self._m + "put_many", items)
+        _check_timeout(block, timeout)
+        return self._call(self._m + "put_many", items, True, timeout)
+
+    def get_many(self, n: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
+        """Removes and returns 1 to ``n`` items in one call, waiting for the first like
+        :meth:`get`."""
+        if not block:
+            return self._call(self._m + "get_many", n, False)
+        if timeout is None:
+            return self._call(self._m + "get_many", n)
+        _check_timeout(block, timeout)
+        return self._call(self._m + "get_many", n, True, timeout)
+
+    def close(self) -> None:
+        """Closes the queue for everyone: later puts raise :class:`agora.Closed`; getters
+        drain what is left, then get :class:`agora.Closed` (parked ones at once)."""
+        self._call(self._m + "close")
+
+    def is_closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._call(self._m + "is_closed")
+
+
+class JoinableQueueProxy(QueueProxy):
+    """A :class:`QueueProxy` with ``task_done`` and ``join``, like ``JoinableQueue``."""
+
+    __slots__ = ()
+    _kind = "joinable_queue"
+
+    def task_done(self) -> None:
+        """Marks one item taken from the queue as processed; ``ValueError`` if called more
+        times than items were put."""
+        self._call(self._m + "task_done")
+
+    def join(self, timeout: Optional[float] = None) -> Optional[bool]:
+        """Waits until every item put has been marked done.
+
+        Without ``timeout`` it returns ``None``, as ``queue.Queue.join`` does; with one it
+        returns ``True`` when everything was done and ``False`` at the timeout (an agora
+        extension)."""
+        if timeout is None:
+            self._call(self._m + "join")
+            return None
+        return self._call(self._m + "join", timeout)
