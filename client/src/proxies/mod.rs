@@ -1,9 +1,9 @@
 //! Typed proxies: local handles on shared objects that live in the manager.
 //!
-//! A proxy is a [`Client`] plus an object id, so it is cheap to clone and can be sent to any
-//! thread. Every method is one call to the manager (one round trip), atomic there; every method
-//! `foo` has a twin `foo_cmd` returning the same call as a [`Cmd`](crate::Cmd) for a
-//! [`Pipeline`](crate::Pipeline).
+//! A proxy is a [`Client`](crate::Client) plus an object id, so it is cheap to clone and can be
+//! sent to any thread. Every method is one call to the manager (one round trip), atomic there;
+//! every method `foo` has a twin `foo_cmd` returning the same call as a [`Cmd`](crate::Cmd) for
+//! a [`Pipeline`](crate::Pipeline).
 //!
 //! # Values
 //!
@@ -20,8 +20,8 @@
 //! and deserializes back into a live proxy, so a `Dict<String, List<i64>>` stores shared lists
 //! and hands back proxies that modify them in place, like nested proxies in Python. Decoding a
 //! proxy needs to know which client to attach it to: replies are decoded with their client set
-//! as the thread's current one (see [`Client::decode`]). [`SharedRef`] reads and writes a
-//! reference of any kind.
+//! as the thread's current one (see [`Client::decode`](crate::Client::decode)). [`SharedRef`]
+//! reads and writes a reference of any kind.
 
 mod array;
 pub(crate) mod context;
@@ -41,9 +41,6 @@ pub use dict::Dict;
 pub use list::List;
 pub use namespace::Namespace;
 pub use value::{Number, Value};
-
-#[allow(unused_imports)] // for the doc links above
-use crate::client::Client;
 
 /// The name rmp_serde gives the newtype struct it writes as a MessagePack ext.
 const EXT: &str = rmp_serde::MSGPACK_EXT_STRUCT_NAME;
