@@ -57,5 +57,5 @@ pub mod process;
 pub use agora_client::*;
 pub use agora_proto::{ErrorName, Limits, ObjectRef};
 
-pub use manager::{Manager, ManagerBuilder, SpawnError};
+pub use manager::{run_manager_if_requested, Manager, ManagerBuilder, SpawnError};
 pub use process::Process;

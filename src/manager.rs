@@ -36,21 +36,25 @@
 //! - Workers started with [`Process::spawn`](crate::Process::spawn) or
 //!   [`Manager::command`] do not hold the lifeline, so they cannot keep a manager alive.
 //!
-//! # Fork, threads, and the alternative
+//! # Fork, threads, and the exec start method
 //! The child of `fork` in a multi-threaded program inherits every lock as it was at that
 //! instant, held or not, and only the forking thread. The manager child touches little of the
-//! parent's state (the allocator, which glibc makes fork-safe, thread creation and the
-//! standard library), but a lock another thread held in that state would hang it. So call
-//! [`Manager::spawn`] early, **before the program starts threads** (a tokio runtime, a thread
-//! pool). If the manager does not answer within the startup timeout (10 s by default),
-//! `spawn` fails with [`SpawnError::NotReady`] instead of hanging.
+//! parent's state (the allocator, which glibc makes fork-safe, thread creation, the standard
+//! library), but a lock another thread held there would hang it, and process-global state a
+//! library built in the parent is unusable: a program whose tokio runtime has installed signal
+//! handlers leaves a forked manager unable to build its own runtime. So with the default
+//! start method, call [`Manager::spawn`] early, **before the program starts threads** (a
+//! tokio runtime, a thread pool). If the manager fails or does not answer within the startup
+//! timeout (10 s by default), `spawn` returns [`SpawnError::ManagerExited`] or
+//! [`SpawnError::NotReady`] instead of hanging.
 //!
-//! The alternative for programs that are already multi-threaded is to run the manager as a
-//! separate program: the `agora-manager` binary, with its address and authkey handed to
-//! [`Client::connect`]. Re-executing the current program in a "manager role" would also avoid
-//! the fork hazard without an extra binary, but it needs the program's `main` to cooperate
-//! (check the role before doing anything else), which a library cannot arrange on its own;
-//! this crate does not offer it.
+//! Programs that already run threads use the *exec* start method
+//! ([`ManagerBuilder::reexec`]): the manager is a fresh execution of the current program,
+//! which inherits nothing but the sockets and the lifeline. Its cost is one line in `main`:
+//! [`run_manager_if_requested`] must run first, as Python's `spawn` start method needs its
+//! `if __name__ == "__main__":` guard; a library cannot arrange that by itself, which is why
+//! fork, needing nothing, is the default. The standalone `agora-manager` program is the third
+//! way, for managers that are not tied to one program's life.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -68,6 +72,11 @@ use agora_manager::{Config, Listener};
 use agora_proto::Limits;
 
 use crate::fork;
+
+mod reexec;
+
+use reexec::ExecSpec;
+pub use reexec::{run_manager_if_requested, ROLE_ENV};
 
 /// Length of a generated authkey, in bytes.
 pub const AUTHKEY_LEN: usize = 32;
@@ -136,6 +145,8 @@ pub struct ManagerBuilder {
     max_in_flight: Option<usize>,
     startup_timeout: Duration,
     shutdown_timeout: Duration,
+    /// `None`: fork.
+    exec: Option<ExecSpec>,
 }
 
 impl fmt::Debug for ManagerBuilder {
@@ -148,6 +159,7 @@ impl fmt::Debug for ManagerBuilder {
             .field("max_in_flight", &self.max_in_flight)
             .field("startup_timeout", &self.startup_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("exec", &self.exec)
             .finish()
     }
 }
@@ -161,6 +173,7 @@ impl Default for ManagerBuilder {
             max_in_flight: None,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            exec: None,
         }
     }
 }
@@ -206,6 +219,36 @@ impl ManagerBuilder {
     /// How long dropping the [`Manager`] waits for an orderly exit before `SIGKILL`.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Start the manager by executing the current program again instead of forking, for
+    /// programs that already run threads (a tokio runtime above all: a forked manager cannot
+    /// even build its runtime in a process whose tokio has installed signal handlers).
+    ///
+    /// The program's `main` must call [`run_manager_if_requested`] before anything else; see
+    /// there. The new execution gets no arguments; use [`exec`](ManagerBuilder::exec) to pass
+    /// some (a test binary needs a test name, say).
+    pub fn reexec(mut self) -> Self {
+        self.exec = Some(ExecSpec {
+            program: None,
+            args: Vec::new(),
+        });
+        self
+    }
+
+    /// Start the manager by executing `program` with `args`, a program whose `main` calls
+    /// [`run_manager_if_requested`] first; `None` means the current program. See
+    /// [`reexec`](ManagerBuilder::reexec).
+    pub fn exec<I, S>(mut self, program: Option<PathBuf>, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString>,
+    {
+        self.exec = Some(ExecSpec {
+            program,
+            args: args.into_iter().map(Into::into).collect(),
+        });
         self
     }
 
@@ -335,7 +378,13 @@ impl Manager {
     }
 
     fn spawn_with(options: ManagerBuilder) -> Result<Manager, SpawnError> {
-        let authkey = match options.authkey {
+        if options.exec.is_some() && reexec::is_unhandled_role() {
+            return Err(SpawnError::InvalidConfig(
+                "this process was started to be an agora manager, but its main did not call \
+                 agora::run_manager_if_requested() first",
+            ));
+        }
+        let authkey = match options.authkey.clone() {
             Some(key) if key.is_empty() => {
                 return Err(SpawnError::InvalidConfig("the authkey must not be empty"))
             }
@@ -353,8 +402,7 @@ impl Manager {
         }
 
         let dir = private_dir()?;
-        let (mut process, addresses) =
-            start_process(dir, &options.tcp, config, options.shutdown_timeout)?;
+        let (mut process, addresses) = start_process(dir, &options, config)?;
         if let Err(e) = wait_ready(&mut process, &addresses[0], options.startup_timeout) {
             let _ = process.stop();
             return Err(e);
@@ -484,11 +532,10 @@ fn private_dir() -> Result<PathBuf, SpawnError> {
 /// owns `dir` from then on) and the addresses, Unix first. Removes `dir` on failure.
 fn start_process(
     dir: PathBuf,
-    tcp: &[String],
+    options: &ManagerBuilder,
     config: Config,
-    shutdown_timeout: Duration,
 ) -> Result<(ManagerProcess, Vec<Address>), SpawnError> {
-    let bound = match bind(&dir, tcp) {
+    let bound = match bind(&dir, &options.tcp) {
         Ok(bound) => bound,
         Err(e) => {
             remove_dir(&dir);
@@ -505,9 +552,12 @@ fn start_process(
         .and_then(|(read, write)| Ok((above_stdio(read)?, write)))
         .map_err(SpawnError::io("create the lifeline pipe"))
         .and_then(|(read, write)| {
-            // SAFETY: the child runs `run_manager_child`, which never returns.
-            let pid =
-                unsafe { fork::fork() }.map_err(SpawnError::io("fork the manager process"))?;
+            let pid = match &options.exec {
+                // SAFETY: the child runs `run_manager_child`, which never returns.
+                None => unsafe { fork::fork() }.map_err(SpawnError::io("fork the manager process")),
+                Some(spec) => reexec::launch(spec, &unix, &tcp_listeners, &read, &config, &dir)
+                    .map_err(SpawnError::io("execute the program given to reexec/exec")),
+            }?;
             Ok((pid, read, write))
         });
     let (pid, lifeline_read, lifeline_write) = match forked {
@@ -534,7 +584,7 @@ fn start_process(
         owner: std::process::id(),
         lifeline: Some(lifeline_write),
         dir,
-        shutdown_timeout,
+        shutdown_timeout: options.shutdown_timeout,
         status: None,
     };
     Ok((process, addresses))

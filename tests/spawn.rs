@@ -62,9 +62,7 @@ fn socket_path(manager: &Manager) -> PathBuf {
 fn role_command(role: &str) -> Command {
     let exe = std::env::current_exe().expect("the test binary's path");
     let mut command = Command::new(exe);
-    command
-        .args(["--exact", "child_role", "--nocapture", "--test-threads=1"])
-        .env(ROLE, role);
+    command.args(CHILD_ROLE_ARGS).env(ROLE, role);
     command
 }
 
@@ -83,9 +81,19 @@ fn read_announcement(child: &mut Child, prefix: &str) -> Vec<String> {
     panic!("the child ended without printing {prefix:?}");
 }
 
+/// The arguments that make this test binary run `child_role` alone.
+const CHILD_ROLE_ARGS: [&str; 4] = ["--exact", "child_role", "--nocapture", "--test-threads=1"];
+
+/// A builder for the exec start method, re-executing this test binary into `child_role`.
+fn exec_builder() -> agora::ManagerBuilder {
+    Manager::builder().exec(None, CHILD_ROLE_ARGS)
+}
+
 /// The roles; a normal test run passes straight through.
 #[test]
 fn child_role() {
+    // A manager started with the exec start method runs here and exits.
+    agora::run_manager_if_requested();
     let Ok(role) = std::env::var(ROLE) else {
         return;
     };
@@ -96,6 +104,48 @@ fn child_role() {
             let dir = socket_path(&manager).parent().unwrap().to_owned();
             println!("ANNOUNCE {} {}", manager.pid(), dir.display());
             std::thread::sleep(Duration::from_secs(60));
+        }
+        // As "owner", with the exec start method.
+        "owner-exec" => {
+            let manager = exec_builder().spawn().expect("spawn");
+            let dir = socket_path(&manager).parent().unwrap().to_owned();
+            println!("ANNOUNCE {} {}", manager.pid(), dir.display());
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        // A program with a tokio runtime that has installed signal handlers: the exec start
+        // method works there. (A forked manager could not build its runtime; not asserted,
+        // since that depends on tokio's internals.)
+        "tokio-program" => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let _signal =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                        .expect("signal");
+            });
+            let manager = exec_builder().spawn().expect("spawn with exec");
+            let dict = manager.dict::<String, i64>().expect("dict");
+            dict.set("k", &5).expect("set");
+            assert_eq!(dict.get("k").expect("get"), Some(5));
+            let pid = manager.pid();
+            let dir = socket_path(&manager).parent().unwrap().to_owned();
+            let status = manager.shutdown().expect("shutdown");
+            assert!(status.success(), "{status}");
+            assert!(!running(pid) && !dir.exists());
+            let fork = Manager::spawn().map(drop).map_err(|e| e.to_string());
+            println!("ANNOUNCE exec-ok fork-result={fork:?}");
+            std::process::exit(0);
+        }
+        // A process that was started as a manager but did not run the hook must refuse to
+        // start another manager with exec (which would repeat forever).
+        "unhandled" => {
+            std::env::set_var(agora::manager::ROLE_ENV, "anything");
+            match exec_builder().spawn() {
+                Err(SpawnError::InvalidConfig(_)) => std::process::exit(0),
+                other => panic!("expected InvalidConfig, got {other:?}"),
+            }
         }
         // As "owner", plus a forked worker that outlives the owner.
         "owner-with-worker" => {
@@ -184,8 +234,17 @@ fn the_manager_child_holds_only_its_own_pipe_and_no_stdin() {
 
 #[test]
 fn the_manager_exits_when_its_owner_is_killed() {
+    manager_exits_when_owner_is_killed("owner");
+}
+
+#[test]
+fn an_exec_manager_exits_when_its_owner_is_killed() {
+    manager_exits_when_owner_is_killed("owner-exec");
+}
+
+fn manager_exits_when_owner_is_killed(role: &str) {
     let _serial = serial();
-    let mut owner = role_command("owner")
+    let mut owner = role_command(role)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the owner");
@@ -303,7 +362,7 @@ fn a_program_worker_finds_the_manager_through_the_environment() {
     let exe = std::env::current_exe().unwrap();
     let mut command = manager.command(exe);
     command
-        .args(["--exact", "child_role", "--nocapture", "--test-threads=1"])
+        .args(CHILD_ROLE_ARGS)
         .env(ROLE, "env-writer")
         .stdout(Stdio::null());
     let mut worker = Process::start(&mut command).expect("start the worker");
@@ -348,4 +407,52 @@ fn the_builder_adds_tcp_and_takes_an_authkey() {
 fn an_empty_authkey_is_refused() {
     let err = Manager::builder().authkey(Vec::new()).spawn().unwrap_err();
     assert!(matches!(err, SpawnError::InvalidConfig(_)), "{err}");
+}
+
+#[test]
+fn the_exec_start_method_serves_and_stops() {
+    let _serial = serial();
+    let manager = exec_builder().spawn().expect("spawn");
+    let pid = manager.pid();
+    let dir = socket_path(&manager).parent().unwrap().to_owned();
+    let list = manager.list_named::<String>("log").expect("list_named");
+    list.append("one").expect("append");
+    assert_eq!(list.len().expect("len"), 1);
+    let status = manager.shutdown().expect("shutdown");
+    assert!(status.success(), "orderly exit, got {status}");
+    assert!(!running(pid));
+    assert!(!dir.exists());
+}
+
+#[test]
+fn the_exec_start_method_works_in_a_tokio_program() {
+    let _serial = serial();
+    let mut program = role_command("tokio-program")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the program");
+    let words = read_announcement(&mut program, "ANNOUNCE ");
+    assert_eq!(words[0], "exec-ok");
+    eprintln!("fork from that program: {}", words[1..].join(" "));
+    assert!(program.wait().unwrap().success());
+}
+
+#[test]
+fn exec_without_the_hook_fails_cleanly() {
+    let _serial = serial();
+    // This binary run as `an_empty_authkey_is_refused` ignores the role and just exits.
+    let err = Manager::builder()
+        .exec(
+            None,
+            ["--exact", "an_empty_authkey_is_refused", "--test-threads=1"],
+        )
+        .spawn()
+        .unwrap_err();
+    assert!(matches!(err, SpawnError::ManagerExited(_)), "{err}");
+
+    let mut program = role_command("unhandled").spawn().expect("start");
+    assert!(
+        program.wait().unwrap().success(),
+        "the nested exec was refused"
+    );
 }
