@@ -138,6 +138,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// A reference names an object of another kind than the proxy type asked for (a list
+    /// where a `Dict` was expected).
+    #[error("object {id} is a {found}, not a {expected}")]
+    WrongKind {
+        /// The object's id.
+        id: u64,
+        /// The kind the proxy type needs.
+        expected: &'static str,
+        /// The kind the reference names.
+        found: String,
+    },
+
     /// The API was used in a way it does not support (for example a pipeline handle passed to
     /// the replies of another pipeline).
     #[error("misuse of the agora client: {0}")]

@@ -128,18 +128,20 @@ macro_rules! proxy_common {
                 agora_proto::ObjectRef::new(Self::KIND, self.id)
             }
 
-            /// A proxy for the referenced object. Fails with [`Error::Token`](crate::Error::Token)
-            /// when the reference is to another kind of object.
+            /// A proxy for the referenced object. Fails with
+            /// [`Error::WrongKind`](crate::Error::WrongKind) when the reference is to another
+            /// kind of object.
             pub fn from_object_ref(
                 client: &$crate::Client,
                 r: &agora_proto::ObjectRef,
             ) -> $crate::Result<Self> {
-                let token = $crate::Token {
-                    kind: r.kind.clone(),
-                    id: r.id,
-                    address: client.address().clone(),
-                };
-                token.expect_kind(Self::KIND)?;
+                if r.kind != Self::KIND {
+                    return Err($crate::Error::WrongKind {
+                        id: r.id,
+                        expected: Self::KIND,
+                        found: r.kind.clone(),
+                    });
+                }
                 Ok(Self::from_id(client, r.id))
             }
 

@@ -345,7 +345,7 @@ fn proxies_decode_only_with_a_client() {
     assert_eq!(l.len().unwrap(), 0);
     // A reference to another kind is refused, naming both kinds.
     let err = c.decode::<Dict<String, i64>>(&bytes).unwrap_err();
-    assert!(err.to_string().contains("not a dict"), "{err}");
+    assert!(err.to_string().contains("is a list, not a dict"), "{err}");
     let any: SharedRef = rmp_serde::from_slice(&bytes).unwrap();
     assert_eq!(any.0.kind, "list");
 }

@@ -1,0 +1,451 @@
+"""The manager: start ``agora-manager`` as a child process, or connect to a running one, and
+create shared objects on it.
+
+``agora.Manager()`` is the counterpart of ``multiprocessing.Manager()``: it starts a private
+manager (a Unix socket in a fresh 0700 directory, a fresh random authkey) and shuts it down on
+``shutdown()``, at the end of a ``with`` block, or when the program exits.
+``agora.connect(address, authkey)`` uses a manager that is already running, for instance one
+started with the ``agora-manager`` command, so that unrelated programs can share named objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+from multiprocessing import util as mp_util
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from .connection import AddressLike, Client, Connection, client_for, parse_address, parse_authkey
+from .proxies import (
+    ArrayProxy,
+    BaseProxy,
+    DictProxy,
+    ListProxy,
+    NamespaceProxy,
+    ValueProxy,
+    proxy_class,
+)
+from .queues import JoinableQueueProxy, QueueProxy
+from .synchronize import (
+    BarrierProxy,
+    BoundedSemaphoreProxy,
+    ConditionProxy,
+    EventProxy,
+    LockProxy,
+    RLockProxy,
+    SemaphoreProxy,
+)
+
+__all__ = ["Manager", "connect", "find_manager_binary"]
+
+log = logging.getLogger("agora")
+
+#: Environment variable naming the ``agora-manager`` binary.
+MANAGER_BIN_ENV = "AGORA_MANAGER_BIN"
+
+
+def find_manager_binary(executable: Optional[str] = None) -> str:
+    """The ``agora-manager`` binary to run: ``executable``, else ``$AGORA_MANAGER_BIN``, else
+    ``agora-manager`` on ``PATH``."""
+    candidate = executable or os.environ.get(MANAGER_BIN_ENV)
+    if candidate:
+        if not os.access(candidate, os.X_OK):
+            raise FileNotFoundError(f"the agora manager binary {candidate!r} is not executable")
+        return candidate
+    found = shutil.which("agora-manager")
+    if found is None:
+        raise FileNotFoundError(
+            "cannot find the agora-manager binary: put it on PATH or set "
+            f"{MANAGER_BIN_ENV} (build it with `cargo build --release -p agora-manager`)"
+        )
+    return found
+
+
+def _read_ready_line(proc: "subprocess.Popen[bytes]", timeout: float) -> str:
+    """The manager's ready line, read from its stdout within ``timeout`` seconds."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"agora-manager was not ready within {timeout} s")
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if not readable:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            code = proc.wait()
+            raise RuntimeError(
+                f"agora-manager exited with status {code} before it was ready "
+                "(its messages are on stderr)"
+            )
+        data += chunk
+    return data.split(b"\n", 1)[0].decode("utf-8", "replace")
+
+
+def _parse_ready_line(line: str) -> str:
+    words = line.split()
+    if words[:2] != ["agora-manager", "ready"] or len(words) < 3:
+        raise RuntimeError(f"unexpected first line from agora-manager: {line!r}")
+    return words[2]
+
+
+def _stop_manager(
+    proc: "subprocess.Popen[bytes]",
+    address: str,
+    authkey: bytes,
+    tmpdir: Optional[str],
+    creator_pid: int,
+    timeout: float,
+) -> None:
+    """Shuts down a manager this process started: the ``shutdown`` call, then SIGTERM, then
+    SIGKILL, each after ``timeout`` seconds without effect."""
+    if os.getpid() != creator_pid:
+        return  # a forked child: the manager belongs to its parent
+    if proc.poll() is None:
+        try:
+            conn = Connection(Client(address, authkey), timeout=timeout)
+            try:
+                conn.call("shutdown", ())
+            finally:
+                conn.close()
+        except Exception as e:  # it may be gone already; the signals below still apply
+            log.debug("shutdown call to %s failed: %s", address, e)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("agora-manager %d did not stop after shutdown; terminating it", proc.pid)
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    if tmpdir is not None:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _typecode_args(typecode: Optional[str]) -> Optional[str]:
+    if typecode is not None and not isinstance(typecode, str):
+        raise TypeError(f"a typecode is a str such as 'i' or 'd', not {typecode!r}")
+    return typecode
+
+
+class Manager:
+    """A handle on an agora manager, with factories for shared objects.
+
+    ``Manager()`` starts a private ``agora-manager`` child process (found through
+    ``executable``, ``$AGORA_MANAGER_BIN`` or ``PATH``) and owns it: :meth:`shutdown`, the end of
+    a ``with`` block and interpreter exit stop it. ``Manager(address, authkey)`` (or
+    :func:`connect`) uses a running manager instead and never stops it implicitly.
+
+    The factories have the signatures of ``multiprocessing.managers.SyncManager``'s, plus a
+    keyword-only ``name``: with a name, creation is get-or-create, so that any process can find
+    the object by that name (:meth:`lookup`).
+
+    Objects live until :meth:`delete` or until the manager stops: unlike Python's manager,
+    agora does not count references, so dropping the last proxy does not free the object.
+    """
+
+    def __init__(
+        self,
+        address: Optional[AddressLike] = None,
+        authkey: Optional[Union[bytes, str]] = None,
+        *,
+        executable: Optional[str] = None,
+        start_timeout: float = 30.0,
+        shutdown_timeout: float = 5.0,
+        _exit_priority: int = 0,
+    ) -> None:
+        self._process: Optional["subprocess.Popen[bytes]"] = None
+        self._finalizer: Optional[mp_util.Finalize] = None
+        if address is not None:
+            if authkey is None:
+                raise TypeError("connecting to a manager needs its authkey")
+            self._client = client_for(address, authkey)
+            return
+        if authkey is not None:
+            raise TypeError("an authkey without an address: give both to connect, or neither")
+        self._start(executable, start_timeout, shutdown_timeout, _exit_priority)
+
+    def _start(
+        self, executable: Optional[str], start_timeout: float, shutdown_timeout: float, priority: int
+    ) -> None:
+        binary = find_manager_binary(executable)
+        tmpdir = tempfile.mkdtemp(prefix="agora-")
+        socket_path = os.path.join(tmpdir, "manager.sock")
+        # Unix socket paths are limited to about 100 bytes; fall back to loopback TCP.
+        listen = "unix:" + socket_path if len(socket_path.encode()) < 100 else "tcp:127.0.0.1:0"
+        authkey = os.urandom(32)
+        env = dict(os.environ)
+        env["AGORA_AUTHKEY"] = authkey.hex()
+        env.setdefault("RUST_LOG", "warn")
+        try:
+            proc = subprocess.Popen(
+                [binary, "--listen", listen],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                env=env,
+                close_fds=True,
+                # Its own session: a Ctrl-C in the terminal interrupts the program, which then
+                # shuts the manager down, instead of killing the manager under its feet.
+                start_new_session=True,
+            )
+        except BaseException:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
+        try:
+            address = parse_address(_parse_ready_line(_read_ready_line(proc, start_timeout)))
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
+        finally:
+            assert proc.stdout is not None
+            proc.stdout.close()
+        self._process = proc
+        self._client = client_for(address, authkey)
+        # Proxies reach the manager through the process-wide client, which keeps this object
+        # alive: the manager runs until shutdown() or exit, however proxies are passed around.
+        self._client._owner = self  # type: ignore[attr-defined]
+        # Run by multiprocessing's exit handler (priority 0: before it joins child processes,
+        # as Python's manager does), or by shutdown().
+        self._finalizer = mp_util.Finalize(
+            None,
+            _stop_manager,
+            args=(proc, address, authkey, tmpdir, os.getpid(), shutdown_timeout),
+            exitpriority=priority,
+        )
+        log.debug("started agora-manager %d at %s", proc.pid, address)
+
+    # --- the manager itself ------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The manager's address, ``unix:PATH`` or ``tcp:HOST:PORT``."""
+        return self._client.address
+
+    @property
+    def authkey(self) -> bytes:
+        """The manager's authkey (a secret: whoever has it may use every object)."""
+        return self._client.authkey
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The manager process's id when this object started it, else ``None``."""
+        return None if self._process is None else self._process.pid
+
+    def shutdown(self) -> None:
+        """Stops the manager: waiting calls get :class:`agora.ShutdownError`, every object is
+        gone. For a manager this object started, also waits for the process to end."""
+        client = self._client
+        if self._finalizer is not None:
+            self._finalizer()
+        else:
+            try:
+                client.call("shutdown")
+            except ConnectionError:
+                pass
+        client.close_all()
+        if getattr(client, "_owner", None) is self:
+            del client._owner  # type: ignore[attr-defined]
+
+    def __enter__(self) -> "Manager":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._process is not None:
+            self.shutdown()
+
+    def __reduce__(self) -> Any:
+        # A manager passed to a child process arrives connected, not owning.
+        return Manager, (self._client.address, self._client.authkey)
+
+    def __repr__(self) -> str:
+        owner = f"pid {self._process.pid}" if self._process is not None else "connected"
+        return f"<agora.Manager {self.address} ({owner})>"
+
+    # --- the registry --------------------------------------------------------------------------
+
+    def _create(self, kind: str, name: Optional[str], *args: Any) -> Any:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"an object name is a str, not {type(name).__name__}")
+        ident = self._client.call("create", kind, name, *args)
+        cls = proxy_class(kind)
+        assert cls is not None
+        return cls(self._client, ident)
+
+    def lookup(self, name: str) -> Any:
+        """The proxy of the object called ``name``; ``KeyError`` if there is none."""
+        try:
+            kind, ident = self._client.call("lookup", name)
+        except KeyError:
+            raise KeyError(name) from None
+        cls = proxy_class(kind)
+        if cls is None:
+            raise TypeError(f"object {name!r} is of kind {kind!r}, which this client lacks")
+        return cls(self._client, ident)
+
+    def delete(self, obj: Union[str, BaseProxy]) -> None:
+        """Deletes an object (given by name or by proxy); its proxies then raise
+        :class:`agora.UnknownObjectError`."""
+        self._client.call("delete", obj._id if isinstance(obj, BaseProxy) else obj)
+
+    def objects(self) -> List[Tuple[int, Optional[str], str]]:
+        """Every object of the manager, as ``(id, name or None, kind)``, by id."""
+        return [tuple(entry) for entry in self._client.call("objects")]  # type: ignore[misc]
+
+    def ping(self) -> bool:
+        """True when the manager answers."""
+        return self._client.call("ping") == "pong"
+
+    # --- factories (SyncManager's signatures, plus name=) ---------------------------------------
+
+    def dict(self, *args: Any, name: Optional[str] = None, **kwargs: Any) -> DictProxy:
+        """A shared dict, initialised like ``dict(*args, **kwargs)``."""
+        if len(args) == 1 and isinstance(args[0], DictProxy):
+            args = (args[0].copy(),)
+        initial: Dict[Any, Any] = dict(*args, **kwargs)
+        if initial:
+            return self._create("dict", name, initial)
+        return self._create("dict", name)
+
+    def list(self, sequence: Any = (), *, name: Optional[str] = None) -> ListProxy:
+        """A shared list, initialised from ``sequence``."""
+        items = sequence.copy() if isinstance(sequence, ListProxy) else list(sequence)
+        if items:
+            return self._create("list", name, items)
+        return self._create("list", name)
+
+    def Value(
+        self,
+        typecode: Optional[str],
+        value: Any,
+        lock: bool = True,
+        *,
+        name: Optional[str] = None,
+        strict: bool = False,
+    ) -> ValueProxy:
+        """A shared value with ``.value``.
+
+        As with Python's manager, ``typecode`` is not enforced and ``lock`` is ignored; with
+        ``strict=True`` the manager enforces the typecode (``TypeError`` / ``OverflowError``
+        for a value that does not fit)."""
+        code = _typecode_args(typecode) if strict else None
+        return self._create("value", name, code, value)
+
+    def Array(
+        self, typecode: str, sequence: Any, lock: bool = True, *, name: Optional[str] = None
+    ) -> ArrayProxy:
+        """A shared fixed-length array of ``typecode`` (``array`` module typecodes), from a
+        sequence, or an int for that many zeros. ``lock`` is ignored, as in Python."""
+        _typecode_args(typecode)
+        if isinstance(sequence, (bytes, bytearray)) and typecode == "c":
+            init: Any = bytes(sequence)
+        elif isinstance(sequence, int) and not isinstance(sequence, bool):
+            init = sequence
+        else:
+            init = list(sequence)
+        ident = self._client.call("create", "array", name, typecode, init)
+        return ArrayProxy(self._client, ident, typecode)
+
+    def Namespace(self, *, name: Optional[str] = None, **attributes: Any) -> NamespaceProxy:
+        """A shared attribute bag with these initial attributes. (``name`` names the object;
+        set an attribute called ``name`` after creation.)"""
+        if attributes:
+            return self._create("namespace", name, attributes)
+        return self._create("namespace", name)
+
+    def Queue(self, maxsize: int = 0, *, name: Optional[str] = None) -> QueueProxy:
+        """A shared FIFO queue, bounded when ``maxsize > 0``."""
+        return self._create("queue", name, max(int(maxsize), 0))
+
+    def JoinableQueue(self, maxsize: int = 0, *, name: Optional[str] = None) -> JoinableQueueProxy:
+        """A shared queue with ``task_done`` and ``join``."""
+        return self._create("joinable_queue", name, max(int(maxsize), 0))
+
+    def Lock(self, *, name: Optional[str] = None) -> LockProxy:
+        """A shared ``threading.Lock``."""
+        return self._create("lock", name)
+
+    def RLock(self, *, name: Optional[str] = None) -> RLockProxy:
+        """A shared ``threading.RLock``."""
+        return self._create("rlock", name)
+
+    def Semaphore(self, value: int = 1, *, name: Optional[str] = None) -> SemaphoreProxy:
+        """A shared ``threading.Semaphore``."""
+        if value < 0:
+            raise ValueError("semaphore initial value must be >= 0")
+        return self._create("semaphore", name, value)
+
+    def BoundedSemaphore(
+        self, value: int = 1, *, name: Optional[str] = None
+    ) -> BoundedSemaphoreProxy:
+        """A shared ``threading.BoundedSemaphore``."""
+        if value < 0:
+            raise ValueError("semaphore initial value must be >= 0")
+        return self._create("bounded_semaphore", name, value)
+
+    def Condition(
+        self, lock: Optional[Union[LockProxy, RLockProxy]] = None, *, name: Optional[str] = None
+    ) -> ConditionProxy:
+        """A shared ``threading.Condition`` over a new RLock, or over ``lock`` (a ``Lock`` or
+        ``RLock`` proxy of this manager)."""
+        if lock is None:
+            return self._create("condition", name)
+        if not isinstance(lock, LockProxy) or lock._client.address != self.address:
+            raise TypeError("a Condition's lock must be a Lock or RLock proxy of the same manager")
+        return self._create("condition", name, lock._id)
+
+    def Event(self, *, name: Optional[str] = None) -> EventProxy:
+        """A shared ``threading.Event``."""
+        return self._create("event", name)
+
+    def Barrier(
+        self,
+        parties: int,
+        action: Any = None,
+        timeout: Optional[float] = None,
+        *,
+        name: Optional[str] = None,
+    ) -> BarrierProxy:
+        """A shared ``threading.Barrier``. ``action`` is not supported: the manager runs no
+        Python code (run it after ``wait()`` in the party that got index 0)."""
+        if action is not None:
+            raise NotImplementedError(
+                "agora barriers cannot run an action: run it after wait() in the party that "
+                "gets index 0"
+            )
+        if timeout is None:
+            return self._create("barrier", name, parties)
+        return self._create("barrier", name, parties, timeout)
+
+
+def connect(
+    address: Optional[AddressLike] = None, authkey: Optional[Union[bytes, str]] = None
+) -> Manager:
+    """A :class:`Manager` for the running manager at ``address`` (``unix:PATH``,
+    ``tcp:HOST:PORT`` or ``(host, port)``) with ``authkey`` (bytes, or hex text).
+
+    Either defaults to the environment: ``AGORA_ADDRESS`` and ``AGORA_AUTHKEY`` (hex). Checks
+    that the manager answers before returning.
+    """
+    if address is None:
+        address = os.environ.get("AGORA_ADDRESS")
+        if not address:
+            raise ValueError("no address given and AGORA_ADDRESS is not set")
+    if authkey is None:
+        authkey = os.environ.get("AGORA_AUTHKEY")
+        if not authkey:
+            raise ValueError("no authkey given and AGORA_AUTHKEY is not set")
+    manager = Manager(address, parse_authkey(authkey))
+    manager.ping()
+    return manager
