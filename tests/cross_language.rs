@@ -1,0 +1,144 @@
+//! What Python writes, Rust reads back identically, and the other way round.
+//!
+//! The Python side (`tests/python/cross_language.py`) uses only the standard library and the
+//! `msgpack` package, speaking the protocol as `PROTOCOL.md` describes it. If `msgpack` is not
+//! importable, the test installs it into its own directory with pip: no manual step.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use agora::{Dict, List, Manager, ObjectRef};
+use rmpv::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A `PYTHONPATH` under which `import msgpack` works, installing it there if needed.
+fn python_path() -> String {
+    let probe = Command::new("python3")
+        .args(["-c", "import msgpack"])
+        .status()
+        .expect("python3 must be installed to run this test");
+    if probe.success() {
+        return String::new();
+    }
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pydeps");
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+        ])
+        .arg(&target)
+        .arg("msgpack")
+        .output()
+        .expect("run pip");
+    assert!(
+        out.status.success(),
+        "pip install msgpack failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target.display().to_string()
+}
+
+fn run_python(manager: &Manager, mode: &str, python_path: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cross_language.py");
+    let out = manager
+        .command("python3")
+        .arg(script)
+        .arg(mode)
+        .env("PYTHONPATH", python_path)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "the Python side ({mode}) failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Stores `value` under `key` in dict `id`, typed as Rust knows it.
+fn put<T: Serialize + DeserializeOwned>(manager: &Manager, id: u64, key: &str, value: T) {
+    Dict::<String, T>::from_id(manager.client(), id)
+        .set(key, &value)
+        .unwrap();
+}
+
+#[test]
+fn python_and_rust_read_each_others_values() {
+    let python_path = python_path();
+    let manager = Manager::spawn().expect("spawn the manager");
+
+    run_python(&manager, "write", &python_path);
+    let from_python = manager.dict_named::<Value, Value>("from_python").unwrap();
+    let get = |k: Value| from_python.getitem(&k).unwrap();
+    assert_eq!(
+        get("text".into()),
+        Value::from("h\u{e9}llo \u{4e16}\u{754c}")
+    );
+    assert_eq!(get("small".into()), Value::from(5));
+    assert_eq!(get("negative".into()), Value::from(-7));
+    assert_eq!(get("big".into()), Value::from(u64::MAX));
+    assert_eq!(get("float".into()), Value::F64(1.5));
+    assert_eq!(get("true".into()), Value::Boolean(true));
+    assert_eq!(get("none".into()), Value::Nil);
+    assert_eq!(get("bytes".into()), Value::Binary(vec![0, 0xff, 0x10]));
+    assert_eq!(
+        get("list".into()),
+        Value::Array(vec![
+            1.into(),
+            "two".into(),
+            Value::F64(3.5),
+            Value::Array(vec![Value::Nil])
+        ])
+    );
+    assert_eq!(
+        get("map".into()),
+        Value::Map(vec![
+            ("a".into(), 1.into()),
+            ("b".into(), Value::Array(vec![true.into()]))
+        ])
+    );
+    assert_eq!(get(42.into()), Value::from("an int key"));
+    // Python wrote the key 2.0; the integer 2 is the same key.
+    assert_eq!(get(2.into()), Value::from("a float key equal to 2"));
+    // A reference to a shared list comes back as a reference, and as a live proxy.
+    let reference = ObjectRef::from_value(&get("shared".into())).expect("an object reference");
+    assert_eq!(reference.kind, "list");
+    let shared = List::<i64>::from_id(manager.client(), reference.id);
+    assert_eq!(shared.copy().unwrap(), vec![10, 20, 30]);
+
+    let from_rust = manager.dict_named::<String, Value>("from_rust").unwrap();
+    let id = from_rust.id();
+    put(
+        &manager,
+        id,
+        "text",
+        "\u{fc}n\u{ef}code \u{2713}".to_owned(),
+    );
+    put(&manager, id, "int", -123_456_789_012i64);
+    put(&manager, id, "float", 0.25f64);
+    put(&manager, id, "list", vec![1, 2, 3]);
+    put(&manager, id, "tuple", (7, "seven".to_owned()));
+    put(
+        &manager,
+        id,
+        "bytes",
+        serde_bytes::ByteBuf::from(vec![1u8, 2, 3]),
+    );
+    put(&manager, id, "none", Option::<i64>::None);
+    put(
+        &manager,
+        id,
+        "nested",
+        HashMap::from([("inner".to_owned(), vec![1.5f64, 2.5])]),
+    );
+    Dict::<i64, String>::from_id(manager.client(), id)
+        .set(&7, "an int key from rust")
+        .unwrap();
+    run_python(&manager, "read", &python_path);
+}

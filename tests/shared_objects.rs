@@ -1,0 +1,308 @@
+//! Shared dicts and lists under real concurrency: many processes at once, random interleavings,
+//! and a property test against a local model.
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use agora::{Manager, Process};
+use proptest::prelude::*;
+
+/// The tests in this file fork: one at a time, so that no test forks while another holds a lock.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A small deterministic generator, so that each worker has its own interleaving.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const WORKERS: u64 = 8;
+const OPS: u64 = 400;
+
+#[test]
+fn many_processes_mutate_one_dict_and_one_list() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let dict = manager.dict_named::<String, u64>("d").unwrap();
+    let list = manager.list_named::<(u64, u64)>("l").unwrap();
+    let hits = manager.value_named("hits", &0u64).unwrap();
+
+    let workers: Vec<Process> = (0..WORKERS)
+        .map(|w| {
+            let (dict, list, hits) = (dict.clone(), list.clone(), hits.clone());
+            Process::spawn_fallible(move || -> agora::Result<()> {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (w + 1));
+                for k in 0..OPS {
+                    // A random mix of writes, reads and pauses: a different interleaving for
+                    // every worker and every run of the scheduler.
+                    dict.set(&format!("{w}-{k}"), &k)?;
+                    list.append(&(w, k))?;
+                    hits.fetch_add(1)?;
+                    match rng.below(4) {
+                        0 => {
+                            let _ =
+                                dict.get(&format!("{}-{}", rng.below(WORKERS), rng.below(OPS)))?;
+                        }
+                        1 => {
+                            let _ = list.len()?;
+                        }
+                        2 => std::thread::sleep(Duration::from_micros(rng.below(200))),
+                        _ => std::thread::yield_now(),
+                    }
+                }
+                Ok(())
+            })
+            .expect("fork a worker")
+        })
+        .collect();
+    for mut w in workers {
+        assert!(w.join().unwrap().success(), "a worker failed");
+    }
+
+    assert_eq!(dict.len().unwrap() as u64, WORKERS * OPS);
+    for w in 0..WORKERS {
+        for k in [0, OPS / 2, OPS - 1] {
+            assert_eq!(dict.get(&format!("{w}-{k}")).unwrap(), Some(k));
+        }
+    }
+    let appended = list.copy().unwrap();
+    assert_eq!(appended.len() as u64, WORKERS * OPS, "an append was lost");
+    let unique: BTreeSet<(u64, u64)> = appended.iter().copied().collect();
+    assert_eq!(unique.len(), appended.len(), "an append was duplicated");
+    // Each worker's appends keep their order.
+    for w in 0..WORKERS {
+        let mine: Vec<u64> = appended
+            .iter()
+            .filter(|(x, _)| *x == w)
+            .map(|(_, k)| *k)
+            .collect();
+        assert_eq!(mine, (0..OPS).collect::<Vec<_>>());
+    }
+    assert_eq!(
+        hits.get().unwrap(),
+        WORKERS * OPS,
+        "fetch_add lost an increment"
+    );
+}
+
+/// One operation of the property test, on a dict of i64 → i64 and a list of i64.
+#[derive(Debug, Clone)]
+enum Op {
+    Set(i64, i64),
+    Del(i64),
+    Pop(i64),
+    SetDefault(i64, i64),
+    PopItem,
+    Append(i64),
+    Insert(i64, i64),
+    PopAt(i64),
+    Assign(i64, i64),
+    Remove(i64),
+    Slice(Option<i64>, Option<i64>, Option<i64>),
+    DelSlice(Option<i64>, Option<i64>),
+    Reverse,
+    Sort,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let k = -4i64..12;
+    let i = -12i64..12;
+    let bound = proptest::option::of(-12i64..12);
+    let step = proptest::option::of(prop_oneof![-3i64..=-1, 1i64..=3]);
+    prop_oneof![
+        (k.clone(), any::<i64>()).prop_map(|(k, v)| Op::Set(k, v)),
+        k.clone().prop_map(Op::Del),
+        k.clone().prop_map(Op::Pop),
+        (k.clone(), any::<i64>()).prop_map(|(k, v)| Op::SetDefault(k, v)),
+        Just(Op::PopItem),
+        (0i64..20).prop_map(Op::Append),
+        (i.clone(), 0i64..20).prop_map(|(i, v)| Op::Insert(i, v)),
+        i.clone().prop_map(Op::PopAt),
+        (i.clone(), 0i64..20).prop_map(|(i, v)| Op::Assign(i, v)),
+        (0i64..20).prop_map(Op::Remove),
+        (bound.clone(), bound.clone(), step).prop_map(|(a, b, s)| Op::Slice(a, b, s)),
+        (bound.clone(), bound).prop_map(|(a, b)| Op::DelSlice(a, b)),
+        Just(Op::Reverse),
+        Just(Op::Sort),
+    ]
+}
+
+/// Python's `l[start:stop:step]` indices, written out the plain way.
+fn slice_indices(
+    len: usize,
+    start: Option<i64>,
+    stop: Option<i64>,
+    step: Option<i64>,
+) -> Vec<usize> {
+    let n = len as i64;
+    let step = step.unwrap_or(1);
+    let norm = |b: i64| if b < 0 { b + n } else { b };
+    let mut out = Vec::new();
+    if step > 0 {
+        let mut i = start.map(norm).unwrap_or(0).clamp(0, n);
+        let stop = stop.map(norm).unwrap_or(n).clamp(0, n);
+        while i < stop {
+            out.push(i as usize);
+            i += step;
+        }
+    } else {
+        let mut i = start.map(norm).unwrap_or(n - 1).clamp(-1, n - 1);
+        let stop = stop.map(norm).unwrap_or(-1).clamp(-1, n - 1);
+        while i > stop {
+            out.push(i as usize);
+            i += step;
+        }
+    }
+    out
+}
+
+fn resolve(index: i64, len: usize) -> Option<usize> {
+    let i = if index < 0 { index + len as i64 } else { index };
+    (0..len as i64).contains(&i).then_some(i as usize)
+}
+
+/// The local model: an insertion-ordered dict and a plain list.
+#[derive(Default)]
+struct Model {
+    dict: Vec<(i64, i64)>,
+    list: Vec<i64>,
+}
+
+impl Model {
+    fn find(&self, k: i64) -> Option<usize> {
+        self.dict.iter().position(|(key, _)| *key == k)
+    }
+}
+
+fn check_op(
+    op: &Op,
+    model: &mut Model,
+    dict: &agora::Dict<i64, i64>,
+    list: &agora::List<i64>,
+) -> Result<(), TestCaseError> {
+    match *op {
+        Op::Set(k, v) => {
+            dict.set(&k, &v).unwrap();
+            match model.find(k) {
+                Some(i) => model.dict[i].1 = v,
+                None => model.dict.push((k, v)),
+            }
+        }
+        Op::Del(k) => {
+            let removed = dict.delitem(&k).unwrap();
+            let expected = model.find(k).map(|i| model.dict.remove(i)).is_some();
+            prop_assert_eq!(removed, expected);
+        }
+        Op::Pop(k) => {
+            let got = dict.remove(&k).unwrap();
+            prop_assert_eq!(got, model.find(k).map(|i| model.dict.remove(i).1));
+        }
+        Op::SetDefault(k, v) => {
+            let got = dict.setdefault(&k, &v).unwrap();
+            let expected = match model.find(k) {
+                Some(i) => model.dict[i].1,
+                None => {
+                    model.dict.push((k, v));
+                    v
+                }
+            };
+            prop_assert_eq!(got, expected);
+        }
+        Op::PopItem => prop_assert_eq!(dict.popitem().unwrap(), model.dict.pop()),
+        Op::Append(v) => {
+            list.append(&v).unwrap();
+            model.list.push(v);
+        }
+        Op::Insert(i, v) => {
+            list.insert(i, &v).unwrap();
+            let n = model.list.len() as i64;
+            let at = if i < 0 { (i + n).max(0) } else { i.min(n) };
+            model.list.insert(at as usize, v);
+        }
+        Op::PopAt(i) => {
+            let got = list.pop_at(i).unwrap();
+            let expected = resolve(i, model.list.len()).map(|i| model.list.remove(i));
+            prop_assert_eq!(got, expected);
+        }
+        Op::Assign(i, v) => match resolve(i, model.list.len()) {
+            Some(at) => {
+                list.set(i, &v).unwrap();
+                model.list[at] = v;
+            }
+            None => prop_assert!(list.set(i, &v).is_err()),
+        },
+        Op::Remove(v) => {
+            let got = list.remove(&v).unwrap();
+            let expected = model
+                .list
+                .iter()
+                .position(|x| *x == v)
+                .map(|i| model.list.remove(i));
+            prop_assert_eq!(got, expected.is_some());
+        }
+        Op::Slice(a, b, s) => {
+            let expected: Vec<i64> = slice_indices(model.list.len(), a, b, s)
+                .into_iter()
+                .map(|i| model.list[i])
+                .collect();
+            prop_assert_eq!(list.get_slice(a, b, s).unwrap(), expected);
+        }
+        Op::DelSlice(a, b) => {
+            list.del_slice(a, b, None).unwrap();
+            let doomed: BTreeSet<usize> = slice_indices(model.list.len(), a, b, None)
+                .into_iter()
+                .collect();
+            let mut i = 0;
+            model.list.retain(|_| {
+                i += 1;
+                !doomed.contains(&(i - 1))
+            });
+        }
+        Op::Reverse => {
+            list.reverse().unwrap();
+            model.list.reverse();
+        }
+        Op::Sort => {
+            list.sort().unwrap();
+            model.list.sort();
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn remote_dict_and_list_agree_with_a_local_model() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let config = ProptestConfig {
+        cases: 96,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(ops in proptest::collection::vec(op(), 1..60))| {
+        let dict = manager.dict::<i64, i64>().unwrap();
+        let list = manager.list::<i64>().unwrap();
+        let mut model = Model::default();
+        for op in &ops {
+            check_op(op, &mut model, &dict, &list)?;
+        }
+        prop_assert_eq!(dict.items().unwrap(), model.dict.clone());
+        prop_assert_eq!(list.copy().unwrap(), model.list.clone());
+        manager.delete(dict.id()).unwrap();
+        manager.delete(list.id()).unwrap();
+    });
+}
