@@ -27,6 +27,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,33 @@ pub(crate) fn flush_stdout() {
     if let Err(e) = io::stdout().flush() {
         tracing::debug!(error = %e, "could not flush stdout before fork");
     }
+}
+
+/// Logs a warning, once per process, when `what` is about to fork a program that runs more
+/// than one thread (see the `process` and `manager` module docs for why that is hazardous).
+pub(crate) fn warn_if_threaded(what: &'static str) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let threads = thread_count();
+    if threads > 1 && !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            threads,
+            "{what} forks a program that already runs {threads} threads; if the child hangs \
+             or fails, fork before starting threads or start the process by exec instead"
+        );
+    }
+}
+
+/// The number of threads of this process, from `/proc/self/status` (1 when unknown).
+fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(1)
 }
 
 /// `fork(2)`: `Ok(0)` in the child, `Ok(pid)` in the parent.

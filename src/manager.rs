@@ -110,8 +110,14 @@ pub enum SpawnError {
     /// The builder was given something that cannot work.
     #[error("cannot start the manager: {0}")]
     InvalidConfig(&'static str),
-    /// The manager process ended before it served; its standard error says why.
-    #[error("the manager process exited during startup ({0}); its standard error says why")]
+    /// The manager process ended before it served; its standard error says why. With the fork
+    /// start method, the usual cause is a program that already runs a tokio runtime (or other
+    /// threads): spawn the manager before starting them, or use [`ManagerBuilder::reexec`].
+    #[error(
+        "the manager process exited during startup ({0}); its standard error says why. If this \
+         program already runs threads or a tokio runtime, spawn the manager before starting \
+         them or use the exec start method (Manager::builder().reexec())"
+    )]
     ManagerExited(ExitStatus),
     /// The manager process did not answer in time and was killed. The usual cause is a fork
     /// from a program that already had threads, one of which held a lock the child needed:
@@ -545,6 +551,9 @@ fn start_process(
     let (unix, tcp_listeners, addresses) = bound;
     let path = dir.join(SOCKET_NAME);
 
+    if options.exec.is_none() {
+        fork::warn_if_threaded("Manager::spawn");
+    }
     fork::flush_stdout();
     // Held from the pipe's creation to the write end's registration (see `fork`).
     let mut lifelines = fork::lock();

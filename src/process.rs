@@ -39,6 +39,15 @@ pub const PANIC_EXIT_CODE: i32 = 101;
 /// A worker process: forked by [`Process::spawn`] or started from a program by
 /// [`Process::start`].
 ///
+/// ```
+/// use agora::Process;
+///
+/// let mut worker = Process::spawn(|| std::process::exit(3))?;
+/// assert_eq!(worker.join()?.code(), Some(3));
+/// assert!(!worker.is_alive());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
 /// # Drop
 /// Dropping a `Process` neither kills nor waits for it: a worker outlives its handle, as a
 /// `std::process::Child` does. If it has already exited it is reaped then, so no zombie is left.
@@ -120,6 +129,7 @@ impl Process {
 
     /// Forks; the child runs `f` and exits with the code it returns.
     fn fork_with<F: FnOnce() -> i32>(f: F) -> io::Result<Process> {
+        fork::warn_if_threaded("Process::spawn");
         fork::flush_stdout();
         let mut lifelines = fork::lock();
         // SAFETY: the child runs `run_child`, which never returns; the callers document that

@@ -39,11 +39,26 @@ fn running(pid: u32) -> bool {
     }
 }
 
-/// Waits up to `timeout` for `pid` to stop running.
+/// Makes this test process adopt its orphaned descendants (instead of init, which in a
+/// container may never reap them), so that the orphan tests can reap what they orphan.
+fn adopt_orphans() {
+    // SAFETY: a prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+/// Reaps `pid` if it is an exited child of this process (an adopted orphan, say).
+fn reap(pid: u32) {
+    let mut status = 0;
+    // SAFETY: a valid out-pointer; WNOHANG never blocks.
+    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+}
+
+/// Waits up to `timeout` for `pid` to stop running, reaping it if it is an adopted orphan.
 fn wait_gone(pid: u32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if !running(pid) {
+            reap(pid);
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -244,6 +259,7 @@ fn an_exec_manager_exits_when_its_owner_is_killed() {
 
 fn manager_exits_when_owner_is_killed(role: &str) {
     let _serial = serial();
+    adopt_orphans();
     let mut owner = role_command(role)
         .stdout(Stdio::piped())
         .spawn()
@@ -271,6 +287,7 @@ fn manager_exits_when_owner_is_killed(role: &str) {
 #[test]
 fn a_forked_worker_does_not_keep_the_manager_alive() {
     let _serial = serial();
+    adopt_orphans();
     let mut owner = role_command("owner-with-worker")
         .stdout(Stdio::piped())
         .spawn()
@@ -283,9 +300,10 @@ fn a_forked_worker_does_not_keep_the_manager_alive() {
     owner.wait().unwrap();
     let manager_gone = wait_gone(manager_pid, Duration::from_secs(5));
     let worker_running = running(worker_pid);
-    // The worker is an orphan now; it is not our child, so only signal it.
+    // The worker is an orphan now, adopted by this process.
     // SAFETY: plain kill.
     unsafe { libc::kill(worker_pid as libc::pid_t, libc::SIGKILL) };
+    wait_gone(worker_pid, Duration::from_secs(5));
     assert!(worker_running, "the worker was still running");
     assert!(
         manager_gone,
@@ -455,4 +473,31 @@ fn exec_without_the_hook_fails_cleanly() {
         program.wait().unwrap().success(),
         "the nested exec was refused"
     );
+}
+
+#[test]
+fn handles_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Manager>();
+    send::<Process>();
+}
+
+#[test]
+fn a_forked_worker_can_spawn_its_own_manager() {
+    let _serial = serial();
+    let _outer = Manager::spawn().expect("spawn");
+    let mut worker = Process::spawn_fallible(|| -> Result<(), Box<dyn std::error::Error>> {
+        let inner = Manager::spawn()?;
+        let value = inner.dict::<String, i64>()?;
+        value.set("n", &1)?;
+        let status = inner.shutdown()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("inner manager: {status}").into())
+        }
+    })
+    .expect("spawn");
+    assert!(worker.join().expect("join").success());
 }
