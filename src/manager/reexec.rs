@@ -133,9 +133,9 @@ pub(crate) fn launch(
     config: &Config,
     dir: &Path,
 ) -> io::Result<libc::pid_t> {
-    let program = match &spec.program {
-        Some(program) => program.clone(),
-        None => std::env::current_exe()?,
+    let mut command = match &spec.program {
+        Some(program) => Command::new(program),
+        None => current_program()?,
     };
     let role = Role {
         unix: unix.as_raw_fd(),
@@ -150,7 +150,6 @@ pub(crate) fn launch(
         .chain(role.tcp.iter().copied())
         .chain(std::iter::once(role.lifeline))
         .collect();
-    let mut command = Command::new(program);
     command
         .args(&spec.args)
         .env(ROLE_ENV, role.encode())
@@ -173,6 +172,21 @@ pub(crate) fn launch(
     // The pid is all we keep: the caller reaps it with waitpid, and dropping a std Child
     // neither waits nor kills.
     Ok(child.id() as libc::pid_t)
+}
+
+/// A command for the program this process runs. Through `/proc/self/exe` where it exists, so
+/// that the very same executable runs even if its file was replaced or deleted since (a
+/// rebuild while the program runs), with the usual name as `argv[0]`.
+fn current_program() -> io::Result<Command> {
+    let path = std::env::current_exe()?;
+    let proc_exe = Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        let mut command = Command::new(proc_exe);
+        command.arg0(path);
+        Ok(command)
+    } else {
+        Ok(Command::new(path))
+    }
 }
 
 /// Runs the manager and exits, if this process was started as one by a [`Manager`] built with
