@@ -1,0 +1,769 @@
+//! The `agora-manager` binary: its ready line, key and socket files, authkey sources, signals,
+//! the `shutdown` method, bad arguments, and socket paths already in use.
+//!
+//! Each test runs the real binary with `TMPDIR` pointing into a temporary directory of its own,
+//! so the private directory a default run creates is inside it, and a guard kills and reaps
+//! the child whatever happens.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use agora_proto::{FrameDecoder, Limits};
+use hmac::{Hmac, KeyInit, Mac};
+use rmpv::Value;
+use sha2::Sha256;
+
+const BIN: &str = env!("CARGO_BIN_EXE_agora-manager");
+
+/// Generous: the tests check what happens, never how fast.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A 32-byte key, as `AGORA_AUTHKEY` or a key file would hold it.
+const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const OTHER_KEY_HEX: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+
+fn key() -> Vec<u8> {
+    hex::decode(KEY_HEX).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the binary
+// ---------------------------------------------------------------------------------------------
+
+/// How to start a manager.
+struct Launch {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Launch {
+    fn new() -> Launch {
+        Launch {
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    fn arg(mut self, a: impl Into<String>) -> Launch {
+        self.args.push(a.into());
+        self
+    }
+
+    fn env(mut self, k: &str, v: &str) -> Launch {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+}
+
+/// A running (or exited) `agora-manager`, killed and reaped when dropped.
+struct Manager {
+    child: Child,
+    /// The directory `TMPDIR` points at for this manager.
+    tmp: tempfile::TempDir,
+    stderr_path: PathBuf,
+    ready: mpsc::Receiver<String>,
+}
+
+impl Manager {
+    /// Starts a manager with its own `TMPDIR` (and no `AGORA_AUTHKEY` unless given).
+    fn spawn(launch: Launch) -> Manager {
+        Manager::spawn_in(launch, tempfile::tempdir().unwrap())
+    }
+
+    fn spawn_in(launch: Launch, tmp: tempfile::TempDir) -> Manager {
+        let stderr_path = tmp.path().join("stderr.log");
+        let stderr = fs::File::create(&stderr_path).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(&launch.args)
+            .env("TMPDIR", tmp.path())
+            .env_remove("AGORA_AUTHKEY")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        for (k, v) in &launch.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("run agora-manager");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, ready) = mpsc::channel();
+        // Reads the ready line, then drains stdout so the child never blocks on it.
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Manager {
+            child,
+            tmp,
+            stderr_path,
+            ready,
+        }
+    }
+
+    fn pid(&self) -> libc::pid_t {
+        self.child.id() as libc::pid_t
+    }
+
+    /// The ready line; fails the test if the manager exits or stays silent.
+    fn ready_line(&mut self) -> String {
+        match self.ready.recv_timeout(TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => panic!(
+                "no ready line; exit status {:?}; stderr:\n{}",
+                self.child.try_wait(),
+                self.stderr()
+            ),
+        }
+    }
+
+    /// The addresses and the key file named on the ready line.
+    fn ready(&mut self) -> Ready {
+        let line = self.ready_line();
+        let rest = line
+            .strip_prefix("agora-manager ready ")
+            .unwrap_or_else(|| panic!("not a ready line: {line:?}"));
+        let mut ready = Ready::default();
+        for word in rest.split(' ') {
+            if let Some(path) = word.strip_prefix("authkey-file=") {
+                assert!(ready.key_file.is_none(), "one key file: {line:?}");
+                ready.key_file = Some(PathBuf::from(path));
+            } else if word.starts_with("unix:") || word.starts_with("tcp:") {
+                assert!(ready.key_file.is_none(), "addresses come first: {line:?}");
+                ready.addresses.push(word.to_owned());
+            } else {
+                panic!("unexpected word {word:?} on the ready line {line:?}");
+            }
+        }
+        assert!(!ready.addresses.is_empty(), "{line:?}");
+        ready
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill: {}", io::Error::last_os_error());
+    }
+
+    /// Waits for the manager to exit on its own.
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the manager did not exit; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for an exit that must be a failure at startup, and gives its stderr.
+    fn startup_failure(&mut self) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if let Ok(line) = self.ready.try_recv() {
+                panic!("expected a startup failure, but the manager started: {line}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the manager neither failed nor started"
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
+        assert!(!status.success(), "expected a failure, got {status:?}");
+        assert_eq!(status.signal(), None, "exited, not killed: {status:?}");
+        // Give the stdout reader the time to see end-of-file, then check it saw no line.
+        thread::sleep(Duration::from_millis(50));
+        assert!(
+            self.ready.try_recv().is_err(),
+            "a manager that fails to start prints no ready line"
+        );
+        self.stderr()
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Default)]
+struct Ready {
+    addresses: Vec<String>,
+    key_file: Option<PathBuf>,
+}
+
+impl Ready {
+    /// The path of the (first) Unix socket.
+    fn socket(&self) -> PathBuf {
+        let a = self
+            .addresses
+            .iter()
+            .find_map(|a| a.strip_prefix("unix:"))
+            .expect("a unix address");
+        PathBuf::from(a)
+    }
+
+    /// The authkey read from the key file.
+    fn key(&self) -> Vec<u8> {
+        let text = fs::read_to_string(self.key_file.as_ref().expect("a key file")).unwrap();
+        hex::decode(text.trim()).expect("the key file holds hex")
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+// ---------------------------------------------------------------------------------------------
+// A minimal raw client
+// ---------------------------------------------------------------------------------------------
+
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+struct Client {
+    sock: Box<dyn Stream>,
+    decoder: FrameDecoder,
+    msgid: u32,
+}
+
+impl Client {
+    /// Connects to a `unix:PATH` or `tcp:HOST:PORT` address.
+    fn connect(address: &str) -> io::Result<Client> {
+        let sock: Box<dyn Stream> = if let Some(path) = address.strip_prefix("unix:") {
+            let s = UnixStream::connect(path)?;
+            s.set_read_timeout(Some(TIMEOUT))?;
+            Box::new(s)
+        } else if let Some(addr) = address.strip_prefix("tcp:") {
+            let s = TcpStream::connect(addr)?;
+            s.set_read_timeout(Some(TIMEOUT))?;
+            Box::new(s)
+        } else {
+            panic!("bad address {address}")
+        };
+        Ok(Client {
+            sock,
+            decoder: FrameDecoder::new(Limits::UNLIMITED),
+            msgid: 0,
+        })
+    }
+
+    /// The next message, `None` once the manager has closed the connection.
+    fn next_message(&mut self) -> Option<Value> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(frame) = self.decoder.next_frame().unwrap() {
+                let mut rest = &frame[..];
+                return Some(rmpv::decode::read_value(&mut rest).unwrap());
+            }
+            match self.sock.read(&mut buf) {
+                Ok(0) => return None,
+                Ok(n) => self.decoder.extend(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("no answer from the manager: {e}"),
+            }
+        }
+    }
+
+    /// Calls a method; an error comes back as its name.
+    fn call(&mut self, method: &str, params: Vec<Value>) -> Result<Value, String> {
+        self.msgid += 1;
+        let mut out = Vec::new();
+        let req = Value::Array(vec![
+            0.into(),
+            self.msgid.into(),
+            method.into(),
+            Value::Array(params),
+        ]);
+        rmpv::encode::write_value(&mut out, &req).unwrap();
+        self.sock.write_all(&out).unwrap();
+        let reply = self.next_message().expect("an answer");
+        let items = reply.as_array().expect("a response");
+        assert_eq!(items[0], Value::from(1));
+        assert_eq!(items[1], Value::from(self.msgid));
+        match &items[2] {
+            Value::Nil => Ok(items[3].clone()),
+            err => Err(err[0].as_str().unwrap().to_owned()),
+        }
+    }
+
+    /// `hello` then `auth` with this key.
+    fn authenticate(&mut self, key: &[u8]) -> Result<(), String> {
+        let hello = self.call("hello", vec![])?;
+        let challenge = hello
+            .as_map()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("challenge"))
+            .and_then(|(_, v)| v.as_slice())
+            .expect("a challenge")
+            .to_vec();
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        mac.update(&challenge);
+        let digest = mac.finalize().into_bytes().to_vec();
+        let ok = self.call("auth", vec![Value::Binary(digest)])?;
+        assert_eq!(ok, Value::Boolean(true));
+        Ok(())
+    }
+}
+
+/// Authenticates at `address` with `key`, creates a dict and reads it back.
+fn use_manager(address: &str, key: &[u8]) {
+    let mut c = Client::connect(address).unwrap();
+    c.authenticate(key)
+        .expect("authentication with the right key");
+    let id = c.call("create", vec!["dict".into(), Value::Nil]).unwrap();
+    c.call("dict.setitem", vec![id.clone(), "k".into(), 42.into()])
+        .unwrap();
+    assert_eq!(
+        c.call("dict.get", vec![id, "k".into()]),
+        Ok(Value::from(42))
+    );
+}
+
+/// Authentication with the wrong key fails, and the manager closes that connection.
+fn refused(address: &str, key: &[u8]) {
+    let mut c = Client::connect(address).unwrap();
+    assert_eq!(
+        c.authenticate(key),
+        Err("AuthenticationError".to_owned()),
+        "a wrong key must be refused"
+    );
+    assert_eq!(c.next_message(), None);
+}
+
+/// A manager is fully up once it has served a request. (Its signal handlers are installed
+/// just after it starts serving; see `sigterm_right_after_the_ready_line_is_a_clean_stop`.)
+fn wait_until_serving(address: &str, key: &[u8]) {
+    let mut c = Client::connect(address).unwrap();
+    c.authenticate(key).unwrap();
+    assert_eq!(c.call("ping", vec![]), Ok(Value::from("pong")));
+    thread::sleep(Duration::from_millis(200));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_default_run_makes_a_private_socket_and_key_file() {
+    let mut m = Manager::spawn(Launch::new());
+    let ready = m.ready();
+    assert_eq!(ready.addresses.len(), 1, "{ready:?}");
+    let socket = ready.socket();
+    let key_file = ready.key_file.clone().expect("a generated key is named");
+    // Both in one fresh directory under TMPDIR.
+    let dir = socket.parent().unwrap().to_owned();
+    assert_eq!(key_file.parent(), Some(dir.as_path()));
+    assert_eq!(dir.parent(), Some(m.tmp.path()));
+    assert_eq!(mode(&dir), 0o700, "the directory is private");
+    assert!(is_socket(&socket));
+    assert_eq!(mode(&socket), 0o600, "the socket is private");
+    assert_eq!(mode(&key_file), 0o600, "the key file is private");
+    let text = fs::read_to_string(&key_file).unwrap();
+    let key = hex::decode(text.trim()).expect("hex");
+    assert_eq!(key.len(), 32);
+    assert_eq!(text.trim(), text.trim().to_lowercase(), "lowercase hex");
+    let address = format!("unix:{}", socket.display());
+    use_manager(&address, &key);
+    refused(&address, &hex::decode(OTHER_KEY_HEX).unwrap());
+
+    wait_until_serving(&address, &key);
+    m.signal(libc::SIGTERM);
+    let status = m.wait();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{status:?}; stderr:\n{}",
+        m.stderr()
+    );
+    assert!(!socket.exists(), "the socket file is removed");
+    assert!(!key_file.exists(), "the generated key file is removed");
+    assert!(!dir.exists(), "the private directory is removed");
+}
+
+#[test]
+fn each_default_run_gets_its_own_directory_and_key() {
+    let mut a = Manager::spawn(Launch::new());
+    let mut b = Manager::spawn(Launch::new());
+    let (ra, rb) = (a.ready(), b.ready());
+    assert_ne!(ra.socket(), rb.socket());
+    assert_ne!(ra.key(), rb.key());
+    use_manager(&ra.addresses[0], &ra.key());
+    refused(&rb.addresses[0], &ra.key());
+}
+
+#[test]
+fn tcp_port_zero_reports_the_real_port() {
+    let mut m = Manager::spawn(Launch::new().arg("--listen").arg("tcp:127.0.0.1:0"));
+    let ready = m.ready();
+    assert_eq!(ready.addresses.len(), 1, "{ready:?}");
+    let address = &ready.addresses[0];
+    let port: u16 = address
+        .strip_prefix("tcp:127.0.0.1:")
+        .unwrap_or_else(|| panic!("{address}"))
+        .parse()
+        .unwrap();
+    assert_ne!(port, 0);
+    // No socket was asked for, but a key was generated.
+    let key_file = ready.key_file.clone().expect("a generated key");
+    assert_eq!(mode(&key_file), 0o600);
+    use_manager(address, &ready.key());
+    refused(address, &key());
+}
+
+#[test]
+fn several_listen_addresses_are_reported_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("m.sock");
+    let mut m = Manager::spawn(
+        Launch::new()
+            .arg("--listen")
+            .arg(format!("unix:{}", socket.display()))
+            .arg("--listen")
+            .arg("tcp:127.0.0.1:0")
+            .env("AGORA_AUTHKEY", KEY_HEX),
+    );
+    let ready = m.ready();
+    assert_eq!(ready.addresses.len(), 2, "{ready:?}");
+    assert_eq!(ready.addresses[0], format!("unix:{}", socket.display()));
+    assert!(ready.addresses[1].starts_with("tcp:127.0.0.1:"));
+    assert!(!ready.addresses[1].ends_with(":0"));
+    assert_eq!(mode(&socket), 0o600);
+    for address in &ready.addresses {
+        use_manager(address, &key());
+    }
+    wait_until_serving(&ready.addresses[0], &key());
+    m.signal(libc::SIGTERM);
+    assert_eq!(m.wait().code(), Some(0));
+    assert!(!socket.exists());
+    assert!(TcpStream::connect(ready.addresses[1].strip_prefix("tcp:").unwrap()).is_err());
+}
+
+#[test]
+fn agora_authkey_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("m.sock");
+    let address = format!("unix:{}", socket.display());
+    let mut m = Manager::spawn(
+        Launch::new()
+            .arg("--listen")
+            .arg(&address)
+            .env("AGORA_AUTHKEY", KEY_HEX),
+    );
+    let ready = m.ready();
+    assert_eq!(ready.addresses, std::slice::from_ref(&address));
+    assert_eq!(ready.key_file, None, "no key file when the key was given");
+    use_manager(&address, &key());
+    refused(&address, &hex::decode(OTHER_KEY_HEX).unwrap());
+    // Nothing was written to TMPDIR.
+    let leftovers: Vec<_> = fs::read_dir(m.tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "stderr.log")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn an_authkey_file_is_honoured_before_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    fs::write(&key_file, format!("{KEY_HEX}\n")).unwrap();
+    let socket = dir.path().join("m.sock");
+    let address = format!("unix:{}", socket.display());
+    let mut m = Manager::spawn(
+        Launch::new()
+            .arg("--listen")
+            .arg(&address)
+            .arg("--authkey-file")
+            .arg(key_file.to_str().unwrap())
+            .env("AGORA_AUTHKEY", OTHER_KEY_HEX),
+    );
+    let ready = m.ready();
+    assert_eq!(ready.key_file, None);
+    use_manager(&address, &key());
+    refused(&address, &hex::decode(OTHER_KEY_HEX).unwrap());
+    // The manager does not remove a key file it did not create.
+    wait_until_serving(&address, &key());
+    m.signal(libc::SIGTERM);
+    assert_eq!(m.wait().code(), Some(0));
+    assert!(key_file.exists());
+}
+
+#[test]
+fn a_bad_authkey_is_a_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("unix:{}", dir.path().join("m.sock").display());
+    let cases = [
+        Launch::new().env("AGORA_AUTHKEY", "not hex"),
+        Launch::new().env("AGORA_AUTHKEY", ""),
+        Launch::new()
+            .arg("--authkey-file")
+            .arg(dir.path().join("missing").to_str().unwrap()),
+    ];
+    for launch in cases {
+        let mut m = Manager::spawn(launch.arg("--listen").arg(&listen));
+        let stderr = m.startup_failure();
+        assert!(stderr.contains("agora-manager:"), "{stderr}");
+        assert!(stderr.contains("authkey"), "{stderr}");
+    }
+    let bad_file = dir.path().join("bad");
+    fs::write(&bad_file, "zz\n").unwrap();
+    let mut m = Manager::spawn(
+        Launch::new()
+            .arg("--authkey-file")
+            .arg(bad_file.to_str().unwrap())
+            .arg("--listen")
+            .arg(&listen),
+    );
+    let stderr = m.startup_failure();
+    assert!(stderr.contains(bad_file.to_str().unwrap()), "{stderr}");
+}
+
+#[test]
+fn sigterm_and_sigint_stop_the_manager_cleanly() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("m.sock");
+        let address = format!("unix:{}", socket.display());
+        let mut m = Manager::spawn(
+            Launch::new()
+                .arg("--listen")
+                .arg(&address)
+                .env("AGORA_AUTHKEY", KEY_HEX),
+        );
+        m.ready();
+        // An idle client connected at the time does not keep the manager alive.
+        let mut idle = Client::connect(&address).unwrap();
+        idle.authenticate(&key()).unwrap();
+        wait_until_serving(&address, &key());
+        m.signal(signal);
+        let status = m.wait();
+        assert_eq!(status.code(), Some(0), "signal {signal}: {status:?}");
+        assert!(
+            !socket.exists(),
+            "signal {signal}: the socket file is removed"
+        );
+        assert_eq!(idle.next_message(), None);
+    }
+}
+
+#[test]
+fn the_shutdown_method_stops_the_process() {
+    let mut m = Manager::spawn(Launch::new());
+    let ready = m.ready();
+    let socket = ready.socket();
+    let key_file = ready.key_file.clone().unwrap();
+    let mut c = Client::connect(&ready.addresses[0]).unwrap();
+    c.authenticate(&ready.key()).unwrap();
+    assert_eq!(c.call("shutdown", vec![]), Ok(Value::Boolean(true)));
+    let status = m.wait();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(!socket.exists());
+    assert!(!key_file.exists());
+    assert!(!socket.parent().unwrap().exists());
+}
+
+#[test]
+fn a_bad_listen_address_is_a_readable_startup_error() {
+    for bad in [
+        "nonsense",
+        "udp:127.0.0.1:1",
+        "tcp:127.0.0.1:notaport",
+        "tcp:",
+    ] {
+        let mut m = Manager::spawn(
+            Launch::new()
+                .arg("--listen")
+                .arg(bad)
+                .env("AGORA_AUTHKEY", KEY_HEX),
+        );
+        let stderr = m.startup_failure();
+        assert!(stderr.contains("agora-manager:"), "{bad}: {stderr}");
+        assert!(
+            stderr.contains(bad),
+            "{bad}: the message names the address: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{bad}: {stderr}");
+    }
+    // A directory that does not exist.
+    let mut m = Manager::spawn(
+        Launch::new()
+            .arg("--listen")
+            .arg("unix:/nonexistent-agora-dir/m.sock")
+            .env("AGORA_AUTHKEY", KEY_HEX),
+    );
+    let stderr = m.startup_failure();
+    assert!(stderr.contains("/nonexistent-agora-dir/m.sock"), "{stderr}");
+}
+
+#[test]
+fn a_second_manager_on_a_live_socket_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("m.sock");
+    let address = format!("unix:{}", socket.display());
+    let launch = || {
+        Launch::new()
+            .arg("--listen")
+            .arg(&address)
+            .env("AGORA_AUTHKEY", KEY_HEX)
+    };
+    let mut first = Manager::spawn(launch());
+    first.ready();
+    let mut c = Client::connect(&address).unwrap();
+    c.authenticate(&key()).unwrap();
+    let id = c.call("create", vec!["list".into(), "l".into()]).unwrap();
+
+    let mut second = Manager::spawn(launch());
+    let stderr = second.startup_failure();
+    assert!(stderr.contains(socket.to_str().unwrap()), "{stderr}");
+    // The first manager keeps its socket and its objects.
+    assert!(is_socket(&socket));
+    let mut c = Client::connect(&address).unwrap();
+    c.authenticate(&key()).unwrap();
+    assert_eq!(
+        c.call("lookup", vec!["l".into()]),
+        Ok(Value::Array(vec!["list".into(), id]))
+    );
+}
+
+#[test]
+fn a_stale_socket_left_by_a_killed_manager_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("m.sock");
+    let address = format!("unix:{}", socket.display());
+    let launch = || {
+        Launch::new()
+            .arg("--listen")
+            .arg(&address)
+            .env("AGORA_AUTHKEY", KEY_HEX)
+    };
+    let mut first = Manager::spawn(launch());
+    first.ready();
+    first.signal(libc::SIGKILL);
+    let status = first.wait();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(is_socket(&socket), "SIGKILL leaves the socket file behind");
+    assert!(
+        UnixStream::connect(&socket).is_err(),
+        "and nobody listens on it"
+    );
+
+    let mut second = Manager::spawn(launch());
+    assert_eq!(second.ready().addresses, std::slice::from_ref(&address));
+    use_manager(&address, &key());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bugs found while writing these tests (see the ignore reasons)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "manager bug: bind_unix (bin/agora-manager.rs) removes whatever file is at the path \\
+            when nothing listens there, not only a stale socket: a mistyped --listen deletes \\
+            a regular file"]
+fn a_listen_path_holding_a_regular_file_is_not_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("notes.txt");
+    fs::write(&precious, "do not delete").unwrap();
+    let mut m = Manager::spawn(
+        Launch::new()
+            .arg("--listen")
+            .arg(format!("unix:{}", precious.display()))
+            .env("AGORA_AUTHKEY", KEY_HEX),
+    );
+    let stderr = m.startup_failure();
+    assert!(stderr.contains(precious.to_str().unwrap()), "{stderr}");
+    assert_eq!(fs::read_to_string(&precious).unwrap(), "do not delete");
+}
+
+#[test]
+#[ignore = "manager bug: the ready line is printed before the SIGTERM/SIGINT handlers are \\
+            installed (they are set up on the first poll of termination_signal inside \\
+            Server::run), so a signal sent as soon as the line is read kills the process \\
+            with the default action: no clean exit, socket file left behind"]
+fn sigterm_right_after_the_ready_line_is_a_clean_stop() {
+    for attempt in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("m.sock");
+        let mut m = Manager::spawn(
+            Launch::new()
+                .arg("--listen")
+                .arg(format!("unix:{}", socket.display()))
+                .env("AGORA_AUTHKEY", KEY_HEX),
+        );
+        m.ready();
+        m.signal(libc::SIGTERM);
+        let status = m.wait();
+        assert_eq!(status.code(), Some(0), "attempt {attempt}: {status:?}");
+        assert!(
+            !socket.exists(),
+            "attempt {attempt}: socket file left behind"
+        );
+    }
+}
+
+#[test]
+#[ignore = "manager bug: when startup fails after the authkey was generated (a bad --listen, \\
+            a socket in use), run() returns early through `?` and leaves the private \\
+            directory and the generated key file behind (bin/agora-manager.rs, fn run)"]
+fn a_failed_start_leaves_nothing_behind() {
+    let mut m = Manager::spawn(Launch::new().arg("--listen").arg("nonsense"));
+    m.startup_failure();
+    let leftovers: Vec<_> = fs::read_dir(m.tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "stderr.log")
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+#[test]
+#[ignore = "manager bug: `--listen unix:` (an empty path) binds an autobound abstract socket, \
+            then set_permissions(\"\") fails and the `?` in bind_unix reports only \
+            'No such file or directory (os error 2)', naming neither the flag nor the address"]
+fn an_empty_unix_path_is_a_readable_startup_error() {
+    let mut m = Manager::spawn(
+        Launch::new()
+            .arg("--listen")
+            .arg("unix:")
+            .env("AGORA_AUTHKEY", KEY_HEX),
+    );
+    let stderr = m.startup_failure();
+    assert!(
+        stderr.contains("unix:"),
+        "the message names the address: {stderr}"
+    );
+}
