@@ -16,10 +16,10 @@
 //! 1. The parent makes a private directory (mode 0700), binds the Unix socket `manager.sock`
 //!    in it (mode 0600), draws a 32-byte random authkey, and opens the *lifeline*: a pipe whose
 //!    write end only the parent holds.
-//! 2. It forks. The child points every descriptor except the standard streams, the listener and
-//!    the lifeline's read end at `/dev/null` (so it holds no pipe or socket of the parent's,
-//!    such as another manager's lifeline), reads its standard input from `/dev/null`, moves to
-//!    its own process group (a Ctrl-C meant for the program must not stop the manager under
+//! 2. It forks. The child points every descriptor except standard error, the listener and the
+//!    lifeline's read end at `/dev/null`: it holds no pipe or socket of the parent's (such as
+//!    another manager's lifeline, or the pipe the program's standard output feeds). It moves
+//!    to its own process group (a Ctrl-C meant for the program must not stop the manager under
 //!    it: the program decides when its manager stops), and runs the manager library on a fresh
 //!    thread. It ends with `_exit`, never returning into the parent's code.
 //! 3. The parent closes its copy of the listener (connections already queue in the backlog),
@@ -774,8 +774,8 @@ fn run_manager_child(
 }
 
 /// Detaches the manager child from the parent's resources: every descriptor but `keep` and
-/// the standard streams now points at `/dev/null`, standard input reads from it, signals are
-/// unblocked, and the process leads its own process group.
+/// standard error now points at `/dev/null` (standard input and output included), signals
+/// are unblocked, and the process leads its own process group.
 fn isolate(keep: &[RawFd]) -> io::Result<()> {
     let null = fork::open_dev_null()?;
     for fd in fork::open_descriptors() {
@@ -783,7 +783,10 @@ fn isolate(keep: &[RawFd]) -> io::Result<()> {
             fork::disown(null, fd)?;
         }
     }
+    // Standard input and output: the manager reads nothing and must not write into the
+    // program's output (a pipe the program's consumer waits on, or data it prints).
     fork::disown(null, 0)?;
+    fork::disown(null, 1)?;
     // SAFETY: `null` is ours and unused from here on.
     unsafe { libc::close(null) };
     // The forking thread's signal mask is inherited; the manager wants SIGTERM delivered.

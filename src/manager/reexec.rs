@@ -154,6 +154,8 @@ pub(crate) fn launch(
         .args(&spec.args)
         .env(ROLE_ENV, role.encode())
         .stdin(Stdio::null())
+        // As for fork: never write into the program's output; standard error stays.
+        .stdout(Stdio::null())
         // Its own process group: a Ctrl-C meant for the program must not stop the manager.
         .process_group(0);
     // SAFETY: the closure runs between fork and exec and only calls fcntl, which is
