@@ -52,6 +52,19 @@ pub fn run_blocking(
     config: Config,
     lifeline: Option<OwnedFd>,
 ) -> io::Result<()> {
+    run_blocking_then(listeners, config, lifeline, || {})
+}
+
+/// As [`run_blocking`], calling `ready` once the manager is ready: its listeners accept, and
+/// SIGTERM and SIGINT already stop it cleanly (so a signal sent as soon as a supervisor learns
+/// of the manager never kills it half-way). The `agora-manager` binary prints its ready line
+/// there.
+pub fn run_blocking_then(
+    listeners: Vec<Listener>,
+    config: Config,
+    lifeline: Option<OwnedFd>,
+    ready: impl FnOnce(),
+) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("agora-manager")
@@ -61,7 +74,11 @@ pub fn run_blocking(
     if let Some(fd) = lifeline {
         watch_lifeline(fd, server.shutdown_handle())?;
     }
-    runtime.block_on(async move { server.run(termination_signal()).await })
+    runtime.block_on(async move {
+        let stop = termination_signal()?;
+        ready();
+        server.run(stop).await
+    })
 }
 
 /// Shuts the server down when the lifeline reaches end-of-file (or fails).
@@ -79,19 +96,16 @@ fn watch_lifeline(fd: OwnedFd, handle: ShutdownHandle) -> io::Result<()> {
     Ok(())
 }
 
-/// Completes on SIGTERM or SIGINT. If the handlers cannot be installed, never completes (the
-/// manager still stops on `shutdown`).
-pub async fn termination_signal() {
+/// Installs the SIGTERM and SIGINT handlers now (inside a tokio runtime) and returns a future
+/// that completes when either signal arrives.
+pub fn termination_signal() -> io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop the manager with `shutdown`");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+    })
 }

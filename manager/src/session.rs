@@ -34,16 +34,6 @@ const READ_CHUNK: usize = 64 * 1024;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
-/// Where a connection is in the handshake.
-enum AuthState {
-    /// Connected; `hello` not called yet.
-    Fresh,
-    /// `hello` answered with this challenge.
-    Challenged([u8; auth::CHALLENGE_LEN]),
-    /// `auth` succeeded.
-    Authenticated,
-}
-
 /// What the connection loop should do after processing input.
 #[derive(Debug, PartialEq, Eq)]
 enum Next {
@@ -71,7 +61,10 @@ type ParkedOutput = (u32, Reply, Ticket);
 pub struct Session {
     shared: Arc<Shared>,
     id: SessionId,
-    auth: AuthState,
+    /// `auth` succeeded. Calling `hello` again does not undo it.
+    authenticated: bool,
+    /// The challenge of the latest `hello`, which the next `auth` must answer.
+    challenge: Option<[u8; auth::CHALLENGE_LEN]>,
     peer: String,
     parked: JoinSet<ParkedOutput>,
     parked_msgids: HashMap<Id, u32>,
@@ -84,7 +77,8 @@ impl Session {
         Session {
             shared,
             id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
-            auth: AuthState::Fresh,
+            authenticated: false,
+            challenge: None,
             peer,
             parked: JoinSet::new(),
             parked_msgids: HashMap::new(),
@@ -208,7 +202,7 @@ impl Session {
             "hello" => {
                 let challenge = auth::challenge()
                     .map_err(|e| CallError::runtime(format!("cannot make a challenge: {e}")))?;
-                self.auth = AuthState::Challenged(challenge);
+                self.challenge = Some(challenge);
                 write_hello(out, &challenge);
                 return Ok(Step::Answered(Next::Continue));
             }
@@ -220,7 +214,7 @@ impl Session {
             }
             _ => {}
         }
-        if !matches!(self.auth, AuthState::Authenticated) {
+        if !self.authenticated {
             return Err(CallError::new(
                 ErrorName::AuthenticationError,
                 "authenticate first: call hello, then auth",
@@ -262,7 +256,7 @@ impl Session {
     fn authenticate(&mut self, p: &Params) -> Result<(), CallError> {
         let fail = |why: &str| CallError::new(ErrorName::AuthenticationError, why.to_owned());
         p.expect("auth", 1, 1)?;
-        let AuthState::Challenged(challenge) = &self.auth else {
+        let Some(challenge) = self.challenge.take() else {
             return Err(fail(
                 "call hello first: auth answers the challenge hello returns",
             ));
@@ -270,14 +264,14 @@ impl Session {
         // A str carrying the digest bytes is accepted: some clients predate bin.
         let digest = agora_proto::params::bytes_of(p.raw(0))
             .ok_or_else(|| fail("auth takes the digest as a bin"))?;
-        if !auth::verify(&self.shared.config.authkey, challenge, digest) {
-            self.auth = AuthState::Fresh;
+        if !auth::verify(&self.shared.config.authkey, &challenge, digest) {
+            self.authenticated = false;
             info!(peer = %self.peer, "authentication failed");
             return Err(fail(
                 "wrong digest: the authkey differs from the manager's (check AGORA_AUTHKEY)",
             ));
         }
-        self.auth = AuthState::Authenticated;
+        self.authenticated = true;
         Ok(())
     }
 

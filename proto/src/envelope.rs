@@ -89,10 +89,11 @@ fn array_len(frame: &[u8]) -> Option<(usize, usize)> {
 /// bad, so that an error about the message can be answered to its request.
 pub fn request_msgid_prefix(buf: &[u8]) -> Option<u32> {
     let (len, header) = array_len(buf)?;
-    if len != 4 || buf.get(header) != Some(&0) {
+    let mut rest = buf.get(header..)?;
+    let kind: u8 = rmp::decode::read_int(&mut rest).ok()?;
+    if len != 4 || kind != crate::REQUEST {
         return None;
     }
-    let mut rest = buf.get(header + 1..)?;
     rmp::decode::read_int(&mut rest).ok()
 }
 
@@ -105,8 +106,8 @@ pub fn parse(frame: Bytes) -> Result<Envelope, EnvelopeError> {
         frame: &frame,
         pos: header,
     };
-    let kind = c.rest().first().copied();
-    c.pos += 1;
+    // The type is an int in any encoding (0 as a fixint, or as uint8 `cc 00`, ...).
+    let kind = c.next_u32().and_then(|k| u8::try_from(k).ok());
     match (kind, len) {
         (Some(crate::REQUEST), 4) => {
             let msgid = c

@@ -74,22 +74,36 @@ fn num_eq(a: Num, b: Num) -> bool {
 }
 
 fn num_cmp(a: Num, b: Num) -> Ordering {
-    let as_float = |n: Num| match n {
-        Num::Int(i) => i as f64,
-        Num::Float(x) => x,
-    };
     match (a, b) {
         (Num::Int(a), Num::Int(b)) => a.cmp(&b),
-        _ => {
-            let (x, y) = (as_float(a), as_float(b));
-            // NaN sorts after every number and equal to itself; the rest numerically.
-            match (x.is_nan(), y.is_nan()) {
-                (true, true) => Ordering::Equal,
-                (true, false) => Ordering::Greater,
-                (false, true) => Ordering::Less,
-                (false, false) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
-            }
-        }
+        (Num::Float(x), Num::Float(y)) => float_cmp(x, y),
+        (Num::Int(i), Num::Float(x)) => int_float_cmp(i, x),
+        (Num::Float(x), Num::Int(i)) => int_float_cmp(i, x).reverse(),
+    }
+}
+
+/// NaN sorts after every number and equal to itself; the rest numerically.
+fn float_cmp(x: f64, y: f64) -> Ordering {
+    match (x.is_nan(), y.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+    }
+}
+
+/// Compares an integer with a float exactly: `i as f64` alone would round 2**53 + 1 down.
+fn int_float_cmp(i: i128, x: f64) -> Ordering {
+    if x.is_nan() {
+        return Ordering::Less;
+    }
+    match float_cmp(i as f64, x) {
+        // Equal after rounding: the float is integral and within range, so compare exactly.
+        Ordering::Equal => match float_as_int(x) {
+            Some(j) => i.cmp(&j),
+            None => Ordering::Equal,
+        },
+        other => other,
     }
 }
 
@@ -150,24 +164,38 @@ pub fn compare(a: &Value, b: &Value) -> Result<Ordering, CallError> {
     }
 }
 
-/// Rewrites a value into the canonical form of its dict-key identity: equal keys get identical
-/// canonical forms, so hashing the canonical encoding hashes by value.
-fn canonical(v: &Value) -> Result<Value, CallError> {
-    Ok(match v {
-        Value::F32(x) => canonical_float(f64::from(*x)),
-        Value::F64(x) => canonical_float(*x),
-        Value::Array(items) => Value::Array(items.iter().map(canonical).collect::<Result<_, _>>()?),
+/// Writes the canonical encoding of a key: equal keys get identical bytes, so hashing the
+/// canonical encoding hashes by value. Shortest headers; integral floats as integers; strs
+/// keep their bytes as they are, even when they are not valid UTF-8 (so that they never turn
+/// into bins).
+fn write_canonical(out: &mut Vec<u8>, v: &Value) -> Result<(), CallError> {
+    use crate::encode;
+    match v {
+        Value::F32(x) => write_canonical_float(out, f64::from(*x)),
+        Value::F64(x) => write_canonical_float(out, *x),
+        Value::String(s) => {
+            rmp::encode::write_str_len(out, s.as_bytes().len() as u32).ok();
+            out.extend_from_slice(s.as_bytes());
+        }
+        Value::Array(items) => {
+            encode::array_header(out, items.len());
+            for item in items {
+                write_canonical(out, item)?;
+            }
+        }
         Value::Map(_) => return Err(CallError::type_error("unhashable type: 'map'")),
-        other => other.clone(),
-    })
+        other => encode::value(out, other),
+    }
+    Ok(())
 }
 
-fn canonical_float(x: f64) -> Value {
+fn write_canonical_float(out: &mut Vec<u8>, x: f64) {
+    use crate::encode;
     match float_as_int(x) {
-        Some(i) if i < 0 => Value::from(i as i64),
-        Some(i) => Value::from(i as u64),
-        None if x.is_nan() => Value::F64(f64::NAN),
-        None => Value::F64(x),
+        Some(i) if i < 0 => encode::int(out, i as i64),
+        Some(i) => encode::uint(out, i as u64),
+        None if x.is_nan() => encode::f64(out, f64::NAN),
+        None => encode::f64(out, x),
     }
 }
 
@@ -182,9 +210,11 @@ pub fn key(raw: &[u8]) -> Result<Cow<'_, [u8]>, CallError> {
         Some(0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 | 0xa0..=0xbf) => {
             Ok(Cow::Borrowed(raw))
         }
-        _ => Ok(Cow::Owned(crate::encode::to_vec(&canonical(&decode(
-            raw,
-        )?)?))),
+        _ => {
+            let mut out = Vec::with_capacity(raw.len());
+            write_canonical(&mut out, &decode(raw)?)?;
+            Ok(Cow::Owned(out))
+        }
     }
 }
 

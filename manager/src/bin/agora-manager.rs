@@ -8,7 +8,7 @@
 //! (`RUST_LOG` sets the level), and stops on SIGTERM, SIGINT or the `shutdown` method.
 
 use std::io::{self, IsTerminal, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -76,22 +76,43 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<(), Fatal> {
-    // A private directory for the default socket and a generated key, made only when needed.
-    let mut private: Option<PathBuf> = None;
-    let mut private_dir = || -> Result<PathBuf, Fatal> {
-        if let Some(dir) = &private {
+/// Files this run created, removed when it ends however it ends (a failed start included).
+#[derive(Default)]
+struct Cleanup {
+    dir: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+impl Cleanup {
+    /// The private directory, made on first use.
+    fn private_dir(&mut self) -> Result<PathBuf, Fatal> {
+        if let Some(dir) = &self.dir {
             return Ok(dir.clone());
         }
         let dir = make_private_dir()?;
-        private = Some(dir.clone());
+        self.dir = Some(dir.clone());
         Ok(dir)
-    };
+    }
+}
 
-    let (authkey, key_file) = authkey(&args, &mut private_dir)?;
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(path) = &self.key_file {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(dir) = &self.dir {
+            // Only if empty: the socket file is removed by the server itself.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Fatal> {
+    let mut cleanup = Cleanup::default();
+    let authkey = authkey(&args, &mut cleanup)?;
     let mut listeners = Vec::new();
     if args.listen.is_empty() {
-        listeners.push(bind_unix(&private_dir()?.join("manager.sock"))?);
+        listeners.push(bind_unix(&cleanup.private_dir()?.join("manager.sock"))?);
     }
     for address in &args.listen {
         listeners.push(bind(address)?);
@@ -110,30 +131,21 @@ fn run(args: Args) -> Result<(), Fatal> {
         line.push(' ');
         line.push_str(&l.address());
     }
-    if let Some(path) = &key_file {
+    if let Some(path) = &cleanup.key_file {
         line.push_str(&format!(" authkey-file={}", path.display()));
     }
-    // The listeners are bound: clients may connect as soon as they read this line.
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "{line}")?;
-    stdout.flush()?;
-    drop(stdout);
-
-    let result = agora_manager::run_blocking(listeners, config, None);
-    if let Some(dir) = private {
-        if let Some(path) = key_file {
-            let _ = std::fs::remove_file(path);
-        }
-        let _ = std::fs::remove_dir(dir);
-    }
-    result.map_err(|e| Fatal(format!("the manager failed: {e}")))
+    // Printed once the listeners accept and the signal handlers are in place: clients may
+    // connect, and supervisors may signal, as soon as they read this line.
+    let ready = move || {
+        let mut stdout = io::stdout().lock();
+        let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+    };
+    agora_manager::run_blocking_then(listeners, config, None, ready)
+        .map_err(|e| Fatal(format!("the manager failed: {e}")))
 }
 
 /// The authkey, and the file it was written to when it was generated here.
-fn authkey(
-    args: &Args,
-    private_dir: &mut impl FnMut() -> Result<PathBuf, Fatal>,
-) -> Result<(Vec<u8>, Option<PathBuf>), Fatal> {
+fn authkey(args: &Args, cleanup: &mut Cleanup) -> Result<Vec<u8>, Fatal> {
     let parse = |hex_text: &str, source: &str| -> Result<Vec<u8>, Fatal> {
         let key = hex::decode(hex_text.trim())
             .map_err(|e| Fatal(format!("{source} must hold the authkey as hex: {e}")))?;
@@ -149,22 +161,23 @@ fn authkey(
                 path.display()
             ))
         })?;
-        return Ok((parse(&text, &format!("{}", path.display()))?, None));
+        return parse(&text, &format!("{}", path.display()));
     }
     if let Ok(text) = std::env::var("AGORA_AUTHKEY") {
-        return Ok((parse(&text, "AGORA_AUTHKEY")?, None));
+        return parse(&text, "AGORA_AUTHKEY");
     }
     let mut key = vec![0u8; 32];
     getrandom::fill(&mut key).map_err(|e| Fatal(format!("no randomness for an authkey: {e}")))?;
-    let path = private_dir()?.join("authkey");
+    let path = cleanup.private_dir()?.join("authkey");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&path)
         .map_err(|e| Fatal(format!("cannot create {}: {e}", path.display())))?;
+    cleanup.key_file = Some(path);
     writeln!(file, "{}", hex::encode(&key))?;
-    Ok((key, Some(path)))
+    Ok(key)
 }
 
 /// A new directory only this user can enter.
@@ -181,6 +194,11 @@ fn make_private_dir() -> Result<PathBuf, Fatal> {
 
 fn bind(address: &str) -> Result<Listener, Fatal> {
     if let Some(path) = address.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(Fatal(format!(
+                "bad address {address:?}: unix: needs a path, as in unix:/tmp/agora.sock"
+            )));
+        }
         return bind_unix(Path::new(path));
     }
     if let Some(host_port) = address.strip_prefix("tcp:") {
@@ -196,7 +214,13 @@ fn bind(address: &str) -> Result<Listener, Fatal> {
 /// Binds a Unix socket readable and writable by this user only. A stale socket file left by a
 /// manager that died is replaced; a live one is an error.
 fn bind_unix(path: &Path) -> Result<Listener, Fatal> {
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(Fatal(format!(
+                "{} exists and is not a socket: refusing to replace it",
+                path.display()
+            )));
+        }
         if UnixStream::connect(path).is_ok() {
             return Err(Fatal(format!(
                 "another process is listening on {}",
@@ -208,7 +232,12 @@ fn bind_unix(path: &Path) -> Result<Listener, Fatal> {
     }
     let listener = UnixListener::bind(path)
         .map_err(|e| Fatal(format!("cannot listen on unix:{}: {e}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+        Fatal(format!(
+            "cannot make {} private (mode 0600): {e}",
+            path.display()
+        ))
+    })?;
     Ok(Listener::Unix {
         listener,
         path: path.to_owned(),

@@ -12,6 +12,10 @@ use crate::waiters::{Caller, Outcome};
 
 use super::{arity, expected, unknown_method, Args, Kind, SharedObject, Stored};
 
+/// The longest array `create` makes from a size: each element is stored on its own, so a
+/// size is memory the manager must find at once.
+const MAX_LEN: usize = 1 << 24;
+
 /// A shared fixed-length array.
 #[derive(Debug)]
 pub struct Array {
@@ -28,8 +32,10 @@ impl Array {
         let items = if let Some(n) = agora_proto::params::int_u64(init) {
             let n = usize::try_from(n)
                 .ok()
-                .filter(|n| *n <= 1 << 28)
-                .ok_or_else(|| CallError::value(format!("array size {n} is too large")))?;
+                .filter(|n| *n <= MAX_LEN)
+                .ok_or_else(|| {
+                    CallError::value(format!("array size {n} is too large (at most {MAX_LEN})"))
+                })?;
             vec![typecode.zero(); n]
         } else {
             initial_items(typecode, init)?

@@ -41,9 +41,15 @@ impl Dict {
     }
 }
 
-/// Inserts a key as sent, keeping its original encoding when that is not canonical.
+/// Sets a key's value. A new key is stored as sent (its original encoding kept when that is
+/// not canonical); an existing key keeps the encoding it was first stored with, as Python's
+/// dict keeps the first key object (`{1.0: 'a'}` then `d[1] = 'b'` still shows `1.0`).
 fn insert(map: &mut Map, key: &[u8], value: &[u8]) -> Result<(), CallError> {
     let canonical = value::key(key)?;
+    if let Some(entry) = map.get_mut(canonical.as_ref()) {
+        entry.value = store(value);
+        return Ok(());
+    }
     let original_key = (canonical.as_ref() != key).then(|| store(key));
     map.insert(
         canonical.into_owned().into(),
@@ -87,10 +93,16 @@ fn key_of<'a>(canonical: &'a [u8], entry: &'a Entry) -> &'a [u8] {
     entry.original_key.as_deref().unwrap_or(canonical)
 }
 
+/// A `KeyError` whose message is the key, written as Python would show it.
 fn key_error(raw: &[u8]) -> CallError {
-    let shown = value::decode(raw)
-        .map(|v| v.to_string())
-        .unwrap_or_else(|_| "?".into());
+    let shown = match value::decode(raw) {
+        Ok(rmpv::Value::String(s)) => {
+            let text = String::from_utf8_lossy(s.as_bytes());
+            format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+        }
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    };
     CallError::key(shown)
 }
 

@@ -1,6 +1,5 @@
 //! `list`: a sequence with Python's indexing, slicing and methods.
 
-use std::cell::Cell;
 use std::cmp::Ordering;
 
 use parking_lot::Mutex;
@@ -110,23 +109,45 @@ fn position(
 
 /// Sorts by the protocol's ordering; a `TypeError` leaves the list as it was.
 fn sort(items: &mut Vec<Stored>, reverse: bool) -> Result<(), CallError> {
-    let mut decoded = items
+    let decoded = items
         .iter()
         .map(|raw| Ok((value::decode(raw)?, raw.clone())))
         .collect::<Result<Vec<_>, CallError>>()?;
-    let failure: Cell<Option<CallError>> = Cell::new(None);
-    decoded.sort_by(|(a, _), (b, _)| {
-        let (x, y) = if reverse { (b, a) } else { (a, b) };
-        value::compare(x, y).unwrap_or_else(|e| {
-            failure.set(Some(e));
-            Ordering::Equal
-        })
-    });
-    if let Some(e) = failure.into_inner() {
-        return Err(e);
-    }
-    *items = decoded.into_iter().map(|(_, raw)| raw).collect();
+    let mut cmp = |a: &(rmpv::Value, Stored), b: &(rmpv::Value, Stored)| {
+        let order = value::compare(&a.0, &b.0)?;
+        Ok(if reverse { order.reverse() } else { order })
+    };
+    let sorted = merge_sort(decoded, &mut cmp)?;
+    *items = sorted.into_iter().map(|(_, raw)| raw).collect();
     Ok(())
+}
+
+/// A stable merge sort whose comparison may fail. The standard sorts need a total order and
+/// may panic when the comparison is not one; mixed types are simply not comparable here.
+fn merge_sort<T>(
+    mut items: Vec<T>,
+    cmp: &mut impl FnMut(&T, &T) -> Result<Ordering, CallError>,
+) -> Result<Vec<T>, CallError> {
+    if items.len() <= 1 {
+        return Ok(items);
+    }
+    let right = items.split_off(items.len() / 2);
+    let left = merge_sort(items, cmp)?;
+    let right = merge_sort(right, cmp)?;
+    let mut out = Vec::with_capacity(left.len() + right.len());
+    let (mut left, mut right) = (left.into_iter().peekable(), right.into_iter().peekable());
+    while let (Some(a), Some(b)) = (left.peek(), right.peek()) {
+        // Take from the right only when strictly smaller: equal elements keep their order.
+        let next = if cmp(b, a)? == Ordering::Less {
+            right.next()
+        } else {
+            left.next()
+        };
+        out.extend(next);
+    }
+    out.extend(left);
+    out.extend(right);
+    Ok(out)
 }
 
 impl SharedObject for List {

@@ -43,10 +43,12 @@ impl Slice {
         };
         let start = clamp(start, if step > 0 { lower } else { upper });
         let stop = clamp(stop, if step > 0 { upper } else { lower });
-        let len = if step > 0 && stop > start {
-            ((stop - start - 1) / step + 1) as usize
-        } else if step < 0 && stop < start {
-            ((start - stop - 1) / (-step) + 1) as usize
+        // In i128: `-step` overflows i64 for i64::MIN.
+        let (first, last, step_wide) = (i128::from(start), i128::from(stop), i128::from(step));
+        let len = if step > 0 && last > first {
+            ((last - first - 1) / step_wide + 1) as usize
+        } else if step < 0 && last < first {
+            ((first - last - 1) / (-step_wide) + 1) as usize
         } else {
             0
         };
@@ -60,8 +62,8 @@ impl Slice {
 
     /// The indices the slice selects, in slice order.
     pub fn indices(&self) -> impl Iterator<Item = usize> {
-        let (start, step) = (self.start, self.step);
-        (0..self.len as i64).map(move |k| (start + k * step) as usize)
+        let (start, step) = (i128::from(self.start), i128::from(self.step));
+        (0..self.len as i128).map(move |k| (start + k * step) as usize)
     }
 
     /// True for a contiguous forward slice (`step == 1`), which may be resized on assignment.
@@ -108,6 +110,8 @@ mod tests {
             5..5
         );
         assert!(Slice::new(None, None, Some(0), 10).is_err());
+        assert_eq!(pick(None, None, Some(i64::MIN)), vec![9]);
+        assert_eq!(pick(None, None, Some(i64::MAX)), vec![0]);
         assert_eq!(index(-1, 3), Some(2));
         assert_eq!(index(3, 3), None);
         assert_eq!(index(-4, 3), None);
