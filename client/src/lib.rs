@@ -56,6 +56,7 @@
 #![warn(missing_docs)]
 
 mod address;
+pub mod baseline;
 mod client;
 mod command;
 mod connection;

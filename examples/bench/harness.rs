@@ -1,0 +1,320 @@
+//! What every benchmark section shares: the server process, worker processes that run a job
+//! for a fixed time, and statistics over interleaved rounds.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use agora::{Address, Client, Process};
+use agora_manager::{Config, Listener, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The server process: an agora manager and a raw echo server, on a Unix socket and on TCP
+/// loopback each, in one process and one tokio runtime, so the raw ping-pong runs between the
+/// same two processes as the agora calls.
+pub struct Servers {
+    process: Process,
+    _dir: tempfile::TempDir,
+    /// The manager's Unix socket.
+    pub agora_unix: Address,
+    /// The manager's TCP address.
+    pub agora_tcp: Address,
+    /// The echo server's Unix socket.
+    pub echo_unix: Address,
+    /// The echo server's TCP address.
+    pub echo_tcp: Address,
+    /// The manager's authkey.
+    pub authkey: Vec<u8>,
+}
+
+fn tcp_listener() -> std::io::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+}
+
+impl Servers {
+    /// Binds every socket here, then forks the process that serves them.
+    pub fn start() -> Result<Servers, Box<dyn std::error::Error>> {
+        let dir = tempfile::Builder::new().prefix("agora-bench-").tempdir()?;
+        let agora_path = dir.path().join("agora.sock");
+        let echo_path = dir.path().join("echo.sock");
+        let agora_unix_l = UnixListener::bind(&agora_path)?;
+        let echo_unix_l = UnixListener::bind(&echo_path)?;
+        let agora_tcp_l = tcp_listener()?;
+        let echo_tcp_l = tcp_listener()?;
+        let addresses = (
+            Address::Unix(agora_path.clone()),
+            Address::Tcp(agora_tcp_l.local_addr()?.to_string()),
+            Address::Unix(echo_path),
+            Address::Tcp(echo_tcp_l.local_addr()?.to_string()),
+        );
+        let authkey = b"agora benchmark key".to_vec();
+        let key = authkey.clone();
+        let process = Process::spawn(move || {
+            // SAFETY: prctl with PR_SET_PDEATHSIG only sets a flag of this process; the parent
+            // is single-threaded, so its forking thread's death is the process's death.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            serve(
+                vec![
+                    Listener::Unix {
+                        listener: agora_unix_l,
+                        path: agora_path,
+                    },
+                    Listener::Tcp(agora_tcp_l),
+                ],
+                key,
+                echo_unix_l,
+                echo_tcp_l,
+            )
+        })?;
+        Ok(Servers {
+            process,
+            _dir: dir,
+            agora_unix: addresses.0,
+            agora_tcp: addresses.1,
+            echo_unix: addresses.2,
+            echo_tcp: addresses.3,
+            authkey,
+        })
+    }
+
+    /// A client of the manager at `address`.
+    pub fn client(&self, address: &Address) -> agora::Result<Client> {
+        Client::connect(address, &self.authkey)
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.join();
+    }
+}
+
+/// The server process's body: never returns while the parent lives.
+fn serve(
+    agora: Vec<Listener>,
+    authkey: Vec<u8>,
+    echo_unix: UnixListener,
+    echo_tcp: std::net::TcpListener,
+) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench server: no runtime: {e}");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::new(agora, Config::new(authkey)) {
+            Ok(s) => s,
+            Err(e) => return eprintln!("bench server: {e}"),
+        };
+        tokio::spawn(echo_unix_loop(echo_unix));
+        tokio::spawn(echo_tcp_loop(echo_tcp));
+        if let Err(e) = server.run(std::future::pending()).await {
+            eprintln!("bench server: {e}");
+        }
+    });
+}
+
+/// Echoes every read back in one write: the floor any request/response protocol pays.
+async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stream: S) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn echo_unix_loop(listener: UnixListener) {
+    let Ok(listener) = listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixListener::from_std(listener))
+    else {
+        return;
+    };
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(echo(stream));
+    }
+}
+
+async fn echo_tcp_loop(listener: std::net::TcpListener) {
+    let Ok(listener) = listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+    else {
+        return;
+    };
+    while let Ok((stream, _)) = listener.accept().await {
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(echo(stream));
+    }
+}
+
+/// A raw connection to the echo server: one message out, the same bytes back.
+pub enum RawStream {
+    /// Over a Unix socket.
+    Unix(UnixStream),
+    /// Over TCP (with TCP_NODELAY).
+    Tcp(std::net::TcpStream),
+}
+
+impl RawStream {
+    /// Connects to the echo server.
+    pub fn connect(address: &Address) -> std::io::Result<RawStream> {
+        Ok(match address {
+            Address::Unix(path) => RawStream::Unix(UnixStream::connect(path)?),
+            Address::Tcp(host_port) => {
+                let s = std::net::TcpStream::connect(host_port)?;
+                s.set_nodelay(true)?;
+                RawStream::Tcp(s)
+            }
+        })
+    }
+
+    /// Sends `message` and reads as many bytes back.
+    pub fn round_trip(&mut self, message: &[u8], buf: &mut [u8]) -> std::io::Result<()> {
+        let buf = &mut buf[..message.len()];
+        match self {
+            RawStream::Unix(s) => {
+                s.write_all(message)?;
+                s.read_exact(buf)
+            }
+            RawStream::Tcp(s) => {
+                s.write_all(message)?;
+                s.read_exact(buf)
+            }
+        }
+    }
+}
+
+/// Runs `job` in `clients` worker processes at once for `duration` and returns the total
+/// operations per second. Each worker sets up (connects) first; all start together.
+pub fn run_workers<F>(
+    clients: usize,
+    duration: Duration,
+    job: F,
+) -> Result<f64, Box<dyn std::error::Error>>
+where
+    F: Fn(Instant) -> Result<u64, Box<dyn std::error::Error>> + Clone,
+{
+    let (go_r, go_w) = nix::unistd::pipe()?;
+    let (res_r, res_w) = nix::unistd::pipe()?;
+    let mut workers = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (go_r, res_w) = (go_r.try_clone()?, res_w.try_clone()?);
+        let job = job.clone();
+        workers.push(Process::spawn(move || worker(go_r, res_w, duration, job))?);
+    }
+    drop(go_r);
+    drop(res_w);
+    // One byte per worker releases them together. (Not end-of-file: every forked worker holds a
+    // copy of the write end.)
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::File::from(go_w).write_all(&vec![1u8; clients])?;
+    let mut results = std::fs::File::from(res_r);
+    let mut total = 0u64;
+    let mut buf = [0u8; 8];
+    for _ in 0..clients {
+        results.read_exact(&mut buf)?;
+        total += u64::from_le_bytes(buf);
+    }
+    for mut w in workers {
+        let status = w.join()?;
+        if !status.success() {
+            return Err(format!("a benchmark worker failed: {status}").into());
+        }
+    }
+    Ok(total as f64 / duration.as_secs_f64())
+}
+
+fn worker<F>(go: OwnedFd, result: OwnedFd, duration: Duration, job: F)
+where
+    F: Fn(Instant) -> Result<u64, Box<dyn std::error::Error>>,
+{
+    let mut go = std::fs::File::from(go);
+    let mut byte = [0u8; 1];
+    let _ = go.read(&mut byte);
+    let deadline = Instant::now() + duration;
+    let count = match job(deadline) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("benchmark worker: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut result = std::fs::File::from(result);
+    let _ = result.write_all(&count.to_le_bytes());
+}
+
+/// Runs `op` until `deadline`, checking the clock every 16 operations; returns the count.
+pub fn until<E>(deadline: Instant, mut op: impl FnMut() -> Result<(), E>) -> Result<u64, E> {
+    let mut n = 0u64;
+    loop {
+        for _ in 0..16 {
+            op()?;
+        }
+        n += 16;
+        if Instant::now() >= deadline {
+            return Ok(n);
+        }
+    }
+}
+
+/// Samples of one contender over the rounds.
+#[derive(Default, Clone)]
+pub struct Samples(pub Vec<f64>);
+
+impl Samples {
+    /// The median.
+    pub fn median(&self) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+
+    /// The spread of the rounds: (max - min) / median, the noise of this contender's figures.
+    pub fn spread(&self) -> f64 {
+        let max = self.0.iter().copied().fold(f64::MIN, f64::max);
+        let min = self.0.iter().copied().fold(f64::MAX, f64::min);
+        (max - min) / self.median()
+    }
+}
+
+/// The 1-minute load average, to say how busy the machine was.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Formats a rate with thousands separators.
+pub fn rate(x: f64) -> String {
+    let n = x.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Where results are written.
+pub fn results_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results")
+}

@@ -1,0 +1,96 @@
+//! agora's benchmark: every figure is a ratio measured side by side in one run.
+//!
+//! ```text
+//! cargo run --release --example bench -- [--rounds N] [--clients 1,4,16] [--quick]
+//! ```
+//!
+//! Contenders are interleaved round by round (so a burst of load from another tenant hits all
+//! of them), each figure is the median of the rounds, and every row says how much its rounds
+//! spread: that is how noisy the run was. Results also go to `bench-results/bench.csv`.
+
+mod harness;
+mod report;
+mod rpc;
+
+use std::process::ExitCode;
+
+use harness::{load_average, results_dir, Servers};
+use report::Report;
+
+struct Options {
+    rounds: usize,
+    clients: Vec<usize>,
+}
+
+fn parse_list(s: &str) -> Result<Vec<usize>, String> {
+    s.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<usize>()
+                .map_err(|e| format!("bad number {x:?}: {e}"))
+        })
+        .collect()
+}
+
+fn options() -> Result<Options, String> {
+    let mut o = Options {
+        rounds: 5,
+        clients: vec![1, 4, 16],
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--rounds" => o.rounds = value()?.parse().map_err(|e| format!("--rounds: {e}"))?,
+            "--clients" => o.clients = parse_list(&value()?)?,
+            "--quick" => o.rounds = 3,
+            "--help" | "-h" => {
+                return Err("usage: bench [--rounds N] [--clients 1,4,16] [--quick]".into())
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let o = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build; run with --release for figures that mean anything");
+    }
+    match run(&o) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
+    // Fork the server process first, while this program has no other threads.
+    let servers = Servers::start()?;
+    let load_before = load_average();
+    let mut report = Report::default();
+    eprintln!("rpc: {} rounds, interleaved", o.rounds);
+    rpc::run(&servers, o.rounds, &o.clients, &mut report)?;
+    println!(
+        "agora benchmark: {} rounds per figure, contenders interleaved; load average {} -> {} ({} cores)",
+        o.rounds,
+        load_before,
+        load_average(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    print!("{}", report.table());
+    println!("\nspread = (max - min) / median over the rounds: the noise of each figure.");
+    let csv = results_dir().join("bench.csv");
+    report.write_csv(&csv)?;
+    println!("results written to {}", csv.display());
+    Ok(())
+}
