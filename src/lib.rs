@@ -59,3 +59,8 @@ pub use agora_proto::{ErrorName, Limits, ObjectRef};
 
 pub use manager::{run_manager_if_requested, Manager, ManagerBuilder, SpawnError};
 pub use process::Process;
+
+/// The examples in README.md, compiled and run as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
