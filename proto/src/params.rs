@@ -60,6 +60,19 @@ pub fn int_u64(raw: &[u8]) -> Option<u64> {
     rmp::decode::read_int(&mut rest).ok()
 }
 
+/// The `ArgumentCountError` of a method called with `got` params instead of `min..=max`.
+pub fn argument_count(method: &str, min: usize, max: usize, got: usize) -> CallError {
+    let wanted = if min == max {
+        format!("{min}")
+    } else {
+        format!("{min} to {max}")
+    };
+    CallError::new(
+        crate::ErrorName::ArgumentCountError,
+        format!("{method} takes {wanted} params, got {got}"),
+    )
+}
+
 /// The elements of an encoded array, as slices of it. `None` if `raw` is not an array.
 pub fn array_items(raw: &[u8]) -> Option<Vec<&[u8]>> {
     let mut rest = raw;
@@ -123,19 +136,10 @@ impl Params {
 
     /// Fails unless the number of params is within `min..=max`.
     pub fn expect(&self, method: &str, min: usize, max: usize) -> Result<(), CallError> {
-        let n = self.len();
-        if (min..=max).contains(&n) {
+        if (min..=max).contains(&self.len()) {
             return Ok(());
         }
-        let wanted = if min == max {
-            format!("{min}")
-        } else {
-            format!("{min} to {max}")
-        };
-        Err(CallError::new(
-            crate::ErrorName::ArgumentCountError,
-            format!("{method} takes {wanted} params, got {n}"),
-        ))
+        Err(argument_count(method, min, max, self.len()))
     }
 
     /// The raw bytes of param `i`. Panics if `i >= len()`: check with [`Params::expect`] first.

@@ -27,6 +27,17 @@ pub const ACQUIRED: u64 = 1;
 /// What an acquire returns: acquired, and the previous holder's connection died holding it.
 pub const ACQUIRED_OWNER_DIED: u64 = 2;
 
+/// What an acquire whose deadline passed is answered: 0 if its waiter was still in line (and
+/// has been removed), nothing yet if it had been granted meanwhile.
+pub fn not_acquired_unless_granted(removed: bool) -> Expired {
+    if !removed {
+        return Expired::Pending;
+    }
+    let mut out = Vec::with_capacity(1);
+    encode::uint(&mut out, NOT_ACQUIRED);
+    Expired::Reply(Ok(out))
+}
+
 /// Waiter tag of a parked acquire.
 pub const ACQUIRE: u8 = 0;
 
@@ -205,14 +216,7 @@ impl LockCore {
 
     /// A parked acquire's deadline passed: remove it (answering 0) unless it was granted.
     pub fn expire(&mut self, waiter: WaiterId) -> Expired {
-        match self.waiters.remove(waiter) {
-            Some(_) => {
-                let mut out = Vec::with_capacity(1);
-                encode::uint(&mut out, NOT_ACQUIRED);
-                Expired::Reply(Ok(out))
-            }
-            None => Expired::Pending,
-        }
+        not_acquired_unless_granted(self.waiters.remove(waiter).is_some())
     }
 
     /// Answers a lock-like call (`acquire`, `release`, `locked`) on this core; `None` for other

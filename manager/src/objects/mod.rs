@@ -248,7 +248,8 @@ impl Args<'_> {
     }
 }
 
-/// Checks the number of params of `kind.method` (the object id included).
+/// Checks the number of params of `kind.method` (the object id included). The method's full
+/// name is formatted only for the error, off the hot path.
 pub fn arity(
     params: &Params,
     kind: Kind,
@@ -256,18 +257,15 @@ pub fn arity(
     min: usize,
     max: usize,
 ) -> Result<(), CallError> {
-    let n = params.len();
-    if (min..=max).contains(&n) {
+    if (min..=max).contains(&params.len()) {
         return Ok(());
     }
-    let wanted = if min == max {
-        format!("{min}")
-    } else {
-        format!("{min} to {max}")
-    };
-    Err(CallError::new(
-        ErrorName::ArgumentCountError,
-        format!("{kind}.{method} takes {wanted} params (the object id first), got {n}"),
+    let name = format!("{kind}.{method} (whose first param is the object id)");
+    Err(agora_proto::params::argument_count(
+        &name,
+        min,
+        max,
+        params.len(),
     ))
 }
 

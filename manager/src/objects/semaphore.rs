@@ -12,7 +12,9 @@ use agora_proto::{encode, params, CallError, ErrorName, Params};
 
 use crate::waiters::{timeout_param, Caller, Expired, Outcome, Park, SessionId, WaiterId, Waiters};
 
-use super::lock::{ACQUIRE, ACQUIRED, ACQUIRED_OWNER_DIED, NOT_ACQUIRED};
+use super::lock::{
+    not_acquired_unless_granted, ACQUIRE, ACQUIRED, ACQUIRED_OWNER_DIED, NOT_ACQUIRED,
+};
 use super::{arity, expected, unknown_method, Args, Kind, SharedObject};
 
 #[derive(Debug, Default)]
@@ -180,14 +182,7 @@ impl SharedObject for Semaphore {
     }
 
     fn expire(&self, waiter: WaiterId, _tag: u8) -> Expired {
-        match self.state.lock().waiters.remove(waiter) {
-            Some(_) => {
-                let mut out = Vec::with_capacity(1);
-                encode::uint(&mut out, NOT_ACQUIRED);
-                Expired::Reply(Ok(out))
-            }
-            None => Expired::Pending,
-        }
+        not_acquired_unless_granted(self.state.lock().waiters.remove(waiter).is_some())
     }
 
     fn abandon(&self, waiter: WaiterId, _tag: u8) {
