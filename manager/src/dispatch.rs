@@ -4,7 +4,7 @@
 use agora_proto::{encode, params, CallError, ErrorName, Params};
 
 use crate::objects::{Kind, ObjectHandle};
-use crate::registry::Registry;
+use crate::registry::{ObjectCache, Registry};
 use crate::waiters::{Caller, Outcome};
 
 /// How a dispatched call went.
@@ -23,6 +23,7 @@ pub enum Dispatched {
 /// Runs a registry or object method, appending its encoded result to `out`.
 pub fn call(
     registry: &Registry,
+    cache: &mut ObjectCache,
     method: &str,
     p: &Params,
     caller: &Caller,
@@ -63,7 +64,7 @@ pub fn call(
             }
             Ok(Dispatched::Done)
         }
-        _ => object_call(registry, method, p, caller, out),
+        _ => object_call(registry, cache, method, p, caller, out),
     }
 }
 
@@ -96,6 +97,7 @@ fn create(registry: &Registry, p: &Params, out: &mut Vec<u8>) -> Result<(), Call
 
 fn object_call(
     registry: &Registry,
+    cache: &mut ObjectCache,
     method: &str,
     p: &Params,
     caller: &Caller,
@@ -116,7 +118,7 @@ fn object_call(
         ));
     }
     let id = p.u64(0)?;
-    let object = registry.get(id)?;
+    let object = cache.get(registry, id)?;
     if object.kind() != kind {
         return Err(CallError::type_error(format!(
             "object {id} is a {}, not a {kind}",

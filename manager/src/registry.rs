@@ -1,10 +1,13 @@
 //! The registry: every live object by id, and the names that point at them.
 //!
-//! The hot path (resolving an id for an operation) takes a read lock and clones an `Arc`;
-//! creating, naming and deleting take write locks. Lock order: `names`, then `objects`.
+//! Creating, naming and deleting take the registry's locks (lock order: `names`, then
+//! `objects`). The hot path does not: each connection resolves ids through its own
+//! [`ObjectCache`], which goes to the registry only the first time it meets an id, and learns
+//! of a deletion from a flag on the object's [`Slot`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
@@ -12,8 +15,14 @@ use agora_proto::{CallError, ErrorName, Params};
 
 use crate::objects::{self, Kind, ObjectHandle};
 
-struct Entry {
+/// A registered object and whether it has been deleted since.
+pub struct Slot {
     object: ObjectHandle,
+    deleted: AtomicBool,
+}
+
+struct Entry {
+    slot: Arc<Slot>,
     name: Option<String>,
 }
 
@@ -84,17 +93,31 @@ impl Registry {
 
     fn insert(&self, object: ObjectHandle, name: Option<String>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.objects.write().insert(id, Entry { object, name });
+        let slot = Arc::new(Slot {
+            object,
+            deleted: AtomicBool::new(false),
+        });
+        self.objects.write().insert(id, Entry { slot, name });
         id
+    }
+
+    fn slot(&self, id: u64) -> Result<Arc<Slot>, CallError> {
+        self.objects
+            .read()
+            .get(&id)
+            .map(|e| e.slot.clone())
+            .ok_or_else(|| unknown_id(id))
     }
 
     /// The object with that id.
     pub fn get(&self, id: u64) -> Result<ObjectHandle, CallError> {
-        self.objects
-            .read()
-            .get(&id)
-            .map(|e| e.object.clone())
-            .ok_or_else(|| unknown_id(id))
+        Ok(self.slot(id)?.object.clone())
+    }
+
+    /// Marks a removed entry's object deleted and fails its waiters.
+    fn retire(entry: Entry) {
+        entry.slot.deleted.store(true, Ordering::Release);
+        entry.slot.object.deleted();
     }
 
     /// The kind and id of the object with that name.
@@ -133,7 +156,7 @@ impl Registry {
         let entry = self.objects.write().remove(&id);
         drop(names);
         if let Some(entry) = entry {
-            entry.object.deleted();
+            Registry::retire(entry);
         }
         Ok(())
     }
@@ -147,10 +170,40 @@ impl Registry {
             .map(|(&id, e)| ObjectInfo {
                 id,
                 name: e.name.clone(),
-                kind: e.object.kind(),
+                kind: e.slot.object.kind(),
             })
             .collect();
         all.sort_by_key(|info| info.id);
         all
+    }
+}
+
+/// Most ids one connection remembers; past that the cache starts over.
+const CACHE_CAPACITY: usize = 4096;
+
+/// One connection's memory of the objects it has used, so that resolving an id takes no lock
+/// shared with other connections.
+#[derive(Default)]
+pub struct ObjectCache {
+    slots: HashMap<u64, Arc<Slot>>,
+}
+
+impl ObjectCache {
+    /// The object with that id: from the cache while it is not deleted, else from the registry.
+    pub fn get(&mut self, registry: &Registry, id: u64) -> Result<ObjectHandle, CallError> {
+        if let Some(slot) = self.slots.get(&id) {
+            if !slot.deleted.load(Ordering::Acquire) {
+                return Ok(slot.object.clone());
+            }
+            self.slots.remove(&id);
+            return Err(unknown_id(id));
+        }
+        let slot = registry.slot(id)?;
+        if self.slots.len() >= CACHE_CAPACITY {
+            self.slots.clear();
+        }
+        let object = slot.object.clone();
+        self.slots.insert(id, slot);
+        Ok(object)
     }
 }

@@ -26,6 +26,7 @@ use agora_proto::{
 use crate::auth;
 use crate::dispatch::{self, Dispatched};
 use crate::objects::ObjectHandle;
+use crate::registry::ObjectCache;
 use crate::server::Shared;
 use crate::waiters::{Caller, Outcome, Parked, Reply, SessionId, Ticket};
 
@@ -70,6 +71,8 @@ pub struct Session {
     parked_msgids: HashMap<Id, u32>,
     /// Objects this connection may hold something in, keyed by address.
     held: HashMap<usize, ObjectHandle>,
+    /// The objects this connection has resolved.
+    cache: ObjectCache,
 }
 
 impl Session {
@@ -83,6 +86,7 @@ impl Session {
             parked: JoinSet::new(),
             parked_msgids: HashMap::new(),
             held: HashMap::new(),
+            cache: ObjectCache::default(),
         }
     }
 
@@ -234,7 +238,14 @@ impl Session {
             }
             _ => {
                 let caller = Caller { session: self.id };
-                match dispatch::call(&self.shared.registry, method, p, &caller, out)? {
+                match dispatch::call(
+                    &self.shared.registry,
+                    &mut self.cache,
+                    method,
+                    p,
+                    &caller,
+                    out,
+                )? {
                     Dispatched::Done => Ok(Step::Answered(Next::Continue)),
                     Dispatched::Object { object, outcome } => {
                         if object.tracks_sessions() {
