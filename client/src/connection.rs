@@ -239,6 +239,8 @@ impl Connection {
     }
 
     fn new(stream: Stream, address: String) -> Connection {
+        // From now on a forked child gets `/dev/null` in place of this socket.
+        crate::atfork::register(stream.raw_fd());
         Connection {
             stream,
             address,
@@ -296,6 +298,8 @@ impl Connection {
     /// a lock (a thread of the parent may have held one when it forked). Call it at most once,
     /// and never use the connection afterwards.
     pub(crate) fn close_inherited(&self) {
+        // Unregister first: once closed, the number may be reused by another file.
+        crate::atfork::unregister(self.stream.raw_fd());
         // SAFETY: the descriptor belongs to this connection, which is never used or dropped
         // after this (the caller leaks it), so nothing closes or uses the number again.
         unsafe {
@@ -487,6 +491,8 @@ impl Drop for Connection {
             debug!(address = %self.address, "closing the connection to the agora manager");
             self.stream.shutdown();
         }
+        // Before the stream's own drop closes the number, which may then be reused.
+        crate::atfork::unregister(self.stream.raw_fd());
     }
 }
 
