@@ -1,6 +1,6 @@
 //! A blocking client for the agora manager: typed proxies for shared dicts, lists, values,
-//! arrays and namespaces that live in a manager process, as with Python's
-//! `multiprocessing.Manager`.
+//! arrays and namespaces, and for queues, locks, semaphores, events, conditions and barriers,
+//! that live in a manager process, as with Python's `multiprocessing.Manager`.
 //!
 //! ```no_run
 //! use agora_client::Client;
@@ -31,7 +31,11 @@
 //! - [`command`](Cmd): [`Cmd`], one call encoded and typed, to run now or later.
 //! - [`pipeline`](Pipeline): many commands in one write; typed [`Handle`]s into the [`Replies`].
 //! - [`proxies`]: [`Dict`], [`List`], [`Value`], [`Array`], [`Namespace`], and the serde glue
-//!   that stores a proxy inside a value as a reference and decodes it back into a live proxy.
+//!   that stores a proxy inside a value as a reference and decodes it back into a live proxy;
+//!   the blocking objects [`Queue`], [`JoinableQueue`], [`Lock`], [`RLock`], [`Semaphore`],
+//!   [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`], with RAII guards.
+//! - `atfork`: a forked child gets `/dev/null` in place of this process's manager sockets, so
+//!   that it never keeps the parent's session (and the locks it holds) alive.
 //! - [`token`](Token): a proxy written as a string for another process.
 //! - [`error`](Error): one error type, separating transport, authentication, the manager's own
 //!   errors ([`Error::Remote`], with names like `KeyError`) and serde failures.
@@ -56,6 +60,7 @@
 #![warn(missing_docs)]
 
 mod address;
+mod atfork;
 pub mod baseline;
 mod client;
 mod command;
@@ -76,5 +81,9 @@ pub use client::{Client, ObjectInfo, ENV_ADDRESS, ENV_AUTHKEY};
 pub use command::Cmd;
 pub use error::{Error, ErrorName, RemoteName, Result};
 pub use pipeline::{Handle, Pipeline, Replies};
-pub use proxies::{Array, Dict, List, Namespace, Number, SharedRef, Value};
+pub use proxies::{
+    Acquired, Array, Barrier, BoundedSemaphore, Condition, ConditionGuard, Dict, Event,
+    JoinableQueue, List, Lock, LockGuard, Namespace, Number, Queue, QueueBatches, QueueIter, RLock,
+    RLockGuard, Semaphore, SemaphoreGuard, SharedRef, Value,
+};
 pub use token::Token;

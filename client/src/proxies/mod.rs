@@ -22,13 +22,30 @@
 //! proxy needs to know which client to attach it to: replies are decoded with their client set
 //! as the thread's current one (see [`Client::decode`](crate::Client::decode)). [`SharedRef`]
 //! reads and writes a reference of any kind.
+//!
+//! # Blocking objects
+//!
+//! [`Queue`], [`JoinableQueue`], [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`],
+//! [`Event`], [`Condition`] and [`Barrier`] have calls that wait. Each is still one request:
+//! the manager parks it in the object's FIFO line of waiters and answers when it completes or
+//! its timeout passes (the timeout runs on the manager). The client never polls and holds no
+//! lock of its own while it waits, so other threads keep calling through the same connection.
+//! Locks, semaphores and conditions hand out RAII guards; what a process held when it died is
+//! released by the manager, and the next acquirer is told ([`Acquired::OwnerDied`]).
 
 mod array;
+mod barrier;
+mod condition;
 pub(crate) mod context;
 mod dict;
+mod event;
 mod list;
+mod lock;
 mod namespace;
+mod queue;
+mod semaphore;
 mod value;
+mod wait;
 
 use std::fmt;
 
@@ -37,10 +54,17 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use array::Array;
+pub use barrier::Barrier;
+pub use condition::{Condition, ConditionGuard};
 pub use dict::Dict;
+pub use event::Event;
 pub use list::List;
+pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use namespace::Namespace;
+pub use queue::{JoinableQueue, Queue, QueueBatches, QueueIter};
+pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
 pub use value::{Number, Value};
+pub use wait::Acquired;
 
 /// The name rmp_serde gives the newtype struct it writes as a MessagePack ext.
 const EXT: &str = rmp_serde::MSGPACK_EXT_STRUCT_NAME;

@@ -1,0 +1,103 @@
+//! [`Event`]: a flag that processes wait for.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::command::{Args, Cmd};
+use crate::error::Result;
+
+use super::wait::{decoders, timeout};
+
+/// An event shared by processes, like Python's `multiprocessing.Manager().Event()`: a flag,
+/// clear at first; [`set`](Event::set) wakes every waiter.
+///
+/// ```no_run
+/// # let client = agora_client::Client::from_env()?;
+/// let ready = client.event_named("ready")?;
+/// if !ready.wait_timeout(std::time::Duration::from_secs(5))? {
+///     eprintln!("not ready after 5 s");
+/// }
+/// # Ok::<(), agora_client::Error>(())
+/// ```
+///
+/// # Waiting
+/// A wait is parked on the manager until the flag is set or its timeout passes; the client
+/// does not poll. A waiter that times out or whose process dies is removed at once. Waiters
+/// are woken together; nothing is handed to one of them in particular, so their order does
+/// not matter.
+pub struct Event {
+    client: Client,
+    id: u64,
+    marker: PhantomData<()>,
+}
+
+super::proxy_common!(Event[], "event");
+
+impl Client {
+    /// Creates a new, clear event.
+    pub fn event(&self) -> Result<Event> {
+        let mut args = Args::default();
+        args.str("event").opt_str(None);
+        Ok(Event::from_id(self, self.create_with(args)?))
+    }
+
+    /// The event called `name`, created clear if there is none (get-or-create).
+    pub fn event_named(&self, name: &str) -> Result<Event> {
+        let mut args = Args::default();
+        args.str("event").str(name);
+        Ok(Event::from_id(self, self.create_with(args)?))
+    }
+}
+
+impl Event {
+    /// Sets the flag and wakes every waiter.
+    pub fn set(&self) -> Result<()> {
+        self.client.run(self.set_cmd())
+    }
+
+    /// [`Event::set`] as a command (`event.set`).
+    pub fn set_cmd(&self) -> Cmd<()> {
+        Cmd::object(self.id, "event.set", decoders::unit, |_| Ok(()))
+    }
+
+    /// Clears the flag: later waits block until the next `set`.
+    pub fn clear(&self) -> Result<()> {
+        self.client.run(self.clear_cmd())
+    }
+
+    /// [`Event::clear`] as a command (`event.clear`).
+    pub fn clear_cmd(&self) -> Cmd<()> {
+        Cmd::object(self.id, "event.clear", decoders::unit, |_| Ok(()))
+    }
+
+    /// True when the flag is set.
+    pub fn is_set(&self) -> Result<bool> {
+        self.client.run(self.is_set_cmd())
+    }
+
+    /// [`Event::is_set`] as a command (`event.is_set`).
+    pub fn is_set_cmd(&self) -> Cmd<bool> {
+        Cmd::object(self.id, "event.is_set", decoders::flag, |_| Ok(()))
+    }
+
+    /// Waits until the flag is set (at once if it is). Returns `true`, as Python's `wait()`
+    /// does.
+    pub fn wait(&self) -> Result<bool> {
+        self.client.run(self.wait_cmd(None))
+    }
+
+    /// Waits up to `timeout` for the flag: `true` when it is set, `false` when the timeout
+    /// passed first. The timeout runs on the manager.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.client.run(self.wait_cmd(Some(timeout)))
+    }
+
+    /// [`Event::wait`] (`None`) or [`Event::wait_timeout`] as a command (`event.wait`).
+    pub fn wait_cmd(&self, wait: Option<Duration>) -> Cmd<bool> {
+        Cmd::object(self.id, "event.wait", decoders::flag, move |a| {
+            timeout(a, wait);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,354 @@
+//! [`Lock`] and [`RLock`]: mutual exclusion between processes, with RAII guards and owner-death
+//! recovery.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::command::{Args, Cmd};
+use crate::error::{Error, Result};
+
+use super::wait::{cmd_doc, decoders, thread_owner, timeout, Acquired, Held};
+
+/// A lock shared by processes, like Python's `multiprocessing.Manager().Lock()`.
+///
+/// ```no_run
+/// # let client = agora_client::Client::from_env()?;
+/// let lock = client.lock_named("tickets")?;
+/// let counter = client.value_named("sold", &0i64)?;
+/// {
+///     let guard = lock.acquire()?;
+///     if guard.owner_died() {
+///         // The previous holder died inside its critical section: check the data.
+///     }
+///     let sold = counter.get()?;
+///     counter.set(&(sold + 1))?;
+/// } // released here
+/// if let Some(_guard) = lock.acquire_timeout(std::time::Duration::from_millis(100))? {
+///     // held
+/// }
+/// # Ok::<(), agora_client::Error>(())
+/// ```
+///
+/// # Guards
+/// [`acquire`](Lock::acquire), [`try_acquire`](Lock::try_acquire) and
+/// [`acquire_timeout`](Lock::acquire_timeout) return a [`LockGuard`] that releases the lock
+/// when dropped, also when the thread unwinds from a panic. [`LockGuard::unlock`] releases it
+/// explicitly and reports a failure. For Python-style unpaired use (one process acquires,
+/// another releases, as Python allows for a `Lock`), [`acquire_raw`](Lock::acquire_raw) and
+/// [`release`](Lock::release) work without a guard.
+///
+/// # Fairness
+/// Waiting acquirers are served in the order they arrived, by the manager: a release hands the
+/// lock to the first in line, and no newcomer (not even a [`try_acquire`](Lock::try_acquire))
+/// can take it while anyone waits. Python's `threading.Lock` makes no such promise.
+///
+/// # Process death
+/// If the holding process dies (even by `SIGKILL`) or exits while holding the lock, the manager
+/// sees its connection close and releases the lock. The next acquirer is told: its guard's
+/// [`owner_died`](LockGuard::owner_died) is true ([`Acquired::OwnerDied`] from
+/// [`acquire_raw`](Lock::acquire_raw)), because what the lock protected may be half-updated.
+/// A forked child that inherited the holder's socket does not delay this: the client hands
+/// children `/dev/null` in place of its sockets.
+///
+/// # Threads
+/// Every thread of a process may use the same `Lock` (and `Client`) at once: a thread blocked
+/// in `acquire` does not stop the others from making calls. The lock is not reentrant: a thread
+/// that acquires it twice waits for itself, as with Python's `Lock`.
+pub struct Lock {
+    client: Client,
+    id: u64,
+    marker: PhantomData<()>,
+}
+
+super::proxy_common!(Lock[], "lock");
+
+/// A reentrant lock shared by processes, like Python's `multiprocessing.Manager().RLock()`.
+///
+/// The holder is one thread of one process (precisely: one thread's owner id on one
+/// connection, see `PROTOCOL.md` section 4.1), which may acquire it again without waiting and
+/// must release it as many times. Release by anyone else fails with `RuntimeError`.
+///
+/// ```no_run
+/// # let client = agora_client::Client::from_env()?;
+/// let rlock = client.rlock()?;
+/// let outer = rlock.acquire()?;
+/// let inner = rlock.acquire()?; // the same thread: at once
+/// drop(inner);
+/// drop(outer); // now released
+/// # Ok::<(), agora_client::Error>(())
+/// ```
+///
+/// # Guards
+/// As for [`Lock`]; an [`RLockGuard`] cannot move to another thread (it is not `Send`),
+/// because the lock belongs to the thread that acquired it.
+///
+/// # Fairness
+/// FIFO, as for [`Lock`]. A re-acquire by the holder never waits.
+///
+/// # Process death
+/// As for [`Lock`], at any depth: a holder that dies with the lock acquired three times
+/// releases it completely, and the next acquirer is told.
+///
+/// # Reentrancy and clients
+/// Reentrancy is per thread *and per connection*: two [`Client`]s of one process are two
+/// connections, so a thread holding the lock through one waits for itself if it acquires
+/// through the other. Use one client per process (clones share it).
+pub struct RLock {
+    client: Client,
+    id: u64,
+    marker: PhantomData<()>,
+}
+
+super::proxy_common!(RLock[], "rlock");
+
+impl Client {
+    /// Creates a new, free lock.
+    pub fn lock(&self) -> Result<Lock> {
+        let mut args = Args::default();
+        args.str("lock").opt_str(None);
+        Ok(Lock::from_id(self, self.create_with(args)?))
+    }
+
+    /// The lock called `name`, created free if there is none (get-or-create: every process
+    /// asking for the name gets the same lock).
+    pub fn lock_named(&self, name: &str) -> Result<Lock> {
+        let mut args = Args::default();
+        args.str("lock").str(name);
+        Ok(Lock::from_id(self, self.create_with(args)?))
+    }
+
+    /// Creates a new, free reentrant lock.
+    pub fn rlock(&self) -> Result<RLock> {
+        let mut args = Args::default();
+        args.str("rlock").opt_str(None);
+        Ok(RLock::from_id(self, self.create_with(args)?))
+    }
+
+    /// The reentrant lock called `name`, created free if there is none (get-or-create).
+    pub fn rlock_named(&self, name: &str) -> Result<RLock> {
+        let mut args = Args::default();
+        args.str("rlock").str(name);
+        Ok(RLock::from_id(self, self.create_with(args)?))
+    }
+}
+
+/// The acquire command on `kind`'s object `id`: `[id, blocking, timeout, owner]`.
+pub(crate) fn acquire_cmd(
+    id: u64,
+    method: &'static str,
+    blocking: bool,
+    wait: Option<Duration>,
+    owner: u64,
+) -> Cmd<Acquired> {
+    Cmd::object(id, method, decoders::acquired, move |a| {
+        a.bool(blocking);
+        timeout(a, if blocking { wait } else { None });
+        a.uint(owner);
+        Ok(())
+    })
+}
+
+/// What a blocking acquire without a timeout may answer.
+pub(crate) fn must_acquire(got: Acquired, what: &str) -> Result<Acquired> {
+    if got.is_acquired() {
+        return Ok(got);
+    }
+    Err(Error::Protocol(format!(
+        "a blocking {what} acquire without a timeout answered 0 (not acquired)"
+    )))
+}
+
+/// The methods [`Lock`] and [`RLock`] share; `$guard` is the guard type each returns.
+macro_rules! lock_methods {
+    ($name:ident, $guard:ident, $kind:literal) => {
+        impl $name {
+            /// Waits until the lock is free, takes it, and returns a guard that releases it when
+            /// dropped. Waits in FIFO order behind earlier acquirers.
+            pub fn acquire(&self) -> Result<$guard<'_>> {
+                let owner = thread_owner();
+                let cmd = acquire_cmd(self.id, concat!($kind, ".acquire"), true, None, owner);
+                let got = must_acquire(self.client.run(cmd)?, $kind)?;
+                Ok($guard::new(self, owner, got))
+            }
+
+            /// Takes the lock if it is free and nobody waits for it; `None` otherwise. Never
+            /// waits.
+            pub fn try_acquire(&self) -> Result<Option<$guard<'_>>> {
+                self.guard(false, None)
+            }
+
+            /// Waits up to `timeout` for the lock; `None` if it could not be taken in time.
+            /// The timeout runs on the manager.
+            pub fn acquire_timeout(&self, timeout: Duration) -> Result<Option<$guard<'_>>> {
+                self.guard(true, Some(timeout))
+            }
+
+            fn guard(&self, blocking: bool, wait: Option<Duration>) -> Result<Option<$guard<'_>>> {
+                let owner = thread_owner();
+                let cmd = acquire_cmd(self.id, concat!($kind, ".acquire"), blocking, wait, owner);
+                Ok(match self.client.run(cmd)? {
+                    Acquired::No => None,
+                    got => Some($guard::new(self, owner, got)),
+                })
+            }
+
+            /// Acquires without a guard, as Python's `acquire(blocking, timeout)`: the caller
+            /// must [`release`](Self::release) it. `timeout` is ignored when `blocking` is
+            /// false; `None` waits without limit.
+            pub fn acquire_raw(
+                &self,
+                blocking: bool,
+                timeout: Option<Duration>,
+            ) -> Result<Acquired> {
+                self.client.run(self.acquire_raw_cmd(blocking, timeout))
+            }
+
+            #[doc = cmd_doc!($name, "acquire_raw", $kind, "acquire", ", for the calling thread")]
+            pub fn acquire_raw_cmd(
+                &self,
+                blocking: bool,
+                timeout: Option<Duration>,
+            ) -> Cmd<Acquired> {
+                acquire_cmd(
+                    self.id,
+                    concat!($kind, ".acquire"),
+                    blocking,
+                    timeout,
+                    thread_owner(),
+                )
+            }
+
+            /// Releases the lock (one level, for a reentrant lock) without a guard. Fails with
+            /// `RuntimeError` when it is not locked (or, for a reentrant lock, not held by this
+            /// thread).
+            pub fn release(&self) -> Result<()> {
+                self.client.run(self.release_cmd())
+            }
+
+            #[doc = cmd_doc!($name, "release", $kind, "release", ", for the calling thread")]
+            pub fn release_cmd(&self) -> Cmd<()> {
+                let owner = thread_owner();
+                Cmd::object(
+                    self.id,
+                    concat!($kind, ".release"),
+                    decoders::unit,
+                    move |a| {
+                        a.uint(owner);
+                        Ok(())
+                    },
+                )
+            }
+
+            /// True when anyone holds the lock.
+            pub fn locked(&self) -> Result<bool> {
+                self.client.run(self.locked_cmd())
+            }
+
+            #[doc = cmd_doc!($name, "locked", $kind, "locked")]
+            pub fn locked_cmd(&self) -> Cmd<bool> {
+                Cmd::object(self.id, concat!($kind, ".locked"), decoders::flag, |_| {
+                    Ok(())
+                })
+            }
+        }
+
+        impl<'a> $guard<'a> {
+            fn new(lock: &'a $name, owner: u64, got: Acquired) -> $guard<'a> {
+                $guard {
+                    lock,
+                    held: Held::new(concat!($kind, ".release"), lock.id, Some(owner), got),
+                    not_send: PhantomData,
+                }
+            }
+
+            /// True when the previous holder's connection closed while it held the lock (its
+            /// process died or exited inside the critical section): the data the lock guards
+            /// may be half-updated.
+            pub fn owner_died(&self) -> bool {
+                self.held.owner_died()
+            }
+
+            /// Releases now and reports the outcome (dropping the guard releases too, but can
+            /// only log a failure).
+            pub fn unlock(mut self) -> Result<()> {
+                self.held.release(&self.lock.client)
+            }
+
+            /// The lock this guard holds.
+            pub fn lock(&self) -> &'a $name {
+                self.lock
+            }
+        }
+
+        impl Drop for $guard<'_> {
+            fn drop(&mut self) {
+                self.held.release_on_drop(&self.lock.client, $kind);
+            }
+        }
+    };
+}
+
+lock_methods!(Lock, LockGuard, "lock");
+lock_methods!(RLock, RLockGuard, "rlock");
+
+/// Holds a [`Lock`]; releases it when dropped.
+///
+/// # Drop and panics
+/// Dropping the guard releases the lock with one call to the manager, also while the thread
+/// unwinds from a panic (a failure is logged with `tracing`, since `Drop` cannot return it;
+/// use [`unlock`](LockGuard::unlock) to see it). If the process dies instead, or exits with
+/// the guard alive (`std::process::exit` runs no destructors), the manager releases the lock
+/// when the connection closes and tells the next acquirer ([`LockGuard::owner_died`]).
+///
+/// A guard copied into a forked child (by `fork` while it was alive) releases nothing there:
+/// the lock stays with the process that acquired it.
+#[derive(Debug)]
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+    held: Held,
+    /// A plain lock may be released by any thread: the guard may move freely.
+    not_send: PhantomData<()>,
+}
+
+/// Holds an [`RLock`] (one level of it); releases that level when dropped.
+///
+/// Not `Send`: the lock belongs to the thread that acquired it. Drop, panic and process death
+/// behave as for [`LockGuard`].
+///
+/// ```compile_fail
+/// fn send<T: Send>() {}
+/// send::<agora_client::RLockGuard<'static>>();
+/// ```
+#[derive(Debug)]
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct RLockGuard<'a> {
+    lock: &'a RLock,
+    held: Held,
+    not_send: PhantomData<*const ()>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_guard_may_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<LockGuard<'static>>();
+    }
+
+    #[test]
+    fn acquire_params() {
+        let cmd = acquire_cmd(7, "lock.acquire", true, Some(Duration::from_millis(500)), 3);
+        let args = cmd.args.unwrap();
+        let mut expected = vec![0x07, 0xc3, 0xcb];
+        expected.extend_from_slice(&0.5f64.to_be_bytes());
+        expected.push(0x03);
+        assert_eq!(args.bytes(), expected);
+        // A non-blocking acquire never sends a timeout (the manager would refuse it).
+        let cmd = acquire_cmd(7, "lock.acquire", false, Some(Duration::from_secs(1)), 3);
+        assert_eq!(cmd.args.unwrap().bytes(), [0x07, 0xc2, 0xc0, 0x03]);
+    }
+}

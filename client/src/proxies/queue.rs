@@ -1,0 +1,652 @@
+//! [`Queue`] and [`JoinableQueue`]: FIFO queues between processes, with blocking, batched and
+//! closable puts and gets.
+
+use std::borrow::Borrow;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::client::Client;
+use crate::command::{decode, Args, Cmd};
+use crate::error::{ErrorName, Result};
+
+use super::list::By;
+use super::wait::{cmd_doc, decoders, timeout};
+
+/// A FIFO queue of `T` shared by processes, like Python's `multiprocessing.Manager().Queue()`,
+/// plus batched puts and gets and [`close`](Queue::close).
+///
+/// ```no_run
+/// # let client = agora_client::Client::from_env()?;
+/// let jobs = client.queue_named::<String>("jobs", 100)?; // at most 100 items
+/// jobs.put("compile")?;                                   // waits while full
+/// jobs.put_many(["test".to_string(), "lint".into()])?;   // one round trip
+/// // In each consumer process:
+/// for job in jobs.iter() {
+///     let job = job?;
+///     // ...
+/// } // ends once the queue is closed and drained
+/// // In the producer, when everything has been put:
+/// jobs.close()?;
+/// # Ok::<(), agora_client::Error>(())
+/// ```
+///
+/// # "Nothing there" is a value
+/// Where Python raises `queue.Full` or `queue.Empty`, the non-blocking and timed methods
+/// return a value: [`try_put`](Queue::try_put) and [`put_timeout`](Queue::put_timeout) return
+/// `false` when there was no room, [`try_get`](Queue::try_get) and
+/// [`get_timeout`](Queue::get_timeout) return `None` when there was no item, and the batched
+/// ones return how many items were put or an empty `Vec`. Errors are kept for what is not
+/// routine: `Closed`, a lost connection, a value of another type.
+///
+/// # Closing
+/// After [`close`](Queue::close), puts fail with `Closed`; gets still take what is left, then
+/// fail with `Closed`, and getters parked on an empty queue get `Closed` at once. So N
+/// consumers stop without N sentinel values: [`iter`](Queue::iter) ends there.
+///
+/// # Fairness
+/// Getters and putters each wait in a FIFO line on the manager: items go to the getter that
+/// has waited longest, room to the putter that has waited longest, and a newcomer never
+/// overtakes a parked caller. Python's `queue.Queue` wakes waiters in no defined order.
+///
+/// # Process death and timeouts
+/// A waiter that times out or whose process dies is removed from its line at once; the next
+/// one is served. An item is never handed to a getter that is gone: if the manager finds the
+/// getter's connection closed when it delivers, the item goes back to the head of the queue.
+/// Delivery means writing the reply to the getter's socket: a getter that dies after that,
+/// before reading it, takes the item with it (acknowledgements would cost a second round trip
+/// per item).
+///
+/// # Threads
+/// Any number of threads may block in `get` or `put` of the same client at once; each waits
+/// only for its own reply.
+pub struct Queue<T> {
+    client: Client,
+    id: u64,
+    marker: PhantomData<fn() -> T>,
+}
+
+super::proxy_common!(Queue[T], "queue");
+
+/// A [`Queue`] whose consumers report each item done with
+/// [`task_done`](JoinableQueue::task_done), so that producers can [`join`](JoinableQueue::join)
+/// until all work is finished, like Python's `multiprocessing.Manager().JoinableQueue()`.
+///
+/// ```no_run
+/// # let client = agora_client::Client::from_env()?;
+/// let work = client.joinable_queue_named::<u64>("work", 0)?;
+/// // Consumer process:
+/// for n in work.iter() {
+///     let _square = n? * 2;
+///     work.task_done()?;
+/// }
+/// // Producer process:
+/// work.put_many(0..100u64)?;
+/// work.join()?; // every item taken and marked done
+/// work.close()?; // the consumers' loops end
+/// # Ok::<(), agora_client::Error>(())
+/// ```
+///
+/// Everything [`Queue`] documents holds here too.
+pub struct JoinableQueue<T> {
+    client: Client,
+    id: u64,
+    marker: PhantomData<fn() -> T>,
+}
+
+super::proxy_common!(JoinableQueue[T], "joinable_queue");
+
+impl Client {
+    /// Creates a new, empty queue holding at most `maxsize` items (0: unbounded).
+    pub fn queue<T>(&self, maxsize: usize) -> Result<Queue<T>> {
+        Ok(Queue::from_id(
+            self,
+            self.create_queue("queue", None, maxsize)?,
+        ))
+    }
+
+    /// The queue called `name`, created empty with `maxsize` if there is none (get-or-create:
+    /// an existing queue keeps its items and maxsize).
+    pub fn queue_named<T>(&self, name: &str, maxsize: usize) -> Result<Queue<T>> {
+        Ok(Queue::from_id(
+            self,
+            self.create_queue("queue", Some(name), maxsize)?,
+        ))
+    }
+
+    /// Creates a new, empty joinable queue holding at most `maxsize` items (0: unbounded).
+    pub fn joinable_queue<T>(&self, maxsize: usize) -> Result<JoinableQueue<T>> {
+        Ok(JoinableQueue::from_id(
+            self,
+            self.create_queue("joinable_queue", None, maxsize)?,
+        ))
+    }
+
+    /// The joinable queue called `name`, created empty with `maxsize` if there is none
+    /// (get-or-create).
+    pub fn joinable_queue_named<T>(&self, name: &str, maxsize: usize) -> Result<JoinableQueue<T>> {
+        Ok(JoinableQueue::from_id(
+            self,
+            self.create_queue("joinable_queue", Some(name), maxsize)?,
+        ))
+    }
+
+    fn create_queue(&self, kind: &str, name: Option<&str>, maxsize: usize) -> Result<u64> {
+        let mut args = Args::default();
+        args.str(kind).opt_str(name).uint(maxsize as u64);
+        self.create_with(args)
+    }
+}
+
+/// Appends `block` and the timeout of a timed call.
+fn timed(a: &mut Args, wait: Duration) {
+    a.bool(true);
+    timeout(a, Some(wait));
+}
+
+/// The methods both queues share.
+macro_rules! queue_methods {
+    ($name:ident, $kind:literal) => {
+        impl<T> $name<T>
+        where
+            T: Serialize + DeserializeOwned,
+        {
+            /// Puts `item` at the back, waiting while the queue is full. Fails with `Closed`
+            /// when the queue is (or becomes, while waiting) closed.
+            pub fn put<U>(&self, item: &U) -> Result<()>
+            where
+                T: Borrow<U>,
+                U: Serialize + ?Sized,
+            {
+                self.client.run(self.put_cmd(item))
+            }
+
+            #[doc = cmd_doc!($name, "put", $kind, "put")]
+            pub fn put_cmd<U>(&self, item: &U) -> Cmd<()>
+            where
+                T: Borrow<U>,
+                U: Serialize + ?Sized,
+            {
+                Cmd::object(self.id, concat!($kind, ".put"), decoders::unit, |a| {
+                    a.value(item).map(drop)
+                })
+            }
+
+            /// Puts `item`, waiting up to `timeout` for room: `false` if there was none in
+            /// time (Python's `Full`). The timeout runs on the manager.
+            pub fn put_timeout<U>(&self, item: &U, timeout: Duration) -> Result<bool>
+            where
+                T: Borrow<U>,
+                U: Serialize + ?Sized,
+            {
+                self.client.run(self.put_timeout_cmd(item, timeout))
+            }
+
+            #[doc = cmd_doc!($name, "put_timeout", $kind, "put")]
+            pub fn put_timeout_cmd<U>(&self, item: &U, timeout: Duration) -> Cmd<bool>
+            where
+                T: Borrow<U>,
+                U: Serialize + ?Sized,
+            {
+                Cmd::object(
+                    self.id,
+                    concat!($kind, ".put"),
+                    decoders::unless_full,
+                    |a| {
+                        a.value(item)?;
+                        timed(a, timeout);
+                        Ok(())
+                    },
+                )
+            }
+
+            /// Puts `item` if there is room now: `false` if the queue is full (Python's
+            /// `put_nowait` raising `Full`). Never waits.
+            pub fn try_put<U>(&self, item: &U) -> Result<bool>
+            where
+                T: Borrow<U>,
+                U: Serialize + ?Sized,
+            {
+                self.client.run(self.try_put_cmd(item))
+            }
+
+            #[doc = cmd_doc!($name, "try_put", $kind, "put_nowait")]
+            pub fn try_put_cmd<U>(&self, item: &U) -> Cmd<bool>
+            where
+                T: Borrow<U>,
+                U: Serialize + ?Sized,
+            {
+                Cmd::object(
+                    self.id,
+                    concat!($kind, ".put_nowait"),
+                    decoders::unless_full,
+                    |a| a.value(item).map(drop),
+                )
+            }
+
+            /// Takes the item at the front, waiting while the queue is empty. Fails with
+            /// `Closed` once the queue is closed and drained.
+            pub fn get(&self) -> Result<T> {
+                self.client.run(self.get_cmd())
+            }
+
+            #[doc = cmd_doc!($name, "get", $kind, "get")]
+            pub fn get_cmd(&self) -> Cmd<T> {
+                Cmd::object(self.id, concat!($kind, ".get"), decode::value, |_| Ok(()))
+            }
+
+            /// Takes the item at the front, waiting up to `timeout` for one: `None` if none
+            /// came in time (Python's `Empty`). The timeout runs on the manager.
+            pub fn get_timeout(&self, timeout: Duration) -> Result<Option<T>> {
+                self.client.run(self.get_timeout_cmd(timeout))
+            }
+
+            #[doc = cmd_doc!($name, "get_timeout", $kind, "get")]
+            pub fn get_timeout_cmd(&self, timeout: Duration) -> Cmd<Option<T>> {
+                Cmd::object(
+                    self.id,
+                    concat!($kind, ".get"),
+                    decoders::unless_empty,
+                    move |a| {
+                        timed(a, timeout);
+                        Ok(())
+                    },
+                )
+            }
+
+            /// Takes the item at the front if there is one: `None` if the queue is empty
+            /// (Python's `get_nowait` raising `Empty`). Never waits.
+            pub fn try_get(&self) -> Result<Option<T>> {
+                self.client.run(self.try_get_cmd())
+            }
+
+            #[doc = cmd_doc!($name, "try_get", $kind, "get_nowait")]
+            pub fn try_get_cmd(&self) -> Cmd<Option<T>> {
+                Cmd::object(
+                    self.id,
+                    concat!($kind, ".get_nowait"),
+                    decoders::unless_empty,
+                    |_| Ok(()),
+                )
+            }
+
+            /// Puts every item, in order, in one round trip, waiting for room as needed;
+            /// returns how many were put (all of them). Another putter's items never
+            /// interleave with a batch that fits at once; a batch that has to wait for room goes
+            /// in as room appears, in order, ahead of later putters.
+            pub fn put_many<I>(&self, items: I) -> Result<usize>
+            where
+                I: IntoIterator,
+                I::Item: Borrow<T>,
+            {
+                self.client.run(self.put_many_cmd(items))
+            }
+
+            #[doc = cmd_doc!($name, "put_many", $kind, "put_many")]
+            pub fn put_many_cmd<I>(&self, items: I) -> Cmd<usize>
+            where
+                I: IntoIterator,
+                I::Item: Borrow<T>,
+            {
+                Cmd::object(self.id, concat!($kind, ".put_many"), decoders::count, |a| {
+                    a.seq(items.into_iter().map(By::<T, _>::new)).map(drop)
+                })
+            }
+
+            /// As [`put_many`](Self::put_many), waiting up to `timeout` in all: returns how
+            /// many items got in (the first ones, in order); the rest were not put.
+            pub fn put_many_timeout<I>(&self, items: I, timeout: Duration) -> Result<usize>
+            where
+                I: IntoIterator,
+                I::Item: Borrow<T>,
+            {
+                self.client.run(self.put_many_timeout_cmd(items, timeout))
+            }
+
+            #[doc = cmd_doc!($name, "put_many_timeout", $kind, "put_many")]
+            pub fn put_many_timeout_cmd<I>(&self, items: I, timeout: Duration) -> Cmd<usize>
+            where
+                I: IntoIterator,
+                I::Item: Borrow<T>,
+            {
+                Cmd::object(self.id, concat!($kind, ".put_many"), decoders::count, |a| {
+                    a.seq(items.into_iter().map(By::<T, _>::new))?;
+                    timed(a, timeout);
+                    Ok(())
+                })
+            }
+
+            /// Puts as many items as fit now, in order; returns how many. Never waits.
+            pub fn try_put_many<I>(&self, items: I) -> Result<usize>
+            where
+                I: IntoIterator,
+                I::Item: Borrow<T>,
+            {
+                self.client.run(self.try_put_many_cmd(items))
+            }
+
+            #[doc = cmd_doc!($name, "try_put_many", $kind, "put_many")]
+            pub fn try_put_many_cmd<I>(&self, items: I) -> Cmd<usize>
+            where
+                I: IntoIterator,
+                I::Item: Borrow<T>,
+            {
+                Cmd::object(self.id, concat!($kind, ".put_many"), decoders::count, |a| {
+                    a.seq(items.into_iter().map(By::<T, _>::new))?;
+                    a.bool(false);
+                    Ok(())
+                })
+            }
+
+            /// Takes up to `n` items from the front in one round trip, waiting while the queue
+            /// is empty: returns 1 to `n` items. Fails with `Closed` once the queue is closed
+            /// and drained, and with `ValueError` when `n` is 0.
+            pub fn get_many(&self, n: usize) -> Result<Vec<T>> {
+                self.client.run(self.get_many_cmd(n))
+            }
+
+            #[doc = cmd_doc!($name, "get_many", $kind, "get_many")]
+            pub fn get_many_cmd(&self, n: usize) -> Cmd<Vec<T>> {
+                Cmd::object(
+                    self.id,
+                    concat!($kind, ".get_many"),
+                    decode::value,
+                    move |a| {
+                        a.uint(n as u64);
+                        Ok(())
+                    },
+                )
+            }
+
+            /// As [`get_many`](Self::get_many), waiting up to `timeout` for the first item:
+            /// an empty `Vec` if none came in time.
+            pub fn get_many_timeout(&self, n: usize, timeout: Duration) -> Result<Vec<T>> {
+                self.client.run(self.get_many_timeout_cmd(n, timeout))
+            }
+
+            #[doc = cmd_doc!($name, "get_many_timeout", $kind, "get_many")]
+            pub fn get_many_timeout_cmd(&self, n: usize, timeout: Duration) -> Cmd<Vec<T>> {
+                Cmd::object(
+                    self.id,
+                    concat!($kind, ".get_many"),
+                    decoders::many_unless_empty,
+                    move |a| {
+                        a.uint(n as u64);
+                        timed(a, timeout);
+                        Ok(())
+                    },
+                )
+            }
+
+            /// Takes up to `n` items that are there now (an empty `Vec` if none). Never waits.
+            pub fn try_get_many(&self, n: usize) -> Result<Vec<T>> {
+                self.client.run(self.try_get_many_cmd(n))
+            }
+
+            #[doc = cmd_doc!($name, "try_get_many", $kind, "get_many")]
+            pub fn try_get_many_cmd(&self, n: usize) -> Cmd<Vec<T>> {
+                Cmd::object(
+                    self.id,
+                    concat!($kind, ".get_many"),
+                    decoders::many_unless_empty,
+                    move |a| {
+                        a.uint(n as u64).bool(false);
+                        Ok(())
+                    },
+                )
+            }
+
+            /// The number of items in the queue now (exact, but possibly stale as soon as it
+            /// is read).
+            pub fn qsize(&self) -> Result<usize> {
+                self.client.run(self.qsize_cmd())
+            }
+
+            #[doc = cmd_doc!($name, "qsize", $kind, "qsize")]
+            pub fn qsize_cmd(&self) -> Cmd<usize> {
+                Cmd::object(self.id, concat!($kind, ".qsize"), decoders::count, |_| {
+                    Ok(())
+                })
+            }
+
+            /// True when the queue holds no item now.
+            pub fn is_empty(&self) -> Result<bool> {
+                self.client.run(self.is_empty_cmd())
+            }
+
+            #[doc = cmd_doc!($name, "is_empty", $kind, "empty")]
+            pub fn is_empty_cmd(&self) -> Cmd<bool> {
+                Cmd::object(
+                    self.id,
+                    concat!($kind, ".empty"),
+                    decoders::flag,
+                    |_| Ok(()),
+                )
+            }
+
+            /// True when the queue is bounded and holds `maxsize` items now.
+            pub fn is_full(&self) -> Result<bool> {
+                self.client.run(self.is_full_cmd())
+            }
+
+            #[doc = cmd_doc!($name, "is_full", $kind, "full")]
+            pub fn is_full_cmd(&self) -> Cmd<bool> {
+                Cmd::object(self.id, concat!($kind, ".full"), decoders::flag, |_| Ok(()))
+            }
+
+            /// The most items the queue holds (0: unbounded).
+            pub fn maxsize(&self) -> Result<usize> {
+                self.client.run(self.maxsize_cmd())
+            }
+
+            #[doc = cmd_doc!($name, "maxsize", $kind, "maxsize")]
+            pub fn maxsize_cmd(&self) -> Cmd<usize> {
+                Cmd::object(self.id, concat!($kind, ".maxsize"), decoders::count, |_| {
+                    Ok(())
+                })
+            }
+
+            /// Closes the queue: puts fail with `Closed` from now on (waiting putters too, and
+            /// their items that did not get in are dropped); getters drain what is left, then
+            /// get `Closed`. Closing twice is harmless. There is no reopening.
+            pub fn close(&self) -> Result<()> {
+                self.client.run(self.close_cmd())
+            }
+
+            #[doc = cmd_doc!($name, "close", $kind, "close")]
+            pub fn close_cmd(&self) -> Cmd<()> {
+                Cmd::object(
+                    self.id,
+                    concat!($kind, ".close"),
+                    decoders::unit,
+                    |_| Ok(()),
+                )
+            }
+
+            /// True once the queue has been closed.
+            pub fn is_closed(&self) -> Result<bool> {
+                self.client.run(self.is_closed_cmd())
+            }
+
+            #[doc = cmd_doc!($name, "is_closed", $kind, "is_closed")]
+            pub fn is_closed_cmd(&self) -> Cmd<bool> {
+                Cmd::object(
+                    self.id,
+                    concat!($kind, ".is_closed"),
+                    decoders::flag,
+                    |_| Ok(()),
+                )
+            }
+
+            /// A blocking iterator over the items: each `next` is a [`get`](Self::get). It
+            /// ends when the queue is closed and drained. An error (a lost connection, an item
+            /// of another type) is yielded once, and then the iterator ends.
+            pub fn iter(&self) -> QueueIter<'_, T> {
+                QueueIter {
+                    client: &self.client,
+                    id: self.id,
+                    method: concat!($kind, ".get"),
+                    done: false,
+                    marker: PhantomData,
+                }
+            }
+
+            /// A blocking iterator over batches of up to `n` items: each `next` is a
+            /// [`get_many`](Self::get_many)`(n)`, so a busy queue is drained with a round trip
+            /// per batch rather than per item. Ends as [`iter`](Self::iter) does.
+            pub fn batches(&self, n: usize) -> QueueBatches<'_, T> {
+                QueueBatches {
+                    client: &self.client,
+                    id: self.id,
+                    method: concat!($kind, ".get_many"),
+                    n,
+                    done: false,
+                    marker: PhantomData,
+                }
+            }
+        }
+
+        impl<'a, T> IntoIterator for &'a $name<T>
+        where
+            T: Serialize + DeserializeOwned,
+        {
+            type Item = Result<T>;
+            type IntoIter = QueueIter<'a, T>;
+
+            fn into_iter(self) -> QueueIter<'a, T> {
+                self.iter()
+            }
+        }
+    };
+}
+
+queue_methods!(Queue, "queue");
+queue_methods!(JoinableQueue, "joinable_queue");
+
+impl<T> JoinableQueue<T> {
+    /// Marks one item taken from the queue as done. Fails with `ValueError` when called more
+    /// times than items were put, as in Python.
+    pub fn task_done(&self) -> Result<()> {
+        self.client.run(self.task_done_cmd())
+    }
+
+    /// [`JoinableQueue::task_done`] as a command (`joinable_queue.task_done`).
+    pub fn task_done_cmd(&self) -> Cmd<()> {
+        Cmd::object(self.id, "joinable_queue.task_done", decoders::unit, |_| {
+            Ok(())
+        })
+    }
+
+    /// Waits until every item ever put has been marked done with
+    /// [`task_done`](JoinableQueue::task_done) (at once if none is pending).
+    pub fn join(&self) -> Result<()> {
+        self.client.run(self.join_cmd(None)).map(drop)
+    }
+
+    /// As [`join`](JoinableQueue::join), for up to `timeout`: `true` when all work is done,
+    /// `false` when the timeout passed first.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.client.run(self.join_cmd(Some(timeout)))
+    }
+
+    /// [`JoinableQueue::join`] (`None`) or [`JoinableQueue::join_timeout`] as a command
+    /// (`joinable_queue.join`).
+    pub fn join_cmd(&self, wait: Option<Duration>) -> Cmd<bool> {
+        Cmd::object(self.id, "joinable_queue.join", decoders::flag, move |a| {
+            timeout(a, wait);
+            Ok(())
+        })
+    }
+}
+
+/// The blocking iterator of [`Queue::iter`] and [`JoinableQueue::iter`]: yields each item as
+/// [`get`](Queue::get) returns it, and ends when the queue is closed and drained.
+#[derive(Debug)]
+pub struct QueueIter<'a, T> {
+    client: &'a Client,
+    id: u64,
+    method: &'static str,
+    done: bool,
+    marker: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Iterator for QueueIter<'_, T> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        if self.done {
+            return None;
+        }
+        let cmd = Cmd::object(self.id, self.method, decode::value, |_| Ok(()));
+        end_on_closed(&mut self.done, self.client.run(cmd))
+    }
+}
+
+impl<T: DeserializeOwned> std::iter::FusedIterator for QueueIter<'_, T> {}
+
+/// The blocking iterator of [`Queue::batches`] and [`JoinableQueue::batches`]: yields batches
+/// of 1 to `n` items, and ends when the queue is closed and drained.
+#[derive(Debug)]
+pub struct QueueBatches<'a, T> {
+    client: &'a Client,
+    id: u64,
+    method: &'static str,
+    n: usize,
+    done: bool,
+    marker: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Iterator for QueueBatches<'_, T> {
+    type Item = Result<Vec<T>>;
+
+    fn next(&mut self) -> Option<Result<Vec<T>>> {
+        if self.done {
+            return None;
+        }
+        let n = self.n as u64;
+        let cmd = Cmd::object(self.id, self.method, decode::value, move |a| {
+            a.uint(n);
+            Ok(())
+        });
+        end_on_closed(&mut self.done, self.client.run(cmd))
+    }
+}
+
+impl<T: DeserializeOwned> std::iter::FusedIterator for QueueBatches<'_, T> {}
+
+/// An iterator step: `Closed` ends it quietly; another error is yielded, then it ends.
+fn end_on_closed<T>(done: &mut bool, got: Result<T>) -> Option<Result<T>> {
+    match got {
+        Ok(item) => Some(Ok(item)),
+        Err(e) => {
+            *done = true;
+            if e.is(ErrorName::Closed) {
+                None
+            } else {
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn iteration_ends_quietly_on_closed_and_once_after_an_error() {
+        let mut done = false;
+        assert_eq!(end_on_closed(&mut done, Ok(1)).unwrap().unwrap(), 1);
+        assert!(!done);
+        let closed = Err(Error::remote("Closed", "the queue is closed"));
+        assert!(end_on_closed::<i32>(&mut done, closed).is_none());
+        assert!(done);
+        let mut done = false;
+        let other = Err(Error::remote("TypeError", "nope"));
+        assert!(end_on_closed::<i32>(&mut done, other).unwrap().is_err());
+        assert!(done);
+    }
+}

@@ -1,0 +1,259 @@
+//! [`Semaphore`] and [`BoundedSemaphore`]: counted permits shared by processes.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::command::{Args, Cmd};
+use crate::error::Result;
+
+use super::lock::must_acquire;
+use super::wait::{cmd_doc, decoders, timeout, Acquired, Held};
+
+/// A semaphore shared by processes, like Python's `multiprocessing.Manager().Semaphore(value)`:
+/// a count of permits; an acquire takes one, waiting while there are none, and a release
+/// gives permits back.
+///
+/// ```no_run
+/// # let client = agora_client::Client::from_env()?;
+/// // At most 4 processes download at once.
+/// let slots = client.semaphore_named("downloads", 4)?;
+/// let _permit = slots.acquire()?;
+/// // ... download ...
+/// # Ok::<(), agora_client::Error>(())
+/// ```
+///
+/// # Guards
+/// [`acquire`](Semaphore::acquire) and its variants return a [`SemaphoreGuard`] that gives the
+/// permit back when dropped (also while unwinding from a panic). For Python-style use, where
+/// one process acquires and another releases, use [`acquire_raw`](Semaphore::acquire_raw)
+/// and [`release`](Semaphore::release).
+///
+/// # Fairness
+/// Acquirers are served in the order they arrived: a release hands the permit to the first in
+/// line, never to a newcomer. Python's `threading.Semaphore` makes no such promise.
+///
+/// # Process death
+/// The manager counts the permits each connection took and has not released. When a process
+/// dies (even by `SIGKILL`) or exits holding permits, they come back, and the next acquirer is
+/// told ([`SemaphoreGuard::owner_died`], [`Acquired::OwnerDied`]). A permit released by
+/// another process than the one that took it is counted off the taker's account first, then
+/// off any holder's, so it is never given back twice.
+pub struct Semaphore {
+    client: Client,
+    id: u64,
+    marker: PhantomData<()>,
+}
+
+super::proxy_common!(Semaphore[], "semaphore");
+
+/// A [`Semaphore`] that refuses to be released above its initial value: such a release fails
+/// with `ValueError` and changes nothing, as in Python. Everything else is as for
+/// [`Semaphore`].
+pub struct BoundedSemaphore {
+    client: Client,
+    id: u64,
+    marker: PhantomData<()>,
+}
+
+super::proxy_common!(BoundedSemaphore[], "bounded_semaphore");
+
+impl Client {
+    /// Creates a new semaphore holding `value` permits.
+    pub fn semaphore(&self, value: usize) -> Result<Semaphore> {
+        Ok(Semaphore::from_id(
+            self,
+            self.create_semaphore("semaphore", None, value)?,
+        ))
+    }
+
+    /// The semaphore called `name`, created with `value` permits if there is none
+    /// (get-or-create: an existing one keeps its count).
+    pub fn semaphore_named(&self, name: &str, value: usize) -> Result<Semaphore> {
+        Ok(Semaphore::from_id(
+            self,
+            self.create_semaphore("semaphore", Some(name), value)?,
+        ))
+    }
+
+    /// Creates a new bounded semaphore holding `value` permits, its maximum.
+    pub fn bounded_semaphore(&self, value: usize) -> Result<BoundedSemaphore> {
+        Ok(BoundedSemaphore::from_id(
+            self,
+            self.create_semaphore("bounded_semaphore", None, value)?,
+        ))
+    }
+
+    /// The bounded semaphore called `name`, created with `value` permits if there is none
+    /// (get-or-create).
+    pub fn bounded_semaphore_named(&self, name: &str, value: usize) -> Result<BoundedSemaphore> {
+        Ok(BoundedSemaphore::from_id(
+            self,
+            self.create_semaphore("bounded_semaphore", Some(name), value)?,
+        ))
+    }
+
+    fn create_semaphore(&self, kind: &str, name: Option<&str>, value: usize) -> Result<u64> {
+        let mut args = Args::default();
+        args.str(kind).opt_str(name).uint(value as u64);
+        self.create_with(args)
+    }
+}
+
+/// The methods both semaphores share.
+macro_rules! semaphore_methods {
+    ($name:ident, $kind:literal) => {
+        impl $name {
+            /// Waits for a permit (in FIFO order), takes it, and returns a guard that gives it
+            /// back when dropped.
+            pub fn acquire(&self) -> Result<SemaphoreGuard<'_>> {
+                let got = must_acquire(self.client.run(self.acquire_raw_cmd(true, None))?, $kind)?;
+                Ok(SemaphoreGuard::new(
+                    &self.client,
+                    concat!($kind, ".release"),
+                    self.id,
+                    got,
+                ))
+            }
+
+            /// Takes a permit if one is free and nobody waits; `None` otherwise. Never waits.
+            pub fn try_acquire(&self) -> Result<Option<SemaphoreGuard<'_>>> {
+                self.guard(false, None)
+            }
+
+            /// Waits up to `timeout` for a permit; `None` if none came in time. The timeout
+            /// runs on the manager.
+            pub fn acquire_timeout(&self, timeout: Duration) -> Result<Option<SemaphoreGuard<'_>>> {
+                self.guard(true, Some(timeout))
+            }
+
+            fn guard(
+                &self,
+                blocking: bool,
+                wait: Option<Duration>,
+            ) -> Result<Option<SemaphoreGuard<'_>>> {
+                Ok(
+                    match self.client.run(self.acquire_raw_cmd(blocking, wait))? {
+                        Acquired::No => None,
+                        got => Some(SemaphoreGuard::new(
+                            &self.client,
+                            concat!($kind, ".release"),
+                            self.id,
+                            got,
+                        )),
+                    },
+                )
+            }
+
+            /// Takes a permit without a guard, as Python's `acquire(blocking, timeout)`; give it
+            /// back with [`release`](Self::release). `timeout` is ignored when `blocking` is
+            /// false; `None` waits without limit.
+            pub fn acquire_raw(
+                &self,
+                blocking: bool,
+                timeout: Option<Duration>,
+            ) -> Result<Acquired> {
+                self.client.run(self.acquire_raw_cmd(blocking, timeout))
+            }
+
+            #[doc = cmd_doc!($name, "acquire_raw", $kind, "acquire")]
+            pub fn acquire_raw_cmd(&self, blocking: bool, wait: Option<Duration>) -> Cmd<Acquired> {
+                Cmd::object(
+                    self.id,
+                    concat!($kind, ".acquire"),
+                    decoders::acquired,
+                    move |a| {
+                        a.bool(blocking);
+                        timeout(a, if blocking { wait } else { None });
+                        Ok(())
+                    },
+                )
+            }
+
+            /// Gives `n` permits back (Python's `release(n)`), waking up to `n` acquirers in
+            /// line. Fails with `ValueError` when `n` is 0, and for a bounded semaphore when
+            /// the count would go above its initial value.
+            pub fn release(&self, n: usize) -> Result<()> {
+                self.client.run(self.release_cmd(n))
+            }
+
+            #[doc = cmd_doc!($name, "release", $kind, "release")]
+            pub fn release_cmd(&self, n: usize) -> Cmd<()> {
+                Cmd::object(
+                    self.id,
+                    concat!($kind, ".release"),
+                    decoders::unit,
+                    move |a| {
+                        a.uint(n as u64);
+                        Ok(())
+                    },
+                )
+            }
+
+            /// The number of free permits now.
+            pub fn get_value(&self) -> Result<usize> {
+                self.client.run(self.get_value_cmd())
+            }
+
+            #[doc = cmd_doc!($name, "get_value", $kind, "get_value")]
+            pub fn get_value_cmd(&self) -> Cmd<usize> {
+                Cmd::object(
+                    self.id,
+                    concat!($kind, ".get_value"),
+                    decoders::count,
+                    |_| Ok(()),
+                )
+            }
+        }
+    };
+}
+
+semaphore_methods!(Semaphore, "semaphore");
+semaphore_methods!(BoundedSemaphore, "bounded_semaphore");
+
+/// One permit of a [`Semaphore`] or [`BoundedSemaphore`]; given back when dropped.
+///
+/// # Drop and panics
+/// Dropping the guard releases the permit with one call, also while the thread unwinds from a
+/// panic (a failure is logged; [`release`](SemaphoreGuard::release) reports it). If the
+/// process dies or exits with the guard alive, the manager gives the permit back when the
+/// connection closes and tells the next acquirer. A guard copied into a forked child releases
+/// nothing there.
+#[derive(Debug)]
+#[must_use = "the permit is given back as soon as the guard is dropped"]
+pub struct SemaphoreGuard<'a> {
+    client: &'a Client,
+    held: Held,
+}
+
+impl<'a> SemaphoreGuard<'a> {
+    fn new(
+        client: &'a Client,
+        release: &'static str,
+        id: u64,
+        got: Acquired,
+    ) -> SemaphoreGuard<'a> {
+        SemaphoreGuard {
+            client,
+            held: Held::new(release, id, None, got),
+        }
+    }
+
+    /// True when a holder's connection closed while it held permits (its process died or
+    /// exited without releasing) before this acquire: whatever the permits protect may be
+    /// half-updated.
+    pub fn owner_died(&self) -> bool {
+        self.held.owner_died()
+    }
+
+    /// Gives the permit back now and reports the outcome.
+    pub fn release(mut self) -> Result<()> {
+        self.held.release(self.client)
+    }
+}
+
+impl Drop for SemaphoreGuard<'_> {
+    fn drop(&mut self) {
+        self.held.release_on_drop(self.client, "semaphore");
+    }
+}

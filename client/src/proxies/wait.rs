@@ -1,0 +1,322 @@
+//! What the blocking objects share: acquire results, the owner identity of a thread, timeout
+//! encoding, the guards' release bookkeeping, and the decoders that turn "nothing happened"
+//! errors into values.
+//!
+//! # Where the waiting happens
+//! Every blocking call is one request that the manager *parks* until it can complete or its
+//! timeout passes (`PROTOCOL.md`, section 4.1). The client only waits for the reply, as for
+//! any call: it never polls, and never holds a lock of its own while it waits, so the other
+//! threads of the process keep using the same connection meanwhile.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use tracing::{debug, warn};
+
+use crate::client::Client;
+use crate::command::{decode, Args, Cmd, Reply};
+use crate::error::{Error, ErrorName, Result};
+
+/// What an acquire answered (`PROTOCOL.md`, section 4.1): not acquired, acquired, or acquired
+/// from a holder that died holding it.
+///
+/// ```
+/// use agora_client::proxies::Acquired;
+/// assert!(Acquired::OwnerDied.is_acquired());
+/// assert!(!Acquired::No.is_acquired());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Acquired {
+    /// Not acquired (wire `0`): non-blocking and taken, or the timeout passed.
+    No,
+    /// Acquired (wire `1`).
+    Yes,
+    /// Acquired (wire `2`), and the previous holder's connection closed while it held the lock
+    /// or the permit: its process died or exited mid-way, so the data the lock guards may be
+    /// half-updated. Check or repair it before trusting it.
+    OwnerDied,
+}
+
+impl Acquired {
+    /// True for [`Acquired::Yes`] and [`Acquired::OwnerDied`].
+    pub fn is_acquired(self) -> bool {
+        self != Acquired::No
+    }
+
+    /// True for [`Acquired::OwnerDied`].
+    pub fn owner_died(self) -> bool {
+        self == Acquired::OwnerDied
+    }
+
+    /// The result for a wire code; another code is a protocol violation.
+    pub(crate) fn from_code(code: u64) -> Result<Acquired> {
+        match code {
+            0 => Ok(Acquired::No),
+            1 => Ok(Acquired::Yes),
+            2 => Ok(Acquired::OwnerDied),
+            other => Err(Error::Protocol(format!(
+                "an acquire answered {other}; expected 0, 1 or 2"
+            ))),
+        }
+    }
+}
+
+/// Hands out owner identities: one per thread, never reused within a process.
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's owner identity, 0 until first used.
+    static OWNER: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The calling thread's owner identity: the `owner` param of `lock`, `rlock` and `condition`
+/// calls, so that threads sharing one connection are told apart (the manager's owner is the
+/// pair (connection, owner)).
+///
+/// Ids come from a counter of this process and start at 1 (0 is what clients that send no
+/// owner get). After `fork` the child's thread keeps its parent thread's id and the counter
+/// continues from the parent's value, so an id may repeat one of the parent's, but never with
+/// the same connection: a forked child always opens its own. The pair is what the manager
+/// compares, and it is unique.
+pub(crate) fn thread_owner() -> u64 {
+    OWNER
+        .try_with(|id| {
+            if id.get() == 0 {
+                id.set(NEXT_OWNER.fetch_add(1, Ordering::Relaxed));
+            }
+            id.get()
+        })
+        // A thread being torn down (a guard dropped by a thread-local destructor): a fresh id
+        // is an owner that holds nothing, which is the truth for a thread that is ending.
+        .unwrap_or_else(|_| NEXT_OWNER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Timeouts longer than this are sent as "no limit": no program waits a century, and the
+/// manager need not represent a deadline that far away.
+pub(crate) const NO_LIMIT_BEYOND: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Appends a timeout param: seconds as a float, or nil for none (or one past
+/// [`NO_LIMIT_BEYOND`]).
+pub(crate) fn timeout(a: &mut Args, t: Option<Duration>) {
+    match t {
+        Some(t) if t <= NO_LIMIT_BEYOND => {
+            a.raw(&float(t.as_secs_f64()));
+        }
+        _ => {
+            a.raw(&[0xc0]);
+        }
+    }
+}
+
+fn float(x: f64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    agora_proto::encode::f64(&mut out, x);
+    out
+}
+
+/// A guard's claim on what it acquired: released once, by the process that acquired it.
+#[derive(Debug)]
+pub(crate) struct Held {
+    /// The wire method that releases (`lock.release`, ...).
+    release: &'static str,
+    id: u64,
+    /// The owner param of the release (`None` for semaphores, which take none).
+    owner: Option<u64>,
+    /// The process that acquired; a forked copy of the guard releases nothing.
+    pid: u32,
+    owner_died: bool,
+    armed: bool,
+}
+
+impl Held {
+    pub(crate) fn new(
+        release: &'static str,
+        id: u64,
+        owner: Option<u64>,
+        acquired: Acquired,
+    ) -> Held {
+        Held {
+            release,
+            id,
+            owner,
+            pid: std::process::id(),
+            owner_died: acquired.owner_died(),
+            armed: true,
+        }
+    }
+
+    pub(crate) fn owner_died(&self) -> bool {
+        self.owner_died
+    }
+
+    /// True in the process that acquired.
+    pub(crate) fn is_ours(&self) -> bool {
+        self.pid == std::process::id()
+    }
+
+    /// The release command.
+    fn release_cmd(&self) -> Cmd<()> {
+        let owner = self.owner;
+        Cmd::object(self.id, self.release, decode::unit, move |a| {
+            if let Some(owner) = owner {
+                a.uint(owner);
+            }
+            Ok(())
+        })
+    }
+
+    /// Releases now (an explicit `unlock`), reporting the error.
+    pub(crate) fn release(&mut self, client: &Client) -> Result<()> {
+        if !std::mem::replace(&mut self.armed, false) {
+            return Ok(());
+        }
+        if !self.is_ours() {
+            return Err(Error::Usage(format!(
+                "a guard of object {} was released in a forked child; it belongs to the \
+                 process that acquired it, which still holds it",
+                self.id
+            )));
+        }
+        client.run(self.release_cmd())
+    }
+
+    /// Releases from a guard's `Drop`: errors are logged, never raised (also while unwinding
+    /// from a panic, when raising would abort).
+    pub(crate) fn release_on_drop(&mut self, client: &Client, what: &str) {
+        if !self.armed {
+            return;
+        }
+        if !self.is_ours() {
+            self.armed = false;
+            debug!(
+                object = self.id,
+                what, "a guard copied into a forked child releases nothing"
+            );
+            return;
+        }
+        match self.release(client) {
+            Ok(()) => {}
+            // The session is gone: the manager released what it held when it saw it end.
+            Err(e) if e.is_disconnected() => {
+                debug!(object = self.id, what, error = %e, "release skipped: connection closed")
+            }
+            Err(e) => warn!(object = self.id, what, error = %e, "releasing a guard failed"),
+        }
+    }
+}
+
+/// The doc line of a `*_cmd` twin that a macro generates for several proxy types:
+/// "[`Type::method`] as a command (`kind.wire`)", plus an optional remark.
+macro_rules! cmd_doc {
+    ($ty:ident, $method:literal, $kind:literal, $wire:literal $(, $extra:literal)?) => {
+        concat!(
+            "[`", stringify!($ty), "::", $method, "`] as a command (`", $kind, ".", $wire, "`)",
+            $($extra,)? "."
+        )
+    };
+}
+
+pub(crate) use cmd_doc;
+
+/// Decoders for the blocking methods.
+pub(crate) mod decoders {
+    use super::*;
+
+    /// An acquire code.
+    pub(crate) fn acquired(r: Reply) -> Result<Acquired> {
+        Acquired::from_code(decode::value::<u64>(r)?)
+    }
+
+    /// `Empty` means nothing came: `None`.
+    pub(crate) fn unless_empty<T: DeserializeOwned>(r: Reply) -> Result<Option<T>> {
+        match r {
+            Err(e) if e.is(ErrorName::Empty) => Ok(None),
+            r => decode::value(r).map(Some),
+        }
+    }
+
+    /// `Empty` means nothing came: no items.
+    pub(crate) fn many_unless_empty<T: DeserializeOwned>(r: Reply) -> Result<Vec<T>> {
+        match r {
+            Err(e) if e.is(ErrorName::Empty) => Ok(Vec::new()),
+            r => decode::value(r),
+        }
+    }
+
+    /// Success is `true`; `Full` is `false`.
+    pub(crate) fn unless_full(r: Reply) -> Result<bool> {
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if e.is(ErrorName::Full) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A `bool` result.
+    pub(crate) fn flag(r: Reply) -> Result<bool> {
+        decode::value(r)
+    }
+
+    /// A count.
+    pub(crate) fn count(r: Reply) -> Result<usize> {
+        decode::value(r)
+    }
+
+    /// No result.
+    pub(crate) fn unit(r: Reply) -> Result<()> {
+        decode::unit(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acquire_codes() {
+        assert_eq!(Acquired::from_code(0).unwrap(), Acquired::No);
+        assert_eq!(Acquired::from_code(1).unwrap(), Acquired::Yes);
+        assert!(Acquired::from_code(2).unwrap().owner_died());
+        assert!(matches!(Acquired::from_code(3), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn owners_differ_between_threads_and_stay_put_within_one() {
+        let here = thread_owner();
+        assert_ne!(here, 0);
+        assert_eq!(thread_owner(), here);
+        let there = std::thread::spawn(thread_owner).join().unwrap();
+        assert_ne!(there, here);
+    }
+
+    #[test]
+    fn timeouts_are_float_seconds_or_nil() {
+        let mut a = Args::default();
+        timeout(&mut a, Some(Duration::from_millis(250)));
+        timeout(&mut a, None);
+        timeout(&mut a, Some(Duration::MAX));
+        let mut expected = vec![0xcb];
+        expected.extend_from_slice(&0.25f64.to_be_bytes());
+        expected.extend_from_slice(&[0xc0, 0xc0]);
+        assert_eq!(a.bytes(), expected);
+        assert_eq!(a.count(), 3);
+    }
+
+    #[test]
+    fn nothing_happened_errors_become_values() {
+        let empty = || Err(Error::remote("Empty", "the queue is empty"));
+        let full = || Err(Error::remote("Full", "the queue is full"));
+        assert_eq!(decoders::unless_empty::<i64>(empty()).unwrap(), None);
+        assert!(decoders::many_unless_empty::<i64>(empty())
+            .unwrap()
+            .is_empty());
+        assert!(!decoders::unless_full(full()).unwrap());
+        assert!(decoders::unless_empty::<i64>(full()).is_err());
+        let closed = Err(Error::remote("Closed", "the queue is closed"));
+        assert!(decoders::unless_full(closed)
+            .unwrap_err()
+            .is(ErrorName::Closed));
+    }
+}
