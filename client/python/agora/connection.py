@@ -245,6 +245,8 @@ class Client:
         self._local = threading.local()
         self._connections: "weakref.WeakSet[Connection]" = weakref.WeakSet()
         self._guard = threading.Lock()
+        #: The agora.Manager that started this manager, kept alive while this client is.
+        self._owner: Optional[Any] = None
 
     def connection(self) -> Connection:
         """This thread's connection, opened on first use."""
@@ -305,14 +307,18 @@ class Client:
                     f"manager at {self.address}"
                 )
             return msgpack.ExtType(REFERENCE_EXT, msgpack.packb([kind, ident]))
+        if isinstance(obj, int):
+            raise OverflowError(
+                f"int out of range: agora stores integers from -2**63 to 2**64 - 1, not {obj}"
+            )
         if isinstance(obj, (set, frozenset)):
             raise TypeError(
                 f"agora cannot store a {type(obj).__name__}: values are MessagePack values "
-                "(convert it to a list or tuple)"
+                "(store it as a list or tuple)"
             )
         raise TypeError(
-            f"agora cannot store a {type(obj).__name__}: values are None, bool, int, float, "
-            "str, bytes, list, tuple, dict, or a proxy of the same manager"
+            f"agora cannot store a value of type {type(obj).__name__!r}: values are None, bool, "
+            "int, float, str, bytes, list, tuple, dict, or a proxy of the same manager"
         )
 
     def _decode_ext(self, code: int, data: bytes) -> Any:

@@ -215,7 +215,7 @@ class Manager:
         self._client = client_for(address, authkey)
         # Proxies reach the manager through the process-wide client, which keeps this object
         # alive: the manager runs until shutdown() or exit, however proxies are passed around.
-        self._client._owner = self  # type: ignore[attr-defined]
+        self._client._owner = self
         # Run by multiprocessing's exit handler (priority 0: before it joins child processes,
         # as Python's manager does), or by shutdown().
         self._finalizer = mp_util.Finalize(
@@ -255,8 +255,8 @@ class Manager:
             except ConnectionError:
                 pass
         client.close_all()
-        if getattr(client, "_owner", None) is self:
-            del client._owner  # type: ignore[attr-defined]
+        if client._owner is self:
+            client._owner = None
 
     def __enter__(self) -> "Manager":
         return self
@@ -301,7 +301,7 @@ class Manager:
 
     def objects(self) -> List[Tuple[int, Optional[str], str]]:
         """Every object of the manager, as ``(id, name or None, kind)``, by id."""
-        return [tuple(entry) for entry in self._client.call("objects")]  # type: ignore[misc]
+        return [tuple(entry) for entry in self._client.call("objects")]
 
     def ping(self) -> bool:
         """True when the manager answers."""

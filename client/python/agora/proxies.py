@@ -65,6 +65,8 @@ class BaseProxy:
     """
 
     __slots__ = ("_client", "_id", "__weakref__")
+    _client: Client
+    _id: int
 
     #: The object's kind in the protocol (``"dict"``, ``"joinable_queue"``, ...).
     _kind: ClassVar[str] = ""
@@ -430,6 +432,7 @@ class ArrayProxy(BaseProxy):
     """
 
     __slots__ = ("_typecode",)
+    _typecode: Optional[str]
     _kind = "array"
 
     def __init__(self, client: Client, ident: int, typecode: Optional[str] = None) -> None:
@@ -445,9 +448,11 @@ class ArrayProxy(BaseProxy):
     @property
     def typecode(self) -> str:
         """The array's typecode (``'i'``, ``'d'``, ...)."""
-        if self._typecode is None:
-            object.__setattr__(self, "_typecode", self._call("array.typecode"))
-        return self._typecode  # type: ignore[return-value]
+        typecode = self._typecode
+        if typecode is None:
+            typecode = self._call("array.typecode")
+            object.__setattr__(self, "_typecode", typecode)
+        return typecode
 
     def __len__(self) -> int:
         return self._call("array.len")

@@ -1,0 +1,142 @@
+"""agora: Python's ``multiprocessing.Manager`` objects, served by the Rust ``agora-manager``.
+
+Quick start::
+
+    import agora
+
+    with agora.Manager() as manager:          # starts agora-manager as a child process
+        scores = manager.dict(name="scores")  # named: other programs can look it up
+        lock = manager.Lock()
+        with lock:
+            scores["alice"] = scores.get("alice", 0) + 1
+
+The proxies have the surface of ``multiprocessing.managers``' proxies. The module also offers
+drop-ins for ``multiprocessing``'s top-level objects (``Lock``, ``Queue``, ``Value``, ...) on a
+default manager, and re-exports ``Process`` and friends, so that ``from agora import Process,
+Lock`` is the only change a ``multiprocessing`` program needs. See ``README.md`` for the
+differences from ``multiprocessing``.
+"""
+
+from multiprocessing import (
+    BufferTooShort,
+    Pipe,
+    Pool,
+    Process,
+    ProcessError,
+    active_children,
+    cpu_count,
+    current_process,
+    freeze_support,
+    get_start_method,
+    parent_process,
+    set_start_method,
+)
+
+from .connection import Client, Connection, client_for
+from .context import (
+    Array,
+    Barrier,
+    BoundedSemaphore,
+    Condition,
+    Event,
+    JoinableQueue,
+    Lock,
+    Queue,
+    RLock,
+    Semaphore,
+    SimpleQueue,
+    Value,
+    default_manager,
+)
+from .errors import (
+    AgoraError,
+    ArgumentCountError,
+    AuthenticationError,
+    Closed,
+    ConnectionLost,
+    LimitError,
+    ProtocolError,
+    ShutdownError,
+    UnknownMethodError,
+    UnknownObjectError,
+)
+from .manager import Manager, connect
+from .proxies import ArrayProxy, BaseProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy
+from .queues import JoinableQueueProxy, QueueProxy
+from .synchronize import (
+    AcquirerProxy,
+    BarrierProxy,
+    BoundedSemaphoreProxy,
+    ConditionProxy,
+    EventProxy,
+    LockProxy,
+    RLockProxy,
+    SemaphoreProxy,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # managers
+    "Manager",
+    "connect",
+    "default_manager",
+    # multiprocessing drop-ins
+    "Array",
+    "Barrier",
+    "BoundedSemaphore",
+    "Condition",
+    "Event",
+    "JoinableQueue",
+    "Lock",
+    "Queue",
+    "RLock",
+    "Semaphore",
+    "SimpleQueue",
+    "Value",
+    # re-exported from multiprocessing
+    "BufferTooShort",
+    "Pipe",
+    "Pool",
+    "Process",
+    "ProcessError",
+    "active_children",
+    "cpu_count",
+    "current_process",
+    "freeze_support",
+    "get_start_method",
+    "parent_process",
+    "set_start_method",
+    # proxies
+    "AcquirerProxy",
+    "ArrayProxy",
+    "BarrierProxy",
+    "BaseProxy",
+    "BoundedSemaphoreProxy",
+    "ConditionProxy",
+    "DictProxy",
+    "EventProxy",
+    "JoinableQueueProxy",
+    "ListProxy",
+    "LockProxy",
+    "NamespaceProxy",
+    "QueueProxy",
+    "RLockProxy",
+    "SemaphoreProxy",
+    "ValueProxy",
+    # errors
+    "AgoraError",
+    "ArgumentCountError",
+    "AuthenticationError",
+    "Closed",
+    "ConnectionLost",
+    "LimitError",
+    "ProtocolError",
+    "ShutdownError",
+    "UnknownMethodError",
+    "UnknownObjectError",
+    # low level
+    "Client",
+    "Connection",
+    "client_for",
+]
