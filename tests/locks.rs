@@ -1,0 +1,513 @@
+//! Locks, reentrant locks and semaphores between real processes and threads: mutual exclusion
+//! checked two independent ways, FIFO hand-off, guards on panic and exit, holders killed with
+//! SIGKILL (the manager releases, the next holder is told), and a forked idle child that must
+//! not delay that release.
+
+mod common;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use agora::{Acquired, ErrorName, Manager, Process, Value};
+use common::{
+    adopt_orphans, join_ok, kill, kill_pid, mono_ns, running, serial, wait_count, wait_until, Rng,
+};
+
+type BoxError = Box<dyn std::error::Error>;
+
+#[test]
+fn lock_basics() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let lock = manager.lock().unwrap();
+    assert!(!lock.locked().unwrap());
+    let g = lock.try_acquire().unwrap().expect("a free lock");
+    assert!(!g.owner_died());
+    assert!(lock.locked().unwrap());
+    assert!(lock.try_acquire().unwrap().is_none(), "not reentrant");
+    drop(g);
+    assert!(!lock.locked().unwrap());
+    assert!(lock.release().unwrap_err().is(ErrorName::RuntimeError));
+    lock.acquire().unwrap().unlock().unwrap();
+    assert!(!lock.locked().unwrap());
+
+    // Python-style: acquired by one thread, released by another.
+    assert_eq!(lock.acquire_raw(false, None).unwrap(), Acquired::Yes);
+    assert_eq!(lock.acquire_raw(false, None).unwrap(), Acquired::No);
+    let other = lock.clone();
+    std::thread::spawn(move || other.release())
+        .join()
+        .unwrap()
+        .unwrap();
+    assert!(!lock.locked().unwrap());
+    // A plain lock's guard may be dropped by another thread.
+    let g = lock.acquire().unwrap();
+    std::thread::scope(|s| {
+        s.spawn(move || drop(g));
+    });
+    assert!(!lock.locked().unwrap());
+
+    // Named locks are get-or-create; the kind is checked.
+    assert_eq!(
+        manager.lock_named("l").unwrap(),
+        manager.lock_named("l").unwrap()
+    );
+    assert!(manager
+        .rlock_named("l")
+        .unwrap_err()
+        .is(ErrorName::TypeError));
+}
+
+/// An rlock belongs to one thread even when threads share one connection: the owner id tells
+/// them apart.
+#[test]
+fn rlock_is_reentrant_for_its_thread_only() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let r = manager.rlock().unwrap();
+    let g1 = r.acquire().unwrap();
+    let g2 = r.acquire().unwrap();
+    let g3 = r.try_acquire().unwrap().expect("reentrant");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert!(r.try_acquire().unwrap().is_none());
+            let err = r.release().unwrap_err();
+            assert!(err.is(ErrorName::RuntimeError), "{err}");
+            assert!(r
+                .acquire_timeout(Duration::from_millis(30))
+                .unwrap()
+                .is_none());
+        });
+    });
+    // Guards release one level each, in any order.
+    drop(g2);
+    drop(g1);
+    assert!(r.locked().unwrap());
+    g3.unlock().unwrap();
+    assert!(!r.locked().unwrap());
+    assert!(r.release().unwrap_err().is(ErrorName::RuntimeError));
+    // Now the other thread can take it.
+    std::thread::scope(|s| {
+        s.spawn(|| assert!(r.try_acquire().unwrap().is_some()));
+    });
+}
+
+/// A guard dropped while unwinding from a panic releases; a process that exits without
+/// running destructors counts as dying holding the lock, and the next holder is told.
+#[test]
+fn guards_on_panic_and_on_exit() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let lock = manager.lock().unwrap();
+    let sem = manager.semaphore(1).unwrap();
+    let unwound = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let _g = lock.acquire().unwrap();
+        let _p = sem.acquire().unwrap();
+        panic!("a panic inside the critical section (expected by the test)");
+    }));
+    assert!(unwound.is_err());
+    assert!(
+        !lock.locked().unwrap(),
+        "the guard released while unwinding"
+    );
+    assert_eq!(sem.get_value().unwrap(), 1);
+
+    // A worker whose closure panics: its guard is dropped on the way out.
+    let l = lock.clone();
+    let mut panicking = Process::spawn(move || {
+        let _g = l.acquire().unwrap();
+        panic!("a worker panics holding the lock (expected by the test)");
+    })
+    .unwrap();
+    assert!(!panicking.join().unwrap().success());
+    let g = lock.acquire().unwrap();
+    assert!(!g.owner_died(), "released by the guard, not by the manager");
+    drop(g);
+
+    // A worker that exits without running destructors: the manager releases.
+    let (l, s) = (lock.clone(), sem.clone());
+    let mut exiting = Process::spawn(move || {
+        let g = l.acquire().unwrap();
+        let p = s.acquire().unwrap();
+        std::mem::forget((g, p));
+        std::process::exit(0);
+    })
+    .unwrap();
+    join_ok(&mut exiting, "the exiting worker");
+    let g = lock
+        .acquire_timeout(Duration::from_secs(10))
+        .unwrap()
+        .expect("released by the manager");
+    assert!(g.owner_died());
+    let p = sem
+        .acquire_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert!(p.owner_died());
+}
+
+/// What a critical section records: when it ran, on the system-wide monotonic clock.
+type Interval = (u64, u64);
+
+/// The critical section: a plain read-modify-write of a shared counter (wrong without the
+/// lock), checked independently by an atomic count of holders inside, which must be 0 on entry.
+fn critical(counter: &Value<i64>, inside: &Value<i64>, rng: &mut Rng) -> agora::Result<Interval> {
+    let start = mono_ns();
+    let before = inside.fetch_add(1)?;
+    assert_eq!(before, 0, "two holders inside the critical section at once");
+    let n = counter.get()?;
+    if rng.below(8) == 0 {
+        std::thread::sleep(Duration::from_micros(rng.below(300)));
+    }
+    counter.set(&(n + 1))?;
+    let after = inside.fetch_add(-1)?;
+    assert_eq!(after, 1, "another holder entered meanwhile");
+    Ok((start, mono_ns()))
+}
+
+/// Checks the recorded sections never overlap.
+fn assert_disjoint(mut intervals: Vec<Interval>) {
+    intervals.sort_unstable();
+    for w in intervals.windows(2) {
+        assert!(
+            w[1].0 >= w[0].1,
+            "critical sections overlap: {:?} and {:?}",
+            w[0],
+            w[1]
+        );
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Guarded {
+    Lock,
+    RLock,
+    Semaphore,
+}
+
+const WORKERS: u64 = 6;
+const ROUNDS: u64 = 80;
+
+/// Many processes increment a plain counter under one lock: the total is exact, the atomic
+/// count of holders never exceeds 1, and the recorded sections never overlap.
+fn mutual_exclusion_across_processes(kind: Guarded) {
+    let manager = Manager::spawn().expect("spawn the manager");
+    let lock = manager.lock().unwrap();
+    let rlock = manager.rlock().unwrap();
+    let sem = manager.bounded_semaphore(1).unwrap();
+    let counter = manager.value(&0i64).unwrap();
+    let inside = manager.value(&0i64).unwrap();
+    let log = manager.list::<Interval>().unwrap();
+    let workers: Vec<Process> = (0..WORKERS)
+        .map(|w| {
+            let (lock, rlock, sem) = (lock.clone(), rlock.clone(), sem.clone());
+            let (counter, inside, log) = (counter.clone(), inside.clone(), log.clone());
+            Process::spawn_fallible(move || -> agora::Result<()> {
+                let mut rng = Rng(0xab ^ (w + 1));
+                let mut mine = Vec::new();
+                for _ in 0..ROUNDS {
+                    let section = match kind {
+                        Guarded::Lock => {
+                            let _g = lock.acquire()?;
+                            critical(&counter, &inside, &mut rng)?
+                        }
+                        Guarded::RLock => {
+                            let _outer = rlock.acquire()?;
+                            let _inner = rlock.acquire()?;
+                            critical(&counter, &inside, &mut rng)?
+                        }
+                        Guarded::Semaphore => {
+                            let _permit = sem.acquire()?;
+                            critical(&counter, &inside, &mut rng)?
+                        }
+                    };
+                    mine.push(section);
+                }
+                log.extend(&mine)
+            })
+            .expect("fork a worker")
+        })
+        .collect();
+    for mut w in workers {
+        join_ok(&mut w, &format!("a {kind:?} worker"));
+    }
+    assert_eq!(
+        counter.get().unwrap(),
+        (WORKERS * ROUNDS) as i64,
+        "lost update"
+    );
+    let intervals = log.copy().unwrap();
+    assert_eq!(intervals.len() as u64, WORKERS * ROUNDS);
+    assert_disjoint(intervals);
+}
+
+#[test]
+fn lock_excludes_across_processes() {
+    let _serial = serial();
+    mutual_exclusion_across_processes(Guarded::Lock);
+}
+
+#[test]
+fn rlock_excludes_across_processes() {
+    let _serial = serial();
+    mutual_exclusion_across_processes(Guarded::RLock);
+}
+
+#[test]
+fn semaphore_of_one_excludes_across_processes() {
+    let _serial = serial();
+    mutual_exclusion_across_processes(Guarded::Semaphore);
+}
+
+/// Threads of one process share one connection; the lock still excludes them (for the rlock
+/// this rests on the per-thread owner id), checked by a local atomic as well.
+#[test]
+fn locks_exclude_threads_sharing_one_connection() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let lock = manager.lock().unwrap();
+    let rlock = manager.rlock().unwrap();
+    for kind in [Guarded::Lock, Guarded::RLock] {
+        let counter = manager.value(&0i64).unwrap();
+        let inside = manager.value(&0i64).unwrap();
+        let local = AtomicUsize::new(0);
+        let intervals: Vec<Interval> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let (lock, rlock, counter, inside, local) =
+                        (&lock, &rlock, &counter, &inside, &local);
+                    s.spawn(move || {
+                        let mut rng = Rng(0xcd ^ (t + 1));
+                        let mut mine = Vec::new();
+                        for _ in 0..60 {
+                            let _l;
+                            let _r;
+                            match kind {
+                                Guarded::Lock => _l = Some(lock.acquire().unwrap()),
+                                _ => _r = Some(rlock.acquire().unwrap()),
+                            }
+                            assert_eq!(local.fetch_add(1, Ordering::SeqCst), 0, "{kind:?}");
+                            mine.push(critical(counter, inside, &mut rng).unwrap());
+                            local.fetch_sub(1, Ordering::SeqCst);
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        assert_eq!(counter.get().unwrap(), 240, "{kind:?}: lost update");
+        assert_disjoint(intervals);
+    }
+}
+
+/// Acquirers parked on a lock and on a semaphore are served in the order they arrived; the
+/// lock or permit goes straight to the first in line, so nobody else can take it meanwhile.
+#[test]
+fn waiting_acquirers_are_served_in_arrival_order() {
+    let _serial = serial();
+    const N: u64 = 5;
+    let manager = Manager::spawn().expect("spawn the manager");
+    let lock = manager.lock().unwrap();
+    let sem = manager.semaphore(0).unwrap();
+    for use_lock in [true, false] {
+        let order = manager.list::<u64>().unwrap();
+        let parked = manager.value(&0u64).unwrap();
+        let go = manager.event().unwrap();
+        let held = if use_lock {
+            Some(lock.acquire().unwrap())
+        } else {
+            None
+        };
+        let mut waiters = Vec::new();
+        for i in 0..N {
+            let (lock, sem, order, tally, go) = (
+                lock.clone(),
+                sem.clone(),
+                order.clone(),
+                parked.clone(),
+                go.clone(),
+            );
+            waiters.push(
+                Process::spawn_fallible(move || -> agora::Result<()> {
+                    let mut p = lock.client().pipeline();
+                    let got = if use_lock {
+                        p.add(lock.acquire_raw_cmd(true, None))
+                    } else {
+                        p.add(sem.acquire_raw_cmd(true, None))
+                    };
+                    p.add(tally.fetch_add_cmd(1));
+                    assert!(p.execute()?.get(got)?.is_acquired());
+                    order.append(&i)?;
+                    go.wait()?;
+                    if use_lock {
+                        lock.release()
+                    } else {
+                        sem.release(1)
+                    }
+                })
+                .unwrap(),
+            );
+            wait_count(&parked, i + 1);
+        }
+        match held {
+            Some(held) => drop(held),
+            None => sem.release(1).unwrap(),
+        }
+        assert!(wait_until(Duration::from_secs(20), || order.len().unwrap() == 1));
+        // The first in line holds it; the others still wait; a newcomer cannot take it.
+        if use_lock {
+            assert!(lock.try_acquire().unwrap().is_none());
+        } else {
+            assert_eq!(sem.get_value().unwrap(), 0);
+            assert!(sem.try_acquire().unwrap().is_none());
+        }
+        go.set().unwrap();
+        for w in &mut waiters {
+            join_ok(w, "a waiter");
+        }
+        assert_eq!(order.copy().unwrap(), (0..N).collect::<Vec<_>>());
+    }
+}
+
+/// SIGKILL a process holding a lock, an rlock three levels deep and two semaphore permits: a
+/// process already waiting for the lock gets it and is told; the rlock and the permits come
+/// back and their next acquirers are told; the notice is given once.
+#[test]
+fn a_killed_holder_releases_everything_and_the_next_is_told() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let lock = manager.lock().unwrap();
+    let rlock = manager.rlock().unwrap();
+    let sem = manager.semaphore(3).unwrap();
+    let holding = manager.event().unwrap();
+    let (l, r, s, h) = (lock.clone(), rlock.clone(), sem.clone(), holding.clone());
+    let mut holder = Process::spawn_fallible(move || -> agora::Result<()> {
+        let _g = l.acquire()?;
+        let _r = (r.acquire()?, r.acquire()?, r.acquire()?);
+        let _p = (s.acquire()?, s.acquire()?);
+        h.set()?;
+        std::thread::sleep(Duration::from_secs(60));
+        Ok(())
+    })
+    .unwrap();
+    assert!(holding.wait_timeout(Duration::from_secs(20)).unwrap());
+    assert_eq!(sem.get_value().unwrap(), 1);
+
+    let parked = manager.value(&0u64).unwrap();
+    let told = manager.dict::<String, bool>().unwrap();
+    let (l, tally, t) = (lock.clone(), parked.clone(), told.clone());
+    let mut waiter = Process::spawn_fallible(move || -> agora::Result<()> {
+        let mut p = l.client().pipeline();
+        let got = p.add(l.acquire_raw_cmd(true, None));
+        p.add(tally.fetch_add_cmd(1));
+        let got = p.execute()?.get(got)?;
+        t.set("lock", &got.owner_died())?;
+        l.release()
+    })
+    .unwrap();
+    wait_count(&parked, 1);
+    kill(&mut holder);
+    join_ok(&mut waiter, "the process waiting for the lock");
+    assert_eq!(told.get("lock").unwrap(), Some(true), "the waiter was told");
+    let g = lock.acquire().unwrap();
+    assert!(!g.owner_died(), "the notice is given once");
+    drop(g);
+
+    let g = rlock
+        .try_acquire()
+        .unwrap()
+        .expect("released at every level");
+    assert!(g.owner_died());
+    drop(g);
+    assert!(!rlock.acquire().unwrap().owner_died());
+
+    assert_eq!(sem.get_value().unwrap(), 3, "the permits came back");
+    let p1 = sem.acquire().unwrap();
+    let p2 = sem.acquire().unwrap();
+    assert!(p1.owner_died() && !p2.owner_died());
+}
+
+/// SIGKILL a process parked in `acquire`: it leaves the line, and the lock goes to the next
+/// waiter when released.
+#[test]
+fn a_waiter_killed_while_parked_leaves_the_line() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let lock = manager.lock().unwrap();
+    let sem = manager.semaphore(0).unwrap();
+    let parked = manager.value(&0u64).unwrap();
+    let got = manager.dict::<String, bool>().unwrap();
+    let held = lock.acquire().unwrap();
+    let (l, s, tally) = (lock.clone(), sem.clone(), parked.clone());
+    let mut victim = Process::spawn(move || {
+        let mut p = l.client().pipeline();
+        p.add(l.acquire_raw_cmd(true, None));
+        p.add(s.acquire_raw_cmd(true, None));
+        p.add(tally.fetch_add_cmd(1));
+        let _ = p.execute();
+        std::process::exit(3);
+    })
+    .unwrap();
+    wait_count(&parked, 1);
+    let (l, s, tally, g) = (lock.clone(), sem.clone(), parked.clone(), got.clone());
+    let mut next = Process::spawn_fallible(move || -> agora::Result<()> {
+        let mut p = l.client().pipeline();
+        let lock_got = p.add(l.acquire_raw_cmd(true, None));
+        let sem_got = p.add(s.acquire_raw_cmd(true, None));
+        p.add(tally.fetch_add_cmd(1));
+        let replies = p.execute()?;
+        g.set("lock", &replies.get(lock_got)?.is_acquired())?;
+        g.set("permit", &replies.get(sem_got)?.is_acquired())?;
+        Ok(())
+    })
+    .unwrap();
+    wait_count(&parked, 2);
+    kill(&mut victim);
+    drop(held);
+    sem.release(1).unwrap();
+    join_ok(&mut next, "the waiter behind the killed one");
+    assert_eq!(got.get("lock").unwrap(), Some(true));
+    assert_eq!(got.get("permit").unwrap(), Some(true));
+}
+
+/// A holder forks an idle child (which never touches the client) and is then SIGKILLed. The
+/// child's inherited copy of the holder's socket must not keep the session alive: another
+/// process acquires the lock, and is told, while the idle child still runs.
+#[test]
+fn an_idle_forked_child_does_not_delay_owner_death() {
+    let _serial = serial();
+    adopt_orphans();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let lock = manager.lock().unwrap();
+    let ready = manager.event().unwrap();
+    let idle_pid = manager.value(&0u64).unwrap();
+    let (l, r, p) = (lock.clone(), ready.clone(), idle_pid.clone());
+    let mut holder = Process::spawn_fallible(move || -> Result<(), BoxError> {
+        let _g = l.acquire()?;
+        let idle = Process::spawn(|| std::thread::sleep(Duration::from_secs(30)))?;
+        p.set(&u64::from(idle.pid()))?;
+        std::mem::forget(idle);
+        r.set()?;
+        std::thread::sleep(Duration::from_secs(60));
+        Ok(())
+    })
+    .unwrap();
+    assert!(ready.wait_timeout(Duration::from_secs(20)).unwrap());
+    let idle = idle_pid.get().unwrap() as u32;
+    kill(&mut holder);
+    assert!(running(idle), "the idle child runs");
+    let g = lock.acquire_timeout(Duration::from_secs(5)).unwrap();
+    let alive = running(idle);
+    kill_pid(idle);
+    let g = g.expect("the dead holder's lock was not released while its idle child lived");
+    assert!(g.owner_died());
+    assert!(
+        alive,
+        "the idle child was still running when the lock came back"
+    );
+}
