@@ -1,0 +1,493 @@
+"""What agora does beyond (or differently from) ``multiprocessing.managers``: names, pickling,
+connections per thread and after fork, holders that die, values, errors, the manager's life,
+and the ``multiprocessing`` drop-ins."""
+
+from __future__ import annotations
+
+import array
+import ctypes
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import unittest
+from multiprocessing.managers import RemoteError
+from typing import Any
+
+import msgpack
+
+import agora
+from agora.connection import Client, Connection
+
+from _support import WAIT, manager_binary, run_threads, subprocess_env
+
+manager: Any = None
+
+
+def setUpModule() -> None:
+    global manager
+    manager_binary()
+    manager = agora.Manager()
+
+
+def tearDownModule() -> None:
+    manager.shutdown()
+
+
+# --- child process bodies (top level for spawn) -------------------------------------------------
+
+
+def _hold_forever(lock: Any, held: Any) -> None:
+    lock.acquire()
+    held.set()
+    time.sleep(WAIT * 2)
+
+
+def _hold_permit_forever(sem: Any, held: Any) -> None:
+    sem.acquire()
+    held.set()
+    time.sleep(WAIT * 2)
+
+
+def _get_forever(q: Any, waiting: Any) -> None:
+    waiting.set()
+    q.get()
+
+
+def _fetch_add_many(v: Any, n: int) -> None:
+    for _ in range(n):
+        v.fetch_add(1)
+
+
+def _try_rlock(lock: Any, out: Any) -> None:
+    out.append(lock.acquire(False))
+
+
+def _use_named(address: str, authkey: bytes) -> None:
+    m = agora.connect(address, authkey)
+    m.dict(name="shared")["from child"] = os.getpid()
+
+
+class NamedObjects(unittest.TestCase):
+    def test_get_or_create(self) -> None:
+        a = manager.dict(name="named-dict")
+        a["x"] = 1
+        b = manager.dict({"ignored": True}, name="named-dict")
+        self.assertEqual(a._id, b._id)
+        self.assertEqual(b.copy(), {"x": 1})
+
+    def test_lookup_and_delete(self) -> None:
+        q = manager.Queue(name="named-queue")
+        found = manager.lookup("named-queue")
+        self.assertIsInstance(found, agora.QueueProxy)
+        self.assertEqual(found._id, q._id)
+        self.assertIn((q._id, "named-queue", "queue"), manager.objects())
+        manager.delete("named-queue")
+        with self.assertRaises(KeyError):
+            manager.lookup("named-queue")
+        with self.assertRaises(agora.UnknownObjectError) as caught:
+            q.put(1)
+        self.assertIsInstance(caught.exception, RemoteError)
+
+    def test_delete_by_proxy(self) -> None:
+        lst = manager.list([1])
+        manager.delete(lst)
+        with self.assertRaises(agora.UnknownObjectError):
+            len(lst)
+
+    def test_kind_mismatch(self) -> None:
+        manager.Lock(name="named-lock")
+        with self.assertRaises(TypeError):
+            manager.dict(name="named-lock")
+
+    def test_unrelated_process_shares_by_name(self) -> None:
+        shared = manager.dict(name="by-name")
+        code = (
+            "import agora, os, sys\n"
+            "m = agora.connect(sys.argv[1], sys.argv[2])\n"
+            "d = m.dict(name='by-name')\n"
+            "d['pid'] = os.getpid()\n"
+            "print(m.lookup('by-name')['pid'])\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code, manager.address, manager.authkey.hex()],
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(int(out.stdout), shared["pid"])
+
+    def test_connect_from_environment(self) -> None:
+        code = "import agora; print(agora.connect().dict(name='env-dict')['k'])"
+        manager.dict(name="env-dict")["k"] = "from env"
+        env = subprocess_env(AGORA_ADDRESS=manager.address, AGORA_AUTHKEY=manager.authkey.hex())
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=WAIT
+        )
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout.strip(), "from env")
+
+
+class Pickling(unittest.TestCase):
+    def test_round_trip_in_process(self) -> None:
+        for proxy in (manager.dict(), manager.Array("d", [1.5]), manager.Lock(), manager.Queue()):
+            copy = pickle.loads(pickle.dumps(proxy))
+            self.assertIs(type(copy), type(proxy))
+            self.assertEqual(copy._id, proxy._id)
+            self.assertIs(copy._client, proxy._client)
+        self.assertEqual(pickle.loads(pickle.dumps(manager.Array("d", [1.5])))[:], array.array("d", [1.5]))
+
+    def test_manager_pickles_to_a_connection(self) -> None:
+        clone = pickle.loads(pickle.dumps(manager))
+        self.assertEqual(clone.address, manager.address)
+        self.assertIsNone(clone.pid)
+        self.assertTrue(clone.ping())
+
+    def test_spawned_child_connects_by_itself(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        p = ctx.Process(target=_use_named, args=(manager.address, manager.authkey))
+        p.start()
+        p.join(WAIT)
+        self.assertEqual(p.exitcode, 0)
+        self.assertEqual(manager.dict(name="shared")["from child"], p.pid)
+
+    def test_atomic_counter_across_processes(self) -> None:
+        v = manager.Value("q", 0, strict=True)
+        for method in ("fork", "spawn"):
+            ctx = multiprocessing.get_context(method)
+            procs = [ctx.Process(target=_fetch_add_many, args=(v, 200)) for _ in range(3)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join(WAIT)
+            self.assertEqual([p.exitcode for p in procs], [0, 0, 0])
+        self.assertEqual(v.value, 1200)
+
+
+class Connections(unittest.TestCase):
+    def test_one_connection_per_thread(self) -> None:
+        d = manager.dict()
+        d["x"] = 1
+        client = d._client
+        mine = client.connection()
+        theirs = run_threads(lambda: (d["x"], client.connection()), lambda: client.connection())
+        self.assertEqual(theirs[0][0], 1)
+        conns = {id(mine), id(theirs[0][1]), id(theirs[1])}
+        self.assertEqual(len(conns), 3)
+
+    def test_blocked_thread_does_not_block_others(self) -> None:
+        q = manager.Queue()
+        getter = threading.Thread(target=lambda: q.get(timeout=WAIT))
+        getter.start()
+        d = manager.dict()
+        for i in range(20):
+            d[i] = i
+        self.assertEqual(len(d), 20)
+        q.put("release the getter")
+        getter.join(WAIT)
+        self.assertFalse(getter.is_alive())
+
+    def test_fork_child_has_its_own_connection(self) -> None:
+        lock = manager.RLock()
+        lock.acquire()  # the parent's connection owns it
+        out = manager.list()
+        p = multiprocessing.get_context("fork").Process(target=_try_rlock, args=(lock, out))
+        p.start()
+        p.join(WAIT)
+        self.assertEqual(p.exitcode, 0)
+        self.assertEqual(out[:], [False])  # a shared socket would have made it the owner
+        lock.release()
+        self.assertTrue(lock.acquire(False))
+        lock.release()
+
+    def test_interrupted_call_does_not_swallow_an_item(self) -> None:
+        q = manager.Queue()
+
+        class Interrupted(Exception):
+            pass
+
+        def on_alarm(signum: int, frame: Any) -> None:
+            raise Interrupted()
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            with self.assertRaises(Interrupted):
+                q.get()  # blocks until the alarm interrupts it
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        # The interrupted get was abandoned with its connection: the item goes to the next get.
+        q.put("item")
+        self.assertEqual(q.get(timeout=WAIT), "item")
+
+    def test_wrong_authkey(self) -> None:
+        with self.assertRaises(agora.AuthenticationError) as caught:
+            Connection(Client(manager.address, b"not the key"))
+        self.assertIsInstance(caught.exception, multiprocessing.AuthenticationError)
+
+    def test_unreachable_manager(self) -> None:
+        with self.assertRaises(agora.ConnectionLost) as caught:
+            agora.connect("unix:/nonexistent/agora.sock", b"key")
+        self.assertIsInstance(caught.exception, ConnectionError)
+
+    def test_unknown_method(self) -> None:
+        d = manager.dict()
+        with self.assertRaises(agora.UnknownMethodError):
+            d._call("dict.no_such_method")
+
+
+class HolderDeath(unittest.TestCase):
+    """A process killed while holding something releases it; the next acquirer is told."""
+
+    def _killed_holding(self, target: Any, obj: Any) -> None:
+        held = manager.Event()
+        p = multiprocessing.get_context("fork").Process(target=target, args=(obj, held))
+        p.start()
+        try:
+            self.assertTrue(held.wait(WAIT))
+        finally:
+            p.kill()
+            p.join(WAIT)
+
+    def test_lock(self) -> None:
+        lock = manager.Lock()
+        self._killed_holding(_hold_forever, lock)
+        self.assertTrue(lock.acquire(timeout=WAIT))
+        self.assertTrue(lock.owner_died)
+        lock.release()
+        self.assertEqual(lock.acquire_status(), 1)
+        self.assertFalse(lock.owner_died)
+        lock.release()
+
+    def test_rlock(self) -> None:
+        lock = manager.RLock()
+        self._killed_holding(_hold_forever, lock)
+        self.assertEqual(lock.acquire_status(timeout=WAIT), 2)
+        lock.release()
+
+    def test_semaphore_permit(self) -> None:
+        sem = manager.BoundedSemaphore(1)
+        self._killed_holding(_hold_permit_forever, sem)
+        self.assertTrue(sem.acquire(timeout=WAIT))
+        self.assertTrue(sem.owner_died)
+        sem.release()
+
+    def test_killed_getter_does_not_swallow_an_item(self) -> None:
+        q = manager.Queue()
+        waiting = manager.Event()
+        p = multiprocessing.get_context("fork").Process(target=_get_forever, args=(q, waiting))
+        p.start()
+        self.assertTrue(waiting.wait(WAIT))
+        p.kill()
+        p.join(WAIT)
+        q.put("precious")
+        self.assertEqual(q.get(timeout=WAIT), "precious")
+
+
+class Values(unittest.TestCase):
+    def test_unsupported_values_fail_before_sending(self) -> None:
+        d = manager.dict()
+        with self.assertRaisesRegex(TypeError, "set"):
+            d["s"] = {1, 2}
+        with self.assertRaisesRegex(TypeError, "object"):
+            d["o"] = object()
+        with self.assertRaises(OverflowError):
+            d["big"] = 2**64
+        d["still works"] = True
+        self.assertEqual(d.copy(), {"still works": True})
+
+    def test_msgpack_shapes(self) -> None:
+        d = manager.dict()
+        d["t"] = (1, (2, 3))
+        self.assertEqual(d["t"], [1, [2, 3]])  # tuples come back as lists
+        d[(1, 2)] = "tuple key"
+        self.assertIn((1, 2), d.copy())  # ... except as keys
+        self.assertEqual(d.keys()[-1], (1, 2))
+        self.assertEqual(d.popitem(), ((1, 2), "tuple key"))
+        ext = msgpack.ExtType(42, b"\x01\x02")
+        d["ext"] = ext
+        self.assertEqual(d["ext"], ext)
+        d[1] = "int"
+        d[True] = "bool"  # MessagePack tells them apart, Python does not
+        self.assertEqual((d[1], d[True]), ("int", "bool"))
+
+    def test_nested_proxies_stay_live(self) -> None:
+        d = manager.dict()
+        inner = manager.list([1])
+        d["inner"] = inner
+        got = d["inner"]
+        self.assertIsInstance(got, agora.ListProxy)
+        got.append(2)
+        self.assertEqual(inner[:], [1, 2])
+        ns = manager.Namespace(lock=manager.Lock())
+        self.assertTrue(ns.lock.acquire(False))
+        ns.lock.release()
+
+    def test_proxy_of_another_manager_is_refused(self) -> None:
+        with agora.Manager() as other:
+            with self.assertRaisesRegex(TypeError, "manager"):
+                manager.dict()["x"] = other.list()
+
+    def test_strict_value(self) -> None:
+        v = manager.Value("b", 1, strict=True)
+        with self.assertRaises(TypeError):
+            v.value = "x"
+        with self.assertRaises(OverflowError):
+            v.value = 300
+        self.assertEqual(v.fetch_add(5), 1)
+        self.assertEqual(v.compare_and_swap(6, 7), (True, 6))
+        self.assertEqual(v.compare_and_swap(6, 8), (False, 7))
+
+    def test_list_extras(self) -> None:
+        lst = manager.list([3, "b", 1])
+        lst.sort(key=str)
+        self.assertEqual(lst.copy(), [1, 3, "b"])
+        lst.clear()
+        self.assertEqual(len(lst), 0)
+
+
+class Queues(unittest.TestCase):
+    def test_close_ends_consumers(self) -> None:
+        q = manager.Queue()
+        q.put_many(range(3))
+        q.close()
+        self.assertTrue(q.is_closed())
+        with self.assertRaises(agora.Closed):
+            q.put(4)
+        self.assertEqual(q.get_many(10), [0, 1, 2])
+        with self.assertRaises(agora.Closed):
+            q.get(timeout=WAIT)
+
+    def test_close_wakes_parked_getters(self) -> None:
+        q = manager.Queue()
+        # Whether the get is parked when close() arrives or comes after it, it gets Closed.
+        results = run_threads(lambda: q.get(timeout=WAIT), lambda: (time.sleep(0.05), q.close()))
+        self.assertIsInstance(results[0], agora.Closed)
+
+    def test_batches_and_maxsize(self) -> None:
+        q = manager.Queue(2)
+        self.assertEqual(q.maxsize, 2)
+        self.assertEqual(q.put_many([1, 2, 3], block=False), 2)
+        self.assertEqual(q.get_many(5, block=False), [1, 2])
+        with self.assertRaises(queue.Empty):
+            q.get_many(5, block=False)
+
+    def test_join_with_timeout(self) -> None:
+        q = manager.JoinableQueue()
+        q.put(1)
+        self.assertFalse(q.join(timeout=0.01))
+        q.get()
+        q.task_done()
+        self.assertTrue(q.join(timeout=WAIT))
+
+
+class Synchronisation(unittest.TestCase):
+    def test_condition_over_a_given_lock(self) -> None:
+        lock = manager.Lock()
+        cond = manager.Condition(lock)
+        with cond:
+            self.assertTrue(lock.locked())
+            self.assertFalse(cond.wait(0.01))
+        self.assertFalse(lock.locked())
+        with self.assertRaises(TypeError):
+            manager.Condition(threading.Lock())
+
+    def test_barrier_action_is_refused(self) -> None:
+        with self.assertRaises(NotImplementedError):
+            manager.Barrier(2, action=print)
+
+    def test_semaphore_extras(self) -> None:
+        sem = manager.Semaphore(0)
+        sem.release(3)
+        self.assertEqual(sem.get_value(), 3)
+
+
+class ManagerLife(unittest.TestCase):
+    def test_context_manager_stops_the_process(self) -> None:
+        with agora.Manager() as m:
+            proc = m._process
+            d = m.dict()
+            d["x"] = 1
+        self.assertIsNotNone(proc.poll())
+        with self.assertRaises(agora.ConnectionLost):
+            d["x"]
+
+    def test_shutdown_wakes_parked_calls(self) -> None:
+        m = agora.Manager()
+        q = m.Queue()
+        # A get parked when the manager stops gets ShutdownError; one that comes after finds
+        # the manager gone: both are ConnectionLost.
+        results = run_threads(q.get, lambda: (time.sleep(0.1), m.shutdown()))
+        self.assertIsInstance(results[0], agora.ConnectionLost)
+
+    def test_connected_manager_is_not_shut_down_on_exit(self) -> None:
+        with agora.Manager(manager.address, manager.authkey) as m:
+            m.dict()
+        self.assertTrue(manager.ping())
+
+    def test_missing_binary(self) -> None:
+        with self.assertRaises(FileNotFoundError):
+            agora.Manager(executable="/nonexistent/agora-manager")
+
+    def test_binary_that_fails(self) -> None:
+        with self.assertRaises(RuntimeError):
+            agora.Manager(executable="/bin/false")
+
+
+class MultiprocessingDropIns(unittest.TestCase):
+    def test_value_with_lock(self) -> None:
+        v = agora.Value("i", 5)
+        with v.get_lock():
+            v.value += 1
+        with v:
+            self.assertEqual(v.value, 6)
+        with self.assertRaises(TypeError):
+            v.value = "not an int"
+        self.assertEqual(agora.Value(ctypes.c_double).value, 0.0)
+        raw = agora.Value("i", 1, lock=False)
+        self.assertFalse(hasattr(raw, "get_lock"))
+
+    def test_array_slices_are_lists(self) -> None:
+        a = agora.Array("i", 4)
+        a[1:3] = [7, 8]
+        self.assertEqual(a[:], [0, 7, 8, 0])
+        with a.get_lock():
+            a[0] = 1
+        self.assertEqual(list(a), [1, 7, 8, 0])
+        copy = pickle.loads(pickle.dumps(a))
+        self.assertEqual(copy[:2], [1, 7])
+        self.assertTrue(copy.get_lock().acquire(False))
+        copy.get_lock().release()
+
+    def test_queue_close_is_local(self) -> None:
+        q = agora.Queue()
+        other = pickle.loads(pickle.dumps(q))
+        q.put(1)
+        q.close()
+        with self.assertRaises(ValueError):
+            q.put(2)
+        self.assertEqual(other.get(timeout=WAIT), 1)
+        other.put(3)
+        self.assertEqual(other.get(timeout=WAIT), 3)
+
+    def test_locks_are_shared_with_children(self) -> None:
+        lock = agora.Lock()
+        lock.acquire()
+        out = manager.list()
+        p = multiprocessing.Process(target=_try_rlock, args=(lock, out))
+        p.start()
+        p.join(WAIT)
+        self.assertEqual(out[:], [False])
+        lock.release()
+
+
+if __name__ == "__main__":
+    unittest.main()
