@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--rounds N] [--clients 1,4,16] [--quick]
+//!     [--section rpc|blocking|all]
 //! ```
 //!
 //! Contenders are interleaved round by round (so a burst of load from another tenant hits all
 //! of them), each figure is the median of the rounds, and every row says how much its rounds
 //! spread: that is how noisy the run was. Results also go to `bench-results/bench.csv`.
 
+mod blocking;
 mod harness;
 mod report;
 mod rpc;
@@ -20,6 +22,30 @@ use report::Report;
 struct Options {
     rounds: usize,
     clients: Vec<usize>,
+    section: Section,
+}
+
+/// Which sections run: `--section rpc`, `--section blocking`, or all of them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    All,
+    Rpc,
+    Blocking,
+}
+
+impl Section {
+    fn parse(s: &str) -> Result<Section, String> {
+        match s {
+            "all" => Ok(Section::All),
+            "rpc" => Ok(Section::Rpc),
+            "blocking" => Ok(Section::Blocking),
+            other => Err(format!("unknown section {other:?} (rpc, blocking or all)")),
+        }
+    }
+
+    fn runs(self, section: Section) -> bool {
+        self == Section::All || self == section
+    }
 }
 
 fn parse_list(s: &str) -> Result<Vec<usize>, String> {
@@ -36,6 +62,7 @@ fn options() -> Result<Options, String> {
     let mut o = Options {
         rounds: 5,
         clients: vec![1, 4, 16],
+        section: Section::All,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -44,8 +71,11 @@ fn options() -> Result<Options, String> {
             "--rounds" => o.rounds = value()?.parse().map_err(|e| format!("--rounds: {e}"))?,
             "--clients" => o.clients = parse_list(&value()?)?,
             "--quick" => o.rounds = 3,
+            "--section" => o.section = Section::parse(&value()?)?,
             "--help" | "-h" => {
-                return Err("usage: bench [--rounds N] [--clients 1,4,16] [--quick]".into())
+                return Err("usage: bench [--rounds N] [--clients 1,4,16] [--quick] \
+                            [--section rpc|blocking|all]"
+                    .into())
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -78,8 +108,15 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let servers = Servers::start()?;
     let load_before = load_average();
     let mut report = Report::default();
-    eprintln!("rpc: {} rounds, interleaved", o.rounds);
-    rpc::run(&servers, o.rounds, &o.clients, &mut report)?;
+    if o.section.runs(Section::Rpc) {
+        eprintln!("rpc: {} rounds, interleaved", o.rounds);
+        rpc::run(&servers, o.rounds, &o.clients, &mut report)?;
+    }
+    let mut targets = Vec::new();
+    if o.section.runs(Section::Blocking) {
+        eprintln!("blocking: {} rounds, interleaved", o.rounds);
+        targets.extend(blocking::run(&servers, o.rounds, &mut report)?);
+    }
     println!(
         "agora benchmark: {} rounds per figure, contenders interleaved; load average {} -> {} ({} cores)",
         o.rounds,
@@ -89,6 +126,12 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     );
     print!("{}", report.table());
     println!("\nspread = (max - min) / median over the rounds: the noise of each figure.");
+    if !targets.is_empty() {
+        println!("\ntargets");
+        for line in &targets {
+            println!("  {line}");
+        }
+    }
     let csv = results_dir().join("bench.csv");
     report.write_csv(&csv)?;
     println!("results written to {}", csv.display());
