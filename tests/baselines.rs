@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use agora::baseline::{buy, AtomicTickets, FileLock, JsonFileTickets, Locker, NoLock, TicketStore};
+use agora::baseline::{
+    buy, AtomicTickets, FileLock, Held, JsonFileTickets, Locker, NoLock, TicketStore, ValueTickets,
+};
 use agora::{List, Manager, Process};
 
 /// The tests in this file fork: one at a time, so that no test forks while another holds a lock.
@@ -71,10 +73,19 @@ fn atomic_manager_tickets_need_no_lock() {
 }
 
 #[test]
-fn a_file_lock_held_by_a_killed_worker_is_released() {
+fn manager_value_under_the_manager_lock_across_processes() {
     let _serial = serial();
+    let manager = Manager::spawn().unwrap();
+    let store = ValueTickets::new(manager.value(&(TICKETS as i64)).unwrap());
+    assert_each_sold_once(rush(&manager, &manager.lock().unwrap(), &store));
+    assert_eq!(store.remaining().unwrap(), 0);
+}
+
+/// A worker takes `lock` and is killed holding it. Checks that a timed wait times out on time
+/// while it lives and gets the lock once it is dead; returns what the new guard says about
+/// the dead holder.
+fn killed_holder_releases<L: Locker>(lock: &L) -> bool {
     let dir = tempfile::tempdir().unwrap();
-    let lock = FileLock::new(dir.path().join("x.lock"));
     let ready = dir.path().join("ready");
     let mut holder = Process::spawn_fallible(|| -> Result<(), Box<dyn std::error::Error>> {
         let _held = lock.lock()?;
@@ -89,17 +100,39 @@ fn a_file_lock_held_by_a_killed_worker_is_released() {
         std::thread::sleep(Duration::from_millis(5));
     }
 
+    assert!(lock.try_lock().unwrap().is_none(), "{}", L::NAME);
     let start = Instant::now();
     assert!(lock
         .lock_timeout(Duration::from_millis(150))
         .unwrap()
         .is_none());
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(150), "{waited:?}");
-    assert!(waited < Duration::from_secs(1), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(140),
+        "{}: {waited:?}",
+        L::NAME
+    );
+    assert!(waited < Duration::from_secs(1), "{}: {waited:?}", L::NAME);
 
     holder.kill().unwrap();
     holder.join().unwrap();
     let got = lock.lock_timeout(Duration::from_secs(5)).unwrap();
-    assert!(got.is_some(), "the dead holder's lock was not released");
+    let got = got.unwrap_or_else(|| panic!("{}: the dead holder's lock was kept", L::NAME));
+    got.owner_died()
+}
+
+#[test]
+fn a_file_lock_held_by_a_killed_worker_is_released_silently() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let died = killed_holder_releases(&FileLock::new(dir.path().join("x.lock")));
+    assert!(!died, "the kernel tells nobody");
+}
+
+#[test]
+fn a_manager_lock_held_by_a_killed_worker_is_released_and_the_next_holder_told() {
+    let _serial = serial();
+    let manager = Manager::spawn().unwrap();
+    assert!(killed_holder_releases(&manager.lock().unwrap()));
+    assert!(killed_holder_releases(&manager.rlock().unwrap()));
 }

@@ -13,6 +13,7 @@
 //! | [`LocalLock`] | threads of one process | eventual (mostly barging) | released on unwind; the next holder is told | n/a: the lock dies with it |
 //! | [`FileLock`] | processes sharing a file system | none (the kernel wakes any waiter) | released on unwind | released by the kernel; nobody is told |
 //! | manager `Lock` | processes reaching the manager | FIFO | released on unwind | released by the manager; the next holder is told |
+//! | manager `RLock` | as `Lock`, and reentrant for the thread that holds it | FIFO | released on unwind | released by the manager; the next holder is told |
 //!
 //! [`NoLock`] stands in where the data needs no lock because each update is one atomic
 //! operation (see [`AtomicTickets`]).
@@ -23,7 +24,8 @@
 //! left ([`TicketStore::remaining`]) at any time, and buying one ([`TicketStore::take_one`])
 //! is a read followed by a write, to be run under a lock ([`buy`]):
 //!
-//! - [`ValueTickets`]: a manager [`Value`](crate::Value), read and written in two calls;
+//! - [`ValueTickets`]: a manager [`Value`](crate::Value), read and written in two calls under
+//!   the manager's [`Lock`](crate::Lock);
 //! - [`JsonFileTickets`]: the tutorials' `db.json`, `{"count": N}`, read and rewritten;
 //! - [`LocalTickets`]: a plain integer in this process, for threads behind a [`LocalLock`];
 //! - [`AtomicTickets`]: a manager value decremented by one atomic call, which needs no lock.
@@ -47,6 +49,7 @@ use std::time::Duration;
 
 mod file;
 mod local;
+mod manager;
 mod tickets;
 
 pub use file::{FileLock, FileLockGuard};
@@ -87,11 +90,13 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A mutual-exclusion lock, whatever it is made of: one workload, written against this trait,
-/// runs on a [`LocalLock`], a [`FileLock`], the manager's `Lock`, or [`NoLock`].
+/// runs on a [`LocalLock`], a [`FileLock`], the manager's [`Lock`](crate::Lock) (or
+/// [`RLock`](crate::RLock)), or [`NoLock`].
 ///
-/// Each method returns a guard that holds the lock until it is dropped. None of the locks is
-/// reentrant: a second `lock` by the holder waits forever (a [`Locker::lock_timeout`] gives
-/// up). Each implementation documents its fairness and what happens when a holder dies.
+/// Each method returns a guard that holds the lock until it is dropped. The locks are not
+/// reentrant, except the manager's `RLock`: a second `lock` by the holder waits forever (a
+/// [`Locker::lock_timeout`] gives up). Each implementation documents its fairness and what
+/// happens when a holder dies.
 pub trait Locker {
     /// The guard: holding it is holding the lock; dropping it releases the lock.
     type Guard<'a>: Held
