@@ -3,10 +3,12 @@
 //! come out together, the workers one after the other.
 //!
 //! ```text
-//! cargo run --example print_terminal -- [all|none|file|threads]
+//! cargo run --example print_terminal -- [all|none|manager|file|threads]
 //! ```
 //!
 //! - `none`: processes, no lock (the tutorials' first version: fast, but the output is mixed);
+//! - `manager`: processes behind the manager's `Lock`, as the tutorials' `Lock()` (a lock in
+//!   a manager process here; a semaphore in shared memory in Python's `multiprocessing.Lock`);
 //! - `file`: processes behind a [`FileLock`], an `flock` that every process takes;
 //! - `threads`: threads of this process behind a [`LocalLock`], the lock that cannot cross
 //!   processes (a forked child would lock its own copy).
@@ -27,6 +29,8 @@ use agora::{List, Manager, Process};
 pub enum Mode {
     /// Processes, no lock.
     None,
+    /// Processes behind the manager's `Lock`.
+    Manager,
     /// Processes behind a [`FileLock`].
     File,
     /// Threads behind a [`LocalLock`].
@@ -35,12 +39,13 @@ pub enum Mode {
 
 impl Mode {
     /// Every mode, in the order `all` runs them.
-    pub const ALL: [Mode; 3] = [Mode::None, Mode::File, Mode::Threads];
+    pub const ALL: [Mode; 4] = [Mode::None, Mode::Manager, Mode::File, Mode::Threads];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Mode::None => "none",
+            Mode::Manager => "manager",
             Mode::File => "file",
             Mode::Threads => "threads",
         }
@@ -115,14 +120,17 @@ pub fn run(mode: Mode, workers: usize, pause: Duration) -> Result<Transcript, Bo
     let transcript = manager.list::<(String, String)>()?;
     let dir = tempfile::tempdir()?;
     match mode {
-        Mode::None | Mode::File => {
+        Mode::None | Mode::Manager | Mode::File => {
             let file_lock = FileLock::new(dir.path().join("terminal.lock"));
+            let manager_lock = manager.lock()?;
             let processes = (0..workers)
                 .map(|_| {
-                    let (transcript, file_lock) = (&transcript, &file_lock);
+                    let (transcript, file_lock, manager_lock) =
+                        (&transcript, &file_lock, &manager_lock);
                     Process::spawn_fallible(move || {
                         let who = format!("process {}", std::process::id());
                         match mode {
+                            Mode::Manager => work(&who, manager_lock, transcript, pause),
                             Mode::File => work(&who, file_lock, transcript, pause),
                             _ => work(&who, &NoLock, transcript, pause),
                         }
@@ -174,13 +182,15 @@ pub fn run(mode: Mode, workers: usize, pause: Duration) -> Result<Transcript, Bo
 fn main() -> ExitCode {
     let modes = match std::env::args().nth(1).as_deref() {
         None | Some("all") => Mode::ALL.to_vec(),
-        Some(name) => match Mode::ALL.into_iter().find(|m| m.name() == name) {
-            Some(mode) => vec![mode],
-            None => {
-                eprintln!("unknown mode {name:?}; usage: print_terminal [all|none|file|threads]");
-                return ExitCode::from(2);
+        Some(name) => {
+            match Mode::ALL.into_iter().find(|m| m.name() == name) {
+                Some(mode) => vec![mode],
+                None => {
+                    eprintln!("unknown mode {name:?}; usage: print_terminal [all|none|manager|file|threads]");
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
     };
     const WORKERS: usize = 3;
     let mut failed = false;

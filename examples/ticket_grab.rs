@@ -2,7 +2,7 @@
 //! the same time, then buy one each, and buying is serialised so that no ticket is sold twice.
 //!
 //! ```text
-//! cargo run --example ticket_grab -- [--backend all|file|manager-atomic|unlocked]
+//! cargo run --example ticket_grab -- [--backend all|file|manager-lock|manager-atomic|unlocked]
 //!                                    [--buyers 10] [--tickets 3] [--latency-ms 30]
 //! ```
 //!
@@ -11,6 +11,9 @@
 //! - `file`: the tutorials' own way. The tickets are `db.json` (`{"count": N}`) and each
 //!   purchase reads it, waits (a simulated slow database), and rewrites it, under an
 //!   `flock` ([`FileLock`]) on `db.json.lock`.
+//! - `manager-lock`: the same program moved onto the manager, as a Python user would write it:
+//!   the count is a manager value, read and written back under the manager's `Lock` (four
+//!   round trips per ticket: acquire, get, set, release).
 //! - `manager-atomic`: the count is a manager value and a purchase is **one** atomic call,
 //!   `fetch_add(-1)`, which returns the count from before; no lock at all ([`NoLock`]).
 //! - `unlocked` (not part of `all`): the file without the lock, the tutorials' first version,
@@ -26,7 +29,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use agora::baseline::{buy, AtomicTickets, FileLock, JsonFileTickets, Locker, NoLock, TicketStore};
+use agora::baseline::{
+    buy, AtomicTickets, FileLock, JsonFileTickets, Locker, NoLock, TicketStore, ValueTickets,
+};
 use agora::{List, Manager, Process};
 
 /// Where the tickets live and what serialises the purchases.
@@ -34,6 +39,8 @@ use agora::{List, Manager, Process};
 pub enum Backend {
     /// `db.json` rewritten under a [`FileLock`].
     File,
+    /// A manager value read and written under the manager's `Lock`.
+    ManagerLock,
     /// A manager value decremented by one atomic `fetch_add`, no lock.
     ManagerAtomic,
     /// `db.json` with no lock: the race the lock prevents.
@@ -42,21 +49,27 @@ pub enum Backend {
 
 impl Backend {
     /// The backends `--backend all` runs: every correct one.
-    pub const ALL: [Backend; 2] = [Backend::File, Backend::ManagerAtomic];
+    pub const ALL: [Backend; 3] = [Backend::File, Backend::ManagerLock, Backend::ManagerAtomic];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Backend::File => "file",
+            Backend::ManagerLock => "manager-lock",
             Backend::ManagerAtomic => "manager-atomic",
             Backend::Unlocked => "unlocked",
         }
     }
 
     fn parse(s: &str) -> Option<Backend> {
-        [Backend::File, Backend::ManagerAtomic, Backend::Unlocked]
-            .into_iter()
-            .find(|b| b.name() == s)
+        [
+            Backend::File,
+            Backend::ManagerLock,
+            Backend::ManagerAtomic,
+            Backend::Unlocked,
+        ]
+        .into_iter()
+        .find(|b| b.name() == s)
     }
 }
 
@@ -201,6 +214,11 @@ pub fn run(backend: Backend, options: &Options) -> Result<Sales, Box<dyn Error>>
             rush(&manager, backend, &lock, &db(dir.path())?, options)?
         }
         Backend::Unlocked => rush(&manager, backend, &NoLock, &db(dir.path())?, options)?,
+        Backend::ManagerLock => {
+            let count = manager.value(&i64::try_from(options.tickets)?)?;
+            let store = ValueTickets::new(count).with_latency(options.latency);
+            rush(&manager, backend, &manager.lock()?, &store, options)?
+        }
         Backend::ManagerAtomic => {
             let count = manager.value(&i64::try_from(options.tickets)?)?;
             rush(
@@ -248,7 +266,7 @@ fn options() -> Result<(Vec<Backend>, Options), String> {
             _ => {
                 return Err(format!(
                     "unknown argument {arg:?}; usage: ticket_grab [--backend \
-                     all|file|manager-atomic|unlocked] [--buyers N] [--tickets N] \
+                     all|file|manager-lock|manager-atomic|unlocked] [--buyers N] [--tickets N] \
                      [--latency-ms MS]"
                 ))
             }

@@ -7,12 +7,27 @@ use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+#[path = "../examples/deadlock.rs"]
+#[allow(dead_code)]
+mod deadlock;
+#[path = "../examples/event_barrier.rs"]
+#[allow(dead_code)]
+mod event_barrier;
+#[path = "../examples/first_ten.rs"]
+#[allow(dead_code)]
+mod first_ten;
 #[path = "../examples/manager_dict_list.rs"]
 #[allow(dead_code)]
 mod manager_dict_list;
 #[path = "../examples/print_terminal.rs"]
 #[allow(dead_code)]
 mod print_terminal;
+#[path = "../examples/producer_consumer.rs"]
+#[allow(dead_code)]
+mod producer_consumer;
+#[path = "../examples/semaphore_room.rs"]
+#[allow(dead_code)]
+mod semaphore_room;
 #[path = "../examples/ticket_grab.rs"]
 #[allow(dead_code)]
 mod ticket_grab;
@@ -74,6 +89,13 @@ fn ticket_grab_on_the_json_file_with_a_file_lock_sells_each_ticket_once() {
 }
 
 #[test]
+fn ticket_grab_on_a_manager_value_under_the_manager_lock_sells_each_ticket_once() {
+    let _serial = serial();
+    let sales = ticket_grab::run(ticket_grab::Backend::ManagerLock, &rush()).unwrap();
+    assert_each_ticket_sold_once(&sales);
+}
+
+#[test]
 fn ticket_grab_with_one_atomic_call_and_no_lock_sells_each_ticket_once() {
     let _serial = serial();
     let sales = ticket_grab::run(ticket_grab::Backend::ManagerAtomic, &rush()).unwrap();
@@ -110,7 +132,11 @@ fn ticket_grab_check_catches_a_ticket_sold_twice() {
 #[test]
 fn print_terminal_lines_come_in_pairs_under_a_lock() {
     let _serial = serial();
-    for mode in [print_terminal::Mode::File, print_terminal::Mode::Threads] {
+    for mode in [
+        print_terminal::Mode::Manager,
+        print_terminal::Mode::File,
+        print_terminal::Mode::Threads,
+    ] {
         let t = print_terminal::run(mode, 3, Duration::from_millis(50)).unwrap();
         t.check(3).unwrap();
         assert!(!t.interleaved(), "{mode:?}: {:?}", t.lines);
@@ -136,4 +162,118 @@ fn print_terminal_without_a_lock_prints_every_line() {
         ],
     };
     assert!(mixed.check(2).is_err());
+}
+
+#[test]
+fn first_ten_exactly_ten_users_get_in_and_are_told_so() {
+    let _serial = serial();
+    let rush = first_ten::run(100, 10).unwrap();
+    assert_eq!(rush.ranking.len(), 10, "{:?}", rush.ranking);
+    let in_queue: BTreeSet<u32> = rush.ranking.iter().copied().collect();
+    assert_eq!(in_queue.len(), 10, "a user got in twice");
+    assert_eq!(rush.reports.len(), 100);
+    assert_eq!(in_queue, rush.winners());
+    assert_eq!(rush.reports.iter().filter(|&&(_, won)| !won).count(), 90);
+    rush.check().unwrap();
+}
+
+#[test]
+fn producer_consumer_every_dish_is_eaten_exactly_once() {
+    let _serial = serial();
+    for variant in producer_consumer::Variant::ALL {
+        let meal = producer_consumer::run(variant).unwrap();
+        let mut cooked = meal.cooked.clone();
+        let mut eaten: Vec<String> = meal.eaten.iter().map(|(_, d)| d.clone()).collect();
+        cooked.sort();
+        eaten.sort();
+        assert_eq!(eaten, cooked, "{variant:?}");
+        let expected = match variant {
+            producer_consumer::Variant::Sentinel => 4,
+            _ => 12,
+        };
+        assert_eq!(cooked.len(), expected, "{variant:?}");
+        meal.check().unwrap();
+    }
+    // The check fails on a dish eaten twice, and on one never eaten.
+    let meal = |eaten: &[&str]| producer_consumer::Meal {
+        variant: producer_consumer::Variant::Many,
+        cooked: vec!["bun 0".into(), "bun 1".into()],
+        eaten: eaten.iter().map(|d| (0, d.to_string())).collect(),
+    };
+    assert!(meal(&["bun 0", "bun 0"]).check().is_err());
+    assert!(meal(&["bun 0"]).check().is_err());
+    assert!(meal(&["bun 1", "bun 0"]).check().is_ok());
+}
+
+#[test]
+fn semaphore_room_holds_five_and_never_more() {
+    let _serial = serial();
+    let visits = semaphore_room::run(30, 5).unwrap();
+    assert_eq!(visits.occupancy.len(), 30);
+    assert!(visits.max() <= 5, "{:?}", visits.occupancy);
+    assert_eq!(
+        visits.max(),
+        5,
+        "the room never filled: {:?}",
+        visits.occupancy
+    );
+    visits.check(30).unwrap();
+    // The check fails both ways.
+    let forged = |occupancy: Vec<i64>| semaphore_room::Visits { room: 2, occupancy };
+    assert!(forged(vec![1, 2, 3]).check(3).is_err());
+    assert!(forged(vec![1, 1, 1]).check(3).is_err());
+    assert!(forged(vec![1, 2, 2]).check(3).is_ok());
+}
+
+#[test]
+fn event_releases_every_waiter_only_once_set() {
+    let _serial = serial();
+    let traffic = event_barrier::run_event(5, Duration::from_millis(150)).unwrap();
+    assert_eq!(traffic.released.len(), 5);
+    assert!(
+        traffic.released.iter().all(|&(_, set, green)| set && green),
+        "{:?}",
+        traffic.released
+    );
+    traffic.check().unwrap();
+}
+
+#[test]
+fn barrier_lets_nobody_leave_before_everybody_arrived() {
+    let _serial = serial();
+    let meeting = event_barrier::run_barrier(4).unwrap();
+    let first_departure = meeting
+        .log
+        .iter()
+        .position(|(what, _)| what == "left")
+        .unwrap();
+    let last_arrival = meeting
+        .log
+        .iter()
+        .rposition(|(what, _)| what == "arrived")
+        .unwrap();
+    assert!(last_arrival < first_departure, "{:?}", meeting.log);
+    let mut indices: Vec<usize> = meeting.indices.iter().map(|&(_, i)| i).collect();
+    indices.sort_unstable();
+    assert_eq!(indices, [0, 1, 2, 3]);
+    meeting.check().unwrap();
+}
+
+#[test]
+fn deadlock_is_detected_and_the_rlock_cures_it() {
+    let _serial = serial();
+    let outcome = deadlock::run().unwrap();
+    assert_eq!(outcome.deadlock.len(), 2);
+    assert!(
+        outcome.deadlock.iter().any(|&(_, both)| !both),
+        "no timeout with opposite lock orders: {:?}",
+        outcome.deadlock
+    );
+    assert_eq!(outcome.cure.len(), 2);
+    assert!(
+        outcome.cure.iter().all(|&(_, both)| both),
+        "{:?}",
+        outcome.cure
+    );
+    outcome.check().unwrap();
 }
