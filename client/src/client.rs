@@ -30,8 +30,11 @@ pub const ENV_AUTHKEY: &str = "AGORA_AUTHKEY";
 /// # Fork
 ///
 /// A `Client` may be used in a child made by `fork`: on its first call the child sees that the
-/// process id changed and opens a connection of its own. The inherited socket is closed in the
-/// child and never read or written there, so the parent's calls are not disturbed.
+/// process id changed and opens a connection of its own. The inherited socket is never read or
+/// written there, so the parent's calls are not disturbed; in fact the child's copy is replaced
+/// by `/dev/null` the moment `fork` returns (a `pthread_atfork` handler), so that a child, even
+/// one that never uses the client, does not keep the parent's session open: when the parent
+/// dies, the manager releases the locks it held at once, not when its last child exits.
 ///
 /// ```no_run
 /// use agora_client::Client;
