@@ -145,6 +145,23 @@ fn guards_on_panic_and_on_exit() {
         .unwrap()
         .unwrap();
     assert!(p.owner_died());
+    drop((g, p));
+
+    // A guard that reaches a forked child (moved into the worker's closure) releases nothing
+    // there: unlocking it is refused. (The parent drops its copy of the closure, and with it
+    // the guard, right after the fork: that release is the parent's.)
+    let g = lock.acquire().unwrap();
+    let mut child = Process::spawn(move || {
+        let refused = matches!(g.unlock(), Err(agora::Error::Usage(_)));
+        std::process::exit(if refused { 0 } else { 1 });
+    })
+    .unwrap();
+    join_ok(&mut child, "the child unlocking a copied guard");
+    let g = lock
+        .acquire_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert!(!g.owner_died(), "released by the parent's guard");
 }
 
 /// What a critical section records: when it ran, on the system-wide monotonic clock.
