@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import numbers
+import operator
 import os
 import socket
 import threading
@@ -38,7 +40,7 @@ PROTOCOL_VERSION = 1
 #: MessagePack ext type of an object reference (``PROTOCOL.md``, section 3).
 REFERENCE_EXT = 1
 
-_RECV_CHUNK = 256 * 1024
+_RECV_CHUNK = 64 * 1024
 
 AddressLike = Union[str, Tuple[str, int]]
 
@@ -115,7 +117,17 @@ proxy_factory: Optional[Callable[["Client", str, int], Any]] = None
 class Connection:
     """One authenticated socket to a manager, used by one thread at a time."""
 
-    __slots__ = ("client", "_sock", "_packer", "_unpacker", "_next_id", "_closed", "__weakref__")
+    __slots__ = (
+        "client",
+        "_sock",
+        "_packer",
+        "_unpacker",
+        "_buffer",
+        "_view",
+        "_next_id",
+        "_closed",
+        "__weakref__",
+    )
 
     def __init__(self, client: "Client", timeout: Optional[float] = None) -> None:
         """Connects and authenticates. ``timeout`` (seconds) bounds every socket operation of
@@ -136,6 +148,9 @@ class Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._closed = False
+        # Responses are read into one buffer per connection: no allocation per call.
+        self._buffer = bytearray(_RECV_CHUNK)
+        self._view = memoryview(self._buffer)
         self._packer = msgpack.Packer(default=client._encode_default, use_bin_type=True)
         self._unpacker = msgpack.Unpacker(
             raw=False,
@@ -168,11 +183,31 @@ class Connection:
         msgid = self._next_id
         self._next_id = (msgid + 1) & 0xFFFFFFFF
         # Packing fails (unsupported value) before anything is sent: the connection stays good.
-        data = self._packer.pack([0, msgid, method, params])
+        data = self._packer.pack((0, msgid, method, params))
         if self._closed:
             raise ConnectionLost(f"the connection to {self.client.address} is closed")
+        unpacker = self._unpacker
+        response = None
         try:
-            response = self._exchange(data, msgid)
+            self._sock.sendall(data)
+            while response is None:
+                n = self._sock.recv_into(self._buffer)
+                if not n:
+                    raise ConnectionLost(
+                        f"the agora manager at {self.client.address} closed the connection"
+                    )
+                unpacker.feed(self._view[:n])
+                for msg in unpacker:
+                    if type(msg) is list and len(msg) == 4 and msg[0] == 1:
+                        if msg[1] == msgid:
+                            response = msg
+                            break
+                        # Not ours: cannot happen with one call at a time; ignored.
+                    elif type(msg) is list and len(msg) == 3 and msg[0] == 2:
+                        if msg[1] == "error":
+                            # A fatal error on this connection; the manager closes it next.
+                            raise errors.from_wire(msg[2])
+                        # Any other notification is ignored.
         except BaseException as e:
             self._break()
             if isinstance(e, OSError) and not isinstance(e, ConnectionLost):
@@ -186,27 +221,6 @@ class Connection:
         if error is None:
             return response[3]
         raise errors.from_wire(error)
-
-    def _exchange(self, data: bytes, msgid: int) -> list:
-        sock = self._sock
-        unpacker = self._unpacker
-        sock.sendall(data)
-        while True:
-            for msg in unpacker:
-                if type(msg) is list and len(msg) == 4 and msg[0] == 1:
-                    if msg[1] == msgid:
-                        return msg
-                    continue  # not ours: cannot happen with one call at a time; ignore it
-                if type(msg) is list and len(msg) == 3 and msg[0] == 2 and msg[1] == "error":
-                    # The manager reports a fatal error on this connection, then closes it.
-                    raise errors.from_wire(msg[2])
-                # Any other notification is ignored.
-            chunk = sock.recv(_RECV_CHUNK)
-            if not chunk:
-                raise ConnectionLost(
-                    f"the agora manager at {self.client.address} closed the connection"
-                )
-            unpacker.feed(chunk)
 
     def _break(self) -> None:
         self.close()
@@ -307,6 +321,8 @@ class Client:
                     f"manager at {self.address}"
                 )
             return msgpack.ExtType(REFERENCE_EXT, msgpack.packb([kind, ident]))
+        if not isinstance(obj, int) and isinstance(obj, numbers.Integral):
+            return int(operator.index(obj))  # numpy integers, for instance: exact as an int
         if isinstance(obj, int):
             raise OverflowError(
                 f"int out of range: agora stores integers from -2**63 to 2**64 - 1, not {obj}"
