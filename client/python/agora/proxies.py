@@ -109,9 +109,15 @@ class BaseProxy:
         )
 
 
+def _int(value: Any) -> int:
+    # An exact int: before Python 3.10, operator.index(True) is True, which MessagePack would
+    # send as a bool.
+    return int(operator.index(value))
+
+
 def _index(index: Any, what: str) -> int:
     try:
-        return operator.index(index)
+        return _int(index)
     except TypeError:
         raise TypeError(
             f"{what} indices must be integers or slices, not {type(index).__name__}"
@@ -122,7 +128,7 @@ def _bound(value: Any) -> Optional[int]:
     if value is None:
         return None
     try:
-        return operator.index(value)
+        return _int(value)
     except TypeError:
         raise TypeError(
             "slice indices must be integers or None or have an __index__ method"
@@ -239,6 +245,26 @@ class DictProxy(BaseProxy):
         """Removes every item."""
         self._call("dict.clear")
 
+    # Python 3.13's DictProxy adds these.
+
+    def __or__(self, other: Any) -> Dict[Any, Any]:
+        return self.copy() | other
+
+    def __ror__(self, other: Any) -> Dict[Any, Any]:
+        return other | self.copy()
+
+    def __ior__(self, other: Any) -> "DictProxy":
+        self.update(other)
+        return self
+
+    def __reversed__(self) -> Iterator[Any]:
+        return reversed(self.keys())
+
+    def fromkeys(self, iterable: Any, value: Any = None) -> Dict[Any, Any]:
+        """A new plain dict with keys from ``iterable``, all set to ``value`` (as ``dict.fromkeys``;
+        this proxy's contents play no part)."""
+        return dict.fromkeys(iterable, value)
+
     def __str__(self) -> str:
         return str(self.copy())
 
@@ -336,13 +362,13 @@ class ListProxy(BaseProxy):
 
     def insert(self, index: Any, value: Any) -> None:
         """Inserts ``value`` before ``index`` (clamped like Python)."""
-        self._call("list.insert", operator.index(index), value)
+        self._call("list.insert", _int(index), value)
 
     def pop(self, *index: Any) -> Any:
         """Removes and returns the item at ``index`` (the last by default)."""
         if len(index) > 1:
             raise TypeError(f"pop expected at most 1 argument, got {len(index)}")
-        return self._call("list.pop", *(operator.index(i) for i in index))
+        return self._call("list.pop", *(_int(i) for i in index))
 
     def remove(self, value: Any) -> None:
         """Removes the first item equal to ``value``; ``ValueError`` if there is none."""
@@ -352,7 +378,7 @@ class ListProxy(BaseProxy):
         """The position of the first item equal to ``value`` within ``[start:stop]``."""
         if len(bounds) > 2:
             raise TypeError(f"index expected at most 3 arguments, got {1 + len(bounds)}")
-        return self._call("list.index", value, *(operator.index(b) for b in bounds))
+        return self._call("list.index", value, *(_int(b) for b in bounds))
 
     def count(self, value: Any) -> int:
         """How many items equal ``value``."""

@@ -13,6 +13,7 @@ import array
 import multiprocessing
 import time
 import unittest
+from multiprocessing import managers
 from typing import Any, Callable, List
 
 import agora
@@ -294,6 +295,48 @@ class ListConformance(ConformanceCase):
             r("imul one", imul, 1)
             r("imul str", imul, "x")
             r("imul zero", imul, 0)
+            r("empty", len, lst)
+
+        self.check(scenario)
+
+
+class NewerPythonConformance(ConformanceCase):
+    """What later Pythons add to the dict and list proxies (gh-103134), checked where this
+    Python's multiprocessing has it."""
+
+    def needs(self, cls: Any, *names: str) -> None:
+        missing = [n for n in names if not hasattr(cls, n)]
+        if missing:
+            self.skipTest(f"this Python's {cls.__name__} lacks {', '.join(missing)}")
+
+    def test_dict_operators(self) -> None:
+        self.needs(managers.DictProxy, "__or__", "__ior__", "__reversed__", "fromkeys")
+
+        def scenario(m: Any, r: Recorder) -> None:
+            d = m.dict({"a": 1, "b": 2})
+            r("or", lambda: d | {"c": 3})
+            r("ror", lambda: {"z": 0} | d)
+            r("or not a mapping", lambda: d | [1])
+
+            def ior() -> Any:
+                nonlocal d
+                before = d
+                d |= {"a": 10, "d": 4}
+                return d is before, d.copy()
+
+            r("ior", ior)
+            r("reversed", lambda: list(reversed(d)))
+            r("fromkeys", d.fromkeys, "xy", 0)
+
+        self.check(scenario)
+
+    def test_list_clear_and_copy(self) -> None:
+        self.needs(managers.ListProxy, "clear", "copy")
+
+        def scenario(m: Any, r: Recorder) -> None:
+            lst = m.list([1, 2])
+            r("copy", lst.copy)
+            r("clear", lst.clear)
             r("empty", len, lst)
 
         self.check(scenario)
