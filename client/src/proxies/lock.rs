@@ -55,6 +55,13 @@ use super::wait::{cmd_doc, decoders, thread_owner, timeout, Acquired, Held};
 /// Every thread of a process may use the same `Lock` (and `Client`) at once: a thread blocked
 /// in `acquire` does not stop the others from making calls. The lock is not reentrant: a thread
 /// that acquires it twice waits for itself, as with Python's `Lock`.
+///
+/// # Differences from Python
+/// - Acquiring returns a guard (or an [`Acquired`] from [`acquire_raw`](Lock::acquire_raw))
+///   instead of `True`/`False`, and says when the previous holder died holding the lock.
+/// - Waiters are served in FIFO order (see Fairness).
+/// - `acquire_raw(false, Some(timeout))` ignores the timeout, where Python raises
+///   `ValueError`.
 pub struct Lock {
     client: Client,
     id: u64,
