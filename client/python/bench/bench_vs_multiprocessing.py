@@ -1,0 +1,284 @@
+"""The same small workloads through ``multiprocessing.Manager()`` and through agora, side by side.
+
+Workloads (each run against a proxy of the contender's manager, the same code for both):
+
+* ``dict get+set``: ``d[k] = i`` then ``d[k]``, from one process;
+* ``lock acquire+release``: ``lock.acquire()`` then ``lock.release()``;
+* ``queue put+get``: ``q.put(i)`` then ``q.get()``;
+* ``ticket grab, 4 procs``: the tutorials' ticket grab without its sleeps: 4 processes loop on
+  ``with lock: n = db['count']; if n > 0: db['count'] = n - 1`` until the tickets are gone
+  (4 calls per ticket); timed from a start barrier to the last process's finish.
+
+Two floors are measured in the same rounds: a bare socket round trip between this process and a
+Python echo process (what any synchronous call to another process costs on this machine), and a
+bare agora round trip (the ``ping`` method, no proxy). So is the ticket grab the way agora allows
+it without a lock: one atomic ``fetch_add`` per ticket.
+
+The two contenders run back to back for each workload in every round (their order flips each
+round), so that the machine's load, which can change several times over within a minute on a
+shared VM, hits both alike. Each time is the median over the rounds (per operation; per ticket
+for the grab). The speed-up is the median of the rounds' paired ratios (multiprocessing's time
+over agora's in the same round), given with its interquartile range; the spread of the rounds
+((max - min) / median) says how noisy the run was.
+
+Run: ``AGORA_MANAGER_BIN=target/release/agora-manager python3 bench/bench_vs_multiprocessing.py``
+(``--quick`` for a smoke run; ``--json FILE`` to keep the figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, List, Tuple
+
+try:
+    import agora
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    import agora
+
+CTX = multiprocessing.get_context("fork")
+
+
+def bench_dict(m: Any, ops: int) -> float:
+    d = m.dict()
+    d["k"] = 0
+    start = time.perf_counter()
+    for i in range(ops // 2):
+        d["k"] = i
+        d["k"]
+    return (time.perf_counter() - start) / ops
+
+
+def bench_lock(m: Any, ops: int) -> float:
+    lock = m.Lock()
+    start = time.perf_counter()
+    for _ in range(ops // 2):
+        lock.acquire()
+        lock.release()
+    return (time.perf_counter() - start) / ops
+
+
+def bench_queue(m: Any, ops: int) -> float:
+    q = m.Queue()
+    start = time.perf_counter()
+    for i in range(ops // 2):
+        q.put(i)
+        q.get()
+    return (time.perf_counter() - start) / ops
+
+
+def bench_ping(m: Any, ops: int) -> float:
+    """agora only: one bare round trip (the ping method, no proxy), the floor of every call."""
+    client = m._client
+    start = time.perf_counter()
+    for _ in range(ops):
+        client.call("ping")
+    return (time.perf_counter() - start) / ops
+
+
+def _echo(sock: Any) -> None:
+    buf = bytearray(65536)
+    while True:
+        n = sock.recv_into(buf)
+        if not n:
+            return
+        sock.sendall(buf[:n])
+
+
+class EchoFloor:
+    """The machine's floor for any synchronous call to another process: a bare socket
+    ping-pong with a Python echo process, with a message the size of a dict get."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock, theirs = socket.socketpair()
+        self.proc = CTX.Process(target=_echo, args=(theirs,), daemon=True)
+        self.proc.start()
+        theirs.close()
+        self.buf = bytearray(65536)
+
+    def run(self, ops: int) -> float:
+        msg, sock, buf = b"\x94\x00\x01\xa8dict.get\x92\x01\xa1k", self.sock, self.buf
+        start = time.perf_counter()
+        for _ in range(ops):
+            sock.sendall(msg)
+            sock.recv_into(buf)
+        return (time.perf_counter() - start) / ops
+
+    def close(self) -> None:
+        self.sock.close()
+        self.proc.terminate()  # a forked child holds a copy of our end: it never sees EOF
+        self.proc.join()
+
+
+def _grabber(lock: Any, db: Any, barrier: Any, done: Any) -> None:
+    db.get("count")  # connect before the clock starts
+    sold = 0
+    barrier.wait()
+    while True:
+        with lock:
+            n = db["count"]
+            if n > 0:
+                db["count"] = n - 1
+                sold += 1
+        if n <= 0:
+            break
+    done.put((time.monotonic(), sold))
+
+
+def bench_tickets(m: Any, tickets: int, workers: int) -> float:
+    lock, db = m.Lock(), m.dict(count=tickets)
+    barrier, done = CTX.Barrier(workers + 1), CTX.Queue()
+    procs = [CTX.Process(target=_grabber, args=(lock, db, barrier, done)) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    start = time.monotonic()
+    results = [done.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    sold = sum(s for _, s in results)
+    if sold != tickets or db["count"] != 0:
+        raise AssertionError(f"sold {sold} of {tickets} tickets, {db['count']} left")
+    return (max(t for t, _ in results) - start) / tickets
+
+
+def _grabber_atomic(count: Any, barrier: Any, done: Any) -> None:
+    count.get()  # connect before the clock starts
+    sold = 0
+    barrier.wait()
+    while count.fetch_add(-1) > 0:
+        sold += 1
+    done.put((time.monotonic(), sold))
+
+
+def bench_tickets_atomic(m: Any, tickets: int, workers: int) -> float:
+    """agora only: the ticket grab with one atomic fetch_add per ticket instead of a lock and
+    three calls."""
+    count = m.Value("q", tickets, strict=True)
+    barrier, done = CTX.Barrier(workers + 1), CTX.Queue()
+    procs = [CTX.Process(target=_grabber_atomic, args=(count, barrier, done)) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    start = time.monotonic()
+    results = [done.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    sold = sum(s for _, s in results)
+    if sold != tickets:
+        raise AssertionError(f"sold {sold} of {tickets} tickets")
+    return (max(t for t, _ in results) - start) / tickets
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--ops", type=int, default=1000, help="operations per micro workload")
+    parser.add_argument("--tickets", type=int, default=600)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="3 small rounds (a smoke run)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.ops, args.tickets = 3, 1000, 300
+
+    workloads: List[Tuple[str, Callable[[Any], float]]] = [
+        ("dict get+set", lambda m: bench_dict(m, args.ops)),
+        ("lock acquire+release", lambda m: bench_lock(m, args.ops)),
+        ("queue put+get", lambda m: bench_queue(m, args.ops)),
+        (f"ticket grab, {args.workers} procs", lambda m: bench_tickets(m, args.tickets, args.workers)),
+    ]
+    print(f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
+          f"agora {agora.__version__}; load average before: {loadavg()}")
+    print(f"{args.rounds} rounds; {args.ops} ops per micro workload, {args.tickets} tickets "
+          f"for {args.workers} processes", flush=True)
+
+    samples: Dict[str, Dict[str, List[float]]] = {
+        name: {"multiprocessing": [], "agora": []} for name, _ in workloads
+    }
+    pings: List[float] = []
+    floors: List[float] = []
+    atomic: List[float] = []
+    echo = EchoFloor()
+    with multiprocessing.Manager() as mp_manager, agora.Manager() as agora_manager:
+        contenders = [("multiprocessing", mp_manager), ("agora", agora_manager)]
+        for _, m in contenders:  # warm-up: connections, code paths
+            bench_dict(m, 200)
+            bench_lock(m, 200)
+            bench_queue(m, 200)
+        for r in range(args.rounds):
+            order = contenders if r % 2 == 0 else contenders[::-1]
+            for name, run in workloads:
+                for label, m in order:
+                    samples[name][label].append(run(m))
+            pings.append(bench_ping(agora_manager, args.ops))
+            atomic.append(bench_tickets_atomic(agora_manager, args.tickets, args.workers))
+            floors.append(echo.run(args.ops))
+            print(f"  round {r + 1}/{args.rounds} done (load {loadavg()})", flush=True)
+
+    def spread(xs: List[float]) -> float:
+        return (max(xs) - min(xs)) / statistics.median(xs) * 100
+
+    def quartiles(xs: List[float]) -> Tuple[float, float]:
+        q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
+        return q[0], q[2]
+
+    print()
+    header = (f"{'workload':<24} {'multiprocessing':>15} {'agora':>12} {'speed-up':>9} "
+              f"{'(IQR)':>12}   spread of rounds (mp / agora)")
+    print(header)
+    print("-" * len(header))
+    report = []
+    for name, _ in workloads:
+        mp_rounds, ag_rounds = samples[name]["multiprocessing"], samples[name]["agora"]
+        mp_t, ag_t = statistics.median(mp_rounds), statistics.median(ag_rounds)
+        ratios = [m / a for m, a in zip(mp_rounds, ag_rounds)]
+        ratio = statistics.median(ratios)
+        low, high = quartiles(ratios)
+        unit = "µs/ticket" if name.startswith("ticket") else "µs/op"
+        print(f"{name:<24} {mp_t * 1e6:>6.1f} {unit:<9} {ag_t * 1e6:>6.1f} {unit:<9}"
+              f"{ratio:>5.1f}x  ({low:.1f}-{high:.1f}x)   "
+              f"{spread(mp_rounds):>5.0f}% / {spread(ag_rounds):.0f}%")
+        report.append({
+            "workload": name,
+            "multiprocessing_us": mp_t * 1e6,
+            "agora_us": ag_t * 1e6,
+            "speedup_median_of_paired_ratios": ratio,
+            "speedup_iqr": [low, high],
+            "rounds_us": {k: [x * 1e6 for x in v] for k, v in samples[name].items()},
+        })
+    echo.close()
+    print(f"\nfloor: a bare socket round trip to a Python echo process "
+          f"{statistics.median(floors) * 1e6:.1f} µs (spread {spread(floors):.0f}%); "
+          f"a bare agora round trip (ping, no proxy) {statistics.median(pings) * 1e6:.1f} µs "
+          f"(spread {spread(pings):.0f}%)")
+    print(f"agora only: the ticket grab with one atomic fetch_add per ticket (no lock) "
+          f"{statistics.median(atomic) * 1e6:.1f} µs/ticket (spread {spread(atomic):.0f}%)")
+    print(f"load average after: {loadavg()}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"python": platform.python_version(), "cpus": os.cpu_count(),
+                       "rounds": args.rounds, "results": report,
+                       "agora_ping_us": [x * 1e6 for x in pings],
+                       "echo_floor_us": [x * 1e6 for x in floors],
+                       "agora_atomic_tickets_us": [x * 1e6 for x in atomic]}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
