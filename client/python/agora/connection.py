@@ -220,7 +220,11 @@ class Connection:
         error = response[2]
         if error is None:
             return response[3]
-        raise errors.from_wire(error)
+        exception = errors.from_wire(error)
+        if isinstance(exception, (errors.LimitError, ProtocolError)):
+            # The manager closes the connection after these: open a new one next time.
+            self._break()
+        raise exception
 
     def _break(self) -> None:
         self.close()

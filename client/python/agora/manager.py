@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 from multiprocessing import util as mp_util
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .connection import AddressLike, Client, Connection, client_for, parse_address, parse_authkey
 from .proxies import (
@@ -142,8 +142,9 @@ class Manager:
     """A handle on an agora manager, with factories for shared objects.
 
     ``Manager()`` starts a private ``agora-manager`` child process (found through
-    ``executable``, ``$AGORA_MANAGER_BIN`` or ``PATH``) and owns it: :meth:`shutdown`, the end of
-    a ``with`` block and interpreter exit stop it. ``Manager(address, authkey)`` (or
+    ``executable``, ``$AGORA_MANAGER_BIN`` or ``PATH``; ``args`` are extra command-line arguments
+    such as ``["--max-message-bytes", "1048576"]``) and owns it: :meth:`shutdown`, the end of a
+    ``with`` block and interpreter exit stop it. ``Manager(address, authkey)`` (or
     :func:`connect`) uses a running manager instead and never stops it implicitly.
 
     The factories have the signatures of ``multiprocessing.managers.SyncManager``'s, plus a
@@ -160,6 +161,7 @@ class Manager:
         authkey: Optional[Union[bytes, str]] = None,
         *,
         executable: Optional[str] = None,
+        args: Sequence[str] = (),
         start_timeout: float = 30.0,
         shutdown_timeout: float = 5.0,
         _exit_priority: int = 0,
@@ -173,10 +175,15 @@ class Manager:
             return
         if authkey is not None:
             raise TypeError("an authkey without an address: give both to connect, or neither")
-        self._start(executable, start_timeout, shutdown_timeout, _exit_priority)
+        self._start(executable, list(args), start_timeout, shutdown_timeout, _exit_priority)
 
     def _start(
-        self, executable: Optional[str], start_timeout: float, shutdown_timeout: float, priority: int
+        self,
+        executable: Optional[str],
+        args: List[str],
+        start_timeout: float,
+        shutdown_timeout: float,
+        priority: int,
     ) -> None:
         binary = find_manager_binary(executable)
         tmpdir = tempfile.mkdtemp(prefix="agora-")
@@ -189,7 +196,7 @@ class Manager:
         env.setdefault("RUST_LOG", "warn")
         try:
             proc = subprocess.Popen(
-                [binary, "--listen", listen],
+                [binary, "--listen", listen, *args],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 env=env,

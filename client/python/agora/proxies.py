@@ -445,10 +445,6 @@ class ValueProxy(BaseProxy):
         swapped, previous = self._call("value.compare_and_swap", expected, new)
         return swapped, previous
 
-    def __repr__(self) -> str:
-        return f"{super().__repr__()[:-1]}; value={self.get()!r}>"
-
-
 class ArrayProxy(BaseProxy):
     """A shared fixed-length array of one typecode (``array`` module typecodes), like Python's
     ``ArrayProxy``: ``len(a)``, ``a[i]``, ``a[i] = v`` and slices (read as ``array.array``).

@@ -218,8 +218,8 @@ class Connections(unittest.TestCase):
 
         previous = signal.signal(signal.SIGALRM, on_alarm)
         try:
-            signal.setitimer(signal.ITIMER_REAL, 0.1)
             with self.assertRaises(Interrupted):
+                signal.setitimer(signal.ITIMER_REAL, 0.1)
                 q.get()  # blocks until the alarm interrupts it
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -237,6 +237,16 @@ class Connections(unittest.TestCase):
         with self.assertRaises(agora.ConnectionLost) as caught:
             agora.connect("unix:/nonexistent/agora.sock", b"key")
         self.assertIsInstance(caught.exception, ConnectionError)
+
+    def test_message_over_the_limit(self) -> None:
+        with agora.Manager(args=["--max-message-bytes", "4096"]) as small:
+            d = small.dict()
+            d["held"] = 1
+            with self.assertRaises(agora.LimitError):
+                d["big"] = "x" * 10_000
+            # The manager closed that connection; the next call opens a new one.
+            d["small"] = 2
+            self.assertEqual(d.copy(), {"held": 1, "small": 2})
 
     def test_unknown_method(self) -> None:
         d = manager.dict()
