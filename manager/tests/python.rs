@@ -1,9 +1,10 @@
 //! The Python client's test suite (`client/python/tests`), run against this package's
 //! `agora-manager` binary, so that `cargo test` covers it.
 //!
-//! Everything happens in a temporary directory: the package is installed there with pip
-//! (`pip install --target`, which builds it in pip's default isolated environment and fetches
-//! `msgpack`), and `TMPDIR` points there too, so every manager the suite starts keeps its
+//! Everything happens in a temporary directory: the package's files are copied there (so that
+//! the build leaves nothing in the source tree, and nothing a previous build left there gets
+//! into the package) and installed there with pip (`pip install --target`, which builds it in
+//! pip's default isolated environment and fetches `msgpack`), and `TMPDIR` points there too, so every manager the suite starts keeps its
 //! socket inside it. The suite's output goes to files, never to pipes a stray child could hold
 //! open, and whatever process still mentions the directory when the suite ends is killed: a
 //! failing or hung test cannot leave managers behind.
@@ -29,6 +30,30 @@ fn client_dir() -> PathBuf {
         .join("..")
         .join("client")
         .join("python")
+}
+
+/// Copies the files `pip install` needs (the project file, the README and the package).
+fn copy_package(to: &Path) {
+    fn copy_dir(from: &Path, to: &Path) {
+        fs::create_dir_all(to).expect("create a directory of the package copy");
+        for entry in fs::read_dir(from).expect("read the package directory") {
+            let entry = entry.expect("read a package directory entry");
+            let (source, target) = (entry.path(), to.join(entry.file_name()));
+            if entry.file_type().expect("stat a package file").is_dir() {
+                if entry.file_name() != "__pycache__" {
+                    copy_dir(&source, &target);
+                }
+            } else {
+                fs::copy(&source, &target).expect("copy a package file");
+            }
+        }
+    }
+    let from = client_dir();
+    fs::create_dir_all(to).expect("create the package copy");
+    for file in ["pyproject.toml", "README.md"] {
+        fs::copy(from.join(file), to.join(file)).expect("copy a package file");
+    }
+    copy_dir(&from.join("agora"), &to.join("agora"));
 }
 
 /// How a child process ended, and what it wrote.
@@ -108,10 +133,12 @@ fn python_client_suite() {
     let scratch = tmp.path().join("tmp");
     fs::create_dir(&scratch).expect("create the scratch directory");
 
+    let package = tmp.path().join("package");
+    copy_package(&package);
     let mut pip = Command::new("python3");
     pip.args(["-m", "pip", "install", "--quiet", "--no-input", "--target"])
         .arg(&site)
-        .arg(client_dir())
+        .arg(&package)
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         .env("TMPDIR", &scratch);
     let installed = run(pip, &tmp.path().join("pip.log"), PIP_TIMEOUT);
