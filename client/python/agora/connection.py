@@ -52,7 +52,7 @@ def parse_address(address: AddressLike) -> str:
     """
     if isinstance(address, tuple):
         host, port = address
-        return f"tcp:{host}:{int(port)}"
+        return f"tcp:[{host}]:{int(port)}" if ":" in host else f"tcp:{host}:{int(port)}"
     if not isinstance(address, str) or not address:
         raise TypeError(f"a manager address is 'unix:PATH' or 'tcp:HOST:PORT', not {address!r}")
     if address.startswith(("unix:", "tcp:")):
@@ -371,12 +371,6 @@ def client_for(address: AddressLike, authkey: Union[bytes, str]) -> Client:
             client = Client(address, key)
             _clients[address] = client
         return client
-
-
-def known_client(address: str) -> Optional[Client]:
-    """The client of ``address`` if this process has one."""
-    with _clients_guard:
-        return _clients.get(address)
 
 
 def _after_fork_in_child() -> None:
