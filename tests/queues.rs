@@ -464,7 +464,6 @@ fn joinable_queue_tutorial_program_ends() {
 /// so they wait although there is room and getters wait for them. Ignored until the manager
 /// is fixed: run with `--ignored`.
 #[test]
-#[ignore = "manager bug: Queue::put parks a partial put_many without pumping (see report)"]
 fn put_many_keeps_feeding_parked_getters() {
     let _serial = serial();
     let manager = Manager::spawn().expect("spawn the manager");

@@ -498,7 +498,6 @@ fn threads_block_on_one_connection_while_others_call() {
 /// what it held (this lock) is never released. Ignored until the manager is fixed: run with
 /// `--ignored`.
 #[test]
-#[ignore = "manager bug: an infinite timeout panics the session and leaks its locks (see report)"]
 fn an_infinite_timeout_does_not_kill_the_connection() {
     let _serial = serial();
     let manager = Manager::spawn().expect("spawn the manager");

@@ -9,10 +9,10 @@
 //! waiter that is gone.
 //!
 //! The connection side resolves every race between a grant, a timeout and a disconnect under
-//! the object's lock: on timeout it asks the object to [`SharedObject::expire`] the waiter
+//! the object's lock: on timeout it asks the object to [`SharedObject::expire`](crate::objects::SharedObject::expire) the waiter
 //! (which fails if the grant won), and a [`Parked`] call dropped before its reply was
-//! delivered returns the reply with [`SharedObject::undeliver`] (a queue item goes back to the
-//! head of the queue) or removes the waiter with [`SharedObject::abandon`].
+//! delivered returns the reply with [`SharedObject::undeliver`](crate::objects::SharedObject::undeliver) (a queue item goes back to the
+//! head of the queue) or removes the waiter with [`SharedObject::abandon`](crate::objects::SharedObject::abandon).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -237,7 +237,8 @@ impl Parked {
     pub fn new(msgid: u32, park: Park, object: ObjectHandle) -> Parked {
         Parked {
             msgid,
-            deadline: park.timeout.map(|t| Instant::now() + t),
+            // A timeout too far away to represent (Python's `inf`) is no deadline at all.
+            deadline: park.timeout.and_then(|t| Instant::now().checked_add(t)),
             rx: Some(park.rx),
             ticket: Ticket {
                 object,

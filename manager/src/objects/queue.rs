@@ -1,6 +1,6 @@
 //! `queue` and `joinable_queue`: FIFO queues with blocking, batched and closable puts and gets.
 //!
-//! Getters and putters wait in FIFO lines on the manager; every state change runs [`State::pump`],
+//! Getters and putters wait in FIFO lines on the manager; every state change runs `State::pump`,
 //! which moves waiting putters' items in while there is room and hands items to waiting getters
 //! while there are items, so no wake-up is lost. An item handed to a getter whose connection is
 //! gone goes back to the head of the queue: every item is delivered exactly once or stays.
@@ -238,6 +238,8 @@ impl Queue {
         }
         let tag = if many { PUT_MANY } else { PUT };
         let (id, rx) = st.putters.push(caller.session, pending);
+        // Items handed straight to parked getters above may have made room for the rest.
+        st.pump(self.maxsize);
         Ok(Outcome::Parked(Park::new(rx, id, tag, timeout)))
     }
 
@@ -417,6 +419,8 @@ impl SharedObject for Queue {
                 None => return Expired::Pending,
             },
         };
+        // A putter that left may have been blocking the line behind it.
+        st.pump(self.maxsize);
         Expired::Reply(reply)
     }
 
