@@ -318,3 +318,70 @@ pub fn rate(x: f64) -> String {
 pub fn results_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results")
 }
+
+/// Nanoseconds on the system-wide monotonic clock, comparable between processes (Linux's
+/// `CLOCK_MONOTONIC`; `Instant` cannot be sent to another process).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Runs `job` once in each of `workers` processes, all released together, and returns the time
+/// from the release to the last worker's finish, with every worker's results concatenated.
+/// Results travel through files, so a worker never blocks on a full pipe while the clock runs.
+pub fn run_to_completion<F>(
+    workers: usize,
+    job: F,
+) -> Result<(Duration, Vec<u64>), Box<dyn std::error::Error>>
+where
+    F: Fn() -> Result<Vec<u64>, Box<dyn std::error::Error>> + Clone,
+{
+    let dir = tempfile::Builder::new().prefix("agora-bench-run-").tempdir()?;
+    let (go_r, go_w) = nix::unistd::pipe()?;
+    let mut procs = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let go_r = go_r.try_clone()?;
+        let (job, out) = (job.clone(), dir.path().join(format!("{i}")));
+        procs.push(Process::spawn(move || {
+            let mut byte = [0u8; 1];
+            let _ = std::fs::File::from(go_r).read(&mut byte);
+            let code = match job() {
+                Ok(values) => {
+                    let mut bytes = monotonic_ns().to_le_bytes().to_vec();
+                    values.iter().for_each(|v| bytes.extend(v.to_le_bytes()));
+                    std::fs::write(&out, bytes).map_or(1, |()| 0)
+                }
+                Err(e) => {
+                    eprintln!("benchmark worker: {e}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        })?);
+    }
+    drop(go_r);
+    std::thread::sleep(Duration::from_millis(20));
+    let start = monotonic_ns();
+    std::fs::File::from(go_w).write_all(&vec![1u8; workers])?;
+    for mut p in procs {
+        let status = p.join()?;
+        if !status.success() {
+            return Err(format!("a benchmark worker failed: {status}").into());
+        }
+    }
+    let (mut end, mut all) = (start, Vec::new());
+    for i in 0..workers {
+        let bytes = std::fs::read(dir.path().join(format!("{i}")))?;
+        let mut words = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+        end = end.max(words.next().unwrap_or(start));
+        all.extend(words);
+    }
+    Ok((Duration::from_nanos(end.saturating_sub(start)), all))
+}

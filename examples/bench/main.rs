@@ -10,9 +10,11 @@
 //! spread: that is how noisy the run was. Results also go to `bench-results/bench.csv`.
 
 mod blocking;
+mod chart;
 mod harness;
 mod report;
 mod rpc;
+mod tickets;
 
 use std::process::ExitCode;
 
@@ -22,6 +24,8 @@ use report::Report;
 struct Options {
     rounds: usize,
     clients: Vec<usize>,
+    workers: Vec<usize>,
+    scale: u64,
     section: Section,
 }
 
@@ -31,6 +35,7 @@ enum Section {
     All,
     Rpc,
     Blocking,
+    Tickets,
 }
 
 impl Section {
@@ -39,7 +44,10 @@ impl Section {
             "all" => Ok(Section::All),
             "rpc" => Ok(Section::Rpc),
             "blocking" => Ok(Section::Blocking),
-            other => Err(format!("unknown section {other:?} (rpc, blocking or all)")),
+            "tickets" => Ok(Section::Tickets),
+            other => Err(format!(
+                "unknown section {other:?} (rpc, blocking, tickets or all)"
+            )),
         }
     }
 
@@ -62,6 +70,8 @@ fn options() -> Result<Options, String> {
     let mut o = Options {
         rounds: 5,
         clients: vec![1, 4, 16],
+        workers: vec![1, 2, 4, 8],
+        scale: 1,
         section: Section::All,
     };
     let mut args = std::env::args().skip(1);
@@ -70,11 +80,13 @@ fn options() -> Result<Options, String> {
         match arg.as_str() {
             "--rounds" => o.rounds = value()?.parse().map_err(|e| format!("--rounds: {e}"))?,
             "--clients" => o.clients = parse_list(&value()?)?,
+            "--workers" => o.workers = parse_list(&value()?)?,
+            "--scale" => o.scale = value()?.parse().map_err(|e| format!("--scale: {e}"))?,
             "--quick" => o.rounds = 3,
             "--section" => o.section = Section::parse(&value()?)?,
             "--help" | "-h" => {
                 return Err("usage: bench [--rounds N] [--clients 1,4,16] [--quick] \
-                            [--section rpc|blocking|all]"
+                            [--workers 1,2,4,8] [--scale N] [--section rpc|blocking|tickets|all]"
                     .into())
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -117,6 +129,9 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("blocking: {} rounds, interleaved", o.rounds);
         targets.extend(blocking::run(&servers, o.rounds, &mut report)?);
     }
+    if o.section.runs(Section::Tickets) {
+        run_tickets(&servers, o, &mut report)?;
+    }
     println!(
         "agora benchmark: {} rounds per figure, contenders interleaved; load average {} -> {} ({} cores)",
         o.rounds,
@@ -135,5 +150,33 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let csv = results_dir().join("bench.csv");
     report.write_csv(&csv)?;
     println!("results written to {}", csv.display());
+    Ok(())
+}
+
+/// The ticket grab on every backend, with a progress line and a chart of the medians.
+fn run_tickets(
+    servers: &Servers,
+    o: &Options,
+    report: &mut Report,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::Builder::new().prefix("agora-tickets-").tempdir()?;
+    let total = o.rounds * o.workers.len() * tickets::Backend::ALL.len();
+    let done = std::cell::Cell::new(0usize);
+    let progress = |what: &str| {
+        done.set(done.get() + 1);
+        eprint!("\r\x1b[2K[{:>3}/{total}] {what}", done.get());
+    };
+    let curves = tickets::run(servers, o.rounds, &o.workers, o.scale, dir.path(), report, &progress)?;
+    eprintln!();
+    let lines: Vec<chart::Line<'_>> = curves
+        .iter()
+        .map(|c| chart::Line {
+            name: c.name,
+            points: c.points.iter().map(|&(w, y)| (w as f64, y)).collect(),
+        })
+        .collect();
+    let svg = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/bench-tickets.svg");
+    chart::draw(&svg, "Ticket grab: tickets/s by number of workers", "workers", "tickets/s (log scale)", &lines)?;
+    println!("chart written to {}", svg.display());
     Ok(())
 }

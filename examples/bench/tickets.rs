@@ -1,0 +1,212 @@
+//! The ticket grab: W workers buy tickets until they are sold out, on four backends.
+//!
+//! - a manager `Lock` + `Value` (4 round trips a ticket: acquire, get, set, release);
+//! - the manager's atomic `fetch_add` with no lock (1 round trip);
+//! - the tutorials' JSON file guarded by a `FileLock` (`flock(2)`);
+//! - a plain integer behind a `LocalLock`, with W threads of one process (the in-process
+//!   ceiling, which cannot cross processes).
+//!
+//! Every run checks that exactly the initial number of tickets was sold, each number once.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agora::baseline::{
+    buy, AtomicTickets, FileLock, JsonFileTickets, LocalLock, LocalTickets, Locker, NoLock,
+    TicketStore, ValueTickets,
+};
+use agora::{Client, Lock, Value};
+
+use crate::harness::{monotonic_ns, run_to_completion, Samples, Servers};
+use crate::report::Report;
+
+type BoxError = Box<dyn std::error::Error>;
+
+/// One way to sell tickets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Manager `Lock` + `Value`, W processes.
+    ManagerLock,
+    /// Manager `Value::fetch_add`, no lock, W processes.
+    ManagerAtomic,
+    /// `FileLock` + a JSON file, W processes.
+    FileLock,
+    /// `LocalLock` + an integer, W threads of this process.
+    LocalLock,
+}
+
+impl Backend {
+    /// Every backend, in table order.
+    pub const ALL: [Backend; 4] = [
+        Backend::ManagerLock,
+        Backend::ManagerAtomic,
+        Backend::FileLock,
+        Backend::LocalLock,
+    ];
+
+    /// The name in the table and the chart.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::ManagerLock => "manager Lock + Value",
+            Backend::ManagerAtomic => "manager atomic fetch_add",
+            Backend::FileLock => "FileLock + JSON file",
+            Backend::LocalLock => "LocalLock + int (threads)",
+        }
+    }
+
+    /// Tickets per run: enough for a few hundred milliseconds at this backend's speed.
+    fn tickets(self, scale: u64) -> u64 {
+        scale
+            * match self {
+                Backend::ManagerLock => 1_500,
+                Backend::ManagerAtomic => 6_000,
+                Backend::FileLock => 6_000,
+                Backend::LocalLock => 200_000,
+            }
+    }
+}
+
+/// Where the manager backends find their objects.
+#[derive(Clone)]
+struct Objects {
+    address: agora::Address,
+    authkey: Vec<u8>,
+    lock: u64,
+    value: u64,
+    dir: PathBuf,
+}
+
+/// Buys until sold out; returns the numbers bought.
+fn grab<L: Locker, S: TicketStore>(lock: &L, store: &S) -> Result<Vec<u64>, BoxError> {
+    let mut bought = Vec::new();
+    while let Some(ticket) = buy(lock, store)? {
+        bought.push(ticket);
+    }
+    Ok(bought)
+}
+
+/// One worker process's purchases on a process backend.
+fn worker(backend: Backend, o: &Objects) -> Result<Vec<u64>, BoxError> {
+    match backend {
+        Backend::ManagerLock | Backend::ManagerAtomic => {
+            let client = Client::connect(&o.address, &o.authkey)?;
+            let value = Value::<i64>::from_id(&client, o.value);
+            if backend == Backend::ManagerLock {
+                grab(&Lock::from_id(&client, o.lock), &ValueTickets::new(value))
+            } else {
+                grab(&NoLock, &AtomicTickets::new(value))
+            }
+        }
+        Backend::FileLock => grab(
+            &FileLock::new(o.dir.join("db.lock")),
+            &JsonFileTickets::open(o.dir.join("db.json")),
+        ),
+        Backend::LocalLock => Err("LocalLock runs on threads, not processes".into()),
+    }
+}
+
+/// Fails unless exactly `n` tickets were sold, each number once.
+fn check(backend: Backend, n: u64, sold: &[u64]) -> Result<(), BoxError> {
+    let distinct: BTreeSet<u64> = sold.iter().copied().collect();
+    if sold.len() as u64 != n || distinct.len() != sold.len() {
+        return Err(format!(
+            "{}: {} tickets for sale, {} sold, {} distinct: a ticket was sold twice or lost",
+            backend.name(),
+            n,
+            sold.len(),
+            distinct.len()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Tickets per second for one run of `backend` with `w` workers.
+fn run_once(backend: Backend, w: usize, n: u64, o: &Objects, manager: &Client) -> Result<f64, BoxError> {
+    let (elapsed, sold) = match backend {
+        Backend::LocalLock => local_threads(w, n)?,
+        _ => {
+            match backend {
+                Backend::FileLock => {
+                    JsonFileTickets::create(o.dir.join("db.json"), n)?;
+                }
+                _ => Value::<i64>::from_id(manager, o.value).set(&(n as i64))?,
+            }
+            let objects = o.clone();
+            run_to_completion(w, move || worker(backend, &objects))?
+        }
+    };
+    check(backend, n, &sold)?;
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+/// The in-process ceiling: `w` threads on a `LocalLock`.
+fn local_threads(w: usize, n: u64) -> Result<(Duration, Vec<u64>), BoxError> {
+    let lock = LocalLock::new();
+    let store = LocalTickets::new(n);
+    let start = monotonic_ns();
+    let sold = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..w)
+            .map(|_| s.spawn(|| grab(&lock, &store).map_err(|e| e.to_string())))
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            let part = h.join().map_err(|_| "a ticket thread panicked".to_owned())??;
+            all.extend(part);
+        }
+        Ok::<_, String>(all)
+    })?;
+    Ok((Duration::from_nanos(monotonic_ns() - start), sold))
+}
+
+/// One line of the chart: a backend's median tickets/s per worker count.
+pub struct Curve {
+    /// The backend's name.
+    pub name: &'static str,
+    /// (workers, median tickets/s).
+    pub points: Vec<(usize, f64)>,
+}
+
+/// Runs the section: every backend at every worker count, interleaved round by round.
+pub fn run(
+    servers: &Servers,
+    rounds: usize,
+    workers: &[usize],
+    scale: u64,
+    dir: &Path,
+    report: &mut Report,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<Curve>, BoxError> {
+    let manager = servers.client(&servers.agora_unix)?;
+    let objects = Objects {
+        address: servers.agora_unix.clone(),
+        authkey: servers.authkey.clone(),
+        lock: manager.lock()?.id(),
+        value: manager.value(&0i64)?.id(),
+        dir: dir.to_owned(),
+    };
+    let mut samples = vec![vec![Samples::default(); workers.len()]; Backend::ALL.len()];
+    for _ in 0..rounds {
+        for (wi, &w) in workers.iter().enumerate() {
+            for (bi, &backend) in Backend::ALL.iter().enumerate() {
+                progress(&format!("tickets: {} with {w} workers", backend.name()));
+                let rate = run_once(backend, w, backend.tickets(scale), &objects, &manager)?;
+                samples[bi][wi].0.push(rate);
+            }
+        }
+    }
+    let mut curves = Vec::new();
+    for (bi, &backend) in Backend::ALL.iter().enumerate() {
+        let mut points = Vec::new();
+        for (wi, &w) in workers.iter().enumerate() {
+            let s = &samples[bi][wi];
+            let baseline = samples[0][wi].median();
+            let ratio = (backend != Backend::ManagerLock).then_some(baseline);
+            report.row("tickets (vs manager Lock)", "unix", w, backend.name(), s, ratio);
+            points.push((w, s.median()));
+        }
+        curves.push(Curve { name: backend.name(), points });
+    }
+    Ok(curves)
+}
