@@ -57,8 +57,14 @@ pub fn draw(
         chart
             .draw_series(LineSeries::new(line.points.clone(), color.stroke_width(2)))?
             .label(line.name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(line.points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart.draw_series(
+            line.points
+                .iter()
+                .map(|&p| Circle::new(p, 4, color.filled())),
+        )?;
     }
     chart
         .configure_series_labels()

@@ -341,7 +341,9 @@ pub fn run_to_completion<F>(
 where
     F: Fn() -> Result<Vec<u64>, Box<dyn std::error::Error>> + Clone,
 {
-    let dir = tempfile::Builder::new().prefix("agora-bench-run-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("agora-bench-run-")
+        .tempdir()?;
     let (go_r, go_w) = nix::unistd::pipe()?;
     let mut procs = Vec::with_capacity(workers);
     for i in 0..workers {

@@ -159,14 +159,24 @@ fn run_tickets(
     o: &Options,
     report: &mut Report,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::Builder::new().prefix("agora-tickets-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("agora-tickets-")
+        .tempdir()?;
     let total = o.rounds * o.workers.len() * tickets::Backend::ALL.len();
     let done = std::cell::Cell::new(0usize);
     let progress = |what: &str| {
         done.set(done.get() + 1);
         eprint!("\r\x1b[2K[{:>3}/{total}] {what}", done.get());
     };
-    let curves = tickets::run(servers, o.rounds, &o.workers, o.scale, dir.path(), report, &progress)?;
+    let curves = tickets::run(
+        servers,
+        o.rounds,
+        &o.workers,
+        o.scale,
+        dir.path(),
+        report,
+        &progress,
+    )?;
     eprintln!();
     let lines: Vec<chart::Line<'_>> = curves
         .iter()
@@ -176,7 +186,13 @@ fn run_tickets(
         })
         .collect();
     let svg = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/bench-tickets.svg");
-    chart::draw(&svg, "Ticket grab: tickets/s by number of workers", "workers", "tickets/s (log scale)", &lines)?;
+    chart::draw(
+        &svg,
+        "Ticket grab: tickets/s by number of workers",
+        "workers",
+        "tickets/s (log scale)",
+        &lines,
+    )?;
     println!("chart written to {}", svg.display());
     Ok(())
 }

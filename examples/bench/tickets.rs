@@ -123,7 +123,13 @@ fn check(backend: Backend, n: u64, sold: &[u64]) -> Result<(), BoxError> {
 }
 
 /// Tickets per second for one run of `backend` with `w` workers.
-fn run_once(backend: Backend, w: usize, n: u64, o: &Objects, manager: &Client) -> Result<f64, BoxError> {
+fn run_once(
+    backend: Backend,
+    w: usize,
+    n: u64,
+    o: &Objects,
+    manager: &Client,
+) -> Result<f64, BoxError> {
     let (elapsed, sold) = match backend {
         Backend::LocalLock => local_threads(w, n)?,
         _ => {
@@ -152,7 +158,9 @@ fn local_threads(w: usize, n: u64) -> Result<(Duration, Vec<u64>), BoxError> {
             .collect();
         let mut all = Vec::new();
         for h in handles {
-            let part = h.join().map_err(|_| "a ticket thread panicked".to_owned())??;
+            let part = h
+                .join()
+                .map_err(|_| "a ticket thread panicked".to_owned())??;
             all.extend(part);
         }
         Ok::<_, String>(all)
@@ -203,10 +211,20 @@ pub fn run(
             let s = &samples[bi][wi];
             let baseline = samples[0][wi].median();
             let ratio = (backend != Backend::ManagerLock).then_some(baseline);
-            report.row("tickets (vs manager Lock)", "unix", w, backend.name(), s, ratio);
+            report.row(
+                "tickets (vs manager Lock)",
+                "unix",
+                w,
+                backend.name(),
+                s,
+                ratio,
+            );
             points.push((w, s.median()));
         }
-        curves.push(Curve { name: backend.name(), points });
+        curves.push(Curve {
+            name: backend.name(),
+            points,
+        });
     }
     Ok(curves)
 }
