@@ -754,3 +754,49 @@ fn an_empty_unix_path_is_a_readable_startup_error() {
         "the message names the address: {stderr}"
     );
 }
+
+#[test]
+fn lifeline_stdin_stops_the_manager_when_its_parent_closes_the_pipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--lifeline-stdin")
+        .env("TMPDIR", tmp.path())
+        .env_remove("AGORA_AUTHKEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run agora-manager");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let socket = PathBuf::from(
+        line.split_whitespace()
+            .nth(2)
+            .unwrap()
+            .trim_start_matches("unix:"),
+    );
+    assert!(is_socket(&socket), "ready line {line:?}");
+    // Still serving while the pipe is open.
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "stopped with its lifeline open"
+    );
+    // What the kernel does when the parent dies: the write end closes.
+    drop(child.stdin.take());
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the manager outlived its lifeline"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!socket.exists(), "socket file left behind");
+}

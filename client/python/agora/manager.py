@@ -196,8 +196,10 @@ class Manager:
         env.setdefault("RUST_LOG", "warn")
         try:
             proc = subprocess.Popen(
-                [binary, "--listen", listen, *args],
-                stdin=subprocess.DEVNULL,
+                # The manager stops when its stdin closes, which the kernel does when this
+                # process dies, however it dies: no orphaned managers.
+                [binary, "--listen", listen, "--lifeline-stdin", *args],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
                 close_fds=True,

@@ -44,6 +44,12 @@ struct Args {
     #[arg(long, default_value_t = Limits::default().max_container_len)]
     max_container_len: usize,
 
+    /// Stop when standard input reaches end-of-file: a parent that starts the manager with a
+    /// pipe on its stdin and keeps the write end gets a manager that cannot outlive it, even
+    /// when the parent is killed with SIGKILL.
+    #[arg(long)]
+    lifeline_stdin: bool,
+
     /// Most requests one connection may have in flight.
     #[arg(long, default_value_t = 65_536)]
     max_in_flight: usize,
@@ -140,7 +146,13 @@ fn run(args: Args) -> Result<(), Fatal> {
         let mut stdout = io::stdout().lock();
         let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
     };
-    agora_manager::run_blocking_then(listeners, config, None, ready)
+    let lifeline = if args.lifeline_stdin {
+        use std::os::fd::AsFd;
+        Some(io::stdin().as_fd().try_clone_to_owned()?)
+    } else {
+        None
+    };
+    agora_manager::run_blocking_then(listeners, config, lifeline, ready)
         .map_err(|e| Fatal(format!("the manager failed: {e}")))
 }
 
