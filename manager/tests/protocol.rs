@@ -2841,3 +2841,20 @@ fn an_oversize_message_over_tcp_still_gets_its_limit_error() {
         t.expect_closed();
     }
 }
+
+#[test]
+fn a_semaphore_release_that_would_overflow_is_refused_and_the_value_kept() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let sem = c.create("semaphore", None, vec![Value::from(1)]);
+    let err = c.fail(
+        "semaphore.release",
+        vec![Value::from(sem), Value::from(u64::MAX)],
+    );
+    assert!(err.starts_with("OverflowError"), "{err}");
+    // The session survived and the value is what it was.
+    assert_eq!(
+        c.ok("semaphore.get_value", vec![Value::from(sem)]),
+        Value::from(1)
+    );
+}

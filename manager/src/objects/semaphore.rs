@@ -164,10 +164,18 @@ impl SharedObject for Semaphore {
                     return Err(CallError::value("n must be one or more"));
                 }
                 let mut st = self.state.lock();
-                if self.kind == Kind::BoundedSemaphore && st.value + n > self.initial {
+                // `n` comes from the client: an addition that does not fit is refused, never
+                // wrapped.
+                let value = st.value.checked_add(n).ok_or_else(|| {
+                    CallError::overflow(format!(
+                        "releasing {n} permits would take the value past {}",
+                        u64::MAX
+                    ))
+                })?;
+                if self.kind == Kind::BoundedSemaphore && value > self.initial {
                     return Err(CallError::value("Semaphore released too many times"));
                 }
-                st.value += n;
+                st.value = value;
                 st.forget(caller.session, n);
                 st.hand_off();
                 encode::nil(out);
