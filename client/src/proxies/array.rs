@@ -6,7 +6,6 @@ use std::marker::PhantomData;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::list::By;
 use crate::client::Client;
 use crate::command::{decode, Args, Cmd};
 use crate::error::Result;
@@ -124,10 +123,7 @@ where
         stop: Option<i64>,
         step: Option<i64>,
     ) -> Cmd<Vec<T>> {
-        Cmd::object(self.id, "array.getslice", decode::value, |a| {
-            a.opt_int(start).opt_int(stop).opt_int(step);
-            Ok(())
-        })
+        super::slicing::get(self.id, "array.getslice", start, stop, step)
     }
 
     /// `a[start:stop:step] = items`; `items` must have the slice's length (`ValueError`).
@@ -158,10 +154,7 @@ where
         I: IntoIterator,
         I::Item: Borrow<T>,
     {
-        Cmd::object(self.id, "array.setslice", decode::unit, |a| {
-            a.opt_int(start).opt_int(stop).opt_int(step);
-            a.seq(items.into_iter().map(By::<T, _>::new)).map(drop)
-        })
+        super::slicing::set::<T, I>(self.id, "array.setslice", (start, stop, step), items)
     }
 
     /// The number of elements, fixed at creation.

@@ -86,11 +86,6 @@ impl<T: Serialize, U: Borrow<T>> Serialize for By<T, U> {
     }
 }
 
-/// Encodes a Python slice: start, stop, step (each nil when `None`).
-fn slice(a: &mut Args, start: Option<i64>, stop: Option<i64>, step: Option<i64>) {
-    a.opt_int(start).opt_int(stop).opt_int(step);
-}
-
 impl<T> List<T>
 where
     T: Serialize + DeserializeOwned,
@@ -171,10 +166,7 @@ where
         stop: Option<i64>,
         step: Option<i64>,
     ) -> Cmd<Vec<T>> {
-        Cmd::object(self.id, "list.getslice", decode::value, |a| {
-            slice(a, start, stop, step);
-            Ok(())
-        })
+        super::slicing::get(self.id, "list.getslice", start, stop, step)
     }
 
     /// `l[start:stop:step] = items`. With a step other than 1 the slice and `items` must have
@@ -206,10 +198,7 @@ where
         I: IntoIterator,
         I::Item: Borrow<T>,
     {
-        Cmd::object(self.id, "list.setslice", decode::unit, |a| {
-            slice(a, start, stop, step);
-            a.seq(items.into_iter().map(By::<T, _>::new)).map(drop)
-        })
+        super::slicing::set::<T, I>(self.id, "list.setslice", (start, stop, step), items)
     }
 
     /// `del l[start:stop:step]`.
@@ -229,10 +218,7 @@ where
         stop: Option<i64>,
         step: Option<i64>,
     ) -> Cmd<()> {
-        Cmd::object(self.id, "list.delslice", decode::unit, |a| {
-            slice(a, start, stop, step);
-            Ok(())
-        })
+        super::slicing::delete(self.id, "list.delslice", start, stop, step)
     }
 
     /// Appends `value` at the end.

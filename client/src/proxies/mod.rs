@@ -44,6 +44,7 @@ mod lock;
 mod namespace;
 mod queue;
 mod semaphore;
+mod slicing;
 mod value;
 mod wait;
 
