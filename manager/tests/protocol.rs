@@ -2858,3 +2858,22 @@ fn a_semaphore_release_that_would_overflow_is_refused_and_the_value_kept() {
         Value::from(1)
     );
 }
+
+#[test]
+fn negative_sizes_and_counts_are_reported_as_themselves() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let err = c
+        .call(
+            "create",
+            vec!["array".into(), Value::Nil, "i".into(), Value::from(-1)],
+        )
+        .unwrap_err();
+    assert_eq!(err.name, "ValueError");
+    assert!(err.message.contains("-1"), "{}", err.message);
+    let sem = c.create("semaphore", None, vec![]);
+    let err = c
+        .call("semaphore.release", vec![Value::from(sem), Value::from(-1)])
+        .unwrap_err();
+    assert!(err.message.ends_with("got -1"), "{}", err.message);
+}

@@ -162,10 +162,12 @@ impl Params {
     }
 
     fn wrong(&self, i: usize, wanted: &str) -> CallError {
-        CallError::type_error(format!(
-            "param {i} must be {wanted}, got {}",
-            type_name(self.raw(i))
-        ))
+        // An int of the wrong sign or size is shown as itself: "got int" would not say why.
+        let got = match int_i64(self.raw(i)) {
+            Some(n) => n.to_string(),
+            None => format!("a {}", type_name(self.raw(i))),
+        };
+        CallError::type_error(format!("param {i} must be {wanted}, got {got}"))
     }
 
     /// Param `i` as an unsigned integer.

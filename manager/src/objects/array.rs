@@ -29,6 +29,11 @@ impl Array {
         args.expect(2, 2)?;
         let typecode = Typecode::parse(args.raw(0))?;
         let init = args.raw(1);
+        if let Some(n) = agora_proto::params::int_i64(init).filter(|n| *n < 0) {
+            return Err(CallError::value(format!(
+                "array size must be >= 0, got {n}"
+            )));
+        }
         let items = if let Some(n) = agora_proto::params::int_u64(init) {
             let n = usize::try_from(n)
                 .ok()
