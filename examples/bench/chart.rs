@@ -4,12 +4,12 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-/// One line of a chart.
-pub struct Line<'a> {
+/// One line of a chart: a contender's median per worker count.
+pub struct Curve {
     /// Its legend.
-    pub name: &'a str,
-    /// (x, y) points, x ascending.
-    pub points: Vec<(f64, f64)>,
+    pub name: String,
+    /// (workers, median), workers ascending.
+    pub points: Vec<(usize, f64)>,
 }
 
 const COLORS: [RGBColor; 6] = [
@@ -21,15 +21,17 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(0x8c, 0x56, 0x4b),
 ];
 
-/// Draws `lines` against a log-scale y axis (the backends differ by orders of magnitude).
+/// Draws `lines` against the number of workers with a log-scale y axis (the backends differ
+/// by orders of magnitude).
 pub fn draw(
     path: &Path,
     title: &str,
-    x_desc: &str,
     y_desc: &str,
-    lines: &[Line<'_>],
+    lines: &[Curve],
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let xs = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0));
+    let xs = lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.0 as f64));
     let ys = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
     let x_max = xs.fold(1.0f64, f64::max);
     let (y_min, y_max) = ys.fold((f64::MAX, 1.0f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
@@ -47,24 +49,21 @@ pub fn draw(
         .build_cartesian_2d(0.5f64..x_max + 0.5, (y_min..y_max * 2.0).log_scale())?;
     chart
         .configure_mesh()
-        .x_desc(x_desc)
+        .x_desc("workers")
         .y_desc(y_desc)
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| crate::harness::rate(*y))
         .draw()?;
     for (i, line) in lines.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        let points: Vec<(f64, f64)> = line.points.iter().map(|&(w, y)| (w as f64, y)).collect();
         chart
-            .draw_series(LineSeries::new(line.points.clone(), color.stroke_width(2)))?
-            .label(line.name)
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(line.name.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
-        chart.draw_series(
-            line.points
-                .iter()
-                .map(|&p| Circle::new(p, 4, color.filled())),
-        )?;
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
     }
     chart
         .configure_series_labels()

@@ -196,22 +196,25 @@ impl RawStream {
 }
 
 /// Runs `job` in `clients` worker processes at once for `duration` and returns the total
-/// operations per second. Each worker sets up (connects) first; all start together.
+/// operations per second. Each worker sets up (connects) first; all start together. The job
+/// gets its worker's index (0..clients), so that workers can take roles (producer or consumer).
 pub fn run_workers<F>(
     clients: usize,
     duration: Duration,
     job: F,
 ) -> Result<f64, Box<dyn std::error::Error>>
 where
-    F: Fn(Instant) -> Result<u64, Box<dyn std::error::Error>> + Clone,
+    F: Fn(usize, Instant) -> Result<u64, Box<dyn std::error::Error>> + Clone,
 {
     let (go_r, go_w) = nix::unistd::pipe()?;
     let (res_r, res_w) = nix::unistd::pipe()?;
     let mut workers = Vec::with_capacity(clients);
-    for _ in 0..clients {
+    for index in 0..clients {
         let (go_r, res_w) = (go_r.try_clone()?, res_w.try_clone()?);
         let job = job.clone();
-        workers.push(Process::spawn(move || worker(go_r, res_w, duration, job))?);
+        workers.push(Process::spawn(move || {
+            worker(go_r, res_w, || job(index, Instant::now() + duration))
+        })?);
     }
     drop(go_r);
     drop(res_w);
@@ -235,15 +238,16 @@ where
     Ok(total as f64 / duration.as_secs_f64())
 }
 
-fn worker<F>(go: OwnedFd, result: OwnedFd, duration: Duration, job: F)
+/// A worker's body: waits for the go byte, runs `job` (which computes its deadline when it
+/// starts), and writes the count it returns to `result`.
+fn worker<F>(go: OwnedFd, result: OwnedFd, job: F)
 where
-    F: Fn(Instant) -> Result<u64, Box<dyn std::error::Error>>,
+    F: FnOnce() -> Result<u64, Box<dyn std::error::Error>>,
 {
     let mut go = std::fs::File::from(go);
     let mut byte = [0u8; 1];
     let _ = go.read(&mut byte);
-    let deadline = Instant::now() + duration;
-    let count = match job(deadline) {
+    let count = match job() {
         Ok(n) => n,
         Err(e) => {
             eprintln!("benchmark worker: {e}");

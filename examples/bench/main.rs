@@ -1,39 +1,52 @@
 //! agora's benchmark: every figure is a ratio measured side by side in one run.
 //!
 //! ```text
-//! cargo run --release --example bench -- [--rounds N] [--clients 1,4,16] [--quick]
-//!     [--section rpc|blocking|all]
+//! cargo run --release --example bench -- [--workers 1,2,4,8] [--rounds N] [--quick]
+//!     [--scale N] [--section rpc|latency|blocking|tickets|all]
 //! ```
+//!
+//! Sections: `rpc` (calls/s of one client, and dict get/set ops/s by number of client
+//! processes: the `--workers` list, `--clients` is another name for it), `latency` (p50 to
+//! max of one call beside the raw socket round trip), `blocking` (queues and locks, with a raw
+//! pipe as the ceiling of the queue), `tickets` (the ticket grab on four backends, by
+//! `--workers`).
 //!
 //! Contenders are interleaved round by round (so a burst of load from another tenant hits all
 //! of them), each figure is the median of the rounds, and every row says how much its rounds
-//! spread: that is how noisy the run was. Results also go to `bench-results/bench.csv`.
+//! spread: that is how noisy the run was. A progress bar runs on standard error; the table goes
+//! to standard output, every figure to `bench-results/bench.csv`, and the charts (by number of
+//! workers) to `docs/bench-dict.svg` and `docs/bench-tickets.svg`.
 
 mod blocking;
 mod chart;
 mod harness;
+mod latency;
+mod pipe;
+mod progress;
 mod report;
 mod rpc;
 mod tickets;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use harness::{load_average, results_dir, Servers};
+use progress::Progress;
 use report::Report;
 
 struct Options {
     rounds: usize,
-    clients: Vec<usize>,
     workers: Vec<usize>,
     scale: u64,
     section: Section,
 }
 
-/// Which sections run: `--section rpc`, `--section blocking`, or all of them.
+/// Which sections run: `--section rpc`, `--section latency`... or all of them.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Section {
     All,
     Rpc,
+    Latency,
     Blocking,
     Tickets,
 }
@@ -43,10 +56,11 @@ impl Section {
         match s {
             "all" => Ok(Section::All),
             "rpc" => Ok(Section::Rpc),
+            "latency" => Ok(Section::Latency),
             "blocking" => Ok(Section::Blocking),
             "tickets" => Ok(Section::Tickets),
             other => Err(format!(
-                "unknown section {other:?} (rpc, blocking, tickets or all)"
+                "unknown section {other:?} (rpc, latency, blocking, tickets or all)"
             )),
         }
     }
@@ -69,7 +83,6 @@ fn parse_list(s: &str) -> Result<Vec<usize>, String> {
 fn options() -> Result<Options, String> {
     let mut o = Options {
         rounds: 5,
-        clients: vec![1, 4, 16],
         workers: vec![1, 2, 4, 8],
         scale: 1,
         section: Section::All,
@@ -79,15 +92,17 @@ fn options() -> Result<Options, String> {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
         match arg.as_str() {
             "--rounds" => o.rounds = value()?.parse().map_err(|e| format!("--rounds: {e}"))?,
-            "--clients" => o.clients = parse_list(&value()?)?,
-            "--workers" => o.workers = parse_list(&value()?)?,
+            // --clients: the name this list had when only the rpc section used it.
+            "--workers" | "--clients" => o.workers = parse_list(&value()?)?,
             "--scale" => o.scale = value()?.parse().map_err(|e| format!("--scale: {e}"))?,
             "--quick" => o.rounds = 3,
             "--section" => o.section = Section::parse(&value()?)?,
             "--help" | "-h" => {
-                return Err("usage: bench [--rounds N] [--clients 1,4,16] [--quick] \
-                            [--workers 1,2,4,8] [--scale N] [--section rpc|blocking|tickets|all]"
-                    .into())
+                return Err(
+                    "usage: bench [--workers 1,2,4,8] [--rounds N] [--quick] [--scale N] \
+                            [--section rpc|latency|blocking|tickets|all]"
+                        .into(),
+                )
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -120,18 +135,23 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let servers = Servers::start()?;
     let load_before = load_average();
     let mut report = Report::default();
-    if o.section.runs(Section::Rpc) {
-        eprintln!("rpc: {} rounds, interleaved", o.rounds);
-        rpc::run(&servers, o.rounds, &o.clients, &mut report)?;
-    }
+    let progress = Progress::new(steps(o), o.rounds)?;
     let mut targets = Vec::new();
+    let mut charts = Vec::new();
+    if o.section.runs(Section::Rpc) {
+        let curves = rpc::run(&servers, o.rounds, &o.workers, &mut report, &progress)?;
+        charts.push(dict_chart(curves));
+    }
+    if o.section.runs(Section::Latency) {
+        latency::run(&servers, o.rounds, &mut report, &progress)?;
+    }
     if o.section.runs(Section::Blocking) {
-        eprintln!("blocking: {} rounds, interleaved", o.rounds);
-        targets.extend(blocking::run(&servers, o.rounds, &mut report)?);
+        targets.extend(blocking::run(&servers, o.rounds, &mut report, &progress)?);
     }
     if o.section.runs(Section::Tickets) {
-        run_tickets(&servers, o, &mut report)?;
+        charts.push(run_tickets(&servers, o, &mut report, &progress)?);
     }
+    progress.finish();
     println!(
         "agora benchmark: {} rounds per figure, contenders interleaved; load average {} -> {} ({} cores)",
         o.rounds,
@@ -150,24 +170,81 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let csv = results_dir().join("bench.csv");
     report.write_csv(&csv)?;
     println!("results written to {}", csv.display());
+    for chart in &charts {
+        chart.draw()?;
+        println!("chart written to {}", chart.path.display());
+    }
     Ok(())
 }
 
-/// The ticket grab on every backend, with a progress line and a chart of the medians.
+/// The measurements the selected sections make, for the progress bar.
+fn steps(o: &Options) -> u64 {
+    let mut n = 0;
+    if o.section.runs(Section::Rpc) {
+        n += rpc::steps(o.rounds, &o.workers);
+    }
+    if o.section.runs(Section::Latency) {
+        n += latency::steps(o.rounds);
+    }
+    if o.section.runs(Section::Blocking) {
+        n += blocking::steps(o.rounds);
+    }
+    if o.section.runs(Section::Tickets) {
+        n += tickets::steps(o.rounds, &o.workers);
+    }
+    n
+}
+
+/// A chart to draw into `docs/` once the table is out.
+struct Chart {
+    path: PathBuf,
+    title: &'static str,
+    y_desc: &'static str,
+    curves: Vec<chart::Curve>,
+}
+
+impl Chart {
+    fn new(
+        file: &str,
+        title: &'static str,
+        y_desc: &'static str,
+        curves: Vec<chart::Curve>,
+    ) -> Chart {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("docs")
+            .join(file);
+        Chart {
+            path,
+            title,
+            y_desc,
+            curves,
+        }
+    }
+
+    fn draw(&self) -> Result<(), Box<dyn std::error::Error>> {
+        chart::draw(&self.path, self.title, self.y_desc, &self.curves)
+    }
+}
+
+fn dict_chart(curves: Vec<chart::Curve>) -> Chart {
+    Chart::new(
+        "bench-dict.svg",
+        "Dict get/set: ops/s by number of client processes",
+        "ops/s (log scale)",
+        curves,
+    )
+}
+
+/// The ticket grab on every backend; returns the chart of its medians.
 fn run_tickets(
     servers: &Servers,
     o: &Options,
     report: &mut Report,
-) -> Result<(), Box<dyn std::error::Error>> {
+    progress: &Progress,
+) -> Result<Chart, Box<dyn std::error::Error>> {
     let dir = tempfile::Builder::new()
         .prefix("agora-tickets-")
         .tempdir()?;
-    let total = o.rounds * o.workers.len() * tickets::Backend::ALL.len();
-    let done = std::cell::Cell::new(0usize);
-    let progress = |what: &str| {
-        done.set(done.get() + 1);
-        eprint!("\r\x1b[2K[{:>3}/{total}] {what}", done.get());
-    };
     let curves = tickets::run(
         servers,
         o.rounds,
@@ -175,24 +252,12 @@ fn run_tickets(
         o.scale,
         dir.path(),
         report,
-        &progress,
+        progress,
     )?;
-    eprintln!();
-    let lines: Vec<chart::Line<'_>> = curves
-        .iter()
-        .map(|c| chart::Line {
-            name: c.name,
-            points: c.points.iter().map(|&(w, y)| (w as f64, y)).collect(),
-        })
-        .collect();
-    let svg = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/bench-tickets.svg");
-    chart::draw(
-        &svg,
+    Ok(Chart::new(
+        "bench-tickets.svg",
         "Ticket grab: tickets/s by number of workers",
-        "workers",
         "tickets/s (log scale)",
-        &lines,
-    )?;
-    println!("chart written to {}", svg.display());
-    Ok(())
+        curves,
+    ))
 }

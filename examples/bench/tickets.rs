@@ -18,8 +18,10 @@ use agora::baseline::{
 };
 use agora::{Client, Lock, Value};
 
+use crate::chart::Curve;
 use crate::harness::{monotonic_ns, run_to_completion, Samples, Servers};
-use crate::report::Report;
+use crate::progress::Progress;
+use crate::report::{Group, Report};
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -168,12 +170,14 @@ fn local_threads(w: usize, n: u64) -> Result<(Duration, Vec<u64>), BoxError> {
     Ok((Duration::from_nanos(monotonic_ns() - start), sold))
 }
 
-/// One line of the chart: a backend's median tickets/s per worker count.
-pub struct Curve {
-    /// The backend's name.
-    pub name: &'static str,
-    /// (workers, median tickets/s).
-    pub points: Vec<(usize, f64)>,
+const GROUP: Group = Group {
+    title: "tickets (ratio vs manager Lock)",
+    unit: "tickets/s",
+};
+
+/// The measurements [`run`] makes, for the progress bar.
+pub fn steps(rounds: usize, workers: &[usize]) -> u64 {
+    (rounds * workers.len() * Backend::ALL.len()) as u64
 }
 
 /// Runs the section: every backend at every worker count, interleaved round by round.
@@ -184,7 +188,7 @@ pub fn run(
     scale: u64,
     dir: &Path,
     report: &mut Report,
-    progress: &dyn Fn(&str),
+    progress: &Progress,
 ) -> Result<Vec<Curve>, BoxError> {
     let manager = servers.client(&servers.agora_unix)?;
     let objects = Objects {
@@ -195,11 +199,13 @@ pub fn run(
         dir: dir.to_owned(),
     };
     let mut samples = vec![vec![Samples::default(); workers.len()]; Backend::ALL.len()];
-    for _ in 0..rounds {
+    for round in 0..rounds {
         for (wi, &w) in workers.iter().enumerate() {
             for (bi, &backend) in Backend::ALL.iter().enumerate() {
-                progress(&format!("tickets: {} with {w} workers", backend.name()));
-                let rate = run_once(backend, w, backend.tickets(scale), &objects, &manager)?;
+                let what = format!("{} x{w}", backend.name());
+                let rate = progress.measure("tickets", &what, round, || {
+                    run_once(backend, w, backend.tickets(scale), &objects, &manager)
+                })?;
                 samples[bi][wi].0.push(rate);
             }
         }
@@ -211,18 +217,11 @@ pub fn run(
             let s = &samples[bi][wi];
             let baseline = samples[0][wi].median();
             let ratio = (backend != Backend::ManagerLock).then_some(baseline);
-            report.row(
-                "tickets (vs manager Lock)",
-                "unix",
-                w,
-                backend.name(),
-                s,
-                ratio,
-            );
+            report.row(&GROUP, "unix", w, backend.name(), s, ratio);
             points.push((w, s.median()));
         }
         curves.push(Curve {
-            name: backend.name(),
+            name: backend.name().to_owned(),
             points,
         });
     }
