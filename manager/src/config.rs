@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use agora_proto::Limits;
 
+use crate::spin::Spin;
+
 /// Largest message an unauthenticated connection may send: `hello` and `auth` are tiny, and a
 /// stranger must not make the manager buffer the full message limit.
 pub const PRE_AUTH_MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -18,6 +20,8 @@ pub struct Config {
     pub limits: Limits,
     /// Most requests one connection may have in flight (received, not yet answered).
     pub max_in_flight: usize,
+    /// How busy connections poll for their next request before sleeping.
+    pub spin: Spin,
 }
 
 impl Config {
@@ -27,6 +31,7 @@ impl Config {
             authkey,
             limits: Limits::default(),
             max_in_flight: 65_536,
+            spin: Spin::default(),
         }
     }
 

@@ -14,11 +14,15 @@
 //! - [`objects`]: one file per kind; each object owns its state behind its own lock.
 //! - [`waiters`]: parked calls: the FIFO of waiters of blocking objects, timeouts, and what
 //!   happens when a waiter's connection closes.
+//! - [`spin`]: a busy connection polls briefly for its next request before its thread sleeps,
+//!   since waking a sleeping thread costs more than a call (tens of microseconds on a VM).
 //!
 //! # The path of a request
 //! A connection task reads what arrived into a [`agora_proto::FrameDecoder`]; every complete
 //! request is parsed ([`agora_proto::envelope::parse`]), dispatched, and its reply appended to
-//! one output buffer, written once per read. An object operation locks only that object, so
+//! one output buffer, written once per read. Then, if the client is calling in a loop, the
+//! connection polls for its next request for a few tens of microseconds, yielding to the
+//! runtime between polls, before it lets its thread sleep. An object operation locks only that object, so
 //! operations on different objects run in parallel on the runtime's threads, and one on a
 //! single object is atomic.
 //!
@@ -33,6 +37,7 @@ pub mod objects;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod spin;
 pub mod waiters;
 
 use std::io::{self, Read};

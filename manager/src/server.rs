@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, Listener};
 use crate::registry::Registry;
 use crate::session;
+use crate::spin::Spinners;
 
 /// How long connections get to finish after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -25,6 +27,8 @@ pub struct Shared {
     pub config: Config,
     /// Set to true once to stop the manager; every task watches it.
     pub shutdown: watch::Sender<bool>,
+    /// How many connections are polling for their next request right now.
+    pub spinners: Spinners,
 }
 
 /// Stops a running [`Server`] from anywhere: another task, a thread, a signal handler.
@@ -64,6 +68,7 @@ impl Server {
                 registry: Registry::default(),
                 config,
                 shutdown,
+                spinners: Spinners::default(),
             }),
             listeners,
         })
@@ -132,7 +137,7 @@ async fn drain(mut connections: JoinSet<()>) {
 /// A listener the accept loop can take connections from.
 trait Accept: Send + 'static {
     /// The stream of one connection.
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Stream: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static;
 
     /// The next connection and a description of its peer.
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, String)>> + Send;

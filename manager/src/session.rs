@@ -12,10 +12,15 @@
 //! something in releases it.
 
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
 use tracing::{debug, info};
 
@@ -28,6 +33,7 @@ use crate::dispatch::{self, Dispatched};
 use crate::objects::ObjectHandle;
 use crate::registry::ObjectCache;
 use crate::server::Shared;
+use crate::spin::{SpinSlot, SpinState};
 use crate::waiters::{Caller, Outcome, Parked, Reply, SessionId, Ticket};
 
 /// How many bytes to ask the socket for at a time.
@@ -363,12 +369,68 @@ enum Event {
     ParkedDone(Result<(Id, ParkedOutput), tokio::task::JoinError>),
 }
 
+/// Reads the connection's next request if it arrives before the slot's deadline, polling the
+/// socket without blocking (and without yielding: this thread is the connection's for that
+/// long, see [`crate::spin`]), and tells `spin` whether that paid off. `None`: nothing came in
+/// time, or the manager is stopping.
+fn poll_for_request(
+    fd: RawFd,
+    decoder: &mut FrameDecoder,
+    spin: &mut SpinState,
+    mut slot: SpinSlot<'_>,
+    stopping: &watch::Receiver<bool>,
+) -> Option<std::io::Result<usize>> {
+    loop {
+        if let Some(read) = recv_now(fd, decoder.read_buf(READ_CHUNK)) {
+            spin.polled(slot.paid_off(true));
+            return Some(read);
+        }
+        if !slot.again() || *stopping.borrow() {
+            spin.polled(false);
+            return None;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// One non-blocking read from the socket into `buf`'s spare room. `None`: nothing to read.
+///
+/// It bypasses tokio's readiness tracking, which is harmless: tokio reads again when it
+/// thinks the socket readable and learns otherwise from `EAGAIN`.
+fn recv_now(fd: RawFd, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `fd` is the connection's open socket; `spare` is writable for its length.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    match usize::try_from(n) {
+        Ok(n) => {
+            // SAFETY: recv initialised the first `n` bytes of the spare room.
+            unsafe { buf.set_len(buf.len() + n) };
+            Some(Ok(n))
+        }
+        Err(_) => {
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => None,
+                _ => Some(Err(e)),
+            }
+        }
+    }
+}
+
 /// Serves one connection until the peer leaves, the connection must close, or the manager
 /// shuts down.
 pub async fn serve<S>(mut stream: S, shared: Arc<Shared>, peer: String)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + AsRawFd + Unpin,
 {
+    let fd = stream.as_raw_fd();
     let mut stopping = shared.shutdown.subscribe();
     let mut decoder = FrameDecoder::new(shared.config.pre_auth_limits());
     let mut session = Session::new(shared.clone(), peer);
@@ -376,13 +438,33 @@ where
     let mut sent: Vec<(Reply, Ticket)> = Vec::new();
     debug!(peer = %session.peer, "connected");
     let mut stop = false;
+    let mut spin = SpinState::new();
+    let mut answered = false;
     loop {
-        let event = tokio::select! {
-            biased;
-            _ = crate::server::stopped(&mut stopping) => Event::Stop,
-            Some(done) = session.parked.join_next_with_id() => Event::ParkedDone(done),
-            read = stream.read_buf(decoder.read_buf(READ_CHUNK)) => Event::Read(read),
+        // Poll only after answering requests as they came: a connection with parked calls
+        // sleeps so that their replies go out at once, and a client that has just been handed
+        // a parked call's reply (a lock after a wait) is slow to wake, so polling for its next
+        // request would be wasted.
+        let slot = (answered && session.parked.is_empty())
+            .then(|| spin.try_start(&shared.config.spin, &shared.spinners))
+            .flatten();
+        let polled = match slot {
+            Some(slot) => poll_for_request(fd, &mut decoder, &mut spin, slot, &stopping),
+            None => None,
         };
+        let event = match polled {
+            Some(read) => Event::Read(read),
+            None => tokio::select! {
+                biased;
+                _ = crate::server::stopped(&mut stopping) => Event::Stop,
+                Some(done) = session.parked.join_next_with_id() => Event::ParkedDone(done),
+                read = stream.read_buf(decoder.read_buf(READ_CHUNK)) => Event::Read(read),
+            },
+        };
+        answered = matches!(event, Event::Read(Ok(n)) if n > 0);
+        if answered {
+            spin.request_arrived(&shared.config.spin, Instant::now());
+        }
         let next = match event {
             Event::Stop => {
                 stop = true;
@@ -408,12 +490,14 @@ where
             }
         };
         if !out.is_empty() {
+            spin.writing(&shared.config.spin);
             if let Err(e) = stream.write_all(&out).await {
                 debug!(peer = %session.peer, error = %e, "write failed");
                 sent.drain(..).for_each(|(r, t)| t.undeliver(r));
                 break;
             }
             out.clear();
+            spin.wrote(Instant::now());
         }
         sent.clear();
         match next {

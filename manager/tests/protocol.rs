@@ -149,6 +149,11 @@ impl TestServer {
     }
 
     fn with_config(config: Config, with_tcp: bool) -> TestServer {
+        TestServer::with_workers(config, with_tcp, 2)
+    }
+
+    /// As [`TestServer::with_config`], on a runtime with this many worker threads.
+    fn with_workers(config: Config, with_tcp: bool, workers: usize) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("manager.sock");
         let mut listeners = vec![Listener::Unix {
@@ -166,7 +171,7 @@ impl TestServer {
         let (done_tx, done) = mpsc::channel();
         let thread = thread::spawn(move || {
             let result = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+                .worker_threads(workers)
                 .enable_all()
                 .build()
                 .and_then(|runtime| {
@@ -2876,4 +2881,145 @@ fn negative_sizes_and_counts_are_reported_as_themselves() {
         .call("semaphore.release", vec![Value::from(sem), Value::from(-1)])
         .unwrap_err();
     assert!(err.message.ends_with("got -1"), "{}", err.message);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Which methods wait (PROTOCOL.md section 4.1, agora_proto::methods::MAY_WAIT)
+// ---------------------------------------------------------------------------------------------
+
+/// Sets up an object on which `method` must wait, using `holder` for whatever another client
+/// has to hold; gives the id and the params of a call that waits at most `timeout` seconds.
+fn waiting_call(c: &mut Conn, holder: &mut Conn, method: &str, timeout: f64) -> Vec<Value> {
+    let (kind, op) = method.split_once('.').expect("kind.method");
+    let t = Value::F64(timeout);
+    let yes = Value::Boolean(true);
+    let item = Value::from(7);
+    match (kind, op) {
+        ("queue" | "joinable_queue", "get") => {
+            let id = Value::from(c.create(kind, None, vec![]));
+            vec![id, yes, t]
+        }
+        ("queue" | "joinable_queue", "get_many") => {
+            let id = Value::from(c.create(kind, None, vec![]));
+            vec![id, Value::from(2), yes, t]
+        }
+        ("queue" | "joinable_queue", "put" | "put_many") => {
+            let id = c.create(kind, None, vec![Value::from(1)]);
+            c.ok(&format!("{kind}.put"), vec![Value::from(id), item.clone()]);
+            let arg = if op == "put" {
+                item
+            } else {
+                Value::Array(vec![item])
+            };
+            vec![Value::from(id), arg, yes, t]
+        }
+        ("joinable_queue", "join") => {
+            let id = Value::from(c.create(kind, None, vec![]));
+            c.ok("joinable_queue.put", vec![id.clone(), item]);
+            vec![id, t]
+        }
+        ("lock" | "rlock" | "condition" | "semaphore" | "bounded_semaphore", "acquire") => {
+            let id = Value::from(c.create(kind, None, vec![]));
+            holder.ok(method, vec![id.clone()]);
+            vec![id, yes, t]
+        }
+        ("condition", "wait") => {
+            let id = Value::from(c.create(kind, None, vec![]));
+            c.ok("condition.acquire", vec![id.clone()]);
+            vec![id, t]
+        }
+        ("event", "wait") => vec![Value::from(c.create(kind, None, vec![])), t],
+        ("barrier", "wait") => vec![Value::from(c.create(kind, None, vec![Value::from(2)])), t],
+        _ => panic!("{method} is listed as waiting but this test cannot make it wait"),
+    }
+}
+
+#[test]
+fn every_method_listed_as_waiting_parks_and_lets_later_calls_pass() {
+    let server = TestServer::start();
+    for method in agora_proto::methods::MAY_WAIT {
+        let (mut c, mut holder) = (server.client(), server.client());
+        let params = waiting_call(&mut c, &mut holder, method, 0.3);
+        let (waiting, ping) = (c.msgid(), c.msgid());
+        let mut bytes = request(waiting, method, params);
+        bytes.extend(request(ping, "ping", vec![]));
+        c.send(&bytes);
+        // Parked: the ping behind it is answered first, and the waiting call at its timeout.
+        let first = c.response();
+        assert_eq!(first.msgid, ping, "{method} did not park");
+        let second = c.response();
+        assert_eq!(second.msgid, waiting, "{method}: no answer at its timeout");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Polling for the next request (agora_manager::spin)
+// ---------------------------------------------------------------------------------------------
+
+/// A manager on one worker thread whose busy connections poll for `budget`.
+fn polling_server(budget: Duration) -> TestServer {
+    let mut config = Config::new(AUTHKEY.to_vec());
+    config.spin.budget = budget;
+    TestServer::with_workers(config, false, 1)
+}
+
+/// Makes `c` a busy connection (requests right after replies), then leaves it silent, so that
+/// its session polls for a next request that does not come.
+fn leave_polling(c: &mut Conn) {
+    for _ in 0..50 {
+        c.ok("ping", vec![]);
+    }
+}
+
+#[test]
+fn a_connection_polling_for_its_next_request_does_not_hold_up_the_others() {
+    // One worker thread and a budget far longer than the test: only polling that yields to
+    // the runtime between polls lets the other connection be served.
+    let server = polling_server(Duration::from_secs(3600));
+    let mut quiet = server.client();
+    let mut other = server.client();
+    leave_polling(&mut quiet);
+    let started = std::time::Instant::now();
+    for i in 0..200 {
+        assert_eq!(other.ok("ping", vec![]), Value::from("pong"), "ping {i}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "200 pings took {:?} beside a polling connection",
+        started.elapsed()
+    );
+    // And the polling connection itself is still served.
+    assert_eq!(quiet.ok("ping", vec![]), Value::from("pong"));
+}
+
+#[test]
+fn shutdown_is_not_held_up_by_a_polling_connection() {
+    let mut server = polling_server(Duration::from_secs(3600));
+    let mut quiet = server.client();
+    leave_polling(&mut quiet);
+    let started = std::time::Instant::now();
+    server.client().ok("shutdown", vec![]);
+    server.wait_stopped().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn with_polling_off_calls_are_answered_as_usual() {
+    let server = polling_server(Duration::ZERO);
+    let mut c = server.client();
+    let id = c.create("dict", None, vec![]);
+    for i in 0..100 {
+        c.ok(
+            "dict.setitem",
+            vec![Value::from(id), Value::from("k"), Value::from(i)],
+        );
+        assert_eq!(
+            c.ok("dict.get", vec![Value::from(id), Value::from("k")]),
+            Value::from(i)
+        );
+    }
 }

@@ -14,6 +14,7 @@
 //! - [`value`]: value semantics shared by server and clients: equality, dict-key identity and
 //!   ordering, defined on the value rather than on its encoding.
 //! - [`objref`]: the ext type that references another shared object.
+//! - [`methods`]: which methods the manager may answer late.
 //!
 //! A request's path through the manager: bytes → [`FrameDecoder::next_frame`] → a complete
 //! frame → [`envelope::parse`] → [`Params`] → an object operation → [`encode::response_ok`].
@@ -24,6 +25,7 @@ pub mod encode;
 pub mod envelope;
 pub mod error;
 pub mod frame;
+pub mod methods;
 pub mod objref;
 pub mod params;
 pub mod scanner;

@@ -12,9 +12,11 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsE
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
+use agora_manager::spin::Spin;
 use agora_manager::{Config, Listener};
 use agora_proto::Limits;
 
@@ -53,6 +55,11 @@ struct Args {
     /// Most requests one connection may have in flight.
     #[arg(long, default_value_t = 65_536)]
     max_in_flight: usize,
+
+    /// How long, in microseconds, a busy connection polls for its next request before its
+    /// thread sleeps (0: never poll). Default: the AGORA_SPIN_US environment variable, else 50.
+    #[arg(long, value_name = "MICROSECONDS")]
+    spin_us: Option<u64>,
 }
 
 /// A fatal startup error, with what to do about it.
@@ -113,6 +120,21 @@ impl Drop for Cleanup {
     }
 }
 
+/// The polling budget: the flag, else `AGORA_SPIN_US` (shared with the clients, so that one
+/// variable turns polling off everywhere), else the default.
+fn spin_budget(flag: Option<u64>) -> Result<Duration, Fatal> {
+    let micros = match (flag, std::env::var("AGORA_SPIN_US")) {
+        (Some(micros), _) => micros,
+        (None, Ok(raw)) => raw.trim().parse().map_err(|e| {
+            Fatal(format!(
+                "AGORA_SPIN_US={raw:?} is not a whole number of microseconds: {e}"
+            ))
+        })?,
+        (None, Err(_)) => return Ok(Spin::default().budget),
+    };
+    Ok(Duration::from_micros(micros))
+}
+
 fn run(args: Args) -> Result<(), Fatal> {
     let mut cleanup = Cleanup::default();
     let authkey = authkey(&args, &mut cleanup)?;
@@ -131,6 +153,7 @@ fn run(args: Args) -> Result<(), Fatal> {
         max_container_len: args.max_container_len,
     };
     config.max_in_flight = args.max_in_flight;
+    config.spin.budget = spin_budget(args.spin_us)?;
 
     let mut line = String::from("agora-manager ready");
     for l in &listeners {

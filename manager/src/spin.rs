@@ -1,0 +1,332 @@
+//! Adaptive polling for the next request: spin briefly before going to sleep.
+//!
+//! A client calling in a loop sends its next request a few microseconds after it reads a
+//! reply. If the connection's thread goes back to sleep in `epoll_wait`, that request has to
+//! wake it, and waking a sleeping thread on an idle CPU costs tens of microseconds on a virtual
+//! machine (an inter-processor interrupt through the hypervisor): more than everything else a
+//! call costs together. So, after writing its replies, a connection that is busy polls its
+//! socket for the next request, without blocking, for a short budget before it sleeps.
+//!
+//! Polling holds the runtime thread it runs on, so it is kept on a short leash:
+//! - a connection polls only while it is *busy*: its latest request came within
+//!   [`Spin::rearm_after`] of the replies before it; a client calling once a second never
+//!   causes polling;
+//! - at most [`Spin::max_spinners`] connections poll at once (one, by default, so the other
+//!   runtime thread keeps serving everybody else), and never for longer than [`MAX_BUDGET`];
+//! - polling that was wasted makes the connection skip polling for its next 1, 2, 4, ... up to
+//!   [`MAX_BACKOFF`] requests; polling that pays off resets the back-off. It was wasted if it
+//!   timed out (the client is slow) or if the CPU was wanted by someone else meanwhile: the
+//!   thread was descheduled (Linux counts its involuntary context switches; elsewhere a gap of
+//!   [`STALL`] between two polls tells), since then polling only delayed whoever wanted the
+//!   CPU, perhaps the very client whose request it awaited, on a machine with few CPUs;
+//! - a connection with parked calls does not poll, nor one that was just handed a parked call's
+//!   reply (its client was asleep in a wait and is slow to wake);
+//! - shutdown stops polling at once.
+//!
+//! A budget of zero turns polling off (`agora-manager --spin-us 0`, or `AGORA_SPIN_US=0`).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The most requests a connection skips polling for after polls that were wasted.
+pub const MAX_BACKOFF: u32 = 64;
+
+/// The longest a connection polls, whatever its configuration says.
+pub const MAX_BUDGET: Duration = Duration::from_millis(1);
+
+/// A gap this long between two polls means the thread was descheduled (a poll takes a
+/// microsecond or less).
+pub const STALL: Duration = Duration::from_micros(5);
+
+/// How a manager polls for its connections' next requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spin {
+    /// How long a busy connection polls for its next request before sleeping. Zero: never.
+    /// At most [`MAX_BUDGET`] is used.
+    pub budget: Duration,
+    /// A connection is busy when its latest request came at most this long after its
+    /// previous replies were written.
+    pub rearm_after: Duration,
+    /// Most connections polling at the same time.
+    pub max_spinners: usize,
+}
+
+impl Default for Spin {
+    /// 50 µs of polling (about two wake-ups of an idle CPU on a virtual machine), for
+    /// connections whose requests come within 1 ms of each other, one connection at a time.
+    fn default() -> Spin {
+        Spin {
+            budget: Duration::from_micros(50),
+            rearm_after: Duration::from_millis(1),
+            max_spinners: 1,
+        }
+    }
+}
+
+impl Spin {
+    /// No polling at all.
+    pub fn off() -> Spin {
+        Spin {
+            budget: Duration::ZERO,
+            ..Spin::default()
+        }
+    }
+}
+
+/// How many times the kernel has taken this thread's CPU for another thread or process
+/// (involuntary context switches). Only Linux counts them per thread; elsewhere it is always
+/// 0 and only [`STALL`] gaps tell.
+pub fn preemptions() -> libc::c_long {
+    #[cfg(target_os = "linux")]
+    {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage writes a whole `rusage` into the pointer it is given.
+        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) } == 0 {
+            // SAFETY: initialised by the successful call (and zeroed before it).
+            return unsafe { usage.assume_init() }.ru_nivcsw;
+        }
+    }
+    0
+}
+
+/// The number of connections polling right now, shared by one manager's connections.
+#[derive(Debug, Default)]
+pub struct Spinners(AtomicUsize);
+
+/// A place among the polling connections, given back when dropped.
+pub struct SpinSlot<'a> {
+    spinners: &'a Spinners,
+    deadline: Instant,
+    last_poll: Instant,
+    stalled: bool,
+    /// [`preemptions`] before the replies were written.
+    preempted_before: Option<libc::c_long>,
+}
+
+impl SpinSlot<'_> {
+    /// Called after each poll that found nothing: whether to poll again (the budget is not
+    /// spent). Notes a stall: the poll did not run when it should have.
+    pub fn again(&mut self) -> bool {
+        let now = Instant::now();
+        self.stalled |= now.saturating_duration_since(self.last_poll) > STALL;
+        self.last_poll = now;
+        now < self.deadline
+    }
+
+    /// Whether polling paid off, given that it `found` a request: it did unless the thread
+    /// was descheduled since the replies were written.
+    pub fn paid_off(&self, found: bool) -> bool {
+        found && !self.stalled && self.preempted_before.is_none_or(|n| n == preemptions())
+    }
+}
+
+impl Drop for SpinSlot<'_> {
+    fn drop(&mut self) {
+        self.spinners.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One connection's view: when its replies were last written, whether it is busy, and how
+/// many requests it skips polling for after wasted polls.
+#[derive(Debug, Default)]
+pub struct SpinState {
+    written_at: Option<Instant>,
+    busy: bool,
+    /// [`preemptions`] just before replies were written, when polling may follow.
+    preempted_before: Option<libc::c_long>,
+    /// Requests left to skip before polling again.
+    skip: u32,
+    /// What `skip` becomes after the next wasted poll (doubling, up to [`MAX_BACKOFF`]).
+    backoff: u32,
+}
+
+impl SpinState {
+    /// A connection that has not been busy yet.
+    pub fn new() -> SpinState {
+        SpinState::default()
+    }
+
+    /// Called just before replies are written: if polling may follow, notes how often this
+    /// thread has been preempted so far.
+    pub fn writing(&mut self, spin: &Spin) {
+        let may_poll = self.busy && self.skip == 0 && !spin.budget.is_zero();
+        self.preempted_before = may_poll.then(preemptions);
+    }
+
+    /// Notes that replies were written now.
+    pub fn wrote(&mut self, now: Instant) {
+        self.written_at = Some(now);
+    }
+
+    /// Notes that a request arrived now: the connection is busy if it came soon enough after
+    /// the replies before it.
+    pub fn request_arrived(&mut self, spin: &Spin, now: Instant) {
+        self.busy = self
+            .written_at
+            .is_some_and(|at| now.saturating_duration_since(at) <= spin.rearm_after);
+    }
+
+    /// A place to poll in, if this connection is busy and not backing off, polling is on and
+    /// a place is free. Each call while backing off counts one skipped request.
+    pub fn try_start<'a>(&mut self, spin: &Spin, spinners: &'a Spinners) -> Option<SpinSlot<'a>> {
+        let preempted_before = self.preempted_before.take();
+        if !self.busy || spin.budget.is_zero() {
+            return None;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return None;
+        }
+        let taken = spinners.0.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let slot = SpinSlot {
+            spinners,
+            deadline: now + spin.budget.min(MAX_BUDGET),
+            last_poll: now,
+            stalled: false,
+            preempted_before,
+        };
+        // Dropping the slot gives the place back whether or not it was granted.
+        (taken < spin.max_spinners).then_some(slot)
+    }
+
+    /// Notes how polling went ([`SpinSlot::paid_off`]); if it was wasted, back off.
+    pub fn polled(&mut self, paid_off: bool) {
+        if paid_off {
+            self.backoff = 0;
+        } else {
+            self.backoff = (self.backoff * 2).clamp(1, MAX_BACKOFF);
+            self.skip = self.backoff;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busy(state: &mut SpinState, spin: &Spin) {
+        let t0 = Instant::now();
+        state.wrote(t0);
+        state.request_arrived(spin, t0 + Duration::from_micros(10));
+    }
+
+    #[test]
+    fn idle_connections_never_poll() {
+        let spin = Spin::default();
+        let spinners = Spinners::default();
+        let mut state = SpinState::new();
+        assert!(
+            state.try_start(&spin, &spinners).is_none(),
+            "fresh connection"
+        );
+        let t0 = Instant::now();
+        state.wrote(t0);
+        state.request_arrived(&spin, t0 + Duration::from_millis(5));
+        assert!(state.try_start(&spin, &spinners).is_none(), "slow client");
+    }
+
+    #[test]
+    fn busy_connections_poll_one_at_a_time() {
+        let spin = Spin::default();
+        let spinners = Spinners::default();
+        let (mut a, mut b) = (SpinState::new(), SpinState::new());
+        busy(&mut a, &spin);
+        busy(&mut b, &spin);
+        let slot = a
+            .try_start(&spin, &spinners)
+            .expect("a is busy and the place is free");
+        assert!(
+            b.try_start(&spin, &spinners).is_none(),
+            "one spinner at a time"
+        );
+        drop(slot);
+        assert!(
+            b.try_start(&spin, &spinners).is_some(),
+            "the place was given back"
+        );
+        assert_eq!(spinners.0.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn wasted_polls_back_off_exponentially_and_a_hit_resets() {
+        let spin = Spin::default();
+        let spinners = Spinners::default();
+        let mut state = SpinState::new();
+        busy(&mut state, &spin);
+        assert!(state.try_start(&spin, &spinners).is_some());
+        // Each wasted poll doubles the number of requests skipped before the next one.
+        let mut skipped = Vec::new();
+        for _ in 0..8 {
+            state.polled(false);
+            let mut n = 0;
+            while state.try_start(&spin, &spinners).is_none() {
+                n += 1;
+            }
+            skipped.push(n);
+        }
+        assert_eq!(skipped, [1, 2, 4, 8, 16, 32, 64, 64]);
+        state.polled(true);
+        assert!(state.try_start(&spin, &spinners).is_some(), "a hit resets");
+    }
+
+    #[test]
+    fn polling_is_wasted_when_the_thread_stalls_or_was_preempted() {
+        let spin = Spin::default();
+        let spinners = Spinners::default();
+        let mut state = SpinState::new();
+        busy(&mut state, &spin);
+        let mut slot = state.try_start(&spin, &spinners).unwrap();
+        assert!(slot.paid_off(true), "found at once, no stall");
+        assert!(!slot.paid_off(false), "found nothing");
+        std::thread::sleep(STALL * 4);
+        let _ = slot.again();
+        assert!(!slot.paid_off(true), "a stall makes even a find wasted");
+    }
+
+    #[test]
+    fn preemptions_are_counted_only_when_polling_may_follow() {
+        let spin = Spin::default();
+        let spinners = Spinners::default();
+        let mut state = SpinState::new();
+        state.writing(&spin);
+        assert!(state.preempted_before.is_none(), "not busy");
+        busy(&mut state, &spin);
+        state.writing(&spin);
+        assert!(state.preempted_before.is_some());
+        let slot = state.try_start(&spin, &spinners).unwrap();
+        assert!(slot.preempted_before.is_some(), "handed to the slot");
+        drop(slot);
+        state.polled(false);
+        state.writing(&spin);
+        assert!(state.preempted_before.is_none(), "backing off");
+    }
+
+    #[test]
+    fn the_budget_is_capped() {
+        let spin = Spin {
+            budget: Duration::from_secs(3600),
+            ..Spin::default()
+        };
+        let spinners = Spinners::default();
+        let mut state = SpinState::new();
+        busy(&mut state, &spin);
+        let mut slot = state.try_start(&spin, &spinners).unwrap();
+        let started = Instant::now();
+        while slot.again() {}
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "polled {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_zero_budget_turns_polling_off() {
+        let spin = Spin::off();
+        let spinners = Spinners::default();
+        let mut state = SpinState::new();
+        busy(&mut state, &spin);
+        assert!(state.try_start(&spin, &spinners).is_none());
+    }
+}
