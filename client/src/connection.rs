@@ -40,6 +40,7 @@ use tracing::{debug, warn};
 use crate::address::Address;
 use crate::command::{Args, Reply};
 use crate::error::{Error, ErrorName, Result};
+use crate::spin;
 
 /// Bytes asked of the kernel per read: large enough that a burst of pipelined replies arrives
 /// in a few reads, small enough to keep per connection.
@@ -203,6 +204,9 @@ struct Reader {
     buf: Box<[u8]>,
     /// The text of an `error` notification, which the manager sends just before closing.
     notice: Option<String>,
+    /// When to poll for replies before sleeping in `read`: for quick calls, and for calls
+    /// the manager may park.
+    backoff: [spin::Backoff; 2],
 }
 
 /// An authenticated connection. See the module documentation for how threads share it.
@@ -252,6 +256,7 @@ impl Connection {
                 decoder: FrameDecoder::new(Limits::UNLIMITED),
                 buf: vec![0; READ_CHUNK].into_boxed_slice(),
                 notice: None,
+                backoff: Default::default(),
             }),
             state: Mutex::new(State {
                 next_msgid: 0,
@@ -320,7 +325,8 @@ impl Connection {
             self.state.lock().pending.remove(&id);
             return Err(e);
         }
-        self.wait(id).and_then(Response::into_reply)
+        self.wait(id, agora_proto::methods::may_wait(method))
+            .and_then(Response::into_reply)
     }
 
     /// Many calls in one write, then every reply, in order. Fails as a whole only when the
@@ -339,10 +345,11 @@ impl Connection {
             }
         });
         // Wait for every id even after a failure, so that none stays in the pending table.
+        let may_wait = calls.iter().any(|(m, _)| agora_proto::methods::may_wait(m));
         let mut replies = Vec::with_capacity(calls.len());
         let mut failure = sent.err();
         for id in ids {
-            match self.wait(id) {
+            match self.wait(id, may_wait) {
                 Ok(response) => replies.push(response.into_reply()),
                 Err(e) => {
                     failure.get_or_insert(e);
@@ -365,8 +372,9 @@ impl Connection {
         written.map_err(|e| self.fail(io_reason("writing a request", &e)))
     }
 
-    /// Waits for the response to `id`, reading the socket when nobody else is.
-    fn wait(&self, id: u32) -> Result<Response> {
+    /// Waits for the response to `id`, reading the socket when nobody else is. `may_wait`:
+    /// the manager may park the call (see [`spin`]).
+    fn wait(&self, id: u32, may_wait: bool) -> Result<Response> {
         let mut state = self.state.lock();
         loop {
             if let Some(response) = state.take(id) {
@@ -383,7 +391,7 @@ impl Connection {
             }
             state.reading = true;
             let outcome = MutexGuard::unlocked(&mut state, || {
-                panic::catch_unwind(AssertUnwindSafe(|| self.lead(id)))
+                panic::catch_unwind(AssertUnwindSafe(|| self.lead(id, may_wait)))
             });
             state.reading = false;
             // Someone else may be waiting for a response still to come: let one of them read.
@@ -406,7 +414,7 @@ impl Connection {
     }
 
     /// The reader role: reads until the response to `me` arrives, filing the others.
-    fn lead(&self, me: u32) -> Result<Response> {
+    fn lead(&self, me: u32, may_wait: bool) -> Result<Response> {
         let mut reader = self.reader.lock();
         let mut mine = None;
         let mut others = Vec::new();
@@ -420,14 +428,32 @@ impl Connection {
             if let Some(response) = mine {
                 return Ok(response);
             }
-            self.fill(&mut reader)?;
+            self.fill(&mut reader, may_wait)?;
         }
     }
 
-    /// Reads what has arrived into the decoder (at least one byte).
-    fn fill(&self, reader: &mut Reader) -> Result<()> {
+    /// Reads what has arrived into the decoder (at least one byte), polling briefly before
+    /// sleeping (see [`spin`]). Calls that `may_wait` keep a back-off of their own, so that
+    /// a contended lock does not stop the polling for the quick calls made while holding it.
+    fn fill(&self, reader: &mut Reader, may_wait: bool) -> Result<()> {
+        let budget = spin::budget();
+        let mut polled = None;
+        let backoff = &mut reader.backoff[usize::from(may_wait)];
+        if !budget.is_zero() && backoff.should_poll() {
+            match spin::poll_read(self.stream.raw_fd(), &mut reader.buf, budget) {
+                spin::Polled::Read { result, paid_off } => {
+                    backoff.polled(paid_off);
+                    polled = Some(result);
+                }
+                spin::Polled::Nothing => backoff.polled(false),
+            }
+        }
         loop {
-            match self.stream.read(&mut reader.buf) {
+            let read = match polled.take() {
+                Some(read) => read,
+                None => self.stream.read(&mut reader.buf),
+            };
+            match read {
                 Ok(0) => {
                     let reason = match reader.notice.take() {
                         Some(notice) => format!("the manager closed it after an error: {notice}"),

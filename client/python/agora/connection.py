@@ -22,6 +22,7 @@ import operator
 import os
 import socket
 import threading
+import time
 import weakref
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -41,6 +42,44 @@ PROTOCOL_VERSION = 1
 REFERENCE_EXT = 1
 
 _RECV_CHUNK = 64 * 1024
+
+
+def _spin_budget() -> float:
+    """How long (seconds) a call polls for its reply before sleeping: ``AGORA_SPIN_US``
+    microseconds, 50 by default, 0 to never poll."""
+    raw = os.environ.get("AGORA_SPIN_US", "50")
+    try:
+        micros = int(raw)
+    except ValueError:
+        log.warning("ignoring AGORA_SPIN_US=%r: not a whole number of microseconds", raw)
+        micros = 50
+    return max(micros, 0) / 1e6
+
+
+#: See :func:`_spin_budget`. A reply usually comes within a few microseconds of the request;
+#: sleeping in ``recv`` and being woken costs more than that on many machines (tens of
+#: microseconds on a virtual machine whose idle CPU must be woken through the hypervisor).
+_SPIN = _spin_budget()
+
+#: After a poll that found nothing in time (a loaded machine, a call the manager parked), a
+#: connection reads its next 1, 2, 4, ... up to this many replies without polling; a poll that
+#: finds its reply resets the back-off. Calls that may wait (``PROTOCOL.md`` section 4.1) keep
+#: a back-off of their own, so that a contended lock does not stop the polling for the quick
+#: calls made while holding it.
+_SPIN_MAX_BACKOFF = 64
+
+#: A gap this long (seconds) in polling means the CPU went to another process meanwhile: a
+#: poll takes a couple of microseconds.
+_SPIN_STALL = 10e-6
+
+#: The methods the manager may park (``PROTOCOL.md``, section 4.1).
+MAY_WAIT = frozenset({
+    "queue.get", "queue.put", "queue.get_many", "queue.put_many", "queue.join",
+    "joinable_queue.get", "joinable_queue.put", "joinable_queue.get_many",
+    "joinable_queue.put_many", "joinable_queue.join",
+    "lock.acquire", "rlock.acquire", "semaphore.acquire", "bounded_semaphore.acquire",
+    "condition.acquire", "condition.wait", "event.wait", "barrier.wait",
+})
 
 AddressLike = Union[str, Tuple[str, int]]
 
@@ -126,6 +165,9 @@ class Connection:
         "_view",
         "_next_id",
         "_closed",
+        "_spin",
+        "_backoff_quick",
+        "_backoff_wait",
         "__weakref__",
     )
 
@@ -148,6 +190,11 @@ class Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._closed = False
+        # A socket with a timeout waits in poll() even for MSG_DONTWAIT: never spin on one.
+        self._spin = _SPIN if timeout is None else 0.0
+        # [replies left to read without polling, what that becomes after the next miss]
+        self._backoff_quick = [0, 0]
+        self._backoff_wait = [0, 0]
         # Responses are read into one buffer per connection: no allocation per call.
         self._buffer = bytearray(_RECV_CHUNK)
         self._view = memoryview(self._buffer)
@@ -191,7 +238,7 @@ class Connection:
         try:
             self._sock.sendall(data)
             while response is None:
-                n = self._sock.recv_into(self._buffer)
+                n = self._receive(method)
                 if not n:
                     raise ConnectionLost(
                         f"the agora manager at {self.client.address} closed the connection"
@@ -225,6 +272,47 @@ class Connection:
             # The manager closes the connection after these: open a new one next time.
             self._break()
         raise exception
+
+    def _receive(self, method: str) -> int:
+        """Reads what has arrived into the buffer, polling for up to the spin budget before
+        sleeping in ``recv`` (the caller is about to wait for the reply to ``method``)."""
+        sock, buffer = self._sock, self._buffer
+        if not self._spin:
+            return sock.recv_into(buffer)
+        backoff = self._backoff_wait if method in MAY_WAIT else self._backoff_quick
+        if backoff[0]:
+            backoff[0] -= 1
+            return sock.recv_into(buffer)
+        clock = time.perf_counter
+        last = clock()
+        deadline = last + self._spin
+        stalled = False
+        while True:
+            try:
+                n = sock.recv_into(buffer, 0, socket.MSG_DONTWAIT)
+                # Polling paid off unless the CPU went to someone else meanwhile (perhaps
+                # the manager, sharing this CPU): then sleeping would have served as well.
+                if stalled:
+                    self._back_off(backoff)
+                else:
+                    backoff[1] = 0
+                return n
+            except BlockingIOError:
+                now = clock()
+                stalled = stalled or now - last > _SPIN_STALL
+                if now >= deadline:
+                    break
+                # Lets a process waiting for this CPU (perhaps the manager) run first.
+                os.sched_yield()
+                last = clock()
+                stalled = stalled or last - now > _SPIN_STALL
+        self._back_off(backoff)
+        return sock.recv_into(buffer)
+
+    @staticmethod
+    def _back_off(backoff: list) -> None:
+        backoff[1] = min(max(backoff[1] * 2, 1), _SPIN_MAX_BACKOFF)
+        backoff[0] = backoff[1]
 
     def _break(self) -> None:
         self.close()
