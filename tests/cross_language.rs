@@ -142,3 +142,39 @@ fn python_and_rust_read_each_others_values() {
         .unwrap();
     run_python(&manager, "read", &python_path);
 }
+
+/// The Python client's list of methods the manager may park is the protocol's (it decides
+/// which back-off a call's polling uses).
+#[test]
+fn python_knows_the_same_waiting_methods() {
+    let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("client/python");
+    let deps = python_path();
+    let path = if deps.is_empty() {
+        package.display().to_string()
+    } else {
+        format!("{}:{deps}", package.display())
+    };
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import agora.connection as c; print('\\n'.join(sorted(c.MAY_WAIT)))",
+        ])
+        .env("PYTHONPATH", path)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut rust: Vec<String> = agora_proto::methods::MAY_WAIT
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    rust.sort();
+    assert_eq!(python, rust);
+}

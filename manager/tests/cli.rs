@@ -800,3 +800,31 @@ fn lifeline_stdin_stops_the_manager_when_its_parent_closes_the_pipe() {
     assert!(status.success(), "{status}");
     assert!(!socket.exists(), "socket file left behind");
 }
+
+#[test]
+fn the_polling_budget_comes_from_the_flag_or_the_environment() {
+    let started = [
+        Launch::new().arg("--spin-us").arg("0"),
+        Launch::new().arg("--spin-us").arg("200"),
+        Launch::new().env("AGORA_SPIN_US", "0"),
+        // The flag wins over a variable it makes irrelevant.
+        Launch::new()
+            .arg("--spin-us")
+            .arg("10")
+            .env("AGORA_SPIN_US", "junk"),
+    ];
+    for launch in started {
+        let mut m = Manager::spawn(launch.arg("--listen").arg("tcp:127.0.0.1:0"));
+        let ready = m.ready();
+        use_manager(&ready.addresses[0], &ready.key());
+    }
+    let mut m = Manager::spawn(
+        Launch::new()
+            .env("AGORA_SPIN_US", "fifty")
+            .arg("--listen")
+            .arg("tcp:127.0.0.1:0"),
+    );
+    let stderr = m.startup_failure();
+    assert!(stderr.contains("AGORA_SPIN_US"), "{stderr}");
+    assert!(stderr.contains("fifty"), "{stderr}");
+}

@@ -74,7 +74,7 @@ _SPIN_STALL = 10e-6
 
 #: The methods the manager may park (``PROTOCOL.md``, section 4.1).
 MAY_WAIT = frozenset({
-    "queue.get", "queue.put", "queue.get_many", "queue.put_many", "queue.join",
+    "queue.get", "queue.put", "queue.get_many", "queue.put_many",
     "joinable_queue.get", "joinable_queue.put", "joinable_queue.get_many",
     "joinable_queue.put_many", "joinable_queue.join",
     "lock.acquire", "rlock.acquire", "semaphore.acquire", "bounded_semaphore.acquire",
@@ -191,7 +191,7 @@ class Connection:
         self._sock = sock
         self._closed = False
         # A socket with a timeout waits in poll() even for MSG_DONTWAIT: never spin on one.
-        self._spin = _SPIN if timeout is None else 0.0
+        self._spin = client.spin if timeout is None else 0.0
         # [replies left to read without polling, what that becomes after the next miss]
         self._backoff_quick = [0, 0]
         self._backoff_wait = [0, 0]
@@ -353,6 +353,9 @@ class Client:
         self._guard = threading.Lock()
         #: The agora.Manager that started this manager, kept alive while this client is.
         self._owner: Optional[Any] = None
+        #: How long (seconds) a call polls for its reply before sleeping, for connections
+        #: opened from now on: ``AGORA_SPIN_US``, or ``agora.Manager(spin_us=...)``.
+        self.spin = _SPIN
 
     def connection(self) -> Connection:
         """This thread's connection, opened on first use."""

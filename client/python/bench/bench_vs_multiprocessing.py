@@ -14,9 +14,13 @@ Python echo process (what any synchronous call to another process costs on this 
 bare agora round trip (the ``ping`` method, no proxy). So is the ticket grab the way agora allows
 it without a lock: one atomic ``fetch_add`` per ticket.
 
-The two contenders run back to back for each workload in every round (their order flips each
+Three contenders: ``multiprocessing.Manager()``; agora as it comes, whose calls poll for their
+reply for up to ``AGORA_SPIN_US`` (50 µs) before sleeping; and agora with polling off
+(``spin_us=0``, client and manager), which shows what the polling buys on this machine.
+
+The contenders run back to back for each workload in every round (who goes first rotates each
 round), so that the machine's load, which can change several times over within a minute on a
-shared VM, hits both alike. Each time is the median over the rounds (per operation; per ticket
+shared VM, hits all alike. Each time is the median over the rounds (per operation; per ticket
 for the grab). The speed-up is the median of the rounds' paired ratios (multiprocessing's time
 over agora's in the same round), given with its interquartile range; the spread of the rounds
 ((max - min) / median) says how noisy the run was.
@@ -44,6 +48,10 @@ except ImportError:  # run from a checkout without installing
     import agora
 
 CTX = multiprocessing.get_context("fork")
+
+#: multiprocessing's manager; agora as it comes (its calls poll for their replies for up to
+#: AGORA_SPIN_US before sleeping); agora with polling off (spin_us=0), client and manager.
+CONTENDERS = ("multiprocessing", "agora", "agora, no polling")
 
 
 def bench_dict(m: Any, ops: int) -> float:
@@ -189,7 +197,7 @@ def loadavg() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--ops", type=int, default=1000, help="operations per micro workload")
+    parser.add_argument("--ops", type=int, default=4000, help="operations per micro workload")
     parser.add_argument("--tickets", type=int, default=600)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="3 small rounds (a smoke run)")
@@ -210,20 +218,22 @@ def main() -> None:
           f"for {args.workers} processes", flush=True)
 
     samples: Dict[str, Dict[str, List[float]]] = {
-        name: {"multiprocessing": [], "agora": []} for name, _ in workloads
+        name: {label: [] for label in CONTENDERS} for name, _ in workloads
     }
     pings: List[float] = []
     floors: List[float] = []
     atomic: List[float] = []
     echo = EchoFloor()
-    with multiprocessing.Manager() as mp_manager, agora.Manager() as agora_manager:
-        contenders = [("multiprocessing", mp_manager), ("agora", agora_manager)]
+    with multiprocessing.Manager() as mp_manager, agora.Manager() as agora_manager, \
+            agora.Manager(spin_us=0) as sleeping_manager:
+        contenders = list(zip(CONTENDERS, [mp_manager, agora_manager, sleeping_manager]))
         for _, m in contenders:  # warm-up: connections, code paths
             bench_dict(m, 200)
             bench_lock(m, 200)
             bench_queue(m, 200)
         for r in range(args.rounds):
-            order = contenders if r % 2 == 0 else contenders[::-1]
+            # Rotate who goes first, so that no contender always follows the same one.
+            order = contenders[r % 3:] + contenders[:r % 3]
             for name, run in workloads:
                 for label, m in order:
                     samples[name][label].append(run(m))
@@ -240,28 +250,32 @@ def main() -> None:
         return q[0], q[2]
 
     print()
-    header = (f"{'workload':<24} {'multiprocessing':>15} {'agora':>12} {'speed-up':>9} "
-              f"{'(IQR)':>12}   spread of rounds (mp / agora)")
+    header = (f"{'workload':<24} {'multiprocessing':>15} {'agora':>16} {'speed-up':>9} {'(IQR)':>12}"
+              f"   {'agora, no polling':>19} {'speed-up':>9}   spread of rounds (mp / agora / no polling)")
     print(header)
     print("-" * len(header))
     report = []
     for name, _ in workloads:
-        mp_rounds, ag_rounds = samples[name]["multiprocessing"], samples[name]["agora"]
-        mp_t, ag_t = statistics.median(mp_rounds), statistics.median(ag_rounds)
-        ratios = [m / a for m, a in zip(mp_rounds, ag_rounds)]
-        ratio = statistics.median(ratios)
-        low, high = quartiles(ratios)
+        rounds = samples[name]
+        mp_rounds = rounds["multiprocessing"]
         unit = "µs/ticket" if name.startswith("ticket") else "µs/op"
-        print(f"{name:<24} {mp_t * 1e6:>6.1f} {unit:<9} {ag_t * 1e6:>6.1f} {unit:<9}"
-              f"{ratio:>5.1f}x  ({low:.1f}-{high:.1f}x)   "
-              f"{spread(mp_rounds):>5.0f}% / {spread(ag_rounds):.0f}%")
+        cells, speedups = [], {}
+        for label in CONTENDERS[1:]:
+            ratios = [m / a for m, a in zip(mp_rounds, rounds[label])]
+            speedups[label] = (statistics.median(ratios), *quartiles(ratios))
+        ratio, low, high = speedups["agora"]
+        print(f"{name:<24} {statistics.median(mp_rounds) * 1e6:>6.1f} {unit:<9}"
+              f"{statistics.median(rounds['agora']) * 1e6:>7.1f} {unit:<9}"
+              f"{ratio:>5.1f}x  ({low:.1f}-{high:.1f}x)"
+              f"   {statistics.median(rounds[CONTENDERS[2]]) * 1e6:>9.1f} {unit:<9}"
+              f"{speedups[CONTENDERS[2]][0]:>5.1f}x   "
+              + " / ".join(f"{spread(rounds[label]):.0f}%" for label in CONTENDERS))
         report.append({
             "workload": name,
-            "multiprocessing_us": mp_t * 1e6,
-            "agora_us": ag_t * 1e6,
-            "speedup_median_of_paired_ratios": ratio,
-            "speedup_iqr": [low, high],
-            "rounds_us": {k: [x * 1e6 for x in v] for k, v in samples[name].items()},
+            "median_us": {label: statistics.median(rounds[label]) * 1e6 for label in CONTENDERS},
+            "speedup_median_of_paired_ratios": {k: v[0] for k, v in speedups.items()},
+            "speedup_iqr": {k: [v[1], v[2]] for k, v in speedups.items()},
+            "rounds_us": {k: [x * 1e6 for x in v] for k, v in rounds.items()},
         })
     echo.close()
     print(f"\nfloor: a bare socket round trip to a Python echo process "

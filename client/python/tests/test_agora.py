@@ -501,3 +501,41 @@ class MultiprocessingDropIns(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Polling(unittest.TestCase):
+    """Calls poll for their reply before sleeping (AGORA_SPIN_US, or Manager(spin_us=...))."""
+
+    def test_spin_us_zero_turns_polling_off_and_calls_still_work(self) -> None:
+        with agora.Manager(spin_us=0) as m:
+            d = m.dict()
+            for i in range(200):
+                d["k"] = i
+                self.assertEqual(d["k"], i)
+            self.assertEqual(m._client.connection()._spin, 0)
+
+    def test_polling_connections_answer_every_kind_of_call(self) -> None:
+        with agora.Manager(spin_us=200) as m:
+            conn = m._client.connection()
+            self.assertAlmostEqual(conn._spin, 200e-6)
+            q, lock = m.Queue(), m.Lock()
+            for i in range(200):
+                q.put(i)
+                self.assertEqual(q.get(), i)
+                self.assertTrue(lock.acquire())
+                lock.release()
+            # A call that waits longer than the budget: polling gives up, the reply still comes.
+            self.assertFalse(m.Event().wait(0.01))
+
+    def test_bad_spin_us_is_refused(self) -> None:
+        for bad in (-1, 1.5, "50"):
+            with self.assertRaises(ValueError):
+                agora.Manager(spin_us=bad)  # type: ignore[arg-type]
+
+    def test_environment_sets_the_budget(self) -> None:
+        code = "import agora.connection as c; print(c._SPIN)"
+        for value, expected in (("0", 0.0), ("120", 120e-6), ("junk", 50e-6)):
+            env = subprocess_env(AGORA_SPIN_US=value)
+            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                 text=True, check=True)
+            self.assertAlmostEqual(float(out.stdout), expected)
