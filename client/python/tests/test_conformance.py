@@ -175,7 +175,8 @@ class DictConformance(ConformanceCase):
         self.check(scenario)
 
     def test_shared_between_processes(self) -> None:
-        for method in ("fork", "spawn"):
+        # forkserver: the default start method from Python 3.14 on.
+        for method in ("fork", "spawn", "forkserver"):
             with self.subTest(start_method=method):
 
                 def scenario(m: Any, r: Recorder) -> None:
