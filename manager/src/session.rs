@@ -344,6 +344,15 @@ impl Session {
         if !out.is_empty() && stream.write_all(&out).await.is_err() {
             undelivered.into_iter().for_each(|(r, t)| t.undeliver(r));
         }
+        // Dropping the session releases what it held.
+    }
+}
+
+impl Drop for Session {
+    /// Releases whatever the connection held (locks, permits, a place at a barrier). In `Drop`
+    /// so that it also happens if the connection's task panics or is cancelled: a bug in one
+    /// connection must not leave a lock held forever for everybody else.
+    fn drop(&mut self) {
         for object in self.held.values() {
             object.session_closed(self.id);
         }
@@ -514,4 +523,74 @@ where
     session.finish(&mut stream, stop).await;
     let _ = stream.shutdown().await;
     debug!(peer = %peer, "disconnected");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::registry::Registry;
+    use rmpv::Value;
+    use tokio::net::UnixStream;
+
+    const KEY: &[u8] = b"session tests";
+
+    /// Sends one request and reads its response's result (panicking on an error reply).
+    async fn call(stream: &mut UnixStream, msgid: u32, method: &str, params: &[Value]) -> Value {
+        let encoded: Vec<Vec<u8>> = params.iter().map(encode::to_vec).collect();
+        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        let mut request = Vec::new();
+        encode::request(&mut request, msgid, method, &refs);
+        stream.write_all(&request).await.unwrap();
+        let mut buf = Vec::new();
+        loop {
+            let mut rest = buf.as_slice();
+            if let Ok(Value::Array(response)) = rmpv::decode::read_value(&mut rest) {
+                assert_eq!(response[2], Value::Nil, "{method} failed: {}", response[2]);
+                return response[3].clone();
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the manager closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// A connection whose task is dropped mid-flight (what happens to a task that panics, or
+    /// that the server aborts) still releases the lock it held.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_connection_task_releases_what_it_held() {
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            registry: Registry::default(),
+            config: Config::new(KEY.to_vec()),
+            shutdown,
+            spinners: Default::default(),
+        });
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        let task = tokio::spawn(serve(theirs, shared.clone(), "test".into()));
+        let hello = call(&mut ours, 0, "hello", &[]).await;
+        let challenge = hello
+            .as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("challenge")))
+            .and_then(|(_, v)| v.as_slice().map(<[u8]>::to_vec))
+            .expect("a challenge");
+        let digest = Value::Binary(auth::digest(KEY, &challenge));
+        call(&mut ours, 1, "auth", &[digest]).await;
+        let id = call(&mut ours, 2, "create", &[Value::from("lock"), Value::Nil]).await;
+        let acquired = call(&mut ours, 3, "lock.acquire", std::slice::from_ref(&id)).await;
+        assert_eq!(acquired, Value::from(1));
+        let lock = shared.registry.get(id.as_u64().unwrap()).unwrap();
+        let core = lock.lock_core().expect("a lock has a core");
+        assert!(core.lock().is_locked());
+
+        // The socket stays open: only dropping the task can release the lock.
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        assert!(
+            !core.lock().is_locked(),
+            "the lock outlived its connection's task"
+        );
+        drop(ours);
+    }
 }
