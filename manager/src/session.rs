@@ -261,7 +261,7 @@ impl Session {
                         match outcome {
                             Outcome::Done => Ok(Step::Answered(Next::Continue)),
                             Outcome::Parked(park) => {
-                                Ok(Step::Parked(Parked::new(msgid, park, object)))
+                                Ok(Step::Parked(Parked::new(msgid, park, object, self.id)))
                             }
                         }
                     }

@@ -177,12 +177,15 @@ pub struct Ticket {
     pub waiter: WaiterId,
     /// What the waiter waits for, in the object's own terms (a get, a put...).
     pub tag: u8,
+    /// The connection that made the call.
+    pub session: SessionId,
 }
 
 impl Ticket {
     /// Gives back a reply that was granted but never reached its client.
     pub fn undeliver(&self, reply: Reply) {
-        self.object.undeliver(self.waiter, self.tag, reply);
+        self.object
+            .undeliver(self.waiter, self.tag, self.session, reply);
     }
 }
 
@@ -233,8 +236,8 @@ pub struct Parked {
 }
 
 impl Parked {
-    /// A parked call for `msgid`.
-    pub fn new(msgid: u32, park: Park, object: ObjectHandle) -> Parked {
+    /// A parked call for `msgid`, made by connection `session`.
+    pub fn new(msgid: u32, park: Park, object: ObjectHandle, session: SessionId) -> Parked {
         Parked {
             msgid,
             // A timeout too far away to represent (Python's `inf`) is no deadline at all.
@@ -244,6 +247,7 @@ impl Parked {
                 object,
                 waiter: park.waiter,
                 tag: park.tag,
+                session,
             },
         }
     }

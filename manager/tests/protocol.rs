@@ -334,6 +334,30 @@ struct Conn {
 }
 
 impl Conn {
+    /// Stops reading: the manager's next write to this connection fails (`EPIPE`), while the
+    /// connection stays open in the other direction.
+    fn stop_reading(&self) {
+        match &self.sock {
+            Sock::Unix(s) => s.shutdown(std::net::Shutdown::Read).unwrap(),
+            Sock::Tcp(s) => s.shutdown(std::net::Shutdown::Read).unwrap(),
+        }
+    }
+
+    /// Sends `method` and a `ping` behind it, and waits for the ping's answer: the call has
+    /// been parked (calls on one connection are handled in order). Gives the call's msgid.
+    fn park(&mut self, method: &str, params: Vec<Value>) -> u32 {
+        let (call, ping) = (self.msgid(), self.msgid());
+        let mut bytes = request(call, method, params);
+        bytes.extend(request(ping, "ping", vec![]));
+        self.send(&bytes);
+        assert_eq!(
+            self.response().msgid,
+            ping,
+            "{method} was answered, not parked"
+        );
+        call
+    }
+
     fn new(sock: Sock) -> Conn {
         Conn {
             sock,
@@ -3021,5 +3045,32 @@ fn with_polling_off_calls_are_answered_as_usual() {
             c.ok("dict.get", vec![Value::from(id), Value::from("k")]),
             Value::from(i)
         );
+    }
+}
+
+#[test]
+fn a_grant_that_cannot_be_delivered_passes_on_without_an_owner_died_notice() {
+    for kind in [
+        "lock",
+        "rlock",
+        "semaphore",
+        "bounded_semaphore",
+        "condition",
+    ] {
+        let server = TestServer::start();
+        let (mut holder, mut gone, mut next) = (server.client(), server.client(), server.client());
+        let id = Value::from(holder.create(kind, None, vec![]));
+        let (acquire, release) = (format!("{kind}.acquire"), format!("{kind}.release"));
+        holder.ok(&acquire, vec![id.clone()]);
+        gone.park(&acquire, vec![id.clone()]);
+        gone.stop_reading();
+        let waiting = next.park(&acquire, vec![id.clone()]);
+        // The lock is granted to `gone`, whose reply cannot be written: it goes to `next`, and
+        // since `gone` never learnt it held the lock, nobody died holding it.
+        holder.ok(&release, vec![id.clone()]);
+        let answer = next.response();
+        assert_eq!(answer.msgid, waiting);
+        let code = dec(&answer.result.unwrap_or_else(|e| panic!("{kind}: {e:?}")));
+        assert_eq!(code, Value::from(1), "{kind}: a spurious owner-died notice");
     }
 }

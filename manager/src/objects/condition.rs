@@ -17,7 +17,9 @@ use parking_lot::Mutex;
 use agora_proto::{encode, params, CallError, ErrorName, Params};
 
 use crate::registry::Registry;
-use crate::waiters::{timeout_param, Caller, Expired, Outcome, Park, SessionId, WaiterId, Waiters};
+use crate::waiters::{
+    timeout_param, Caller, Expired, Outcome, Park, Reply, SessionId, WaiterId, Waiters,
+};
 
 use super::lock::{Acquirer, LockCore, OnGrant, SharedCore, ACQUIRE};
 use super::{arity, unknown_method, Args, Kind, SharedObject};
@@ -151,6 +153,10 @@ impl SharedObject for Condition {
 
     fn tracks_sessions(&self) -> bool {
         true
+    }
+
+    fn undeliver(&self, _waiter: WaiterId, _tag: u8, session: SessionId, reply: Reply) {
+        self.core.lock().undeliver(session, &reply);
     }
 
     fn session_closed(&self, session: SessionId) {

@@ -214,6 +214,21 @@ impl LockCore {
         }
     }
 
+    /// A grant never reached `session`, which closed: if it still holds the lock, the lock
+    /// goes to the next in line as if never granted (with the owner-died notice the grant
+    /// carried, if any: the holder that died before it is still news).
+    pub fn undeliver(&mut self, session: SessionId, reply: &Reply) {
+        if self.holder.is_none_or(|h| h.session != session) {
+            return;
+        }
+        self.holder = None;
+        self.depth = 0;
+        if let Ok(bytes) = reply {
+            self.owner_died |= bytes.as_slice() == [ACQUIRED_OWNER_DIED as u8];
+        }
+        self.hand_off();
+    }
+
     /// A parked acquire's deadline passed: remove it (answering 0) unless it was granted.
     pub fn expire(&mut self, waiter: WaiterId) -> Expired {
         not_acquired_unless_granted(self.waiters.remove(waiter).is_some())
@@ -327,8 +342,9 @@ impl SharedObject for Lock {
         self.core.lock().waiters.remove(waiter);
     }
 
-    // An undelivered grant made the dead connection the holder: `session_closed`, which runs
-    // when that connection is gone, releases it.
+    fn undeliver(&self, _waiter: WaiterId, _tag: u8, session: SessionId, reply: Reply) {
+        self.core.lock().undeliver(session, &reply);
+    }
 
     fn tracks_sessions(&self) -> bool {
         true

@@ -149,9 +149,11 @@ pub trait SharedObject: Send + Sync + 'static {
     /// A parked waiter's connection closed before anything was granted: remove it.
     fn abandon(&self, _waiter: WaiterId, _tag: u8) {}
 
-    /// A reply was granted to a waiter whose connection closed before it could be delivered:
-    /// give back what it took (a queue item returns to the head of the queue).
-    fn undeliver(&self, _waiter: WaiterId, _tag: u8, _reply: Reply) {}
+    /// A reply was granted to a waiter of connection `session`, which closed before it could
+    /// be delivered: give back what it took (a queue item returns to the head of the queue, a
+    /// lock or a permit goes to the next in line, who is not told that a holder died, since
+    /// that holder never learnt it held anything).
+    fn undeliver(&self, _waiter: WaiterId, _tag: u8, _session: SessionId, _reply: Reply) {}
 
     /// True when a connection can hold something in this object that must be released when
     /// the connection closes.

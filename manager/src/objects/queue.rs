@@ -12,7 +12,9 @@ use parking_lot::Mutex;
 use agora_proto::params::array_items;
 use agora_proto::{encode, params, CallError, ErrorName, Params};
 
-use crate::waiters::{timeout_param, Caller, Expired, Outcome, Park, Reply, WaiterId, Waiters};
+use crate::waiters::{
+    timeout_param, Caller, Expired, Outcome, Park, Reply, SessionId, WaiterId, Waiters,
+};
 
 use super::{arity, expected, store, unknown_method, Args, Kind, SharedObject, Stored};
 
@@ -438,7 +440,7 @@ impl SharedObject for Queue {
         }
     }
 
-    fn undeliver(&self, _waiter: WaiterId, tag: u8, reply: Reply) {
+    fn undeliver(&self, _waiter: WaiterId, tag: u8, _session: SessionId, reply: Reply) {
         let Ok(bytes) = reply else { return };
         let items: Vec<Stored> = match tag {
             GET => vec![bytes.into()],

@@ -10,7 +10,9 @@ use parking_lot::Mutex;
 
 use agora_proto::{encode, params, CallError, ErrorName, Params};
 
-use crate::waiters::{timeout_param, Caller, Expired, Outcome, Park, SessionId, WaiterId, Waiters};
+use crate::waiters::{
+    timeout_param, Caller, Expired, Outcome, Park, Reply, SessionId, WaiterId, Waiters,
+};
 
 use super::lock::{
     not_acquired_unless_granted, ACQUIRE, ACQUIRED, ACQUIRED_OWNER_DIED, NOT_ACQUIRED,
@@ -199,6 +201,20 @@ impl SharedObject for Semaphore {
 
     fn tracks_sessions(&self) -> bool {
         true
+    }
+
+    fn undeliver(&self, _waiter: WaiterId, _tag: u8, session: SessionId, reply: Reply) {
+        let Ok(bytes) = reply else { return };
+        let mut st = self.state.lock();
+        if st.held.contains_key(&session) {
+            let code = if bytes.as_slice() == [ACQUIRED_OWNER_DIED as u8] {
+                ACQUIRED_OWNER_DIED
+            } else {
+                ACQUIRED
+            };
+            st.untake(session, code);
+            st.hand_off();
+        }
     }
 
     fn session_closed(&self, session: SessionId) {
