@@ -33,10 +33,12 @@
 //!   owner shuts the socket down before unregistering it, which ends the session for every
 //!   copy); the creation side is a window of a few instructions.
 //! - Only `fork(3)` runs the handler; raw `clone`/`vfork` system calls do not (and `exec`
-//!   closes the sockets anyway: they are close-on-exec).
+//!   closes the sockets anyway: they are close-on-exec). A child made that way that goes on
+//!   to use the client without `exec` would also see its parent's cached process id
+//!   ([`current_pid`]) and use the parent's connection.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::Once;
 
 use tracing::{debug, warn};
@@ -49,6 +51,25 @@ const EMPTY: i32 = -1;
 static LIVE: [AtomicI32; SLOTS] = [const { AtomicI32::new(EMPTY) }; SLOTS];
 
 static INSTALL: Once = Once::new();
+
+/// This process's id, once asked for; 0 until then, and again in a forked child (the handler
+/// clears it).
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// This process's id, without a system call per ask: every call checks it to notice that it
+/// runs in a forked child, and `getpid` costs about as much as a tenth of a round trip on a
+/// virtual machine. The fork handler forgets the cached id in the child.
+pub(crate) fn current_pid() -> u32 {
+    install();
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let pid = std::process::id();
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
 
 /// Registers the descriptor of a live connection (see the module docs).
 pub(crate) fn register(fd: RawFd) {
@@ -103,9 +124,12 @@ fn install() {
     });
 }
 
-/// The child handler: every registered descriptor now refers to `/dev/null`. Only
-/// async-signal-safe calls (`open`, `dup2`, `fcntl`, `close`), no allocation, no locks.
+/// The child handler: the cached process id is forgotten and every registered descriptor now
+/// refers to `/dev/null`. Only atomic stores and async-signal-safe calls (`open`, `dup2`,
+/// `fcntl`, `close`), no allocation, no locks.
 extern "C" fn in_child() {
+    // The child's id is asked for afresh on its first use.
+    PID.store(0, Ordering::Relaxed);
     // SAFETY: a valid NUL-terminated path; the descriptor is closed below.
     let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if null < 0 {
@@ -196,5 +220,29 @@ mod tests {
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
             "in the child the registered socket was not /dev/null ({status})"
         );
+    }
+
+    #[test]
+    fn a_forked_child_asks_for_its_own_process_id() {
+        let parent = current_pid();
+        assert_eq!(parent, std::process::id());
+        // SAFETY: the child only reads atomics, calls getpid and _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let forgotten = PID.load(Ordering::Relaxed) == 0;
+            let fresh = current_pid();
+            let ok = forgotten && fresh == std::process::id() && fresh != parent;
+            // SAFETY: async-signal-safe.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: a valid out-pointer; the child is ours.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child went on with its parent's process id ({status})"
+        );
+        assert_eq!(current_pid(), parent, "the parent's cache is untouched");
     }
 }

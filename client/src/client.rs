@@ -127,7 +127,7 @@ impl Client {
     /// The connection of this process, opening a new one if this is a forked child.
     fn connection(&self) -> Result<&Connection> {
         let conn = self.inner.conn.get();
-        if conn.pid() == std::process::id() {
+        if conn.pid() == crate::atfork::current_pid() {
             return Ok(conn);
         }
         debug!(address = %self.inner.address, "forked child: opening a connection of its own");

@@ -248,7 +248,7 @@ impl Connection {
         Connection {
             stream,
             address,
-            pid: std::process::id(),
+            pid: crate::atfork::current_pid(),
             writer: Mutex::new(Vec::with_capacity(8 * 1024)),
             reader: Mutex::new(Reader {
                 // The client trusts the manager it authenticated: replies are as large as the
@@ -513,7 +513,7 @@ impl Drop for Connection {
         // Shut the socket down, not only close it: a forked child that never used the client
         // still holds a copy of the descriptor, and the manager must see this session end now
         // (it releases what the session held). Only the owning process may do that.
-        if self.pid == std::process::id() {
+        if self.pid == crate::atfork::current_pid() {
             debug!(address = %self.address, "closing the connection to the agora manager");
             self.stream.shutdown();
         }

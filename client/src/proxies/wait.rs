@@ -141,7 +141,7 @@ impl Held {
             release,
             id,
             owner,
-            pid: std::process::id(),
+            pid: crate::atfork::current_pid(),
             owner_died: acquired.owner_died(),
             armed: true,
         }
@@ -153,7 +153,7 @@ impl Held {
 
     /// True in the process that acquired.
     pub(crate) fn is_ours(&self) -> bool {
-        self.pid == std::process::id()
+        self.pid == crate::atfork::current_pid()
     }
 
     /// The release command.
