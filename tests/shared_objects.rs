@@ -306,3 +306,51 @@ fn remote_dict_and_list_agree_with_a_local_model() {
         manager.delete(list.id()).unwrap();
     });
 }
+
+#[test]
+fn registry_calls_pipeline_like_any_other() {
+    let _serial = serial();
+    let manager = Manager::spawn().unwrap();
+    let client = manager.client();
+    // A hundred dicts, named and not, created in one round trip.
+    let mut p = client.pipeline();
+    let handles: Vec<_> = (0..100)
+        .map(|i| {
+            let name = format!("d{i}");
+            let name = (i % 2 == 0).then_some(name.as_str());
+            p.add(agora::Client::create_cmd("dict", name, &[]))
+        })
+        .collect();
+    let replies = p.execute().unwrap();
+    let ids: Vec<u64> = handles
+        .into_iter()
+        .map(|h| replies.get(h).unwrap())
+        .collect();
+    assert_eq!(
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        100,
+        "distinct ids"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let d = agora::Dict::<String, usize>::from_id(client, *id);
+        d.set("i", &i).unwrap();
+    }
+    // Lookups, deletions and the listing, pipelined too.
+    let mut p = client.pipeline();
+    let found = p.add(agora::Client::lookup_cmd("d42"));
+    let gone = p.add(agora::Client::delete_named_cmd("d0"));
+    let gone_too = p.add(agora::Client::delete_cmd(ids[1]));
+    let listed = p.add(agora::Client::objects_cmd());
+    let replies = p.execute().unwrap();
+    assert_eq!(replies.get(found).unwrap(), ("dict".to_owned(), ids[42]));
+    replies.get(gone).unwrap();
+    replies.get(gone_too).unwrap();
+    let listed = replies.get(listed).unwrap();
+    assert_eq!(listed.len(), 98);
+    assert_eq!(
+        agora::Dict::<String, usize>::from_id(client, ids[42])
+            .get("i")
+            .unwrap(),
+        Some(42)
+    );
+}

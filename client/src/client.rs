@@ -203,12 +203,32 @@ impl Client {
     /// returns its id. `args` are the kind's init args, encoded. The typed constructors
     /// ([`Client::dict`], [`Client::list_named`], ...) are built on this.
     pub fn create(&self, kind: &str, name: Option<&str>, args: &[&[u8]]) -> Result<u64> {
+        self.run(Client::create_cmd(kind, name, args))
+    }
+
+    /// [`Client::create`] as a command, to create many objects in one round trip with a
+    /// [`Pipeline`]; a typed proxy is then `Dict::from_id(&client, id)` (and so on).
+    ///
+    /// ```no_run
+    /// # let client = agora_client::Client::from_env()?;
+    /// let mut p = client.pipeline();
+    /// let handles: Vec<_> = (0..100)
+    ///     .map(|_| p.add(agora_client::Client::create_cmd("dict", None, &[])))
+    ///     .collect();
+    /// let replies = p.execute()?;
+    /// let dicts = handles
+    ///     .into_iter()
+    ///     .map(|h| Ok(agora_client::Dict::<String, i64>::from_id(&client, replies.get(h)?)))
+    ///     .collect::<agora_client::Result<Vec<_>>>()?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// ```
+    pub fn create_cmd(kind: &str, name: Option<&str>, args: &[&[u8]]) -> Cmd<u64> {
         let mut params = Args::default();
         params.str(kind).opt_str(name);
         for arg in args {
             params.raw(arg);
         }
-        self.run(Cmd::with_args("create", params, decode::value::<u64>))
+        Cmd::with_args("create", params, decode::value::<u64>)
     }
 
     /// Creates an object with init args already in [`Args`] form (kind and name included).
@@ -218,28 +238,48 @@ impl Client {
 
     /// The kind and id of the object called `name`. Fails with `KeyError` when there is none.
     pub fn lookup(&self, name: &str) -> Result<(String, u64)> {
+        self.run(Client::lookup_cmd(name))
+    }
+
+    /// [`Client::lookup`] as a command.
+    pub fn lookup_cmd(name: &str) -> Cmd<(String, u64)> {
         let mut params = Args::default();
         params.str(name);
-        self.run(Cmd::with_args("lookup", params, decode::value))
+        Cmd::with_args("lookup", params, decode::value)
     }
 
     /// Deletes the object `id`. Its proxies get `UnknownObjectError` afterwards.
     pub fn delete(&self, id: u64) -> Result<()> {
+        self.run(Client::delete_cmd(id))
+    }
+
+    /// [`Client::delete`] as a command.
+    pub fn delete_cmd(id: u64) -> Cmd<()> {
         let mut params = Args::default();
         params.uint(id);
-        self.run(Cmd::with_args("delete", params, decode::unit))
+        Cmd::with_args("delete", params, decode::unit)
     }
 
     /// Deletes the object called `name`, and the name.
     pub fn delete_named(&self, name: &str) -> Result<()> {
+        self.run(Client::delete_named_cmd(name))
+    }
+
+    /// [`Client::delete_named`] as a command.
+    pub fn delete_named_cmd(name: &str) -> Cmd<()> {
         let mut params = Args::default();
         params.str(name);
-        self.run(Cmd::with_args("delete", params, decode::unit))
+        Cmd::with_args("delete", params, decode::unit)
     }
 
     /// Every object of the manager, ordered by id.
     pub fn objects(&self) -> Result<Vec<ObjectInfo>> {
-        self.run(Cmd::with_args("objects", Args::default(), decode::value))
+        self.run(Client::objects_cmd())
+    }
+
+    /// [`Client::objects`] as a command.
+    pub fn objects_cmd() -> Cmd<Vec<ObjectInfo>> {
+        Cmd::with_args("objects", Args::default(), decode::value)
     }
 
     /// Stops the manager. Every pending call of every client gets `ShutdownError`, and later
