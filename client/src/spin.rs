@@ -14,8 +14,9 @@
 //! [`MAX_BACKOFF`] replies; polling that pays off resets the back-off. Calls the manager may
 //! park keep a back-off of their own.
 //!
-//! The budget is `AGORA_SPIN_US` microseconds (50 by default; 0 never polls), read once per
-//! process. The manager reads the same variable.
+//! The budget is `AGORA_SPIN_US` microseconds (0 never polls), read once per process; by
+//! default 50, or 0 when the process may run on one CPU only ([`default_budget`]). The manager
+//! reads the same variable.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -25,8 +26,15 @@ use std::time::{Duration, Instant};
 /// The most replies a connection reads without polling after polls that found nothing.
 pub const MAX_BACKOFF: u32 = 64;
 
-/// The polling budget when `AGORA_SPIN_US` is not set.
-pub const DEFAULT_BUDGET: Duration = Duration::from_micros(50);
+/// The polling budget when `AGORA_SPIN_US` is not set: 50 µs, or none when this process may
+/// run on one CPU only (one CPU, or pinned with `taskset`), since a manager started from it
+/// shares that CPU and cannot answer while this thread polls.
+pub fn default_budget() -> Duration {
+    match std::thread::available_parallelism() {
+        Ok(cpus) if cpus.get() < 2 => Duration::ZERO,
+        _ => Duration::from_micros(50),
+    }
+}
 
 /// This process's polling budget.
 pub fn budget() -> Duration {
@@ -39,10 +47,10 @@ pub fn budget() -> Duration {
                     value = %raw,
                     "ignoring AGORA_SPIN_US: not a whole number of microseconds"
                 );
-                DEFAULT_BUDGET
+                default_budget()
             }
         },
-        Err(_) => DEFAULT_BUDGET,
+        Err(_) => default_budget(),
     })
 }
 

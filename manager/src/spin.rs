@@ -23,7 +23,8 @@
 //!   reply (its client was asleep in a wait and is slow to wake);
 //! - shutdown stops polling at once.
 //!
-//! A budget of zero turns polling off (`agora-manager --spin-us 0`, or `AGORA_SPIN_US=0`).
+//! A budget of zero turns polling off (`agora-manager --spin-us 0`, or `AGORA_SPIN_US=0`); it
+//! is the default when the manager may run on one CPU only ([`default_budget`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -52,14 +53,25 @@ pub struct Spin {
 }
 
 impl Default for Spin {
-    /// 50 µs of polling (about two wake-ups of an idle CPU on a virtual machine), for
-    /// connections whose requests come within 1 ms of each other, one connection at a time.
+    /// [`default_budget`] of polling, for connections whose requests come within 1 ms of
+    /// each other, one connection at a time.
     fn default() -> Spin {
         Spin {
-            budget: Duration::from_micros(50),
+            budget: default_budget(),
             rearm_after: Duration::from_millis(1),
             max_spinners: 1,
         }
+    }
+}
+
+/// 50 µs (about two wake-ups of an idle CPU on a virtual machine) when this process may run
+/// on two CPUs or more; none when it has one CPU to run on (one CPU, or pinned with
+/// `taskset`): there the client whose request is awaited can only run once the manager stops
+/// polling, so polling would only delay it.
+pub fn default_budget() -> Duration {
+    match std::thread::available_parallelism() {
+        Ok(cpus) if cpus.get() < 2 => Duration::ZERO,
+        _ => Duration::from_micros(50),
     }
 }
 
@@ -205,6 +217,14 @@ impl SpinState {
 mod tests {
     use super::*;
 
+    /// Polling on, whatever this machine's CPUs.
+    fn on() -> Spin {
+        Spin {
+            budget: Duration::from_micros(50),
+            ..Spin::default()
+        }
+    }
+
     fn busy(state: &mut SpinState, spin: &Spin) {
         let t0 = Instant::now();
         state.wrote(t0);
@@ -213,7 +233,7 @@ mod tests {
 
     #[test]
     fn idle_connections_never_poll() {
-        let spin = Spin::default();
+        let spin = on();
         let spinners = Spinners::default();
         let mut state = SpinState::new();
         assert!(
@@ -228,7 +248,7 @@ mod tests {
 
     #[test]
     fn busy_connections_poll_one_at_a_time() {
-        let spin = Spin::default();
+        let spin = on();
         let spinners = Spinners::default();
         let (mut a, mut b) = (SpinState::new(), SpinState::new());
         busy(&mut a, &spin);
@@ -250,7 +270,7 @@ mod tests {
 
     #[test]
     fn wasted_polls_back_off_exponentially_and_a_hit_resets() {
-        let spin = Spin::default();
+        let spin = on();
         let spinners = Spinners::default();
         let mut state = SpinState::new();
         busy(&mut state, &spin);
@@ -272,7 +292,7 @@ mod tests {
 
     #[test]
     fn polling_is_wasted_when_the_thread_stalls_or_was_preempted() {
-        let spin = Spin::default();
+        let spin = on();
         let spinners = Spinners::default();
         let mut state = SpinState::new();
         busy(&mut state, &spin);
@@ -286,7 +306,7 @@ mod tests {
 
     #[test]
     fn preemptions_are_counted_only_when_polling_may_follow() {
-        let spin = Spin::default();
+        let spin = on();
         let spinners = Spinners::default();
         let mut state = SpinState::new();
         state.writing(&spin);
@@ -306,7 +326,7 @@ mod tests {
     fn the_budget_is_capped() {
         let spin = Spin {
             budget: Duration::from_secs(3600),
-            ..Spin::default()
+            ..on()
         };
         let spinners = Spinners::default();
         let mut state = SpinState::new();

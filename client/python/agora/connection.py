@@ -44,15 +44,27 @@ REFERENCE_EXT = 1
 _RECV_CHUNK = 64 * 1024
 
 
+def _cpus_to_run_on() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def _spin_budget() -> float:
     """How long (seconds) a call polls for its reply before sleeping: ``AGORA_SPIN_US``
-    microseconds, 50 by default, 0 to never poll."""
-    raw = os.environ.get("AGORA_SPIN_US", "50")
+    microseconds; by default 50, or 0 when this process may run on one CPU only (one CPU, or
+    pinned with ``taskset``), where a manager started from it shares that CPU and cannot answer
+    while the caller polls. 0 never polls."""
+    default = 50 if _cpus_to_run_on() >= 2 else 0
+    raw = os.environ.get("AGORA_SPIN_US")
+    if raw is None:
+        return default / 1e6
     try:
         micros = int(raw)
     except ValueError:
         log.warning("ignoring AGORA_SPIN_US=%r: not a whole number of microseconds", raw)
-        micros = 50
+        micros = default
     return max(micros, 0) / 1e6
 
 

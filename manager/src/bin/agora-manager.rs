@@ -57,7 +57,8 @@ struct Args {
     max_in_flight: usize,
 
     /// How long, in microseconds, a busy connection polls for its next request before its
-    /// thread sleeps (0: never poll). Default: the AGORA_SPIN_US environment variable, else 50.
+    /// thread sleeps (0: never poll). Default: the AGORA_SPIN_US environment variable, else 50
+    /// (0 when the manager may run on one CPU only).
     #[arg(long, value_name = "MICROSECONDS")]
     spin_us: Option<u64>,
 }
