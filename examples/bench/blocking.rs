@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use agora::{Client, Lock, Queue};
 
-use crate::harness::{rate, run_workers, until, RawStream, Samples, Servers};
+use crate::harness::{rate, raw_polls, run_workers, until, RawStream, Samples, Servers};
 use crate::pipe;
 use crate::progress::Progress;
 use crate::report::{Group, Report};
@@ -225,7 +225,7 @@ fn one_client(
     let q = Queue::<u64>::from_id(&client, queue.id());
     let mut raw = RawStream::connect(t.echo)?;
     let mut buf = vec![0u8; 1024];
-    let raw_label = format!("raw ping-pong ({} B)", message.len());
+    let raw_label = format!("raw ping-pong ({} B{})", message.len(), raw_polls());
     let (mut raw_s, mut queue_s, mut lock_s) =
         (Samples::default(), Samples::default(), Samples::default());
     let slice = Duration::from_millis(200);

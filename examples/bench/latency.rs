@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use agora::{Client, Dict};
 
-use crate::harness::{RawStream, Samples, Servers};
+use crate::harness::{raw_polls, RawStream, Samples, Servers};
 use crate::progress::Progress;
 use crate::report::{LatencyRow, Report, Stat};
 use crate::rpc::{get_request_bytes, transports, Transport};
@@ -174,7 +174,7 @@ fn add_rows(report: &mut Report, transport: &str, per_contender: &[Vec<Samples>]
             })
             .collect();
         let contender = match which {
-            Contender::Raw => format!("{} ({bytes} B)", which.name()),
+            Contender::Raw => format!("{} ({bytes} B{})", which.name(), raw_polls()),
             _ => which.name().to_owned(),
         };
         report.latency(LatencyRow {

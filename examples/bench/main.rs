@@ -16,6 +16,13 @@
 //! spread: that is how noisy the run was. A progress bar runs on standard error; the table goes
 //! to standard output, every figure to `bench-results/bench.csv`, and the charts (by number of
 //! workers) to `docs/bench-dict.svg` and `docs/bench-tickets.svg`.
+//!
+//! agora's client and manager poll the socket briefly before sleeping (`AGORA_SPIN_US`
+//! microseconds; 50 by default, none on one CPU), and so does the raw floor, with the same budget: the raw
+//! client polls for its reply and the echo server for the next message, one connection at a
+//! time as the manager does. A floor that slept instead would pay wake-ups that agora avoids,
+//! and the ratios would measure polling, not agora's own overhead. `AGORA_SPIN_US=0` runs
+//! every contender, the benchmark's manager included, without polling.
 
 mod blocking;
 mod chart;
@@ -30,7 +37,7 @@ mod tickets;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use harness::{load_average, results_dir, Servers};
+use harness::{load_average, results_dir, spin_budget, Servers};
 use progress::Progress;
 use report::Report;
 
@@ -153,8 +160,9 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     }
     progress.finish();
     println!(
-        "agora benchmark: {} rounds per figure, contenders interleaved; load average {} -> {} ({} cores)",
+        "agora benchmark: {} rounds per figure, contenders interleaved; {}; load average {} -> {} ({} cores)",
         o.rounds,
+        polling(),
         load_before,
         load_average(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
@@ -175,6 +183,14 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         println!("chart written to {}", chart.path.display());
     }
     Ok(())
+}
+
+/// How every contender polls before sleeping, for the table's heading.
+fn polling() -> String {
+    match spin_budget().as_micros() {
+        0 => "no polling (AGORA_SPIN_US=0, or one CPU)".into(),
+        us => format!("agora and raw poll {us} us before sleeping (AGORA_SPIN_US)"),
+    }
 }
 
 /// The measurements the selected sections make, for the progress bar.

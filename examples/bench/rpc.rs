@@ -6,7 +6,7 @@ use std::time::Duration;
 use agora::{Address, Dict};
 
 use crate::chart::Curve;
-use crate::harness::{rate, run_workers, until, RawStream, Samples, Servers};
+use crate::harness::{rate, raw_polls, run_workers, until, RawStream, Samples, Servers};
 use crate::progress::Progress;
 use crate::report::{Group, Report};
 
@@ -115,7 +115,7 @@ fn one_client(
     let d = Dict::<String, i64>::from_id(&client, target.id);
     let mut raw = RawStream::connect(t.echo)?;
     let mut buf = vec![0u8; 1024];
-    let raw_label = format!("raw ping-pong ({} B)", target.message.len());
+    let raw_label = format!("raw ping-pong ({} B{})", target.message.len(), raw_polls());
     let (mut raw_s, mut get_s, mut set_s) =
         (Samples::default(), Samples::default(), Samples::default());
     let slice = Duration::from_millis(200);
@@ -221,10 +221,15 @@ fn many_clients(
             }
         }
     }
+    let raw_label = format!(
+        "raw echo server ({} B{})",
+        target.message.len(),
+        raw_polls()
+    );
     let mut curves = Vec::new();
     for (t, cells) in transports.iter().zip(&samples) {
         let mut raw_curve = Curve {
-            name: format!("raw echo server ({})", t.name),
+            name: format!("raw echo server ({}{})", t.name, raw_polls()),
             points: Vec::new(),
         };
         let mut agora_curve = Curve {
@@ -233,7 +238,7 @@ fn many_clients(
         };
         for (&w, (raw_s, agora_s)) in workers.iter().zip(cells) {
             let base = raw_s.median();
-            report.row(&MANY_CLIENTS, t.name, w, "raw echo server", raw_s, None);
+            report.row(&MANY_CLIENTS, t.name, w, &raw_label, raw_s, None);
             report.row(
                 &MANY_CLIENTS,
                 t.name,
