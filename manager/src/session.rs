@@ -391,11 +391,11 @@ fn poll_for_request(
 ) -> Option<std::io::Result<usize>> {
     loop {
         if let Some(read) = recv_now(fd, decoder.read_buf(READ_CHUNK)) {
-            spin.polled(slot.paid_off(true));
+            spin.polled(&slot, true);
             return Some(read);
         }
         if !slot.again() || *stopping.borrow() {
-            spin.polled(false);
+            spin.polled(&slot, false);
             return None;
         }
         std::hint::spin_loop();

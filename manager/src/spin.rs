@@ -126,9 +126,14 @@ impl SpinSlot<'_> {
     }
 
     /// Whether polling paid off, given that it `found` a request: it did unless the thread
-    /// was descheduled since the replies were written.
-    pub fn paid_off(&self, found: bool) -> bool {
-        found && !self.stalled && self.preempted_before.is_none_or(|n| n == preemptions())
+    /// was descheduled since the replies were written. Also gives the preemption count it
+    /// read, which the next poll starts from (one `getrusage` per request, not two).
+    pub fn paid_off(&self, found: bool) -> (bool, Option<libc::c_long>) {
+        if !found {
+            return (false, None);
+        }
+        let now = self.preempted_before.map(|_| preemptions());
+        (!self.stalled && now == self.preempted_before, now)
     }
 }
 
@@ -146,6 +151,8 @@ pub struct SpinState {
     busy: bool,
     /// [`preemptions`] just before replies were written, when polling may follow.
     preempted_before: Option<libc::c_long>,
+    /// [`preemptions`] as read when the latest poll found its request.
+    preempted_at_find: Option<libc::c_long>,
     /// Requests left to skip before polling again.
     skip: u32,
     /// What `skip` becomes after the next wasted poll (doubling, up to [`MAX_BACKOFF`]).
@@ -162,7 +169,10 @@ impl SpinState {
     /// thread has been preempted so far.
     pub fn writing(&mut self, spin: &Spin) {
         let may_poll = self.busy && self.skip == 0 && !spin.budget.is_zero();
-        self.preempted_before = may_poll.then(preemptions);
+        // The count read when the request was found serves: a preemption while answering
+        // it says as much about this CPU as one during the write.
+        let earlier = self.preempted_at_find.take();
+        self.preempted_before = may_poll.then(|| earlier.unwrap_or_else(preemptions));
     }
 
     /// Notes that replies were written now.
@@ -202,8 +212,16 @@ impl SpinState {
         (taken < spin.max_spinners).then_some(slot)
     }
 
-    /// Notes how polling went ([`SpinSlot::paid_off`]); if it was wasted, back off.
-    pub fn polled(&mut self, paid_off: bool) {
+    /// Notes how polling went: whether it `found` a request, and, if so, whether that paid
+    /// off ([`SpinSlot::paid_off`]). If it was wasted, back off.
+    pub fn polled(&mut self, slot: &SpinSlot<'_>, found: bool) {
+        let (paid_off, preemptions) = slot.paid_off(found);
+        self.preempted_at_find = preemptions;
+        self.note(paid_off);
+    }
+
+    /// Resets the back-off if polling `paid_off`, else backs off further.
+    fn note(&mut self, paid_off: bool) {
         if paid_off {
             self.backoff = 0;
         } else {
@@ -278,7 +296,7 @@ mod tests {
         // Each wasted poll doubles the number of requests skipped before the next one.
         let mut skipped = Vec::new();
         for _ in 0..8 {
-            state.polled(false);
+            state.note(false);
             let mut n = 0;
             while state.try_start(&spin, &spinners).is_none() {
                 n += 1;
@@ -286,7 +304,7 @@ mod tests {
             skipped.push(n);
         }
         assert_eq!(skipped, [1, 2, 4, 8, 16, 32, 64, 64]);
-        state.polled(true);
+        state.note(true);
         assert!(state.try_start(&spin, &spinners).is_some(), "a hit resets");
     }
 
@@ -297,11 +315,11 @@ mod tests {
         let mut state = SpinState::new();
         busy(&mut state, &spin);
         let mut slot = state.try_start(&spin, &spinners).unwrap();
-        assert!(slot.paid_off(true), "found at once, no stall");
-        assert!(!slot.paid_off(false), "found nothing");
+        assert!(slot.paid_off(true).0, "found at once, no stall");
+        assert!(!slot.paid_off(false).0, "found nothing");
         std::thread::sleep(STALL * 4);
         let _ = slot.again();
-        assert!(!slot.paid_off(true), "a stall makes even a find wasted");
+        assert!(!slot.paid_off(true).0, "a stall makes even a find wasted");
     }
 
     #[test]
@@ -316,8 +334,21 @@ mod tests {
         assert!(state.preempted_before.is_some());
         let slot = state.try_start(&spin, &spinners).unwrap();
         assert!(slot.preempted_before.is_some(), "handed to the slot");
+        state.polled(&slot, true);
         drop(slot);
-        state.polled(false);
+        let found_at = state
+            .preempted_at_find
+            .expect("read when the request was found");
+        state.writing(&spin);
+        assert_eq!(
+            state.preempted_before,
+            Some(found_at),
+            "reused, not read again"
+        );
+        assert!(state.preempted_at_find.is_none());
+        // (A preemption just now would have made it back off: either way is right here.)
+        drop(state.try_start(&spin, &spinners));
+        state.note(false);
         state.writing(&spin);
         assert!(state.preempted_before.is_none(), "backing off");
     }
