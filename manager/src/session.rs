@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
@@ -379,9 +379,9 @@ enum Event {
 }
 
 /// Reads the connection's next request if it arrives before the slot's deadline, polling the
-/// socket without blocking (and without yielding: this thread is the connection's for that
-/// long, see [`crate::spin`]), and tells `spin` whether that paid off. `None`: nothing came in
-/// time, or the manager is stopping.
+/// socket without blocking (this runtime thread is the connection's for that long: no other
+/// task runs on it meanwhile, see [`crate::spin`]), and tells `spin` whether that paid off.
+/// `None`: nothing came in time, or the manager is stopping.
 fn poll_for_request(
     fd: RawFd,
     decoder: &mut FrameDecoder,
@@ -389,6 +389,7 @@ fn poll_for_request(
     mut slot: SpinSlot<'_>,
     stopping: &watch::Receiver<bool>,
 ) -> Option<std::io::Result<usize>> {
+    let mut tries = 0u32;
     loop {
         if let Some(read) = recv_now(fd, decoder.read_buf(READ_CHUNK)) {
             spin.polled(&slot, true);
@@ -398,9 +399,23 @@ fn poll_for_request(
             spin.polled(&slot, false);
             return None;
         }
-        std::hint::spin_loop();
+        // A client on another CPU answers within a few microseconds; one that has not may be
+        // waiting for this very CPU (the kernel tends to wake a client on its server's CPU),
+        // so from then on every few polls offer the CPU to whoever waits for it.
+        tries += 1;
+        if slot.polled_for() > YIELD_AFTER && tries % YIELD_EVERY == 0 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
     }
 }
+
+/// How long a connection polls before it starts offering its CPU to others.
+const YIELD_AFTER: Duration = Duration::from_micros(10);
+
+/// Polls between two offers of the CPU (`sched_yield`, a trip through the scheduler).
+const YIELD_EVERY: u32 = 4;
 
 /// One non-blocking read from the socket into `buf`'s spare room. `None`: nothing to read.
 ///

@@ -108,6 +108,7 @@ pub struct Spinners(AtomicUsize);
 /// A place among the polling connections, given back when dropped.
 pub struct SpinSlot<'a> {
     spinners: &'a Spinners,
+    started: Instant,
     deadline: Instant,
     last_poll: Instant,
     stalled: bool,
@@ -123,6 +124,11 @@ impl SpinSlot<'_> {
         self.stalled |= now.saturating_duration_since(self.last_poll) > STALL;
         self.last_poll = now;
         now < self.deadline
+    }
+
+    /// How long this slot has been polling.
+    pub fn polled_for(&self) -> Duration {
+        self.last_poll.saturating_duration_since(self.started)
     }
 
     /// Whether polling paid off, given that it `found` a request: it did unless the thread
@@ -203,6 +209,7 @@ impl SpinState {
         let now = Instant::now();
         let slot = SpinSlot {
             spinners,
+            started: now,
             deadline: now + spin.budget.min(MAX_BUDGET),
             last_poll: now,
             stalled: false,
