@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use agora::{Client, Lock, Queue};
 
-use crate::harness::{rate, raw_polls, run_workers, until, RawStream, Samples, Servers};
+use crate::harness::{
+    per_second, rate, raw_polls, run_workers, until, RawStream, Samples, Servers,
+};
 use crate::pipe;
 use crate::progress::Progress;
 use crate::report::{Group, Report};
@@ -63,16 +65,6 @@ fn acquire_request_bytes(lock_id: u64) -> Vec<u8> {
         &[&id, &[0xc3], &[0xc0], &[0x01]],
     );
     out
-}
-
-/// Operations per second of `op`, run from this process for `duration`.
-fn per_second(
-    duration: Duration,
-    mut op: impl FnMut() -> Result<(), BoxError>,
-) -> Result<f64, BoxError> {
-    let start = Instant::now();
-    let n = until(start + duration, &mut op)?;
-    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
 /// How the items of a producer/consumer run travel.

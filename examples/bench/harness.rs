@@ -529,3 +529,13 @@ where
     }
     Ok((Duration::from_nanos(end.saturating_sub(start)), all))
 }
+
+/// Operations per second of `op`, run from this process for `duration`.
+pub fn per_second(
+    duration: Duration,
+    mut op: impl FnMut() -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    let n = until(start + duration, &mut op)?;
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}

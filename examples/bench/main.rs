@@ -156,7 +156,9 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         targets.extend(blocking::run(&servers, o.rounds, &mut report, &progress)?);
     }
     if o.section.runs(Section::Tickets) {
-        charts.push(run_tickets(&servers, o, &mut report, &progress)?);
+        let (chart, lines) = run_tickets(&servers, o, &mut report, &progress)?;
+        charts.push(chart);
+        targets.extend(lines);
     }
     progress.finish();
     println!(
@@ -257,11 +259,11 @@ fn run_tickets(
     o: &Options,
     report: &mut Report,
     progress: &Progress,
-) -> Result<Chart, Box<dyn std::error::Error>> {
+) -> Result<(Chart, Vec<String>), Box<dyn std::error::Error>> {
     let dir = tempfile::Builder::new()
         .prefix("agora-tickets-")
         .tempdir()?;
-    let curves = tickets::run(
+    let (curves, targets) = tickets::run(
         servers,
         o.rounds,
         &o.workers,
@@ -270,10 +272,11 @@ fn run_tickets(
         report,
         progress,
     )?;
-    Ok(Chart::new(
+    let chart = Chart::new(
         "bench-tickets.svg",
         "Ticket grab: tickets/s by number of workers",
         "tickets/s (log scale)",
         curves,
-    ))
+    );
+    Ok((chart, targets))
 }

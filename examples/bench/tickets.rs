@@ -19,7 +19,9 @@ use agora::baseline::{
 use agora::{Client, Lock, Value};
 
 use crate::chart::Curve;
-use crate::harness::{monotonic_ns, run_to_completion, Samples, Servers};
+use crate::harness::{
+    monotonic_ns, per_second, rate, run_to_completion, RawStream, Samples, Servers,
+};
 use crate::progress::Progress;
 use crate::report::{Group, Report};
 
@@ -177,8 +179,12 @@ const GROUP: Group = Group {
 
 /// The measurements [`run`] makes, for the progress bar.
 pub fn steps(rounds: usize, workers: &[usize]) -> u64 {
-    (rounds * workers.len() * Backend::ALL.len()) as u64
+    // Every backend at every worker count, and the raw ping-pong once a round.
+    (rounds * (workers.len() * Backend::ALL.len() + 1)) as u64
 }
+
+/// How long the raw ping-pong the targets are measured against runs each round.
+const RAW_SLICE: Duration = Duration::from_millis(300);
 
 /// Runs the section: every backend at every worker count, interleaved round by round.
 pub fn run(
@@ -189,8 +195,11 @@ pub fn run(
     dir: &Path,
     report: &mut Report,
     progress: &Progress,
-) -> Result<Vec<Curve>, BoxError> {
+) -> Result<(Vec<Curve>, Vec<String>), BoxError> {
     let manager = servers.client(&servers.agora_unix)?;
+    let mut raw = RawStream::connect(&servers.echo_unix)?;
+    let (message, mut buf) = ([0x90u8; 21], [0u8; 21]);
+    let mut raw_rate = Samples::default();
     let objects = Objects {
         address: servers.agora_unix.clone(),
         authkey: servers.authkey.clone(),
@@ -200,6 +209,11 @@ pub fn run(
     };
     let mut samples = vec![vec![Samples::default(); workers.len()]; Backend::ALL.len()];
     for round in 0..rounds {
+        raw_rate
+            .0
+            .push(progress.measure("tickets", "raw ping-pong", round, || {
+                per_second(RAW_SLICE, || Ok(raw.round_trip(&message, &mut buf)?))
+            })?);
         for (wi, &w) in workers.iter().enumerate() {
             for (bi, &backend) in Backend::ALL.iter().enumerate() {
                 let what = format!("{} x{w}", backend.name());
@@ -225,5 +239,41 @@ pub fn run(
             points,
         });
     }
-    Ok(curves)
+    let targets = targets(workers, &samples, raw_rate.median());
+    Ok((curves, targets))
+}
+
+/// The targets for the ticket grab, each with the figures it was judged on.
+fn targets(workers: &[usize], samples: &[Vec<Samples>], raw_per_s: f64) -> Vec<String> {
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    let locked: Vec<f64> = samples[0].iter().map(Samples::median).collect();
+    let atomic: Vec<f64> = samples[1].iter().map(Samples::median).collect();
+    let mut lines = Vec::new();
+    if let Some(one) = workers.iter().position(|&w| w == 1) {
+        let share = locked[one] / (raw_per_s / 4.0);
+        lines.push(format!(
+            "tickets: Lock + Value at W=1 sells {} tickets/s = {share:.2}x (raw round trips/s / 4 = {} / 4) (target >= 0.6: {})",
+            rate(locked[one]),
+            rate(raw_per_s),
+            met(share >= 0.6)
+        ));
+        if let Some((most, &w)) = workers.iter().enumerate().max_by_key(|&(_, w)| *w) {
+            lines.push(format!(
+                "tickets: Lock + Value at W={w} sells {} tickets/s, W=1 {} (target: at least as fast: {})",
+                rate(locked[most]),
+                rate(locked[one]),
+                met(locked[most] >= locked[one])
+            ));
+        }
+    }
+    let slowest = atomic
+        .iter()
+        .zip(&locked)
+        .map(|(a, l)| a / l)
+        .fold(f64::INFINITY, f64::min);
+    lines.push(format!(
+        "tickets: the atomic fetch_add sells at least {slowest:.1}x the tickets/s of Lock + Value at every W (target >= 3: {})",
+        met(slowest >= 3.0)
+    ));
+    lines
 }
