@@ -14,14 +14,17 @@
 //! [`MAX_BACKOFF`] replies; polling that pays off resets the back-off. Calls the manager may
 //! park keep a back-off of their own.
 //!
-//! The budget is `AGORA_SPIN_US` microseconds (0 never polls), read once per process; by
-//! default 50, or 0 when the process may run on one CPU only ([`default_budget`]). The manager
-//! reads the same variable.
+//! The budget is `AGORA_SPIN_US` microseconds (0 never polls; at most [`MAX_BUDGET`]), read
+//! once per process; by default 50, or 0 when the process may run on one CPU only
+//! ([`default_budget`]). The manager reads the same variable.
 
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// The longest a call polls, whatever `AGORA_SPIN_US` says (as in the manager).
+pub const MAX_BUDGET: Duration = Duration::from_millis(1);
 
 /// The most replies a connection reads without polling after polls that found nothing.
 pub const MAX_BACKOFF: u32 = 64;
@@ -41,7 +44,7 @@ pub fn budget() -> Duration {
     static BUDGET: OnceLock<Duration> = OnceLock::new();
     *BUDGET.get_or_init(|| match std::env::var("AGORA_SPIN_US") {
         Ok(raw) => match raw.trim().parse() {
-            Ok(micros) => Duration::from_micros(micros),
+            Ok(micros) => Duration::from_micros(micros).min(MAX_BUDGET),
             Err(_) => {
                 tracing::warn!(
                     value = %raw,

@@ -65,7 +65,8 @@ def _spin_budget() -> float:
     except ValueError:
         log.warning("ignoring AGORA_SPIN_US=%r: not a whole number of microseconds", raw)
         micros = default
-    return max(micros, 0) / 1e6
+    # At most 1 ms, as in the manager.
+    return min(max(micros, 0), 1000) / 1e6
 
 
 #: See :func:`_spin_budget`. A reply usually comes within a few microseconds of the request;

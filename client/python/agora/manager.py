@@ -190,7 +190,7 @@ class Manager:
                 executable, [*spin_args, *args], start_timeout, shutdown_timeout, _exit_priority
             )
         if spin_us is not None:
-            self._client.spin = spin_us / 1e6
+            self._client.spin = min(spin_us, 1000) / 1e6
 
     def _start(
         self,

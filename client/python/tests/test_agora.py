@@ -537,7 +537,7 @@ class Polling(unittest.TestCase):
         from agora.connection import _cpus_to_run_on
         code = "import agora.connection as c; print(c._SPIN)"
         default = 50e-6 if _cpus_to_run_on() >= 2 else 0.0
-        for value, expected in (("0", 0.0), ("120", 120e-6), ("junk", default)):
+        for value, expected in (("0", 0.0), ("120", 120e-6), ("junk", default), ("99999", 1e-3)):
             env = subprocess_env(AGORA_SPIN_US=value)
             out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                  text=True, check=True)
