@@ -133,6 +133,10 @@ class _LocalClose:
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
 
+    def __init__(self, client: Any, ident: int) -> None:
+        super().__init__(client, ident)  # type: ignore[call-arg]
+        object.__setattr__(self, "_closed", False)
+
     def close(self) -> None:
         """Marks this proxy closed: it may no longer put or get. Other proxies of the queue,
         in this process or others, are not affected."""
@@ -144,32 +148,30 @@ class _LocalClose:
     def cancel_join_thread(self) -> None:
         """Nothing to do: agora queues have no feeder thread."""
 
+    # Each call checks the local close first, then goes on to the queue proxy (next in the MRO).
+
+    def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        self._check_open()
+        super().put(obj, block, timeout)  # type: ignore[misc]
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        self._check_open()
+        return super().get(block, timeout)  # type: ignore[misc]
+
+    def put_nowait(self, obj: Any) -> None:
+        self._check_open()
+        super().put_nowait(obj)  # type: ignore[misc]
+
+    def get_nowait(self) -> Any:
+        self._check_open()
+        return super().get_nowait()  # type: ignore[misc]
+
 
 class ProcessQueue(_LocalClose, QueueProxy):
     """The queue :func:`Queue` returns: a :class:`~agora.queues.QueueProxy` with
     ``multiprocessing.Queue``'s local ``close()``."""
 
     __slots__ = ("_closed",)
-
-    def __init__(self, client: Any, ident: int) -> None:
-        super().__init__(client, ident)
-        object.__setattr__(self, "_closed", False)
-
-    def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
-        self._check_open()
-        QueueProxy.put(self, obj, block, timeout)
-
-    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
-        self._check_open()
-        return QueueProxy.get(self, block, timeout)
-
-    def put_nowait(self, obj: Any) -> None:
-        self._check_open()
-        QueueProxy.put_nowait(self, obj)
-
-    def get_nowait(self) -> Any:
-        self._check_open()
-        return QueueProxy.get_nowait(self)
 
 
 class ProcessJoinableQueue(_LocalClose, JoinableQueueProxy):
@@ -178,26 +180,6 @@ class ProcessJoinableQueue(_LocalClose, JoinableQueueProxy):
     ``close()``."""
 
     __slots__ = ("_closed",)
-
-    def __init__(self, client: Any, ident: int) -> None:
-        super().__init__(client, ident)
-        object.__setattr__(self, "_closed", False)
-
-    def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
-        self._check_open()
-        JoinableQueueProxy.put(self, obj, block, timeout)
-
-    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
-        self._check_open()
-        return JoinableQueueProxy.get(self, block, timeout)
-
-    def put_nowait(self, obj: Any) -> None:
-        self._check_open()
-        JoinableQueueProxy.put_nowait(self, obj)
-
-    def get_nowait(self) -> Any:
-        self._check_open()
-        return JoinableQueueProxy.get_nowait(self)
 
 
 def Queue(maxsize: int = 0) -> ProcessQueue:
