@@ -441,9 +441,9 @@ impl Connection {
         let backoff = &mut reader.backoff[usize::from(may_wait)];
         if !budget.is_zero() && backoff.should_poll() {
             match spin::poll_read(self.stream.raw_fd(), &mut reader.buf, budget) {
-                spin::Polled::Read { result, paid_off } => {
+                spin::Polled::Read { len, paid_off } => {
                     backoff.polled(paid_off);
-                    polled = Some(result);
+                    polled = Some(Ok(len));
                 }
                 spin::Polled::Nothing => backoff.polled(false),
             }

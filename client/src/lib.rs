@@ -26,7 +26,7 @@
 //! - `connection`: one socket, authenticated with `hello`/`auth`, shared by the threads of a
 //!   process. Calls are multiplexed by msgid with a leader/follower scheme: no background
 //!   thread; whichever waiting caller finds the socket unread reads it for everybody.
-//! - `spin`: the reading thread polls the socket for a reply for up to `AGORA_SPIN_US`
+//! - [`spin`]: the reading thread polls the socket for a reply for up to `AGORA_SPIN_US`
 //!   microseconds (default 50; 0 never polls) before it sleeps in `read`, since being woken
 //!   costs more than a call on many machines; polls that find nothing back off exponentially.
 //! - `slot`: the current connection, swapped lock-free for a new one in a forked child.
@@ -72,7 +72,7 @@ mod error;
 mod pipeline;
 pub mod proxies;
 mod slot;
-mod spin;
+pub mod spin;
 mod token;
 
 #[cfg(test)]

@@ -17,6 +17,9 @@
 //! The budget is `AGORA_SPIN_US` microseconds (0 never polls; at most [`MAX_BUDGET`]), read
 //! once per process; by default 50, or 0 when the process may run on one CPU only
 //! ([`default_budget`]). The manager reads the same variable.
+//!
+//! The module is public so that code measured against agora (a benchmark's raw round trip)
+//! can poll exactly as the client does: same budget, same back-off, same stall test.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -94,11 +97,13 @@ pub const STALL: Duration = Duration::from_micros(5);
 /// What polling for a reply came to.
 #[derive(Debug)]
 pub enum Polled {
-    /// It read something (or found the end of the stream, or an error). `paid_off` is false
-    /// when the CPU went elsewhere while polling, since then sleeping would have served as
-    /// well and polling only delayed whoever wanted the CPU (the manager, perhaps).
+    /// It read something.
     Read {
-        result: io::Result<usize>,
+        /// How many bytes (0: the end of the stream).
+        len: usize,
+        /// False when the CPU went elsewhere while polling, since then sleeping would have
+        /// served as well and polling only delayed whoever wanted the CPU (the manager,
+        /// perhaps): feed it to [`Backoff::polled`].
         paid_off: bool,
     },
     /// Nothing came within the budget, or the socket cannot be polled (the caller's blocking
@@ -107,18 +112,30 @@ pub enum Polled {
 }
 
 /// Reads from `fd` into `buf` without blocking, trying until something arrives or `budget`
-/// has passed, and giving the CPU to whoever wants it between tries.
+/// has passed, and giving the CPU to whoever wants it between tries. A zero budget makes no
+/// try at all.
 pub fn poll_read(fd: RawFd, buf: &mut [u8], budget: Duration) -> Polled {
+    poll_read_with(fd, buf, budget, std::thread::yield_now)
+}
+
+/// As [`poll_read`], calling `pause` between tries instead of yielding the CPU (a server that
+/// must answer promptly may prefer [`std::hint::spin_loop`]).
+pub fn poll_read_with(
+    fd: RawFd,
+    buf: &mut [u8],
+    budget: Duration,
+    mut pause: impl FnMut(),
+) -> Polled {
     let mut last = Instant::now();
     let deadline = last + budget;
     let mut stalled = false;
-    loop {
+    while deadline > last {
         // SAFETY: `fd` is an open descriptor owned by the caller and `buf` is valid for writes
         // of its length.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
         if let Ok(n) = usize::try_from(n) {
             return Polled::Read {
-                result: Ok(n),
+                len: n,
                 paid_off: !stalled,
             };
         }
@@ -131,11 +148,11 @@ pub fn poll_read(fd: RawFd, buf: &mut [u8], budget: Duration) -> Polled {
         let now = Instant::now();
         stalled |= now.saturating_duration_since(last) > STALL;
         last = now;
-        if now >= deadline {
-            return Polled::Nothing;
+        if now < deadline {
+            pause();
         }
-        std::thread::yield_now();
     }
+    Polled::Nothing
 }
 
 #[cfg(test)]
@@ -178,15 +195,15 @@ mod tests {
         ));
         assert!(started.elapsed() >= budget);
         ours.write_all(b"abc").unwrap();
-        let Polled::Read { result, .. } = poll_read(theirs.as_raw_fd(), &mut buf, budget) else {
+        let Polled::Read { len, .. } = poll_read(theirs.as_raw_fd(), &mut buf, budget) else {
             panic!("the bytes were waiting");
         };
-        assert_eq!(&buf[..result.unwrap()], b"abc");
+        assert_eq!(&buf[..len], b"abc");
         drop(ours);
-        let Polled::Read { result, .. } = poll_read(theirs.as_raw_fd(), &mut buf, budget) else {
+        let Polled::Read { len, .. } = poll_read(theirs.as_raw_fd(), &mut buf, budget) else {
             panic!("the end of the stream was waiting");
         };
-        assert_eq!(result.unwrap(), 0, "end of stream is a read of zero bytes");
+        assert_eq!(len, 0, "end of stream is a read of zero bytes");
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use agora::spin::{self, Backoff, Polled};
 use agora::{Address, Client, Process};
 use agora_manager::{Config, Listener, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -116,7 +116,7 @@ fn serve(
         // A manager's configuration ignores the environment; take AGORA_SPIN_US's budget, so
         // that one variable sets (or turns off) the polling of every contender.
         let mut config = Config::new(authkey);
-        config.spin.budget = spin_budget();
+        config.spin.budget = spin::budget();
         let server = match Server::new(agora, config) {
             Ok(s) => s,
             Err(e) => return eprintln!("bench server: {e}"),
@@ -155,40 +155,37 @@ where
 static ECHO_POLLING: AtomicBool = AtomicBool::new(false);
 
 /// One echo connection's polling for its next message, as the manager polls for a request:
-/// holding the runtime thread, without yielding, and skipping the next 1, 2, 4... up to 64
-/// messages after polling that was wasted (it found nothing, or its thread lost the CPU
-/// meanwhile). The back-off matters: without it, whenever the client or another thread
-/// shared this CPU the echo server kept spinning while they waited for the CPU, and one raw
-/// round trip in five or so took tens of microseconds (p90 20-70 µs against agora's 8-20).
+/// holding the runtime thread, without yielding, and backing off (the client's [`Backoff`])
+/// after polling that was wasted (it found nothing, or its thread lost the CPU meanwhile).
+/// The back-off matters: without it, whenever the client or another thread shared this CPU
+/// the echo server kept spinning while they waited for the CPU, and one raw round trip in five
+/// or so took tens of microseconds (p90 20-70 µs against agora's 8-20).
 #[derive(Default)]
-struct EchoPolling {
-    /// Messages left to read without polling.
-    skip: u32,
-    /// What `skip` becomes after the next wasted poll.
-    backoff: u32,
-}
+struct EchoPolling(Backoff);
 
 impl EchoPolling {
     /// The next message, if polling is due and it comes within the budget. `None`: tokio's
     /// read takes over. Reading behind tokio's back is harmless: a stale readiness only costs
     /// tokio one `EAGAIN`.
     fn next(&mut self, fd: RawFd, buf: &mut [u8]) -> Option<usize> {
-        if self.skip > 0 {
-            self.skip -= 1;
+        if spin::budget().is_zero() || !self.0.should_poll() {
             return None;
         }
-        if spin_budget().is_zero() || ECHO_POLLING.swap(true, Ordering::Acquire) {
+        if ECHO_POLLING.swap(true, Ordering::Acquire) {
             return None;
         }
-        let polled = poll_recv(fd, buf, std::hint::spin_loop);
+        let polled = spin::poll_read_with(fd, buf, spin::budget(), std::hint::spin_loop);
         ECHO_POLLING.store(false, Ordering::Release);
-        if polled.got.is_some() && !polled.stalled {
-            self.backoff = 0;
-        } else {
-            self.backoff = (self.backoff * 2).clamp(1, 64);
-            self.skip = self.backoff;
+        match polled {
+            Polled::Read { len, paid_off } => {
+                self.0.polled(paid_off);
+                Some(len)
+            }
+            Polled::Nothing => {
+                self.0.polled(false);
+                None
+            }
         }
-        polled.got
     }
 }
 
@@ -249,84 +246,25 @@ impl RawStream {
     }
 }
 
-/// Writes `message`, polls for the reply (yielding the CPU between tries, as agora's client
-/// does), then reads whatever is missing of it with a blocking read. Unlike agora's client it
-/// never backs off: the echo answers at once, so polling for it is seldom wasted.
+/// Writes `message`, polls for the reply as agora's client does ([`spin::poll_read`]), then
+/// reads whatever is missing of it with a blocking read. Unlike agora's client it never backs
+/// off: the echo answers at once, so polling for it is seldom wasted.
 fn ping_pong<S>(s: &mut S, message: &[u8], buf: &mut [u8]) -> std::io::Result<()>
 where
     S: Read + Write + AsRawFd,
 {
     s.write_all(message)?;
-    // Nothing polled (or the end of the stream, which read_exact reports): read it all.
-    let got = poll_recv(s.as_raw_fd(), buf, std::thread::yield_now)
-        .got
-        .unwrap_or(0);
+    let got = match spin::poll_read(s.as_raw_fd(), buf, spin::budget()) {
+        Polled::Read { len, .. } => len,
+        // Nothing polled (or the end of the stream, which read_exact reports): read it all.
+        Polled::Nothing => 0,
+    };
     s.read_exact(&mut buf[got..])
-}
-
-/// The polling budget agora's client and manager use: `AGORA_SPIN_US` microseconds (0 for no
-/// polling), else their default (50 µs, none where the process may run on one CPU only). The
-/// raw floor polls exactly as long, so that ratios against it measure agora's own overhead,
-/// not the wake-ups polling saves.
-pub fn spin_budget() -> Duration {
-    static BUDGET: OnceLock<Duration> = OnceLock::new();
-    *BUDGET.get_or_init(|| {
-        let micros = std::env::var("AGORA_SPIN_US").ok();
-        micros
-            .and_then(|m| m.trim().parse().ok())
-            .map_or_else(agora_manager::spin::default_budget, Duration::from_micros)
-    })
-}
-
-/// A gap this long between two tries means the polling thread lost its CPU meanwhile (a try
-/// takes a microsecond or less): how agora's client, and the manager off Linux, tell polling
-/// that was wasted.
-const STALL: Duration = Duration::from_micros(5);
-
-/// What polling came to.
-struct Polled {
-    /// What it read. `None`: nothing came in time, or the socket is broken (the caller's
-    /// blocking read reports how). `Some(0)`: the end of the stream.
-    got: Option<usize>,
-    /// Whether the thread lost its CPU while polling: then polling only kept someone else
-    /// (perhaps the peer) waiting, and sleeping would have served as well.
-    stalled: bool,
-}
-
-/// Reads from the socket `fd` into `buf` without blocking, trying until something arrives or
-/// the [`spin_budget`] has passed, calling `pause` between tries.
-fn poll_recv(fd: RawFd, buf: &mut [u8], pause: fn()) -> Polled {
-    let (mut last, mut stalled) = (Instant::now(), false);
-    let deadline = last + spin_budget();
-    // A zero budget: polling is off, not one try.
-    while deadline > last {
-        // SAFETY: `fd` is a socket the caller holds open, and `buf` is valid for writes of its
-        // length.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if let Ok(n) = usize::try_from(n) {
-            return Polled {
-                got: Some(n),
-                stalled,
-            };
-        }
-        let nothing_yet = matches!(
-            std::io::Error::last_os_error().kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-        );
-        let now = Instant::now();
-        stalled |= now.saturating_duration_since(last) > STALL;
-        last = now;
-        if !nothing_yet || now >= deadline {
-            break;
-        }
-        pause();
-    }
-    Polled { got: None, stalled }
 }
 
 /// What the raw contenders' labels say about polling: whether they poll as agora does.
 pub fn raw_polls() -> &'static str {
-    if spin_budget().is_zero() {
+    if spin::budget().is_zero() {
         ""
     } else {
         ", polls"
