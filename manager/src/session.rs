@@ -389,6 +389,7 @@ fn poll_for_request(
     mut slot: SpinSlot<'_>,
     stopping: &watch::Receiver<bool>,
 ) -> Option<std::io::Result<usize>> {
+    slot.start();
     let mut tries = 0u32;
     loop {
         if let Some(read) = recv_now(fd, decoder.read_buf(READ_CHUNK)) {
@@ -463,16 +464,9 @@ where
     debug!(peer = %session.peer, "connected");
     let mut stop = false;
     let mut spin = SpinState::new();
-    let mut answered = false;
+    let mut slot = None;
     loop {
-        // Poll only after answering requests as they came: a connection with parked calls
-        // sleeps so that their replies go out at once, and a client that has just been handed
-        // a parked call's reply (a lock after a wait) is slow to wake, so polling for its next
-        // request would be wasted.
-        let slot = (answered && session.parked.is_empty())
-            .then(|| spin.try_start(&shared.config.spin, &shared.spinners))
-            .flatten();
-        let polled = match slot {
+        let polled = match slot.take() {
             Some(slot) => poll_for_request(fd, &mut decoder, &mut spin, slot, &stopping),
             None => None,
         };
@@ -485,7 +479,7 @@ where
                 read = stream.read_buf(decoder.read_buf(READ_CHUNK)) => Event::Read(read),
             },
         };
-        answered = matches!(event, Event::Read(Ok(n)) if n > 0);
+        let answered = matches!(event, Event::Read(Ok(n)) if n > 0);
         if answered {
             spin.request_arrived(&shared.config.spin, Instant::now());
         }
@@ -513,8 +507,14 @@ where
                 break;
             }
         };
+        // Poll for the next request only after answering requests as they came: a connection
+        // with parked calls sleeps so that their replies go out at once, and a client just
+        // handed a parked call's reply (a lock after a wait) is slow to wake. The place is
+        // taken before writing, so that a preemption during the write counts.
+        slot = (answered && session.parked.is_empty())
+            .then(|| spin.try_start(&shared.config.spin, &shared.spinners))
+            .flatten();
         if !out.is_empty() {
-            spin.writing(&shared.config.spin);
             if let Err(e) = stream.write_all(&out).await {
                 debug!(peer = %session.peer, error = %e, "write failed");
                 sent.drain(..).for_each(|(r, t)| t.undeliver(r));

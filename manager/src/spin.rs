@@ -105,18 +105,28 @@ pub fn preemptions() -> libc::c_long {
 #[derive(Debug, Default)]
 pub struct Spinners(AtomicUsize);
 
-/// A place among the polling connections, given back when dropped.
+/// A place among the polling connections, given back when dropped. It is taken before the
+/// replies are written, so that a preemption during the write counts (see [`SpinState`]).
 pub struct SpinSlot<'a> {
     spinners: &'a Spinners,
+    budget: Duration,
     started: Instant,
     deadline: Instant,
     last_poll: Instant,
     stalled: bool,
-    /// [`preemptions`] before the replies were written.
-    preempted_before: Option<libc::c_long>,
+    /// [`preemptions`] when the place was taken.
+    preempted_before: libc::c_long,
 }
 
 impl SpinSlot<'_> {
+    /// Starts the clock: polling begins now (the write before it does not count as a stall).
+    pub fn start(&mut self) {
+        let now = Instant::now();
+        self.started = now;
+        self.last_poll = now;
+        self.deadline = now + self.budget;
+    }
+
     /// Called after each poll that found nothing: whether to poll again (the budget is not
     /// spent). Notes a stall: the poll did not run when it should have.
     pub fn again(&mut self) -> bool {
@@ -132,14 +142,14 @@ impl SpinSlot<'_> {
     }
 
     /// Whether polling paid off, given that it `found` a request: it did unless the thread
-    /// was descheduled since the replies were written. Also gives the preemption count it
-    /// read, which the next poll starts from (one `getrusage` per request, not two).
+    /// was descheduled since the place was taken. Also gives the preemption count it read,
+    /// which the next place starts from (one `getrusage` per request, not two).
     pub fn paid_off(&self, found: bool) -> (bool, Option<libc::c_long>) {
         if !found {
             return (false, None);
         }
-        let now = self.preempted_before.map(|_| preemptions());
-        (!self.stalled && now == self.preempted_before, now)
+        let now = preemptions();
+        (!self.stalled && now == self.preempted_before, Some(now))
     }
 }
 
@@ -155,8 +165,6 @@ impl Drop for SpinSlot<'_> {
 pub struct SpinState {
     written_at: Option<Instant>,
     busy: bool,
-    /// [`preemptions`] just before replies were written, when polling may follow.
-    preempted_before: Option<libc::c_long>,
     /// [`preemptions`] as read when the latest poll found its request.
     preempted_at_find: Option<libc::c_long>,
     /// Requests left to skip before polling again.
@@ -169,16 +177,6 @@ impl SpinState {
     /// A connection that has not been busy yet.
     pub fn new() -> SpinState {
         SpinState::default()
-    }
-
-    /// Called just before replies are written: if polling may follow, notes how often this
-    /// thread has been preempted so far.
-    pub fn writing(&mut self, spin: &Spin) {
-        let may_poll = self.busy && self.skip == 0 && !spin.budget.is_zero();
-        // The count read when the request was found serves: a preemption while answering
-        // it says as much about this CPU as one during the write.
-        let earlier = self.preempted_at_find.take();
-        self.preempted_before = may_poll.then(|| earlier.unwrap_or_else(preemptions));
     }
 
     /// Notes that replies were written now.
@@ -194,10 +192,13 @@ impl SpinState {
             .is_some_and(|at| now.saturating_duration_since(at) <= spin.rearm_after);
     }
 
-    /// A place to poll in, if this connection is busy and not backing off, polling is on and
-    /// a place is free. Each call while backing off counts one skipped request.
+    /// A place to poll in after the replies about to be written, if this connection is busy
+    /// and not backing off, polling is on and a place is free. Each call while backing off
+    /// counts one skipped request. Reads how often this thread has been preempted so far
+    /// (or reuses the count read when the last request was found: a preemption while
+    /// answering it says as much about this CPU as one during the write).
     pub fn try_start<'a>(&mut self, spin: &Spin, spinners: &'a Spinners) -> Option<SpinSlot<'a>> {
-        let preempted_before = self.preempted_before.take();
+        let earlier = self.preempted_at_find.take();
         if !self.busy || spin.budget.is_zero() {
             return None;
         }
@@ -205,18 +206,21 @@ impl SpinState {
             self.skip -= 1;
             return None;
         }
-        let taken = spinners.0.fetch_add(1, Ordering::Relaxed);
+        if spinners.0.fetch_add(1, Ordering::Relaxed) >= spin.max_spinners {
+            spinners.0.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
         let now = Instant::now();
-        let slot = SpinSlot {
+        let budget = spin.budget.min(MAX_BUDGET);
+        Some(SpinSlot {
             spinners,
+            budget,
             started: now,
-            deadline: now + spin.budget.min(MAX_BUDGET),
+            deadline: now + budget,
             last_poll: now,
             stalled: false,
-            preempted_before,
-        };
-        // Dropping the slot gives the place back whether or not it was granted.
-        (taken < spin.max_spinners).then_some(slot)
+            preempted_before: earlier.unwrap_or_else(preemptions),
+        })
     }
 
     /// Notes how polling went: whether it `found` a request, and, if so, whether that paid
@@ -330,34 +334,23 @@ mod tests {
     }
 
     #[test]
-    fn preemptions_are_counted_only_when_polling_may_follow() {
+    fn a_find_hands_its_preemption_count_to_the_next_place() {
         let spin = on();
         let spinners = Spinners::default();
         let mut state = SpinState::new();
-        state.writing(&spin);
-        assert!(state.preempted_before.is_none(), "not busy");
         busy(&mut state, &spin);
-        state.writing(&spin);
-        assert!(state.preempted_before.is_some());
-        let slot = state.try_start(&spin, &spinners).unwrap();
-        assert!(slot.preempted_before.is_some(), "handed to the slot");
+        let mut slot = state.try_start(&spin, &spinners).unwrap();
+        slot.start();
         state.polled(&slot, true);
         drop(slot);
         let found_at = state
             .preempted_at_find
             .expect("read when the request was found");
-        state.writing(&spin);
-        assert_eq!(
-            state.preempted_before,
-            Some(found_at),
-            "reused, not read again"
-        );
-        assert!(state.preempted_at_find.is_none());
         // (A preemption just now would have made it back off: either way is right here.)
-        drop(state.try_start(&spin, &spinners));
-        state.note(false);
-        state.writing(&spin);
-        assert!(state.preempted_before.is_none(), "backing off");
+        if let Some(next) = state.try_start(&spin, &spinners) {
+            assert_eq!(next.preempted_before, found_at, "reused, not read again");
+        }
+        assert!(state.preempted_at_find.is_none(), "used once");
     }
 
     #[test]
