@@ -53,6 +53,14 @@ impl Launch {
         }
     }
 
+    /// A manager listening at `address` with the test key.
+    fn at(address: impl Into<String>) -> Launch {
+        Launch::new()
+            .arg("--listen")
+            .arg(address)
+            .env("AGORA_AUTHKEY", KEY_HEX)
+    }
+
     fn arg(mut self, a: impl Into<String>) -> Launch {
         self.args.push(a.into());
         self
@@ -259,6 +267,14 @@ struct Client {
 }
 
 impl Client {
+    /// A connection that has passed `hello` and `auth` with `key`.
+    fn authenticated(address: &str, key: &[u8]) -> Client {
+        let mut c = Client::connect(address).unwrap();
+        c.authenticate(key)
+            .expect("authentication with the right key");
+        c
+    }
+
     /// Connects to a `unix:PATH` or `tcp:HOST:PORT` address.
     fn connect(address: &str) -> io::Result<Client> {
         let sock: Box<dyn Stream> = if let Some(path) = address.strip_prefix("unix:") {
@@ -340,9 +356,7 @@ impl Client {
 
 /// Authenticates at `address` with `key`, creates a dict and reads it back.
 fn use_manager(address: &str, key: &[u8]) {
-    let mut c = Client::connect(address).unwrap();
-    c.authenticate(key)
-        .expect("authentication with the right key");
+    let mut c = Client::authenticated(address, key);
     let id = c.call("create", vec!["dict".into(), Value::Nil]).unwrap();
     c.call("dict.setitem", vec![id.clone(), "k".into(), 42.into()])
         .unwrap();
@@ -366,8 +380,7 @@ fn refused(address: &str, key: &[u8]) {
 /// A manager is fully up once it has served a request. (Its signal handlers are installed
 /// just after it starts serving; see `sigterm_right_after_the_ready_line_is_a_clean_stop`.)
 fn wait_until_serving(address: &str, key: &[u8]) {
-    let mut c = Client::connect(address).unwrap();
-    c.authenticate(key).unwrap();
+    let mut c = Client::authenticated(address, key);
     assert_eq!(c.call("ping", vec![]), Ok(Value::from("pong")));
     thread::sleep(Duration::from_millis(200));
 }
@@ -476,12 +489,7 @@ fn agora_authkey_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("m.sock");
     let address = format!("unix:{}", socket.display());
-    let mut m = Manager::spawn(
-        Launch::new()
-            .arg("--listen")
-            .arg(&address)
-            .env("AGORA_AUTHKEY", KEY_HEX),
-    );
+    let mut m = Manager::spawn(Launch::at(&address));
     let ready = m.ready();
     assert_eq!(ready.addresses, std::slice::from_ref(&address));
     assert_eq!(ready.key_file, None, "no key file when the key was given");
@@ -558,16 +566,10 @@ fn sigterm_and_sigint_stop_the_manager_cleanly() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("m.sock");
         let address = format!("unix:{}", socket.display());
-        let mut m = Manager::spawn(
-            Launch::new()
-                .arg("--listen")
-                .arg(&address)
-                .env("AGORA_AUTHKEY", KEY_HEX),
-        );
+        let mut m = Manager::spawn(Launch::at(&address));
         m.ready();
         // An idle client connected at the time does not keep the manager alive.
-        let mut idle = Client::connect(&address).unwrap();
-        idle.authenticate(&key()).unwrap();
+        let mut idle = Client::authenticated(&address, &key());
         wait_until_serving(&address, &key());
         m.signal(signal);
         let status = m.wait();
@@ -586,8 +588,7 @@ fn the_shutdown_method_stops_the_process() {
     let ready = m.ready();
     let socket = ready.socket();
     let key_file = ready.key_file.clone().unwrap();
-    let mut c = Client::connect(&ready.addresses[0]).unwrap();
-    c.authenticate(&ready.key()).unwrap();
+    let mut c = Client::authenticated(&ready.addresses[0], &ready.key());
     assert_eq!(c.call("shutdown", vec![]), Ok(Value::Boolean(true)));
     let status = m.wait();
     assert_eq!(status.code(), Some(0), "{status:?}");
@@ -604,12 +605,7 @@ fn a_bad_listen_address_is_a_readable_startup_error() {
         "tcp:127.0.0.1:notaport",
         "tcp:",
     ] {
-        let mut m = Manager::spawn(
-            Launch::new()
-                .arg("--listen")
-                .arg(bad)
-                .env("AGORA_AUTHKEY", KEY_HEX),
-        );
+        let mut m = Manager::spawn(Launch::at(bad));
         let stderr = m.startup_failure();
         assert!(stderr.contains("agora-manager:"), "{bad}: {stderr}");
         assert!(
@@ -619,12 +615,7 @@ fn a_bad_listen_address_is_a_readable_startup_error() {
         assert!(!stderr.contains("panicked"), "{bad}: {stderr}");
     }
     // A directory that does not exist.
-    let mut m = Manager::spawn(
-        Launch::new()
-            .arg("--listen")
-            .arg("unix:/nonexistent-agora-dir/m.sock")
-            .env("AGORA_AUTHKEY", KEY_HEX),
-    );
+    let mut m = Manager::spawn(Launch::at("unix:/nonexistent-agora-dir/m.sock"));
     let stderr = m.startup_failure();
     assert!(stderr.contains("/nonexistent-agora-dir/m.sock"), "{stderr}");
 }
@@ -634,16 +625,10 @@ fn a_second_manager_on_a_live_socket_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("m.sock");
     let address = format!("unix:{}", socket.display());
-    let launch = || {
-        Launch::new()
-            .arg("--listen")
-            .arg(&address)
-            .env("AGORA_AUTHKEY", KEY_HEX)
-    };
+    let launch = || Launch::at(&address);
     let mut first = Manager::spawn(launch());
     first.ready();
-    let mut c = Client::connect(&address).unwrap();
-    c.authenticate(&key()).unwrap();
+    let mut c = Client::authenticated(&address, &key());
     let id = c.call("create", vec!["list".into(), "l".into()]).unwrap();
 
     let mut second = Manager::spawn(launch());
@@ -651,8 +636,7 @@ fn a_second_manager_on_a_live_socket_refuses_to_start() {
     assert!(stderr.contains(socket.to_str().unwrap()), "{stderr}");
     // The first manager keeps its socket and its objects.
     assert!(is_socket(&socket));
-    let mut c = Client::connect(&address).unwrap();
-    c.authenticate(&key()).unwrap();
+    let mut c = Client::authenticated(&address, &key());
     assert_eq!(
         c.call("lookup", vec!["l".into()]),
         Ok(Value::Array(vec!["list".into(), id]))
@@ -664,12 +648,7 @@ fn a_stale_socket_left_by_a_killed_manager_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("m.sock");
     let address = format!("unix:{}", socket.display());
-    let launch = || {
-        Launch::new()
-            .arg("--listen")
-            .arg(&address)
-            .env("AGORA_AUTHKEY", KEY_HEX)
-    };
+    let launch = || Launch::at(&address);
     let mut first = Manager::spawn(launch());
     first.ready();
     first.signal(libc::SIGKILL);
@@ -687,7 +666,7 @@ fn a_stale_socket_left_by_a_killed_manager_is_replaced() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bugs found while writing these tests (see the ignore reasons)
+// Bugs found while writing these tests (each fixed; these keep them fixed)
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -742,12 +721,7 @@ fn a_failed_start_leaves_nothing_behind() {
 
 #[test]
 fn an_empty_unix_path_is_a_readable_startup_error() {
-    let mut m = Manager::spawn(
-        Launch::new()
-            .arg("--listen")
-            .arg("unix:")
-            .env("AGORA_AUTHKEY", KEY_HEX),
-    );
+    let mut m = Manager::spawn(Launch::at("unix:"));
     let stderr = m.startup_failure();
     assert!(
         stderr.contains("unix:"),
