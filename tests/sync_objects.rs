@@ -248,6 +248,25 @@ fn condition_locks_timeouts_and_errors() {
     assert!(g.owner_died());
 }
 
+/// A process that waits at `barrier` and requires the wait to fail with `BrokenBarrierError`.
+fn party_expecting_a_break(barrier: &agora::Barrier) -> Process {
+    let b = barrier.clone();
+    Process::spawn_fallible(move || -> agora::Result<()> {
+        let err = b.wait().unwrap_err();
+        assert!(err.is(ErrorName::BrokenBarrierError), "{err}");
+        Ok(())
+    })
+    .unwrap()
+}
+
+/// Waits (20 s at most) until `n` parties wait at `barrier`.
+fn until_waiting(barrier: &agora::Barrier, n: usize) {
+    let reached = wait_until(Duration::from_secs(20), || {
+        barrier.n_waiting().unwrap() == n
+    });
+    assert!(reached, "{n} parties never waited at the barrier");
+}
+
 #[test]
 fn barrier_releases_all_parties_breaks_and_resets() {
     let _serial = serial();
@@ -275,17 +294,8 @@ fn barrier_releases_all_parties_breaks_and_resets() {
     assert!(!barrier.broken().unwrap());
 
     // A party that times out breaks the barrier for everybody.
-    let b = barrier.clone();
-    let mut waiting = Process::spawn_fallible(move || -> agora::Result<()> {
-        let err = b.wait().unwrap_err();
-        assert!(err.is(ErrorName::BrokenBarrierError), "{err}");
-        Ok(())
-    })
-    .unwrap();
-    assert!(wait_until(Duration::from_secs(20), || barrier
-        .n_waiting()
-        .unwrap()
-        == 1));
+    let mut waiting = party_expecting_a_break(&barrier);
+    until_waiting(&barrier, 1);
     let err = barrier.wait_timeout(Duration::from_millis(50)).unwrap_err();
     assert!(err.is(ErrorName::BrokenBarrierError), "{err}");
     join_ok(&mut waiting, "the other party");
@@ -298,16 +308,8 @@ fn barrier_releases_all_parties_breaks_and_resets() {
     assert!(!barrier.broken().unwrap());
 
     // abort breaks it; a party killed while waiting breaks it too.
-    let b = barrier.clone();
-    let mut aborted = Process::spawn_fallible(move || -> agora::Result<()> {
-        assert!(b.wait().unwrap_err().is(ErrorName::BrokenBarrierError));
-        Ok(())
-    })
-    .unwrap();
-    assert!(wait_until(Duration::from_secs(20), || barrier
-        .n_waiting()
-        .unwrap()
-        == 1));
+    let mut aborted = party_expecting_a_break(&barrier);
+    until_waiting(&barrier, 1);
     barrier.abort().unwrap();
     join_ok(&mut aborted, "the aborted party");
     barrier.reset().unwrap();
@@ -317,17 +319,8 @@ fn barrier_releases_all_parties_breaks_and_resets() {
         std::process::exit(3);
     })
     .unwrap();
-    let b = barrier.clone();
-    let mut survivor = Process::spawn_fallible(move || -> agora::Result<()> {
-        let err = b.wait().unwrap_err();
-        assert!(err.is(ErrorName::BrokenBarrierError), "{err}");
-        Ok(())
-    })
-    .unwrap();
-    assert!(wait_until(Duration::from_secs(20), || barrier
-        .n_waiting()
-        .unwrap()
-        == 2));
+    let mut survivor = party_expecting_a_break(&barrier);
+    until_waiting(&barrier, 2);
     kill(&mut victim);
     join_ok(&mut survivor, "the party waiting with the killed one");
     assert!(barrier.broken().unwrap());
