@@ -9,42 +9,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use agora::{Address, Client, Manager, Process, SpawnError};
+use common::{adopt_orphans, running, serial};
+
+mod common;
 
 const ROLE: &str = "AGORA_TEST_ROLE";
-
-/// These tests fork: run them one at a time so that no test forks while another is half-way
-/// through setting something up.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// True while `pid` exists and has not exited (a zombie has exited).
-fn running(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks existence.
-    if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(true),
-        Err(_) => false,
-    }
-}
-
-/// Makes this test process adopt its orphaned descendants (instead of init, which in a
-/// container may never reap them), so that the orphan tests can reap what they orphan.
-fn adopt_orphans() {
-    // SAFETY: a prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-}
 
 /// Reaps `pid` if it is an exited child of this process (an adopted orphan, say).
 fn reap(pid: u32) {

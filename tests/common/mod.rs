@@ -1,4 +1,4 @@
-//! Helpers shared by the blocking-object tests (`queues.rs`, `locks.rs`, `sync_objects.rs`).
+//! Helpers shared by the process tests (`queues.rs`, `locks.rs`, `sync_objects.rs`, `spawn.rs`).
 //!
 //! The tests orchestrate real processes; when the test itself must know that a worker has
 //! reached a point (parked in a call), the worker says so through a shared counter, and the
@@ -92,7 +92,8 @@ pub fn running(pid: u32) -> bool {
     }
 }
 
-/// Makes this test process adopt its orphaned descendants, so that it can reap them.
+/// Makes this test process adopt its orphaned descendants (instead of init, which in a
+/// container may never reap them), so that it can reap them.
 pub fn adopt_orphans() {
     // SAFETY: a prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
