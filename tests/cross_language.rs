@@ -2,10 +2,11 @@
 //!
 //! The Python side (`tests/python/cross_language.py`) uses only the standard library and the
 //! `msgpack` package, speaking the protocol as `PROTOCOL.md` describes it. If `msgpack` is not
-//! importable, the test installs it into its own directory with pip: no manual step.
+//! importable, `tests/common/python.rs` installs it once into a directory of its own: no manual
+//! step.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use agora::{Dict, List, Manager, ObjectRef};
@@ -13,44 +14,17 @@ use rmpv::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// A `PYTHONPATH` under which `import msgpack` works, installing it there if needed.
-fn python_path() -> String {
-    let probe = Command::new("python3")
-        .args(["-c", "import msgpack"])
-        .status()
-        .expect("python3 must be installed to run this test");
-    if probe.success() {
-        return String::new();
-    }
-    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pydeps");
-    let out = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--target",
-        ])
-        .arg(&target)
-        .arg("msgpack")
-        .output()
-        .expect("run pip");
-    assert!(
-        out.status.success(),
-        "pip install msgpack failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    target.display().to_string()
-}
+#[path = "common/python.rs"]
+mod python;
+use python::PythonDeps;
 
-fn run_python(manager: &Manager, mode: &str, python_path: &str) {
+fn run_python(manager: &Manager, mode: &str, deps: &PythonDeps) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cross_language.py");
     let out = manager
         .command("python3")
         .arg(script)
         .arg(mode)
-        .env("PYTHONPATH", python_path)
+        .env("PYTHONPATH", deps.python_path(&[]))
         .output()
         .expect("run python3");
     assert!(
@@ -70,10 +44,10 @@ fn put<T: Serialize + DeserializeOwned>(manager: &Manager, id: u64, key: &str, v
 
 #[test]
 fn python_and_rust_read_each_others_values() {
-    let python_path = python_path();
+    let deps = PythonDeps::ensure();
     let manager = Manager::spawn().expect("spawn the manager");
 
-    run_python(&manager, "write", &python_path);
+    run_python(&manager, "write", &deps);
     let from_python = manager.dict_named::<Value, Value>("from_python").unwrap();
     let get = |k: Value| from_python.getitem(&k).unwrap();
     assert_eq!(
@@ -140,7 +114,7 @@ fn python_and_rust_read_each_others_values() {
     Dict::<i64, String>::from_id(manager.client(), id)
         .set(&7, "an int key from rust")
         .unwrap();
-    run_python(&manager, "read", &python_path);
+    run_python(&manager, "read", &deps);
 }
 
 /// The Python client's list of methods the manager may park is the protocol's (it decides
@@ -148,12 +122,7 @@ fn python_and_rust_read_each_others_values() {
 #[test]
 fn python_knows_the_same_waiting_methods() {
     let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("client/python");
-    let deps = python_path();
-    let path = if deps.is_empty() {
-        package.display().to_string()
-    } else {
-        format!("{}:{deps}", package.display())
-    };
+    let path = PythonDeps::ensure().python_path(&[&package]);
     let out = Command::new("python3")
         .args([
             "-c",

@@ -3,9 +3,10 @@
 //!
 //! Everything happens in a temporary directory: the package's files are copied there (so that
 //! the build leaves nothing in the source tree, and nothing a previous build left there gets
-//! into the package) and installed there with pip (`pip install --target`, which builds it in
-//! pip's default isolated environment and fetches `msgpack`), and `TMPDIR` points there too, so every manager the suite starts keeps its
-//! socket inside it. The suite's output goes to files, never to pipes a stray child could hold
+//! into the package) and installed there with pip (`pip install --no-deps --target`, which
+//! builds it in pip's default isolated environment), and `TMPDIR` points there too, so every
+//! manager the suite starts keeps its socket inside it. Its one dependency, `msgpack`, comes
+//! from the helper every Python-running test shares (`tests/common/python.rs`). The suite's output goes to files, never to pipes a stray child could hold
 //! open, and whatever process still mentions the directory when the suite ends is killed: a
 //! failing or hung test cannot leave managers behind.
 //!
@@ -18,6 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+#[path = "../../tests/common/python.rs"]
+mod python;
+use python::PythonDeps;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agora-manager");
 
@@ -125,6 +130,7 @@ fn kill_leftovers(dir: &Path) {
 
 #[test]
 fn python_client_suite() {
+    let deps = PythonDeps::ensure();
     let tmp = tempfile::Builder::new()
         .prefix("agora-python-")
         .tempdir()
@@ -136,11 +142,19 @@ fn python_client_suite() {
     let package = tmp.path().join("package");
     copy_package(&package);
     let mut pip = Command::new("python3");
-    pip.args(["-m", "pip", "install", "--quiet", "--no-input", "--target"])
-        .arg(&site)
-        .arg(&package)
-        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        .env("TMPDIR", &scratch);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-input",
+        "--no-deps",
+        "--target",
+    ])
+    .arg(&site)
+    .arg(&package)
+    .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+    .env("TMPDIR", &scratch);
     let installed = run(pip, &tmp.path().join("pip.log"), PIP_TIMEOUT);
     assert!(
         installed.success(),
@@ -154,7 +168,7 @@ fn python_client_suite() {
         .args(["-m", "unittest", "discover", "-v", "-s"])
         .arg(client_dir().join("tests"))
         .current_dir(tmp.path())
-        .env("PYTHONPATH", &site)
+        .env("PYTHONPATH", deps.python_path(&[&site]))
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("AGORA_MANAGER_BIN", BIN)
         .env("TMPDIR", &scratch)
