@@ -3,22 +3,9 @@
 
 use agora_proto::{encode, params, CallError, ErrorName, Params};
 
-use crate::objects::{Kind, ObjectHandle};
+use crate::lifecycle::{Caller, Outcome};
+use crate::objects::Kind;
 use crate::registry::{ObjectCache, Registry};
-use crate::waiters::{Caller, Outcome};
-
-/// How a dispatched call went.
-pub enum Dispatched {
-    /// A registry method; its result is in the output buffer.
-    Done,
-    /// An object method, done or parked.
-    Object {
-        /// The object called (the session keeps track of the ones it may hold something in).
-        object: ObjectHandle,
-        /// Done (result in the output buffer) or parked.
-        outcome: Outcome,
-    },
-}
 
 /// Runs a registry or object method, appending its encoded result to `out`.
 pub fn call(
@@ -26,10 +13,10 @@ pub fn call(
     cache: &mut ObjectCache,
     method: &str,
     p: &Params,
-    caller: &Caller,
+    caller: &Caller<'_>,
     out: &mut Vec<u8>,
-) -> Result<Dispatched, CallError> {
-    let done = |result: Result<(), CallError>| result.map(|()| Dispatched::Done);
+) -> Result<Outcome, CallError> {
+    let done = |result: Result<(), CallError>| result.map(|()| Outcome::Done);
     match method {
         "create" => done(create(registry, p, out)),
         "lookup" => {
@@ -38,7 +25,7 @@ pub fn call(
             out.push(0x92);
             encode::str(out, kind.as_str());
             encode::uint(out, id);
-            Ok(Dispatched::Done)
+            Ok(Outcome::Done)
         }
         "delete" => {
             p.expect(method, 1, 1)?;
@@ -47,7 +34,7 @@ pub fn call(
                 None => registry.delete_name(p.str(0)?)?,
             }
             out.extend_from_slice(encode::TRUE);
-            Ok(Dispatched::Done)
+            Ok(Outcome::Done)
         }
         "objects" => {
             p.expect(method, 0, 0)?;
@@ -62,7 +49,7 @@ pub fn call(
                 }
                 encode::str(out, info.kind.as_str());
             }
-            Ok(Dispatched::Done)
+            Ok(Outcome::Done)
         }
         _ => object_call(registry, cache, method, p, caller, out),
     }
@@ -100,9 +87,9 @@ fn object_call(
     cache: &mut ObjectCache,
     method: &str,
     p: &Params,
-    caller: &Caller,
+    caller: &Caller<'_>,
     out: &mut Vec<u8>,
-) -> Result<Dispatched, CallError> {
+) -> Result<Outcome, CallError> {
     let unknown = || {
         CallError::new(
             ErrorName::UnknownMethodError,
@@ -125,6 +112,5 @@ fn object_call(
             object.kind()
         )));
     }
-    let outcome = object.call(op, p, caller, out)?;
-    Ok(Dispatched::Object { object, outcome })
+    object.call(op, p, caller, out)
 }

@@ -12,8 +12,9 @@
 //! - [`dispatch`]: routes `create`/`lookup`/`delete`/`objects` and `<kind>.<method>`.
 //! - [`registry`]: objects by id and by name.
 //! - [`objects`]: one file per kind; each object owns its state behind its own lock.
-//! - [`waiters`]: parked calls: the FIFO of waiters of blocking objects, timeouts, and what
-//!   happens when a waiter's connection closes.
+//! - [`lifecycle`]: the one core every blocking object uses: parked calls in FIFO lines,
+//!   typed grants, expiry, cancellation, give-back of undeliverable grants, owner death,
+//!   deletion, and each connection's record of what it holds.
 //! - [`spin`]: a busy connection polls briefly for its next request before its thread sleeps,
 //!   since waking a sleeping thread costs more than a call (tens of microseconds on a VM).
 //!
@@ -33,12 +34,12 @@
 pub mod auth;
 pub mod config;
 pub mod dispatch;
+pub mod lifecycle;
 pub mod objects;
 pub mod registry;
 pub mod server;
 pub mod session;
 pub mod spin;
-pub mod waiters;
 
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;

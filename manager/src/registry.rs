@@ -114,10 +114,11 @@ impl Registry {
         Ok(self.slot(id)?.object.clone())
     }
 
-    /// Marks a removed entry's object deleted and fails its waiters.
+    /// Marks a removed entry's object deleted (every connection's cache sees it at its next
+    /// call) and lets the object answer the calls parked on it.
     fn retire(entry: Entry) {
         entry.slot.deleted.store(true, Ordering::Release);
-        entry.slot.object.deleted();
+        entry.slot.object.retire();
     }
 
     /// The kind and id of the object with that name.
@@ -138,9 +139,11 @@ impl Registry {
             .write()
             .remove(&id)
             .ok_or_else(|| unknown_id(id))?;
-        if let Some(name) = entry.name {
-            names.remove(&name);
+        if let Some(name) = &entry.name {
+            names.remove(name);
         }
+        drop(names);
+        Registry::retire(entry);
         Ok(())
     }
 

@@ -29,12 +29,11 @@ use agora_proto::{
 };
 
 use crate::auth;
-use crate::dispatch::{self, Dispatched};
-use crate::objects::ObjectHandle;
+use crate::dispatch;
+use crate::lifecycle::{Caller, Holdings, Outcome, Parked, Reply, SessionId, Ticket};
 use crate::registry::ObjectCache;
 use crate::server::Shared;
 use crate::spin::{SpinSlot, SpinState};
-use crate::waiters::{Caller, Outcome, Parked, Reply, SessionId, Ticket};
 
 /// How many bytes to ask the socket for at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -75,8 +74,8 @@ pub struct Session {
     peer: String,
     parked: JoinSet<ParkedOutput>,
     parked_msgids: HashMap<Id, u32>,
-    /// Objects this connection may hold something in, keyed by address.
-    held: HashMap<usize, ObjectHandle>,
+    /// What this connection holds (locks, permits), released when it closes.
+    holdings: Arc<Holdings>,
     /// The objects this connection has resolved.
     cache: ObjectCache,
 }
@@ -91,7 +90,7 @@ impl Session {
             peer,
             parked: JoinSet::new(),
             parked_msgids: HashMap::new(),
-            held: HashMap::new(),
+            holdings: Holdings::new(),
             cache: ObjectCache::default(),
         }
     }
@@ -243,27 +242,15 @@ impl Session {
                 Ok(Step::Answered(Next::Shutdown))
             }
             _ => {
-                let caller = Caller { session: self.id };
-                match dispatch::call(
-                    &self.shared.registry,
-                    &mut self.cache,
-                    method,
-                    p,
-                    &caller,
-                    out,
-                )? {
-                    Dispatched::Done => Ok(Step::Answered(Next::Continue)),
-                    Dispatched::Object { object, outcome } => {
-                        if object.tracks_sessions() {
-                            let key = Arc::as_ptr(&object) as *const () as usize;
-                            self.held.entry(key).or_insert_with(|| object.clone());
-                        }
-                        match outcome {
-                            Outcome::Done => Ok(Step::Answered(Next::Continue)),
-                            Outcome::Parked(park) => {
-                                Ok(Step::Parked(Parked::new(msgid, park, object, self.id)))
-                            }
-                        }
+                let caller = Caller {
+                    session: self.id,
+                    holdings: &self.holdings,
+                };
+                let registry = &self.shared.registry;
+                match dispatch::call(registry, &mut self.cache, method, p, &caller, out)? {
+                    Outcome::Done => Ok(Step::Answered(Next::Continue)),
+                    Outcome::Parked(park) => {
+                        Ok(Step::Parked(Parked::new(msgid, park, caller.holder())))
                     }
                 }
             }
@@ -302,7 +289,10 @@ impl Session {
     ) {
         self.parked_msgids.remove(&id);
         match &reply {
-            Ok(result) => encode::response_ok(out, msgid, result),
+            Ok(grant) => {
+                encode::response_ok(out, msgid, &[]);
+                grant.encode(out);
+            }
             Err(err) => encode::response_err(out, msgid, err),
         }
         sent.push((reply, ticket));
@@ -353,9 +343,7 @@ impl Drop for Session {
     /// so that it also happens if the connection's task panics or is cancelled: a bug in one
     /// connection must not leave a lock held forever for everybody else.
     fn drop(&mut self) {
-        for object in self.held.values() {
-            object.session_closed(self.id);
-        }
+        self.holdings.release_all(self.id);
     }
 }
 
@@ -596,14 +584,14 @@ mod tests {
         let acquired = call(&mut ours, 3, "lock.acquire", std::slice::from_ref(&id)).await;
         assert_eq!(acquired, Value::from(1));
         let lock = shared.registry.get(id.as_u64().unwrap()).unwrap();
-        let core = lock.lock_core().expect("a lock has a core");
-        assert!(core.lock().is_locked());
+        let lock = lock.lock_parking().expect("a lock has a lock state");
+        assert!(lock.read(|st| st.is_locked()).unwrap());
 
         // The socket stays open: only dropping the task can release the lock.
         task.abort();
         assert!(task.await.unwrap_err().is_cancelled());
         assert!(
-            !core.lock().is_locked(),
+            !lock.read(|st| st.is_locked()).unwrap(),
             "the lock outlived its connection's task"
         );
         drop(ours);

@@ -8,7 +8,7 @@ use agora_proto::{encode, CallError, Params};
 use super::list::{slice_param, write_slice};
 use super::slice::index;
 use super::typecode::Typecode;
-use crate::waiters::{Caller, Outcome};
+use crate::lifecycle::{Caller, Outcome};
 
 use super::{arity, expected, unknown_method, Args, Kind, SharedObject, Stored};
 

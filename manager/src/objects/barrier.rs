@@ -3,40 +3,74 @@
 //! As in Python, a party that times out breaks the barrier for everybody, and so does a party
 //! whose connection closes while it waits: the others would otherwise wait for it forever.
 
+use std::sync::Arc;
 use std::time::Duration;
-
-use parking_lot::Mutex;
 
 use agora_proto::{encode, params, CallError, ErrorName, Params};
 
-use crate::waiters::{timeout_param, Caller, Expired, Outcome, Park, WaiterId, Waiters};
+use crate::lifecycle::{
+    timeout_param, Caller, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer, Outcome,
+    Parking, Semantics,
+};
 
 use super::{arity, expected, unknown_method, Args, Kind, SharedObject};
+
+/// The line of waiting parties.
+const WAIT: LineId = 0;
+
+/// What a party waits for: its round to be completed; it is then answered its index.
+#[derive(Debug)]
+struct Party {
+    round: u64,
+    index: u64,
+}
 
 #[derive(Debug, Default)]
 struct State {
     broken: bool,
-    /// Parties waiting, with the index each will be answered.
-    waiters: Waiters<u64>,
-}
-
-/// A shared barrier.
-#[derive(Debug)]
-pub struct Barrier {
-    parties: u64,
-    default_timeout: Option<Duration>,
-    state: Mutex<State>,
+    /// Rounds completed so far; a party of an earlier round than this has passed.
+    rounds: u64,
+    /// Parties arrived in the current round.
+    arrived: u64,
 }
 
 fn broken() -> CallError {
     CallError::new(ErrorName::BrokenBarrierError, "the barrier is broken")
 }
 
-impl State {
-    fn break_all(&mut self) {
-        self.broken = true;
-        self.waiters.fail_all(&broken());
+impl Semantics for State {
+    type Wait = Party;
+
+    fn offer(&mut self, _line: LineId, party: &mut Party, _to: &Holder) -> Offer {
+        if party.round < self.rounds {
+            Offer::Grant(Ok(Grant::Count(party.index)))
+        } else if self.broken {
+            Offer::Grant(Err(broken()))
+        } else {
+            Offer::Wait
+        }
     }
+
+    /// A party that passed took nothing: there is nothing to give back.
+    fn give_back(&mut self, _grant: Grant, _to: &Holder) {}
+
+    fn leave(&mut self, _line: LineId, _party: Party, why: Leave) -> Left<Party> {
+        // A party that leaves before its round completes breaks the barrier for everybody.
+        self.broken = true;
+        self.arrived = 0;
+        match why {
+            Leave::Expired => Left::Answer(Err(broken())),
+            Leave::Abandoned => Left::Gone,
+        }
+    }
+}
+
+/// A shared barrier.
+pub struct Barrier {
+    key: ObjectKey,
+    parties: u64,
+    default_timeout: Option<Duration>,
+    state: Arc<Parking<State>>,
 }
 
 impl Barrier {
@@ -59,31 +93,53 @@ impl Barrier {
             }
         };
         Ok(Barrier {
+            key: crate::lifecycle::next_object_key(),
             parties,
             default_timeout,
-            state: Mutex::new(State::default()),
+            state: Parking::new(|_: HeldBy| State::default()),
         })
     }
 
-    fn wait(&self, p: &Params, caller: &Caller, out: &mut Vec<u8>) -> Result<Outcome, CallError> {
+    fn wait(
+        &self,
+        p: &Params,
+        caller: &Caller<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<Outcome, CallError> {
         let timeout = timeout_param(p, 1)?.or(self.default_timeout);
-        let mut st = self.state.lock();
-        if st.broken {
-            return Err(broken());
-        }
-        let index = st.waiters.len() as u64;
-        if index + 1 < self.parties {
-            let (id, rx) = st.waiters.push(caller.session, index);
-            return Ok(Outcome::Parked(Park::new(rx, id, 0, timeout)));
-        }
-        // The last party: everybody goes.
-        while let Some((_, w)) = st.waiters.pop() {
-            let mut reply = Vec::with_capacity(9);
-            encode::uint(&mut reply, w.data);
-            let _ = w.reply.send(Ok(reply));
-        }
-        encode::uint(out, index);
-        Ok(Outcome::Done)
+        self.state.op(|cx| {
+            let st = &mut *cx.state;
+            if st.broken {
+                return Err(broken());
+            }
+            let index = st.arrived;
+            if index + 1 < self.parties {
+                st.arrived += 1;
+                let party = Party {
+                    round: st.rounds,
+                    index,
+                };
+                return Ok(Outcome::Parked(
+                    cx.park(WAIT, self.key, caller, party, timeout),
+                ));
+            }
+            // The last party: the round is complete, and everybody in it goes.
+            st.rounds += 1;
+            st.arrived = 0;
+            encode::uint(out, index);
+            Ok(Outcome::Done)
+        })
+    }
+
+    /// `abort` (`broken` stays) or `reset` (a fresh barrier): every waiting party is told the
+    /// barrier broke.
+    fn break_all(&self, stay_broken: bool) -> Result<(), CallError> {
+        self.state.op(|cx| {
+            cx.fail(WAIT, &broken());
+            cx.state.broken = stay_broken;
+            cx.state.arrived = 0;
+            Ok(())
+        })
     }
 }
 
@@ -96,7 +152,7 @@ impl SharedObject for Barrier {
         &self,
         method: &str,
         p: &Params,
-        caller: &Caller,
+        caller: &Caller<'_>,
         out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
         let a = |min, max| arity(p, Kind::Barrier, method, min, max);
@@ -105,43 +161,20 @@ impl SharedObject for Barrier {
             return self.wait(p, caller, out);
         }
         a(1, 1)?;
-        let mut st = self.state.lock();
         match method {
-            "abort" => {
-                st.break_all();
-                encode::nil(out);
-            }
-            "reset" => {
-                st.waiters.fail_all(&broken());
-                st.broken = false;
+            "abort" | "reset" => {
+                self.break_all(method == "abort")?;
                 encode::nil(out);
             }
             "parties" => encode::uint(out, self.parties),
-            "n_waiting" => encode::uint(out, st.waiters.len() as u64),
-            "broken" => encode::bool(out, st.broken),
+            "n_waiting" => encode::uint(out, self.state.read(|st| st.arrived)?),
+            "broken" => encode::bool(out, self.state.read(|st| st.broken)?),
             _ => return Err(unknown_method(Kind::Barrier, method)),
         }
         Ok(Outcome::Done)
     }
 
-    fn expire(&self, waiter: WaiterId, _tag: u8) -> Expired {
-        let mut st = self.state.lock();
-        if st.waiters.remove(waiter).is_none() {
-            return Expired::Pending;
-        }
-        st.break_all();
-        Expired::Reply(Err(broken()))
-    }
-
-    fn abandon(&self, waiter: WaiterId, _tag: u8) {
-        let mut st = self.state.lock();
-        if st.waiters.remove(waiter).is_some() {
-            st.break_all();
-        }
-    }
-
-    fn deleted(&self) {
-        let err = CallError::new(ErrorName::UnknownObjectError, "the barrier was deleted");
-        self.state.lock().waiters.fail_all(&err);
+    fn retire(&self) {
+        self.state.detach(self.key);
     }
 }

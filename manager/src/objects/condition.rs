@@ -1,76 +1,69 @@
 //! `condition`: wait / notify over a lock, with the lock released and re-acquired atomically.
 //!
 //! A condition has its own lock (an rlock, as in Python) or shares the lock of an existing
-//! `lock` or `rlock` object. Waiting releases every level of the lock and joins the
-//! condition's FIFO line; `notify` moves waiters from that line to the lock's line, where they
-//! re-acquire it in turn. A waiter whose timeout passes moves to the lock's line too (and is
-//! answered `false` once it holds the lock again), exactly as Python's `Condition.wait` returns
-//! only with the lock held.
+//! `lock` or `rlock` object. Its waiters wait in a line of their own inside that lock's
+//! parking: waiting releases every level of the lock and joins the condition's line; `notify`
+//! moves waiters from that line to the lock's line of acquirers, where they re-acquire it in
+//! turn. A waiter whose timeout passes moves to the lock's line too (and is answered `false`
+//! once it holds the lock again), exactly as Python's `Condition.wait` returns only with the
+//! lock held.
 //!
 //! A notified waiter keeps its place by arrival: it re-acquires the lock ahead of acquirers
 //! that arrived after it started waiting.
 
-use std::sync::Arc;
+use agora_proto::{encode, params, CallError, Params};
 
-use parking_lot::Mutex;
-
-use agora_proto::{encode, params, CallError, ErrorName, Params};
-
+use crate::lifecycle::{timeout_param, Caller, ObjectKey, Outcome};
 use crate::registry::Registry;
-use crate::waiters::{
-    timeout_param, Caller, Expired, Outcome, Park, Reply, SessionId, WaiterId, Waiters,
-};
 
-use super::lock::{Acquirer, LockCore, OnGrant, SharedCore, ACQUIRE};
+use super::lock::{lock_call, new_lock, Acquirer, OnGrant, SharedLock, ACQUIRE};
 use super::{arity, unknown_method, Args, Kind, SharedObject};
 
-/// Waiter tag of a parked `wait`.
-const WAIT: u8 = 1;
-
 /// A shared condition variable.
-#[derive(Debug)]
 pub struct Condition {
-    core: SharedCore,
-    /// Waiters not notified yet. Lock order: `core`, then `waiting`.
-    waiting: Mutex<Waiters<Acquirer>>,
+    /// Its line of waiters in the lock's parking, and the origin of the calls made through it.
+    key: ObjectKey,
+    lock: SharedLock,
 }
 
 impl Condition {
     /// A condition from `create`'s init args: `[]` (a new rlock) or `[lock id]`.
     pub fn new(args: &Args<'_>, registry: &Registry) -> Result<Condition, CallError> {
         args.expect(0, 1)?;
-        let core = match args.opt(0) {
-            None => Arc::new(Mutex::new(LockCore::new(true))),
+        let key = crate::lifecycle::next_object_key();
+        let lock = match args.opt(0) {
+            None => new_lock(true),
             Some(raw) => {
                 let id = params::int_u64(raw).ok_or_else(|| {
                     CallError::type_error("a condition's lock must be given by its object id")
                 })?;
-                registry.get(id)?.lock_core().ok_or_else(|| {
+                let lock = registry.get(id)?.lock_parking().ok_or_else(|| {
                     CallError::type_error(format!("object {id} is not a lock or an rlock"))
-                })?
+                })?;
+                lock.attach()?;
+                lock
             }
         };
-        Ok(Condition {
-            core,
-            waiting: Mutex::new(Waiters::default()),
-        })
+        Ok(Condition { key, lock })
     }
 
-    fn wait(&self, p: &Params, caller: &Caller) -> Result<Outcome, CallError> {
+    fn wait(&self, p: &Params, caller: &Caller<'_>) -> Result<Outcome, CallError> {
         let timeout = timeout_param(p, 1)?;
         let owner = caller.owner(p, 2)?;
-        let mut core = self.core.lock();
-        if !core.is_held_by(owner) {
-            return Err(CallError::runtime("cannot wait on un-acquired lock"));
-        }
-        let depth = core.release_all(owner);
-        let acquirer = Acquirer {
-            owner,
-            depth,
-            on_grant: OnGrant::Resume { notified: true },
-        };
-        let (id, rx) = self.waiting.lock().push(caller.session, acquirer);
-        Ok(Outcome::Parked(Park::new(rx, id, WAIT, timeout)))
+        self.lock.op(|cx| {
+            if !cx.state.is_held_by(owner) {
+                return Err(CallError::runtime("cannot wait on un-acquired lock"));
+            }
+            let depth = cx.state.release_all();
+            let acquirer = Acquirer {
+                owner,
+                depth,
+                on_grant: OnGrant::Resume { notified: true },
+            };
+            Ok(Outcome::Parked(
+                cx.park(self.key, self.key, caller, acquirer, timeout),
+            ))
+        })
     }
 
     fn notify(
@@ -78,21 +71,16 @@ impl Condition {
         n: usize,
         owner_param: usize,
         p: &Params,
-        caller: &Caller,
+        caller: &Caller<'_>,
     ) -> Result<(), CallError> {
         let owner = caller.owner(p, owner_param)?;
-        let mut core = self.core.lock();
-        if !core.is_held_by(owner) {
-            return Err(CallError::runtime("cannot notify on un-acquired lock"));
-        }
-        let mut waiting = self.waiting.lock();
-        for _ in 0..n {
-            let Some((id, w)) = waiting.pop() else {
-                break;
-            };
-            core.enqueue(id, w);
-        }
-        Ok(())
+        self.lock.op(|cx| {
+            if !cx.state.is_held_by(owner) {
+                return Err(CallError::runtime("cannot notify on un-acquired lock"));
+            }
+            cx.move_waiters(self.key, ACQUIRE, n, |_| {});
+            Ok(())
+        })
     }
 }
 
@@ -105,10 +93,11 @@ impl SharedObject for Condition {
         &self,
         method: &str,
         p: &Params,
-        caller: &Caller,
+        caller: &Caller<'_>,
         out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
-        if let Some(result) = LockCore::call(&self.core, Kind::Condition, method, p, caller, out) {
+        let origin = (Kind::Condition, self.key);
+        if let Some(result) = lock_call(&self.lock, origin, method, p, caller, out) {
             return result;
         }
         let a = |min, max| arity(p, Kind::Condition, method, min, max);
@@ -132,39 +121,7 @@ impl SharedObject for Condition {
         Ok(Outcome::Done)
     }
 
-    fn expire(&self, waiter: WaiterId, tag: u8) -> Expired {
-        let mut core = self.core.lock();
-        if tag == ACQUIRE {
-            return core.expire(waiter);
-        }
-        // Not notified in time: re-acquire the lock, then answer false.
-        if let Some(mut w) = self.waiting.lock().remove(waiter) {
-            w.data.on_grant = OnGrant::Resume { notified: false };
-            core.enqueue(waiter, w);
-        }
-        Expired::Pending
-    }
-
-    fn abandon(&self, waiter: WaiterId, _tag: u8) {
-        let mut core = self.core.lock();
-        core.waiters.remove(waiter);
-        self.waiting.lock().remove(waiter);
-    }
-
-    fn tracks_sessions(&self) -> bool {
-        true
-    }
-
-    fn undeliver(&self, _waiter: WaiterId, _tag: u8, session: SessionId, reply: Reply) {
-        self.core.lock().undeliver(session, &reply);
-    }
-
-    fn session_closed(&self, session: SessionId) {
-        self.core.lock().session_closed(session);
-    }
-
-    fn deleted(&self) {
-        let err = CallError::new(ErrorName::UnknownObjectError, "the condition was deleted");
-        self.waiting.lock().fail_all(&err);
+    fn retire(&self) {
+        self.lock.detach(self.key);
     }
 }

@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use agora_proto::params::{array_items, map_entries};
 use agora_proto::{encode, value, CallError, Params};
 
-use crate::waiters::{Caller, Outcome};
+use crate::lifecycle::{Caller, Outcome};
 
 use super::{arity, expected, store, unknown_method, Args, Kind, SharedObject, Stored};
 

@@ -1,30 +1,60 @@
 //! `event`: a flag that waiters wait on; `set` wakes every one of them.
 
-use parking_lot::Mutex;
+use std::sync::Arc;
 
-use agora_proto::{encode, CallError, ErrorName, Params};
+use agora_proto::{encode, CallError, Params};
 
-use crate::waiters::{timeout_param, Caller, Expired, Outcome, Park, WaiterId, Waiters};
+use crate::lifecycle::{
+    timeout_param, Caller, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer, Outcome,
+    Parking, Semantics,
+};
 
 use super::{arity, unknown_method, Args, Kind, SharedObject};
 
-#[derive(Debug, Default)]
+/// The line of waiters.
+const WAIT: LineId = 0;
+
+#[derive(Debug)]
 struct State {
     flag: bool,
-    waiters: Waiters<()>,
+}
+
+impl Semantics for State {
+    type Wait = ();
+
+    fn offer(&mut self, _line: LineId, _wait: &mut (), _to: &Holder) -> Offer {
+        if self.flag {
+            Offer::Grant(Ok(Grant::Bool(true)))
+        } else {
+            Offer::Wait
+        }
+    }
+
+    /// A wait took nothing: there is nothing to give back.
+    fn give_back(&mut self, _grant: Grant, _to: &Holder) {}
+
+    fn leave(&mut self, _line: LineId, _wait: (), why: Leave) -> Left<()> {
+        match why {
+            Leave::Expired => Left::Answer(Ok(Grant::Bool(false))),
+            Leave::Abandoned => Left::Gone,
+        }
+    }
 }
 
 /// A shared event.
-#[derive(Debug, Default)]
 pub struct Event {
-    state: Mutex<State>,
+    key: ObjectKey,
+    state: Arc<Parking<State>>,
 }
 
 impl Event {
     /// A cleared event; takes no init args.
     pub fn new(args: &Args<'_>) -> Result<Event, CallError> {
         args.expect(0, 0)?;
-        Ok(Event::default())
+        Ok(Event {
+            key: crate::lifecycle::next_object_key(),
+            state: Parking::new(|_: HeldBy| State { flag: false }),
+        })
     }
 }
 
@@ -37,59 +67,48 @@ impl SharedObject for Event {
         &self,
         method: &str,
         p: &Params,
-        caller: &Caller,
+        caller: &Caller<'_>,
         out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
         let a = |min, max| arity(p, Kind::Event, method, min, max);
-        let mut st = self.state.lock();
         match method {
-            "set" => {
+            "set" | "clear" => {
                 a(1, 1)?;
-                st.flag = true;
-                while let Some((_, w)) = st.waiters.pop() {
-                    let _ = w.reply.send(Ok(encode::TRUE.to_vec()));
-                }
-                encode::nil(out);
-            }
-            "clear" => {
-                a(1, 1)?;
-                st.flag = false;
+                let flag = method == "set";
+                // Setting grants every waiter before the call returns.
+                self.state.op(|cx| {
+                    cx.state.flag = flag;
+                    Ok(())
+                })?;
                 encode::nil(out);
             }
             "is_set" => {
                 a(1, 1)?;
-                encode::bool(out, st.flag);
+                encode::bool(out, self.state.read(|st| st.flag)?);
             }
             "wait" => {
                 a(1, 2)?;
                 let timeout = timeout_param(p, 1)?;
-                if st.flag {
-                    out.extend_from_slice(encode::TRUE);
-                } else if timeout.is_some_and(|t| t.is_zero()) {
-                    out.extend_from_slice(encode::FALSE);
-                } else {
-                    let (id, rx) = st.waiters.push(caller.session, ());
-                    return Ok(Outcome::Parked(Park::new(rx, id, 0, timeout)));
-                }
+                return self.state.op(|cx| {
+                    if cx.state.flag || timeout.is_some_and(|t| t.is_zero()) {
+                        encode::bool(out, cx.state.flag);
+                        return Ok(Outcome::Done);
+                    }
+                    Ok(Outcome::Parked(cx.park(
+                        WAIT,
+                        self.key,
+                        caller,
+                        (),
+                        timeout,
+                    )))
+                });
             }
             _ => return Err(unknown_method(Kind::Event, method)),
         }
         Ok(Outcome::Done)
     }
 
-    fn expire(&self, waiter: WaiterId, _tag: u8) -> Expired {
-        match self.state.lock().waiters.remove(waiter) {
-            Some(_) => Expired::Reply(Ok(encode::FALSE.to_vec())),
-            None => Expired::Pending,
-        }
-    }
-
-    fn abandon(&self, waiter: WaiterId, _tag: u8) {
-        self.state.lock().waiters.remove(waiter);
-    }
-
-    fn deleted(&self) {
-        let err = CallError::new(ErrorName::UnknownObjectError, "the event was deleted");
-        self.state.lock().waiters.fail_all(&err);
+    fn retire(&self) {
+        self.state.detach(self.key);
     }
 }

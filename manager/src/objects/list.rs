@@ -8,7 +8,7 @@ use agora_proto::params::array_items;
 use agora_proto::{encode, value, CallError, Params};
 
 use super::slice::{index, Slice};
-use crate::waiters::{Caller, Outcome};
+use crate::lifecycle::{Caller, Outcome};
 
 use super::{arity, expected, store, unknown_method, Args, Kind, SharedObject, Stored};
 

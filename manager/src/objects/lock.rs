@@ -1,50 +1,30 @@
-//! `lock` and `rlock`, and the lock core that `condition` shares.
+//! `lock` and `rlock`, and the lock state that `condition` shares.
 //!
 //! Acquirers wait in one FIFO line and the lock is handed to the first of them on release:
 //! nobody can barge in between, so the order of acquisition is the order of arrival.
 //!
 //! Ownership is tied to the connection (plus the client's thread id). When a connection
-//! closes while holding the lock, the manager releases it, as the kernel releases an `flock`
-//! of a dead process, and the next acquirer is told: its acquire returns 2 instead of 1.
+//! closes while holding the lock, the lifecycle core releases it, as the kernel releases an
+//! `flock` of a dead process, and the next acquirer is told: its acquire returns 2 instead of 1.
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use agora_proto::{encode, CallError, Params};
 
-use agora_proto::{encode, CallError, ErrorName, Params};
-
-use crate::waiters::{
-    timeout_param, Caller, Expired, Outcome, Owner, Park, Reply, SessionId, Waiter, WaiterId,
-    Waiters,
+use crate::lifecycle::{
+    timeout_param, Caller, Ctx, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer,
+    Outcome, Owner, Parking, Semantics, SessionId,
 };
 
 use super::{arity, unknown_method, Args, Kind, SharedObject};
 
-/// What an acquire returns: not acquired.
-pub const NOT_ACQUIRED: u64 = 0;
-/// What an acquire returns: acquired.
-pub const ACQUIRED: u64 = 1;
-/// What an acquire returns: acquired, and the previous holder's connection died holding it.
-pub const ACQUIRED_OWNER_DIED: u64 = 2;
+/// The line of acquirers (a condition's waiters have a line each, named by the condition).
+pub const ACQUIRE: LineId = 0;
 
-/// What an acquire whose deadline passed is answered: 0 if its waiter was still in line (and
-/// has been removed), nothing yet if it had been granted meanwhile.
-pub fn not_acquired_unless_granted(removed: bool) -> Expired {
-    if !removed {
-        return Expired::Pending;
-    }
-    let mut out = Vec::with_capacity(1);
-    encode::uint(&mut out, NOT_ACQUIRED);
-    Expired::Reply(Ok(out))
-}
-
-/// Waiter tag of a parked acquire.
-pub const ACQUIRE: u8 = 0;
-
-/// What a granted waiter is told.
+/// What a granted acquirer is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnGrant {
-    /// A plain acquire: 1, or 2 when the previous holder died.
+    /// A plain acquire: acquired (with the owner-died notice, if any).
     Acquire,
     /// A condition waiter re-acquiring: whether it was notified (else it timed out).
     Resume {
@@ -53,7 +33,7 @@ pub enum OnGrant {
     },
 }
 
-/// One acquirer in line.
+/// One acquirer in line: who will hold the lock, at what depth, and what it is told.
 #[derive(Debug, Clone, Copy)]
 pub struct Acquirer {
     /// Who will hold the lock.
@@ -64,46 +44,19 @@ pub struct Acquirer {
     pub on_grant: OnGrant,
 }
 
-/// The state of a lock: its holder, recursion depth and line of acquirers.
+/// The state of a lock: its holder and recursion depth.
 #[derive(Debug)]
-pub struct LockCore {
+pub struct LockState {
     reentrant: bool,
     holder: Option<Owner>,
     depth: u64,
-    /// The last holder died holding the lock; the next plain acquirer is told.
-    owner_died: bool,
-    /// Acquirers in line.
-    pub waiters: Waiters<Acquirer>,
+    held: HeldBy,
 }
 
-/// A lock core shared between a lock object and the conditions built on it.
-pub type SharedCore = Arc<Mutex<LockCore>>;
+/// A lock's state and waiters, shared between a lock object and the conditions built on it.
+pub type SharedLock = Arc<Parking<LockState>>;
 
-fn unlocked_release(reentrant: bool) -> CallError {
-    CallError::runtime(if reentrant {
-        "cannot release un-acquired lock"
-    } else {
-        "release unlocked lock"
-    })
-}
-
-impl LockCore {
-    /// A free lock; `reentrant` for an rlock.
-    pub fn new(reentrant: bool) -> LockCore {
-        LockCore {
-            reentrant,
-            holder: None,
-            depth: 0,
-            owner_died: false,
-            waiters: Waiters::default(),
-        }
-    }
-
-    /// True for an rlock's core.
-    pub fn is_reentrant(&self) -> bool {
-        self.reentrant
-    }
-
+impl LockState {
     /// True when `owner` holds the lock.
     pub fn is_held_by(&self, owner: Owner) -> bool {
         self.holder == Some(owner)
@@ -114,159 +67,137 @@ impl LockCore {
         self.holder.is_some()
     }
 
-    /// Takes the lock for `owner` if that can be done now; returns the acquire code.
-    pub fn try_acquire(&mut self, owner: Owner) -> Option<u64> {
-        if self.reentrant && self.holder == Some(owner) {
-            self.depth += 1;
-            return Some(ACQUIRED);
-        }
-        if self.holder.is_some() || !self.waiters.is_empty() {
-            return None;
-        }
+    fn take(&mut self, owner: Owner, depth: u64, holder: &Holder) {
         self.holder = Some(owner);
-        self.depth = 1;
-        Some(self.take_notice())
+        self.depth = depth;
+        self.held.add(holder, 1);
     }
 
-    fn take_notice(&mut self) -> u64 {
-        if std::mem::take(&mut self.owner_died) {
-            ACQUIRED_OWNER_DIED
-        } else {
-            ACQUIRED
+    fn drop_holder(&mut self) {
+        if let Some(h) = self.holder.take() {
+            self.held.take(h.session);
         }
+        self.depth = 0;
     }
 
     /// Releases one level. A plain lock may be released by anyone (as in Python); an rlock
     /// only by its holder.
     pub fn release(&mut self, owner: Owner) -> Result<(), CallError> {
         if self.holder.is_none() || (self.reentrant && self.holder != Some(owner)) {
-            return Err(unlocked_release(self.reentrant));
+            return Err(CallError::runtime(if self.reentrant {
+                "cannot release un-acquired lock"
+            } else {
+                "release unlocked lock"
+            }));
         }
         self.depth -= 1;
         if self.depth == 0 {
-            self.holder = None;
-            self.hand_off();
+            self.drop_holder();
         }
         Ok(())
     }
 
-    /// Releases every level held by `owner` (a condition wait); returns the depth released.
-    pub fn release_all(&mut self, owner: Owner) -> u64 {
-        let depth = std::mem::take(&mut self.depth);
-        self.holder = None;
-        debug_assert!(depth > 0, "{owner:?} released a lock it did not hold");
-        self.hand_off();
+    /// Releases every level held (a condition wait); returns the depth released.
+    pub fn release_all(&mut self) -> u64 {
+        let depth = self.depth;
+        self.drop_holder();
         depth
     }
+}
 
-    /// Grants the lock to the first acquirer in line whose connection is still there.
-    pub fn hand_off(&mut self) {
-        while self.holder.is_none() {
-            let Some((_, w)) = self.waiters.pop() else {
-                return;
-            };
-            let notice = self.owner_died;
-            let reply = match w.data.on_grant {
-                OnGrant::Acquire => {
-                    let mut out = Vec::with_capacity(1);
-                    encode::uint(&mut out, self.take_notice());
-                    out
-                }
-                // A condition waiter's answer is whether it was notified; the owner-died
-                // notice is left for the next plain acquire.
-                OnGrant::Resume { notified: true } => encode::TRUE.to_vec(),
-                OnGrant::Resume { notified: false } => encode::FALSE.to_vec(),
-            };
-            self.holder = Some(w.data.owner);
-            self.depth = w.data.depth;
-            if w.reply.send(Ok(reply)).is_err() {
-                // Gone before it could be told: the lock, and the notice, go to the next one.
-                self.holder = None;
-                self.depth = 0;
-                self.owner_died = notice;
+impl Semantics for LockState {
+    type Wait = Acquirer;
+
+    fn offer(&mut self, line: LineId, wait: &mut Acquirer, to: &Holder) -> Offer {
+        if line != ACQUIRE || self.holder.is_some() {
+            return Offer::Wait;
+        }
+        self.take(wait.owner, wait.depth, to);
+        Offer::Grant(Ok(match wait.on_grant {
+            OnGrant::Acquire => Grant::ACQUIRED,
+            // A condition waiter's answer is whether it was notified; the owner-died notice
+            // is left for the next plain acquire.
+            OnGrant::Resume { notified } => Grant::Bool(notified),
+        }))
+    }
+
+    fn give_back(&mut self, _grant: Grant, to: &Holder) {
+        if self.holder.is_some_and(|h| h.session == to.session) {
+            self.drop_holder();
+        }
+    }
+
+    fn leave(&mut self, line: LineId, mut wait: Acquirer, why: Leave) -> Left<Acquirer> {
+        match (why, line, wait.on_grant) {
+            (Leave::Abandoned, _, _) => Left::Gone,
+            // A condition waiter answers only once it holds the lock again.
+            (Leave::Expired, ACQUIRE, OnGrant::Resume { .. }) => Left::Requeue(ACQUIRE, wait),
+            (Leave::Expired, ACQUIRE, OnGrant::Acquire) => Left::Answer(Ok(Grant::NotAcquired)),
+            (Leave::Expired, _, _) => {
+                wait.on_grant = OnGrant::Resume { notified: false };
+                Left::Requeue(ACQUIRE, wait)
             }
         }
     }
 
-    /// Parks an acquirer at the back of the line.
-    pub fn park(
-        &mut self,
-        session: SessionId,
-        acquirer: Acquirer,
-    ) -> (WaiterId, tokio::sync::oneshot::Receiver<Reply>) {
-        self.waiters.push(session, acquirer)
-    }
-
-    /// Puts a waiter in line under its original id (a notified condition waiter).
-    pub fn enqueue(&mut self, id: WaiterId, waiter: Waiter<Acquirer>) {
-        self.waiters.push_with_id(id, waiter);
-        self.hand_off();
-    }
-
-    /// Takes the connection's place: removes its acquirers, and releases the lock if it held
-    /// it, telling the next acquirer that the holder died.
-    pub fn session_closed(&mut self, session: SessionId) {
+    fn release_dead(&mut self, session: SessionId) -> bool {
         if self.holder.is_some_and(|h| h.session == session) {
-            self.holder = None;
-            self.depth = 0;
-            self.owner_died = true;
-            self.hand_off();
+            self.drop_holder();
+            return true;
         }
+        false
     }
 
-    /// A grant never reached `session`, which closed: if it still holds the lock, the lock
-    /// goes to the next in line as if never granted (with the owner-died notice the grant
-    /// carried, if any: the holder that died before it is still news).
-    pub fn undeliver(&mut self, session: SessionId, reply: &Reply) {
-        if self.holder.is_none_or(|h| h.session != session) {
-            return;
-        }
+    fn retire(&mut self) {
         self.holder = None;
-        self.depth = 0;
-        if let Ok(bytes) = reply {
-            self.owner_died |= bytes.as_slice() == [ACQUIRED_OWNER_DIED as u8];
-        }
-        self.hand_off();
+        self.held.clear();
     }
+}
 
-    /// A parked acquire's deadline passed: remove it (answering 0) unless it was granted.
-    pub fn expire(&mut self, waiter: WaiterId) -> Expired {
-        not_acquired_unless_granted(self.waiters.remove(waiter).is_some())
-    }
+/// A new lock's state and waiters; `reentrant` for an rlock.
+pub fn new_lock(reentrant: bool) -> SharedLock {
+    Parking::new(|held| LockState {
+        reentrant,
+        holder: None,
+        depth: 0,
+        held,
+    })
+}
 
-    /// Answers a lock-like call (`acquire`, `release`, `locked`) on this core; `None` for other
-    /// methods. Shared by `lock`, `rlock` and `condition`.
-    pub fn call(
-        core: &SharedCore,
-        kind: Kind,
-        method: &str,
-        p: &Params,
-        caller: &Caller,
-        out: &mut Vec<u8>,
-    ) -> Option<Result<Outcome, CallError>> {
-        let a = |min, max| arity(p, kind, method, min, max);
-        let result = match method {
-            "acquire" => a(1, 4).and_then(|()| acquire(core, p, caller, out)),
-            "release" => a(1, 2).and_then(|()| {
-                core.lock().release(caller.owner(p, 1)?)?;
-                encode::nil(out);
-                Ok(Outcome::Done)
-            }),
-            "locked" => a(1, 1).map(|()| {
-                encode::bool(out, core.lock().is_locked());
-                Outcome::Done
-            }),
-            _ => return None,
-        };
-        Some(result)
-    }
+/// Answers a lock-like call (`acquire`, `release`, `locked`) made through object `origin`;
+/// `None` for other methods. Shared by `lock`, `rlock` and `condition`.
+pub fn lock_call(
+    lock: &SharedLock,
+    (kind, origin): (Kind, ObjectKey),
+    method: &str,
+    p: &Params,
+    caller: &Caller<'_>,
+    out: &mut Vec<u8>,
+) -> Option<Result<Outcome, CallError>> {
+    let a = |min, max| arity(p, kind, method, min, max);
+    let result = match method {
+        "acquire" => a(1, 4).and_then(|()| acquire(lock, origin, p, caller, out)),
+        "release" => a(1, 2).and_then(|()| {
+            let owner = caller.owner(p, 1)?;
+            lock.op(|cx| cx.state.release(owner))?;
+            encode::nil(out);
+            Ok(Outcome::Done)
+        }),
+        "locked" => a(1, 1).and_then(|()| {
+            encode::bool(out, lock.read(LockState::is_locked)?);
+            Ok(Outcome::Done)
+        }),
+        _ => return None,
+    };
+    Some(result)
 }
 
 /// `acquire [id, blocking, timeout, owner]`.
 fn acquire(
-    core: &SharedCore,
+    lock: &SharedLock,
+    origin: ObjectKey,
     p: &Params,
-    caller: &Caller,
+    caller: &Caller<'_>,
     out: &mut Vec<u8>,
 ) -> Result<Outcome, CallError> {
     let blocking = p.bool_or(1, true)?;
@@ -277,29 +208,45 @@ fn acquire(
         ));
     }
     let owner = caller.owner(p, 3)?;
-    let mut core = core.lock();
-    if let Some(code) = core.try_acquire(owner) {
-        encode::uint(out, code);
-        return Ok(Outcome::Done);
+    lock.op(|cx| {
+        if let Some(grant) = try_acquire(cx, owner, caller) {
+            grant.encode(out);
+            return Ok(Outcome::Done);
+        }
+        if !blocking {
+            Grant::NotAcquired.encode(out);
+            return Ok(Outcome::Done);
+        }
+        let acquirer = Acquirer {
+            owner,
+            depth: 1,
+            on_grant: OnGrant::Acquire,
+        };
+        Ok(Outcome::Parked(
+            cx.park(ACQUIRE, origin, caller, acquirer, timeout),
+        ))
+    })
+}
+
+/// Takes the lock for `owner` if that can be done now: the holder re-entering an rlock, or a
+/// free lock nobody waits for (a newcomer never overtakes the line).
+fn try_acquire(cx: &mut Ctx<'_, LockState>, owner: Owner, caller: &Caller<'_>) -> Option<Grant> {
+    if cx.state.reentrant && cx.state.holder == Some(owner) {
+        cx.state.depth += 1;
+        return Some(Grant::ACQUIRED);
     }
-    if !blocking {
-        encode::uint(out, NOT_ACQUIRED);
-        return Ok(Outcome::Done);
+    if cx.state.holder.is_some() || cx.waiting(ACQUIRE) > 0 {
+        return None;
     }
-    let acquirer = Acquirer {
-        owner,
-        depth: 1,
-        on_grant: OnGrant::Acquire,
-    };
-    let (id, rx) = core.park(caller.session, acquirer);
-    Ok(Outcome::Parked(Park::new(rx, id, ACQUIRE, timeout)))
+    cx.state.take(owner, 1, &caller.holder());
+    Some(cx.acquired())
 }
 
 /// A shared lock or rlock.
-#[derive(Debug)]
 pub struct Lock {
     kind: Kind,
-    core: SharedCore,
+    key: ObjectKey,
+    lock: SharedLock,
 }
 
 impl Lock {
@@ -308,13 +255,9 @@ impl Lock {
         args.expect(0, 0)?;
         Ok(Lock {
             kind,
-            core: Arc::new(Mutex::new(LockCore::new(kind == Kind::RLock))),
+            key: crate::lifecycle::next_object_key(),
+            lock: new_lock(kind == Kind::RLock),
         })
-    }
-
-    /// The core, for a condition built on this lock.
-    pub fn core(&self) -> SharedCore {
-        self.core.clone()
     }
 }
 
@@ -327,39 +270,18 @@ impl SharedObject for Lock {
         &self,
         method: &str,
         p: &Params,
-        caller: &Caller,
+        caller: &Caller<'_>,
         out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
-        LockCore::call(&self.core, self.kind, method, p, caller, out)
+        lock_call(&self.lock, (self.kind, self.key), method, p, caller, out)
             .unwrap_or_else(|| Err(unknown_method(self.kind, method)))
     }
 
-    fn expire(&self, waiter: WaiterId, _tag: u8) -> Expired {
-        self.core.lock().expire(waiter)
+    fn retire(&self) {
+        self.lock.detach(self.key);
     }
 
-    fn abandon(&self, waiter: WaiterId, _tag: u8) {
-        self.core.lock().waiters.remove(waiter);
-    }
-
-    fn undeliver(&self, _waiter: WaiterId, _tag: u8, session: SessionId, reply: Reply) {
-        self.core.lock().undeliver(session, &reply);
-    }
-
-    fn tracks_sessions(&self) -> bool {
-        true
-    }
-
-    fn session_closed(&self, session: SessionId) {
-        self.core.lock().session_closed(session);
-    }
-
-    fn deleted(&self) {
-        let err = CallError::new(ErrorName::UnknownObjectError, "the lock was deleted");
-        self.core.lock().waiters.fail_all(&err);
-    }
-
-    fn lock_core(&self) -> Option<SharedCore> {
-        Some(self.core.clone())
+    fn lock_parking(&self) -> Option<SharedLock> {
+        Some(self.lock.clone())
     }
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use agora_proto::{CallError, ErrorName, Params};
 
-use crate::waiters::{Caller, Expired, Outcome, Reply, SessionId, WaiterId};
+use crate::lifecycle::{Caller, Outcome};
 
 /// An encoded MessagePack value, owned by an object.
 pub type Stored = Box<[u8]>;
@@ -120,9 +120,9 @@ impl fmt::Display for Kind {
 
 /// What every shared object implements.
 ///
-/// The waiter hooks (`expire`, `abandon`, `undeliver`) matter only to objects whose calls can
-/// park (see [`crate::waiters`]); `session_closed` only to objects a connection can hold
-/// something in (a lock, permits, a place at a barrier).
+/// Objects whose calls can wait keep their state in a [`crate::lifecycle::Parking`], which
+/// handles every lifecycle event (expiry, cancellation, give-back, owner death, deletion);
+/// the object itself only answers calls.
 pub trait SharedObject: Send + Sync + 'static {
     /// The object's kind.
     fn kind(&self) -> Kind;
@@ -136,39 +136,15 @@ pub trait SharedObject: Send + Sync + 'static {
         &self,
         method: &str,
         params: &Params,
-        caller: &Caller,
+        caller: &Caller<'_>,
         out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError>;
 
-    /// A parked waiter's deadline passed: remove it and say what to answer, unless it was
-    /// granted already.
-    fn expire(&self, _waiter: WaiterId, _tag: u8) -> Expired {
-        Expired::Pending
-    }
+    /// The object was deleted: answer every call parked through it and refuse later ones.
+    fn retire(&self) {}
 
-    /// A parked waiter's connection closed before anything was granted: remove it.
-    fn abandon(&self, _waiter: WaiterId, _tag: u8) {}
-
-    /// A reply was granted to a waiter of connection `session`, which closed before it could
-    /// be delivered: give back what it took (a queue item returns to the head of the queue, a
-    /// lock or a permit goes to the next in line, who is not told that a holder died, since
-    /// that holder never learnt it held anything).
-    fn undeliver(&self, _waiter: WaiterId, _tag: u8, _session: SessionId, _reply: Reply) {}
-
-    /// True when a connection can hold something in this object that must be released when
-    /// the connection closes.
-    fn tracks_sessions(&self) -> bool {
-        false
-    }
-
-    /// A connection closed: release everything it held (locks, permits, barrier places).
-    fn session_closed(&self, _session: SessionId) {}
-
-    /// The object was deleted: fail every parked waiter.
-    fn deleted(&self) {}
-
-    /// The lock state of a `lock` or `rlock`, for a `condition` built on it.
-    fn lock_core(&self) -> Option<lock::SharedCore> {
+    /// The lock of a `lock` or `rlock`, for a `condition` built on it.
+    fn lock_parking(&self) -> Option<lock::SharedLock> {
         None
     }
 }

@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use agora_proto::params::{map_entries, text};
 use agora_proto::{encode, CallError, Params};
 
-use crate::waiters::{Caller, Outcome};
+use crate::lifecycle::{Caller, Outcome};
 
 use super::{arity, expected, store, unknown_method, Args, Kind, SharedObject, Stored};
 

@@ -4,92 +4,83 @@
 //! (and the next acquirer is told, with 2). Acquirers are served in FIFO order: a release hands
 //! the permit to the first in line, never to a newcomer.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
-use parking_lot::Mutex;
+use agora_proto::{encode, params, CallError, Params};
 
-use agora_proto::{encode, params, CallError, ErrorName, Params};
-
-use crate::waiters::{
-    timeout_param, Caller, Expired, Outcome, Park, Reply, SessionId, WaiterId, Waiters,
+use crate::lifecycle::{
+    timeout_param, Caller, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer, Outcome,
+    Parking, Semantics, SessionId,
 };
 
-use super::lock::{
-    not_acquired_unless_granted, ACQUIRE, ACQUIRED, ACQUIRED_OWNER_DIED, NOT_ACQUIRED,
-};
 use super::{arity, expected, unknown_method, Args, Kind, SharedObject};
 
-#[derive(Debug, Default)]
+/// The line of acquirers.
+const ACQUIRE: LineId = 0;
+
+/// A semaphore's count, and who holds the permits taken.
+#[derive(Debug)]
 struct State {
     value: u64,
-    /// Permits taken and not yet released, by connection.
-    held: HashMap<SessionId, u64>,
-    /// A connection died holding permits; the next acquirer is told.
-    owner_died: bool,
-    waiters: Waiters<()>,
-}
-
-/// A shared semaphore.
-#[derive(Debug)]
-pub struct Semaphore {
-    kind: Kind,
-    initial: u64,
-    state: Mutex<State>,
+    held: HeldBy,
 }
 
 impl State {
-    fn take(&mut self, session: SessionId) -> u64 {
-        self.value -= 1;
-        *self.held.entry(session).or_default() += 1;
-        if std::mem::take(&mut self.owner_died) {
-            ACQUIRED_OWNER_DIED
-        } else {
-            ACQUIRED
-        }
-    }
-
-    fn untake(&mut self, session: SessionId, code: u64) {
-        self.value += 1;
-        self.forget(session, 1);
-        self.owner_died |= code == ACQUIRED_OWNER_DIED;
-    }
-
     /// Forgets `n` permits as held by `session` (or, released by someone who did not take
-    /// them, by any holder), so a later death does not return them twice.
-    fn forget(&mut self, session: SessionId, mut n: u64) {
-        let drop_from = |s: SessionId, n: &mut u64, held: &mut HashMap<SessionId, u64>| {
-            if let Some(h) = held.get_mut(&s) {
-                let k = (*h).min(*n);
-                *h -= k;
-                *n -= k;
-                if *h == 0 {
-                    held.remove(&s);
-                }
-            }
-        };
-        drop_from(session, &mut n, &mut self.held);
-        while n > 0 {
-            let Some(&other) = self.held.keys().next() else {
+    /// them, by other holders), so a later death does not return them twice.
+    fn forget(&mut self, session: SessionId, n: u64) {
+        let mut left = n - self.held.remove(session, n);
+        while left > 0 {
+            let Some(other) = self.held.other_than(session) else {
                 return;
             };
-            drop_from(other, &mut n, &mut self.held);
+            left -= self.held.remove(other, left);
+        }
+    }
+}
+
+impl Semantics for State {
+    type Wait = ();
+
+    fn offer(&mut self, _line: LineId, _wait: &mut (), to: &Holder) -> Offer {
+        if self.value == 0 {
+            return Offer::Wait;
+        }
+        self.value -= 1;
+        self.held.add(to, 1);
+        Offer::Grant(Ok(Grant::ACQUIRED))
+    }
+
+    fn give_back(&mut self, _grant: Grant, to: &Holder) {
+        if self.held.remove(to.session, 1) == 1 {
+            self.value += 1;
         }
     }
 
-    /// Hands free permits to acquirers in line.
-    fn hand_off(&mut self) {
-        while self.value > 0 {
-            let Some((_, w)) = self.waiters.pop() else {
-                return;
-            };
-            let code = self.take(w.session);
-            let mut out = Vec::with_capacity(1);
-            encode::uint(&mut out, code);
-            if w.reply.send(Ok(out)).is_err() {
-                self.untake(w.session, code);
-            }
+    fn leave(&mut self, _line: LineId, _wait: (), why: Leave) -> Left<()> {
+        match why {
+            Leave::Expired => Left::Answer(Ok(Grant::NotAcquired)),
+            Leave::Abandoned => Left::Gone,
         }
     }
+
+    fn release_dead(&mut self, session: SessionId) -> bool {
+        let n = self.held.take(session);
+        self.value = self.value.saturating_add(n);
+        n > 0
+    }
+
+    fn retire(&mut self) {
+        self.held.clear();
+    }
+}
+
+/// A shared semaphore.
+pub struct Semaphore {
+    kind: Kind,
+    key: ObjectKey,
+    initial: u64,
+    state: Arc<Parking<State>>,
 }
 
 impl Semaphore {
@@ -106,18 +97,20 @@ impl Semaphore {
         };
         Ok(Semaphore {
             kind,
+            key: crate::lifecycle::next_object_key(),
             initial,
-            state: Mutex::new(State {
+            state: Parking::new(|held| State {
                 value: initial,
-                ..State::default()
+                held,
             }),
         })
     }
 
+    /// `acquire [id, blocking, timeout, owner]`.
     fn acquire(
         &self,
         p: &Params,
-        caller: &Caller,
+        caller: &Caller<'_>,
         out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
         let blocking = p.bool_or(1, true)?;
@@ -127,17 +120,49 @@ impl Semaphore {
                 "can't specify a timeout for a non-blocking call",
             ));
         }
-        let mut st = self.state.lock();
-        if st.value > 0 && st.waiters.is_empty() {
-            encode::uint(out, st.take(caller.session));
-            return Ok(Outcome::Done);
+        self.state.op(|cx| {
+            if cx.state.value > 0 && cx.waiting(ACQUIRE) == 0 {
+                cx.state.value -= 1;
+                cx.state.held.add(&caller.holder(), 1);
+                cx.acquired().encode(out);
+                return Ok(Outcome::Done);
+            }
+            if !blocking {
+                Grant::NotAcquired.encode(out);
+                return Ok(Outcome::Done);
+            }
+            Ok(Outcome::Parked(cx.park(
+                ACQUIRE,
+                self.key,
+                caller,
+                (),
+                timeout,
+            )))
+        })
+    }
+
+    /// `release [id, n]`.
+    fn release(&self, p: &Params, caller: &Caller<'_>) -> Result<(), CallError> {
+        let n = p.opt(1).map(|_| p.u64(1)).transpose()?.unwrap_or(1);
+        if n == 0 {
+            return Err(CallError::value("n must be one or more"));
         }
-        if !blocking {
-            encode::uint(out, NOT_ACQUIRED);
-            return Ok(Outcome::Done);
-        }
-        let (id, rx) = st.waiters.push(caller.session, ());
-        Ok(Outcome::Parked(Park::new(rx, id, ACQUIRE, timeout)))
+        self.state.op(|cx| {
+            // `n` comes from the client: an addition that does not fit is refused, never
+            // wrapped.
+            let value = cx.state.value.checked_add(n).ok_or_else(|| {
+                CallError::overflow(format!(
+                    "releasing {n} permits would take the value past {}",
+                    u64::MAX
+                ))
+            })?;
+            if self.kind == Kind::BoundedSemaphore && value > self.initial {
+                return Err(CallError::value("Semaphore released too many times"));
+            }
+            cx.state.value = value;
+            cx.state.forget(caller.session, n);
+            Ok(())
+        })
     }
 }
 
@@ -150,7 +175,7 @@ impl SharedObject for Semaphore {
         &self,
         method: &str,
         p: &Params,
-        caller: &Caller,
+        caller: &Caller<'_>,
         out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
         let a = |min, max| arity(p, self.kind, method, min, max);
@@ -161,73 +186,19 @@ impl SharedObject for Semaphore {
             }
             "release" => {
                 a(1, 2)?;
-                let n = p.opt(1).map(|_| p.u64(1)).transpose()?.unwrap_or(1);
-                if n == 0 {
-                    return Err(CallError::value("n must be one or more"));
-                }
-                let mut st = self.state.lock();
-                // `n` comes from the client: an addition that does not fit is refused, never
-                // wrapped.
-                let value = st.value.checked_add(n).ok_or_else(|| {
-                    CallError::overflow(format!(
-                        "releasing {n} permits would take the value past {}",
-                        u64::MAX
-                    ))
-                })?;
-                if self.kind == Kind::BoundedSemaphore && value > self.initial {
-                    return Err(CallError::value("Semaphore released too many times"));
-                }
-                st.value = value;
-                st.forget(caller.session, n);
-                st.hand_off();
+                self.release(p, caller)?;
                 encode::nil(out);
             }
             "get_value" => {
                 a(1, 1)?;
-                encode::uint(out, self.state.lock().value);
+                encode::uint(out, self.state.read(|st| st.value)?);
             }
             _ => return Err(unknown_method(self.kind, method)),
         }
         Ok(Outcome::Done)
     }
 
-    fn expire(&self, waiter: WaiterId, _tag: u8) -> Expired {
-        not_acquired_unless_granted(self.state.lock().waiters.remove(waiter).is_some())
-    }
-
-    fn abandon(&self, waiter: WaiterId, _tag: u8) {
-        self.state.lock().waiters.remove(waiter);
-    }
-
-    fn tracks_sessions(&self) -> bool {
-        true
-    }
-
-    fn undeliver(&self, _waiter: WaiterId, _tag: u8, session: SessionId, reply: Reply) {
-        let Ok(bytes) = reply else { return };
-        let mut st = self.state.lock();
-        if st.held.contains_key(&session) {
-            let code = if bytes.as_slice() == [ACQUIRED_OWNER_DIED as u8] {
-                ACQUIRED_OWNER_DIED
-            } else {
-                ACQUIRED
-            };
-            st.untake(session, code);
-            st.hand_off();
-        }
-    }
-
-    fn session_closed(&self, session: SessionId) {
-        let mut st = self.state.lock();
-        if let Some(n) = st.held.remove(&session) {
-            st.value += n;
-            st.owner_died = true;
-            st.hand_off();
-        }
-    }
-
-    fn deleted(&self) {
-        let err = CallError::new(ErrorName::UnknownObjectError, "the semaphore was deleted");
-        self.state.lock().waiters.fail_all(&err);
+    fn retire(&self) {
+        self.state.detach(self.key);
     }
 }

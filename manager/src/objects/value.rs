@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use agora_proto::{encode, params, value, CallError, Params};
 
 use super::typecode::{number, Typecode};
-use crate::waiters::{Caller, Outcome};
+use crate::lifecycle::{Caller, Outcome};
 
 use super::{arity, store, unknown_method, Args, Kind, SharedObject, Stored};
 

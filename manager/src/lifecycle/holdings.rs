@@ -1,0 +1,200 @@
+//! Who calls and who holds: connections, owners, and each connection's record of what it
+//! holds, so that a connection that closes releases exactly that.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use agora_proto::{CallError, Params};
+
+/// Identifies one connection for the lifetime of the manager.
+pub type SessionId = u64;
+
+/// Who holds or waits for a lock: a connection, plus the thread id the client gave, so that
+/// threads sharing one connection are told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Owner {
+    /// The connection.
+    pub session: SessionId,
+    /// The client's thread id (0 when the client did not give one).
+    pub thread: u64,
+}
+
+/// What a call knows about its caller: its connection and that connection's holdings record.
+/// Borrowed for the call, so the hot path clones nothing.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    /// The connection the call came on.
+    pub session: SessionId,
+    /// The connection's record of what it holds.
+    pub holdings: &'a Arc<Holdings>,
+}
+
+impl Caller<'_> {
+    /// The owner a call names with its optional `owner` param at index `i`.
+    pub fn owner(&self, p: &Params, i: usize) -> Result<Owner, CallError> {
+        Ok(Owner {
+            session: self.session,
+            thread: p.opt(i).map(|_| p.u64(i)).transpose()?.unwrap_or(0),
+        })
+    }
+
+    /// The caller as a waiter keeps it, past the call.
+    pub fn holder(&self) -> Holder {
+        Holder {
+            session: self.session,
+            holdings: self.holdings.clone(),
+        }
+    }
+}
+
+/// A caller as a parked waiter keeps it: whom a grant goes to, and where what it grants is
+/// recorded.
+#[derive(Clone)]
+pub struct Holder {
+    /// The connection.
+    pub session: SessionId,
+    /// Its holdings record.
+    pub holdings: Arc<Holdings>,
+}
+
+impl std::fmt::Debug for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holder")
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
+/// Something a connection can hold a part of: told when a connection closes.
+pub(crate) trait Holdable: Send + Sync {
+    /// Connection `session` closed: release whatever it holds here.
+    fn session_closed(&self, session: SessionId);
+}
+
+/// One connection's record of the objects it holds something in (a lock, permits). An entry
+/// is added when a holding starts and leaves when it ends or the object is deleted, so the
+/// record is as large as what the connection holds now, never as what it once touched.
+#[derive(Default)]
+pub struct Holdings {
+    entries: Mutex<HashMap<usize, Weak<dyn Holdable>>>,
+}
+
+impl Holdings {
+    /// A fresh, empty record, shared by a connection and the objects it will hold things in.
+    pub fn new() -> Arc<Holdings> {
+        Arc::new(Holdings::default())
+    }
+
+    /// Number of objects the connection holds something in.
+    pub fn len(&self) -> usize {
+        self.entries.lock().len()
+    }
+
+    /// True when the connection holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn insert(&self, key: usize, object: &Weak<dyn Holdable>) {
+        self.entries.lock().insert(key, object.clone());
+    }
+
+    fn remove(&self, key: usize) {
+        self.entries.lock().remove(&key);
+    }
+
+    /// The connection closed: every object it holds something in releases it. The record is
+    /// emptied first and the objects are called without its lock held (lock order: an object's
+    /// lock, then a record's).
+    pub fn release_all(&self, session: SessionId) {
+        let entries = std::mem::take(&mut *self.entries.lock());
+        for object in entries.values().filter_map(Weak::upgrade) {
+            object.session_closed(session);
+        }
+    }
+}
+
+/// An object's count of what each connection holds in it, kept in step with the connections'
+/// [`Holdings`] records. Objects change counts only through it.
+pub struct HeldBy {
+    key: usize,
+    object: Weak<dyn Holdable>,
+    by: HashMap<SessionId, (u64, Arc<Holdings>)>,
+}
+
+impl std::fmt::Debug for HeldBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let counts: HashMap<_, _> = self.by.iter().map(|(s, (n, _))| (*s, *n)).collect();
+        f.debug_struct("HeldBy").field("by", &counts).finish()
+    }
+}
+
+impl HeldBy {
+    pub(crate) fn new(key: usize, object: Weak<dyn Holdable>) -> HeldBy {
+        HeldBy {
+            key,
+            object,
+            by: HashMap::new(),
+        }
+    }
+
+    /// `holder` now holds `n` more.
+    pub fn add(&mut self, holder: &Holder, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let entry = self
+            .by
+            .entry(holder.session)
+            .or_insert_with(|| (0, holder.holdings.clone()));
+        if entry.0 == 0 {
+            entry.1.insert(self.key, &self.object);
+        }
+        entry.0 = entry.0.saturating_add(n);
+    }
+
+    /// Connection `session` holds up to `n` fewer; returns how many it had of those.
+    pub fn remove(&mut self, session: SessionId, n: u64) -> u64 {
+        let Some(entry) = self.by.get_mut(&session) else {
+            return 0;
+        };
+        let removed = entry.0.min(n);
+        entry.0 -= removed;
+        if entry.0 == 0 {
+            if let Some((_, holdings)) = self.by.remove(&session) {
+                holdings.remove(self.key);
+            }
+        }
+        removed
+    }
+
+    /// Connection `session` holds nothing any more; returns what it held.
+    pub fn take(&mut self, session: SessionId) -> u64 {
+        self.remove(session, u64::MAX)
+    }
+
+    /// How much connection `session` holds.
+    pub fn count(&self, session: SessionId) -> u64 {
+        self.by.get(&session).map_or(0, |e| e.0)
+    }
+
+    /// Any connection that holds something, other than `except`.
+    pub fn other_than(&self, except: SessionId) -> Option<SessionId> {
+        self.by.keys().copied().find(|s| *s != except)
+    }
+
+    /// Forgets every holding (the object is deleted): the entries leave their records.
+    pub fn clear(&mut self) {
+        for (_, (_, holdings)) in self.by.drain() {
+            holdings.remove(self.key);
+        }
+    }
+}
+
+impl Drop for HeldBy {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
