@@ -406,6 +406,26 @@ const YIELD_AFTER: Duration = Duration::from_micros(10);
 /// Polls between two offers of the CPU (`sched_yield`, a trip through the scheduler).
 const YIELD_EVERY: u32 = 4;
 
+/// True when the peer has closed its end: end-of-file (or a reset) is all that is left to read.
+/// Unread requests in front of the end-of-file count as still open (they will be read first).
+fn peer_closed(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `fd` is the connection's open socket; `byte` is writable for one byte.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => true,
+        n if n > 0 => false,
+        _ => std::io::Error::last_os_error().kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
 /// One non-blocking read from the socket into `buf`'s spare room. `None`: nothing to read.
 ///
 /// It bypasses tokio's readiness tracking, which is harmless: tokio reads again when it
@@ -502,6 +522,14 @@ where
         slot = (answered && session.parked.is_empty())
             .then(|| spin.try_start(&shared.config.spin, &shared.spinners))
             .flatten();
+        // A grant goes only to a connection whose client has not already left: one whose
+        // end-of-file is waiting to be read gives its grants back (so the next waiter gets a
+        // plain grant, not an owner-died notice from a holder that never knew it held).
+        if !sent.is_empty() && peer_closed(fd) {
+            debug!(peer = %session.peer, "left with grants in flight");
+            sent.drain(..).for_each(|(r, t)| t.undeliver(r));
+            break;
+        }
         if !out.is_empty() {
             if let Err(e) = stream.write_all(&out).await {
                 debug!(peer = %session.peer, error = %e, "write failed");

@@ -50,3 +50,6 @@ pub use parking::{
     deleted, next_object_key, Ctx, Leave, Left, LineId, ObjectKey, Offer, Parking, Semantics,
     WaiterId,
 };
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,234 @@
+//! The core with a toy object: a counter of permits, one line of takers, holdings counted.
+
+use std::sync::Arc;
+
+use agora_proto::ErrorName;
+
+use super::*;
+
+/// Permits that takers wait for; what a taker holds is counted per connection.
+struct Permits {
+    free: u64,
+    held: HeldBy,
+}
+
+impl Semantics for Permits {
+    type Wait = ();
+
+    fn offer(&mut self, _line: LineId, _wait: &mut (), to: &Holder) -> Offer {
+        if self.free == 0 {
+            return Offer::Wait;
+        }
+        self.free -= 1;
+        self.held.add(to, 1);
+        Offer::Grant(Ok(Grant::ACQUIRED))
+    }
+
+    fn give_back(&mut self, _grant: Grant, to: &Holder) {
+        self.free += self.held.remove(to.session, 1);
+    }
+
+    fn leave(&mut self, _line: LineId, _wait: (), why: Leave) -> Left<()> {
+        match why {
+            Leave::Expired => Left::Answer(Ok(Grant::NotAcquired)),
+            Leave::Abandoned => Left::Gone,
+        }
+    }
+
+    fn release_dead(&mut self, session: SessionId) -> bool {
+        let n = self.held.take(session);
+        self.free += n;
+        n > 0
+    }
+
+    fn retire(&mut self) {
+        self.held.clear();
+    }
+}
+
+const LINE: LineId = 0;
+const OBJECT: ObjectKey = 1 << 40;
+
+fn permits(free: u64) -> Arc<Parking<Permits>> {
+    Parking::new(|held| Permits { free, held })
+}
+
+/// A connection: its id and holdings record.
+struct Conn {
+    id: SessionId,
+    holdings: Arc<Holdings>,
+}
+
+impl Conn {
+    fn new(id: SessionId) -> Conn {
+        Conn {
+            id,
+            holdings: Holdings::new(),
+        }
+    }
+
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            session: self.id,
+            holdings: &self.holdings,
+        }
+    }
+
+    /// Takes a permit now, or parks for one.
+    fn take(&self, p: &Arc<Parking<Permits>>) -> Result<Grant, Parked> {
+        let caller = self.caller();
+        let outcome = p
+            .op(|cx| {
+                if cx.state.free > 0 && cx.waiting(LINE) == 0 {
+                    cx.state.free -= 1;
+                    cx.state.held.add(&caller.holder(), 1);
+                    return Ok(Err(cx.acquired()));
+                }
+                Ok(Ok(cx.park(LINE, OBJECT, &caller, (), None)))
+            })
+            .expect("the parking is live");
+        match outcome {
+            Err(grant) => Ok(grant),
+            Ok(park) => Err(Parked::new(0, park, caller.holder())),
+        }
+    }
+
+    /// Gives a permit back (as a release by this connection).
+    fn put(&self, p: &Arc<Parking<Permits>>) {
+        p.op(|cx| {
+            cx.state.free += cx.state.held.remove(self.id, 1);
+            Ok(())
+        })
+        .expect("the parking is live");
+    }
+}
+
+fn answer(parked: Parked) -> Reply {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async { parked.reply().await.1 })
+}
+
+#[test]
+fn waiters_are_granted_in_arrival_order() {
+    let p = permits(1);
+    let (a, b, c) = (Conn::new(1), Conn::new(2), Conn::new(3));
+    assert_eq!(a.take(&p).ok(), Some(Grant::ACQUIRED));
+    let (wb, wc) = (b.take(&p).err().unwrap(), c.take(&p).err().unwrap());
+    a.put(&p);
+    assert_eq!(answer(wb).unwrap(), Grant::ACQUIRED);
+    assert_eq!(c.holdings.len(), 0);
+    b.put(&p);
+    assert_eq!(answer(wc).unwrap(), Grant::ACQUIRED);
+    assert_eq!(c.holdings.len(), 1);
+}
+
+#[test]
+fn a_grant_to_a_dropped_call_goes_to_the_next_waiter_plainly() {
+    let p = permits(1);
+    let (a, b, c) = (Conn::new(1), Conn::new(2), Conn::new(3));
+    a.take(&p).ok().unwrap();
+    let wb = b.take(&p).err().unwrap();
+    let wc = c.take(&p).err().unwrap();
+    drop(wb); // b's call is cancelled: its waiter leaves the line
+    a.put(&p);
+    assert_eq!(answer(wc).unwrap(), Grant::ACQUIRED);
+    assert!(b.holdings.is_empty());
+    assert_eq!(p.parked(), 0);
+}
+
+#[test]
+fn a_grant_that_arrived_but_was_never_written_is_given_back() {
+    let p = permits(1);
+    let (a, b, c) = (Conn::new(1), Conn::new(2), Conn::new(3));
+    a.take(&p).ok().unwrap();
+    let wb = b.take(&p).err().unwrap();
+    let wc = c.take(&p).err().unwrap();
+    a.put(&p); // granted to b, in b's channel, not written yet
+    assert_eq!(b.holdings.len(), 1);
+    drop(wb); // b's connection goes before writing it
+    assert!(b.holdings.is_empty(), "the holding left b's record");
+    assert_eq!(answer(wc).unwrap(), Grant::ACQUIRED);
+}
+
+#[test]
+fn a_holder_that_dies_releases_with_the_notice_and_its_record_empties() {
+    let p = permits(1);
+    let (a, b) = (Conn::new(1), Conn::new(2));
+    a.take(&p).ok().unwrap();
+    let wb = b.take(&p).err().unwrap();
+    assert_eq!(a.holdings.len(), 1);
+    a.holdings.release_all(a.id);
+    assert!(a.holdings.is_empty());
+    assert_eq!(answer(wb).unwrap(), Grant::Acquired { owner_died: true });
+    // The notice is given once.
+    b.put(&p);
+    assert_eq!(Conn::new(3).take(&p).ok(), Some(Grant::ACQUIRED));
+}
+
+#[test]
+fn an_undelivered_notice_goes_on_to_the_next_acquirer() {
+    let p = permits(1);
+    let (a, b, c) = (Conn::new(1), Conn::new(2), Conn::new(3));
+    a.take(&p).ok().unwrap();
+    let wb = b.take(&p).err().unwrap();
+    let wc = c.take(&p).err().unwrap();
+    a.holdings.release_all(a.id); // granted to b with the notice
+    drop(wb); // never written
+    assert_eq!(answer(wc).unwrap(), Grant::Acquired { owner_died: true });
+}
+
+#[test]
+fn expiry_answers_what_the_object_says_and_frees_the_line() {
+    let p = permits(0);
+    let a = Conn::new(1);
+    let caller = a.caller();
+    let park = p
+        .op(|cx| Ok(cx.park(LINE, OBJECT, &caller, (), Some(std::time::Duration::ZERO))))
+        .unwrap();
+    let parked = Parked::new(0, park, caller.holder());
+    assert_eq!(answer(parked).unwrap(), Grant::NotAcquired);
+    assert_eq!(p.parked(), 0);
+}
+
+#[test]
+fn deletion_answers_every_waiter_forgets_holdings_and_refuses_later_calls() {
+    let p = permits(1);
+    let (a, b) = (Conn::new(1), Conn::new(2));
+    a.take(&p).ok().unwrap();
+    let wb = b.take(&p).err().unwrap();
+    p.detach(OBJECT);
+    let err = answer(wb).unwrap_err();
+    assert_eq!(err.name, ErrorName::UnknownObjectError);
+    assert!(
+        a.holdings.is_empty(),
+        "a deleted object leaves no holding behind"
+    );
+    let refused = p.op(|_| Ok(())).unwrap_err();
+    assert_eq!(refused.name, ErrorName::UnknownObjectError);
+}
+
+#[test]
+fn detaching_one_of_two_users_answers_only_its_calls() {
+    let p = permits(0);
+    p.attach().unwrap();
+    let (a, b) = (Conn::new(1), Conn::new(2));
+    let (ca, cb) = (a.caller(), b.caller());
+    let other: ObjectKey = OBJECT + 1;
+    let pa = p.op(|cx| Ok(cx.park(LINE, OBJECT, &ca, (), None))).unwrap();
+    let pb = p.op(|cx| Ok(cx.park(LINE, other, &cb, (), None))).unwrap();
+    let (wa, wb) = (
+        Parked::new(0, pa, ca.holder()),
+        Parked::new(0, pb, cb.holder()),
+    );
+    p.detach(other);
+    assert_eq!(answer(wb).unwrap_err().name, ErrorName::UnknownObjectError);
+    p.op(|cx| {
+        cx.state.free = 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(answer(wa).unwrap(), Grant::ACQUIRED);
+}
