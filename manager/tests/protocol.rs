@@ -2,71 +2,35 @@
 //!
 //! No client library is involved: each test starts an in-process manager on a Unix socket in a
 //! temporary directory (one also on TCP), writes MessagePack bytes built by hand or with `rmpv`,
-//! and reads the replies with `agora_proto::FrameDecoder`. Every socket has a read timeout, so a
-//! manager that fails to answer makes a test fail instead of hanging it.
+//! and reads the replies with `agora_proto::testing::RawClient`. Every socket has a read
+//! timeout, so a manager that fails to answer makes a test fail instead of hanging it.
 
-use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::collections::HashSet;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use agora_manager::{Config, Listener, Server};
-use agora_proto::{FrameDecoder, Limits};
-use hmac::{Hmac, KeyInit, Mac};
+use agora_proto::testing::{
+    challenge_of, dec, enc, hmac_sha256, request, request_raw, RawClient, DEFAULT_TIMEOUT,
+};
+use agora_proto::Limits;
 use rmpv::Value;
-use sha2::Sha256;
 
 /// The authkey every test manager uses.
 const AUTHKEY: &[u8] = b"wire tests: a known 32-byte key!";
 
-/// How long a test waits for a reply before declaring the manager stuck. Generous on purpose:
-/// the tests assert what arrives, never how fast.
-const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a test waits for the manager to stop before declaring it stuck: as long as a
+/// client waits for a reply.
+const TIMEOUT: Duration = DEFAULT_TIMEOUT;
 
 // ---------------------------------------------------------------------------------------------
 // Encoding helpers
 // ---------------------------------------------------------------------------------------------
-
-/// The encoding of a value.
-fn enc(v: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    rmpv::encode::write_value(&mut out, v).unwrap();
-    out
-}
-
-/// Decodes exactly one value from `raw`, failing on trailing bytes.
-fn dec(raw: &[u8]) -> Value {
-    let mut rest = raw;
-    let v = rmpv::decode::read_value(&mut rest).expect("a MessagePack value");
-    assert!(rest.is_empty(), "{} trailing bytes after {v}", rest.len());
-    v
-}
-
-/// `[0, msgid, method, params]` with params given as values.
-fn request(msgid: u32, method: &str, params: Vec<Value>) -> Vec<u8> {
-    enc(&Value::Array(vec![
-        Value::from(0),
-        Value::from(msgid),
-        Value::from(method),
-        Value::Array(params),
-    ]))
-}
-
-/// `[0, msgid, method, params]` with params given as raw encoded bytes, copied verbatim.
-fn request_raw(msgid: u32, method: &str, params: &[&[u8]]) -> Vec<u8> {
-    let mut out = vec![0x94, 0x00];
-    rmp::encode::write_uint(&mut out, u64::from(msgid)).unwrap();
-    rmp::encode::write_str(&mut out, method).unwrap();
-    rmp::encode::write_array_len(&mut out, params.len() as u32).unwrap();
-    for p in params {
-        out.extend_from_slice(p);
-    }
-    out
-}
 
 /// A str encoded as str8 even when it is short enough for a fixstr.
 fn str8(s: &str) -> Vec<u8> {
@@ -115,12 +79,6 @@ macro_rules! map {
 }
 
 const NIL: Value = Value::Nil;
-
-fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(message);
-    mac.finalize().into_bytes().to_vec()
-}
 
 // ---------------------------------------------------------------------------------------------
 // The manager under test
@@ -193,23 +151,19 @@ impl TestServer {
     }
 
     /// A fresh, unauthenticated connection over the Unix socket.
-    fn connect(&self) -> Conn {
-        connect_unix(&self.socket)
+    fn connect(&self) -> RawClient {
+        RawClient::connect_unix(&self.socket).expect("connect to the manager")
     }
 
     /// A fresh, unauthenticated connection over TCP.
-    fn connect_tcp(&self) -> Conn {
-        let stream = TcpStream::connect(self.tcp.expect("a TCP listener")).unwrap();
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Conn::new(Sock::Tcp(stream))
+    fn connect_tcp(&self) -> RawClient {
+        RawClient::connect_tcp(self.tcp.expect("a TCP listener")).expect("connect over TCP")
     }
 
     /// A connection that has passed `hello` and `auth`.
-    fn client(&self) -> Conn {
+    fn client(&self) -> RawClient {
         let mut c = self.connect();
-        c.authenticate();
+        c.authenticate(AUTHKEY);
         c
     }
 
@@ -236,290 +190,6 @@ impl Drop for TestServer {
             }
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A raw client
-// ---------------------------------------------------------------------------------------------
-
-/// A fresh, unauthenticated connection to the manager listening on `socket`.
-fn connect_unix(socket: &Path) -> Conn {
-    let stream = UnixStream::connect(socket).expect("connect to the manager");
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-    Conn::new(Sock::Unix(stream))
-}
-
-enum Sock {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl Read for Sock {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Sock::Unix(s) => s.read(buf),
-            Sock::Tcp(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Sock {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Sock::Unix(s) => s.write(buf),
-            Sock::Tcp(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Sock::Unix(s) => s.flush(),
-            Sock::Tcp(s) => s.flush(),
-        }
-    }
-}
-
-/// An error the manager reported: `[name, message]`.
-#[derive(Debug, Clone, PartialEq)]
-struct Remote {
-    name: String,
-    message: String,
-}
-
-/// One response, its result kept as the raw bytes the manager sent.
-#[derive(Debug)]
-struct Response {
-    msgid: u32,
-    result: Result<Vec<u8>, Remote>,
-}
-
-/// Checks that a frame is a well-formed response `[1, msgid, error, result]` and splits it.
-fn parse_response(frame: &[u8]) -> Response {
-    let mut rest = frame;
-    let n = rmp::decode::read_array_len(&mut rest).expect("a response is an array");
-    assert_eq!(n, 4, "a response has 4 elements: {}", dec(frame));
-    let kind = rmpv::decode::read_value(&mut rest).unwrap();
-    assert_eq!(kind, Value::from(1), "not a response: {}", dec(frame));
-    let msgid = rmpv::decode::read_value(&mut rest).unwrap();
-    let msgid = msgid
-        .as_u64()
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or_else(|| panic!("msgid {msgid} is not a u32"));
-    let error = rmpv::decode::read_value(&mut rest).unwrap();
-    let result = rest.to_vec();
-    let result_value = dec(&result);
-    if error.is_nil() {
-        return Response {
-            msgid,
-            result: Ok(result),
-        };
-    }
-    assert!(result_value.is_nil(), "an error response has a nil result");
-    let pair = error.as_array().expect("error is [name, message]");
-    assert_eq!(pair.len(), 2, "error is [name, message]: {error}");
-    let name = pair[0].as_str().expect("error name is a str").to_owned();
-    let message = pair[1].as_str().expect("error message is a str").to_owned();
-    assert!(!message.is_empty(), "{name} comes with a message");
-    Response {
-        msgid,
-        result: Err(Remote { name, message }),
-    }
-}
-
-struct Conn {
-    sock: Sock,
-    decoder: FrameDecoder,
-    next_msgid: u32,
-}
-
-impl Conn {
-    /// Stops reading: the manager's next write to this connection fails (`EPIPE`), while the
-    /// connection stays open in the other direction.
-    fn stop_reading(&self) {
-        match &self.sock {
-            Sock::Unix(s) => s.shutdown(std::net::Shutdown::Read).unwrap(),
-            Sock::Tcp(s) => s.shutdown(std::net::Shutdown::Read).unwrap(),
-        }
-    }
-
-    /// Sends `method` and a `ping` behind it, and waits for the ping's answer: the call has
-    /// been parked (calls on one connection are handled in order). Gives the call's msgid.
-    fn park(&mut self, method: &str, params: Vec<Value>) -> u32 {
-        let (call, ping) = (self.msgid(), self.msgid());
-        let mut bytes = request(call, method, params);
-        bytes.extend(request(ping, "ping", vec![]));
-        self.send(&bytes);
-        assert_eq!(
-            self.response().msgid,
-            ping,
-            "{method} was answered, not parked"
-        );
-        call
-    }
-
-    fn new(sock: Sock) -> Conn {
-        Conn {
-            sock,
-            decoder: FrameDecoder::new(Limits::UNLIMITED),
-            next_msgid: 1,
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.sock.write_all(bytes).expect("write to the manager");
-        self.sock.flush().unwrap();
-    }
-
-    /// The next whole message from the manager; `None` when it closed the connection.
-    fn next_frame(&mut self) -> Option<Vec<u8>> {
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            if let Some(frame) = self
-                .decoder
-                .next_frame()
-                .expect("the manager sent invalid MessagePack")
-            {
-                return Some(frame.to_vec());
-            }
-            match self.sock.read(&mut buf) {
-                Ok(0) => {
-                    assert_eq!(self.decoder.buffered(), 0, "connection closed mid-message");
-                    return None;
-                }
-                Ok(n) => self.decoder.extend(&buf[..n]),
-                // A close with unread input can surface as a reset rather than end-of-file.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return None,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => panic!("no answer from the manager: {e}"),
-            }
-        }
-    }
-
-    fn frame(&mut self) -> Vec<u8> {
-        self.next_frame()
-            .expect("the manager closed the connection instead of answering")
-    }
-
-    fn response(&mut self) -> Response {
-        let frame = self.frame();
-        parse_response(&frame)
-    }
-
-    /// Asserts that the manager closes the connection without sending anything more.
-    fn expect_closed(&mut self) {
-        if let Some(frame) = self.next_frame() {
-            panic!("expected the connection to close, got {}", dec(&frame));
-        }
-    }
-
-    fn msgid(&mut self) -> u32 {
-        let id = self.next_msgid;
-        self.next_msgid += 1;
-        id
-    }
-
-    /// Calls a method with raw encoded params; the result comes back as raw bytes.
-    fn call_raw(&mut self, method: &str, params: &[&[u8]]) -> Result<Vec<u8>, Remote> {
-        let msgid = self.msgid();
-        self.send(&request_raw(msgid, method, params));
-        let r = self.response();
-        assert_eq!(r.msgid, msgid, "response to another request");
-        r.result
-    }
-
-    fn call(&mut self, method: &str, params: Vec<Value>) -> Result<Value, Remote> {
-        let msgid = self.msgid();
-        self.send(&request(msgid, method, params));
-        let r = self.response();
-        assert_eq!(r.msgid, msgid, "response to another request");
-        r.result.map(|raw| dec(&raw))
-    }
-
-    /// Calls a method that must succeed.
-    fn ok(&mut self, method: &str, params: Vec<Value>) -> Value {
-        let shown = Value::Array(params.clone()).to_string();
-        match self.call(method, params) {
-            Ok(v) => v,
-            Err(e) => panic!("{method} {shown} failed: {}: {}", e.name, e.message),
-        }
-    }
-
-    /// Calls a method that must fail, and gives the error's name.
-    fn fail(&mut self, method: &str, params: Vec<Value>) -> String {
-        let shown = Value::Array(params.clone()).to_string();
-        match self.call(method, params) {
-            Ok(v) => panic!("{method} {shown} succeeded with {v}, expected an error"),
-            Err(e) => e.name,
-        }
-    }
-
-    /// Calls `hello` and checks its reply; gives the challenge.
-    fn hello(&mut self) -> Vec<u8> {
-        let reply = self.ok("hello", vec![]);
-        let fields: HashMap<String, Value> = reply
-            .as_map()
-            .expect("hello answers a map")
-            .iter()
-            .map(|(k, v)| (k.as_str().expect("str keys").to_owned(), v.clone()))
-            .collect();
-        assert_eq!(fields.get("protocol"), Some(&Value::from(1)));
-        assert_eq!(fields.get("server"), Some(&Value::from("agora-manager")));
-        let version = fields["version"].as_str().expect("version is a str");
-        assert!(!version.is_empty());
-        match &fields["challenge"] {
-            Value::Binary(c) => {
-                assert_eq!(c.len(), 32, "the challenge has 32 bytes");
-                c.clone()
-            }
-            other => panic!("the challenge must be a bin, got {other}"),
-        }
-    }
-
-    fn authenticate(&mut self) {
-        let challenge = self.hello();
-        let digest = hmac_sha256(AUTHKEY, &challenge);
-        assert_eq!(
-            self.ok("auth", vec![Value::Binary(digest)]),
-            Value::Boolean(true)
-        );
-    }
-
-    /// `create [kind, name, args...]`, which must succeed; gives the id.
-    fn create(&mut self, kind: &str, name: Option<&str>, args: Vec<Value>) -> u64 {
-        let mut params = vec![Value::from(kind), name.map_or(NIL, Value::from)];
-        params.extend(args);
-        let id = self.ok("create", params);
-        id.as_u64()
-            .unwrap_or_else(|| panic!("create answers an id, got {id}"))
-    }
-}
-
-/// The challenge in a `hello` result.
-fn challenge_of(hello: &Value) -> Vec<u8> {
-    let found = hello
-        .as_map()
-        .expect("hello answers a map")
-        .iter()
-        .find(|(k, _)| k.as_str() == Some("challenge"));
-    match found {
-        Some((_, Value::Binary(c))) => c.clone(),
-        other => panic!("no bin challenge in {hello}: {other:?}"),
-    }
-}
-
-/// The response frames expected for a batch of requests, matched by msgid.
-fn collect_by_msgid(c: &mut Conn, n: usize) -> HashMap<u32, Result<Vec<u8>, Remote>> {
-    let mut got = HashMap::new();
-    for _ in 0..n {
-        let r = c.response();
-        assert!(
-            got.insert(r.msgid, r.result).is_none(),
-            "msgid {} answered twice",
-            r.msgid
-        );
-    }
-    got
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -620,7 +290,7 @@ fn calls_before_auth_are_refused_and_the_connection_stays_open() {
     c.hello();
     assert_eq!(c.fail("ping", vec![]), "AuthenticationError");
     // The same connection may still authenticate.
-    c.authenticate();
+    c.authenticate(AUTHKEY);
     assert_eq!(c.ok("ping", vec![]), Value::from("pong"));
     assert!(c.ok("objects", vec![]).as_array().unwrap().is_empty());
 }
@@ -756,7 +426,7 @@ fn a_thousand_pipelined_requests_get_a_thousand_answers() {
         batch.extend(req);
     }
     c.send(&batch);
-    let got = collect_by_msgid(&mut c, 1000);
+    let got = c.responses_by_msgid(1000);
     for (i, msgid) in msgids.iter().enumerate() {
         let result = got[msgid].as_ref().expect("no errors");
         if i % 2 == 0 {
@@ -882,7 +552,7 @@ fn notifications_and_responses_from_the_client_get_no_reply() {
     // Before authentication: a notification, as one common client sends right after connecting.
     c.send(&enc(&arr![2, "hello", Value::Array(vec![])]));
     c.send(&enc(&arr![2, "whatever", arr![1, 2]]));
-    c.authenticate();
+    c.authenticate(AUTHKEY);
     let id = c.create("list", None, vec![]);
     let mut batch = Vec::new();
     // A notification naming a real method is not executed either.
@@ -948,7 +618,7 @@ fn a_bad_envelope_without_a_msgid_is_dropped_and_the_connection_stays() {
 }
 
 /// Reads the `[2, "error", ["ProtocolError", message]]` notification.
-fn expect_error_notification(c: &mut Conn, name: &str) {
+fn expect_error_notification(c: &mut RawClient, name: &str) {
     let frame = c.frame();
     let v = dec(&frame);
     let items = v.as_array().unwrap_or_else(|| panic!("not an array: {v}"));
@@ -1371,7 +1041,7 @@ fn shutdown_needs_authentication_and_no_params() {
     let server = TestServer::start();
     let mut c = server.connect();
     assert_eq!(c.fail("shutdown", vec![]), "AuthenticationError");
-    c.authenticate();
+    c.authenticate(AUTHKEY);
     assert_eq!(c.fail("shutdown", p![1]), "ArgumentCountError");
     // Still running.
     assert_eq!(server.client().ok("ping", vec![]), Value::from("pong"));
@@ -1716,7 +1386,7 @@ fn list_slices_with_extreme_steps_follow_python() {
 fn list_setslice_and_delslice_follow_python() {
     let server = TestServer::start();
     let mut c = server.client();
-    let fresh = |c: &mut Conn| c.create("list", None, vec![ints(0..10)]);
+    let fresh = |c: &mut RawClient| c.create("list", None, vec![ints(0..10)]);
     // A simple slice may change the length.
     let l = fresh(&mut c);
     assert_eq!(c.ok("list.setslice", p![l, 2, 5, NIL, arr!["x"]]), NIL);
@@ -2775,8 +2445,8 @@ fn eight_clients_writing_at_once_lose_nothing() {
         for t in 0..THREADS {
             let socket = server.socket.as_path();
             s.spawn(move || {
-                let mut c = connect_unix(socket);
-                c.authenticate();
+                let mut c = RawClient::connect_unix(socket).expect("connect to the manager");
+                c.authenticate(AUTHKEY);
                 for i in 0..EACH {
                     let key = format!("{t}-{i}");
                     assert_eq!(c.ok("dict.setitem", p![d, key.as_str(), i as u64]), NIL);
@@ -2816,7 +2486,7 @@ fn the_same_protocol_over_tcp() {
     let server = TestServer::with_config(Config::new(AUTHKEY.to_vec()), true);
     let mut t = server.connect_tcp();
     assert_eq!(t.fail("ping", vec![]), "AuthenticationError");
-    t.authenticate();
+    t.authenticate(AUTHKEY);
     let d = t.create("dict", Some("over tcp"), vec![]);
     t.ok("dict.setitem", p![d, "k", "v"]);
     // Pipelined, and split across writes.
@@ -2828,7 +2498,7 @@ fn the_same_protocol_over_tcp() {
     t.send(first);
     thread::sleep(Duration::from_millis(5));
     t.send(second);
-    let got = collect_by_msgid(&mut t, 100);
+    let got = t.responses_by_msgid(100);
     assert!(got.values().all(|r| r.as_deref() == Ok(&[0xc0][..])));
     // A Unix client sees the same objects.
     let mut u = server.client();
@@ -2860,10 +2530,10 @@ fn an_oversize_message_over_tcp_still_gets_its_limit_error() {
     let server = TestServer::with_config(config, true);
     for _ in 0..20 {
         let mut t = server.connect_tcp();
-        t.authenticate();
+        t.authenticate(AUTHKEY);
         let msg = request(7, "ping", vec![Value::Binary(vec![0; 1 << 20])]);
         // The write may fail part way once the manager has closed; that is expected.
-        let _ = t.sock.write_all(&msg);
+        let _ = t.try_send(&msg);
         let r = t.response();
         assert_eq!(r.msgid, 7);
         assert_eq!(r.result.unwrap_err().name, "LimitError");
@@ -2913,7 +2583,12 @@ fn negative_sizes_and_counts_are_reported_as_themselves() {
 
 /// Sets up an object on which `method` must wait, using `holder` for whatever another client
 /// has to hold; gives the id and the params of a call that waits at most `timeout` seconds.
-fn waiting_call(c: &mut Conn, holder: &mut Conn, method: &str, timeout: f64) -> Vec<Value> {
+fn waiting_call(
+    c: &mut RawClient,
+    holder: &mut RawClient,
+    method: &str,
+    timeout: f64,
+) -> Vec<Value> {
     let (kind, op) = method.split_once('.').expect("kind.method");
     let t = Value::F64(timeout);
     let yes = Value::Boolean(true);
@@ -2989,7 +2664,7 @@ fn polling_server(budget: Duration) -> TestServer {
 
 /// Makes `c` a busy connection (requests right after replies), then leaves it silent, so that
 /// its session polls for a next request that does not come.
-fn leave_polling(c: &mut Conn) {
+fn leave_polling(c: &mut RawClient) {
     for _ in 0..50 {
         c.ok("ping", vec![]);
     }
