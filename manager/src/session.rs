@@ -561,31 +561,10 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::registry::Registry;
+    use agora_proto::testing::RawClient;
     use rmpv::Value;
-    use tokio::net::UnixStream;
 
     const KEY: &[u8] = b"session tests";
-
-    /// Sends one request and reads its response's result (panicking on an error reply).
-    async fn call(stream: &mut UnixStream, msgid: u32, method: &str, params: &[Value]) -> Value {
-        let encoded: Vec<Vec<u8>> = params.iter().map(encode::to_vec).collect();
-        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        let mut request = Vec::new();
-        encode::request(&mut request, msgid, method, &refs);
-        stream.write_all(&request).await.unwrap();
-        let mut buf = Vec::new();
-        loop {
-            let mut rest = buf.as_slice();
-            if let Ok(Value::Array(response)) = rmpv::decode::read_value(&mut rest) {
-                assert_eq!(response[2], Value::Nil, "{method} failed: {}", response[2]);
-                return response[3].clone();
-            }
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "the manager closed the connection");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    }
 
     /// A connection whose task is dropped mid-flight (what happens to a task that panics, or
     /// that the server aborts) still releases the lock it held.
@@ -598,20 +577,21 @@ mod tests {
             shutdown,
             spinners: Default::default(),
         });
-        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let theirs = tokio::net::UnixStream::from_std(theirs).unwrap();
         let task = tokio::spawn(serve(theirs, shared.clone(), "test".into()));
-        let hello = call(&mut ours, 0, "hello", &[]).await;
-        let challenge = hello
-            .as_map()
-            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("challenge")))
-            .and_then(|(_, v)| v.as_slice().map(<[u8]>::to_vec))
-            .expect("a challenge");
-        let digest = Value::Binary(auth::digest(KEY, &challenge));
-        call(&mut ours, 1, "auth", &[digest]).await;
-        let id = call(&mut ours, 2, "create", &[Value::from("lock"), Value::Nil]).await;
-        let acquired = call(&mut ours, 3, "lock.acquire", std::slice::from_ref(&id)).await;
-        assert_eq!(acquired, Value::from(1));
-        let lock = shared.registry.get(id.as_u64().unwrap()).unwrap();
+        // The raw client blocks, so it runs off the runtime's worker threads.
+        let (ours, id) = tokio::task::spawn_blocking(move || {
+            let mut c = RawClient::from_unix_stream(ours).unwrap();
+            c.authenticate(KEY);
+            let id = c.create("lock", None, vec![]);
+            assert_eq!(c.ok("lock.acquire", vec![Value::from(id)]), Value::from(1));
+            (c, id)
+        })
+        .await
+        .unwrap();
+        let lock = shared.registry.get(id).unwrap();
         let lock = lock.lock_parking().expect("a lock has a lock state");
         assert!(lock.read(|st| st.is_locked()).unwrap());
 

@@ -6,7 +6,7 @@
 //! the child whatever happens.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -17,10 +17,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use agora_proto::{FrameDecoder, Limits};
-use hmac::{Hmac, KeyInit, Mac};
+use agora_proto::testing::{hmac_sha256, RawClient};
 use rmpv::Value;
-use sha2::Sha256;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agora-manager");
 
@@ -254,134 +252,42 @@ fn is_socket(path: &Path) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A minimal raw client
+// Talking to it
 // ---------------------------------------------------------------------------------------------
 
-trait Stream: Read + Write {}
-impl<T: Read + Write> Stream for T {}
-
-struct Client {
-    sock: Box<dyn Stream>,
-    decoder: FrameDecoder,
-    msgid: u32,
-}
-
-impl Client {
-    /// A connection that has passed `hello` and `auth` with `key`.
-    fn authenticated(address: &str, key: &[u8]) -> Client {
-        let mut c = Client::connect(address).unwrap();
-        c.authenticate(key)
-            .expect("authentication with the right key");
-        c
-    }
-
-    /// Connects to a `unix:PATH` or `tcp:HOST:PORT` address.
-    fn connect(address: &str) -> io::Result<Client> {
-        let sock: Box<dyn Stream> = if let Some(path) = address.strip_prefix("unix:") {
-            let s = UnixStream::connect(path)?;
-            s.set_read_timeout(Some(TIMEOUT))?;
-            Box::new(s)
-        } else if let Some(addr) = address.strip_prefix("tcp:") {
-            let s = TcpStream::connect(addr)?;
-            s.set_read_timeout(Some(TIMEOUT))?;
-            Box::new(s)
-        } else {
-            panic!("bad address {address}")
-        };
-        Ok(Client {
-            sock,
-            decoder: FrameDecoder::new(Limits::UNLIMITED),
-            msgid: 0,
-        })
-    }
-
-    /// The next message, `None` once the manager has closed the connection.
-    fn next_message(&mut self) -> Option<Value> {
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(frame) = self.decoder.next_frame().unwrap() {
-                let mut rest = &frame[..];
-                return Some(rmpv::decode::read_value(&mut rest).unwrap());
-            }
-            match self.sock.read(&mut buf) {
-                Ok(0) => return None,
-                Ok(n) => self.decoder.extend(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("no answer from the manager: {e}"),
-            }
-        }
-    }
-
-    /// Calls a method; an error comes back as its name.
-    fn call(&mut self, method: &str, params: Vec<Value>) -> Result<Value, String> {
-        self.msgid += 1;
-        let mut out = Vec::new();
-        let req = Value::Array(vec![
-            0.into(),
-            self.msgid.into(),
-            method.into(),
-            Value::Array(params),
-        ]);
-        rmpv::encode::write_value(&mut out, &req).unwrap();
-        self.sock.write_all(&out).unwrap();
-        let reply = self.next_message().expect("an answer");
-        let items = reply.as_array().expect("a response");
-        assert_eq!(items[0], Value::from(1));
-        assert_eq!(items[1], Value::from(self.msgid));
-        match &items[2] {
-            Value::Nil => Ok(items[3].clone()),
-            err => Err(err[0].as_str().unwrap().to_owned()),
-        }
-    }
-
-    /// `hello` then `auth` with this key.
-    fn authenticate(&mut self, key: &[u8]) -> Result<(), String> {
-        let hello = self.call("hello", vec![])?;
-        let challenge = hello
-            .as_map()
-            .unwrap()
-            .iter()
-            .find(|(k, _)| k.as_str() == Some("challenge"))
-            .and_then(|(_, v)| v.as_slice())
-            .expect("a challenge")
-            .to_vec();
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-        mac.update(&challenge);
-        let digest = mac.finalize().into_bytes().to_vec();
-        let ok = self.call("auth", vec![Value::Binary(digest)])?;
-        assert_eq!(ok, Value::Boolean(true));
-        Ok(())
-    }
+/// A connection to `address` (as the ready line spells it) that has passed `hello` and `auth`
+/// with `key`.
+fn authenticated(address: &str, key: &[u8]) -> RawClient {
+    let mut c = RawClient::connect(address).expect("connect to the manager");
+    c.authenticate(key);
+    c
 }
 
 /// Authenticates at `address` with `key`, creates a dict and reads it back.
 fn use_manager(address: &str, key: &[u8]) {
-    let mut c = Client::authenticated(address, key);
-    let id = c.call("create", vec!["dict".into(), Value::Nil]).unwrap();
-    c.call("dict.setitem", vec![id.clone(), "k".into(), 42.into()])
-        .unwrap();
-    assert_eq!(
-        c.call("dict.get", vec![id, "k".into()]),
-        Ok(Value::from(42))
-    );
+    let mut c = authenticated(address, key);
+    let id = c.ok("create", vec!["dict".into(), Value::Nil]);
+    c.ok("dict.setitem", vec![id.clone(), "k".into(), 42.into()]);
+    assert_eq!(c.ok("dict.get", vec![id, "k".into()]), Value::from(42));
 }
 
 /// Authentication with the wrong key fails, and the manager closes that connection.
 fn refused(address: &str, key: &[u8]) {
-    let mut c = Client::connect(address).unwrap();
+    let mut c = RawClient::connect(address).expect("connect to the manager");
+    let digest = hmac_sha256(key, &c.hello());
     assert_eq!(
-        c.authenticate(key),
-        Err("AuthenticationError".to_owned()),
+        c.fail("auth", vec![Value::Binary(digest)]),
+        "AuthenticationError",
         "a wrong key must be refused"
     );
-    assert_eq!(c.next_message(), None);
+    c.expect_closed();
 }
 
 /// A manager is fully up once it has served a request. (Its signal handlers are installed
 /// just after it starts serving; see `sigterm_right_after_the_ready_line_is_a_clean_stop`.)
 fn wait_until_serving(address: &str, key: &[u8]) {
-    let mut c = Client::authenticated(address, key);
-    assert_eq!(c.call("ping", vec![]), Ok(Value::from("pong")));
+    let mut c = authenticated(address, key);
+    assert_eq!(c.ok("ping", vec![]), Value::from("pong"));
     thread::sleep(Duration::from_millis(200));
 }
 
@@ -569,7 +475,7 @@ fn sigterm_and_sigint_stop_the_manager_cleanly() {
         let mut m = Manager::spawn(Launch::at(&address));
         m.ready();
         // An idle client connected at the time does not keep the manager alive.
-        let mut idle = Client::authenticated(&address, &key());
+        let mut idle = authenticated(&address, &key());
         wait_until_serving(&address, &key());
         m.signal(signal);
         let status = m.wait();
@@ -578,7 +484,7 @@ fn sigterm_and_sigint_stop_the_manager_cleanly() {
             !socket.exists(),
             "signal {signal}: the socket file is removed"
         );
-        assert_eq!(idle.next_message(), None);
+        idle.expect_closed();
     }
 }
 
@@ -588,8 +494,8 @@ fn the_shutdown_method_stops_the_process() {
     let ready = m.ready();
     let socket = ready.socket();
     let key_file = ready.key_file.clone().unwrap();
-    let mut c = Client::authenticated(&ready.addresses[0], &ready.key());
-    assert_eq!(c.call("shutdown", vec![]), Ok(Value::Boolean(true)));
+    let mut c = authenticated(&ready.addresses[0], &ready.key());
+    assert_eq!(c.ok("shutdown", vec![]), Value::Boolean(true));
     let status = m.wait();
     assert_eq!(status.code(), Some(0), "{status:?}");
     assert!(!socket.exists());
@@ -628,18 +534,18 @@ fn a_second_manager_on_a_live_socket_refuses_to_start() {
     let launch = || Launch::at(&address);
     let mut first = Manager::spawn(launch());
     first.ready();
-    let mut c = Client::authenticated(&address, &key());
-    let id = c.call("create", vec!["list".into(), "l".into()]).unwrap();
+    let mut c = authenticated(&address, &key());
+    let id = c.ok("create", vec!["list".into(), "l".into()]);
 
     let mut second = Manager::spawn(launch());
     let stderr = second.startup_failure();
     assert!(stderr.contains(socket.to_str().unwrap()), "{stderr}");
     // The first manager keeps its socket and its objects.
     assert!(is_socket(&socket));
-    let mut c = Client::authenticated(&address, &key());
+    let mut c = authenticated(&address, &key());
     assert_eq!(
-        c.call("lookup", vec!["l".into()]),
-        Ok(Value::Array(vec!["list".into(), id]))
+        c.ok("lookup", vec!["l".into()]),
+        Value::Array(vec!["list".into(), id])
     );
 }
 

@@ -15,6 +15,8 @@
 //!   ordering, defined on the value rather than on its encoding.
 //! - [`objref`]: the ext type that references another shared object.
 //! - [`methods`]: which methods the manager may answer late.
+//! - `testing` (with the `testing` feature only): a blocking raw wire client for tests that
+//!   must write and read the protocol's bytes themselves.
 //!
 //! A request's path through the manager: bytes → [`FrameDecoder::next_frame`] → a complete
 //! frame → [`envelope::parse`] → [`Params`] → an object operation → [`encode::response_ok`].
@@ -29,6 +31,8 @@ pub mod methods;
 pub mod objref;
 pub mod params;
 pub mod scanner;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod value;
 
 pub use envelope::{Envelope, EnvelopeError};

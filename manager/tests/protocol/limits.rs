@@ -1,0 +1,159 @@
+//! The limits on what one connection may send (PROTOCOL.md section 1.1): message size,
+//! nesting depth, container length, and the smaller size allowed before authentication.
+
+use agora_proto::testing::{request, request_raw};
+use agora_proto::Limits;
+use rmpv::Value;
+
+use crate::support::*;
+
+#[test]
+fn an_oversize_message_gets_a_limit_error_and_the_connection_closes() {
+    let server = TestServer::with_limits(Limits {
+        max_message_bytes: 4096,
+        ..Limits::default()
+    });
+    let mut c = server.client();
+    let id = c.create("list", None, vec![]);
+    // Just under the limit is fine.
+    let fits = request(1, "list.append", p![id, Value::Binary(vec![1; 4000])]);
+    assert!(fits.len() <= 4096);
+    c.send(&fits);
+    assert_eq!(c.response().result.unwrap(), [0xc0]);
+    // Over it: the bin header announces too many bytes.
+    c.send(&request(
+        2,
+        "list.append",
+        p![id, Value::Binary(vec![1; 10_000])],
+    ));
+    let r = c.response();
+    assert_eq!(r.msgid, 2);
+    assert_eq!(r.result.unwrap_err().name, "LimitError");
+    c.expect_closed();
+    // Over it by many small values.
+    let mut c = server.client();
+    let many: Vec<Value> = (0..5000).map(|i| Value::from(i % 100)).collect();
+    c.send(&request(3, "list.extend", p![id, Value::Array(many)]));
+    let r = c.response();
+    assert_eq!(r.msgid, 3);
+    assert_eq!(r.result.unwrap_err().name, "LimitError");
+    c.expect_closed();
+    // Nothing of the refused messages was applied.
+    let mut c = server.client();
+    assert_eq!(c.ok("list.len", p![id]), Value::from(1));
+}
+
+#[test]
+fn a_message_exactly_at_the_size_limit_is_accepted() {
+    let probe = request(1, "list.append", p![1, Value::Binary(vec![0; 1000])]);
+    let server = TestServer::with_limits(Limits {
+        max_message_bytes: probe.len(),
+        ..Limits::default()
+    });
+    let mut c = server.client();
+    let id = c.create("list", None, vec![]);
+    assert_eq!(id, 1, "the probe was built for id 1");
+    c.send(&probe);
+    assert_eq!(c.response().result.unwrap(), [0xc0]);
+    let over = request(2, "list.append", p![1, Value::Binary(vec![0; 1001])]);
+    c.send(&over);
+    assert_eq!(c.response().result.unwrap_err().name, "LimitError");
+    c.expect_closed();
+}
+
+/// `depth` arrays nested inside each other around a 1.
+fn nested(depth: usize) -> Value {
+    (0..depth).fold(Value::from(1), |inner, _| Value::Array(vec![inner]))
+}
+
+#[test]
+fn too_deep_nesting_gets_a_limit_error_and_the_connection_closes() {
+    let server = TestServer::with_limits(Limits {
+        max_depth: 16,
+        ..Limits::default()
+    });
+    let mut c = server.client();
+    let id = c.create("list", None, vec![]);
+    // The envelope is depth 1 and params depth 2, so the value may nest 14 deep.
+    c.ok("list.append", p![id, nested(14)]);
+    assert_eq!(c.ok("list.getitem", p![id, 0]), nested(14));
+    c.send(&request(9, "list.append", p![id, nested(15)]));
+    let r = c.response();
+    assert_eq!(r.msgid, 9);
+    assert_eq!(r.result.unwrap_err().name, "LimitError");
+    c.expect_closed();
+    // With the default limit (128) as well.
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.send(&request(10, "ping", vec![nested(200)]));
+    let r = c.response();
+    assert_eq!(r.msgid, 10);
+    assert_eq!(r.result.unwrap_err().name, "LimitError");
+    c.expect_closed();
+}
+
+#[test]
+fn too_long_containers_get_a_limit_error_and_the_connection_closes() {
+    let server = TestServer::with_limits(Limits {
+        max_container_len: 100,
+        ..Limits::default()
+    });
+    let mut c = server.client();
+    let id = c.create("list", None, vec![]);
+    let items = |n: usize| Value::Array((0..n).map(|i| Value::from(i as u64)).collect());
+    c.ok("list.extend", p![id, items(100)]);
+    c.send(&request(4, "list.extend", p![id, items(101)]));
+    let r = c.response();
+    assert_eq!(r.msgid, 4);
+    assert_eq!(r.result.unwrap_err().name, "LimitError");
+    c.expect_closed();
+    // Maps count entries.
+    let mut c = server.client();
+    let entries = |n: usize| {
+        Value::Map(
+            (0..n)
+                .map(|i| (Value::from(i as u64), Value::from(0)))
+                .collect(),
+        )
+    };
+    let d = c.create("dict", None, vec![entries(100)]);
+    c.send(&request(5, "dict.update", p![d, entries(101)]));
+    let r = c.response();
+    assert_eq!(r.msgid, 5);
+    assert_eq!(r.result.unwrap_err().name, "LimitError");
+    c.expect_closed();
+    // A header that announces a huge container fails at once, before its elements arrive.
+    let mut c = server.client();
+    // params [1, <array32 of 2^32 - 1 elements>], and nothing after the header.
+    let msg = request_raw(
+        6,
+        "list.extend",
+        &[&[0x01], &[0xdd, 0xff, 0xff, 0xff, 0xff]],
+    );
+    c.send(&msg);
+    let r = c.response();
+    assert_eq!(r.msgid, 6);
+    assert_eq!(r.result.unwrap_err().name, "LimitError");
+    c.expect_closed();
+    let mut c = server.client();
+    assert_eq!(c.ok("list.len", p![id]), Value::from(100));
+}
+
+#[test]
+fn a_pre_auth_message_over_64_kib_is_refused() {
+    let server = TestServer::start();
+    let mut c = server.connect();
+    c.send(&request(1, "hello", vec![Value::Binary(vec![0; 70_000])]));
+    let r = c.response();
+    assert_eq!(r.msgid, 1);
+    assert_eq!(r.result.unwrap_err().name, "LimitError");
+    c.expect_closed();
+    // Once authenticated, the same message is an ordinary one.
+    let mut c = server.client();
+    let id = c.create("list", None, vec![]);
+    c.ok("list.append", p![id, Value::Binary(vec![0; 70_000])]);
+    assert_eq!(
+        c.ok("list.getitem", p![id, 0]),
+        Value::Binary(vec![0; 70_000])
+    );
+}

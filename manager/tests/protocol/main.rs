@@ -1,0 +1,37 @@
+//! The wire contract (`PROTOCOL.md`), tested with raw bytes against a real manager.
+//!
+//! No client library is involved: each test starts an in-process manager on a Unix socket in a
+//! temporary directory (one also on TCP), writes MessagePack bytes built by hand or with `rmpv`,
+//! and reads the replies with `agora_proto::testing::RawClient`. Every socket has a read
+//! timeout, so a manager that fails to answer makes a test fail instead of hanging it.
+//!
+//! One test binary, one module a topic:
+//!
+//! - [`support`]: the manager under test and the helpers every module shares;
+//! - [`handshake`], [`framing`], [`limits`]: sections 1 and 2 of `PROTOCOL.md`;
+//! - [`registry`], [`dict`], [`list`], [`value_array_namespace`]: the methods of section 4;
+//! - [`keys_and_values`]: value semantics, section 3;
+//! - [`concurrency`], [`tcp`], [`bad_arguments`]: many clients, the other transport, argument
+//!   values a method cannot take;
+//! - [`waiting`], [`locks`], [`polling`]: parked calls, lock hand-over, and the manager's
+//!   polling for a next request;
+//! - [`lifecycle`]: deletion of objects with parked calls, and grants to connections that leave.
+
+#[macro_use]
+mod support;
+
+mod bad_arguments;
+mod concurrency;
+mod dict;
+mod framing;
+mod handshake;
+mod keys_and_values;
+mod lifecycle;
+mod limits;
+mod list;
+mod locks;
+mod polling;
+mod registry;
+mod tcp;
+mod value_array_namespace;
+mod waiting;
