@@ -2,10 +2,10 @@
 //! may park.
 //!
 //! [`TABLE`] is the one list the rest of the code derives its facts about methods from: the
-//! manager refuses a `<kind>.<method>` that is not in it (and a wrong number of params for one
-//! that is) before it touches the object, [`MAY_WAIT`] is computed from it, and tests check it
-//! against `PROTOCOL.md` and against what the manager answers. A method added to one place and
-//! not the others fails a test instead of drifting.
+//! manager refuses a `<kind>.<method>` that is not in it before looking at the params or the
+//! object, and a param count it does not document before running the call; [`MAY_WAIT`] is
+//! computed from it; tests check it against `PROTOCOL.md` and against what the manager answers.
+//! A method added to one place and not the others fails a test instead of drifting.
 //!
 //! Rows are grouped by kind, in the order `PROTOCOL.md` documents them, so that [`of`] is a
 //! slice and [`find`] scans a dozen rows, not the whole table.
