@@ -1,10 +1,10 @@
 //! Routing a request to the registry or to an object: `create`, `lookup`, `delete`, `objects`,
 //! and `<kind>.<method>`. Session methods (`hello`, `auth`, `shutdown`) live in [`crate::session`].
 
-use agora_proto::{encode, params, CallError, ErrorName, Params};
+use agora_proto::{encode, methods, params, CallError, ErrorName, Params};
 
 use crate::lifecycle::{Caller, Outcome};
-use crate::objects::Kind;
+use crate::objects::{self, Kind};
 use crate::registry::{ObjectCache, Registry};
 
 /// Runs a registry or object method, appending its encoded result to `out`.
@@ -82,6 +82,10 @@ fn create(registry: &Registry, p: &Params, out: &mut Vec<u8>) -> Result<(), Call
     Ok(())
 }
 
+/// Runs `<kind>.<method>`. The method is looked up in the table ([`methods::find`]) before
+/// anything else, so a method the kind does not have is an `UnknownMethodError` whatever its
+/// params and whether or not the id names an object; the param count is checked against the
+/// table once the object is known, so every object enforces the counts `PROTOCOL.md` documents.
 fn object_call(
     registry: &Registry,
     cache: &mut ObjectCache,
@@ -98,6 +102,7 @@ fn object_call(
     };
     let (kind_name, op) = method.split_once('.').ok_or_else(unknown)?;
     let kind = Kind::parse(kind_name).ok_or_else(unknown)?;
+    let spec = methods::find(Some(kind), op).ok_or_else(|| objects::unknown_method(kind, op))?;
     if p.is_empty() {
         return Err(CallError::new(
             ErrorName::ArgumentCountError,
@@ -112,5 +117,7 @@ fn object_call(
             object.kind()
         )));
     }
+    let max = spec.max_params().unwrap_or(usize::MAX);
+    objects::arity(p, kind, op, spec.min_params(), max)?;
     object.call(op, p, caller, out)
 }

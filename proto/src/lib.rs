@@ -13,6 +13,7 @@
 //! - [`error`]: the error names of the protocol (`KeyError`, `UnknownObjectError`, ...).
 //! - [`value`]: value semantics shared by server and clients: equality, dict-key identity and
 //!   ordering, defined on the value rather than on its encoding.
+//! - [`kind`]: [`Kind`], the kinds of shared objects by their wire names.
 //! - [`objref`]: the ext type that references another shared object.
 //! - [`methods`]: which methods the manager may answer late.
 //! - `testing` (with the `testing` feature only): a blocking raw wire client for tests that
@@ -27,6 +28,7 @@ pub mod encode;
 pub mod envelope;
 pub mod error;
 pub mod frame;
+pub mod kind;
 pub mod methods;
 pub mod objref;
 pub mod params;
@@ -38,6 +40,7 @@ pub mod value;
 pub use envelope::{Envelope, EnvelopeError};
 pub use error::{CallError, ErrorName};
 pub use frame::{FrameDecoder, FrameError};
+pub use kind::Kind;
 pub use objref::ObjectRef;
 pub use params::Params;
 pub use scanner::{Limits, Scanner};

@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 use parking_lot::Mutex;
 
 use agora_proto::params::{array_items, map_entries};
-use agora_proto::{encode, value, CallError, Params};
+use agora_proto::{value, CallError, Params};
 
 use crate::lifecycle::{Caller, Outcome};
 
@@ -124,110 +124,169 @@ impl SharedObject for Dict {
         _caller: &Caller,
         out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
-        let a = |min, max| arity(p, Kind::Dict, method, min, max);
-        let mut map = self.map.lock();
-        match method {
-            "get" => {
-                a(2, 3)?;
-                match map.get(value::key(p.raw(1))?.as_ref()) {
-                    Some(e) => out.extend_from_slice(&e.value),
-                    None if p.len() == 3 => out.extend_from_slice(p.raw(2)),
-                    None => encode::nil(out),
-                }
-            }
-            "getitem" => {
-                a(2, 2)?;
-                let e = map
-                    .get(value::key(p.raw(1))?.as_ref())
-                    .ok_or_else(|| key_error(p.raw(1)))?;
-                out.extend_from_slice(&e.value);
-            }
-            "setitem" => {
-                a(3, 3)?;
-                insert(&mut map, p.raw(1), p.raw(2))?;
-                encode::nil(out);
-            }
-            "delitem" => {
-                a(2, 2)?;
-                map.shift_remove(value::key(p.raw(1))?.as_ref())
-                    .ok_or_else(|| key_error(p.raw(1)))?;
-                encode::nil(out);
-            }
-            "contains" => {
-                a(2, 2)?;
-                encode::bool(out, map.contains_key(value::key(p.raw(1))?.as_ref()));
-            }
-            "len" => {
-                a(1, 1)?;
-                encode::uint(out, map.len() as u64);
-            }
-            "keys" => {
-                a(1, 1)?;
-                encode::array_header(out, map.len());
-                for (k, e) in map.iter() {
-                    out.extend_from_slice(key_of(k, e));
-                }
-            }
-            "values" => {
-                a(1, 1)?;
-                encode::array_header(out, map.len());
-                for e in map.values() {
-                    out.extend_from_slice(&e.value);
-                }
-            }
-            "items" => {
-                a(1, 1)?;
-                encode::array_header(out, map.len());
-                for (k, e) in map.iter() {
-                    write_pair(out, key_of(k, e), &e.value);
-                }
-            }
-            "update" => {
-                a(2, 2)?;
-                insert_all(&mut map, p.raw(1), 1)?;
-                encode::nil(out);
-            }
-            "pop" => {
-                a(2, 3)?;
-                match map.shift_remove(value::key(p.raw(1))?.as_ref()) {
-                    Some(e) => out.extend_from_slice(&e.value),
-                    None if p.len() == 3 => out.extend_from_slice(p.raw(2)),
-                    None => return Err(key_error(p.raw(1))),
-                }
-            }
-            "popitem" => {
-                a(1, 1)?;
-                let (k, e) = map
-                    .pop()
-                    .ok_or_else(|| CallError::key("popitem(): dictionary is empty"))?;
-                write_pair(out, key_of(&k, &e), &e.value);
-            }
-            "setdefault" => {
-                a(2, 3)?;
-                let default = if p.len() == 3 { p.raw(2) } else { encode::NIL };
-                let canonical = value::key(p.raw(1))?;
-                if let Some(e) = map.get(canonical.as_ref()) {
-                    out.extend_from_slice(&e.value);
-                } else {
-                    insert(&mut map, p.raw(1), default)?;
-                    out.extend_from_slice(default);
-                }
-            }
-            "clear" => {
-                a(1, 1)?;
-                map.clear();
-                encode::nil(out);
-            }
-            "copy" => {
-                a(1, 1)?;
-                encode::map_header(out, map.len());
-                for (k, e) in map.iter() {
-                    out.extend_from_slice(key_of(k, e));
-                    out.extend_from_slice(&e.value);
-                }
-            }
-            _ => return Err(unknown_method(Kind::Dict, method)),
-        }
+        let (op, min, max) = route(method).ok_or_else(|| unknown_method(Kind::Dict, method))?;
+        arity(p, Kind::Dict, method, min, max)?;
+        op(&mut self.map.lock(), p, out)?;
         Ok(Outcome::Done)
+    }
+}
+
+/// One dict method: runs on the locked map and appends its result to `out`.
+type Op = fn(&mut Map, &Params, &mut Vec<u8>) -> Result<(), CallError>;
+
+/// The operation of `method`, with its fewest and most params (the object id included).
+fn route(method: &str) -> Option<(Op, usize, usize)> {
+    Some(match method {
+        "get" => (op::get, 2, 3),
+        "getitem" => (op::getitem, 2, 2),
+        "setitem" => (op::setitem, 3, 3),
+        "delitem" => (op::delitem, 2, 2),
+        "contains" => (op::contains, 2, 2),
+        "len" => (op::len, 1, 1),
+        "keys" => (op::keys, 1, 1),
+        "values" => (op::values, 1, 1),
+        "items" => (op::items, 1, 1),
+        "update" => (op::update, 2, 2),
+        "pop" => (op::pop, 2, 3),
+        "popitem" => (op::popitem, 1, 1),
+        "setdefault" => (op::setdefault, 2, 3),
+        "clear" => (op::clear, 1, 1),
+        "copy" => (op::copy, 1, 1),
+        _ => return None,
+    })
+}
+
+/// The dict's operations, one function per method, all of one signature ([`Op`]).
+mod op {
+    use agora_proto::{encode, value, CallError, Params};
+
+    use super::{insert, insert_all, key_error, key_of, write_pair, Map};
+
+    /// `get [id, key, default?]`: the value, or the default (nil when omitted).
+    pub fn get(map: &mut Map, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        match map.get(value::key(p.raw(1))?.as_ref()) {
+            Some(e) => out.extend_from_slice(&e.value),
+            None if p.len() == 3 => out.extend_from_slice(p.raw(2)),
+            None => encode::nil(out),
+        }
+        Ok(())
+    }
+
+    /// `getitem [id, key]`: the value, or `KeyError`.
+    pub fn getitem(map: &mut Map, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        let e = map
+            .get(value::key(p.raw(1))?.as_ref())
+            .ok_or_else(|| key_error(p.raw(1)))?;
+        out.extend_from_slice(&e.value);
+        Ok(())
+    }
+
+    /// `setitem [id, key, value]`.
+    pub fn setitem(map: &mut Map, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        insert(map, p.raw(1), p.raw(2))?;
+        encode::nil(out);
+        Ok(())
+    }
+
+    /// `delitem [id, key]`: `KeyError` when absent.
+    pub fn delitem(map: &mut Map, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        map.shift_remove(value::key(p.raw(1))?.as_ref())
+            .ok_or_else(|| key_error(p.raw(1)))?;
+        encode::nil(out);
+        Ok(())
+    }
+
+    /// `contains [id, key]`: a bool.
+    pub fn contains(map: &mut Map, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        encode::bool(out, map.contains_key(value::key(p.raw(1))?.as_ref()));
+        Ok(())
+    }
+
+    /// `len [id]`.
+    pub fn len(map: &mut Map, _: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        encode::uint(out, map.len() as u64);
+        Ok(())
+    }
+
+    /// `keys [id]`: every key as first stored, in insertion order.
+    pub fn keys(map: &mut Map, _: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        encode::array_header(out, map.len());
+        for (k, e) in map.iter() {
+            out.extend_from_slice(key_of(k, e));
+        }
+        Ok(())
+    }
+
+    /// `values [id]`.
+    pub fn values(map: &mut Map, _: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        encode::array_header(out, map.len());
+        for e in map.values() {
+            out.extend_from_slice(&e.value);
+        }
+        Ok(())
+    }
+
+    /// `items [id]`: `[key, value]` pairs.
+    pub fn items(map: &mut Map, _: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        encode::array_header(out, map.len());
+        for (k, e) in map.iter() {
+            write_pair(out, key_of(k, e), &e.value);
+        }
+        Ok(())
+    }
+
+    /// `update [id, map or array of pairs]`: all or nothing.
+    pub fn update(map: &mut Map, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        insert_all(map, p.raw(1), 1)?;
+        encode::nil(out);
+        Ok(())
+    }
+
+    /// `pop [id, key, default?]`: the removed value, the default, or `KeyError`.
+    pub fn pop(map: &mut Map, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        match map.shift_remove(value::key(p.raw(1))?.as_ref()) {
+            Some(e) => out.extend_from_slice(&e.value),
+            None if p.len() == 3 => out.extend_from_slice(p.raw(2)),
+            None => return Err(key_error(p.raw(1))),
+        }
+        Ok(())
+    }
+
+    /// `popitem [id]`: the last inserted `[key, value]`, or `KeyError` when empty.
+    pub fn popitem(map: &mut Map, _: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        let (k, e) = map
+            .pop()
+            .ok_or_else(|| CallError::key("popitem(): dictionary is empty"))?;
+        write_pair(out, key_of(&k, &e), &e.value);
+        Ok(())
+    }
+
+    /// `setdefault [id, key, default?]`: the value at key, inserting the default (nil) if absent.
+    pub fn setdefault(map: &mut Map, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        let default = if p.len() == 3 { p.raw(2) } else { encode::NIL };
+        if let Some(e) = map.get(value::key(p.raw(1))?.as_ref()) {
+            out.extend_from_slice(&e.value);
+            return Ok(());
+        }
+        insert(map, p.raw(1), default)?;
+        out.extend_from_slice(default);
+        Ok(())
+    }
+
+    /// `clear [id]`.
+    pub fn clear(map: &mut Map, _: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        map.clear();
+        encode::nil(out);
+        Ok(())
+    }
+
+    /// `copy [id]`: a map, keys as first stored.
+    pub fn copy(map: &mut Map, _: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        encode::map_header(out, map.len());
+        for (k, e) in map.iter() {
+            out.extend_from_slice(key_of(k, e));
+            out.extend_from_slice(&e.value);
+        }
+        Ok(())
     }
 }

@@ -7,15 +7,18 @@ use parking_lot::Mutex;
 use agora_proto::params::array_items;
 use agora_proto::{encode, value, CallError, Params};
 
-use super::slice::{index, Slice};
+use super::slice::Slice;
 use crate::lifecycle::{Caller, Outcome};
 
 use super::{arity, expected, store, unknown_method, Args, Kind, SharedObject, Stored};
 
+/// The state of a list: its elements, as sent.
+type Items = Vec<Stored>;
+
 /// A shared list.
 #[derive(Debug, Default)]
 pub struct List {
-    items: Mutex<Vec<Stored>>,
+    items: Mutex<Items>,
 }
 
 impl List {
@@ -162,125 +165,197 @@ impl SharedObject for List {
         _caller: &Caller,
         out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
-        let a = |min, max| arity(p, Kind::List, method, min, max);
-        let mut items = self.items.lock();
-        let len = items.len();
-        match method {
-            "getitem" => {
-                a(2, 2)?;
-                let i = index(p.i64(1)?, len)
-                    .ok_or_else(|| CallError::index("list index out of range"))?;
-                out.extend_from_slice(&items[i]);
-                return Ok(Outcome::Done);
-            }
-            "getslice" => {
-                a(4, 4)?;
-                write_slice(out, &items, &slice_param(p, 1, len)?);
-                return Ok(Outcome::Done);
-            }
-            "len" => {
-                a(1, 1)?;
-                encode::uint(out, len as u64);
-                return Ok(Outcome::Done);
-            }
-            "copy" => {
-                a(1, 1)?;
-                encode::array_header(out, len);
-                items.iter().for_each(|v| out.extend_from_slice(v));
-                return Ok(Outcome::Done);
-            }
-            "pop" => {
-                a(1, 2)?;
-                if len == 0 {
-                    return Err(CallError::index("pop from empty list"));
-                }
-                let at = p.opt_i64(1)?.unwrap_or(-1);
-                let i = index(at, len).ok_or_else(|| CallError::index("pop index out of range"))?;
-                out.extend_from_slice(&items.remove(i));
-                return Ok(Outcome::Done);
-            }
-            "index" => {
-                a(2, 4)?;
-                let s = Slice::new(p.opt_i64(2)?, p.opt_i64(3)?, None, len)?;
-                let found = position(&items, p.raw(1), s.range())?
-                    .ok_or_else(|| CallError::value("list.index(x): x not in list"))?;
-                encode::uint(out, found as u64);
-                return Ok(Outcome::Done);
-            }
-            "count" => {
-                a(2, 2)?;
-                let probe = value::decode(p.raw(1))?;
-                let mut n = 0u64;
-                for v in items.iter() {
-                    if v[..] == *p.raw(1) || value::equal(&value::decode(v)?, &probe) {
-                        n += 1;
-                    }
-                }
-                encode::uint(out, n);
-                return Ok(Outcome::Done);
-            }
-            _ => {}
-        }
-        // The rest mutate and return nil.
-        match method {
-            "setitem" => {
-                a(3, 3)?;
-                let i = index(p.i64(1)?, len)
-                    .ok_or_else(|| CallError::index("list assignment index out of range"))?;
-                items[i] = store(p.raw(2));
-            }
-            "delitem" => {
-                a(2, 2)?;
-                let i = index(p.i64(1)?, len)
-                    .ok_or_else(|| CallError::index("list assignment index out of range"))?;
-                items.remove(i);
-            }
-            "setslice" => {
-                a(5, 5)?;
-                let s = slice_param(p, 1, len)?;
-                assign_slice(&mut items, &s, elements(p.raw(4), 4)?)?;
-            }
-            "delslice" => {
-                a(4, 4)?;
-                delete_slice(&mut items, &slice_param(p, 1, len)?);
-            }
-            "append" => {
-                a(2, 2)?;
-                items.push(store(p.raw(1)));
-            }
-            "extend" => {
-                a(2, 2)?;
-                let new = elements(p.raw(1), 1)?;
-                items.extend(new);
-            }
-            "insert" => {
-                a(3, 3)?;
-                let at = p.i64(1)?;
-                let n = len as i64;
-                let i = if at < 0 { (at + n).max(0) } else { at.min(n) };
-                items.insert(i as usize, store(p.raw(2)));
-            }
-            "remove" => {
-                a(2, 2)?;
-                let i = position(&items, p.raw(1), 0..len)?
-                    .ok_or_else(|| CallError::value("list.remove(x): x not in list"))?;
-                items.remove(i);
-            }
-            "reverse" => {
-                a(1, 1)?;
-                items.reverse();
-            }
-            "sort" => {
-                a(1, 2)?;
-                sort(&mut items, p.bool_or(1, false)?)?;
-            }
-            "clear" => {
-                a(1, 1)?;
-                items.clear();
-            }
-            _ => return Err(unknown_method(Kind::List, method)),
-        }
-        encode::nil(out);
+        let (op, min, max) = route(method).ok_or_else(|| unknown_method(Kind::List, method))?;
+        arity(p, Kind::List, method, min, max)?;
+        op(&mut self.items.lock(), p, out)?;
         Ok(Outcome::Done)
+    }
+}
+
+/// One list method: runs on the locked items and appends its result to `out`.
+type Op = fn(&mut Items, &Params, &mut Vec<u8>) -> Result<(), CallError>;
+
+/// The operation of `method`, with its fewest and most params (the object id included).
+fn route(method: &str) -> Option<(Op, usize, usize)> {
+    Some(match method {
+        "getitem" => (op::getitem, 2, 2),
+        "setitem" => (op::setitem, 3, 3),
+        "delitem" => (op::delitem, 2, 2),
+        "getslice" => (op::getslice, 4, 4),
+        "setslice" => (op::setslice, 5, 5),
+        "delslice" => (op::delslice, 4, 4),
+        "append" => (op::append, 2, 2),
+        "extend" => (op::extend, 2, 2),
+        "insert" => (op::insert, 3, 3),
+        "pop" => (op::pop, 1, 2),
+        "remove" => (op::remove, 2, 2),
+        "index" => (op::index, 2, 4),
+        "count" => (op::count, 2, 2),
+        "len" => (op::len, 1, 1),
+        "reverse" => (op::reverse, 1, 1),
+        "sort" => (op::sort, 1, 2),
+        "clear" => (op::clear, 1, 1),
+        "copy" => (op::copy, 1, 1),
+        _ => return None,
+    })
+}
+
+/// The list's operations, one function per method, all of one signature ([`Op`]).
+mod op {
+    use agora_proto::{encode, value, CallError, Params};
+
+    use super::super::slice::{self, Slice};
+    use super::super::store;
+    use super::{assign_slice, delete_slice, elements, position, slice_param, write_slice, Items};
+
+    /// Param `param` as a position in a list of `len` items; `IndexError` with `message` when it
+    /// is out of range.
+    fn at(p: &Params, param: usize, len: usize, message: &str) -> Result<usize, CallError> {
+        slice::index(p.i64(param)?, len).ok_or_else(|| CallError::index(message))
+    }
+
+    /// `getitem [id, index]`.
+    pub fn getitem(items: &mut Items, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        let i = at(p, 1, items.len(), "list index out of range")?;
+        out.extend_from_slice(&items[i]);
+        Ok(())
+    }
+
+    /// `setitem [id, index, value]`.
+    pub fn setitem(items: &mut Items, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        let i = at(p, 1, items.len(), "list assignment index out of range")?;
+        items[i] = store(p.raw(2));
+        encode::nil(out);
+        Ok(())
+    }
+
+    /// `delitem [id, index]`.
+    pub fn delitem(items: &mut Items, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        let i = at(p, 1, items.len(), "list assignment index out of range")?;
+        items.remove(i);
+        encode::nil(out);
+        Ok(())
+    }
+
+    /// `getslice [id, start, stop, step]`.
+    pub fn getslice(items: &mut Items, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        write_slice(out, items, &slice_param(p, 1, items.len())?);
+        Ok(())
+    }
+
+    /// `setslice [id, start, stop, step, array]`.
+    pub fn setslice(items: &mut Items, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        let s = slice_param(p, 1, items.len())?;
+        assign_slice(items, &s, elements(p.raw(4), 4)?)?;
+        encode::nil(out);
+        Ok(())
+    }
+
+    /// `delslice [id, start, stop, step]`.
+    pub fn delslice(items: &mut Items, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        delete_slice(items, &slice_param(p, 1, items.len())?);
+        encode::nil(out);
+        Ok(())
+    }
+
+    /// `append [id, value]`.
+    pub fn append(items: &mut Items, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        items.push(store(p.raw(1)));
+        encode::nil(out);
+        Ok(())
+    }
+
+    /// `extend [id, array]`: all or nothing.
+    pub fn extend(items: &mut Items, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        let new = elements(p.raw(1), 1)?;
+        items.extend(new);
+        encode::nil(out);
+        Ok(())
+    }
+
+    /// `insert [id, index, value]`: the index clamped, as Python does.
+    pub fn insert(items: &mut Items, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        let (at, n) = (p.i64(1)?, items.len() as i64);
+        let i = if at < 0 { (at + n).max(0) } else { at.min(n) };
+        items.insert(i as usize, store(p.raw(2)));
+        encode::nil(out);
+        Ok(())
+    }
+
+    /// `pop [id, index?]`: the removed value, the last by default.
+    pub fn pop(items: &mut Items, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        if items.is_empty() {
+            return Err(CallError::index("pop from empty list"));
+        }
+        let at = p.opt_i64(1)?.unwrap_or(-1);
+        let i = slice::index(at, items.len())
+            .ok_or_else(|| CallError::index("pop index out of range"))?;
+        out.extend_from_slice(&items.remove(i));
+        Ok(())
+    }
+
+    /// `remove [id, value]`: the first equal value, or `ValueError`.
+    pub fn remove(items: &mut Items, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        let i = position(items, p.raw(1), 0..items.len())?
+            .ok_or_else(|| CallError::value("list.remove(x): x not in list"))?;
+        items.remove(i);
+        encode::nil(out);
+        Ok(())
+    }
+
+    /// `index [id, value, start?, stop?]`: the first position of an equal value, or `ValueError`.
+    pub fn index(items: &mut Items, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        let s = Slice::new(p.opt_i64(2)?, p.opt_i64(3)?, None, items.len())?;
+        let found = position(items, p.raw(1), s.range())?
+            .ok_or_else(|| CallError::value("list.index(x): x not in list"))?;
+        encode::uint(out, found as u64);
+        Ok(())
+    }
+
+    /// `count [id, value]`: how many items equal the value.
+    pub fn count(items: &mut Items, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        let probe = value::decode(p.raw(1))?;
+        let mut n = 0u64;
+        for v in items.iter() {
+            if v[..] == *p.raw(1) || value::equal(&value::decode(v)?, &probe) {
+                n += 1;
+            }
+        }
+        encode::uint(out, n);
+        Ok(())
+    }
+
+    /// `len [id]`.
+    pub fn len(items: &mut Items, _: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        encode::uint(out, items.len() as u64);
+        Ok(())
+    }
+
+    /// `reverse [id]`.
+    pub fn reverse(items: &mut Items, _: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        items.reverse();
+        encode::nil(out);
+        Ok(())
+    }
+
+    /// `sort [id, reverse?]`: stable; a `TypeError` leaves the list as it was.
+    pub fn sort(items: &mut Items, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        super::sort(items, p.bool_or(1, false)?)?;
+        encode::nil(out);
+        Ok(())
+    }
+
+    /// `clear [id]`.
+    pub fn clear(items: &mut Items, _: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        items.clear();
+        encode::nil(out);
+        Ok(())
+    }
+
+    /// `copy [id]`: an array (a snapshot).
+    pub fn copy(items: &mut Items, _: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+        encode::array_header(out, items.len());
+        items.iter().for_each(|v| out.extend_from_slice(v));
+        Ok(())
     }
 }

@@ -19,10 +19,13 @@ pub mod slice;
 pub mod typecode;
 pub mod value;
 
-use std::fmt;
 use std::sync::Arc;
 
 use agora_proto::{CallError, ErrorName, Params};
+
+/// The kinds of objects, defined with the wire protocol (a kind is part of its vocabulary);
+/// re-exported so that `objects::Kind` keeps naming that one type.
+pub use agora_proto::Kind;
 
 use crate::lifecycle::{Caller, Outcome};
 
@@ -32,90 +35,6 @@ pub type Stored = Box<[u8]>;
 /// Copies an encoded value for storage.
 pub fn store(raw: &[u8]) -> Stored {
     raw.into()
-}
-
-/// The kinds of objects `create` can make.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    /// An insertion-ordered map.
-    Dict,
-    /// A sequence.
-    List,
-    /// One value with atomic read-modify-write operations.
-    Value,
-    /// A fixed-length array of one typecode.
-    Array,
-    /// A bag of named attributes.
-    Namespace,
-    /// A FIFO queue.
-    Queue,
-    /// A FIFO queue with `task_done` and `join`.
-    JoinableQueue,
-    /// A mutual-exclusion lock.
-    Lock,
-    /// A reentrant lock.
-    RLock,
-    /// A counting semaphore.
-    Semaphore,
-    /// A semaphore that refuses to be released above its initial value.
-    BoundedSemaphore,
-    /// A flag that callers wait for.
-    Event,
-    /// A condition variable over a lock.
-    Condition,
-    /// A meeting point for a fixed number of parties.
-    Barrier,
-}
-
-impl Kind {
-    /// Every kind, in documentation order.
-    pub const ALL: &'static [Kind] = &[
-        Kind::Dict,
-        Kind::List,
-        Kind::Value,
-        Kind::Array,
-        Kind::Namespace,
-        Kind::Queue,
-        Kind::JoinableQueue,
-        Kind::Lock,
-        Kind::RLock,
-        Kind::Semaphore,
-        Kind::BoundedSemaphore,
-        Kind::Event,
-        Kind::Condition,
-        Kind::Barrier,
-    ];
-
-    /// The kind's name on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Dict => "dict",
-            Kind::List => "list",
-            Kind::Value => "value",
-            Kind::Array => "array",
-            Kind::Namespace => "namespace",
-            Kind::Queue => "queue",
-            Kind::JoinableQueue => "joinable_queue",
-            Kind::Lock => "lock",
-            Kind::RLock => "rlock",
-            Kind::Semaphore => "semaphore",
-            Kind::BoundedSemaphore => "bounded_semaphore",
-            Kind::Event => "event",
-            Kind::Condition => "condition",
-            Kind::Barrier => "barrier",
-        }
-    }
-
-    /// The kind with that wire name.
-    pub fn parse(name: &str) -> Option<Kind> {
-        Kind::ALL.iter().copied().find(|k| k.as_str() == name)
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// What every shared object implements.
