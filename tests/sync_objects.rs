@@ -186,7 +186,7 @@ fn condition_locks_timeouts_and_errors() {
     // A wait that times out returns false, holding the lock again.
     let mut g = cond.acquire().unwrap();
     assert!(!g.wait_timeout(Duration::from_millis(30)).unwrap());
-    assert!(cond.locked().unwrap());
+    assert!(cond.is_locked().unwrap());
     std::thread::scope(|s| {
         s.spawn(|| assert!(cond.try_acquire().unwrap().is_none()));
     });
@@ -195,17 +195,17 @@ fn condition_locks_timeouts_and_errors() {
         .unwrap());
     assert!(g.wait_for(|| Ok(true), None).unwrap());
     drop(g);
-    assert!(!cond.locked().unwrap());
+    assert!(!cond.is_locked().unwrap());
 
     // Over an existing lock: holding the lock is holding the condition's lock.
     let lock = manager.lock().unwrap();
     let over_lock = manager.condition_with(&lock).unwrap();
     let held = lock.acquire().unwrap();
-    assert!(over_lock.locked().unwrap());
+    assert!(over_lock.is_locked().unwrap());
     assert!(!over_lock.wait_raw(Some(Duration::from_millis(20))).unwrap());
-    assert!(lock.locked().unwrap(), "held again after the wait");
+    assert!(lock.is_locked().unwrap(), "held again after the wait");
     drop(held);
-    assert!(!over_lock.locked().unwrap());
+    assert!(!over_lock.is_locked().unwrap());
 
     // Over an rlock: a wait releases every level and restores them.
     let rlock = manager.rlock().unwrap();
@@ -229,7 +229,7 @@ fn condition_locks_timeouts_and_errors() {
     drop(r2);
     drop(r1);
     assert!(
-        !rlock.locked().unwrap(),
+        !rlock.is_locked().unwrap(),
         "three levels back, three released"
     );
 
@@ -245,7 +245,7 @@ fn condition_locks_timeouts_and_errors() {
         .acquire_timeout(Duration::from_secs(10))
         .unwrap()
         .unwrap();
-    assert!(g.owner_died());
+    assert!(g.is_owner_dead());
 }
 
 /// A process that waits at `barrier` and requires the wait to fail with `BrokenBarrierError`.
@@ -291,7 +291,7 @@ fn barrier_releases_all_parties_breaks_and_resets() {
     got.sort_unstable();
     assert_eq!(got, [0, 1, 2]);
     assert_eq!(barrier.n_waiting().unwrap(), 0);
-    assert!(!barrier.broken().unwrap());
+    assert!(!barrier.is_broken().unwrap());
 
     // A party that times out breaks the barrier for everybody.
     let mut waiting = party_expecting_a_break(&barrier);
@@ -299,13 +299,13 @@ fn barrier_releases_all_parties_breaks_and_resets() {
     let err = barrier.wait_timeout(Duration::from_millis(50)).unwrap_err();
     assert!(err.is(ErrorName::BrokenBarrierError), "{err}");
     join_ok(&mut waiting, "the other party");
-    assert!(barrier.broken().unwrap());
+    assert!(barrier.is_broken().unwrap());
     assert!(barrier
         .wait()
         .unwrap_err()
         .is(ErrorName::BrokenBarrierError));
     barrier.reset().unwrap();
-    assert!(!barrier.broken().unwrap());
+    assert!(!barrier.is_broken().unwrap());
 
     // abort breaks it; a party killed while waiting breaks it too.
     let mut aborted = party_expecting_a_break(&barrier);
@@ -323,7 +323,7 @@ fn barrier_releases_all_parties_breaks_and_resets() {
     until_waiting(&barrier, 2);
     kill(&mut victim);
     join_ok(&mut survivor, "the party waiting with the killed one");
-    assert!(barrier.broken().unwrap());
+    assert!(barrier.is_broken().unwrap());
 
     // The barrier's own timeout is the default for wait.
     let timed = manager
@@ -464,7 +464,7 @@ fn threads_block_on_one_connection_while_others_call() {
     std::thread::scope(|s| {
         let getters: Vec<_> = (0..8).map(|_| s.spawn(|| q.get().unwrap())).collect();
         let lockers: Vec<_> = (0..2)
-            .map(|_| s.spawn(|| lock.acquire().unwrap().owner_died()))
+            .map(|_| s.spawn(|| lock.acquire().unwrap().is_owner_dead()))
             .collect();
         let waiters: Vec<_> = (0..2).map(|_| s.spawn(|| event.wait().unwrap())).collect();
         // While twelve calls are parked, this thread's calls go through.

@@ -146,13 +146,13 @@ impl Barrier {
         Cmd::object(self.id, "barrier.n_waiting", decoders::count, |_| Ok(()))
     }
 
-    /// True when the barrier is broken.
-    pub fn broken(&self) -> Result<bool> {
-        self.client.run(self.broken_cmd())
+    /// True when the barrier is broken (Python's `broken` attribute).
+    pub fn is_broken(&self) -> Result<bool> {
+        self.client.run(self.is_broken_cmd())
     }
 
-    /// [`Barrier::broken`] as a command (`barrier.broken`).
-    pub fn broken_cmd(&self) -> Cmd<bool> {
+    /// [`Barrier::is_broken`] as a command (`barrier.broken`).
+    pub fn is_broken_cmd(&self) -> Cmd<bool> {
         Cmd::object(self.id, "barrier.broken", decoders::flag, |_| Ok(()))
     }
 }

@@ -51,7 +51,7 @@ use super::wait::{decoders, thread_owner, timeout, Acquired, Held};
 ///
 /// # Process death
 /// A process that dies holding the condition's lock has it released by the manager, and the
-/// next plain acquirer is told ([`ConditionGuard::owner_died`]). A process that dies while
+/// next plain acquirer is told ([`ConditionGuard::is_owner_dead`]). A process that dies while
 /// waiting is removed from the line of waiters at once: a later `notify` wakes someone alive.
 pub struct Condition {
     client: Client,
@@ -150,13 +150,13 @@ impl Condition {
         owner_cmd(self.id, "condition.release", thread_owner())
     }
 
-    /// True when anyone holds the lock.
-    pub fn locked(&self) -> Result<bool> {
-        self.client.run(self.locked_cmd())
+    /// True when anyone holds the condition's lock (Python's `locked()`).
+    pub fn is_locked(&self) -> Result<bool> {
+        self.client.run(self.is_locked_cmd())
     }
 
-    /// [`Condition::locked`] as a command (`condition.locked`).
-    pub fn locked_cmd(&self) -> Cmd<bool> {
+    /// [`Condition::is_locked`] as a command (`condition.locked`).
+    pub fn is_locked_cmd(&self) -> Cmd<bool> {
         Cmd::object(self.id, "condition.locked", decoders::flag, |_| Ok(()))
     }
 
@@ -249,8 +249,8 @@ impl<'a> ConditionGuard<'a> {
 
     /// True when the previous holder of the lock died (or exited) holding it: the data it
     /// guards may be half-updated.
-    pub fn owner_died(&self) -> bool {
-        self.held.owner_died()
+    pub fn is_owner_dead(&self) -> bool {
+        self.held.is_owner_dead()
     }
 
     /// The condition this guard holds the lock of.

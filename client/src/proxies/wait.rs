@@ -46,7 +46,7 @@ impl Acquired {
     }
 
     /// True for [`Acquired::OwnerDied`].
-    pub fn owner_died(self) -> bool {
+    pub fn is_owner_dead(self) -> bool {
         self == Acquired::OwnerDied
     }
 
@@ -142,12 +142,12 @@ impl Held {
             id,
             owner,
             pid: crate::atfork::current_pid(),
-            owner_died: acquired.owner_died(),
+            owner_died: acquired.is_owner_dead(),
             armed: true,
         }
     }
 
-    pub(crate) fn owner_died(&self) -> bool {
+    pub(crate) fn is_owner_dead(&self) -> bool {
         self.owner_died
     }
 
@@ -278,7 +278,7 @@ mod tests {
     fn acquire_codes() {
         assert_eq!(Acquired::from_code(0).unwrap(), Acquired::No);
         assert_eq!(Acquired::from_code(1).unwrap(), Acquired::Yes);
-        assert!(Acquired::from_code(2).unwrap().owner_died());
+        assert!(Acquired::from_code(2).unwrap().is_owner_dead());
         assert!(matches!(Acquired::from_code(3), Err(Error::Protocol(_))));
     }
 
