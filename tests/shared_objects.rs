@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use agora::{Manager, Process};
+use agora::{Error, Manager, Process, Slice};
 use proptest::prelude::*;
 
 /// The tests in this file fork: one at a time, so that no test forks while another holds a lock.
@@ -259,10 +259,10 @@ fn check_op(
                 .into_iter()
                 .map(|i| model.list[i])
                 .collect();
-            prop_assert_eq!(list.get_slice(a, b, s).unwrap(), expected);
+            prop_assert_eq!(list.get_slice(Slice::new(a, b, s)).unwrap(), expected);
         }
         Op::DelSlice(a, b) => {
-            list.del_slice(a, b, None).unwrap();
+            list.del_slice(Slice::new(a, b, None)).unwrap();
             let doomed: BTreeSet<usize> = slice_indices(model.list.len(), a, b, None)
                 .into_iter()
                 .collect();
@@ -353,4 +353,43 @@ fn registry_calls_pipeline_like_any_other() {
             .unwrap(),
         Some(42)
     );
+}
+
+#[test]
+fn slices_are_rust_ranges_with_an_optional_step() {
+    let _serial = serial();
+    let manager = Manager::spawn().unwrap();
+    let list = manager.list::<i64>().unwrap();
+    list.extend(0..6).unwrap();
+    assert_eq!(list.get_slice(1..3).unwrap(), [1, 2]);
+    assert_eq!(list.get_slice(-2..).unwrap(), [4, 5]);
+    assert_eq!(list.get_slice(..2).unwrap(), [0, 1]);
+    assert_eq!(list.get_slice(..).unwrap(), [0, 1, 2, 3, 4, 5]);
+    assert_eq!(
+        list.get_slice(Slice::from(..).step_by(-2)).unwrap(),
+        [5, 3, 1]
+    );
+    // As in Python, bounds are clamped and an empty range selects nothing.
+    assert_eq!(list.get_slice(4..100).unwrap(), [4, 5]);
+    assert!(list
+        .get_slice(Slice::new(Some(3), Some(1), None))
+        .unwrap()
+        .is_empty());
+    list.set_slice(1..3, [10, 20, 30]).unwrap();
+    assert_eq!(list.copy().unwrap(), [0, 10, 20, 30, 3, 4, 5]);
+    list.del_slice(Slice::from(..).step_by(2)).unwrap();
+    assert_eq!(list.copy().unwrap(), [10, 30, 4]);
+    assert_eq!(list.index_in(&4, 1..).unwrap(), Some(2));
+    assert_eq!(list.index_in(&10, 1..).unwrap(), None);
+    // A search takes no step: refused before anything is sent.
+    let err = list.index_in(&4, Slice::all().step_by(2)).unwrap_err();
+    assert!(matches!(err, Error::Usage(_)), "{err}");
+    // A step of 0 is the manager's ValueError, as in Python.
+    let err = list.get_slice(Slice::all().step_by(0)).unwrap_err();
+    assert!(err.is(agora::ErrorName::ValueError), "{err}");
+
+    let array = manager.array::<i64>('q', &[1, 2, 3, 4]).unwrap();
+    array.set_slice(Slice::from(1..).step_by(2), [20, 40]).unwrap();
+    assert_eq!(array.to_vec().unwrap(), [1, 20, 3, 40]);
+    assert_eq!(array.get_slice(-3..-1).unwrap(), [20, 3]);
 }

@@ -88,6 +88,6 @@ pub use pipeline::{Handle, Pipeline, Replies};
 pub use proxies::{
     Acquired, Array, Barrier, BoundedSemaphore, Condition, ConditionGuard, Dict, Event,
     JoinableQueue, List, Lock, LockGuard, Namespace, Number, Queue, QueueBatches, QueueIter, RLock,
-    RLockGuard, Semaphore, SemaphoreGuard, SharedRef, Value,
+    RLockGuard, Semaphore, SemaphoreGuard, SharedRef, Slice, Value,
 };
 pub use token::Token;

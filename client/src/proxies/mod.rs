@@ -64,6 +64,7 @@ pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use namespace::Namespace;
 pub use queue::{JoinableQueue, Queue, QueueBatches, QueueIter};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
+pub use slicing::Slice;
 pub use value::{Number, Value};
 pub use wait::Acquired;
 
