@@ -110,6 +110,7 @@ enum Op {
     Append(i64),
     Insert(i64, i64),
     PopAt(i64),
+    DelAt(i64),
     Assign(i64, i64),
     Remove(i64),
     Slice(Option<i64>, Option<i64>, Option<i64>),
@@ -132,6 +133,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0i64..20).prop_map(Op::Append),
         (i.clone(), 0i64..20).prop_map(|(i, v)| Op::Insert(i, v)),
         i.clone().prop_map(Op::PopAt),
+        i.clone().prop_map(Op::DelAt),
         (i.clone(), 0i64..20).prop_map(|(i, v)| Op::Assign(i, v)),
         (0i64..20).prop_map(Op::Remove),
         (bound.clone(), bound.clone(), step).prop_map(|(a, b, s)| Op::Slice(a, b, s)),
@@ -203,12 +205,12 @@ fn check_op(
             }
         }
         Op::Del(k) => {
-            let removed = dict.delitem(&k).unwrap();
+            let removed = dict.del(&k).unwrap();
             let expected = model.find(k).map(|i| model.dict.remove(i)).is_some();
             prop_assert_eq!(removed, expected);
         }
         Op::Pop(k) => {
-            let got = dict.remove(&k).unwrap();
+            let got = dict.pop(&k).unwrap();
             prop_assert_eq!(got, model.find(k).map(|i| model.dict.remove(i).1));
         }
         Op::SetDefault(k, v) => {
@@ -237,6 +239,11 @@ fn check_op(
             let got = list.pop_at(i).unwrap();
             let expected = resolve(i, model.list.len()).map(|i| model.list.remove(i));
             prop_assert_eq!(got, expected);
+        }
+        Op::DelAt(i) => {
+            let removed = list.del(i).unwrap();
+            let expected = resolve(i, model.list.len()).map(|i| model.list.remove(i));
+            prop_assert_eq!(removed, expected.is_some());
         }
         Op::Assign(i, v) => match resolve(i, model.list.len()) {
             Some(at) => {

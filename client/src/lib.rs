@@ -56,9 +56,21 @@
 //! # Naming
 //!
 //! Proxy methods follow Rust's naming but map one to one to the wire methods of `PROTOCOL.md`;
-//! each method's documentation names its wire method. Lookups that Python answers with
-//! `KeyError` / `IndexError` return `Option` (`get`, `pop`, `remove`); the `getitem` methods
-//! keep the error. Every method `foo` has a twin `foo_cmd` for pipelines.
+//! each method's documentation names its wire method. Every method `foo` has a twin `foo_cmd`
+//! for pipelines. A few rules hold for every proxy:
+//!
+//! - **Absent is a value.** Lookups that Python answers with `KeyError`, `IndexError` or
+//!   `AttributeError` return an `Option` (`get`, `pop`, `pop_at`) or a `bool`; the `getitem`
+//!   methods keep the error.
+//! - **Removing an entry is `del`**, as Python's `del d[k]` statement: [`Dict::del`],
+//!   [`List::del`], [`Namespace::del`] and [`List::del_slice`] return whether there was
+//!   something to remove. Removing an entry *and returning it* is `pop` ([`Dict::pop`],
+//!   [`List::pop_at`]); [`List::remove`] is Python's remove-by-value. [`Client::delete`] is a
+//!   different thing: it deletes a whole object from the manager.
+//! - **Yes/no questions start with `is_`**: [`Lock::is_locked`], [`Event::is_set`],
+//!   [`Queue::is_closed`], [`Barrier::is_broken`], [`LockGuard::is_owner_dead`], ...
+//! - **Slices are [`Slice`]s**, made from Rust ranges (`1..3`, `-2..`, `..`) with an optional
+//!   [`step_by`](Slice::step_by).
 
 #![warn(missing_docs)]
 

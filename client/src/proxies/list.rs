@@ -20,7 +20,7 @@ use super::slicing::{self, Slice};
 /// that take an element accept any borrowed form of `T` (`&str` for `String`).
 ///
 /// Methods map one to one to the wire methods (`get` → `list.getitem` with `IndexError` as
-/// `None`, `delete` → `list.delitem`, `get_slice` → `list.getslice`, ...). Each has a `*_cmd`
+/// `None`, `del` → `list.delitem`, `get_slice` → `list.getslice`, ...). Each has a `*_cmd`
 /// twin for pipelines.
 ///
 /// ```no_run
@@ -140,14 +140,16 @@ where
         })
     }
 
-    /// Removes the element at `index`; fails with `IndexError` when out of range.
-    pub fn delete(&self, index: i64) -> Result<()> {
-        self.client.run(self.delete_cmd(index))
+    /// Removes the element at `index`, as `del l[index]` in Python; returns whether there was
+    /// one (Python's `IndexError` is `false`). [`pop_at`](List::pop_at) removes it and returns
+    /// it.
+    pub fn del(&self, index: i64) -> Result<bool> {
+        self.client.run(self.del_cmd(index))
     }
 
-    /// [`List::delete`] as a command (`list.delitem`).
-    pub fn delete_cmd(&self, index: i64) -> Cmd<()> {
-        Cmd::object(self.id, "list.delitem", decode::unit, |a| {
+    /// [`List::del`] as a command (`list.delitem`).
+    pub fn del_cmd(&self, index: i64) -> Cmd<bool> {
+        Cmd::object(self.id, "list.delitem", decode::found_index, |a| {
             a.int(index);
             Ok(())
         })
