@@ -122,7 +122,10 @@ fn guards_on_panic_and_on_exit() {
     .unwrap();
     assert!(!panicking.join().unwrap().success());
     let g = lock.acquire().unwrap();
-    assert!(!g.is_owner_dead(), "released by the guard, not by the manager");
+    assert!(
+        !g.is_owner_dead(),
+        "released by the guard, not by the manager"
+    );
     drop(g);
 
     // A worker that exits without running destructors: the manager releases.

@@ -396,7 +396,9 @@ fn slices_are_rust_ranges_with_an_optional_step() {
     assert!(err.is(agora::ErrorName::ValueError), "{err}");
 
     let array = manager.array::<i64>('q', &[1, 2, 3, 4]).unwrap();
-    array.set_slice(Slice::from(1..).step_by(2), [20, 40]).unwrap();
+    array
+        .set_slice(Slice::from(1..).step_by(2), [20, 40])
+        .unwrap();
     assert_eq!(array.to_vec().unwrap(), [1, 20, 3, 40]);
     assert_eq!(array.get_slice(-3..-1).unwrap(), [20, 3]);
 }

@@ -204,12 +204,18 @@ mod tests {
 
     #[test]
     fn bounds_refuse_a_step() {
-        assert_eq!(Slice::from(2..).bounds("index_in").unwrap(), (Some(2), None));
+        assert_eq!(
+            Slice::from(2..).bounds("index_in").unwrap(),
+            (Some(2), None)
+        );
         assert_eq!(
             Slice::from(..3).step_by(1).bounds("index_in").unwrap(),
             (None, Some(3))
         );
         let err = Slice::all().step_by(2).bounds("index_in").unwrap_err();
-        assert!(matches!(err, Error::Usage(ref m) if m.contains("[::2]")), "{err}");
+        assert!(
+            matches!(err, Error::Usage(ref m) if m.contains("[::2]")),
+            "{err}"
+        );
     }
 }
