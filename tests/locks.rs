@@ -415,7 +415,10 @@ fn a_killed_holder_releases_everything_and_the_next_is_told() {
         Ok(())
     })
     .unwrap();
-    assert!(holding.wait_timeout(Duration::from_secs(20)).unwrap());
+    assert!(holding
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap()
+        .is_some());
     assert_eq!(sem.get_value().unwrap(), 1);
 
     let parked = manager.value(&0u64).unwrap();
@@ -517,7 +520,10 @@ fn an_idle_forked_child_does_not_delay_owner_death() {
         Ok(())
     })
     .unwrap();
-    assert!(ready.wait_timeout(Duration::from_secs(20)).unwrap());
+    assert!(ready
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap()
+        .is_some());
     let idle = idle_pid.get().unwrap() as u32;
     kill(&mut holder);
     assert!(running(idle), "the idle child runs");

@@ -72,6 +72,30 @@
 //! - **Slices are [`Slice`]s**, made from Rust ranges (`1..3`, `-2..`, `..`) with an optional
 //!   [`step_by`](Slice::step_by).
 
+//! # Timeouts
+//!
+//! Every call that may wait (a queue's put and get, an acquire, a wait, a join) comes in up to
+//! three forms with one rule for their results. If `foo(..)` returns `Result<R>`:
+//!
+//! - `foo(..)` waits as long as it takes and returns `R`;
+//! - `foo_timeout(.., timeout)` waits at most `timeout` (on the manager) and returns
+//!   `Result<Option<R>>`: `Some` with what `foo` would have returned, or `None` when the
+//!   timeout passed before the call did anything (no item taken or put, no lock held, the
+//!   event not set, the work not done);
+//! - `try_foo(..)` does not wait at all and returns the same `Result<Option<R>>`: `None` when
+//!   it would have had to wait.
+//!
+//! So [`Lock::acquire_timeout`] gives `Option<LockGuard>`, [`Queue::get_timeout`]
+//! `Option<T>`, [`Queue::put_timeout`], [`Event::wait_timeout`] and
+//! [`Queue::join_timeout`] `Option<()>`, [`Barrier::wait_timeout`] `Option<usize>`. Batch
+//! calls that did part of their work say how much inside the `Some`
+//! ([`Queue::put_many_timeout`]: `Some(n)` when the first `n` items got in). `Err` is kept for
+//! what is not routine: a closed queue, a lost connection, a value of another type. The one
+//! object whose timeout is not quiet is the barrier: as in Python its timeout breaks it for
+//! every party, so its `None` means the parties did not all meet, whatever the cause. The
+//! `_raw` methods ([`Lock::acquire_raw`], [`Condition::wait_raw`]) are the exception by design:
+//! they take Python's `(blocking, timeout)` and answer as Python does.
+
 #![warn(missing_docs)]
 
 mod address;

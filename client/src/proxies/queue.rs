@@ -42,12 +42,12 @@ use super::wait::{decoders, timeout};
 /// ```
 ///
 /// # "Nothing there" is a value
-/// Where Python raises `queue.Full` or `queue.Empty`, the non-blocking and timed methods
-/// return a value: [`try_put`](Queue::try_put) and [`put_timeout`](Queue::put_timeout) return
-/// `false` when there was no room, [`try_get`](Queue::try_get) and
-/// [`get_timeout`](Queue::get_timeout) return `None` when there was no item, and the batched
-/// ones return how many items were put or an empty `Vec`. Errors are kept for what is not
-/// routine: `Closed`, a lost connection, a value of another type.
+/// Where Python raises `queue.Full` or `queue.Empty`, the non-blocking (`try_`) and timed
+/// (`_timeout`) methods return `None`, as every such method of this crate does (see the
+/// crate's "Timeouts"): [`try_put`](Queue::try_put) and [`put_timeout`](Queue::put_timeout)
+/// when there was no room, [`try_get`](Queue::try_get) and [`get_timeout`](Queue::get_timeout)
+/// when there was no item, the batched ones when not one item got in or came. Errors are kept
+/// for what is not routine: `Closed`, a lost connection, a value of another type.
 ///
 /// # Closing
 /// After [`close`](Queue::close), puts fail with `Closed`; gets still take what is left, then
@@ -319,9 +319,10 @@ where
         self.put_with(K::WIRE.put, item, Wait::AsMethod, decoders::unit)
     }
 
-    /// Puts `item`, waiting up to `timeout` for room: `false` if there was none in time
-    /// (Python's `Full`). The timeout runs on the manager.
-    pub fn put_timeout<U>(&self, item: &U, timeout: Duration) -> Result<bool>
+    /// Puts `item`, waiting up to `timeout` for room: `Some(())` once it is in, `None` if there
+    /// was no room in time (Python's `Full`; the item was not put). The timeout runs on the
+    /// manager.
+    pub fn put_timeout<U>(&self, item: &U, timeout: Duration) -> Result<Option<()>>
     where
         T: Borrow<U>,
         U: Serialize + ?Sized,
@@ -330,7 +331,7 @@ where
     }
 
     /// [`Queue::put_timeout`] as a command (`<kind>.put`).
-    pub fn put_timeout_cmd<U>(&self, item: &U, timeout: Duration) -> Cmd<bool>
+    pub fn put_timeout_cmd<U>(&self, item: &U, timeout: Duration) -> Cmd<Option<()>>
     where
         T: Borrow<U>,
         U: Serialize + ?Sized,
@@ -343,9 +344,9 @@ where
         )
     }
 
-    /// Puts `item` if there is room now: `false` if the queue is full (Python's `put_nowait`
-    /// raising `Full`). Never waits.
-    pub fn try_put<U>(&self, item: &U) -> Result<bool>
+    /// Puts `item` if there is room now: `Some(())` once it is in, `None` if the queue is full
+    /// (Python's `put_nowait` raising `Full`). Never waits.
+    pub fn try_put<U>(&self, item: &U) -> Result<Option<()>>
     where
         T: Borrow<U>,
         U: Serialize + ?Sized,
@@ -354,7 +355,7 @@ where
     }
 
     /// [`Queue::try_put`] as a command (`<kind>.put_nowait`).
-    pub fn try_put_cmd<U>(&self, item: &U) -> Cmd<bool>
+    pub fn try_put_cmd<U>(&self, item: &U) -> Cmd<Option<()>>
     where
         T: Borrow<U>,
         U: Serialize + ?Sized,
@@ -379,7 +380,7 @@ where
     }
 
     /// Takes the item at the front, waiting up to `timeout` for one: `None` if none came in
-    /// time (Python's `Empty`). The timeout runs on the manager.
+    /// time (Python's `Empty`; nothing was taken). The timeout runs on the manager.
     pub fn get_timeout(&self, timeout: Duration) -> Result<Option<T>> {
         self.client.run(self.get_timeout_cmd(timeout))
     }
@@ -421,9 +422,10 @@ where
         self.put_many_with(items, Wait::AsMethod, decoders::count)
     }
 
-    /// As [`put_many`](Self::put_many), waiting up to `timeout` in all: returns how many items
-    /// got in (the first ones, in order); the rest were not put.
-    pub fn put_many_timeout<I>(&self, items: I, timeout: Duration) -> Result<usize>
+    /// As [`put_many`](Self::put_many), waiting up to `timeout` in all: `Some(n)` when `n`
+    /// items got in (the first `n`, in order; the rest were not put), `None` when none did
+    /// (also for a batch of no items).
+    pub fn put_many_timeout<I>(&self, items: I, timeout: Duration) -> Result<Option<usize>>
     where
         I: IntoIterator,
         I::Item: Borrow<T>,
@@ -432,16 +434,17 @@ where
     }
 
     /// [`Queue::put_many_timeout`] as a command (`<kind>.put_many`).
-    pub fn put_many_timeout_cmd<I>(&self, items: I, timeout: Duration) -> Cmd<usize>
+    pub fn put_many_timeout_cmd<I>(&self, items: I, timeout: Duration) -> Cmd<Option<usize>>
     where
         I: IntoIterator,
         I::Item: Borrow<T>,
     {
-        self.put_many_with(items, Wait::UpTo(timeout), decoders::count)
+        self.put_many_with(items, Wait::UpTo(timeout), decoders::count_unless_zero)
     }
 
-    /// Puts as many items as fit now, in order; returns how many. Never waits.
-    pub fn try_put_many<I>(&self, items: I) -> Result<usize>
+    /// Puts as many items as fit now, in order: `Some(n)` when `n` got in, `None` when none
+    /// did. Never waits.
+    pub fn try_put_many<I>(&self, items: I) -> Result<Option<usize>>
     where
         I: IntoIterator,
         I::Item: Borrow<T>,
@@ -450,12 +453,12 @@ where
     }
 
     /// [`Queue::try_put_many`] as a command (`<kind>.put_many`).
-    pub fn try_put_many_cmd<I>(&self, items: I) -> Cmd<usize>
+    pub fn try_put_many_cmd<I>(&self, items: I) -> Cmd<Option<usize>>
     where
         I: IntoIterator,
         I::Item: Borrow<T>,
     {
-        self.put_many_with(items, Wait::Never, decoders::count)
+        self.put_many_with(items, Wait::Never, decoders::count_unless_zero)
     }
 
     /// Takes up to `n` items from the front in one round trip, waiting while the queue is
@@ -470,25 +473,26 @@ where
         self.get_many_with(n, Wait::AsMethod, decode::value)
     }
 
-    /// As [`get_many`](Self::get_many), waiting up to `timeout` for the first item: an empty
-    /// `Vec` if none came in time.
-    pub fn get_many_timeout(&self, n: usize, timeout: Duration) -> Result<Vec<T>> {
+    /// As [`get_many`](Self::get_many), waiting up to `timeout` for the first item: `Some`
+    /// with 1 to `n` items, `None` if none came in time.
+    pub fn get_many_timeout(&self, n: usize, timeout: Duration) -> Result<Option<Vec<T>>> {
         self.client.run(self.get_many_timeout_cmd(n, timeout))
     }
 
     /// [`Queue::get_many_timeout`] as a command (`<kind>.get_many`).
-    pub fn get_many_timeout_cmd(&self, n: usize, timeout: Duration) -> Cmd<Vec<T>> {
-        self.get_many_with(n, Wait::UpTo(timeout), decoders::many_unless_empty)
+    pub fn get_many_timeout_cmd(&self, n: usize, timeout: Duration) -> Cmd<Option<Vec<T>>> {
+        self.get_many_with(n, Wait::UpTo(timeout), decoders::batch_unless_empty)
     }
 
-    /// Takes up to `n` items that are there now (an empty `Vec` if none). Never waits.
-    pub fn try_get_many(&self, n: usize) -> Result<Vec<T>> {
+    /// Takes up to `n` items that are there now: `Some` with 1 to `n` items, `None` if the
+    /// queue is empty. Never waits.
+    pub fn try_get_many(&self, n: usize) -> Result<Option<Vec<T>>> {
         self.client.run(self.try_get_many_cmd(n))
     }
 
     /// [`Queue::try_get_many`] as a command (`<kind>.get_many`).
-    pub fn try_get_many_cmd(&self, n: usize) -> Cmd<Vec<T>> {
-        self.get_many_with(n, Wait::Never, decoders::many_unless_empty)
+    pub fn try_get_many_cmd(&self, n: usize) -> Cmd<Option<Vec<T>>> {
+        self.get_many_with(n, Wait::Never, decoders::batch_unless_empty)
     }
 
     /// The number of items in the queue now (exact, but possibly stale as soon as it is read).
@@ -609,22 +613,31 @@ impl<T> Queue<T, Joinable> {
     /// Waits until every item ever put has been marked done with
     /// [`task_done`](Queue::task_done) (at once if none is pending).
     pub fn join(&self) -> Result<()> {
-        self.client.run(self.join_cmd(None)).map(drop)
+        self.client.run(self.join_cmd())
     }
 
-    /// As [`join`](Queue::join), for up to `timeout`: `true` when all work is done, `false`
-    /// when the timeout passed first.
-    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.client.run(self.join_cmd(Some(timeout)))
+    /// [`Queue::join`] as a command (`joinable_queue.join`).
+    pub fn join_cmd(&self) -> Cmd<()> {
+        self.query("joinable_queue.join", decoders::unit)
     }
 
-    /// [`Queue::join`] (`None`) or [`Queue::join_timeout`] as a command
-    /// (`joinable_queue.join`).
-    pub fn join_cmd(&self, wait: Option<Duration>) -> Cmd<bool> {
-        Cmd::object(self.id, "joinable_queue.join", decoders::flag, move |a| {
-            timeout(a, wait);
-            Ok(())
-        })
+    /// As [`join`](Queue::join), for up to `timeout`: `Some(())` when all work is done,
+    /// `None` when the timeout passed first. The timeout runs on the manager.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<Option<()>> {
+        self.client.run(self.join_timeout_cmd(timeout))
+    }
+
+    /// [`Queue::join_timeout`] as a command (`joinable_queue.join`).
+    pub fn join_timeout_cmd(&self, timeout: Duration) -> Cmd<Option<()>> {
+        Cmd::object(
+            self.id,
+            "joinable_queue.join",
+            decoders::unless_timed_out,
+            move |a| {
+                super::wait::timeout(a, Some(timeout));
+                Ok(())
+            },
+        )
     }
 }
 
