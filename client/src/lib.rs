@@ -26,9 +26,10 @@
 //! - `connection`: one socket, authenticated with `hello`/`auth`, shared by the threads of a
 //!   process. Calls are multiplexed by msgid with a leader/follower scheme: no background
 //!   thread; whichever waiting caller finds the socket unread reads it for everybody.
-//! - [`spin`]: the reading thread polls the socket for a reply for up to `AGORA_SPIN_US`
-//!   microseconds (default 50; 0 never polls) before it sleeps in `read`, since being woken
-//!   costs more than a call on many machines; polls that find nothing back off exponentially.
+//! - `spin`: the reading thread polls the socket for a reply for up to `AGORA_SPIN_US`
+//!   microseconds (default 50; 0 never polls; see [`spin_budget`]) before it sleeps in `read`,
+//!   since being woken costs more than a call on many machines; polls that find nothing back
+//!   off exponentially. The whole polling policy is in that one module.
 //! - `slot`: the current connection, swapped lock-free for a new one in a forked child.
 //! - [`client`](Client): the [`Client`] handle, registry methods and the raw call API.
 //! - [`command`](Cmd): [`Cmd`], one call encoded and typed, to run now or later.
@@ -108,7 +109,7 @@ mod error;
 mod pipeline;
 pub mod proxies;
 mod slot;
-pub mod spin;
+mod spin;
 mod token;
 
 #[cfg(test)]
@@ -126,4 +127,14 @@ pub use proxies::{
     JoinableQueue, List, Lock, LockGuard, Namespace, Number, Queue, QueueBatches, QueueIter, RLock,
     RLockGuard, Semaphore, SemaphoreGuard, SharedRef, Slice, Value,
 };
+pub use spin::{budget as spin_budget, ENV_SPIN_US};
 pub use token::Token;
+
+/// The client's polling internals, for code measured against agora that must poll exactly as
+/// the client does: the benchmark's raw contenders (`examples/bench`) use the client's own
+/// budget, back-off and poll loop rather than a copy of them. Not a stable API: it exists
+/// only with the `bench-internals` feature, which the workspace's examples turn on.
+#[cfg(feature = "bench-internals")]
+pub mod bench_internals {
+    pub use crate::spin::{budget, pause, poll_read, Backoff, Polled};
+}
