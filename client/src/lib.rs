@@ -72,7 +72,7 @@
 //!   [`Queue::is_closed`], [`Barrier::is_broken`], [`LockGuard::is_owner_dead`], ...
 //! - **Slices are [`Slice`]s**, made from Rust ranges (`1..3`, `-2..`, `..`) with an optional
 //!   [`step_by`](Slice::step_by).
-
+//!
 //! # Timeouts
 //!
 //! Every call that may wait (a queue's put and get, an acquire, a wait, a join) comes in up to
