@@ -117,7 +117,7 @@ pub fn run_event(cars: usize, red: Duration) -> Result<Traffic, Box<dyn Error>> 
             let (light, green, released) = (&light, &green, &released);
             Process::spawn_fallible(move || -> agora::Result<()> {
                 println!("car {car} waits at the red light");
-                let set = light.wait_timeout(PATIENCE)?;
+                let set = light.wait_timeout(PATIENCE)?.is_some();
                 let was_green = green.get()?;
                 println!("car {car} goes");
                 released.append(&(car, set, was_green))

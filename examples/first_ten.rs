@@ -80,7 +80,7 @@ pub fn run(users: usize, places: usize) -> Result<Rush, Box<dyn Error>> {
             Process::spawn_fallible(move || -> agora::Result<()> {
                 let pid = std::process::id();
                 // put_nowait: in if there is room, turned away at once if not.
-                let got_in = queue.try_put(&pid)?;
+                let got_in = queue.try_put(&pid)?.is_some();
                 reports.append(&(pid, got_in))?;
                 Ok(())
             })

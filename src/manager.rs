@@ -149,6 +149,8 @@ pub struct ManagerBuilder {
     authkey: Option<Vec<u8>>,
     limits: Limits,
     max_in_flight: Option<usize>,
+    /// `None`: this process's `AGORA_SPIN_US` budget.
+    spin_budget: Option<Duration>,
     startup_timeout: Duration,
     shutdown_timeout: Duration,
     /// `None`: fork.
@@ -163,6 +165,7 @@ impl fmt::Debug for ManagerBuilder {
             .field("authkey", &self.authkey.as_ref().map(|_| "<redacted>"))
             .field("limits", &self.limits)
             .field("max_in_flight", &self.max_in_flight)
+            .field("spin_budget", &self.spin_budget)
             .field("startup_timeout", &self.startup_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("exec", &self.exec)
@@ -177,6 +180,7 @@ impl Default for ManagerBuilder {
             authkey: None,
             limits: Limits::default(),
             max_in_flight: None,
+            spin_budget: None,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             exec: None,
@@ -212,6 +216,18 @@ impl ManagerBuilder {
     /// Most requests one connection may have in flight.
     pub fn max_in_flight(mut self, max_in_flight: usize) -> Self {
         self.max_in_flight = Some(max_in_flight);
+        self
+    }
+
+    /// How long the manager polls a busy connection for its next request before it sleeps
+    /// (`Duration::ZERO`: never; at most 1 ms is used), as `agora-manager --spin-us` sets it.
+    ///
+    /// By default the manager polls as this process's clients do: for the budget
+    /// `AGORA_SPIN_US` sets ([`spin_budget`](crate::spin_budget): 50 µs when unset, none on
+    /// one CPU), so that one variable tunes, or turns off, the polling of both sides, as it
+    /// does for the `agora-manager` program.
+    pub fn spin_budget(mut self, budget: Duration) -> Self {
+        self.spin_budget = Some(budget);
         self
     }
 
@@ -283,6 +299,8 @@ pub struct Manager {
     process: ManagerProcess,
     /// The address the handle connects to (the Unix socket), then any TCP ones.
     addresses: Vec<Address>,
+    /// The polling budget the manager was started with.
+    spin_budget: Duration,
 }
 
 impl fmt::Debug for Manager {
@@ -290,6 +308,7 @@ impl fmt::Debug for Manager {
         f.debug_struct("Manager")
             .field("pid", &self.process.pid)
             .field("addresses", &self.addresses)
+            .field("spin_budget", &self.spin_budget)
             .finish_non_exhaustive()
     }
 }
@@ -335,6 +354,13 @@ impl Manager {
     /// ports actually bound.
     pub fn addresses(&self) -> &[Address] {
         &self.addresses
+    }
+
+    /// How long the manager polls a busy connection for its next request before it sleeps,
+    /// as it was started with: [`ManagerBuilder::spin_budget`], else this process's
+    /// `AGORA_SPIN_US` budget. Zero: it never polls.
+    pub fn spin_budget(&self) -> Duration {
+        self.spin_budget
     }
 
     /// The authkey clients must prove they know. Treat it as a secret.
@@ -406,6 +432,12 @@ impl Manager {
         if let Some(max_in_flight) = options.max_in_flight {
             config.max_in_flight = max_in_flight;
         }
+        // As the agora-manager program does: the option (its --spin-us), else AGORA_SPIN_US
+        // through the client's own policy, so that both sides poll with one budget.
+        config.spin.budget = options
+            .spin_budget
+            .unwrap_or_else(agora_client::spin_budget);
+        let spin_budget = config.spin.budget;
 
         let dir = private_dir()?;
         let (mut process, addresses) = start_process(dir, &options, config)?;
@@ -425,6 +457,7 @@ impl Manager {
             client,
             process,
             addresses,
+            spin_budget,
         })
     }
 }

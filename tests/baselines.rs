@@ -118,7 +118,7 @@ fn killed_holder_releases<L: Locker>(lock: &L) -> bool {
     holder.join().unwrap();
     let got = lock.lock_timeout(Duration::from_secs(5)).unwrap();
     let got = got.unwrap_or_else(|| panic!("{}: the dead holder's lock was kept", L::NAME));
-    got.owner_died()
+    got.is_owner_dead()
 }
 
 #[test]

@@ -21,16 +21,16 @@ fn lock_basics() {
     let _serial = serial();
     let manager = Manager::spawn().expect("spawn the manager");
     let lock = manager.lock().unwrap();
-    assert!(!lock.locked().unwrap());
+    assert!(!lock.is_locked().unwrap());
     let g = lock.try_acquire().unwrap().expect("a free lock");
-    assert!(!g.owner_died());
-    assert!(lock.locked().unwrap());
+    assert!(!g.is_owner_dead());
+    assert!(lock.is_locked().unwrap());
     assert!(lock.try_acquire().unwrap().is_none(), "not reentrant");
     drop(g);
-    assert!(!lock.locked().unwrap());
+    assert!(!lock.is_locked().unwrap());
     assert!(lock.release().unwrap_err().is(ErrorName::RuntimeError));
     lock.acquire().unwrap().unlock().unwrap();
-    assert!(!lock.locked().unwrap());
+    assert!(!lock.is_locked().unwrap());
 
     // Python-style: acquired by one thread, released by another.
     assert_eq!(lock.acquire_raw(false, None).unwrap(), Acquired::Yes);
@@ -40,13 +40,13 @@ fn lock_basics() {
         .join()
         .unwrap()
         .unwrap();
-    assert!(!lock.locked().unwrap());
+    assert!(!lock.is_locked().unwrap());
     // A plain lock's guard may be dropped by another thread.
     let g = lock.acquire().unwrap();
     std::thread::scope(|s| {
         s.spawn(move || drop(g));
     });
-    assert!(!lock.locked().unwrap());
+    assert!(!lock.is_locked().unwrap());
 
     // Named locks are get-or-create; the kind is checked.
     assert_eq!(
@@ -83,9 +83,9 @@ fn rlock_is_reentrant_for_its_thread_only() {
     // Guards release one level each, in any order.
     drop(g2);
     drop(g1);
-    assert!(r.locked().unwrap());
+    assert!(r.is_locked().unwrap());
     g3.unlock().unwrap();
-    assert!(!r.locked().unwrap());
+    assert!(!r.is_locked().unwrap());
     assert!(r.release().unwrap_err().is(ErrorName::RuntimeError));
     // Now the other thread can take it.
     std::thread::scope(|s| {
@@ -108,7 +108,7 @@ fn guards_on_panic_and_on_exit() {
     }));
     assert!(unwound.is_err());
     assert!(
-        !lock.locked().unwrap(),
+        !lock.is_locked().unwrap(),
         "the guard released while unwinding"
     );
     assert_eq!(sem.get_value().unwrap(), 1);
@@ -122,7 +122,10 @@ fn guards_on_panic_and_on_exit() {
     .unwrap();
     assert!(!panicking.join().unwrap().success());
     let g = lock.acquire().unwrap();
-    assert!(!g.owner_died(), "released by the guard, not by the manager");
+    assert!(
+        !g.is_owner_dead(),
+        "released by the guard, not by the manager"
+    );
     drop(g);
 
     // A worker that exits without running destructors: the manager releases.
@@ -139,12 +142,12 @@ fn guards_on_panic_and_on_exit() {
         .acquire_timeout(Duration::from_secs(10))
         .unwrap()
         .expect("released by the manager");
-    assert!(g.owner_died());
+    assert!(g.is_owner_dead());
     let p = sem
         .acquire_timeout(Duration::from_secs(10))
         .unwrap()
         .unwrap();
-    assert!(p.owner_died());
+    assert!(p.is_owner_dead());
     drop((g, p));
 
     // A guard that reaches a forked child (moved into the worker's closure) releases nothing
@@ -161,7 +164,7 @@ fn guards_on_panic_and_on_exit() {
         .acquire_timeout(Duration::from_secs(10))
         .unwrap()
         .unwrap();
-    assert!(!g.owner_died(), "released by the parent's guard");
+    assert!(!g.is_owner_dead(), "released by the parent's guard");
 }
 
 /// What a critical section records: when it ran, on the system-wide monotonic clock.
@@ -412,7 +415,10 @@ fn a_killed_holder_releases_everything_and_the_next_is_told() {
         Ok(())
     })
     .unwrap();
-    assert!(holding.wait_timeout(Duration::from_secs(20)).unwrap());
+    assert!(holding
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap()
+        .is_some());
     assert_eq!(sem.get_value().unwrap(), 1);
 
     let parked = manager.value(&0u64).unwrap();
@@ -423,7 +429,7 @@ fn a_killed_holder_releases_everything_and_the_next_is_told() {
         let got = p.add(l.acquire_raw_cmd(true, None));
         p.add(tally.fetch_add_cmd(1));
         let got = p.execute()?.get(got)?;
-        t.set("lock", &got.owner_died())?;
+        t.set("lock", &got.is_owner_dead())?;
         l.release()
     })
     .unwrap();
@@ -432,21 +438,21 @@ fn a_killed_holder_releases_everything_and_the_next_is_told() {
     join_ok(&mut waiter, "the process waiting for the lock");
     assert_eq!(told.get("lock").unwrap(), Some(true), "the waiter was told");
     let g = lock.acquire().unwrap();
-    assert!(!g.owner_died(), "the notice is given once");
+    assert!(!g.is_owner_dead(), "the notice is given once");
     drop(g);
 
     let g = rlock
         .try_acquire()
         .unwrap()
         .expect("released at every level");
-    assert!(g.owner_died());
+    assert!(g.is_owner_dead());
     drop(g);
-    assert!(!rlock.acquire().unwrap().owner_died());
+    assert!(!rlock.acquire().unwrap().is_owner_dead());
 
     assert_eq!(sem.get_value().unwrap(), 3, "the permits came back");
     let p1 = sem.acquire().unwrap();
     let p2 = sem.acquire().unwrap();
-    assert!(p1.owner_died() && !p2.owner_died());
+    assert!(p1.is_owner_dead() && !p2.is_owner_dead());
 }
 
 /// SIGKILL a process parked in `acquire`: it leaves the line, and the lock goes to the next
@@ -514,7 +520,10 @@ fn an_idle_forked_child_does_not_delay_owner_death() {
         Ok(())
     })
     .unwrap();
-    assert!(ready.wait_timeout(Duration::from_secs(20)).unwrap());
+    assert!(ready
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap()
+        .is_some());
     let idle = idle_pid.get().unwrap() as u32;
     kill(&mut holder);
     assert!(running(idle), "the idle child runs");
@@ -522,7 +531,7 @@ fn an_idle_forked_child_does_not_delay_owner_death() {
     let alive = running(idle);
     kill_pid(idle);
     let g = g.expect("the dead holder's lock was not released while its idle child lived");
-    assert!(g.owner_died());
+    assert!(g.is_owner_dead());
     assert!(
         alive,
         "the idle child was still running when the lock came back"

@@ -16,26 +16,44 @@ fn full_empty_and_closed_behave_as_documented() {
     let q = manager.queue::<i64>(2).unwrap();
     assert_eq!(q.maxsize().unwrap(), 2);
     assert!(q.is_empty().unwrap() && !q.is_full().unwrap());
-    assert!(q.try_put(&1).unwrap());
-    assert!(q.try_put(&2).unwrap());
-    assert!(
-        !q.try_put(&3).unwrap(),
+    assert_eq!(q.try_put(&1).unwrap(), Some(()));
+    assert_eq!(q.try_put(&2).unwrap(), Some(()));
+    assert_eq!(
+        q.try_put(&3).unwrap(),
+        None,
         "a full queue refuses a non-blocking put"
     );
     assert!(q.is_full().unwrap());
     assert_eq!(q.qsize().unwrap(), 2);
-    assert!(!q.put_timeout(&3, Duration::from_millis(20)).unwrap());
+    assert_eq!(q.put_timeout(&3, Duration::from_millis(20)).unwrap(), None);
     assert_eq!(q.try_get().unwrap(), Some(1));
     assert_eq!(q.get().unwrap(), 2);
     assert_eq!(q.try_get().unwrap(), None);
     assert_eq!(q.get_timeout(Duration::from_millis(20)).unwrap(), None);
-    assert_eq!(q.try_put_many([5, 6, 7]).unwrap(), 2, "as many as fit");
+    assert_eq!(
+        q.try_put_many([5, 6, 7]).unwrap(),
+        Some(2),
+        "as many as fit"
+    );
+    assert_eq!(q.try_put_many([8]).unwrap(), None, "none fit");
     assert_eq!(q.get_many(10).unwrap(), [5, 6]);
-    assert!(q.try_get_many(10).unwrap().is_empty());
-    assert!(q
-        .get_many_timeout(3, Duration::from_millis(20))
-        .unwrap()
-        .is_empty());
+    assert_eq!(q.try_get_many(10).unwrap(), None);
+    assert_eq!(
+        q.get_many_timeout(3, Duration::from_millis(20)).unwrap(),
+        None
+    );
+    q.put(&4).unwrap();
+    assert_eq!(
+        q.get_many_timeout(3, Duration::from_millis(20)).unwrap(),
+        Some(vec![4])
+    );
+    assert_eq!(
+        q.put_many_timeout([1, 2, 3], Duration::from_millis(20))
+            .unwrap(),
+        Some(2),
+        "the first two got in"
+    );
+    assert_eq!(q.get_many(10).unwrap(), [1, 2]);
     assert!(q.get_many(0).unwrap_err().is(ErrorName::ValueError));
 
     // Closing: puts fail, what is left drains, then every get says Closed.
@@ -278,7 +296,7 @@ fn parked_getters_and_putters_are_served_in_arrival_order() {
         wait_count(&parked, N + i);
     }
     // A newcomer does not overtake them, even when room appears.
-    assert!(!q.try_put(&99).unwrap());
+    assert_eq!(q.try_put(&99).unwrap(), None);
     let order: Vec<u64> = (0..=N).map(|_| q.get().unwrap()).collect();
     assert_eq!(order, (0..=N).collect::<Vec<_>>());
     for p in &mut putters {
@@ -405,7 +423,10 @@ fn consumers_killed_while_parked_lose_no_item() {
     join_ok(&mut survivor, "the consumer parked behind the killed ones");
     assert_eq!(results.get("survivor").unwrap(), Some(vec![0]));
     q.put_many(1..100u64).unwrap();
-    assert_eq!(q.try_get_many(1000).unwrap(), (1..100).collect::<Vec<_>>());
+    assert_eq!(
+        q.try_get_many(1000).unwrap(),
+        Some((1..100).collect::<Vec<_>>())
+    );
 }
 
 /// The tutorials' JoinableQueue program: consumers mark each job done, producers `join` until
@@ -450,7 +471,7 @@ fn joinable_queue_tutorial_program_ends() {
     let done: BTreeMap<u64, u64> = results.copy().unwrap().into_iter().collect();
     assert_eq!(done.len(), 400);
     assert!(done.iter().all(|(j, sq)| j * j == *sq));
-    assert!(jobs.join_timeout(Duration::ZERO).unwrap());
+    assert_eq!(jobs.join_timeout(Duration::ZERO).unwrap(), Some(()));
     jobs.close().unwrap();
     for mut c in consumers {
         join_ok(&mut c, "a consumer");
@@ -488,7 +509,11 @@ fn put_many_keeps_feeding_parked_getters() {
     let put = q
         .put_many_timeout([0u64, 1], Duration::from_secs(2))
         .unwrap();
-    assert_eq!(put, 2, "the second item waited with room in the queue");
+    assert_eq!(
+        put,
+        Some(2),
+        "the second item waited with room in the queue"
+    );
     for g in &mut getters {
         join_ok(g, "a getter");
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use agora::{Manager, Process};
+use agora::{Error, Manager, Process, Slice};
 use proptest::prelude::*;
 
 /// The tests in this file fork: one at a time, so that no test forks while another holds a lock.
@@ -110,6 +110,7 @@ enum Op {
     Append(i64),
     Insert(i64, i64),
     PopAt(i64),
+    DelAt(i64),
     Assign(i64, i64),
     Remove(i64),
     Slice(Option<i64>, Option<i64>, Option<i64>),
@@ -132,6 +133,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0i64..20).prop_map(Op::Append),
         (i.clone(), 0i64..20).prop_map(|(i, v)| Op::Insert(i, v)),
         i.clone().prop_map(Op::PopAt),
+        i.clone().prop_map(Op::DelAt),
         (i.clone(), 0i64..20).prop_map(|(i, v)| Op::Assign(i, v)),
         (0i64..20).prop_map(Op::Remove),
         (bound.clone(), bound.clone(), step).prop_map(|(a, b, s)| Op::Slice(a, b, s)),
@@ -203,12 +205,12 @@ fn check_op(
             }
         }
         Op::Del(k) => {
-            let removed = dict.delitem(&k).unwrap();
+            let removed = dict.del(&k).unwrap();
             let expected = model.find(k).map(|i| model.dict.remove(i)).is_some();
             prop_assert_eq!(removed, expected);
         }
         Op::Pop(k) => {
-            let got = dict.remove(&k).unwrap();
+            let got = dict.pop(&k).unwrap();
             prop_assert_eq!(got, model.find(k).map(|i| model.dict.remove(i).1));
         }
         Op::SetDefault(k, v) => {
@@ -238,6 +240,11 @@ fn check_op(
             let expected = resolve(i, model.list.len()).map(|i| model.list.remove(i));
             prop_assert_eq!(got, expected);
         }
+        Op::DelAt(i) => {
+            let removed = list.del(i).unwrap();
+            let expected = resolve(i, model.list.len()).map(|i| model.list.remove(i));
+            prop_assert_eq!(removed, expected.is_some());
+        }
         Op::Assign(i, v) => match resolve(i, model.list.len()) {
             Some(at) => {
                 list.set(i, &v).unwrap();
@@ -259,10 +266,10 @@ fn check_op(
                 .into_iter()
                 .map(|i| model.list[i])
                 .collect();
-            prop_assert_eq!(list.get_slice(a, b, s).unwrap(), expected);
+            prop_assert_eq!(list.get_slice(Slice::new(a, b, s)).unwrap(), expected);
         }
         Op::DelSlice(a, b) => {
-            list.del_slice(a, b, None).unwrap();
+            list.del_slice(Slice::new(a, b, None)).unwrap();
             let doomed: BTreeSet<usize> = slice_indices(model.list.len(), a, b, None)
                 .into_iter()
                 .collect();
@@ -353,4 +360,45 @@ fn registry_calls_pipeline_like_any_other() {
             .unwrap(),
         Some(42)
     );
+}
+
+#[test]
+fn slices_are_rust_ranges_with_an_optional_step() {
+    let _serial = serial();
+    let manager = Manager::spawn().unwrap();
+    let list = manager.list::<i64>().unwrap();
+    list.extend(0..6).unwrap();
+    assert_eq!(list.get_slice(1..3).unwrap(), [1, 2]);
+    assert_eq!(list.get_slice(-2..).unwrap(), [4, 5]);
+    assert_eq!(list.get_slice(..2).unwrap(), [0, 1]);
+    assert_eq!(list.get_slice(..).unwrap(), [0, 1, 2, 3, 4, 5]);
+    assert_eq!(
+        list.get_slice(Slice::from(..).step_by(-2)).unwrap(),
+        [5, 3, 1]
+    );
+    // As in Python, bounds are clamped and an empty range selects nothing.
+    assert_eq!(list.get_slice(4..100).unwrap(), [4, 5]);
+    assert!(list
+        .get_slice(Slice::new(Some(3), Some(1), None))
+        .unwrap()
+        .is_empty());
+    list.set_slice(1..3, [10, 20, 30]).unwrap();
+    assert_eq!(list.copy().unwrap(), [0, 10, 20, 30, 3, 4, 5]);
+    list.del_slice(Slice::from(..).step_by(2)).unwrap();
+    assert_eq!(list.copy().unwrap(), [10, 30, 4]);
+    assert_eq!(list.index_in(&4, 1..).unwrap(), Some(2));
+    assert_eq!(list.index_in(&10, 1..).unwrap(), None);
+    // A search takes no step: refused before anything is sent.
+    let err = list.index_in(&4, Slice::all().step_by(2)).unwrap_err();
+    assert!(matches!(err, Error::Usage(_)), "{err}");
+    // A step of 0 is the manager's ValueError, as in Python.
+    let err = list.get_slice(Slice::all().step_by(0)).unwrap_err();
+    assert!(err.is(agora::ErrorName::ValueError), "{err}");
+
+    let array = manager.array::<i64>('q', &[1, 2, 3, 4]).unwrap();
+    array
+        .set_slice(Slice::from(1..).step_by(2), [20, 40])
+        .unwrap();
+    assert_eq!(array.to_vec().unwrap(), [1, 20, 3, 40]);
+    assert_eq!(array.get_slice(-3..-1).unwrap(), [20, 3]);
 }

@@ -142,6 +142,29 @@ fn child_role() {
             println!("ANNOUNCE {} {}", manager.pid(), worker.pid());
             std::thread::sleep(Duration::from_secs(60));
         }
+        // Run with AGORA_SPIN_US set: report the budget this process polls with and the one
+        // each manager was started with (fork, exec, and an explicit one), in nanoseconds.
+        "spin-budget" => {
+            let forked = Manager::spawn().expect("spawn");
+            let execed = exec_builder().spawn().expect("spawn with exec");
+            let chosen = Manager::builder()
+                .spin_budget(Duration::from_micros(20))
+                .spawn()
+                .expect("spawn with a budget");
+            for manager in [&forked, &execed, &chosen] {
+                let list = manager.list::<u64>().expect("list");
+                list.extend(0..100u64).expect("extend");
+                assert_eq!(list.len().expect("len"), 100);
+            }
+            println!(
+                "ANNOUNCE {} {} {} {}",
+                agora::spin_budget().as_nanos(),
+                forked.spin_budget().as_nanos(),
+                execed.spin_budget().as_nanos(),
+                chosen.spin_budget().as_nanos(),
+            );
+            std::process::exit(0);
+        }
         // A worker program: write into the dict the parent named, through the environment.
         "env-writer" => {
             let client = Client::from_env().expect("Client::from_env");
@@ -476,4 +499,30 @@ fn a_forked_worker_can_spawn_its_own_manager() {
     })
     .expect("spawn");
     assert!(worker.join().expect("join").success());
+}
+
+/// `Manager::spawn` gives its manager the budget `AGORA_SPIN_US` sets, as the `agora-manager`
+/// program does and as the clients poll with: with `AGORA_SPIN_US=0` neither side polls,
+/// whatever the start method; an explicit `spin_budget` wins.
+#[test]
+fn spawn_takes_the_polling_budget_from_agora_spin_us() {
+    let _serial = serial();
+    for (value, nanos) in [("0", "0"), ("250", "250000"), ("5000", "1000000")] {
+        let mut child = role_command("spin-budget")
+            .env(agora::ENV_SPIN_US, value)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the child");
+        let words = read_announcement(&mut child, "ANNOUNCE ");
+        assert_eq!(
+            words,
+            [nanos, nanos, nanos, "20000"],
+            "AGORA_SPIN_US={value}: this process, the forked manager, the exec'd manager, an \
+             explicit budget"
+        );
+        assert!(child.wait().expect("reap the child").success());
+    }
+    // In this process, whatever AGORA_SPIN_US is: the manager polls as the client does.
+    let manager = Manager::spawn().expect("spawn");
+    assert_eq!(manager.spin_budget(), agora::spin_budget());
 }

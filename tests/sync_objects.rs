@@ -53,7 +53,7 @@ fn event_wakes_every_waiting_process() {
     let manager = Manager::spawn().expect("spawn the manager");
     let event = manager.event().unwrap();
     assert!(!event.is_set().unwrap());
-    assert!(!event.wait_timeout(Duration::from_millis(10)).unwrap());
+    assert_eq!(event.wait_timeout(Duration::from_millis(10)).unwrap(), None);
     let parked = manager.value(&0u64).unwrap();
     let woken = manager.value(&0u64).unwrap();
     let mut waiters = Vec::new();
@@ -62,9 +62,9 @@ fn event_wakes_every_waiting_process() {
         waiters.push(
             Process::spawn_fallible(move || -> agora::Result<()> {
                 let mut p = event.client().pipeline();
-                let set = p.add(event.wait_cmd(None));
+                let set = p.add(event.wait_cmd());
                 p.add(tally.fetch_add_cmd(1));
-                assert!(p.execute()?.get(set)?);
+                p.execute()?.get(set)?;
                 woken.fetch_add(1).map(drop)
             })
             .unwrap(),
@@ -78,9 +78,14 @@ fn event_wakes_every_waiting_process() {
     }
     assert_eq!(woken.get().unwrap(), 3);
     assert!(event.is_set().unwrap());
-    assert!(event.wait().unwrap(), "a set event answers at once");
+    assert_eq!(
+        event.wait_timeout(Duration::from_secs(20)).unwrap(),
+        Some(()),
+        "a set event answers at once"
+    );
+    event.wait().unwrap();
     event.clear().unwrap();
-    assert!(!event.wait_timeout(Duration::from_millis(10)).unwrap());
+    assert_eq!(event.wait_timeout(Duration::from_millis(10)).unwrap(), None);
 }
 
 /// Consumer processes wait on a condition for jobs a producer appends one at a time; every
@@ -100,11 +105,11 @@ fn condition_producer_and_consumers() {
             Process::spawn_fallible(move || -> agora::Result<()> {
                 loop {
                     let mut g = cond.acquire()?;
-                    let ready = g.wait_for(
+                    let ready = g.wait_for_timeout(
                         || Ok(jobs.len()? > 0 || done.is_set()?),
-                        Some(Duration::from_secs(20)),
+                        Duration::from_secs(20),
                     )?;
-                    assert!(ready, "the producer went quiet");
+                    assert!(ready.is_some(), "the producer went quiet");
                     match jobs.pop_at(0)? {
                         Some(job) => taken.append(&job)?,
                         None => return Ok(()),
@@ -183,29 +188,41 @@ fn condition_locks_timeouts_and_errors() {
         .wait_raw(Some(Duration::from_millis(10)))
         .unwrap_err()
         .is(ErrorName::RuntimeError));
-    // A wait that times out returns false, holding the lock again.
+    // A wait that times out returns None, holding the lock again.
     let mut g = cond.acquire().unwrap();
-    assert!(!g.wait_timeout(Duration::from_millis(30)).unwrap());
-    assert!(cond.locked().unwrap());
+    assert_eq!(g.wait_timeout(Duration::from_millis(30)).unwrap(), None);
+    assert!(cond.is_locked().unwrap());
     std::thread::scope(|s| {
         s.spawn(|| assert!(cond.try_acquire().unwrap().is_none()));
     });
-    assert!(!g
-        .wait_for(|| Ok(false), Some(Duration::from_millis(30)))
-        .unwrap());
-    assert!(g.wait_for(|| Ok(true), None).unwrap());
+    assert_eq!(
+        g.wait_for_timeout(|| Ok(false), Duration::from_millis(30))
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        g.wait_for_timeout(|| Ok(true), Duration::from_millis(30))
+            .unwrap(),
+        Some(())
+    );
+    g.wait_for(|| Ok(true)).unwrap();
+    // A timeout too far away to represent is no limit.
+    assert_eq!(
+        g.wait_for_timeout(|| Ok(true), Duration::MAX).unwrap(),
+        Some(())
+    );
     drop(g);
-    assert!(!cond.locked().unwrap());
+    assert!(!cond.is_locked().unwrap());
 
     // Over an existing lock: holding the lock is holding the condition's lock.
     let lock = manager.lock().unwrap();
     let over_lock = manager.condition_with(&lock).unwrap();
     let held = lock.acquire().unwrap();
-    assert!(over_lock.locked().unwrap());
+    assert!(over_lock.is_locked().unwrap());
     assert!(!over_lock.wait_raw(Some(Duration::from_millis(20))).unwrap());
-    assert!(lock.locked().unwrap(), "held again after the wait");
+    assert!(lock.is_locked().unwrap(), "held again after the wait");
     drop(held);
-    assert!(!over_lock.locked().unwrap());
+    assert!(!over_lock.is_locked().unwrap());
 
     // Over an rlock: a wait releases every level and restores them.
     let rlock = manager.rlock().unwrap();
@@ -222,14 +239,14 @@ fn condition_locks_timeouts_and_errors() {
                 .expect("released while waiting");
             other.unlock().unwrap();
         });
-        assert!(!g.wait_timeout(Duration::from_millis(300)).unwrap());
+        assert_eq!(g.wait_timeout(Duration::from_millis(300)).unwrap(), None);
         other.join().unwrap();
     });
     drop(g);
     drop(r2);
     drop(r1);
     assert!(
-        !rlock.locked().unwrap(),
+        !rlock.is_locked().unwrap(),
         "three levels back, three released"
     );
 
@@ -245,7 +262,7 @@ fn condition_locks_timeouts_and_errors() {
         .acquire_timeout(Duration::from_secs(10))
         .unwrap()
         .unwrap();
-    assert!(g.owner_died());
+    assert!(g.is_owner_dead());
 }
 
 /// A process that waits at `barrier` and requires the wait to fail with `BrokenBarrierError`.
@@ -291,21 +308,25 @@ fn barrier_releases_all_parties_breaks_and_resets() {
     got.sort_unstable();
     assert_eq!(got, [0, 1, 2]);
     assert_eq!(barrier.n_waiting().unwrap(), 0);
-    assert!(!barrier.broken().unwrap());
+    assert!(!barrier.is_broken().unwrap());
 
-    // A party that times out breaks the barrier for everybody.
+    // A party that times out breaks the barrier for everybody: the others get
+    // BrokenBarrierError, and its own wait_timeout None (the parties did not all meet).
     let mut waiting = party_expecting_a_break(&barrier);
     until_waiting(&barrier, 1);
-    let err = barrier.wait_timeout(Duration::from_millis(50)).unwrap_err();
-    assert!(err.is(ErrorName::BrokenBarrierError), "{err}");
+    assert_eq!(
+        barrier.wait_timeout(Duration::from_millis(50)).unwrap(),
+        None
+    );
     join_ok(&mut waiting, "the other party");
-    assert!(barrier.broken().unwrap());
+    assert!(barrier.is_broken().unwrap());
     assert!(barrier
         .wait()
         .unwrap_err()
         .is(ErrorName::BrokenBarrierError));
+    assert_eq!(barrier.wait_timeout(Duration::from_secs(20)).unwrap(), None);
     barrier.reset().unwrap();
-    assert!(!barrier.broken().unwrap());
+    assert!(!barrier.is_broken().unwrap());
 
     // abort breaks it; a party killed while waiting breaks it too.
     let mut aborted = party_expecting_a_break(&barrier);
@@ -323,7 +344,7 @@ fn barrier_releases_all_parties_breaks_and_resets() {
     until_waiting(&barrier, 2);
     kill(&mut victim);
     join_ok(&mut survivor, "the party waiting with the killed one");
-    assert!(barrier.broken().unwrap());
+    assert!(barrier.is_broken().unwrap());
 
     // The barrier's own timeout is the default for wait.
     let timed = manager
@@ -378,19 +399,19 @@ fn every_blocking_call_honours_its_timeout() {
         ),
         (
             "queue.put",
-            Box::new(|| assert!(!full.put_timeout(&1, T).unwrap())),
+            Box::new(|| assert_eq!(full.put_timeout(&1, T).unwrap(), None)),
         ),
         (
             "queue.get_many",
-            Box::new(|| assert!(empty.get_many_timeout(5, T).unwrap().is_empty())),
+            Box::new(|| assert_eq!(empty.get_many_timeout(5, T).unwrap(), None)),
         ),
         (
             "queue.put_many",
-            Box::new(|| assert_eq!(full.put_many_timeout([1, 2], T).unwrap(), 0)),
+            Box::new(|| assert_eq!(full.put_many_timeout([1, 2], T).unwrap(), None)),
         ),
         (
             "joinable_queue.join",
-            Box::new(|| assert!(!joinable.join_timeout(T).unwrap())),
+            Box::new(|| assert_eq!(joinable.join_timeout(T).unwrap(), None)),
         ),
         (
             "lock.acquire",
@@ -410,13 +431,13 @@ fn every_blocking_call_honours_its_timeout() {
         ),
         (
             "event.wait",
-            Box::new(|| assert!(!event.wait_timeout(T).unwrap())),
+            Box::new(|| assert_eq!(event.wait_timeout(T).unwrap(), None)),
         ),
         (
             "condition.wait",
             Box::new(|| {
                 let mut g = cond.acquire().unwrap();
-                assert!(!g.wait_timeout(T).unwrap());
+                assert_eq!(g.wait_timeout(T).unwrap(), None);
             }),
         ),
         (
@@ -425,10 +446,7 @@ fn every_blocking_call_honours_its_timeout() {
         ),
         (
             "barrier.wait",
-            Box::new(|| {
-                let err = barrier.wait_timeout(T).unwrap_err();
-                assert!(err.is(ErrorName::BrokenBarrierError), "{err}");
-            }),
+            Box::new(|| assert_eq!(barrier.wait_timeout(T).unwrap(), None)),
         ),
     ];
     let start = Instant::now();
@@ -464,7 +482,7 @@ fn threads_block_on_one_connection_while_others_call() {
     std::thread::scope(|s| {
         let getters: Vec<_> = (0..8).map(|_| s.spawn(|| q.get().unwrap())).collect();
         let lockers: Vec<_> = (0..2)
-            .map(|_| s.spawn(|| lock.acquire().unwrap().owner_died()))
+            .map(|_| s.spawn(|| lock.acquire().unwrap().is_owner_dead()))
             .collect();
         let waiters: Vec<_> = (0..2).map(|_| s.spawn(|| event.wait().unwrap())).collect();
         // While twelve calls are parked, this thread's calls go through.
@@ -482,7 +500,9 @@ fn threads_block_on_one_connection_while_others_call() {
         got.sort_unstable();
         assert_eq!(got, (0..8).collect::<Vec<_>>());
         assert!(lockers.into_iter().all(|l| !l.join().unwrap()));
-        assert!(waiters.into_iter().all(|w| w.join().unwrap()));
+        for w in waiters {
+            w.join().unwrap();
+        }
     });
 }
 

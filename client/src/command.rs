@@ -306,6 +306,11 @@ pub(crate) mod decode {
         found_unless(ErrorName::KeyError, r)
     }
 
+    /// Success is `true`; `IndexError` is `false`.
+    pub(crate) fn found_index(r: Reply) -> Result<bool> {
+        found_unless(ErrorName::IndexError, r)
+    }
+
     /// Success is `true`; `ValueError` is `false`.
     pub(crate) fn found_value(r: Reply) -> Result<bool> {
         found_unless(ErrorName::ValueError, r)
@@ -379,6 +384,8 @@ mod tests {
             Some(5)
         );
         assert!(!decode::found_key(key()).unwrap());
+        assert!(!decode::found_index(index()).unwrap());
+        assert!(decode::found_index(key()).is_err());
         assert!(decode::found_key(Ok(Bytes::from_static(&[0xc0]))).unwrap());
     }
 }

@@ -436,18 +436,10 @@ impl Connection {
     /// sleeping (see [`spin`]). Calls that `may_wait` keep a back-off of their own, so that
     /// a contended lock does not stop the polling for the quick calls made while holding it.
     fn fill(&self, reader: &mut Reader, may_wait: bool) -> Result<()> {
-        let budget = spin::budget();
-        let mut polled = None;
         let backoff = &mut reader.backoff[usize::from(may_wait)];
-        if !budget.is_zero() && backoff.should_poll() {
-            match spin::poll_read(self.stream.raw_fd(), &mut reader.buf, budget) {
-                spin::Polled::Read { len, paid_off } => {
-                    backoff.polled(paid_off);
-                    polled = Some(Ok(len));
-                }
-                spin::Polled::Nothing => backoff.polled(false),
-            }
-        }
+        let mut polled = backoff
+            .poll_read(self.stream.raw_fd(), &mut reader.buf, spin::pause)
+            .map(Ok);
         loop {
             let read = match polled.take() {
                 Some(read) => read,

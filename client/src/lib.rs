@@ -26,9 +26,10 @@
 //! - `connection`: one socket, authenticated with `hello`/`auth`, shared by the threads of a
 //!   process. Calls are multiplexed by msgid with a leader/follower scheme: no background
 //!   thread; whichever waiting caller finds the socket unread reads it for everybody.
-//! - [`spin`]: the reading thread polls the socket for a reply for up to `AGORA_SPIN_US`
-//!   microseconds (default 50; 0 never polls) before it sleeps in `read`, since being woken
-//!   costs more than a call on many machines; polls that find nothing back off exponentially.
+//! - `spin`: the reading thread polls the socket for a reply for up to `AGORA_SPIN_US`
+//!   microseconds (default 50; 0 never polls; see [`spin_budget`]) before it sleeps in `read`,
+//!   since being woken costs more than a call on many machines; polls that find nothing back
+//!   off exponentially. The whole polling policy is in that one module.
 //! - `slot`: the current connection, swapped lock-free for a new one in a forked child.
 //! - [`client`](Client): the [`Client`] handle, registry methods and the raw call API.
 //! - [`command`](Cmd): [`Cmd`], one call encoded and typed, to run now or later.
@@ -56,9 +57,45 @@
 //! # Naming
 //!
 //! Proxy methods follow Rust's naming but map one to one to the wire methods of `PROTOCOL.md`;
-//! each method's documentation names its wire method. Lookups that Python answers with
-//! `KeyError` / `IndexError` return `Option` (`get`, `pop`, `remove`); the `getitem` methods
-//! keep the error. Every method `foo` has a twin `foo_cmd` for pipelines.
+//! each method's documentation names its wire method. Every method `foo` has a twin `foo_cmd`
+//! for pipelines. A few rules hold for every proxy:
+//!
+//! - **Absent is a value.** Lookups that Python answers with `KeyError`, `IndexError` or
+//!   `AttributeError` return an `Option` (`get`, `pop`, `pop_at`) or a `bool`; the `getitem`
+//!   methods keep the error.
+//! - **Removing an entry is `del`**, as Python's `del d[k]` statement: [`Dict::del`],
+//!   [`List::del`], [`Namespace::del`] and [`List::del_slice`] return whether there was
+//!   something to remove. Removing an entry *and returning it* is `pop` ([`Dict::pop`],
+//!   [`List::pop_at`]); [`List::remove`] is Python's remove-by-value. [`Client::delete`] is a
+//!   different thing: it deletes a whole object from the manager.
+//! - **Yes/no questions start with `is_`**: [`Lock::is_locked`], [`Event::is_set`],
+//!   [`Queue::is_closed`], [`Barrier::is_broken`], [`LockGuard::is_owner_dead`], ...
+//! - **Slices are [`Slice`]s**, made from Rust ranges (`1..3`, `-2..`, `..`) with an optional
+//!   [`step_by`](Slice::step_by).
+//!
+//! # Timeouts
+//!
+//! Every call that may wait (a queue's put and get, an acquire, a wait, a join) comes in up to
+//! three forms with one rule for their results. If `foo(..)` returns `Result<R>`:
+//!
+//! - `foo(..)` waits as long as it takes and returns `R`;
+//! - `foo_timeout(.., timeout)` waits at most `timeout` (on the manager) and returns
+//!   `Result<Option<R>>`: `Some` with what `foo` would have returned, or `None` when the
+//!   timeout passed before the call did anything (no item taken or put, no lock held, the
+//!   event not set, the work not done);
+//! - `try_foo(..)` does not wait at all and returns the same `Result<Option<R>>`: `None` when
+//!   it would have had to wait.
+//!
+//! So [`Lock::acquire_timeout`] gives `Option<LockGuard>`, [`Queue::get_timeout`]
+//! `Option<T>`, [`Queue::put_timeout`], [`Event::wait_timeout`] and
+//! [`Queue::join_timeout`] `Option<()>`, [`Barrier::wait_timeout`] `Option<usize>`. Batch
+//! calls that did part of their work say how much inside the `Some`
+//! ([`Queue::put_many_timeout`]: `Some(n)` when the first `n` items got in). `Err` is kept for
+//! what is not routine: a closed queue, a lost connection, a value of another type. The one
+//! object whose timeout is not quiet is the barrier: as in Python its timeout breaks it for
+//! every party, so its `None` means the parties did not all meet, whatever the cause. The
+//! `_raw` methods ([`Lock::acquire_raw`], [`Condition::wait_raw`]) are the exception by design:
+//! they take Python's `(blocking, timeout)` and answer as Python does.
 
 #![warn(missing_docs)]
 
@@ -72,7 +109,7 @@ mod error;
 mod pipeline;
 pub mod proxies;
 mod slot;
-pub mod spin;
+mod spin;
 mod token;
 
 #[cfg(test)]
@@ -88,6 +125,16 @@ pub use pipeline::{Handle, Pipeline, Replies};
 pub use proxies::{
     Acquired, Array, Barrier, BoundedSemaphore, Condition, ConditionGuard, Dict, Event,
     JoinableQueue, List, Lock, LockGuard, Namespace, Number, Queue, QueueBatches, QueueIter, RLock,
-    RLockGuard, Semaphore, SemaphoreGuard, SharedRef, Value,
+    RLockGuard, Semaphore, SemaphoreGuard, SharedRef, Slice, Value,
 };
+pub use spin::{budget as spin_budget, ENV_SPIN_US};
 pub use token::Token;
+
+/// The client's polling internals, for code measured against agora that must poll exactly as
+/// the client does: the benchmark's raw contenders (`examples/bench`) use the client's own
+/// budget, back-off and poll loop rather than a copy of them. Not a stable API: it exists
+/// only with the `bench-internals` feature, which the workspace's examples turn on.
+#[cfg(feature = "bench-internals")]
+pub mod bench_internals {
+    pub use crate::spin::{budget, pause, poll_read, Backoff, Polled};
+}

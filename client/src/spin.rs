@@ -1,30 +1,38 @@
-//! Polling for a reply before sleeping in `read`.
+//! Polling for a reply before sleeping in `read`: the client's whole polling policy.
 //!
 //! A reply usually comes within a few microseconds of its request. A thread that sleeps in
 //! `read` and is woken when it arrives pays for the wake-up, and on a virtual machine waking a
 //! halted CPU costs tens of microseconds: more than the call itself. So the reading thread
 //! first polls the socket without blocking for a short budget, giving its CPU to any other
-//! thread or process that wants it between polls (perhaps the manager, on a machine with few
-//! CPUs), and only then sleeps.
+//! thread or process that wants it between polls ([`pause`]; perhaps the manager, on a
+//! machine with few CPUs), and only then sleeps.
 //!
-//! Polling that finds nothing in time (a loaded machine, a call the manager parks) was
-//! wasted, and so was polling during which the CPU went elsewhere (a gap of [`STALL`] between
-//! two tries: the manager or another process needed this CPU, so sleeping would have served
-//! as well). After wasted polling, a connection skips polling for its next 1, 2, 4, ... up to
-//! [`MAX_BACKOFF`] replies; polling that pays off resets the back-off. Calls the manager may
-//! park keep a back-off of their own.
+//! Everything that decides how the Rust side polls is here, and nowhere else:
 //!
-//! The budget is `AGORA_SPIN_US` microseconds (0 never polls; at most [`MAX_BUDGET`]), read
-//! once per process; by default 50, or 0 when the process may run on one CPU only
-//! ([`default_budget`]). The manager reads the same variable.
+//! - **the budget**: `AGORA_SPIN_US` microseconds ([`ENV_SPIN_US`]), read once per process
+//!   ([`budget`], parsed by [`budget_from`]); 0 never polls; at most [`MAX_BUDGET`] whatever
+//!   the variable says; a value that is not a whole number is ignored with a warning;
+//! - **the default**: 50 µs, or none when the process may run on one CPU only
+//!   ([`default_budget`]), since the other side can only answer once the poller stops;
+//! - **the back-off** ([`Backoff`]): polling that finds nothing in time (a loaded machine, a
+//!   call the manager parks) was wasted, and so was polling during which the CPU went
+//!   elsewhere (a gap of [`STALL`] between two tries: sleeping would have served as well).
+//!   After wasted polling a connection skips polling for its next 1, 2, 4, ... up to
+//!   [`MAX_BACKOFF`] replies; polling that pays off resets it.
 //!
-//! The module is public so that code measured against agora (a benchmark's raw round trip)
-//! can poll exactly as the client does: same budget, same back-off, same stall test.
+//! The manager library applies the same numbers to its side; [`budget`] is also the budget
+//! `agora::Manager::spawn` gives the manager it starts, so that one variable sets both.
+//! The benchmark polls its raw contenders with these very functions (the crate's
+//! `bench-internals` feature).
 
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// The environment variable that sets the polling budget, in microseconds (`0`: never poll).
+/// The `agora-manager` program and the Python client read it too.
+pub const ENV_SPIN_US: &str = "AGORA_SPIN_US";
 
 /// The longest a call polls, whatever `AGORA_SPIN_US` says (as in the manager).
 pub const MAX_BUDGET: Duration = Duration::from_millis(1);
@@ -32,35 +40,67 @@ pub const MAX_BUDGET: Duration = Duration::from_millis(1);
 /// The most replies a connection reads without polling after polls that found nothing.
 pub const MAX_BACKOFF: u32 = 64;
 
-/// The polling budget when `AGORA_SPIN_US` is not set: 50 µs, or none when this process may
-/// run on one CPU only (one CPU, or pinned with `taskset`), since a manager started from it
-/// shares that CPU and cannot answer while this thread polls.
+/// A gap this long between two polls means the CPU went to another thread or process
+/// meanwhile (a poll takes a microsecond or so).
+pub const STALL: Duration = Duration::from_micros(5);
+
+/// The budget when `AGORA_SPIN_US` is not set: see [`default_budget_for`].
 pub fn default_budget() -> Duration {
-    match std::thread::available_parallelism() {
-        Ok(cpus) if cpus.get() < 2 => Duration::ZERO,
-        _ => Duration::from_micros(50),
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    default_budget_for(cpus)
+}
+
+/// The budget when `AGORA_SPIN_US` is not set, for a process that may run on `cpus` CPUs:
+/// 50 µs (about two wake-ups of an idle CPU on a virtual machine), or none for one CPU (one
+/// CPU, or pinned with `taskset`), since a manager sharing that CPU cannot answer while this
+/// thread polls.
+pub fn default_budget_for(cpus: usize) -> Duration {
+    if cpus < 2 {
+        Duration::ZERO
+    } else {
+        Duration::from_micros(50)
     }
 }
 
-/// This process's polling budget.
+/// The budget `AGORA_SPIN_US` asks for, given its value (`None`: not set): whole microseconds,
+/// at most [`MAX_BUDGET`]; the [`default_budget`] when unset, or when the value is not a whole
+/// number (with a warning, rather than failing a program over a tuning knob).
+pub fn budget_from(raw: Option<&str>) -> Duration {
+    let Some(raw) = raw else {
+        return default_budget();
+    };
+    match raw.trim().parse() {
+        Ok(micros) => Duration::from_micros(micros).min(MAX_BUDGET),
+        Err(_) => {
+            tracing::warn!(
+                value = %raw,
+                "ignoring {ENV_SPIN_US}: not a whole number of microseconds"
+            );
+            default_budget()
+        }
+    }
+}
+
+/// How long this process polls for a reply before it sleeps, from the `AGORA_SPIN_US` it
+/// started with (read once, so that every connection polls alike): whole microseconds, `0` to
+/// never poll, at most 1 ms. Unset, or not a whole number (logged, then ignored): 50 µs, or
+/// none when the process may run on one CPU only (one CPU, or pinned with `taskset`), where
+/// the other side could only answer once the poller stopped.
 pub fn budget() -> Duration {
     static BUDGET: OnceLock<Duration> = OnceLock::new();
-    *BUDGET.get_or_init(|| match std::env::var("AGORA_SPIN_US") {
-        Ok(raw) => match raw.trim().parse() {
-            Ok(micros) => Duration::from_micros(micros).min(MAX_BUDGET),
-            Err(_) => {
-                tracing::warn!(
-                    value = %raw,
-                    "ignoring AGORA_SPIN_US: not a whole number of microseconds"
-                );
-                default_budget()
-            }
-        },
-        Err(_) => default_budget(),
+    *BUDGET.get_or_init(|| {
+        let raw = std::env::var_os(ENV_SPIN_US);
+        budget_from(raw.as_ref().map(|raw| raw.to_str().unwrap_or("not UTF-8")))
     })
 }
 
-/// One connection's back-off.
+/// What the client does between two polls: offer its CPU to whoever wants it (the manager,
+/// perhaps, on a machine with few CPUs), rather than hold it.
+pub fn pause() {
+    std::thread::yield_now();
+}
+
+/// One connection's back-off: when to poll for the next reply at all.
 #[derive(Debug, Default)]
 pub struct Backoff {
     /// Replies left to read without polling.
@@ -88,11 +128,28 @@ impl Backoff {
             self.skip = self.next;
         }
     }
-}
 
-/// A gap this long between two polls means the CPU went to another thread or process
-/// meanwhile (a poll takes a microsecond or so).
-pub const STALL: Duration = Duration::from_micros(5);
+    /// The whole policy for one read: when polling is on ([`budget`]) and this connection's
+    /// back-off lets it, polls `fd` into `buf` ([`poll_read`] with `pause` between tries) and
+    /// notes whether that paid off. Returns how many bytes it read (0: the end of the stream),
+    /// or `None` when it did not poll or nothing came: the caller's blocking read takes over.
+    pub fn poll_read(&mut self, fd: RawFd, buf: &mut [u8], pause: impl FnMut()) -> Option<usize> {
+        let budget = budget();
+        if budget.is_zero() || !self.should_poll() {
+            return None;
+        }
+        match poll_read(fd, buf, budget, pause) {
+            Polled::Read { len, paid_off } => {
+                self.polled(paid_off);
+                Some(len)
+            }
+            Polled::Nothing => {
+                self.polled(false);
+                None
+            }
+        }
+    }
+}
 
 /// What polling for a reply came to.
 #[derive(Debug)]
@@ -112,20 +169,10 @@ pub enum Polled {
 }
 
 /// Reads from `fd` into `buf` without blocking, trying until something arrives or `budget`
-/// has passed, and giving the CPU to whoever wants it between tries. A zero budget makes no
-/// try at all.
-pub fn poll_read(fd: RawFd, buf: &mut [u8], budget: Duration) -> Polled {
-    poll_read_with(fd, buf, budget, std::thread::yield_now)
-}
-
-/// As [`poll_read`], calling `pause` between tries instead of yielding the CPU (a server that
-/// must answer promptly may prefer [`std::hint::spin_loop`]).
-pub fn poll_read_with(
-    fd: RawFd,
-    buf: &mut [u8],
-    budget: Duration,
-    mut pause: impl FnMut(),
-) -> Polled {
+/// has passed, and calling `pause` between tries ([`pause`] is the client's; a server that
+/// must answer promptly may prefer [`std::hint::spin_loop`]). A zero budget makes no try at
+/// all.
+pub fn poll_read(fd: RawFd, buf: &mut [u8], budget: Duration, mut pause: impl FnMut()) -> Polled {
     let mut last = Instant::now();
     let deadline = last + budget;
     let mut stalled = false;
@@ -163,6 +210,25 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     #[test]
+    fn the_budget_is_whole_microseconds_capped_at_one_millisecond() {
+        assert_eq!(budget_from(Some("0")), Duration::ZERO);
+        assert_eq!(budget_from(Some(" 30 ")), Duration::from_micros(30));
+        assert_eq!(budget_from(Some("999")), Duration::from_micros(999));
+        assert_eq!(budget_from(Some("5000")), MAX_BUDGET);
+        assert_eq!(budget_from(Some("18446744073709551615")), MAX_BUDGET);
+        assert_eq!(budget_from(Some("-1")), default_budget());
+        assert_eq!(budget_from(Some("fast")), default_budget());
+        assert_eq!(budget_from(None), default_budget());
+    }
+
+    #[test]
+    fn one_cpu_means_no_polling_by_default() {
+        assert_eq!(default_budget_for(1), Duration::ZERO);
+        assert_eq!(default_budget_for(2), Duration::from_micros(50));
+        assert_eq!(default_budget_for(64), Duration::from_micros(50));
+    }
+
+    #[test]
     fn wasted_polls_back_off_exponentially_and_a_find_resets() {
         let mut backoff = Backoff::default();
         assert!(backoff.should_poll());
@@ -184,23 +250,52 @@ mod tests {
     }
 
     #[test]
+    fn a_backoff_poll_reads_what_is_waiting_and_backs_off_on_silence() {
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        let mut buf = [0u8; 16];
+        let mut backoff = Backoff::default();
+        ours.write_all(b"hi").unwrap();
+        if budget().is_zero() {
+            // AGORA_SPIN_US=0, or one CPU: the policy is never to poll.
+            assert_eq!(backoff.poll_read(theirs.as_raw_fd(), &mut buf, pause), None);
+            return;
+        }
+        assert_eq!(
+            backoff.poll_read(theirs.as_raw_fd(), &mut buf, pause),
+            Some(2)
+        );
+        assert_eq!(&buf[..2], b"hi");
+        // Nothing comes: the poll is wasted, so the next read does not poll at all, even
+        // though bytes are waiting by then.
+        assert_eq!(backoff.poll_read(theirs.as_raw_fd(), &mut buf, pause), None);
+        ours.write_all(b"x").unwrap();
+        assert_eq!(backoff.poll_read(theirs.as_raw_fd(), &mut buf, pause), None);
+        assert_eq!(
+            backoff.poll_read(theirs.as_raw_fd(), &mut buf, pause),
+            Some(1)
+        );
+    }
+
+    #[test]
     fn poll_read_finds_waiting_bytes_and_times_out_on_silence() {
         let (mut ours, theirs) = UnixStream::pair().unwrap();
         let mut buf = [0u8; 16];
         let budget = Duration::from_micros(200);
         let started = Instant::now();
         assert!(matches!(
-            poll_read(theirs.as_raw_fd(), &mut buf, budget),
+            poll_read(theirs.as_raw_fd(), &mut buf, budget, pause),
             Polled::Nothing
         ));
         assert!(started.elapsed() >= budget);
         ours.write_all(b"abc").unwrap();
-        let Polled::Read { len, .. } = poll_read(theirs.as_raw_fd(), &mut buf, budget) else {
+        let Polled::Read { len, .. } = poll_read(theirs.as_raw_fd(), &mut buf, budget, pause)
+        else {
             panic!("the bytes were waiting");
         };
         assert_eq!(&buf[..len], b"abc");
         drop(ours);
-        let Polled::Read { len, .. } = poll_read(theirs.as_raw_fd(), &mut buf, budget) else {
+        let Polled::Read { len, .. } = poll_read(theirs.as_raw_fd(), &mut buf, budget, pause)
+        else {
             panic!("the end of the stream was waiting");
         };
         assert_eq!(len, 0, "end of stream is a read of zero bytes");
@@ -211,7 +306,7 @@ mod tests {
         let file = std::fs::File::open("/dev/null").unwrap();
         let mut buf = [0u8; 4];
         assert!(matches!(
-            poll_read(file.as_raw_fd(), &mut buf, Duration::from_millis(1)),
+            poll_read(file.as_raw_fd(), &mut buf, Duration::from_millis(1), pause),
             Polled::Nothing
         ));
     }

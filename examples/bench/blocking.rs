@@ -148,7 +148,9 @@ fn queue_flow(
         } else {
             while Instant::now() < deadline {
                 if batched {
-                    consumed += q.get_many_timeout(BATCH, PATIENCE)?.len() as u64;
+                    consumed += q
+                        .get_many_timeout(BATCH, PATIENCE)?
+                        .map_or(0, |items| items.len()) as u64;
                 } else {
                     for _ in 0..16 {
                         consumed += u64::from(q.get_timeout(PATIENCE)?.is_some());

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use agora::spin::{self, Backoff, Polled};
 use agora::{Address, Client, Process};
+use agora_client::bench_internals::{self as spin, Backoff, Polled};
 use agora_manager::{Config, Listener, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -113,8 +113,9 @@ fn serve(
         }
     };
     runtime.block_on(async move {
-        // A manager's configuration ignores the environment; take AGORA_SPIN_US's budget, so
-        // that one variable sets (or turns off) the polling of every contender.
+        // A manager's configuration ignores the environment; take AGORA_SPIN_US's budget, as
+        // Manager::spawn does, so that one variable sets (or turns off) the polling of every
+        // contender.
         let mut config = Config::new(authkey);
         config.spin.budget = spin::budget();
         let server = match Server::new(agora, config) {
@@ -155,8 +156,9 @@ where
 static ECHO_POLLING: AtomicBool = AtomicBool::new(false);
 
 /// One echo connection's polling for its next message, as the manager polls for a request:
-/// holding the runtime thread, without yielding, and backing off (the client's [`Backoff`])
-/// after polling that was wasted (it found nothing, or its thread lost the CPU meanwhile).
+/// holding the runtime thread, without yielding, and backing off (the client's [`Backoff`],
+/// budget and poll loop) after polling that was wasted (it found nothing, or its thread lost
+/// the CPU meanwhile).
 /// The back-off matters: without it, whenever the client or another thread shared this CPU
 /// the echo server kept spinning while they waited for the CPU, and one raw round trip in five
 /// or so took tens of microseconds (p90 20-70 µs against agora's 8-20).
@@ -168,24 +170,12 @@ impl EchoPolling {
     /// read takes over. Reading behind tokio's back is harmless: a stale readiness only costs
     /// tokio one `EAGAIN`.
     fn next(&mut self, fd: RawFd, buf: &mut [u8]) -> Option<usize> {
-        if spin::budget().is_zero() || !self.0.should_poll() {
-            return None;
-        }
         if ECHO_POLLING.swap(true, Ordering::Acquire) {
             return None;
         }
-        let polled = spin::poll_read_with(fd, buf, spin::budget(), std::hint::spin_loop);
+        let polled = self.0.poll_read(fd, buf, std::hint::spin_loop);
         ECHO_POLLING.store(false, Ordering::Release);
-        match polled {
-            Polled::Read { len, paid_off } => {
-                self.0.polled(paid_off);
-                Some(len)
-            }
-            Polled::Nothing => {
-                self.0.polled(false);
-                None
-            }
-        }
+        polled
     }
 }
 
@@ -246,7 +236,8 @@ impl RawStream {
     }
 }
 
-/// Writes `message`, polls for the reply as agora's client does ([`spin::poll_read`]), then
+/// Writes `message`, polls for the reply as agora's client does ([`spin::poll_read`] with the
+/// client's budget and [`spin::pause`]), then
 /// reads whatever is missing of it with a blocking read. Unlike agora's client it never backs
 /// off: the echo answers at once, so polling for it is seldom wasted.
 fn ping_pong<S>(s: &mut S, message: &[u8], buf: &mut [u8]) -> std::io::Result<()>
@@ -254,7 +245,7 @@ where
     S: Read + Write + AsRawFd,
 {
     s.write_all(message)?;
-    let got = match spin::poll_read(s.as_raw_fd(), buf, spin::budget()) {
+    let got = match spin::poll_read(s.as_raw_fd(), buf, spin::budget(), spin::pause) {
         Polled::Read { len, .. } => len,
         // Nothing polled (or the end of the stream, which read_exact reports): read it all.
         Polled::Nothing => 0,

@@ -189,7 +189,7 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
 
 /// How every contender polls before sleeping, for the table's heading.
 fn polling() -> String {
-    match agora::spin::budget().as_micros() {
+    match agora::spin_budget().as_micros() {
         0 => "no polling (AGORA_SPIN_US=0, or one CPU)".into(),
         us => format!("agora and raw poll {us} us before sleeping (AGORA_SPIN_US)"),
     }

@@ -14,6 +14,7 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use agora_manager::{Config, Listener};
 use agora_proto::Limits;
@@ -41,16 +42,22 @@ struct Role {
     authkey: Vec<u8>,
     limits: Limits,
     max_in_flight: usize,
+    /// The polling budget; `None` (a role without the field): this process's own.
+    spin: Option<Duration>,
     dir: PathBuf,
 }
 
 impl Role {
-    /// `unix=3;tcp=5,6;lifeline=4;key=HEX;limits=A,B,C;in_flight=N;dir=PATH` (the directory
-    /// last: it is the only field that may contain any character).
+    /// `unix=3;tcp=5,6;lifeline=4;key=HEX;limits=A,B,C;in_flight=N;spin_ns=N;dir=PATH` (the
+    /// directory last: it is the only field that may contain any character).
     fn encode(&self) -> String {
         let tcp: Vec<String> = self.tcp.iter().map(|fd| fd.to_string()).collect();
+        let spin = match self.spin {
+            Some(budget) => format!("spin_ns={};", budget.as_nanos()),
+            None => String::new(),
+        };
         format!(
-            "unix={};tcp={};lifeline={};key={};limits={},{},{};in_flight={};dir={}",
+            "unix={};tcp={};lifeline={};key={};limits={},{},{};in_flight={};{spin}dir={}",
             self.unix,
             tcp.join(","),
             self.lifeline,
@@ -72,6 +79,7 @@ impl Role {
             authkey: Vec::new(),
             limits: Limits::default(),
             max_in_flight: 0,
+            spin: None,
             dir: PathBuf::from(dir),
         };
         let number = |value: &str| -> Result<usize, String> {
@@ -107,6 +115,12 @@ impl Role {
                     };
                 }
                 "in_flight" => role.max_in_flight = number(value)?,
+                "spin_ns" => {
+                    let nanos: u64 = value
+                        .parse()
+                        .map_err(|_| format!("spin_ns: {value:?} is not a number"))?;
+                    role.spin = Some(Duration::from_nanos(nanos));
+                }
                 other => return Err(format!("unknown field {other:?}")),
             }
         }
@@ -144,6 +158,7 @@ pub(crate) fn launch(
         authkey: config.authkey.clone(),
         limits: config.limits,
         max_in_flight: config.max_in_flight,
+        spin: Some(config.spin.budget),
         dir: dir.to_owned(),
     };
     let inherit: Vec<RawFd> = std::iter::once(role.unix)
@@ -267,6 +282,7 @@ fn serve(role: Role) -> io::Result<()> {
     let mut config = Config::new(role.authkey);
     config.limits = role.limits;
     config.max_in_flight = role.max_in_flight;
+    config.spin.budget = role.spin.unwrap_or_else(agora_client::spin_budget);
     // A fresh thread, in case `main` was entered inside a runtime (`#[tokio::main]`).
     let result = std::thread::Builder::new()
         .name("agora-manager".into())
@@ -295,14 +311,34 @@ mod tests {
                 max_container_len: 3,
             },
             max_in_flight: 4,
+            spin: Some(Duration::from_micros(30)),
             dir: PathBuf::from("/tmp/odd;dir=name"),
         };
         let back = Role::decode(&role.encode()).unwrap();
-        assert_eq!((back.unix, back.tcp, back.lifeline), (7, vec![8, 9], 10));
+        assert_eq!(
+            (back.unix, back.tcp.clone(), back.lifeline),
+            (7, vec![8, 9], 10)
+        );
         assert_eq!(back.authkey, vec![1, 2, 0xff]);
         assert_eq!(back.limits.max_container_len, 3);
         assert_eq!(back.max_in_flight, 4);
+        assert_eq!(back.spin, Some(Duration::from_micros(30)));
+        // A role written without the field leaves the budget to the manager process.
+        assert_eq!(
+            Role::decode("unix=3;lifeline=4;key=00;dir=/d")
+                .unwrap()
+                .spin,
+            None
+        );
         assert_eq!(back.dir, PathBuf::from("/tmp/odd;dir=name"));
+        let off = Role {
+            spin: Some(Duration::ZERO),
+            ..back
+        };
+        assert_eq!(
+            Role::decode(&off.encode()).unwrap().spin,
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
@@ -310,5 +346,6 @@ mod tests {
         assert!(Role::decode("unix=3;lifeline=4").is_err());
         assert!(Role::decode("unix=x;lifeline=4;key=00;dir=/d").is_err());
         assert!(Role::decode("lifeline=4;key=00;dir=/d").is_err());
+        assert!(Role::decode("unix=3;lifeline=4;key=00;spin_ns=-1;dir=/d").is_err());
     }
 }

@@ -31,7 +31,7 @@ use super::{Error, Held, Locker, Result};
 /// - **Panics**: the guard is dropped during unwinding, which releases the lock. Nobody is
 ///   told.
 /// - **Process death**: the kernel closes the dead process's files, which releases its lock,
-///   even after `SIGKILL`. Nobody is told either: [`Held::owner_died`] is always false.
+///   even after `SIGKILL`. Nobody is told either: [`Held::is_owner_dead`] is always false.
 /// - **Timeouts**: `flock` itself cannot time out. [`Locker::lock_timeout`] first tries
 ///   without waiting; if the lock is taken it opens the file again and hands that blocking
 ///   `flock` to a helper thread, while the caller sleeps on a channel with a deadline. If the
@@ -130,7 +130,7 @@ impl FileLockGuard {
 
 impl Held for FileLockGuard {
     /// Always false: the kernel releases a dead holder's lock without telling anybody.
-    fn owner_died(&self) -> bool {
+    fn is_owner_dead(&self) -> bool {
         false
     }
 }
@@ -269,7 +269,7 @@ mod tests {
     fn excludes_a_second_acquisition_in_the_same_process() {
         let (_dir, lock) = temp_lock();
         let held = lock.lock().unwrap();
-        assert!(!held.owner_died());
+        assert!(!held.is_owner_dead());
         assert!(lock.try_lock().unwrap().is_none());
         assert!(lock.lock_timeout(Duration::ZERO).unwrap().is_none());
         held.unlock().unwrap();

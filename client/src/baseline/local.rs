@@ -22,7 +22,7 @@ use super::{Held, Locker, Result};
 ///   long (about half a millisecond on average) is handed the lock directly.
 /// - **Waiting** parks the thread; [`Locker::lock_timeout`] parks with a deadline.
 /// - **Panics**: a guard dropped while its thread unwinds releases the lock and marks it, and
-///   the next holder's [`Held::owner_died`] is true (the standard library's mutex would call
+///   the next holder's [`Held::is_owner_dead`] is true (the standard library's mutex would call
 ///   it poisoned). The mark is cleared by that next acquisition.
 #[derive(Debug, Default)]
 pub struct LocalLock {
@@ -75,7 +75,7 @@ impl Drop for LocalLockGuard<'_> {
 }
 
 impl Held for LocalLockGuard<'_> {
-    fn owner_died(&self) -> bool {
+    fn is_owner_dead(&self) -> bool {
         self.owner_died
     }
 }
@@ -178,11 +178,11 @@ mod tests {
         });
         assert!(result.is_err());
         let next = lock.try_lock().unwrap().expect("released on unwind");
-        assert!(next.owner_died());
+        assert!(next.is_owner_dead());
         drop(next);
         let after = lock.lock().unwrap();
         assert!(
-            !after.owner_died(),
+            !after.is_owner_dead(),
             "the mark is cleared by the acquisition that saw it"
         );
     }

@@ -7,14 +7,14 @@ use super::{Held, Locker, Result};
 use crate::proxies::{Lock, LockGuard, RLock, RLockGuard};
 
 impl Held for LockGuard<'_> {
-    fn owner_died(&self) -> bool {
-        LockGuard::owner_died(self)
+    fn is_owner_dead(&self) -> bool {
+        LockGuard::is_owner_dead(self)
     }
 }
 
 impl Held for RLockGuard<'_> {
-    fn owner_died(&self) -> bool {
-        RLockGuard::owner_died(self)
+    fn is_owner_dead(&self) -> bool {
+        RLockGuard::is_owner_dead(self)
     }
 }
 

@@ -6,7 +6,7 @@
 //! # Locks
 //!
 //! [`Locker`] is the trait; its guards release the lock when dropped (RAII) and say, through
-//! [`Held::owner_died`], whether the previous holder went away without releasing it.
+//! [`Held::is_owner_dead`], whether the previous holder went away without releasing it.
 //!
 //! | lock | reaches | fairness | holder panics | holder process dies |
 //! |---|---|---|---|---|
@@ -123,7 +123,7 @@ pub trait Held {
     /// panicked while holding a [`LocalLock`], a process that died holding a manager lock):
     /// the data the lock guards may be half-updated. Always false for a [`FileLock`], since
     /// the kernel releases the `flock` of a dead process without telling anybody.
-    fn owner_died(&self) -> bool;
+    fn is_owner_dead(&self) -> bool;
 }
 
 /// No lock at all: every method succeeds at once, and nothing is excluded.
@@ -139,7 +139,7 @@ pub struct NoLock;
 pub struct NoGuard;
 
 impl Held for NoGuard {
-    fn owner_died(&self) -> bool {
+    fn is_owner_dead(&self) -> bool {
         false
     }
 }
@@ -188,7 +188,7 @@ where
     S: TicketStore + ?Sized,
 {
     let held = lock.lock()?;
-    if held.owner_died() {
+    if held.is_owner_dead() {
         tracing::warn!(
             lock = L::NAME,
             "the previous holder died holding the ticket lock; buying anyway"
@@ -210,7 +210,7 @@ mod tests {
         let b = lock.try_lock().unwrap();
         let c = lock.lock_timeout(Duration::from_secs(5)).unwrap();
         assert!(b.is_some() && c.is_some());
-        assert!(!a.owner_died());
+        assert!(!a.is_owner_dead());
     }
 
     #[test]

@@ -10,6 +10,8 @@ use crate::client::Client;
 use crate::command::{decode, Args, Cmd};
 use crate::error::Result;
 
+use super::slicing::{self, Slice};
+
 /// A shared array of `T` with a fixed length and a typecode, like Python's `array.array`:
 /// `'b'`/`'B'` int8/uint8 ... `'q'`/`'Q'` int64/uint64, `'f'`/`'d'` floats, `'u'` one-char
 /// strings, `'c'` one-byte bins (use `serde_bytes::ByteBuf` elements). Every element written is
@@ -20,6 +22,8 @@ use crate::error::Result;
 /// let a = client.array_zeroed::<f64>('d', 4)?;
 /// a.set(-1, &2.5)?;
 /// assert_eq!(a.to_vec()?, vec![0.0, 0.0, 0.0, 2.5]);
+/// a.set_slice(..2, [1.0, 1.5])?; // a[:2] = ...
+/// assert_eq!(a.get_slice(-3..)?, vec![1.5, 0.0, 2.5]);
 /// # Ok::<(), agora_client::Error>(())
 /// ```
 pub struct Array<T> {
@@ -106,55 +110,35 @@ where
         })
     }
 
-    /// `a[start:stop:step]`, a new `Vec`.
-    pub fn get_slice(
-        &self,
-        start: Option<i64>,
-        stop: Option<i64>,
-        step: Option<i64>,
-    ) -> Result<Vec<T>> {
-        self.client.run(self.get_slice_cmd(start, stop, step))
+    /// The elements `slice` selects, as `a[start:stop:step]` in Python (see [`Slice`]).
+    /// Fails with `ValueError` for a step of 0.
+    pub fn get_slice(&self, slice: impl Into<Slice>) -> Result<Vec<T>> {
+        self.client.run(self.get_slice_cmd(slice))
     }
 
     /// [`Array::get_slice`] as a command (`array.getslice`).
-    pub fn get_slice_cmd(
-        &self,
-        start: Option<i64>,
-        stop: Option<i64>,
-        step: Option<i64>,
-    ) -> Cmd<Vec<T>> {
-        super::slicing::get(self.id, "array.getslice", start, stop, step)
+    pub fn get_slice_cmd(&self, slice: impl Into<Slice>) -> Cmd<Vec<T>> {
+        slicing::get(self.id, "array.getslice", slice.into())
     }
 
-    /// `a[start:stop:step] = items`; `items` must have the slice's length (`ValueError`).
-    pub fn set_slice<I>(
-        &self,
-        start: Option<i64>,
-        stop: Option<i64>,
-        step: Option<i64>,
-        items: I,
-    ) -> Result<()>
+    /// Replaces the elements `slice` selects with `items`, as `a[start:stop:step] = items`;
+    /// `items` must have the slice's length, since an array's length never changes
+    /// (`ValueError`).
+    pub fn set_slice<I>(&self, slice: impl Into<Slice>, items: I) -> Result<()>
     where
         I: IntoIterator,
         I::Item: Borrow<T>,
     {
-        self.client
-            .run(self.set_slice_cmd(start, stop, step, items))
+        self.client.run(self.set_slice_cmd(slice, items))
     }
 
     /// [`Array::set_slice`] as a command (`array.setslice`).
-    pub fn set_slice_cmd<I>(
-        &self,
-        start: Option<i64>,
-        stop: Option<i64>,
-        step: Option<i64>,
-        items: I,
-    ) -> Cmd<()>
+    pub fn set_slice_cmd<I>(&self, slice: impl Into<Slice>, items: I) -> Cmd<()>
     where
         I: IntoIterator,
         I::Item: Borrow<T>,
     {
-        super::slicing::set::<T, I>(self.id, "array.setslice", (start, stop, step), items)
+        slicing::set::<T, I>(self.id, "array.setslice", slice.into(), items)
     }
 
     /// The number of elements, fixed at creation.

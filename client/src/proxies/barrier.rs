@@ -84,22 +84,31 @@ impl Barrier {
     /// Returns this party's arrival index, 0 to `parties - 1`. Fails with
     /// `BrokenBarrierError` if the barrier is or becomes broken (see the type's docs).
     pub fn wait(&self) -> Result<usize> {
-        self.client.run(self.wait_cmd(None))
+        self.client.run(self.wait_cmd())
     }
 
-    /// As [`wait`](Barrier::wait), for at most `timeout`; when it passes the barrier breaks
-    /// and this call, like every other waiter's, fails with `BrokenBarrierError`.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<usize> {
-        self.client.run(self.wait_cmd(Some(timeout)))
+    /// [`Barrier::wait`] as a command (`barrier.wait`).
+    pub fn wait_cmd(&self) -> Cmd<usize> {
+        Cmd::object(self.id, "barrier.wait", decoders::count, |_| Ok(()))
     }
 
-    /// [`Barrier::wait`] (`None`: the barrier's default timeout) or [`Barrier::wait_timeout`]
-    /// as a command (`barrier.wait`).
-    pub fn wait_cmd(&self, wait: Option<Duration>) -> Cmd<usize> {
-        Cmd::object(self.id, "barrier.wait", decoders::count, move |a| {
-            if wait.is_some() {
-                timeout(a, wait);
-            }
+    /// As [`wait`](Barrier::wait), for at most `timeout` instead of the barrier's default:
+    /// `Some(index)` when every party arrived, `None` when they did not all meet.
+    ///
+    /// A barrier's timeout does not pass quietly: as in Python, it breaks the barrier for
+    /// every party, and the manager answers each of them alike, so `None` stands for every way
+    /// the meeting can fail, of which this call's own timeout is one: the barrier was already
+    /// broken, or broke while this party waited (a party's timeout, [`abort`](Barrier::abort),
+    /// [`reset`](Barrier::reset), a waiting party that died). [`wait`](Barrier::wait) reports
+    /// the same as `BrokenBarrierError`.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<usize>> {
+        self.client.run(self.wait_timeout_cmd(timeout))
+    }
+
+    /// [`Barrier::wait_timeout`] as a command (`barrier.wait`).
+    pub fn wait_timeout_cmd(&self, wait: Duration) -> Cmd<Option<usize>> {
+        Cmd::object(self.id, "barrier.wait", decoders::unless_broken, move |a| {
+            timeout(a, Some(wait));
             Ok(())
         })
     }
@@ -146,13 +155,13 @@ impl Barrier {
         Cmd::object(self.id, "barrier.n_waiting", decoders::count, |_| Ok(()))
     }
 
-    /// True when the barrier is broken.
-    pub fn broken(&self) -> Result<bool> {
-        self.client.run(self.broken_cmd())
+    /// True when the barrier is broken (Python's `broken` attribute).
+    pub fn is_broken(&self) -> Result<bool> {
+        self.client.run(self.is_broken_cmd())
     }
 
-    /// [`Barrier::broken`] as a command (`barrier.broken`).
-    pub fn broken_cmd(&self) -> Cmd<bool> {
+    /// [`Barrier::is_broken`] as a command (`barrier.broken`).
+    pub fn is_broken_cmd(&self) -> Cmd<bool> {
         Cmd::object(self.id, "barrier.broken", decoders::flag, |_| Ok(()))
     }
 }

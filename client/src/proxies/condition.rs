@@ -20,7 +20,10 @@ use super::wait::{decoders, thread_owner, timeout, Acquired, Held};
 /// let jobs = client.list_named::<String>("jobs")?;
 /// // Consumer: wait until there is a job, at most 2 s.
 /// let mut guard = cond.acquire()?;
-/// if guard.wait_for(|| Ok(jobs.len()? > 0), Some(std::time::Duration::from_secs(2)))? {
+/// if guard
+///     .wait_for_timeout(|| Ok(jobs.len()? > 0), std::time::Duration::from_secs(2))?
+///     .is_some()
+/// {
 ///     let job = jobs.pop()?;
 /// }
 /// drop(guard);
@@ -44,14 +47,14 @@ use super::wait::{decoders, thread_owner, timeout, Acquired, Held};
 /// after it began waiting. Python makes neither promise.
 ///
 /// # Timeouts, spurious wake-ups
-/// A wait whose timeout passes returns `false`, with the lock held again (it may have to
+/// A wait whose timeout passes returns `None`, with the lock held again (it may have to
 /// wait for the lock after its timeout, as in Python). There are no spurious wake-ups, but a
 /// predicate may still be false when a waiter wakes (another process may have run first), so
-/// loop on it: [`ConditionGuard::wait_for`].
+/// loop on it: [`ConditionGuard::wait_for`], [`ConditionGuard::wait_for_timeout`].
 ///
 /// # Process death
 /// A process that dies holding the condition's lock has it released by the manager, and the
-/// next plain acquirer is told ([`ConditionGuard::owner_died`]). A process that dies while
+/// next plain acquirer is told ([`ConditionGuard::is_owner_dead`]). A process that dies while
 /// waiting is removed from the line of waiters at once: a later `notify` wakes someone alive.
 pub struct Condition {
     client: Client,
@@ -150,13 +153,13 @@ impl Condition {
         owner_cmd(self.id, "condition.release", thread_owner())
     }
 
-    /// True when anyone holds the lock.
-    pub fn locked(&self) -> Result<bool> {
-        self.client.run(self.locked_cmd())
+    /// True when anyone holds the condition's lock (Python's `locked()`).
+    pub fn is_locked(&self) -> Result<bool> {
+        self.client.run(self.is_locked_cmd())
     }
 
-    /// [`Condition::locked`] as a command (`condition.locked`).
-    pub fn locked_cmd(&self) -> Cmd<bool> {
+    /// [`Condition::is_locked`] as a command (`condition.locked`).
+    pub fn is_locked_cmd(&self) -> Cmd<bool> {
         Cmd::object(self.id, "condition.locked", decoders::flag, |_| Ok(()))
     }
 
@@ -249,8 +252,8 @@ impl<'a> ConditionGuard<'a> {
 
     /// True when the previous holder of the lock died (or exited) holding it: the data it
     /// guards may be half-updated.
-    pub fn owner_died(&self) -> bool {
-        self.held.owner_died()
+    pub fn is_owner_dead(&self) -> bool {
+        self.held.is_owner_dead()
     }
 
     /// The condition this guard holds the lock of.
@@ -263,30 +266,50 @@ impl<'a> ConditionGuard<'a> {
         self.wait_inner(None).map(drop)
     }
 
-    /// As [`wait`](ConditionGuard::wait), for up to `timeout`: `true` when notified, `false`
-    /// when the timeout passed. Either way the lock is held again when it returns.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<bool> {
-        self.wait_inner(Some(timeout))
+    /// As [`wait`](ConditionGuard::wait), for up to `timeout`: `Some(())` when notified,
+    /// `None` when the timeout passed first. Either way the lock is held again when it
+    /// returns (after the timeout it may have had to wait for the lock, as in Python).
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<()>> {
+        Ok(self.wait_inner(Some(timeout))?.then_some(()))
     }
 
+    /// One `condition.wait`: `true` when notified, `false` at the timeout.
     fn wait_inner(&mut self, timeout: Option<Duration>) -> Result<bool> {
         let client = &self.condition.client;
         client.run(wait_cmd(self.condition.id, timeout, self.owner))
     }
 
-    /// Waits until `predicate` holds, for up to `timeout` in all (`None`: no limit), and
-    /// returns its last result, as Python's `wait_for`. The predicate runs with the lock held,
-    /// first before any wait, then after each wake-up; its errors end the wait.
-    pub fn wait_for<F>(&mut self, mut predicate: F, timeout: Option<Duration>) -> Result<bool>
+    /// Waits until `predicate` holds, as Python's `wait_for()` without a timeout. The
+    /// predicate runs with the lock held, first before any wait, then after each wake-up; its
+    /// errors end the wait.
+    pub fn wait_for<F>(&mut self, predicate: F) -> Result<()>
     where
         F: FnMut() -> Result<bool>,
     {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.wait_for_until(predicate, None).map(drop)
+    }
+
+    /// As [`wait_for`](ConditionGuard::wait_for), for up to `timeout` in all: `Some(())` when
+    /// the predicate holds, `None` when it still did not as the timeout passed (Python's
+    /// `wait_for` returning `False`). The lock is held when it returns, either way.
+    pub fn wait_for_timeout<F>(&mut self, predicate: F, timeout: Duration) -> Result<Option<()>>
+    where
+        F: FnMut() -> Result<bool>,
+    {
+        // No deadline when the timeout is too far away to represent: that is no limit.
+        let deadline = Instant::now().checked_add(timeout);
+        Ok(self.wait_for_until(predicate, deadline)?.then_some(()))
+    }
+
+    /// Loops on `wait` until `predicate` holds (`true`) or `deadline` passes (`false`).
+    fn wait_for_until<F>(&mut self, mut predicate: F, deadline: Option<Instant>) -> Result<bool>
+    where
+        F: FnMut() -> Result<bool>,
+    {
         loop {
             if predicate()? {
                 return Ok(true);
             }
-            // No deadline: none given, or one too far away to represent.
             let left = match deadline {
                 None => None,
                 Some(deadline) => {

@@ -150,17 +150,18 @@ where
         })
     }
 
-    /// Removes `key`; returns whether it was there.
-    pub fn delitem<Q>(&self, key: &Q) -> Result<bool>
+    /// Removes the entry at `key`, as `del d[key]` in Python; returns whether there was one
+    /// (Python's `KeyError` is `false`). [`pop`](Dict::pop) removes it and returns the value.
+    pub fn del<Q>(&self, key: &Q) -> Result<bool>
     where
         K: Borrow<Q>,
         Q: Serialize + ?Sized,
     {
-        self.client.run(self.delitem_cmd(key))
+        self.client.run(self.del_cmd(key))
     }
 
-    /// [`Dict::delitem`] as a command (`dict.delitem`).
-    pub fn delitem_cmd<Q>(&self, key: &Q) -> Cmd<bool>
+    /// [`Dict::del`] as a command (`dict.delitem`).
+    pub fn del_cmd<Q>(&self, key: &Q) -> Cmd<bool>
     where
         K: Borrow<Q>,
         Q: Serialize + ?Sized,
@@ -170,17 +171,18 @@ where
         })
     }
 
-    /// Removes `key` and returns its value, `None` when it was not there.
-    pub fn remove<Q>(&self, key: &Q) -> Result<Option<V>>
+    /// Removes the entry at `key` and returns its value, `None` when there was none (Python's
+    /// `d.pop(key)` raising `KeyError`).
+    pub fn pop<Q>(&self, key: &Q) -> Result<Option<V>>
     where
         K: Borrow<Q>,
         Q: Serialize + ?Sized,
     {
-        self.client.run(self.remove_cmd(key))
+        self.client.run(self.pop_cmd(key))
     }
 
-    /// [`Dict::remove`] as a command (`dict.pop` without default).
-    pub fn remove_cmd<Q>(&self, key: &Q) -> Cmd<Option<V>>
+    /// [`Dict::pop`] as a command (`dict.pop` without default).
+    pub fn pop_cmd<Q>(&self, key: &Q) -> Cmd<Option<V>>
     where
         K: Borrow<Q>,
         Q: Serialize + ?Sized,

@@ -15,7 +15,7 @@ use super::wait::{decoders, timeout};
 /// ```no_run
 /// # let client = agora_client::Client::from_env()?;
 /// let ready = client.event_named("ready")?;
-/// if !ready.wait_timeout(std::time::Duration::from_secs(5))? {
+/// if ready.wait_timeout(std::time::Duration::from_secs(5))?.is_none() {
 ///     eprintln!("not ready after 5 s");
 /// }
 /// # Ok::<(), agora_client::Error>(())
@@ -81,23 +81,33 @@ impl Event {
         Cmd::object(self.id, "event.is_set", decoders::flag, |_| Ok(()))
     }
 
-    /// Waits until the flag is set (at once if it is). Returns `true`, as Python's `wait()`
-    /// does.
-    pub fn wait(&self) -> Result<bool> {
-        self.client.run(self.wait_cmd(None))
+    /// Waits until the flag is set (at once if it is).
+    pub fn wait(&self) -> Result<()> {
+        self.client.run(self.wait_cmd())
     }
 
-    /// Waits up to `timeout` for the flag: `true` when it is set, `false` when the timeout
-    /// passed first. The timeout runs on the manager.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.client.run(self.wait_cmd(Some(timeout)))
+    /// [`Event::wait`] as a command (`event.wait`).
+    pub fn wait_cmd(&self) -> Cmd<()> {
+        Cmd::object(self.id, "event.wait", decoders::unit, |_| Ok(()))
     }
 
-    /// [`Event::wait`] (`None`) or [`Event::wait_timeout`] as a command (`event.wait`).
-    pub fn wait_cmd(&self, wait: Option<Duration>) -> Cmd<bool> {
-        Cmd::object(self.id, "event.wait", decoders::flag, move |a| {
-            timeout(a, wait);
-            Ok(())
-        })
+    /// Waits up to `timeout` for the flag: `Some(())` when it is set, `None` when the timeout
+    /// passed first (Python's `wait(timeout)` returning `False`). The timeout runs on the
+    /// manager.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<()>> {
+        self.client.run(self.wait_timeout_cmd(timeout))
+    }
+
+    /// [`Event::wait_timeout`] as a command (`event.wait`).
+    pub fn wait_timeout_cmd(&self, wait: Duration) -> Cmd<Option<()>> {
+        Cmd::object(
+            self.id,
+            "event.wait",
+            decoders::unless_timed_out,
+            move |a| {
+                timeout(a, Some(wait));
+                Ok(())
+            },
+        )
     }
 }

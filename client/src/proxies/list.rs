@@ -10,25 +10,29 @@ use crate::client::Client;
 use crate::command::{decode, Args, Cmd};
 use crate::error::Result;
 
+use super::slicing::{self, Slice};
+
 /// A shared list of `T`.
 ///
 /// Indexes are `i64` and, as in Python, negative ones count from the end (`-1` is the last
-/// element). Slice bounds are `Option<i64>`, `None` standing for an omitted bound, so
-/// `get_slice(None, None, Some(-1))` is `l[::-1]`. Methods that take an element accept any
-/// borrowed form of `T` (`&str` for `String`).
+/// element). Slicing methods take a [`Slice`], made from a Rust range (`1..3` is `l[1:3]`,
+/// `..` is `l[:]`) with an optional step (`Slice::from(..).step_by(-1)` is `l[::-1]`). Methods
+/// that take an element accept any borrowed form of `T` (`&str` for `String`).
 ///
 /// Methods map one to one to the wire methods (`get` → `list.getitem` with `IndexError` as
-/// `None`, `delete` → `list.delitem`, `get_slice` → `list.getslice`, ...). Each has a `*_cmd`
+/// `None`, `del` → `list.delitem`, `get_slice` → `list.getslice`, ...). Each has a `*_cmd`
 /// twin for pipelines.
 ///
 /// ```no_run
 /// # let client = agora_client::Client::from_env()?;
+/// use agora_client::proxies::Slice;
 /// let l = client.list::<i64>()?;
 /// l.extend([3, 1, 2])?;
 /// l.sort()?;
 /// assert_eq!(l.copy()?, vec![1, 2, 3]);
 /// assert_eq!(l.get(-1)?, Some(3));
-/// assert_eq!(l.get_slice(None, None, Some(-1))?, vec![3, 2, 1]);
+/// assert_eq!(l.get_slice(1..)?, vec![2, 3]);
+/// assert_eq!(l.get_slice(Slice::from(..).step_by(-1))?, vec![3, 2, 1]);
 /// # Ok::<(), agora_client::Error>(())
 /// ```
 pub struct List<T> {
@@ -136,89 +140,60 @@ where
         })
     }
 
-    /// Removes the element at `index`; fails with `IndexError` when out of range.
-    pub fn delete(&self, index: i64) -> Result<()> {
-        self.client.run(self.delete_cmd(index))
+    /// Removes the element at `index`, as `del l[index]` in Python; returns whether there was
+    /// one (Python's `IndexError` is `false`). [`pop_at`](List::pop_at) removes it and returns
+    /// it.
+    pub fn del(&self, index: i64) -> Result<bool> {
+        self.client.run(self.del_cmd(index))
     }
 
-    /// [`List::delete`] as a command (`list.delitem`).
-    pub fn delete_cmd(&self, index: i64) -> Cmd<()> {
-        Cmd::object(self.id, "list.delitem", decode::unit, |a| {
+    /// [`List::del`] as a command (`list.delitem`).
+    pub fn del_cmd(&self, index: i64) -> Cmd<bool> {
+        Cmd::object(self.id, "list.delitem", decode::found_index, |a| {
             a.int(index);
             Ok(())
         })
     }
 
-    /// `l[start:stop:step]`, a new `Vec`. Fails with `ValueError` for a step of 0.
-    pub fn get_slice(
-        &self,
-        start: Option<i64>,
-        stop: Option<i64>,
-        step: Option<i64>,
-    ) -> Result<Vec<T>> {
-        self.client.run(self.get_slice_cmd(start, stop, step))
+    /// The elements `slice` selects, as `l[start:stop:step]` in Python: `l.get_slice(1..3)`,
+    /// `l.get_slice(Slice::from(..).step_by(-1))`. Fails with `ValueError` for a step of 0.
+    pub fn get_slice(&self, slice: impl Into<Slice>) -> Result<Vec<T>> {
+        self.client.run(self.get_slice_cmd(slice))
     }
 
     /// [`List::get_slice`] as a command (`list.getslice`).
-    pub fn get_slice_cmd(
-        &self,
-        start: Option<i64>,
-        stop: Option<i64>,
-        step: Option<i64>,
-    ) -> Cmd<Vec<T>> {
-        super::slicing::get(self.id, "list.getslice", start, stop, step)
+    pub fn get_slice_cmd(&self, slice: impl Into<Slice>) -> Cmd<Vec<T>> {
+        slicing::get(self.id, "list.getslice", slice.into())
     }
 
-    /// `l[start:stop:step] = items`. With a step other than 1 the slice and `items` must have
-    /// the same length (`ValueError` otherwise), as in Python.
-    pub fn set_slice<I>(
-        &self,
-        start: Option<i64>,
-        stop: Option<i64>,
-        step: Option<i64>,
-        items: I,
-    ) -> Result<()>
+    /// Replaces the elements `slice` selects with `items`, as `l[start:stop:step] = items`.
+    /// Without a step (or with step 1) the list grows or shrinks to fit; with another step
+    /// the slice and `items` must have the same length (`ValueError` otherwise), as in Python.
+    pub fn set_slice<I>(&self, slice: impl Into<Slice>, items: I) -> Result<()>
     where
         I: IntoIterator,
         I::Item: Borrow<T>,
     {
-        self.client
-            .run(self.set_slice_cmd(start, stop, step, items))
+        self.client.run(self.set_slice_cmd(slice, items))
     }
 
     /// [`List::set_slice`] as a command (`list.setslice`).
-    pub fn set_slice_cmd<I>(
-        &self,
-        start: Option<i64>,
-        stop: Option<i64>,
-        step: Option<i64>,
-        items: I,
-    ) -> Cmd<()>
+    pub fn set_slice_cmd<I>(&self, slice: impl Into<Slice>, items: I) -> Cmd<()>
     where
         I: IntoIterator,
         I::Item: Borrow<T>,
     {
-        super::slicing::set::<T, I>(self.id, "list.setslice", (start, stop, step), items)
+        slicing::set::<T, I>(self.id, "list.setslice", slice.into(), items)
     }
 
-    /// `del l[start:stop:step]`.
-    pub fn del_slice(
-        &self,
-        start: Option<i64>,
-        stop: Option<i64>,
-        step: Option<i64>,
-    ) -> Result<()> {
-        self.client.run(self.del_slice_cmd(start, stop, step))
+    /// Removes the elements `slice` selects, as `del l[start:stop:step]`.
+    pub fn del_slice(&self, slice: impl Into<Slice>) -> Result<()> {
+        self.client.run(self.del_slice_cmd(slice))
     }
 
     /// [`List::del_slice`] as a command (`list.delslice`).
-    pub fn del_slice_cmd(
-        &self,
-        start: Option<i64>,
-        stop: Option<i64>,
-        step: Option<i64>,
-    ) -> Cmd<()> {
-        super::slicing::delete(self.id, "list.delslice", start, stop, step)
+    pub fn del_slice_cmd(&self, slice: impl Into<Slice>) -> Cmd<()> {
+        slicing::del(self.id, "list.delslice", slice.into())
     }
 
     /// Appends `value` at the end.
@@ -339,36 +314,30 @@ where
         T: Borrow<U>,
         U: Serialize + ?Sized,
     {
-        self.index_in_cmd(value, None, None)
+        self.index_in_cmd(value, ..)
     }
 
-    /// The index of the first element equal to `value` within `l[start:stop]`, `None` when
-    /// there is none.
-    pub fn index_in<U>(
-        &self,
-        value: &U,
-        start: Option<i64>,
-        stop: Option<i64>,
-    ) -> Result<Option<usize>>
+    /// The index of the first element equal to `value` among the indexes `range` covers, as
+    /// Python's `l.index(value, start, stop)`: `l.index_in(&x, 2..)`. `None` when there is
+    /// none. `range` is a [`Slice`] without a step; one with a step other than 1 fails with
+    /// [`Error::Usage`](crate::Error::Usage) before anything is sent.
+    pub fn index_in<U>(&self, value: &U, range: impl Into<Slice>) -> Result<Option<usize>>
     where
         T: Borrow<U>,
         U: Serialize + ?Sized,
     {
-        self.client.run(self.index_in_cmd(value, start, stop))
+        self.client.run(self.index_in_cmd(value, range))
     }
 
     /// [`List::index_in`] as a command (`list.index` with bounds).
-    pub fn index_in_cmd<U>(
-        &self,
-        value: &U,
-        start: Option<i64>,
-        stop: Option<i64>,
-    ) -> Cmd<Option<usize>>
+    pub fn index_in_cmd<U>(&self, value: &U, range: impl Into<Slice>) -> Cmd<Option<usize>>
     where
         T: Borrow<U>,
         U: Serialize + ?Sized,
     {
+        let range = range.into();
         Cmd::object(self.id, "list.index", decode::unless_value_error, |a| {
+            let (start, stop) = range.bounds("List::index_in")?;
             a.value(value)?;
             if start.is_some() || stop.is_some() {
                 a.opt_int(start).opt_int(stop);

@@ -18,7 +18,7 @@ use super::wait::{cmd_doc, decoders, thread_owner, timeout, Acquired, Held};
 /// let counter = client.value_named("sold", &0i64)?;
 /// {
 ///     let guard = lock.acquire()?;
-///     if guard.owner_died() {
+///     if guard.is_owner_dead() {
 ///         // The previous holder died inside its critical section: check the data.
 ///     }
 ///     let sold = counter.get()?;
@@ -46,7 +46,7 @@ use super::wait::{cmd_doc, decoders, thread_owner, timeout, Acquired, Held};
 /// # Process death
 /// If the holding process dies (even by `SIGKILL`) or exits while holding the lock, the manager
 /// sees its connection close and releases the lock. The next acquirer is told: its guard's
-/// [`owner_died`](LockGuard::owner_died) is true ([`Acquired::OwnerDied`] from
+/// [`is_owner_dead`](LockGuard::is_owner_dead) is true ([`Acquired::OwnerDied`] from
 /// [`acquire_raw`](Lock::acquire_raw)), because what the lock protected may be half-updated.
 /// A forked child that inherited the holder's socket does not delay this: the client hands
 /// children `/dev/null` in place of its sockets.
@@ -247,13 +247,13 @@ macro_rules! lock_methods {
                 )
             }
 
-            /// True when anyone holds the lock.
-            pub fn locked(&self) -> Result<bool> {
-                self.client.run(self.locked_cmd())
+            /// True when anyone holds the lock (Python's `locked()`).
+            pub fn is_locked(&self) -> Result<bool> {
+                self.client.run(self.is_locked_cmd())
             }
 
-            #[doc = cmd_doc!($name, "locked", $kind, "locked")]
-            pub fn locked_cmd(&self) -> Cmd<bool> {
+            #[doc = cmd_doc!($name, "is_locked", $kind, "locked")]
+            pub fn is_locked_cmd(&self) -> Cmd<bool> {
                 Cmd::object(self.id, concat!($kind, ".locked"), decoders::flag, |_| {
                     Ok(())
                 })
@@ -272,8 +272,8 @@ macro_rules! lock_methods {
             /// True when the previous holder's connection closed while it held the lock (its
             /// process died or exited inside the critical section): the data the lock guards
             /// may be half-updated.
-            pub fn owner_died(&self) -> bool {
-                self.held.owner_died()
+            pub fn is_owner_dead(&self) -> bool {
+                self.held.is_owner_dead()
             }
 
             /// Releases now and reports the outcome (dropping the guard releases too, but can
@@ -306,7 +306,7 @@ lock_methods!(RLock, RLockGuard, "rlock");
 /// unwinds from a panic (a failure is logged with `tracing`, since `Drop` cannot return it;
 /// use [`unlock`](LockGuard::unlock) to see it). If the process dies instead, or exits with
 /// the guard alive (`std::process::exit` runs no destructors), the manager releases the lock
-/// when the connection closes and tells the next acquirer ([`LockGuard::owner_died`]).
+/// when the connection closes and tells the next acquirer ([`LockGuard::is_owner_dead`]).
 ///
 /// A guard copied into a forked child (by `fork` while it was alive) releases nothing there:
 /// the lock stays with the process that acquired it.

@@ -62,8 +62,9 @@ pub use event::Event;
 pub use list::List;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use namespace::Namespace;
-pub use queue::{JoinableQueue, Queue, QueueBatches, QueueIter};
+pub use queue::{Joinable, JoinableQueue, Plain, Queue, QueueBatches, QueueIter, QueueKind};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
+pub use slicing::Slice;
 pub use value::{Number, Value};
 pub use wait::Acquired;
 
@@ -123,9 +124,16 @@ impl fmt::Display for SharedRef {
 }
 
 /// The parts every proxy type shares: identity, references, tokens, serde.
+///
+/// `proxy_common!(Dict[K, V], "dict")` for a type whose kind is fixed; a type generic over its
+/// kind gives its type parameters' bounds, the kind as a constant expression and the name its
+/// `Debug` shows: `proxy_common!(Queue[T, K: QueueKind], K::WIRE.kind, K::WIRE.name)`.
 macro_rules! proxy_common {
     ($name:ident [$($param:ident),*], $kind:literal) => {
-        impl<$($param),*> $name<$($param),*> {
+        $crate::proxies::proxy_common!($name [$($param),*], $kind, stringify!($name));
+    };
+    ($name:ident [$($param:ident $(: $bound:path)?),*], $kind:expr, $label:expr) => {
+        impl<$($param $(: $bound)?),*> $name<$($param),*> {
             /// The wire name of this kind of object.
             pub const KIND: &'static str = $kind;
 
@@ -191,29 +199,29 @@ macro_rules! proxy_common {
             }
         }
 
-        impl<$($param),*> Clone for $name<$($param),*> {
+        impl<$($param $(: $bound)?),*> Clone for $name<$($param),*> {
             fn clone(&self) -> Self {
                 Self::from_id(&self.client, self.id)
             }
         }
 
-        impl<$($param),*> std::fmt::Debug for $name<$($param),*> {
+        impl<$($param $(: $bound)?),*> std::fmt::Debug for $name<$($param),*> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "{}({}@{})", stringify!($name), self.id, self.client.address())
+                write!(f, "{}({}@{})", $label, self.id, self.client.address())
             }
         }
 
         /// Two proxies are equal when they name the same object of the same manager address.
-        impl<$($param),*> PartialEq for $name<$($param),*> {
+        impl<$($param $(: $bound)?),*> PartialEq for $name<$($param),*> {
             fn eq(&self, other: &Self) -> bool {
                 self.id == other.id && self.client.address() == other.client.address()
             }
         }
 
-        impl<$($param),*> Eq for $name<$($param),*> {}
+        impl<$($param $(: $bound)?),*> Eq for $name<$($param),*> {}
 
         /// Serializes as a reference to the shared object (ext type 1).
-        impl<$($param),*> serde::Serialize for $name<$($param),*> {
+        impl<$($param $(: $bound)?),*> serde::Serialize for $name<$($param),*> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 $crate::proxies::SharedRef(self.object_ref()).serialize(s)
             }
@@ -221,7 +229,7 @@ macro_rules! proxy_common {
 
         /// Deserializes a reference into a proxy attached to the client whose reply is being
         /// decoded.
-        impl<'de, $($param),*> serde::Deserialize<'de> for $name<$($param),*> {
+        impl<'de, $($param $(: $bound)?),*> serde::Deserialize<'de> for $name<$($param),*> {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 use serde::de::Error as _;
                 let r = $crate::proxies::SharedRef::deserialize(d)?.0;

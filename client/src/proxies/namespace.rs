@@ -75,7 +75,8 @@ impl Namespace {
         })
     }
 
-    /// Deletes the attribute `name`; returns whether it was set.
+    /// Removes the attribute `name`, as `del ns.name` in Python; returns whether it was set
+    /// (Python's `AttributeError` is `false`).
     pub fn del(&self, name: &str) -> Result<bool> {
         self.client.run(self.del_cmd(name))
     }

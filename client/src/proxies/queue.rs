@@ -1,5 +1,11 @@
 //! [`Queue`] and [`JoinableQueue`]: FIFO queues between processes, with blocking, batched and
 //! closable puts and gets.
+//!
+//! Both are one type, `Queue<T, K>`, whose kind `K` ([`Plain`] or [`Joinable`]) chooses the
+//! wire names (`queue.put` or `joinable_queue.put`); a joinable queue adds `task_done` and
+//! `join`. So every method is written once, as one line over a few private command builders
+//! (`put_with`, `get_with`, `put_many_with`, `get_many_with`, `query`), which differ only in
+//! how long a call may wait (`Wait`) and how its reply is read.
 
 use std::borrow::Borrow;
 use std::marker::PhantomData;
@@ -9,14 +15,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::client::Client;
-use crate::command::{decode, Args, Cmd};
+use crate::command::{decode, Args, Cmd, Decoder};
 use crate::error::{ErrorName, Result};
 
 use super::list::By;
-use super::wait::{cmd_doc, decoders, timeout};
+use super::wait::{decoders, timeout};
 
 /// A FIFO queue of `T` shared by processes, like Python's `multiprocessing.Manager().Queue()`,
-/// plus batched puts and gets and [`close`](Queue::close).
+/// plus batched puts and gets and [`close`](Queue::close). A [`JoinableQueue`] is the same type
+/// with the kind [`Joinable`], which adds [`task_done`](Queue::task_done) and
+/// [`join`](Queue::join).
 ///
 /// ```no_run
 /// # let client = agora_client::Client::from_env()?;
@@ -34,12 +42,12 @@ use super::wait::{cmd_doc, decoders, timeout};
 /// ```
 ///
 /// # "Nothing there" is a value
-/// Where Python raises `queue.Full` or `queue.Empty`, the non-blocking and timed methods
-/// return a value: [`try_put`](Queue::try_put) and [`put_timeout`](Queue::put_timeout) return
-/// `false` when there was no room, [`try_get`](Queue::try_get) and
-/// [`get_timeout`](Queue::get_timeout) return `None` when there was no item, and the batched
-/// ones return how many items were put or an empty `Vec`. Errors are kept for what is not
-/// routine: `Closed`, a lost connection, a value of another type.
+/// Where Python raises `queue.Full` or `queue.Empty`, the non-blocking (`try_`) and timed
+/// (`_timeout`) methods return `None`, as every such method of this crate does (see the
+/// crate's "Timeouts"): [`try_put`](Queue::try_put) and [`put_timeout`](Queue::put_timeout)
+/// when there was no room, [`try_get`](Queue::try_get) and [`get_timeout`](Queue::get_timeout)
+/// when there was no item, the batched ones when not one item got in or came. Errors are kept
+/// for what is not routine: `Closed`, a lost connection, a value of another type.
 ///
 /// # Closing
 /// After [`close`](Queue::close), puts fail with `Closed`; gets still take what is left, then
@@ -62,16 +70,16 @@ use super::wait::{cmd_doc, decoders, timeout};
 /// # Threads
 /// Any number of threads may block in `get` or `put` of the same client at once; each waits
 /// only for its own reply.
-pub struct Queue<T> {
+pub struct Queue<T, K = Plain> {
     client: Client,
     id: u64,
-    marker: PhantomData<fn() -> T>,
+    marker: PhantomData<fn() -> (T, K)>,
 }
 
-super::proxy_common!(Queue[T], "queue");
+super::proxy_common!(Queue[T, K: QueueKind], K::WIRE.kind, K::WIRE.name);
 
 /// A [`Queue`] whose consumers report each item done with
-/// [`task_done`](JoinableQueue::task_done), so that producers can [`join`](JoinableQueue::join)
+/// [`task_done`](Queue::task_done), so that producers can [`join`](Queue::join)
 /// until all work is finished, like Python's `multiprocessing.Manager().JoinableQueue()`.
 ///
 /// ```no_run
@@ -89,480 +97,552 @@ super::proxy_common!(Queue[T], "queue");
 /// # Ok::<(), agora_client::Error>(())
 /// ```
 ///
-/// Everything [`Queue`] documents holds here too.
-pub struct JoinableQueue<T> {
-    client: Client,
-    id: u64,
-    marker: PhantomData<fn() -> T>,
-}
+/// It is a [`Queue`] of kind [`Joinable`]: everything [`Queue`] documents holds here too, and
+/// generic code can take any queue as `Queue<T, K>` with `K:` [`QueueKind`].
+pub type JoinableQueue<T> = Queue<T, Joinable>;
 
-super::proxy_common!(JoinableQueue[T], "joinable_queue");
+/// The kind of a [`Queue`]: [`Plain`] or [`Joinable`]. It fixes the wire names of the queue's
+/// methods; code generic over both kinds takes a `Queue<T, K>` with `K: QueueKind`. Sealed:
+/// the manager has exactly these two kinds of queue.
+pub trait QueueKind: sealed::Sealed {}
+
+/// The kind of a plain [`Queue`] (`queue` on the wire), the default.
+#[derive(Debug)]
+pub enum Plain {}
+
+/// The kind of a [`JoinableQueue`] (`joinable_queue` on the wire), whose consumers mark items
+/// done so that producers can wait for all work to finish.
+#[derive(Debug)]
+pub enum Joinable {}
+
+impl QueueKind for Plain {}
+impl QueueKind for Joinable {}
+
+mod sealed {
+    /// The wire names of one kind of queue, spelled out so that commands borrow them for free.
+    #[derive(Debug)]
+    pub struct Wire {
+        pub kind: &'static str,
+        /// The type's name, for `Debug`.
+        pub name: &'static str,
+        pub put: &'static str,
+        pub put_nowait: &'static str,
+        pub get: &'static str,
+        pub get_nowait: &'static str,
+        pub put_many: &'static str,
+        pub get_many: &'static str,
+        pub qsize: &'static str,
+        pub empty: &'static str,
+        pub full: &'static str,
+        pub maxsize: &'static str,
+        pub close: &'static str,
+        pub is_closed: &'static str,
+    }
+
+    /// What makes a type a queue kind; only this module can implement it.
+    pub trait Sealed {
+        const WIRE: Wire;
+    }
+
+    impl Sealed for super::Plain {
+        const WIRE: Wire = Wire {
+            kind: "queue",
+            name: "Queue",
+            put: "queue.put",
+            put_nowait: "queue.put_nowait",
+            get: "queue.get",
+            get_nowait: "queue.get_nowait",
+            put_many: "queue.put_many",
+            get_many: "queue.get_many",
+            qsize: "queue.qsize",
+            empty: "queue.empty",
+            full: "queue.full",
+            maxsize: "queue.maxsize",
+            close: "queue.close",
+            is_closed: "queue.is_closed",
+        };
+    }
+
+    impl Sealed for super::Joinable {
+        const WIRE: Wire = Wire {
+            kind: "joinable_queue",
+            name: "JoinableQueue",
+            put: "joinable_queue.put",
+            put_nowait: "joinable_queue.put_nowait",
+            get: "joinable_queue.get",
+            get_nowait: "joinable_queue.get_nowait",
+            put_many: "joinable_queue.put_many",
+            get_many: "joinable_queue.get_many",
+            qsize: "joinable_queue.qsize",
+            empty: "joinable_queue.empty",
+            full: "joinable_queue.full",
+            maxsize: "joinable_queue.maxsize",
+            close: "joinable_queue.close",
+            is_closed: "joinable_queue.is_closed",
+        };
+    }
+}
 
 impl Client {
     /// Creates a new, empty queue holding at most `maxsize` items (0: unbounded).
     pub fn queue<T>(&self, maxsize: usize) -> Result<Queue<T>> {
-        Ok(Queue::from_id(
-            self,
-            self.create_queue("queue", None, maxsize)?,
-        ))
+        self.create_queue(None, maxsize)
     }
 
     /// The queue called `name`, created empty with `maxsize` if there is none (get-or-create:
     /// an existing queue keeps its items and maxsize).
     pub fn queue_named<T>(&self, name: &str, maxsize: usize) -> Result<Queue<T>> {
-        Ok(Queue::from_id(
-            self,
-            self.create_queue("queue", Some(name), maxsize)?,
-        ))
+        self.create_queue(Some(name), maxsize)
     }
 
     /// Creates a new, empty joinable queue holding at most `maxsize` items (0: unbounded).
     pub fn joinable_queue<T>(&self, maxsize: usize) -> Result<JoinableQueue<T>> {
-        Ok(JoinableQueue::from_id(
-            self,
-            self.create_queue("joinable_queue", None, maxsize)?,
-        ))
+        self.create_queue(None, maxsize)
     }
 
     /// The joinable queue called `name`, created empty with `maxsize` if there is none
     /// (get-or-create).
     pub fn joinable_queue_named<T>(&self, name: &str, maxsize: usize) -> Result<JoinableQueue<T>> {
-        Ok(JoinableQueue::from_id(
-            self,
-            self.create_queue("joinable_queue", Some(name), maxsize)?,
-        ))
+        self.create_queue(Some(name), maxsize)
     }
 
-    fn create_queue(&self, kind: &str, name: Option<&str>, maxsize: usize) -> Result<u64> {
+    fn create_queue<T, K: QueueKind>(
+        &self,
+        name: Option<&str>,
+        maxsize: usize,
+    ) -> Result<Queue<T, K>> {
         let mut args = Args::default();
-        args.str(kind).opt_str(name).uint(maxsize as u64);
-        self.create_with(args)
+        args.str(K::WIRE.kind).opt_str(name).uint(maxsize as u64);
+        Ok(Queue::from_id(self, self.create_with(args)?))
     }
 }
 
-/// Appends `block` and the timeout of a timed call.
-fn timed(a: &mut Args, wait: Duration) {
-    a.bool(true);
-    timeout(a, Some(wait));
+/// How long a put or a get may wait: the `block` and `timeout` params after its item (or its
+/// count).
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// No such params: the method's own way (`put`/`get` wait without limit, `put_nowait`
+    /// and `get_nowait` never wait).
+    AsMethod,
+    /// `block` true and a timeout.
+    UpTo(Duration),
+    /// `block` false.
+    Never,
 }
 
-/// The methods both queues share.
-macro_rules! queue_methods {
-    ($name:ident, $kind:literal) => {
-        impl<T> $name<T>
-        where
-            T: Serialize + DeserializeOwned,
-        {
-            /// Puts `item` at the back, waiting while the queue is full. Fails with `Closed`
-            /// when the queue is (or becomes, while waiting) closed.
-            pub fn put<U>(&self, item: &U) -> Result<()>
-            where
-                T: Borrow<U>,
-                U: Serialize + ?Sized,
-            {
-                self.client.run(self.put_cmd(item))
+impl Wait {
+    fn encode(self, a: &mut Args) {
+        match self {
+            Wait::AsMethod => {}
+            Wait::UpTo(t) => {
+                a.bool(true);
+                timeout(a, Some(t));
             }
-
-            #[doc = cmd_doc!($name, "put", $kind, "put")]
-            pub fn put_cmd<U>(&self, item: &U) -> Cmd<()>
-            where
-                T: Borrow<U>,
-                U: Serialize + ?Sized,
-            {
-                Cmd::object(self.id, concat!($kind, ".put"), decoders::unit, |a| {
-                    a.value(item).map(drop)
-                })
-            }
-
-            /// Puts `item`, waiting up to `timeout` for room: `false` if there was none in
-            /// time (Python's `Full`). The timeout runs on the manager.
-            pub fn put_timeout<U>(&self, item: &U, timeout: Duration) -> Result<bool>
-            where
-                T: Borrow<U>,
-                U: Serialize + ?Sized,
-            {
-                self.client.run(self.put_timeout_cmd(item, timeout))
-            }
-
-            #[doc = cmd_doc!($name, "put_timeout", $kind, "put")]
-            pub fn put_timeout_cmd<U>(&self, item: &U, timeout: Duration) -> Cmd<bool>
-            where
-                T: Borrow<U>,
-                U: Serialize + ?Sized,
-            {
-                Cmd::object(
-                    self.id,
-                    concat!($kind, ".put"),
-                    decoders::unless_full,
-                    |a| {
-                        a.value(item)?;
-                        timed(a, timeout);
-                        Ok(())
-                    },
-                )
-            }
-
-            /// Puts `item` if there is room now: `false` if the queue is full (Python's
-            /// `put_nowait` raising `Full`). Never waits.
-            pub fn try_put<U>(&self, item: &U) -> Result<bool>
-            where
-                T: Borrow<U>,
-                U: Serialize + ?Sized,
-            {
-                self.client.run(self.try_put_cmd(item))
-            }
-
-            #[doc = cmd_doc!($name, "try_put", $kind, "put_nowait")]
-            pub fn try_put_cmd<U>(&self, item: &U) -> Cmd<bool>
-            where
-                T: Borrow<U>,
-                U: Serialize + ?Sized,
-            {
-                Cmd::object(
-                    self.id,
-                    concat!($kind, ".put_nowait"),
-                    decoders::unless_full,
-                    |a| a.value(item).map(drop),
-                )
-            }
-
-            /// Takes the item at the front, waiting while the queue is empty. Fails with
-            /// `Closed` once the queue is closed and drained.
-            pub fn get(&self) -> Result<T> {
-                self.client.run(self.get_cmd())
-            }
-
-            #[doc = cmd_doc!($name, "get", $kind, "get")]
-            pub fn get_cmd(&self) -> Cmd<T> {
-                Cmd::object(self.id, concat!($kind, ".get"), decode::value, |_| Ok(()))
-            }
-
-            /// Takes the item at the front, waiting up to `timeout` for one: `None` if none
-            /// came in time (Python's `Empty`). The timeout runs on the manager.
-            pub fn get_timeout(&self, timeout: Duration) -> Result<Option<T>> {
-                self.client.run(self.get_timeout_cmd(timeout))
-            }
-
-            #[doc = cmd_doc!($name, "get_timeout", $kind, "get")]
-            pub fn get_timeout_cmd(&self, timeout: Duration) -> Cmd<Option<T>> {
-                Cmd::object(
-                    self.id,
-                    concat!($kind, ".get"),
-                    decoders::unless_empty,
-                    move |a| {
-                        timed(a, timeout);
-                        Ok(())
-                    },
-                )
-            }
-
-            /// Takes the item at the front if there is one: `None` if the queue is empty
-            /// (Python's `get_nowait` raising `Empty`). Never waits.
-            pub fn try_get(&self) -> Result<Option<T>> {
-                self.client.run(self.try_get_cmd())
-            }
-
-            #[doc = cmd_doc!($name, "try_get", $kind, "get_nowait")]
-            pub fn try_get_cmd(&self) -> Cmd<Option<T>> {
-                Cmd::object(
-                    self.id,
-                    concat!($kind, ".get_nowait"),
-                    decoders::unless_empty,
-                    |_| Ok(()),
-                )
-            }
-
-            /// Puts every item, in order, in one round trip, waiting for room as needed;
-            /// returns how many were put (all of them). Another putter's items never
-            /// interleave with a batch that fits at once; a batch that has to wait for room goes
-            /// in as room appears, in order, ahead of later putters.
-            pub fn put_many<I>(&self, items: I) -> Result<usize>
-            where
-                I: IntoIterator,
-                I::Item: Borrow<T>,
-            {
-                self.client.run(self.put_many_cmd(items))
-            }
-
-            #[doc = cmd_doc!($name, "put_many", $kind, "put_many")]
-            pub fn put_many_cmd<I>(&self, items: I) -> Cmd<usize>
-            where
-                I: IntoIterator,
-                I::Item: Borrow<T>,
-            {
-                Cmd::object(self.id, concat!($kind, ".put_many"), decoders::count, |a| {
-                    a.seq(items.into_iter().map(By::<T, _>::new)).map(drop)
-                })
-            }
-
-            /// As [`put_many`](Self::put_many), waiting up to `timeout` in all: returns how
-            /// many items got in (the first ones, in order); the rest were not put.
-            pub fn put_many_timeout<I>(&self, items: I, timeout: Duration) -> Result<usize>
-            where
-                I: IntoIterator,
-                I::Item: Borrow<T>,
-            {
-                self.client.run(self.put_many_timeout_cmd(items, timeout))
-            }
-
-            #[doc = cmd_doc!($name, "put_many_timeout", $kind, "put_many")]
-            pub fn put_many_timeout_cmd<I>(&self, items: I, timeout: Duration) -> Cmd<usize>
-            where
-                I: IntoIterator,
-                I::Item: Borrow<T>,
-            {
-                Cmd::object(self.id, concat!($kind, ".put_many"), decoders::count, |a| {
-                    a.seq(items.into_iter().map(By::<T, _>::new))?;
-                    timed(a, timeout);
-                    Ok(())
-                })
-            }
-
-            /// Puts as many items as fit now, in order; returns how many. Never waits.
-            pub fn try_put_many<I>(&self, items: I) -> Result<usize>
-            where
-                I: IntoIterator,
-                I::Item: Borrow<T>,
-            {
-                self.client.run(self.try_put_many_cmd(items))
-            }
-
-            #[doc = cmd_doc!($name, "try_put_many", $kind, "put_many")]
-            pub fn try_put_many_cmd<I>(&self, items: I) -> Cmd<usize>
-            where
-                I: IntoIterator,
-                I::Item: Borrow<T>,
-            {
-                Cmd::object(self.id, concat!($kind, ".put_many"), decoders::count, |a| {
-                    a.seq(items.into_iter().map(By::<T, _>::new))?;
-                    a.bool(false);
-                    Ok(())
-                })
-            }
-
-            /// Takes up to `n` items from the front in one round trip, waiting while the queue
-            /// is empty: returns 1 to `n` items. Fails with `Closed` once the queue is closed
-            /// and drained, and with `ValueError` when `n` is 0.
-            pub fn get_many(&self, n: usize) -> Result<Vec<T>> {
-                self.client.run(self.get_many_cmd(n))
-            }
-
-            #[doc = cmd_doc!($name, "get_many", $kind, "get_many")]
-            pub fn get_many_cmd(&self, n: usize) -> Cmd<Vec<T>> {
-                Cmd::object(
-                    self.id,
-                    concat!($kind, ".get_many"),
-                    decode::value,
-                    move |a| {
-                        a.uint(n as u64);
-                        Ok(())
-                    },
-                )
-            }
-
-            /// As [`get_many`](Self::get_many), waiting up to `timeout` for the first item:
-            /// an empty `Vec` if none came in time.
-            pub fn get_many_timeout(&self, n: usize, timeout: Duration) -> Result<Vec<T>> {
-                self.client.run(self.get_many_timeout_cmd(n, timeout))
-            }
-
-            #[doc = cmd_doc!($name, "get_many_timeout", $kind, "get_many")]
-            pub fn get_many_timeout_cmd(&self, n: usize, timeout: Duration) -> Cmd<Vec<T>> {
-                Cmd::object(
-                    self.id,
-                    concat!($kind, ".get_many"),
-                    decoders::many_unless_empty,
-                    move |a| {
-                        a.uint(n as u64);
-                        timed(a, timeout);
-                        Ok(())
-                    },
-                )
-            }
-
-            /// Takes up to `n` items that are there now (an empty `Vec` if none). Never waits.
-            pub fn try_get_many(&self, n: usize) -> Result<Vec<T>> {
-                self.client.run(self.try_get_many_cmd(n))
-            }
-
-            #[doc = cmd_doc!($name, "try_get_many", $kind, "get_many")]
-            pub fn try_get_many_cmd(&self, n: usize) -> Cmd<Vec<T>> {
-                Cmd::object(
-                    self.id,
-                    concat!($kind, ".get_many"),
-                    decoders::many_unless_empty,
-                    move |a| {
-                        a.uint(n as u64).bool(false);
-                        Ok(())
-                    },
-                )
-            }
-
-            /// The number of items in the queue now (exact, but possibly stale as soon as it
-            /// is read).
-            pub fn qsize(&self) -> Result<usize> {
-                self.client.run(self.qsize_cmd())
-            }
-
-            #[doc = cmd_doc!($name, "qsize", $kind, "qsize")]
-            pub fn qsize_cmd(&self) -> Cmd<usize> {
-                Cmd::object(self.id, concat!($kind, ".qsize"), decoders::count, |_| {
-                    Ok(())
-                })
-            }
-
-            /// True when the queue holds no item now.
-            pub fn is_empty(&self) -> Result<bool> {
-                self.client.run(self.is_empty_cmd())
-            }
-
-            #[doc = cmd_doc!($name, "is_empty", $kind, "empty")]
-            pub fn is_empty_cmd(&self) -> Cmd<bool> {
-                Cmd::object(
-                    self.id,
-                    concat!($kind, ".empty"),
-                    decoders::flag,
-                    |_| Ok(()),
-                )
-            }
-
-            /// True when the queue is bounded and holds `maxsize` items now.
-            pub fn is_full(&self) -> Result<bool> {
-                self.client.run(self.is_full_cmd())
-            }
-
-            #[doc = cmd_doc!($name, "is_full", $kind, "full")]
-            pub fn is_full_cmd(&self) -> Cmd<bool> {
-                Cmd::object(self.id, concat!($kind, ".full"), decoders::flag, |_| Ok(()))
-            }
-
-            /// The most items the queue holds (0: unbounded).
-            pub fn maxsize(&self) -> Result<usize> {
-                self.client.run(self.maxsize_cmd())
-            }
-
-            #[doc = cmd_doc!($name, "maxsize", $kind, "maxsize")]
-            pub fn maxsize_cmd(&self) -> Cmd<usize> {
-                Cmd::object(self.id, concat!($kind, ".maxsize"), decoders::count, |_| {
-                    Ok(())
-                })
-            }
-
-            /// Closes the queue: puts fail with `Closed` from now on (waiting putters too, and
-            /// their items that did not get in are dropped); getters drain what is left, then
-            /// get `Closed`. Closing twice is harmless. There is no reopening.
-            pub fn close(&self) -> Result<()> {
-                self.client.run(self.close_cmd())
-            }
-
-            #[doc = cmd_doc!($name, "close", $kind, "close")]
-            pub fn close_cmd(&self) -> Cmd<()> {
-                Cmd::object(
-                    self.id,
-                    concat!($kind, ".close"),
-                    decoders::unit,
-                    |_| Ok(()),
-                )
-            }
-
-            /// True once the queue has been closed.
-            pub fn is_closed(&self) -> Result<bool> {
-                self.client.run(self.is_closed_cmd())
-            }
-
-            #[doc = cmd_doc!($name, "is_closed", $kind, "is_closed")]
-            pub fn is_closed_cmd(&self) -> Cmd<bool> {
-                Cmd::object(
-                    self.id,
-                    concat!($kind, ".is_closed"),
-                    decoders::flag,
-                    |_| Ok(()),
-                )
-            }
-
-            /// A blocking iterator over the items: each `next` is a [`get`](Self::get). It
-            /// ends when the queue is closed and drained. An error (a lost connection, an item
-            /// of another type) is yielded once, and then the iterator ends.
-            pub fn iter(&self) -> QueueIter<'_, T> {
-                QueueIter {
-                    client: &self.client,
-                    id: self.id,
-                    method: concat!($kind, ".get"),
-                    done: false,
-                    marker: PhantomData,
-                }
-            }
-
-            /// A blocking iterator over batches of up to `n` items: each `next` is a
-            /// [`get_many`](Self::get_many)`(n)`, so a busy queue is drained with a round trip
-            /// per batch rather than per item. Ends as [`iter`](Self::iter) does.
-            pub fn batches(&self, n: usize) -> QueueBatches<'_, T> {
-                QueueBatches {
-                    client: &self.client,
-                    id: self.id,
-                    method: concat!($kind, ".get_many"),
-                    n,
-                    done: false,
-                    marker: PhantomData,
-                }
+            Wait::Never => {
+                a.bool(false);
             }
         }
-
-        impl<'a, T> IntoIterator for &'a $name<T>
-        where
-            T: Serialize + DeserializeOwned,
-        {
-            type Item = Result<T>;
-            type IntoIter = QueueIter<'a, T>;
-
-            fn into_iter(self) -> QueueIter<'a, T> {
-                self.iter()
-            }
-        }
-    };
+    }
 }
 
-queue_methods!(Queue, "queue");
-queue_methods!(JoinableQueue, "joinable_queue");
+/// The command builders every method is made of.
+impl<T, K: QueueKind> Queue<T, K> {
+    /// `method` with `[item, block, timeout]`.
+    fn put_with<U, R>(&self, method: &'static str, item: &U, wait: Wait, read: Decoder<R>) -> Cmd<R>
+    where
+        U: Serialize + ?Sized,
+    {
+        Cmd::object(self.id, method, read, |a| {
+            a.value(item)?;
+            wait.encode(a);
+            Ok(())
+        })
+    }
 
-impl<T> JoinableQueue<T> {
+    /// `method` with `[block, timeout]`.
+    fn get_with<R>(&self, method: &'static str, wait: Wait, read: Decoder<R>) -> Cmd<R> {
+        Cmd::object(self.id, method, read, |a| {
+            wait.encode(a);
+            Ok(())
+        })
+    }
+
+    /// `put_many` with `[items, block, timeout]`.
+    fn put_many_with<I, R>(&self, items: I, wait: Wait, read: Decoder<R>) -> Cmd<R>
+    where
+        T: Serialize,
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        Cmd::object(self.id, K::WIRE.put_many, read, |a| {
+            a.seq(items.into_iter().map(By::<T, _>::new))?;
+            wait.encode(a);
+            Ok(())
+        })
+    }
+
+    /// `get_many` with `[n, block, timeout]`.
+    fn get_many_with<R>(&self, n: usize, wait: Wait, read: Decoder<R>) -> Cmd<R> {
+        Cmd::object(self.id, K::WIRE.get_many, read, |a| {
+            a.uint(n as u64);
+            wait.encode(a);
+            Ok(())
+        })
+    }
+
+    /// `method` with no params but the id.
+    fn query<R>(&self, method: &'static str, read: Decoder<R>) -> Cmd<R> {
+        Cmd::object(self.id, method, read, |_| Ok(()))
+    }
+}
+
+impl<T, K: QueueKind> Queue<T, K>
+where
+    T: Serialize + DeserializeOwned,
+{
+    /// Puts `item` at the back, waiting while the queue is full. Fails with `Closed` when the
+    /// queue is (or becomes, while waiting) closed.
+    pub fn put<U>(&self, item: &U) -> Result<()>
+    where
+        T: Borrow<U>,
+        U: Serialize + ?Sized,
+    {
+        self.client.run(self.put_cmd(item))
+    }
+
+    /// [`Queue::put`] as a command (`<kind>.put`).
+    pub fn put_cmd<U>(&self, item: &U) -> Cmd<()>
+    where
+        T: Borrow<U>,
+        U: Serialize + ?Sized,
+    {
+        self.put_with(K::WIRE.put, item, Wait::AsMethod, decoders::unit)
+    }
+
+    /// Puts `item`, waiting up to `timeout` for room: `Some(())` once it is in, `None` if there
+    /// was no room in time (Python's `Full`; the item was not put). The timeout runs on the
+    /// manager.
+    pub fn put_timeout<U>(&self, item: &U, timeout: Duration) -> Result<Option<()>>
+    where
+        T: Borrow<U>,
+        U: Serialize + ?Sized,
+    {
+        self.client.run(self.put_timeout_cmd(item, timeout))
+    }
+
+    /// [`Queue::put_timeout`] as a command (`<kind>.put`).
+    pub fn put_timeout_cmd<U>(&self, item: &U, timeout: Duration) -> Cmd<Option<()>>
+    where
+        T: Borrow<U>,
+        U: Serialize + ?Sized,
+    {
+        self.put_with(
+            K::WIRE.put,
+            item,
+            Wait::UpTo(timeout),
+            decoders::unless_full,
+        )
+    }
+
+    /// Puts `item` if there is room now: `Some(())` once it is in, `None` if the queue is full
+    /// (Python's `put_nowait` raising `Full`). Never waits.
+    pub fn try_put<U>(&self, item: &U) -> Result<Option<()>>
+    where
+        T: Borrow<U>,
+        U: Serialize + ?Sized,
+    {
+        self.client.run(self.try_put_cmd(item))
+    }
+
+    /// [`Queue::try_put`] as a command (`<kind>.put_nowait`).
+    pub fn try_put_cmd<U>(&self, item: &U) -> Cmd<Option<()>>
+    where
+        T: Borrow<U>,
+        U: Serialize + ?Sized,
+    {
+        self.put_with(
+            K::WIRE.put_nowait,
+            item,
+            Wait::AsMethod,
+            decoders::unless_full,
+        )
+    }
+
+    /// Takes the item at the front, waiting while the queue is empty. Fails with `Closed` once
+    /// the queue is closed and drained.
+    pub fn get(&self) -> Result<T> {
+        self.client.run(self.get_cmd())
+    }
+
+    /// [`Queue::get`] as a command (`<kind>.get`).
+    pub fn get_cmd(&self) -> Cmd<T> {
+        self.get_with(K::WIRE.get, Wait::AsMethod, decode::value)
+    }
+
+    /// Takes the item at the front, waiting up to `timeout` for one: `None` if none came in
+    /// time (Python's `Empty`; nothing was taken). The timeout runs on the manager.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Option<T>> {
+        self.client.run(self.get_timeout_cmd(timeout))
+    }
+
+    /// [`Queue::get_timeout`] as a command (`<kind>.get`).
+    pub fn get_timeout_cmd(&self, timeout: Duration) -> Cmd<Option<T>> {
+        self.get_with(K::WIRE.get, Wait::UpTo(timeout), decoders::unless_empty)
+    }
+
+    /// Takes the item at the front if there is one: `None` if the queue is empty (Python's
+    /// `get_nowait` raising `Empty`). Never waits.
+    pub fn try_get(&self) -> Result<Option<T>> {
+        self.client.run(self.try_get_cmd())
+    }
+
+    /// [`Queue::try_get`] as a command (`<kind>.get_nowait`).
+    pub fn try_get_cmd(&self) -> Cmd<Option<T>> {
+        self.get_with(K::WIRE.get_nowait, Wait::AsMethod, decoders::unless_empty)
+    }
+
+    /// Puts every item, in order, in one round trip, waiting for room as needed; returns how
+    /// many were put (all of them). Another putter's items never interleave with a batch that
+    /// fits at once; a batch that has to wait for room goes in as room appears, in order,
+    /// ahead of later putters.
+    pub fn put_many<I>(&self, items: I) -> Result<usize>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        self.client.run(self.put_many_cmd(items))
+    }
+
+    /// [`Queue::put_many`] as a command (`<kind>.put_many`).
+    pub fn put_many_cmd<I>(&self, items: I) -> Cmd<usize>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        self.put_many_with(items, Wait::AsMethod, decoders::count)
+    }
+
+    /// As [`put_many`](Self::put_many), waiting up to `timeout` in all: `Some(n)` when `n`
+    /// items got in (the first `n`, in order; the rest were not put), `None` when none did
+    /// (also for a batch of no items).
+    pub fn put_many_timeout<I>(&self, items: I, timeout: Duration) -> Result<Option<usize>>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        self.client.run(self.put_many_timeout_cmd(items, timeout))
+    }
+
+    /// [`Queue::put_many_timeout`] as a command (`<kind>.put_many`).
+    pub fn put_many_timeout_cmd<I>(&self, items: I, timeout: Duration) -> Cmd<Option<usize>>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        self.put_many_with(items, Wait::UpTo(timeout), decoders::count_unless_zero)
+    }
+
+    /// Puts as many items as fit now, in order: `Some(n)` when `n` got in, `None` when none
+    /// did. Never waits.
+    pub fn try_put_many<I>(&self, items: I) -> Result<Option<usize>>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        self.client.run(self.try_put_many_cmd(items))
+    }
+
+    /// [`Queue::try_put_many`] as a command (`<kind>.put_many`).
+    pub fn try_put_many_cmd<I>(&self, items: I) -> Cmd<Option<usize>>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<T>,
+    {
+        self.put_many_with(items, Wait::Never, decoders::count_unless_zero)
+    }
+
+    /// Takes up to `n` items from the front in one round trip, waiting while the queue is
+    /// empty: returns 1 to `n` items. Fails with `Closed` once the queue is closed and drained,
+    /// and with `ValueError` when `n` is 0.
+    pub fn get_many(&self, n: usize) -> Result<Vec<T>> {
+        self.client.run(self.get_many_cmd(n))
+    }
+
+    /// [`Queue::get_many`] as a command (`<kind>.get_many`).
+    pub fn get_many_cmd(&self, n: usize) -> Cmd<Vec<T>> {
+        self.get_many_with(n, Wait::AsMethod, decode::value)
+    }
+
+    /// As [`get_many`](Self::get_many), waiting up to `timeout` for the first item: `Some`
+    /// with 1 to `n` items, `None` if none came in time.
+    pub fn get_many_timeout(&self, n: usize, timeout: Duration) -> Result<Option<Vec<T>>> {
+        self.client.run(self.get_many_timeout_cmd(n, timeout))
+    }
+
+    /// [`Queue::get_many_timeout`] as a command (`<kind>.get_many`).
+    pub fn get_many_timeout_cmd(&self, n: usize, timeout: Duration) -> Cmd<Option<Vec<T>>> {
+        self.get_many_with(n, Wait::UpTo(timeout), decoders::batch_unless_empty)
+    }
+
+    /// Takes up to `n` items that are there now: `Some` with 1 to `n` items, `None` if the
+    /// queue is empty. Never waits.
+    pub fn try_get_many(&self, n: usize) -> Result<Option<Vec<T>>> {
+        self.client.run(self.try_get_many_cmd(n))
+    }
+
+    /// [`Queue::try_get_many`] as a command (`<kind>.get_many`).
+    pub fn try_get_many_cmd(&self, n: usize) -> Cmd<Option<Vec<T>>> {
+        self.get_many_with(n, Wait::Never, decoders::batch_unless_empty)
+    }
+
+    /// The number of items in the queue now (exact, but possibly stale as soon as it is read).
+    pub fn qsize(&self) -> Result<usize> {
+        self.client.run(self.qsize_cmd())
+    }
+
+    /// [`Queue::qsize`] as a command (`<kind>.qsize`).
+    pub fn qsize_cmd(&self) -> Cmd<usize> {
+        self.query(K::WIRE.qsize, decoders::count)
+    }
+
+    /// True when the queue holds no item now.
+    pub fn is_empty(&self) -> Result<bool> {
+        self.client.run(self.is_empty_cmd())
+    }
+
+    /// [`Queue::is_empty`] as a command (`<kind>.empty`).
+    pub fn is_empty_cmd(&self) -> Cmd<bool> {
+        self.query(K::WIRE.empty, decoders::flag)
+    }
+
+    /// True when the queue is bounded and holds `maxsize` items now.
+    pub fn is_full(&self) -> Result<bool> {
+        self.client.run(self.is_full_cmd())
+    }
+
+    /// [`Queue::is_full`] as a command (`<kind>.full`).
+    pub fn is_full_cmd(&self) -> Cmd<bool> {
+        self.query(K::WIRE.full, decoders::flag)
+    }
+
+    /// The most items the queue holds (0: unbounded).
+    pub fn maxsize(&self) -> Result<usize> {
+        self.client.run(self.maxsize_cmd())
+    }
+
+    /// [`Queue::maxsize`] as a command (`<kind>.maxsize`).
+    pub fn maxsize_cmd(&self) -> Cmd<usize> {
+        self.query(K::WIRE.maxsize, decoders::count)
+    }
+
+    /// Closes the queue: puts fail with `Closed` from now on (waiting putters too, and their
+    /// items that did not get in are dropped); getters drain what is left, then get `Closed`.
+    /// Closing twice is harmless. There is no reopening.
+    pub fn close(&self) -> Result<()> {
+        self.client.run(self.close_cmd())
+    }
+
+    /// [`Queue::close`] as a command (`<kind>.close`).
+    pub fn close_cmd(&self) -> Cmd<()> {
+        self.query(K::WIRE.close, decoders::unit)
+    }
+
+    /// True once the queue has been closed.
+    pub fn is_closed(&self) -> Result<bool> {
+        self.client.run(self.is_closed_cmd())
+    }
+
+    /// [`Queue::is_closed`] as a command (`<kind>.is_closed`).
+    pub fn is_closed_cmd(&self) -> Cmd<bool> {
+        self.query(K::WIRE.is_closed, decoders::flag)
+    }
+
+    /// A blocking iterator over the items: each `next` is a [`get`](Self::get). It ends when
+    /// the queue is closed and drained. An error (a lost connection, an item of another type)
+    /// is yielded once, and then the iterator ends.
+    pub fn iter(&self) -> QueueIter<'_, T> {
+        QueueIter {
+            client: &self.client,
+            id: self.id,
+            method: K::WIRE.get,
+            done: false,
+            marker: PhantomData,
+        }
+    }
+
+    /// A blocking iterator over batches of up to `n` items: each `next` is a
+    /// [`get_many`](Self::get_many)`(n)`, so a busy queue is drained with a round trip per
+    /// batch rather than per item. Ends as [`iter`](Self::iter) does.
+    pub fn batches(&self, n: usize) -> QueueBatches<'_, T> {
+        QueueBatches {
+            client: &self.client,
+            id: self.id,
+            method: K::WIRE.get_many,
+            n,
+            done: false,
+            marker: PhantomData,
+        }
+    }
+}
+
+impl<'a, T, K: QueueKind> IntoIterator for &'a Queue<T, K>
+where
+    T: Serialize + DeserializeOwned,
+{
+    type Item = Result<T>;
+    type IntoIter = QueueIter<'a, T>;
+
+    fn into_iter(self) -> QueueIter<'a, T> {
+        self.iter()
+    }
+}
+
+/// What only a [`JoinableQueue`] has.
+impl<T> Queue<T, Joinable> {
     /// Marks one item taken from the queue as done. Fails with `ValueError` when called more
     /// times than items were put, as in Python.
     pub fn task_done(&self) -> Result<()> {
         self.client.run(self.task_done_cmd())
     }
 
-    /// [`JoinableQueue::task_done`] as a command (`joinable_queue.task_done`).
+    /// [`Queue::task_done`] as a command (`joinable_queue.task_done`).
     pub fn task_done_cmd(&self) -> Cmd<()> {
-        Cmd::object(self.id, "joinable_queue.task_done", decoders::unit, |_| {
-            Ok(())
-        })
+        self.query("joinable_queue.task_done", decoders::unit)
     }
 
     /// Waits until every item ever put has been marked done with
-    /// [`task_done`](JoinableQueue::task_done) (at once if none is pending).
+    /// [`task_done`](Queue::task_done) (at once if none is pending).
     pub fn join(&self) -> Result<()> {
-        self.client.run(self.join_cmd(None)).map(drop)
+        self.client.run(self.join_cmd())
     }
 
-    /// As [`join`](JoinableQueue::join), for up to `timeout`: `true` when all work is done,
-    /// `false` when the timeout passed first.
-    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.client.run(self.join_cmd(Some(timeout)))
+    /// [`Queue::join`] as a command (`joinable_queue.join`).
+    pub fn join_cmd(&self) -> Cmd<()> {
+        self.query("joinable_queue.join", decoders::unit)
     }
 
-    /// [`JoinableQueue::join`] (`None`) or [`JoinableQueue::join_timeout`] as a command
-    /// (`joinable_queue.join`).
-    pub fn join_cmd(&self, wait: Option<Duration>) -> Cmd<bool> {
-        Cmd::object(self.id, "joinable_queue.join", decoders::flag, move |a| {
-            timeout(a, wait);
-            Ok(())
-        })
+    /// As [`join`](Queue::join), for up to `timeout`: `Some(())` when all work is done,
+    /// `None` when the timeout passed first. The timeout runs on the manager.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<Option<()>> {
+        self.client.run(self.join_timeout_cmd(timeout))
+    }
+
+    /// [`Queue::join_timeout`] as a command (`joinable_queue.join`).
+    pub fn join_timeout_cmd(&self, timeout: Duration) -> Cmd<Option<()>> {
+        Cmd::object(
+            self.id,
+            "joinable_queue.join",
+            decoders::unless_timed_out,
+            move |a| {
+                super::wait::timeout(a, Some(timeout));
+                Ok(())
+            },
+        )
     }
 }
 
-/// The blocking iterator of [`Queue::iter`] and [`JoinableQueue::iter`]: yields each item as
-/// [`get`](Queue::get) returns it, and ends when the queue is closed and drained.
+/// The blocking iterator of [`Queue::iter`] (of a plain or a joinable queue): yields each
+/// item as [`get`](Queue::get) returns it, and ends when the queue is closed and drained.
 #[derive(Debug)]
 pub struct QueueIter<'a, T> {
     client: &'a Client,
@@ -586,8 +666,8 @@ impl<T: DeserializeOwned> Iterator for QueueIter<'_, T> {
 
 impl<T: DeserializeOwned> std::iter::FusedIterator for QueueIter<'_, T> {}
 
-/// The blocking iterator of [`Queue::batches`] and [`JoinableQueue::batches`]: yields batches
-/// of 1 to `n` items, and ends when the queue is closed and drained.
+/// The blocking iterator of [`Queue::batches`]: yields batches of 1 to `n` items, and ends
+/// when the queue is closed and drained.
 #[derive(Debug)]
 pub struct QueueBatches<'a, T> {
     client: &'a Client,

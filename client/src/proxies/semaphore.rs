@@ -36,7 +36,7 @@ use super::wait::{cmd_doc, decoders, timeout, Acquired, Held};
 /// # Process death
 /// The manager counts the permits each connection took and has not released. When a process
 /// dies (even by `SIGKILL`) or exits holding permits, they come back, and the next acquirer is
-/// told ([`SemaphoreGuard::owner_died`], [`Acquired::OwnerDied`]). A permit released by
+/// told ([`SemaphoreGuard::is_owner_dead`], [`Acquired::OwnerDied`]). A permit released by
 /// another process than the one that took it is counted off the taker's account first, then
 /// off any holder's, so it is never given back twice.
 pub struct Semaphore {
@@ -242,8 +242,8 @@ impl<'a> SemaphoreGuard<'a> {
     /// True when a holder's connection closed while it held permits (its process died or
     /// exited without releasing) before this acquire: whatever the permits protect may be
     /// half-updated.
-    pub fn owner_died(&self) -> bool {
-        self.held.owner_died()
+    pub fn is_owner_dead(&self) -> bool {
+        self.held.is_owner_dead()
     }
 
     /// Gives the permit back now and reports the outcome.

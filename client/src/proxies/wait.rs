@@ -46,7 +46,7 @@ impl Acquired {
     }
 
     /// True for [`Acquired::OwnerDied`].
-    pub fn owner_died(self) -> bool {
+    pub fn is_owner_dead(self) -> bool {
         self == Acquired::OwnerDied
     }
 
@@ -142,12 +142,12 @@ impl Held {
             id,
             owner,
             pid: crate::atfork::current_pid(),
-            owner_died: acquired.owner_died(),
+            owner_died: acquired.is_owner_dead(),
             armed: true,
         }
     }
 
-    pub(crate) fn owner_died(&self) -> bool {
+    pub(crate) fn is_owner_dead(&self) -> bool {
         self.owner_died
     }
 
@@ -237,20 +237,38 @@ pub(crate) mod decoders {
         }
     }
 
-    /// `Empty` means nothing came: no items.
-    pub(crate) fn many_unless_empty<T: DeserializeOwned>(r: Reply) -> Result<Vec<T>> {
+    /// `Empty` means nothing came: `None`; so does a batch of no items.
+    pub(crate) fn batch_unless_empty<T: DeserializeOwned>(r: Reply) -> Result<Option<Vec<T>>> {
         match r {
-            Err(e) if e.is(ErrorName::Empty) => Ok(Vec::new()),
-            r => decode::value(r),
+            Err(e) if e.is(ErrorName::Empty) => Ok(None),
+            r => decode::value::<Vec<T>>(r).map(|items| (!items.is_empty()).then_some(items)),
         }
     }
 
-    /// Success is `true`; `Full` is `false`.
-    pub(crate) fn unless_full(r: Reply) -> Result<bool> {
+    /// Success is `Some(())`; `Full` means nothing was put: `None`.
+    pub(crate) fn unless_full(r: Reply) -> Result<Option<()>> {
         match r {
-            Ok(_) => Ok(true),
-            Err(e) if e.is(ErrorName::Full) => Ok(false),
+            Ok(_) => Ok(Some(())),
+            Err(e) if e.is(ErrorName::Full) => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// A count of items that got in, `None` when none did.
+    pub(crate) fn count_unless_zero(r: Reply) -> Result<Option<usize>> {
+        decode::value::<usize>(r).map(|n| (n > 0).then_some(n))
+    }
+
+    /// A wait that answers `true` when what it waited for happened, `false` at its timeout.
+    pub(crate) fn unless_timed_out(r: Reply) -> Result<Option<()>> {
+        decode::value::<bool>(r).map(|done| done.then_some(()))
+    }
+
+    /// A barrier's arrival index; `BrokenBarrierError` means the parties did not all meet.
+    pub(crate) fn unless_broken(r: Reply) -> Result<Option<usize>> {
+        match r {
+            Err(e) if e.is(ErrorName::BrokenBarrierError) => Ok(None),
+            r => decode::value(r).map(Some),
         }
     }
 
@@ -278,7 +296,7 @@ mod tests {
     fn acquire_codes() {
         assert_eq!(Acquired::from_code(0).unwrap(), Acquired::No);
         assert_eq!(Acquired::from_code(1).unwrap(), Acquired::Yes);
-        assert!(Acquired::from_code(2).unwrap().owner_died());
+        assert!(Acquired::from_code(2).unwrap().is_owner_dead());
         assert!(matches!(Acquired::from_code(3), Err(Error::Protocol(_))));
     }
 
@@ -305,15 +323,40 @@ mod tests {
     }
 
     #[test]
+    fn what_happened_is_some_and_nothing_is_none() {
+        fn encoded<V: serde::Serialize + ?Sized>(v: &V) -> Reply {
+            Ok(bytes::Bytes::from(rmp_serde::to_vec(v).unwrap()))
+        }
+        assert_eq!(decoders::unless_full(encoded(&())).unwrap(), Some(()));
+        assert_eq!(decoders::count_unless_zero(encoded(&3u8)).unwrap(), Some(3));
+        assert_eq!(decoders::count_unless_zero(encoded(&0u8)).unwrap(), None);
+        assert_eq!(
+            decoders::unless_timed_out(encoded(&true)).unwrap(),
+            Some(())
+        );
+        assert_eq!(decoders::unless_timed_out(encoded(&false)).unwrap(), None);
+        assert_eq!(decoders::unless_broken(encoded(&2u8)).unwrap(), Some(2));
+        assert_eq!(
+            decoders::batch_unless_empty::<u8>(encoded(&[7u8])).unwrap(),
+            Some(vec![7])
+        );
+        assert_eq!(
+            decoders::batch_unless_empty::<u8>(encoded(&Vec::<u8>::new())).unwrap(),
+            None
+        );
+    }
+
+    #[test]
     fn nothing_happened_errors_become_values() {
         let empty = || Err(Error::remote("Empty", "the queue is empty"));
         let full = || Err(Error::remote("Full", "the queue is full"));
         assert_eq!(decoders::unless_empty::<i64>(empty()).unwrap(), None);
-        assert!(decoders::many_unless_empty::<i64>(empty())
-            .unwrap()
-            .is_empty());
-        assert!(!decoders::unless_full(full()).unwrap());
+        assert_eq!(decoders::batch_unless_empty::<i64>(empty()).unwrap(), None);
+        assert_eq!(decoders::unless_full(full()).unwrap(), None);
         assert!(decoders::unless_empty::<i64>(full()).is_err());
+        let broken = || Err(Error::remote("BrokenBarrierError", "the barrier is broken"));
+        assert_eq!(decoders::unless_broken(broken()).unwrap(), None);
+        assert!(decoders::unless_broken(full()).is_err());
         let closed = Err(Error::remote("Closed", "the queue is closed"));
         assert!(decoders::unless_full(closed)
             .unwrap_err()
