@@ -459,101 +459,176 @@ fn recv_now(fd: RawFd, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
 
 /// Serves one connection until the peer leaves, the connection must close, or the manager
 /// shuts down.
-pub async fn serve<S>(mut stream: S, shared: Arc<Shared>, peer: String)
+pub async fn serve<S>(stream: S, shared: Arc<Shared>, peer: String)
 where
     S: AsyncRead + AsyncWrite + AsRawFd + Unpin,
 {
-    let fd = stream.as_raw_fd();
-    let mut stopping = shared.shutdown.subscribe();
-    let mut decoder = FrameDecoder::new(shared.config.pre_auth_limits());
-    let mut session = Session::new(shared.clone(), peer);
-    let mut out = Vec::with_capacity(READ_CHUNK);
-    let mut sent: Vec<(Reply, Ticket)> = Vec::new();
-    debug!(peer = %session.peer, "connected");
-    let mut stop = false;
-    let mut spin = SpinState::new();
-    let mut slot = None;
-    loop {
-        let polled = match slot.take() {
-            Some(slot) => poll_for_request(fd, &mut decoder, &mut spin, slot, &stopping),
-            None => None,
-        };
-        let event = match polled {
-            Some(read) => Event::Read(read),
-            None => tokio::select! {
-                biased;
-                _ = crate::server::stopped(&mut stopping) => Event::Stop,
-                Some(done) = session.parked.join_next_with_id() => Event::ParkedDone(done),
-                read = stream.read_buf(decoder.read_buf(READ_CHUNK)) => Event::Read(read),
-            },
-        };
-        let answered = matches!(event, Event::Read(Ok(n)) if n > 0);
-        if answered {
-            spin.request_arrived(&shared.config.spin, Instant::now());
-        }
-        let next = match event {
-            Event::Stop => {
-                stop = true;
-                break;
-            }
-            Event::ParkedDone(done) => {
-                // Write every parked reply that is ready, in one go.
-                let mut done = Some(done);
-                while let Some(result) = done {
-                    match result {
-                        Ok((id, output)) => session.write_parked(id, output, &mut out, &mut sent),
-                        Err(e) => session.parked_failed(&e, &mut out),
-                    }
-                    done = session.parked.try_join_next_with_id();
-                }
-                Next::Continue
-            }
-            Event::Read(Ok(0)) => break,
-            Event::Read(Ok(_)) => session.process(&mut decoder, &mut out),
-            Event::Read(Err(e)) => {
-                debug!(peer = %session.peer, error = %e, "read failed");
-                break;
-            }
-        };
-        // Poll for the next request only after answering requests as they came: a connection
-        // with parked calls sleeps so that their replies go out at once, and a client just
-        // handed a parked call's reply (a lock after a wait) is slow to wake. The place is
-        // taken before writing, so that a preemption during the write counts.
-        slot = (answered && session.parked.is_empty())
-            .then(|| spin.try_start(&shared.config.spin, &shared.spinners))
-            .flatten();
-        // A grant goes only to a connection whose client has not already left: one whose
-        // end-of-file is waiting to be read gives its grants back (so the next waiter gets a
-        // plain grant, not an owner-died notice from a holder that never knew it held).
-        if !sent.is_empty() && peer_closed(fd) {
-            debug!(peer = %session.peer, "left with grants in flight");
-            sent.drain(..).for_each(|(r, t)| t.undeliver(r));
-            break;
-        }
-        if !out.is_empty() {
-            if let Err(e) = stream.write_all(&out).await {
-                debug!(peer = %session.peer, error = %e, "write failed");
-                sent.drain(..).for_each(|(r, t)| t.undeliver(r));
-                break;
-            }
-            out.clear();
-            spin.wrote(Instant::now());
-        }
-        sent.clear();
-        match next {
-            Next::Continue => {}
-            Next::Close => break,
-            Next::Shutdown => {
-                shared.shutdown.send_replace(true);
-                stop = true;
-                break;
-            }
-        }
-    }
+    let mut conn = Connection {
+        fd: stream.as_raw_fd(),
+        stream,
+        stopping: shared.shutdown.subscribe(),
+        decoder: FrameDecoder::new(shared.config.pre_auth_limits()),
+        session: Session::new(shared.clone(), peer),
+        out: Vec::with_capacity(READ_CHUNK),
+        sent: Vec::new(),
+        spin: SpinState::new(),
+        shared,
+    };
+    debug!(peer = %conn.session.peer, "connected");
+    let stop = conn.run().await;
+    let Connection {
+        mut stream,
+        session,
+        ..
+    } = conn;
     let peer = session.peer.clone();
     session.finish(&mut stream, stop).await;
     let _ = stream.shutdown().await;
     debug!(peer = %peer, "disconnected");
+}
+
+/// One connection's loop state: its socket, what it read and is about to write.
+struct Connection<S> {
+    stream: S,
+    fd: RawFd,
+    shared: Arc<Shared>,
+    stopping: watch::Receiver<bool>,
+    decoder: FrameDecoder,
+    session: Session,
+    /// Replies waiting to be written, in one write.
+    out: Vec<u8>,
+    /// The grants in `out`, to give back if they cannot be written.
+    sent: Vec<(Reply, Ticket)>,
+    spin: SpinState,
+}
+
+/// How the loop goes on after an event.
+enum Flow {
+    /// Serve the next event (after writing the replies).
+    Next(Next),
+    /// Stop at once; `true` when the manager is stopping.
+    End(bool),
+}
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + AsRawFd + Unpin,
+{
+    /// Serves events until the connection ends; returns `true` when the manager is stopping.
+    async fn run(&mut self) -> bool {
+        // Polling places borrow the shared state; this handle outlives them.
+        let shared = self.shared.clone();
+        let mut slot = None;
+        loop {
+            let event = self.next_event(slot.take()).await;
+            let answered = matches!(event, Event::Read(Ok(n)) if n > 0);
+            if answered {
+                self.spin
+                    .request_arrived(&shared.config.spin, Instant::now());
+            }
+            let next = match self.handle(event) {
+                Flow::Next(next) => next,
+                Flow::End(stopping) => return stopping,
+            };
+            // Poll for the next request only after answering requests as they came: a
+            // connection with parked calls sleeps so that their replies go out at once, and a
+            // client just handed a parked call's reply (a lock after a wait) is slow to wake.
+            // The place is taken before writing, so that a preemption during the write counts.
+            slot = (answered && self.session.parked.is_empty())
+                .then(|| self.spin.try_start(&shared.config.spin, &shared.spinners))
+                .flatten();
+            if !self.flush().await {
+                return false;
+            }
+            match next {
+                Next::Continue => {}
+                Next::Close => return false,
+                Next::Shutdown => {
+                    shared.shutdown.send_replace(true);
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// The next thing to do: a request polled for (when this connection holds a polling
+    /// place), else whatever wakes the task first.
+    async fn next_event(&mut self, slot: Option<SpinSlot<'_>>) -> Event {
+        let polled = slot.and_then(|slot| {
+            poll_for_request(
+                self.fd,
+                &mut self.decoder,
+                &mut self.spin,
+                slot,
+                &self.stopping,
+            )
+        });
+        if let Some(read) = polled {
+            return Event::Read(read);
+        }
+        tokio::select! {
+            biased;
+            _ = crate::server::stopped(&mut self.stopping) => Event::Stop,
+            Some(done) = self.session.parked.join_next_with_id() => Event::ParkedDone(done),
+            read = self.stream.read_buf(self.decoder.read_buf(READ_CHUNK)) => Event::Read(read),
+        }
+    }
+
+    fn handle(&mut self, event: Event) -> Flow {
+        match event {
+            Event::Stop => Flow::End(true),
+            Event::ParkedDone(done) => {
+                self.answer_parked(done);
+                Flow::Next(Next::Continue)
+            }
+            Event::Read(Ok(0)) => Flow::End(false),
+            Event::Read(Ok(_)) => {
+                Flow::Next(self.session.process(&mut self.decoder, &mut self.out))
+            }
+            Event::Read(Err(e)) => {
+                debug!(peer = %self.session.peer, error = %e, "read failed");
+                Flow::End(false)
+            }
+        }
+    }
+
+    /// Appends every parked reply that is ready, so they go out in one write.
+    fn answer_parked(&mut self, first: Result<(Id, ParkedOutput), tokio::task::JoinError>) {
+        let mut done = Some(first);
+        while let Some(result) = done {
+            match result {
+                Ok((id, output)) => {
+                    self.session
+                        .write_parked(id, output, &mut self.out, &mut self.sent)
+                }
+                Err(e) => self.session.parked_failed(&e, &mut self.out),
+            }
+            done = self.session.parked.try_join_next_with_id();
+        }
+    }
+
+    /// Writes the replies; false when the connection is gone (its grants are given back).
+    async fn flush(&mut self) -> bool {
+        // A grant goes only to a connection whose client has not already left: one whose
+        // end-of-file is waiting to be read gives its grants back (so the next waiter gets a
+        // plain grant, not an owner-died notice from a holder that never knew it held).
+        if !self.sent.is_empty() && peer_closed(self.fd) {
+            debug!(peer = %self.session.peer, "left with grants in flight");
+            self.sent.drain(..).for_each(|(r, t)| t.undeliver(r));
+            return false;
+        }
+        if !self.out.is_empty() {
+            if let Err(e) = self.stream.write_all(&self.out).await {
+                debug!(peer = %self.session.peer, error = %e, "write failed");
+                self.sent.drain(..).for_each(|(r, t)| t.undeliver(r));
+                return false;
+            }
+            self.out.clear();
+            self.spin.wrote(Instant::now());
+        }
+        self.sent.clear();
+        true
+    }
 }
 
 #[cfg(test)]
