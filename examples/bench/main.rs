@@ -15,7 +15,8 @@
 //! of them), each figure is the median of the rounds, and every row says how much its rounds
 //! spread: that is how noisy the run was. A progress bar runs on standard error; the table goes
 //! to standard output, every figure to `bench-results/bench.csv`, and the charts (by number of
-//! workers) to `docs/bench-dict.svg` and `docs/bench-tickets.svg`.
+//! workers) to `bench-results/bench-dict.svg` and `bench-results/bench-tickets.svg`. A run never
+//! changes a tracked file: `--charts docs` also copies the charts over the README's.
 //!
 //! agora's client and manager poll the socket briefly before sleeping (`AGORA_SPIN_US`
 //! microseconds; 50 by default, none on one CPU), and so does the raw floor, with the same budget: the raw
@@ -46,6 +47,8 @@ struct Options {
     workers: Vec<usize>,
     scale: u64,
     section: Section,
+    /// Where to copy the charts too (the README's are in `docs/`).
+    charts: Option<PathBuf>,
 }
 
 /// Which sections run: `--section rpc`, `--section latency`... or all of them.
@@ -93,6 +96,7 @@ fn options() -> Result<Options, String> {
         workers: vec![1, 2, 4, 8],
         scale: 1,
         section: Section::All,
+        charts: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -104,10 +108,11 @@ fn options() -> Result<Options, String> {
             "--scale" => o.scale = value()?.parse().map_err(|e| format!("--scale: {e}"))?,
             "--quick" => o.rounds = 3,
             "--section" => o.section = Section::parse(&value()?)?,
+            "--charts" => o.charts = Some(PathBuf::from(value()?)),
             "--help" | "-h" => {
                 return Err(
                     "usage: bench [--workers 1,2,4,8] [--rounds N] [--quick] [--scale N] \
-                            [--section rpc|latency|blocking|tickets|all]"
+                            [--section rpc|latency|blocking|tickets|all] [--charts DIR]"
                         .into(),
                 )
             }
@@ -183,6 +188,10 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     for chart in &charts {
         chart.draw()?;
         println!("chart written to {}", chart.path.display());
+        if let (Some(dir), Some(file)) = (&o.charts, chart.path.file_name()) {
+            std::fs::copy(&chart.path, dir.join(file))?;
+            println!("chart copied to {}", dir.join(file).display());
+        }
     }
     Ok(())
 }
@@ -213,7 +222,7 @@ fn steps(o: &Options) -> u64 {
     n
 }
 
-/// A chart to draw into `docs/` once the table is out.
+/// A chart to draw into `bench-results/` once the table is out.
 struct Chart {
     path: PathBuf,
     title: &'static str,
@@ -228,9 +237,7 @@ impl Chart {
         y_desc: &'static str,
         curves: Vec<chart::Curve>,
     ) -> Chart {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("docs")
-            .join(file);
+        let path = results_dir().join(file);
         Chart {
             path,
             title,
