@@ -82,10 +82,12 @@ fn create(registry: &Registry, p: &Params, out: &mut Vec<u8>) -> Result<(), Call
     Ok(())
 }
 
-/// Runs `<kind>.<method>`. The method is looked up in the table ([`methods::find`]) before
-/// anything else, so a method the kind does not have is an `UnknownMethodError` whatever its
-/// params and whether or not the id names an object; the param count is checked against the
-/// table once the object is known, so every object enforces the counts `PROTOCOL.md` documents.
+/// Runs `<kind>.<method>`. A method the kind does not have is an `UnknownMethodError` whatever
+/// its params and whether or not the id names an object: when a call fails, the method is
+/// looked up in the table ([`methods::find`]) and an unknown one reported as such. The lookup
+/// is made only then, off the path of calls that succeed; a call of an unknown method cannot
+/// succeed, since every object answers names it does not have with `UnknownMethodError`, and
+/// every object checks the param counts `PROTOCOL.md` documents (both tested against the table).
 fn object_call(
     registry: &Registry,
     cache: &mut ObjectCache,
@@ -102,11 +104,26 @@ fn object_call(
     };
     let (kind_name, op) = method.split_once('.').ok_or_else(unknown)?;
     let kind = Kind::parse(kind_name).ok_or_else(unknown)?;
-    let spec = methods::find(Some(kind), op).ok_or_else(|| objects::unknown_method(kind, op))?;
+    match resolved_call(registry, cache, kind, op, p, caller, out) {
+        Err(_) if methods::find(Some(kind), op).is_none() => Err(objects::unknown_method(kind, op)),
+        result => result,
+    }
+}
+
+/// Resolves the object `params[0]` names, checks its kind, and runs `op` on it.
+fn resolved_call(
+    registry: &Registry,
+    cache: &mut ObjectCache,
+    kind: Kind,
+    op: &str,
+    p: &Params,
+    caller: &Caller<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Outcome, CallError> {
     if p.is_empty() {
         return Err(CallError::new(
             ErrorName::ArgumentCountError,
-            format!("{method} takes the object id as its first param, got no params"),
+            format!("{kind}.{op} takes the object id as its first param, got no params"),
         ));
     }
     let id = p.u64(0)?;
@@ -117,7 +134,5 @@ fn object_call(
             object.kind()
         )));
     }
-    let max = spec.max_params().unwrap_or(usize::MAX);
-    objects::arity(p, kind, op, spec.min_params(), max)?;
     object.call(op, p, caller, out)
 }

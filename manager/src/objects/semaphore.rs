@@ -181,7 +181,7 @@ impl SharedObject for Semaphore {
         let a = |min, max| arity(p, self.kind, method, min, max);
         match method {
             "acquire" => {
-                a(1, 4)?;
+                a(1, 3)?;
                 return self.acquire(p, caller, out);
             }
             "release" => {
