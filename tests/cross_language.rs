@@ -147,3 +147,68 @@ fn python_knows_the_same_waiting_methods() {
     rust.sort();
     assert_eq!(python, rust);
 }
+
+/// The Python client reads `AGORA_SPIN_US` by the rules of `agora_proto::spin`, value for
+/// value: the same default (and none on one CPU), the same cap, the same values refused (which
+/// the Python client then warns about and replaces by the default, as the Rust client does).
+#[test]
+fn python_parses_agora_spin_us_as_rust_does() {
+    let values = [
+        "",
+        " \t",
+        "0",
+        "50",
+        "007",
+        " 30\n",
+        "999",
+        "1000",
+        "10000000",
+        "99999999999999999999999",
+        "abc",
+        "-1",
+        "+5",
+        "1.5",
+        "1_000",
+        "5 0",
+        "\u{663}",
+    ];
+    let cpus = [1, 2, 8];
+    let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("client/python");
+    let path = PythonDeps::ensure().python_path(&[&package]);
+    // One line per value (unset first) and CPU count: the budget in microseconds, or "refused".
+    let script = "import sys, agora.connection as c
+for raw in [None] + sys.argv[1:]:
+    for cpus in (1, 2, 8):
+        try:
+            print(c._parse_spin_us(raw, cpus))
+        except ValueError:
+            print('refused')";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .args(values)
+        .env("PYTHONPATH", path)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut rust = Vec::new();
+    let mut shown = Vec::new();
+    for raw in std::iter::once(None).chain(values.map(Some)) {
+        for cpus in cpus {
+            let budget = agora_proto::spin::budget_from(raw.map(std::ffi::OsStr::new), cpus);
+            rust.push(budget.map_or("refused".to_owned(), |b| b.as_micros().to_string()));
+            shown.push(format!("{raw:?} on {cpus} CPUs"));
+        }
+    }
+    assert_eq!(python.len(), rust.len(), "{python:?}");
+    for ((python, rust), case) in python.iter().zip(&rust).zip(&shown) {
+        assert_eq!(python, rust, "AGORA_SPIN_US={case}");
+    }
+}

@@ -29,7 +29,9 @@
 //! - `spin`: the reading thread polls the socket for a reply for up to `AGORA_SPIN_US`
 //!   microseconds (default 50; 0 never polls; see [`spin_budget`]) before it sleeps in `read`,
 //!   since being woken costs more than a call on many machines; polls that find nothing back
-//!   off exponentially. The whole polling policy is in that one module.
+//!   off exponentially. The whole polling policy is in that one module, but for the budget's
+//!   rules (the variable, its default and cap), which are `agora_proto::spin`'s, shared with
+//!   the manager.
 //! - `slot`: the current connection, swapped lock-free for a new one in a forked child.
 //! - [`client`](Client): the [`Client`] handle, registry methods and the raw call API.
 //! - [`command`](Cmd): [`Cmd`], one call encoded and typed, to run now or later.

@@ -7,13 +7,15 @@
 //! thread or process that wants it between polls ([`pause`]; perhaps the manager, on a
 //! machine with few CPUs), and only then sleeps.
 //!
-//! Everything that decides how the Rust side polls is here, and nowhere else:
+//! Everything that decides how the Rust client polls is here, and nowhere else, but for the
+//! budget's rules, which it shares with the manager (`agora_proto::spin`):
 //!
 //! - **the budget**: `AGORA_SPIN_US` microseconds ([`ENV_SPIN_US`]), read once per process
-//!   ([`budget`], parsed by [`budget_from`]); 0 never polls; at most [`MAX_BUDGET`] whatever
-//!   the variable says; a value that is not a whole number is ignored with a warning;
-//! - **the default**: 50 µs, or none when the process may run on one CPU only
-//!   ([`default_budget`]), since the other side can only answer once the poller stops;
+//!   ([`budget`]) by those shared rules: 0 never polls; at most
+//!   1 ms whatever the variable says; unset or blank, 50 µs, or none when the process may run
+//!   on one CPU only, since the other side can only answer once the poller stops. A value that
+//!   is not a whole number is ignored with a warning (where the `agora-manager` program
+//!   refuses to start);
 //! - **the back-off** ([`Backoff`]): polling that finds nothing in time (a loaded machine, a
 //!   call the manager parks) was wasted, and so was polling during which the CPU went
 //!   elsewhere (a gap of [`STALL`] between two tries: sleeping would have served as well).
@@ -30,12 +32,11 @@ use std::os::fd::RawFd;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use agora_proto::spin::BudgetError;
+
 /// The environment variable that sets the polling budget, in microseconds (`0`: never poll).
 /// The `agora-manager` program and the Python client read it too.
-pub const ENV_SPIN_US: &str = "AGORA_SPIN_US";
-
-/// The longest a call polls, whatever `AGORA_SPIN_US` says (as in the manager).
-pub const MAX_BUDGET: Duration = Duration::from_millis(1);
+pub use agora_proto::spin::ENV_SPIN_US;
 
 /// The most replies a connection reads without polling after polls that found nothing.
 pub const MAX_BACKOFF: u32 = 64;
@@ -44,54 +45,23 @@ pub const MAX_BACKOFF: u32 = 64;
 /// meanwhile (a poll takes a microsecond or so).
 pub const STALL: Duration = Duration::from_micros(5);
 
-/// The budget when `AGORA_SPIN_US` is not set: see [`default_budget_for`].
-pub fn default_budget() -> Duration {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    default_budget_for(cpus)
-}
-
-/// The budget when `AGORA_SPIN_US` is not set, for a process that may run on `cpus` CPUs:
-/// 50 µs (about two wake-ups of an idle CPU on a virtual machine), or none for one CPU (one
-/// CPU, or pinned with `taskset`), since a manager sharing that CPU cannot answer while this
-/// thread polls.
-pub fn default_budget_for(cpus: usize) -> Duration {
-    if cpus < 2 {
-        Duration::ZERO
-    } else {
-        Duration::from_micros(50)
-    }
-}
-
-/// The budget `AGORA_SPIN_US` asks for, given its value (`None`: not set): whole microseconds,
-/// at most [`MAX_BUDGET`]; the [`default_budget`] when unset, or when the value is not a whole
-/// number (with a warning, rather than failing a program over a tuning knob).
-pub fn budget_from(raw: Option<&str>) -> Duration {
-    let Some(raw) = raw else {
-        return default_budget();
-    };
-    match raw.trim().parse() {
-        Ok(micros) => Duration::from_micros(micros).min(MAX_BUDGET),
-        Err(_) => {
-            tracing::warn!(
-                value = %raw,
-                "ignoring {ENV_SPIN_US}: not a whole number of microseconds"
-            );
-            default_budget()
-        }
-    }
+/// The budget `AGORA_SPIN_US` sets, as `agora_proto::spin` parsed it, or, for a value that is
+/// not a whole number, the default with a warning: a tuning knob must not make a program fail.
+fn budget_or_default(parsed: Result<Duration, BudgetError>) -> Duration {
+    parsed.unwrap_or_else(|e| {
+        tracing::warn!("ignoring {e}; polling with the default budget");
+        agora_proto::spin::default_budget()
+    })
 }
 
 /// How long this process polls for a reply before it sleeps, from the `AGORA_SPIN_US` it
 /// started with (read once, so that every connection polls alike): whole microseconds, `0` to
-/// never poll, at most 1 ms. Unset, or not a whole number (logged, then ignored): 50 µs, or
+/// never poll, at most 1 ms. Unset, blank, or not a whole number (logged, then ignored): 50 µs, or
 /// none when the process may run on one CPU only (one CPU, or pinned with `taskset`), where
 /// the other side could only answer once the poller stopped.
 pub fn budget() -> Duration {
     static BUDGET: OnceLock<Duration> = OnceLock::new();
-    *BUDGET.get_or_init(|| {
-        let raw = std::env::var_os(ENV_SPIN_US);
-        budget_from(raw.as_ref().map(|raw| raw.to_str().unwrap_or("not UTF-8")))
-    })
+    *BUDGET.get_or_init(|| budget_or_default(agora_proto::spin::from_env()))
 }
 
 /// What the client does between two polls: offer its CPU to whoever wants it (the manager,
@@ -209,23 +179,19 @@ mod tests {
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
+    /// The parsing itself is `agora_proto::spin`'s, tested there; what is the client's own is
+    /// what it does with a bad value.
     #[test]
-    fn the_budget_is_whole_microseconds_capped_at_one_millisecond() {
-        assert_eq!(budget_from(Some("0")), Duration::ZERO);
-        assert_eq!(budget_from(Some(" 30 ")), Duration::from_micros(30));
-        assert_eq!(budget_from(Some("999")), Duration::from_micros(999));
-        assert_eq!(budget_from(Some("5000")), MAX_BUDGET);
-        assert_eq!(budget_from(Some("18446744073709551615")), MAX_BUDGET);
-        assert_eq!(budget_from(Some("-1")), default_budget());
-        assert_eq!(budget_from(Some("fast")), default_budget());
-        assert_eq!(budget_from(None), default_budget());
-    }
-
-    #[test]
-    fn one_cpu_means_no_polling_by_default() {
-        assert_eq!(default_budget_for(1), Duration::ZERO);
-        assert_eq!(default_budget_for(2), Duration::from_micros(50));
-        assert_eq!(default_budget_for(64), Duration::from_micros(50));
+    fn a_bad_budget_falls_back_to_the_default() {
+        let bad = agora_proto::spin::parse_micros("fifty").unwrap_err();
+        assert_eq!(
+            budget_or_default(Err(bad)),
+            agora_proto::spin::default_budget()
+        );
+        assert_eq!(
+            budget_or_default(Ok(Duration::from_micros(30))),
+            Duration::from_micros(30)
+        );
     }
 
     #[test]

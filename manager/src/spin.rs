@@ -24,7 +24,9 @@
 //! - shutdown stops polling at once.
 //!
 //! A budget of zero turns polling off (`agora-manager --spin-us 0`, or `AGORA_SPIN_US=0`); it
-//! is the default when the manager may run on one CPU only ([`default_budget`]).
+//! is the default when the manager may run on one CPU only ([`default_budget`]). The budget's
+//! rules (the variable, its default, its cap) are `agora_proto::spin`'s, shared with the
+//! clients; this module is how the manager polls within it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -32,8 +34,9 @@ use std::time::{Duration, Instant};
 /// The most requests a connection skips polling for after polls that were wasted.
 pub const MAX_BACKOFF: u32 = 64;
 
-/// The longest a connection polls, whatever its configuration says.
-pub const MAX_BUDGET: Duration = Duration::from_millis(1);
+/// The longest a connection polls, whatever its configuration says: the protocol's cap,
+/// re-exported so that the manager's polling reads as one module.
+pub use agora_proto::spin::MAX_BUDGET;
 
 /// A gap this long between two polls means the thread was descheduled (a poll takes a
 /// microsecond or less).
@@ -66,14 +69,10 @@ impl Default for Spin {
 
 /// 50 µs (about two wake-ups of an idle CPU on a virtual machine) when this process may run
 /// on two CPUs or more; none when it has one CPU to run on (one CPU, or pinned with
-/// `taskset`): there the client whose request is awaited can only run once the manager stops
-/// polling, so polling would only delay it.
-pub fn default_budget() -> Duration {
-    match std::thread::available_parallelism() {
-        Ok(cpus) if cpus.get() < 2 => Duration::ZERO,
-        _ => Duration::from_micros(50),
-    }
-}
+/// `taskset`), or when that cannot be told: there the client whose request is awaited can
+/// only run once the manager stops polling, so polling would only delay it. The clients'
+/// default too: see `agora_proto::spin::default_budget`, which this is.
+pub use agora_proto::spin::default_budget;
 
 impl Spin {
     /// No polling at all.
@@ -211,7 +210,7 @@ impl SpinState {
             return None;
         }
         let now = Instant::now();
-        let budget = spin.budget.min(MAX_BUDGET);
+        let budget = agora_proto::spin::capped(spin.budget);
         Some(SpinSlot {
             spinners,
             budget,

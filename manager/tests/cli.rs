@@ -687,6 +687,8 @@ fn the_polling_budget_comes_from_the_flag_or_the_environment() {
         Launch::new().arg("--spin-us").arg("0"),
         Launch::new().arg("--spin-us").arg("200"),
         Launch::new().env("AGORA_SPIN_US", "0"),
+        // Blank means unset, as for the clients (agora_proto::spin).
+        Launch::new().env("AGORA_SPIN_US", ""),
         // The flag wins over a variable it makes irrelevant.
         Launch::new()
             .arg("--spin-us")
@@ -698,13 +700,16 @@ fn the_polling_budget_comes_from_the_flag_or_the_environment() {
         let ready = m.ready();
         use_manager(&ready.addresses[0], &ready.key());
     }
-    let mut m = Manager::spawn(
-        Launch::new()
-            .env("AGORA_SPIN_US", "fifty")
-            .arg("--listen")
-            .arg("tcp:127.0.0.1:0"),
-    );
-    let stderr = m.startup_failure();
-    assert!(stderr.contains("AGORA_SPIN_US"), "{stderr}");
-    assert!(stderr.contains("fifty"), "{stderr}");
+    // What the clients warn about and ignore, the program refuses: "-1" is not "off".
+    for bad in ["fifty", "-1"] {
+        let mut m = Manager::spawn(
+            Launch::new()
+                .env("AGORA_SPIN_US", bad)
+                .arg("--listen")
+                .arg("tcp:127.0.0.1:0"),
+        );
+        let stderr = m.startup_failure();
+        assert!(stderr.contains("AGORA_SPIN_US"), "{stderr}");
+        assert!(stderr.contains(&format!("{bad:?}")), "{stderr}");
+    }
 }

@@ -16,6 +16,8 @@
 //! - [`kind`]: [`Kind`], the kinds of shared objects by their wire names.
 //! - [`objref`]: the ext type that references another shared object.
 //! - [`methods`]: which methods the manager may answer late.
+//! - [`spin`]: the polling budget both sides read from `AGORA_SPIN_US`: its parsing, default
+//!   and cap (the polling itself stays with the code that polls).
 //! - `testing` (with the `testing` feature only): a blocking raw wire client for tests that
 //!   must write and read the protocol's bytes themselves.
 //!
@@ -33,6 +35,7 @@ pub mod methods;
 pub mod objref;
 pub mod params;
 pub mod scanner;
+pub mod spin;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod value;

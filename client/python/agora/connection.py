@@ -44,6 +44,22 @@ REFERENCE_EXT = 1
 _RECV_CHUNK = 64 * 1024
 
 
+#: The environment variable that sets the polling budget, in whole microseconds (0: never
+#: poll). The manager and the Rust client read it by the same rules (``agora_proto::spin``).
+SPIN_ENV = "AGORA_SPIN_US"
+
+#: Microseconds a call polls by default on two CPUs or more (``agora_proto::spin``'s
+#: ``DEFAULT_BUDGET``): about two wake-ups of an idle CPU on a virtual machine.
+SPIN_DEFAULT_US = 50
+
+#: The most microseconds any side polls, whatever it is asked (``agora_proto::spin``'s
+#: ``MAX_BUDGET``): a reply slower than that is better slept for.
+SPIN_MAX_US = 1000
+
+#: What may surround the digits of ``AGORA_SPIN_US``: what a shell or a file leaves.
+_SPIN_BLANKS = " \t\r\n"
+
+
 def _cpus_to_run_on() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -51,28 +67,53 @@ def _cpus_to_run_on() -> int:
         return os.cpu_count() or 1
 
 
-def _spin_budget() -> float:
-    """How long (seconds) a call polls for its reply before sleeping: ``AGORA_SPIN_US``
-    microseconds; by default 50, or 0 when this process may run on one CPU only (one CPU, or
-    pinned with ``taskset``), where a manager started from it shares that CPU and cannot answer
-    while the caller polls. 0 never polls."""
-    default = 50 if _cpus_to_run_on() >= 2 else 0
-    raw = os.environ.get("AGORA_SPIN_US")
-    if raw is None:
-        return default / 1e6
+def _parse_spin_us(raw: Optional[str], cpus: int) -> int:
+    """The polling budget, in microseconds, that ``AGORA_SPIN_US`` set to ``raw`` (``None``:
+    unset) gives a process that may run on ``cpus`` CPUs.
+
+    The rules are the Rust side's (``agora_proto::spin``; ``tests/cross_language.rs`` checks
+    that both agree): ASCII digits, with blanks around them; at most :data:`SPIN_MAX_US`;
+    0 never polls. Unset or blank: :data:`SPIN_DEFAULT_US`, or 0 below two CPUs (one CPU, or
+    pinned with ``taskset``), where a manager sharing the CPU cannot answer while the caller
+    polls. Anything else raises :class:`ValueError`, including what ``int()`` would take but
+    Rust would not: a sign (``-1`` is not "off"), underscores, non-ASCII digits."""
+    digits = "" if raw is None else raw.strip(_SPIN_BLANKS)
+    if not digits:
+        return SPIN_DEFAULT_US if cpus >= 2 else 0
+    if not all("0" <= c <= "9" for c in digits):
+        raise ValueError(
+            f"{SPIN_ENV}={raw!r} is not a whole number of microseconds "
+            f"(digits only; 0 turns polling off, at most {SPIN_MAX_US} are used)"
+        )
+    # More digits than the cap has is over the cap; checked first because int() refuses
+    # strings of thousands of digits (leading zeros included), which Rust takes like any other.
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > len(str(SPIN_MAX_US)):
+        return SPIN_MAX_US
+    return min(int(significant), SPIN_MAX_US)
+
+
+def _spin_budget_us() -> int:
+    """This process's polling budget, in microseconds, from ``AGORA_SPIN_US``
+    (:func:`_parse_spin_us`). A value that is not a whole number is logged and ignored, as the
+    Rust client does: a tuning knob must not make a program fail (the ``agora-manager`` program
+    refuses to start instead)."""
+    cpus = _cpus_to_run_on()
     try:
-        micros = int(raw)
-    except ValueError:
-        log.warning("ignoring AGORA_SPIN_US=%r: not a whole number of microseconds", raw)
-        micros = default
-    # At most 1 ms, as in the manager.
-    return min(max(micros, 0), 1000) / 1e6
+        return _parse_spin_us(os.environ.get(SPIN_ENV), cpus)
+    except ValueError as e:
+        log.warning("ignoring %s; polling with the default budget", e)
+        return _parse_spin_us(None, cpus)
 
 
-#: See :func:`_spin_budget`. A reply usually comes within a few microseconds of the request;
+#: This process's polling budget in microseconds, read once so that every connection polls
+#: alike (see :func:`_spin_budget_us`).
+_SPIN_US = _spin_budget_us()
+
+#: The same, in seconds. A reply usually comes within a few microseconds of the request;
 #: sleeping in ``recv`` and being woken costs more than that on many machines (tens of
 #: microseconds on a virtual machine whose idle CPU must be woken through the hypervisor).
-_SPIN = _spin_budget()
+_SPIN = _SPIN_US / 1e6
 
 #: After a poll that found nothing in time (a loaded machine, a call the manager parked), a
 #: connection reads its next 1, 2, 4, ... up to this many replies without polling; a poll that

@@ -20,7 +20,16 @@ import time
 from multiprocessing import util as mp_util
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from .connection import AddressLike, Client, Connection, client_for, parse_address, parse_authkey
+from .connection import (
+    _SPIN_US,
+    SPIN_MAX_US,
+    AddressLike,
+    Client,
+    Connection,
+    client_for,
+    parse_address,
+    parse_authkey,
+)
 from .proxies import (
     ArrayProxy,
     BaseProxy,
@@ -149,10 +158,13 @@ class Manager:
 
     ``spin_us`` sets how long (microseconds) a call polls for its reply before sleeping, for
     this process's connections and, when this object starts the manager, for the manager too
-    (``--spin-us``); 0 never polls. The default is ``$AGORA_SPIN_US``, else 50: polling makes a
-    call two to four times faster when CPUs are idle (waking a sleeping process costs more than
-    the call), and costs a few microseconds when the manager and its clients share one CPU.
-    Child processes take ``$AGORA_SPIN_US``.
+    (``--spin-us``); 0 never polls; at most 1000 are used. The default is ``$AGORA_SPIN_US``,
+    else 50 (0 when this process may run on one CPU only): polling makes a call two to four
+    times faster when CPUs are idle (waking a sleeping process costs more than the call), and
+    costs a few microseconds when the manager and its clients share one CPU. A manager this
+    object starts polls with the same budget as this process, unless ``args`` say otherwise, so
+    an ``$AGORA_SPIN_US`` that is not a whole number is logged and ignored here as in the
+    client rather than stopping the manager. Child processes take ``$AGORA_SPIN_US``.
 
     The factories have the signatures of ``multiprocessing.managers.SyncManager``'s, plus a
     keyword-only ``name``: with a name, creation is get-or-create, so that any process can find
@@ -185,12 +197,17 @@ class Manager:
         elif authkey is not None:
             raise TypeError("an authkey without an address: give both to connect, or neither")
         else:
-            spin_args = [] if spin_us is None else ["--spin-us", str(spin_us)]
+            # As Rust's Manager::spawn does: the manager polls as this process does, with the
+            # budget it read from AGORA_SPIN_US (a bad value already warned about and replaced
+            # by the default), unless the caller's own args set one.
+            budget_us = _SPIN_US if spin_us is None else spin_us
+            given = any(a == "--spin-us" or a.startswith("--spin-us=") for a in args)
+            spin_args = [] if given and spin_us is None else ["--spin-us", str(budget_us)]
             self._start(
                 executable, [*spin_args, *args], start_timeout, shutdown_timeout, _exit_priority
             )
         if spin_us is not None:
-            self._client.spin = min(spin_us, 1000) / 1e6
+            self._client.spin = min(spin_us, SPIN_MAX_US) / 1e6
 
     def _start(
         self,

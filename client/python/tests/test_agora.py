@@ -537,8 +537,41 @@ class Polling(unittest.TestCase):
         from agora.connection import _cpus_to_run_on
         code = "import agora.connection as c; print(c._SPIN)"
         default = 50e-6 if _cpus_to_run_on() >= 2 else 0.0
-        for value, expected in (("0", 0.0), ("120", 120e-6), ("junk", default), ("99999", 1e-3)):
+        cases = (
+            ("0", 0.0), ("120", 120e-6), (" 30\n", 30e-6), ("99999", 1e-3), ("", default),
+            # Not whole numbers by the shared rules: warned about, then the default.
+            ("junk", default), ("-1", default), ("+5", default), ("1_000", default),
+        )
+        for value, expected in cases:
             env = subprocess_env(AGORA_SPIN_US=value)
             out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                  text=True, check=True)
-            self.assertAlmostEqual(float(out.stdout), expected)
+            self.assertAlmostEqual(float(out.stdout), expected, msg=repr(value))
+            warned = "ignoring AGORA_SPIN_US" in out.stderr
+            self.assertEqual(warned, value in ("junk", "-1", "+5", "1_000"), out.stderr)
+
+    def test_parse_spin_us_follows_the_shared_rules(self) -> None:
+        from agora.connection import _parse_spin_us
+        for cpus in (1, 2):
+            default = 50 if cpus >= 2 else 0
+            self.assertEqual(_parse_spin_us(None, cpus), default)
+            self.assertEqual(_parse_spin_us(" \t", cpus), default)
+            self.assertEqual(_parse_spin_us("0", cpus), 0)
+            self.assertEqual(_parse_spin_us("007", cpus), 7)
+            self.assertEqual(_parse_spin_us("10000000", cpus), 1000)
+            # Past Python's int() digit limit: still a whole number, still capped.
+            self.assertEqual(_parse_spin_us("9" * 5000, cpus), 1000)
+            self.assertEqual(_parse_spin_us("0" * 5000 + "7", cpus), 7)
+        for bad in ("abc", "-1", "+5", "1.5", "1_000", "5 0", "\u0663", "\udcff"):
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                _parse_spin_us(bad, 2)
+
+    def test_a_bad_environment_budget_does_not_stop_a_started_manager(self) -> None:
+        # The agora-manager program refuses AGORA_SPIN_US=junk; a manager started by
+        # agora.Manager() is given this process's budget instead, as Manager::spawn does.
+        code = "import agora; m = agora.Manager(); m.dict()['k'] = 1; m.shutdown(); print('ok')"
+        env = subprocess_env(AGORA_SPIN_US="junk")
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=WAIT)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout.strip(), "ok")

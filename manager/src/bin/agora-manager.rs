@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use agora_manager::spin::Spin;
 use agora_manager::{Config, Listener};
-use agora_proto::Limits;
+use agora_proto::{spin, Limits};
 
 /// A manager process for agora shared objects.
 #[derive(Parser, Debug)]
@@ -57,7 +56,8 @@ struct Args {
     max_in_flight: usize,
 
     /// How long, in microseconds, a busy connection polls for its next request before its
-    /// thread sleeps (0: never poll). Default: the AGORA_SPIN_US environment variable, else 50
+    /// thread sleeps (0: never poll; at most 1000 are used). Default: the AGORA_SPIN_US
+    /// environment variable (the program refuses to start if it is not a whole number), else 50
     /// (0 when the manager may run on one CPU only).
     #[arg(long, value_name = "MICROSECONDS")]
     spin_us: Option<u64>,
@@ -121,19 +121,20 @@ impl Drop for Cleanup {
     }
 }
 
-/// The polling budget: the flag, else `AGORA_SPIN_US` (shared with the clients, so that one
-/// variable turns polling off everywhere), else the default.
+/// The polling budget: the flag, else `AGORA_SPIN_US` read as every client reads it
+/// (`agora_proto::spin`), so that one variable tunes or turns off polling everywhere, else the
+/// default. A bad variable stops the program, where a client would warn and carry on: an
+/// operator's typo is better seen at startup than felt later as latency.
 fn spin_budget(flag: Option<u64>) -> Result<Duration, Fatal> {
-    let micros = match (flag, std::env::var("AGORA_SPIN_US")) {
-        (Some(micros), _) => micros,
-        (None, Ok(raw)) => raw.trim().parse().map_err(|e| {
+    match flag {
+        Some(micros) => Ok(spin::capped(Duration::from_micros(micros))),
+        None => spin::from_env().map_err(|e| {
             Fatal(format!(
-                "AGORA_SPIN_US={raw:?} is not a whole number of microseconds: {e}"
+                "{e}; set it to a number such as {}, unset it, or pass --spin-us",
+                spin::DEFAULT_BUDGET.as_micros()
             ))
-        })?,
-        (None, Err(_)) => return Ok(Spin::default().budget),
-    };
-    Ok(Duration::from_micros(micros))
+        }),
+    }
 }
 
 fn run(args: Args) -> Result<(), Fatal> {

@@ -15,7 +15,9 @@
 //!   values a method cannot take;
 //! - [`waiting`], [`locks`], [`polling`]: parked calls, lock hand-over, and the manager's
 //!   polling for a next request;
-//! - [`lifecycle`]: deletion of objects with parked calls, and grants to connections that leave.
+//! - [`lifecycle`]: deletion of objects with parked calls, and grants to connections that leave;
+//! - [`method_table`]: the manager against `agora_proto::methods`: every listed method is known
+//!   with its documented param counts, every other `<kind>.<method>` is `UnknownMethodError`.
 
 #[macro_use]
 mod support;
@@ -30,6 +32,7 @@ mod lifecycle;
 mod limits;
 mod list;
 mod locks;
+mod method_table;
 mod polling;
 mod registry;
 mod tcp;
