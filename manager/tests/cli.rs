@@ -161,7 +161,10 @@ impl Manager {
             }
         }
         assert!(!ready.addresses.is_empty(), "{line:?}");
-        assert!(ready.run.is_some(), "the ready line names the run: {line:?}");
+        assert!(
+            ready.run.is_some(),
+            "the ready line names the run: {line:?}"
+        );
         ready
     }
 
