@@ -94,7 +94,7 @@ fn a_token_of_a_restarted_manager_is_an_unknown_object() {
     let c = first.client(0);
     assert_eq!(c.manager_run().id, first_run);
     let old = c.list::<i64>().unwrap();
-    old.extend(&[1, 2, 3]).unwrap();
+    old.extend([1, 2, 3]).unwrap();
     let token = old.token();
     assert!(token.ends_with(&format!("#{first_run}")), "{token}");
     drop((old, c));
@@ -106,7 +106,7 @@ fn a_token_of_a_restarted_manager_is_an_unknown_object() {
     assert_ne!(first_run, second_run);
     let c = second.client(0);
     let list = c.list::<i64>().unwrap();
-    list.extend(&[10, 20]).unwrap();
+    list.extend([10, 20]).unwrap();
     let dict = c.dict::<String, i64>().unwrap();
     dict.set("a", &1).unwrap();
 
