@@ -14,6 +14,7 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::pipeline::Pipeline;
 use crate::proxies::context;
+use crate::run::ManagerRun;
 use crate::slot::Slot;
 
 /// The environment variable holding the manager's address (`unix:/path` or `tcp:host:port`).
@@ -52,6 +53,8 @@ pub struct Client {
 struct Inner {
     address: Address,
     authkey: Vec<u8>,
+    /// The run of the manager this client first connected to, the only one it talks to.
+    run: ManagerRun,
     conn: Slot,
 }
 
@@ -80,12 +83,18 @@ impl Client {
     ///
     /// Fails with [`Error::Connect`] when nothing listens there and with
     /// [`Error::Authentication`] when the authkey is not the manager's.
+    ///
+    /// The client is bound to the manager's current run ([`Client::manager_run`]): should a
+    /// forked child find another run at the address (the manager was restarted), its calls
+    /// fail with [`Error::OtherRun`] instead of reaching the new run's objects, whose ids are
+    /// the old ones over again.
     pub fn connect(address: &Address, authkey: &[u8]) -> Result<Client> {
         let conn = Connection::open(address, authkey)?;
         Ok(Client {
             inner: Arc::new(Inner {
                 address: address.clone(),
                 authkey: authkey.to_vec(),
+                run: conn.run().clone(),
                 conn: Slot::new(conn),
             }),
         })
@@ -124,6 +133,17 @@ impl Client {
         &self.inner.authkey
     }
 
+    /// The run of the manager this client is bound to: its objects are this run's. Tokens
+    /// carry it, and `from_token` refuses a token of another run.
+    pub fn manager_run(&self) -> &ManagerRun {
+        &self.inner.run
+    }
+
+    /// Checks that `token` belongs to this client's run (see [`Token`](crate::Token)).
+    pub(crate) fn expect_run(&self, token: &crate::Token) -> Result<()> {
+        token.expect_run(&self.inner.run, &self.inner.address)
+    }
+
     /// The connection of this process, opening a new one if this is a forked child.
     fn connection(&self) -> Result<&Connection> {
         let conn = self.inner.conn.get();
@@ -132,6 +152,11 @@ impl Client {
         }
         debug!(address = %self.inner.address, "forked child: opening a connection of its own");
         let fresh = Connection::open(&self.inner.address, &self.inner.authkey)?;
+        if fresh.run().id != self.inner.run.id {
+            // The manager was restarted: this client's ids name other objects there now.
+            let address = self.inner.address.to_string();
+            return Err(fresh.run().mismatch(&self.inner.run.id, &address, &address));
+        }
         Ok(self.inner.conn.replace(conn, fresh))
     }
 

@@ -40,6 +40,7 @@ use tracing::{debug, warn};
 use crate::address::Address;
 use crate::command::{Args, Reply};
 use crate::error::{Error, ErrorName, Result};
+use crate::run::ManagerRun;
 use crate::spin;
 
 /// Bytes asked of the kernel per read: large enough that a burst of pipelined replies arrives
@@ -220,6 +221,8 @@ pub(crate) struct Connection {
     state: Mutex<State>,
     /// Signalled when responses are filed, when the reader role is free, and on failure.
     changed: Condvar,
+    /// The run of the manager, as its `hello` reported it.
+    run: ManagerRun,
 }
 
 /// The `hello` result.
@@ -227,6 +230,9 @@ pub(crate) struct Connection {
 struct Hello {
     protocol: u32,
     challenge: serde_bytes::ByteBuf,
+    /// Absent from managers older than run ids.
+    run: Option<String>,
+    started: Option<u64>,
 }
 
 impl Connection {
@@ -236,8 +242,8 @@ impl Connection {
             address: address.to_string(),
             source: Arc::new(e),
         })?;
-        let conn = Connection::new(stream, address.to_string());
-        conn.authenticate(authkey)?;
+        let mut conn = Connection::new(stream, address.to_string());
+        conn.run = conn.authenticate(authkey)?;
         debug!(%address, "connected to the agora manager");
         Ok(conn)
     }
@@ -265,11 +271,20 @@ impl Connection {
                 broken: None,
             }),
             changed: Condvar::new(),
+            run: ManagerRun {
+                id: String::new(),
+                started: 0,
+            },
         }
     }
 
-    /// `hello`, then `auth` with HMAC-SHA256(authkey, challenge).
-    fn authenticate(&self, authkey: &[u8]) -> Result<()> {
+    /// The run of the manager this connection reaches.
+    pub(crate) fn run(&self) -> &ManagerRun {
+        &self.run
+    }
+
+    /// `hello`, then `auth` with HMAC-SHA256(authkey, challenge). Gives the manager's run.
+    fn authenticate(&self, authkey: &[u8]) -> Result<ManagerRun> {
         let hello = self.call("hello", &Args::default())?;
         let hello: Hello = rmp_serde::from_slice(&hello)
             .map_err(|e| Error::Protocol(format!("unexpected hello result: {e}")))?;
@@ -280,6 +295,22 @@ impl Connection {
                 agora_proto::PROTOCOL_VERSION
             )));
         }
+        let run = match (hello.run, hello.started) {
+            (Some(id), Some(started)) if ManagerRun::is_valid_id(&id) => ManagerRun { id, started },
+            (Some(id), _) if !ManagerRun::is_valid_id(&id) => {
+                return Err(Error::Protocol(format!(
+                    "the manager at {} reports a run {id:?} that is not a lowercase uuid",
+                    self.address
+                )))
+            }
+            _ => {
+                return Err(Error::Protocol(format!(
+                    "the manager at {} does not report its run and start time in hello: it is \
+                     older than this client; run the agora-manager of this version",
+                    self.address
+                )))
+            }
+        };
         let mut args = Args::default();
         args.bin(&digest(authkey, &hello.challenge));
         match self.call("auth", &args) {
@@ -290,7 +321,7 @@ impl Connection {
                     other => other.to_string(),
                 },
             }),
-            other => other.map(drop),
+            other => other.map(|_| run),
         }
     }
 

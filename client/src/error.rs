@@ -138,6 +138,25 @@ pub enum Error {
         reason: String,
     },
 
+    /// A proxy or token of one run of a manager met a manager of another run: the manager was
+    /// restarted (the proxy's object is gone with the old run, and the new run's object with
+    /// the same id is another object), or the client given to `from_token` is connected to
+    /// another manager. Nothing was sent. It counts as `UnknownObjectError`:
+    /// [`Error::is`]`(ErrorName::UnknownObjectError)` is true.
+    #[error("UnknownObjectError: {}", other_run(.run, .address, .manager_address, .manager_run, *.started))]
+    OtherRun {
+        /// The run the proxy or token belongs to.
+        run: String,
+        /// The address the proxy or token names.
+        address: String,
+        /// The address of the manager the client is connected to.
+        manager_address: String,
+        /// The run of that manager.
+        manager_run: String,
+        /// When that run started, in seconds since the Unix epoch.
+        started: u64,
+    },
+
     /// A reference names an object of another kind than the proxy type asked for (a list
     /// where a `Dict` was expected).
     #[error("object {id} is a {found}, not a {expected}")]
@@ -166,13 +185,22 @@ impl Error {
     /// # }
     /// ```
     pub fn is(&self, name: ErrorName) -> bool {
-        matches!(self, Error::Remote { name: RemoteName::Known(n), .. } if *n == name)
+        match self {
+            Error::Remote {
+                name: RemoteName::Known(n),
+                ..
+            } => *n == name,
+            Error::OtherRun { .. } => name == ErrorName::UnknownObjectError,
+            _ => false,
+        }
     }
 
-    /// The error's name when the manager returned it, whether known or not.
+    /// The error's name when the manager returned it, whether known or not
+    /// (`UnknownObjectError` for [`Error::OtherRun`], which stands for it).
     pub fn remote_name(&self) -> Option<&str> {
         match self {
             Error::Remote { name, .. } => Some(name.as_str()),
+            Error::OtherRun { .. } => Some(ErrorName::UnknownObjectError.as_str()),
             _ => None,
         }
     }
@@ -195,6 +223,29 @@ impl Error {
 
     pub(crate) fn decode(e: rmp_serde::decode::Error) -> Error {
         Error::Decode(Arc::new(e))
+    }
+}
+
+/// The message of [`Error::OtherRun`]: the cause, both runs and both addresses.
+fn other_run(
+    run: &str,
+    address: &str,
+    manager_address: &str,
+    manager_run: &str,
+    started: u64,
+) -> String {
+    let started = crate::run::utc(started);
+    if address == manager_address {
+        format!(
+            "this proxy belongs to run {run}; the manager at {manager_address} is run \
+             {manager_run}, started at {started}; the object no longer exists"
+        )
+    } else {
+        format!(
+            "this proxy belongs to run {run} of the manager at {address}; the client is \
+             connected to the manager at {manager_address}, run {manager_run}, started at \
+             {started}: use a client of the manager at {address}"
+        )
     }
 }
 

@@ -43,6 +43,8 @@
 //! - `atfork`: a forked child gets `/dev/null` in place of this process's manager sockets, so
 //!   that it never keeps the parent's session (and the locks it holds) alive.
 //! - [`token`](Token): a proxy written as a string for another process.
+//! - `run`: [`ManagerRun`], which run of a manager a client talks to, so that a proxy, token
+//!   or pickle of a manager that was restarted never reaches an object of the new run.
 //! - [`error`](Error): one error type, separating transport, authentication, the manager's own
 //!   errors ([`Error::Remote`], with names like `KeyError`) and serde failures.
 //!
@@ -110,6 +112,7 @@ mod connection;
 mod error;
 mod pipeline;
 pub mod proxies;
+mod run;
 mod slot;
 mod spin;
 mod token;
@@ -129,6 +132,7 @@ pub use proxies::{
     JoinableQueue, List, Lock, LockGuard, Namespace, Number, Queue, QueueBatches, QueueIter, RLock,
     RLockGuard, Semaphore, SemaphoreGuard, SharedRef, Slice, Value,
 };
+pub use run::ManagerRun;
 pub use spin::{budget as spin_budget, ENV_SPIN_US};
 pub use token::Token;
 

@@ -22,6 +22,42 @@ pub struct Config {
     pub max_in_flight: usize,
     /// How busy connections poll for their next request before sleeping.
     pub spin: Spin,
+    /// Which run of a manager this is, reported by `hello`. A fresh one for every
+    /// [`Config::new`], so that two servers never share one.
+    pub run: Run,
+}
+
+/// The identity of one run of a manager: a random id made when it starts, and when that was.
+///
+/// A manager restarted at the same address with the same authkey hands out the same small
+/// object ids again. Clients compare the run a proxy was made in with the run of the manager
+/// they reach, so that a stale proxy, token or pickle fails instead of silently reaching
+/// another object of the new run (`PROTOCOL.md`, section 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// A random (version 4) uuid: two runs never share one.
+    pub id: uuid::Uuid,
+    /// When the run started, in seconds since the Unix epoch; for people reading errors.
+    pub started: u64,
+}
+
+impl Run {
+    /// A new run, starting now.
+    pub fn new() -> Run {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Run {
+            id: uuid::Uuid::new_v4(),
+            started,
+        }
+    }
+}
+
+impl Default for Run {
+    fn default() -> Run {
+        Run::new()
+    }
 }
 
 impl Config {
@@ -32,6 +68,7 @@ impl Config {
             limits: Limits::default(),
             max_in_flight: 65_536,
             spin: Spin::default(),
+            run: Run::new(),
         }
     }
 

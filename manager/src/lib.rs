@@ -44,7 +44,7 @@ pub mod spin;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 
-pub use config::{Config, Listener};
+pub use config::{Config, Listener, Run};
 pub use server::{Server, ShutdownHandle};
 
 /// Runs a manager on the current thread until it is told to stop: SIGTERM or SIGINT, the

@@ -212,7 +212,7 @@ impl Session {
                 let challenge = auth::challenge()
                     .map_err(|e| CallError::runtime(format!("cannot make a challenge: {e}")))?;
                 self.challenge = Some(challenge);
-                write_hello(out, &challenge);
+                write_hello(out, &challenge, &self.shared.config.run);
                 return Ok(Step::Answered(Next::Continue));
             }
             "auth" => {
@@ -347,8 +347,8 @@ impl Drop for Session {
     }
 }
 
-fn write_hello(out: &mut Vec<u8>, challenge: &[u8]) {
-    encode::map_header(out, 4);
+fn write_hello(out: &mut Vec<u8>, challenge: &[u8], run: &crate::Run) {
+    encode::map_header(out, 6);
     encode::str(out, "protocol");
     encode::uint(out, u64::from(agora_proto::PROTOCOL_VERSION));
     encode::str(out, "server");
@@ -357,6 +357,10 @@ fn write_hello(out: &mut Vec<u8>, challenge: &[u8]) {
     encode::str(out, env!("CARGO_PKG_VERSION"));
     encode::str(out, "challenge");
     encode::bin(out, challenge);
+    encode::str(out, "run");
+    encode::str(out, &run.id.hyphenated().to_string());
+    encode::str(out, "started");
+    encode::uint(out, run.started);
 }
 
 /// What woke the connection loop.

@@ -143,17 +143,28 @@ impl Manager {
             .unwrap_or_else(|| panic!("not a ready line: {line:?}"));
         let mut ready = Ready::default();
         for word in rest.split(' ') {
-            if let Some(path) = word.strip_prefix("authkey-file=") {
+            if let Some(run) = word.strip_prefix("run=") {
+                assert!(ready.run.is_none(), "one run: {line:?}");
+                ready.run = Some(run.to_owned());
+            } else if let Some(path) = word.strip_prefix("authkey-file=") {
                 assert!(ready.key_file.is_none(), "one key file: {line:?}");
+                assert!(ready.run.is_none(), "the run comes last: {line:?}");
                 ready.key_file = Some(PathBuf::from(path));
             } else if word.starts_with("unix:") || word.starts_with("tcp:") {
-                assert!(ready.key_file.is_none(), "addresses come first: {line:?}");
+                assert!(
+                    ready.key_file.is_none() && ready.run.is_none(),
+                    "addresses come first: {line:?}"
+                );
                 ready.addresses.push(word.to_owned());
             } else {
                 panic!("unexpected word {word:?} on the ready line {line:?}");
             }
         }
         assert!(!ready.addresses.is_empty(), "{line:?}");
+        assert!(
+            ready.run.is_some(),
+            "the ready line names the run: {line:?}"
+        );
         ready
     }
 
@@ -222,6 +233,7 @@ impl Drop for Manager {
 struct Ready {
     addresses: Vec<String>,
     key_file: Option<PathBuf>,
+    run: Option<String>,
 }
 
 impl Ready {
@@ -341,6 +353,43 @@ fn each_default_run_gets_its_own_directory_and_key() {
     assert_ne!(ra.key(), rb.key());
     use_manager(&ra.addresses[0], &ra.key());
     refused(&rb.addresses[0], &ra.key());
+}
+
+/// The ready line and `hello` name the same run, a uuid; another run of the same command at
+/// the same address has another.
+#[test]
+fn the_ready_line_and_hello_name_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("m.sock").display());
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let mut m = Manager::spawn(Launch::at(&address));
+        let ready = m.ready();
+        let run = ready.run.clone().unwrap();
+        assert_eq!(run.len(), 36, "a hyphenated uuid: {run}");
+        let mut c = RawClient::connect(&address).unwrap();
+        let hello = c.ok("hello", vec![]);
+        let field = |name: &str| {
+            hello
+                .as_map()
+                .unwrap()
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(name))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no {name} in {hello}"))
+        };
+        assert_eq!(field("run"), Value::from(run.as_str()));
+        let started = field("started").as_u64().expect("started is an int");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(started <= now && now - started < 600, "{started} vs {now}");
+        m.signal(libc::SIGTERM);
+        m.wait();
+        runs.push(run);
+    }
+    assert_ne!(runs[0], runs[1], "each run has its own id");
 }
 
 #[test]

@@ -368,7 +368,8 @@ impl RawClient {
     }
 
     /// Calls `hello` and checks its whole result (protocol 1, server `agora-manager`, a
-    /// non-empty version, a 32-byte bin challenge); gives the challenge, so that a test can
+    /// non-empty version, a 32-byte bin challenge, a run id and its start time); gives the
+    /// challenge, so that a test can
     /// answer it rightly or wrongly.
     pub fn hello(&mut self) -> Vec<u8> {
         let reply = self.ok("hello", vec![]);
@@ -398,6 +399,15 @@ impl RawClient {
             .and_then(Value::as_str)
             .unwrap_or_else(|| panic!("the version is a str: {reply}"));
         assert!(!version.is_empty(), "an empty version: {reply}");
+        let run = fields
+            .get("run")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("the run is a str: {reply}"));
+        assert_eq!(run.len(), 36, "the run is a hyphenated uuid: {reply}");
+        assert!(
+            fields.get("started").and_then(Value::as_u64).is_some(),
+            "started is an int: {reply}"
+        );
         match fields.get("challenge") {
             Some(Value::Binary(c)) => {
                 assert_eq!(c.len(), 32, "the challenge has 32 bytes: {reply}");

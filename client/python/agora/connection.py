@@ -222,6 +222,8 @@ class Connection:
         "_spin",
         "_backoff_quick",
         "_backoff_wait",
+        "run",
+        "started",
         "__weakref__",
     )
 
@@ -231,6 +233,10 @@ class Connection:
         self.client = client
         self._closed = True
         self._next_id = 0
+        #: The id of the manager's run this connection reaches, and when it started (Unix
+        #: seconds), as ``hello`` reported them.
+        self.run = ""
+        self.started = 0
         family, target = _sockaddr(client.address)
         sock = socket.socket(family, socket.SOCK_STREAM)
         if timeout is not None:
@@ -275,8 +281,16 @@ class Connection:
                 f"the manager at {self.client.address} speaks protocol {hello.get('protocol')!r}, "
                 f"this client speaks {PROTOCOL_VERSION}"
             )
+        run, started = hello.get("run"), hello.get("started")
+        if not isinstance(run, str) or not isinstance(started, int):
+            raise ProtocolError(
+                f"the manager at {self.client.address} does not report its run and start time "
+                "in hello: it is older than this client; run the agora-manager of this version"
+            )
         digest = hmac.new(self.client.authkey, hello["challenge"], hashlib.sha256).digest()
         self.call("auth", (digest,))
+        self.run, self.started = run, started
+        self.client.run, self.client.started = run, started
         log.debug("connected to %s (manager %s)", self.client.address, hello.get("version"))
 
     def call(self, method: str, params: Sequence[Any]) -> Any:
@@ -410,6 +424,12 @@ class Client:
         #: How long (seconds) a call polls for its reply before sleeping, for connections
         #: opened from now on: ``AGORA_SPIN_US``, or ``agora.Manager(spin_us=...)``.
         self.spin = _SPIN
+        #: The run of the manager as the latest connection found it (``None`` before the
+        #: first). Proxies made now belong to it; a manager restarted at the same address is
+        #: another run, and the proxies of the old one refuse to call it.
+        self.run: Optional[str] = None
+        #: When that run started (Unix seconds; 0 before the first connection).
+        self.started = 0
 
     def connection(self) -> Connection:
         """This thread's connection, opened on first use."""
@@ -463,12 +483,15 @@ class Client:
     def _encode_default(self, obj: Any) -> Any:
         reference = getattr(obj, "_agora_reference", None)
         if reference is not None:
-            address, kind, ident = reference()
+            address, kind, ident, run = reference()
             if address != self.address:
                 raise TypeError(
                     f"cannot store a proxy of the manager at {address} in an object of the "
                     f"manager at {self.address}"
                 )
+            if run is not None and self.run is not None and run != self.run:
+                # Its id names another object, or none, in this run.
+                obj._check_run(self.run, self.started)
             return msgpack.ExtType(REFERENCE_EXT, msgpack.packb([kind, ident]))
         if not isinstance(obj, int) and isinstance(obj, numbers.Integral):
             return int(operator.index(obj))  # numpy integers, for instance: exact as an int

@@ -338,7 +338,12 @@ class Manager:
     def delete(self, obj: Union[str, BaseProxy]) -> None:
         """Deletes an object (given by name or by proxy); its proxies then raise
         :class:`agora.UnknownObjectError`."""
-        self._client.call("delete", obj._id if isinstance(obj, BaseProxy) else obj)
+        if isinstance(obj, BaseProxy):
+            # A proxy of a former run of the manager must not delete the object of this run
+            # that has its id.
+            obj._connection().call("delete", (obj._id,))
+        else:
+            self._client.call("delete", obj)
 
     def objects(self) -> List[Tuple[int, Optional[str], str]]:
         """Every object of the manager, as ``(id, name or None, kind)``, by id."""

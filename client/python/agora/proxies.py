@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import array
 import operator
+import time
 import types
 from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple, Type
 
 from . import connection
-from .connection import Client, client_for
+from .connection import Client, Connection, client_for
+from .errors import UnknownObjectError
 
 __all__ = [
     "BaseProxy",
@@ -47,12 +49,30 @@ def _make_proxy(client: Client, kind: str, ident: int) -> Optional["BaseProxy"]:
 connection.proxy_factory = _make_proxy
 
 
-def _rebuild(cls: Type["BaseProxy"], ident: int, address: str, authkey: bytes, extra: Any) -> Any:
-    """Unpickles a proxy: finds (or makes) this process's client of the manager."""
+#: The run of a proxy unpickled from a pickle of an older agora, which did not record it.
+_UNKNOWN_RUN = ""
+
+
+def _rebuild(
+    cls: Type["BaseProxy"],
+    ident: int,
+    address: str,
+    authkey: bytes,
+    extra: Any,
+    run: Optional[str] = _UNKNOWN_RUN,
+) -> Any:
+    """Unpickles a proxy: finds (or makes) this process's client of the manager. The proxy
+    keeps the run it was pickled in: should the manager at the address be another run now,
+    its calls raise :class:`agora.UnknownObjectError` (unpickling itself never fails)."""
     proxy = cls(client_for(address, authkey), ident)
+    object.__setattr__(proxy, "_run", run)
     if extra is not None:
         proxy._set_extra(extra)
     return proxy
+
+
+def _utc(seconds: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
 class BaseProxy:
@@ -62,11 +82,19 @@ class BaseProxy:
     that it works in a child process whatever the start method (fork, spawn, forkserver) and
     through any channel (``Process`` args, a ``multiprocessing.Queue``, a ``Pool`` task). Treat
     a pickled proxy as a credential for its manager.
+
+    A proxy belongs to one run of its manager (``PROTOCOL.md``, section 2), and the pickle
+    carries it: a manager restarted at the same address gives out the same ids again, so a
+    proxy whose run is not the manager's raises :class:`agora.UnknownObjectError` instead of
+    reaching the new run's object of the same id.
     """
 
-    __slots__ = ("_client", "_id", "__weakref__")
+    __slots__ = ("_client", "_id", "_run", "__weakref__")
     _client: Client
     _id: int
+    #: The manager's run this proxy's object belongs to (``None``: not known yet, taken from
+    #: the first connection; ``""``: unpickled from an older agora, which did not record it).
+    _run: Optional[str]
 
     #: The object's kind in the protocol (``"dict"``, ``"joinable_queue"``, ...).
     _kind: ClassVar[str] = ""
@@ -79,6 +107,7 @@ class BaseProxy:
     def __init__(self, client: Client, ident: int) -> None:
         object.__setattr__(self, "_client", client)
         object.__setattr__(self, "_id", ident)
+        object.__setattr__(self, "_run", client.run)
 
     def _call(self, method: str, *args: Any) -> Any:
         client = self._client
@@ -86,11 +115,42 @@ class BaseProxy:
             conn = client._local.conn
         except AttributeError:
             conn = client.connection()
+        if conn.run != self._run:
+            self._check_run(conn.run, conn.started)
         return conn.call(method, (self._id, *args))
 
-    def _agora_reference(self) -> Tuple[str, str, int]:
-        """(manager address, kind, id): how this proxy is stored inside another object."""
-        return self._client.address, self._kind, self._id
+    def _connection(self) -> Connection:
+        """This thread's connection to the manager, checked to be of this proxy's run."""
+        conn = self._client.connection()
+        if conn.run != self._run:
+            self._check_run(conn.run, conn.started)
+        return conn
+
+    def _check_run(self, run: str, started: int) -> None:
+        """Raises :class:`agora.UnknownObjectError` unless this proxy belongs to ``run``, the
+        run of the manager it is about to call (which started at ``started``)."""
+        mine = self._run
+        if mine == run:
+            return
+        if mine is None:  # made before the client had connected: the first run it meets
+            object.__setattr__(self, "_run", run)
+            return
+        address = self._client.address
+        if mine == _UNKNOWN_RUN:
+            raise UnknownObjectError(
+                f"this proxy was pickled by an older version of agora, which did not record "
+                f"its manager's run, so it cannot be told from an object of a restarted "
+                f"manager (the manager at {address} is run {run}, started at {_utc(started)}): "
+                "pickle the proxy again with this version"
+            )
+        raise UnknownObjectError(
+            f"this proxy belongs to run {mine}; the manager at {address} is run {run}, "
+            f"started at {_utc(started)}; the object no longer exists"
+        )
+
+    def _agora_reference(self) -> Tuple[str, str, int, Optional[str]]:
+        """(manager address, kind, id, run): how this proxy is stored inside another object."""
+        return self._client.address, self._kind, self._id, self._run
 
     def _extra(self) -> Any:
         return None
@@ -100,7 +160,9 @@ class BaseProxy:
 
     def __reduce__(self) -> Any:
         client = self._client
-        return _rebuild, (type(self), self._id, client.address, client.authkey, self._extra())
+        return _rebuild, (
+            type(self), self._id, client.address, client.authkey, self._extra(), self._run
+        )
 
     def __repr__(self) -> str:
         return (

@@ -13,6 +13,7 @@ import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -451,6 +452,100 @@ class ManagerLife(unittest.TestCase):
     def test_binary_that_fails(self) -> None:
         with self.assertRaises(RuntimeError):
             agora.Manager(executable="/bin/false")
+
+
+def _standalone(address: str, authkey: bytes) -> "tuple[subprocess.Popen[bytes], str]":
+    """A standalone agora-manager listening at ``address`` with ``authkey``, once ready, and
+    the run its ready line names. It stops when this process dies (``--lifeline-stdin``)."""
+    proc = subprocess.Popen(
+        [manager_binary(), "--listen", address, "--lifeline-stdin"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=dict(os.environ, AGORA_AUTHKEY=authkey.hex(), RUST_LOG="warn"),
+    )
+    assert proc.stdout is not None
+    words = proc.stdout.readline().decode().split()
+    proc.stdout.close()
+    runs = [w[len("run="):] for w in words if w.startswith("run=")]
+    if words[:2] != ["agora-manager", "ready"] or len(runs) != 1:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"not a ready line naming the run: {words}")
+    return proc, runs[0]
+
+
+def _stop(proc: "subprocess.Popen[bytes]", address: str, authkey: bytes) -> None:
+    """Shuts a standalone manager down and waits until it has exited (socket removed)."""
+    try:
+        agora.connect(address, authkey).shutdown()
+        proc.wait(WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdin is not None
+        proc.stdin.close()
+
+
+class Restarts(unittest.TestCase):
+    """A manager restarted at the same address with the same authkey gives out the same ids
+    again: a proxy or a pickle of the old run must not reach the new run's objects."""
+
+    def test_a_pickled_proxy_of_a_restarted_manager_is_an_unknown_object(self) -> None:
+        tmp = tempfile.mkdtemp(prefix="restart-")
+        address = "unix:" + os.path.join(tmp, "m.sock")
+        key = os.urandom(32)
+        first, first_run = _standalone(address, key)
+        try:
+            m = agora.connect(address, key)
+            old = m.list([1, 2, 3])
+            pickled = pickle.dumps(old)
+            self.assertEqual(pickle.loads(pickled)[:], [1, 2, 3])
+        finally:
+            _stop(first, address, key)
+
+        second, second_run = _standalone(address, key)
+        try:
+            self.assertNotEqual(first_run, second_run)
+            m = agora.connect(address, key)
+            new_list = m.list([10, 20])
+            new_dict = m.dict({"a": 1})
+
+            stale = pickle.loads(pickled)  # unpickling works; calling does not
+            with self.assertRaises(agora.UnknownObjectError) as caught:
+                len(stale)
+            message = str(caught.exception)
+            self.assertIn(f"this proxy belongs to run {first_run}", message)
+            self.assertIn(f"the manager at {address} is run {second_run}, started at ", message)
+            self.assertIn("the object no longer exists", message)
+            # The multiprocessing-style class, so that existing except clauses catch it.
+            self.assertIsInstance(caught.exception, RemoteError)
+            # The proxy kept from the first run fails the same way, whatever it is used for.
+            with self.assertRaises(agora.UnknownObjectError):
+                old.append(4)
+            with self.assertRaises(agora.UnknownObjectError):
+                new_dict["old"] = old
+            with self.assertRaises(agora.UnknownObjectError):
+                m.delete(stale)
+
+            # The new run's objects are as they were.
+            self.assertEqual(new_list[:], [10, 20])
+            self.assertEqual(dict(new_dict.items()), {"a": 1})
+            self.assertEqual(pickle.loads(pickle.dumps(new_list))[:], [10, 20])
+        finally:
+            _stop(second, address, key)
+            os.rmdir(tmp)
+
+    def test_a_pickle_of_an_older_agora_cannot_be_checked(self) -> None:
+        lst = manager.list([1])
+        # What an older agora pickled: no run.
+        older = agora.proxies._rebuild(
+            type(lst), lst._id, manager.address, manager.authkey, None
+        )
+        with self.assertRaises(agora.UnknownObjectError) as caught:
+            len(older)
+        self.assertIn("older version of agora", str(caught.exception))
+        self.assertIn("pickle the proxy again", str(caught.exception))
 
 
 class MultiprocessingDropIns(unittest.TestCase):

@@ -179,22 +179,29 @@ macro_rules! proxy_common {
             }
 
             /// The object as a [`Token`](crate::Token) string, to hand to another process
-            /// (`agora:1:<kind>:<id>@<address>`; it carries no authkey).
+            /// (`agora:2:<kind>:<id>@<address>#<run>`; it carries no authkey).
             pub fn token(&self) -> String {
                 $crate::Token {
                     kind: Self::KIND.to_owned(),
                     id: self.id,
                     address: self.client.address().clone(),
+                    run: self.client.manager_run().id.clone(),
                 }
                 .to_string()
             }
 
             /// A proxy for the object a token names, called through `client`. Fails when the
-            /// token is malformed or names another kind of object. The token's address is not
-            /// compared with the client's: one manager can listen on several addresses.
+            /// token is malformed (a token of an older version among others) or names another
+            /// kind of object, and with [`Error::OtherRun`](crate::Error::OtherRun), which
+            /// counts as `UnknownObjectError`, when the token's run is not the run of
+            /// `client`'s manager: the manager was restarted since the token was taken (its
+            /// object is gone, and its id names another object now), or `client` is connected
+            /// to another manager. The addresses need not be equal: one manager can listen on
+            /// several.
             pub fn from_token(client: &$crate::Client, token: &str) -> $crate::Result<Self> {
                 let token: $crate::Token = token.parse()?;
                 token.expect_kind(Self::KIND)?;
+                client.expect_run(&token)?;
                 Ok(Self::from_id(client, token.id))
             }
         }

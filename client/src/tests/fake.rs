@@ -30,7 +30,15 @@ pub(crate) struct FakeManager {
     pub(crate) accepted: Arc<AtomicUsize>,
     /// Connections that have ended (the client closed or shut down its end).
     pub(crate) ended: Arc<AtomicUsize>,
+    /// The run `hello` reports; a test changes it to play a restarted manager.
+    pub(crate) run: Arc<Mutex<String>>,
 }
+
+/// The run a fake manager reports until a test changes it.
+pub(crate) const FIRST_RUN: &str = "00000000-0000-4000-8000-000000000001";
+
+/// When every run of a fake manager started: 2023-11-14 22:13:20 UTC.
+pub(crate) const STARTED: u64 = 1_700_000_000;
 
 impl FakeManager {
     pub(crate) fn start() -> FakeManager {
@@ -40,14 +48,16 @@ impl FakeManager {
         let accepted = Arc::new(AtomicUsize::new(0));
         let store = Arc::new(Mutex::new(Store::default()));
         let ended = Arc::new(AtomicUsize::new(0));
-        let (counter, end_counter) = (accepted.clone(), ended.clone());
+        let run = Arc::new(Mutex::new(FIRST_RUN.to_owned()));
+        let (counter, end_counter, current_run) = (accepted.clone(), ended.clone(), run.clone());
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
                 let (store, end_counter) = (store.clone(), end_counter.clone());
+                let run = current_run.lock().clone();
                 thread::spawn(move || {
-                    serve(stream, number, store);
+                    serve(stream, number, store, &run);
                     end_counter.fetch_add(1, Ordering::SeqCst);
                 });
             }
@@ -57,6 +67,7 @@ impl FakeManager {
             address: Address::Unix(path),
             accepted,
             ended,
+            run,
         }
     }
 }
@@ -73,7 +84,7 @@ enum Object {
 
 type Writer = Arc<Mutex<UnixStream>>;
 
-fn serve(stream: UnixStream, number: usize, store: Arc<Mutex<Store>>) {
+fn serve(stream: UnixStream, number: usize, store: Arc<Mutex<Store>>, run: &str) {
     let writer: Writer = Arc::new(Mutex::new(stream.try_clone().expect("clone")));
     let mut reader = stream;
     let mut decoder = FrameDecoder::new(Limits::default());
@@ -110,7 +121,7 @@ fn serve(stream: UnixStream, number: usize, store: Arc<Mutex<Store>>) {
                         let _ = writer.lock().write_all(&out);
                     });
                 }
-                _ => match answer(&method, &params, number, &challenge, &store) {
+                _ => match answer(&method, &params, number, &challenge, &store, run) {
                     Ok(result) => encode::response_ok(&mut out, msgid, &result),
                     Err(e) => encode::response_err(&mut out, msgid, &e),
                 },
@@ -128,11 +139,16 @@ fn answer(
     number: usize,
     challenge: &[u8],
     store: &Mutex<Store>,
+    run: &str,
 ) -> Result<Vec<u8>, CallError> {
     let mut out = Vec::new();
     match method {
         "hello" => {
-            encode::map_header(&mut out, 4);
+            encode::map_header(&mut out, 6);
+            encode::str(&mut out, "run");
+            encode::str(&mut out, run);
+            encode::str(&mut out, "started");
+            encode::uint(&mut out, STARTED);
             encode::str(&mut out, "protocol");
             encode::uint(&mut out, 1);
             encode::str(&mut out, "server");

@@ -356,13 +356,79 @@ fn tokens_round_trip_and_check_the_kind() {
     let c = connect(&m);
     let l = c.list::<i64>().unwrap();
     let token = l.token();
-    assert_eq!(token, format!("agora:1:list:{}@{}", l.id(), m.address));
+    assert_eq!(
+        token,
+        format!("agora:2:list:{}@{}#{}", l.id(), m.address, fake::FIRST_RUN)
+    );
     let back = List::<i64>::from_token(&c, &token).unwrap();
     assert_eq!(back, l);
     back.append(&1).unwrap();
     assert_eq!(l.copy().unwrap(), [1]);
     let err = Namespace::from_token(&c, &token).unwrap_err();
     assert!(matches!(err, Error::Token { .. }), "{err}");
+}
+
+/// A token of another run is refused by `from_token` as an unknown object, naming both runs.
+#[test]
+fn a_token_of_another_run_is_refused() {
+    let m = FakeManager::start();
+    let c = connect(&m);
+    assert_eq!(c.manager_run().id, fake::FIRST_RUN);
+    assert_eq!(c.manager_run().started, fake::STARTED);
+    let old = format!(
+        "agora:2:list:0@{}#11111111-2222-4333-8444-555555555555",
+        m.address
+    );
+    let err = List::<i64>::from_token(&c, &old).unwrap_err();
+    assert!(err.is(ErrorName::UnknownObjectError), "{err}");
+    let text = err.to_string();
+    for part in [
+        "run 11111111-2222-4333-8444-555555555555",
+        fake::FIRST_RUN,
+        "2023-11-14 22:13:20 UTC",
+        "no longer exists",
+    ] {
+        assert!(text.contains(part), "{part:?} in {text}");
+    }
+}
+
+/// A forked child that finds another run at the address (the manager was restarted) fails
+/// its calls rather than reach the new run's objects under the old ids.
+#[test]
+fn a_forked_child_refuses_a_restarted_manager() {
+    let m = FakeManager::start();
+    let c = connect(&m);
+    let l = c.list::<i64>().unwrap();
+    *m.run.lock() = "22222222-2222-4222-8222-222222222222".to_owned();
+    // SAFETY: as in `forked_child_reconnects`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = match l.len() {
+            Err(e)
+                if e.is(ErrorName::UnknownObjectError)
+                    && e.to_string().contains("this proxy belongs to run") =>
+            {
+                0
+            }
+            Err(_) => 2,
+            Ok(_) => 1,
+        };
+        // SAFETY: ends the child at once, as intended.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(libc::WIFEXITED(status), "child died: status {status}");
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "child exit code (1: the call reached the new run, 2: another error)"
+    );
+    // The parent's connection is to the first run: it goes on.
+    assert_eq!(l.len().unwrap(), 0);
 }
 
 #[test]
