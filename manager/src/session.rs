@@ -647,7 +647,7 @@ mod tests {
     async fn a_dropped_connection_task_releases_what_it_held() {
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            registry: Registry::default(),
+            registry: Registry::new().unwrap(),
             config: Config::new(KEY.to_vec()),
             shutdown,
             spinners: Default::default(),
