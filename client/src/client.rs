@@ -297,7 +297,7 @@ impl Client {
         Cmd::with_args("delete", params, decode::unit)
     }
 
-    /// Every object of the manager, ordered by id.
+    /// Every object of the manager, in the order they were created.
     pub fn objects(&self) -> Result<Vec<ObjectInfo>> {
         self.run(Client::objects_cmd())
     }

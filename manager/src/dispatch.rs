@@ -127,7 +127,8 @@ fn resolved_call(
         ));
     }
     let id = p.u64(0)?;
-    let object = cache.get(registry, id)?;
+    let slot = cache.get(registry, id)?;
+    let object = slot.object();
     if object.kind() != kind {
         return Err(CallError::type_error(format!(
             "object {id} is a {}, not a {kind}",

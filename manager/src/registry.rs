@@ -1,29 +1,57 @@
 //! The registry: every live object by id, and the names that point at them.
 //!
-//! Creating, naming and deleting take the registry's locks (lock order: `names`, then
-//! `objects`). The hot path does not: each connection resolves ids through its own
-//! [`ObjectCache`], which goes to the registry only the first time it meets an id, and learns
-//! of a deletion from a flag on the object's [`Slot`].
+//! Two concurrent maps (sharded, so connections creating and deleting different objects seldom
+//! meet on a lock): `objects`, id to object, and `names`, name to id. Creating, naming and
+//! deleting a named object happen under the write lock of that name's shard of `names`, and
+//! touch `objects` only inside it (lock order: a `names` shard, then an `objects` shard, never
+//! the other way), so that for every name in `names` its object is in `objects` with that
+//! name, at every moment another thread can look:
+//! - no two objects ever share a name, and a create-by-name racing a delete-by-name ends with
+//!   the old object or a new one, never both;
+//! - a lookup never returns a deleted object: an object is marked deleted and leaves `objects`
+//!   under its shard's write lock, where no lookup sees it half way.
+//!
+//! Ids come from [`ids`]: a keyed permutation of a counter, never reused in a run and
+//! unrelated across runs.
+//!
+//! The hot path takes none of these locks: each connection resolves ids through its own
+//! [`ObjectCache`], which goes to the registry only the first time it meets an id, keeps the
+//! object only weakly (deleting an object frees it whoever had used it), and learns of a
+//! deletion from a flag on the object's [`Slot`].
+
+pub mod ids;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
-use parking_lot::{Mutex, RwLock};
+use dashmap::DashMap;
 
 use agora_proto::{CallError, ErrorName, Params};
 
 use crate::objects::{self, Kind, ObjectHandle};
+use ids::{IdKey, IdSequence};
 
-/// A registered object and whether it has been deleted since.
+/// A registered object and whether it has been deleted since. The registry holds the only
+/// lasting strong reference; caches hold weak ones, and a call holds a strong one for as long
+/// as it runs.
 pub struct Slot {
     object: ObjectHandle,
     deleted: AtomicBool,
 }
 
+impl Slot {
+    /// The object.
+    pub fn object(&self) -> &ObjectHandle {
+        &self.object
+    }
+}
+
 struct Entry {
     slot: Arc<Slot>,
-    name: Option<String>,
+    name: Option<Arc<str>>,
+    /// The object's place in the order of creation, which `objects` lists by.
+    created: u64,
 }
 
 /// What `objects` reports about one object.
@@ -39,19 +67,9 @@ pub struct ObjectInfo {
 
 /// Every object of one manager.
 pub struct Registry {
-    objects: RwLock<HashMap<u64, Entry>>,
-    names: Mutex<HashMap<String, u64>>,
-    next_id: AtomicU64,
-}
-
-impl Default for Registry {
-    fn default() -> Self {
-        Registry {
-            objects: RwLock::new(HashMap::new()),
-            names: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-        }
-    }
+    objects: DashMap<u64, Entry>,
+    names: DashMap<Arc<str>, u64>,
+    ids: IdSequence,
 }
 
 fn unknown_id(id: u64) -> CallError {
@@ -61,7 +79,35 @@ fn unknown_id(id: u64) -> CallError {
     )
 }
 
+fn no_name(name: &str) -> CallError {
+    CallError::key(format!("no object is named {name:?}"))
+}
+
+/// `Ok` when an existing object of kind `existing` answers a create of `kind` by `name`.
+fn same_kind(name: &str, existing: Kind, kind: Kind) -> Result<(), CallError> {
+    if existing == kind {
+        return Ok(());
+    }
+    Err(CallError::type_error(format!(
+        "the object named {name:?} is a {existing}, not a {kind}"
+    )))
+}
+
 impl Registry {
+    /// An empty registry whose ids are drawn under a fresh random key.
+    pub fn new() -> std::io::Result<Registry> {
+        Ok(Registry::with_key(IdKey::random()?))
+    }
+
+    /// An empty registry whose ids are drawn under `key` (tests use a fixed one).
+    pub fn with_key(key: IdKey) -> Registry {
+        Registry {
+            objects: DashMap::new(),
+            names: DashMap::new(),
+            ids: IdSequence::new(key),
+        }
+    }
+
     /// Creates an object of `kind` from init args `params[first..]`. With a name this is
     /// get-or-create: an existing object of that name and kind is returned as it is.
     pub fn create(
@@ -73,37 +119,58 @@ impl Registry {
     ) -> Result<u64, CallError> {
         let Some(name) = name else {
             let object = objects::create(kind, params, first, self)?;
-            return Ok(self.insert(object, None));
+            return self.insert(object, None);
         };
-        let mut names = self.names.lock();
-        if let Some(&id) = names.get(name) {
-            let existing = self.get(id)?.kind();
-            if existing != kind {
-                return Err(CallError::type_error(format!(
-                    "the object named {name:?} is a {existing}, not a {kind}"
-                )));
+        // Getting an existing object, the common case, takes only read locks. While the name's
+        // shard is read-locked its object cannot leave `objects`.
+        if let Some(id) = self.names.get(name) {
+            if let Some(entry) = self.objects.get(&*id) {
+                same_kind(name, entry.slot.object.kind(), kind)?;
+                return Ok(*id);
             }
-            return Ok(id);
         }
-        let object = objects::create(kind, params, first, self)?;
-        let id = self.insert(object, Some(name.to_owned()));
-        names.insert(name.to_owned(), id);
-        Ok(id)
+        let name: Arc<str> = Arc::from(name);
+        match self.names.entry(name.clone()) {
+            dashmap::Entry::Occupied(found) => {
+                let id = *found.get();
+                let existing = self.objects.get(&id).map(|e| e.slot.object.kind());
+                // Cannot be missing (see the module's invariant); were it, the name is stale.
+                let existing = existing.ok_or_else(|| no_name(&name))?;
+                same_kind(&name, existing, kind)?;
+                Ok(id)
+            }
+            dashmap::Entry::Vacant(vacant) => {
+                // Built under the name's lock, so that two creates of one name build one
+                // object. A condition over a lock reads `objects` here: lock order holds.
+                let object = objects::create(kind, params, first, self)?;
+                let id = self.insert(object, Some(name))?;
+                vacant.insert(id);
+                Ok(id)
+            }
+        }
     }
 
-    fn insert(&self, object: ObjectHandle, name: Option<String>) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+    fn insert(&self, object: ObjectHandle, name: Option<Arc<str>>) -> Result<u64, CallError> {
+        let (created, id) = self.ids.next().ok_or_else(|| {
+            CallError::runtime("this manager has handed out every object id (2^53 - 1); restart it")
+        })?;
         let slot = Arc::new(Slot {
             object,
             deleted: AtomicBool::new(false),
         });
-        self.objects.write().insert(id, Entry { slot, name });
-        id
+        self.objects.insert(
+            id,
+            Entry {
+                slot,
+                name,
+                created,
+            },
+        );
+        Ok(id)
     }
 
     fn slot(&self, id: u64) -> Result<Arc<Slot>, CallError> {
         self.objects
-            .read()
             .get(&id)
             .map(|e| e.slot.clone())
             .ok_or_else(|| unknown_id(id))
@@ -114,70 +181,96 @@ impl Registry {
         Ok(self.slot(id)?.object.clone())
     }
 
-    /// Marks a removed entry's object deleted (every connection's cache sees it at its next
-    /// call) and lets the object answer the calls parked on it.
+    /// Takes object `id` out of `objects`, marked deleted under its shard's write lock so that
+    /// no lookup finds a deleted object nor misses one not yet deleted.
+    fn remove_object(&self, id: u64) -> Option<Entry> {
+        match self.objects.entry(id) {
+            dashmap::Entry::Occupied(found) => {
+                found.get().slot.deleted.store(true, Ordering::Release);
+                Some(found.remove())
+            }
+            dashmap::Entry::Vacant(_) => None,
+        }
+    }
+
+    /// Lets a removed entry's object answer the calls parked on it (every connection's cache
+    /// sees the deleted mark at its next call), then drops the registry's reference: the
+    /// object's memory is freed here, or when the last call running on it ends.
     fn retire(entry: Entry) {
-        entry.slot.deleted.store(true, Ordering::Release);
         entry.slot.object.retire();
     }
 
     /// The kind and id of the object with that name.
     pub fn lookup(&self, name: &str) -> Result<(Kind, u64), CallError> {
-        let id = *self
-            .names
-            .lock()
-            .get(name)
-            .ok_or_else(|| CallError::key(format!("no object is named {name:?}")))?;
-        Ok((self.get(id)?.kind(), id))
+        let id = self.names.get(name).ok_or_else(|| no_name(name))?;
+        let kind = self
+            .objects
+            .get(&*id)
+            .map(|e| e.slot.object.kind())
+            .ok_or_else(|| no_name(name))?;
+        Ok((kind, *id))
     }
 
     /// Deletes an object by id.
     pub fn delete_id(&self, id: u64) -> Result<(), CallError> {
-        let mut names = self.names.lock();
-        let entry = self
+        // The name is read first and the `objects` guard dropped before the name's lock is
+        // taken: lock order. A name never changes, so it is still the object's name then.
+        let name = self
             .objects
-            .write()
-            .remove(&id)
+            .get(&id)
+            .map(|e| e.name.clone())
             .ok_or_else(|| unknown_id(id))?;
-        if let Some(name) = &entry.name {
-            names.remove(name);
+        let mut removed = None;
+        match name {
+            None => removed = self.remove_object(id),
+            Some(name) => {
+                // Only while the name still points at this id: otherwise the object was
+                // deleted meanwhile (and the name perhaps given to a new object, left as it is).
+                self.names.remove_if(&*name, |_, &named| {
+                    removed = (named == id).then(|| self.remove_object(id)).flatten();
+                    removed.is_some()
+                });
+            }
         }
-        drop(names);
-        Registry::retire(entry);
+        Registry::retire(removed.ok_or_else(|| unknown_id(id))?);
         Ok(())
     }
 
     /// Deletes an object by name.
     pub fn delete_name(&self, name: &str) -> Result<(), CallError> {
-        let mut names = self.names.lock();
-        let id = names.remove(name).ok_or_else(|| {
-            CallError::new(
+        let mut removed = None;
+        self.names.remove_if(name, |_, &id| {
+            removed = self.remove_object(id);
+            true
+        });
+        match removed {
+            Some(entry) => {
+                Registry::retire(entry);
+                Ok(())
+            }
+            None => Err(CallError::new(
                 ErrorName::UnknownObjectError,
                 format!("no object is named {name:?}"),
-            )
-        })?;
-        let entry = self.objects.write().remove(&id);
-        drop(names);
-        if let Some(entry) = entry {
-            Registry::retire(entry);
+            )),
         }
-        Ok(())
     }
 
-    /// Every object, ordered by id.
+    /// Every object, in the order they were created.
     pub fn list(&self) -> Vec<ObjectInfo> {
-        let mut all: Vec<ObjectInfo> = self
+        let mut all: Vec<(u64, ObjectInfo)> = self
             .objects
-            .read()
             .iter()
-            .map(|(&id, e)| ObjectInfo {
-                id,
-                name: e.name.clone(),
-                kind: e.slot.object.kind(),
+            .map(|e| {
+                let info = ObjectInfo {
+                    id: *e.key(),
+                    name: e.name.as_deref().map(str::to_owned),
+                    kind: e.slot.object.kind(),
+                };
+                (e.created, info)
             })
             .collect();
-        all.sort_by_key(|info| info.id);
-        all
+        all.sort_by_key(|(created, _)| *created);
+        all.into_iter().map(|(_, info)| info).collect()
     }
 }
 
@@ -185,19 +278,27 @@ impl Registry {
 const CACHE_CAPACITY: usize = 4096;
 
 /// One connection's memory of the objects it has used, so that resolving an id takes no lock
-/// shared with other connections.
+/// shared with other connections. It holds them weakly: a deleted object is freed when the
+/// registry lets it go, not when every connection that used it has moved on.
 #[derive(Default)]
 pub struct ObjectCache {
-    slots: HashMap<u64, Arc<Slot>>,
+    slots: HashMap<u64, Weak<Slot>>,
 }
 
 impl ObjectCache {
     /// The object with that id: from the cache while it is not deleted, else from the registry.
-    pub fn get(&mut self, registry: &Registry, id: u64) -> Result<ObjectHandle, CallError> {
-        if let Some(slot) = self.slots.get(&id) {
-            if !slot.deleted.load(Ordering::Acquire) {
-                return Ok(slot.object.clone());
+    /// The slot returned keeps the object alive for the call; the cache does not.
+    ///
+    /// One atomic read-modify-write a call (taking the strong reference; dropping it is the
+    /// second), as cloning the object's handle cost before.
+    pub fn get(&mut self, registry: &Registry, id: u64) -> Result<Arc<Slot>, CallError> {
+        if let Some(weak) = self.slots.get(&id) {
+            if let Some(slot) = weak.upgrade() {
+                if !slot.deleted.load(Ordering::Acquire) {
+                    return Ok(slot);
+                }
             }
+            // Ids are never reused: a deleted id stays unknown for good.
             self.slots.remove(&id);
             return Err(unknown_id(id));
         }
@@ -205,8 +306,222 @@ impl ObjectCache {
         if self.slots.len() >= CACHE_CAPACITY {
             self.slots.clear();
         }
-        let object = slot.object.clone();
-        self.slots.insert(id, slot);
-        Ok(object)
+        self.slots.insert(id, Arc::downgrade(&slot));
+        Ok(slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicU64, AtomicUsize};
+    use std::sync::Mutex;
+
+    fn no_args() -> Params {
+        Params::from_array(bytes::Bytes::from_static(&[0x90])).expect("an empty array")
+    }
+
+    fn registry() -> Registry {
+        Registry::with_key(IdKey::from_seed(7))
+    }
+
+    #[test]
+    fn get_or_create_by_name_and_delete_by_either() {
+        let r = registry();
+        let a = r.create(Kind::Dict, Some("a"), &no_args(), 0).unwrap();
+        assert_eq!(r.create(Kind::Dict, Some("a"), &no_args(), 0).unwrap(), a);
+        let err = r.create(Kind::List, Some("a"), &no_args(), 0).unwrap_err();
+        assert_eq!(err.name, ErrorName::TypeError);
+        assert_eq!(r.lookup("a").unwrap(), (Kind::Dict, a));
+        r.delete_id(a).unwrap();
+        assert_eq!(r.lookup("a").unwrap_err().name, ErrorName::KeyError);
+        assert_eq!(
+            r.get(a).err().map(|e| e.name),
+            Some(ErrorName::UnknownObjectError)
+        );
+        let b = r.create(Kind::List, Some("a"), &no_args(), 0).unwrap();
+        assert_ne!(a, b, "ids are never reused");
+        r.delete_name("a").unwrap();
+        assert_eq!(
+            r.get(b).err().map(|e| e.name),
+            Some(ErrorName::UnknownObjectError)
+        );
+        assert_eq!(
+            r.delete_name("a").unwrap_err().name,
+            ErrorName::UnknownObjectError
+        );
+        assert_eq!(
+            r.delete_id(b).unwrap_err().name,
+            ErrorName::UnknownObjectError
+        );
+    }
+
+    #[test]
+    fn objects_are_listed_in_the_order_they_were_created() {
+        let r = registry();
+        let ids: Vec<u64> = (0..50)
+            .map(|_| r.create(Kind::Lock, None, &no_args(), 0).unwrap())
+            .collect();
+        let listed: Vec<u64> = r.list().into_iter().map(|info| info.id).collect();
+        assert_eq!(listed, ids);
+    }
+
+    #[test]
+    fn a_cache_does_not_keep_a_deleted_object_alive() {
+        let r = registry();
+        let mut cache = ObjectCache::default();
+        let id = r.create(Kind::Dict, None, &no_args(), 0).unwrap();
+        let object = Arc::downgrade(cache.get(&r, id).unwrap().object());
+        r.delete_id(id).unwrap();
+        assert!(
+            object.upgrade().is_none(),
+            "the object outlived its deletion"
+        );
+        let err = cache.get(&r, id).err().map(|e| e.name);
+        assert_eq!(err, Some(ErrorName::UnknownObjectError));
+    }
+
+    /// A small deterministic generator (SplitMix64), so that a failure runs again as it was.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % n
+        }
+    }
+
+    /// Deletions as they returned, each stamped with a clock read after it returned, so that a
+    /// lookup can tell the deletions that finished before it began.
+    #[derive(Default)]
+    struct Deletions {
+        clock: AtomicU64,
+        at: Mutex<HashMap<u64, u64>>,
+    }
+
+    impl Deletions {
+        fn now(&self) -> u64 {
+            self.clock.load(Ordering::SeqCst)
+        }
+
+        fn record(&self, id: u64) {
+            let t = self.clock.fetch_add(1, Ordering::SeqCst);
+            self.at.lock().unwrap().entry(id).or_insert(t);
+        }
+
+        /// True when `id`'s deletion returned before the clock read `began`.
+        fn before(&self, id: u64, began: u64) -> bool {
+            self.at.lock().unwrap().get(&id).is_some_and(|&t| t < began)
+        }
+
+        fn contains(&self, id: u64) -> bool {
+            self.at.lock().unwrap().contains_key(&id)
+        }
+    }
+
+    /// Threads create (by name and without), look up and delete the same few names and ids at
+    /// random. During the run: a lookup by name or id never returns an object whose deletion
+    /// returned before the lookup began, and a deleted object is gone for its deleter at once.
+    /// Afterwards: no two objects share a name, every name leads to a listed object and every
+    /// named object is what its name leads to, and exactly the listed objects are alive.
+    #[test]
+    fn concurrent_creates_lookups_and_deletes_keep_names_and_ids_consistent() {
+        const THREADS: u64 = 8;
+        const OPS: u64 = 20_000;
+        const NAMES: u64 = 6;
+        let r = registry();
+        let deleted = Deletions::default();
+        let created: Mutex<HashSet<u64>> = Mutex::default();
+        // Ids recently created, shared by the threads so that they use and delete each other's.
+        let recent: Vec<AtomicU64> = (0..16).map(|_| AtomicU64::new(0)).collect();
+        let lookups = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let (r, deleted, created, recent) = (&r, &deleted, &created, &recent);
+                let lookups = &lookups;
+                scope.spawn(move || {
+                    let mut rng = Rng(t);
+                    for _ in 0..OPS {
+                        let name = format!("n{}", rng.below(NAMES));
+                        let recent = &recent[rng.below(recent.len() as u64) as usize];
+                        let began = deleted.now();
+                        match rng.below(6) {
+                            0 | 1 => {
+                                let named = rng.below(2) == 0;
+                                let id = r
+                                    .create(Kind::Lock, named.then_some(&*name), &no_args(), 0)
+                                    .expect("create");
+                                assert!(!deleted.before(id, began), "create gave deleted {id}");
+                                created.lock().unwrap().insert(id);
+                                recent.store(id, Ordering::Relaxed);
+                            }
+                            2 => {
+                                let id = recent.load(Ordering::Relaxed);
+                                if r.get(id).is_ok() {
+                                    assert!(!deleted.before(id, began), "get gave deleted {id}");
+                                    lookups.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            3 => {
+                                if let Ok((kind, id)) = r.lookup(&name) {
+                                    assert_eq!(kind, Kind::Lock);
+                                    assert!(
+                                        !deleted.before(id, began),
+                                        "lookup of {name} gave deleted {id}"
+                                    );
+                                    lookups.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            4 => {
+                                let id = recent.load(Ordering::Relaxed);
+                                if r.delete_id(id).is_ok() {
+                                    assert!(r.get(id).is_err(), "{id} survived its deletion");
+                                    deleted.record(id);
+                                }
+                            }
+                            _ => {
+                                let id = r.lookup(&name).map(|(_, id)| id);
+                                if r.delete_name(&name).is_ok() {
+                                    // Whichever object went, the one looked up may be it.
+                                    if let Ok(id) = id {
+                                        if r.get(id).is_err() {
+                                            deleted.record(id);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        assert!(
+            lookups.load(Ordering::Relaxed) > 0,
+            "no lookup found anything"
+        );
+
+        let mut names = HashSet::new();
+        let mut live = HashSet::new();
+        for info in r.list() {
+            live.insert(info.id);
+            assert!(!deleted.contains(info.id), "deleted {} is listed", info.id);
+            assert!(r.get(info.id).is_ok());
+            if let Some(name) = &info.name {
+                assert!(names.insert(name.clone()), "two objects are named {name}");
+                assert_eq!(r.lookup(name).unwrap().1, info.id, "{name} leads elsewhere");
+            }
+        }
+        for n in 0..NAMES {
+            if let Ok((_, id)) = r.lookup(&format!("n{n}")) {
+                assert!(live.contains(&id), "n{n} leads to an unlisted object");
+            }
+        }
+        for &id in created.lock().unwrap().iter() {
+            assert_eq!(r.get(id).is_ok(), live.contains(&id), "object {id}");
+        }
     }
 }

@@ -65,7 +65,7 @@ impl Server {
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
             shared: Arc::new(Shared {
-                registry: Registry::default(),
+                registry: Registry::new()?,
                 config,
                 shutdown,
                 spinners: Spinners::default(),

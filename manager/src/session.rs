@@ -22,7 +22,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
-use tracing::{debug, info};
+use tracing::{debug, info, Instrument};
 
 use agora_proto::{
     encode, envelope, CallError, Envelope, ErrorName, FrameDecoder, FrameError, Params,
@@ -71,7 +71,6 @@ pub struct Session {
     authenticated: bool,
     /// The challenge of the latest `hello`, which the next `auth` must answer.
     challenge: Option<[u8; auth::CHALLENGE_LEN]>,
-    peer: String,
     parked: JoinSet<ParkedOutput>,
     parked_msgids: HashMap<Id, u32>,
     /// What this connection holds (locks, permits), released when it closes.
@@ -81,13 +80,12 @@ pub struct Session {
 }
 
 impl Session {
-    fn new(shared: Arc<Shared>, peer: String) -> Session {
+    fn new(shared: Arc<Shared>) -> Session {
         Session {
             shared,
             id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
             authenticated: false,
             challenge: None,
-            peer,
             parked: JoinSet::new(),
             parked_msgids: HashMap::new(),
             holdings: Holdings::new(),
@@ -119,7 +117,7 @@ impl Session {
             ErrorName::ProtocolError
         };
         let err = CallError::new(name, format!("{e}; closing the connection"));
-        info!(peer = %self.peer, error = %err, "closing connection");
+        info!(error = %err, "closing connection");
         match e.msgid {
             Some(msgid) => encode::response_err(out, msgid, &err),
             None => {
@@ -147,7 +145,7 @@ impl Session {
             // Notifications and responses from a client are never answered.
             Ok(_) => return Next::Continue,
             Err(e) => {
-                debug!(peer = %self.peer, error = %e, "bad envelope");
+                debug!(error = %e, "bad envelope");
                 if let Some(msgid) = e.msgid {
                     let err = CallError::new(ErrorName::ProtocolError, e.to_string());
                     encode::response_err(out, msgid, &err);
@@ -238,7 +236,7 @@ impl Session {
             "shutdown" => {
                 p.expect(method, 0, 0)?;
                 out.extend_from_slice(encode::TRUE);
-                info!(peer = %self.peer, "shutdown requested");
+                info!("shutdown requested");
                 Ok(Step::Answered(Next::Shutdown))
             }
             _ => {
@@ -270,7 +268,7 @@ impl Session {
             .ok_or_else(|| fail("auth takes the digest as a bin"))?;
         if !auth::verify(&self.shared.config.authkey, &challenge, digest) {
             self.authenticated = false;
-            info!(peer = %self.peer, "authentication failed");
+            info!("authentication failed");
             return Err(fail(
                 "wrong digest: the authkey differs from the manager's (check AGORA_AUTHKEY)",
             ));
@@ -300,7 +298,7 @@ impl Session {
 
     /// Answers a parked call whose task failed (a bug: it is reported, not hidden).
     fn parked_failed(&mut self, e: &tokio::task::JoinError, out: &mut Vec<u8>) {
-        tracing::error!(peer = %self.peer, error = %e, "a parked call failed");
+        tracing::error!(error = %e, "a parked call failed");
         if let Some(msgid) = self.parked_msgids.remove(&e.id()) {
             let err = CallError::runtime(format!("internal error in the manager: {e}"));
             encode::response_err(out, msgid, &err);
@@ -463,7 +461,20 @@ fn recv_now(fd: RawFd, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
 
 /// Serves one connection until the peer leaves, the connection must close, or the manager
 /// shuts down.
+///
+/// Everything the connection logs is inside a `conn` span carrying a random uuid and the peer,
+/// so one connection can be followed through the log: peers repeat (every Unix socket client is
+/// the same unnamed peer) and the numeric session id is only unique within one run, while the
+/// uuid is unique across runs and managers, so logs of several can be merged.
 pub async fn serve<S>(stream: S, shared: Arc<Shared>, peer: String)
+where
+    S: AsyncRead + AsyncWrite + AsRawFd + Unpin,
+{
+    let span = tracing::info_span!("conn", conn = %uuid::Uuid::new_v4(), peer = %peer);
+    serve_in_span(stream, shared).instrument(span).await
+}
+
+async fn serve_in_span<S>(stream: S, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + AsRawFd + Unpin,
 {
@@ -472,23 +483,22 @@ where
         stream,
         stopping: shared.shutdown.subscribe(),
         decoder: FrameDecoder::new(shared.config.pre_auth_limits()),
-        session: Session::new(shared.clone(), peer),
+        session: Session::new(shared.clone()),
         out: Vec::with_capacity(READ_CHUNK),
         sent: Vec::new(),
         spin: SpinState::new(),
         shared,
     };
-    debug!(peer = %conn.session.peer, "connected");
+    debug!(session = conn.session.id, "connected");
     let stop = conn.run().await;
     let Connection {
         mut stream,
         session,
         ..
     } = conn;
-    let peer = session.peer.clone();
     session.finish(&mut stream, stop).await;
     let _ = stream.shutdown().await;
-    debug!(peer = %peer, "disconnected");
+    debug!("disconnected");
 }
 
 /// One connection's loop state: its socket, what it read and is about to write.
@@ -590,7 +600,7 @@ where
                 Flow::Next(self.session.process(&mut self.decoder, &mut self.out))
             }
             Event::Read(Err(e)) => {
-                debug!(peer = %self.session.peer, error = %e, "read failed");
+                debug!(error = %e, "read failed");
                 Flow::End(false)
             }
         }
@@ -617,13 +627,13 @@ where
         // end-of-file is waiting to be read gives its grants back (so the next waiter gets a
         // plain grant, not an owner-died notice from a holder that never knew it held).
         if !self.sent.is_empty() && peer_closed(self.fd) {
-            debug!(peer = %self.session.peer, "left with grants in flight");
+            debug!("left with grants in flight");
             self.sent.drain(..).for_each(|(r, t)| t.undeliver(r));
             return false;
         }
         if !self.out.is_empty() {
             if let Err(e) = self.stream.write_all(&self.out).await {
-                debug!(peer = %self.session.peer, error = %e, "write failed");
+                debug!(error = %e, "write failed");
                 self.sent.drain(..).for_each(|(r, t)| t.undeliver(r));
                 return false;
             }
@@ -651,7 +661,7 @@ mod tests {
     async fn a_dropped_connection_task_releases_what_it_held() {
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            registry: Registry::default(),
+            registry: Registry::new().unwrap(),
             config: Config::new(KEY.to_vec()),
             shutdown,
             spinners: Default::default(),

@@ -45,17 +45,28 @@ fn an_oversize_message_gets_a_limit_error_and_the_connection_closes() {
 
 #[test]
 fn a_message_exactly_at_the_size_limit_is_accepted() {
-    let probe = request(1, "list.append", p![1, Value::Binary(vec![0; 1000])]);
+    // Ids are random below 2^53, so the limit is taken from a probe with a stand-in id, and
+    // the real probe's binary is padded to the same length once the id is known.
+    let append = |id: u64, n: usize| request(1, "list.append", p![id, Value::Binary(vec![0; n])]);
+    let limit = append(1 << 52, 1000).len();
     let server = TestServer::with_limits(Limits {
-        max_message_bytes: probe.len(),
+        max_message_bytes: limit,
         ..Limits::default()
     });
     let mut c = server.client();
     let id = c.create("list", None, vec![]);
-    assert_eq!(id, 1, "the probe was built for id 1");
+    let probe = append(id, 1000 + limit - append(id, 1000).len());
+    assert_eq!(probe.len(), limit);
     c.send(&probe);
     assert_eq!(c.response().result.unwrap(), [0xc0]);
-    let over = request(2, "list.append", p![1, Value::Binary(vec![0; 1001])]);
+    let over = request(
+        2,
+        "list.append",
+        p![
+            id,
+            Value::Binary(vec![0; 1001 + limit - append(id, 1000).len()])
+        ],
+    );
     c.send(&over);
     assert_eq!(c.response().result.unwrap_err().name, "LimitError");
     c.expect_closed();
