@@ -162,3 +162,58 @@ fn from_token_compares_runs_not_addresses() {
         assert!(text.contains(part), "{part:?} in {text}");
     }
 }
+
+/// A raw client that kept the first run's ids and calls them on the second run: every call is
+/// `UnknownObjectError`, and the second run's objects are as their owner left them.
+#[test]
+fn a_raw_client_with_ids_of_an_earlier_run_reaches_nothing() {
+    use agora_proto::testing::RawClient;
+    use rmpv::Value;
+
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("m.sock").display());
+    let raw = |m: &Manager| {
+        let mut c = RawClient::connect(&m.address(0).to_string()).unwrap();
+        c.authenticate(&key());
+        c
+    };
+    let kinds = ["list", "dict", "lock"];
+
+    let first = Manager::start(&[&address]);
+    let mut c = raw(&first);
+    let old: Vec<u64> = kinds.iter().map(|k| c.create(k, None, vec![])).collect();
+    drop(c);
+    first.stop();
+
+    let second = Manager::start(&[&address]);
+    let mut owner = raw(&second);
+    let new: Vec<u64> = kinds
+        .iter()
+        .map(|k| owner.create(k, None, vec![]))
+        .collect();
+    owner.ok("list.append", vec![new[0].into(), 1.into()]);
+    owner.ok("dict.setitem", vec![new[1].into(), "k".into(), 1.into()]);
+
+    let mut stale = raw(&second);
+    let calls: [(&str, Vec<Value>); 3] = [
+        ("list.append", vec![old[0].into(), 666.into()]),
+        ("dict.setitem", vec![old[1].into(), "k".into(), 666.into()]),
+        ("lock.acquire", vec![old[2].into(), false.into()]),
+    ];
+    for (method, params) in calls {
+        assert_eq!(stale.fail(method, params), "UnknownObjectError", "{method}");
+    }
+    assert_eq!(
+        owner.ok("list.copy", vec![new[0].into()]),
+        Value::Array(vec![1.into()])
+    );
+    assert_eq!(
+        owner.ok("dict.get", vec![new[1].into(), "k".into()]),
+        Value::from(1)
+    );
+    assert_eq!(
+        owner.ok("lock.locked", vec![new[2].into()]),
+        Value::Boolean(false)
+    );
+    second.stop();
+}
