@@ -2,6 +2,7 @@
 
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use agora_proto::Limits;
 
@@ -10,6 +11,45 @@ use crate::spin::Spin;
 /// Largest message an unauthenticated connection may send: `hello` and `auth` are tiny, and a
 /// stranger must not make the manager buffer the full message limit.
 pub const PRE_AUTH_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Most connections a manager serves at once unless told otherwise, when the descriptor limit
+/// allows (see [`default_max_connections`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Descriptors kept free for everything but connections (listeners, the runtime, log files,
+/// the one a refused connection occupies while it is told so).
+pub const FD_RESERVE: usize = 64;
+
+/// How long a connection may take to authenticate unless told otherwise.
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many bytes of replies a connection may have waiting to be written before the manager
+/// stops reading its requests, unless told otherwise.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 32 * 1024 * 1024;
+
+/// The soft `RLIMIT_NOFILE` of this process: how many descriptors it may have open.
+/// `None` if it cannot be read; `usize::MAX` when unlimited.
+pub fn open_files_limit() -> Option<usize> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    Some(usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
+}
+
+/// The default for [`Config::max_connections`]: [`DEFAULT_MAX_CONNECTIONS`], or fewer when
+/// the soft `RLIMIT_NOFILE` less [`FD_RESERVE`] is lower (never below 1), so that the manager
+/// refuses a connection with a clear error before `accept` starts failing for want of
+/// descriptors.
+pub fn default_max_connections() -> usize {
+    let allowed =
+        open_files_limit().map_or(DEFAULT_MAX_CONNECTIONS, |n| n.saturating_sub(FD_RESERVE));
+    DEFAULT_MAX_CONNECTIONS.min(allowed).max(1)
+}
 
 /// A manager's configuration.
 #[derive(Debug, Clone)]
@@ -20,6 +60,17 @@ pub struct Config {
     pub limits: Limits,
     /// Most requests one connection may have in flight (received, not yet answered).
     pub max_in_flight: usize,
+    /// Most connections served at once, over all listeners. One more is accepted, told
+    /// `LimitError` and closed at once. Default: [`default_max_connections`].
+    pub max_connections: usize,
+    /// How long a new connection has to authenticate (`hello`, then `auth`) before it is
+    /// closed. Default: [`DEFAULT_AUTH_TIMEOUT`].
+    pub auth_timeout: Duration,
+    /// How many bytes of replies one connection may have waiting to be written (its client is
+    /// not reading them) before the manager stops reading that connection's requests, until
+    /// they are written. Bounds what a client that never reads costs: about this much, plus one
+    /// reply, plus one request. Default: [`DEFAULT_MAX_OUTPUT_BYTES`].
+    pub max_output_bytes: usize,
     /// How busy connections poll for their next request before sleeping.
     pub spin: Spin,
     /// Which run of a manager this is, reported by `hello`. A fresh one for every
@@ -67,6 +118,9 @@ impl Config {
             authkey,
             limits: Limits::default(),
             max_in_flight: 65_536,
+            max_connections: default_max_connections(),
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             spin: Spin::default(),
             run: Run::new(),
         }

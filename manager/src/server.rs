@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -29,6 +29,25 @@ pub struct Shared {
     pub shutdown: watch::Sender<bool>,
     /// How many connections are polling for their next request right now.
     pub spinners: Spinners,
+    /// One permit per connection that may be served ([`Config::max_connections`]); each
+    /// connection's task holds one until it ends.
+    pub connections: Arc<Semaphore>,
+}
+
+impl Shared {
+    /// The state of a manager with this configuration.
+    pub fn new(config: Config) -> io::Result<Shared> {
+        let (shutdown, _) = watch::channel(false);
+        Ok(Shared {
+            registry: Registry::new()?,
+            connections: Arc::new(Semaphore::new(
+                config.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
+            config,
+            shutdown,
+            spinners: Spinners::default(),
+        })
+    }
 }
 
 /// Stops a running [`Server`] from anywhere: another task, a thread, a signal handler.
@@ -54,22 +73,25 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server on these listeners. Fails if the authkey is empty.
+    /// A server on these listeners. Fails if the authkey is empty, or if
+    /// [`Config::max_connections`], [`Config::auth_timeout`] or [`Config::max_output_bytes`]
+    /// is zero.
     pub fn new(listeners: Vec<Listener>, config: Config) -> io::Result<Server> {
+        let invalid = |why: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, why.to_owned()));
         if config.authkey.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the authkey must not be empty",
-            ));
+            return invalid("the authkey must not be empty");
         }
-        let (shutdown, _) = watch::channel(false);
+        if config.max_connections == 0 {
+            return invalid("max_connections must be at least 1");
+        }
+        if config.auth_timeout.is_zero() {
+            return invalid("auth_timeout must not be zero");
+        }
+        if config.max_output_bytes == 0 {
+            return invalid("max_output_bytes must be at least 1");
+        }
         Ok(Server {
-            shared: Arc::new(Shared {
-                registry: Registry::new()?,
-                config,
-                shutdown,
-                spinners: Spinners::default(),
-            }),
+            shared: Arc::new(Shared::new(config)?),
             listeners,
         })
     }
@@ -165,6 +187,18 @@ impl Accept for tokio::net::TcpListener {
     }
 }
 
+/// Tells a connection past [`Config::max_connections`] why it is refused, if that can be done
+/// without waiting, and closes it.
+fn refuse<S: AsRawFd>(stream: S, peer: &str, max: usize) {
+    warn!(%peer, max_connections = max, "refusing a connection: too many connections");
+    let message = format!("too many connections ({max} at most); try again later");
+    let mut out = Vec::new();
+    session::error_notification(&mut out, agora_proto::ErrorName::LimitError, &message);
+    // Written at most once, without blocking: a client that cannot take it is closed anyway.
+    let _ = session::send_now(stream.as_raw_fd(), &out);
+    drop(stream);
+}
+
 /// Accepts connections until shutdown, then drains them.
 async fn accept_loop<L: Accept>(listener: L, shared: Arc<Shared>) {
     let mut stopping = shared.shutdown.subscribe();
@@ -174,9 +208,17 @@ async fn accept_loop<L: Accept>(listener: L, shared: Arc<Shared>) {
             _ = stopped(&mut stopping) => break,
             Some(_) = connections.join_next() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(session::serve(stream, shared.clone(), peer));
-                }
+                Ok((stream, peer)) => match shared.connections.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let shared = shared.clone();
+                        connections.spawn(async move {
+                            session::serve(stream, shared, peer).await;
+                            // The slot frees once the connection is closed and released.
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => refuse(stream, &peer, shared.config.max_connections),
+                },
                 Err(e) => {
                     // Out of descriptors, say: back off instead of spinning.
                     warn!(error = %e, "accept failed");

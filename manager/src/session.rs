@@ -13,16 +13,18 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use agora_proto::{
     encode, envelope, CallError, Envelope, ErrorName, FrameDecoder, FrameError, Params,
@@ -37,6 +39,17 @@ use crate::spin::{SpinSlot, SpinState};
 
 /// How many bytes to ask the socket for at a time.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// An output buffer whose capacity grew past this (a large reply) is given back once written.
+const SHRINK_ABOVE: usize = 1024 * 1024;
+
+/// Written bytes are cut from the front of the output buffer once there are this many and
+/// they are at least half of it.
+const COMPACT_AT: usize = 256 * 1024;
+
+/// How long a connection that must close gets to take the replies before it (the error that
+/// explains why it closes among them).
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -93,18 +106,27 @@ impl Session {
         }
     }
 
-    /// Answers every complete message in the decoder into `out`.
-    fn process(&mut self, decoder: &mut FrameDecoder, out: &mut Vec<u8>) -> Next {
+    /// Answers the complete messages in the decoder into `out`, until `out` holds `stop_at`
+    /// bytes (backpressure: the rest wait in the decoder). Also says whether it stopped there.
+    fn process(
+        &mut self,
+        decoder: &mut FrameDecoder,
+        out: &mut Vec<u8>,
+        stop_at: usize,
+    ) -> (Next, bool) {
         loop {
+            if out.len() >= stop_at {
+                return (Next::Continue, true);
+            }
             match decoder.next_frame() {
                 Ok(Some(frame)) => match self.handle_frame(frame, decoder, out) {
                     Next::Continue => {}
-                    other => return other,
+                    other => return (other, false),
                 },
-                Ok(None) => return Next::Continue,
+                Ok(None) => return (Next::Continue, false),
                 Err(e) => {
                     self.frame_error(&e, out);
-                    return Next::Close;
+                    return (Next::Close, false);
                 }
             }
         }
@@ -120,13 +142,7 @@ impl Session {
         info!(error = %err, "closing connection");
         match e.msgid {
             Some(msgid) => encode::response_err(out, msgid, &err),
-            None => {
-                let mut pair = Vec::new();
-                encode::str(&mut pair, name.as_str());
-                let mut msg = Vec::new();
-                encode::str(&mut msg, &err.message);
-                encode::notification(out, "error", &[&pair, &msg]);
-            }
+            None => error_notification(out, name, &err.message),
         }
     }
 
@@ -345,6 +361,67 @@ impl Drop for Session {
     }
 }
 
+/// Appends the notification `[2, "error", [name, message]]`, which tells a client why its
+/// connection closes when there is no request to answer with that.
+pub fn error_notification(out: &mut Vec<u8>, name: ErrorName, message: &str) {
+    let mut name_bytes = Vec::new();
+    encode::str(&mut name_bytes, name.as_str());
+    let mut message_bytes = Vec::new();
+    encode::str(&mut message_bytes, message);
+    encode::notification(out, "error", &[&name_bytes, &message_bytes]);
+}
+
+/// One write to the socket that never waits: `WouldBlock` when its buffer is full. Bypasses
+/// tokio's readiness tracking, harmlessly (see [`recv_now`]).
+pub fn send_now(fd: RawFd, bytes: &[u8]) -> std::io::Result<usize> {
+    loop {
+        // SAFETY: `fd` is an open socket; `bytes` is readable for its length.
+        let n = unsafe {
+            libc::send(
+                fd,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) => return Ok(n),
+            Err(_) => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// One read from `stream` into `buf`'s spare room.
+fn poll_read_into<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    let spare = buf.spare_capacity_mut();
+    let start = spare.as_ptr();
+    let mut read = tokio::io::ReadBuf::uninit(spare);
+    match Pin::new(stream).poll_read(cx, &mut read) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+        Poll::Pending => return Poll::Pending,
+    }
+    let n = read.filled().len();
+    if n > 0 && read.filled().as_ptr() != start.cast() {
+        return Poll::Ready(Err(std::io::Error::other(
+            "the stream read into another buffer",
+        )));
+    }
+    // SAFETY: the read initialised the first `n` bytes of the spare room (checked above to be
+    // where they were put).
+    unsafe { buf.set_len(buf.len() + n) };
+    Poll::Ready(Ok(n))
+}
+
 fn write_hello(out: &mut Vec<u8>, challenge: &[u8], run: &crate::Run) {
     encode::map_header(out, 6);
     encode::str(out, "protocol");
@@ -364,7 +441,13 @@ fn write_hello(out: &mut Vec<u8>, challenge: &[u8], run: &crate::Run) {
 /// What woke the connection loop.
 enum Event {
     Stop,
+    /// The connection has not authenticated within [`crate::Config::auth_timeout`].
+    AuthTimeout,
     Read(std::io::Result<usize>),
+    /// Some of the unwritten replies were written.
+    Wrote(std::io::Result<usize>),
+    /// Requests read earlier wait in the decoder, and there is room for their replies again.
+    Backlog,
     ParkedDone(Result<(Id, ParkedOutput), tokio::task::JoinError>),
 }
 
@@ -485,12 +568,21 @@ where
         decoder: FrameDecoder::new(shared.config.pre_auth_limits()),
         session: Session::new(shared.clone()),
         out: Vec::with_capacity(READ_CHUNK),
+        written: 0,
         sent: Vec::new(),
+        backlog: false,
+        eof: false,
+        auth_deadline: tokio::time::Instant::now() + shared.config.auth_timeout,
         spin: SpinState::new(),
         shared,
     };
     debug!(session = conn.session.id, "connected");
     let stop = conn.run().await;
+    if stop {
+        conn.drain_out().await;
+    }
+    // Replies never written: their grants go back.
+    conn.undeliver();
     let Connection {
         mut stream,
         session,
@@ -509,10 +601,20 @@ struct Connection<S> {
     stopping: watch::Receiver<bool>,
     decoder: FrameDecoder,
     session: Session,
-    /// Replies waiting to be written, in one write.
+    /// Replies waiting to be written, from `written` on.
     out: Vec<u8>,
-    /// The grants in `out`, to give back if they cannot be written.
-    sent: Vec<(Reply, Ticket)>,
+    /// How much of `out` is written.
+    written: usize,
+    /// The grants in `out`, each with where its reply ends in `out`, to give back if they
+    /// cannot be written.
+    sent: Vec<(usize, Reply, Ticket)>,
+    /// Processing stopped at [`crate::Config::max_output_bytes`]: requests may wait in the
+    /// decoder, to be answered before anything more is read.
+    backlog: bool,
+    /// The client has sent everything it will: end-of-file was read.
+    eof: bool,
+    /// When the connection must have authenticated by.
+    auth_deadline: tokio::time::Instant,
     spin: SpinState,
 }
 
@@ -534,6 +636,9 @@ where
         let shared = self.shared.clone();
         let mut slot = None;
         loop {
+            if self.eof && !self.backlog && self.unwritten() == 0 {
+                return false;
+            }
             let event = self.next_event(slot.take()).await;
             let answered = matches!(event, Event::Read(Ok(n)) if n > 0);
             if answered {
@@ -551,13 +656,21 @@ where
             slot = (answered && self.session.parked.is_empty())
                 .then(|| self.spin.try_start(&shared.config.spin, &shared.spinners))
                 .flatten();
-            if !self.flush().await {
+            if !self.flush_now() {
                 return false;
+            }
+            // Replies the client has not taken yet, or requests waiting for room: no polling.
+            if self.unwritten() > 0 || self.backlog {
+                slot = None;
             }
             match next {
                 Next::Continue => {}
-                Next::Close => return false,
+                Next::Close => {
+                    self.drain_out().await;
+                    return false;
+                }
                 Next::Shutdown => {
+                    self.drain_out().await;
                     shared.shutdown.send_replace(true);
                     return true;
                 }
@@ -565,8 +678,15 @@ where
         }
     }
 
+    /// Bytes of replies not written yet.
+    fn unwritten(&self) -> usize {
+        self.out.len() - self.written
+    }
+
     /// The next thing to do: a request polled for (when this connection holds a polling
-    /// place), else whatever wakes the task first.
+    /// place), else whatever wakes the task first. While the unwritten replies are at
+    /// [`crate::Config::max_output_bytes`] or more, neither requests nor parked replies are
+    /// taken in: only writing them, or the manager stopping, moves the connection on.
     async fn next_event(&mut self, slot: Option<SpinSlot<'_>>) -> Event {
         let polled = slot.and_then(|slot| {
             poll_for_request(
@@ -580,40 +700,115 @@ where
         if let Some(read) = polled {
             return Event::Read(read);
         }
+        let room = self.unwritten() < self.shared.config.max_output_bytes;
+        if room && self.backlog {
+            return Event::Backlog;
+        }
+        let read = room && !self.eof;
+        let unauthenticated = !self.session.authenticated;
+        let deadline = self.auth_deadline;
+        let Connection {
+            stream,
+            out,
+            written,
+            decoder,
+            stopping,
+            session,
+            ..
+        } = self;
+        let unwritten = &out[*written..];
+        let io = std::future::poll_fn(|cx| {
+            if !unwritten.is_empty() {
+                if let Poll::Ready(wrote) = Pin::new(&mut *stream).poll_write(cx, unwritten) {
+                    return Poll::Ready(Event::Wrote(wrote));
+                }
+            }
+            if read {
+                if let Poll::Ready(r) = poll_read_into(stream, cx, decoder.read_buf(READ_CHUNK)) {
+                    return Poll::Ready(Event::Read(r));
+                }
+            }
+            Poll::Pending
+        });
         tokio::select! {
             biased;
-            _ = crate::server::stopped(&mut self.stopping) => Event::Stop,
-            Some(done) = self.session.parked.join_next_with_id() => Event::ParkedDone(done),
-            read = self.stream.read_buf(self.decoder.read_buf(READ_CHUNK)) => Event::Read(read),
+            _ = crate::server::stopped(stopping) => Event::Stop,
+            _ = tokio::time::sleep_until(deadline), if unauthenticated => Event::AuthTimeout,
+            Some(done) = session.parked.join_next_with_id(), if room => Event::ParkedDone(done),
+            event = io => event,
         }
     }
 
     fn handle(&mut self, event: Event) -> Flow {
         match event {
             Event::Stop => Flow::End(true),
+            Event::AuthTimeout => {
+                let timeout = self.shared.config.auth_timeout;
+                info!(?timeout, "closing connection: not authenticated in time");
+                // Only between replies, and only if it fits now: the connection closes anyway.
+                if self.unwritten() == 0 {
+                    let mut out = Vec::new();
+                    let message = format!(
+                        "not authenticated within {timeout:?} of connecting; closing the connection"
+                    );
+                    error_notification(&mut out, ErrorName::AuthenticationError, &message);
+                    let _ = send_now(self.fd, &out);
+                }
+                Flow::End(false)
+            }
             Event::ParkedDone(done) => {
                 self.answer_parked(done);
                 Flow::Next(Next::Continue)
             }
-            Event::Read(Ok(0)) => Flow::End(false),
-            Event::Read(Ok(_)) => {
-                Flow::Next(self.session.process(&mut self.decoder, &mut self.out))
+            Event::Read(Ok(0)) => {
+                self.eof = true;
+                Flow::Next(Next::Continue)
             }
+            Event::Read(Ok(_)) | Event::Backlog => Flow::Next(self.process()),
             Event::Read(Err(e)) => {
                 debug!(error = %e, "read failed");
+                Flow::End(false)
+            }
+            Event::Wrote(Ok(n)) if n > 0 => {
+                self.advance(n);
+                Flow::Next(Next::Continue)
+            }
+            Event::Wrote(result) => {
+                debug!(?result, "write failed");
+                self.undeliver();
                 Flow::End(false)
             }
         }
     }
 
+    /// Answers what was read, as far as [`crate::Config::max_output_bytes`] allows.
+    fn process(&mut self) -> Next {
+        let stop_at = self.written + self.shared.config.max_output_bytes;
+        let (next, full) = self
+            .session
+            .process(&mut self.decoder, &mut self.out, stop_at);
+        if full && !self.backlog {
+            debug!(
+                unwritten = self.unwritten(),
+                "the client is not taking its replies: reading paused"
+            );
+        }
+        self.backlog = full;
+        next
+    }
+
     /// Appends every parked reply that is ready, so they go out in one write.
     fn answer_parked(&mut self, first: Result<(Id, ParkedOutput), tokio::task::JoinError>) {
         let mut done = Some(first);
+        let mut grants = Vec::new();
         while let Some(result) = done {
             match result {
                 Ok((id, output)) => {
                     self.session
-                        .write_parked(id, output, &mut self.out, &mut self.sent)
+                        .write_parked(id, output, &mut self.out, &mut grants);
+                    let end = self.out.len();
+                    self.sent
+                        .extend(grants.drain(..).map(|(reply, ticket)| (end, reply, ticket)));
                 }
                 Err(e) => self.session.parked_failed(&e, &mut self.out),
             }
@@ -621,27 +816,75 @@ where
         }
     }
 
-    /// Writes the replies; false when the connection is gone (its grants are given back).
-    async fn flush(&mut self) -> bool {
+    /// Notes that `n` more bytes were written: the grants whose replies are all out are
+    /// delivered, and written bytes leave the buffer.
+    fn advance(&mut self, n: usize) {
+        self.written += n;
+        let written = self.written;
+        self.sent.retain(|(end, ..)| *end > written);
+        if self.written >= self.out.len() {
+            self.out.clear();
+            self.written = 0;
+            if self.out.capacity() > SHRINK_ABOVE {
+                self.out.shrink_to(READ_CHUNK);
+            }
+            self.spin.wrote(Instant::now());
+        } else if self.written >= COMPACT_AT && self.written * 2 >= self.out.len() {
+            self.out.drain(..self.written);
+            self.sent.iter_mut().for_each(|(end, ..)| *end -= written);
+            self.written = 0;
+        }
+    }
+
+    /// Gives back the grants whose replies were not written.
+    fn undeliver(&mut self) {
+        self.sent.drain(..).for_each(|(_, r, t)| t.undeliver(r));
+    }
+
+    /// Writes what the socket takes now, without waiting; false when the connection is gone
+    /// (its grants are given back). The rest is written as the socket drains ([`Event::Wrote`]).
+    fn flush_now(&mut self) -> bool {
         // A grant goes only to a connection whose client has not already left: one whose
         // end-of-file is waiting to be read gives its grants back (so the next waiter gets a
         // plain grant, not an owner-died notice from a holder that never knew it held).
         if !self.sent.is_empty() && peer_closed(self.fd) {
             debug!("left with grants in flight");
-            self.sent.drain(..).for_each(|(r, t)| t.undeliver(r));
+            self.undeliver();
             return false;
         }
-        if !self.out.is_empty() {
-            if let Err(e) = self.stream.write_all(&self.out).await {
-                debug!(error = %e, "write failed");
-                self.sent.drain(..).for_each(|(r, t)| t.undeliver(r));
-                return false;
+        while self.unwritten() > 0 {
+            match send_now(self.fd, &self.out[self.written..]) {
+                Ok(n) if n > 0 => self.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                result => {
+                    debug!(?result, "write failed");
+                    self.undeliver();
+                    return false;
+                }
             }
-            self.out.clear();
-            self.spin.wrote(Instant::now());
         }
-        self.sent.clear();
         true
+    }
+
+    /// Writes the rest of the replies before the connection closes, waiting at most
+    /// [`CLOSE_WRITE_TIMEOUT`]. What cannot be written is given back.
+    async fn drain_out(&mut self) {
+        if self.unwritten() == 0 {
+            return;
+        }
+        let write = self.stream.write_all(&self.out[self.written..]);
+        match tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => {
+                let rest = self.unwritten();
+                self.advance(rest);
+            }
+            Ok(Err(e)) => debug!(error = %e, "write failed"),
+            Err(_) => warn!(
+                unwritten = self.unwritten(),
+                "closing connection with replies its client did not take"
+            ),
+        }
+        self.undeliver();
     }
 }
 
@@ -649,7 +892,6 @@ where
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::registry::Registry;
     use agora_proto::testing::RawClient;
     use rmpv::Value;
 
@@ -659,13 +901,7 @@ mod tests {
     /// that the server aborts) still releases the lock it held.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dropped_connection_task_releases_what_it_held() {
-        let (shutdown, _) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            registry: Registry::new().unwrap(),
-            config: Config::new(KEY.to_vec()),
-            shutdown,
-            spinners: Default::default(),
-        });
+        let shared = Arc::new(Shared::new(Config::new(KEY.to_vec())).unwrap());
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         theirs.set_nonblocking(true).unwrap();
         let theirs = tokio::net::UnixStream::from_std(theirs).unwrap();

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use agora_manager::config::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_OUTPUT_BYTES, FD_RESERVE};
 use agora_manager::{Config, Listener};
 use agora_proto::{spin, Limits};
 
@@ -52,8 +53,23 @@ struct Args {
     lifeline_stdin: bool,
 
     /// Most requests one connection may have in flight.
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, default_value_t = 65_536, value_parser = at_least_one)]
     max_in_flight: usize,
+
+    /// Most connections served at once; one more is told `LimitError` and closed at once.
+    /// Default: 10000, or the open-files limit (RLIMIT_NOFILE, which the manager raises
+    /// towards its hard limit as far as needed) less 64 if that is lower.
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    max_connections: Option<usize>,
+
+    /// Seconds a new connection has to authenticate (hello, then auth) before it is closed.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
+    auth_timeout: Duration,
+
+    /// Bytes of replies one connection may have unwritten (its client not reading them)
+    /// before the manager stops reading its requests until they are written.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OUTPUT_BYTES, value_parser = at_least_one)]
+    max_output_bytes: usize,
 
     /// How long, in microseconds, a busy connection polls for its next request before its
     /// thread sleeps (0: never poll; at most 1000 are used). Default: the AGORA_SPIN_US
@@ -61,6 +77,71 @@ struct Args {
     /// (0 when the manager may run on one CPU only).
     #[arg(long, value_name = "MICROSECONDS")]
     spin_us: Option<u64>,
+}
+
+/// A count that must be at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number: {e}")),
+    }
+}
+
+/// A positive number of seconds, fractions allowed.
+fn seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|e| format!("not a number of seconds: {e}"))?;
+    if secs.is_nan() || secs <= 0.0 {
+        return Err("must be more than 0 seconds".to_owned());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("not a usable duration: {e}"))
+}
+
+/// How many connections may be served: the flag, else [`DEFAULT_MAX_CONNECTIONS`]; either
+/// way the soft open-files limit is raised (within the hard one) to leave [`FD_RESERVE`]
+/// descriptors besides them. A flag the limit cannot allow stops the program; the default
+/// shrinks to fit.
+fn max_connections(flag: Option<usize>) -> Result<usize, Fatal> {
+    let wanted = flag.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    let allowed =
+        raise_open_files_limit(wanted.saturating_add(FD_RESERVE)).saturating_sub(FD_RESERVE);
+    match flag {
+        Some(n) if n > allowed => Err(Fatal(format!(
+            "--max-connections {n} needs {} open files, but the open-files limit \
+             (RLIMIT_NOFILE) allows {}: raise it (ulimit -n) or pass a smaller --max-connections",
+            n.saturating_add(FD_RESERVE),
+            allowed + FD_RESERVE
+        ))),
+        Some(n) => Ok(n),
+        None => Ok(wanted.min(allowed).max(1)),
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to `wanted`, or as near as the hard limit allows; gives
+/// the soft limit in force afterwards.
+fn raise_open_files_limit(wanted: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return usize::MAX;
+    }
+    let wanted = libc::rlim_t::try_from(wanted).unwrap_or(libc::RLIM_INFINITY);
+    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < wanted {
+        let raised = libc::rlimit {
+            rlim_cur: wanted.min(limit.rlim_max),
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given, which lives for the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = raised.rlim_cur;
+        }
+    }
+    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
 }
 
 /// A fatal startup error, with what to do about it.
@@ -155,6 +236,9 @@ fn run(args: Args) -> Result<(), Fatal> {
         max_container_len: args.max_container_len,
     };
     config.max_in_flight = args.max_in_flight;
+    config.max_connections = max_connections(args.max_connections)?;
+    config.auth_timeout = args.auth_timeout;
+    config.max_output_bytes = args.max_output_bytes;
     config.spin.budget = spin_budget(args.spin_us)?;
 
     let mut line = String::from("agora-manager ready");
