@@ -1,7 +1,7 @@
 //! The limits on what one connection may send (PROTOCOL.md section 1.1): message size,
 //! nesting depth, container length, and the smaller size allowed before authentication.
 
-use agora_proto::testing::{request, request_raw};
+use agora_proto::testing::{dec, request, request_raw};
 use agora_proto::Limits;
 use rmpv::Value;
 
@@ -167,4 +167,131 @@ fn a_pre_auth_message_over_64_kib_is_refused() {
         c.ok("list.getitem", p![id, 0]),
         Value::Binary(vec![0; 70_000])
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits per connection: connections, the time to authenticate, unwritten replies
+// ---------------------------------------------------------------------------------------------
+
+fn config() -> agora_manager::Config {
+    agora_manager::Config::new(AUTHKEY.to_vec())
+}
+
+#[test]
+fn a_server_refuses_limits_of_zero() {
+    use std::time::Duration;
+    let zeroed: [fn(&mut agora_manager::Config); 3] = [
+        |c| c.max_connections = 0,
+        |c| c.auth_timeout = Duration::ZERO,
+        |c| c.max_output_bytes = 0,
+    ];
+    for zero in zeroed {
+        let mut c = config();
+        zero(&mut c);
+        let err = agora_manager::Server::new(vec![], c)
+            .err()
+            .expect("refused");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+    }
+}
+
+#[test]
+fn max_connections_counts_every_listener() {
+    let mut c = config();
+    c.max_connections = 1;
+    let server = TestServer::with_config(c, true);
+    let mut first = server.client();
+    let mut refused = server.connect_tcp();
+    expect_error_notification(&mut refused, "LimitError");
+    refused.expect_closed();
+    assert_eq!(first.ok("ping", p![]), Value::from("pong"));
+}
+
+/// A client may pipeline far more replies than the bound on unwritten replies: the manager
+/// stops reading until they are taken, then answers the rest, every one, in order.
+#[test]
+fn replies_beyond_the_output_bound_all_arrive_in_order() {
+    let mut c = config();
+    c.max_output_bytes = 4096;
+    let server = TestServer::with_config(c, false);
+    let stream = std::os::unix::net::UnixStream::connect(&server.socket).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut c = agora_proto::testing::RawClient::from_unix_stream(stream).unwrap();
+    c.authenticate(AUTHKEY);
+    let big = Value::Binary(vec![3; 100_000]);
+    let id = c.create("value", None, vec![NIL, big.clone()]);
+    let mut batch = Vec::new();
+    for msgid in 1000..1200 {
+        batch.extend(request(msgid, "value.get", p![id]));
+    }
+    batch.extend(request(1200, "ping", p![]));
+    // Written from another thread: the manager stops taking them until replies are read.
+    let sending = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(&batch).expect("send the batch");
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for msgid in 1000..1200 {
+        let r = c.response();
+        assert_eq!(r.msgid, msgid);
+        assert_eq!(dec(&r.result.expect("value.get")), big);
+    }
+    let r = c.response();
+    assert_eq!(r.msgid, 1200);
+    assert_eq!(dec(&r.result.unwrap()), Value::from("pong"));
+    sending.join().unwrap();
+}
+
+/// A client that sends its requests, then closes its writing half, still gets every reply,
+/// however many wait behind the bound when its end-of-file is read.
+#[test]
+fn a_half_closed_client_gets_every_reply() {
+    let mut c = config();
+    c.max_output_bytes = 4096;
+    let server = TestServer::with_config(c, false);
+    let stream = std::os::unix::net::UnixStream::connect(&server.socket).unwrap();
+    let mut c =
+        agora_proto::testing::RawClient::from_unix_stream(stream.try_clone().unwrap()).unwrap();
+    c.authenticate(AUTHKEY);
+    let id = c.create("value", None, vec![NIL, Value::Binary(vec![5; 20_000])]);
+    let mut batch = Vec::new();
+    for msgid in 1..=50 {
+        batch.extend(request(msgid, "value.get", p![id]));
+    }
+    c.send(&batch);
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    for msgid in 1..=50 {
+        let r = c.response();
+        assert_eq!(r.msgid, msgid);
+        assert!(r.result.is_ok());
+    }
+    c.expect_closed();
+}
+
+/// A lock granted to a connection whose replies are stuck behind the bound (its client does
+/// not read) and which then goes away is given back, not lost.
+#[test]
+fn a_grant_stuck_behind_unread_replies_is_given_back_when_the_client_leaves() {
+    let mut c = config();
+    c.max_output_bytes = 4096;
+    let server = TestServer::with_config(c, false);
+    let mut owner = server.client();
+    let lock = owner.create("lock", None, vec![]);
+    let value = owner.create("value", None, vec![NIL, Value::Binary(vec![9; 100_000])]);
+    assert_eq!(owner.ok("lock.acquire", p![lock]), Value::from(1));
+
+    let mut greedy = server.client();
+    let mut batch = request(1, "lock.acquire", p![lock]);
+    for msgid in 2..50 {
+        batch.extend(request(msgid, "value.get", p![value]));
+    }
+    greedy.send(&batch);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // Granted to the greedy client, whose replies wait behind what it never read.
+    assert_eq!(owner.ok("lock.release", p![lock]), NIL);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    drop(greedy);
+
+    let mut next = server.client();
+    assert_eq!(next.ok("lock.acquire", p![lock]), Value::from(1));
 }
