@@ -21,11 +21,19 @@
 //! # The path of a request
 //! A connection task reads what arrived into a [`agora_proto::FrameDecoder`]; every complete
 //! request is parsed ([`agora_proto::envelope::parse`]), dispatched, and its reply appended to
-//! one output buffer, written once per read. Then, if the client is calling in a loop, the
-//! connection polls for its next request for a few tens of microseconds, yielding to the
-//! runtime between polls, before it lets its thread sleep. An object operation locks only that object, so
-//! operations on different objects run in parallel on the runtime's threads, and one on a
-//! single object is atomic.
+//! one output buffer, written as far as the socket takes it at once, the rest as it drains
+//! (past [`Config::max_output_bytes`] unwritten, the connection reads no more requests until
+//! it has drained). Then, if the client is calling in a loop, the connection polls for its
+//! next request for a few tens of microseconds, yielding to the runtime between polls, before
+//! it lets its thread sleep. An object operation locks only that object, so operations on
+//! different objects run in parallel on the runtime's threads, and one on a single object is
+//! atomic.
+//!
+//! # Limits
+//! Besides the limits on each message ([`agora_proto::Limits`]), a manager bounds what each
+//! connection may cost: how many it serves at once ([`Config::max_connections`]), how long
+//! one may take to authenticate ([`Config::auth_timeout`]), and how many bytes of replies its
+//! client may leave unread ([`Config::max_output_bytes`]). Each refusal or close is logged.
 //!
 //! # Running
 //! The `agora-manager` binary wraps [`run_blocking`]; programs embed a manager through the

@@ -2,8 +2,12 @@
 //! calls when they complete.
 //!
 //! Each connection is one task. It reads what has arrived, answers every complete request in
-//! it into one output buffer, and writes that buffer with one write: replies that are ready
-//! together go out together, and a pipelining client gets a batch per read.
+//! it into one output buffer, and writes what the socket takes of that buffer at once: replies
+//! that are ready together go out together, and a pipelining client gets a batch per read.
+//! What the socket does not take is written as it drains, while the task goes on serving; but
+//! once the unwritten replies reach [`crate::Config::max_output_bytes`] the connection reads no
+//! more requests (and takes in no parked replies) until they are written, so that a client
+//! that does not read its replies costs a bounded amount.
 //!
 //! A call that must wait (a queue get, an acquire) becomes a [`Parked`] future in the
 //! connection's `parked` set; the connection keeps serving other requests and writes the reply
@@ -372,7 +376,8 @@ pub fn error_notification(out: &mut Vec<u8>, name: ErrorName, message: &str) {
 }
 
 /// One write to the socket that never waits: `WouldBlock` when its buffer is full. Bypasses
-/// tokio's readiness tracking, harmlessly (see [`recv_now`]).
+/// tokio's readiness tracking, which is harmless: tokio writes again when it thinks the socket
+/// writable and learns otherwise from `EAGAIN`.
 pub fn send_now(fd: RawFd, bytes: &[u8]) -> std::io::Result<usize> {
     loop {
         // SAFETY: `fd` is an open socket; `bytes` is readable for its length.

@@ -2,7 +2,10 @@
 //!
 //! ```text
 //! agora-manager [--listen unix:PATH | --listen tcp:HOST:PORT]... [--authkey-file PATH]
+//!               [--max-connections N] [--auth-timeout SECONDS] [--max-output-bytes BYTES] ...
 //! ```
+//!
+//! `--help` lists every flag; the limits are those of `PROTOCOL.md`, section 1.1.
 //!
 //! Prints one line on stdout when it is ready (see `PROTOCOL.md`, section 6), logs to stderr
 //! (`RUST_LOG` sets the level), and stops on SIGTERM, SIGINT or the `shutdown` method.
