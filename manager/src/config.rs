@@ -51,6 +51,10 @@ pub fn default_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS.min(allowed).max(1)
 }
 
+/// Most bytes of replies an unauthenticated connection may leave unread before the manager
+/// stops reading it: a stranger pipelining `hello` must not cost [`Config::max_output_bytes`].
+pub const PRE_AUTH_MAX_OUTPUT_BYTES: usize = 64 * 1024;
+
 /// A manager's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -124,6 +128,11 @@ impl Config {
             spin: Spin::default(),
             run: Run::new(),
         }
+    }
+
+    /// The bound on unwritten replies before a connection has authenticated.
+    pub fn pre_auth_max_output_bytes(&self) -> usize {
+        self.max_output_bytes.min(PRE_AUTH_MAX_OUTPUT_BYTES)
     }
 
     /// The limits before a connection has authenticated.

@@ -688,6 +688,16 @@ where
         self.out.len() - self.written
     }
 
+    /// How many bytes of replies may wait unwritten before reading stops.
+    fn output_bound(&self) -> usize {
+        let config = &self.shared.config;
+        if self.session.authenticated {
+            config.max_output_bytes
+        } else {
+            config.pre_auth_max_output_bytes()
+        }
+    }
+
     /// The next thing to do: a request polled for (when this connection holds a polling
     /// place), else whatever wakes the task first. While the unwritten replies are at
     /// [`crate::Config::max_output_bytes`] or more, neither requests nor parked replies are
@@ -705,7 +715,7 @@ where
         if let Some(read) = polled {
             return Event::Read(read);
         }
-        let room = self.unwritten() < self.shared.config.max_output_bytes;
+        let room = self.unwritten() < self.output_bound();
         if room && self.backlog {
             return Event::Backlog;
         }
@@ -788,7 +798,7 @@ where
 
     /// Answers what was read, as far as [`crate::Config::max_output_bytes`] allows.
     fn process(&mut self) -> Next {
-        let stop_at = self.written + self.shared.config.max_output_bytes;
+        let stop_at = self.written + self.output_bound();
         let (next, full) = self
             .session
             .process(&mut self.decoder, &mut self.out, stop_at);

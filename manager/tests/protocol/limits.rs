@@ -295,3 +295,47 @@ fn a_grant_stuck_behind_unread_replies_is_given_back_when_the_client_leaves() {
     let mut next = server.client();
     assert_eq!(next.ok("lock.acquire", p![lock]), Value::from(1));
 }
+
+/// A stranger that pipelines `hello` and never reads is bounded before authenticating too,
+/// and closed at its auth timeout although its replies are stuck.
+#[test]
+fn a_stranger_pipelining_hello_without_reading_is_closed_at_its_auth_timeout() {
+    use std::time::{Duration, Instant};
+    let mut c = config();
+    c.auth_timeout = Duration::from_millis(300);
+    let server = TestServer::with_config(c, false);
+    let stream = std::os::unix::net::UnixStream::connect(&server.socket).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let started = Instant::now();
+    // Far more replies than the socket holds: writes stall once the manager stops reading.
+    let sending = std::thread::spawn(move || {
+        use std::io::Write;
+        let hellos: Vec<u8> = (0..20_000)
+            .flat_map(|i| request(i, "hello", p![]))
+            .collect();
+        // Fails once the manager closes the connection.
+        let _ = writer.write_all(&hellos);
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    // What was answered before the close (it may end inside a reply), then end-of-file or a
+    // reset (the manager closed with requests unread).
+    let mut stream = stream;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        use std::io::Read;
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the connection was not closed: {e}"),
+        }
+    }
+    // Each hello reply is over 100 bytes.
+    assert!(received < 20_000 * 100, "all hellos were answered");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    sending.join().unwrap();
+}
