@@ -43,7 +43,7 @@ mod holdings;
 mod parked;
 mod parking;
 
-pub use grant::{Grant, Reply};
+pub use grant::{Grant, Reply, Shape};
 pub use holdings::{Caller, HeldBy, Holder, Holdings, Owner, SessionId};
 pub use parked::{timeout_param, Outcome, Park, Parked, Ticket};
 pub use parking::{
