@@ -552,6 +552,38 @@ fn killed_consumers_items_are_redelivered_and_join_returns() {
     assert_eq!(jobs.qsize().unwrap(), 0);
 }
 
+/// A consumer SIGKILLed after `get_acked` and before `ack`: its item comes back at the head
+/// of the queue; an acknowledged item and a plain `get` do not.
+#[test]
+fn unacknowledged_items_of_a_killed_consumer_come_back() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let q = manager.queue::<u64>(0).unwrap();
+    let took = manager.value(&0u64).unwrap();
+    q.put_many(1..=4u64).unwrap();
+    let (q2, took2) = (q.clone(), took.clone());
+    let mut victim = Process::spawn_fallible(move || -> agora::Result<()> {
+        let first = q2.get_acked()?;
+        q2.ack(first.receipt)?;
+        let _unacked = q2.get_many_acked(1)?;
+        let _plain = q2.get()?;
+        took2.fetch_add(1)?;
+        std::thread::sleep(Duration::from_secs(60));
+        Ok(())
+    })
+    .unwrap();
+    wait_count(&took, 1);
+    kill(&mut victim);
+    assert!(wait_until(Duration::from_secs(5), || q.qsize().unwrap() == 2));
+    let again = q.get_acked().unwrap();
+    assert_eq!(again.item, 2, "the unacknowledged item, at the head");
+    q.nack(again.receipt).unwrap();
+    assert_eq!(q.get().unwrap(), 2);
+    assert_eq!(q.get().unwrap(), 4, "3 was a plain get: at-most-once");
+    let err = q.ack(again.receipt).unwrap_err();
+    assert!(err.is(ErrorName::ValueError), "{err}");
+}
+
 /// Manager bug (manager/src/objects/queue.rs, `Queue::put`): a `put_many` whose first items
 /// are handed at once to parked getters, freeing room, parks the rest without pumping again,
 /// so they wait although there is room and getters wait for them. Ignored until the manager
