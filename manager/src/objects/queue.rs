@@ -7,9 +7,9 @@
 //! or stays.
 //!
 //! # Redelivery
-//! Some items stay on record after they are delivered, in [`Outstanding`]: a FIFO per
+//! Some items stay on record after they are delivered, in `Outstanding`: a FIFO per
 //! connection of the items it got and has not finished, counted in the object's
-//! [`HeldBy`](crate::lifecycle::HeldBy) so that the connection's holdings record has the queue
+//! [`HeldBy`] so that the connection's holdings record has the queue
 //! while it holds any. Those are a joinable queue's items until `task_done` marks them, and a
 //! queue's items got with `get_acked` / `get_many_acked` until `ack` (or `nack`). When the
 //! connection closes, however it closes, [`Semantics::release_dead`] puts its items back at the
