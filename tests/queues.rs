@@ -1,5 +1,6 @@
 //! Queues between real processes: every item exactly once, FIFO lines of waiters, 10,000
-//! parked getters, consumers killed while parked, and the tutorials' JoinableQueue program.
+//! parked getters, consumers killed while parked, the tutorials' JoinableQueue program, and
+//! killed consumers' items redelivered.
 
 mod common;
 
@@ -477,6 +478,109 @@ fn joinable_queue_tutorial_program_ends() {
         join_ok(&mut c, "a consumer");
     }
     let err = jobs.task_done().unwrap_err();
+    assert!(err.is(ErrorName::ValueError), "{err}");
+}
+
+/// Consumers of a joinable queue SIGKILLed at random points (while parked, between a get and
+/// its `task_done`, while processing) and replaced: the items they took and had not marked done
+/// come back, so `join` returns, every item is processed at least once, and an item is
+/// processed more than once only when a killed consumer processed it.
+#[test]
+fn killed_consumers_items_are_redelivered_and_join_returns() {
+    const ITEMS: u64 = 400;
+    const CONSUMERS: usize = 3;
+    const KILLS: usize = 10;
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let jobs = manager.joinable_queue::<u64>(0).unwrap();
+    // (consumer number, item), appended as each item is processed.
+    let processed = manager.list::<(u64, u64)>().unwrap();
+    jobs.put_many(0..ITEMS).unwrap();
+    let consumer = |n: u64| {
+        let (jobs, processed) = (jobs.clone(), processed.clone());
+        Process::spawn_fallible(move || -> agora::Result<()> {
+            for job in jobs.iter() {
+                let job = job?;
+                processed.append(&(n, job))?;
+                std::thread::sleep(Duration::from_millis(1));
+                jobs.task_done()?;
+            }
+            Ok(())
+        })
+        .unwrap()
+    };
+    let seed = common::mono_ns() | 1;
+    let mut rng = Rng(seed);
+    let mut running: Vec<(u64, Process)> =
+        (0..CONSUMERS as u64).map(|n| (n, consumer(n))).collect();
+    let mut killed = std::collections::BTreeSet::new();
+    for next in (CONSUMERS..CONSUMERS + KILLS).map(|n| n as u64) {
+        std::thread::sleep(Duration::from_micros(rng.below(15_000)));
+        let at = rng.below(running.len() as u64) as usize;
+        let (n, mut victim) = running.swap_remove(at);
+        kill(&mut victim);
+        killed.insert(n);
+        running.push((next, consumer(next)));
+    }
+    assert_eq!(
+        jobs.join_timeout(Duration::from_secs(60)).unwrap(),
+        Some(()),
+        "join returns once the killed consumers' items are processed (seed {seed})"
+    );
+    jobs.close().unwrap();
+    for (_, mut c) in running {
+        join_ok(&mut c, "a consumer");
+    }
+    let mut by_item: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for (n, item) in processed.copy().unwrap() {
+        by_item.entry(item).or_default().push(n);
+    }
+    assert_eq!(
+        by_item.keys().copied().collect::<Vec<_>>(),
+        (0..ITEMS).collect::<Vec<_>>(),
+        "every item processed at least once (seed {seed})"
+    );
+    let again = by_item.values().filter(|by| by.len() > 1).count();
+    eprintln!("{again} of {ITEMS} items processed more than once after {KILLS} kills");
+    for (item, by) in &by_item {
+        let by_killed = by.iter().filter(|n| killed.contains(n)).count();
+        assert!(
+            by_killed + 1 >= by.len(),
+            "item {item} processed by {by:?}, of which only {killed:?} were killed (seed {seed})"
+        );
+    }
+    assert_eq!(jobs.qsize().unwrap(), 0);
+}
+
+/// A consumer SIGKILLed after `get_acked` and before `ack`: its item comes back at the head
+/// of the queue; an acknowledged item and a plain `get` do not.
+#[test]
+fn unacknowledged_items_of_a_killed_consumer_come_back() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let q = manager.queue::<u64>(0).unwrap();
+    let took = manager.value(&0u64).unwrap();
+    q.put_many(1..=4u64).unwrap();
+    let (q2, took2) = (q.clone(), took.clone());
+    let mut victim = Process::spawn_fallible(move || -> agora::Result<()> {
+        let first = q2.get_acked()?;
+        q2.ack(first.receipt)?;
+        let _unacked = q2.get_many_acked(1)?;
+        let _plain = q2.get()?;
+        took2.fetch_add(1)?;
+        std::thread::sleep(Duration::from_secs(60));
+        Ok(())
+    })
+    .unwrap();
+    wait_count(&took, 1);
+    kill(&mut victim);
+    assert!(wait_until(Duration::from_secs(5), || q.qsize().unwrap() == 2));
+    let again = q.get_acked().unwrap();
+    assert_eq!(again.item, 2, "the unacknowledged item, at the head");
+    q.nack(again.receipt).unwrap();
+    assert_eq!(q.get().unwrap(), 2);
+    assert_eq!(q.get().unwrap(), 4, "3 was a plain get: at-most-once");
+    let err = q.ack(again.receipt).unwrap_err();
     assert!(err.is(ErrorName::ValueError), "{err}");
 }
 

@@ -406,6 +406,10 @@ fn every_blocking_call_honours_its_timeout() {
             Box::new(|| assert_eq!(empty.get_many_timeout(5, T).unwrap(), None)),
         ),
         (
+            "queue.get_acked",
+            Box::new(|| assert_eq!(empty.get_acked_timeout(T).unwrap(), None)),
+        ),
+        (
             "queue.put_many",
             Box::new(|| assert_eq!(full.put_many_timeout([1, 2], T).unwrap(), None)),
         ),

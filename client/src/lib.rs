@@ -128,7 +128,7 @@ pub use command::Cmd;
 pub use error::{Error, ErrorName, RemoteName, Result};
 pub use pipeline::{Handle, Pipeline, Replies};
 pub use proxies::{
-    Acquired, Array, Barrier, BoundedSemaphore, Condition, ConditionGuard, Dict, Event,
+    Acked, Acquired, Array, Barrier, BoundedSemaphore, Condition, ConditionGuard, Dict, Event,
     JoinableQueue, List, Lock, LockGuard, Namespace, Number, Queue, QueueBatches, QueueIter, RLock,
     RLockGuard, Semaphore, SemaphoreGuard, SharedRef, Slice, Value,
 };

@@ -246,9 +246,14 @@ const QUEUE: &[MethodSpec] = methods!(Some(Kind::Queue), "queue.":
     "maxsize" "[id]";
     "close" "[id]";
     "is_closed" "[id]";
+    "get_acked" "[id], [id, block] or [id, block, timeout]" parks;
+    "get_many_acked" "[id, n], [id, n, block] or [id, n, block, timeout]" parks;
+    "ack" "[id, receipt]";
+    "nack" "[id, receipt]";
 );
 
-/// Every method of a queue, then `task_done` and `join`.
+/// Every method of a queue but its acknowledged gets (a joinable queue's `task_done` is its
+/// acknowledgement), then `task_done` and `join`.
 const JOINABLE_QUEUE: &[MethodSpec] = methods!(Some(Kind::JoinableQueue), "joinable_queue.":
     "put" "[id, item], [id, item, block] or [id, item, block, timeout]" parks;
     "put_nowait" "[id, item]";

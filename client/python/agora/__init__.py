@@ -62,7 +62,7 @@ from .errors import (
 )
 from .manager import Manager, connect
 from .proxies import ArrayProxy, BaseProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy
-from .queues import JoinableQueueProxy, QueueProxy
+from .queues import Acked, JoinableQueueProxy, QueueProxy
 from .synchronize import (
     AcquirerProxy,
     BarrierProxy,
@@ -108,6 +108,7 @@ __all__ = [
     "parent_process",
     "set_start_method",
     # proxies
+    "Acked",
     "AcquirerProxy",
     "ArrayProxy",
     "BarrierProxy",

@@ -4,15 +4,31 @@ The manager parks a blocking ``get``/``put`` without tying up a thread and answe
 completes or times out; the timeout runs on the manager. Waiters are served first come, first
 served. A waiter whose process dies is taken out of line, and an item is never lost to it: the
 item stays in the queue.
+
+A plain ``get`` is at-most-once: an item written to a consumer that dies before reading it, or
+before processing it, is gone. For at-least-once delivery, take items with
+:meth:`QueueProxy.get_acked` and :meth:`QueueProxy.ack` each once processed; a
+:class:`JoinableQueueProxy`'s ``task_done`` is already its acknowledgement. The items a
+connection took and did not finish go back to the head of the queue, in their order, when the
+connection closes, however the process ends (``SIGKILL`` included), so ``join()`` still
+completes. An item whose consumer acted on it and died before finishing it is processed twice.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, List, Optional
+from typing import Any, ClassVar, List, NamedTuple, Optional
 
 from .proxies import BaseProxy
 
-__all__ = ["QueueProxy", "JoinableQueueProxy"]
+__all__ = ["Acked", "QueueProxy", "JoinableQueueProxy"]
+
+
+class Acked(NamedTuple):
+    """An item taken with :meth:`QueueProxy.get_acked`, with the receipt that acknowledges it
+    (:meth:`QueueProxy.ack`) or puts it back (:meth:`QueueProxy.nack`)."""
+
+    receipt: int
+    item: Any
 
 
 def _check_timeout(block: Any, timeout: Optional[float]) -> None:
@@ -109,6 +125,46 @@ class QueueProxy(BaseProxy):
         _check_timeout(block, timeout)
         return self._call(self._m + "get_many", n, True, timeout)
 
+    def get_acked(self, block: bool = True, timeout: Optional[float] = None) -> Acked:
+        """Removes and returns the first item like :meth:`get`, with a receipt: the manager keeps
+        the item on record until :meth:`ack` (or :meth:`nack`), and puts it back at the head of
+        the queue if this connection closes first, however the process ends. A plain queue's
+        method only: a :class:`JoinableQueueProxy` acknowledges with ``task_done``."""
+        if not block:
+            got = self._call(self._m + "get_acked", False)
+        elif timeout is None:
+            got = self._call(self._m + "get_acked")
+        else:
+            _check_timeout(block, timeout)
+            got = self._call(self._m + "get_acked", True, timeout)
+        receipt, item = got
+        return Acked(receipt, item)
+
+    def get_many_acked(
+        self, n: int, block: bool = True, timeout: Optional[float] = None
+    ) -> List[Acked]:
+        """Removes and returns 1 to ``n`` items like :meth:`get_many`, each with its receipt
+        like :meth:`get_acked`."""
+        if not block:
+            got = self._call(self._m + "get_many_acked", n, False)
+        elif timeout is None:
+            got = self._call(self._m + "get_many_acked", n)
+        else:
+            _check_timeout(block, timeout)
+            got = self._call(self._m + "get_many_acked", n, True, timeout)
+        return [Acked(receipt, item) for receipt, item in got]
+
+    def ack(self, receipt: int) -> None:
+        """The item of ``receipt`` is processed: the manager forgets it. Any connection may
+        acknowledge it. ``ValueError`` when it is not on record (acknowledged already, or
+        redelivered because the connection that took it closed)."""
+        self._call(self._m + "ack", receipt)
+
+    def nack(self, receipt: int) -> None:
+        """The item of ``receipt`` goes back to the head of the queue now; ``ValueError`` as
+        :meth:`ack`."""
+        self._call(self._m + "nack", receipt)
+
     def close(self) -> None:
         """Closes the queue for everyone: later puts raise :class:`agora.Closed`; getters
         drain what is left, then get :class:`agora.Closed` (parked ones at once)."""
@@ -120,14 +176,19 @@ class QueueProxy(BaseProxy):
 
 
 class JoinableQueueProxy(QueueProxy):
-    """A :class:`QueueProxy` with ``task_done`` and ``join``, like ``JoinableQueue``."""
+    """A :class:`QueueProxy` with ``task_done`` and ``join``, like ``JoinableQueue``.
+
+    Every item taken stays on record until ``task_done`` marks it, and goes back to the head
+    of the queue if the connection that took it closes first. The acknowledged gets of
+    :class:`QueueProxy` are not for this kind: the manager refuses them."""
 
     __slots__ = ()
     _kind = "joinable_queue"
 
     def task_done(self) -> None:
-        """Marks one item taken from the queue as processed; ``ValueError`` if called more
-        times than items were put."""
+        """Marks one item taken from the queue as processed: the oldest this connection took
+        and has not marked (if it took none, the oldest any connection took); ``ValueError``
+        if called more times than items were put."""
         self._call(self._m + "task_done")
 
     def join(self, timeout: Optional[float] = None) -> Optional[bool]:

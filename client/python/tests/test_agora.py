@@ -60,6 +60,16 @@ def _get_forever(q: Any, waiting: Any) -> None:
     q.get()
 
 
+def _get_acked_and_die(q: Any, got: Any) -> None:
+    got.put(q.get_acked(timeout=WAIT).item)
+    time.sleep(WAIT * 2)
+
+
+def _get_and_die(q: Any, got: Any) -> None:
+    got.put(q.get(timeout=WAIT))
+    time.sleep(WAIT * 2)
+
+
 def _fetch_add_many(v: Any, n: int) -> None:
     for _ in range(n):
         v.fetch_add(1)
@@ -397,6 +407,62 @@ class Queues(unittest.TestCase):
         q.put(1)
         self.assertFalse(q.join(timeout=0.01))
         q.get()
+        q.task_done()
+        self.assertTrue(q.join(timeout=WAIT))
+
+
+class Redelivery(unittest.TestCase):
+    """Items a killed consumer took and did not finish come back to the head of the queue."""
+
+    def _killed_after(self, target: Any, q: Any) -> Any:
+        got = manager.Queue()
+        p = multiprocessing.get_context("fork").Process(target=target, args=(q, got))
+        p.start()
+        try:
+            item = got.get(timeout=WAIT)
+        finally:
+            p.kill()
+            p.join(WAIT)
+        return item
+
+    def test_get_acked_and_ack(self) -> None:
+        q = manager.Queue()
+        q.put_many(["a", "b", "c"])
+        first = q.get_acked(timeout=WAIT)
+        self.assertIsInstance(first, agora.Acked)
+        self.assertEqual(first.item, "a")
+        q.ack(first.receipt)
+        with self.assertRaises(ValueError):
+            q.ack(first.receipt)
+        batch = q.get_many_acked(5, block=False)
+        self.assertEqual([a.item for a in batch], ["b", "c"])
+        q.nack(batch[1].receipt)
+        q.ack(batch[0].receipt)
+        again = q.get_acked(block=False)
+        self.assertEqual(again.item, "c")
+        q.ack(again.receipt)
+        with self.assertRaises(queue.Empty):
+            q.get_acked(block=False)
+
+    def test_a_killed_consumers_unacknowledged_item_comes_back(self) -> None:
+        q = manager.Queue()
+        q.put_many(["precious", "next"])
+        self.assertEqual(self._killed_after(_get_acked_and_die, q), "precious")
+        self.assertEqual(q.get(timeout=WAIT), "precious")
+        self.assertEqual(q.get(timeout=WAIT), "next")
+
+    def test_a_killed_consumers_plain_get_is_not_redelivered(self) -> None:
+        q = manager.Queue()
+        q.put_many(["gone", "next"])
+        self.assertEqual(self._killed_after(_get_and_die, q), "gone")
+        self.assertEqual(q.get(timeout=WAIT), "next")
+
+    def test_a_killed_consumers_joinable_item_comes_back_and_join_completes(self) -> None:
+        q = manager.JoinableQueue()
+        q.put("job")
+        self.assertEqual(self._killed_after(_get_and_die, q), "job")
+        self.assertFalse(q.join(timeout=0.05))
+        self.assertEqual(q.get(timeout=WAIT), "job")
         q.task_done()
         self.assertTrue(q.join(timeout=WAIT))
 

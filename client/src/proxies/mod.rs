@@ -62,7 +62,7 @@ pub use event::Event;
 pub use list::List;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use namespace::Namespace;
-pub use queue::{Joinable, JoinableQueue, Plain, Queue, QueueBatches, QueueIter, QueueKind};
+pub use queue::{Acked, Joinable, JoinableQueue, Plain, Queue, QueueBatches, QueueIter, QueueKind};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
 pub use slicing::Slice;
 pub use value::{Number, Value};

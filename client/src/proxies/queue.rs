@@ -63,9 +63,18 @@ use super::wait::{decoders, timeout};
 /// A waiter that times out or whose process dies is removed from its line at once; the next
 /// one is served. An item is never handed to a getter that is gone: if the manager finds the
 /// getter's connection closed when it delivers, the item goes back to the head of the queue.
-/// Delivery means writing the reply to the getter's socket: a getter that dies after that,
-/// before reading it, takes the item with it (acknowledgements would cost a second round trip
-/// per item).
+/// Delivery means writing the reply to the getter's socket: a plain [`get`](Queue::get) is
+/// at-most-once, and a getter that dies after that, before reading it, takes the item with it.
+///
+/// # Nothing lost when a consumer dies
+/// For at-least-once delivery, a plain queue's consumer takes items with
+/// [`get_acked`](Queue::get_acked) and [`ack`](Queue::ack)s each once it is processed (a second
+/// round trip per item, or per batch with [`get_many_acked`](Queue::get_many_acked)). A
+/// [`JoinableQueue`] needs nothing new: its [`task_done`](Queue::task_done) is the
+/// acknowledgement. Either way, the items a connection got and had not finished go back to the
+/// head of the queue, in their order, when its connection closes, however the process ends;
+/// so [`join`](Queue::join) still completes after a consumer was killed. An item whose consumer
+/// acted on it and died before finishing it is processed twice; no other item is.
 ///
 /// # Threads
 /// Any number of threads may block in `get` or `put` of the same client at once; each waits
@@ -100,6 +109,34 @@ super::proxy_common!(Queue[T, K: QueueKind], K::WIRE.kind, K::WIRE.name);
 /// It is a [`Queue`] of kind [`Joinable`]: everything [`Queue`] documents holds here too, and
 /// generic code can take any queue as `Queue<T, K>` with `K:` [`QueueKind`].
 pub type JoinableQueue<T> = Queue<T, Joinable>;
+
+/// An item taken with [`Queue::get_acked`], with the receipt that acknowledges it
+/// ([`Queue::ack`]) or puts it back ([`Queue::nack`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acked<T> {
+    /// The receipt: unique within the queue.
+    pub receipt: u64,
+    /// The item.
+    pub item: T,
+}
+
+fn acked<T: DeserializeOwned>(r: crate::command::Reply) -> Result<Acked<T>> {
+    let (receipt, item) = decode::value::<(u64, T)>(r)?;
+    Ok(Acked { receipt, item })
+}
+
+fn acked_unless_empty<T: DeserializeOwned>(r: crate::command::Reply) -> Result<Option<Acked<T>>> {
+    let got = decoders::unless_empty::<(u64, T)>(r)?;
+    Ok(got.map(|(receipt, item)| Acked { receipt, item }))
+}
+
+fn acked_batch<T: DeserializeOwned>(r: crate::command::Reply) -> Result<Vec<Acked<T>>> {
+    let got = decode::value::<Vec<(u64, T)>>(r)?;
+    Ok(got
+        .into_iter()
+        .map(|(receipt, item)| Acked { receipt, item })
+        .collect())
+}
 
 /// The kind of a [`Queue`]: [`Plain`] or [`Joinable`]. It fixes the wire names of the queue's
 /// methods; code generic over both kinds takes a `Queue<T, K>` with `K: QueueKind`. Sealed:
@@ -597,10 +634,83 @@ where
     }
 }
 
+/// What only a plain [`Queue`] has: acknowledged gets, for at-least-once delivery.
+impl<T: DeserializeOwned> Queue<T, Plain> {
+    /// Takes the item at the front, waiting while the queue is empty, with a receipt: the
+    /// manager keeps the item on record until [`ack`](Queue::ack) (or [`nack`](Queue::nack)),
+    /// and if this client's connection closes first, however it closes, the item goes back to
+    /// the head of the queue for the next getter. Fails with `Closed` as [`get`](Queue::get).
+    pub fn get_acked(&self) -> Result<Acked<T>> {
+        self.client.run(self.get_acked_cmd())
+    }
+
+    /// [`Queue::get_acked`] as a command (`queue.get_acked`).
+    pub fn get_acked_cmd(&self) -> Cmd<Acked<T>> {
+        self.get_with("queue.get_acked", Wait::AsMethod, acked)
+    }
+
+    /// As [`get_acked`](Queue::get_acked), waiting up to `timeout`: `None` if no item came.
+    pub fn get_acked_timeout(&self, timeout: Duration) -> Result<Option<Acked<T>>> {
+        self.client.run(self.get_acked_timeout_cmd(timeout))
+    }
+
+    /// [`Queue::get_acked_timeout`] as a command (`queue.get_acked`).
+    pub fn get_acked_timeout_cmd(&self, timeout: Duration) -> Cmd<Option<Acked<T>>> {
+        self.get_with("queue.get_acked", Wait::UpTo(timeout), acked_unless_empty)
+    }
+
+    /// As [`get_many`](Queue::get_many) (1 to `n` items, waiting while the queue is empty),
+    /// each item with its receipt, as [`get_acked`](Queue::get_acked).
+    pub fn get_many_acked(&self, n: usize) -> Result<Vec<Acked<T>>> {
+        self.client.run(self.get_many_acked_cmd(n))
+    }
+
+    /// [`Queue::get_many_acked`] as a command (`queue.get_many_acked`).
+    pub fn get_many_acked_cmd(&self, n: usize) -> Cmd<Vec<Acked<T>>> {
+        Cmd::object(self.id, "queue.get_many_acked", acked_batch, move |a| {
+            a.uint(n as u64);
+            Ok(())
+        })
+    }
+
+    /// The item of `receipt` is processed: the manager forgets it. Any connection may
+    /// acknowledge it. Fails with `ValueError` when the receipt is not on record: acknowledged
+    /// already, or its item was redelivered because the connection that got it closed.
+    pub fn ack(&self, receipt: u64) -> Result<()> {
+        self.client.run(self.ack_cmd(receipt))
+    }
+
+    /// [`Queue::ack`] as a command (`queue.ack`).
+    pub fn ack_cmd(&self, receipt: u64) -> Cmd<()> {
+        self.settle("queue.ack", receipt)
+    }
+
+    /// The item of `receipt` goes back to the head of the queue now, for the next getter.
+    /// Fails as [`ack`](Queue::ack).
+    pub fn nack(&self, receipt: u64) -> Result<()> {
+        self.client.run(self.nack_cmd(receipt))
+    }
+
+    /// [`Queue::nack`] as a command (`queue.nack`).
+    pub fn nack_cmd(&self, receipt: u64) -> Cmd<()> {
+        self.settle("queue.nack", receipt)
+    }
+
+    fn settle(&self, method: &'static str, receipt: u64) -> Cmd<()> {
+        Cmd::object(self.id, method, decoders::unit, move |a| {
+            a.uint(receipt);
+            Ok(())
+        })
+    }
+}
+
 /// What only a [`JoinableQueue`] has.
 impl<T> Queue<T, Joinable> {
-    /// Marks one item taken from the queue as done. Fails with `ValueError` when called more
-    /// times than items were put, as in Python.
+    /// Marks one item taken from the queue as done: the oldest this client's connection took
+    /// and has not marked (or, if it took none, the oldest any connection took). Until then the
+    /// manager keeps the item on record, and puts it back at the head of the queue if the
+    /// connection closes first. Fails with `ValueError` when called more times than items were
+    /// put, as in Python.
     pub fn task_done(&self) -> Result<()> {
         self.client.run(self.task_done_cmd())
     }

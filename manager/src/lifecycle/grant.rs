@@ -30,6 +30,27 @@ pub enum Grant {
     Item(Stored),
     /// Several queue items, as an array.
     Items(Vec<Stored>),
+    /// Queue items the queue keeps a record of until they are finished (acknowledged or marked
+    /// done), each with its receipt, so that one given back leaves that record exactly.
+    Taken {
+        /// The items, oldest first, each with its receipt (0: not recorded).
+        items: Vec<(u64, Stored)>,
+        /// How the call's answer is written.
+        shape: Shape,
+    },
+}
+
+/// How the items of a [`Grant::Taken`] are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// The one item alone (`get`).
+    Item,
+    /// An array of items (`get_many`).
+    Items,
+    /// `[receipt, item]` for the one item (`get_acked`).
+    Receipted,
+    /// An array of `[receipt, item]` (`get_many_acked`).
+    ReceiptedItems,
 }
 
 /// What an acquire answers: not acquired.
@@ -57,6 +78,30 @@ impl Grant {
                 encode::array_header(out, items.len());
                 items.iter().for_each(|i| out.extend_from_slice(i));
             }
+            Grant::Taken { items, shape } => {
+                let pair = |out: &mut Vec<u8>, (receipt, item): &(u64, Stored)| {
+                    encode::array_header(out, 2);
+                    encode::uint(out, *receipt);
+                    out.extend_from_slice(item);
+                };
+                match shape {
+                    Shape::Item | Shape::Receipted if items.len() != 1 => {
+                        // A single get takes exactly one item; an empty answer is an empty
+                        // array, as the plain variants write it.
+                        encode::array_header(out, 0);
+                    }
+                    Shape::Item => items.iter().for_each(|(_, i)| out.extend_from_slice(i)),
+                    Shape::Receipted => items.iter().for_each(|e| pair(out, e)),
+                    Shape::Items => {
+                        encode::array_header(out, items.len());
+                        items.iter().for_each(|(_, i)| out.extend_from_slice(i));
+                    }
+                    Shape::ReceiptedItems => {
+                        encode::array_header(out, items.len());
+                        items.iter().for_each(|e| pair(out, e));
+                    }
+                }
+            }
         }
     }
 }
@@ -83,6 +128,17 @@ mod tests {
         assert_eq!(
             bytes(Grant::Items(vec![vec![1].into(), vec![2].into()])),
             [0x92, 1, 2]
+        );
+        let taken = |shape| Grant::Taken {
+            items: vec![(7, vec![0xa1, b'x'].into())],
+            shape,
+        };
+        assert_eq!(bytes(taken(Shape::Item)), [0xa1, b'x']);
+        assert_eq!(bytes(taken(Shape::Items)), [0x91, 0xa1, b'x']);
+        assert_eq!(bytes(taken(Shape::Receipted)), [0x92, 7, 0xa1, b'x']);
+        assert_eq!(
+            bytes(taken(Shape::ReceiptedItems)),
+            [0x91, 0x92, 7, 0xa1, b'x']
         );
     }
 }

@@ -10,8 +10,9 @@
 //! - A **grant** ([`Grant`]) is what a waiter is answered, typed until the connection writes it.
 //!   After every change to an object the core offers grants to the front of each line, in line
 //!   order, until no front waiter can be granted ([`Semantics::offer`]).
-//! - A **holding** is something a connection keeps between calls: a lock, semaphore permits.
-//!   Objects count them in a [`HeldBy`]; every connection has a [`Holdings`] record of the
+//! - A **holding** is something a connection keeps between calls: a lock, semaphore permits,
+//!   queue items it got and has not finished (marked done, acknowledged). Objects count them
+//!   in a [`HeldBy`]; every connection has a [`Holdings`] record of the
 //!   objects it holds something in, from which an entry leaves when the holding ends or the
 //!   object is deleted.
 //!
@@ -25,7 +26,8 @@
 //!   given back ([`Semantics::give_back`]) and offered to the next waiter as it was: an
 //!   owner-died notice it carried goes on to the next acquirer, and a plain grant stays plain.
 //! - **owner death**: a connection closes holding something: the object releases it
-//!   ([`Semantics::release_dead`]) and the next acquire is granted with the owner-died notice.
+//!   ([`Semantics::release_dead`]) and the next acquire is granted with the owner-died notice;
+//!   a queue puts the items back at the head, in their order, for the next getter.
 //! - **deletion**: every call parked through the deleted object is answered with
 //!   `UnknownObjectError` at once, its holdings are forgotten (and leave their connections'
 //!   records), and any later call that still reaches it fails the same way.
@@ -43,7 +45,7 @@ mod holdings;
 mod parked;
 mod parking;
 
-pub use grant::{Grant, Reply};
+pub use grant::{Grant, Reply, Shape};
 pub use holdings::{Caller, HeldBy, Holder, Holdings, Owner, SessionId};
 pub use parked::{timeout_param, Outcome, Park, Parked, Ticket};
 pub use parking::{

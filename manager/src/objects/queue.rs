@@ -5,8 +5,18 @@
 //! items while there are items, so no wake-up is lost. An item handed to a getter whose
 //! connection is gone goes back to the head of the queue: every item is delivered exactly once
 //! or stays.
+//!
+//! # Redelivery
+//! Some items stay on record after they are delivered, in `Outstanding`: a FIFO per
+//! connection of the items it got and has not finished, counted in the object's
+//! [`HeldBy`] so that the connection's holdings record has the queue
+//! while it holds any. Those are a joinable queue's items until `task_done` marks them, and a
+//! queue's items got with `get_acked` / `get_many_acked` until `ack` (or `nack`). When the
+//! connection closes, however it closes, [`Semantics::release_dead`] puts its items back at the
+//! head of the queue in their order, and the next getter gets them: at-least-once delivery. A
+//! plain `get` of a plain queue keeps no record: at-most-once.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +25,7 @@ use agora_proto::{encode, params, CallError, ErrorName, Params};
 
 use crate::lifecycle::{
     timeout_param, Caller, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer, Outcome,
-    Parking, Semantics,
+    Parking, Semantics, SessionId, Shape,
 };
 
 use super::{arity, expected, store, unknown_method, Args, Kind, SharedObject, Stored};
@@ -35,8 +45,8 @@ enum Wait {
         done: usize,
         many: bool,
     },
-    /// A getter: how many items it takes at most, and whether it wants an array.
-    Get { max: usize, many: bool },
+    /// A getter: how many items it takes at most, and how its answer is written.
+    Get { max: usize, shape: Shape },
     /// A joiner: all work done.
     Join,
 }
@@ -48,6 +58,96 @@ struct State {
     closed: bool,
     /// Items put and not yet marked done with `task_done`.
     unfinished: u64,
+    /// A joinable queue: every item got stays on record until it is marked done.
+    joinable: bool,
+    /// Items delivered and not finished, per connection.
+    out: Outstanding,
+}
+
+/// The items each connection got and has not finished (marked done, acknowledged), oldest
+/// first, each with its receipt. Receipts are numbered from 1 in the order items are got, so
+/// that a smaller receipt is an older item.
+#[derive(Debug)]
+struct Outstanding {
+    by: HashMap<SessionId, VecDeque<(u64, Stored)>>,
+    /// The connection holding each receipt.
+    owner: HashMap<u64, SessionId>,
+    held: HeldBy,
+    next: u64,
+}
+
+impl Outstanding {
+    fn new(held: HeldBy) -> Outstanding {
+        Outstanding {
+            by: HashMap::new(),
+            owner: HashMap::new(),
+            held,
+            next: 1,
+        }
+    }
+
+    /// Number of items on record, all connections together.
+    fn len(&self) -> u64 {
+        self.owner.len() as u64
+    }
+
+    /// `to` got `item`: keeps a copy on record; returns the item with its receipt.
+    fn record(&mut self, to: &Holder, item: Stored) -> (u64, Stored) {
+        let receipt = self.next;
+        self.next += 1;
+        self.by
+            .entry(to.session)
+            .or_default()
+            .push_back((receipt, item.clone()));
+        self.owner.insert(receipt, to.session);
+        self.held.add(to, 1);
+        (receipt, item)
+    }
+
+    /// The item of `receipt` is finished: it leaves the record. `None` when it is not on record
+    /// (finished already, released with its connection, or never given).
+    fn finish(&mut self, receipt: u64) -> Option<Stored> {
+        let session = self.owner.remove(&receipt)?;
+        let fifo = self.by.get_mut(&session)?;
+        let at = fifo.partition_point(|(r, _)| *r < receipt);
+        let (_, item) = fifo.remove(at)?;
+        if fifo.is_empty() {
+            self.by.remove(&session);
+        }
+        self.held.remove(session, 1);
+        Some(item)
+    }
+
+    /// The receipt of the oldest item `session` holds.
+    fn oldest_of(&self, session: SessionId) -> Option<u64> {
+        self.by.get(&session)?.front().map(|(r, _)| *r)
+    }
+
+    /// The receipt of the oldest item any connection holds.
+    fn oldest(&self) -> Option<u64> {
+        self.by
+            .values()
+            .filter_map(|f| f.front())
+            .map(|(r, _)| *r)
+            .min()
+    }
+
+    /// Connection `session` closed: its items leave the record, oldest first.
+    fn release(&mut self, session: SessionId) -> VecDeque<(u64, Stored)> {
+        let fifo = self.by.remove(&session).unwrap_or_default();
+        for (receipt, _) in &fifo {
+            self.owner.remove(receipt);
+        }
+        self.held.take(session);
+        fifo
+    }
+
+    /// The queue is deleted: forgets everything.
+    fn clear(&mut self) {
+        self.by.clear();
+        self.owner.clear();
+        self.held.clear();
+    }
 }
 
 fn closed() -> CallError {
@@ -88,16 +188,36 @@ impl State {
         n
     }
 
-    /// Takes up to `max` items from the head, as one item or an array.
-    fn take(&mut self, max: usize, many: bool) -> Grant {
-        if many {
-            let n = max.min(self.items.len());
-            Grant::Items(self.items.drain(..n).collect())
-        } else {
-            match self.items.pop_front() {
-                Some(item) => Grant::Item(item),
-                None => Grant::Items(Vec::new()),
-            }
+    /// Takes up to `max` items from the head for `to`, answered as `shape` says. Acknowledged
+    /// gets record their items; a joinable queue records its items while fewer are on record
+    /// than are unfinished (a `task_done` that came before its item was got already counted
+    /// it).
+    fn take(&mut self, max: usize, shape: Shape, to: &Holder) -> Grant {
+        let (many, acked) = match shape {
+            Shape::Item => (false, false),
+            Shape::Items => (true, false),
+            Shape::Receipted => (false, true),
+            Shape::ReceiptedItems => (true, true),
+        };
+        let n = if many { max } else { 1 }.min(self.items.len());
+        let items: Vec<Stored> = self.items.drain(..n).collect();
+        let items = items
+            .into_iter()
+            .map(|item| {
+                if acked || (self.joinable && self.out.len() < self.unfinished) {
+                    self.out.record(to, item)
+                } else {
+                    (0, item)
+                }
+            })
+            .collect();
+        Grant::Taken { items, shape }
+    }
+
+    /// Puts items back at the head of the queue, keeping their order.
+    fn unget(&mut self, items: impl DoubleEndedIterator<Item = Stored>) {
+        for item in items.rev() {
+            self.items.push_front(item);
         }
     }
 
@@ -118,11 +238,11 @@ impl State {
 impl Semantics for State {
     type Wait = Wait;
 
-    fn offer(&mut self, _line: LineId, wait: &mut Wait, _to: &Holder) -> Offer {
+    fn offer(&mut self, _line: LineId, wait: &mut Wait, to: &Holder) -> Offer {
         match wait {
             Wait::Put { items, done, many } => self.offer_put(items, done, *many),
-            Wait::Get { max, many } if !self.items.is_empty() => {
-                Offer::Grant(Ok(self.take(*max, *many)))
+            Wait::Get { max, shape } if !self.items.is_empty() => {
+                Offer::Grant(Ok(self.take(*max, *shape, to)))
             }
             Wait::Get { .. } if self.closed => Offer::Grant(Err(closed())),
             Wait::Join if self.unfinished == 0 => Offer::Grant(Ok(Grant::Bool(true))),
@@ -130,17 +250,34 @@ impl Semantics for State {
         }
     }
 
-    /// Items got by a getter that never learnt of them go back to the head, in their order.
+    /// Items got by a getter that never learnt of them go back to the head, in their order,
+    /// and leave the record. One no longer on record was put back already (its connection's
+    /// close came first) or marked done meanwhile: it does not come back twice.
     fn give_back(&mut self, grant: Grant, _to: &Holder) {
         let items = match grant {
             Grant::Item(item) => vec![item],
             Grant::Items(items) => items,
+            Grant::Taken { items, .. } => items
+                .into_iter()
+                .filter(|(receipt, _)| *receipt == 0 || self.out.finish(*receipt).is_some())
+                .map(|(_, item)| item)
+                .collect(),
             // A put or a join took nothing that can be returned.
             _ => return,
         };
-        for item in items.into_iter().rev() {
-            self.items.push_front(item);
-        }
+        self.unget(items.into_iter());
+    }
+
+    /// The items a closed connection got and had not finished go back to the head, in their
+    /// order, for the next getter (at-least-once). Nobody is told: no acquire can follow.
+    fn release_dead(&mut self, session: SessionId) -> bool {
+        let fifo = self.out.release(session);
+        self.unget(fifo.into_iter().map(|(_, item)| item));
+        false
+    }
+
+    fn retire(&mut self) {
+        self.out.clear();
     }
 
     fn leave(&mut self, _line: LineId, wait: Wait, why: Leave) -> Left<Wait> {
@@ -203,16 +340,17 @@ impl Queue {
                 None => return Err(expected("an int maxsize", 2, raw)),
             },
         };
-        let state = State {
-            maxsize,
-            items: VecDeque::new(),
-            closed: false,
-            unfinished: 0,
-        };
         Ok(Queue {
             kind,
             key: crate::lifecycle::next_object_key(),
-            state: Parking::new(|_: HeldBy| state),
+            state: Parking::new(|held: HeldBy| State {
+                maxsize,
+                items: VecDeque::new(),
+                closed: false,
+                unfinished: 0,
+                joinable: kind == Kind::JoinableQueue,
+                out: Outstanding::new(held),
+            }),
         })
     }
 
@@ -254,18 +392,19 @@ impl Queue {
         })
     }
 
-    /// `get` / `get_many`: takes what is there; waits (blocking) when the queue is empty.
+    /// `get` / `get_many` (and their acknowledged forms): takes what is there; waits
+    /// (blocking) when the queue is empty.
     fn get(
         &self,
         max: usize,
-        many: bool,
+        shape: Shape,
         how: Blocking,
         caller: &Caller<'_>,
         out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
         self.state.op(|cx| {
             if !cx.state.items.is_empty() {
-                cx.state.take(max, many).encode(out);
+                cx.state.take(max, shape, &caller.holder()).encode(out);
                 return Ok(Outcome::Done);
             }
             if cx.state.closed {
@@ -274,7 +413,7 @@ impl Queue {
             if !how.block {
                 return Err(empty());
             }
-            let wait = Wait::Get { max, many };
+            let wait = Wait::Get { max, shape };
             Ok(Outcome::Parked(cx.park(
                 GET,
                 self.key,
@@ -315,14 +454,50 @@ impl Queue {
         })
     }
 
-    fn task_done(&self) -> Result<(), CallError> {
+    /// Marks one item done: the oldest the caller's connection got and has not marked; when it
+    /// has none, the oldest item any connection got and has not marked (the one got earliest);
+    /// when nobody has one, it only counts, as Python's does.
+    fn task_done(&self, caller: &Caller<'_>) -> Result<(), CallError> {
         self.state.op(|cx| {
             if cx.state.unfinished == 0 {
                 return Err(CallError::value("task_done() called too many times"));
             }
             cx.state.unfinished -= 1;
+            let out = &mut cx.state.out;
+            if let Some(receipt) = out.oldest_of(caller.session).or_else(|| out.oldest()) {
+                out.finish(receipt);
+            }
             Ok(())
         })
+    }
+
+    /// `ack`: the item of `receipt` is processed and leaves the record; `nack`: it goes back to
+    /// the head of the queue now.
+    fn settle(&self, receipt: u64, redeliver: bool) -> Result<(), CallError> {
+        self.state.op(|cx| {
+            let item = cx.state.out.finish(receipt).ok_or_else(|| {
+                CallError::value(format!(
+                    "receipt {receipt} is not outstanding: acknowledged already, never given, \
+                     or its item was redelivered when its connection closed"
+                ))
+            })?;
+            if redeliver {
+                cx.state.items.push_front(item);
+            }
+            Ok(())
+        })
+    }
+
+    fn plain_only(&self, method: &str) -> Result<(), CallError> {
+        if self.kind == Kind::Queue {
+            return Ok(());
+        }
+        Err(CallError::new(
+            ErrorName::UnknownMethodError,
+            format!(
+                "joinable_queue has no method {method:?}: its task_done is the acknowledgement"
+            ),
+        ))
     }
 
     fn joinable_only(&self, method: &str) -> Result<(), CallError> {
@@ -366,17 +541,28 @@ impl Queue {
             }),
             "get" => a(1, 3)
                 .and_then(|()| Blocking::from_params(p, 1))
-                .and_then(|how| self.get(1, false, how, caller, out)),
+                .and_then(|how| self.get(1, Shape::Item, how, caller, out)),
+            "get_acked" => self
+                .plain_only(method)
+                .and_then(|()| a(1, 3))
+                .and_then(|()| Blocking::from_params(p, 1))
+                .and_then(|how| self.get(1, Shape::Receipted, how, caller, out)),
             "get_nowait" => {
-                a(1, 1).and_then(|()| self.get(1, false, Blocking::NOWAIT, caller, out))
+                a(1, 1).and_then(|()| self.get(1, Shape::Item, Blocking::NOWAIT, caller, out))
             }
-            "get_many" => a(2, 4).and_then(|()| {
+            "get_many" | "get_many_acked" => a(2, 4).and_then(|()| {
+                let shape = if method == "get_many" {
+                    Shape::Items
+                } else {
+                    self.plain_only(method)?;
+                    Shape::ReceiptedItems
+                };
                 let max = usize::try_from(p.u64(1)?).unwrap_or(usize::MAX);
                 if max == 0 {
-                    return Err(CallError::value("get_many takes at least 1 item"));
+                    return Err(CallError::value(format!("{method} takes at least 1 item")));
                 }
                 let how = Blocking::from_params(p, 2)?;
-                self.get(max, true, how, caller, out)
+                self.get(max, shape, how, caller, out)
             }),
             "join" => self
                 .joinable_only(method)
@@ -387,7 +573,20 @@ impl Queue {
     }
 
     /// The calls that never wait: state queries, `close`, `task_done`.
-    fn quick_call(&self, method: &str, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+    fn quick_call(
+        &self,
+        method: &str,
+        p: &Params,
+        caller: &Caller<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CallError> {
+        if method == "ack" || method == "nack" {
+            self.plain_only(method)?;
+            arity(p, self.kind, method, 2, 2)?;
+            self.settle(p.u64(1)?, method == "nack")?;
+            encode::nil(out);
+            return Ok(());
+        }
         arity(p, self.kind, method, 1, 1)?;
         let read = |f: fn(&State) -> bool| self.state.read(f);
         match method {
@@ -405,7 +604,7 @@ impl Queue {
             }
             "task_done" => {
                 self.joinable_only(method)?;
-                self.task_done()?;
+                self.task_done(caller)?;
                 encode::nil(out);
             }
             _ => return Err(unknown_method(self.kind, method)),
@@ -429,7 +628,8 @@ impl SharedObject for Queue {
         if let Some(result) = self.blocking_call(method, p, caller, out) {
             return result;
         }
-        self.quick_call(method, p, out).map(|()| Outcome::Done)
+        self.quick_call(method, p, caller, out)
+            .map(|()| Outcome::Done)
     }
 
     fn retire(&self) {

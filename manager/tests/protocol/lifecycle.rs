@@ -32,8 +32,8 @@ fn parking_call(
     let v = Value::from(id);
     let item = Value::from(7);
     let params = match op {
-        "get" => vec![v],
-        "get_many" => vec![v, Value::from(2)],
+        "get" | "get_acked" => vec![v],
+        "get_many" | "get_many_acked" => vec![v, Value::from(2)],
         "put" | "put_many" => {
             user.ok(&format!("{kind}.put"), vec![v.clone(), item.clone()]);
             let arg = if op == "put" {

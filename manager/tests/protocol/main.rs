@@ -16,6 +16,7 @@
 //! - [`waiting`], [`locks`], [`polling`]: parked calls, lock hand-over, and the manager's
 //!   polling for a next request;
 //! - [`lifecycle`]: deletion of objects with parked calls, and grants to connections that leave;
+//! - [`redelivery`]: queue items a connection got and did not finish come back when it closes;
 //! - [`method_table`]: the manager against `agora_proto::methods`: every listed method is known
 //!   with its documented param counts, every other `<kind>.<method>` is `UnknownMethodError`.
 
@@ -34,6 +35,7 @@ mod list;
 mod locks;
 mod method_table;
 mod polling;
+mod redelivery;
 mod registry;
 mod tcp;
 mod value_array_namespace;

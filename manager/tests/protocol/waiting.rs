@@ -19,11 +19,11 @@ fn waiting_call(
     let yes = Value::Boolean(true);
     let item = Value::from(7);
     match (kind, op) {
-        ("queue" | "joinable_queue", "get") => {
+        ("queue" | "joinable_queue", "get") | ("queue", "get_acked") => {
             let id = Value::from(c.create(kind, None, vec![]));
             vec![id, yes, t]
         }
-        ("queue" | "joinable_queue", "get_many") => {
+        ("queue" | "joinable_queue", "get_many") | ("queue", "get_many_acked") => {
             let id = Value::from(c.create(kind, None, vec![]));
             vec![id, Value::from(2), yes, t]
         }
