@@ -117,18 +117,14 @@ fn python_and_rust_read_each_others_values() {
     run_python(&manager, "read", &deps);
 }
 
-/// The Python client's list of methods the manager may park is the protocol's (it decides
-/// which back-off a call's polling uses).
-#[test]
-fn python_knows_the_same_waiting_methods() {
+/// Runs `script` with `args` under python3, with the Python client (from the source tree) and
+/// its dependencies importable; gives the lines it printed, failing the test if it failed.
+fn client_lines(script: &str, args: &[&str]) -> Vec<String> {
     let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("client/python");
-    let path = PythonDeps::ensure().python_path(&[&package]);
     let out = Command::new("python3")
-        .args([
-            "-c",
-            "import agora.connection as c; print('\\n'.join(sorted(c.MAY_WAIT)))",
-        ])
-        .env("PYTHONPATH", path)
+        .args(["-c", script])
+        .args(args)
+        .env("PYTHONPATH", PythonDeps::ensure().python_path(&[&package]))
         .output()
         .expect("run python3");
     assert!(
@@ -136,10 +132,18 @@ fn python_knows_the_same_waiting_methods() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let python: Vec<String> = String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_owned)
-        .collect();
+        .collect()
+}
+
+/// The Python client's list of methods the manager may park is the protocol's (it decides
+/// which back-off a call's polling uses).
+#[test]
+fn python_knows_the_same_waiting_methods() {
+    let script = "import agora.connection as c; print('\\n'.join(sorted(c.MAY_WAIT)))";
+    let python = client_lines(script, &[]);
     let mut rust: Vec<String> = agora_proto::methods::MAY_WAIT
         .iter()
         .map(|m| m.to_string())
@@ -173,8 +177,6 @@ fn python_parses_agora_spin_us_as_rust_does() {
         "\u{663}",
     ];
     let cpus = [1, 2, 8];
-    let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("client/python");
-    let path = PythonDeps::ensure().python_path(&[&package]);
     // One line per value (unset first) and CPU count: the budget in microseconds, or "refused".
     let script = "import sys, agora.connection as c
 for raw in [None] + sys.argv[1:]:
@@ -183,21 +185,7 @@ for raw in [None] + sys.argv[1:]:
             print(c._parse_spin_us(raw, cpus))
         except ValueError:
             print('refused')";
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .args(values)
-        .env("PYTHONPATH", path)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let python: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let python = client_lines(script, &values);
     let mut rust = Vec::new();
     let mut shown = Vec::new();
     for raw in std::iter::once(None).chain(values.map(Some)) {

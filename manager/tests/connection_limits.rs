@@ -5,11 +5,10 @@
 //! The manager is the real binary in its own process, so that its log and its resident memory
 //! are its own.
 
-use std::fs;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -18,89 +17,11 @@ use std::time::{Duration, Instant};
 use agora_proto::testing::{dec, request, RawClient};
 use rmpv::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_agora-manager");
-const KEY_HEX: &str = "6c696d6974732074657374206b6579206c696d697473207465737420"; // "limits test key limits test "
+mod real_binary;
+use real_binary::{key, ManagerProcess as Manager, BIN, KEY_HEX};
 
 /// Generous: the tests check what happens, not how fast (except where they say so).
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn key() -> Vec<u8> {
-    hex::decode(KEY_HEX).expect("hex")
-}
-
-/// A manager process on a Unix socket in its own directory, killed when dropped.
-struct Manager {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Manager {
-    /// Starts the binary with these extra arguments and waits until it accepts connections.
-    fn start(args: &[&str]) -> Manager {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let socket = dir.path().join("manager.sock");
-        let stderr = fs::File::create(dir.path().join("stderr.log")).expect("a log file");
-        let child = Command::new(BIN)
-            .arg("--listen")
-            .arg(format!("unix:{}", socket.display()))
-            .args(args)
-            .env("AGORA_AUTHKEY", KEY_HEX)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start agora-manager");
-        let m = Manager { child, dir };
-        let deadline = Instant::now() + TIMEOUT;
-        while UnixStream::connect(m.socket()).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the manager did not start listening"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-        m
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("manager.sock")
-    }
-
-    fn connect(&self) -> RawClient {
-        RawClient::connect_unix(&self.socket()).expect("connect")
-    }
-
-    fn client(&self) -> RawClient {
-        let mut c = self.connect();
-        c.authenticate(&key());
-        c
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    /// Waits until the log holds `text` (it is written by another process, a moment later).
-    fn expect_log(&self, text: &str) {
-        let deadline = Instant::now() + TIMEOUT;
-        while !self.log().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "the log never said {text:?}:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Reads the notification `[2, "error", [name, message]]` and gives the message.
 fn error_notification(c: &mut RawClient, name: &str) -> String {
@@ -213,17 +134,6 @@ fn meaningless_limits_are_refused_at_startup_naming_the_flag() {
     }
 }
 
-/// The resident memory of process `pid`, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmRSS line");
-    kib * 1024
-}
-
 /// The size of the value the greedy client asks for, again and again.
 const VALUE_BYTES: usize = 100_000;
 /// The manager's default `--max-output-bytes`.
@@ -269,7 +179,6 @@ fn flood(socket: &Path, id: u64, stop: &AtomicBool) -> u64 {
 #[test]
 fn a_client_that_never_reads_costs_the_manager_at_most_its_output_bound() {
     let m = Manager::start(&[]);
-    let pid = m.child.id();
     let mut other = m.client();
     let big = other.create(
         "value",
@@ -277,7 +186,7 @@ fn a_client_that_never_reads_costs_the_manager_at_most_its_output_bound() {
         vec![Value::Nil, Value::Binary(vec![7; VALUE_BYTES])],
     );
     let small = other.create("value", None, vec![Value::Nil, Value::from(1)]);
-    let before = rss(pid);
+    let before = m.rss();
 
     let stop = Arc::new(AtomicBool::new(false));
     let greedy = {
@@ -296,7 +205,7 @@ fn a_client_that_never_reads_costs_the_manager_at_most_its_output_bound() {
         );
         slowest = slowest.max(t.elapsed());
         calls += 1;
-        peak = peak.max(rss(pid));
+        peak = peak.max(m.rss());
         thread::sleep(Duration::from_millis(20));
     }
     stop.store(true, Ordering::Relaxed);

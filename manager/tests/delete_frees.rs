@@ -9,15 +9,11 @@
 //! the allocator and the connections' buffers to their working size). Before the fix, the
 //! memory grew by the whole dict every round: 134 MiB after the first, 834 after the eighth.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use agora_proto::testing::{enc, RawClient};
 use rmpv::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_agora-manager");
-const KEY_HEX: &str = "64656c6574652066726565732074657374206b6579"; // "delete frees test key"
+mod real_binary;
+use real_binary::ManagerProcess;
 
 /// Rounds of create, fill, read, delete.
 const ROUNDS: usize = 8;
@@ -31,61 +27,12 @@ const DICT_BYTES: usize = VALUES * VALUE_BYTES;
 /// one dict, so one dict kept alive fails the test.
 const SLACK: u64 = 20 << 20;
 
-/// The resident memory of process `pid`, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmRSS line");
-    kib * 1024
-}
-
-/// The manager process, killed when the test ends however it ends.
-struct Manager(Child);
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The manager binary on a Unix socket in `dir`.
-fn start(dir: &Path) -> Manager {
-    Command::new(BIN)
-        .arg("--listen")
-        .arg(format!("unix:{}", dir.join("manager.sock").display()))
-        .env("AGORA_AUTHKEY", KEY_HEX)
-        // glibc serves a block of 10 MB from a fresh mapping, returned to the system when
-        // freed, until the first such free: then it raises its threshold and serves the next
-        // ones from the freeing thread's heap, where freed memory may stay resident for reuse
-        // (bounded, but tens of MB with two runtime threads). A fixed threshold keeps every
-        // large block a mapping of its own, so the resident memory is what is alive.
-        .env("MALLOC_MMAP_THRESHOLD_", "1048576")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Manager)
-        .expect("start agora-manager")
-}
-
-/// An authenticated connection to the manager in `dir`, waiting for it to listen.
-fn connect(dir: &Path) -> RawClient {
-    let socket = dir.join("manager.sock");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut c = loop {
-        match RawClient::connect_unix(&socket) {
-            Ok(c) => break c,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("the manager did not start listening: {e}"),
-        }
-    };
-    c.authenticate(&hex::decode(KEY_HEX).expect("hex"));
-    c
-}
+/// glibc serves a block of 10 MB from a fresh mapping, returned to the system when freed,
+/// until the first such free: then it raises its threshold and serves the next ones from the
+/// freeing thread's heap, where freed memory may stay resident for reuse (bounded, but tens of
+/// MB with two runtime threads). A fixed threshold keeps every large block a mapping of its
+/// own, so the resident memory is what is alive.
+const FIXED_MMAP_THRESHOLD: (&str, &str) = ("MALLOC_MMAP_THRESHOLD_", "1048576");
 
 /// One round on `conns`: the first connection creates and fills a dict, the last (the same
 /// one when there is one) reads a value of it, so that it has resolved the id, and the first
@@ -113,14 +60,13 @@ fn round(conns: &mut [RawClient], value: &[u8]) {
 /// within [`SLACK`] of its memory after the first, and that the reader learnt of every
 /// deletion.
 fn rounds_leave_memory_flat(n: usize) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let manager = start(dir.path());
-    let mut conns: Vec<RawClient> = (0..n).map(|_| connect(dir.path())).collect();
+    let manager = ManagerProcess::start_with_env(&[], &[FIXED_MMAP_THRESHOLD]);
+    let mut conns: Vec<RawClient> = (0..n).map(|_| manager.client()).collect();
     let value = enc(&Value::Binary(vec![0x5a; VALUE_BYTES]));
     let mut after = Vec::new();
     for _ in 0..ROUNDS {
         round(&mut conns, &value);
-        after.push(rss(manager.0.id()));
+        after.push(manager.rss());
     }
     let mib = |b: u64| b / (1 << 20);
     println!(

@@ -8,15 +8,12 @@
 //! grows by more than [`GROWTH_LIMIT`] over the measured cycles.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use agora_proto::testing::{request, RawClient};
 use rmpv::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_agora-manager");
-const KEY_HEX: &str = "6d656d6f72792074657374206b6579206d656d6f7279207465737420"; // "memory test key memory test "
+mod real_binary;
+use real_binary::ManagerProcess;
 
 /// Cycles run before the first measurement: allocator pools, caches and tables reach their
 /// working size.
@@ -105,62 +102,16 @@ fn cycles(c: &mut RawClient, kind: &str, n: usize) {
     }
 }
 
-/// The resident memory of process `pid`, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmRSS line");
-    kib * 1024
-}
-
-/// The manager process, killed when the test ends however it ends.
-struct Manager(Child);
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The manager binary on a Unix socket in `dir`, and a connection to it.
-fn start(dir: &Path) -> (Manager, RawClient) {
-    let socket = dir.join("manager.sock");
-    let child = Command::new(BIN)
-        .arg("--listen")
-        .arg(format!("unix:{}", socket.display()))
-        .env("AGORA_AUTHKEY", KEY_HEX)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Manager)
-        .expect("start agora-manager");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut c = loop {
-        match RawClient::connect_unix(&socket) {
-            Ok(c) => break c,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("the manager did not start listening: {e}"),
-        }
-    };
-    c.authenticate(&hex::decode(KEY_HEX).expect("hex"));
-    (child, c)
-}
-
 #[test]
 fn create_use_delete_cycles_leave_the_memory_flat() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let (manager, mut c) = start(dir.path());
+    let manager = ManagerProcess::start(&[]);
+    let mut c = manager.client();
     let mut grown = Vec::new();
     for kind in agora_proto::Kind::ALL.iter().map(|k| k.as_str()) {
         cycles(&mut c, kind, WARMUP);
-        let before = rss(manager.0.id());
+        let before = manager.rss();
         cycles(&mut c, kind, CYCLES - WARMUP);
-        let after = rss(manager.0.id());
+        let after = manager.rss();
         let growth = after.saturating_sub(before);
         let measured = (CYCLES - WARMUP) as f64;
         println!(
