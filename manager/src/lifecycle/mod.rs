@@ -52,4 +52,6 @@ pub use parking::{
 };
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
