@@ -16,6 +16,8 @@
 //! - [`waiting`], [`locks`], [`polling`]: parked calls, lock hand-over, and the manager's
 //!   polling for a next request;
 //! - [`lifecycle`]: deletion of objects with parked calls, and grants to connections that leave;
+//! - [`fuzz`]: random pipelines of well-formed and malformed messages, each request answered
+//!   exactly once;
 //! - [`method_table`]: the manager against `agora_proto::methods`: every listed method is known
 //!   with its documented param counts, every other `<kind>.<method>` is `UnknownMethodError`.
 
@@ -26,6 +28,7 @@ mod bad_arguments;
 mod concurrency;
 mod dict;
 mod framing;
+mod fuzz;
 mod handshake;
 mod keys_and_values;
 mod lifecycle;
