@@ -196,11 +196,23 @@ impl Scanner {
     /// more are needed, and an error when the stream cannot be framed. After `Some` or an error
     /// the scanner is ready for a new value.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ScanError> {
-        let result = self.scan_inner(buf);
+        let result = self.recheck().and_then(|()| self.scan_inner(buf));
         if !matches!(result, Ok(None)) {
             self.reset();
         }
         result
+    }
+
+    /// Limits changed since the last call apply to what was scanned already: the payload
+    /// being skipped must still fit, and the arrays and maps open must not nest too deep.
+    fn recheck(&self) -> Result<(), ScanError> {
+        self.check_size(self.skip)?;
+        if self.open.len() > self.limits.max_depth {
+            return Err(ScanError::TooDeep {
+                limit: self.limits.max_depth,
+            });
+        }
+        Ok(())
     }
 
     fn reset(&mut self) {
@@ -413,6 +425,39 @@ mod tests {
             };
             assert_eq!(header_len(marker), size, "marker {marker:02x}");
         }
+    }
+
+    #[test]
+    fn limits_lowered_mid_message_apply_to_it() {
+        let loose = Limits::default();
+        let tight = Limits {
+            max_message_bytes: 10,
+            max_depth: 1,
+            ..Limits::default()
+        };
+        // A bin of 50 bytes, 20 of them in: it can no longer fit.
+        let mut bin = vec![0xc4, 50];
+        bin.extend([0; 50]);
+        let mut s = Scanner::new(loose);
+        assert_eq!(s.scan(&bin[..22]).unwrap(), None);
+        s.set_limits(tight);
+        assert!(matches!(
+            s.scan(&bin),
+            Err(ScanError::TooLarge { limit: 10 })
+        ));
+        // Two arrays open: deeper than the new limit.
+        let mut s = Scanner::new(loose);
+        assert_eq!(s.scan(&[0x91, 0x91]).unwrap(), None);
+        s.set_limits(tight);
+        assert!(matches!(
+            s.scan(&[0x91, 0x91, 0x01]),
+            Err(ScanError::TooDeep { limit: 1 })
+        ));
+        // Raised limits let a message through that the old ones would have refused.
+        let mut s = Scanner::new(tight);
+        assert_eq!(s.scan(&[0x91]).unwrap(), None);
+        s.set_limits(loose);
+        assert_eq!(s.scan(&[0x91, 0x91, 0x01]).unwrap(), Some(3));
     }
 
     #[test]
