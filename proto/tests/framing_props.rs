@@ -844,11 +844,24 @@ fn exercise_nested(p: &agora_proto::Params, levels: usize) {
 
 /// Feeds `stream` in chunks (cycled sizes) and checks every frame, every pause and the error.
 fn fuzz_stream(stream: &[u8], sizes: &[usize], limits: Limits) -> Result<(), TestCaseError> {
+    fuzz_stream_changing_limits(stream, sizes, &[limits])
+}
+
+/// As [`fuzz_stream`], with the limits changed before each chunk (cycling through `all`), as a
+/// connection's are once it authenticates. A frame is checked against the limits in force
+/// when it is cut (its depth and widths only when the limits never change).
+fn fuzz_stream_changing_limits(
+    stream: &[u8],
+    sizes: &[usize],
+    all: &[Limits],
+) -> Result<(), TestCaseError> {
     BYTES.fetch_add(stream.len() as u64, Ordering::Relaxed);
-    let mut d = FrameDecoder::new(limits);
+    let mut d = FrameDecoder::new(all[0]);
     let (mut fed, mut consumed, mut i) = (0, 0, 0);
     while fed < stream.len() {
         let n = sizes[i % sizes.len()].min(stream.len() - fed);
+        let limits = all[i % all.len()];
+        d.set_limits(limits);
         i += 1;
         d.extend(&stream[fed..fed + n]);
         fed += n;
@@ -857,7 +870,15 @@ fn fuzz_stream(stream: &[u8], sizes: &[usize], limits: Limits) -> Result<(), Tes
                 Ok(Some(frame)) => {
                     prop_assert_eq!(&frame[..], &stream[consumed..consumed + frame.len()]);
                     consumed += frame.len();
-                    check_frame(&frame, &limits)?;
+                    if all.len() == 1 {
+                        check_frame(&frame, &limits)?;
+                    } else {
+                        let loose = Limits {
+                            max_message_bytes: limits.max_message_bytes,
+                            ..Limits::UNLIMITED
+                        };
+                        check_frame(&frame, &loose)?;
+                    }
                 }
                 Ok(None) => {
                     prop_assert_eq!(d.buffered(), fed - consumed);
@@ -948,6 +969,26 @@ fn fuzz_mutated_requests() {
             }
             fuzz_stream(&stream, &sizes, limits)?;
             fuzz_stream(&stream, &[1], limits)
+        },
+    );
+}
+
+#[test]
+fn fuzz_limits_changed_mid_stream() {
+    fuzz(
+        "fuzz_limits_changed_mid_stream",
+        300,
+        (
+            valid_stream(),
+            vec(mutation(), 0..3),
+            vec(1usize..64, 1..8),
+            vec(limits(), 2..5),
+        ),
+        |(mut stream, mutations, sizes, all)| {
+            for m in &mutations {
+                apply(&mut stream, m);
+            }
+            fuzz_stream_changing_limits(&stream, &sizes, &all)
         },
     );
 }
