@@ -236,7 +236,7 @@ fn create_args(kind: Kind) -> Vec<Value> {
     }
 }
 
-fn run(messages: &[Msg], garbage: Option<Vec<u8>>) {
+fn run(messages: &[Msg], sizes: &[usize], garbage: Option<Vec<u8>>) {
     let server = TestServer::start();
     let mut c = server.client();
     let ids: HashMap<Kind, u64> = Kind::ALL
@@ -255,7 +255,16 @@ fn run(messages: &[Msg], garbage: Option<Vec<u8>>) {
     // Everything in one go, then a ping: whatever did not park is answered before it.
     let ping = FIRST_MSGID - 1;
     stream.extend(agora_proto::testing::request(ping, "ping", vec![]));
-    c.send(&stream);
+    // In pieces of random sizes, so that messages arrive split anywhere.
+    let mut rest = &stream[..];
+    for size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (piece, tail) = rest.split_at((*size).min(rest.len()));
+        c.send(piece);
+        rest = tail;
+    }
     let mut answered = HashMap::new();
     read_until(&mut c, &mut answered, |a| a.contains_key(&ping));
 
@@ -311,6 +320,7 @@ proptest! {
     #[test]
     fn random_pipelines_are_answered_exactly_once_by_msgid(
         messages in vec(msg(), 1..60),
+        sizes in vec(prop_oneof![1usize..16, 16usize..4096], 1..6),
         garbage in proptest::option::of(prop_oneof![
             Just(vec![0xc1]),
             Just(vec![0x94, 0x00, 0x07, 0xc1]),
@@ -318,6 +328,6 @@ proptest! {
             Just(vec![0xc6, 0x7f, 0xff, 0xff, 0xff]),
         ]),
     ) {
-        run(&messages, garbage);
+        run(&messages, &sizes, garbage);
     }
 }
