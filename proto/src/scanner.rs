@@ -134,6 +134,20 @@ fn header(buf: &[u8], offset: usize) -> Result<Option<(usize, Header)>, ScanErro
     Ok(parsed.filter(|(size, _)| buf.len() >= *size))
 }
 
+/// The size of the header that `marker` starts (the marker, any length bytes, an ext's type
+/// byte; all of a number), known before the rest of it arrives.
+fn header_len(marker: u8) -> usize {
+    match marker {
+        0xc4 | 0xd9 | 0xcc | 0xd0 | 0xd4..=0xd8 => 2,
+        0xc5 | 0xda | 0xdc | 0xde | 0xcd | 0xd1 | 0xc7 => 3,
+        0xc8 => 4,
+        0xc6 | 0xdb | 0xdd | 0xdf | 0xca | 0xce | 0xd2 => 5,
+        0xc9 => 6,
+        0xcb | 0xcf | 0xd3 => 9,
+        _ => 1,
+    }
+}
+
 /// Finds the end of one MessagePack value in a growing buffer, resuming where it stopped.
 ///
 /// Feed it the same buffer (the value's first byte at index 0) each time more bytes arrive;
@@ -182,11 +196,23 @@ impl Scanner {
     /// more are needed, and an error when the stream cannot be framed. After `Some` or an error
     /// the scanner is ready for a new value.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ScanError> {
-        let result = self.scan_inner(buf);
+        let result = self.recheck().and_then(|()| self.scan_inner(buf));
         if !matches!(result, Ok(None)) {
             self.reset();
         }
         result
+    }
+
+    /// Limits changed since the last call apply to what was scanned already: the payload
+    /// being skipped must still fit, and the arrays and maps open must not nest too deep.
+    fn recheck(&self) -> Result<(), ScanError> {
+        self.check_size(self.skip)?;
+        if self.open.len() > self.limits.max_depth {
+            return Err(ScanError::TooDeep {
+                limit: self.limits.max_depth,
+            });
+        }
+        Ok(())
     }
 
     fn reset(&mut self) {
@@ -211,6 +237,11 @@ impl Scanner {
                 continue;
             }
             let Some((size, kind)) = header(&buf[self.pos..], self.pos)? else {
+                // A header that cannot fit under the limit fails now: otherwise its first
+                // bytes would stay buffered past the limit, waiting for the rest.
+                if let Some(&marker) = buf.get(self.pos) {
+                    self.check_size(header_len(marker) as u64)?;
+                }
                 return Ok(None);
             };
             self.pos += size;
@@ -369,6 +400,64 @@ mod tests {
         ));
         let mut s = Scanner::new(limits);
         assert_eq!(s.scan(&[0x91, 0x91, 0x91, 0x01]).unwrap(), Some(4));
+    }
+
+    #[test]
+    fn a_header_that_cannot_fit_fails_before_it_is_complete() {
+        let limits = Limits {
+            max_message_bytes: 4,
+            ..Limits::default()
+        };
+        // A float64 needs 9 bytes: its marker at offset 1 of a 4-byte message is too much,
+        // even before its other bytes arrive.
+        let mut s = Scanner::new(limits);
+        assert!(matches!(
+            s.scan(&[0x91, 0xcb]),
+            Err(ScanError::TooLarge { limit: 4 })
+        ));
+        let mut s = Scanner::new(limits);
+        assert_eq!(s.scan(&[0x91, 0xcd, 0x01]).unwrap(), None);
+        assert_eq!(s.scan(&[0x91, 0xcd, 0x01, 0x02]).unwrap(), Some(4));
+        for marker in 0u8..=0xff {
+            let (size, _) = match header(&[marker; 9], 0) {
+                Ok(Some(h)) => h,
+                _ => continue,
+            };
+            assert_eq!(header_len(marker), size, "marker {marker:02x}");
+        }
+    }
+
+    #[test]
+    fn limits_lowered_mid_message_apply_to_it() {
+        let loose = Limits::default();
+        let tight = Limits {
+            max_message_bytes: 10,
+            max_depth: 1,
+            ..Limits::default()
+        };
+        // A bin of 50 bytes, 20 of them in: it can no longer fit.
+        let mut bin = vec![0xc4, 50];
+        bin.extend([0; 50]);
+        let mut s = Scanner::new(loose);
+        assert_eq!(s.scan(&bin[..22]).unwrap(), None);
+        s.set_limits(tight);
+        assert!(matches!(
+            s.scan(&bin),
+            Err(ScanError::TooLarge { limit: 10 })
+        ));
+        // Two arrays open: deeper than the new limit.
+        let mut s = Scanner::new(loose);
+        assert_eq!(s.scan(&[0x91, 0x91]).unwrap(), None);
+        s.set_limits(tight);
+        assert!(matches!(
+            s.scan(&[0x91, 0x91, 0x01]),
+            Err(ScanError::TooDeep { limit: 1 })
+        ));
+        // Raised limits let a message through that the old ones would have refused.
+        let mut s = Scanner::new(tight);
+        assert_eq!(s.scan(&[0x91]).unwrap(), None);
+        s.set_limits(loose);
+        assert_eq!(s.scan(&[0x91, 0x91, 0x01]).unwrap(), Some(3));
     }
 
     #[test]

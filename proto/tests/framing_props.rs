@@ -6,6 +6,10 @@
 //! legal header for each value (5 as a fixint or as an int64, a short str as str32, a
 //! three-element array as array32, ...), so the scanner meets every MessagePack form and not
 //! only the shortest ones `rmpv` writes.
+//!
+//! The `fuzz_*` targets at the end feed the decoder arbitrary bytes and valid streams broken on
+//! purpose (bit flips, cuts, insertions, wrong and huge declared lengths, deep nesting), and
+//! every frame it yields to `envelope::parse` and the `Params` accessors.
 
 use agora_proto::scanner::ScanError;
 use agora_proto::{FrameDecoder, FrameError, Limits};
@@ -614,5 +618,401 @@ fn short_values_in_32_bit_forms_frame_and_decode() {
             Value::Ext(5, vec![0xaa]),
             Value::from(5),
         ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fuzzing: arbitrary bytes, and valid streams broken on purpose
+// ---------------------------------------------------------------------------------------------
+//
+// proptest is the fuzz engine (the toolchain is stable, so no libFuzzer). Each target runs a
+// bounded number of cases under `cargo test`; `AGORA_FUZZ_CASES=N` runs N instead, and
+// `--nocapture` shows how many frames and bytes went through.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use agora_proto::envelope::{self, request_msgid_prefix};
+use agora_proto::{params, Envelope};
+use bytes::Bytes;
+use proptest::test_runner::TestRunner;
+
+/// Cases per fuzz target: `AGORA_FUZZ_CASES` when set, else `default`.
+fn fuzz_cases(default: u32) -> u32 {
+    std::env::var("AGORA_FUZZ_CASES")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs a fuzz target for `fuzz_cases(default)` cases and prints what went through.
+fn fuzz<S: Strategy>(
+    name: &str,
+    default: u32,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) where
+    S::Value: std::fmt::Debug,
+{
+    let cases = fuzz_cases(default);
+    let before = (
+        FRAMES.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    );
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    if let Err(e) = runner.run(&strategy, test) {
+        panic!("{name}: {e}");
+    }
+    eprintln!(
+        "{name}: {cases} cases, {} frames, {} bytes",
+        FRAMES.load(Ordering::Relaxed) - before.0,
+        BYTES.load(Ordering::Relaxed) - before.1
+    );
+}
+
+/// Frames and bytes the fuzz targets fed to the decoder (all targets together).
+static FRAMES: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// One way to break a valid stream.
+#[derive(Debug, Clone)]
+enum Mutation {
+    /// Flip one bit.
+    Flip(prop::sample::Index, u8),
+    /// Cut the stream short.
+    Truncate(prop::sample::Index),
+    /// Insert bytes.
+    Insert(prop::sample::Index, Vec<u8>),
+    /// Remove up to n bytes.
+    Delete(prop::sample::Index, usize),
+    /// Overwrite one byte (a marker, a length byte, data).
+    Overwrite(prop::sample::Index, u8),
+    /// Insert a header that declares a huge (or merely wrong) length.
+    Declare(prop::sample::Index, u8, u32),
+    /// Insert `n` one-element array headers: deep nesting.
+    Nest(prop::sample::Index, usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    use prop::sample::Index;
+    prop_oneof![
+        3 => (any::<Index>(), 0u8..8).prop_map(|(i, b)| Mutation::Flip(i, b)),
+        1 => any::<Index>().prop_map(Mutation::Truncate),
+        2 => (any::<Index>(), vec(any::<u8>(), 1..8)).prop_map(|(i, b)| Mutation::Insert(i, b)),
+        1 => (any::<Index>(), 1usize..16).prop_map(|(i, n)| Mutation::Delete(i, n)),
+        2 => (any::<Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::Overwrite(i, b)),
+        2 => (
+            any::<Index>(),
+            prop::sample::select(vec![0xc4u8, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xdf]),
+            prop_oneof![Just(u32::MAX), Just(u32::MAX / 2 + 1), Just(1 << 24), any::<u32>(), 0u32..40],
+        )
+            .prop_map(|(i, m, n)| Mutation::Declare(i, m, n)),
+        1 => (any::<Index>(), prop_oneof![1usize..40, 100usize..3000]).prop_map(|(i, n)| Mutation::Nest(i, n)),
+    ]
+}
+
+fn apply(stream: &mut Vec<u8>, m: &Mutation) {
+    let at = |i: &prop::sample::Index, len: usize| i.index(len + 1);
+    match m {
+        Mutation::Flip(i, bit) if !stream.is_empty() => {
+            let at = i.index(stream.len());
+            stream[at] ^= 1 << bit;
+        }
+        Mutation::Truncate(i) => stream.truncate(at(i, stream.len())),
+        Mutation::Insert(i, bytes) => {
+            let at = at(i, stream.len());
+            stream.splice(at..at, bytes.iter().copied());
+        }
+        Mutation::Delete(i, n) => {
+            let at = at(i, stream.len());
+            let end = (at + n).min(stream.len());
+            stream.drain(at..end);
+        }
+        Mutation::Overwrite(i, b) if !stream.is_empty() => {
+            let at = i.index(stream.len());
+            stream[at] = *b;
+        }
+        Mutation::Declare(i, marker, n) => {
+            let width = match marker {
+                0xc4 | 0xc7 | 0xd9 => 1,
+                0xc5 | 0xc8 | 0xda | 0xdc | 0xde => 2,
+                _ => 4,
+            };
+            let mut header = vec![*marker];
+            header.extend_from_slice(&n.to_be_bytes()[4 - width..]);
+            let at = at(i, stream.len());
+            stream.splice(at..at, header);
+        }
+        Mutation::Nest(i, n) => {
+            let at = at(i, stream.len());
+            stream.splice(at..at, std::iter::repeat_n(0x91, *n));
+        }
+        _ => {}
+    }
+}
+
+/// Limits small enough that random streams run into them, or the defaults.
+fn limits() -> impl Strategy<Value = Limits> {
+    prop_oneof![
+        1 => Just(Limits::default()),
+        3 => (1usize..2048, 1usize..24, 0usize..40).prop_map(|(bytes, depth, len)| Limits {
+            max_message_bytes: bytes,
+            max_depth: depth,
+            max_container_len: len,
+        }),
+    ]
+}
+
+/// What must hold of any frame the decoder yields, whatever the input: within the limits, one
+/// whole value by the reference decoder, and an envelope that parses (or fails) soundly.
+fn check_frame(frame: &Bytes, limits: &Limits) -> Result<(), TestCaseError> {
+    FRAMES.fetch_add(1, Ordering::Relaxed);
+    prop_assert!(frame.len() <= limits.max_message_bytes);
+    let mut rest = &frame[..];
+    let v = rmpv::decode::read_value(&mut rest);
+    prop_assert!(v.is_ok(), "the reference decoder refuses a frame: {:?}", v);
+    prop_assert!(rest.is_empty(), "a frame is exactly one value");
+    let v = v.unwrap();
+    prop_assert!(depth(&v) <= limits.max_depth);
+    prop_assert!(widest(&v) <= limits.max_container_len);
+    check_envelope(frame)
+}
+
+/// `envelope::parse` and the `Params` accessors on any bytes: no panic, and every error
+/// carries the msgid whenever the bytes start with a readable request header.
+fn check_envelope(frame: &Bytes) -> Result<(), TestCaseError> {
+    let prefix = request_msgid_prefix(frame);
+    match envelope::parse(frame.clone()) {
+        Err(e) => prop_assert_eq!(e.msgid, prefix, "{}", e),
+        Ok(Envelope::Request { msgid, params, .. }) => {
+            prop_assert_eq!(Some(msgid), prefix);
+            exercise(&params);
+        }
+        Ok(Envelope::Notification { params, .. }) => exercise(&params),
+        Ok(Envelope::Response { error, result, .. }) => {
+            for raw in [&error, &result] {
+                prop_assert_eq!(agora_proto::scanner::value_len(raw), Some(raw.len()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every accessor on every param (and one past the end where that is allowed).
+fn exercise(p: &agora_proto::Params) {
+    exercise_nested(p, 8)
+}
+
+fn exercise_nested(p: &agora_proto::Params, levels: usize) {
+    let _ = p.expect("m", 0, 3);
+    let _ = p.opt(p.len());
+    let _ = p.opt_i64(p.len());
+    let _ = p.bool_or(p.len(), true);
+    for i in 0..p.len() {
+        let raw = p.raw(i);
+        assert_eq!(p.bytes(i), raw);
+        let _ = (
+            p.u64(i),
+            p.i64(i),
+            p.opt_i64(i),
+            p.str(i),
+            p.bool_or(i, false),
+        );
+        let _ = (
+            params::type_name(raw),
+            params::text(raw),
+            params::bytes_of(raw),
+        );
+        let _ = (
+            params::int_i64(raw),
+            params::int_u64(raw),
+            params::is_nil(raw),
+        );
+        let _ = (params::array_items(raw), params::map_entries(raw));
+        if let Ok(inner) = p.array(i) {
+            if levels > 0 {
+                exercise_nested(&inner, levels - 1);
+            }
+        }
+        let _ = p.value(i);
+    }
+    assert_eq!(p.iter().count(), p.len());
+}
+
+/// Feeds `stream` in chunks (cycled sizes) and checks every frame, every pause and the error.
+fn fuzz_stream(stream: &[u8], sizes: &[usize], limits: Limits) -> Result<(), TestCaseError> {
+    fuzz_stream_changing_limits(stream, sizes, &[limits])
+}
+
+/// As [`fuzz_stream`], with the limits changed before each chunk (cycling through `all`), as a
+/// connection's are once it authenticates. A frame is checked against the limits in force
+/// when it is cut (its depth and widths only when the limits never change).
+fn fuzz_stream_changing_limits(
+    stream: &[u8],
+    sizes: &[usize],
+    all: &[Limits],
+) -> Result<(), TestCaseError> {
+    BYTES.fetch_add(stream.len() as u64, Ordering::Relaxed);
+    let mut d = FrameDecoder::new(all[0]);
+    let (mut fed, mut consumed, mut i) = (0, 0, 0);
+    while fed < stream.len() {
+        let n = sizes[i % sizes.len()].min(stream.len() - fed);
+        let limits = all[i % all.len()];
+        d.set_limits(limits);
+        i += 1;
+        d.extend(&stream[fed..fed + n]);
+        fed += n;
+        loop {
+            match d.next_frame() {
+                Ok(Some(frame)) => {
+                    prop_assert_eq!(&frame[..], &stream[consumed..consumed + frame.len()]);
+                    consumed += frame.len();
+                    if all.len() == 1 {
+                        check_frame(&frame, &limits)?;
+                    } else {
+                        let loose = Limits {
+                            max_message_bytes: limits.max_message_bytes,
+                            ..Limits::UNLIMITED
+                        };
+                        check_frame(&frame, &loose)?;
+                    }
+                }
+                Ok(None) => {
+                    prop_assert_eq!(d.buffered(), fed - consumed);
+                    // An incomplete message never holds more than the limit allows.
+                    prop_assert!(
+                        d.buffered() <= limits.max_message_bytes,
+                        "{} bytes buffered under a limit of {}",
+                        d.buffered(),
+                        limits.max_message_bytes
+                    );
+                    break;
+                }
+                Err(e) => {
+                    prop_assert_eq!(e.msgid, request_msgid_prefix(&stream[consumed..fed]));
+                    if let ScanError::TooLarge { limit } = e.source {
+                        prop_assert_eq!(limit, limits.max_message_bytes);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A stream of requests (and other messages) in random encodings.
+fn valid_stream() -> impl Strategy<Value = Vec<u8>> {
+    (vec(message(), 1..5), vec(any::<u8>(), 1..32))
+        .prop_map(|(messages, choices)| messages.iter().flat_map(|m| encode(m, &choices)).collect())
+}
+
+#[test]
+fn fuzz_arbitrary_bytes() {
+    let bytes = prop_oneof![
+        vec(any::<u8>(), 0..256),
+        // Mostly markers that open containers and payloads.
+        vec(
+            prop::sample::select(vec![
+                0x91u8, 0x92, 0x9f, 0x81, 0xa3, 0xc4, 0xdc, 0xdd, 0xdf, 0xc7, 0xd4, 0x00, 0xc0,
+                0xff
+            ]),
+            0..256
+        ),
+    ];
+    fuzz(
+        "fuzz_arbitrary_bytes",
+        2000,
+        (bytes, vec(1usize..64, 1..8), limits()),
+        |(stream, sizes, limits)| {
+            fuzz_stream(&stream, &sizes, limits)?;
+            check_envelope(&Bytes::from(stream.clone()))?;
+            // The scanner agrees with the reference decoder on where the first value ends.
+            let scanned = agora_proto::Scanner::new(Limits {
+                max_depth: 200,
+                ..Limits::UNLIMITED
+            })
+            .scan(&stream);
+            let mut rest = &stream[..];
+            let reference = rmpv::decode::read_value(&mut rest).map(|_| stream.len() - rest.len());
+            match scanned {
+                Ok(Some(n)) => prop_assert_eq!(reference.ok(), Some(n)),
+                Ok(None) => prop_assert!(reference.is_err(), "incomplete, but {:?}", reference),
+                // rmpv reads the reserved marker as nil; the protocol refuses it.
+                Err(ScanError::InvalidMarker { byte, offset }) => {
+                    prop_assert_eq!((byte, stream[offset]), (0xc1, 0xc1))
+                }
+                Err(_) => {} // deeper than 200: the reference decoder's own depth differs
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn fuzz_mutated_requests() {
+    fuzz(
+        "fuzz_mutated_requests",
+        400,
+        (
+            valid_stream(),
+            vec(mutation(), 1..5),
+            vec(1usize..200, 1..8),
+            limits(),
+        ),
+        |(mut stream, mutations, sizes, limits)| {
+            for m in &mutations {
+                apply(&mut stream, m);
+            }
+            fuzz_stream(&stream, &sizes, limits)?;
+            fuzz_stream(&stream, &[1], limits)
+        },
+    );
+}
+
+#[test]
+fn fuzz_limits_changed_mid_stream() {
+    fuzz(
+        "fuzz_limits_changed_mid_stream",
+        300,
+        (
+            valid_stream(),
+            vec(mutation(), 0..3),
+            vec(1usize..64, 1..8),
+            vec(limits(), 2..5),
+        ),
+        |(mut stream, mutations, sizes, all)| {
+            for m in &mutations {
+                apply(&mut stream, m);
+            }
+            fuzz_stream_changing_limits(&stream, &sizes, &all)
+        },
+    );
+}
+
+#[test]
+fn fuzz_valid_streams_agree_with_the_reference() {
+    fuzz(
+        "fuzz_valid_streams_agree_with_the_reference",
+        100,
+        (
+            vec(message(), 1..5),
+            vec(any::<u8>(), 1..32),
+            vec(1usize..200, 1..8),
+        ),
+        |(messages, choices, sizes)| {
+            let encoded: Vec<Vec<u8>> = messages.iter().map(|m| encode(m, &choices)).collect();
+            let stream = encoded.concat();
+            fuzz_stream(&stream, &sizes, Limits::default())?;
+            let frames = decode_in_chunks(&stream, &sizes, Limits::default()).unwrap();
+            prop_assert_eq!(&frames, &encoded);
+            for (frame, m) in frames.iter().zip(&messages) {
+                prop_assert!(same(&decode(frame), m));
+            }
+            Ok(())
+        },
     );
 }

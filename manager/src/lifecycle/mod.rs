@@ -54,4 +54,6 @@ pub use parking::{
 };
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

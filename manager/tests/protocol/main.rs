@@ -17,6 +17,8 @@
 //!   polling for a next request;
 //! - [`lifecycle`]: deletion of objects with parked calls, and grants to connections that leave;
 //! - [`redelivery`]: queue items a connection got and did not finish come back when it closes;
+//! - [`fuzz`]: random pipelines of well-formed and malformed messages, each request answered
+//!   exactly once;
 //! - [`method_table`]: the manager against `agora_proto::methods`: every listed method is known
 //!   with its documented param counts, every other `<kind>.<method>` is `UnknownMethodError`.
 
@@ -27,6 +29,7 @@ mod bad_arguments;
 mod concurrency;
 mod dict;
 mod framing;
+mod fuzz;
 mod handshake;
 mod keys_and_values;
 mod lifecycle;
