@@ -386,6 +386,7 @@ pub fn run(config: &Config, dir: &Path) -> BoxResult<Report> {
                     w.id,
                     w.role.name()
                 ));
+                *w = spawn(w.role, &mut parent)?;
             }
         }
         let at = rng.below(workers.len() as u64) as usize;
