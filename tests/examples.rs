@@ -2,6 +2,7 @@
 //! returns. Each example keeps its logic in a `run` function that its `main` calls; the test
 //! includes the example's file as a module and calls `run`, so a plain `cargo test` on a
 //! fresh clone builds and checks them all (the example's `main` is unused here).
+//! The soak (`examples/soak.rs`) runs for a fixed time, so it has its own test, `soak.rs`.
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
