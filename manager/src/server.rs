@@ -11,6 +11,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use agora_proto::Limits;
+
 use crate::config::{Config, Listener};
 use crate::registry::Registry;
 use crate::session;
@@ -89,6 +91,13 @@ impl Server {
         }
         if config.max_output_bytes == 0 {
             return invalid("max_output_bytes must be at least 1");
+        }
+        if config.limits.max_depth > Limits::DEEPEST {
+            return invalid(&format!(
+                "max_depth (--max-depth) may be at most {}: some methods decode values \
+                 recursively, and deeper nesting could overflow a thread's stack",
+                Limits::DEEPEST
+            ));
         }
         Ok(Server {
             shared: Arc::new(Shared::new(config)?),

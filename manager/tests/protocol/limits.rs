@@ -178,12 +178,13 @@ fn config() -> agora_manager::Config {
 }
 
 #[test]
-fn a_server_refuses_limits_of_zero() {
+fn a_server_refuses_limits_of_zero_and_a_depth_past_the_deepest() {
     use std::time::Duration;
-    let zeroed: [fn(&mut agora_manager::Config); 3] = [
+    let zeroed: [fn(&mut agora_manager::Config); 4] = [
         |c| c.max_connections = 0,
         |c| c.auth_timeout = Duration::ZERO,
         |c| c.max_output_bytes = 0,
+        |c| c.limits.max_depth = agora_proto::Limits::DEEPEST + 1,
     ];
     for zero in zeroed {
         let mut c = config();
