@@ -57,3 +57,5 @@ pub use parking::{
 mod props;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod toy;

@@ -15,45 +15,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// `total` permits; what each connection holds is counted in `held` (grants in flight too).
-struct Sem {
-    free: u64,
-    held: HeldBy,
-}
-
-impl Semantics for Sem {
-    type Wait = ();
-
-    fn offer(&mut self, _line: LineId, _wait: &mut (), to: &Holder) -> Offer {
-        if self.free == 0 {
-            return Offer::Wait;
-        }
-        self.free -= 1;
-        self.held.add(to, 1);
-        Offer::Grant(Ok(Grant::ACQUIRED))
-    }
-
-    fn give_back(&mut self, _grant: Grant, to: &Holder) {
-        self.free += self.held.remove(to.session, 1);
-    }
-
-    fn leave(&mut self, _line: LineId, _wait: (), why: Leave) -> Left<()> {
-        match why {
-            Leave::Expired => Left::Answer(Ok(Grant::NotAcquired)),
-            Leave::Abandoned => Left::Gone,
-        }
-    }
-
-    fn release_dead(&mut self, session: SessionId) -> bool {
-        let n = self.held.take(session);
-        self.free += n;
-        n > 0
-    }
-
-    fn retire(&mut self) {
-        self.held.clear();
-    }
-}
+use super::toy::Permits;
 
 const LINE: LineId = 0;
 const OBJECT: ObjectKey = 1 << 41;
@@ -109,7 +71,7 @@ struct Conn {
 
 struct Run {
     rt: tokio::runtime::Runtime,
-    p: Arc<Parking<Sem>>,
+    p: Arc<Parking<Permits>>,
     total: u64,
     conns: Vec<Conn>,
     next_session: SessionId,
@@ -128,7 +90,7 @@ impl Run {
             .expect("a runtime");
         let mut run = Run {
             rt,
-            p: Parking::new(|held| Sem { free: total, held }),
+            p: Parking::new(|held| Permits { free: total, held }),
             total,
             conns: Vec::new(),
             next_session: 1,

@@ -6,45 +6,7 @@ use agora_proto::ErrorName;
 
 use super::*;
 
-/// Permits that takers wait for; what a taker holds is counted per connection.
-struct Permits {
-    free: u64,
-    held: HeldBy,
-}
-
-impl Semantics for Permits {
-    type Wait = ();
-
-    fn offer(&mut self, _line: LineId, _wait: &mut (), to: &Holder) -> Offer {
-        if self.free == 0 {
-            return Offer::Wait;
-        }
-        self.free -= 1;
-        self.held.add(to, 1);
-        Offer::Grant(Ok(Grant::ACQUIRED))
-    }
-
-    fn give_back(&mut self, _grant: Grant, to: &Holder) {
-        self.free += self.held.remove(to.session, 1);
-    }
-
-    fn leave(&mut self, _line: LineId, _wait: (), why: Leave) -> Left<()> {
-        match why {
-            Leave::Expired => Left::Answer(Ok(Grant::NotAcquired)),
-            Leave::Abandoned => Left::Gone,
-        }
-    }
-
-    fn release_dead(&mut self, session: SessionId) -> bool {
-        let n = self.held.take(session);
-        self.free += n;
-        n > 0
-    }
-
-    fn retire(&mut self) {
-        self.held.clear();
-    }
-}
+use super::toy::Permits;
 
 const LINE: LineId = 0;
 const OBJECT: ObjectKey = 1 << 40;
