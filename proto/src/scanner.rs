@@ -168,6 +168,9 @@ pub struct Scanner {
     skip: u64,
     /// Items still expected by each open array or map, innermost last.
     open: Vec<u64>,
+    /// The limits changed since the last scan: what was scanned already is checked against
+    /// them once, at the next scan (not at every scan: this is the hot path of every request).
+    limits_changed: bool,
 }
 
 impl Scanner {
@@ -178,6 +181,7 @@ impl Scanner {
             pos: 0,
             skip: 0,
             open: Vec::new(),
+            limits_changed: false,
         }
     }
 
@@ -189,6 +193,7 @@ impl Scanner {
     /// Changes the limits; they apply to the rest of the current value too.
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
+        self.limits_changed = true;
     }
 
     /// Bytes of the current, incomplete value scanned so far.
@@ -202,7 +207,11 @@ impl Scanner {
     /// more are needed, and an error when the stream cannot be framed. After `Some` or an error
     /// the scanner is ready for a new value.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ScanError> {
-        let result = self.recheck().and_then(|()| self.scan_inner(buf));
+        let result = if std::mem::take(&mut self.limits_changed) {
+            self.recheck().and_then(|()| self.scan_inner(buf))
+        } else {
+            self.scan_inner(buf)
+        };
         if !matches!(result, Ok(None)) {
             self.reset();
         }
