@@ -297,23 +297,27 @@ impl Session {
         Ok(())
     }
 
-    /// Appends the reply of a parked call that completed.
+    /// Appends the reply of a parked call that completed. Gives back the grant with its ticket
+    /// when the reply carried one, to be given back if it is never written (an error reply
+    /// granted nothing).
     fn write_parked(
         &mut self,
         id: Id,
         (msgid, reply, ticket): ParkedOutput,
         out: &mut Vec<u8>,
-        sent: &mut Vec<(Reply, Ticket)>,
-    ) {
+    ) -> Option<(Reply, Ticket)> {
         self.parked_msgids.remove(&id);
         match &reply {
             Ok(grant) => {
                 encode::response_ok(out, msgid, &[]);
                 grant.encode(out);
+                Some((reply, ticket))
             }
-            Err(err) => encode::response_err(out, msgid, err),
+            Err(err) => {
+                encode::response_err(out, msgid, err);
+                None
+            }
         }
-        sent.push((reply, ticket));
     }
 
     /// Answers a parked call whose task failed (a bug: it is reported, not hidden).
@@ -334,7 +338,7 @@ impl Session {
         while let Some(done) = self.parked.join_next_with_id().await {
             match done {
                 Ok((id, output)) if stopping => {
-                    self.write_parked(id, output, &mut out, &mut undelivered)
+                    undelivered.extend(self.write_parked(id, output, &mut out))
                 }
                 Ok((_, (_, reply, ticket))) => ticket.undeliver(reply),
                 Err(e) => {
@@ -815,15 +819,13 @@ where
     /// Appends every parked reply that is ready, so they go out in one write.
     fn answer_parked(&mut self, first: Result<(Id, ParkedOutput), tokio::task::JoinError>) {
         let mut done = Some(first);
-        let mut grants = Vec::new();
         while let Some(result) = done {
             match result {
                 Ok((id, output)) => {
-                    self.session
-                        .write_parked(id, output, &mut self.out, &mut grants);
+                    let granted = self.session.write_parked(id, output, &mut self.out);
                     let end = self.out.len();
                     self.sent
-                        .extend(grants.drain(..).map(|(reply, ticket)| (end, reply, ticket)));
+                        .extend(granted.map(|(reply, ticket)| (end, reply, ticket)));
                 }
                 Err(e) => self.session.parked_failed(&e, &mut self.out),
             }
