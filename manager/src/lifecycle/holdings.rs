@@ -40,7 +40,8 @@ impl Caller<'_> {
         })
     }
 
-    /// The caller as a waiter keeps it, past the call.
+    /// The caller as a waiter keeps it, past the call (clones the record's handle: only for
+    /// what outlives the call).
     pub fn holder(&self) -> Holder {
         Holder {
             session: self.session,
@@ -57,6 +58,16 @@ pub struct Holder {
     pub session: SessionId,
     /// Its holdings record.
     pub holdings: Arc<Holdings>,
+}
+
+impl Holder {
+    /// The waiter seen as a caller, to record a holding without cloning anything.
+    pub fn as_caller(&self) -> Caller<'_> {
+        Caller {
+            session: self.session,
+            holdings: &self.holdings,
+        }
+    }
 }
 
 impl std::fmt::Debug for Holder {
@@ -140,15 +151,16 @@ impl HeldBy {
         }
     }
 
-    /// `holder` now holds `n` more.
-    pub fn add(&mut self, holder: &Holder, n: u64) {
+    /// `who` now holds `n` more. Its record's handle is cloned only when it starts holding
+    /// here: an acquire by a connection that holds nothing else costs no reference count.
+    pub fn add(&mut self, who: Caller<'_>, n: u64) {
         if n == 0 {
             return;
         }
         let entry = self
             .by
-            .entry(holder.session)
-            .or_insert_with(|| (0, holder.holdings.clone()));
+            .entry(who.session)
+            .or_insert_with(|| (0, who.holdings.clone()));
         if entry.0 == 0 {
             entry.1.insert(self.key, &self.object);
         }

@@ -43,7 +43,7 @@ impl Conn {
             .op(|cx| {
                 if cx.state.free > 0 && cx.waiting(LINE) == 0 {
                     cx.state.free -= 1;
-                    cx.state.held.add(&caller.holder(), 1);
+                    cx.state.held.add(caller, 1);
                     return Ok(Err(cx.acquired()));
                 }
                 Ok(Ok(cx.park(LINE, OBJECT, &caller, (), None)))

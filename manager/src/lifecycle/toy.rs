@@ -20,7 +20,7 @@ impl Semantics for Permits {
             return Offer::Wait;
         }
         self.free -= 1;
-        self.held.add(to, 1);
+        self.held.add(to.as_caller(), 1);
         Offer::Grant(Ok(Grant::ACQUIRED))
     }
 

@@ -67,10 +67,10 @@ impl LockState {
         self.holder.is_some()
     }
 
-    fn take(&mut self, owner: Owner, depth: u64, holder: &Holder) {
+    fn take(&mut self, owner: Owner, depth: u64, who: Caller<'_>) {
         self.holder = Some(owner);
         self.depth = depth;
-        self.held.add(holder, 1);
+        self.held.add(who, 1);
     }
 
     fn drop_holder(&mut self) {
@@ -112,7 +112,7 @@ impl Semantics for LockState {
         if line != ACQUIRE || self.holder.is_some() {
             return Offer::Wait;
         }
-        self.take(wait.owner, wait.depth, to);
+        self.take(wait.owner, wait.depth, to.as_caller());
         Offer::Grant(Ok(match wait.on_grant {
             OnGrant::Acquire => Grant::ACQUIRED,
             // A condition waiter's answer is whether it was notified; the owner-died notice
@@ -238,7 +238,7 @@ fn try_acquire(cx: &mut Ctx<'_, LockState>, owner: Owner, caller: &Caller<'_>) -
     if cx.state.holder.is_some() || cx.waiting(ACQUIRE) > 0 {
         return None;
     }
-    cx.state.take(owner, 1, &caller.holder());
+    cx.state.take(owner, 1, *caller);
     Some(cx.acquired())
 }
 

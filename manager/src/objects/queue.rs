@@ -92,7 +92,7 @@ impl Outstanding {
     }
 
     /// `to` got `item`: keeps a copy on record; returns the item with its receipt.
-    fn record(&mut self, to: &Holder, item: Stored) -> (u64, Stored) {
+    fn record(&mut self, to: Caller<'_>, item: Stored) -> (u64, Stored) {
         let receipt = self.next;
         self.next += 1;
         self.by
@@ -192,7 +192,7 @@ impl State {
     /// gets record their items; a joinable queue records its items while fewer are on record
     /// than are unfinished (a `task_done` that came before its item was got already counted
     /// it).
-    fn take(&mut self, max: usize, shape: Shape, to: &Holder) -> Grant {
+    fn take(&mut self, max: usize, shape: Shape, to: Caller<'_>) -> Grant {
         let (many, acked) = match shape {
             Shape::Item => (false, false),
             Shape::Items => (true, false),
@@ -242,7 +242,7 @@ impl Semantics for State {
         match wait {
             Wait::Put { items, done, many } => self.offer_put(items, done, *many),
             Wait::Get { max, shape } if !self.items.is_empty() => {
-                Offer::Grant(Ok(self.take(*max, *shape, to)))
+                Offer::Grant(Ok(self.take(*max, *shape, to.as_caller())))
             }
             Wait::Get { .. } if self.closed => Offer::Grant(Err(closed())),
             Wait::Join if self.unfinished == 0 => Offer::Grant(Ok(Grant::Bool(true))),
@@ -404,7 +404,7 @@ impl Queue {
     ) -> Result<Outcome, CallError> {
         self.state.op(|cx| {
             if !cx.state.items.is_empty() {
-                cx.state.take(max, shape, &caller.holder()).encode(out);
+                cx.state.take(max, shape, *caller).encode(out);
                 return Ok(Outcome::Done);
             }
             if cx.state.closed {

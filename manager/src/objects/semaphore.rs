@@ -47,7 +47,7 @@ impl Semantics for State {
             return Offer::Wait;
         }
         self.value -= 1;
-        self.held.add(to, 1);
+        self.held.add(to.as_caller(), 1);
         Offer::Grant(Ok(Grant::ACQUIRED))
     }
 
@@ -123,7 +123,7 @@ impl Semaphore {
         self.state.op(|cx| {
             if cx.state.value > 0 && cx.waiting(ACQUIRE) == 0 {
                 cx.state.value -= 1;
-                cx.state.held.add(&caller.holder(), 1);
+                cx.state.held.add(*caller, 1);
                 cx.acquired().encode(out);
                 return Ok(Outcome::Done);
             }
