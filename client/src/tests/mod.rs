@@ -177,21 +177,14 @@ fn disconnect_wakes_every_waiter() {
 }
 
 /// A forked child must open its own connection and leave the parent's alone.
-#[test]
-fn forked_child_reconnects() {
-    let m = FakeManager::start();
-    let c = connect(&m);
-    assert_eq!(whoami(&c), 1);
+/// Runs `child` in a forked child process and gives its exit code (it must exit, not die).
+fn in_forked_child(child: impl FnOnce() -> i32) -> i32 {
     // SAFETY: the child only uses the client (its own fresh connection, sockets and heap
     // allocations) and leaves with `_exit`, running no destructor of the parent's state.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        let code = match c.call::<_, u64>("test.whoami", &()) {
-            Ok(2) if c.ping().is_ok() => 0,
-            Ok(_) => 1,
-            Err(_) => 2,
-        };
+        let code = child();
         // SAFETY: ends the child at once, as intended.
         unsafe { libc::_exit(code) };
     }
@@ -200,11 +193,20 @@ fn forked_child_reconnects() {
     let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
     assert_eq!(waited, pid);
     assert!(libc::WIFEXITED(status), "child died: status {status}");
-    assert_eq!(
-        libc::WEXITSTATUS(status),
-        0,
-        "child exit code (1: same connection, 2: error)"
-    );
+    libc::WEXITSTATUS(status)
+}
+
+#[test]
+fn forked_child_reconnects() {
+    let m = FakeManager::start();
+    let c = connect(&m);
+    assert_eq!(whoami(&c), 1);
+    let code = in_forked_child(|| match c.call::<_, u64>("test.whoami", &()) {
+        Ok(2) if c.ping().is_ok() => 0,
+        Ok(_) => 1,
+        Err(_) => 2,
+    });
+    assert_eq!(code, 0, "child exit code (1: same connection, 2: error)");
     assert_eq!(m.accepted.load(Ordering::SeqCst), 2);
     // The parent still uses its own connection, undisturbed.
     assert_eq!(whoami(&c), 1);
@@ -400,31 +402,18 @@ fn a_forked_child_refuses_a_restarted_manager() {
     let c = connect(&m);
     let l = c.list::<i64>().unwrap();
     *m.run.lock() = "22222222-2222-4222-8222-222222222222".to_owned();
-    // SAFETY: as in `forked_child_reconnects`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = match l.len() {
-            Err(e)
-                if e.is(ErrorName::UnknownObjectError)
-                    && e.to_string().contains("this proxy belongs to run") =>
-            {
-                0
-            }
-            Err(_) => 2,
-            Ok(_) => 1,
-        };
-        // SAFETY: ends the child at once, as intended.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child forked above.
-    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(waited, pid);
-    assert!(libc::WIFEXITED(status), "child died: status {status}");
+    let code = in_forked_child(|| match l.len() {
+        Err(e)
+            if e.is(ErrorName::UnknownObjectError)
+                && e.to_string().contains("this proxy belongs to run") =>
+        {
+            0
+        }
+        Err(_) => 2,
+        Ok(_) => 1,
+    });
     assert_eq!(
-        libc::WEXITSTATUS(status),
-        0,
+        code, 0,
         "child exit code (1: the call reached the new run, 2: another error)"
     );
     // The parent's connection is to the first run: it goes on.
