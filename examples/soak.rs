@@ -442,6 +442,15 @@ pub fn run(config: &Config, dir: &Path) -> BoxResult<Report> {
     Ok(report)
 }
 
+/// A failure for every number that more than one worker claimed (a ticket sold, a number taken).
+fn claimed_twice(claims: &BTreeMap<u64, Vec<u64>>, noun: &str, verb: &str) -> Vec<String> {
+    claims
+        .iter()
+        .filter(|(_, by)| by.len() > 1)
+        .map(|(n, by)| format!("{noun} {n} {verb} by workers {by:?}"))
+        .collect()
+}
+
 /// Waits for a worker told to stop; one that does not within 30 s is killed and reported.
 fn stop(w: &mut Worker, failures: &mut Vec<String>) -> BoxResult<()> {
     match w.process.join_timeout(Duration::from_secs(30))? {
@@ -799,11 +808,7 @@ pub fn check(dir: &Path, supply: u64) -> BoxResult<Report> {
         ),
     });
 
-    let mut ticket_failures: Vec<String> = sold
-        .iter()
-        .filter(|(_, by)| by.len() > 1)
-        .map(|(n, by)| format!("ticket {n} sold by workers {by:?}"))
-        .collect();
+    let mut ticket_failures = claimed_twice(&sold, "ticket", "sold");
     if let Some((&n, _)) = sold.iter().find(|(&n, _)| n == 0 || n > supply) {
         ticket_failures.push(format!("ticket {n} sold, outside 1..={supply}"));
     }
@@ -823,11 +828,7 @@ pub fn check(dir: &Path, supply: u64) -> BoxResult<Report> {
         ),
     });
 
-    let mut fa_failures: Vec<String> = taken
-        .iter()
-        .filter(|(_, by)| by.len() > 1)
-        .map(|(n, by)| format!("number {n} taken by workers {by:?}"))
-        .collect();
+    let mut fa_failures = claimed_twice(&taken, "number", "taken");
     if taken.is_empty() {
         fa_failures.push("not exercised: no number taken".into());
     }
