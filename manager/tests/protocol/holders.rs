@@ -275,3 +275,111 @@ fn references_to_objects_that_are_gone_are_refused_and_change_nothing() {
     );
     assert_eq!(c.ok("dict.len", p![d]), Value::from(0));
 }
+
+/// A small deterministic generator (SplitMix64), so that a failing seed runs again as it was.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// Threads create lists, hand references to each other through a shared dict (put, pop,
+/// overwrite), use, decref, delete and drop their connections at random. Each keeps the counts
+/// the protocol says the manager keeps for its connection. During the run an object a thread
+/// holds is never freed, and a reference read out of the dict always names a live object;
+/// afterwards, with every connection closed and the dict deleted, nothing is left.
+#[test]
+fn random_handovers_never_free_a_held_object_and_leave_nothing_behind() {
+    const THREADS: u64 = 6;
+    const OPS: usize = 3_000;
+    const KEYS: u64 = 8;
+    let server = TestServer::start();
+    let hub = server.client().create("dict", Some("hub"), vec![]);
+    let socket = server.socket.clone();
+    let client = move || {
+        let mut c = RawClient::connect_unix(&socket).expect("connect");
+        c.authenticate(AUTHKEY);
+        c
+    };
+    // Ids deleted on purpose, recorded before the delete is sent: only those may vanish.
+    let deleted = std::sync::Mutex::new(std::collections::HashSet::new());
+    let excused = |id: u64| deleted.lock().unwrap().contains(&id);
+    thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (client, deleted, excused) = (&client, &deleted, &excused);
+            scope.spawn(move || {
+                let mut rng = Rng(t + 1);
+                let mut c = client();
+                let mut held: std::collections::HashMap<u64, u64> = Default::default();
+                for step in 0..OPS {
+                    let key = format!("k{}", rng.below(KEYS));
+                    let some_held = {
+                        let ids: Vec<u64> = held.keys().copied().collect();
+                        (!ids.is_empty()).then(|| ids[rng.below(ids.len() as u64) as usize])
+                    };
+                    match (rng.below(8), some_held) {
+                        (0, _) | (1, None) => {
+                            let id = c.create("list", None, vec![]);
+                            *held.entry(id).or_default() += 1;
+                        }
+                        (1, Some(id)) => {
+                            let r = c.call("dict.setitem", p![hub, key, reference("list", id)]);
+                            let fine = r.is_ok() || excused(id);
+                            assert!(fine, "t{t} step {step}: storing held {id}: {r:?}");
+                        }
+                        (2, _) => {
+                            let popped = c.ok("dict.pop", p![hub, key, NIL]);
+                            if let Value::Ext(1, data) = popped {
+                                let Value::Array(pair) = agora_proto::testing::dec(&data) else {
+                                    panic!("not a reference")
+                                };
+                                let id = pair[1].as_u64().expect("an id");
+                                *held.entry(id).or_default() += 1;
+                                let len = c.call("list.len", p![id]);
+                                let fine = len.is_ok() || excused(id);
+                                assert!(fine, "t{t} step {step}: popped {id}: {len:?}");
+                            }
+                        }
+                        (3 | 4, Some(id)) => {
+                            let r = c.call("list.append", p![id, step as u64]);
+                            let fine = r.is_ok() || excused(id);
+                            assert!(fine, "t{t} step {step}: held {id} is gone: {r:?}");
+                        }
+                        (5, Some(id)) => {
+                            let n = held.remove(&id).unwrap_or(0);
+                            c.ok("decref", vec![arr![arr![id, n]]]);
+                        }
+                        (6, Some(id)) if rng.below(10) == 0 => {
+                            deleted.lock().unwrap().insert(id);
+                            // Another thread may have deleted it first.
+                            let _ = c.call("delete", p![id]);
+                            held.remove(&id);
+                        }
+                        (7, _) if rng.below(20) == 0 => {
+                            c = client();
+                            held.clear();
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    let mut c = server.client();
+    c.ok("delete", p!["hub"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !holders(&mut c).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {:?}",
+            holders(&mut c)
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
