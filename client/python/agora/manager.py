@@ -350,9 +350,16 @@ class Manager:
         else:
             self._client.call("delete", obj)
 
-    def objects(self) -> List[Tuple[int, Optional[str], str]]:
-        """Every object of the manager, as ``(id, name or None, kind)``, by id."""
-        return [tuple(entry) for entry in self._client.call("objects")]
+    def objects(self) -> List[Tuple[int, Optional[str], str, int]]:
+        """Every object of the manager, as ``(id, name or None, kind, holders)``, in the order
+        they were created. ``holders`` counts what keeps the object alive (``PROTOCOL.md``
+        section 3.2): the connections holding references to it (one each, however many), the
+        references to it stored in other objects, and the exports not yet adopted. An object
+        without a name is freed when it has none left."""
+        return [
+            (ident, name, kind, holders)
+            for ident, name, kind, holders in self._client.call("objects")
+        ]
 
     def ping(self) -> bool:
         """True when the manager answers."""
