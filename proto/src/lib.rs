@@ -14,7 +14,8 @@
 //! - [`value`]: value semantics shared by server and clients: equality, dict-key identity and
 //!   ordering, defined on the value rather than on its encoding.
 //! - [`kind`]: [`Kind`], the kinds of shared objects by their wire names.
-//! - [`objref`]: the ext type that references another shared object.
+//! - [`objref`]: the ext type that references another shared object, and a walk that finds
+//!   every reference inside a value without decoding it.
 //! - [`methods`]: which methods the manager may answer late.
 //! - [`spin`]: the polling budget both sides read from `AGORA_SPIN_US`: its parsing, default
 //!   and cap (the polling itself stays with the code that polls).

@@ -166,6 +166,10 @@ const SESSION_AND_REGISTRY: &[MethodSpec] = methods!(None, "":
     "lookup" "[name]";
     "delete" "[name or id]";
     "objects" "[]";
+    "incref" "[id]";
+    "decref" "[[id, count], ...]";
+    "export" "[id]";
+    "adopt" "[id]";
     "shutdown" "[]";
 );
 

@@ -66,7 +66,7 @@ pub enum ScanError {
 }
 
 /// What one header says about the value it starts.
-enum Header {
+pub(crate) enum Header {
     /// The value is complete once the header's bytes are.
     Scalar,
     /// `n` bytes of payload follow the header (str, bin, ext data).
@@ -76,7 +76,7 @@ enum Header {
 }
 
 /// Reads the header at the start of `buf`. `Ok(None)` means more bytes are needed.
-fn header(buf: &[u8], offset: usize) -> Result<Option<(usize, Header)>, ScanError> {
+pub(crate) fn header(buf: &[u8], offset: usize) -> Result<Option<(usize, Header)>, ScanError> {
     let Some(&marker) = buf.first() else {
         return Ok(None);
     };
