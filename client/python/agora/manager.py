@@ -413,9 +413,11 @@ class Manager:
         else:
             init = list(sequence)
         client = self._client
-        return client.call_and_make(
-            lambda ident: ArrayProxy(client, ident, typecode), "create", "array", name, typecode, init
-        )
+
+        def make(ident: int) -> ArrayProxy:
+            return ArrayProxy(client, ident, typecode)
+
+        return client.call_and_make(make, "create", "array", name, typecode, init)
 
     def Namespace(self, *, name: Optional[str] = None, **attributes: Any) -> NamespaceProxy:
         """A shared attribute bag with these initial attributes. (``name`` names the object;

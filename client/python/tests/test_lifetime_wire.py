@@ -14,7 +14,7 @@ import socket
 import tempfile
 import threading
 import unittest
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import msgpack
 
