@@ -420,7 +420,9 @@ class Connection:
             # Packing fails (unsupported value) before anything is sent: the connection stays
             # good, and the tables are as they were.
             request = self._packer.pack((0, msgid, method, params))
-            self._write(self._prelude(()) + request)
+            if self._dead or self._pending or self.client._orphans:
+                request = self._prelude(()) + request
+            self._write(request)
         finally:
             self._leave()
         self._reader = me
