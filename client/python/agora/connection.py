@@ -225,19 +225,13 @@ _REENTERED = (
 
 
 class _Attach(threading.local):
-    #: The connection a proxy made now on this thread belongs to (see
-    #: :meth:`Connection.attach`); ``None``: the proxy holds nothing.
+    #: The connection a proxy made now on this thread is attached to: set while a proxy is
+    #: made from a reference that connection counted (or as a twin of one of its proxies,
+    #: ``agora.proxies._twin``). ``None``: the proxy holds nothing.
     home: Optional["Connection"] = None
 
 
 _attach = _Attach()
-
-
-def attaching() -> Optional["Connection"]:
-    """The connection a proxy constructed now on this thread is attached to, if any: set
-    while a proxy is made from a reference this connection received (or as a twin of one
-    of its proxies)."""
-    return _attach.home
 
 
 def _resolve(conn: "Connection") -> "Connection":
