@@ -39,7 +39,9 @@ fn scoped_call(
     caller: &Caller<'_>,
     out: &mut Vec<u8>,
 ) -> Result<Outcome, CallError> {
-    scope.admit(registry.admit(&mut reach.cache, p)?);
+    if p.may_hold_ext() {
+        scope.admit(registry.admit(&mut reach.cache, p)?);
+    }
     let start = out.len();
     let outcome = route(registry, reach, method, p, caller, out)?;
     // A value the call took out (a pop, a get) has dropped its pins already, so the count of
