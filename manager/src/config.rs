@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use agora_proto::Limits;
 
+pub use crate::registry::DEFAULT_HANDOFF_LEASE;
 use crate::spin::Spin;
 
 /// Largest message an unauthenticated connection may send: `hello` and `auth` are tiny, and a
@@ -75,6 +76,9 @@ pub struct Config {
     /// they are written. Bounds what a client that never reads costs: about this much, plus one
     /// reply, plus one request. Default: [`DEFAULT_MAX_OUTPUT_BYTES`].
     pub max_output_bytes: usize,
+    /// How long a handoff (`export`) keeps an object alive waiting for a process to adopt it
+    /// (`PROTOCOL.md`, section 3.2). Default: [`DEFAULT_HANDOFF_LEASE`].
+    pub handoff_lease: Duration,
     /// How busy connections poll for their next request before sleeping.
     pub spin: Spin,
     /// Which run of a manager this is, reported by `hello`. A fresh one for every
@@ -125,6 +129,7 @@ impl Config {
             max_connections: default_max_connections(),
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            handoff_lease: DEFAULT_HANDOFF_LEASE,
             spin: Spin::default(),
             run: Run::new(),
         }

@@ -1,16 +1,59 @@
 //! Routing a request to the registry or to an object: `create`, `lookup`, `delete`, `objects`,
-//! and `<kind>.<method>`. Session methods (`hello`, `auth`, `shutdown`) live in [`crate::session`].
+//! the reference counts (`incref`, `decref`, `export`, `adopt`) and `<kind>.<method>`. Session
+//! methods (`hello`, `auth`, `shutdown`) live in [`crate::session`].
+//!
+//! Every call runs in a [`CallScope`]: references in its params are checked first (and pinned
+//! by the values it stores), references in its reply are counted for the connection, and the
+//! objects that lost their last holder during the call are freed after it.
 
 use agora_proto::{encode, methods, params, CallError, ErrorName, Params};
 
 use crate::lifecycle::{Caller, Outcome};
 use crate::objects::{self, Kind};
-use crate::registry::{ObjectCache, Registry};
+use crate::registry::holders::{CallScope, Held};
+use crate::registry::{ObjectCache, Reach, Registry};
 
 /// Runs a registry or object method, appending its encoded result to `out`.
 pub fn call(
     registry: &Registry,
-    cache: &mut ObjectCache,
+    reach: &mut Reach,
+    method: &str,
+    p: &Params,
+    caller: &Caller<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Outcome, CallError> {
+    let scope = CallScope::enter();
+    let result = scoped_call(&scope, registry, reach, method, p, caller, out);
+    // Pins the call dropped go now that its reply is counted; then whatever they held alone.
+    drop(scope);
+    registry.reap();
+    result
+}
+
+fn scoped_call(
+    scope: &CallScope,
+    registry: &Registry,
+    reach: &mut Reach,
+    method: &str,
+    p: &Params,
+    caller: &Caller<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Outcome, CallError> {
+    scope.admit(registry.admit(&mut reach.cache, p)?);
+    let start = out.len();
+    let outcome = route(registry, reach, method, p, caller, out)?;
+    // A value the call took out (a pop, a get) has dropped its pins already, so the count of
+    // nested references alone does not tell whether the reply can hold one.
+    let may_hold_refs = registry.reaper().any_nested() || scope.dropped_pins();
+    if matches!(outcome, Outcome::Done) && may_hold_refs {
+        registry.count_refs(&mut reach.cache, &mut reach.held, &out[start..]);
+    }
+    Ok(outcome)
+}
+
+fn route(
+    registry: &Registry,
+    reach: &mut Reach,
     method: &str,
     p: &Params,
     caller: &Caller<'_>,
@@ -18,7 +61,7 @@ pub fn call(
 ) -> Result<Outcome, CallError> {
     let done = |result: Result<(), CallError>| result.map(|()| Outcome::Done);
     match method {
-        "create" => done(create(registry, p, out)),
+        "create" => done(create(registry, reach, p, out)),
         "lookup" => {
             p.expect(method, 1, 1)?;
             let (kind, id) = registry.lookup(p.str(0)?)?;
@@ -29,10 +72,11 @@ pub fn call(
         }
         "delete" => {
             p.expect(method, 1, 1)?;
-            match params::int_u64(p.raw(0)) {
-                Some(id) => registry.delete_id(id)?,
+            let id = match params::int_u64(p.raw(0)) {
+                Some(id) => registry.delete_id(id).map(|()| id)?,
                 None => registry.delete_name(p.str(0)?)?,
-            }
+            };
+            reach.held.forget(id);
             out.extend_from_slice(encode::TRUE);
             Ok(Outcome::Done)
         }
@@ -41,21 +85,77 @@ pub fn call(
             let all = registry.list();
             encode::array_header(out, all.len());
             for info in all {
-                out.push(0x93);
+                out.push(0x94);
                 encode::uint(out, info.id);
                 match &info.name {
                     Some(name) => encode::str(out, name),
                     None => encode::nil(out),
                 }
                 encode::str(out, info.kind.as_str());
+                encode::uint(out, info.holders);
             }
             Ok(Outcome::Done)
         }
-        _ => object_call(registry, cache, method, p, caller, out),
+        "incref" | "export" | "adopt" => {
+            p.expect(method, 1, 1)?;
+            let slot = reach.cache.get(registry, p.u64(0)?)?;
+            match method {
+                "incref" if !reach.held.add(&slot) => return Err(gone(slot.id())),
+                "export" => registry.export(&slot)?,
+                "adopt" => registry.adopt(&slot, &mut reach.held)?,
+                _ => {}
+            }
+            out.extend_from_slice(encode::TRUE);
+            Ok(Outcome::Done)
+        }
+        "decref" => {
+            decref(&mut reach.held, p)?;
+            encode::nil(out);
+            Ok(Outcome::Done)
+        }
+        _ => object_call(registry, &mut reach.cache, method, p, caller, out),
     }
 }
 
-fn create(registry: &Registry, p: &Params, out: &mut Vec<u8>) -> Result<(), CallError> {
+/// The error for an object freed between its lookup and a new reference to it.
+fn gone(id: u64) -> CallError {
+    CallError::new(
+        ErrorName::UnknownObjectError,
+        format!("no object has id {id} (it was freed or deleted)"),
+    )
+}
+
+/// Applies `decref [[id, count], ...]`: all of it, or nothing when a pair is malformed.
+pub fn decref(held: &mut Held, p: &Params) -> Result<(), CallError> {
+    p.expect("decref", 1, 1)?;
+    let wrong = || {
+        CallError::type_error(
+            "decref takes one param, an array of [id, count] pairs of non-negative ints",
+        )
+    };
+    let pairs = params::array_items(p.raw(0)).ok_or_else(wrong)?;
+    let mut parsed = Vec::with_capacity(pairs.len());
+    for pair in pairs {
+        match params::array_items(pair).as_deref() {
+            Some([id, n]) => {
+                let id = params::int_u64(id).ok_or_else(wrong)?;
+                parsed.push((id, params::int_u64(n).ok_or_else(wrong)?));
+            }
+            _ => return Err(wrong()),
+        }
+    }
+    for (id, n) in parsed {
+        held.remove(id, n);
+    }
+    Ok(())
+}
+
+fn create(
+    registry: &Registry,
+    reach: &mut Reach,
+    p: &Params,
+    out: &mut Vec<u8>,
+) -> Result<(), CallError> {
     if p.len() < 2 {
         return Err(CallError::new(
             ErrorName::ArgumentCountError,
@@ -77,8 +177,13 @@ fn create(registry: &Registry, p: &Params, out: &mut Vec<u8>) -> Result<(), Call
         None => None,
         Some(_) => Some(p.str(1)?),
     };
-    let id = registry.create(kind, name, p, 2)?;
-    encode::uint(out, id);
+    let slot = registry.create(kind, name, p, 2)?;
+    // The creating connection is the new object's first holder. A named object found by
+    // name cannot be dead; an unnamed one was just made.
+    if !reach.held.add(&slot) {
+        return Err(gone(slot.id()));
+    }
+    encode::uint(out, slot.id());
     Ok(())
 }
 

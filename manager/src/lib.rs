@@ -9,8 +9,11 @@
 //! - [`server`]: [`Server`], its accept loops, the state connections share, shutdown.
 //! - [`session`]: one connection: framing, the `hello`/`auth` handshake, replies.
 //! - [`auth`]: the challenge and HMAC-SHA256 check.
-//! - [`dispatch`]: routes `create`/`lookup`/`delete`/`objects` and `<kind>.<method>`.
-//! - [`registry`]: objects by id and by name.
+//! - [`dispatch`]: routes `create`/`lookup`/`delete`/`objects`, the reference counts
+//!   (`incref`/`decref`/`export`/`adopt`) and `<kind>.<method>`.
+//! - [`registry`]: objects by id and by name, and their lifetimes ([`registry::holders`]): an
+//!   unnamed object lives while a connection, a value nested in a live object, or a handoff
+//!   holds it, and is freed (as by `delete`) when the last one goes.
 //! - [`objects`]: one file per kind; each object owns its state behind its own lock.
 //! - [`lifecycle`]: the one core every blocking object uses: parked calls in FIFO lines,
 //!   typed grants, expiry, cancellation, give-back of undeliverable grants, owner death,

@@ -14,22 +14,30 @@
 //! Ids come from [`ids`]: a keyed permutation of a counter, never reused in a run and
 //! unrelated across runs.
 //!
+//! Unnamed objects are freed when their last holder goes ([`holders`]): [`Registry::reap`]
+//! takes them out as `delete` would. Handoffs ([`Registry::export`]) keep an object alive
+//! between two processes for a while, with no connection holding it.
+//!
 //! The hot path takes none of these locks: each connection resolves ids through its own
 //! [`ObjectCache`], which goes to the registry only the first time it meets an id, keeps the
 //! object only weakly (deleting an object frees it whoever had used it), and learns of a
 //! deletion from a flag on the object's [`Slot`].
 
+pub mod holders;
 pub mod ids;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use parking_lot::Mutex;
 
 use agora_proto::{CallError, ErrorName, Params};
 
 use crate::objects::{self, Kind, ObjectHandle};
+use holders::{Held, HolderCount, Pin, Reaper};
 use ids::{IdKey, IdSequence};
 
 /// A registered object and whether it has been deleted since. The registry holds the only
@@ -38,12 +46,38 @@ use ids::{IdKey, IdSequence};
 pub struct Slot {
     object: ObjectHandle,
     deleted: AtomicBool,
+    id: u64,
+    /// Named objects live until deleted, whatever holds them.
+    named: bool,
+    holders: HolderCount,
+    reaper: Arc<Reaper>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("id", &self.id)
+            .field("kind", &self.object.kind())
+            .field("named", &self.named)
+            .field("holders", &self.holders.get())
+            .finish()
+    }
 }
 
 impl Slot {
     /// The object.
     pub fn object(&self) -> &ObjectHandle {
         &self.object
+    }
+
+    /// The object's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// How many holders the object has (`PROTOCOL.md`, section 3.2).
+    pub fn holders(&self) -> u64 {
+        self.holders.get()
     }
 }
 
@@ -63,6 +97,21 @@ pub struct ObjectInfo {
     pub name: Option<String>,
     /// Its kind.
     pub kind: Kind,
+    /// How many holders it has.
+    pub holders: u64,
+}
+
+/// Most handoffs waiting to be adopted, over the whole manager: each costs memory until it is
+/// adopted or expires, so a client exporting in a loop meets a `LimitError`.
+pub const MAX_HANDOFFS: usize = 1 << 20;
+
+/// Handoffs waiting to be adopted: per object, oldest first, and over every object in the order
+/// they were made (which, with one lease for all, is the order they expire in).
+#[derive(Default)]
+struct Handoffs {
+    by_id: HashMap<u64, VecDeque<(Instant, Pin)>>,
+    order: VecDeque<(Instant, u64)>,
+    len: usize,
 }
 
 /// Every object of one manager.
@@ -70,6 +119,24 @@ pub struct Registry {
     objects: DashMap<u64, Entry>,
     names: DashMap<Arc<str>, u64>,
     ids: IdSequence,
+    reaper: Arc<Reaper>,
+    handoffs: Mutex<Handoffs>,
+    /// How long a handoff waits to be adopted.
+    handoff_lease: Duration,
+}
+
+/// How long a handoff waits to be adopted unless configured otherwise (`--handoff-seconds`).
+pub const DEFAULT_HANDOFF_LEASE: Duration = Duration::from_secs(300);
+
+/// What one connection knows of the objects and holds of them: its cache of ids, and the
+/// references it counted (`PROTOCOL.md`, section 3.2). Dropped when the connection closes,
+/// which ends its holds.
+#[derive(Default)]
+pub struct Reach {
+    /// Ids resolved before.
+    pub cache: ObjectCache,
+    /// Objects the connection holds.
+    pub held: Held,
 }
 
 fn unknown_id(id: u64) -> CallError {
@@ -105,18 +172,36 @@ impl Registry {
             objects: DashMap::new(),
             names: DashMap::new(),
             ids: IdSequence::new(key),
+            reaper: Arc::default(),
+            handoffs: Mutex::default(),
+            handoff_lease: DEFAULT_HANDOFF_LEASE,
         }
+    }
+
+    /// Sets how long a handoff waits to be adopted.
+    pub fn with_handoff_lease(mut self, lease: Duration) -> Registry {
+        self.handoff_lease = lease;
+        self
+    }
+
+    /// The registry's side of lifetimes.
+    pub fn reaper(&self) -> &Reaper {
+        &self.reaper
     }
 
     /// Creates an object of `kind` from init args `params[first..]`. With a name this is
     /// get-or-create: an existing object of that name and kind is returned as it is.
+    ///
+    /// A new unnamed object has no holder yet: the caller makes the creating connection one
+    /// ([`Held::add`]) before anything can reap it. (Nothing can before: an object is put on
+    /// the list of the dying only when a holder goes.)
     pub fn create(
         &self,
         kind: Kind,
         name: Option<&str>,
         params: &Params,
         first: usize,
-    ) -> Result<u64, CallError> {
+    ) -> Result<Arc<Slot>, CallError> {
         let Some(name) = name else {
             let object = objects::create(kind, params, first, self)?;
             return self.insert(object, None);
@@ -126,47 +211,51 @@ impl Registry {
         if let Some(id) = self.names.get(name) {
             if let Some(entry) = self.objects.get(&*id) {
                 same_kind(name, entry.slot.object.kind(), kind)?;
-                return Ok(*id);
+                return Ok(entry.slot.clone());
             }
         }
         let name: Arc<str> = Arc::from(name);
         match self.names.entry(name.clone()) {
             dashmap::Entry::Occupied(found) => {
                 let id = *found.get();
-                let existing = self.objects.get(&id).map(|e| e.slot.object.kind());
+                let existing = self.objects.get(&id).map(|e| e.slot.clone());
                 // Cannot be missing (see the module's invariant); were it, the name is stale.
                 let existing = existing.ok_or_else(|| no_name(&name))?;
-                same_kind(&name, existing, kind)?;
-                Ok(id)
+                same_kind(&name, existing.object.kind(), kind)?;
+                Ok(existing)
             }
             dashmap::Entry::Vacant(vacant) => {
                 // Built under the name's lock, so that two creates of one name build one
                 // object. A condition over a lock reads `objects` here: lock order holds.
                 let object = objects::create(kind, params, first, self)?;
-                let id = self.insert(object, Some(name))?;
-                vacant.insert(id);
-                Ok(id)
+                let slot = self.insert(object, Some(name))?;
+                vacant.insert(slot.id);
+                Ok(slot)
             }
         }
     }
 
-    fn insert(&self, object: ObjectHandle, name: Option<Arc<str>>) -> Result<u64, CallError> {
+    fn insert(&self, object: ObjectHandle, name: Option<Arc<str>>) -> Result<Arc<Slot>, CallError> {
         let (created, id) = self.ids.next().ok_or_else(|| {
             CallError::runtime("this manager has handed out every object id (2^53 - 1); restart it")
         })?;
         let slot = Arc::new(Slot {
             object,
             deleted: AtomicBool::new(false),
+            id,
+            named: name.is_some(),
+            holders: HolderCount::default(),
+            reaper: self.reaper.clone(),
         });
         self.objects.insert(
             id,
             Entry {
-                slot,
+                slot: slot.clone(),
                 name,
                 created,
             },
         );
-        Ok(id)
+        Ok(slot)
     }
 
     fn slot(&self, id: u64) -> Result<Arc<Slot>, CallError> {
@@ -236,8 +325,8 @@ impl Registry {
         Ok(())
     }
 
-    /// Deletes an object by name.
-    pub fn delete_name(&self, name: &str) -> Result<(), CallError> {
+    /// Deletes an object by name; returns its id.
+    pub fn delete_name(&self, name: &str) -> Result<u64, CallError> {
         let mut removed = None;
         self.names.remove_if(name, |_, &id| {
             removed = self.remove_object(id);
@@ -245,8 +334,9 @@ impl Registry {
         });
         match removed {
             Some(entry) => {
+                let id = entry.slot.id;
                 Registry::retire(entry);
-                Ok(())
+                Ok(id)
             }
             None => Err(CallError::new(
                 ErrorName::UnknownObjectError,
@@ -265,12 +355,197 @@ impl Registry {
                     id: *e.key(),
                     name: e.name.as_deref().map(str::to_owned),
                     kind: e.slot.object.kind(),
+                    holders: e.slot.holders(),
                 };
                 (e.created, info)
             })
             .collect();
         all.sort_by_key(|(created, _)| *created);
         all.into_iter().map(|(_, info)| info).collect()
+    }
+}
+
+/// Lifetimes: freeing the objects nobody holds, handoffs, and the references a request sends.
+impl Registry {
+    /// Frees every unnamed object whose last holder went, as `delete` would, and those their
+    /// values held in turn. Returns how many it freed. Call it outside any
+    /// [`CallScope`](holders::CallScope) and with no object lock held.
+    pub fn reap(&self) -> usize {
+        let mut freed = 0;
+        loop {
+            let dying = self.reaper.take();
+            if dying.is_empty() {
+                return freed;
+            }
+            for slot in dying {
+                // A slot that gained a holder since (or was already reaped) stays as it is.
+                if !slot.holders.kill_if_unheld() {
+                    continue;
+                }
+                let entry = match self.objects.entry(slot.id) {
+                    dashmap::Entry::Occupied(found) if Arc::ptr_eq(&found.get().slot, &slot) => {
+                        found.get().slot.deleted.store(true, Ordering::Release);
+                        found.remove()
+                    }
+                    // Deleted already.
+                    _ => continue,
+                };
+                freed += 1;
+                tracing::debug!(id = slot.id, kind = %slot.object.kind(), "freed: no holder left");
+                // Dropping the entry drops the object, unless a call still runs on it, and
+                // with it its values, whose pins put more slots on the list.
+                Registry::retire(entry);
+            }
+        }
+    }
+
+    /// Adds a handoff of the object `slot`, for another process to adopt within the lease.
+    pub fn export(&self, slot: &Arc<Slot>) -> Result<(), CallError> {
+        let pin = Pin::new(slot).ok_or_else(|| unknown_id(slot.id))?;
+        let until = Instant::now() + self.handoff_lease;
+        let mut handoffs = self.handoffs.lock();
+        if handoffs.len >= MAX_HANDOFFS {
+            return Err(CallError::new(
+                ErrorName::LimitError,
+                format!(
+                    "{MAX_HANDOFFS} handoffs are waiting to be adopted; adopt some or wait \
+                     for them to expire"
+                ),
+            ));
+        }
+        handoffs
+            .by_id
+            .entry(slot.id)
+            .or_default()
+            .push_back((until, pin));
+        handoffs.order.push_back((until, slot.id));
+        handoffs.len += 1;
+        Ok(())
+    }
+
+    /// Counts one reference to `slot` for the adopting connection: the oldest handoff of the
+    /// object if there is one, a new reference otherwise.
+    pub fn adopt(&self, slot: &Arc<Slot>, held: &mut Held) -> Result<(), CallError> {
+        let handoff = {
+            let mut handoffs = self.handoffs.lock();
+            let queue = handoffs.by_id.get_mut(&slot.id);
+            let taken = queue.and_then(VecDeque::pop_front);
+            if taken.is_some() {
+                handoffs.len -= 1;
+                if handoffs.by_id.get(&slot.id).is_some_and(VecDeque::is_empty) {
+                    handoffs.by_id.remove(&slot.id);
+                }
+            }
+            taken
+        };
+        match handoff {
+            Some((_, pin)) => held.add_pin(pin),
+            None if held.add(slot) => {}
+            None => return Err(unknown_id(slot.id)),
+        }
+        Ok(())
+    }
+
+    /// Drops the handoffs whose lease ended by `now`. Returns how many.
+    pub fn expire_handoffs(&self, now: Instant) -> usize {
+        let mut expired = Vec::new();
+        {
+            let mut handoffs = self.handoffs.lock();
+            while let Some(&(until, id)) = handoffs.order.front() {
+                if until > now {
+                    break;
+                }
+                handoffs.order.pop_front();
+                // The object's oldest handoff, unless an adopt took that one already (then its
+                // front is younger, and this entry of `order` is stale).
+                let Some(queue) = handoffs.by_id.get_mut(&id) else {
+                    continue;
+                };
+                if queue.front().is_some_and(|(t, _)| *t <= now) {
+                    expired.extend(queue.pop_front());
+                    if queue.is_empty() {
+                        handoffs.by_id.remove(&id);
+                    }
+                    handoffs.len -= 1;
+                }
+            }
+        }
+        // Pins dropped outside the lock.
+        expired.len()
+    }
+
+    /// How many handoffs wait to be adopted.
+    pub fn handoffs(&self) -> usize {
+        self.handoffs.lock().len
+    }
+
+    /// Checks the references inside a request's params (`PROTOCOL.md`, section 3.2): each must
+    /// name a live object of the kind it says. Returns their slots, for the values the request
+    /// stores to pin; empty when the params hold no reference, found by a byte check.
+    pub fn admit(
+        &self,
+        cache: &mut ObjectCache,
+        params: &Params,
+    ) -> Result<Vec<Arc<Slot>>, CallError> {
+        let raw = params.encoded();
+        if !agora_proto::objref::may_hold_ext(raw) {
+            return Ok(Vec::new());
+        }
+        let mut found = Vec::new();
+        let mut malformed = false;
+        agora_proto::objref::for_each_ref(raw, |f| match f {
+            agora_proto::objref::Found::Ref { kind, id } => found.push((kind, id)),
+            agora_proto::objref::Found::Malformed => malformed = true,
+        });
+        if malformed {
+            return Err(CallError::value(
+                "a value holds ext type 1, which is an object reference, but its data is not \
+                 [kind, id] (see PROTOCOL.md, section 3)",
+            ));
+        }
+        let mut slots: Vec<Arc<Slot>> = Vec::with_capacity(found.len());
+        for (kind, id) in found {
+            if slots.iter().any(|s| s.id == id) {
+                continue;
+            }
+            let slot = cache.get(self, id).map_err(|_| {
+                CallError::new(
+                    ErrorName::UnknownObjectError,
+                    format!(
+                        "a value refers to {kind} {id}, which does not exist (it was freed or \
+                         deleted, or belongs to another manager); nothing was changed"
+                    ),
+                )
+            })?;
+            let actual = slot.object.kind();
+            if actual.as_str() != kind {
+                return Err(CallError::type_error(format!(
+                    "a value refers to {kind} {id}, but object {id} is a {actual}; nothing \
+                     was changed"
+                )));
+            }
+            slots.push(slot);
+        }
+        Ok(slots)
+    }
+
+    /// Counts for `held` every reference in `result`, a reply about to be written to its
+    /// connection (`PROTOCOL.md`, section 3.2). Only references taken from stored values can
+    /// name an object the connection might not hold yet, so callers skip this while no stored
+    /// value holds one ([`Reaper::any_nested`]) and the call dropped none.
+    pub fn count_refs(&self, cache: &mut ObjectCache, held: &mut Held, result: &[u8]) {
+        if !agora_proto::objref::may_hold_refs(result) {
+            return;
+        }
+        agora_proto::objref::for_each_ref(result, |f| {
+            if let agora_proto::objref::Found::Ref { id, .. } = f {
+                // An object gone since it was stored is simply not counted: the client's
+                // later decref of it is ignored.
+                if let Ok(slot) = cache.get(self, id) {
+                    held.add(&slot);
+                }
+            }
+        });
     }
 }
 
@@ -329,8 +604,11 @@ mod tests {
     #[test]
     fn get_or_create_by_name_and_delete_by_either() {
         let r = registry();
-        let a = r.create(Kind::Dict, Some("a"), &no_args(), 0).unwrap();
-        assert_eq!(r.create(Kind::Dict, Some("a"), &no_args(), 0).unwrap(), a);
+        let a = r.create(Kind::Dict, Some("a"), &no_args(), 0).unwrap().id();
+        assert_eq!(
+            r.create(Kind::Dict, Some("a"), &no_args(), 0).unwrap().id(),
+            a
+        );
         let err = r.create(Kind::List, Some("a"), &no_args(), 0).unwrap_err();
         assert_eq!(err.name, ErrorName::TypeError);
         assert_eq!(r.lookup("a").unwrap(), (Kind::Dict, a));
@@ -340,7 +618,7 @@ mod tests {
             r.get(a).err().map(|e| e.name),
             Some(ErrorName::UnknownObjectError)
         );
-        let b = r.create(Kind::List, Some("a"), &no_args(), 0).unwrap();
+        let b = r.create(Kind::List, Some("a"), &no_args(), 0).unwrap().id();
         assert_ne!(a, b, "ids are never reused");
         r.delete_name("a").unwrap();
         assert_eq!(
@@ -361,7 +639,7 @@ mod tests {
     fn objects_are_listed_in_the_order_they_were_created() {
         let r = registry();
         let ids: Vec<u64> = (0..50)
-            .map(|_| r.create(Kind::Lock, None, &no_args(), 0).unwrap())
+            .map(|_| r.create(Kind::Lock, None, &no_args(), 0).unwrap().id())
             .collect();
         let listed: Vec<u64> = r.list().into_iter().map(|info| info.id).collect();
         assert_eq!(listed, ids);
@@ -371,7 +649,7 @@ mod tests {
     fn a_cache_does_not_keep_a_deleted_object_alive() {
         let r = registry();
         let mut cache = ObjectCache::default();
-        let id = r.create(Kind::Dict, None, &no_args(), 0).unwrap();
+        let id = r.create(Kind::Dict, None, &no_args(), 0).unwrap().id();
         let object = Arc::downgrade(cache.get(&r, id).unwrap().object());
         r.delete_id(id).unwrap();
         assert!(
@@ -454,7 +732,8 @@ mod tests {
                                 let named = rng.below(2) == 0;
                                 let id = r
                                     .create(Kind::Lock, named.then_some(&*name), &no_args(), 0)
-                                    .expect("create");
+                                    .expect("create")
+                                    .id();
                                 assert!(!deleted.before(id, began), "create gave deleted {id}");
                                 created.lock().unwrap().insert(id);
                                 recent.store(id, Ordering::Relaxed);

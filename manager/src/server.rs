@@ -41,7 +41,7 @@ impl Shared {
     pub fn new(config: Config) -> io::Result<Shared> {
         let (shutdown, _) = watch::channel(false);
         Ok(Shared {
-            registry: Registry::new()?,
+            registry: Registry::new()?.with_handoff_lease(config.handoff_lease),
             connections: Arc::new(Semaphore::new(
                 config.max_connections.min(Semaphore::MAX_PERMITS),
             )),
@@ -139,6 +139,7 @@ impl Server {
         tokio::select! {
             _ = stop => self.shared.shutdown.send_replace(true),
             _ = stopped(&mut stopping) => true,
+            () = tick(&self.shared) => true,
         };
         info!("shutting down");
         while accepting.join_next().await.is_some() {}
@@ -150,6 +151,26 @@ impl Server {
         Ok(())
     }
 }
+
+/// Once a second: ends the handoffs nobody adopted in time, and frees the objects whose last
+/// holder went outside any request (a parked grant dropped, a value freed while a call was
+/// still running on its container). Never completes.
+async fn tick(shared: &Shared) {
+    let mut every = tokio::time::interval(TICK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let registry = &shared.registry;
+        let expired = registry.expire_handoffs(std::time::Instant::now());
+        let freed = registry.reap();
+        if expired > 0 || freed > 0 {
+            debug!(expired, freed, "tick: handoffs expired, objects freed");
+        }
+    }
+}
+
+/// How often [`tick`] runs.
+const TICK: Duration = Duration::from_secs(1);
 
 /// Completes once shutdown has started (at once if it already has).
 pub async fn stopped(stopping: &mut watch::Receiver<bool>) {

@@ -37,7 +37,7 @@ use agora_proto::{
 use crate::auth;
 use crate::dispatch;
 use crate::lifecycle::{Caller, Holdings, Outcome, Parked, Reply, SessionId, Ticket};
-use crate::registry::ObjectCache;
+use crate::registry::Reach;
 use crate::server::Shared;
 use crate::spin::{SpinSlot, SpinState};
 
@@ -92,8 +92,8 @@ pub struct Session {
     parked_msgids: HashMap<Id, u32>,
     /// What this connection holds (locks, permits), released when it closes.
     holdings: Arc<Holdings>,
-    /// The objects this connection has resolved.
-    cache: ObjectCache,
+    /// The objects this connection has resolved, and those it holds.
+    reach: Reach,
 }
 
 impl Session {
@@ -106,7 +106,7 @@ impl Session {
             parked: JoinSet::new(),
             parked_msgids: HashMap::new(),
             holdings: Holdings::new(),
-            cache: ObjectCache::default(),
+            reach: Reach::default(),
         }
     }
 
@@ -162,7 +162,11 @@ impl Session {
                 method,
                 params,
             }) => (msgid, method, params),
-            // Notifications and responses from a client are never answered.
+            Ok(Envelope::Notification { method, params }) => {
+                self.notification(&method, &params);
+                return Next::Continue;
+            }
+            // Responses from a client are never answered.
             Ok(_) => return Next::Continue,
             Err(e) => {
                 debug!(error = %e, "bad envelope");
@@ -195,6 +199,18 @@ impl Session {
             ErrorName::LimitError => Next::Close,
             _ => Next::Continue,
         }
+    }
+
+    /// Applies a notification. Only `decref` does anything (`PROTOCOL.md`, section 3.2); a
+    /// notification is never answered, so a malformed one is only logged.
+    fn notification(&mut self, method: &str, params: &Params) {
+        if method != "decref" || !self.authenticated {
+            return;
+        }
+        if let Err(e) = dispatch::decref(&mut self.reach.held, params) {
+            debug!(error = %e, "malformed decref notification ignored");
+        }
+        self.shared.registry.reap();
     }
 
     /// Starts waiting for a parked call's reply, within the in-flight limit.
@@ -265,7 +281,7 @@ impl Session {
                     holdings: &self.holdings,
                 };
                 let registry = &self.shared.registry;
-                match dispatch::call(registry, &mut self.cache, method, p, &caller, out)? {
+                match dispatch::call(registry, &mut self.reach, method, p, &caller, out)? {
                     Outcome::Done => Ok(Step::Answered(Next::Continue)),
                     Outcome::Parked(park) => {
                         Ok(Step::Parked(Parked::new(msgid, park, caller.holder())))
@@ -310,7 +326,13 @@ impl Session {
         match &reply {
             Ok(grant) => {
                 encode::response_ok(out, msgid, &[]);
+                let start = out.len();
                 grant.encode(out);
+                // Counted while the grant still pins what it carries.
+                let (registry, reach) = (&self.shared.registry, &mut self.reach);
+                if registry.reaper().any_nested() {
+                    registry.count_refs(&mut reach.cache, &mut reach.held, &out[start..]);
+                }
                 Some((reply, ticket))
             }
             Err(err) => {
@@ -366,6 +388,13 @@ impl Drop for Session {
     /// connection must not leave a lock held forever for everybody else.
     fn drop(&mut self) {
         self.holdings.release_all(self.id);
+        // The connection stops holding objects: those it alone held are freed, unless the
+        // manager is stopping, when every parked call must get `ShutdownError` from its own
+        // connection, not `UnknownObjectError` from an object another connection's close freed.
+        self.reach = Reach::default();
+        if !*self.shared.shutdown.borrow() {
+            self.shared.registry.reap();
+        }
     }
 }
 
@@ -927,7 +956,8 @@ mod tests {
         let (ours, id) = tokio::task::spawn_blocking(move || {
             let mut c = RawClient::from_unix_stream(ours).unwrap();
             c.authenticate(KEY);
-            let id = c.create("lock", None, vec![]);
+            // Named: an unnamed lock would be freed with its only holder, the connection.
+            let id = c.create("lock", Some("held"), vec![]);
             assert_eq!(c.ok("lock.acquire", vec![Value::from(id)]), Value::from(1));
             (c, id)
         })

@@ -91,6 +91,12 @@ pub fn may_hold_refs(raw: &[u8]) -> bool {
     raw.iter().any(|&b| matches!(b, 0xc7 | 0xd7 | 0xd8))
 }
 
+/// False when `raw` certainly holds no ext value of any type or size (so no malformed
+/// reference either): the check a manager makes before it admits a value.
+pub fn may_hold_ext(raw: &[u8]) -> bool {
+    raw.iter().any(|&b| is_ext(b))
+}
+
 /// Calls `f` for every ext type 1 value in `raw`, one or more complete MessagePack values (a
 /// params array, a stored value, a result), in the order they appear. Walks the bytes without
 /// decoding anything else and without recursion (a count of values still due replaces the

@@ -124,6 +124,11 @@ impl Params {
         })
     }
 
+    /// The whole params array, encoded.
+    pub fn encoded(&self) -> &[u8] {
+        &self.frame
+    }
+
     /// Number of params.
     pub fn len(&self) -> usize {
         self.spans.len()

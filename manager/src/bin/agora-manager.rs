@@ -69,6 +69,11 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
     auth_timeout: Duration,
 
+    /// Seconds an exported object (a token, a pickle, a fork) stays alive waiting for the
+    /// receiving process to adopt it, when nothing else holds it.
+    #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = seconds)]
+    handoff_seconds: Duration,
+
     /// Bytes of replies one connection may have unwritten (its client not reading them)
     /// before the manager stops reading its requests until they are written.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OUTPUT_BYTES, value_parser = at_least_one)]
@@ -241,6 +246,7 @@ fn run(args: Args) -> Result<(), Fatal> {
     config.max_in_flight = args.max_in_flight;
     config.max_connections = max_connections(args.max_connections)?;
     config.auth_timeout = args.auth_timeout;
+    config.handoff_lease = args.handoff_seconds;
     config.max_output_bytes = args.max_output_bytes;
     config.spin.budget = spin_budget(args.spin_us)?;
 

@@ -2,8 +2,8 @@
 //!
 //! Every object owns its state behind its own mutex, so operations on different objects run in
 //! parallel and an operation on one object is atomic. Stored values are kept as the encoded
-//! bytes the client sent (copied out of the read buffer, so a stored value never pins a whole
-//! network buffer) and decoded only when an operation must inspect them.
+//! bytes the client sent ([`Stored`], which also keeps alive the objects a value references)
+//! and decoded only when an operation must inspect them.
 
 pub mod array;
 pub mod barrier;
@@ -16,6 +16,7 @@ pub mod namespace;
 pub mod queue;
 pub mod semaphore;
 pub mod slice;
+mod stored;
 pub mod typecode;
 pub mod value;
 
@@ -29,8 +30,7 @@ pub use agora_proto::Kind;
 
 use crate::lifecycle::{Caller, Outcome};
 
-/// An encoded MessagePack value, owned by an object.
-pub type Stored = Box<[u8]>;
+pub use stored::Stored;
 
 /// Copies an encoded value for storage.
 pub fn store(raw: &[u8]) -> Stored {

@@ -24,7 +24,7 @@ impl Value {
         let typecode = args.opt(0).map(Typecode::parse).transpose()?;
         let value = Value {
             typecode,
-            current: Mutex::new(Box::default()),
+            current: Mutex::new(Stored::default()),
         };
         *value.current.lock() = value.admit(args.raw(1))?;
         Ok(value)

@@ -40,7 +40,7 @@ fn a_request_sent_byte_by_byte_is_answered() {
         Value::F64(2.5),
         Value::from(-5_000_000_000i64),
         map! {"k" => NIL},
-        Value::Ext(1, LIST_7_REF[3..].to_vec()),
+        Value::Ext(1, list_ref(&mut c)[3..].to_vec()),
     ]);
     let msg = request(77, "dict.setitem", p![id, "key", value.clone()]);
     for byte in &msg {

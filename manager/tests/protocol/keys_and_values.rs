@@ -98,12 +98,12 @@ fn ext_keys_compare_by_type_and_data() {
     let server = TestServer::start();
     let mut c = server.client();
     let d = c.create("dict", None, vec![]);
-    c.ok("dict.setitem", p![d, Value::Ext(1, vec![1, 2]), "one"]);
+    c.ok("dict.setitem", p![d, Value::Ext(3, vec![1, 2]), "one"]);
     c.ok("dict.setitem", p![d, Value::Ext(2, vec![1, 2]), "two"]);
     assert_eq!(c.ok("dict.len", p![d]), Value::from(2));
     // The same ext in its ext8 form instead of fixext2.
     let id = enc(&d.into());
-    let ext8 = [0xc7, 0x02, 0x01, 1, 2];
+    let ext8 = [0xc7, 0x02, 0x03, 1, 2];
     assert_eq!(
         c.call_raw("dict.get", &[&id, &ext8]).unwrap(),
         enc(&"one".into())
@@ -156,7 +156,7 @@ fn a_dict_keeps_the_first_encoding_of_a_key_like_python() {
 }
 
 /// Raw encodings the manager must hand back exactly as it received them.
-fn unusual_encodings() -> Vec<Vec<u8>> {
+fn unusual_encodings(reference: Vec<u8>) -> Vec<Vec<u8>> {
     let map_out_of_order = vec![0x82, 0xa1, b'z', 0x01, 0xa1, b'a', 0x02];
     vec![
         float32(1.5),
@@ -170,7 +170,7 @@ fn unusual_encodings() -> Vec<Vec<u8>> {
         vec![0xdc, 0x00, 0x01, 0x01],             // array16 of one element
         vec![0xde, 0x00, 0x01, 0xa1, b'k', 0xc0], // map16 of one entry
         map_out_of_order,
-        LIST_7_REF.to_vec(),
+        reference,
         vec![0xd6, 0xff, 0, 0, 0, 1], // timestamp ext -1
         vec![0xc7, 0x00, 0x05],       // empty ext8
         vec![0xa0],                   // empty str
@@ -186,7 +186,7 @@ fn stored_values_come_back_byte_identical() {
     let l = c.create("list", None, vec![]);
     let n = c.create("namespace", None, vec![]);
     let (d_id, l_id, n_id) = (enc(&d.into()), enc(&l.into()), enc(&n.into()));
-    let values = unusual_encodings();
+    let values = unusual_encodings(list_ref(&mut c));
     for (i, raw) in values.iter().enumerate() {
         let key = enc(&(i as u64).into());
         let name = enc(&format!("attr{i}").into());
@@ -254,12 +254,13 @@ fn keys_come_back_as_they_were_sent() {
     let mut c = server.client();
     let d = c.create("dict", None, vec![]);
     let id = enc(&d.into());
+    let reference = list_ref(&mut c);
     let keys = [
         str8("k"),
         int64(70_000),
         float32(2.5),
         float64(-1.0),
-        LIST_7_REF.to_vec(),
+        reference.clone(),
     ];
     for (i, k) in keys.iter().enumerate() {
         c.call_raw("dict.setitem", &[&id, k, &[i as u8]]).unwrap();
@@ -277,7 +278,7 @@ fn keys_come_back_as_they_were_sent() {
     assert_eq!(items, expected);
     // popitem hands back the key as sent.
     let mut last = vec![0x92];
-    last.extend(&LIST_7_REF);
+    last.extend(&reference);
     last.push(4);
     assert_eq!(c.call_raw("dict.popitem", &[&id]).unwrap(), last);
 }
@@ -305,14 +306,19 @@ fn object_references_are_stored_and_returned_unchanged() {
     );
     c.ok("list.append", p![l, reference.clone()]);
     assert_eq!(c.ok("list.index", p![l, reference.clone()]), Value::from(0));
+    // A reference to an object that does not exist is refused, whatever the method.
+    let nowhere = Value::Ext(1, enc(&arr!["list", l ^ 1]));
+    assert_eq!(c.fail("list.count", p![l, nowhere]), "UnknownObjectError");
+    let wrong_kind = Value::Ext(1, enc(&arr!["dict", l]));
+    assert_eq!(c.fail("list.append", p![l, wrong_kind]), "TypeError");
+    let malformed = Value::Ext(1, vec![1, 2]);
+    assert_eq!(c.fail("dict.setitem", p![d, "x", malformed]), "ValueError");
     assert_eq!(
-        c.ok(
-            "list.count",
-            p![l, Value::Ext(1, enc(&arr!["list", l + 1]))]
-        ),
-        Value::from(0)
+        c.ok("list.len", p![l]),
+        Value::from(1),
+        "nothing was changed"
     );
-    // The manager does not count references: deleting the target leaves the reference as is.
+    // Deleting the target leaves the stored reference as it is, gone stale.
     c.ok("delete", p![l]);
     assert_eq!(c.ok("dict.getitem", p![d, "child"]), reference);
 }

@@ -31,6 +31,7 @@ mod dict;
 mod framing;
 mod fuzz;
 mod handshake;
+mod holders;
 mod keys_and_values;
 mod lifecycle;
 mod limits;

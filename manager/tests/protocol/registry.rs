@@ -125,10 +125,10 @@ fn objects_lists_every_object_by_id() {
     assert_eq!(
         c.ok("objects", vec![]),
         Value::Array(vec![
-            arr![a, "a", "dict"],
-            arr![n, "ns", "namespace"],
-            arr![v, NIL, "value"],
-            arr![r, "arr", "array"],
+            arr![a, "a", "dict", 1],
+            arr![n, "ns", "namespace", 1],
+            arr![v, NIL, "value", 1],
+            arr![r, "arr", "array", 1],
         ])
     );
     assert_eq!(c.fail("objects", p![1]), "ArgumentCountError");

@@ -54,8 +54,12 @@ pub fn float64(x: f64) -> Vec<u8> {
     out
 }
 
-/// The reference to list 7 exactly as PROTOCOL.md spells it: ext type 1 holding `["list", 7]`.
-pub const LIST_7_REF: [u8; 10] = [0xc7, 0x07, 0x01, 0x92, 0xa4, b'l', b'i', b's', b't', 0x07];
+/// A new list, as a reference encoded as PROTOCOL.md spells one (ext 8, type 1, `["list", id]`).
+/// A value may only reference a live object, so the list is created first.
+pub fn list_ref(c: &mut agora_proto::testing::RawClient) -> Vec<u8> {
+    let id = c.create("list", None, vec![]);
+    agora_proto::ObjectRef::new("list", id).encode()
+}
 
 /// Params as values: `p![id, "k", 1]`.
 macro_rules! p {
