@@ -9,8 +9,8 @@
 //! - `test.close` → no reply: the server shuts the connection down.
 //!
 //! Lifetime: `incref`, `export` and `adopt` of an existing object answer `true`; they and the
-//! `decref` notifications are written to [`FakeManager::log`] (`"2: adopt 5"`,
-//! `"1: decref [[5, 2]]"`), in the order each connection sent them. Nothing is counted or
+//! `decref` notifications (one param: the array of pairs) are written to the log
+//! ([`FakeManager::logged`]: `"2: adopt 5"`, `"1: decref [[5, 2]]"`), in the order each connection sent them. Nothing is counted or
 //! freed: the client's counts are what the log shows.
 
 use std::io::{Read, Write};
@@ -127,15 +127,13 @@ fn serve(
                     params,
                 }) => (msgid, method, params),
                 Ok(Envelope::Notification { method, params }) => {
-                    let items: Vec<String> = params
-                        .iter()
-                        .map(|p| {
-                            agora_proto::value::decode(&p)
-                                .map_or_else(|e| format!("undecodable: {e}"), |v| v.to_string())
-                        })
-                        .collect();
-                    log.lock()
-                        .push(format!("{number}: {method} [{}]", items.join(", ")));
+                    // As the manager reads it: one param, the array of pairs.
+                    let what = match params.len() {
+                        1 => agora_proto::value::decode(params.raw(0))
+                            .map_or_else(|e| format!("undecodable: {e}"), |v| v.to_string()),
+                        n => format!("malformed: {n} params"),
+                    };
+                    log.lock().push(format!("{number}: {method} {what}"));
                     continue;
                 }
                 _ => continue,
