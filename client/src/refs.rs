@@ -17,7 +17,7 @@
 //! - `proxies`: live proxy values of the object in this process (every `from_id`, clone and
 //!   decoded reference adds one, every drop takes one);
 //! - `holds`: replies that hold a reference to it and may still be decoded into proxies (a
-//!   reply being decoded by [`Client::run`](crate::Client::run), the [`Replies`] of a
+//!   reply being decoded by [`Client::run`](crate::Client::run), the [`Replies`](crate::Replies) of a
 //!   pipeline while they live). A reply is a holder so that another thread's flush cannot give
 //!   back the reference a proxy is about to be decoded from.
 //!
@@ -31,8 +31,7 @@
 //! connection closes if no proxy of them is ever made.
 //!
 //! Due entries go on the pending list; [`Refs::write_decrefs`] writes them as one
-//! notification `[2, "decref", [[[id, count], ...]]]` (its one param is the array of pairs),
-//! which the connection puts in the same
+//! notification `[2, "decref", [[id, count], ...]]` (each param one pair), which the connection puts in the same
 //! write as its next request, or writes alone as soon as the connection is idle (see
 //! `Connection::flush_if_idle`). Entries whose proxies came back before the flush are not
 //! sent, and nothing is sent for an object whose count is 0 (a `from_id` proxy of an id this
@@ -411,14 +410,13 @@ pub(crate) fn live_by_client() -> Vec<(Weak<crate::client::Inner>, Vec<u64>)> {
         .collect()
 }
 
-/// `[2, "decref", [[[id, count], ...]]]` (the params are one array of pairs, as for the
-/// `decref` request), one notification per [`PAIRS_PER_NOTIFICATION`] pairs.
+/// `[2, "decref", [[id, count], ...]]` (each param one pair), one notification per
+/// [`PAIRS_PER_NOTIFICATION`] pairs.
 fn encode_decrefs(out: &mut Vec<u8>, pairs: &[(u64, u64)]) {
     for chunk in pairs.chunks(PAIRS_PER_NOTIFICATION) {
         encode::array_header(out, 3);
         encode::uint(out, u64::from(agora_proto::NOTIFICATION));
         encode::str(out, "decref");
-        encode::array_header(out, 1);
         encode::array_header(out, chunk.len());
         for &(id, count) in chunk {
             encode::array_header(out, 2);
@@ -447,9 +445,7 @@ mod tests {
             let items = v.as_array().unwrap();
             assert_eq!(items[0].as_u64(), Some(2));
             assert_eq!(items[1].as_str(), Some("decref"));
-            let params = items[2].as_array().unwrap();
-            assert_eq!(params.len(), 1, "one param: the pairs");
-            for pair in params[0].as_array().unwrap() {
+            for pair in items[2].as_array().unwrap() {
                 let pair = pair.as_array().unwrap();
                 pairs.push((pair[0].as_u64().unwrap(), pair[1].as_u64().unwrap()));
             }

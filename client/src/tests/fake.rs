@@ -9,7 +9,7 @@
 //! - `test.close` → no reply: the server shuts the connection down.
 //!
 //! Lifetime: `incref`, `export` and `adopt` of an existing object answer `true`; they and the
-//! `decref` notifications (one param: the array of pairs) are written to the log
+//! `decref` notifications (each param one `[id, count]` pair) are written to the log
 //! ([`FakeManager::logged`]: `"2: adopt 5"`, `"1: decref [[5, 2]]"`), in the order each connection sent them. Nothing is counted or
 //! freed: the client's counts are what the log shows.
 
@@ -127,13 +127,24 @@ fn serve(
                     params,
                 }) => (msgid, method, params),
                 Ok(Envelope::Notification { method, params }) => {
-                    // As the manager reads it: one param, the array of pairs.
-                    let what = match params.len() {
-                        1 => agora_proto::value::decode(params.raw(0))
-                            .map_or_else(|e| format!("undecodable: {e}"), |v| v.to_string()),
-                        n => format!("malformed: {n} params"),
-                    };
-                    log.lock().push(format!("{number}: {method} {what}"));
+                    // As the manager reads it: each param one [id, count] pair.
+                    let pairs: Vec<String> = params
+                        .iter()
+                        .map(
+                            |pair| match agora_proto::params::array_items(&pair).as_deref() {
+                                Some([id, n]) => match (
+                                    agora_proto::params::int_u64(id),
+                                    agora_proto::params::int_u64(n),
+                                ) {
+                                    (Some(id), Some(n)) => format!("[{id}, {n}]"),
+                                    _ => "malformed".to_owned(),
+                                },
+                                _ => "malformed".to_owned(),
+                            },
+                        )
+                        .collect();
+                    log.lock()
+                        .push(format!("{number}: {method} [{}]", pairs.join(", ")));
                     continue;
                 }
                 _ => continue,
