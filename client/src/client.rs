@@ -495,8 +495,8 @@ impl Client {
     }
 
     /// Every object of the manager, in the order they were created, with its number of
-    /// holders. Decrefs due from this process go out just before, so the list does not show
-    /// objects only this process's dropped proxies held.
+    /// holders. The decrefs due on this client's connection go out in the same write, so the
+    /// list never shows an object that only proxies this client dropped were holding.
     pub fn objects(&self) -> Result<Vec<ObjectInfo>> {
         self.run(Client::objects_cmd())
     }

@@ -431,28 +431,31 @@ impl Connection {
         let Some(refs) = &self.refs else {
             return;
         };
-        if !refs.has_pending() {
-            return;
-        }
-        {
-            let state = self.state.lock();
-            if state.broken.is_some() || !state.pending.is_empty() {
+        // Again after each write: a drop that found the writer taken by this very flush left
+        // its decref to it.
+        while refs.has_pending() {
+            {
+                let state = self.state.lock();
+                if state.broken.is_some() || !state.pending.is_empty() {
+                    return;
+                }
+            }
+            // A thread holding the writer takes the decrefs with its own request.
+            let Some(mut out) = self.writer.try_lock() else {
+                return;
+            };
+            out.clear();
+            if !refs.write_decrefs(&mut out) {
                 return;
             }
-        }
-        // A thread holding the writer takes the decrefs with its own request.
-        let Some(mut out) = self.writer.try_lock() else {
-            return;
-        };
-        out.clear();
-        if !refs.write_decrefs(&mut out) {
-            return;
-        }
-        let written = self.stream.write_all(&out);
-        drop(out);
-        if let Err(e) = written {
-            // The manager drops every count of a connection that breaks: nothing is lost.
-            self.fail(io_reason("writing decrefs", &e));
+            let written = self.stream.write_all(&out);
+            shrink_if_huge(&mut out);
+            drop(out);
+            if let Err(e) = written {
+                // The manager drops every count of a connection that breaks: nothing is lost.
+                self.fail(io_reason("writing decrefs", &e));
+                return;
+            }
         }
     }
 
@@ -468,9 +471,7 @@ impl Connection {
         }
         fill(&mut out);
         let written = self.stream.write_all(&out);
-        if out.capacity() > KEEP_WRITE_BUFFER {
-            *out = Vec::with_capacity(8 * 1024);
-        }
+        shrink_if_huge(&mut out);
         drop(out);
         written.map_err(|e| self.fail(io_reason("writing a request", &e)))
     }
@@ -614,6 +615,13 @@ impl Drop for Connection {
         }
         // Before the stream's own drop closes the number, which may then be reused.
         crate::atfork::unregister(self.stream.raw_fd());
+    }
+}
+
+/// Releases a request buffer grown past [`KEEP_WRITE_BUFFER`] by one huge write.
+fn shrink_if_huge(out: &mut Vec<u8>) {
+    if out.capacity() > KEEP_WRITE_BUFFER {
+        *out = Vec::with_capacity(8 * 1024);
     }
 }
 

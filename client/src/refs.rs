@@ -192,7 +192,7 @@ impl Table {
         }
         e.queued = true;
         self.pending.push(id);
-        flag.store(true, Ordering::Release);
+        flag.store(true, Ordering::SeqCst);
         true
     }
 
@@ -246,7 +246,9 @@ impl Table {
 pub(crate) struct Refs {
     key: u64,
     /// Set while the pending list may be non-empty: what a request checks, without a lock,
-    /// before it looks for decrefs to send.
+    /// before it looks for decrefs to send. Sequentially consistent, so that a flush that
+    /// kept a dropping thread from the writer sees, once it lets go, the decref that thread
+    /// queued (a plain load on x86, like an acquire).
     pending: AtomicBool,
 }
 
@@ -339,7 +341,7 @@ impl Refs {
 
     /// True while decrefs may be waiting: a lock-free check for every request.
     pub(crate) fn has_pending(&self) -> bool {
-        self.pending.load(Ordering::Acquire)
+        self.pending.load(Ordering::SeqCst)
     }
 
     /// Appends the due decrefs to `out` as notifications, and forgets them. False when there
@@ -347,7 +349,7 @@ impl Refs {
     pub(crate) fn write_decrefs(&self, out: &mut Vec<u8>) -> bool {
         let pairs = self
             .with(|t| {
-                self.pending.store(false, Ordering::Release);
+                self.pending.store(false, Ordering::SeqCst);
                 let mut pairs = Vec::new();
                 for id in std::mem::take(&mut t.pending) {
                     let Some(e) = t.entries.get_mut(&id) else {

@@ -75,6 +75,12 @@ const EXT: &str = rmp_serde::MSGPACK_EXT_STRUCT_NAME;
 ///
 /// Use it where the kind is not known in advance, then turn it into a proxy with the proxy's
 /// `from_object_ref`.
+///
+/// It is not a proxy and holds nothing by itself: the reference the manager counted when it
+/// sent it stays with the connection until a proxy of the object made in this process is
+/// dropped (or the client closes), so that a proxy made from it later still finds the object.
+/// Decoding references into proxies rather than `SharedRef`s lets them go as soon as they
+/// are dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SharedRef(pub ObjectRef);
 
