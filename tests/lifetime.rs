@@ -288,3 +288,57 @@ fn a_forked_worker_keeps_the_only_proxy_alive() {
         "freed once the worker, its last holder, exited"
     );
 }
+
+/// Threads of one client hand lists through a dict while others read them and drop their
+/// proxies: a list popped by one thread is held only by the reply on its way to it, while
+/// another thread's drop gives back the connection's count. No list may be freed while a
+/// proxy of it lives or a reply holds it, and once everything is dropped nothing is left.
+#[test]
+fn threads_handing_objects_around_never_lose_one() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn a manager");
+    let c = manager.client().clone();
+    const KEYS: usize = 8;
+    let d = c.dict::<usize, List<i64>>().unwrap();
+    for k in 0..KEYS {
+        d.set(&k, &c.list::<i64>().unwrap()).unwrap();
+    }
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let d = d.clone();
+            std::thread::spawn(move || -> agora::Result<u64> {
+                let mut x = 0x9e37_79b9_7f4a_7c15 ^ (t + 1);
+                let mut appended = 0;
+                for _ in 0..300 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let k = (x % KEYS as u64) as usize;
+                    if t % 2 == 0 {
+                        // Take the list out (the reply alone holds it), use it, put it back.
+                        if let Some(l) = d.pop(&k)? {
+                            l.append(&1)?;
+                            appended += 1;
+                            d.set(&k, &l)?;
+                        }
+                    } else if let Some(l) = d.get(&k)? {
+                        let copy = l.clone();
+                        drop(l);
+                        copy.len()?;
+                    }
+                }
+                Ok(appended)
+            })
+        })
+        .collect();
+    let mut appended = 0;
+    for t in threads {
+        appended += t.join().expect("thread").expect("no object lost");
+    }
+    let lists: Vec<List<i64>> = d.values().unwrap();
+    assert_eq!(lists.len(), KEYS, "every list is back in the dict");
+    let total: usize = lists.iter().map(|l| l.len().unwrap()).sum();
+    assert_eq!(total as u64, appended);
+    drop((lists, d));
+    assert_eq!(c.objects().unwrap(), [], "nothing left");
+}
