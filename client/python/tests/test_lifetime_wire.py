@@ -30,10 +30,10 @@ Record = Tuple[int, int, Any]
 
 
 def decref_pairs(notification: List[Any]) -> List[Any]:
-    """The pairs of a ``decref`` notification, whose params are one array of them."""
-    params = notification[2]
-    assert len(params) == 1, notification
-    return params[0]
+    """The pairs of a ``decref`` notification: its params, one pair each."""
+    params: List[Any] = notification[2]
+    assert all(len(pair) == 2 for pair in params), notification
+    return params
 
 
 def ref(kind: str, ident: int) -> msgpack.ExtType:
