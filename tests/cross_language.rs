@@ -200,3 +200,121 @@ for raw in [None] + sys.argv[1:]:
         assert_eq!(python, rust, "AGORA_SPIN_US={case}");
     }
 }
+
+/// Runs `script` under python3 with the Python client importable and connected to `manager`
+/// (AGORA_ADDRESS, AGORA_AUTHKEY), failing the test if it fails.
+fn run_client_script(manager: &Manager, script: &str) {
+    let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("client/python");
+    let out = manager
+        .command("python3")
+        .args(["-c", script])
+        .env("PYTHONPATH", PythonDeps::ensure().python_path(&[&package]))
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Python producer puts a str among the ints a Rust consumer reads as `Queue<i64>`: the
+/// consumer's error holds the item (taken from the queue, so nowhere else), names the queue,
+/// the expected and the found types, and the items after it are still there for a consumer
+/// of the right type.
+#[test]
+fn a_python_item_of_the_wrong_type_is_in_the_rust_error() {
+    let manager = Manager::spawn().expect("spawn the manager");
+    let numbers = manager.queue_named::<i64>("numbers", 0).unwrap();
+    run_client_script(
+        &manager,
+        "import agora\n\
+         m = agora.connect()\n\
+         q = m.Queue(name='numbers')\n\
+         for item in (1, 'oops', 2, 3):\n    q.put(item)\n",
+    );
+    assert_eq!(numbers.get().unwrap(), 1);
+    let err = numbers.get().unwrap_err();
+    let decode = err.as_decode().expect("a decode error");
+    assert_eq!(
+        rmp_serde::from_slice::<String>(decode.raw()).unwrap(),
+        "oops"
+    );
+    assert_eq!(decode.object(), Some(("queue", numbers.id())));
+    assert_eq!(decode.method(), Some("queue.get"));
+    assert_eq!(decode.found(), "str");
+    assert_eq!(decode.expected(), "i64");
+    assert!(decode.applied());
+    let text = err.to_string();
+    for part in [
+        "queue.get",
+        "queue",
+        "i64",
+        "str",
+        "\"oops\"",
+        "taken from the queue",
+    ] {
+        assert!(text.contains(part), "{part:?} not in {text}");
+    }
+    // The item is the caller's now: decoded as what it is.
+    assert_eq!(
+        manager.client().decode::<String>(decode.raw()).unwrap(),
+        "oops"
+    );
+    let again = manager.queue_named::<i64>("numbers", 0).unwrap();
+    assert_eq!(again.get_many(10).unwrap(), vec![2, 3]);
+    assert_eq!(numbers.qsize().unwrap(), 0);
+}
+
+/// Bulk reads name the bad entry, and the raw variants return every entry undecoded; a
+/// read-modify-write whose result does not decode says that it was applied.
+#[test]
+fn bulk_reads_name_the_bad_entry() {
+    let manager = Manager::spawn().expect("spawn the manager");
+    let scores = manager.dict_named::<String, i64>("scores").unwrap();
+    scores.set("alice", &1).unwrap();
+    run_client_script(
+        &manager,
+        "import agora\n\
+         m = agora.connect()\n\
+         d = m.dict(name='scores')\n\
+         d['bob'] = 2.5\n\
+         d['carol'] = 3\n\
+         v = m.Value(None, 2.5, name='counter')\n",
+    );
+    for err in [scores.items().unwrap_err(), scores.copy().unwrap_err()] {
+        let d = err.as_decode().expect("a decode error");
+        assert_eq!(
+            (d.entry(), d.entry_key()),
+            (Some(1), Some("\"bob\"")),
+            "{err}"
+        );
+        assert_eq!((d.expected(), d.found()), ("i64", "float"), "{err}");
+        assert!(!d.applied(), "{err}");
+        assert!(err.to_string().contains("entry 1 (key \"bob\")"), "{err}");
+    }
+    let err = scores.values().unwrap_err();
+    assert_eq!(err.as_decode().and_then(|d| d.entry()), Some(1), "{err}");
+    let err = scores.get("bob").unwrap_err();
+    assert_eq!(
+        err.as_decode().and_then(|d| d.key()),
+        Some("\"bob\""),
+        "{err}"
+    );
+    let raw = scores.items_raw().unwrap();
+    assert_eq!(raw.len(), 3);
+    assert_eq!(manager.client().decode::<f64>(&raw[1].1).unwrap(), 2.5);
+    assert_eq!(
+        manager.client().decode::<String>(&raw[2].0).unwrap(),
+        "carol"
+    );
+
+    let counter = manager.value_named::<i64>("counter", &0).unwrap();
+    let err = counter.fetch_add(1).unwrap_err();
+    let d = err.as_decode().expect("a decode error");
+    assert!(d.applied(), "{err}");
+    assert!(err.to_string().contains("carried the call out"), "{err}");
+    assert_eq!(manager.client().decode::<f64>(d.raw()).unwrap(), 2.5);
+    let now = manager.value_named::<f64>("counter", &0.0).unwrap();
+    assert_eq!(now.get().unwrap(), 3.5);
+}

@@ -259,6 +259,7 @@ impl Client {
         // Counted before anything is decoded, and held until the decoding is done.
         let _hold = self.count(&cmd.method, &args, &reply);
         self.decoding(|| (cmd.decode)(reply))
+            .map_err(|e| e.in_call(&cmd.method, args.bytes()))
     }
 
     /// Counts the references the manager counted for this connection in answering `method`
@@ -404,7 +405,10 @@ impl Client {
     /// Decodes an encoded value (from [`Client::call_raw`], say), turning object references
     /// into proxies that use this client.
     pub fn decode<T: DeserializeOwned>(&self, encoded: &[u8]) -> Result<T> {
-        self.decoding(|| rmp_serde::from_slice(encoded).map_err(Error::decode))
+        self.decoding(|| {
+            rmp_serde::from_slice(encoded)
+                .map_err(|e| Error::decode::<T>(&Bytes::copy_from_slice(encoded), e))
+        })
     }
 
     /// A new, empty pipeline on this client.

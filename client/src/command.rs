@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::{Error, ErrorName, Result};
+use crate::error::{DecodeError, Error, ErrorName, Result};
 
 /// What a call came back with: the encoded result, or the error the manager returned
 /// ([`Error::Remote`]).
@@ -259,7 +259,131 @@ pub(crate) mod decode {
     }
 
     pub(crate) fn value<T: DeserializeOwned>(r: Reply) -> Result<T> {
-        rmp_serde::from_slice(&r?).map_err(Error::decode)
+        let raw = r?;
+        rmp_serde::from_slice(&raw).map_err(|e| Error::decode::<T>(&raw, e))
+    }
+
+    /// An array of `T`. On failure, the entry at fault is found and named; a reply that
+    /// decodes costs nothing more than [`value`].
+    pub(crate) fn seq<T: DeserializeOwned>(r: Reply) -> Result<Vec<T>> {
+        let raw = r?;
+        rmp_serde::from_slice(&raw).map_err(|e| locate_in_array::<T>(&raw, e))
+    }
+
+    /// An array of `[key, value]` pairs (`dict.items`); a bad entry is named with its key.
+    pub(crate) fn pairs<K: DeserializeOwned, V: DeserializeOwned>(r: Reply) -> Result<Vec<(K, V)>> {
+        let raw = r?;
+        rmp_serde::from_slice(&raw).map_err(|e| locate_in_pairs::<K, V>(&raw, e))
+    }
+
+    /// An array, each item undecoded (a slice of the reply).
+    pub(crate) fn raw_seq(r: Reply) -> Result<Vec<Bytes>> {
+        let raw = r?;
+        let items =
+            agora_proto::params::array_items(&raw).ok_or_else(|| not_a("an array", &raw))?;
+        Ok(items.into_iter().map(|item| raw.slice_ref(item)).collect())
+    }
+
+    /// An array of `[key, value]` pairs, each undecoded.
+    pub(crate) fn raw_pairs(r: Reply) -> Result<Vec<(Bytes, Bytes)>> {
+        let raw = r?;
+        let items = agora_proto::params::array_items(&raw)
+            .ok_or_else(|| not_a("an array of pairs", &raw))?;
+        items
+            .into_iter()
+            .map(
+                |item| match agora_proto::params::array_items(item).as_deref() {
+                    Some(&[k, v]) => Ok((raw.slice_ref(k), raw.slice_ref(v))),
+                    _ => Err(not_a("a [key, value] pair", item)),
+                },
+            )
+            .collect()
+    }
+
+    /// A map's entries in order, each undecoded.
+    pub(crate) fn raw_entries(r: Reply) -> Result<Vec<(Bytes, Bytes)>> {
+        let raw = r?;
+        let entries = agora_proto::params::map_entries(&raw).ok_or_else(|| not_a("a map", &raw))?;
+        Ok(entries
+            .into_iter()
+            .map(|(k, v)| (raw.slice_ref(k), raw.slice_ref(v)))
+            .collect())
+    }
+
+    fn not_a(what: &str, raw: &[u8]) -> Error {
+        Error::Protocol(format!(
+            "expected {what} in the reply, got a {}",
+            agora_proto::params::type_name(raw)
+        ))
+    }
+
+    /// The first entry of the array `raw` that does not decode as `T`, as an error; `e` when
+    /// none is found (the array itself is at fault).
+    pub(crate) fn locate_in_array<T: DeserializeOwned>(
+        raw: &Bytes,
+        e: rmp_serde::decode::Error,
+    ) -> Error {
+        let items = agora_proto::params::array_items(raw).unwrap_or_default();
+        for (i, item) in items.iter().enumerate() {
+            if let Err(e) = rmp_serde::from_slice::<T>(item) {
+                return DecodeError::new::<T>(raw.clone(), raw.slice_ref(item), e)
+                    .at_entry(i, None)
+                    .into();
+            }
+        }
+        Error::decode::<Vec<T>>(raw, e)
+    }
+
+    /// As [`locate_in_array`], for an array of `[key, value]` pairs.
+    pub(crate) fn locate_in_pairs<K: DeserializeOwned, V: DeserializeOwned>(
+        raw: &Bytes,
+        e: rmp_serde::decode::Error,
+    ) -> Error {
+        let items = agora_proto::params::array_items(raw).unwrap_or_default();
+        for (i, item) in items.iter().enumerate() {
+            let pair = agora_proto::params::array_items(item).unwrap_or_default();
+            let [k, v] = pair[..] else {
+                continue;
+            };
+            if let Err(found) = entry_error::<K, V>(raw, i, k, v) {
+                return found;
+            }
+        }
+        Error::decode::<Vec<(K, V)>>(raw, e)
+    }
+
+    /// As [`locate_in_array`], for a map (`dict.copy`): entries in the map's order.
+    pub(crate) fn locate_in_map<K: DeserializeOwned, V: DeserializeOwned>(
+        raw: &Bytes,
+        e: rmp_serde::decode::Error,
+    ) -> Error {
+        let entries = agora_proto::params::map_entries(raw).unwrap_or_default();
+        for (i, (k, v)) in entries.into_iter().enumerate() {
+            if let Err(found) = entry_error::<K, V>(raw, i, k, v) {
+                return found;
+            }
+        }
+        Error::decode::<Vec<(K, V)>>(raw, e)
+    }
+
+    /// The error of entry `i` of `raw` when its key or its value does not decode.
+    fn entry_error<K: DeserializeOwned, V: DeserializeOwned>(
+        raw: &Bytes,
+        i: usize,
+        k: &[u8],
+        v: &[u8],
+    ) -> Result<(), Error> {
+        if let Err(e) = rmp_serde::from_slice::<K>(k) {
+            return Err(DecodeError::new::<K>(raw.clone(), raw.slice_ref(k), e)
+                .at_entry(i, None)
+                .into());
+        }
+        if let Err(e) = rmp_serde::from_slice::<V>(v) {
+            return Err(DecodeError::new::<V>(raw.clone(), raw.slice_ref(v), e)
+                .at_entry(i, Some(k))
+                .into());
+        }
+        Ok(())
     }
 
     pub(crate) fn unit(r: Reply) -> Result<()> {
@@ -387,5 +511,86 @@ mod tests {
         assert!(!decode::found_index(index()).unwrap());
         assert!(decode::found_index(key()).is_err());
         assert!(decode::found_key(Ok(Bytes::from_static(&[0xc0]))).unwrap());
+    }
+
+    fn encoded<V: Serialize>(v: &V) -> Bytes {
+        Bytes::from(rmp_serde::to_vec(v).unwrap())
+    }
+
+    #[test]
+    fn a_bad_entry_is_named_and_the_reply_kept() {
+        let raw = encoded(&(1, "two", 3));
+        let err = decode::seq::<i64>(Ok(raw.clone())).unwrap_err();
+        let d = err.as_decode().unwrap();
+        assert_eq!(d.entry(), Some(1));
+        assert_eq!((d.expected(), d.found()), ("i64", "str"));
+        assert_eq!(d.raw(), &raw);
+        assert_eq!(&d.value()[..], &encoded(&"two")[..]);
+        assert!(err.to_string().contains("entry 1"), "{err}");
+        assert!(err.to_string().contains("\"two\""), "{err}");
+
+        let pairs = encoded(&(("a", 1), ("b", 2.5)));
+        let err = decode::pairs::<String, i64>(Ok(pairs)).unwrap_err();
+        let d = err.as_decode().unwrap();
+        assert_eq!((d.entry(), d.entry_key()), (Some(1), Some("\"b\"")));
+        assert_eq!(d.found(), "float");
+        // A bad key is named by its position only.
+        let pairs = encoded(&((1, 1), ("b", 2)));
+        let err = decode::pairs::<String, i64>(Ok(pairs)).unwrap_err();
+        let d = err.as_decode().unwrap();
+        assert_eq!(
+            (d.entry(), d.entry_key(), d.found()),
+            (Some(0), None, "int")
+        );
+
+        let raw = decode::raw_pairs(Ok(encoded(&(("a", 1), ("b", 2.5))))).unwrap();
+        assert_eq!(raw.len(), 2);
+        assert_eq!(&raw[1].1[..], &encoded(&2.5)[..]);
+        assert!(matches!(
+            decode::raw_seq(Ok(encoded(&5))),
+            Err(Error::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn a_decode_error_names_the_call() {
+        let raw = encoded(&"oops");
+        let mut args = Args::object(7);
+        args.str("key");
+        let err = decode::value::<i64>(Ok(raw.clone()))
+            .unwrap_err()
+            .in_call("dict.getitem", args.bytes());
+        let d = err.as_decode().unwrap();
+        assert_eq!(
+            (d.object(), d.key(), d.applied()),
+            (Some(("dict", 7)), Some("\"key\""), false)
+        );
+        assert_eq!(
+            err.to_string(),
+            "cannot decode the reply of dict.getitem on dict 7 at \"key\": expected i64, found \
+             str \"oops\" (wrong msgpack marker FixStr(4))"
+        );
+        let err = decode::value::<i64>(Ok(raw.clone()))
+            .unwrap_err()
+            .in_call("queue.get", Args::object(3).bytes());
+        let d = err.as_decode().unwrap();
+        assert_eq!(
+            (d.object(), d.key(), d.applied()),
+            (Some(("queue", 3)), None, true)
+        );
+        assert!(
+            err.to_string()
+                .ends_with("taken from the queue and is in this error (DecodeError::raw)"),
+            "{err}"
+        );
+        let err = decode::value::<i64>(Ok(raw))
+            .unwrap_err()
+            .in_call("value.fetch_add", Args::object(4).int(1).bytes());
+        assert!(err.as_decode().unwrap().applied());
+        // Long values are cut short in the message, never in the error.
+        let long = encoded(&"x".repeat(500));
+        let err = decode::value::<i64>(Ok(long.clone())).unwrap_err();
+        assert!(err.to_string().len() < 150, "{err}");
+        assert_eq!(err.as_decode().unwrap().raw(), &long);
     }
 }

@@ -10,6 +10,8 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 pub use agora_proto::ErrorName;
 use thiserror::Error;
 
@@ -102,9 +104,12 @@ pub enum Error {
     Encode(Arc<rmp_serde::encode::Error>),
 
     /// A reply could not be decoded into the requested Rust type: the shared object holds
-    /// something else than the proxy's type parameter says.
-    #[error("cannot decode the manager's reply into the requested type: {0}")]
-    Decode(Arc<rmp_serde::decode::Error>),
+    /// something else than the proxy's type parameter says. Nothing is lost: the
+    /// [`DecodeError`] carries the undecoded result, says where it came from (object, key,
+    /// entry, expected and found types) and whether the manager applied the call (a queue
+    /// get took the item: it is in the error, nowhere else).
+    #[error(transparent)]
+    Decode(Box<DecodeError>),
 
     /// The manager broke the protocol (unexpected reply shape). A bug on one side.
     #[error("protocol violation: {0}")]
@@ -221,10 +226,280 @@ impl Error {
         Error::Encode(Arc::new(e))
     }
 
-    pub(crate) fn decode(e: rmp_serde::decode::Error) -> Error {
-        Error::Decode(Arc::new(e))
+    /// A decode error for a whole value, without the call's context (added by the runner).
+    pub(crate) fn decode<T>(raw: &Bytes, e: rmp_serde::decode::Error) -> Error {
+        DecodeError::new::<T>(raw.clone(), raw.clone(), e).into()
+    }
+
+    /// The [`DecodeError`] of an [`Error::Decode`].
+    pub fn as_decode(&self) -> Option<&DecodeError> {
+        match self {
+            Error::Decode(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Adds what the runner of a call knows to a decode error: the method, the object, the key.
+    pub(crate) fn in_call(self, method: &str, params: &[u8]) -> Error {
+        match self {
+            Error::Decode(mut d) => {
+                d.set_call(method, params);
+                Error::Decode(d)
+            }
+            e => e,
+        }
     }
 }
+
+impl From<DecodeError> for Error {
+    fn from(e: DecodeError) -> Error {
+        Error::Decode(Box::new(e))
+    }
+}
+
+/// A reply that could not be decoded into the Rust type asked for, kept whole.
+///
+/// The manager's result is in [`raw`](DecodeError::raw), undecoded (one MessagePack value):
+/// decode it as another type with [`Client::decode`](crate::Client::decode), or look at it
+/// as an `rmpv::Value`. When the call changed something on the manager before the reply
+/// failed to decode ([`applied`](DecodeError::applied)), that change stands: a queue get took
+/// the item, which is now only here; `Value::fetch_add` added.
+///
+/// For a bulk read (`items`, `values`, `copy`, `get_many`, ...) with one bad entry,
+/// [`entry`](DecodeError::entry) is its position and [`value`](DecodeError::value) its bytes;
+/// the other entries are still in [`raw`](DecodeError::raw).
+#[derive(Debug, Clone)]
+pub struct DecodeError {
+    method: Option<String>,
+    object: Option<(String, u64)>,
+    key: Option<String>,
+    entry: Option<usize>,
+    entry_key: Option<String>,
+    expected: &'static str,
+    raw: Bytes,
+    value: Bytes,
+    applied: bool,
+    source: Arc<rmp_serde::decode::Error>,
+}
+
+impl DecodeError {
+    /// `value` (a part of `raw`, or all of it) failed to decode as `T`.
+    pub(crate) fn new<T>(raw: Bytes, value: Bytes, source: rmp_serde::decode::Error) -> Self {
+        DecodeError {
+            method: None,
+            object: None,
+            key: None,
+            entry: None,
+            entry_key: None,
+            expected: std::any::type_name::<T>(),
+            raw,
+            value,
+            applied: false,
+            source: Arc::new(source),
+        }
+    }
+
+    /// The failing value is the entry at `index` of a bulk result (with its key, encoded,
+    /// for a map or a list of pairs).
+    pub(crate) fn at_entry(mut self, index: usize, key: Option<&[u8]>) -> Self {
+        self.entry = Some(index);
+        self.entry_key = key.map(render);
+        self
+    }
+
+    fn set_call(&mut self, method: &str, params: &[u8]) {
+        self.method = Some(method.to_owned());
+        let items = split_values(params);
+        let Some((kind, op)) = method.split_once('.') else {
+            self.applied = method != "ping";
+            return;
+        };
+        if let Some(id) = items
+            .first()
+            .and_then(|raw| agora_proto::params::int_u64(raw))
+        {
+            self.object = Some((kind.to_owned(), id));
+        }
+        let queue = kind.ends_with("queue");
+        if !queue && KEYED.contains(&op) {
+            self.key = items.get(1).map(|raw| render(raw));
+        }
+        self.applied = (queue && op.starts_with("get")) || !READ_ONLY.contains(&op);
+    }
+
+    /// The whole result of the call, undecoded: one MessagePack value.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// The value that failed to decode: the whole result, or for a bulk read the bad entry.
+    pub fn value(&self) -> &Bytes {
+        &self.value
+    }
+
+    /// The wire method of the call (`"queue.get"`), when the error came from a call.
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+
+    /// The object called: its kind (`"queue"`) and id.
+    pub fn object(&self) -> Option<(&str, u64)> {
+        self.object.as_ref().map(|(kind, id)| (kind.as_str(), *id))
+    }
+
+    /// The key or index the call named (a dict key, a list index), as text.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// For a bulk read, the position of the entry that failed to decode.
+    pub fn entry(&self) -> Option<usize> {
+        self.entry
+    }
+
+    /// For a bulk read of a map or of pairs, the key of the entry that failed, as text.
+    pub fn entry_key(&self) -> Option<&str> {
+        self.entry_key.as_deref()
+    }
+
+    /// The Rust type the value was to be decoded into.
+    pub fn expected(&self) -> &'static str {
+        self.expected
+    }
+
+    /// The MessagePack type of the value that failed (`"str"`, `"int"`, `"map"`, ...).
+    pub fn found(&self) -> &'static str {
+        agora_proto::params::type_name(&self.value)
+    }
+
+    /// True when the manager carried the call out before its reply failed to decode: the
+    /// change stands (a queue get removed the item, which is in [`raw`](DecodeError::raw)).
+    pub fn applied(&self) -> bool {
+        self.applied
+    }
+}
+
+/// The first two params of a call (the object id and the key, for the calls that have one),
+/// from the params encoded one after the other without an array header.
+fn split_values(mut params: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while out.len() < 2 {
+        let Some(len) = agora_proto::scanner::value_len(params).filter(|&n| n > 0) else {
+            break;
+        };
+        let (value, rest) = params.split_at(len.min(params.len()));
+        out.push(value);
+        params = rest;
+    }
+    out
+}
+
+/// What a decode error needs of a call's params (see [`Error::in_call`]): the object id, and
+/// the key for the methods that take one. Kept by pipelines instead of the whole params.
+pub(crate) fn call_context(method: &str, params: &[u8]) -> Vec<u8> {
+    let keyed = method
+        .split_once('.')
+        .is_some_and(|(kind, op)| !kind.ends_with("queue") && KEYED.contains(&op));
+    let values = split_values(params);
+    let keep = values
+        .iter()
+        .take(if keyed { 2 } else { 1 })
+        .map(|v| v.len())
+        .sum();
+    params[..keep].to_vec()
+}
+
+/// Methods whose param after the object id is a key or an index.
+const KEYED: &[&str] = &["getitem", "get", "pop", "setdefault", "getattr"];
+
+/// Methods that change nothing on the manager.
+const READ_ONLY: &[&str] = &[
+    "get",
+    "getitem",
+    "getslice",
+    "getattr",
+    "len",
+    "keys",
+    "values",
+    "items",
+    "copy",
+    "contains",
+    "count",
+    "index",
+    "tolist",
+    "typecode",
+    "qsize",
+    "empty",
+    "full",
+    "maxsize",
+    "is_closed",
+    "locked",
+    "is_set",
+    "parties",
+    "n_waiting",
+    "broken",
+];
+
+/// A short text of an encoded value for messages: at most about 60 characters.
+fn render(raw: &[u8]) -> String {
+    let text = match agora_proto::value::decode(raw) {
+        Ok(v) => v.to_string(),
+        Err(_) => format!("<{} bytes>", raw.len()),
+    };
+    if text.chars().count() > 60 {
+        let cut: String = text.chars().take(57).collect();
+        format!("{cut}...")
+    } else {
+        text
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cannot decode ")?;
+        match (&self.method, &self.object) {
+            (Some(method), Some((kind, id))) => write!(f, "the reply of {method} on {kind} {id}")?,
+            (Some(method), None) => write!(f, "the reply of {method}")?,
+            _ => f.write_str("a value")?,
+        }
+        if let Some(key) = &self.key {
+            write!(f, " at {key}")?;
+        }
+        if let Some(entry) = self.entry {
+            write!(f, ", entry {entry}")?;
+            if let Some(key) = &self.entry_key {
+                write!(f, " (key {key})")?;
+            }
+        }
+        write!(
+            f,
+            ": expected {}, found {} {} ({})",
+            self.expected,
+            self.found(),
+            render(&self.value),
+            self.source
+        )?;
+        if self.applied {
+            let taken = matches!(&self.object, Some((kind, _)) if kind.ends_with("queue"))
+                && self.method.as_deref().is_some_and(|m| m.contains(".get"));
+            if taken {
+                f.write_str(
+                    "; the item was taken from the queue and is in this error (DecodeError::raw)",
+                )?;
+            } else {
+                f.write_str(
+                    "; the manager carried the call out, its result is in this error \
+                     (DecodeError::raw)",
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The decoder's own message is part of the text (it is often the most precise part, as in
+/// "object 3 is a list, not a dict"), so it is not repeated as a source.
+impl std::error::Error for DecodeError {}
 
 /// The message of [`Error::OtherRun`]: the cause, both runs and both addresses.
 fn other_run(
@@ -252,12 +527,6 @@ fn other_run(
 impl From<rmp_serde::encode::Error> for Error {
     fn from(e: rmp_serde::encode::Error) -> Error {
         Error::encode(e)
-    }
-}
-
-impl From<rmp_serde::decode::Error> for Error {
-    fn from(e: rmp_serde::decode::Error) -> Error {
-        Error::decode(e)
     }
 }
 

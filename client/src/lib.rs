@@ -170,7 +170,7 @@ pub use agora_proto::ObjectRef;
 pub use bytes::Bytes;
 pub use client::{export_for_fork, Client, ObjectInfo, ENV_ADDRESS, ENV_AUTHKEY};
 pub use command::Cmd;
-pub use error::{Error, ErrorName, RemoteName, Result};
+pub use error::{DecodeError, Error, ErrorName, RemoteName, Result};
 pub use pipeline::{Handle, Pipeline, Replies};
 pub use proxies::{
     Acked, Acquired, Array, Barrier, BoundedSemaphore, Condition, ConditionGuard, Dict, Event,

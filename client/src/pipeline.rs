@@ -84,6 +84,8 @@ pub struct Replies {
     client: Client,
     serial: u64,
     replies: Vec<Reply>,
+    /// Each call's method and what its decode errors name of its params.
+    calls: Vec<(Cow<'static, str>, Vec<u8>)>,
     _holds: Hold,
 }
 
@@ -154,7 +156,19 @@ impl Pipeline {
             }
         }
         holds.merge(self.send_chunk(&mut chunk, &mut replies)?);
+        drop(chunk);
+        let calls = self
+            .queued
+            .into_iter()
+            .map(|(method, args)| {
+                let context = args
+                    .map(|a| crate::error::call_context(&method, a.bytes()))
+                    .unwrap_or_default();
+                (method, context)
+            })
+            .collect();
         Ok(Replies {
+            calls,
             client: self.client,
             serial: self.serial,
             _holds: holds,
@@ -203,7 +217,12 @@ impl Replies {
             .get(handle.index)
             .cloned()
             .unwrap_or_else(|| Err(Error::Usage("pipeline handle out of range".into())));
-        self.client.decoding(|| (handle.decode)(reply))
+        self.client
+            .decoding(|| (handle.decode)(reply))
+            .map_err(|e| match self.calls.get(handle.index) {
+                Some((method, params)) => e.in_call(method, params),
+                None => e,
+            })
     }
 
     /// The error of the first call that failed, if any: for pipelines whose results are not

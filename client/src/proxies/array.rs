@@ -163,7 +163,7 @@ where
 
     /// [`Array::to_vec`] as a command (`array.tolist`).
     pub fn to_vec_cmd(&self) -> Cmd<Vec<T>> {
-        Cmd::object(self.id, "array.tolist", decode::value, |_| Ok(()))
+        Cmd::object(self.id, "array.tolist", decode::seq, |_| Ok(()))
     }
 
     /// The typecode the array was created with.

@@ -4,6 +4,7 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::marker::PhantomData;
 
+use bytes::Bytes;
 use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -297,7 +298,7 @@ where
 
     /// [`Dict::keys`] as a command (`dict.keys`).
     pub fn keys_cmd(&self) -> Cmd<Vec<K>> {
-        Cmd::object(self.id, "dict.keys", decode::value, |_| Ok(()))
+        Cmd::object(self.id, "dict.keys", decode::seq, |_| Ok(()))
     }
 
     /// The values, in insertion order (a snapshot).
@@ -307,7 +308,7 @@ where
 
     /// [`Dict::values`] as a command (`dict.values`).
     pub fn values_cmd(&self) -> Cmd<Vec<V>> {
-        Cmd::object(self.id, "dict.values", decode::value, |_| Ok(()))
+        Cmd::object(self.id, "dict.values", decode::seq, |_| Ok(()))
     }
 
     /// The entries, in insertion order (a snapshot).
@@ -317,7 +318,52 @@ where
 
     /// [`Dict::items`] as a command (`dict.items`).
     pub fn items_cmd(&self) -> Cmd<Vec<(K, V)>> {
-        Cmd::object(self.id, "dict.items", decode::value, |_| Ok(()))
+        Cmd::object(self.id, "dict.items", decode::pairs, |_| Ok(()))
+    }
+
+    /// The keys, each undecoded (one MessagePack value): for a dict whose keys are not all
+    /// `K`. Decode each with [`Client::decode`].
+    pub fn keys_raw(&self) -> Result<Vec<Bytes>> {
+        self.client.run(self.keys_raw_cmd())
+    }
+
+    /// [`Dict::keys_raw`] as a command (`dict.keys`).
+    pub fn keys_raw_cmd(&self) -> Cmd<Vec<Bytes>> {
+        Cmd::object(self.id, "dict.keys", decode::raw_seq, |_| Ok(()))
+    }
+
+    /// The values, each undecoded (one MessagePack value): for a dict whose values are not
+    /// all `V`. Decode each with [`Client::decode`].
+    pub fn values_raw(&self) -> Result<Vec<Bytes>> {
+        self.client.run(self.values_raw_cmd())
+    }
+
+    /// [`Dict::values_raw`] as a command (`dict.values`).
+    pub fn values_raw_cmd(&self) -> Cmd<Vec<Bytes>> {
+        Cmd::object(self.id, "dict.values", decode::raw_seq, |_| Ok(()))
+    }
+
+    /// The entries, each key and value undecoded (one MessagePack value each): for a dict
+    /// whose entries are not all `(K, V)`, when [`items`](Dict::items) fails with
+    /// [`Error::Decode`](crate::Error::Decode). Decode each with [`Client::decode`].
+    pub fn items_raw(&self) -> Result<Vec<(Bytes, Bytes)>> {
+        self.client.run(self.items_raw_cmd())
+    }
+
+    /// [`Dict::items_raw`] as a command (`dict.items`).
+    pub fn items_raw_cmd(&self) -> Cmd<Vec<(Bytes, Bytes)>> {
+        Cmd::object(self.id, "dict.items", decode::raw_pairs, |_| Ok(()))
+    }
+
+    /// The whole dict at one instant, each key and value undecoded, as
+    /// [`items_raw`](Dict::items_raw).
+    pub fn copy_raw(&self) -> Result<Vec<(Bytes, Bytes)>> {
+        self.client.run(self.copy_raw_cmd())
+    }
+
+    /// [`Dict::copy_raw`] as a command (`dict.copy`).
+    pub fn copy_raw_cmd(&self) -> Cmd<Vec<(Bytes, Bytes)>> {
+        Cmd::object(self.id, "dict.copy", decode::raw_entries, |_| Ok(()))
     }
 
     /// Sets every entry of `entries`, in order: a `HashMap` (owned or borrowed), a `Vec` of
@@ -379,7 +425,11 @@ impl<Q: Borrow<K>, W: Borrow<V>, K: Serialize, V: Serialize> Serialize for Pair<
 pub(crate) fn decode_entries<K: DeserializeOwned, V: DeserializeOwned>(
     r: crate::command::Reply,
 ) -> Result<Vec<(K, V)>> {
-    decode::value::<Entries<K, V>>(r).map(|e| e.0)
+    let raw = r?;
+    match rmp_serde::from_slice::<Entries<K, V>>(&raw) {
+        Ok(entries) => Ok(entries.0),
+        Err(e) => Err(decode::locate_in_map::<K, V>(&raw, e)),
+    }
 }
 
 /// The entries of a map, in order.

@@ -3,6 +3,7 @@
 use std::borrow::Borrow;
 use std::marker::PhantomData;
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -432,6 +433,17 @@ where
 
     /// [`List::copy`] as a command (`list.copy`).
     pub fn copy_cmd(&self) -> Cmd<Vec<T>> {
-        Cmd::object(self.id, "list.copy", decode::value, |_| Ok(()))
+        Cmd::object(self.id, "list.copy", decode::seq, |_| Ok(()))
+    }
+
+    /// The items, each undecoded (one MessagePack value): for a list whose items are not all
+    /// `T`. Decode each with [`Client::decode`].
+    pub fn copy_raw(&self) -> Result<Vec<Bytes>> {
+        self.client.run(self.copy_raw_cmd())
+    }
+
+    /// [`List::copy_raw`] as a command (`list.copy`).
+    pub fn copy_raw_cmd(&self) -> Cmd<Vec<Bytes>> {
+        Cmd::object(self.id, "list.copy", decode::raw_seq, |_| Ok(()))
     }
 }

@@ -14,6 +14,27 @@
 //! unless wrapped in `serde_bytes::ByteBuf` (or marked `#[serde(with = "serde_bytes")]`),
 //! which makes it bin, as Python's `bytes` is.
 //!
+//! # Values of another type
+//!
+//! A shared object holds whatever its writers put in it, in any language: a Python program
+//! may put a `str` in a queue that a Rust consumer reads as `Queue<i64>`. A reply that does not
+//! decode as the proxy's type fails with [`Error::Decode`](crate::Error::Decode), whose
+//! [`DecodeError`](crate::DecodeError) keeps the whole result undecoded
+//! ([`raw`](crate::DecodeError::raw)) and names the call, the object (kind and id), the key or
+//! index, the bad entry of a bulk read, the Rust type expected and the MessagePack type found.
+//! Nothing is lost:
+//!
+//! - a read (`get`, `getitem`, `items`, `copy`, ...) changed nothing: read again with another
+//!   type, or with a raw variant ([`Dict::items_raw`], [`Dict::values_raw`],
+//!   [`List::copy_raw`], ...) that returns every entry undecoded;
+//! - a queue get took the item: it is in the error, and only there
+//!   ([`applied`](crate::DecodeError::applied) is true); the items behind it stay in the queue
+//!   for the next getter. An acknowledged get's item was not acknowledged: `nack` its receipt
+//!   (the first element of the raw `[receipt, item]`) to put it back;
+//! - a read-modify-write (`Value::fetch_add`, `compare_and_swap`, `Dict::pop`, `List::pop`,
+//!   ...) was carried out before its result failed to decode: the error says so, and the
+//!   result is in it.
+//!
 //! # Shared objects inside values
 //!
 //! A proxy serializes as a reference to its object (MessagePack ext type 1, see `PROTOCOL.md`)

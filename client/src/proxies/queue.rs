@@ -131,7 +131,7 @@ fn acked_unless_empty<T: DeserializeOwned>(r: crate::command::Reply) -> Result<O
 }
 
 fn acked_batch<T: DeserializeOwned>(r: crate::command::Reply) -> Result<Vec<Acked<T>>> {
-    let got = decode::value::<Vec<(u64, T)>>(r)?;
+    let got = decode::seq::<(u64, T)>(r)?;
     Ok(got
         .into_iter()
         .map(|(receipt, item)| Acked { receipt, item })
@@ -407,6 +407,11 @@ where
 
     /// Takes the item at the front, waiting while the queue is empty. Fails with `Closed` once
     /// the queue is closed and drained.
+    ///
+    /// An item that is not a `T` is taken all the same: the error
+    /// ([`Error::Decode`](crate::Error::Decode)) holds it, undecoded, in
+    /// [`DecodeError::raw`](crate::DecodeError::raw) (see the [module](crate::proxies) on
+    /// values of another type). So do those of the other gets.
     pub fn get(&self) -> Result<T> {
         self.client.run(self.get_cmd())
     }
@@ -507,7 +512,7 @@ where
 
     /// [`Queue::get_many`] as a command (`<kind>.get_many`).
     pub fn get_many_cmd(&self, n: usize) -> Cmd<Vec<T>> {
-        self.get_many_with(n, Wait::AsMethod, decode::value)
+        self.get_many_with(n, Wait::AsMethod, decode::seq)
     }
 
     /// As [`get_many`](Self::get_many), waiting up to `timeout` for the first item: `Some`
@@ -796,7 +801,7 @@ impl<T: DeserializeOwned> Iterator for QueueBatches<'_, T> {
             return None;
         }
         let n = self.n as u64;
-        let cmd = Cmd::object(self.id, self.method, decode::value, move |a| {
+        let cmd = Cmd::object(self.id, self.method, decode::seq, move |a| {
             a.uint(n);
             Ok(())
         });

@@ -147,7 +147,7 @@ impl fmt::Display for Slice {
 
 /// `<kind>.getslice [id, start, stop, step]`.
 pub(crate) fn get<T: DeserializeOwned>(id: u64, method: &'static str, s: Slice) -> Cmd<Vec<T>> {
-    Cmd::object(id, method, decode::value, |a| {
+    Cmd::object(id, method, decode::seq, |a| {
         s.encode(a);
         Ok(())
     })

@@ -154,6 +154,9 @@ where
 impl<T: Number> Value<T> {
     /// Adds `delta` atomically and returns the value from **before** the addition. Integer
     /// arithmetic is exact (`OverflowError` past the type's range); `delta` may be negative.
+    /// When the value held is not a `T` (a float in a `Value<i64>`), the addition is done all
+    /// the same and the error ([`Error::Decode`](crate::Error::Decode), with
+    /// [`applied`](crate::DecodeError::applied)) holds the value from before it.
     pub fn fetch_add(&self, delta: T) -> Result<T> {
         self.client.run(self.fetch_add_cmd(delta))
     }

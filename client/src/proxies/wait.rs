@@ -241,7 +241,7 @@ pub(crate) mod decoders {
     pub(crate) fn batch_unless_empty<T: DeserializeOwned>(r: Reply) -> Result<Option<Vec<T>>> {
         match r {
             Err(e) if e.is(ErrorName::Empty) => Ok(None),
-            r => decode::value::<Vec<T>>(r).map(|items| (!items.is_empty()).then_some(items)),
+            r => decode::seq::<T>(r).map(|items| (!items.is_empty()).then_some(items)),
         }
     }
 
