@@ -7,6 +7,8 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use agora_proto::encode;
 use bytes::Bytes;
@@ -94,13 +96,14 @@ impl Args {
         self.push(|out| out.extend_from_slice(encoded))
     }
 
-    /// A value encoded with `rmp_serde`'s defaults (structs as arrays).
+    /// A value encoded with `rmp_serde`'s defaults (structs as arrays). Encoding stops with
+    /// [`Error::Limit`] once the params outgrow the largest message a manager takes.
     pub(crate) fn value<V: Serialize + ?Sized>(&mut self, v: &V) -> Result<&mut Args> {
         let start = self.bytes.len();
-        if let Err(e) = rmp_serde::encode::write(&mut self.bytes, v) {
+        if let Err(e) = encode_capped(&mut self.bytes, v) {
             // Never leave half a value behind: the count and the bytes must agree.
             self.bytes.truncate(start);
-            return Err(Error::encode(e));
+            return Err(e);
         }
         self.count += 1;
         Ok(self)
@@ -115,13 +118,73 @@ impl Args {
         let mut body = Vec::new();
         let mut n = 0usize;
         for item in items {
-            rmp_serde::encode::write(&mut body, &item).map_err(Error::encode)?;
+            encode_capped(&mut body, &item)?;
             n += 1;
         }
         Ok(self.push(|out| {
             encode::array_header(out, n);
             out.extend_from_slice(&body);
         }))
+    }
+}
+
+/// The largest message any manager this process is connected to takes (`0`: none known yet),
+/// learned from `hello`: encoding a request stops there. A connection checks each request
+/// against its own manager's limits before sending it.
+static ENCODE_CAP: AtomicUsize = AtomicUsize::new(0);
+
+/// A manager takes messages of up to `max` bytes.
+pub(crate) fn learn_max_message_bytes(max: usize) {
+    ENCODE_CAP.fetch_max(max, Ordering::Relaxed);
+}
+
+/// Encodes `v` at the end of `out`, stopping with [`Error::Limit`] once `out` is longer than
+/// the largest message a manager takes: encoding a huge value takes long, and sending it
+/// would fail anyway.
+fn encode_capped<V: Serialize + ?Sized>(out: &mut Vec<u8>, v: &V) -> Result<()> {
+    let cap = match ENCODE_CAP.load(Ordering::Relaxed) {
+        0 => usize::MAX,
+        cap => cap,
+    };
+    let mut w = Capped {
+        out,
+        cap,
+        over: None,
+    };
+    match rmp_serde::encode::write(&mut w, v) {
+        Ok(()) => Ok(()),
+        Err(_) if w.over.is_some() => Err(Error::Limit {
+            limit: "max_message_bytes",
+            max: cap as u64,
+            size: w.over.unwrap_or(0) as u64,
+            encoding_stopped: true,
+        }),
+        Err(e) => Err(Error::encode(e)),
+    }
+}
+
+/// A writer that refuses to grow its buffer past `cap`, remembering the size it would have.
+struct Capped<'a> {
+    out: &'a mut Vec<u8>,
+    cap: usize,
+    over: Option<usize>,
+}
+
+impl io::Write for Capped<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let len = self.out.len().saturating_add(buf.len());
+        if len > self.cap {
+            self.over = Some(len);
+            return Err(io::Error::other(
+                "the request is over the manager's size limit",
+            ));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -233,6 +233,9 @@ pub(crate) struct Connection {
     changed: Condvar,
     /// The run of the manager, as its `hello` reported it.
     run: ManagerRun,
+    /// What the manager accepts of an authenticated connection, as its `hello` reported it
+    /// (the defaults for managers that do not): requests over them are refused unsent.
+    limits: Limits,
     /// The client's reference table, whose decrefs this connection writes; set once the
     /// connection is authenticated (the manager ignores notifications before).
     refs: Option<Arc<Refs>>,
@@ -246,6 +249,27 @@ struct Hello {
     /// Absent from managers older than run ids.
     run: Option<String>,
     started: Option<u64>,
+    /// Absent from managers older than it: they have the default limits unless configured.
+    limits: Option<HelloLimits>,
+}
+
+/// The `limits` of the `hello` result.
+#[derive(Deserialize)]
+struct HelloLimits {
+    max_message_bytes: u64,
+    max_depth: u64,
+    max_container_len: u64,
+}
+
+impl From<HelloLimits> for Limits {
+    fn from(l: HelloLimits) -> Limits {
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Limits {
+            max_message_bytes: size(l.max_message_bytes),
+            max_depth: size(l.max_depth),
+            max_container_len: size(l.max_container_len),
+        }
+    }
 }
 
 impl Connection {
@@ -256,7 +280,10 @@ impl Connection {
             source: Arc::new(e),
         })?;
         let mut conn = Connection::new(stream, address.to_string());
-        conn.run = conn.authenticate(authkey)?;
+        let (run, limits) = conn.authenticate(authkey)?;
+        conn.run = run;
+        conn.limits = limits;
+        crate::command::learn_max_message_bytes(limits.max_message_bytes);
         debug!(%address, "connected to the agora manager");
         Ok(conn)
     }
@@ -288,6 +315,8 @@ impl Connection {
                 id: String::new(),
                 started: 0,
             },
+            // Until `hello` tells: the handshake's own requests are tiny.
+            limits: Limits::default(),
             refs: None,
         }
     }
@@ -302,8 +331,9 @@ impl Connection {
         &self.run
     }
 
-    /// `hello`, then `auth` with HMAC-SHA256(authkey, challenge). Gives the manager's run.
-    fn authenticate(&self, authkey: &[u8]) -> Result<ManagerRun> {
+    /// `hello`, then `auth` with HMAC-SHA256(authkey, challenge). Gives the manager's run and
+    /// limits.
+    fn authenticate(&self, authkey: &[u8]) -> Result<(ManagerRun, Limits)> {
         let hello = self.call("hello", &Args::default())?;
         let hello: Hello = rmp_serde::from_slice(&hello)
             .map_err(|e| Error::Protocol(format!("unexpected hello result: {e}")))?;
@@ -330,6 +360,7 @@ impl Connection {
                 )))
             }
         };
+        let limits = hello.limits.map_or_else(Limits::default, Limits::from);
         let mut args = Args::default();
         args.bin(&digest(authkey, &hello.challenge));
         match self.call("auth", &args) {
@@ -340,7 +371,7 @@ impl Connection {
                     other => other.to_string(),
                 },
             }),
-            other => other.map(|_| run),
+            other => other.map(|_| (run, limits)),
         }
     }
 
@@ -371,7 +402,13 @@ impl Connection {
             }
             state.register()
         };
-        if let Err(e) = self.send(|out| write_request(out, id, method, args)) {
+        let mut refused = None;
+        let sent = self.send(|out| {
+            if let Err(e) = self.write_checked(out, id, method, args) {
+                refused = Some(e);
+            }
+        });
+        if let Some(e) = sent.err().or(refused) {
             self.state.lock().pending.remove(&id);
             return Err(e);
         }
@@ -392,16 +429,31 @@ impl Connection {
             }
             calls.iter().map(|_| state.register()).collect()
         };
+        // A call over the manager's limits fails alone, unsent.
+        let mut refused: Vec<Option<Error>> = Vec::new();
         let sent = self.send(|out| {
             for ((method, args), id) in calls.iter().zip(&ids) {
-                write_request(out, *id, method, args);
+                refused.push(self.write_checked(out, *id, method, args).err());
             }
         });
+        if refused.iter().any(Option::is_some) {
+            let mut state = self.state.lock();
+            for (id, refused) in ids.iter().zip(&refused) {
+                if refused.is_some() {
+                    state.pending.remove(id);
+                }
+            }
+        }
+        refused.resize_with(ids.len(), || None);
         // Wait for every id even after a failure, so that none stays in the pending table.
         let may_wait = calls.iter().any(|(m, _)| agora_proto::methods::may_wait(m));
         let mut replies = Vec::with_capacity(calls.len());
         let mut failure = sent.err();
-        for id in ids {
+        for (id, refused) in ids.into_iter().zip(refused) {
+            if let Some(e) = refused {
+                replies.push(Err(e));
+                continue;
+            }
             match self.wait(id, may_wait) {
                 Ok(response) => replies.push(response.into_reply()),
                 Err(e) => {
@@ -457,6 +509,48 @@ impl Connection {
                 return;
             }
         }
+    }
+
+    /// Appends the request to `out` if the manager takes it; otherwise leaves `out` as it was
+    /// and gives the [`Error::Limit`] it would have closed the connection for.
+    fn write_checked(&self, out: &mut Vec<u8>, id: u32, method: &str, args: &Args) -> Result<()> {
+        let limits = &self.limits;
+        // The envelope: array header, type, msgid (5), method (header 5), params header (5).
+        let size = args.bytes().len() + method.len() + 17;
+        if size > limits.max_message_bytes {
+            return Err(Error::Limit {
+                limit: "max_message_bytes",
+                max: limits.max_message_bytes as u64,
+                size: size as u64,
+                encoding_stopped: false,
+            });
+        }
+        let start = out.len();
+        write_request(out, id, method, args);
+        // A frame shorter than both limits can neither nest nor hold that many.
+        if out.len() - start >= limits.max_depth.min(limits.max_container_len) {
+            let scanned = agora_proto::Scanner::new(*limits).scan(&out[start..]);
+            let (limit, max, size) = match scanned {
+                Err(agora_proto::scanner::ScanError::TooDeep { limit }) => {
+                    ("max_depth", limit, limit as u64 + 1)
+                }
+                Err(agora_proto::scanner::ScanError::TooLong { len, limit }) => {
+                    ("max_container_len", limit, len)
+                }
+                Err(agora_proto::scanner::ScanError::TooLarge { limit }) => {
+                    ("max_message_bytes", limit, (out.len() - start) as u64)
+                }
+                _ => return Ok(()),
+            };
+            out.truncate(start);
+            return Err(Error::Limit {
+                limit,
+                max: max as u64,
+                size,
+                encoding_stopped: false,
+            });
+        }
+        Ok(())
     }
 
     /// Writes what `fill` puts in the request buffer, with one write call, after the decrefs

@@ -111,6 +111,24 @@ pub enum Error {
     #[error(transparent)]
     Decode(Box<DecodeError>),
 
+    /// A request over one of the manager's limits (which it reports in `hello`): it would
+    /// have closed the connection, so it was not sent. The connection is fine; nothing was
+    /// done. Counts as the manager's `LimitError`:
+    /// [`Error::is`]`(ErrorName::LimitError)` is true.
+    #[error("LimitError: {}", limit_text(.limit, *.max, *.size, *.encoding_stopped))]
+    Limit {
+        /// Which limit: `"max_message_bytes"`, `"max_depth"` or `"max_container_len"`.
+        limit: &'static str,
+        /// The manager's limit.
+        max: u64,
+        /// The request's size in bytes, its container's length, or for `max_depth` one more
+        /// than the limit (the depth is not measured further).
+        size: u64,
+        /// True when encoding the request stopped at the limit, so `size` is where it stopped
+        /// rather than the whole request's.
+        encoding_stopped: bool,
+    },
+
     /// The manager broke the protocol (unexpected reply shape). A bug on one side.
     #[error("protocol violation: {0}")]
     Protocol(String),
@@ -196,6 +214,7 @@ impl Error {
                 ..
             } => *n == name,
             Error::OtherRun { .. } => name == ErrorName::UnknownObjectError,
+            Error::Limit { .. } => name == ErrorName::LimitError,
             _ => false,
         }
     }
@@ -206,6 +225,7 @@ impl Error {
         match self {
             Error::Remote { name, .. } => Some(name.as_str()),
             Error::OtherRun { .. } => Some(ErrorName::UnknownObjectError.as_str()),
+            Error::Limit { .. } => Some(ErrorName::LimitError.as_str()),
             _ => None,
         }
     }
@@ -500,6 +520,21 @@ impl fmt::Display for DecodeError {
 /// The decoder's own message is part of the text (it is often the most precise part, as in
 /// "object 3 is a list, not a dict"), so it is not repeated as a source.
 impl std::error::Error for DecodeError {}
+
+/// The message of [`Error::Limit`].
+fn limit_text(limit: &str, max: u64, size: u64, stopped: bool) -> String {
+    let what = match limit {
+        "max_depth" => "the request nests arrays and maps too deep".to_owned(),
+        "max_container_len" => format!("an array or map of the request has {size} elements"),
+        _ if stopped => format!("the request reached {size} bytes when encoding stopped"),
+        _ => format!("the request is {size} bytes"),
+    };
+    format!(
+        "{what}, over the manager's limit of {max} ({limit}); nothing was sent and the \
+         connection is fine (the manager's operator sets the limit with --{})",
+        limit.replace('_', "-")
+    )
+}
 
 /// The message of [`Error::OtherRun`]: the cause, both runs and both addresses.
 fn other_run(

@@ -31,7 +31,7 @@ use tokio::task::{Id, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
 use agora_proto::{
-    encode, envelope, CallError, Envelope, ErrorName, FrameDecoder, FrameError, Params,
+    encode, envelope, CallError, Envelope, ErrorName, FrameDecoder, FrameError, Limits, Params,
 };
 
 use crate::auth;
@@ -249,7 +249,8 @@ impl Session {
                 let challenge = auth::challenge()
                     .map_err(|e| CallError::runtime(format!("cannot make a challenge: {e}")))?;
                 self.challenge = Some(challenge);
-                write_hello(out, &challenge, &self.shared.config.run);
+                let config = &self.shared.config;
+                write_hello(out, &challenge, &config.run, &config.limits);
                 return Ok(Step::Answered(Next::Continue));
             }
             "auth" => {
@@ -463,8 +464,8 @@ fn poll_read_into<S: AsyncRead + Unpin>(
     Poll::Ready(Ok(n))
 }
 
-fn write_hello(out: &mut Vec<u8>, challenge: &[u8], run: &crate::Run) {
-    encode::map_header(out, 6);
+fn write_hello(out: &mut Vec<u8>, challenge: &[u8], run: &crate::Run, limits: &Limits) {
+    encode::map_header(out, 7);
     encode::str(out, "protocol");
     encode::uint(out, u64::from(agora_proto::PROTOCOL_VERSION));
     encode::str(out, "server");
@@ -477,6 +478,16 @@ fn write_hello(out: &mut Vec<u8>, challenge: &[u8], run: &crate::Run) {
     encode::str(out, &run.id.hyphenated().to_string());
     encode::str(out, "started");
     encode::uint(out, run.started);
+    // What an authenticated connection may send, so that a client refuses an oversized
+    // request itself instead of losing its connection to it.
+    encode::str(out, "limits");
+    encode::map_header(out, 3);
+    encode::str(out, "max_message_bytes");
+    encode::uint(out, limits.max_message_bytes as u64);
+    encode::str(out, "max_depth");
+    encode::uint(out, limits.max_depth as u64);
+    encode::str(out, "max_container_len");
+    encode::uint(out, limits.max_container_len as u64);
 }
 
 /// What woke the connection loop.

@@ -34,7 +34,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequenc
 import msgpack
 
 from . import errors
-from .errors import ConnectionLost, ProtocolError
+from .errors import ConnectionLost, LimitError, ProtocolError
 
 __all__ = ["Client", "Connection", "client_for", "parse_address", "parse_authkey"]
 
@@ -42,6 +42,14 @@ log = logging.getLogger("agora")
 
 #: The protocol version this client speaks.
 PROTOCOL_VERSION = 1
+
+#: The limits of PROTOCOL.md section 1.1 with their default values, for a manager whose
+#: ``hello`` does not report its own.
+DEFAULT_LIMITS: Dict[str, int] = {
+    "max_message_bytes": 64 << 20,
+    "max_depth": 128,
+    "max_container_len": 16 << 20,
+}
 
 #: MessagePack ext type of an object reference (``PROTOCOL.md``, section 3).
 REFERENCE_EXT = 1
@@ -286,6 +294,7 @@ class Connection:
         "_orphaned",
         "run",
         "started",
+        "limits",
         "__weakref__",
     )
 
@@ -299,6 +308,10 @@ class Connection:
         #: seconds), as ``hello`` reported them.
         self.run = ""
         self.started = 0
+        #: What the manager takes of an authenticated connection, as ``hello`` reported it
+        #: (``max_message_bytes``, ``max_depth``, ``max_container_len``); the protocol's
+        #: defaults for a manager that does not report them.
+        self.limits: Dict[str, int] = dict(DEFAULT_LIMITS)
         # Held to write to the socket or to change the tables below; _owner is the holder's
         # thread id (0: free), so that a thread never waits for itself.
         self._lock = threading.Lock()
@@ -370,11 +383,54 @@ class Connection:
                 f"the manager at {self.client.address} does not report its run and start time "
                 "in hello: it is older than this client; run the agora-manager of this version"
             )
+        limits = hello.get("limits")
+        if isinstance(limits, dict):
+            for name in DEFAULT_LIMITS:
+                if isinstance(limits.get(name), int):
+                    self.limits[name] = limits[name]
         digest = hmac.new(self.client.authkey, hello["challenge"], hashlib.sha256).digest()
         self.call("auth", (digest,))
         self.run, self.started = run, started
         self.client.run, self.client.started = run, started
         log.debug("connected to %s (manager %s)", self.client.address, hello.get("version"))
+
+    def _check_limits(self, request: bytes) -> None:
+        """Raises :class:`LimitError` for a request the manager would close the connection for:
+        the connection stays usable, and nothing was sent."""
+        size, most = len(request), self.limits["max_message_bytes"]
+        if size > most:
+            raise LimitError(
+                f"the request is {size} bytes, over the manager's limit of {most} "
+                "(max_message_bytes); nothing was sent and the connection is fine (the "
+                "manager's operator sets the limit with --max-message-bytes)",
+                "max_message_bytes",
+                most,
+                size,
+            )
+        longest = self.limits["max_container_len"]
+        if size < longest:  # every element takes a byte at least
+            return
+        try:
+            msgpack.unpackb(
+                request,
+                max_array_len=longest,
+                max_map_len=longest,
+                max_bin_len=size,
+                max_str_len=size,
+                max_ext_len=size,
+                ext_hook=lambda code, data: None,
+                object_pairs_hook=list,
+                strict_map_key=False,
+            )
+        except ValueError as e:
+            raise LimitError(
+                f"an array or map of the request has more than {longest} elements, over the "
+                "manager's limit (max_container_len); nothing was sent and the connection is "
+                f"fine ({e})",
+                "max_container_len",
+                longest,
+                None,
+            ) from None
 
     # --- locking -------------------------------------------------------------------------------
 
@@ -414,6 +470,7 @@ class Connection:
             # Packing fails (unsupported value) before anything is sent: the connection stays
             # good, and the tables are as they were.
             request = self._packer.pack((0, msgid, method, params))
+            self._check_limits(request)
             if self._dead or self._pending or self.client._orphans:
                 request = self._prelude(()) + request
             self._write(request)

@@ -19,7 +19,7 @@ import multiprocessing
 import queue
 import threading
 from multiprocessing.managers import RemoteError
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 __all__ = [
     "AgoraError",
@@ -39,28 +39,52 @@ class AgoraError(Exception):
     """Base class of the errors that only agora raises."""
 
 
+class _RemoteError(AgoraError, RemoteError):
+    """An agora error that is also a ``multiprocessing.managers.RemoteError``, for existing
+    ``except`` clauses, without the traceback frame ``RemoteError`` draws around its message
+    (there is no remote traceback: the message says it all)."""
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+
 class AuthenticationError(AgoraError, multiprocessing.AuthenticationError):
     """The manager refused the authkey (or a call came before authentication)."""
 
 
-class UnknownObjectError(AgoraError, RemoteError):
+class UnknownObjectError(_RemoteError):
     """No object with that id or name: it was deleted, or the manager was restarted."""
 
 
-class UnknownMethodError(AgoraError, RemoteError):
+class UnknownMethodError(_RemoteError):
     """The manager does not know the method (a client/manager version mismatch)."""
 
 
-class ArgumentCountError(AgoraError, RemoteError):
+class ArgumentCountError(_RemoteError):
     """The manager got the wrong number of params for a method (a client bug)."""
 
 
-class ProtocolError(AgoraError, RemoteError):
+class ProtocolError(_RemoteError):
     """The manager could not read what was sent, or sent something this client cannot read."""
 
 
-class LimitError(AgoraError, RemoteError):
-    """A message went over one of the manager's configured limits."""
+class LimitError(_RemoteError):
+    """A message went over one of the manager's configured limits. Raised before sending for
+    a request over the limits the manager reported in ``hello``: the connection stays usable.
+    ``limit`` names the limit (``"max_message_bytes"``, ``"max_container_len"``), ``max`` is
+    its value and ``size`` the request's (``None`` when the manager raised it)."""
+
+    def __init__(
+        self,
+        message: str,
+        limit: Optional[str] = None,
+        max: Optional[int] = None,
+        size: Optional[int] = None,
+    ) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.max = max
+        self.size = size
 
 
 class Closed(AgoraError):

@@ -341,3 +341,27 @@ fn a_stranger_pipelining_hello_without_reading_is_closed_at_its_auth_timeout() {
     assert!(started.elapsed() < Duration::from_secs(10));
     sending.join().unwrap();
 }
+
+#[test]
+fn hello_reports_the_limits_of_an_authenticated_connection() {
+    let server = TestServer::with_limits(Limits {
+        max_message_bytes: 4096,
+        max_depth: 20,
+        max_container_len: 300,
+    });
+    let mut c = server.connect();
+    let hello = c.ok("hello", vec![]);
+    let limits = hello
+        .as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("limits")))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no limits in {hello}"));
+    assert_eq!(
+        limits,
+        Value::Map(vec![
+            ("max_message_bytes".into(), 4096.into()),
+            ("max_depth".into(), 20.into()),
+            ("max_container_len".into(), 300.into()),
+        ])
+    );
+}
