@@ -142,6 +142,25 @@ fn child_role() {
             println!("ANNOUNCE {} {}", manager.pid(), worker.pid());
             std::thread::sleep(Duration::from_secs(60));
         }
+        // As "owner", plus forked workers blocked in a queue get.
+        "owner-with-blocked-workers" => {
+            let manager = Manager::spawn().expect("spawn");
+            let jobs = manager.queue::<u64>(0).expect("queue");
+            let mut pids = Vec::new();
+            for _ in 0..3 {
+                let jobs = jobs.clone();
+                let worker = Process::spawn(move || {
+                    // Returns when the manager goes: the connection closes under the get.
+                    let _ = jobs.get();
+                })
+                .expect("spawn worker");
+                pids.push(worker.pid().to_string());
+            }
+            // Time for every worker to park in its get.
+            std::thread::sleep(Duration::from_millis(300));
+            println!("ANNOUNCE {} {}", manager.pid(), pids.join(" "));
+            std::thread::sleep(Duration::from_secs(60));
+        }
         // Run with AGORA_SPIN_US set: report the budget this process polls with and the one
         // each manager was started with (fork, exec, and an explicit one), in nanoseconds.
         "spin-budget" => {
@@ -308,6 +327,37 @@ fn a_forked_worker_does_not_keep_the_manager_alive() {
         manager_gone,
         "the manager outlived its owner because of a worker"
     );
+}
+
+/// The owner is SIGKILLed while its forked workers wait in a queue get: the manager and the
+/// workers are gone within a second, 20 times out of 20.
+#[test]
+fn a_killed_owner_takes_the_manager_and_its_blocked_workers_along() {
+    let _serial = serial();
+    adopt_orphans();
+    for run in 0..20 {
+        let mut owner = role_command("owner-with-blocked-workers")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the owner");
+        let words = read_announcement(&mut owner, "ANNOUNCE ");
+        let pids: Vec<u32> = words.iter().map(|w| w.parse().unwrap()).collect();
+        owner.kill().expect("SIGKILL the owner");
+        owner.wait().unwrap();
+        let killed = Instant::now();
+        let lingering: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|&pid| !wait_gone(pid, Duration::from_secs(1).saturating_sub(killed.elapsed())))
+            .collect();
+        for &pid in &lingering {
+            common::kill_pid(pid);
+        }
+        assert!(
+            lingering.is_empty(),
+            "run {run}: {lingering:?} of {pids:?} (the manager first) outlived the owner by a second"
+        );
+    }
 }
 
 #[test]

@@ -54,6 +54,37 @@ __all__ = ["Manager", "connect", "find_manager_binary"]
 
 log = logging.getLogger("agora")
 
+#: The write ends of the lifelines (the managers' stdin pipes) of the managers this process
+#: started and has not stopped. Only this process may hold them: a forked child that kept a
+#: copy would keep its parent's manager alive after the parent died.
+_LIFELINES: "set[int]" = set()
+
+
+def _release_lifelines_in_child() -> None:
+    """After a fork, in the child: points every inherited lifeline write end at ``/dev/null``.
+    The number stays open (the inherited ``Popen`` object closes it in its own time, and no
+    other file can take the number meanwhile), but the pipe is no longer held."""
+    if not _LIFELINES:
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        null = -1
+    for fd in _LIFELINES:
+        try:
+            if null >= 0:
+                os.dup2(null, fd)
+            else:
+                os.close(fd)
+        except OSError:
+            pass
+    if null >= 0:
+        os.close(null)
+    _LIFELINES.clear()
+
+
+os.register_at_fork(after_in_child=_release_lifelines_in_child)
+
 #: Environment variable naming the ``agora-manager`` binary.
 MANAGER_BIN_ENV = "AGORA_MANAGER_BIN"
 
@@ -118,6 +149,20 @@ def _stop_manager(
     SIGKILL, each after ``timeout`` seconds without effect."""
     if os.getpid() != creator_pid:
         return  # a forked child: the manager belongs to its parent
+    try:
+        _stop_started_manager(proc, address, authkey, timeout)
+    finally:
+        # The lifeline: closing it is what stops a manager that did not answer.
+        if proc.stdin is not None:
+            _LIFELINES.discard(proc.stdin.fileno())
+            proc.stdin.close()
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _stop_started_manager(
+    proc: "subprocess.Popen[bytes]", address: str, authkey: bytes, timeout: float
+) -> None:
     if proc.poll() is None:
         try:
             conn = Connection(Client(address, authkey), timeout=timeout)
@@ -137,8 +182,6 @@ def _stop_manager(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    if tmpdir is not None:
-        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def _typecode_args(typecode: Optional[str]) -> Optional[str]:
@@ -245,11 +288,15 @@ class Manager:
         except BaseException:
             shutil.rmtree(tmpdir, ignore_errors=True)
             raise
+        assert proc.stdin is not None
+        _LIFELINES.add(proc.stdin.fileno())
         try:
             address = parse_address(_parse_ready_line(_read_ready_line(proc, start_timeout)))
         except BaseException:
             proc.kill()
             proc.wait()
+            _LIFELINES.discard(proc.stdin.fileno())
+            proc.stdin.close()
             shutil.rmtree(tmpdir, ignore_errors=True)
             raise
         finally:
