@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -12,6 +13,7 @@ use crate::address::Address;
 use crate::command::{decode, Args, Cmd, Reply};
 use crate::connection::Connection;
 use crate::error::{Error, ErrorName, Result};
+use crate::options::ConnectOptions;
 use crate::pipeline::Pipeline;
 use crate::proxies::context;
 use crate::refs::Refs;
@@ -58,6 +60,8 @@ pub struct Client {
 pub(crate) struct Inner {
     address: Address,
     authkey: Vec<u8>,
+    /// The time limits it connects and calls with.
+    options: ConnectOptions,
     /// The run of the manager this client first connected to, the only one it talks to.
     run: ManagerRun,
     conn: Slot,
@@ -139,8 +143,23 @@ impl Client {
     /// forked child find another run at the address (the manager was restarted), its calls
     /// fail with [`Error::OtherRun`] instead of reaching the new run's objects, whose ids are
     /// the old ones over again.
+    ///
+    /// The time limits come from the environment ([`ConnectOptions::from_env`]): 10 s to
+    /// connect and 10 s for the handshake by default, no deadline on calls.
     pub fn connect(address: &Address, authkey: &[u8]) -> Result<Client> {
-        let mut conn = Connection::open(address, authkey)?;
+        Client::connect_with(address, authkey, &ConnectOptions::from_env()?)
+    }
+
+    /// [`Client::connect`] with the time limits given.
+    ///
+    /// Fails with [`Error::NotAManager`] when the peer does not answer the handshake as a
+    /// manager does, or not within [`ConnectOptions::handshake_timeout`].
+    pub fn connect_with(
+        address: &Address,
+        authkey: &[u8],
+        options: &ConnectOptions,
+    ) -> Result<Client> {
+        let mut conn = Connection::open(address, authkey, options)?;
         Ok(Client {
             inner: Arc::new_cyclic(|inner| {
                 let refs = Arc::new(Refs::new(inner.clone()));
@@ -148,6 +167,7 @@ impl Client {
                 Inner {
                     address: address.clone(),
                     authkey: authkey.to_vec(),
+                    options: *options,
                     run: conn.run().clone(),
                     conn: Slot::new(conn),
                     refs,
@@ -207,7 +227,11 @@ impl Client {
             return Ok(conn);
         }
         debug!(address = %self.inner.address, "forked child: opening a connection of its own");
-        let mut fresh = Connection::open(&self.inner.address, &self.inner.authkey)?;
+        let mut fresh = Connection::open(
+            &self.inner.address,
+            &self.inner.authkey,
+            &self.inner.options,
+        )?;
         if fresh.run().id != self.inner.run.id {
             // The manager was restarted: this client's ids name other objects there now.
             let address = self.inner.address.to_string();
@@ -253,9 +277,31 @@ impl Client {
 
     /// Runs one command now: one round trip. Every proxy method is this applied to its `*_cmd`
     /// twin.
+    ///
+    /// With a [`ConnectOptions::call_timeout`], a call the manager does not park fails with
+    /// [`Error::Timeout`] when no reply came in time.
     pub fn run<T>(&self, cmd: Cmd<T>) -> Result<T> {
+        let deadline = self
+            .inner
+            .options
+            .call_timeout
+            .filter(|_| !agora_proto::methods::may_wait(&cmd.method));
+        self.run_until(cmd, deadline)
+    }
+
+    /// As [`Client::run`], failing with [`Error::Timeout`] if the reply has not come within
+    /// `timeout`, whatever the call: for a manager that may be stopped or hung. The
+    /// connection is closed then (the reply may still come), so the other calls in flight on
+    /// it fail too, and the call may or may not have been carried out: for a blocking call,
+    /// prefer its own timeout (`get_timeout`, ...), which the manager keeps.
+    pub fn run_within<T>(&self, cmd: Cmd<T>, timeout: Duration) -> Result<T> {
+        self.run_until(cmd, Some(timeout))
+    }
+
+    fn run_until<T>(&self, cmd: Cmd<T>, timeout: Option<Duration>) -> Result<T> {
         let args = cmd.args?;
-        let reply = self.connection()?.call(&cmd.method, &args);
+        let deadline = timeout.map(|t| (Instant::now() + t, t));
+        let reply = self.connection()?.call_until(&cmd.method, &args, deadline);
         // Counted before anything is decoded, and held until the decoding is done.
         let _hold = self.count(&cmd.method, &args, &reply);
         self.decoding(|| (cmd.decode)(reply))

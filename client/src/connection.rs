@@ -32,11 +32,12 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use agora_proto::{encode, envelope, Envelope, FrameDecoder, Limits};
 use bytes::Bytes;
@@ -49,6 +50,7 @@ use tracing::{debug, warn};
 use crate::address::Address;
 use crate::command::{Args, Reply};
 use crate::error::{Error, ErrorName, Result};
+use crate::options::ConnectOptions;
 use crate::refs::Refs;
 use crate::run::ManagerRun;
 use crate::spin;
@@ -70,11 +72,14 @@ enum Stream {
 }
 
 impl Stream {
-    fn connect(address: &Address) -> io::Result<Stream> {
+    fn connect(address: &Address, timeout: Option<Duration>) -> io::Result<Stream> {
         match address {
             Address::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
             Address::Tcp(host_port) => {
-                let s = TcpStream::connect(host_port.as_str())?;
+                let s = match timeout {
+                    None => TcpStream::connect(host_port.as_str())?,
+                    Some(timeout) => connect_tcp(host_port, timeout)?,
+                };
                 // Requests are small and latency-bound: never wait to coalesce them.
                 s.set_nodelay(true)?;
                 Ok(Stream::Tcp(s))
@@ -125,6 +130,24 @@ impl Stream {
             Stream::Tcp(s) => s.as_raw_fd(),
         }
     }
+}
+
+/// Connects to the first address `host_port` resolves to that accepts within `timeout`.
+fn connect_tcp(host_port: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host resolves to no address");
+    for addr in host_port.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                last = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{addr} did not accept within {timeout:?}"),
+                );
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// A response as it arrived: the error and result fields, still encoded.
@@ -186,6 +209,45 @@ struct State {
     reading: bool,
     /// Why the connection is unusable, once it is.
     broken: Option<String>,
+    /// The manager sent an `error` notification before closing it.
+    after_notice: bool,
+}
+
+/// When a call must have its reply.
+struct Deadline<'a> {
+    at: Instant,
+    /// The duration the deadline was set from, for messages.
+    after: Duration,
+    method: &'a str,
+}
+
+/// Waits until `fd` is readable (or closed) or `at` passes: true when it is readable.
+fn readable_by(fd: RawFd, at: Instant) -> bool {
+    loop {
+        let left = at.saturating_duration_since(Instant::now());
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        // Round up, so that a deadline a fraction of a millisecond away is not a busy loop.
+        let ms = if left > Duration::from_millis(u64::from(ms as u32)) {
+            ms + 1
+        } else {
+            ms
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        match n {
+            0 if Instant::now() >= at => return false,
+            0 => continue,
+            n if n > 0 => return true,
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+            // A poll that cannot poll: let the read tell what is wrong.
+            _ => return true,
+        }
+    }
 }
 
 impl State {
@@ -274,13 +336,19 @@ impl From<HelloLimits> for Limits {
 
 impl Connection {
     /// Connects to the manager at `address` and authenticates with `authkey`.
-    pub(crate) fn open(address: &Address, authkey: &[u8]) -> Result<Connection> {
-        let stream = Stream::connect(address).map_err(|e| Error::Connect {
-            address: address.to_string(),
-            source: Arc::new(e),
-        })?;
+    pub(crate) fn open(
+        address: &Address,
+        authkey: &[u8],
+        options: &ConnectOptions,
+    ) -> Result<Connection> {
+        let stream =
+            Stream::connect(address, options.connect_timeout).map_err(|e| Error::Connect {
+                address: address.to_string(),
+                source: Arc::new(e),
+            })?;
         let mut conn = Connection::new(stream, address.to_string());
-        let (run, limits) = conn.authenticate(authkey)?;
+        let deadline = options.handshake_timeout.map(|t| (Instant::now() + t, t));
+        let (run, limits) = conn.authenticate(authkey, deadline)?;
         conn.run = run;
         conn.limits = limits;
         crate::command::learn_max_message_bytes(limits.max_message_bytes);
@@ -309,6 +377,7 @@ impl Connection {
                 pending: HashMap::default(),
                 reading: false,
                 broken: None,
+                after_notice: false,
             }),
             changed: Condvar::new(),
             run: ManagerRun {
@@ -333,10 +402,48 @@ impl Connection {
 
     /// `hello`, then `auth` with HMAC-SHA256(authkey, challenge). Gives the manager's run and
     /// limits.
-    fn authenticate(&self, authkey: &[u8]) -> Result<(ManagerRun, Limits)> {
-        let hello = self.call("hello", &Args::default())?;
-        let hello: Hello = rmp_serde::from_slice(&hello)
-            .map_err(|e| Error::Protocol(format!("unexpected hello result: {e}")))?;
+    fn authenticate(
+        &self,
+        authkey: &[u8],
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<(ManagerRun, Limits)> {
+        let not_a_manager = |reason: String| Error::NotAManager {
+            address: self.address.clone(),
+            reason,
+        };
+        let hello = match self.call_until("hello", &Args::default(), deadline) {
+            Ok(hello) => hello,
+            // A manager that refuses the connection (too many) says why before closing.
+            Err(e @ Error::Disconnected { .. }) if self.closed_after_notice() => return Err(e),
+            Err(Error::Disconnected { reason, .. }) => {
+                let reason = if reason.starts_with("the manager closed it (") {
+                    "it closed the connection without answering hello".to_owned()
+                } else {
+                    format!("it did not answer hello: {reason}")
+                };
+                return Err(not_a_manager(reason));
+            }
+            Err(Error::Timeout { after, address, .. }) => {
+                return Err(Error::Timeout {
+                    address,
+                    what: "hello (a peer that is not an agora manager does not either; \
+                           AGORA_HANDSHAKE_TIMEOUT)"
+                        .into(),
+                    after,
+                })
+            }
+            Err(Error::Remote { name, message }) => {
+                return Err(not_a_manager(format!(
+                    "it answered hello with an error: {name}: {message}"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let hello: Hello = rmp_serde::from_slice(&hello).map_err(|e| {
+            not_a_manager(format!(
+                "its answer to hello is not an agora manager's: {e}"
+            ))
+        })?;
         if hello.protocol != agora_proto::PROTOCOL_VERSION {
             return Err(Error::Protocol(format!(
                 "the manager speaks protocol version {}, this client version {}",
@@ -363,7 +470,7 @@ impl Connection {
         let limits = hello.limits.map_or_else(Limits::default, Limits::from);
         let mut args = Args::default();
         args.bin(&digest(authkey, &hello.challenge));
-        match self.call("auth", &args) {
+        match self.call_until("auth", &args, deadline) {
             Err(e) if e.is(ErrorName::AuthenticationError) => Err(Error::Authentication {
                 address: self.address.clone(),
                 message: match e {
@@ -393,8 +500,25 @@ impl Connection {
         }
     }
 
+    /// True when the connection broke after the manager sent an `error` notification.
+    fn closed_after_notice(&self) -> bool {
+        self.state.lock().after_notice
+    }
+
     /// One call: sends it and waits for its reply.
+    #[cfg(test)]
     pub(crate) fn call(&self, method: &str, args: &Args) -> Reply {
+        self.call_until(method, args, None)
+    }
+
+    /// One call, failing with [`Error::Timeout`] (and closing the connection) if no reply has
+    /// come by the deadline `(instant, the duration it was set from)`.
+    pub(crate) fn call_until(
+        &self,
+        method: &str,
+        args: &Args,
+        deadline: Option<(Instant, Duration)>,
+    ) -> Reply {
         let id = {
             let mut state = self.state.lock();
             if let Some(reason) = &state.broken {
@@ -412,8 +536,9 @@ impl Connection {
             self.state.lock().pending.remove(&id);
             return Err(e);
         }
+        let until = deadline.map(|(at, after)| Deadline { at, after, method });
         let reply = self
-            .wait(id, agora_proto::methods::may_wait(method))
+            .wait(id, agora_proto::methods::may_wait(method), until.as_ref())
             .and_then(Response::into_reply);
         self.after_call();
         reply
@@ -454,7 +579,7 @@ impl Connection {
                 replies.push(Err(e));
                 continue;
             }
-            match self.wait(id, may_wait) {
+            match self.wait(id, may_wait, None) {
                 Ok(response) => replies.push(response.into_reply()),
                 Err(e) => {
                     failure.get_or_insert(e);
@@ -572,7 +697,7 @@ impl Connection {
 
     /// Waits for the response to `id`, reading the socket when nobody else is. `may_wait`:
     /// the manager may park the call (see [`spin`]).
-    fn wait(&self, id: u32, may_wait: bool) -> Result<Response> {
+    fn wait(&self, id: u32, may_wait: bool, deadline: Option<&Deadline<'_>>) -> Result<Response> {
         let mut state = self.state.lock();
         loop {
             if let Some(response) = state.take(id) {
@@ -584,12 +709,23 @@ impl Connection {
                 return Err(err);
             }
             if state.reading {
-                self.changed.wait(&mut state);
+                match deadline {
+                    None => self.changed.wait(&mut state),
+                    Some(d) => {
+                        if self.changed.wait_until(&mut state, d.at).timed_out()
+                            && state.pending.get(&id).is_some_and(Option::is_none)
+                        {
+                            state.pending.remove(&id);
+                            drop(state);
+                            return Err(self.time_out(d));
+                        }
+                    }
+                }
                 continue;
             }
             state.reading = true;
             let outcome = MutexGuard::unlocked(&mut state, || {
-                panic::catch_unwind(AssertUnwindSafe(|| self.lead(id, may_wait)))
+                panic::catch_unwind(AssertUnwindSafe(|| self.lead(id, may_wait, deadline)))
             });
             state.reading = false;
             // Someone else may be waiting for a response still to come: let one of them read.
@@ -612,7 +748,7 @@ impl Connection {
     }
 
     /// The reader role: reads until the response to `me` arrives, filing the others.
-    fn lead(&self, me: u32, may_wait: bool) -> Result<Response> {
+    fn lead(&self, me: u32, may_wait: bool, deadline: Option<&Deadline<'_>>) -> Result<Response> {
         let mut reader = self.reader.lock();
         let mut mine = None;
         let mut others = Vec::new();
@@ -626,14 +762,19 @@ impl Connection {
             if let Some(response) = mine {
                 return Ok(response);
             }
-            self.fill(&mut reader, may_wait)?;
+            self.fill(&mut reader, may_wait, deadline)?;
         }
     }
 
     /// Reads what has arrived into the decoder (at least one byte), polling briefly before
     /// sleeping (see [`spin`]). Calls that `may_wait` keep a back-off of their own, so that
     /// a contended lock does not stop the polling for the quick calls made while holding it.
-    fn fill(&self, reader: &mut Reader, may_wait: bool) -> Result<()> {
+    fn fill(
+        &self,
+        reader: &mut Reader,
+        may_wait: bool,
+        deadline: Option<&Deadline<'_>>,
+    ) -> Result<()> {
         let backoff = &mut reader.backoff[usize::from(may_wait)];
         let mut polled = backoff
             .poll_read(self.stream.raw_fd(), &mut reader.buf, spin::pause)
@@ -641,12 +782,22 @@ impl Connection {
         loop {
             let read = match polled.take() {
                 Some(read) => read,
-                None => self.stream.read(&mut reader.buf),
+                None => {
+                    if let Some(d) = deadline {
+                        if !readable_by(self.stream.raw_fd(), d.at) {
+                            return Err(self.time_out(d));
+                        }
+                    }
+                    self.stream.read(&mut reader.buf)
+                }
             };
             match read {
                 Ok(0) => {
                     let reason = match reader.notice.take() {
-                        Some(notice) => format!("the manager closed it after an error: {notice}"),
+                        Some(notice) => {
+                            self.state.lock().after_notice = true;
+                            format!("the manager closed it after an error: {notice}")
+                        }
                         None => "the manager closed it (shut down or stopped)".to_owned(),
                     };
                     return Err(self.fail(reason));
@@ -675,6 +826,22 @@ impl Connection {
             }
         }
         self.changed.notify_all();
+    }
+
+    /// A call's deadline passed: the connection is closed (its reply may still come, and the
+    /// stream is shared), the call fails with [`Error::Timeout`] and every other with
+    /// [`Error::Disconnected`] saying why.
+    fn time_out(&self, d: &Deadline<'_>) -> Error {
+        let what = format!("a call to {}", d.method);
+        self.fail(format!(
+            "the manager did not answer {what} within {:?} (stopped or hung?)",
+            d.after
+        ));
+        Error::Timeout {
+            address: self.address.clone(),
+            what,
+            after: d.after,
+        }
     }
 
     /// Marks the connection broken (the first reason wins) and wakes every waiter.
@@ -893,6 +1060,7 @@ mod tests {
             pending: HashMap::default(),
             reading: false,
             broken: None,
+            after_notice: false,
         };
         state.pending.insert(0, None);
         assert_eq!(state.register(), u32::MAX);

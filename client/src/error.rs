@@ -66,6 +66,34 @@ pub enum Error {
         source: Arc<io::Error>,
     },
 
+    /// The peer at the address answered, but not as an agora manager does (a web server on
+    /// that port, say). A peer that does not answer the handshake in time
+    /// ([`ConnectOptions::handshake_timeout`](crate::ConnectOptions::handshake_timeout)) is an
+    /// [`Error::Timeout`].
+    #[error("the peer at {address} is not an agora manager: {reason} (is AGORA_ADDRESS right?)")]
+    NotAManager {
+        /// The address connected to.
+        address: String,
+        /// What it did instead.
+        reason: String,
+    },
+
+    /// The manager did not answer within a deadline: it is stopped (SIGSTOP), hung, or
+    /// unreachable. The connection is closed, as the reply may still come; the call may or
+    /// may not have been carried out.
+    #[error(
+        "the agora manager at {address} did not answer {what} within {after:?}: it may be \
+         stopped or hung; the connection is closed"
+    )]
+    Timeout {
+        /// The manager's address.
+        address: String,
+        /// What was waited for: `"the connection"`, `"a call to queue.get"`, ...
+        what: String,
+        /// The deadline.
+        after: std::time::Duration,
+    },
+
     /// The manager rejected the authkey.
     #[error(
         "authentication with the agora manager at {address} failed: {message} \
@@ -232,7 +260,7 @@ impl Error {
 
     /// True when the connection is unusable: every later call on it fails the same way.
     pub fn is_disconnected(&self) -> bool {
-        matches!(self, Error::Disconnected { .. })
+        matches!(self, Error::Disconnected { .. } | Error::Timeout { .. })
     }
 
     pub(crate) fn remote(name: &str, message: impl Into<String>) -> Error {

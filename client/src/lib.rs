@@ -154,6 +154,7 @@ mod client;
 mod command;
 mod connection;
 mod error;
+mod options;
 mod pipeline;
 pub mod proxies;
 mod refs;
@@ -171,6 +172,7 @@ pub use bytes::Bytes;
 pub use client::{export_for_fork, Client, ObjectInfo, ENV_ADDRESS, ENV_AUTHKEY};
 pub use command::Cmd;
 pub use error::{DecodeError, Error, ErrorName, RemoteName, Result};
+pub use options::{ConnectOptions, ENV_CALL_TIMEOUT, ENV_CONNECT_TIMEOUT, ENV_HANDSHAKE_TIMEOUT};
 pub use pipeline::{Handle, Pipeline, Replies};
 pub use proxies::{
     Acked, Acquired, Array, Barrier, BoundedSemaphore, Condition, ConditionGuard, Dict, Event,

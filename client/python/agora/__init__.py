@@ -32,7 +32,7 @@ from multiprocessing import (
     set_start_method,
 )
 
-from .connection import Client, Connection, client_for
+from .connection import Client, Connection, client_for, deadline
 from .context import (
     Array,
     Barrier,
@@ -55,6 +55,8 @@ from .errors import (
     Closed,
     ConnectionLost,
     LimitError,
+    ManagerTimeout,
+    NotAManagerError,
     ProtocolError,
     ShutdownError,
     UnknownMethodError,
@@ -80,6 +82,7 @@ __all__ = [
     # managers
     "Manager",
     "connect",
+    "deadline",
     "default_manager",
     # multiprocessing drop-ins
     "Array",
@@ -132,6 +135,8 @@ __all__ = [
     "Closed",
     "ConnectionLost",
     "LimitError",
+    "ManagerTimeout",
+    "NotAManagerError",
     "ProtocolError",
     "ShutdownError",
     "UnknownMethodError",

@@ -23,6 +23,7 @@ import logging
 import numbers
 import operator
 import os
+import select
 import socket
 import threading
 import time
@@ -34,7 +35,14 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequenc
 import msgpack
 
 from . import errors
-from .errors import ConnectionLost, LimitError, ProtocolError
+from .errors import (
+    ConnectionLost,
+    LimitError,
+    ManagerTimeout,
+    NotAManagerError,
+    ProtocolError,
+    ShutdownError,
+)
 
 __all__ = ["Client", "Connection", "client_for", "parse_address", "parse_authkey"]
 
@@ -42,6 +50,54 @@ log = logging.getLogger("agora")
 
 #: The protocol version this client speaks.
 PROTOCOL_VERSION = 1
+
+def _parse_seconds(var: str, default: Optional[float]) -> Optional[float]:
+    """The number of seconds in the environment variable ``var`` (``0`` or ``none``: no
+    limit), ``default`` when it is unset; a ValueError naming the variable when malformed."""
+    raw = os.environ.get(var)
+    if raw is None:
+        return default
+    text = raw.strip()
+    if text.lower() == "none":
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(f"{var}={raw!r} is not a number of seconds (or none)") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"{var}={raw!r} is not a number of seconds >= 0")
+    return seconds or None
+
+
+_DEADLINES = threading.local()
+
+
+class deadline:
+    """``with agora.deadline(seconds):`` every call this thread makes inside the block that
+    gets no answer within ``seconds`` raises :class:`agora.ManagerTimeout` (whatever the call,
+    blocking ones included: prefer their own ``timeout`` argument, which the manager keeps).
+    For a manager that may be stopped or hung. Blocks nest; the innermost wins."""
+
+    def __init__(self, seconds: float) -> None:
+        if not seconds > 0:
+            raise ValueError(f"a deadline is a number of seconds > 0, not {seconds!r}")
+        self.seconds = float(seconds)
+
+    def __enter__(self) -> "deadline":
+        stack = getattr(_DEADLINES, "stack", None)
+        if stack is None:
+            stack = _DEADLINES.stack = []
+        stack.append(self.seconds)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        _DEADLINES.stack.pop()
+
+
+def _thread_deadline() -> Optional[float]:
+    stack = getattr(_DEADLINES, "stack", None)
+    return stack[-1] if stack else None
+
 
 #: The limits of PROTOCOL.md section 1.1 with their default values, for a manager whose
 #: ``hello`` does not report its own.
@@ -295,6 +351,7 @@ class Connection:
         "run",
         "started",
         "limits",
+        "_until",
         "__weakref__",
     )
 
@@ -312,6 +369,8 @@ class Connection:
         #: (``max_message_bytes``, ``max_depth``, ``max_container_len``); the protocol's
         #: defaults for a manager that does not report them.
         self.limits: Dict[str, int] = dict(DEFAULT_LIMITS)
+        #: When the call being read must have its answer (``time.monotonic()``), if ever.
+        self._until: Optional[float] = None
         # Held to write to the socket or to change the tables below; _owner is the holder's
         # thread id (0: free), so that a thread never waits for itself.
         self._lock = threading.Lock()
@@ -333,13 +392,13 @@ class Connection:
         self._orphaned = False
         family, target = _sockaddr(client.address)
         sock = socket.socket(family, socket.SOCK_STREAM)
-        if timeout is not None:
-            sock.settimeout(timeout)
+        sock.settimeout(timeout if timeout is not None else client.connect_timeout)
         try:
             sock.connect(target)
         except OSError as e:
             sock.close()
             raise ConnectionLost(f"cannot connect to the agora manager at {client.address}: {e}") from e
+        sock.settimeout(timeout)
         if family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
@@ -369,9 +428,25 @@ class Connection:
             raise
 
     def _handshake(self) -> None:
-        hello = self.call("hello", ())
+        client = self.client
+        limits = (client.handshake_timeout, client.call_timeout, _thread_deadline())
+        within = min((s for s in limits if s is not None), default=None)
+        not_a_manager = (
+            f"the peer at {client.address} is not an agora manager (is AGORA_ADDRESS right?)"
+        )
+        try:
+            hello = self.call("hello", (), _within=within)
+        except ManagerTimeout:
+            raise ManagerTimeout(
+                f"the peer at {client.address} did not answer hello within {within} s: a "
+                "stopped or hung manager, or not an agora manager (AGORA_HANDSHAKE_TIMEOUT)"
+            ) from None
+        except (ShutdownError, LimitError):
+            raise  # a manager refusing the connection says why
+        except (ConnectionLost, ProtocolError) as e:
+            raise NotAManagerError(f"{not_a_manager}: it did not answer hello ({e})") from None
         if not isinstance(hello, dict) or not isinstance(hello.get("challenge"), bytes):
-            raise ProtocolError(f"{self.client.address} did not answer hello like an agora manager")
+            raise NotAManagerError(f"{not_a_manager}: its answer to hello is {hello!r}")
         if hello.get("protocol") != PROTOCOL_VERSION:
             raise ProtocolError(
                 f"the manager at {self.client.address} speaks protocol {hello.get('protocol')!r}, "
@@ -389,7 +464,7 @@ class Connection:
                 if isinstance(limits.get(name), int):
                     self.limits[name] = limits[name]
         digest = hmac.new(self.client.authkey, hello["challenge"], hashlib.sha256).digest()
-        self.call("auth", (digest,))
+        self.call("auth", (digest,), _within=within)
         self.run, self.started = run, started
         self.client.run, self.client.started = run, started
         log.debug("connected to %s (manager %s)", self.client.address, hello.get("version"))
@@ -451,13 +526,24 @@ class Connection:
     # --- calls ---------------------------------------------------------------------------------
 
     def call(
-        self, method: str, params: Sequence[Any], make: Optional[Callable[[Any], Any]] = None
+        self,
+        method: str,
+        params: Sequence[Any],
+        make: Optional[Callable[[Any], Any]] = None,
+        _within: Optional[float] = None,
     ) -> Any:
         """Sends one request and returns its result, or raises the error it got.
 
         For the methods the manager counts (:data:`COUNTED`), ``make`` turns the result into
         the proxy that holds the reference, atomically with counting it, and ``call`` returns
-        what ``make`` returned."""
+        what ``make`` returned.
+
+        The answer must come within ``_within`` seconds if given, else within the thread's
+        :class:`deadline`, else, for a call the manager does not park, within the client's
+        ``call_timeout``; otherwise :class:`ManagerTimeout` (and the connection closes)."""
+        within = _within if _within is not None else _thread_deadline()
+        if within is None and method not in MAY_WAIT:
+            within = self.client.call_timeout
         me = threading.get_ident()
         if self._reader == me:
             raise RuntimeError(_REENTERED)
@@ -477,6 +563,7 @@ class Connection:
         finally:
             self._leave()
         self._reader = me
+        self._until = None if within is None else time.monotonic() + within
         try:
             response = self._read_response(msgid, method)
         except BaseException as e:
@@ -491,6 +578,7 @@ class Connection:
             raise
         finally:
             self._reader = 0
+            self._until = None
             if self._owner == me:  # taken while decoding a reference
                 self._leave()
         error = response[2]
@@ -872,6 +960,8 @@ class Connection:
         """Reads what has arrived into the buffer, polling for up to the spin budget before
         sleeping in ``recv`` (the caller is about to wait for the reply to ``method``)."""
         sock, buffer = self._sock, self._buffer
+        if self._until is not None:
+            return self._receive_by(self._until)
         if not self._spin:
             return sock.recv_into(buffer)
         backoff = self._backoff_wait if method in MAY_WAIT else self._backoff_quick
@@ -903,6 +993,21 @@ class Connection:
                 stalled = stalled or last - now > _SPIN_STALL
         self._back_off(backoff)
         return sock.recv_into(buffer)
+
+    def _receive_by(self, until: float) -> int:
+        """Reads what has arrived, waiting until ``until`` (``time.monotonic()``) at most."""
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            if poller.poll(max(1, int(left * 1000 + 0.999))):
+                return self._sock.recv_into(self._buffer)
+        raise ManagerTimeout(
+            f"the agora manager at {self.client.address} did not answer within the deadline: "
+            "it may be stopped or hung; the connection is closed"
+        )
 
     @staticmethod
     def _back_off(backoff: list) -> None:
@@ -973,6 +1078,14 @@ class Client:
         #: How long (seconds) a call polls for its reply before sleeping, for connections
         #: opened from now on: ``AGORA_SPIN_US``, or ``agora.Manager(spin_us=...)``.
         self.spin = _SPIN
+        #: Seconds a new connection may take to connect (``AGORA_CONNECT_TIMEOUT``, 10 by
+        #: default), then to answer ``hello`` and ``auth`` (``AGORA_HANDSHAKE_TIMEOUT``, 10);
+        #: ``None``: no limit.
+        self.connect_timeout = _parse_seconds("AGORA_CONNECT_TIMEOUT", 10.0)
+        self.handshake_timeout = _parse_seconds("AGORA_HANDSHAKE_TIMEOUT", 10.0)
+        #: Seconds a call the manager does not park may wait for its answer
+        #: (``AGORA_CALL_TIMEOUT``; ``None``, the default: no limit). See :class:`deadline`.
+        self.call_timeout = _parse_seconds("AGORA_CALL_TIMEOUT", None)
         #: The run of the manager as the latest connection found it (``None`` before the
         #: first). Proxies made now belong to it; a manager restarted at the same address is
         #: another run, and the proxies of the old one refuse to call it.

@@ -28,6 +28,8 @@ __all__ = [
     "Closed",
     "ConnectionLost",
     "LimitError",
+    "ManagerTimeout",
+    "NotAManagerError",
     "ProtocolError",
     "ShutdownError",
     "UnknownMethodError",
@@ -97,6 +99,18 @@ class ConnectionLost(AgoraError, ConnectionError, EOFError):
 
 class ShutdownError(ConnectionLost):
     """The manager shut down while the call was waiting."""
+
+
+class ManagerTimeout(ConnectionLost, TimeoutError):
+    """The manager did not answer within a deadline (``AGORA_CALL_TIMEOUT``,
+    :func:`agora.deadline`, or the handshake's): it is stopped, hung or unreachable. The
+    connection is closed, as the answer may still come; the call may or may not have been
+    carried out. The next call opens a new connection."""
+
+
+class NotAManagerError(AgoraError, ConnectionError):
+    """The peer at the address did not answer the handshake as an agora manager does (a web
+    server on that port, say), or not within ``AGORA_HANDSHAKE_TIMEOUT``."""
 
 
 def _no_args(cls: type) -> Callable[[str], BaseException]:

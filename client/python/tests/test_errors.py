@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import unittest
 from multiprocessing.managers import RemoteError
 from typing import Any, List
 
 import agora
+from agora.connection import Client
 
 from _support import WAIT, manager_binary, subprocess_env
 
@@ -99,6 +102,18 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _wait_stopped(pid: int) -> None:
+    """Waits until the SIGSTOP sent to ``pid`` has taken effect (a polling manager could
+    otherwise still answer the next call)."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                return
+        time.sleep(0.001)
+    raise AssertionError(f"{pid} did not stop")
+
+
 class Lifeline(unittest.TestCase):
     def test_a_killed_parent_takes_the_manager_and_forked_workers_along(self) -> None:
         """SIGKILL of a parent whose fork-started workers wait in get(): the manager and the
@@ -148,6 +163,95 @@ class Lifeline(unittest.TestCase):
         )
         self.assertEqual(out.returncode, 0, out.stderr.decode())
         self.assertNotIn(b"ResourceWarning", out.stderr, out.stderr.decode())
+
+
+def _serve_once(reply: bytes, ready: "threading.Event", listener: socket.socket) -> None:
+    conn, _ = listener.accept()
+    with conn:
+        conn.recv(64)
+        if reply:
+            conn.sendall(reply)
+        else:
+            time.sleep(2)
+
+
+class Timeouts(unittest.TestCase):
+    def _peer(self, reply: bytes) -> str:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        self.addCleanup(listener.close)
+        t = threading.Thread(
+            target=_serve_once, args=(reply, threading.Event(), listener), daemon=True
+        )
+        t.start()
+        self.addCleanup(t.join, 5)
+        return "tcp:127.0.0.1:%d" % listener.getsockname()[1]
+
+    def test_a_silent_peer_times_out_in_the_handshake(self) -> None:
+        client = Client(self._peer(b""), b"key")
+        client.handshake_timeout = 0.3
+        started = time.monotonic()
+        with self.assertRaises(agora.ManagerTimeout) as caught:
+            client.connection()
+        self.assertLess(time.monotonic() - started, 2)
+        self.assertIn("did not answer hello within 0.3 s", str(caught.exception))
+        self.assertIn("not an agora manager", str(caught.exception))
+
+    def test_a_web_server_is_not_a_manager(self) -> None:
+        client = Client(self._peer(b"HTTP/1.1 400 Bad Request\r\n\r\n"), b"key")
+        with self.assertRaises(agora.NotAManagerError) as caught:
+            client.connection()
+        self.assertIn("not an agora manager", str(caught.exception))
+
+    def test_the_environment_sets_the_timeouts(self) -> None:
+        saved = {k: os.environ.get(k) for k in ("AGORA_CALL_TIMEOUT", "AGORA_CONNECT_TIMEOUT")}
+        try:
+            os.environ["AGORA_CALL_TIMEOUT"] = "0.25"
+            os.environ["AGORA_CONNECT_TIMEOUT"] = "none"
+            client = Client("tcp:127.0.0.1:1", b"key")
+            self.assertEqual((client.call_timeout, client.connect_timeout), (0.25, None))
+            os.environ["AGORA_CALL_TIMEOUT"] = "soon"
+            with self.assertRaises(ValueError) as caught:
+                Client("tcp:127.0.0.1:1", b"key")
+            self.assertIn("AGORA_CALL_TIMEOUT", str(caught.exception))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def test_a_stopped_manager_is_a_timeout_after_the_deadline(self) -> None:
+        m = agora.Manager()
+        try:
+            # Named: what only the closed connections held goes with them.
+            d = m.dict(name="stopped")
+            d["k"] = 1
+            os.kill(m.pid, signal.SIGSTOP)
+            _wait_stopped(m.pid)
+            try:
+                started = time.monotonic()
+                with self.assertRaises(agora.ManagerTimeout) as caught:
+                    with agora.deadline(0.3):
+                        d["k"]
+                waited = time.monotonic() - started
+                m._client.call_timeout = 0.3
+                started = time.monotonic()
+                with self.assertRaises(agora.ManagerTimeout):
+                    len(d)  # a new connection, whose handshake has the same deadline
+                self.assertLess(time.monotonic() - started, 3)
+            finally:
+                os.kill(m.pid, signal.SIGCONT)
+                m._client.call_timeout = None
+            self.assertTrue(0.29 <= waited < 3, waited)
+            self.assertIsInstance(caught.exception, ConnectionError)
+            self.assertIsInstance(caught.exception, TimeoutError)
+            self.assertIn("stopped or hung", str(caught.exception))
+            # The next call opens a new connection.
+            self.assertEqual(d["k"], 1)
+        finally:
+            m.shutdown()
 
 
 class Text(unittest.TestCase):
