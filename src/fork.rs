@@ -70,11 +70,16 @@ pub(crate) fn warn_if_threaded(what: &'static str) {
     static WARNED: AtomicBool = AtomicBool::new(false);
     let threads = thread_count();
     if threads > 1 && !WARNED.swap(true, Ordering::Relaxed) {
-        tracing::warn!(
-            threads,
+        let text = format!(
             "{what} forks a program that already runs {threads} threads; if the child hangs \
              or fails, fork before starting threads or start the process by exec instead"
         );
+        if tracing::dispatcher::has_been_set() {
+            tracing::warn!(threads, "{text}");
+        } else {
+            // Nobody would see a tracing event: a warning that matters goes to stderr.
+            eprintln!("agora: warning: {text}");
+        }
     }
 }
 

@@ -91,8 +91,9 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 /// The name of the socket file in the manager's private directory.
 const SOCKET_NAME: &str = "manager.sock";
 
-/// Why a manager could not be started.
-#[derive(Debug, thiserror::Error)]
+/// Why a manager could not be started. `Debug` shows what `Display` shows (with the causes
+/// it does not already name), so that a `main` returning `Result` prints the advice.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum SpawnError {
     /// An operating-system step of the startup failed; `step` says which.
@@ -131,6 +132,12 @@ pub enum SpawnError {
     /// The manager runs, but the handle's client could not connect or authenticate.
     #[error("the manager started but the client could not connect: {0}")]
     Connect(#[source] agora_client::Error),
+}
+
+impl std::fmt::Debug for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        agora_client::report(self, f)
+    }
 }
 
 impl SpawnError {
@@ -445,7 +452,9 @@ impl Manager {
             let _ = process.stop();
             return Err(e);
         }
-        let client = match Client::connect(&addresses[0], &authkey) {
+        let options = agora_client::ConnectOptions::from_env().map_err(SpawnError::Connect)?;
+        let key_from = "the manager's own, from Manager::spawn";
+        let client = match Client::connect_from(&addresses[0], &authkey, key_from, &options) {
             Ok(client) => client,
             Err(e) => {
                 let _ = process.stop();

@@ -161,6 +161,16 @@ fn child_role() {
             println!("ANNOUNCE {} {}", manager.pid(), pids.join(" "));
             std::thread::sleep(Duration::from_secs(60));
         }
+        // Forks a worker while another thread runs, with no tracing subscriber.
+        "threaded-fork" => {
+            let _busy = std::thread::spawn(|| std::thread::sleep(Duration::from_secs(5)));
+            let mut worker = Process::spawn(|| {}).expect("spawn worker");
+            worker.join().expect("join");
+            // As a `main` returning `Result` would print it.
+            let e = SpawnError::NotReady(Duration::from_secs(1));
+            println!("ANNOUNCE {e:?}");
+            std::process::exit(0);
+        }
         // Run with AGORA_SPIN_US set: report the budget this process polls with and the one
         // each manager was started with (fork, exec, and an explicit one), in nanoseconds.
         "spin-budget" => {
@@ -358,6 +368,27 @@ fn a_killed_owner_takes_the_manager_and_its_blocked_workers_along() {
             "run {run}: {lingering:?} of {pids:?} (the manager first) outlived the owner by a second"
         );
     }
+}
+
+/// The warning about forking a threaded program reaches stderr without a tracing subscriber,
+/// and a spawn error's `Debug` is its advice.
+#[test]
+fn warnings_and_errors_reach_the_user_without_a_subscriber() {
+    let _serial = serial();
+    let out = role_command("threaded-fork")
+        .output()
+        .expect("run the role");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("agora: warning: Process::spawn forks a program that already runs"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ANNOUNCE the manager process did not answer within 1s"),
+        "{stdout}"
+    );
 }
 
 #[test]

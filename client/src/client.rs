@@ -62,6 +62,8 @@ pub(crate) struct Inner {
     authkey: Vec<u8>,
     /// The time limits it connects and calls with.
     options: ConnectOptions,
+    /// Where the authkey came from, for error messages.
+    key_from: &'static str,
     /// The run of the manager this client first connected to, the only one it talks to.
     run: ManagerRun,
     conn: Slot,
@@ -159,7 +161,18 @@ impl Client {
         authkey: &[u8],
         options: &ConnectOptions,
     ) -> Result<Client> {
-        let mut conn = Connection::open(address, authkey, options)?;
+        Client::connect_from(address, authkey, "given to Client::connect", options)
+    }
+
+    /// Connects with an authkey that came from `key_from` (for error messages).
+    #[doc(hidden)]
+    pub fn connect_from(
+        address: &Address,
+        authkey: &[u8],
+        key_from: &'static str,
+        options: &ConnectOptions,
+    ) -> Result<Client> {
+        let mut conn = Connection::open(address, authkey, key_from, options)?;
         Ok(Client {
             inner: Arc::new_cyclic(|inner| {
                 let refs = Arc::new(Refs::new(inner.clone()));
@@ -168,6 +181,7 @@ impl Client {
                     address: address.clone(),
                     authkey: authkey.to_vec(),
                     options: *options,
+                    key_from,
                     run: conn.run().clone(),
                     conn: Slot::new(conn),
                     refs,
@@ -196,7 +210,12 @@ impl Client {
             var: ENV_AUTHKEY,
             reason: format!("not hexadecimal: {e}"),
         })?;
-        Client::connect(&address, &authkey)
+        Client::connect_from(
+            &address,
+            &authkey,
+            ENV_AUTHKEY,
+            &ConnectOptions::from_env()?,
+        )
     }
 
     /// The manager's address.
@@ -230,6 +249,7 @@ impl Client {
         let mut fresh = Connection::open(
             &self.inner.address,
             &self.inner.authkey,
+            self.inner.key_from,
             &self.inner.options,
         )?;
         if fresh.run().id != self.inner.run.id {

@@ -339,8 +339,12 @@ impl Connection {
     pub(crate) fn open(
         address: &Address,
         authkey: &[u8],
+        key_from: &'static str,
         options: &ConnectOptions,
     ) -> Result<Connection> {
+        if authkey.is_empty() {
+            return Err(Error::EmptyAuthkey { key_from });
+        }
         let stream =
             Stream::connect(address, options.connect_timeout).map_err(|e| Error::Connect {
                 address: address.to_string(),
@@ -348,7 +352,7 @@ impl Connection {
             })?;
         let mut conn = Connection::new(stream, address.to_string());
         let deadline = options.handshake_timeout.map(|t| (Instant::now() + t, t));
-        let (run, limits) = conn.authenticate(authkey, deadline)?;
+        let (run, limits) = conn.authenticate(authkey, key_from, deadline)?;
         conn.run = run;
         conn.limits = limits;
         crate::command::learn_max_message_bytes(limits.max_message_bytes);
@@ -405,6 +409,7 @@ impl Connection {
     fn authenticate(
         &self,
         authkey: &[u8],
+        key_from: &'static str,
         deadline: Option<(Instant, Duration)>,
     ) -> Result<(ManagerRun, Limits)> {
         let not_a_manager = |reason: String| Error::NotAManager {
@@ -477,6 +482,7 @@ impl Connection {
                     Error::Remote { message, .. } => message,
                     other => other.to_string(),
                 },
+                key_from,
             }),
             other => other.map(|_| (run, limits)),
         }

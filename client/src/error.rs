@@ -50,7 +50,11 @@ impl fmt::Display for RemoteName {
 }
 
 /// Everything that can go wrong in a call.
-#[derive(Debug, Clone, Error)]
+///
+/// `Debug` shows what `Display` shows, then the causes not already in it: a
+/// `fn main() -> Result<(), Box<dyn std::error::Error>>` that fails prints the actionable text,
+/// not the variant's fields. Match on the variants (or use [`Error::is`]) to tell them apart.
+#[derive(Clone, Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The socket could not be opened. Nothing listens there, or the path is wrong.
@@ -95,15 +99,21 @@ pub enum Error {
     },
 
     /// The manager rejected the authkey.
-    #[error(
-        "authentication with the agora manager at {address} failed: {message} \
-         (the authkey, AGORA_AUTHKEY in hex, must be the manager's)"
-    )]
+    #[error("{}", authentication(.address, .message, .key_from))]
     Authentication {
         /// The manager's address.
         address: String,
         /// The manager's explanation.
         message: String,
+        /// Where the authkey came from: `"AGORA_AUTHKEY"`, `"given to Client::connect"`, ...
+        key_from: &'static str,
+    },
+
+    /// The authkey is empty: no manager has one, so nothing was sent.
+    #[error("the authkey ({key_from}) is empty: a manager's authkey never is")]
+    EmptyAuthkey {
+        /// Where the authkey came from, as in [`Error::Authentication`].
+        key_from: &'static str,
     },
 
     /// The manager answered this call with an error, such as `KeyError` for a missing dict key.
@@ -549,6 +559,49 @@ impl fmt::Display for DecodeError {
 /// "object 3 is a list, not a dict"), so it is not repeated as a source.
 impl std::error::Error for DecodeError {}
 
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        report(self, f)
+    }
+}
+
+/// Writes `error` as `Display` does, then each cause its text does not already contain: the
+/// `Debug` of the errors a `main` returning `Result` prints.
+#[doc(hidden)]
+pub fn report(error: &dyn std::error::Error, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let top = error.to_string();
+    f.write_str(&top)?;
+    let mut cause = error.source();
+    let mut first = true;
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !top.contains(&text) {
+            if first {
+                f.write_str("\n\nCaused by:")?;
+                first = false;
+            }
+            write!(f, "\n    {text}")?;
+        }
+        cause = e.source();
+    }
+    Ok(())
+}
+
+/// The message of [`Error::Authentication`]: the advice once, naming where the key came from.
+fn authentication(address: &str, message: &str, key_from: &str) -> String {
+    if message.starts_with("wrong digest") {
+        format!(
+            "the agora manager at {address} refused the authkey ({key_from}): it is not the \
+             manager's authkey"
+        )
+    } else {
+        format!(
+            "authentication with the agora manager at {address} failed: {message} (the \
+             authkey: {key_from})"
+        )
+    }
+}
+
 /// The message of [`Error::Limit`].
 fn limit_text(limit: &str, max: u64, size: u64, stopped: bool) -> String {
     let what = match limit {
@@ -606,6 +659,29 @@ mod tests {
         let e = Error::remote("FancyNewError", "later");
         assert_eq!(e.remote_name(), Some("FancyNewError"));
         assert!(!e.is(ErrorName::KeyError));
+    }
+
+    #[test]
+    fn debug_says_what_display_says() {
+        let e = Error::Connect {
+            address: "unix:/nowhere.sock".into(),
+            source: Arc::new(io::Error::from(io::ErrorKind::NotFound)),
+        };
+        assert_eq!(format!("{e:?}"), e.to_string());
+        #[derive(Debug, Error)]
+        #[error("outer")]
+        struct Outer(#[source] Error);
+        let outer = Outer(Error::Usage("inner".into()));
+        struct Shown<'a>(&'a Outer);
+        impl fmt::Debug for Shown<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                report(self.0, f)
+            }
+        }
+        assert_eq!(
+            format!("{:?}", Shown(&outer)),
+            "outer\n\nCaused by:\n    misuse of the agora client: inner"
+        );
     }
 
     #[test]

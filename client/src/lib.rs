@@ -171,7 +171,7 @@ pub use agora_proto::ObjectRef;
 pub use bytes::Bytes;
 pub use client::{export_for_fork, Client, ObjectInfo, ENV_ADDRESS, ENV_AUTHKEY};
 pub use command::Cmd;
-pub use error::{DecodeError, Error, ErrorName, RemoteName, Result};
+pub use error::{report, DecodeError, Error, ErrorName, RemoteName, Result};
 pub use options::{ConnectOptions, ENV_CALL_TIMEOUT, ENV_CONNECT_TIMEOUT, ENV_HANDSHAKE_TIMEOUT};
 pub use pipeline::{Handle, Pipeline, Replies};
 pub use proxies::{

@@ -36,6 +36,7 @@ import msgpack
 
 from . import errors
 from .errors import (
+    AuthenticationError,
     ConnectionLost,
     LimitError,
     ManagerTimeout,
@@ -464,7 +465,15 @@ class Connection:
                 if isinstance(limits.get(name), int):
                     self.limits[name] = limits[name]
         digest = hmac.new(self.client.authkey, hello["challenge"], hashlib.sha256).digest()
-        self.call("auth", (digest,), _within=within)
+        try:
+            self.call("auth", (digest,), _within=within)
+        except AuthenticationError as e:
+            if not str(e).startswith("wrong digest"):
+                raise
+            raise AuthenticationError(
+                f"the agora manager at {client.address} refused the authkey "
+                f"({client.authkey_from}): it is not the manager's authkey"
+            ) from None
         self.run, self.started = run, started
         self.client.run, self.client.started = run, started
         log.debug("connected to %s (manager %s)", self.client.address, hello.get("version"))
@@ -1078,6 +1087,8 @@ class Client:
         #: How long (seconds) a call polls for its reply before sleeping, for connections
         #: opened from now on: ``AGORA_SPIN_US``, or ``agora.Manager(spin_us=...)``.
         self.spin = _SPIN
+        #: Where the authkey came from, for error messages.
+        self.authkey_from = "given to agora.connect or agora.Manager"
         #: Seconds a new connection may take to connect (``AGORA_CONNECT_TIMEOUT``, 10 by
         #: default), then to answer ``hello`` and ``auth`` (``AGORA_HANDSHAKE_TIMEOUT``, 10);
         #: ``None``: no limit.

@@ -551,10 +551,17 @@ def connect(
         address = os.environ.get("AGORA_ADDRESS")
         if not address:
             raise ValueError("no address given and AGORA_ADDRESS is not set")
+    key_from = "given to agora.connect"
     if authkey is None:
         authkey = os.environ.get("AGORA_AUTHKEY")
-        if not authkey:
+        if authkey is None:
             raise ValueError("no authkey given and AGORA_AUTHKEY is not set")
-    manager = Manager(address, parse_authkey(authkey))
+        key_from = "AGORA_AUTHKEY"
+    try:
+        key = parse_authkey(authkey)
+    except ValueError as e:
+        raise ValueError(f"the authkey ({key_from}): {e}") from None
+    manager = Manager(address, key)
+    manager._client.authkey_from = key_from
     manager.ping()
     return manager

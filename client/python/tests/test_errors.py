@@ -254,6 +254,31 @@ class Timeouts(unittest.TestCase):
             m.shutdown()
 
 
+class Authkeys(unittest.TestCase):
+    def test_a_wrong_key_is_said_once_with_where_it_came_from(self) -> None:
+        with self.assertRaises(agora.AuthenticationError) as caught:
+            agora.connect(manager.address, b"wrong")
+        text = str(caught.exception)
+        self.assertIn("refused the authkey (given to agora.connect)", text)
+        self.assertNotIn("AGORA_AUTHKEY", text)
+        self.assertEqual(text.count("authkey"), 2, text)
+        saved = os.environ.get("AGORA_AUTHKEY")
+        try:
+            os.environ["AGORA_AUTHKEY"] = "00"
+            with self.assertRaises(agora.AuthenticationError) as caught:
+                agora.connect(manager.address)
+            self.assertIn("(AGORA_AUTHKEY)", str(caught.exception))
+            os.environ["AGORA_AUTHKEY"] = ""
+            with self.assertRaises(ValueError) as empty:
+                agora.connect(manager.address)
+            self.assertIn("the authkey (AGORA_AUTHKEY): the authkey is empty", str(empty.exception))
+        finally:
+            if saved is None:
+                os.environ.pop("AGORA_AUTHKEY", None)
+            else:
+                os.environ["AGORA_AUTHKEY"] = saved
+
+
 class Text(unittest.TestCase):
     def test_remote_errors_read_as_their_message(self) -> None:
         d = manager.dict()

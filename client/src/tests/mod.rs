@@ -38,7 +38,24 @@ fn wrong_authkey_is_an_authentication_error() {
     let m = FakeManager::start();
     let err = Client::connect(&m.address, b"not the key").unwrap_err();
     assert!(matches!(err, Error::Authentication { .. }), "{err}");
-    assert!(err.to_string().contains("AGORA_AUTHKEY"), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("refused the authkey (given to Client::connect)"),
+        "{text}"
+    );
+    // The advice once, and not the environment's name for a key that did not come from it.
+    assert!(!text.contains("AGORA_AUTHKEY"), "{text}");
+    assert_eq!(text.matches("authkey").count(), 2, "{text}");
+    let err = Client::from_env_values(Ok(m.address.to_string()), Ok("00".into())).unwrap_err();
+    assert!(err.to_string().contains("(AGORA_AUTHKEY)"), "{err}");
+    let err = Client::connect(&m.address, b"").unwrap_err();
+    assert!(matches!(err, Error::EmptyAuthkey { .. }), "{err}");
+    assert!(err.to_string().contains("is empty"), "{err}");
+    let err = Client::from_env_values(Ok(m.address.to_string()), Ok(" ".into())).unwrap_err();
+    assert!(
+        err.to_string() == "the authkey (AGORA_AUTHKEY) is empty: a manager's authkey never is",
+        "{err}"
+    );
 }
 
 #[test]
