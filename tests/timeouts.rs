@@ -128,3 +128,25 @@ fn the_connect_timeout_bounds_a_tcp_connect() {
         "{err:?}"
     );
 }
+
+/// After the manager stops, a call that was parked in it and a call made later both say so
+/// through the one predicate.
+#[test]
+fn parked_and_later_calls_agree_that_the_manager_is_gone() {
+    let manager = Manager::spawn().expect("spawn the manager");
+    let client = Client::connect(manager.address(), manager.authkey()).unwrap();
+    let jobs = client.queue::<u64>(0).unwrap();
+    let list = client.list::<u64>().unwrap();
+    let parked = {
+        let jobs = jobs.clone();
+        std::thread::spawn(move || jobs.get())
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    manager.client().shutdown().unwrap();
+    let parked = parked.join().unwrap().unwrap_err();
+    let later = list.len().unwrap_err();
+    for err in [parked, later] {
+        assert!(err.is_manager_gone(), "{err:?}");
+        assert!(err.is_disconnected(), "{err:?}");
+    }
+}

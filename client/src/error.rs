@@ -269,8 +269,19 @@ impl Error {
     }
 
     /// True when the connection is unusable: every later call on it fails the same way.
+    /// Includes [`Error::Timeout`] and the `ShutdownError` a call parked in the manager gets
+    /// when it stops (the manager closes the connection right after).
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Error::Disconnected { .. } | Error::Timeout { .. })
+            || self.is(ErrorName::ShutdownError)
+    }
+
+    /// True when the manager is gone, shut down or dead: the one check for a parked call
+    /// (which gets `ShutdownError`) and for a call made after (which gets
+    /// [`Error::Disconnected`]). A manager that does not answer in time ([`Error::Timeout`])
+    /// may only be stopped or hung: not gone, though the connection is.
+    pub fn is_manager_gone(&self) -> bool {
+        matches!(self, Error::Disconnected { .. }) || self.is(ErrorName::ShutdownError)
     }
 
     pub(crate) fn remote(name: &str, message: impl Into<String>) -> Error {
@@ -659,6 +670,25 @@ mod tests {
         let e = Error::remote("FancyNewError", "later");
         assert_eq!(e.remote_name(), Some("FancyNewError"));
         assert!(!e.is(ErrorName::KeyError));
+    }
+
+    #[test]
+    fn one_predicate_for_a_manager_that_is_gone() {
+        let parked = Error::remote("ShutdownError", "the manager is shutting down");
+        let later = Error::Disconnected {
+            address: "unix:/m.sock".into(),
+            reason: "the manager closed it (shut down or stopped)".into(),
+        };
+        for e in [&parked, &later] {
+            assert!(e.is_manager_gone() && e.is_disconnected(), "{e}");
+        }
+        let hung = Error::Timeout {
+            address: "unix:/m.sock".into(),
+            what: "a call to ping".into(),
+            after: std::time::Duration::from_secs(1),
+        };
+        assert!(!hung.is_manager_gone() && hung.is_disconnected());
+        assert!(!Error::remote("KeyError", "'k'").is_manager_gone());
     }
 
     #[test]
