@@ -354,6 +354,11 @@ impl Session {
     /// Ends the connection: parked calls are answered with `ShutdownError` when the manager is
     /// stopping (best effort), or given back; then whatever the connection held is released.
     async fn finish<S: AsyncWrite + Unpin>(mut self, stream: &mut S, stopping: bool) {
+        if stopping {
+            // Before this connection's own parked calls are read: each is answered
+            // `ShutdownError` by its object, never granted by another connection's close.
+            self.shared.registry.stop();
+        }
         self.parked.abort_all();
         let mut out = Vec::new();
         let mut undelivered = Vec::new();
@@ -387,6 +392,13 @@ impl Drop for Session {
     /// so that it also happens if the connection's task panics or is cancelled: a bug in one
     /// connection must not leave a lock held forever for everybody else.
     fn drop(&mut self) {
+        // While the manager stops, every parked call of every connection is answered
+        // `ShutdownError` before any holding is released, so this close grants nothing (and
+        // raises no owner-died notice) to a waiter of another connection that has not yet
+        // seen the stop (`PROTOCOL.md` section 4.1).
+        if *self.shared.shutdown.borrow() {
+            self.shared.registry.stop();
+        }
         self.holdings.release_all(self.id);
         // The connection stops holding objects: those it alone held are freed, unless the
         // manager is stopping, when every parked call must get `ShutdownError` from its own
@@ -617,6 +629,9 @@ where
     debug!(session = conn.session.id, "connected");
     let stop = conn.run().await;
     if stop {
+        // First of all: nothing this connection gives back (below) or releases (when its
+        // session drops) may be granted to a waiter while the manager stops.
+        conn.shared.registry.stop();
         conn.drain_out().await;
     }
     // Replies never written: their grants go back.

@@ -114,6 +114,9 @@ struct Lines<W> {
     /// Objects parking calls here; the last one deleted retires the parking.
     users: usize,
     retired: bool,
+    /// The manager is stopping: every waiter was answered `ShutdownError`, and nothing is
+    /// granted any more (not even to what a closing holder releases).
+    stopped: bool,
 }
 
 struct Inner<S: Semantics> {
@@ -140,6 +143,11 @@ pub fn deleted() -> CallError {
     CallError::new(ErrorName::UnknownObjectError, "the object was deleted")
 }
 
+/// The error for a call parked (or made) while the manager stops.
+pub fn shutting_down() -> CallError {
+    CallError::new(ErrorName::ShutdownError, "the manager is shutting down")
+}
+
 impl<S: Semantics> Parking<S> {
     /// A parking for one object, whose state is built with the [`HeldBy`] it must keep its
     /// holdings in.
@@ -156,6 +164,7 @@ impl<S: Semantics> Parking<S> {
                         owner_died: false,
                         users: 1,
                         retired: false,
+                        stopped: false,
                     },
                 }),
             }
@@ -173,6 +182,9 @@ impl<S: Semantics> Parking<S> {
         let inner = &mut *guard;
         if inner.core.retired {
             return Err(deleted());
+        }
+        if inner.core.stopped {
+            return Err(shutting_down());
         }
         let result = f(&mut Ctx {
             state: &mut inner.state,
@@ -200,6 +212,26 @@ impl<S: Semantics> Parking<S> {
         }
         inner.core.users += 1;
         Ok(())
+    }
+
+    /// The manager is stopping: every parked call is answered `ShutdownError` now, and from
+    /// here on the parking grants nothing and refuses every operation with `ShutdownError`.
+    /// Called for every object before any connection's holdings are released, so that a
+    /// holder closing while the manager stops hands nothing (and no owner-died notice) to a
+    /// waiter (`PROTOCOL.md` section 4.1). Idempotent.
+    pub fn stop(&self) {
+        let mut guard = self.inner.lock();
+        let core = &mut guard.core;
+        if core.stopped {
+            return;
+        }
+        core.stopped = true;
+        let err = shutting_down();
+        for line in core.lines.values_mut() {
+            while let Some((_, w)) = line.pop_first() {
+                let _ = w.reply.send(Err(err.clone()));
+            }
+        }
     }
 
     /// Object `origin` is deleted: every call parked through it is answered with
@@ -237,8 +269,12 @@ impl<S: Semantics> Parking<S> {
     }
 }
 
-/// Offers grants to the front of every line, in line order, until none can be granted.
+/// Offers grants to the front of every line, in line order, until none can be granted. Once
+/// the parking is stopped it grants nothing.
 fn pump<S: Semantics>(state: &mut S, core: &mut Lines<S::Wait>) {
+    if core.stopped {
+        return;
+    }
     let Lines {
         lines, owner_died, ..
     } = core;
@@ -363,7 +399,7 @@ impl<S: Semantics> Waitable for Parking<S> {
     fn undeliver(&self, grant: Grant, to: &Holder) {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
-        if inner.core.retired {
+        if inner.core.retired || inner.core.stopped {
             return;
         }
         give_back(&mut inner.state, &mut inner.core.owner_died, grant, to);
@@ -422,7 +458,8 @@ impl<S: Semantics> Holdable for Parking<S> {
     fn session_closed(&self, session: SessionId) {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
-        if inner.core.retired {
+        // Once stopped nothing is granted, so releasing would only raise a notice nobody reads.
+        if inner.core.retired || inner.core.stopped {
             return;
         }
         if inner.state.release_dead(session) {

@@ -124,4 +124,8 @@ impl SharedObject for Condition {
     fn retire(&self) {
         self.lock.detach(self.key);
     }
+
+    fn stop(&self) {
+        self.lock.stop();
+    }
 }

@@ -281,6 +281,10 @@ impl SharedObject for Lock {
         self.lock.detach(self.key);
     }
 
+    fn stop(&self) {
+        self.lock.stop();
+    }
+
     fn lock_parking(&self) -> Option<SharedLock> {
         Some(self.lock.clone())
     }

@@ -62,6 +62,11 @@ pub trait SharedObject: Send + Sync + 'static {
     /// The object was deleted: answer every call parked through it and refuse later ones.
     fn retire(&self) {}
 
+    /// The manager is stopping: answer every parked call `ShutdownError` and grant nothing
+    /// more ([`crate::lifecycle::Parking::stop`]). Objects whose calls never wait have nothing
+    /// to do.
+    fn stop(&self) {}
+
     /// The lock of a `lock` or `rlock`, for a `condition` built on it.
     fn lock_parking(&self) -> Option<lock::SharedLock> {
         None

@@ -201,4 +201,8 @@ impl SharedObject for Semaphore {
     fn retire(&self) {
         self.state.detach(self.key);
     }
+
+    fn stop(&self) {
+        self.state.stop();
+    }
 }
