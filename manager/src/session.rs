@@ -399,6 +399,7 @@ impl Drop for Session {
         if *self.shared.shutdown.borrow() {
             self.shared.registry.stop();
         }
+        self.holdings.closing();
         self.holdings.release_all(self.id);
         // The connection stops holding objects: those it alone held are freed, unless the
         // manager is stopping, when every parked call must get `ShutdownError` from its own
@@ -626,8 +627,12 @@ where
         spin: SpinState::new(),
         shared,
     };
+    conn.session.holdings.watch(conn.fd);
     debug!(session = conn.session.id, "connected");
     let stop = conn.run().await;
+    // From here this connection serves nothing: another connection's call that touches what
+    // it holds finishes its close first.
+    conn.session.holdings.closing();
     if stop {
         // First of all: nothing this connection gives back (below) or releases (when its
         // session drops) may be granted to a waiter while the manager stops.
@@ -648,12 +653,14 @@ where
 
 /// One connection's loop state: its socket, what it read and is about to write.
 struct Connection<S> {
+    /// First, so that a task dropped mid-flight drops (and releases) the session before its
+    /// socket closes: the descriptor its holdings watch is never one reused by another.
+    session: Session,
     stream: S,
     fd: RawFd,
     shared: Arc<Shared>,
     stopping: watch::Receiver<bool>,
     decoder: FrameDecoder,
-    session: Session,
     /// Replies waiting to be written, from `written` on.
     out: Vec<u8>,
     /// How much of `out` is written.

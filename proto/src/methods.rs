@@ -276,28 +276,34 @@ const JOINABLE_QUEUE: &[MethodSpec] = methods!(Some(Kind::JoinableQueue), "joina
 );
 
 const LOCK: &[MethodSpec] = methods!(Some(Kind::Lock), "lock.":
-    "acquire" "[id], [id, blocking], [id, blocking, timeout] or [id, blocking, timeout, owner]"
+    "acquire"
+        "[id], [id, blocking], [id, blocking, timeout], [id, blocking, timeout, owner] \
+         or [id, blocking, timeout, owner, owned]"
         parks;
     "release" "[id] or [id, owner]";
     "locked" "[id]";
 );
 
 const RLOCK: &[MethodSpec] = methods!(Some(Kind::RLock), "rlock.":
-    "acquire" "[id], [id, blocking], [id, blocking, timeout] or [id, blocking, timeout, owner]"
+    "acquire"
+        "[id], [id, blocking], [id, blocking, timeout], [id, blocking, timeout, owner] \
+         or [id, blocking, timeout, owner, owned]"
         parks;
     "release" "[id] or [id, owner]";
     "locked" "[id]";
 );
 
 const SEMAPHORE: &[MethodSpec] = methods!(Some(Kind::Semaphore), "semaphore.":
-    "acquire" "[id], [id, blocking] or [id, blocking, timeout]" parks;
+    "acquire" "[id], [id, blocking], [id, blocking, timeout] or [id, blocking, timeout, owned]"
+        parks;
     "release" "[id] or [id, n]";
     "get_value" "[id]";
 );
 
 const BOUNDED_SEMAPHORE: &[MethodSpec] = methods!(
     Some(Kind::BoundedSemaphore), "bounded_semaphore.":
-    "acquire" "[id], [id, blocking] or [id, blocking, timeout]" parks;
+    "acquire" "[id], [id, blocking], [id, blocking, timeout] or [id, blocking, timeout, owned]"
+        parks;
     "release" "[id] or [id, n]";
     "get_value" "[id]";
 );
@@ -311,7 +317,9 @@ const EVENT: &[MethodSpec] = methods!(Some(Kind::Event), "event.":
 
 /// The lock's methods (as `lock` / `rlock`), then the condition's own.
 const CONDITION: &[MethodSpec] = methods!(Some(Kind::Condition), "condition.":
-    "acquire" "[id], [id, blocking], [id, blocking, timeout] or [id, blocking, timeout, owner]"
+    "acquire"
+        "[id], [id, blocking], [id, blocking, timeout], [id, blocking, timeout, owner] \
+         or [id, blocking, timeout, owner, owned]"
         parks;
     "release" "[id] or [id, owner]";
     "locked" "[id]";

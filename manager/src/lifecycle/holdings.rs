@@ -2,6 +2,8 @@
 //! holds, so that a connection that closes releases exactly that.
 
 use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -87,9 +89,28 @@ pub(crate) trait Holdable: Send + Sync {
 /// One connection's record of the objects it holds something in (a lock, permits). An entry
 /// is added when a holding starts and leaves when it ends or the object is deleted, so the
 /// record is as large as what the connection holds now, never as what it once touched.
-#[derive(Default)]
 pub struct Holdings {
     entries: Mutex<HashMap<usize, Weak<dyn Holdable>>>,
+    /// Held for the whole of [`Holdings::release_all`], so that a second caller (a call
+    /// settling this connection's close while its own task closes it) returns only once the
+    /// release is complete, never while the first is halfway through.
+    releasing: Mutex<()>,
+    /// The connection's socket, to see whether its client has left ([`Holdings::departed`]);
+    /// -1 when there is none to watch (tests), or once the connection is closing.
+    fd: AtomicI32,
+    /// The connection's task is ending: it serves nothing more.
+    closing: AtomicBool,
+}
+
+impl Default for Holdings {
+    fn default() -> Holdings {
+        Holdings {
+            entries: Mutex::default(),
+            releasing: Mutex::default(),
+            fd: AtomicI32::new(-1),
+            closing: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Holdings {
@@ -108,6 +129,30 @@ impl Holdings {
         self.len() == 0
     }
 
+    /// Watches the connection's socket `fd`: once its client closes its end, other
+    /// connections' calls finish this connection's close before they run.
+    pub fn watch(&self, fd: RawFd) {
+        self.fd.store(fd, Ordering::Release);
+    }
+
+    /// The connection's task is ending: it counts as departed from now on. Called before
+    /// the socket is closed, so the descriptor is never looked at once another connection
+    /// may have it.
+    pub fn closing(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.fd.store(-1, Ordering::Release);
+    }
+
+    /// True when the connection has left: its task is ending, or its client closed its end
+    /// of the socket (even with requests still unread: a client that left reads no reply).
+    pub fn departed(&self) -> bool {
+        if self.closing.load(Ordering::Acquire) {
+            return true;
+        }
+        let fd = self.fd.load(Ordering::Acquire);
+        fd >= 0 && hung_up(fd)
+    }
+
     fn insert(&self, key: usize, object: &Weak<dyn Holdable>) {
         self.entries.lock().insert(key, object.clone());
     }
@@ -117,14 +162,30 @@ impl Holdings {
     }
 
     /// The connection closed: every object it holds something in releases it. The record is
-    /// emptied first and the objects are called without its lock held (lock order: an object's
-    /// lock, then a record's).
+    /// emptied first and the objects are called without its lock held (lock order: this
+    /// record's `releasing`, then an object's lock, then a record's `entries`). Never call it
+    /// with an object's lock held.
     pub fn release_all(&self, session: SessionId) {
+        let _whole = self.releasing.lock();
         let entries = std::mem::take(&mut *self.entries.lock());
         for object in entries.values().filter_map(Weak::upgrade) {
             object.session_closed(session);
         }
     }
+}
+
+/// True when the peer of socket `fd` has closed its end (or the socket failed): one `poll`
+/// that never waits. `POLLRDHUP` is reported even while unread data is queued before the
+/// end-of-file, for Unix and TCP sockets alike.
+fn hung_up(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd; a descriptor that is not open is reported as POLLNVAL.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// An object's count of what each connection holds in it, kept in step with the connections'
@@ -190,6 +251,16 @@ impl HeldBy {
     /// How much connection `session` holds.
     pub fn count(&self, session: SessionId) -> u64 {
         self.by.get(&session).map_or(0, |e| e.0)
+    }
+
+    /// The connections other than `except` that hold something here and have left
+    /// ([`Holdings::departed`]), with their records, to finish their close.
+    pub fn departed(&self, except: SessionId) -> Vec<(SessionId, Arc<Holdings>)> {
+        self.by
+            .iter()
+            .filter(|(s, (_, h))| **s != except && h.departed())
+            .map(|(s, (_, h))| (*s, h.clone()))
+            .collect()
     }
 
     /// Any connection that holds something, other than `except`.

@@ -95,6 +95,11 @@ pub trait Semantics: Send + 'static {
 
     /// The object is deleted: forget every holding.
     fn retire(&mut self) {}
+
+    /// Who holds something here, for [`Parking::settle`]; `None` for objects nobody holds.
+    fn held(&self) -> Option<&HeldBy> {
+        None
+    }
 }
 
 /// One parked waiter.
@@ -193,6 +198,26 @@ impl<S: Semantics> Parking<S> {
         });
         pump(&mut inner.state, &mut inner.core);
         result
+    }
+
+    /// Finishes the close of every connection other than `caller` that holds something here
+    /// and has already left (its client closed its end, or its task is ending): their holdings
+    /// are released now, as their own close would, before the call that follows runs. So a
+    /// call racing another connection's close always sees the close done (`PROTOCOL.md`
+    /// section 4.1, Closes before calls), whichever task the scheduler ran first. Cheap when
+    /// nobody else holds anything here: no system call.
+    pub fn settle(&self, caller: SessionId) {
+        let departed = {
+            let inner = self.inner.lock();
+            match inner.state.held() {
+                Some(held) if !inner.core.retired => held.departed(caller),
+                _ => return,
+            }
+        };
+        // Outside the lock: releasing takes this parking's lock (and others').
+        for (session, holdings) in departed {
+            holdings.release_all(session);
+        }
     }
 
     /// Reads the state (no grants can follow a read).

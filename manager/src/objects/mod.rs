@@ -144,6 +144,12 @@ impl Args<'_> {
         self.params.opt(self.first + i)
     }
 
+    /// Init arg `i` as a bool; `None` when absent or nil (the `owned` option of the locks and
+    /// semaphores).
+    pub fn opt_bool(&self, i: usize) -> Result<Option<bool>, CallError> {
+        self.params.opt_bool(self.first + i)
+    }
+
     /// Init arg `i`, raw. Check the count with [`Args::expect`] first.
     pub fn raw(&self, i: usize) -> &[u8] {
         self.params.raw(self.first + i)

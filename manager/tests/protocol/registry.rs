@@ -216,7 +216,11 @@ fn shutdown_grants_nothing_a_closing_holder_releases() {
         let lock = a.create("lock", Some("l"), vec![]);
         let sem = a.create("semaphore", Some("s"), p![1]);
         assert_eq!(a.ok("lock.acquire", p![lock]), Value::from(1));
-        assert_eq!(a.ok("semaphore.acquire", p![sem]), Value::from(1));
+        // Owned: A's close would give the permit back.
+        assert_eq!(
+            a.ok("semaphore.acquire", p![sem, true, NIL, true]),
+            Value::from(1)
+        );
         let mut b = server.client();
         b.send(&request(7, "lock.acquire", p![lock]));
         b.send(&request(8, "semaphore.acquire", p![sem]));
