@@ -141,6 +141,12 @@ def _stop_manager(
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def _owned_arg(owned: Optional[bool]) -> Tuple[Any, ...]:
+    """The ``owned`` create arg: none at all when not given, so that the manager's default
+    (each acquire says) applies and older managers still accept the create."""
+    return () if owned is None else (bool(owned),)
+
+
 def _typecode_args(typecode: Optional[str]) -> Optional[str]:
     if typecode is not None and not isinstance(typecode, str):
         raise TypeError(f"a typecode is a str such as 'i' or 'd', not {typecode!r}")
@@ -418,27 +424,34 @@ class Manager:
         """A shared queue with ``task_done`` and ``join``."""
         return self._create("joinable_queue", name, max(int(maxsize), 0))
 
-    def Lock(self, *, name: Optional[str] = None) -> LockProxy:
-        """A shared ``threading.Lock``."""
-        return self._create("lock", name)
+    def Lock(self, *, name: Optional[str] = None, owned: Optional[bool] = None) -> LockProxy:
+        """A shared ``threading.Lock``. ``owned``: ``False`` for Python's exact ownerless
+        semantics (an acquire is never released by its process's exit, so a child may acquire
+        and its parent release), ``True`` to release every acquire on exit; ``None``: a bare
+        ``acquire()`` and a ``with`` block are both owned (see :mod:`agora.synchronize`)."""
+        return self._create("lock", name, *_owned_arg(owned))
 
-    def RLock(self, *, name: Optional[str] = None) -> RLockProxy:
-        """A shared ``threading.RLock``."""
-        return self._create("rlock", name)
+    def RLock(self, *, name: Optional[str] = None, owned: Optional[bool] = None) -> RLockProxy:
+        """A shared ``threading.RLock``; ``owned`` as for :meth:`Lock`."""
+        return self._create("rlock", name, *_owned_arg(owned))
 
-    def Semaphore(self, value: int = 1, *, name: Optional[str] = None) -> SemaphoreProxy:
-        """A shared ``threading.Semaphore``."""
+    def Semaphore(
+        self, value: int = 1, *, name: Optional[str] = None, owned: Optional[bool] = None
+    ) -> SemaphoreProxy:
+        """A shared ``threading.Semaphore``. ``owned`` as for :meth:`Lock`, but with
+        ``None`` a bare ``acquire()`` is unowned (a consumption, as in Python: signalling
+        works) and only a ``with`` block is owned."""
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        return self._create("semaphore", name, value)
+        return self._create("semaphore", name, value, *_owned_arg(owned))
 
     def BoundedSemaphore(
-        self, value: int = 1, *, name: Optional[str] = None
+        self, value: int = 1, *, name: Optional[str] = None, owned: Optional[bool] = None
     ) -> BoundedSemaphoreProxy:
-        """A shared ``threading.BoundedSemaphore``."""
+        """A shared ``threading.BoundedSemaphore``; ``owned`` as for :meth:`Lock`."""
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        return self._create("bounded_semaphore", name, value)
+        return self._create("bounded_semaphore", name, value, *_owned_arg(owned))
 
     def Condition(
         self, lock: Optional[Union[LockProxy, RLockProxy]] = None, *, name: Optional[str] = None

@@ -14,12 +14,28 @@ better than with ``multiprocessing.managers``:
 
 Ownership (for ``RLock`` and ``Condition``, and for releasing what died with its holder)
 belongs to a thread of a process: each thread has its own connection.
+
+**What a dying process gives back.** What a ``with`` block takes is always *owned*: a process
+that dies inside the block releases it, and the next acquirer is told. A bare ``acquire()`` of
+a ``Lock``, ``RLock``, ``BoundedSemaphore`` or ``Condition`` is owned too (a ``try``/``finally``
+critical section stays protected). A bare ``acquire()`` of a ``Semaphore`` is a consumption
+that nothing gives back, as in Python, so a semaphore works as a signal: a consumer that
+acquires and exits does not hand the signal back. ``owned=False`` at creation
+(``manager.Lock(owned=False)``) gives Python's exact ownerless semantics for every acquire (a
+child acquires a lock and exits, its parent releases it); ``owned=True`` protects every acquire.
+
+**One outcome on every run.** When a process that acquired something has exited before another
+process calls ``release`` (CPython's ``TestSyncManagerTypes.test_lock`` pattern: the parent
+joining the child, then releases), the manager finishes the exit first. With an owned
+acquire the exit released it, so the parent's ``release()`` raises ``RuntimeError`` (a
+``BoundedSemaphore``: ``ValueError``) on every run; with ``owned=False`` it succeeds on every
+run, as in Python.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, ClassVar, Optional, TypeVar
+from typing import Any, Callable, ClassVar, Optional, Tuple, TypeVar
 
 from .proxies import BaseProxy
 
@@ -47,6 +63,9 @@ class AcquirerProxy(BaseProxy):
 
     __slots__ = ("owner_died",)
     _m: ClassVar[str] = ""
+    #: The acquire params between the timeout and ``owned``: a lock's ``owner`` (nil: the
+    #: default, each thread has its own connection); none for a semaphore.
+    _owned_pad: ClassVar[Tuple[Any, ...]] = (None,)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -58,30 +77,49 @@ class AcquirerProxy(BaseProxy):
         #: holder died holding the object (its data may be half updated).
         self.owner_died = False
 
-    def acquire_status(self, blocking: bool = True, timeout: Optional[float] = None) -> int:
+    def acquire_status(
+        self,
+        blocking: bool = True,
+        timeout: Optional[float] = None,
+        *,
+        owned: Optional[bool] = None,
+    ) -> int:
         """Like :meth:`acquire`, but returns the protocol's code: ``0`` not acquired, ``1``
-        acquired, ``2`` acquired after the previous holder died holding it."""
-        if timeout is None:
-            code = self._call(self._m + "acquire", bool(blocking))
+        acquired, ``2`` acquired after the previous holder died holding it.
+
+        ``owned``: whether this process's exit gives back what it takes (``None``: the kind's
+        default, see the module's documentation; an ``owned`` option given at creation wins)."""
+        m = self._m + "acquire"
+        if owned is not None:
+            code = self._call(m, bool(blocking), timeout, *self._owned_pad, bool(owned))
+        elif timeout is None:
+            code = self._call(m, bool(blocking))
         else:
-            code = self._call(self._m + "acquire", bool(blocking), timeout)
+            code = self._call(m, bool(blocking), timeout)
         if code:
             self.owner_died = code == ACQUIRED_OWNER_DIED
         return code
 
-    def acquire(self, blocking: bool = True, timeout: Optional[float] = None) -> bool:
+    def acquire(
+        self,
+        blocking: bool = True,
+        timeout: Optional[float] = None,
+        *,
+        owned: Optional[bool] = None,
+    ) -> bool:
         """Acquires, waiting (up to ``timeout`` seconds) unless ``blocking`` is false.
 
         Returns ``True`` when acquired, ``False`` otherwise. ``ValueError`` for a timeout with
-        ``blocking`` false."""
-        return self.acquire_status(blocking, timeout) != NOT_ACQUIRED
+        ``blocking`` false. ``owned`` as for :meth:`acquire_status`."""
+        return self.acquire_status(blocking, timeout, owned=owned) != NOT_ACQUIRED
 
     def release(self) -> None:
         """Releases; ``RuntimeError`` when not held (by this thread, for an ``RLock``)."""
         self._call(self._m + "release")
 
     def __enter__(self) -> bool:
-        return self.acquire()
+        # What a with block takes is owned: a process dying inside the block gives it back.
+        return self.acquire_status(True, None, owned=True) != NOT_ACQUIRED
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
@@ -110,6 +148,7 @@ class SemaphoreProxy(AcquirerProxy):
 
     __slots__ = ()
     _kind = "semaphore"
+    _owned_pad = ()
 
     def release(self, n: int = 1) -> None:
         """Gives back ``n`` permits (``n`` is an agora extension; Python's proxy takes none)."""

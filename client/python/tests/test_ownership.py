@@ -1,0 +1,130 @@
+"""Who holds a permit: what a process's exit gives back, and one outcome on every run.
+
+CPython's own ``TestSyncManagerTypes`` patterns (a child acquires and exits, the parent
+releases), each run ``RUNS`` times in a row: the manager finishes the child's exit before it
+serves the parent's call, so the outcome never depends on which it noticed first.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import unittest
+from typing import Any
+
+import agora
+
+from _support import WAIT, manager_binary
+
+manager: Any = None
+
+#: Runs of each pattern in a row.
+RUNS = 200
+
+
+def setUpModule() -> None:
+    global manager
+    manager_binary()
+    manager = agora.Manager()
+
+
+def tearDownModule() -> None:
+    manager.shutdown()
+
+
+def _acquire(obj: Any) -> None:
+    """A child that acquires (a bare ``acquire()``, as CPython's test does) and exits."""
+    obj.acquire()
+
+
+def _acquire_unowned(obj: Any) -> None:
+    obj.acquire(owned=False)
+
+
+def _in_child(target: Any, obj: Any) -> None:
+    p = multiprocessing.get_context("fork").Process(target=target, args=(obj,))
+    p.start()
+    p.join(WAIT)
+    assert p.exitcode == 0, p.exitcode
+
+
+class Signalling(unittest.TestCase):
+    def test_a_consumed_signal_is_not_given_back(self) -> None:
+        sem = manager.Semaphore(0)
+        sem.release()
+        _in_child(_acquire, sem)
+        # As with multiprocessing.Manager(): the consumer took the signal for good.
+        self.assertFalse(sem.acquire(timeout=0.5))
+        for run in range(RUNS):
+            sem.release()
+            _in_child(_acquire, sem)
+            self.assertFalse(sem.acquire(timeout=0.02), f"run {run}")
+            self.assertEqual(sem.get_value(), 0)
+
+    def test_a_with_block_is_still_owned(self) -> None:
+        sem = manager.Semaphore(1)
+        held = manager.Event()
+        p = multiprocessing.get_context("fork").Process(target=_hold_in_with, args=(sem, held))
+        p.start()
+        self.assertTrue(held.wait(WAIT))
+        p.kill()
+        p.join(WAIT)
+        self.assertEqual(sem.acquire_status(timeout=WAIT), 2)
+
+
+def _hold_in_with(sem: Any, held: Any) -> None:
+    with sem:
+        held.set()
+        time.sleep(WAIT * 2)
+
+
+class HandedOver(unittest.TestCase):
+    """``TestSyncManagerTypes.test_lock`` / ``test_semaphore`` / ``test_bounded_semaphore``."""
+
+    def test_lock_owned_by_default_raises_on_every_run(self) -> None:
+        lock = manager.Lock()
+        for run in range(RUNS):
+            _in_child(_acquire, lock)
+            with self.assertRaises(RuntimeError, msg=f"run {run}"):
+                lock.release()
+            self.assertFalse(lock.locked())
+
+    def test_lock_owned_false_behaves_as_python_on_every_run(self) -> None:
+        lock = manager.Lock(owned=False)
+        for run in range(RUNS):
+            _in_child(_acquire, lock)
+            lock.release()  # as in Python: the child's acquire survives its exit
+            with self.assertRaises(RuntimeError, msg=f"run {run}"):
+                lock.release()
+
+    def test_an_unowned_acquire_survives_the_exit(self) -> None:
+        lock = manager.Lock()
+        _in_child(_acquire_unowned, lock)
+        self.assertTrue(lock.locked())
+        lock.release()
+
+    def test_bounded_semaphore_owned_by_default_raises_on_every_run(self) -> None:
+        sem = manager.BoundedSemaphore()
+        for run in range(RUNS):
+            _in_child(_acquire, sem)
+            with self.assertRaises(ValueError, msg=f"run {run}"):
+                sem.release()
+            self.assertEqual(sem.get_value(), 1)
+
+    def test_bounded_semaphore_owned_false_behaves_as_python_on_every_run(self) -> None:
+        sem = manager.BoundedSemaphore(owned=False)
+        for run in range(RUNS):
+            _in_child(_acquire, sem)
+            sem.release()
+            self.assertEqual(sem.get_value(), 1, f"run {run}")
+
+    def test_semaphore_ends_with_one_permit_on_every_run(self) -> None:
+        sem = manager.Semaphore()
+        for run in range(RUNS):
+            _in_child(_acquire, sem)
+            sem.release()
+            self.assertEqual(sem.get_value(), 1, f"run {run}")
+
+
+if __name__ == "__main__":
+    unittest.main()
