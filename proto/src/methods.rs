@@ -337,6 +337,18 @@ const BARRIER: &[MethodSpec] = methods!(Some(Kind::Barrier), "barrier.":
     "broken" "[id]";
 );
 
+const MUTEX: &[MethodSpec] = methods!(Some(Kind::Mutex), "mutex.":
+    "lock" "[id], [id, blocking], [id, blocking, timeout] or [id, blocking, timeout, owner]"
+        parks;
+    "get" "[id] or [id, owner]";
+    "set" "[id, value] or [id, value, owner]";
+    "unlock" "[id] or [id, owner]";
+    "set_unlock" "[id, value] or [id, value, owner]";
+    "is_poisoned" "[id]";
+    "clear_poison" "[id]";
+    "locked" "[id]";
+);
+
 /// The methods of one kind, or with `None` the session and registry methods, in `PROTOCOL.md`
 /// order. A `const fn` with an exhaustive match, so a new [`Kind`] does not compile until it has
 /// its rows.
@@ -357,6 +369,7 @@ pub const fn of(kind: Option<Kind>) -> &'static [MethodSpec] {
         Some(Kind::Event) => EVENT,
         Some(Kind::Condition) => CONDITION,
         Some(Kind::Barrier) => BARRIER,
+        Some(Kind::Mutex) => MUTEX,
     }
 }
 

@@ -12,6 +12,7 @@ pub mod dict;
 pub mod event;
 pub mod list;
 pub mod lock;
+pub mod mutex;
 pub mod namespace;
 pub mod queue;
 pub mod semaphore;
@@ -103,6 +104,7 @@ pub fn create(
         Kind::Event => Arc::new(event::Event::new(&args)?),
         Kind::Condition => Arc::new(condition::Condition::new(&args, registry)?),
         Kind::Barrier => Arc::new(barrier::Barrier::new(&args)?),
+        Kind::Mutex => Arc::new(mutex::Mutex::new(&args)?),
     })
 }
 

@@ -48,7 +48,7 @@ fn parking_call(
             vec![v]
         }
         "acquire" if kind == "semaphore" => vec![v],
-        "acquire" => {
+        "acquire" | "lock" => {
             user.ok(method, vec![v.clone()]);
             vec![v]
         }
@@ -66,7 +66,7 @@ fn parking_call(
 fn probe(kind: &str) -> &'static str {
     match kind {
         "queue" | "joinable_queue" => "qsize",
-        "lock" | "rlock" | "condition" => "locked",
+        "lock" | "rlock" | "condition" | "mutex" => "locked",
         "semaphore" | "bounded_semaphore" => "get_value",
         "event" => "is_set",
         "barrier" => "n_waiting",
