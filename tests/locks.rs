@@ -616,3 +616,77 @@ fn handed_over_semaphores_give_one_outcome_on_every_run() {
         assert_eq!(plain.get_value().unwrap(), 1, "run {run}");
     }
 }
+
+/// A shared `Mutex<T>`: the guard reads and writes the value and writes it back on drop; a
+/// holder SIGKILLed mid-update poisons it for every later locker, in any process, until
+/// `clear_poison`, and a poisoned lock still hands out the guard (with the value the dead
+/// holder committed).
+#[test]
+fn a_mutex_holder_killed_mid_update_poisons_it_until_cleared() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let accounts = manager.mutex(&(100i64, 0i64)).unwrap();
+    {
+        let mut g = accounts.lock().unwrap().expect("not poisoned");
+        assert_eq!(*g, (100, 0));
+        g.0 -= 10;
+        g.1 += 10;
+    } // written back on drop
+    assert!(!accounts.is_locked().unwrap());
+    let g = accounts.try_lock().unwrap().unwrap().unwrap();
+    assert_eq!(*g, (90, 10));
+    assert!(
+        accounts.try_lock().unwrap().is_none(),
+        "not reentrant, and held"
+    );
+    g.unlock().unwrap();
+
+    // A holder debits, commits, and is killed before it credits.
+    let holding = manager.event().unwrap();
+    let (m, h) = (accounts.clone(), holding.clone());
+    let mut holder = Process::spawn_fallible(move || -> agora::Result<()> {
+        let mut g = m
+            .lock()?
+            .map_err(|_| agora::Error::Usage("poisoned".into()))?;
+        g.0 -= 50;
+        g.commit()?;
+        h.set()?;
+        std::thread::sleep(Duration::from_secs(60));
+        g.1 += 50;
+        Ok(())
+    })
+    .unwrap();
+    assert!(holding
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap()
+        .is_some());
+    kill(&mut holder);
+
+    // Every later locker is told, in this process and in another, and gets the guard.
+    for round in 0..3 {
+        let poisoned = accounts
+            .lock_timeout(Duration::from_secs(10))
+            .unwrap()
+            .expect("released by the manager")
+            .expect_err("poisoned");
+        let g = poisoned.into_inner();
+        assert!(g.is_poisoned());
+        assert_eq!(*g, (40, 10), "round {round}: the half update");
+        drop(g);
+        assert!(accounts.is_poisoned().unwrap());
+    }
+    let m = accounts.clone();
+    in_child("another locker", move || {
+        let poisoned = m.lock()?.is_err();
+        assert!(poisoned, "another process is told too");
+        Ok(())
+    });
+    // Repaired and cleared: plain locks again.
+    {
+        let mut g = accounts.lock().unwrap().unwrap_err().into_inner();
+        g.1 += 50;
+    }
+    accounts.clear_poison().unwrap();
+    let g = accounts.lock().unwrap().expect("cleared");
+    assert_eq!(*g, (40, 60));
+}
