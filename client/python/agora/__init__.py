@@ -70,6 +70,8 @@ from .synchronize import (
     ConditionProxy,
     EventProxy,
     LockProxy,
+    MutexGuard,
+    MutexProxy,
     RLockProxy,
     SemaphoreProxy,
 )
@@ -120,6 +122,8 @@ __all__ = [
     "JoinableQueueProxy",
     "ListProxy",
     "LockProxy",
+    "MutexGuard",
+    "MutexProxy",
     "NamespaceProxy",
     "QueueProxy",
     "RLockProxy",

@@ -46,6 +46,7 @@ from .synchronize import (
     ConditionProxy,
     EventProxy,
     LockProxy,
+    MutexProxy,
     RLockProxy,
     SemaphoreProxy,
 )
@@ -463,6 +464,11 @@ class Manager:
         if not isinstance(lock, LockProxy) or lock._client.address != self.address:
             raise TypeError("a Condition's lock must be a Lock or RLock proxy of the same manager")
         return self._create("condition", name, lock._id)
+
+    def Mutex(self, value: Any = None, *, name: Optional[str] = None) -> MutexProxy:
+        """A shared value and its lock as one object, poisoned when a holder dies holding it
+        (see :class:`agora.MutexProxy`). With ``name``, an existing mutex keeps its value."""
+        return self._create("mutex", name, value)
 
     def Event(self, *, name: Optional[str] = None) -> EventProxy:
         """A shared ``threading.Event``."""

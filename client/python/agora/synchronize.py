@@ -34,6 +34,7 @@ run, as in Python.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, ClassVar, Optional, Tuple, TypeVar
 
@@ -48,6 +49,8 @@ __all__ = [
     "ConditionProxy",
     "EventProxy",
     "BarrierProxy",
+    "MutexProxy",
+    "MutexGuard",
 ]
 
 #: ``acquire_status`` results.
@@ -277,3 +280,125 @@ class BarrierProxy(BaseProxy):
     def broken(self) -> bool:
         """True when the barrier is broken."""
         return self._call("barrier.broken")
+
+
+class MutexGuard:
+    """The lock of a :class:`MutexProxy` and a local copy of its value.
+
+    Read and write the copy through :attr:`value`; assigning it marks it changed. Leaving the
+    ``with`` block (or :meth:`unlock`) writes a changed value back and unlocks in one call, or
+    only unlocks. :meth:`commit` writes the value now and keeps the lock, so that a process
+    killed later leaves that value. Mutating the value in place (``g.value.append(1)``) is not
+    seen: assign it (``g.value = g.value + [1]``) or call :meth:`mark_changed`.
+    """
+
+    __slots__ = ("_mutex", "_value", "_changed", "_held", "poisoned")
+
+    def __init__(self, mutex: "MutexProxy", value: Any, poisoned: bool) -> None:
+        self._mutex = mutex
+        self._value = value
+        self._changed = False
+        self._held = True
+        #: True when this lock came poisoned: a holder died holding the mutex, and the value
+        #: may be half updated.
+        self.poisoned = poisoned
+
+    @property
+    def value(self) -> Any:
+        """The guarded value (the local copy)."""
+        return self._value
+
+    @value.setter
+    def value(self, value: Any) -> None:
+        self._value = value
+        self._changed = True
+
+    def mark_changed(self) -> None:
+        """Writes the value back on unlock even though it was not assigned (it was mutated in
+        place)."""
+        self._changed = True
+
+    def commit(self) -> None:
+        """Writes the value to the manager now, keeping the lock."""
+        self._mutex._call("mutex.set", self._value)
+        self._changed = False
+
+    def unlock(self) -> None:
+        """Writes a changed value back and unlocks; ``RuntimeError`` when not held any more."""
+        if not self._held:
+            raise RuntimeError("this mutex guard was already unlocked")
+        self._held = False
+        if self._changed:
+            self._mutex._call("mutex.set_unlock", self._value)
+        else:
+            self._mutex._call("mutex.unlock")
+
+    def __enter__(self) -> "MutexGuard":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._held:
+            self.unlock()
+
+
+#: The guards a thread took with ``with mutex as g:``, innermost last, per mutex id, so that
+#: ``__exit__`` unlocks the one its ``__enter__`` took.
+_entered = threading.local()
+
+
+class MutexProxy(BaseProxy):
+    """A shared value and its lock as one object, poisoned by a holder's death (Rust's
+    ``std::sync::Mutex``; no ``multiprocessing`` equivalent).
+
+    ``with mx as g:`` locks (waiting in FIFO order) and gives a :class:`MutexGuard`: ``g.value``
+    is the value, assigning it writes it back when the block ends. If a process died (even
+    by ``SIGKILL``) holding the mutex, the mutex is **poisoned**: every later lock, by any
+    process, gives a guard with ``g.poisoned`` true (the lock is held all the same), and
+    :attr:`poisoned` is true, until someone calls :meth:`clear_poison`.
+    """
+
+    __slots__ = ()
+    _kind = "mutex"
+
+    def acquire(
+        self, blocking: bool = True, timeout: Optional[float] = None
+    ) -> Optional[MutexGuard]:
+        """Locks, waiting (up to ``timeout`` seconds) unless ``blocking`` is false. Returns the
+        guard, or ``None`` when not locked. ``ValueError`` for a timeout with ``blocking``
+        false."""
+        if timeout is None:
+            got = self._call("mutex.lock", bool(blocking))
+        else:
+            got = self._call("mutex.lock", bool(blocking), timeout)
+        if got is None:
+            return None
+        poisoned, value = got
+        return MutexGuard(self, value, bool(poisoned))
+
+    def __enter__(self) -> MutexGuard:
+        guard = self.acquire()
+        if guard is None:  # a blocking lock without a timeout always locks
+            raise RuntimeError("mutex.lock without a timeout answered nil")
+        stacks = _entered.__dict__.setdefault("stacks", {})
+        stacks.setdefault(self._id, []).append(guard)
+        return guard
+
+    def __exit__(self, *exc: Any) -> None:
+        stack = _entered.__dict__.get("stacks", {}).get(self._id)
+        if stack:
+            guard = stack.pop()
+            if guard._held:
+                guard.unlock()
+
+    @property
+    def poisoned(self) -> bool:
+        """True when a holder died holding the mutex and nobody cleared the poison since."""
+        return bool(self._call("mutex.is_poisoned"))
+
+    def clear_poison(self) -> None:
+        """Clears the poison: later locks are plain again. Call it once the value is repaired."""
+        self._call("mutex.clear_poison")
+
+    def locked(self) -> bool:
+        """True when someone holds the lock."""
+        return bool(self._call("mutex.locked"))

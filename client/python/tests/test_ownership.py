@@ -126,5 +126,71 @@ class HandedOver(unittest.TestCase):
             self.assertEqual(sem.get_value(), 1, f"run {run}")
 
 
+def _debit_and_hang(mx: Any, held: Any) -> None:
+    """A holder that commits half an update (the debit) and is killed before the credit."""
+    with mx as g:
+        g.value = [g.value[0] - 50, g.value[1]]
+        g.commit()
+        held.set()
+        time.sleep(WAIT * 2)
+        g.value = [g.value[0], g.value[1] + 50]
+
+
+def _lock_and_report(mx: Any, out: Any) -> None:
+    with mx as g:
+        out.append(g.poisoned)
+
+
+class Mutexes(unittest.TestCase):
+    def test_the_guard_reads_and_writes_the_value(self) -> None:
+        mx = manager.Mutex([100, 0])
+        with mx as g:
+            self.assertEqual(g.value, [100, 0])
+            self.assertFalse(g.poisoned)
+            self.assertTrue(mx.locked())
+            self.assertIsNone(mx.acquire(False))  # not reentrant
+            g.value = [90, 10]
+        self.assertFalse(mx.locked())
+        g = mx.acquire(timeout=WAIT)
+        assert g is not None
+        self.assertEqual(g.value, [90, 10])
+        g.unlock()
+        with self.assertRaises(RuntimeError):
+            g.unlock()
+        self.assertIsNone(manager.Mutex().acquire().value)  # type: ignore[union-attr]
+
+    def test_a_holder_killed_mid_update_poisons_it_until_cleared(self) -> None:
+        mx = manager.Mutex([100, 0])
+        held = manager.Event()
+        p = multiprocessing.get_context("fork").Process(target=_debit_and_hang, args=(mx, held))
+        p.start()
+        self.assertTrue(held.wait(WAIT))
+        p.kill()
+        p.join(WAIT)
+        # Every later locker is told, with the half update, and holds the lock.
+        for _ in range(3):
+            with mx as g:
+                self.assertTrue(g.poisoned)
+                self.assertEqual(g.value, [50, 0])
+            self.assertTrue(mx.poisoned)
+        out = manager.list()
+        _in_child_with(_lock_and_report, mx, out)
+        self.assertEqual(list(out), [True])
+        with mx as g:
+            g.value = [50, 50]  # repaired
+        mx.clear_poison()
+        self.assertFalse(mx.poisoned)
+        with mx as g:
+            self.assertFalse(g.poisoned)
+            self.assertEqual(g.value, [50, 50])
+
+
+def _in_child_with(target: Any, *args: Any) -> None:
+    p = multiprocessing.get_context("fork").Process(target=target, args=args)
+    p.start()
+    p.join(WAIT)
+    assert p.exitcode == 0, p.exitcode
+
+
 if __name__ == "__main__":
     unittest.main()
