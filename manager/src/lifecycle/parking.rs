@@ -317,7 +317,10 @@ fn pump<S: Semantics>(state: &mut S, core: &mut Lines<S::Wait>) {
                     Offer::Grant(mut reply) => {
                         moved = true;
                         let w = front.remove();
-                        if let Ok(Grant::Acquired { owner_died: notice }) = &mut reply {
+                        if let Ok(Grant::Acquired {
+                            owner_died: notice, ..
+                        }) = &mut reply
+                        {
                             *notice = std::mem::take(owner_died);
                         }
                         if let Err(Ok(grant)) = w.reply.send(reply) {
@@ -336,7 +339,10 @@ fn pump<S: Semantics>(state: &mut S, core: &mut Lines<S::Wait>) {
 
 /// Undoes a grant that was not delivered; a notice it carried is still news for the next one.
 fn give_back<S: Semantics>(state: &mut S, owner_died: &mut bool, grant: Grant, to: &Holder) {
-    if let Grant::Acquired { owner_died: true } = grant {
+    if let Grant::Acquired {
+        owner_died: true, ..
+    } = grant
+    {
         *owner_died = true;
     }
     state.give_back(grant, to);
@@ -372,6 +378,7 @@ impl<S: Semantics> Ctx<'_, S> {
     pub fn acquired(&mut self) -> Grant {
         Grant::Acquired {
             owner_died: std::mem::take(&mut self.core.owner_died),
+            owned: true,
         }
     }
 

@@ -55,14 +55,24 @@ impl Semantics for State {
         if *owned {
             self.held.add(to.as_caller(), 1);
         }
-        Offer::Grant(Ok(Grant::ACQUIRED))
+        Offer::Grant(Ok(Grant::Acquired {
+            owner_died: false,
+            owned: *owned,
+        }))
     }
 
-    fn give_back(&mut self, _grant: Grant, to: &Holder) {
-        // An owned permit leaves its holder's count; an unowned one was never in it. Either
-        // way the permit the grant took comes back.
-        self.held.remove(to.session, 1);
-        self.value = self.value.saturating_add(1);
+    fn give_back(&mut self, grant: Grant, to: &Holder) {
+        match grant {
+            // An owned permit comes back only if its connection still holds it: a close may
+            // have returned it already, and it must not come back twice.
+            Grant::Acquired { owned: true, .. } => {
+                if self.held.remove(to.session, 1) == 1 {
+                    self.value = self.value.saturating_add(1);
+                }
+            }
+            // An unowned permit is recorded nowhere: nothing else can have returned it.
+            _ => self.value = self.value.saturating_add(1),
+        }
     }
 
     fn leave(&mut self, _line: LineId, _wait: bool, why: Leave) -> Left<bool> {
@@ -239,5 +249,39 @@ impl SharedObject for Semaphore {
 
     fn stop(&self) {
         self.state.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::Holdings;
+
+    /// A grant whose connection closes before it is written is given back after the close
+    /// released what the connection held: an owned permit comes back once, not twice (the
+    /// SIGKILL soak saw three users inside a semaphore of two when it came back twice), and
+    /// an unowned one, which no close returns, comes back by the give-back.
+    #[test]
+    fn a_grant_given_back_after_its_close_comes_back_once() {
+        let p = Parking::new(|held| State { value: 1, held });
+        let holder = Holder {
+            session: 7,
+            holdings: Holdings::new(),
+        };
+        for owned in [true, false] {
+            p.op(|cx| {
+                let mut wait = owned;
+                let grant = match cx.state.offer(ACQUIRE, &mut wait, &holder) {
+                    Offer::Grant(Ok(grant)) => grant,
+                    other => panic!("a free permit is granted, got {other:?}"),
+                };
+                assert_eq!(cx.state.value, 0);
+                assert_eq!(cx.state.release_dead(holder.session), owned);
+                cx.state.give_back(grant, &holder);
+                assert_eq!(cx.state.value, 1, "owned {owned}");
+                Ok(())
+            })
+            .unwrap();
+        }
     }
 }
