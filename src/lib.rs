@@ -8,6 +8,10 @@
 //! - Every other process holds **proxies** ([`Dict`], [`List`], ...). A proxy is an object id
 //!   and a connection: each operation is one request to the manager, which applies it
 //!   atomically and answers. Operations on different objects run in parallel in the manager.
+//! - An unnamed object lives while something holds it: a proxy of it in some process, a
+//!   reference to it stored in another object, or a handoff to a worker or a token's receiver;
+//!   the manager frees it when the last one goes (the client's Lifetime docs say how). Named
+//!   objects live until deleted.
 //! - They talk **MessagePack-RPC** over a Unix socket or TCP, after proving knowledge of a shared
 //!   authkey (HMAC challenge). `PROTOCOL.md` in the repository is the full contract, so clients
 //!   in other languages (Python) share the same objects.

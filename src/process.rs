@@ -23,6 +23,15 @@
 //! with [`Process::start`] instead.
 //!
 //! The agora client's own background state is fork-aware, which is why proxies survive the fork.
+//!
+//! # Objects the child inherits
+//! An unnamed object lives while something holds it (see the client's Lifetime docs), and a
+//! child's proxies hold nothing until the child's own connection adopts their objects, on its
+//! first call. So [`Process::spawn`] first exports, on every client of the program, every
+//! object it holds proxies of (one pipelined round trip per client): the manager keeps each
+//! one for the child until the child adopts it, and the parent may drop its proxies the moment
+//! `spawn` returns. A handoff the child never takes (it makes no call) ends after the
+//! manager's `--handoff-seconds` (300 by default).
 
 use std::fmt;
 use std::io;
@@ -95,6 +104,11 @@ impl Process {
     /// The child does not keep any manager of this process alive: when the parent dies, its
     /// managers stop even if workers still run.
     ///
+    /// Before forking, the objects of every live proxy of the program are exported to the
+    /// child (one round trip per client; see the [module docs](self)), so the parent may drop
+    /// the proxies it gave `f` at once. A manager that cannot be reached then is logged and
+    /// the fork goes ahead: the child's calls to it would fail anyway.
+    ///
     /// **For programs that have not started threads yet** (see the [module docs](self)). In a
     /// multi-threaded program use [`Process::start`] with a program instead.
     ///
@@ -130,6 +144,14 @@ impl Process {
     /// Forks; the child runs `f` and exits with the code it returns.
     fn fork_with<F: FnOnce() -> i32>(f: F) -> io::Result<Process> {
         fork::warn_if_threaded("Process::spawn");
+        // The child's proxies must not die with the parent's before the child adopts them.
+        if let Err(e) = agora_client::export_for_fork() {
+            tracing::warn!(
+                error = %e,
+                "could not hand the objects of live proxies over to a forked worker; objects \
+                 the parent drops may be gone before the worker uses them"
+            );
+        }
         fork::flush_stdout();
         let mut lifelines = fork::lock();
         // SAFETY: the child runs `run_child`, which never returns; the callers document that

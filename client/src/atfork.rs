@@ -25,6 +25,12 @@
 //! later close or shut down. Pointing it at `/dev/null` releases the socket and keeps the
 //! number taken until the stale object itself closes it (unregistering first).
 //!
+//! # The reference tables
+//! The same `pthread_atfork` registration has a prepare and a parent handler: the prepare
+//! handler locks the per-client reference tables (`refs`) in the forking thread and both sides
+//! unlock them after the fork, so that a child never finds them locked by a thread it does not
+//! have, nor half-updated.
+//!
 //! # Limits
 //! - [`SLOTS`] connections per process are protected; more are logged and left as before (a
 //!   process rarely holds more than a few: one per [`Client`](crate::Client)).
@@ -111,9 +117,9 @@ pub(crate) fn unregister(fd: RawFd) {
 
 fn install() {
     INSTALL.call_once(|| {
-        // SAFETY: `in_child` is an `extern "C"` function that only makes async-signal-safe
-        // calls and never unwinds.
-        let rc = unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+        // SAFETY: the handlers are `extern "C"` functions that never unwind; `in_child` only
+        // makes async-signal-safe calls (see its docs).
+        let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(in_parent), Some(in_child)) };
         if rc != 0 {
             warn!(
                 rc,
@@ -124,12 +130,26 @@ fn install() {
     });
 }
 
-/// The child handler: the cached process id is forgotten and every registered descriptor now
-/// refers to `/dev/null`. Only atomic stores and async-signal-safe calls (`open`, `dup2`,
-/// `fcntl`, `close`), no allocation, no locks.
+/// The prepare handler, in the thread that forks, just before: locks the reference tables of
+/// every client (`refs`), so that the child gets them in a state no vanished thread was half-way
+/// through changing. Held until the fork is done, on both sides.
+extern "C" fn prepare() {
+    crate::refs::lock_for_fork();
+}
+
+/// The parent handler: the fork is done, the reference tables are unlocked.
+extern "C" fn in_parent() {
+    crate::refs::unlock_after_fork();
+}
+
+/// The child handler: the cached process id is forgotten, every registered descriptor now
+/// refers to `/dev/null`, and the reference tables locked by [`prepare`] are unlocked. Only
+/// atomic stores and async-signal-safe calls (`open`, `dup2`, `fcntl`, `close`, and the
+/// unlock, an atomic store plus at most a futex wake), no allocation, no lock taken.
 extern "C" fn in_child() {
     // The child's id is asked for afresh on its first use.
     PID.store(0, Ordering::Relaxed);
+    crate::refs::unlock_after_fork();
     // SAFETY: a valid NUL-terminated path; the descriptor is closed below.
     let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if null < 0 {

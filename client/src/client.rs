@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use crate::address::Address;
-use crate::command::{decode, Args, Cmd};
+use crate::command::{decode, Args, Cmd, Reply};
 use crate::connection::Connection;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorName, Result};
 use crate::pipeline::Pipeline;
 use crate::proxies::context;
+use crate::refs::Refs;
 use crate::run::ManagerRun;
 use crate::slot::Slot;
 
@@ -37,6 +38,10 @@ pub const ENV_AUTHKEY: &str = "AGORA_AUTHKEY";
 /// one that never uses the client, does not keep the parent's session open: when the parent
 /// dies, the manager releases the locks it held at once, not when its last child exits.
 ///
+/// The child's new connection then `adopt`s the objects of the proxies it inherited, so that
+/// they stay alive for it once the parent drops its own (see the crate's Lifetime section;
+/// [`export_for_fork`] before the fork closes the race in between).
+///
 /// ```no_run
 /// use agora_client::Client;
 /// let client = Client::from_env()?;
@@ -50,12 +55,23 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     address: Address,
     authkey: Vec<u8>,
     /// The run of the manager this client first connected to, the only one it talks to.
     run: ManagerRun,
     conn: Slot,
+    /// What this process's connection holds of each object: proxies, references received,
+    /// decrefs due (see `refs`).
+    refs: Arc<Refs>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The connection closes with the client, and the manager drops everything it counted
+        // for it: the table has nothing left to give back.
+        self.refs.unregister();
+    }
 }
 
 impl fmt::Debug for Client {
@@ -76,6 +92,41 @@ pub struct ObjectInfo {
     pub name: Option<String>,
     /// Its kind: `"dict"`, `"list"`, `"value"`, `"array"`, `"namespace"`, ...
     pub kind: String,
+    /// How many holders keep it alive (`PROTOCOL.md`, 3.2): connections that hold a
+    /// reference to it, references to it stored in other live objects, and handoffs of it
+    /// (tokens and forks not adopted yet). An unnamed object is freed when this reaches 0; a
+    /// named one lives on whatever it says. It is what tells a leak from a live object.
+    pub holders: u64,
+}
+
+/// References to objects in replies that may still be decoded into proxies: while it lives,
+/// no `decref` of those objects is sent (another thread's flush could otherwise give back the
+/// reference a proxy is about to be made from). Empty, the common case, it costs nothing.
+#[derive(Default)]
+pub(crate) struct Hold {
+    client: Option<Client>,
+    ids: Vec<u64>,
+}
+
+impl Hold {
+    /// Takes over what `other` holds.
+    pub(crate) fn merge(&mut self, mut other: Hold) {
+        if other.ids.is_empty() {
+            return;
+        }
+        self.ids.append(&mut other.ids);
+        self.client = other.client.take();
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            if client.inner.refs.release_holds(&self.ids) {
+                client.flush_soon();
+            }
+        }
+    }
 }
 
 impl Client {
@@ -89,13 +140,18 @@ impl Client {
     /// fail with [`Error::OtherRun`] instead of reaching the new run's objects, whose ids are
     /// the old ones over again.
     pub fn connect(address: &Address, authkey: &[u8]) -> Result<Client> {
-        let conn = Connection::open(address, authkey)?;
+        let mut conn = Connection::open(address, authkey)?;
         Ok(Client {
-            inner: Arc::new(Inner {
-                address: address.clone(),
-                authkey: authkey.to_vec(),
-                run: conn.run().clone(),
-                conn: Slot::new(conn),
+            inner: Arc::new_cyclic(|inner| {
+                let refs = Arc::new(Refs::new(inner.clone()));
+                conn.set_refs(refs.clone());
+                Inner {
+                    address: address.clone(),
+                    authkey: authkey.to_vec(),
+                    run: conn.run().clone(),
+                    conn: Slot::new(conn),
+                    refs,
+                }
             }),
         })
     }
@@ -151,13 +207,48 @@ impl Client {
             return Ok(conn);
         }
         debug!(address = %self.inner.address, "forked child: opening a connection of its own");
-        let fresh = Connection::open(&self.inner.address, &self.inner.authkey)?;
+        let mut fresh = Connection::open(&self.inner.address, &self.inner.authkey)?;
         if fresh.run().id != self.inner.run.id {
             // The manager was restarted: this client's ids name other objects there now.
             let address = self.inner.address.to_string();
             return Err(fresh.run().mismatch(&self.inner.run.id, &address, &address));
         }
-        Ok(self.inner.conn.replace(conn, fresh))
+        fresh.set_refs(self.inner.refs.clone());
+        let (conn, won) = self.inner.conn.replace(conn, fresh);
+        if won {
+            self.adopt_inherited(conn)?;
+        }
+        Ok(conn)
+    }
+
+    /// In a forked child, on its new connection: `adopt` the object of every proxy inherited
+    /// from the parent, pipelined, so that this connection holds them as the parent's did.
+    /// `Process::spawn` exported them before forking, so the adoption takes over a handoff
+    /// and the objects survive the parent dropping its proxies at once; after a raw `fork`
+    /// without [`export_for_fork`] it works as `incref`, and an object the parent freed in
+    /// between is gone (its proxies get `UnknownObjectError`).
+    fn adopt_inherited(&self, conn: &Connection) -> Result<()> {
+        /// Adopts per write: the replies of one batch stay far below what the manager
+        /// buffers for a connection before it stops reading it.
+        const BATCH: usize = 4096;
+        let ids = self.inner.refs.take_inherited();
+        for batch in ids.chunks(BATCH) {
+            let args: Vec<Args> = batch.iter().map(|&id| Args::object(id)).collect();
+            let calls: Vec<(&str, &Args)> = args.iter().map(|a| ("adopt", a)).collect();
+            for (&id, reply) in batch.iter().zip(conn.call_many(&calls)?) {
+                match reply {
+                    Ok(_) => self.inner.refs.adopted(id),
+                    Err(e) => debug!(id, error = %e, "forked child: could not adopt an object"),
+                }
+            }
+        }
+        if !ids.is_empty() {
+            debug!(
+                objects = ids.len(),
+                "forked child: adopted the inherited objects"
+            );
+        }
+        Ok(())
     }
 
     /// Runs one command now: one round trip. Every proxy method is this applied to its `*_cmd`
@@ -165,7 +256,103 @@ impl Client {
     pub fn run<T>(&self, cmd: Cmd<T>) -> Result<T> {
         let args = cmd.args?;
         let reply = self.connection()?.call(&cmd.method, &args);
+        // Counted before anything is decoded, and held until the decoding is done.
+        let _hold = self.count(&cmd.method, &args, &reply);
         self.decoding(|| (cmd.decode)(reply))
+    }
+
+    /// Counts the references the manager counted for this connection in answering `method`
+    /// (`PROTOCOL.md`, 3.2): the id a `create` returns, the object of an `incref` or `adopt`,
+    /// and every reference in a successful result. Most results hold none, which a byte check
+    /// tells without walking them; then nothing is locked or allocated.
+    pub(crate) fn count(&self, method: &str, args: &Args, reply: &Reply) -> Hold {
+        let Ok(result) = reply else {
+            return Hold::default();
+        };
+        let mut ids = Vec::new();
+        match method {
+            "create" => ids.extend(agora_proto::params::int_u64(result)),
+            "incref" | "adopt" => ids.extend(agora_proto::params::int_u64(args.bytes())),
+            _ => {}
+        }
+        if agora_proto::objref::may_hold_refs(result) {
+            agora_proto::objref::for_each_ref(result, |found| {
+                if let agora_proto::objref::Found::Ref { id, .. } = found {
+                    ids.push(id);
+                }
+            });
+        }
+        if ids.is_empty() {
+            return Hold::default();
+        }
+        self.inner.refs.received_held(&ids);
+        Hold {
+            client: Some(self.clone()),
+            ids,
+        }
+    }
+
+    /// A proxy of `id` was made on this client.
+    pub(crate) fn proxy_made(&self, id: u64) {
+        self.inner.refs.acquire(id);
+    }
+
+    /// A proxy of `id` was dropped: when it was the last, the object is given back to the
+    /// manager with the next write (at once if the connection is idle).
+    pub(crate) fn proxy_dropped(&self, id: u64) {
+        if self.inner.refs.release(id) {
+            self.flush_soon();
+        }
+    }
+
+    /// Writes due decrefs now if the connection is idle. Not in a forked child that has not
+    /// opened its own connection yet: they go with its first request, after the adoptions.
+    fn flush_soon(&self) {
+        let conn = self.inner.conn.get();
+        if conn.pid() == crate::atfork::current_pid() {
+            conn.flush_if_idle();
+        }
+    }
+
+    /// `export [id]`: a handoff that keeps the object alive for a process this one hands it to
+    /// (a token, a fork), until that process adopts it or the manager's `--handoff-seconds`
+    /// pass.
+    pub(crate) fn export(&self, id: u64) -> Result<()> {
+        self.run(export_cmd(id))
+    }
+
+    /// [`export_for_fork`] for this client alone.
+    #[cfg(test)]
+    pub(crate) fn export_live(&self) -> Result<()> {
+        let ids = crate::refs::live_by_client()
+            .into_iter()
+            .find(|(inner, _)| std::ptr::eq(inner.as_ptr(), Arc::as_ptr(&self.inner)))
+            .map(|(_, ids)| ids)
+            .unwrap_or_default();
+        self.export_ids(&ids)
+    }
+
+    /// Exports `ids`, pipelined. Objects that are gone are skipped.
+    fn export_ids(&self, ids: &[u64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipeline = self.pipeline();
+        for &id in ids {
+            pipeline.add(export_cmd(id));
+        }
+        if let Err(e) = pipeline.execute()?.check() {
+            if !e.is(ErrorName::UnknownObjectError) {
+                debug!(error = %e, "export before a fork");
+            }
+        }
+        Ok(())
+    }
+
+    /// `adopt [id]`: this connection holds the object from now on, taking over a handoff if
+    /// there is one. Fails with `UnknownObjectError` when the object is gone.
+    pub(crate) fn adopt(&self, id: u64) -> Result<()> {
+        self.run(Cmd::object(id, "adopt", decode::unit, |_| Ok(())))
     }
 
     /// Runs `f` with this client as the one that shared-object references decode into.
@@ -173,9 +360,15 @@ impl Client {
         context::with(self, f)
     }
 
-    /// Sends many calls in one write and waits for all replies; used by pipelines.
-    pub(crate) fn run_many(&self, calls: &[(&str, &Args)]) -> Result<Vec<crate::command::Reply>> {
-        self.connection()?.call_many(calls)
+    /// Sends many calls in one write and waits for all replies; used by pipelines. The
+    /// references in the replies are counted and held until the returned [`Hold`] goes.
+    pub(crate) fn run_many(&self, calls: &[(&str, &Args)]) -> Result<(Vec<Reply>, Hold)> {
+        let replies = self.connection()?.call_many(calls)?;
+        let mut hold = Hold::default();
+        for ((method, args), reply) in calls.iter().zip(&replies) {
+            hold.merge(self.count(method, args, reply));
+        }
+        Ok((replies, hold))
     }
 
     /// Calls any method with params given as encoded MessagePack values (one slice per param)
@@ -227,6 +420,10 @@ impl Client {
     /// Creates an object of `kind` (or, with a name, finds the existing one: get-or-create) and
     /// returns its id. `args` are the kind's init args, encoded. The typed constructors
     /// ([`Client::dict`], [`Client::list_named`], ...) are built on this.
+    ///
+    /// A bare id holds the object for this connection until a proxy made of it
+    /// (`Dict::from_id(&client, id)`, ...) is dropped, or the connection closes: an id is not
+    /// a proxy, and the client cannot tell when it stops being used.
     pub fn create(&self, kind: &str, name: Option<&str>, args: &[&[u8]]) -> Result<u64> {
         self.run(Client::create_cmd(kind, name, args))
     }
@@ -297,7 +494,9 @@ impl Client {
         Cmd::with_args("delete", params, decode::unit)
     }
 
-    /// Every object of the manager, in the order they were created.
+    /// Every object of the manager, in the order they were created, with its number of
+    /// holders. The decrefs due on this client's connection go out in the same write, so the
+    /// list never shows an object that only proxies this client dropped were holding.
     pub fn objects(&self) -> Result<Vec<ObjectInfo>> {
         self.run(Client::objects_cmd())
     }
@@ -312,6 +511,38 @@ impl Client {
     pub fn shutdown(&self) -> Result<()> {
         self.run(Cmd::with_args("shutdown", Args::default(), decode::unit))
     }
+}
+
+/// `export [id]` as a command.
+fn export_cmd(id: u64) -> Cmd<()> {
+    Cmd::object(id, "export", decode::unit, |_| Ok(()))
+}
+
+/// Gives a handoff (`export`) of every object this process holds proxies of, on every client
+/// of the process (one pipelined round trip each), so that a child forked next can `adopt`
+/// them even if this process drops its proxies first.
+///
+/// `agora::Process::spawn` calls it for you. Call it yourself just before a raw
+/// `libc::fork()` whose child uses proxies it inherited: without it the child's adoption is a
+/// plain `incref`, made when the child opens its connection, and an object the parent freed
+/// before that (by dropping its last proxy) is gone for the child. A handoff nobody adopts
+/// (a child that never calls the manager) ends after the manager's `--handoff-seconds`
+/// (300 by default).
+///
+/// Objects that no longer exist are skipped. Fails with the first client whose connection
+/// failed, after trying them all.
+pub fn export_for_fork() -> Result<()> {
+    let mut failure = None;
+    for (inner, ids) in crate::refs::live_by_client() {
+        // Upgraded outside the tables' lock: dropping the last clone of a client takes it.
+        let Some(inner) = inner.upgrade() else {
+            continue;
+        };
+        if let Err(e) = (Client { inner }).export_ids(&ids) {
+            failure.get_or_insert(e);
+        }
+    }
+    failure.map_or(Ok(()), Err)
 }
 
 fn env_var(var: &'static str) -> Result<String> {

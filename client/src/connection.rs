@@ -14,6 +14,15 @@
 //! system call and no thread hand-off. A call that the manager parks (a queue `get` with a
 //! timeout) only delays the thread that made it: the others keep reading and writing.
 //!
+//! # Decrefs
+//!
+//! The reference table ([`Refs`]) gives back what the manager counted for this connection
+//! when the last proxy of an object drops. Those `decref` notifications go out in the same
+//! write as the next request, so that dropping a proxy never costs a round trip of its own;
+//! and when the connection is idle (nothing in flight, nobody writing) the drop writes them
+//! at once, as does the last call to complete, so that a process that stops calling does not
+//! keep objects alive (see [`Connection::flush_if_idle`]).
+//!
 //! # Failure
 //!
 //! When the connection breaks (end of stream, an I/O error, bytes that are not MessagePack),
@@ -40,6 +49,7 @@ use tracing::{debug, warn};
 use crate::address::Address;
 use crate::command::{Args, Reply};
 use crate::error::{Error, ErrorName, Result};
+use crate::refs::Refs;
 use crate::run::ManagerRun;
 use crate::spin;
 
@@ -223,6 +233,9 @@ pub(crate) struct Connection {
     changed: Condvar,
     /// The run of the manager, as its `hello` reported it.
     run: ManagerRun,
+    /// The client's reference table, whose decrefs this connection writes; set once the
+    /// connection is authenticated (the manager ignores notifications before).
+    refs: Option<Arc<Refs>>,
 }
 
 /// The `hello` result.
@@ -275,7 +288,13 @@ impl Connection {
                 id: String::new(),
                 started: 0,
             },
+            refs: None,
         }
+    }
+
+    /// From now on, the decrefs of `refs` go out on this connection.
+    pub(crate) fn set_refs(&mut self, refs: Arc<Refs>) {
+        self.refs = Some(refs);
     }
 
     /// The run of the manager this connection reaches.
@@ -356,8 +375,11 @@ impl Connection {
             self.state.lock().pending.remove(&id);
             return Err(e);
         }
-        self.wait(id, agora_proto::methods::may_wait(method))
-            .and_then(Response::into_reply)
+        let reply = self
+            .wait(id, agora_proto::methods::may_wait(method))
+            .and_then(Response::into_reply);
+        self.after_call();
+        reply
     }
 
     /// Many calls in one write, then every reply, in order. Fails as a whole only when the
@@ -387,18 +409,69 @@ impl Connection {
                 }
             }
         }
+        self.after_call();
         failure.map_or(Ok(replies), Err)
     }
 
-    /// Writes what `fill` puts in the request buffer, with one write call.
+    /// A call is complete: if decrefs became due while it was in flight and it was the last
+    /// one, the connection is idle now and they go out (one atomic load otherwise).
+    fn after_call(&self) {
+        if self.refs.as_ref().is_some_and(|refs| refs.has_pending()) {
+            self.flush_if_idle();
+        }
+    }
+
+    /// Writes the due decrefs now, alone, if the connection is idle: no call in flight and no
+    /// thread writing. Otherwise they wait for the next request's write, or for the end of
+    /// the last call in flight ([`Connection::after_call`]), whichever comes first; so decrefs
+    /// never wait on an idle connection. A notification has no reply: this is a write, never a
+    /// round trip. When nothing is in flight the manager has no unread replies of ours, so it
+    /// is reading this socket and the small write does not block.
+    pub(crate) fn flush_if_idle(&self) {
+        let Some(refs) = &self.refs else {
+            return;
+        };
+        // Again after each write: a drop that found the writer taken by this very flush left
+        // its decref to it.
+        while refs.has_pending() {
+            {
+                let state = self.state.lock();
+                if state.broken.is_some() || !state.pending.is_empty() {
+                    return;
+                }
+            }
+            // A thread holding the writer takes the decrefs with its own request.
+            let Some(mut out) = self.writer.try_lock() else {
+                return;
+            };
+            out.clear();
+            if !refs.write_decrefs(&mut out) {
+                return;
+            }
+            let written = self.stream.write_all(&out);
+            shrink_if_huge(&mut out);
+            drop(out);
+            if let Err(e) = written {
+                // The manager drops every count of a connection that breaks: nothing is lost.
+                self.fail(io_reason("writing decrefs", &e));
+                return;
+            }
+        }
+    }
+
+    /// Writes what `fill` puts in the request buffer, with one write call, after the decrefs
+    /// that are due (they ride along for free).
     fn send(&self, fill: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
         let mut out = self.writer.lock();
         out.clear();
+        if let Some(refs) = &self.refs {
+            if refs.has_pending() {
+                refs.write_decrefs(&mut out);
+            }
+        }
         fill(&mut out);
         let written = self.stream.write_all(&out);
-        if out.capacity() > KEEP_WRITE_BUFFER {
-            *out = Vec::with_capacity(8 * 1024);
-        }
+        shrink_if_huge(&mut out);
         drop(out);
         written.map_err(|e| self.fail(io_reason("writing a request", &e)))
     }
@@ -542,6 +615,13 @@ impl Drop for Connection {
         }
         // Before the stream's own drop closes the number, which may then be reused.
         crate::atfork::unregister(self.stream.raw_fd());
+    }
+}
+
+/// Releases a request buffer grown past [`KEEP_WRITE_BUFFER`] by one huge write.
+fn shrink_if_huge(out: &mut Vec<u8>) {
+    if out.capacity() > KEEP_WRITE_BUFFER {
+        *out = Vec::with_capacity(8 * 1024);
     }
 }
 

@@ -33,6 +33,8 @@
 //!   rules (the variable, its default and cap), which are `agora_proto::spin`'s, shared with
 //!   the manager.
 //! - `slot`: the current connection, swapped lock-free for a new one in a forked child.
+//! - `refs`: the reference table of each client: what its connection holds of each object,
+//!   how many proxies of it live, and the `decref`s due; see [Lifetime](#lifetime).
 //! - [`client`](Client): the [`Client`] handle, registry methods and the raw call API.
 //! - [`command`](Cmd): [`Cmd`], one call encoded and typed, to run now or later.
 //! - [`pipeline`](Pipeline): many commands in one write; typed [`Handle`]s into the [`Replies`].
@@ -41,7 +43,8 @@
 //!   the blocking objects [`Queue`], [`JoinableQueue`], [`Lock`], [`RLock`], [`Semaphore`],
 //!   [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`], with RAII guards.
 //! - `atfork`: a forked child gets `/dev/null` in place of this process's manager sockets, so
-//!   that it never keeps the parent's session (and the locks it holds) alive.
+//!   that it never keeps the parent's session (and the locks it holds) alive; the reference
+//!   tables are locked across the fork, so the child finds them whole.
 //! - [`token`](Token): a proxy written as a string for another process.
 //! - `run`: [`ManagerRun`], which run of a manager a client talks to, so that a proxy, token
 //!   or pickle of a manager that was restarted never reaches an object of the new run.
@@ -57,6 +60,47 @@
 //! matched by msgid and handed to their callers. The reply's result is decoded with
 //! `rmp_serde`, with the client set as the thread's current one so that object references in
 //! it become proxies; an error reply becomes [`Error::Remote`].
+//!
+//! # Lifetime
+//!
+//! An unnamed object lives while something holds it, as in Python's Manager (`PROTOCOL.md`,
+//! 3.2): a connection with proxies of it, a reference to it stored in another live object, or
+//! a handoff to another process. When the last proxy of an object in a process is dropped,
+//! the client gives back what its connection received of it, and the manager frees it if
+//! nothing else holds it. Named objects live until deleted, whatever holds them.
+//!
+//! ```no_run
+//! # let client = agora_client::Client::from_env()?;
+//! let scratch = client.list::<i64>()?; // unnamed: lives while a proxy of it does
+//! let copy = scratch.clone();
+//! drop(scratch);
+//! copy.append(&1)?; // still alive: a clone holds it
+//! drop(copy); // gone: the manager frees it
+//! let kept = client.list_named::<i64>("log")?; // named: lives until deleted
+//! # Ok::<(), agora_client::Error>(())
+//! ```
+//!
+//! - **What holds.** Every proxy value holds its object: those made by `from_id`, clones,
+//!   and those decoded from replies (a `Dict<String, List<i64>>`'s values). A reply being
+//!   decoded, and a pipeline's [`Replies`] while they live, hold the objects they reference
+//!   until their proxies are made. A bare id or a [`SharedRef`] holds nothing by itself: the
+//!   connection keeps what it received of that object (so the id stays valid) until a proxy
+//!   made of it is dropped, or the client closes.
+//! - **No round trip.** Dropping the last proxy costs no call: the `decref` notification
+//!   goes out in the same write as the connection's next request, or, when no call is in
+//!   flight, is written at once (a write, no reply). If calls are in flight, it goes with the
+//!   next request or when the last of them completes, whichever is first: an idle process
+//!   keeps no dropped object alive.
+//! - **Tokens.** [`token`](Dict::token) exports the object (a handoff), so it outlives the
+//!   proxy it came from until the receiver's [`from_token`](Dict::from_token) adopts it, or
+//!   the manager's `--handoff-seconds` pass.
+//! - **Fork.** A forked child's proxies hold nothing until its own connection adopts their
+//!   objects, which it does when the connection opens (the child's first call).
+//!   `agora::Process::spawn` calls [`export_for_fork`] before forking, so the parent may drop
+//!   its proxies at once. A raw `libc::fork` without it leaves a race: an object whose last
+//!   parent proxy is dropped before the child's first call is freed, and the child's proxies
+//!   of it get `UnknownObjectError`. Call [`export_for_fork`] before such a fork.
+//! - [`Client::objects`] reports each object's `holders`, to tell a leak from a live object.
 //!
 //! # Naming
 //!
@@ -112,6 +156,7 @@ mod connection;
 mod error;
 mod pipeline;
 pub mod proxies;
+mod refs;
 mod run;
 mod slot;
 mod spin;
@@ -123,7 +168,7 @@ mod tests;
 pub use address::Address;
 pub use agora_proto::ObjectRef;
 pub use bytes::Bytes;
-pub use client::{Client, ObjectInfo, ENV_ADDRESS, ENV_AUTHKEY};
+pub use client::{export_for_fork, Client, ObjectInfo, ENV_ADDRESS, ENV_AUTHKEY};
 pub use command::Cmd;
 pub use error::{Error, ErrorName, RemoteName, Result};
 pub use pipeline::{Handle, Pipeline, Replies};

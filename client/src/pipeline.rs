@@ -25,7 +25,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::client::Client;
+use crate::client::{Client, Hold};
 use crate::command::{Args, Cmd, Decoder, Reply};
 use crate::error::{Error, Result};
 
@@ -76,10 +76,15 @@ impl<T> fmt::Debug for Handle<T> {
 }
 
 /// The replies of an executed pipeline, one per queued call.
+///
+/// While they live, the objects their references name are held for this process (a reply can
+/// be decoded into proxies any number of times, so the objects must not go before the replies
+/// do): keep them until their proxies are made, drop them afterwards.
 pub struct Replies {
     client: Client,
     serial: u64,
     replies: Vec<Reply>,
+    _holds: Hold,
 }
 
 impl fmt::Debug for Replies {
@@ -128,6 +133,7 @@ impl Pipeline {
     /// error is in its reply and the other calls run normally.
     pub fn execute(self) -> Result<Replies> {
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(self.queued.len());
+        let mut holds = Hold::default();
         let mut chunk: Vec<(usize, &str, &Args)> = Vec::new();
         let mut chunk_bytes = 0;
         for (index, (method, args)) in self.queued.iter().enumerate() {
@@ -143,14 +149,15 @@ impl Pipeline {
             }
             replies.push(None);
             if chunk_bytes >= CHUNK_BYTES {
-                self.send_chunk(&mut chunk, &mut replies)?;
+                holds.merge(self.send_chunk(&mut chunk, &mut replies)?);
                 chunk_bytes = 0;
             }
         }
-        self.send_chunk(&mut chunk, &mut replies)?;
+        holds.merge(self.send_chunk(&mut chunk, &mut replies)?);
         Ok(Replies {
             client: self.client,
             serial: self.serial,
+            _holds: holds,
             replies: replies
                 .into_iter()
                 .map(|r| {
@@ -160,21 +167,22 @@ impl Pipeline {
         })
     }
 
-    /// Sends the calls of `chunk` in one write and files their replies.
+    /// Sends the calls of `chunk` in one write and files their replies; returns what holds
+    /// the objects their references name.
     fn send_chunk(
         &self,
         chunk: &mut Vec<(usize, &str, &Args)>,
         replies: &mut [Option<Reply>],
-    ) -> Result<()> {
+    ) -> Result<Hold> {
         if chunk.is_empty() {
-            return Ok(());
+            return Ok(Hold::default());
         }
         let calls: Vec<(&str, &Args)> = chunk.iter().map(|(_, m, a)| (*m, *a)).collect();
-        let got = self.client.run_many(&calls)?;
+        let (got, hold) = self.client.run_many(&calls)?;
         for ((index, _, _), reply) in chunk.drain(..).zip(got) {
             replies[index] = Some(reply);
         }
-        Ok(())
+        Ok(hold)
     }
 }
 

@@ -42,8 +42,10 @@ impl Slot {
     }
 
     /// Replaces `old` with `new`, unless another thread replaced it first, and returns the
-    /// connection now current. The winner closes `old`'s socket.
-    pub(crate) fn replace(&self, old: &Connection, new: Connection) -> &Connection {
+    /// connection now current, and whether it is `new` (this thread won). The winner closes
+    /// `old`'s socket, and does what a new connection needs once (adopting the objects of
+    /// inherited proxies).
+    pub(crate) fn replace(&self, old: &Connection, new: Connection) -> (&Connection, bool) {
         let new = Box::into_raw(Box::new(new));
         let old_ptr = old as *const Connection as *mut Connection;
         match self
@@ -53,13 +55,13 @@ impl Slot {
             Ok(_) => {
                 old.close_inherited();
                 // SAFETY: `new` was just stored and is live for the slot's life (see `get`).
-                unsafe { &*new }
+                (unsafe { &*new }, true)
             }
             Err(winner) => {
                 // SAFETY: `new` never became visible to another thread: we still own it.
                 drop(unsafe { Box::from_raw(new) });
                 // SAFETY: as in `get`.
-                unsafe { &*winner }
+                (unsafe { &*winner }, false)
             }
         }
     }

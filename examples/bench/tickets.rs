@@ -200,11 +200,14 @@ pub fn run(
     let mut raw = RawStream::connect(&servers.echo_unix)?;
     let (message, mut buf) = ([0x90u8; 21], [0u8; 21]);
     let mut raw_rate = Samples::default();
+    // Kept for the whole section: the workers' proxies, made from the ids, hold nothing, and
+    // an unnamed object goes with the last proxy that does.
+    let (lock, value) = (manager.lock()?, manager.value(&0i64)?);
     let objects = Objects {
         address: servers.agora_unix.clone(),
         authkey: servers.authkey.clone(),
-        lock: manager.lock()?.id(),
-        value: manager.value(&0i64)?.id(),
+        lock: lock.id(),
+        value: value.id(),
         dir: dir.to_owned(),
     };
     let mut samples = vec![vec![Samples::default(); workers.len()]; Backend::ALL.len()];

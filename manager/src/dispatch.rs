@@ -39,7 +39,9 @@ fn scoped_call(
     caller: &Caller<'_>,
     out: &mut Vec<u8>,
 ) -> Result<Outcome, CallError> {
-    scope.admit(registry.admit(&mut reach.cache, p)?);
+    if p.may_hold_ext() {
+        scope.admit(registry.admit(&mut reach.cache, p)?);
+    }
     let start = out.len();
     let outcome = route(registry, reach, method, p, caller, out)?;
     // A value the call took out (a pop, a get) has dropped its pins already, so the count of
@@ -125,18 +127,17 @@ fn gone(id: u64) -> CallError {
     )
 }
 
-/// Applies `decref [[id, count], ...]`: all of it, or nothing when a pair is malformed.
+/// Applies `decref [[id, count], ...]` (each param one pair): all of it, or nothing when a
+/// pair is malformed.
 pub fn decref(held: &mut Held, p: &Params) -> Result<(), CallError> {
-    p.expect("decref", 1, 1)?;
     let wrong = || {
         CallError::type_error(
-            "decref takes one param, an array of [id, count] pairs of non-negative ints",
+            "decref takes [id, count] pairs of non-negative ints, one pair per param",
         )
     };
-    let pairs = params::array_items(p.raw(0)).ok_or_else(wrong)?;
-    let mut parsed = Vec::with_capacity(pairs.len());
-    for pair in pairs {
-        match params::array_items(pair).as_deref() {
+    let mut parsed = Vec::with_capacity(p.len());
+    for i in 0..p.len() {
+        match params::array_items(p.raw(i)).as_deref() {
             Some([id, n]) => {
                 let id = params::int_u64(id).ok_or_else(wrong)?;
                 parsed.push((id, params::int_u64(n).ok_or_else(wrong)?));

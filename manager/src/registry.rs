@@ -38,7 +38,7 @@ use agora_proto::{CallError, ErrorName, Params};
 
 use crate::objects::{self, Kind, ObjectHandle};
 use holders::{Held, HolderCount, Pin, Reaper};
-use ids::{IdKey, IdSequence};
+use ids::{IdKey, IdMap, IdSequence};
 
 /// A registered object and whether it has been deleted since. The registry holds the only
 /// lasting strong reference; caches hold weak ones, and a call holds a strong one for as long
@@ -405,7 +405,16 @@ impl Registry {
     /// Frees every unnamed object whose last holder went, as `delete` would, and those their
     /// values held in turn. Returns how many it freed. Call it outside any
     /// [`CallScope`](holders::CallScope) and with no object lock held.
+    #[inline]
     pub fn reap(&self) -> usize {
+        // After nearly every request there is nothing to do: one load, no call.
+        if !self.reaper.any_dying() {
+            return 0;
+        }
+        self.reap_dying()
+    }
+
+    fn reap_dying(&self) -> usize {
         let mut freed = 0;
         loop {
             let dying = self.reaper.take();
@@ -522,10 +531,10 @@ impl Registry {
         cache: &mut ObjectCache,
         params: &Params,
     ) -> Result<Vec<Arc<Slot>>, CallError> {
-        let raw = params.encoded();
-        if !agora_proto::objref::may_hold_ext(raw) {
+        if !params.may_hold_ext() {
             return Ok(Vec::new());
         }
+        let raw = params.encoded();
         let mut found = Vec::new();
         let mut malformed = false;
         agora_proto::objref::for_each_ref(raw, |f| match f {
@@ -592,7 +601,7 @@ const CACHE_CAPACITY: usize = 4096;
 /// registry lets it go, not when every connection that used it has moved on.
 #[derive(Default)]
 pub struct ObjectCache {
-    slots: HashMap<u64, Weak<Slot>>,
+    slots: IdMap<Weak<Slot>>,
 }
 
 impl ObjectCache {

@@ -156,7 +156,7 @@ impl Session {
         decoder: &mut FrameDecoder,
         out: &mut Vec<u8>,
     ) -> Next {
-        let (msgid, method, params) = match envelope::parse(frame) {
+        let (msgid, method, mut params) = match envelope::parse(frame) {
             Ok(Envelope::Request {
                 msgid,
                 method,
@@ -177,6 +177,9 @@ impl Session {
                 return Next::Continue;
             }
         };
+        if !decoder.last_frame_had_ext() {
+            params.mark_without_ext();
+        }
         // Write the success header, let the method append its result after it, and replace
         // both with an error response if the method fails (or remove them if it parks).
         let start = out.len();

@@ -95,7 +95,7 @@ fn a_token_of_a_restarted_manager_is_an_unknown_object() {
     assert_eq!(c.manager_run().id, first_run);
     let old = c.list::<i64>().unwrap();
     old.extend([1, 2, 3]).unwrap();
-    let token = old.token();
+    let token = old.token().unwrap();
     assert!(token.ends_with(&format!("#{first_run}")), "{token}");
     drop((old, c));
     first.stop();
@@ -130,7 +130,7 @@ fn a_token_of_a_restarted_manager_is_an_unknown_object() {
     assert_eq!(list.copy().unwrap(), [10, 20]);
     assert_eq!(dict.items().unwrap(), [("a".to_owned(), 1)]);
     // And a token of the new run works.
-    let again = List::<i64>::from_token(&c, &list.token()).unwrap();
+    let again = List::<i64>::from_token(&c, &list.token().unwrap()).unwrap();
     assert_eq!(again.copy().unwrap(), [10, 20]);
     second.stop();
 }
@@ -147,7 +147,7 @@ fn from_token_compares_runs_not_addresses() {
 
     let list = a_unix.list::<i64>().unwrap();
     list.append(&7).unwrap();
-    let token = list.token();
+    let token = list.token().unwrap();
 
     // The same run through its other address: the same object.
     let same = List::<i64>::from_token(&a_tcp, &token).unwrap();

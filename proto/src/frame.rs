@@ -63,6 +63,11 @@ impl FrameDecoder {
         self.buf.len()
     }
 
+    /// True when the last frame returned holds an ext value (see [`Scanner::last_had_ext`]).
+    pub fn last_frame_had_ext(&self) -> bool {
+        self.scanner.last_had_ext()
+    }
+
     /// The next complete message, `Ok(None)` when more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
         match self.scanner.scan(&self.buf) {

@@ -13,6 +13,8 @@ use crate::scanner::value_len;
 pub struct Params {
     frame: Bytes,
     spans: Vec<(u32, u32)>,
+    /// False when the framing found no ext value in the message, so no object reference.
+    may_hold_ext: bool,
 }
 
 /// The MessagePack type of the value at the start of `raw`, named for error messages.
@@ -121,7 +123,20 @@ impl Params {
         Some(Params {
             frame: array,
             spans,
+            may_hold_ext: true,
         })
+    }
+
+    /// Records that the message these params came from holds no ext value, which its framing
+    /// found out for free ([`crate::FrameDecoder::last_frame_had_ext`]).
+    pub fn mark_without_ext(&mut self) {
+        self.may_hold_ext = false;
+    }
+
+    /// False when the params certainly hold no ext value (hence no object reference): known
+    /// from the framing, else from a look at the bytes.
+    pub fn may_hold_ext(&self) -> bool {
+        self.may_hold_ext && crate::objref::may_hold_ext(&self.frame)
     }
 
     /// The whole params array, encoded.

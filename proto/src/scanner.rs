@@ -76,6 +76,10 @@ pub(crate) enum Header {
 }
 
 /// Reads the header at the start of `buf`. `Ok(None)` means more bytes are needed.
+///
+/// Inlined into the scanner's loop, the hot path of every request, which it was before
+/// [`crate::objref::for_each_ref`] came to share it.
+#[inline(always)]
 pub(crate) fn header(buf: &[u8], offset: usize) -> Result<Option<(usize, Header)>, ScanError> {
     let Some(&marker) = buf.first() else {
         return Ok(None);
@@ -171,6 +175,10 @@ pub struct Scanner {
     /// The limits changed since the last scan: what was scanned already is checked against
     /// them once, at the next scan (not at every scan: this is the hot path of every request).
     limits_changed: bool,
+    /// An ext header was met in the current value.
+    saw_ext: bool,
+    /// An ext header was met in the last complete value.
+    last_had_ext: bool,
 }
 
 impl Scanner {
@@ -182,7 +190,16 @@ impl Scanner {
             skip: 0,
             open: Vec::new(),
             limits_changed: false,
+            saw_ext: false,
+            last_had_ext: false,
         }
+    }
+
+    /// True when the last complete value holds an ext value of some type, found while framing
+    /// it at no extra cost: a value without one holds no object reference, and the manager
+    /// need not look for one.
+    pub fn last_had_ext(&self) -> bool {
+        self.last_had_ext
     }
 
     /// The limits this scanner enforces.
@@ -231,6 +248,7 @@ impl Scanner {
     }
 
     fn reset(&mut self) {
+        self.last_had_ext = std::mem::take(&mut self.saw_ext);
         self.pos = 0;
         self.skip = 0;
         self.open.clear();
@@ -264,6 +282,7 @@ impl Scanner {
             match kind {
                 Header::Scalar => {}
                 Header::Payload(len) => {
+                    self.saw_ext |= matches!(buf[self.pos - size], 0xc7..=0xc9 | 0xd4..=0xd8);
                     self.check_size(len)?;
                     self.skip = len;
                     if len > 0 {
@@ -332,6 +351,28 @@ mod tests {
         let mut out = Vec::new();
         rmpv::encode::write_value(&mut out, v).unwrap();
         out
+    }
+
+    #[test]
+    fn the_scan_tells_whether_a_value_held_an_ext() {
+        use rmpv::Value as V;
+        let with = |ext: V| encode(&V::Array(vec![V::from("text \u{d4}"), V::Array(vec![ext])]));
+        let mut s = Scanner::new(Limits::default());
+        for (value, has_ext) in [
+            (with(V::from(1)), false),
+            (with(V::Ext(1, vec![1, 2, 3, 4, 5, 6, 7])), true),
+            (with(V::Ext(-1, vec![0; 4])), true),
+            (with(V::Ext(9, vec![0; 300])), true),
+            (with(V::Binary(vec![0xc7; 9])), false),
+        ] {
+            // Byte by byte, as a slow network delivers it.
+            let mut done = None;
+            for end in 1..=value.len() {
+                done = s.scan(&value[..end]).unwrap();
+            }
+            assert_eq!(done, Some(value.len()));
+            assert_eq!(s.last_had_ext(), has_ext, "{value:02x?}");
+        }
     }
 
     fn sample() -> rmpv::Value {

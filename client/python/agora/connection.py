@@ -10,6 +10,9 @@ Each call is one MessagePack-RPC request and its response (see ``PROTOCOL.md``).
 whose call was interrupted half way (by ``KeyboardInterrupt``, a signal handler, a socket error)
 is closed rather than reused, since a late response would otherwise be read as the answer to a
 later call. Closing it makes the manager give back whatever the connection held or waited for.
+
+Each connection also keeps the counts of object references the manager made for it
+(``PROTOCOL.md`` section 3.2), and the live proxies made from them; see :class:`Connection`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import socket
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from collections import deque
+from multiprocessing import util as mp_util
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import msgpack
 
@@ -206,9 +211,57 @@ def _pairs_to_dict(pairs: list) -> Any:
 #: Set by ``agora.proxies``: builds the proxy for ``(client, kind, id)``.
 proxy_factory: Optional[Callable[["Client", str, int], Any]] = None
 
+#: The methods whose success the manager counts as one more reference of the connection to the
+#: object they name (``PROTOCOL.md`` section 3.2): the id is ``create``'s result and the first
+#: param of the others.
+COUNTED = frozenset({"create", "incref", "adopt"})
+
+#: Raised instead of deadlocking when a thread starts a call while it is in the middle of
+#: another on the same connection: a ``__del__`` method or a signal handler that uses a proxy.
+_REENTERED = (
+    "an agora call was made on a connection while this thread was in the middle of another "
+    "call on it (from a __del__ method, a weakref callback or a signal handler?)"
+)
+
+
+class _Attach(threading.local):
+    #: The connection a proxy made now on this thread is attached to: set while a proxy is
+    #: made from a reference that connection counted (or as a twin of one of its proxies,
+    #: ``agora.proxies._twin``). ``None``: the proxy holds nothing.
+    home: Optional["Connection"] = None
+
+
+_attach = _Attach()
+
+
+def _resolve(conn: "Connection") -> "Connection":
+    # A connection whose references were taken over by another forwards to it.
+    while True:
+        forward = conn._forward
+        if forward is None:
+            return conn
+        conn = forward
+
 
 class Connection:
-    """One authenticated socket to a manager, used by one thread at a time."""
+    """One authenticated socket to a manager, used by one thread at a time.
+
+    It also keeps this process's side of the manager's reference counts (``PROTOCOL.md``
+    section 3.2): per object id, ``[received, live]``, where ``received`` counts what the
+    manager counted for this connection since this client last sent it a ``decref`` of the id
+    (a ``create`` answered with it, an ``incref`` or ``adopt`` of it, and each reference to it
+    in a successful response), and ``live`` the proxies attached to this connection (made from
+    those references). When ``live`` drops to zero the id goes in a ``decref`` notification,
+    with ``received`` as its count, written before the connection's next request or at once
+    when the connection's lock is free.
+
+    A proxy's ``__del__`` may run on any thread, in the middle of anything (even of a call on
+    this connection, when the garbage collector runs): it only appends the id to ``_dead``
+    and tries the lock without waiting. Everything else that touches the table, or writes to
+    the socket, holds ``_lock``; the thread that made a call reads its reply without holding
+    it, so that other threads can still write their ``decref`` notifications while a call is
+    parked on the manager.
+    """
 
     __slots__ = (
         "client",
@@ -222,6 +275,15 @@ class Connection:
         "_spin",
         "_backoff_quick",
         "_backoff_wait",
+        "_lock",
+        "_owner",
+        "_reader",
+        "_sending",
+        "_refs",
+        "_dead",
+        "_pending",
+        "_forward",
+        "_orphaned",
         "run",
         "started",
         "__weakref__",
@@ -237,6 +299,25 @@ class Connection:
         #: seconds), as ``hello`` reported them.
         self.run = ""
         self.started = 0
+        # Held to write to the socket or to change the tables below; _owner is the holder's
+        # thread id (0: free), so that a thread never waits for itself.
+        self._lock = threading.Lock()
+        self._owner = 0
+        #: The thread reading a reply on this connection (0: none).
+        self._reader = 0
+        #: True while a write is under way: a write cut short leaves half a message behind.
+        self._sending = False
+        #: id -> [received, live] (see the class docstring).
+        self._refs: Dict[int, List[int]] = {}
+        #: Ids one of whose proxies was collected, not yet taken off ``live``.
+        self._dead: Deque[int] = deque()
+        #: Ids whose ``live`` reached zero: the next decref (ordered, as a set).
+        self._pending: Dict[int, None] = {}
+        #: The connection that took over this one's references (see Client._orphans).
+        self._forward: Optional[Connection] = None
+        #: Closed with proxies still attached, whose references another connection of this
+        #: client must adopt (after an interrupted call, or in a forked child).
+        self._orphaned = False
         family, target = _sockaddr(client.address)
         sock = socket.socket(family, socket.SOCK_STREAM)
         if timeout is not None:
@@ -259,10 +340,12 @@ class Connection:
         self._buffer = bytearray(_RECV_CHUNK)
         self._view = memoryview(self._buffer)
         self._packer = msgpack.Packer(default=client._encode_default, use_bin_type=True)
+        # Through a weak reference: a bound method would make a cycle, and the connection
+        # would then close only when the cyclic garbage collector runs.
         self._unpacker = msgpack.Unpacker(
             raw=False,
             strict_map_key=False,
-            ext_hook=client._decode_ext,
+            ext_hook=_ext_hook(weakref.ref(self)),
             object_pairs_hook=_pairs_to_dict,
             max_buffer_size=0,
         )
@@ -293,38 +376,55 @@ class Connection:
         self.client.run, self.client.started = run, started
         log.debug("connected to %s (manager %s)", self.client.address, hello.get("version"))
 
-    def call(self, method: str, params: Sequence[Any]) -> Any:
-        """Sends one request and returns its result, or raises the error it got."""
-        msgid = self._next_id
-        self._next_id = (msgid + 1) & 0xFFFFFFFF
-        # Packing fails (unsupported value) before anything is sent: the connection stays good.
-        data = self._packer.pack((0, msgid, method, params))
-        if self._closed:
-            raise ConnectionLost(f"the connection to {self.client.address} is closed")
-        unpacker = self._unpacker
-        response = None
+    # --- locking -------------------------------------------------------------------------------
+
+    def _enter(self, me: int) -> None:
+        if self._owner == me:
+            raise RuntimeError(_REENTERED)
+        self._lock.acquire()
+        self._owner = me
+
+    def _leave(self) -> None:
+        self._owner = 0
+        self._lock.release()
+        # Checked after the release: a proxy that went while the lock was held could not
+        # write its decref, and nobody else may come to write it.
+        if self._dead or self._pending:
+            self._try_flush()
+
+    # --- calls ---------------------------------------------------------------------------------
+
+    def call(
+        self, method: str, params: Sequence[Any], make: Optional[Callable[[Any], Any]] = None
+    ) -> Any:
+        """Sends one request and returns its result, or raises the error it got.
+
+        For the methods the manager counts (:data:`COUNTED`), ``make`` turns the result into
+        the proxy that holds the reference, atomically with counting it, and ``call`` returns
+        what ``make`` returned."""
+        me = threading.get_ident()
+        if self._reader == me:
+            raise RuntimeError(_REENTERED)
+        self._enter(me)
         try:
-            self._sock.sendall(data)
-            while response is None:
-                n = self._receive(method)
-                if not n:
-                    raise ConnectionLost(
-                        f"the agora manager at {self.client.address} closed the connection"
-                    )
-                unpacker.feed(self._view[:n])
-                for msg in unpacker:
-                    if type(msg) is list and len(msg) == 4 and msg[0] == 1:
-                        if msg[1] == msgid:
-                            response = msg
-                            break
-                        # Not ours: cannot happen with one call at a time; ignored.
-                    elif type(msg) is list and len(msg) == 3 and msg[0] == 2:
-                        if msg[1] == "error":
-                            # A fatal error on this connection; the manager closes it next.
-                            raise errors.from_wire(msg[2])
-                        # Any other notification is ignored.
+            if self._closed:
+                raise ConnectionLost(f"the connection to {self.client.address} is closed")
+            msgid = self._next_id
+            self._next_id = (msgid + 1) & 0xFFFFFFFF
+            # Packing fails (unsupported value) before anything is sent: the connection stays
+            # good, and the tables are as they were.
+            request = self._packer.pack((0, msgid, method, params))
+            if self._dead or self._pending or self.client._orphans:
+                request = self._prelude(()) + request
+            self._write(request)
+        finally:
+            self._leave()
+        self._reader = me
+        try:
+            response = self._read_response(msgid, method)
         except BaseException as e:
-            self._break()
+            self._reader = 0
+            self._break(writable=_interrupted(e))
             if isinstance(e, OSError) and not isinstance(e, ConnectionLost):
                 raise ConnectionLost(
                     f"lost the connection to the agora manager at {self.client.address}: {e}"
@@ -332,14 +432,384 @@ class Connection:
             if isinstance(e, (ValueError, msgpack.UnpackException)):
                 raise ProtocolError(f"cannot read the manager's response: {e}") from e
             raise
+        finally:
+            self._reader = 0
+            if self._owner == me:  # taken while decoding a reference
+                self._leave()
         error = response[2]
         if error is None:
+            if method in COUNTED:
+                ident = response[3] if method == "create" else params[0]
+                return self._count(ident, response[3], make)
             return response[3]
         exception = errors.from_wire(error)
         if isinstance(exception, (errors.LimitError, ProtocolError)):
             # The manager closes the connection after these: open a new one next time.
             self._break()
         raise exception
+
+    def _read_response(self, msgid: int, method: str) -> list:
+        unpacker = self._unpacker
+        while True:
+            n = self._receive(method)
+            if not n:
+                raise ConnectionLost(
+                    f"the agora manager at {self.client.address} closed the connection"
+                )
+            unpacker.feed(self._view[:n])
+            for msg in unpacker:
+                if type(msg) is list and len(msg) == 4 and msg[0] == 1:
+                    if msg[1] == msgid:
+                        return msg
+                    # Not ours: the answer to a request sent without waiting (export, adopt).
+                elif type(msg) is list and len(msg) == 3 and msg[0] == 2:
+                    if msg[1] == "error":
+                        # A fatal error on this connection; the manager closes it next.
+                        raise errors.from_wire(msg[2])
+                    # Any other notification is ignored.
+
+    def _write(self, data: bytes) -> None:
+        """Writes ``data`` (the lock held). A write that fails or is interrupted may have
+        left half a message on the stream: the connection is closed."""
+        if not data:
+            return
+        self._sending = True
+        try:
+            self._sock.sendall(data)
+        except BaseException as e:
+            self._break()
+            if isinstance(e, OSError) and not isinstance(e, ConnectionLost):
+                raise ConnectionLost(
+                    f"lost the connection to the agora manager at {self.client.address}: {e}"
+                ) from e
+            raise
+        self._sending = False
+
+    def send_without_reply(self, method: str, idents: Iterable[int]) -> None:
+        """Writes one ``[method, [id]]`` request per id without waiting for the answers (the
+        reader of this connection skips them): for ``export`` and ``adopt``, whose effect is
+        ordered before whatever this connection sends next. Counted methods are counted as
+        if they succeeded: a ``decref`` of an object that failed is harmless."""
+        me = threading.get_ident()
+        self._enter(me)
+        try:
+            if self._closed:
+                return
+            self._write(self._prelude(self._requests(method, idents)))
+        finally:
+            self._leave()
+
+    def _requests(self, method: str, idents: Iterable[int]) -> List[bytes]:
+        out = []
+        counted = method in COUNTED
+        for ident in idents:
+            msgid = self._next_id
+            self._next_id = (msgid + 1) & 0xFFFFFFFF
+            out.append(self._packer.pack((0, msgid, method, (ident,))))
+            if counted:
+                entry = self._refs.get(ident)
+                if entry is None:
+                    entry = self._refs[ident] = [0, 0]
+                    self._pending[ident] = None  # no proxy here holds it: give it back
+                entry[0] += 1
+        return out
+
+    def _prelude(self, requests: Sequence[bytes]) -> bytes:
+        """What goes before the next request (the lock held): the ``adopt`` requests that take
+        over orphaned references, ``requests``, then the pending decrefs, in one buffer."""
+        parts: List[bytes] = []
+        if self.client._orphans and self.run:
+            parts.extend(self._requests("adopt", self._take_over()))
+        parts.extend(requests)
+        parts.append(self._decref_message())
+        return b"".join(parts)
+
+    # --- references ----------------------------------------------------------------------------
+
+    def _count(self, ident: Any, result: Any, make: Optional[Callable[[Any], Any]]) -> Any:
+        """Counts one reference to ``ident`` received with ``result`` and runs ``make`` on it,
+        as one step: no decref of ``ident`` can slip in between."""
+        if type(ident) is not int:
+            return result if make is None else make(result)
+        me = threading.get_ident()
+        self._enter(me)
+        try:
+            entry = self._reserve(ident)
+            try:
+                if make is None:
+                    return result
+                _attach.home = self
+                try:
+                    return make(result)
+                finally:
+                    _attach.home = None
+            finally:
+                self._unreserve(entry, ident)
+        finally:
+            self._leave()
+
+    def _reserve(self, ident: int) -> List[int]:
+        # One more reference received, plus a live count held until the proxy exists, so that
+        # the id cannot be decref'd in between (the lock held).
+        entry = self._refs.get(ident)
+        if entry is None:
+            entry = self._refs[ident] = [0, 0]
+        entry[0] += 1
+        entry[1] += 1
+        return entry
+
+    def _unreserve(self, entry: List[int], ident: int) -> None:
+        entry[1] -= 1
+        if entry[1] <= 0:
+            self._pending[ident] = None  # no proxy was made: give the reference back
+
+    def _decode_ext(self, code: int, data: bytes) -> Any:
+        """The unpacker's hook: a reference becomes a proxy attached to this connection, and is
+        counted whether or not this client knows its kind."""
+        if code != REFERENCE_EXT:
+            return msgpack.ExtType(code, data)
+        try:
+            kind, ident = msgpack.unpackb(data, raw=False)
+        except Exception:  # never fail a whole response over one odd reference
+            return msgpack.ExtType(code, data)
+        if not isinstance(kind, str) or type(ident) is not int:
+            return msgpack.ExtType(code, data)
+        me = threading.get_ident()
+        if self._owner != me:
+            # Kept until the whole reply is read (call() releases it): one acquire per reply.
+            self._lock.acquire()
+            self._owner = me
+        entry = self._reserve(ident)
+        proxy = None
+        try:
+            factory = proxy_factory
+            if factory is not None:
+                _attach.home = self
+                try:
+                    proxy = factory(self.client, kind, ident)
+                finally:
+                    _attach.home = None
+        except Exception:  # a reference this client cannot make a proxy of stays an ExtType
+            proxy = None
+        finally:
+            self._unreserve(entry, ident)
+        return msgpack.ExtType(code, data) if proxy is None else proxy
+
+    def track(self, ident: int) -> "Connection":
+        """Attaches one more proxy of ``ident`` to this connection (or to the one that took its
+        references over); returns the connection it is attached to."""
+        me = threading.get_ident()
+        conn = _resolve(self)
+        if conn._closed and not conn._orphaned:
+            return conn  # what it held went with it: nothing to count
+        if conn._owner == me:  # making the proxy of a reference just counted
+            entry = conn._refs.get(ident)
+            if entry is None:
+                entry = conn._refs[ident] = [0, 0]
+            entry[1] += 1
+            return conn
+        while True:
+            conn._enter(me)
+            try:
+                if conn._forward is None:
+                    entry = conn._refs.get(ident)
+                    if entry is None:
+                        entry = conn._refs[ident] = [0, 0]
+                    entry[1] += 1
+                    return conn
+            finally:
+                conn._leave()
+            conn = _resolve(conn)
+
+    def proxy_died(self, ident: int) -> None:
+        """Called by a proxy's ``__del__``, on any thread and at any moment: only queues the id,
+        then writes the decref if the lock is free."""
+        conn = _resolve(self)
+        if conn._closed and not conn._orphaned:
+            return  # what the connection held went with it
+        conn._dead.append(ident)
+        if conn._forward is not None:
+            # Taken over meanwhile: the takeover may have read _dead already.
+            _move_dead(conn)
+            return
+        if not conn._orphaned:
+            conn._try_flush()
+
+    def _drain_dead(self) -> None:
+        # Takes the collected proxies off their live counts (the lock held).
+        dead, refs, pending = self._dead, self._refs, self._pending
+        while dead:
+            ident = dead.popleft()
+            entry = refs.get(ident)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    pending[ident] = None
+
+    def _decref_message(self) -> bytes:
+        """The ``decref`` notification of every id whose proxies are all gone, its entries
+        removed; empty when there is none (the lock held)."""
+        self._drain_dead()
+        pending = self._pending
+        if not pending:
+            return b""
+        batch = []
+        refs = self._refs
+        for ident in pending:
+            entry = refs.get(ident)
+            if entry is None or entry[1] > 0:
+                continue  # a proxy of it came back since
+            del refs[ident]
+            if entry[0] > 0:
+                batch.append((ident, entry[0]))
+        pending.clear()
+        if not batch:
+            return b""
+        # Each pair is one param (PROTOCOL.md, section 3.2).
+        return self._packer.pack((2, "decref", batch))
+
+    def _try_flush(self) -> None:
+        """Writes the pending decrefs now, if the lock is free (else its holder will)."""
+        while (self._dead or self._pending) and not self._closed:
+            if not self._lock.acquire(False):
+                return
+            self._owner = threading.get_ident()
+            try:
+                self._write(self._decref_message())
+            except Exception:  # the connection is closed: what it held went with it
+                pass
+            finally:
+                self._owner = 0
+                self._lock.release()
+
+    def export_live(self, done: set) -> None:
+        """Exports every object this connection has live proxies of and that is not in
+        ``done`` (then added to it), without waiting for the answers: before a fork, so that
+        the objects outlive the parent dropping its proxies until the child adopts them."""
+        me = threading.get_ident()
+        if self._owner == me or self._closed or self._forward is not None:
+            return
+        self._enter(me)
+        try:
+            if self._closed:
+                return
+            self._drain_dead()
+            idents = [i for i, e in self._refs.items() if e[1] > 0 and i not in done]
+            done.update(idents)
+            self._write(self._prelude(self._requests("export", idents)))
+        finally:
+            self._leave()
+
+    def _take_over(self) -> List[int]:
+        """Takes over the references of the client's orphaned connections of this run (the lock
+        held): their proxies now count here. Returns the ids to adopt."""
+        client = self.client
+        with client._guard:
+            orphans, client._orphans = client._orphans, []
+        adopt: List[int] = []
+        me = threading.get_ident()
+        for orphan in orphans:
+            orphan._enter(me)
+            try:
+                orphan._drain_dead()
+                live = [(i, e[1]) for i, e in orphan._refs.items() if e[1] > 0]
+                orphan._refs.clear()
+                orphan._pending.clear()
+                orphan._orphaned = False
+                if orphan.run != self.run:
+                    continue  # its ids name nothing in this run; its proxies say so when used
+                orphan._forward = self
+            finally:
+                orphan._owner = 0
+                orphan._lock.release()
+            _move_dead(orphan)
+            for ident, count in live:
+                entry = self._refs.get(ident)
+                if entry is None:
+                    entry = self._refs[ident] = [0, 0]
+                entry[1] += count
+                adopt.append(ident)
+        return adopt
+
+    def take_over_now(self) -> None:
+        """Adopts the orphaned references of the client at once, without waiting for a call."""
+        self.send_without_reply("adopt", ())
+
+    # --- closing -------------------------------------------------------------------------------
+
+    def _break(self, writable: bool = False) -> None:
+        """Closes a connection that cannot be used any more (its stream is in an unknown state).
+
+        Its proxies keep their objects: when the stream still takes a whole message
+        (``writable``: the call was interrupted, not the connection lost), an ``export`` of
+        each of their objects goes first, so that none is freed when the manager drops this
+        connection's counts; the next connection of this client adopts them."""
+        me = threading.get_ident()
+        held = self._owner == me
+        if not held:
+            self._lock.acquire()
+            self._owner = me
+        try:
+            if self._closed:
+                return
+            self._drain_dead()
+            live = [ident for ident, entry in self._refs.items() if entry[1] > 0]
+            if writable and live and not self._sending:
+                try:
+                    self._sock.sendall(b"".join(self._requests("export", live)))
+                except Exception:  # lost after all: the objects may be gone with it
+                    pass
+            self._close_socket()
+            self._pending.clear()
+            if live and self.run:
+                self._orphaned = True
+                with self.client._guard:
+                    self.client._orphans.append(self)
+            else:
+                self._refs.clear()
+                self._dead.clear()
+        finally:
+            if not held:
+                self._owner = 0
+                self._lock.release()
+        self.client._forget(self)
+
+    def _close_socket(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Closes the socket (the manager then releases what this connection held, its
+        references included: its proxies no longer hold their objects)."""
+        self._close_socket()
+        self._orphaned = False
+        self._refs.clear()
+        self._dead.clear()
+        self._pending.clear()
+
+    def _after_fork_in_child(self) -> bool:
+        """In a forked child: closes this process's copy of the socket (the parent's stays
+        open) and keeps the table if proxies are attached, for another connection to adopt.
+        True when it does."""
+        self._lock = threading.Lock()  # another thread of the parent may have held it
+        self._owner = 0
+        self._reader = 0
+        self._sending = False
+        self._close_socket()
+        if self._forward is None:
+            self._drain_dead()
+            self._pending.clear()
+            if any(entry[1] > 0 for entry in self._refs.values()):
+                self._orphaned = True
+                return True
+        self._orphaned = False
+        self._refs.clear()
+        self._dead.clear()
+        return False
 
     def _receive(self, method: str) -> int:
         """Reads what has arrived into the buffer, polling for up to the spin budget before
@@ -382,19 +852,6 @@ class Connection:
         backoff[1] = min(max(backoff[1] * 2, 1), _SPIN_MAX_BACKOFF)
         backoff[0] = backoff[1]
 
-    def _break(self) -> None:
-        self.close()
-        self.client._forget(self)
-
-    def close(self) -> None:
-        """Closes the socket (the manager then releases what this connection held)."""
-        if not self._closed:
-            self._closed = True
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-
     @property
     def closed(self) -> bool:
         """True once the connection is closed or broken."""
@@ -405,6 +862,38 @@ class Connection:
             self.close()
         except Exception:
             pass
+
+
+def _move_dead(conn: Connection) -> None:
+    """Hands the collected proxies queued on ``conn`` on to the connection that took over its
+    references."""
+    target = _resolve(conn)
+    if target is conn:
+        return
+    while True:
+        try:
+            ident = conn._dead.popleft()
+        except IndexError:
+            break
+        target._dead.append(ident)
+    if not target._orphaned:
+        target._try_flush()
+
+
+def _interrupted(e: BaseException) -> bool:
+    """True when ``e`` came from outside the stream (a signal handler, ``KeyboardInterrupt``):
+    the connection can still take whole messages before it is closed."""
+    return not isinstance(e, (OSError, ValueError, msgpack.UnpackException, errors.AgoraError))
+
+
+def _ext_hook(ref: "weakref.ReferenceType[Connection]") -> Callable[[int, bytes], Any]:
+    def hook(code: int, data: bytes) -> Any:
+        conn = ref()
+        if conn is None:
+            return msgpack.ExtType(code, data)
+        return conn._decode_ext(code, data)
+
+    return hook
 
 
 class Client:
@@ -419,6 +908,9 @@ class Client:
         self._local = threading.local()
         self._connections: "weakref.WeakSet[Connection]" = weakref.WeakSet()
         self._guard = threading.Lock()
+        #: Closed connections whose proxies still hold references (``Connection._orphaned``),
+        #: waiting for the next call of any thread to adopt them on its own connection.
+        self._orphans: List[Connection] = []
         #: The agora.Manager that started this manager, kept alive while this client is.
         self._owner: Optional[Any] = None
         #: How long (seconds) a call polls for its reply before sleeping, for connections
@@ -432,11 +924,10 @@ class Client:
         self.started = 0
 
     def connection(self) -> Connection:
-        """This thread's connection, opened on first use."""
-        try:
-            return self._local.conn
-        except AttributeError:
-            pass
+        """This thread's connection, opened on first use (and again once it is closed)."""
+        conn: Optional[Connection] = getattr(self._local, "conn", None)
+        if conn is not None and not conn._closed:
+            return conn
         conn = Connection(self)
         self._local.conn = conn
         with self._guard:
@@ -445,23 +936,27 @@ class Client:
 
     def call(self, method: str, *params: Any) -> Any:
         """Calls ``method`` with ``params`` on this thread's connection."""
-        try:
-            conn = self._local.conn
-        except AttributeError:
-            conn = self.connection()
-        return conn.call(method, params)
+        return self.connection().call(method, params)
+
+    def call_and_make(self, make: Callable[[Any], Any], method: str, *params: Any) -> Any:
+        """Calls ``method`` (``create`` or ``adopt``) and turns the reference it counts into a
+        proxy with ``make(result)``, atomically with counting it (see :meth:`Connection.call`)."""
+        return self.connection().call(method, params, make)
 
     def close_thread_connection(self) -> None:
-        """Closes this thread's connection, if it has one (the next call opens a new one)."""
+        """Closes this thread's connection, if it has one (the next call opens a new one, which
+        adopts the references of this one's proxies)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            conn._break()
+            conn._break(writable=True)
 
     def close_all(self) -> None:
-        """Closes every connection of this process to the manager."""
+        """Closes every connection of this process to the manager (its proxies then hold
+        nothing: the manager drops what the connections held)."""
         with self._guard:
             conns = list(self._connections)
-        for conn in conns:
+            orphans, self._orphans = self._orphans, []
+        for conn in conns + orphans:
             conn.close()
         self._local = threading.local()
 
@@ -471,12 +966,25 @@ class Client:
 
     def _after_fork_in_child(self) -> None:
         # The sockets are shared with the parent: closing our copies leaves the parent's
-        # connections alone, and lets the manager see the parent go when it does.
-        for conn in list(self._connections):
-            conn.close()
+        # connections alone, and lets the manager see the parent go when it does. Proxies
+        # inherited from the parent count on none of this process's connections: the first
+        # connection opened here adopts their objects (agora.connection._adopt_after_fork
+        # does it at once in children that multiprocessing starts).
+        conns = set(self._connections) | set(self._orphans)
         self._connections = weakref.WeakSet()
         self._local = threading.local()
         self._guard = threading.Lock()
+        self._orphans = [conn for conn in conns if conn._after_fork_in_child()]
+
+    def _export_before_fork(self) -> None:
+        done: set = set()
+        with self._guard:
+            conns = list(self._connections)
+        for conn in conns:
+            try:
+                conn.export_live(done)
+            except Exception as e:  # never stop a fork: the child may not even use them
+                log.debug("could not export the objects of %s before fork: %s", conn, e)
 
     # --- codec hooks -------------------------------------------------------------------------
 
@@ -509,18 +1017,6 @@ class Client:
             "int, float, str, bytes, list, tuple, dict, or a proxy of the same manager"
         )
 
-    def _decode_ext(self, code: int, data: bytes) -> Any:
-        if code == REFERENCE_EXT and proxy_factory is not None:
-            try:
-                kind, ident = msgpack.unpackb(data, raw=False)
-                if isinstance(kind, str) and isinstance(ident, int):
-                    proxy = proxy_factory(self, kind, ident)
-                    if proxy is not None:
-                        return proxy
-            except Exception:  # never fail a whole response over one odd reference
-                pass
-        return msgpack.ExtType(code, data)
-
     def __repr__(self) -> str:
         return f"<agora.Client {self.address}>"
 
@@ -541,6 +1037,14 @@ def client_for(address: AddressLike, authkey: Union[bytes, str]) -> Client:
         return client
 
 
+def _before_fork() -> None:
+    # A forked child gets the parent's proxies without a pickle, hence without an export: the
+    # parent exports their objects here, so that they survive the parent dropping its proxies
+    # before the child has adopted them (PROTOCOL.md section 3.2).
+    for client in list(_clients.values()):
+        client._export_before_fork()
+
+
 def _after_fork_in_child() -> None:
     global _clients_guard
     _clients_guard = threading.Lock()
@@ -548,5 +1052,25 @@ def _after_fork_in_child() -> None:
         client._after_fork_in_child()
 
 
+class _AfterForkKey:
+    """What ``multiprocessing.util.register_after_fork`` keys :func:`_adopt_after_fork` by."""
+
+
+_after_fork_key = _AfterForkKey()
+
+
+def _adopt_after_fork(_: object) -> None:
+    # In a child that multiprocessing started (fork start method), before the target runs:
+    # the inherited proxies' objects are adopted at once, rather than on the first call,
+    # which may come after the parent's exports ran out (--handoff-seconds).
+    for client in list(_clients.values()):
+        if client._orphans:
+            try:
+                client.connection().take_over_now()
+            except Exception as e:  # the manager may be gone; the proxies will say so
+                log.debug("could not adopt the inherited proxies of %s: %s", client, e)
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+mp_util.register_after_fork(_after_fork_key, _adopt_after_fork)

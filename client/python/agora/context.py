@@ -26,7 +26,7 @@ import threading
 from typing import Any, Optional, Union
 
 from .manager import Manager
-from .proxies import ArrayProxy, ValueProxy
+from .proxies import ArrayProxy, ValueProxy, _twin
 from .queues import JoinableQueueProxy, QueueProxy
 from .synchronize import (
     BarrierProxy,
@@ -184,15 +184,13 @@ class ProcessJoinableQueue(_LocalClose, JoinableQueueProxy):
 
 def Queue(maxsize: int = 0) -> ProcessQueue:
     """A FIFO queue shared by processes (``multiprocessing.Queue``)."""
-    proxy = default_manager().Queue(maxsize)
-    return ProcessQueue(proxy._client, proxy._id)
+    return _twin(default_manager().Queue(maxsize), ProcessQueue)
 
 
 def JoinableQueue(maxsize: int = 0) -> ProcessJoinableQueue:
     """A queue with ``task_done``/``join`` shared by processes
     (``multiprocessing.JoinableQueue``)."""
-    proxy = default_manager().JoinableQueue(maxsize)
-    return ProcessJoinableQueue(proxy._client, proxy._id)
+    return _twin(default_manager().JoinableQueue(maxsize), ProcessJoinableQueue)
 
 
 def SimpleQueue() -> ProcessQueue:
@@ -332,7 +330,7 @@ def Value(typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:
     plain = manager.Value(typecode, initial, strict=True)
     if lock is False or lock is None:
         return plain
-    return SynchronizedValue(plain._client, plain._id, _lock_for(manager, lock))
+    return _twin(plain, SynchronizedValue, _lock_for(manager, lock))
 
 
 def Array(typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) -> Any:
@@ -344,4 +342,4 @@ def Array(typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) 
     plain = manager.Array(typecode, size_or_initializer)
     if lock is False or lock is None:
         return plain
-    return SynchronizedArray(plain._client, plain._id, typecode, _lock_for(manager, lock))
+    return _twin(plain, SynchronizedArray, typecode, _lock_for(manager, lock))

@@ -177,8 +177,11 @@ class Manager:
     keyword-only ``name``: with a name, creation is get-or-create, so that any process can find
     the object by that name (:meth:`lookup`).
 
-    Objects live until :meth:`delete` or until the manager stops: unlike Python's manager,
-    agora does not count references, so dropping the last proxy does not free the object.
+    An object created without a name lives while something holds it, as with Python's
+    manager: a proxy of it in any process, another object that stores it, or a pickle of a
+    proxy on its way to another process (``PROTOCOL.md`` section 3.2). When the last proxy
+    goes, the manager frees it. A named object lives until :meth:`delete` or until the manager
+    stops, so that other programs can find it by name.
     """
 
     def __init__(
@@ -326,13 +329,15 @@ class Manager:
     def _create(self, kind: str, name: Optional[str], *args: Any) -> Any:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"an object name is a str, not {type(name).__name__}")
-        ident = self._client.call("create", kind, name, *args)
         cls = proxy_class(kind)
         assert cls is not None
-        return cls(self._client, ident)
+        client = self._client
+        # The proxy is made as the reference is counted: it holds the object from the start.
+        return client.call_and_make(lambda ident: cls(client, ident), "create", kind, name, *args)
 
     def lookup(self, name: str) -> Any:
-        """The proxy of the object called ``name``; ``KeyError`` if there is none."""
+        """The proxy of the object called ``name``; ``KeyError`` if there is none. (The name
+        keeps the object alive, not this proxy.)"""
         try:
             kind, ident = self._client.call("lookup", name)
         except KeyError:
@@ -352,9 +357,16 @@ class Manager:
         else:
             self._client.call("delete", obj)
 
-    def objects(self) -> List[Tuple[int, Optional[str], str]]:
-        """Every object of the manager, as ``(id, name or None, kind)``, by id."""
-        return [tuple(entry) for entry in self._client.call("objects")]
+    def objects(self) -> List[Tuple[int, Optional[str], str, int]]:
+        """Every object of the manager, as ``(id, name or None, kind, holders)``, in the order
+        they were created. ``holders`` counts what keeps the object alive (``PROTOCOL.md``
+        section 3.2): the connections holding references to it (one each, however many), the
+        references to it stored in other objects, and the exports not yet adopted. An object
+        without a name is freed when it has none left."""
+        return [
+            (ident, name, kind, holders)
+            for ident, name, kind, holders in self._client.call("objects")
+        ]
 
     def ping(self) -> bool:
         """True when the manager answers."""
@@ -407,8 +419,12 @@ class Manager:
             init = sequence
         else:
             init = list(sequence)
-        ident = self._client.call("create", "array", name, typecode, init)
-        return ArrayProxy(self._client, ident, typecode)
+        client = self._client
+
+        def make(ident: int) -> ArrayProxy:
+            return ArrayProxy(client, ident, typecode)
+
+        return client.call_and_make(make, "create", "array", name, typecode, init)
 
     def Namespace(self, *, name: Optional[str] = None, **attributes: Any) -> NamespaceProxy:
         """A shared attribute bag with these initial attributes. (``name`` names the object;

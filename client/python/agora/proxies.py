@@ -5,6 +5,12 @@ the manager (a few list operations that Python's proxies do on the server are do
 calls, see their docstrings). Proxies have the surface of ``multiprocessing.managers``' proxies,
 so code written for those runs unchanged, plus a few atomic operations of agora's own.
 
+A proxy holds its object (``PROTOCOL.md`` section 3.2): the reference it was made from is
+counted by the manager for one of this process's connections, and given back (``decref``) when
+the last proxy made from it is collected. Pickling a proxy exports its object; unpickling adopts
+it. So an object without a name lives while a proxy of it exists in some process, or another
+object holds it, as with ``multiprocessing.managers``.
+
 Values travel as MessagePack: ``None``, ``bool``, ``int`` (64-bit), ``float``, ``str``,
 ``bytes``, lists, tuples and dicts of those, and proxies of the same manager (stored as live
 references and read back as proxies). Tuples come back as lists, except as dict keys, where they
@@ -14,14 +20,17 @@ come back as tuples. Anything else raises ``TypeError`` before anything is sent.
 from __future__ import annotations
 
 import array
+import logging
 import operator
 import time
 import types
-from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple, Type, TypeVar
 
 from . import connection
 from .connection import Client, Connection, client_for
-from .errors import UnknownObjectError
+from .errors import ConnectionLost, UnknownMethodError, UnknownObjectError
+
+log = logging.getLogger("agora")
 
 __all__ = [
     "BaseProxy",
@@ -42,6 +51,7 @@ def proxy_class(kind: str) -> Optional[Type["BaseProxy"]]:
 
 
 def _make_proxy(client: Client, kind: str, ident: int) -> Optional["BaseProxy"]:
+    # Called while a response is decoded: the proxy is attached to the connection reading it.
     cls = _KINDS.get(kind)
     return None if cls is None else cls(client, ident)
 
@@ -61,14 +71,48 @@ def _rebuild(
     extra: Any,
     run: Optional[str] = _UNKNOWN_RUN,
 ) -> Any:
-    """Unpickles a proxy: finds (or makes) this process's client of the manager. The proxy
-    keeps the run it was pickled in: should the manager at the address be another run now,
-    its calls raise :class:`agora.UnknownObjectError` (unpickling itself never fails)."""
-    proxy = cls(client_for(address, authkey), ident)
-    object.__setattr__(proxy, "_run", run)
-    if extra is not None:
-        proxy._set_extra(extra)
-    return proxy
+    """Unpickles a proxy: finds (or makes) this process's client of the manager, and adopts
+    the object the pickling process exported (``PROTOCOL.md`` section 3.2), so that this
+    process holds it from now on. The proxy keeps the run it was pickled in: should the
+    manager at the address be another run now, its calls raise
+    :class:`agora.UnknownObjectError`. Unpickling itself never fails: a proxy whose object
+    could not be adopted (gone, another run, the manager unreachable) holds nothing, and its
+    calls say why."""
+    client = client_for(address, authkey)
+
+    def make(_: Any) -> "BaseProxy":
+        proxy = cls(client, ident)
+        object.__setattr__(proxy, "_run", run)
+        if extra is not None:
+            proxy._set_extra(extra)
+        return proxy
+
+    if run != _UNKNOWN_RUN:
+        try:
+            conn = client.connection()
+            if run is None or conn.run == run:
+                return conn.call("adopt", (ident,), make)
+        except (UnknownObjectError, UnknownMethodError, ConnectionLost) as e:
+            # UnknownMethodError: a manager older than object lifetimes, which frees nothing.
+            log.debug("unpickled a proxy of %s %d that holds nothing: %s", cls._kind, ident, e)
+    return make(None)
+
+
+P = TypeVar("P", bound="BaseProxy")
+
+
+def _twin(proxy: "BaseProxy", cls: Type[P], *args: Any) -> P:
+    """A proxy of class ``cls`` (built with ``args`` after the client and id) of the same
+    object as ``proxy``, holding it as ``proxy`` does: ``proxy`` may go first."""
+    home = proxy._home
+    previous = connection._attach.home
+    connection._attach.home = home
+    try:
+        twin = cls(proxy._client, proxy._id, *args)
+    finally:
+        connection._attach.home = previous
+    object.__setattr__(twin, "_run", proxy._run)
+    return twin
 
 
 def _utc(seconds: int) -> str:
@@ -87,14 +131,22 @@ class BaseProxy:
     carries it: a manager restarted at the same address gives out the same ids again, so a
     proxy whose run is not the manager's raises :class:`agora.UnknownObjectError` instead of
     reaching the new run's object of the same id.
+
+    A proxy made from a reference (by a factory, read from another object, unpickled) holds
+    its object: it is attached to the connection the manager counted the reference for, and
+    when the last proxy attached there for that object is collected, the count is given back.
+    A proxy built by hand from a bare id (``DictProxy(client, id)``, or by ``lookup``) holds
+    nothing, as a name or an id does not.
     """
 
-    __slots__ = ("_client", "_id", "_run", "__weakref__")
+    __slots__ = ("_client", "_id", "_run", "_home", "__weakref__")
     _client: Client
     _id: int
     #: The manager's run this proxy's object belongs to (``None``: not known yet, taken from
     #: the first connection; ``""``: unpickled from an older agora, which did not record it).
     _run: Optional[str]
+    #: The connection whose reference this proxy holds (``None``: it holds none).
+    _home: Optional[Connection]
 
     #: The object's kind in the protocol (``"dict"``, ``"joinable_queue"``, ...).
     _kind: ClassVar[str] = ""
@@ -108,6 +160,17 @@ class BaseProxy:
         object.__setattr__(self, "_client", client)
         object.__setattr__(self, "_id", ident)
         object.__setattr__(self, "_run", client.run)
+        # Set by the connection that counted the reference this proxy is made from.
+        home = connection._attach.home
+        object.__setattr__(self, "_home", None if home is None else home.track(ident))
+
+    def __del__(self) -> None:
+        try:
+            home = self._home
+            if home is not None:
+                home.proxy_died(self._id)
+        except Exception:  # at interpreter exit, say: the connection closes anyway
+            pass
 
     def _call(self, method: str, *args: Any) -> Any:
         client = self._client
@@ -115,6 +178,9 @@ class BaseProxy:
             conn = client._local.conn
         except AttributeError:
             conn = client.connection()
+        else:
+            if conn._closed:
+                conn = client.connection()
         if conn.run != self._run:
             self._check_run(conn.run, conn.started)
         return conn.call(method, (self._id, *args))
@@ -158,7 +224,26 @@ class BaseProxy:
     def _set_extra(self, extra: Any) -> None:
         pass
 
+    def _export(self) -> None:
+        """Sends ``export`` of the object without waiting: the manager keeps it for whoever
+        adopts it, even if this process drops its last proxy first. Written on the connection
+        this proxy's reference counts on, so that it is applied before that connection's decref
+        of it."""
+        home = self._home
+        if home is not None:
+            home = connection._resolve(home)
+        if home is None or home._closed:
+            # Held nowhere (built from an id), or on a connection gone with an interrupted call
+            # or a fork: through this thread's connection, which adopts those first.
+            try:
+                home = self._client.connection()
+            except ConnectionLost:
+                return  # the receiver's adopt fails and its proxy says why
+        if home.run == self._run or self._run is None:
+            home.send_without_reply("export", (self._id,))
+
     def __reduce__(self) -> Any:
+        self._export()
         client = self._client
         return _rebuild, (
             type(self), self._id, client.address, client.authkey, self._extra(), self._run

@@ -78,6 +78,12 @@ const EXT: &str = rmp_serde::MSGPACK_EXT_STRUCT_NAME;
 ///
 /// Use it where the kind is not known in advance, then turn it into a proxy with the proxy's
 /// `from_object_ref`.
+///
+/// It is not a proxy and holds nothing by itself: the reference the manager counted when it
+/// sent it stays with the connection until a proxy of the object made in this process is
+/// dropped (or the client closes), so that a proxy made from it later still finds the object.
+/// Decoding references into proxies rather than `SharedRef`s lets them go as soon as they
+/// are dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SharedRef(pub ObjectRef);
 
@@ -126,7 +132,8 @@ impl fmt::Display for SharedRef {
     }
 }
 
-/// The parts every proxy type shares: identity, references, tokens, serde.
+/// The parts every proxy type shares: identity, the reference it holds (made by `from_id`,
+/// which clones and decoding go through, and given back by `Drop`), tokens, serde.
 ///
 /// `proxy_common!(Dict[K, V], "dict")` for a type whose kind is fixed; a type generic over its
 /// kind gives its type parameters' bounds, the kind as a constant expression and the name its
@@ -141,7 +148,14 @@ macro_rules! proxy_common {
             pub const KIND: &'static str = $kind;
 
             /// A proxy for the existing object `id` (not checked until the first call).
+            ///
+            /// The proxy joins the others of `id` in this process: while any of them lives,
+            /// what this connection received of the object (a `create` of it, a reference to
+            /// it in a reply) stays held, and it is given back when the last one drops. A
+            /// proxy of an id this connection never received holds nothing in the manager:
+            /// the object lives as long as its other holders do.
             pub fn from_id(client: &$crate::Client, id: u64) -> Self {
+                client.proxy_made(id);
                 $name {
                     client: client.clone(),
                     id,
@@ -183,14 +197,21 @@ macro_rules! proxy_common {
 
             /// The object as a [`Token`](crate::Token) string, to hand to another process
             /// (`agora:2:<kind>:<id>@<address>#<run>`; it carries no authkey).
-            pub fn token(&self) -> String {
-                $crate::Token {
+            ///
+            /// One round trip: the object is first `export`ed, which keeps it alive for the
+            /// receiver until it redeems the token with `from_token`, even if every proxy of
+            /// it here is dropped in between, for up to the manager's `--handoff-seconds`
+            /// (300 by default). Take one token per receiver. Fails with
+            /// `UnknownObjectError` when the object is gone.
+            pub fn token(&self) -> $crate::Result<String> {
+                self.client.export(self.id)?;
+                Ok($crate::Token {
                     kind: Self::KIND.to_owned(),
                     id: self.id,
                     address: self.client.address().clone(),
                     run: self.client.manager_run().id.clone(),
                 }
-                .to_string()
+                .to_string())
             }
 
             /// A proxy for the object a token names, called through `client`. Fails when the
@@ -201,11 +222,25 @@ macro_rules! proxy_common {
             /// object is gone, and its id names another object now), or `client` is connected
             /// to another manager. The addresses need not be equal: one manager can listen on
             /// several.
+            ///
+            /// One round trip: `client`'s connection `adopt`s the object, taking over the
+            /// handoff [`token`](Self::token) made, so the proxy holds it from now on. Fails
+            /// with `UnknownObjectError` at once when the object is gone (deleted, or its
+            /// handoff ran out with nothing else holding it).
             pub fn from_token(client: &$crate::Client, token: &str) -> $crate::Result<Self> {
                 let token: $crate::Token = token.parse()?;
                 token.expect_kind(Self::KIND)?;
                 client.expect_run(&token)?;
+                client.adopt(token.id)?;
                 Ok(Self::from_id(client, token.id))
+            }
+        }
+
+        /// The last proxy of an unnamed object to drop gives the object back to the manager,
+        /// which frees it once nothing else holds it (`PROTOCOL.md`, 3.2).
+        impl<$($param),*> Drop for $name<$($param),*> {
+            fn drop(&mut self) {
+                self.client.proxy_dropped(self.id);
             }
         }
 

@@ -7,6 +7,11 @@
 //! - `test.sleep [ms, x]` → x, answered from another thread after `ms` milliseconds, so
 //!   replies to later requests overtake it;
 //! - `test.close` → no reply: the server shuts the connection down.
+//!
+//! Lifetime: `incref`, `export` and `adopt` of an existing object answer `true`; they and the
+//! `decref` notifications (each param one `[id, count]` pair) are written to the log
+//! ([`FakeManager::logged`]: `"2: adopt 5"`, `"1: decref [[5, 2]]"`), in the order each connection sent them. Nothing is counted or
+//! freed: the client's counts are what the log shows.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -32,6 +37,8 @@ pub(crate) struct FakeManager {
     pub(crate) ended: Arc<AtomicUsize>,
     /// The run `hello` reports; a test changes it to play a restarted manager.
     pub(crate) run: Arc<Mutex<String>>,
+    /// Lifetime calls and notifications, `"<connection>: <what>"`.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// The run a fake manager reports until a test changes it.
@@ -49,15 +56,18 @@ impl FakeManager {
         let store = Arc::new(Mutex::new(Store::default()));
         let ended = Arc::new(AtomicUsize::new(0));
         let run = Arc::new(Mutex::new(FIRST_RUN.to_owned()));
+        let log = Arc::new(Mutex::new(Vec::new()));
         let (counter, end_counter, current_run) = (accepted.clone(), ended.clone(), run.clone());
+        let all_logs = log.clone();
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
                 let (store, end_counter) = (store.clone(), end_counter.clone());
                 let run = current_run.lock().clone();
+                let log = all_logs.clone();
                 thread::spawn(move || {
-                    serve(stream, number, store, &run);
+                    serve(stream, number, store, &run, &log);
                     end_counter.fetch_add(1, Ordering::SeqCst);
                 });
             }
@@ -68,7 +78,13 @@ impl FakeManager {
             accepted,
             ended,
             run,
+            log,
         }
+    }
+
+    /// The log's entries so far.
+    pub(crate) fn logged(&self) -> Vec<String> {
+        self.log.lock().clone()
     }
 }
 
@@ -84,7 +100,13 @@ enum Object {
 
 type Writer = Arc<Mutex<UnixStream>>;
 
-fn serve(stream: UnixStream, number: usize, store: Arc<Mutex<Store>>, run: &str) {
+fn serve(
+    stream: UnixStream,
+    number: usize,
+    store: Arc<Mutex<Store>>,
+    run: &str,
+    log: &Mutex<Vec<String>>,
+) {
     let writer: Writer = Arc::new(Mutex::new(stream.try_clone().expect("clone")));
     let mut reader = stream;
     let mut decoder = FrameDecoder::new(Limits::default());
@@ -98,14 +120,39 @@ fn serve(stream: UnixStream, number: usize, store: Arc<Mutex<Store>>, run: &str)
         decoder.extend(&buf[..n]);
         let mut out = Vec::new();
         while let Ok(Some(frame)) = decoder.next_frame() {
-            let Ok(Envelope::Request {
-                msgid,
-                method,
-                params,
-            }) = envelope::parse(frame)
-            else {
-                continue;
+            let (msgid, method, params) = match envelope::parse(frame) {
+                Ok(Envelope::Request {
+                    msgid,
+                    method,
+                    params,
+                }) => (msgid, method, params),
+                Ok(Envelope::Notification { method, params }) => {
+                    // As the manager reads it: each param one [id, count] pair.
+                    let pairs: Vec<String> = params
+                        .iter()
+                        .map(
+                            |pair| match agora_proto::params::array_items(&pair).as_deref() {
+                                Some([id, n]) => match (
+                                    agora_proto::params::int_u64(id),
+                                    agora_proto::params::int_u64(n),
+                                ) {
+                                    (Some(id), Some(n)) => format!("[{id}, {n}]"),
+                                    _ => "malformed".to_owned(),
+                                },
+                                _ => "malformed".to_owned(),
+                            },
+                        )
+                        .collect();
+                    log.lock()
+                        .push(format!("{number}: {method} [{}]", pairs.join(", ")));
+                    continue;
+                }
+                _ => continue,
             };
+            if matches!(method.as_str(), "incref" | "export" | "adopt") {
+                log.lock()
+                    .push(format!("{number}: {method} {}", params.u64(0).unwrap_or(0)));
+            }
             match method.as_str() {
                 "test.close" => {
                     let _ = reader.shutdown(std::net::Shutdown::Both);
@@ -182,6 +229,17 @@ fn object_call(
     store: &mut Store,
     mut out: Vec<u8>,
 ) -> Result<Vec<u8>, CallError> {
+    if matches!(method, "incref" | "export" | "adopt") {
+        let id = p.u64(0)? as usize;
+        if id >= store.objects.len() {
+            return Err(CallError::new(
+                ErrorName::UnknownObjectError,
+                "no such object",
+            ));
+        }
+        encode::bool(&mut out, true);
+        return Ok(out);
+    }
     if method == "create" {
         let object = match p.str(0)? {
             "dict" => Object::Dict(Vec::new()),

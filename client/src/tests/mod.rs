@@ -3,6 +3,7 @@
 //! nested shared objects.
 
 mod fake;
+mod lifetime;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
@@ -357,7 +358,7 @@ fn tokens_round_trip_and_check_the_kind() {
     let m = FakeManager::start();
     let c = connect(&m);
     let l = c.list::<i64>().unwrap();
-    let token = l.token();
+    let token = l.token().unwrap();
     assert_eq!(
         token,
         format!("agora:2:list:{}@{}#{}", l.id(), m.address, fake::FIRST_RUN)

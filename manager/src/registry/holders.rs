@@ -30,12 +30,12 @@
 //! [`Registry::reap`]: super::Registry::reap
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
+use super::ids::IdMap;
 use super::Slot;
 
 /// The bit of a slot's holder word that marks it dead: freed, never to be held again.
@@ -109,6 +109,12 @@ impl Reaper {
         let mut dying = self.dying.lock();
         self.any.store(false, Ordering::Release);
         std::mem::take(&mut *dying)
+    }
+
+    /// True when some slot waits to be freed.
+    #[inline]
+    pub fn any_dying(&self) -> bool {
+        self.any.load(Ordering::Acquire)
     }
 
     /// True while some stored value holds a reference.
@@ -278,7 +284,15 @@ struct CallState {
 }
 
 thread_local! {
-    static CALL: RefCell<CallState> = RefCell::default();
+    // Const-initialized: every request enters and leaves a scope, and a lazily initialized
+    // thread-local would check its state on each access.
+    static CALL: RefCell<CallState> = const {
+        RefCell::new(CallState {
+            active: false,
+            deferred: Vec::new(),
+            admitted: Vec::new(),
+        })
+    };
 }
 
 /// One request, as far as lifetimes go: while it lives, pins dropped on this thread are held
@@ -297,6 +311,9 @@ impl CallScope {
 
     /// Records the objects the request's params reference, for the values it stores to pin.
     pub fn admit(&self, slots: Vec<Arc<Slot>>) {
+        if slots.is_empty() {
+            return;
+        }
         let before = CALL.with(|call| std::mem::replace(&mut call.borrow_mut().admitted, slots));
         // Dropped outside the borrow (see `Drop`).
         drop(before);
@@ -316,6 +333,10 @@ impl Drop for CallScope {
         let (deferred, admitted) = CALL.with(|call| {
             let mut call = call.borrow_mut();
             call.active = false;
+            if call.deferred.is_empty() && call.admitted.is_empty() {
+                // The common case: nothing to take, nothing to allocate or free.
+                return (Vec::new(), Vec::new());
+            }
             (
                 std::mem::take(&mut call.deferred),
                 std::mem::take(&mut call.admitted),
@@ -337,7 +358,7 @@ impl Drop for CallScope {
 /// meeting objects others delete does not grow: amortized, a sweep costs O(1) per entry added.
 #[derive(Debug, Default)]
 pub struct Held {
-    by_id: HashMap<u64, (u64, Pin)>,
+    by_id: IdMap<(u64, Pin)>,
     /// The size at which the next sweep runs.
     sweep_at: usize,
 }

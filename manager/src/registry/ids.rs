@@ -20,7 +20,37 @@
 //! It is not cryptography: ids are not secrets (the authkey is what keeps strangers out), only
 //! numbers no other run is likely to have handed out.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A map keyed by object id, for the per-connection tables every call consults (the id cache,
+/// the references held). The default SipHash costs about a hundred instructions a lookup to
+/// resist keys chosen by an attacker; an id in these tables is one the registry handed out (a
+/// call names an id, but only ids of live objects are ever inserted), and ids are a keyed
+/// permutation no client can steer, so a multiply is as good a hash and much cheaper.
+pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// The hasher of [`IdMap`]: one multiply (Fibonacci hashing) of the id.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; any other input is still hashed, byte by byte.
+        for &b in bytes {
+            self.write_u64(u64::from(b) ^ self.0.rotate_left(8));
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 /// The largest id: 2^53 - 1, the largest integer every MessagePack reader holds exactly.
 pub const MAX_ID: u64 = (1 << 53) - 1;

@@ -100,25 +100,25 @@ fn decref_as_a_request_or_a_notification_frees_at_zero() {
         Some(1),
         "one connection is one holder"
     );
-    c.ok("decref", vec![arr![arr![a, 2]]]);
+    c.ok("decref", vec![arr![a, 2]]);
     assert_eq!(holders_of(&mut c, a), Some(1));
     // As a notification, with an unknown id and a count larger than held, both harmless.
     let mut note = Vec::new();
-    let params = arr![arr![a, 5], arr![b ^ 1, 1]];
-    agora_proto::encode::notification(&mut note, "decref", &[&enc(&params)]);
+    let (first, second) = (enc(&arr![a, 5]), enc(&arr![b ^ 1, 1]));
+    agora_proto::encode::notification(&mut note, "decref", &[&first, &second]);
     c.send(&note);
     assert_eq!(holders_of(&mut c, a), None, "freed at zero");
     assert_eq!(holders_of(&mut c, b), Some(1));
     assert_eq!(c.fail("incref", p![a]), "UnknownObjectError");
     assert_eq!(c.fail("decref", p![a]), "TypeError");
-    assert_eq!(c.fail("decref", vec![arr![arr![b]]]), "TypeError");
-    assert_eq!(c.fail("decref", vec![arr![arr![b, -1]]]), "TypeError");
+    assert_eq!(c.fail("decref", vec![arr![b]]), "TypeError");
+    assert_eq!(c.fail("decref", vec![arr![b, -1]]), "TypeError");
     assert_eq!(
         holders_of(&mut c, b),
         Some(1),
         "a malformed decref changes nothing"
     );
-    assert_eq!(c.ok("decref", vec![arr![]]), Value::Nil);
+    assert_eq!(c.ok("decref", vec![]), Value::Nil);
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn a_nested_object_lives_as_long_as_the_value_that_holds_it() {
         Some(3),
         "the connection and two values"
     );
-    c.ok("decref", vec![arr![arr![l, 1]]]);
+    c.ok("decref", vec![arr![l, 1]]);
     assert_eq!(holders_of(&mut c, l), Some(2));
     c.ok("list.append", p![l, 7]);
     c.ok("dict.delitem", p![d, "again"]);
@@ -153,7 +153,7 @@ fn a_reference_read_from_a_value_is_held_by_the_reader() {
     let d = maker.create("dict", Some("shared"), vec![]);
     let l = maker.create("list", None, vec![]);
     maker.ok("dict.setitem", p![d, "child", reference("list", l)]);
-    maker.ok("decref", vec![arr![arr![l, 1]]]);
+    maker.ok("decref", vec![arr![l, 1]]);
     assert_eq!(holders_of(&mut maker, l), Some(1), "only the dict");
     // Popping the entry hands the only reference to the reader with the reply.
     assert_eq!(reader.ok("dict.pop", p![d, "child"]), reference("list", l));
@@ -174,11 +174,11 @@ fn freeing_a_container_frees_a_long_chain_of_nested_objects() {
     for _ in 0..DEPTH {
         let next = c.create("list", None, vec![]);
         c.ok("list.append", p![last, reference("list", next)]);
-        c.ok("decref", vec![arr![arr![next, 1]]]);
+        c.ok("decref", vec![arr![next, 1]]);
         last = next;
     }
     assert_eq!(holders(&mut c).len(), DEPTH + 1);
-    c.ok("decref", vec![arr![arr![head, 1]]]);
+    c.ok("decref", vec![arr![head, 1]]);
     assert_eq!(holders(&mut c).len(), 0, "the whole chain went at once");
 }
 
@@ -194,7 +194,7 @@ fn a_queue_item_keeps_its_reference_alive_and_the_getter_gets_it() {
     producer.ok("queue.put", p![q, reference("list", l)]);
     let r = consumer.response();
     assert_eq!(r.msgid, parked);
-    producer.ok("decref", vec![arr![arr![l, 1]]]);
+    producer.ok("decref", vec![arr![l, 1]]);
     wait_holders(&mut producer, l, 1);
     consumer.ok("list.append", p![l, 1]);
     // Items waiting in a queue hold theirs too.
@@ -261,7 +261,7 @@ fn references_to_objects_that_are_gone_are_refused_and_change_nothing() {
     let mut c = server.client();
     let d = c.create("dict", None, vec![]);
     let l = c.create("list", None, vec![]);
-    c.ok("decref", vec![arr![arr![l, 1]]]);
+    c.ok("decref", vec![arr![l, 1]]);
     assert_eq!(
         c.fail("dict.setitem", p![d, "k", reference("list", l)]),
         "UnknownObjectError"
@@ -353,7 +353,7 @@ fn random_handovers_never_free_a_held_object_and_leave_nothing_behind() {
                         }
                         (5, Some(id)) => {
                             let n = held.remove(&id).unwrap_or(0);
-                            c.ok("decref", vec![arr![arr![id, n]]]);
+                            c.ok("decref", vec![arr![id, n]]);
                         }
                         (6, Some(id)) if rng.below(10) == 0 => {
                             deleted.lock().unwrap().insert(id);

@@ -1,0 +1,665 @@
+//! The reference table: what this process's connection to a manager holds, per object, so
+//! that unnamed objects are freed when the last proxy of them goes (`PROTOCOL.md`, 3.2).
+//!
+//! # What is counted
+//! The manager counts, per connection and object, the references it handed to that
+//! connection: a `create` answered with the id, an `incref` or `adopt` of it, and every ext
+//! type 1 reference in the result of every successful response. The table counts the same
+//! things on this side, in `received`, the moment a reply is read by its caller, whether or
+//! not it is ever decoded. When the last proxy of an object goes, the table sends `decref`
+//! with what it received since its previous `decref` of that object, so the two counts agree
+//! and the manager frees the object once no connection, no stored value and no handoff holds
+//! it.
+//!
+//! Three numbers per object:
+//! - `received`: references the manager counted for this connection and this side has not
+//!   given back yet;
+//! - `proxies`: live proxy values of the object in this process (every `from_id`, clone and
+//!   decoded reference adds one, every drop takes one);
+//! - `holds`: replies that hold a reference to it and may still be decoded into proxies (a
+//!   reply being decoded by [`Client::run`](crate::Client::run), the [`Replies`](crate::Replies) of a
+//!   pipeline while they live). A reply is a holder so that another thread's flush cannot give
+//!   back the reference a proxy is about to be decoded from.
+//!
+//! # When a `decref` is due
+//! Only when a *proxy* let go: the last proxy of an object dropped (`release`), and nothing
+//! was received for it since. A reference received and never turned into a proxy (an id from
+//! [`Client::create`](crate::Client::create), a reply read as raw bytes or as a
+//! [`SharedRef`](crate::SharedRef)) stays counted: the caller may still make a proxy of it,
+//! which then takes the count over, and the object is given back when that proxy drops. So raw
+//! ids keep working as they always did, at the cost of holding their objects until the
+//! connection closes if no proxy of them is ever made.
+//!
+//! Due entries go on the pending list; [`Refs::write_decrefs`] writes them as one
+//! notification `[2, "decref", [[id, count], ...]]` (each param one pair), which the connection puts in the same
+//! write as its next request, or writes alone as soon as the connection is idle (see
+//! `Connection::flush_if_idle`). Entries whose proxies came back before the flush are not
+//! sent, and nothing is sent for an object whose count is 0 (a `from_id` proxy of an id this
+//! connection never received holds nothing).
+//!
+//! # Fork
+//! A forked child shares nothing with its parent's connection: it opens its own on its first
+//! call, and the manager knows nothing of what the parent held for it. So the first time a
+//! child touches its copy of a table, the table forgets what was received (the child received
+//! nothing), keeps the proxy counts (the proxies are in the child's memory too) and notes the
+//! ids that still have proxies: the child `adopt`s each of them when its connection opens.
+//! `export_for_fork` (called by `agora::Process::spawn` before it forks) gives each of them a
+//! handoff in the manager first, so that the objects survive the parent dropping its proxies
+//! before the child has adopted them.
+//!
+//! The tables of all clients sit behind one lock, taken by a `pthread_atfork` prepare handler
+//! (`atfork`) and released on both sides of the fork: the child gets tables that no vanished
+//! thread was half-way through changing, and a lock it can take. One lock for every client of
+//! the process costs nothing measurable: it is taken when a proxy is made, cloned or dropped,
+//! and for replies that hold references, never for the others.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
+
+use agora_proto::encode;
+use tracing::debug;
+
+/// Pairs per `decref` notification: a long list is split so that no notification approaches a
+/// manager's `--max-container-len` or `--max-message-bytes`, however low an operator set them.
+const PAIRS_PER_NOTIFICATION: usize = 1024;
+
+/// Every client's table, by [`Refs::key`].
+static TABLES: Mutex<BTreeMap<u64, Table>> = Mutex::new(BTreeMap::new());
+
+/// Tells the tables of the clients of a process apart.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The lock the fork prepare handler took, released by the parent and child handlers (the
+    /// same thread runs all three).
+    static HELD_FOR_FORK: Cell<Option<MutexGuard<'static, BTreeMap<u64, Table>>>> =
+        const { Cell::new(None) };
+}
+
+/// Locks the tables. A panic while they were locked left no count half-updated (every change
+/// is a few integer updates), so a poisoned lock is used as it is.
+fn tables() -> MutexGuard<'static, BTreeMap<u64, Table>> {
+    TABLES.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The `pthread_atfork` prepare handler's part: lock the tables until the fork is done.
+pub(crate) fn lock_for_fork() {
+    let guard = tables();
+    // A thread being torn down has no slot left: the lock is then released at once, and the
+    // child only risks what it risked before this handler existed.
+    let _ = HELD_FOR_FORK.try_with(|held| held.set(Some(guard)));
+}
+
+/// The parent and child handlers' part: unlock the tables. In the child this is an atomic
+/// store on the lock's word (and, if some thread of the parent was waiting, a futex wake that
+/// finds nobody): no allocation, nothing another thread could have left locked.
+pub(crate) fn unlock_after_fork() {
+    let _ = HELD_FOR_FORK.try_with(|held| drop(held.take()));
+}
+
+/// One object's counts. See the module docs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    received: u64,
+    proxies: u64,
+    holds: u64,
+    /// The last proxy dropped and nothing was received since: a `decref` is due once no hold
+    /// remains.
+    release: bool,
+    /// On the pending list already.
+    queued: bool,
+}
+
+/// Hashes object ids, which are already well mixed (a keyed permutation), with one
+/// multiplication.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// One client's table.
+struct Table {
+    /// The process whose connection the counts are for: another one (a forked child) must
+    /// start afresh (see [`Table::current`]).
+    pid: u32,
+    entries: HashMap<u64, Entry, BuildHasherDefault<IdHasher>>,
+    /// Ids that may be due for a `decref`, checked again when written.
+    pending: Vec<u64>,
+    /// In a forked child, the ids it inherited proxies of, to adopt when its connection opens.
+    inherited: Vec<u64>,
+    /// The client, for `export_for_fork`.
+    client: Weak<crate::client::Inner>,
+}
+
+impl Table {
+    /// The table as this process must see it: in a forked child, the counts of the parent's
+    /// connection are forgotten, the proxies kept, and the ids with proxies noted for adoption.
+    fn current(&mut self) -> &mut Table {
+        let pid = crate::atfork::current_pid();
+        if self.pid != pid {
+            self.pid = pid;
+            self.pending.clear();
+            self.entries.retain(|_, e| e.proxies > 0 || e.holds > 0);
+            for e in self.entries.values_mut() {
+                *e = Entry {
+                    proxies: e.proxies,
+                    holds: e.holds,
+                    ..Entry::default()
+                };
+            }
+            self.inherited = self.entries.keys().copied().collect();
+            debug!(
+                objects = self.inherited.len(),
+                "forked child: the objects of inherited proxies will be adopted"
+            );
+        }
+        self
+    }
+
+    /// The ids this process holds proxies (or undecoded replies) of: what a fork hands over.
+    fn live_ids(&self) -> Vec<u64> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.proxies > 0 || e.holds > 0)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Queues `id` for a `decref` unless it is queued already; true when it was not.
+    fn queue(&mut self, id: u64, flag: &AtomicBool) -> bool {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return false;
+        };
+        if e.queued {
+            return false;
+        }
+        e.queued = true;
+        self.pending.push(id);
+        flag.store(true, Ordering::SeqCst);
+        true
+    }
+
+    /// One more reference received for `id`, held (as a reply is) when `hold`.
+    fn received(&mut self, id: u64, hold: bool) {
+        let e = self.entries.entry(id).or_default();
+        e.received = e.received.saturating_add(1);
+        if hold {
+            e.holds = e.holds.saturating_add(1);
+        }
+        // Whatever was due is not any more: the new reference is the caller's now.
+        e.release = false;
+    }
+
+    /// A proxy or a hold of `id` went; true when a `decref` became due (and was not already).
+    fn let_go(&mut self, id: u64, hold: bool, flag: &AtomicBool) -> bool {
+        let Some(e) = self.entries.get_mut(&id) else {
+            // Clamp: nothing is held for an id the table does not know (its client's table
+            // was removed, or a count went wrong); there is nothing to take away.
+            debug!(
+                id,
+                "a proxy or reply of an object the reference table does not know"
+            );
+            return false;
+        };
+        let count = if hold { &mut e.holds } else { &mut e.proxies };
+        if *count == 0 {
+            debug!(id, hold, "reference table count already 0: clamped");
+        }
+        *count = count.saturating_sub(1);
+        if !hold && e.proxies == 0 {
+            e.release = true;
+        }
+        if e.proxies > 0 || e.holds > 0 {
+            return false;
+        }
+        if e.received == 0 {
+            // Nothing to give back: forget the object (a stale id on the pending list is
+            // skipped when written).
+            self.entries.remove(&id);
+            return false;
+        }
+        if !e.release {
+            return false;
+        }
+        self.queue(id, flag)
+    }
+}
+
+/// One client's handle on its table (shared with its connections).
+pub(crate) struct Refs {
+    key: u64,
+    /// Set while the pending list may be non-empty: what a request checks, without a lock,
+    /// before it looks for decrefs to send. Sequentially consistent, so that a flush that
+    /// kept a dropping thread from the writer sees, once it lets go, the decref that thread
+    /// queued (a plain load on x86, like an acquire).
+    pending: AtomicBool,
+}
+
+impl std::fmt::Debug for Refs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refs").field("key", &self.key).finish()
+    }
+}
+
+impl Refs {
+    /// A new, empty table for `client`.
+    pub(crate) fn new(client: Weak<crate::client::Inner>) -> Refs {
+        // Installs the fork handlers that keep the tables consistent in a child.
+        let pid = crate::atfork::current_pid();
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        tables().insert(
+            key,
+            Table {
+                pid,
+                entries: HashMap::default(),
+                pending: Vec::new(),
+                inherited: Vec::new(),
+                client,
+            },
+        );
+        Refs {
+            key,
+            pending: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs `f` on the table as this process sees it; `None` once the client is gone.
+    fn with<R>(&self, f: impl FnOnce(&mut Table) -> R) -> Option<R> {
+        let mut tables = tables();
+        tables.get_mut(&self.key).map(|t| f(t.current()))
+    }
+
+    /// A proxy of `id` was made.
+    pub(crate) fn acquire(&self, id: u64) {
+        self.with(|t| {
+            let e = t.entries.entry(id).or_default();
+            e.proxies = e.proxies.saturating_add(1);
+            e.release = false;
+        });
+    }
+
+    /// A proxy of `id` was dropped. True when a `decref` became due, to be written soon.
+    pub(crate) fn release(&self, id: u64) -> bool {
+        self.with(|t| t.let_go(id, false, &self.pending))
+            .unwrap_or(false)
+    }
+
+    /// References the manager counted for this connection, each held as a reply until
+    /// [`Refs::release_holds`].
+    pub(crate) fn received_held(&self, ids: &[u64]) {
+        self.with(|t| {
+            for &id in ids {
+                t.received(id, true);
+            }
+        });
+    }
+
+    /// A reference counted without a reply to decode: the forked child's `adopt` of an
+    /// inherited proxy's object. If the proxies were dropped before the adoption, the adoption
+    /// only took the parent's handoff over and is given back at once.
+    pub(crate) fn adopted(&self, id: u64) {
+        self.with(|t| {
+            t.received(id, false);
+            let e = t.entries.get(&id).copied().unwrap_or_default();
+            if e.proxies == 0 && e.holds == 0 {
+                if let Some(e) = t.entries.get_mut(&id) {
+                    e.release = true;
+                }
+                t.queue(id, &self.pending);
+            }
+        });
+    }
+
+    /// The replies holding `ids` are gone. True when a `decref` became due.
+    pub(crate) fn release_holds(&self, ids: &[u64]) -> bool {
+        self.with(|t| {
+            let mut due = false;
+            for &id in ids {
+                due |= t.let_go(id, true, &self.pending);
+            }
+            due
+        })
+        .unwrap_or(false)
+    }
+
+    /// True while decrefs may be waiting: a lock-free check for every request.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Appends the due decrefs to `out` as notifications, and forgets them. False when there
+    /// was nothing to send.
+    pub(crate) fn write_decrefs(&self, out: &mut Vec<u8>) -> bool {
+        let pairs = self
+            .with(|t| {
+                self.pending.store(false, Ordering::SeqCst);
+                let mut pairs = Vec::new();
+                for id in std::mem::take(&mut t.pending) {
+                    let Some(e) = t.entries.get_mut(&id) else {
+                        continue;
+                    };
+                    e.queued = false;
+                    if e.proxies > 0 || e.holds > 0 || !e.release {
+                        // A proxy came back, or a reply still holds it (its release queues
+                        // it again).
+                        continue;
+                    }
+                    if e.received > 0 {
+                        pairs.push((id, e.received));
+                    }
+                    t.entries.remove(&id);
+                }
+                pairs
+            })
+            .unwrap_or_default();
+        encode_decrefs(out, &pairs);
+        !pairs.is_empty()
+    }
+
+    /// In a forked child: the ids to adopt on its new connection (once; empty afterwards and
+    /// in the process that made the table).
+    pub(crate) fn take_inherited(&self) -> Vec<u64> {
+        self.with(|t| std::mem::take(&mut t.inherited))
+            .unwrap_or_default()
+    }
+
+    #[cfg(test)]
+    fn live_ids(&self) -> Vec<u64> {
+        self.with(|t| t.live_ids()).unwrap_or_default()
+    }
+
+    /// Removes the table: its client is gone, and with it the connection that held the
+    /// references (the manager drops a closed connection's counts).
+    pub(crate) fn unregister(&self) {
+        let removed = tables().remove(&self.key);
+        // Dropped outside the lock: the table's `Weak` is the last thing pointing at the
+        // client, and nothing must run under the lock that could take it again.
+        drop(removed);
+    }
+
+    #[cfg(test)]
+    fn entry(&self, id: u64) -> Option<Entry> {
+        self.with(|t| t.entries.get(&id).copied()).flatten()
+    }
+}
+
+/// Every client of this process with its live ids, for `export_for_fork`.
+pub(crate) fn live_by_client() -> Vec<(Weak<crate::client::Inner>, Vec<u64>)> {
+    let mut tables = tables();
+    tables
+        .values_mut()
+        .map(|t| {
+            let t = t.current();
+            (t.client.clone(), t.live_ids())
+        })
+        .collect()
+}
+
+/// `[2, "decref", [[id, count], ...]]` (each param one pair), one notification per
+/// [`PAIRS_PER_NOTIFICATION`] pairs.
+fn encode_decrefs(out: &mut Vec<u8>, pairs: &[(u64, u64)]) {
+    for chunk in pairs.chunks(PAIRS_PER_NOTIFICATION) {
+        encode::array_header(out, 3);
+        encode::uint(out, u64::from(agora_proto::NOTIFICATION));
+        encode::str(out, "decref");
+        encode::array_header(out, chunk.len());
+        for &(id, count) in chunk {
+            encode::array_header(out, 2);
+            encode::uint(out, id);
+            encode::uint(out, count);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Refs {
+        Refs::new(Weak::new())
+    }
+
+    /// The `[id, count]` pairs of the notifications in `raw`.
+    fn sent(raw: &[u8]) -> Vec<(u64, u64)> {
+        let mut pairs = Vec::new();
+        let mut rest = raw;
+        while !rest.is_empty() {
+            let mut cursor = std::io::Cursor::new(rest);
+            let v = rmpv::decode::read_value(&mut cursor).unwrap();
+            rest = &rest[cursor.position() as usize..];
+            let items = v.as_array().unwrap();
+            assert_eq!(items[0].as_u64(), Some(2));
+            assert_eq!(items[1].as_str(), Some("decref"));
+            for pair in items[2].as_array().unwrap() {
+                let pair = pair.as_array().unwrap();
+                pairs.push((pair[0].as_u64().unwrap(), pair[1].as_u64().unwrap()));
+            }
+        }
+        pairs
+    }
+
+    fn flush(refs: &Refs) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let wrote = refs.write_decrefs(&mut out);
+        assert_eq!(wrote, !out.is_empty());
+        sent(&out)
+    }
+
+    #[test]
+    fn the_last_proxy_gives_back_everything_received() {
+        let refs = table();
+        // A create (held while decoded), its proxy, two clones.
+        refs.received_held(&[7]);
+        refs.acquire(7);
+        assert!(!refs.release_holds(&[7]));
+        refs.acquire(7);
+        refs.acquire(7);
+        // A reply with two references to it, decoded into proxies.
+        refs.received_held(&[7, 7]);
+        refs.acquire(7);
+        refs.acquire(7);
+        assert!(!refs.release_holds(&[7, 7]));
+        assert!(!refs.has_pending());
+        for _ in 0..4 {
+            assert!(!refs.release(7));
+        }
+        assert!(refs.release(7), "the fifth and last proxy");
+        assert!(refs.has_pending());
+        assert_eq!(flush(&refs), [(7, 3)]);
+        assert!(!refs.has_pending());
+        assert_eq!(refs.entry(7), None, "forgotten once given back");
+        assert_eq!(flush(&refs), [], "sent once");
+    }
+
+    #[test]
+    fn a_proxy_that_comes_back_before_the_flush_cancels_it() {
+        let refs = table();
+        refs.received_held(&[1]);
+        refs.acquire(1);
+        refs.release_holds(&[1]);
+        assert!(refs.release(1));
+        // Made again (from_id, or decoded from a reply) before anything was written.
+        refs.acquire(1);
+        assert_eq!(flush(&refs), []);
+        assert_eq!(refs.entry(1).map(|e| (e.received, e.proxies)), Some((1, 1)));
+        // Its drop is due again, with the same count.
+        assert!(refs.release(1));
+        assert_eq!(flush(&refs), [(1, 1)]);
+    }
+
+    #[test]
+    fn an_id_never_received_holds_nothing_and_sends_nothing() {
+        let refs = table();
+        refs.acquire(5);
+        refs.acquire(5);
+        assert!(!refs.release(5));
+        assert!(!refs.release(5), "nothing to give back");
+        assert_eq!(refs.entry(5), None);
+        assert_eq!(flush(&refs), []);
+    }
+
+    #[test]
+    fn counts_clamp_at_zero() {
+        let refs = table();
+        assert!(!refs.release(9), "an unknown id");
+        assert!(!refs.release_holds(&[9]));
+        refs.received_held(&[9]);
+        refs.release_holds(&[9]);
+        // Received but no proxy ever made: a raw reference, kept.
+        assert_eq!(refs.entry(9).map(|e| e.received), Some(1));
+        assert!(
+            refs.release(9),
+            "one drop too many clamps and still gives back"
+        );
+        assert_eq!(refs.entry(9).map(|e| e.proxies), Some(0));
+        assert!(!refs.release(9));
+        assert_eq!(flush(&refs), [(9, 1)]);
+    }
+
+    #[test]
+    fn raw_references_stay_until_a_proxy_of_them_drops() {
+        let refs = table();
+        // Read as bytes (call_raw, SharedRef): counted, held while read, then kept.
+        refs.received_held(&[3, 3]);
+        assert!(!refs.release_holds(&[3, 3]));
+        assert_eq!(flush(&refs), []);
+        // Later a proxy is made of it and dropped: everything goes back.
+        refs.acquire(3);
+        assert!(refs.release(3));
+        assert_eq!(flush(&refs), [(3, 2)]);
+    }
+
+    #[test]
+    fn a_reply_being_decoded_keeps_its_objects() {
+        let refs = table();
+        refs.received_held(&[4]);
+        refs.acquire(4);
+        refs.release_holds(&[4]);
+        // Another reply with the object is read; meanwhile the last proxy drops.
+        refs.received_held(&[4]);
+        assert!(!refs.release(4), "a reply still holds it");
+        assert_eq!(flush(&refs), []);
+        // The reply decodes into a proxy, then goes.
+        refs.acquire(4);
+        assert!(!refs.release_holds(&[4]));
+        assert!(refs.release(4));
+        assert_eq!(flush(&refs), [(4, 2)]);
+        // A reply that is dropped undecoded after the last proxy went gives back too.
+        refs.received_held(&[6]);
+        refs.acquire(6);
+        refs.received_held(&[6]);
+        assert!(!refs.release(6));
+        assert!(refs.release_holds(&[6, 6]));
+        assert_eq!(flush(&refs), [(6, 2)]);
+    }
+
+    #[test]
+    fn new_references_cancel_a_due_decref() {
+        let refs = table();
+        refs.received_held(&[8]);
+        refs.acquire(8);
+        refs.release_holds(&[8]);
+        assert!(refs.release(8));
+        // An adopt (from_token) or a reply arrives before the flush: the caller owns it now.
+        refs.received_held(&[8]);
+        refs.release_holds(&[8]);
+        assert_eq!(flush(&refs), []);
+        assert_eq!(refs.entry(8).map(|e| e.received), Some(2));
+    }
+
+    #[test]
+    fn long_lists_are_split_into_several_notifications() {
+        let refs = table();
+        let n = PAIRS_PER_NOTIFICATION as u64 * 2 + 5;
+        for id in 1..=n {
+            refs.received_held(&[id]);
+            refs.acquire(id);
+            refs.release_holds(&[id]);
+            refs.release(id);
+        }
+        let mut out = Vec::new();
+        assert!(refs.write_decrefs(&mut out));
+        let notifications = {
+            let mut count = 0;
+            let mut rest = &out[..];
+            while let Some(len) = agora_proto::scanner::value_len(rest) {
+                count += 1;
+                rest = &rest[len..];
+            }
+            count
+        };
+        assert_eq!(notifications, 3);
+        let pairs = sent(&out);
+        assert_eq!(pairs.len() as u64, n);
+        assert!(pairs.iter().all(|&(_, count)| count == 1));
+    }
+
+    #[test]
+    fn a_forked_child_forgets_counts_and_adopts_live_proxies() {
+        let refs = table();
+        for id in [1, 2, 3] {
+            refs.received_held(&[id]);
+            refs.acquire(id);
+            refs.release_holds(&[id]);
+        }
+        refs.release(3);
+        // A raw reference without proxies is not handed over.
+        refs.received_held(&[4]);
+        refs.release_holds(&[4]);
+        assert_eq!(refs.take_inherited(), Vec::<u64>::new(), "not a child");
+        let mut live = refs.live_ids();
+        live.sort_unstable();
+        assert_eq!(live, [1, 2]);
+        // SAFETY: the child only checks, then leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let mut inherited = refs.take_inherited();
+            inherited.sort_unstable();
+            let forgot = refs.entry(1).map(|e| (e.received, e.proxies)) == Some((0, 1))
+                && refs.entry(4).is_none();
+            let nothing_sent = flush(&refs).is_empty();
+            // Dropped before the connection opened, then adopted: the adoption is given back.
+            refs.release(2);
+            refs.adopted(2);
+            refs.adopted(1);
+            let given_back = flush(&refs) == [(2, 1)];
+            let ok = inherited == [1, 2] && forgot && nothing_sent && given_back;
+            // SAFETY: async-signal-safe.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: a valid out-pointer; the child is ours.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        // The parent's counts are untouched.
+        assert_eq!(flush(&refs), [(3, 1)]);
+    }
+
+    #[test]
+    fn a_removed_table_answers_nothing() {
+        let refs = table();
+        refs.acquire(1);
+        refs.unregister();
+        assert!(!refs.release(1));
+        assert_eq!(flush(&refs), []);
+        assert!(refs.live_ids().is_empty());
+    }
+}
