@@ -72,6 +72,38 @@ class Signalling(unittest.TestCase):
         self.assertEqual(sem.acquire_status(timeout=WAIT), 2)
 
 
+def _hold_lock_in_with(lock: Any, held: Any) -> None:
+    with lock:
+        held.set()
+        time.sleep(WAIT * 2)
+
+
+def _killed_inside(target: Any, obj: Any) -> None:
+    held = manager.Event()
+    p = multiprocessing.get_context("fork").Process(target=target, args=(obj, held))
+    p.start()
+    assert held.wait(WAIT)
+    p.kill()
+    p.join(WAIT)
+
+
+class KilledInsideWith(unittest.TestCase):
+    def test_a_lock_is_released_with_the_notice(self) -> None:
+        lock = manager.Lock()
+        _killed_inside(_hold_lock_in_with, lock)
+        self.assertEqual(lock.acquire_status(timeout=WAIT), 2)
+        lock.release()
+
+    def test_owned_false_at_creation_wins_over_the_with_block(self) -> None:
+        # Python's exact semantics, asked for: nothing releases a dead holder's lock.
+        lock = manager.Lock(owned=False)
+        _killed_inside(_hold_lock_in_with, lock)
+        self.assertFalse(lock.acquire(timeout=0.2))
+        lock.release()  # anyone may release a Lock
+        self.assertEqual(lock.acquire_status(False), 1)
+        lock.release()
+
+
 def _hold_in_with(sem: Any, held: Any) -> None:
     with sem:
         held.set()
