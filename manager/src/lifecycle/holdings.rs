@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -96,19 +96,23 @@ pub struct Holdings {
     /// release is complete, never while the first is halfway through.
     releasing: Mutex<()>,
     /// The connection's socket, to see whether its client has left ([`Holdings::departed`]);
-    /// -1 when there is none to watch (tests), or once the connection is closing.
+    /// [`NOT_WATCHED`] when there is none to watch (tests), [`CLOSING`] once the connection's
+    /// task is ending. One atomic, so that a reader never sees half of a change to both.
     fd: AtomicI32,
-    /// The connection's task is ending: it serves nothing more.
-    closing: AtomicBool,
 }
+
+/// [`Holdings`] has no socket to watch.
+const NOT_WATCHED: RawFd = -1;
+
+/// The connection's task is ending: it serves nothing more, and its socket is about to close.
+const CLOSING: RawFd = -2;
 
 impl Default for Holdings {
     fn default() -> Holdings {
         Holdings {
             entries: Mutex::default(),
             releasing: Mutex::default(),
-            fd: AtomicI32::new(-1),
-            closing: AtomicBool::new(false),
+            fd: AtomicI32::new(NOT_WATCHED),
         }
     }
 }
@@ -132,25 +136,27 @@ impl Holdings {
     /// Watches the connection's socket `fd`: once its client closes its end, other
     /// connections' calls finish this connection's close before they run.
     pub fn watch(&self, fd: RawFd) {
-        self.fd.store(fd, Ordering::Release);
+        // Only a fresh record starts watching: a closing one stays closing.
+        let _ = self
+            .fd
+            .compare_exchange(NOT_WATCHED, fd, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// The connection's task is ending: it counts as departed from now on. Called before
     /// the socket is closed, so the descriptor is never looked at once another connection
     /// may have it.
     pub fn closing(&self) {
-        self.closing.store(true, Ordering::Release);
-        self.fd.store(-1, Ordering::Release);
+        self.fd.store(CLOSING, Ordering::Release);
     }
 
     /// True when the connection has left: its task is ending, or its client closed its end
     /// of the socket (even with requests still unread: a client that left reads no reply).
     pub fn departed(&self) -> bool {
-        if self.closing.load(Ordering::Acquire) {
-            return true;
+        match self.fd.load(Ordering::Acquire) {
+            CLOSING => true,
+            NOT_WATCHED => false,
+            fd => hung_up(fd),
         }
-        let fd = self.fd.load(Ordering::Acquire);
-        fd >= 0 && hung_up(fd)
     }
 
     fn insert(&self, key: usize, object: &Weak<dyn Holdable>) {
@@ -279,5 +285,34 @@ impl HeldBy {
 impl Drop for HeldBy {
     fn drop(&mut self) {
         self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// A record has left once its client closed its end (seen through the socket), or once
+    /// its task is closing; a closing record never goes back to watching. The closing state
+    /// and the descriptor are one atomic: a reader saw "not closing" and then "no descriptor"
+    /// when they were two, and a handed-over lock's release then missed the close (about one
+    /// run in 7,000 under load).
+    #[test]
+    fn departed_follows_the_socket_and_the_close() {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+        let h = Holdings::new();
+        assert!(!h.departed(), "nothing watched: not departed");
+        h.watch(ours.as_raw_fd());
+        assert!(!h.departed(), "the peer is there");
+        drop(theirs);
+        assert!(h.departed(), "the peer closed its end");
+        h.closing();
+        assert!(h.departed());
+        h.watch(ours.as_raw_fd());
+        assert!(h.departed(), "a closing record stays closing");
+        let fresh = Holdings::new();
+        fresh.closing();
+        assert!(fresh.departed());
     }
 }

@@ -135,6 +135,30 @@ fn handed_over_semaphores_give_one_outcome_on_every_run() {
     }
 }
 
+/// Over TCP too: the client's FIN is what the manager sees (no shared kernel object), and
+/// the parent's release still finds the child's close finished, on every run.
+#[test]
+fn over_tcp_a_handed_over_lock_gives_one_outcome_on_every_run() {
+    let server = TestServer::with_config(agora_manager::Config::new(AUTHKEY.to_vec()), true);
+    let mut parent = server.connect_tcp();
+    parent.authenticate(AUTHKEY);
+    let lock = Value::from(parent.create("lock", None, vec![]));
+    for run in 0..RUNS {
+        let mut child = server.connect_tcp();
+        child.authenticate(AUTHKEY);
+        // From the second run on, told that the previous child died holding it.
+        let told = Value::from(if run == 0 { 1 } else { 2 });
+        assert_eq!(child.ok("lock.acquire", vec![lock.clone()]), told);
+        drop(child);
+        let got = parent.call("lock.release", vec![lock.clone()]);
+        assert_eq!(
+            got.map_err(|e| e.name),
+            Err("RuntimeError".into()),
+            "run {run}"
+        );
+    }
+}
+
 /// An acquire that would wait behind a holder that has left gets the lock at once, with the
 /// notice: the close is finished before the acquire is served.
 #[test]
