@@ -176,8 +176,8 @@ pub use options::{ConnectOptions, ENV_CALL_TIMEOUT, ENV_CONNECT_TIMEOUT, ENV_HAN
 pub use pipeline::{Handle, Pipeline, Replies};
 pub use proxies::{
     Acked, Acquired, Array, Barrier, BoundedSemaphore, Condition, ConditionGuard, Dict, Event,
-    JoinableQueue, List, Lock, LockGuard, Namespace, Number, Queue, QueueBatches, QueueIter, RLock,
-    RLockGuard, Semaphore, SemaphoreGuard, SharedRef, Slice, Value,
+    JoinableQueue, List, Lock, LockGuard, Mutex, MutexGuard, Namespace, Number, Queue,
+    QueueBatches, QueueIter, RLock, RLockGuard, Semaphore, SemaphoreGuard, SharedRef, Slice, Value,
 };
 pub use run::ManagerRun;
 pub use spin::{budget as spin_budget, ENV_SPIN_US};

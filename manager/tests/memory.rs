@@ -52,6 +52,7 @@ fn uses(kind: &str, v: &Value) -> Vec<(String, Vec<Value>)> {
         "condition" => vec![call("acquire", vec![]), call("notify", vec![])],
         "event" => vec![call("set", vec![]), call("wait", vec![])],
         "barrier" => vec![call("wait", vec![])],
+        "mutex" => vec![call("lock", vec![]), call("set", vec![x])],
         other => panic!("no uses for {other}"),
     }
 }

@@ -38,6 +38,8 @@ pub enum Kind {
     Condition,
     /// A meeting point for a fixed number of parties.
     Barrier,
+    /// A value and its lock as one object, poisoned by a holder's death.
+    Mutex,
 }
 
 impl Kind {
@@ -58,6 +60,7 @@ impl Kind {
         Kind::Event,
         Kind::Condition,
         Kind::Barrier,
+        Kind::Mutex,
     ];
 
     /// The kind's name on the wire: what `create` takes and what prefixes its methods. A
@@ -78,6 +81,7 @@ impl Kind {
             Kind::Event => "event",
             Kind::Condition => "condition",
             Kind::Barrier => "barrier",
+            Kind::Mutex => "mutex",
         }
     }
 

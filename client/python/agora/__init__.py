@@ -72,6 +72,8 @@ from .synchronize import (
     ConditionProxy,
     EventProxy,
     LockProxy,
+    MutexGuard,
+    MutexProxy,
     RLockProxy,
     SemaphoreProxy,
 )
@@ -123,6 +125,8 @@ __all__ = [
     "JoinableQueueProxy",
     "ListProxy",
     "LockProxy",
+    "MutexGuard",
+    "MutexProxy",
     "NamespaceProxy",
     "QueueProxy",
     "RLockProxy",

@@ -202,7 +202,7 @@ MAY_WAIT = frozenset({
     "queue.get_acked", "queue.get_many_acked", "joinable_queue.get", "joinable_queue.put", "joinable_queue.get_many",
     "joinable_queue.put_many", "joinable_queue.join",
     "lock.acquire", "rlock.acquire", "semaphore.acquire", "bounded_semaphore.acquire",
-    "condition.acquire", "condition.wait", "event.wait", "barrier.wait",
+    "condition.acquire", "condition.wait", "event.wait", "barrier.wait", "mutex.lock",
 })
 
 AddressLike = Union[str, Tuple[str, int]]

@@ -46,6 +46,7 @@ from .synchronize import (
     ConditionProxy,
     EventProxy,
     LockProxy,
+    MutexProxy,
     RLockProxy,
     SemaphoreProxy,
 )
@@ -182,6 +183,12 @@ def _stop_started_manager(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _owned_arg(owned: Optional[bool]) -> Tuple[Any, ...]:
+    """The ``owned`` create arg: none at all when not given, so that the manager's default
+    (each acquire says) applies and older managers still accept the create."""
+    return () if owned is None else (bool(owned),)
 
 
 def _typecode_args(typecode: Optional[str]) -> Optional[str]:
@@ -481,27 +488,34 @@ class Manager:
         """A shared queue with ``task_done`` and ``join``."""
         return self._create("joinable_queue", name, max(int(maxsize), 0))
 
-    def Lock(self, *, name: Optional[str] = None) -> LockProxy:
-        """A shared ``threading.Lock``."""
-        return self._create("lock", name)
+    def Lock(self, *, name: Optional[str] = None, owned: Optional[bool] = None) -> LockProxy:
+        """A shared ``threading.Lock``. ``owned``: ``False`` for Python's exact ownerless
+        semantics (an acquire is never released by its process's exit, so a child may acquire
+        and its parent release), ``True`` to release every acquire on exit; ``None``: a bare
+        ``acquire()`` and a ``with`` block are both owned (see :mod:`agora.synchronize`)."""
+        return self._create("lock", name, *_owned_arg(owned))
 
-    def RLock(self, *, name: Optional[str] = None) -> RLockProxy:
-        """A shared ``threading.RLock``."""
-        return self._create("rlock", name)
+    def RLock(self, *, name: Optional[str] = None, owned: Optional[bool] = None) -> RLockProxy:
+        """A shared ``threading.RLock``; ``owned`` as for :meth:`Lock`."""
+        return self._create("rlock", name, *_owned_arg(owned))
 
-    def Semaphore(self, value: int = 1, *, name: Optional[str] = None) -> SemaphoreProxy:
-        """A shared ``threading.Semaphore``."""
+    def Semaphore(
+        self, value: int = 1, *, name: Optional[str] = None, owned: Optional[bool] = None
+    ) -> SemaphoreProxy:
+        """A shared ``threading.Semaphore``. ``owned`` as for :meth:`Lock`, but with
+        ``None`` a bare ``acquire()`` is unowned (a consumption, as in Python: signalling
+        works) and only a ``with`` block is owned."""
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        return self._create("semaphore", name, value)
+        return self._create("semaphore", name, value, *_owned_arg(owned))
 
     def BoundedSemaphore(
-        self, value: int = 1, *, name: Optional[str] = None
+        self, value: int = 1, *, name: Optional[str] = None, owned: Optional[bool] = None
     ) -> BoundedSemaphoreProxy:
-        """A shared ``threading.BoundedSemaphore``."""
+        """A shared ``threading.BoundedSemaphore``; ``owned`` as for :meth:`Lock`."""
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        return self._create("bounded_semaphore", name, value)
+        return self._create("bounded_semaphore", name, value, *_owned_arg(owned))
 
     def Condition(
         self, lock: Optional[Union[LockProxy, RLockProxy]] = None, *, name: Optional[str] = None
@@ -513,6 +527,11 @@ class Manager:
         if not isinstance(lock, LockProxy) or lock._client.address != self.address:
             raise TypeError("a Condition's lock must be a Lock or RLock proxy of the same manager")
         return self._create("condition", name, lock._id)
+
+    def Mutex(self, value: Any = None, *, name: Optional[str] = None) -> MutexProxy:
+        """A shared value and its lock as one object, poisoned when a holder dies holding it
+        (see :class:`agora.MutexProxy`). With ``name``, an existing mutex keeps its value."""
+        return self._create("mutex", name, value)
 
     def Event(self, *, name: Optional[str] = None) -> EventProxy:
         """A shared ``threading.Event``."""

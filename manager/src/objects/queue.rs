@@ -635,4 +635,8 @@ impl SharedObject for Queue {
     fn retire(&self) {
         self.state.detach(self.key);
     }
+
+    fn stop(&self) {
+        self.state.stop();
+    }
 }
