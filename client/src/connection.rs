@@ -646,8 +646,7 @@ impl Connection {
     /// and gives the [`Error::Limit`] it would have closed the connection for.
     fn write_checked(&self, out: &mut Vec<u8>, id: u32, method: &str, args: &Args) -> Result<()> {
         let limits = &self.limits;
-        // The envelope: array header, type, msgid (5), method (header 5), params header (5).
-        let size = args.bytes().len() + method.len() + 17;
+        let size = request_len(id, method, args);
         if size > limits.max_message_bytes {
             return Err(Error::Limit {
                 limit: "max_message_bytes",
@@ -953,6 +952,20 @@ fn drain(
 }
 
 /// Appends `[0, msgid, method, params]`.
+/// The length of the request [`write_request`] writes, without writing it.
+fn request_len(msgid: u32, method: &str, args: &Args) -> usize {
+    let mut head = Vec::with_capacity(16);
+    encode::uint(&mut head, u64::from(msgid));
+    encode::array_header(&mut head, args.count() as usize);
+    let str_header = match method.len() {
+        0..=31 => 1,
+        32..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    };
+    2 + head.len() + str_header + method.len() + args.bytes().len()
+}
+
 fn write_request(out: &mut Vec<u8>, msgid: u32, method: &str, args: &Args) {
     out.push(0x94);
     out.push(agora_proto::REQUEST);
@@ -1057,6 +1070,19 @@ mod tests {
             .call("ping", &Args::default())
             .unwrap_err()
             .is_disconnected());
+    }
+
+    #[test]
+    fn request_len_is_what_write_request_writes() {
+        for method in ["ping", "dict.setitem", &"m".repeat(40), &"m".repeat(300)] {
+            for id in [0, 200, 70_000, u32::MAX] {
+                let mut args = Args::object(u64::from(id));
+                args.str("key").bin(&[0; 100]);
+                let mut out = Vec::new();
+                write_request(&mut out, id, method, &args);
+                assert_eq!(request_len(id, method, &args), out.len(), "{method} {id}");
+            }
+        }
     }
 
     #[test]
