@@ -45,6 +45,7 @@ pub(crate) fn release(fd: OwnedFd) {
     let mut registry = lock();
     let raw = fd.as_raw_fd();
     registry.retain(|&registered| registered != raw);
+    agora_client::fork_guard::unprotect(raw);
     // Close while still holding the lock, so no fork copies a number about to be reused.
     drop(fd);
     drop(registry);

@@ -34,7 +34,9 @@
 //!   manager reads end-of-file and shuts down, and removes its directory itself. No orphaned
 //!   managers. (`PR_SET_PDEATHSIG` is not used: it fires when the *thread* that forked exits.)
 //! - Workers started with [`Process::spawn`](crate::Process::spawn) or
-//!   [`Manager::command`] do not hold the lifeline, so they cannot keep a manager alive.
+//!   [`Manager::command`] do not hold the lifeline, so they cannot keep a manager alive; nor
+//!   do children of a raw `fork` (a `pthread_atfork` handler points their copy at
+//!   `/dev/null`, as it does the client's sockets).
 //!
 //! # Fork, threads, and the exec start method
 //! The child of `fork` in a multi-threaded program inherits every lock as it was at that
@@ -625,6 +627,8 @@ fn start_process(
         run_manager_child(unix, path, tcp_listeners, lifeline_read, config, &dir);
     }
     lifelines.push(lifeline_write.as_raw_fd());
+    // A child forked by other means than this crate (a raw `fork`) lets go of it too.
+    agora_client::fork_guard::protect(lifeline_write.as_raw_fd());
     drop(lifelines);
     // The child has its own copies; the backlog queues connections until it accepts them.
     drop(unix);

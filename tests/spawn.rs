@@ -161,6 +161,27 @@ fn child_role() {
             println!("ANNOUNCE {} {}", manager.pid(), pids.join(" "));
             std::thread::sleep(Duration::from_secs(60));
         }
+        // As "owner-with-blocked-workers", with workers made by a raw fork(2).
+        "owner-with-raw-forked-workers" => {
+            let manager = Manager::spawn().expect("spawn");
+            let jobs = manager.queue::<u64>(0).expect("queue");
+            let mut pids = Vec::new();
+            for _ in 0..3 {
+                // SAFETY: this role's process runs no other thread; the child only calls the
+                // client and exits without unwinding.
+                let pid = unsafe { libc::fork() };
+                assert!(pid >= 0, "fork failed");
+                if pid == 0 {
+                    let _ = jobs.get();
+                    // SAFETY: plain _exit.
+                    unsafe { libc::_exit(0) };
+                }
+                pids.push(pid.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            println!("ANNOUNCE {} {}", manager.pid(), pids.join(" "));
+            std::thread::sleep(Duration::from_secs(60));
+        }
         // Forks a worker while another thread runs, with no tracing subscriber.
         "threaded-fork" => {
             let _busy = std::thread::spawn(|| std::thread::sleep(Duration::from_secs(5)));
@@ -343,10 +364,21 @@ fn a_forked_worker_does_not_keep_the_manager_alive() {
 /// workers are gone within a second, 20 times out of 20.
 #[test]
 fn a_killed_owner_takes_the_manager_and_its_blocked_workers_along() {
+    killed_owner_takes_everything_along("owner-with-blocked-workers");
+}
+
+/// The same with workers made by a raw `fork`, which the crate does not see: they let go of
+/// the lifeline all the same.
+#[test]
+fn a_killed_owner_takes_the_manager_and_its_raw_forked_workers_along() {
+    killed_owner_takes_everything_along("owner-with-raw-forked-workers");
+}
+
+fn killed_owner_takes_everything_along(role: &str) {
     let _serial = serial();
     adopt_orphans();
     for run in 0..20 {
-        let mut owner = role_command("owner-with-blocked-workers")
+        let mut owner = role_command(role)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the owner");

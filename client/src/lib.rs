@@ -183,6 +183,24 @@ pub use run::ManagerRun;
 pub use spin::{budget as spin_budget, ENV_SPIN_US};
 pub use token::Token;
 
+/// For the `agora` crate: descriptors a forked child must not keep (a manager's lifeline),
+/// pointed at `/dev/null` in every child `fork` makes, as the client's sockets are. Not a
+/// stable API.
+#[doc(hidden)]
+pub mod fork_guard {
+    use std::os::fd::RawFd;
+
+    /// From now on, a forked child gets `/dev/null` in place of `fd`.
+    pub fn protect(fd: RawFd) {
+        crate::atfork::register(fd);
+    }
+
+    /// Stops protecting `fd`: call it before closing it.
+    pub fn unprotect(fd: RawFd) {
+        crate::atfork::unregister(fd);
+    }
+}
+
 /// The client's polling internals, for code measured against agora that must poll exactly as
 /// the client does: the benchmark's raw contenders (`examples/bench`) use the client's own
 /// budget, back-off and poll loop rather than a copy of them. Not a stable API: it exists
