@@ -624,6 +624,14 @@ impl RawClient {
             panic!("could not shut down the reading half: {e}");
         }
     }
+
+    /// Closes the writing half: the manager reads end-of-file (over TCP, once the FIN
+    /// arrives) while this side can still read what the manager sends, and then its close.
+    pub fn shut_down_writes(&self) {
+        if let Err(e) = self.stream.shutdown(Shutdown::Write) {
+            panic!("could not shut down the writing half: {e}");
+        }
+    }
 }
 
 #[cfg(test)]
