@@ -254,6 +254,8 @@ const QUEUE: &[MethodSpec] = methods!(Some(Kind::Queue), "queue.":
     "get_many_acked" "[id, n], [id, n, block] or [id, n, block, timeout]" parks;
     "ack" "[id, receipt]";
     "nack" "[id, receipt]";
+    "task_done" "[id]";
+    "join" "[id] or [id, timeout]" parks;
 );
 
 /// Every method of a queue but its acknowledged gets (a joinable queue's `task_done` is its
@@ -465,7 +467,7 @@ mod tests {
         assert!(may_wait("joinable_queue.join"));
         assert!(!may_wait("dict.get"));
         assert!(!may_wait("queue.get_nowait"));
-        assert!(!may_wait("queue.join"));
+        assert!(may_wait("queue.join"));
         assert!(!may_wait("lock.release"));
         assert!(!may_wait("acquire"));
     }
@@ -515,8 +517,7 @@ mod tests {
     #[test]
     fn methods_outside_the_table_are_not_found() {
         assert_eq!(find(Some(Kind::Lock), "owner"), None);
-        assert_eq!(find(Some(Kind::Queue), "task_done"), None);
-        assert_eq!(find(Some(Kind::Queue), "join"), None);
+        assert_eq!(find(Some(Kind::JoinableQueue), "ack"), None);
         assert_eq!(find(Some(Kind::Dict), "append"), None);
         assert_eq!(find(Some(Kind::Dict), "hello"), None);
         assert_eq!(find(None, "get"), None);

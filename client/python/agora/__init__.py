@@ -5,7 +5,7 @@ Quick start::
     import agora
 
     with agora.Manager() as manager:          # starts agora-manager as a child process
-        scores = manager.dict(name="scores")  # named: other programs can look it up
+        scores = manager.named("scores").dict()  # named: other programs can look it up
         lock = manager.Lock()
         with lock:
             scores["alice"] = scores.get("alice", 0) + 1

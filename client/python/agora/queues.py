@@ -44,8 +44,9 @@ class QueueProxy(BaseProxy):
     ``queue.Empty`` and ``queue.Full``.
 
     agora adds batched :meth:`put_many` / :meth:`get_many`, :meth:`close` (which ends
-    consumers without sentinel values) and :attr:`maxsize`. ``task_done`` and ``join`` are on
-    :class:`JoinableQueueProxy` only (Python's manager queue has them on both).
+    consumers without sentinel values) and :attr:`maxsize`. ``task_done`` and ``join`` count as
+    ``queue.Queue``'s do; a plain queue's gets stay at-most-once (a :class:`JoinableQueueProxy`
+    redelivers what a dead consumer had not marked done).
     """
 
     __slots__ = ()
@@ -174,21 +175,12 @@ class QueueProxy(BaseProxy):
         """True once :meth:`close` was called."""
         return self._call(self._m + "is_closed")
 
-
-class JoinableQueueProxy(QueueProxy):
-    """A :class:`QueueProxy` with ``task_done`` and ``join``, like ``JoinableQueue``.
-
-    Every item taken stays on record until ``task_done`` marks it, and goes back to the head
-    of the queue if the connection that took it closes first. The acknowledged gets of
-    :class:`QueueProxy` are not for this kind: the manager refuses them."""
-
-    __slots__ = ()
-    _kind = "joinable_queue"
-
     def task_done(self) -> None:
-        """Marks one item taken from the queue as processed: the oldest this connection took
-        and has not marked (if it took none, the oldest any connection took); ``ValueError``
-        if called more times than items were put."""
+        """Marks one item taken from the queue as processed, as ``queue.Queue.task_done`` does;
+        ``ValueError`` if called more times than items were put. On a joinable queue it also
+        finishes the oldest item this connection took and has not marked (if it took none,
+        the oldest any connection took); on a plain queue it only counts, and nothing is
+        redelivered."""
         self._call(self._m + "task_done")
 
     def join(self, timeout: Optional[float] = None) -> Optional[bool]:
@@ -201,3 +193,14 @@ class JoinableQueueProxy(QueueProxy):
             self._call(self._m + "join")
             return None
         return self._call(self._m + "join", timeout)
+
+
+class JoinableQueueProxy(QueueProxy):
+    """A :class:`QueueProxy` whose ``task_done`` is also an acknowledgement.
+
+    Every item taken stays on record until ``task_done`` marks it, and goes back to the head
+    of the queue if the connection that took it closes first. The acknowledged gets of
+    :class:`QueueProxy` are not for this kind: the manager refuses them."""
+
+    __slots__ = ()
+    _kind = "joinable_queue"

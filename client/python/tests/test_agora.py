@@ -81,19 +81,19 @@ def _try_rlock(lock: Any, out: Any) -> None:
 
 def _use_named(address: str, authkey: bytes) -> None:
     m = agora.connect(address, authkey)
-    m.dict(name="shared")["from child"] = os.getpid()
+    m.named("shared").dict()["from child"] = os.getpid()
 
 
 class NamedObjects(unittest.TestCase):
     def test_get_or_create(self) -> None:
-        a = manager.dict(name="named-dict")
+        a = manager.named("named-dict").dict()
         a["x"] = 1
-        b = manager.dict({"ignored": True}, name="named-dict")
+        b = manager.named("named-dict").dict({"ignored": True})
         self.assertEqual(a._id, b._id)
         self.assertEqual(b.copy(), {"x": 1})
 
     def test_lookup_and_delete(self) -> None:
-        q = manager.Queue(name="named-queue")
+        q = manager.named("named-queue").Queue()
         found = manager.lookup("named-queue")
         self.assertIsInstance(found, agora.QueueProxy)
         self.assertEqual(found._id, q._id)
@@ -112,17 +112,33 @@ class NamedObjects(unittest.TestCase):
         with self.assertRaises(agora.UnknownObjectError):
             len(lst)
 
-    def test_kind_mismatch(self) -> None:
-        manager.Lock(name="named-lock")
+    def test_names_are_never_data_and_data_never_names(self) -> None:
+        d = manager.named("spelled-named").dict(name="alice", age=30)
+        self.assertEqual(d.copy(), {"name": "alice", "age": 30})
+        self.assertEqual(manager.lookup("spelled-named")._id, d._id)
+        ns = manager.named("spelled-ns").Namespace(name="x")
+        self.assertEqual(ns.name, "x")
+        self.assertEqual(manager.lookup("spelled-ns")._id, ns._id)
+        # Keywords Python's factories lack are refused, as Python refuses them.
         with self.assertRaises(TypeError):
-            manager.dict(name="named-lock")
+            manager.Queue(name="q")  # type: ignore[call-arg]
+        with self.assertRaises(TypeError):
+            manager.named(3)  # type: ignore[arg-type]
+        self.assertNotIn("alice", [name for _, name, _, _ in manager.objects()])
+        manager.delete("spelled-named")
+        manager.delete("spelled-ns")
+
+    def test_kind_mismatch(self) -> None:
+        manager.named("named-lock").Lock()
+        with self.assertRaises(TypeError):
+            manager.named("named-lock").dict()
 
     def test_unrelated_process_shares_by_name(self) -> None:
-        shared = manager.dict(name="by-name")
+        shared = manager.named("by-name").dict()
         code = (
             "import agora, os, sys\n"
             "m = agora.connect(sys.argv[1], sys.argv[2])\n"
-            "d = m.dict(name='by-name')\n"
+            "d = m.named('by-name').dict()\n"
             "d['pid'] = os.getpid()\n"
             "print(m.lookup('by-name')['pid'])\n"
         )
@@ -137,8 +153,8 @@ class NamedObjects(unittest.TestCase):
         self.assertEqual(int(out.stdout), shared["pid"])
 
     def test_connect_from_environment(self) -> None:
-        code = "import agora; print(agora.connect().dict(name='env-dict')['k'])"
-        manager.dict(name="env-dict")["k"] = "from env"
+        code = "import agora; print(agora.connect().named('env-dict').dict()['k'])"
+        manager.named("env-dict").dict()["k"] = "from env"
         env = subprocess_env(AGORA_ADDRESS=manager.address, AGORA_AUTHKEY=manager.authkey.hex())
         out = subprocess.run(
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=WAIT
@@ -168,7 +184,7 @@ class Pickling(unittest.TestCase):
         p.start()
         p.join(WAIT)
         self.assertEqual(p.exitcode, 0)
-        self.assertEqual(manager.dict(name="shared")["from child"], p.pid)
+        self.assertEqual(manager.named("shared").dict()["from child"], p.pid)
 
     def test_atomic_counter_across_processes(self) -> None:
         v = manager.Value("q", 0, strict=True)
@@ -255,7 +271,7 @@ class Connections(unittest.TestCase):
         with agora.Manager(args=["--max-message-bytes", "4096"]) as small:
             # Named: the connection closed below takes its references with it, which would
             # free an unnamed dict only it held.
-            d = small.dict(name="survives")
+            d = small.named("survives").dict()
             d["held"] = 1
             with self.assertRaises(agora.LimitError):
                 d["big"] = "x" * 10_000

@@ -117,6 +117,18 @@ class DictConformance(ConformanceCase):
 
         self.check(scenario)
 
+    def test_every_keyword_is_data(self) -> None:
+        def scenario(m: Any, r: Recorder) -> None:
+            d = m.dict(name="alice", age=30)
+            r("copy", d.copy)
+            r("name", d.__getitem__, "name")
+            e = m.dict(name="alice", age=30)
+            r("a second call is another dict", lambda: (e.__setitem__("age", 31), d["age"]))
+            r("mapping and keywords", lambda: m.dict({"a": 1}, name="b").copy())
+            r("pairs and keywords", lambda: m.dict([("a", 1)], name="b").copy())
+
+        self.check(scenario)
+
     def test_missing_key_args(self) -> None:
         def scenario(m: Any, r: Recorder) -> None:
             d = m.dict({"a": 1})
@@ -392,6 +404,15 @@ class ValueAndArrayConformance(ConformanceCase):
 
 
 class NamespaceConformance(ConformanceCase):
+    def test_every_keyword_is_an_attribute(self) -> None:
+        def scenario(m: Any, r: Recorder) -> None:
+            ns = m.Namespace(name="x", value=1)
+            r("name", lambda: ns.name)
+            r("value", lambda: ns.value)
+            r("another", lambda: m.Namespace(name="x") is ns)
+
+        self.check(scenario)
+
     def test_attributes(self) -> None:
         def scenario(m: Any, r: Recorder) -> None:
             ns = m.Namespace(a=1, b="two")
@@ -465,8 +486,16 @@ class QueueConformance(ConformanceCase):
         self.check(scenario)
 
     def test_joinable_queue(self) -> None:
+        self.check(self.joinable_scenario("JoinableQueue"))
+
+    def test_queue_is_joinable_too(self) -> None:
+        # Python's manager Queue() is a queue.Queue: task_done and join, the tutorials' pattern.
+        self.check(self.joinable_scenario("Queue"))
+
+    @staticmethod
+    def joinable_scenario(factory: str) -> Scenario:
         def scenario(m: Any, r: Recorder) -> None:
-            q = m.JoinableQueue()
+            q = getattr(m, factory)()
             r("put", q.put, "job")
             r("get", q.get)
             r("task done", q.task_done)
@@ -481,7 +510,7 @@ class QueueConformance(ConformanceCase):
 
             r("join waits for consumer", lambda: run_threads(consumer, q.join))
 
-        self.check(scenario)
+        return scenario
 
     def test_producer_consumer_across_processes(self) -> None:
         def scenario(m: Any, r: Recorder) -> None:

@@ -189,7 +189,7 @@ fn cases_that_used_to_get_another_error_are_unknown_methods() {
     let mut c = server.client();
     let lock = create(&mut c, Kind::Lock);
     let barrier = create(&mut c, Kind::Barrier);
-    let queue = create(&mut c, Kind::Queue);
+    let queue = create(&mut c, Kind::JoinableQueue);
     let cases: [(&str, Vec<Value>); 6] = [
         // A lock checked its param count before its method name.
         ("lock.owner", vec![Value::from(lock)]),
@@ -199,13 +199,13 @@ fn cases_that_used_to_get_another_error_are_unknown_methods() {
         ("barrier.nonsense", vec![Value::from(barrier), Value::Nil]),
         // A call with no params was refused for its missing id before the name was looked at.
         ("dict.nonsense", vec![]),
-        // task_done and join are a joinable_queue's only.
-        ("queue.task_done", vec![Value::from(queue)]),
-        ("queue.join", vec![Value::from(queue), Value::from(0.1)]),
+        // The acknowledged gets are a plain queue's only.
+        ("joinable_queue.ack", vec![Value::from(queue), Value::from(1)]),
+        ("joinable_queue.get_acked", vec![Value::from(queue)]),
     ];
     for (method, params) in cases {
         let e = c.call(method, params).expect_err(method);
         assert_eq!(e.name, "UnknownMethodError", "{method}: {}", e.message);
     }
-    assert!(methods::find(Some(Kind::Queue), "task_done").is_none());
+    assert!(methods::find(Some(Kind::JoinableQueue), "ack").is_none());
 }
