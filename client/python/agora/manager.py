@@ -197,7 +197,13 @@ class _Factories:
         ``strict=True`` the manager enforces the typecode (``TypeError`` / ``OverflowError``
         for a value that does not fit)."""
         code = _typecode_args(typecode) if strict else None
-        return self._make("value", code, value)
+        client = self._client
+
+        def make(ident: int) -> ValueProxy:
+            # The proxy shows the typecode it was given, as Python's Value does, enforced or not.
+            return ValueProxy(client, ident, typecode)
+
+        return client.call_and_make(make, "create", "value", self._name, code, value)
 
     def Array(
         self, typecode: str, sequence: Any, lock: bool = True

@@ -150,6 +150,9 @@ class BaseProxy:
 
     #: The object's kind in the protocol (``"dict"``, ``"joinable_queue"``, ...).
     _kind: ClassVar[str] = ""
+    #: The typeid Python's ``SyncManager`` registers for the kind (``"dict"``, ``"Event"``),
+    #: which ``repr()`` shows as Python's proxies do.
+    _typeid: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -250,10 +253,25 @@ class BaseProxy:
         )
 
     def __repr__(self) -> str:
+        # Python's shape (`<DictProxy object, typeid 'dict' at 0x...>`), then agora's details:
+        # the object's id in the manager, and the manager.
         return (
-            f"<{type(self).__name__} object, kind {self._kind!r}, id {self._id} "
-            f"at {self._client.address}>"
+            f"<{type(self).__name__} object, typeid {self._typeid!r} at {id(self):#x}; "
+            f"agora {self._kind} {self._id} on {self._client.address}>"
         )
+
+    def __str__(self) -> str:
+        # As Python's proxies: the referent's repr, read from the manager (or, when that
+        # fails, the proxy's repr saying so).
+        try:
+            return self._referent_repr()
+        except Exception:
+            return repr(self)[:-1] + "; '__str__()' failed>"
+
+    def _referent_repr(self) -> str:
+        """The repr of the object in the manager, shaped as Python's manager shows its
+        referent (``str()`` of a Python proxy); a subclass asks the manager what it needs."""
+        return f"<{self._typeid} object at {self._id:#x}>"
 
 
 def _int(value: Any) -> int:
@@ -299,6 +317,7 @@ class DictProxy(BaseProxy):
 
     __slots__ = ()
     _kind = "dict"
+    _typeid = "dict"
 
     def __getitem__(self, key: Any) -> Any:
         hash(key)
@@ -412,8 +431,8 @@ class DictProxy(BaseProxy):
         this proxy's contents play no part)."""
         return dict.fromkeys(iterable, value)
 
-    def __str__(self) -> str:
-        return str(self.copy())
+    def _referent_repr(self) -> str:
+        return repr(self.copy())
 
 
 class ListProxy(BaseProxy):
@@ -428,6 +447,7 @@ class ListProxy(BaseProxy):
 
     __slots__ = ()
     _kind = "list"
+    _typeid = "list"
 
     def __len__(self) -> int:
         return self._call("list.len")
@@ -555,8 +575,8 @@ class ListProxy(BaseProxy):
 
     _getvalue = copy
 
-    def __str__(self) -> str:
-        return str(self.copy())
+    def _referent_repr(self) -> str:
+        return repr(self.copy())
 
 
 class ValueProxy(BaseProxy):
@@ -566,8 +586,28 @@ class ValueProxy(BaseProxy):
     :meth:`fetch_add` or :meth:`compare_and_swap`.
     """
 
-    __slots__ = ()
+    __slots__ = ("_typecode",)
+    _typecode: Optional[str]
     _kind = "value"
+    _typeid = "Value"
+
+    def __init__(self, client: Client, ident: int, typecode: Optional[str] = None) -> None:
+        super().__init__(client, ident)
+        object.__setattr__(self, "_typecode", typecode)
+
+    def _extra(self) -> Any:
+        return self._typecode
+
+    def _set_extra(self, extra: Any) -> None:
+        object.__setattr__(self, "_typecode", extra)
+
+    def _referent_repr(self) -> str:
+        # Python's manager keeps the typecode it was given, enforced or not: so does this
+        # proxy; one that does not know it asks the manager (nil unless strict).
+        typecode = self._typecode
+        if typecode is None:
+            typecode = self._call("value.typecode")
+        return f"Value({typecode!r}, {self.get()!r})"
 
     def get(self) -> Any:
         """The value."""
@@ -603,6 +643,7 @@ class ArrayProxy(BaseProxy):
     __slots__ = ("_typecode",)
     _typecode: Optional[str]
     _kind = "array"
+    _typeid = "Array"
 
     def __init__(self, client: Client, ident: int, typecode: Optional[str] = None) -> None:
         super().__init__(client, ident)
@@ -671,6 +712,9 @@ class ArrayProxy(BaseProxy):
     def _getvalue(self) -> Any:
         return self._wrap(self.tolist())
 
+    def _referent_repr(self) -> str:
+        return repr(self._getvalue())
+
 
 class NamespaceProxy(BaseProxy):
     """A shared attribute bag, like Python's ``NamespaceProxy``: ``ns.x``, ``ns.x = v``,
@@ -678,6 +722,7 @@ class NamespaceProxy(BaseProxy):
     sent, as in Python."""
 
     _kind = "namespace"
+    _typeid = "Namespace"
 
     def __getattr__(self, name: str) -> Any:
         # Only called when normal lookup fails: proxy internals are found before this.
@@ -702,7 +747,8 @@ class NamespaceProxy(BaseProxy):
     def _getvalue(self) -> types.SimpleNamespace:
         return types.SimpleNamespace(**self._call("namespace.items"))
 
-    def __str__(self) -> str:
+    def _referent_repr(self) -> str:
+        # As Python's Namespace: the attributes sorted as "name=value" strings.
         items = self._call("namespace.items")
-        inner = ", ".join(f"{name}={value!r}" for name, value in items.items())
+        inner = ", ".join(sorted(f"{name}={value!r}" for name, value in items.items()))
         return f"Namespace({inner})"

@@ -51,11 +51,18 @@ class QueueProxy(BaseProxy):
 
     __slots__ = ()
     _kind = "queue"
+    _typeid = "Queue"
     _m: ClassVar[str] = "queue."
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._m = cls._kind + "."
+
+    def _referent_repr(self) -> str:
+        # Python's manager queue is a queue.Queue, whose repr is object's (both Queue and
+        # JoinableQueue); the call checks that the object is there, as Python's str() does.
+        self.qsize()
+        return f"<queue.Queue object at {self._id:#x}>"
 
     def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         """Puts ``obj`` at the end, waiting for room (up to ``timeout`` seconds) unless
@@ -204,3 +211,4 @@ class JoinableQueueProxy(QueueProxy):
 
     __slots__ = ()
     _kind = "joinable_queue"
+    _typeid = "JoinableQueue"

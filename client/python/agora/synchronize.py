@@ -92,6 +92,11 @@ class LockProxy(AcquirerProxy):
 
     __slots__ = ()
     _kind = "lock"
+    _typeid = "Lock"
+
+    def _referent_repr(self) -> str:
+        state = "locked" if self.locked() else "unlocked"
+        return f"<{state} _thread.lock object at {self._id:#x}>"
 
     def locked(self) -> bool:
         """True when someone holds the lock."""
@@ -103,6 +108,12 @@ class RLockProxy(LockProxy):
 
     __slots__ = ()
     _kind = "rlock"
+    _typeid = "RLock"
+
+    def _referent_repr(self) -> str:
+        # Python's also shows the owner and depth, which the wire does not give.
+        state = "locked" if self.locked() else "unlocked"
+        return f"<{state} _thread.RLock object at {self._id:#x}>"
 
 
 class SemaphoreProxy(AcquirerProxy):
@@ -110,6 +121,10 @@ class SemaphoreProxy(AcquirerProxy):
 
     __slots__ = ()
     _kind = "semaphore"
+    _typeid = "Semaphore"
+
+    def _referent_repr(self) -> str:
+        return f"<threading.Semaphore at {self._id:#x}: value={self.get_value()}>"
 
     def release(self, n: int = 1) -> None:
         """Gives back ``n`` permits (``n`` is an agora extension; Python's proxy takes none)."""
@@ -129,6 +144,11 @@ class BoundedSemaphoreProxy(SemaphoreProxy):
 
     __slots__ = ()
     _kind = "bounded_semaphore"
+    _typeid = "BoundedSemaphore"
+
+    def _referent_repr(self) -> str:
+        # Python's also shows the initial value (value=1/1), which the wire does not give.
+        return f"<threading.BoundedSemaphore at {self._id:#x}: value={self.get_value()}>"
 
 
 class ConditionProxy(AcquirerProxy):
@@ -136,6 +156,12 @@ class ConditionProxy(AcquirerProxy):
 
     __slots__ = ()
     _kind = "condition"
+    _typeid = "Condition"
+
+    def _referent_repr(self) -> str:
+        # Python's shows its lock's repr and the number of waiters; the wire gives the first.
+        state = "locked" if self.locked() else "unlocked"
+        return f"<Condition(<{state} lock at {self._id:#x}>)>"
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Releases the lock, waits to be notified (up to ``timeout`` seconds), re-acquires.
@@ -182,6 +208,11 @@ class EventProxy(BaseProxy):
 
     __slots__ = ()
     _kind = "event"
+    _typeid = "Event"
+
+    def _referent_repr(self) -> str:
+        state = "set" if self.is_set() else "unset"
+        return f"<threading.Event at {self._id:#x}: {state}>"
 
     def is_set(self) -> bool:
         """True when the flag is set."""
@@ -207,6 +238,12 @@ class BarrierProxy(BaseProxy):
 
     __slots__ = ()
     _kind = "barrier"
+    _typeid = "Barrier"
+
+    def _referent_repr(self) -> str:
+        if self.broken:
+            return f"<threading.Barrier at {self._id:#x}: broken>"
+        return f"<threading.Barrier at {self._id:#x}: waiters={self.n_waiting}/{self.parties}>"
 
     def wait(self, timeout: Optional[float] = None) -> int:
         """Waits until ``parties`` callers wait; returns this caller's arrival index (exactly

@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -82,6 +83,36 @@ def _try_rlock(lock: Any, out: Any) -> None:
 def _use_named(address: str, authkey: bytes) -> None:
     m = agora.connect(address, authkey)
     m.named("shared").dict()["from child"] = os.getpid()
+
+
+class ReprAndStr(unittest.TestCase):
+    def test_repr_adds_agoras_details_after_pythons_shape(self) -> None:
+        ev = manager.Event()
+        self.assertRegex(
+            repr(ev),
+            rf"^<EventProxy object, typeid 'Event' at 0x[0-9a-f]+; agora event {ev._id} on "
+            + re.escape(manager.address) + ">$",
+        )
+
+    def test_str_of_what_the_wire_does_not_tell(self) -> None:
+        # Python's also shows an RLock's owner and depth, a BoundedSemaphore's initial value
+        # and a Condition's waiters: the wire does not give them.
+        rlock = manager.RLock()
+        self.assertEqual(str(rlock), f"<unlocked _thread.RLock object at {rlock._id:#x}>")
+        bounded = manager.BoundedSemaphore(2)
+        self.assertEqual(str(bounded), f"<threading.BoundedSemaphore at {bounded._id:#x}: value=2>")
+        cond = manager.Condition()
+        with cond:
+            self.assertEqual(str(cond), f"<Condition(<locked lock at {cond._id:#x}>)>")
+        # A Value remembers its typecode in the proxy, enforced or not, pickled with it.
+        v = manager.Value("i", 3)
+        self.assertEqual(str(pickle.loads(pickle.dumps(v))), "Value('i', 3)")
+        self.assertEqual(str(manager.Value("q", 4, strict=True)), "Value('q', 4)")
+
+    def test_str_of_a_deleted_object_says_it_failed(self) -> None:
+        ev = manager.Event()
+        manager.delete(ev)
+        self.assertEqual(str(ev), repr(ev)[:-1] + "; '__str__()' failed>")
 
 
 class NamedObjects(unittest.TestCase):
