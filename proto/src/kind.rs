@@ -38,6 +38,8 @@ pub enum Kind {
     Condition,
     /// A meeting point for a fixed number of parties.
     Barrier,
+    /// A set of values, compared as dict keys are.
+    Set,
 }
 
 impl Kind {
@@ -58,6 +60,7 @@ impl Kind {
         Kind::Event,
         Kind::Condition,
         Kind::Barrier,
+        Kind::Set,
     ];
 
     /// The kind's name on the wire: what `create` takes and what prefixes its methods. A
@@ -78,6 +81,7 @@ impl Kind {
             Kind::Event => "event",
             Kind::Condition => "condition",
             Kind::Barrier => "barrier",
+            Kind::Set => "set",
         }
     }
 
@@ -110,7 +114,7 @@ mod tests {
 
     #[test]
     fn names_that_are_not_kinds_are_refused() {
-        for name in ["", "Dict", "dict ", "set", "joinable-queue", "RLock"] {
+        for name in ["", "Dict", "dict ", "Set", "joinable-queue", "RLock"] {
             assert_eq!(Kind::parse(name), None, "{name:?}");
         }
     }

@@ -331,6 +331,29 @@ const BARRIER: &[MethodSpec] = methods!(Some(Kind::Barrier), "barrier.":
     "broken" "[id]";
 );
 
+const SET: &[MethodSpec] = methods!(Some(Kind::Set), "set.":
+    "add" "[id, element]";
+    "discard" "[id, element]";
+    "remove" "[id, element]";
+    "contains" "[id, element]";
+    "pop" "[id]";
+    "clear" "[id]";
+    "len" "[id]";
+    "copy" "[id]";
+    "update" "[id, operands...]";
+    "intersection_update" "[id, operands...]";
+    "difference_update" "[id, operands...]";
+    "symmetric_difference_update" "[id, operand]";
+    "union" "[id, operands...]";
+    "intersection" "[id, operands...]";
+    "difference" "[id, operands...]";
+    "symmetric_difference" "[id, operand]";
+    "issubset" "[id, operand]";
+    "issuperset" "[id, operand]";
+    "isdisjoint" "[id, operand]";
+    "compare" "[id, operand]";
+);
+
 /// The methods of one kind, or with `None` the session and registry methods, in `PROTOCOL.md`
 /// order. A `const fn` with an exhaustive match, so a new [`Kind`] does not compile until it has
 /// its rows.
@@ -351,6 +374,7 @@ pub const fn of(kind: Option<Kind>) -> &'static [MethodSpec] {
         Some(Kind::Event) => EVENT,
         Some(Kind::Condition) => CONDITION,
         Some(Kind::Barrier) => BARRIER,
+        Some(Kind::Set) => SET,
     }
 }
 

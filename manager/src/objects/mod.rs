@@ -15,6 +15,7 @@ pub mod lock;
 pub mod namespace;
 pub mod queue;
 pub mod semaphore;
+pub mod set;
 pub mod slice;
 mod stored;
 pub mod typecode;
@@ -62,6 +63,11 @@ pub trait SharedObject: Send + Sync + 'static {
     /// The object was deleted: answer every call parked through it and refuse later ones.
     fn retire(&self) {}
 
+    /// The object as a `set`, for another set's algebra taking it as an operand.
+    fn as_set(&self) -> Option<&set::Set> {
+        None
+    }
+
     /// The lock of a `lock` or `rlock`, for a `condition` built on it.
     fn lock_parking(&self) -> Option<lock::SharedLock> {
         None
@@ -90,6 +96,7 @@ pub fn create(
         Kind::Value => Arc::new(value::Value::new(&args)?),
         Kind::Array => Arc::new(array::Array::new(&args)?),
         Kind::Namespace => Arc::new(namespace::Namespace::new(&args)?),
+        Kind::Set => Arc::new(set::Set::new(&args)?),
         Kind::Queue | Kind::JoinableQueue => Arc::new(queue::Queue::new(kind, &args)?),
         Kind::Lock | Kind::RLock => Arc::new(lock::Lock::new(kind, &args)?),
         Kind::Semaphore | Kind::BoundedSemaphore => {

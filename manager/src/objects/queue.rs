@@ -563,8 +563,7 @@ impl Queue {
                 let how = Blocking::from_params(p, 2)?;
                 self.get(max, shape, how, caller, out)
             }),
-            "join" => a(1, 2)
-                .and_then(|()| self.join(p, caller, out)),
+            "join" => a(1, 2).and_then(|()| self.join(p, caller, out)),
             _ => return None,
         })
     }
