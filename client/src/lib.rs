@@ -175,7 +175,7 @@ pub use pipeline::{Handle, Pipeline, Replies};
 pub use proxies::{
     Acked, Acquired, Array, Barrier, BoundedSemaphore, Condition, ConditionGuard, Dict, Event,
     JoinableQueue, List, Lock, LockGuard, Namespace, Number, Queue, QueueBatches, QueueIter, RLock,
-    RLockGuard, Semaphore, SemaphoreGuard, SharedRef, Slice, Value,
+    RLockGuard, Semaphore, SemaphoreGuard, Set, SetOperand, SharedRef, Slice, Value,
 };
 pub use run::ManagerRun;
 pub use spin::{budget as spin_budget, ENV_SPIN_US};
