@@ -61,7 +61,15 @@ from .errors import (
     UnknownObjectError,
 )
 from .manager import Manager, connect
-from .proxies import ArrayProxy, BaseProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy
+from .proxies import (
+    ArrayProxy,
+    BaseProxy,
+    DictProxy,
+    ListProxy,
+    NamespaceProxy,
+    SetProxy,
+    ValueProxy,
+)
 from .queues import Acked, JoinableQueueProxy, QueueProxy
 from .synchronize import (
     AcquirerProxy,
@@ -124,6 +132,7 @@ __all__ = [
     "QueueProxy",
     "RLockProxy",
     "SemaphoreProxy",
+    "SetProxy",
     "ValueProxy",
     # errors
     "AgoraError",

@@ -36,6 +36,7 @@ from .proxies import (
     DictProxy,
     ListProxy,
     NamespaceProxy,
+    SetProxy,
     ValueProxy,
     proxy_class,
 )
@@ -182,6 +183,18 @@ class _Factories:
         if items:
             return self._make("list", items)
         return self._make("list")
+
+    def set(self, iterable: Any = ()) -> SetProxy:
+        """A shared set (Python 3.14's ``SyncManager.set()``), initialised from ``iterable``
+        (whose elements must be hashable)."""
+        if isinstance(iterable, SetProxy):
+            iterable = iterable.copy()
+        items = list(iterable)
+        for item in items:
+            hash(item)
+        if items:
+            return self._make("set", items)
+        return self._make("set")
 
     def Value(
         self,

@@ -115,6 +115,34 @@ class ReprAndStr(unittest.TestCase):
         self.assertEqual(str(ev), repr(ev)[:-1] + "; '__str__()' failed>")
 
 
+class NewerPythonsAdditions(unittest.TestCase):
+    """What Python's manager proxies gained up to 3.14, whatever Python runs the tests."""
+
+    def test_abcs_and_generic_aliases(self) -> None:
+        import collections.abc
+
+        self.assertIsInstance(manager.dict(), collections.abc.MutableMapping)
+        self.assertIsInstance(manager.list(), collections.abc.MutableSequence)
+        self.assertIsInstance(manager.set(), collections.abc.MutableSet)
+        for cls in (agora.DictProxy, agora.ListProxy, agora.SetProxy, agora.ValueProxy):
+            self.assertEqual(cls[int].__origin__, cls)  # type: ignore[index]
+
+    def test_list_clear_copy_dict_operators_lock_locked(self) -> None:
+        lst = manager.list([1, 2])
+        self.assertEqual(lst.copy(), [1, 2])
+        lst.clear()
+        self.assertEqual(len(lst), 0)
+        d = manager.dict({"a": 1})
+        self.assertEqual(d | {"b": 2}, {"a": 1, "b": 2})
+        d |= {"c": 3}
+        self.assertEqual(list(reversed(d)), ["c", "a"])
+        self.assertEqual(d.fromkeys("xy", 0), {"x": 0, "y": 0})
+        for lock in (manager.Lock(), manager.RLock()):
+            self.assertFalse(lock.locked())
+            with lock:
+                self.assertTrue(lock.locked())
+
+
 class NamedObjects(unittest.TestCase):
     def test_get_or_create(self) -> None:
         a = manager.named("named-dict").dict()

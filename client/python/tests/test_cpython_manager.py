@@ -81,8 +81,8 @@ _SNAPSHOT = (
     "see later changes, and cannot raise 'dictionary changed size during iteration')"
 )
 _HOLDER_DIED = (
-    "README.md, Differences: a holder that dies releases (the child's acquire ends with the "
-    "child, so the parent's release finds the lock or semaphore released)"
+    "client/python/README.md, Differences: holders that die release (the child's acquire "
+    "ends with the child, so the parent's release finds the lock or semaphore released)"
 )
 
 #: Tests that fail because of a difference README.md lists, by ``Class.test``. Each is run and
