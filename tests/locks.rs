@@ -537,3 +537,156 @@ fn an_idle_forked_child_does_not_delay_owner_death() {
         "the idle child was still running when the lock came back"
     );
 }
+
+/// Runs of each handover pattern in a row.
+const HANDOVER_RUNS: usize = 200;
+
+/// Runs `f` in a forked child that exits with 0 once it returns, and waits for it.
+fn in_child(what: &str, f: impl FnOnce() -> agora::Result<()>) {
+    let mut child = Process::spawn_fallible(f).expect("fork a child");
+    join_ok(&mut child, what);
+}
+
+/// A semaphore used as a signal, as with Python: a consumer that takes the signal and exits
+/// does not give it back (a bare acquire is unowned), 200 runs in a row.
+#[test]
+fn a_consumed_signal_is_not_given_back() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let sem = manager.semaphore(0).unwrap();
+    for run in 0..HANDOVER_RUNS {
+        sem.release(1).unwrap();
+        let s = sem.clone();
+        in_child("the consumer", move || s.acquire_raw(true, None).map(drop));
+        let wait = Duration::from_millis(if run == 0 { 500 } else { 20 });
+        assert!(
+            sem.acquire_timeout(wait).unwrap().is_none(),
+            "run {run}: the consumed signal came back"
+        );
+    }
+}
+
+/// CPython's `TestSyncManagerTypes.test_lock`: a child acquires and exits, the parent
+/// releases. An owned acquire (the default for a lock) is released by the exit, which the
+/// manager finishes before the parent's release: `RuntimeError` on every run. A lock created
+/// with `owned` false behaves as Python's on every run: the release succeeds.
+#[test]
+fn a_handed_over_lock_gives_one_outcome_on_every_run() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let owned = manager.lock().unwrap();
+    let unowned = manager.lock_with(None, Some(false)).unwrap();
+    for run in 0..HANDOVER_RUNS {
+        let (a, b) = (owned.clone(), unowned.clone());
+        in_child("the child acquiring", move || {
+            a.acquire_raw(true, None)?;
+            b.acquire_raw(true, None)?;
+            Ok(())
+        });
+        let err = owned.release().unwrap_err();
+        assert!(err.is(ErrorName::RuntimeError), "run {run}: {err}");
+        unowned.release().unwrap();
+        assert!(unowned.release().unwrap_err().is(ErrorName::RuntimeError));
+    }
+}
+
+/// The same for a bounded semaphore (`ValueError` on every run, or success with `owned`
+/// false), and a plain semaphore ends with one permit on every run, as in Python.
+#[test]
+fn handed_over_semaphores_give_one_outcome_on_every_run() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let bounded = manager.bounded_semaphore(1).unwrap();
+    let unowned = manager
+        .bounded_semaphore_with(None, 1, Some(false))
+        .unwrap();
+    let plain = manager.semaphore(1).unwrap();
+    for run in 0..HANDOVER_RUNS {
+        let (a, b, c) = (bounded.clone(), unowned.clone(), plain.clone());
+        in_child("the child acquiring", move || {
+            a.acquire_raw(true, None)?;
+            b.acquire_raw(true, None)?;
+            c.acquire_raw(true, None)?;
+            Ok(())
+        });
+        let err = bounded.release(1).unwrap_err();
+        assert!(err.is(ErrorName::ValueError), "run {run}: {err}");
+        unowned.release(1).unwrap();
+        plain.release(1).unwrap();
+        assert_eq!(plain.get_value().unwrap(), 1, "run {run}");
+    }
+}
+
+/// A shared `Mutex<T>`: the guard reads and writes the value and writes it back on drop; a
+/// holder SIGKILLed mid-update poisons it for every later locker, in any process, until
+/// `clear_poison`, and a poisoned lock still hands out the guard (with the value the dead
+/// holder committed).
+#[test]
+fn a_mutex_holder_killed_mid_update_poisons_it_until_cleared() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let accounts = manager.mutex(&(100i64, 0i64)).unwrap();
+    {
+        let mut g = accounts.lock().unwrap().expect("not poisoned");
+        assert_eq!(*g, (100, 0));
+        g.0 -= 10;
+        g.1 += 10;
+    } // written back on drop
+    assert!(!accounts.is_locked().unwrap());
+    let g = accounts.try_lock().unwrap().unwrap().unwrap();
+    assert_eq!(*g, (90, 10));
+    assert!(
+        accounts.try_lock().unwrap().is_none(),
+        "not reentrant, and held"
+    );
+    g.unlock().unwrap();
+
+    // A holder debits, commits, and is killed before it credits.
+    let holding = manager.event().unwrap();
+    let (m, h) = (accounts.clone(), holding.clone());
+    let mut holder = Process::spawn_fallible(move || -> agora::Result<()> {
+        let mut g = m
+            .lock()?
+            .map_err(|_| agora::Error::Usage("poisoned".into()))?;
+        g.0 -= 50;
+        g.commit()?;
+        h.set()?;
+        std::thread::sleep(Duration::from_secs(60));
+        g.1 += 50;
+        Ok(())
+    })
+    .unwrap();
+    assert!(holding
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap()
+        .is_some());
+    kill(&mut holder);
+
+    // Every later locker is told, in this process and in another, and gets the guard.
+    for round in 0..3 {
+        let poisoned = accounts
+            .lock_timeout(Duration::from_secs(10))
+            .unwrap()
+            .expect("released by the manager")
+            .expect_err("poisoned");
+        let g = poisoned.into_inner();
+        assert!(g.is_poisoned());
+        assert_eq!(*g, (40, 10), "round {round}: the half update");
+        drop(g);
+        assert!(accounts.is_poisoned().unwrap());
+    }
+    let m = accounts.clone();
+    in_child("another locker", move || {
+        let poisoned = m.lock()?.is_err();
+        assert!(poisoned, "another process is told too");
+        Ok(())
+    });
+    // Repaired and cleared: plain locks again.
+    {
+        let mut g = accounts.lock().unwrap().unwrap_err().into_inner();
+        g.1 += 50;
+    }
+    accounts.clear_poison().unwrap();
+    let g = accounts.lock().unwrap().expect("cleared");
+    assert_eq!(*g, (40, 60));
+}

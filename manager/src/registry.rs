@@ -123,6 +123,10 @@ pub struct Registry {
     handoffs: Mutex<Handoffs>,
     /// How long a handoff waits to be adopted.
     handoff_lease: Duration,
+    /// The manager is stopping ([`Registry::stop`]): set before the walk over the objects.
+    stopping: AtomicBool,
+    /// The walk of [`Registry::stop`]: done once, and every other caller waits until it is.
+    stopped: std::sync::Once,
 }
 
 /// How long a handoff waits to be adopted unless configured otherwise (`--handoff-seconds`).
@@ -175,6 +179,8 @@ impl Registry {
             reaper: Arc::default(),
             handoffs: Mutex::default(),
             handoff_lease: DEFAULT_HANDOFF_LEASE,
+            stopping: AtomicBool::new(false),
+            stopped: std::sync::Once::new(),
         }
     }
 
@@ -235,7 +241,32 @@ impl Registry {
         }
     }
 
+    /// The manager is stopping: every object answers its parked calls `ShutdownError` and
+    /// grants nothing more, and later creates fail with `ShutdownError`. Runs before any
+    /// connection releases what it holds, so that a holder's close during shutdown grants
+    /// nothing to a waiter. Idempotent; the first call does the work.
+    pub fn stop(&self) {
+        // Every caller returns only once the walk is complete: a connection that closes
+        // while another one walks must not release its holdings into an object not yet
+        // stopped.
+        self.stopped.call_once(|| {
+            self.stopping.store(true, Ordering::SeqCst);
+            // Collected first: an object's stop takes its own lock, never under a shard's.
+            let all: Vec<ObjectHandle> =
+                self.objects.iter().map(|e| e.slot.object.clone()).collect();
+            all.iter().for_each(|o| o.stop());
+        });
+    }
+
+    /// True once [`Registry::stop`] ran.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     fn insert(&self, object: ObjectHandle, name: Option<Arc<str>>) -> Result<Arc<Slot>, CallError> {
+        if self.is_stopping() {
+            return Err(crate::lifecycle::shutting_down());
+        }
         let (created, id) = self.ids.next().ok_or_else(|| {
             CallError::runtime("this manager has handed out every object id (2^53 - 1); restart it")
         })?;
@@ -255,6 +286,10 @@ impl Registry {
                 created,
             },
         );
+        // A create that raced `stop`'s walk over the objects: stopped here instead.
+        if self.is_stopping() {
+            slot.object.stop();
+        }
         Ok(slot)
     }
 

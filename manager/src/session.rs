@@ -357,6 +357,11 @@ impl Session {
     /// Ends the connection: parked calls are answered with `ShutdownError` when the manager is
     /// stopping (best effort), or given back; then whatever the connection held is released.
     async fn finish<S: AsyncWrite + Unpin>(mut self, stream: &mut S, stopping: bool) {
+        if stopping {
+            // Before this connection's own parked calls are read: each is answered
+            // `ShutdownError` by its object, never granted by another connection's close.
+            self.shared.registry.stop();
+        }
         self.parked.abort_all();
         let mut out = Vec::new();
         let mut undelivered = Vec::new();
@@ -390,6 +395,14 @@ impl Drop for Session {
     /// so that it also happens if the connection's task panics or is cancelled: a bug in one
     /// connection must not leave a lock held forever for everybody else.
     fn drop(&mut self) {
+        // While the manager stops, every parked call of every connection is answered
+        // `ShutdownError` before any holding is released, so this close grants nothing (and
+        // raises no owner-died notice) to a waiter of another connection that has not yet
+        // seen the stop (`PROTOCOL.md` section 4.1).
+        if *self.shared.shutdown.borrow() {
+            self.shared.registry.stop();
+        }
+        self.holdings.closing();
         self.holdings.release_all(self.id);
         // The connection stops holding objects: those it alone held are freed, unless the
         // manager is stopping, when every parked call must get `ShutdownError` from its own
@@ -617,9 +630,16 @@ where
         spin: SpinState::new(),
         shared,
     };
+    conn.session.holdings.watch(conn.fd);
     debug!(session = conn.session.id, "connected");
     let stop = conn.run().await;
+    // From here this connection serves nothing: another connection's call that touches what
+    // it holds finishes its close first.
+    conn.session.holdings.closing();
     if stop {
+        // First of all: nothing this connection gives back (below) or releases (when its
+        // session drops) may be granted to a waiter while the manager stops.
+        conn.shared.registry.stop();
         conn.drain_out().await;
     }
     // Replies never written: their grants go back.
@@ -636,12 +656,14 @@ where
 
 /// One connection's loop state: its socket, what it read and is about to write.
 struct Connection<S> {
+    /// First, so that a task dropped mid-flight drops (and releases) the session before its
+    /// socket closes: the descriptor its holdings watch is never one reused by another.
+    session: Session,
     stream: S,
     fd: RawFd,
     shared: Arc<Shared>,
     stopping: watch::Receiver<bool>,
     decoder: FrameDecoder,
-    session: Session,
     /// Replies waiting to be written, from `written` on.
     out: Vec<u8>,
     /// How much of `out` is written.

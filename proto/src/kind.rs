@@ -38,6 +38,8 @@ pub enum Kind {
     Condition,
     /// A meeting point for a fixed number of parties.
     Barrier,
+    /// A value and its lock as one object, poisoned by a holder's death.
+    Mutex,
     /// A set of values, compared as dict keys are.
     Set,
 }
@@ -60,6 +62,7 @@ impl Kind {
         Kind::Event,
         Kind::Condition,
         Kind::Barrier,
+        Kind::Mutex,
         Kind::Set,
     ];
 
@@ -81,6 +84,7 @@ impl Kind {
             Kind::Event => "event",
             Kind::Condition => "condition",
             Kind::Barrier => "barrier",
+            Kind::Mutex => "mutex",
             Kind::Set => "set",
         }
     }

@@ -278,28 +278,34 @@ const JOINABLE_QUEUE: &[MethodSpec] = methods!(Some(Kind::JoinableQueue), "joina
 );
 
 const LOCK: &[MethodSpec] = methods!(Some(Kind::Lock), "lock.":
-    "acquire" "[id], [id, blocking], [id, blocking, timeout] or [id, blocking, timeout, owner]"
+    "acquire"
+        "[id], [id, blocking], [id, blocking, timeout], [id, blocking, timeout, owner] \
+         or [id, blocking, timeout, owner, owned]"
         parks;
     "release" "[id] or [id, owner]";
     "locked" "[id]";
 );
 
 const RLOCK: &[MethodSpec] = methods!(Some(Kind::RLock), "rlock.":
-    "acquire" "[id], [id, blocking], [id, blocking, timeout] or [id, blocking, timeout, owner]"
+    "acquire"
+        "[id], [id, blocking], [id, blocking, timeout], [id, blocking, timeout, owner] \
+         or [id, blocking, timeout, owner, owned]"
         parks;
     "release" "[id] or [id, owner]";
     "locked" "[id]";
 );
 
 const SEMAPHORE: &[MethodSpec] = methods!(Some(Kind::Semaphore), "semaphore.":
-    "acquire" "[id], [id, blocking] or [id, blocking, timeout]" parks;
+    "acquire" "[id], [id, blocking], [id, blocking, timeout] or [id, blocking, timeout, owned]"
+        parks;
     "release" "[id] or [id, n]";
     "get_value" "[id]";
 );
 
 const BOUNDED_SEMAPHORE: &[MethodSpec] = methods!(
     Some(Kind::BoundedSemaphore), "bounded_semaphore.":
-    "acquire" "[id], [id, blocking] or [id, blocking, timeout]" parks;
+    "acquire" "[id], [id, blocking], [id, blocking, timeout] or [id, blocking, timeout, owned]"
+        parks;
     "release" "[id] or [id, n]";
     "get_value" "[id]";
 );
@@ -313,7 +319,9 @@ const EVENT: &[MethodSpec] = methods!(Some(Kind::Event), "event.":
 
 /// The lock's methods (as `lock` / `rlock`), then the condition's own.
 const CONDITION: &[MethodSpec] = methods!(Some(Kind::Condition), "condition.":
-    "acquire" "[id], [id, blocking], [id, blocking, timeout] or [id, blocking, timeout, owner]"
+    "acquire"
+        "[id], [id, blocking], [id, blocking, timeout], [id, blocking, timeout, owner] \
+         or [id, blocking, timeout, owner, owned]"
         parks;
     "release" "[id] or [id, owner]";
     "locked" "[id]";
@@ -329,6 +337,18 @@ const BARRIER: &[MethodSpec] = methods!(Some(Kind::Barrier), "barrier.":
     "parties" "[id]";
     "n_waiting" "[id]";
     "broken" "[id]";
+);
+
+const MUTEX: &[MethodSpec] = methods!(Some(Kind::Mutex), "mutex.":
+    "lock" "[id], [id, blocking], [id, blocking, timeout] or [id, blocking, timeout, owner]"
+        parks;
+    "get" "[id] or [id, owner]";
+    "set" "[id, value] or [id, value, owner]";
+    "unlock" "[id] or [id, owner]";
+    "set_unlock" "[id, value] or [id, value, owner]";
+    "is_poisoned" "[id]";
+    "clear_poison" "[id]";
+    "locked" "[id]";
 );
 
 const SET: &[MethodSpec] = methods!(Some(Kind::Set), "set.":
@@ -374,6 +394,7 @@ pub const fn of(kind: Option<Kind>) -> &'static [MethodSpec] {
         Some(Kind::Event) => EVENT,
         Some(Kind::Condition) => CONDITION,
         Some(Kind::Barrier) => BARRIER,
+        Some(Kind::Mutex) => MUTEX,
         Some(Kind::Set) => SET,
     }
 }

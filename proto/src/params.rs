@@ -225,6 +225,16 @@ impl Params {
         }
     }
 
+    /// Param `i` as a bool, `None` when absent or nil.
+    pub fn opt_bool(&self, i: usize) -> Result<Option<bool>, CallError> {
+        match self.opt(i) {
+            None => Ok(None),
+            Some([0xc2]) => Ok(Some(false)),
+            Some([0xc3]) => Ok(Some(true)),
+            Some(_) => Err(self.wrong(i, "a bool or nil")),
+        }
+    }
+
     /// Param `i` split into elements, if it is an array.
     pub fn array(&self, i: usize) -> Result<Params, CallError> {
         Params::from_array(self.bytes(i)).ok_or_else(|| self.wrong(i, "an array"))

@@ -78,6 +78,8 @@ from .synchronize import (
     ConditionProxy,
     EventProxy,
     LockProxy,
+    MutexGuard,
+    MutexProxy,
     RLockProxy,
     SemaphoreProxy,
 )
@@ -128,6 +130,8 @@ __all__ = [
     "JoinableQueueProxy",
     "ListProxy",
     "LockProxy",
+    "MutexGuard",
+    "MutexProxy",
     "NamespaceProxy",
     "QueueProxy",
     "RLockProxy",

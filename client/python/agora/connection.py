@@ -138,7 +138,7 @@ MAY_WAIT = frozenset({
     "joinable_queue.get", "joinable_queue.put", "joinable_queue.get_many",
     "joinable_queue.put_many", "joinable_queue.join",
     "lock.acquire", "rlock.acquire", "semaphore.acquire", "bounded_semaphore.acquire",
-    "condition.acquire", "condition.wait", "event.wait", "barrier.wait",
+    "condition.acquire", "condition.wait", "event.wait", "barrier.wait", "mutex.lock",
 })
 
 AddressLike = Union[str, Tuple[str, int]]

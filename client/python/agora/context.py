@@ -85,24 +85,25 @@ if hasattr(os, "register_at_fork"):
 # --- locks and friends: the manager's proxies as they are -------------------------------------
 
 
-def Lock() -> LockProxy:
-    """A lock shared by processes (``multiprocessing.Lock``)."""
-    return default_manager().Lock()
+def Lock(*, owned: Optional[bool] = None) -> LockProxy:
+    """A lock shared by processes (``multiprocessing.Lock``); ``owned`` as for
+    :meth:`agora.Manager.Lock`."""
+    return default_manager().Lock(owned=owned)
 
 
-def RLock() -> RLockProxy:
+def RLock(*, owned: Optional[bool] = None) -> RLockProxy:
     """A reentrant lock shared by processes (``multiprocessing.RLock``)."""
-    return default_manager().RLock()
+    return default_manager().RLock(owned=owned)
 
 
-def Semaphore(value: int = 1) -> SemaphoreProxy:
+def Semaphore(value: int = 1, *, owned: Optional[bool] = None) -> SemaphoreProxy:
     """A semaphore shared by processes (``multiprocessing.Semaphore``)."""
-    return default_manager().Semaphore(value)
+    return default_manager().Semaphore(value, owned=owned)
 
 
-def BoundedSemaphore(value: int = 1) -> BoundedSemaphoreProxy:
+def BoundedSemaphore(value: int = 1, *, owned: Optional[bool] = None) -> BoundedSemaphoreProxy:
     """A bounded semaphore shared by processes (``multiprocessing.BoundedSemaphore``)."""
-    return default_manager().BoundedSemaphore(value)
+    return default_manager().BoundedSemaphore(value, owned=owned)
 
 
 def Condition(lock: Optional[Union[LockProxy, RLockProxy]] = None) -> ConditionProxy:

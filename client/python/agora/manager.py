@@ -47,6 +47,7 @@ from .synchronize import (
     ConditionProxy,
     EventProxy,
     LockProxy,
+    MutexProxy,
     RLockProxy,
     SemaphoreProxy,
 )
@@ -140,6 +141,12 @@ def _stop_manager(
                 proc.wait()
     if tmpdir is not None:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _owned_arg(owned: Optional[bool]) -> Tuple[Any, ...]:
+    """The ``owned`` create arg: none at all when not given, so that the manager's default
+    (each acquire says) applies and older managers still accept the create."""
+    return () if owned is None else (bool(owned),)
 
 
 def _typecode_args(typecode: Optional[str]) -> Optional[str]:
@@ -252,31 +259,34 @@ class _Factories:
         """A shared queue with ``task_done`` and ``join``."""
         return self._make("joinable_queue", max(int(maxsize), 0))
 
-    def Lock(self) -> LockProxy:
-        """A shared ``threading.Lock``."""
-        return self._make("lock")
+    def Lock(self, *, owned: Optional[bool] = None) -> LockProxy:
+        """A shared ``threading.Lock``. ``owned``: ``False`` for Python's exact ownerless
+        semantics (an acquire is never released by its process's exit, so a child may acquire
+        and its parent release), ``True`` to release every acquire on exit; ``None``: a bare
+        ``acquire()`` and a ``with`` block are both owned (see :mod:`agora.synchronize`)."""
+        return self._make("lock", *_owned_arg(owned))
 
-    def RLock(self) -> RLockProxy:
-        """A shared ``threading.RLock``."""
-        return self._make("rlock")
+    def RLock(self, *, owned: Optional[bool] = None) -> RLockProxy:
+        """A shared ``threading.RLock``; ``owned`` as for :meth:`Lock`."""
+        return self._make("rlock", *_owned_arg(owned))
 
-    def Semaphore(self, value: int = 1) -> SemaphoreProxy:
-        """A shared ``threading.Semaphore``."""
+    def Semaphore(self, value: int = 1, *, owned: Optional[bool] = None) -> SemaphoreProxy:
+        """A shared ``threading.Semaphore``. ``owned`` as for :meth:`Lock`, but with
+        ``None`` a bare ``acquire()`` is unowned (a consumption, as in Python: signalling
+        works) and only a ``with`` block is owned."""
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        return self._make("semaphore", value)
+        return self._make("semaphore", value, *_owned_arg(owned))
 
     def BoundedSemaphore(
-        self, value: int = 1
+        self, value: int = 1, *, owned: Optional[bool] = None
     ) -> BoundedSemaphoreProxy:
-        """A shared ``threading.BoundedSemaphore``."""
+        """A shared ``threading.BoundedSemaphore``; ``owned`` as for :meth:`Lock`."""
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        return self._make("bounded_semaphore", value)
+        return self._make("bounded_semaphore", value, *_owned_arg(owned))
 
-    def Condition(
-        self, lock: Optional[Union[LockProxy, RLockProxy]] = None
-    ) -> ConditionProxy:
+    def Condition(self, lock: Optional[Union[LockProxy, RLockProxy]] = None) -> ConditionProxy:
         """A shared ``threading.Condition`` over a new RLock, or over ``lock`` (a ``Lock`` or
         ``RLock`` proxy of this manager)."""
         if lock is None:
@@ -305,6 +315,11 @@ class _Factories:
         if timeout is None:
             return self._make("barrier", parties)
         return self._make("barrier", parties, timeout)
+
+    def Mutex(self, value: Any = None) -> MutexProxy:
+        """A shared value and its lock as one object, poisoned when a holder dies holding it
+        (see :class:`agora.MutexProxy`). Made by name, an existing mutex keeps its value."""
+        return self._make("mutex", value)
 
 
 class Named(_Factories):

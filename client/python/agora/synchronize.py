@@ -14,12 +14,29 @@ better than with ``multiprocessing.managers``:
 
 Ownership (for ``RLock`` and ``Condition``, and for releasing what died with its holder)
 belongs to a thread of a process: each thread has its own connection.
+
+**What a dying process gives back.** What a ``with`` block takes is always *owned*: a process
+that dies inside the block releases it, and the next acquirer is told. A bare ``acquire()`` of
+a ``Lock``, ``RLock``, ``BoundedSemaphore`` or ``Condition`` is owned too (a ``try``/``finally``
+critical section stays protected). A bare ``acquire()`` of a ``Semaphore`` is a consumption
+that nothing gives back, as in Python, so a semaphore works as a signal: a consumer that
+acquires and exits does not hand the signal back. ``owned=False`` at creation
+(``manager.Lock(owned=False)``) gives Python's exact ownerless semantics for every acquire (a
+child acquires a lock and exits, its parent releases it); ``owned=True`` protects every acquire.
+
+**One outcome on every run.** When a process that acquired something has exited before another
+process calls ``release`` (CPython's ``TestSyncManagerTypes.test_lock`` pattern: the parent
+joining the child, then releases), the manager finishes the exit first. With an owned
+acquire the exit released it, so the parent's ``release()`` raises ``RuntimeError`` (a
+``BoundedSemaphore``: ``ValueError``) on every run; with ``owned=False`` it succeeds on every
+run, as in Python.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Any, Callable, ClassVar, Optional, TypeVar
+from typing import Any, Callable, ClassVar, Optional, Tuple, TypeVar
 
 from .proxies import BaseProxy
 
@@ -32,6 +49,8 @@ __all__ = [
     "ConditionProxy",
     "EventProxy",
     "BarrierProxy",
+    "MutexProxy",
+    "MutexGuard",
 ]
 
 #: ``acquire_status`` results.
@@ -47,6 +66,9 @@ class AcquirerProxy(BaseProxy):
 
     __slots__ = ("owner_died",)
     _m: ClassVar[str] = ""
+    #: The acquire params between the timeout and ``owned``: a lock's ``owner`` (nil: the
+    #: default, each thread has its own connection); none for a semaphore.
+    _owned_pad: ClassVar[Tuple[Any, ...]] = (None,)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -58,30 +80,49 @@ class AcquirerProxy(BaseProxy):
         #: holder died holding the object (its data may be half updated).
         self.owner_died = False
 
-    def acquire_status(self, blocking: bool = True, timeout: Optional[float] = None) -> int:
+    def acquire_status(
+        self,
+        blocking: bool = True,
+        timeout: Optional[float] = None,
+        *,
+        owned: Optional[bool] = None,
+    ) -> int:
         """Like :meth:`acquire`, but returns the protocol's code: ``0`` not acquired, ``1``
-        acquired, ``2`` acquired after the previous holder died holding it."""
-        if timeout is None:
-            code = self._call(self._m + "acquire", bool(blocking))
+        acquired, ``2`` acquired after the previous holder died holding it.
+
+        ``owned``: whether this process's exit gives back what it takes (``None``: the kind's
+        default, see the module's documentation; an ``owned`` option given at creation wins)."""
+        m = self._m + "acquire"
+        if owned is not None:
+            code = self._call(m, bool(blocking), timeout, *self._owned_pad, bool(owned))
+        elif timeout is None:
+            code = self._call(m, bool(blocking))
         else:
-            code = self._call(self._m + "acquire", bool(blocking), timeout)
+            code = self._call(m, bool(blocking), timeout)
         if code:
             self.owner_died = code == ACQUIRED_OWNER_DIED
         return code
 
-    def acquire(self, blocking: bool = True, timeout: Optional[float] = None) -> bool:
+    def acquire(
+        self,
+        blocking: bool = True,
+        timeout: Optional[float] = None,
+        *,
+        owned: Optional[bool] = None,
+    ) -> bool:
         """Acquires, waiting (up to ``timeout`` seconds) unless ``blocking`` is false.
 
         Returns ``True`` when acquired, ``False`` otherwise. ``ValueError`` for a timeout with
-        ``blocking`` false."""
-        return self.acquire_status(blocking, timeout) != NOT_ACQUIRED
+        ``blocking`` false. ``owned`` as for :meth:`acquire_status`."""
+        return self.acquire_status(blocking, timeout, owned=owned) != NOT_ACQUIRED
 
     def release(self) -> None:
         """Releases; ``RuntimeError`` when not held (by this thread, for an ``RLock``)."""
         self._call(self._m + "release")
 
     def __enter__(self) -> bool:
-        return self.acquire()
+        # What a with block takes is owned: a process dying inside the block gives it back.
+        return self.acquire_status(True, None, owned=True) != NOT_ACQUIRED
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
@@ -122,6 +163,7 @@ class SemaphoreProxy(AcquirerProxy):
     __slots__ = ()
     _kind = "semaphore"
     _typeid = "Semaphore"
+    _owned_pad = ()
 
     def _referent_repr(self) -> str:
         return f"<threading.Semaphore at {self._id:#x}: value={self.get_value()}>"
@@ -275,3 +317,132 @@ class BarrierProxy(BaseProxy):
     def broken(self) -> bool:
         """True when the barrier is broken."""
         return self._call("barrier.broken")
+
+
+class MutexGuard:
+    """The lock of a :class:`MutexProxy` and a local copy of its value.
+
+    Read and write the copy through :attr:`value`; assigning it marks it changed. Leaving the
+    ``with`` block (or :meth:`unlock`) writes a changed value back and unlocks in one call, or
+    only unlocks. :meth:`commit` writes the value now and keeps the lock, so that a process
+    killed later leaves that value. Mutating the value in place (``g.value.append(1)``) is not
+    seen: assign it (``g.value = g.value + [1]``) or call :meth:`mark_changed`.
+    """
+
+    __slots__ = ("_mutex", "_value", "_changed", "_held", "poisoned")
+
+    def __init__(self, mutex: "MutexProxy", value: Any, poisoned: bool) -> None:
+        self._mutex = mutex
+        self._value = value
+        self._changed = False
+        self._held = True
+        #: True when this lock came poisoned: a holder died holding the mutex, and the value
+        #: may be half updated.
+        self.poisoned = poisoned
+
+    @property
+    def value(self) -> Any:
+        """The guarded value (the local copy)."""
+        return self._value
+
+    @value.setter
+    def value(self, value: Any) -> None:
+        self._value = value
+        self._changed = True
+
+    def mark_changed(self) -> None:
+        """Writes the value back on unlock even though it was not assigned (it was mutated in
+        place)."""
+        self._changed = True
+
+    def commit(self) -> None:
+        """Writes the value to the manager now, keeping the lock."""
+        self._mutex._call("mutex.set", self._value)
+        self._changed = False
+
+    def unlock(self) -> None:
+        """Writes a changed value back and unlocks; ``RuntimeError`` when not held any more."""
+        if not self._held:
+            raise RuntimeError("this mutex guard was already unlocked")
+        self._held = False
+        if self._changed:
+            self._mutex._call("mutex.set_unlock", self._value)
+        else:
+            self._mutex._call("mutex.unlock")
+
+    def __enter__(self) -> "MutexGuard":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._held:
+            self.unlock()
+
+
+#: The guards a thread took with ``with mutex as g:``, innermost last, per mutex id, so that
+#: ``__exit__`` unlocks the one its ``__enter__`` took.
+_entered = threading.local()
+
+
+class MutexProxy(BaseProxy):
+    """A shared value and its lock as one object, poisoned by a holder's death (Rust's
+    ``std::sync::Mutex``; no ``multiprocessing`` equivalent).
+
+    ``with mx as g:`` locks (waiting in FIFO order) and gives a :class:`MutexGuard`: ``g.value``
+    is the value, assigning it writes it back when the block ends. If a process died (even
+    by ``SIGKILL``) holding the mutex, the mutex is **poisoned**: every later lock, by any
+    process, gives a guard with ``g.poisoned`` true (the lock is held all the same), and
+    :attr:`poisoned` is true, until someone calls :meth:`clear_poison`.
+    """
+
+    __slots__ = ()
+    _kind = "mutex"
+    _typeid = "Mutex"
+
+    def _referent_repr(self) -> str:
+        # Python has no such object; shaped as its locks show theirs.
+        state = "locked" if self.locked() else "unlocked"
+        poisoned = ", poisoned" if self.poisoned else ""
+        return f"<{state} agora.Mutex object at {self._id:#x}{poisoned}>"
+
+    def acquire(
+        self, blocking: bool = True, timeout: Optional[float] = None
+    ) -> Optional[MutexGuard]:
+        """Locks, waiting (up to ``timeout`` seconds) unless ``blocking`` is false. Returns the
+        guard, or ``None`` when not locked. ``ValueError`` for a timeout with ``blocking``
+        false."""
+        if timeout is None:
+            got = self._call("mutex.lock", bool(blocking))
+        else:
+            got = self._call("mutex.lock", bool(blocking), timeout)
+        if got is None:
+            return None
+        poisoned, value = got
+        return MutexGuard(self, value, bool(poisoned))
+
+    def __enter__(self) -> MutexGuard:
+        guard = self.acquire()
+        if guard is None:  # a blocking lock without a timeout always locks
+            raise RuntimeError("mutex.lock without a timeout answered nil")
+        stacks = _entered.__dict__.setdefault("stacks", {})
+        stacks.setdefault(self._id, []).append(guard)
+        return guard
+
+    def __exit__(self, *exc: Any) -> None:
+        stack = _entered.__dict__.get("stacks", {}).get(self._id)
+        if stack:
+            guard = stack.pop()
+            if guard._held:
+                guard.unlock()
+
+    @property
+    def poisoned(self) -> bool:
+        """True when a holder died holding the mutex and nobody cleared the poison since."""
+        return bool(self._call("mutex.is_poisoned"))
+
+    def clear_poison(self) -> None:
+        """Clears the poison: later locks are plain again. Call it once the value is repaired."""
+        self._call("mutex.clear_poison")
+
+    def locked(self) -> bool:
+        """True when someone holds the lock."""
+        return bool(self._call("mutex.locked"))

@@ -86,13 +86,12 @@ _HOLDER_DIED = (
 )
 
 #: Tests that fail because of a difference README.md lists, by ``Class.test``. Each is run and
-#: must fail. Those whose difference shows only once the manager has seen a child's connection
-#: close (a release, a redelivery) can pass when the test's checks come first: a pass is then
-#: reported as a failure of the expectation, saying so, so that the counts do not depend on
-#: the machine's timing.
+#: must fail (an unexpected success fails the suite, so that a change of behaviour is seen).
 EXPECTED_FAILURES: Dict[str, str] = {
     "WithManagerTestContainers.test_dict_iter": _SNAPSHOT,
     "WithManagerTestContainers.test_list_iter": _SNAPSHOT,
+    # Lock and BoundedSemaphore acquires are owned by default (a plain Semaphore's bare
+    # acquire is not, and CPython's test_semaphore passes); Lock(owned=False) is Python's.
     "TestSyncManagerTypes.test_lock": _HOLDER_DIED,
     "TestSyncManagerTypes.test_bounded_semaphore": _HOLDER_DIED,
     "TestSyncManagerTypes.test_joinable_queue": (
@@ -100,6 +99,13 @@ EXPECTED_FAILURES: Dict[str, str] = {
         "from the JoinableQueue and did not mark done go back to the queue when it exits)"
     ),
 }
+
+#: Of those, the ones whose difference shows only once the manager has handled the child's
+#: close, which no call of the test waits for (a queue's `empty()` does not finish another
+#: connection's close first, PROTOCOL.md 4.1): they can pass when the test's checks come
+#: first. A pass is then reported as a failure of the expectation, saying so, so that the
+#: counts do not depend on the machine's timing.
+RACY = {"TestSyncManagerTypes.test_joinable_queue"}
 
 
 def _setup_with_agora(cls: Any) -> None:
@@ -142,8 +148,12 @@ def _install() -> List[str]:
         cls = globals()[cls_name]
         test = getattr(cls, test_name)
 
-        def expected(self: Any, _test: Any = test, _reason: str = reason) -> None:
+        def expected(
+            self: Any, _test: Any = test, _reason: str = reason, _racy: bool = key in RACY
+        ) -> None:
             _test(self)
+            if not _racy:
+                return
             raise AssertionError(
                 f"passed, the difference not showing in time (the manager had not yet seen "
                 f"the child's connection close); expected to fail: {_reason}"

@@ -101,7 +101,7 @@ impl Condition {
     /// releases it when dropped.
     pub fn acquire(&self) -> Result<ConditionGuard<'_>> {
         let owner = thread_owner();
-        let cmd = acquire_cmd(self.id, "condition.acquire", true, None, owner);
+        let cmd = acquire_cmd(self.id, "condition.acquire", true, None, owner, Some(true));
         let got = must_acquire(self.client.run(cmd)?, "condition")?;
         Ok(ConditionGuard::new(self, owner, got))
     }
@@ -118,7 +118,14 @@ impl Condition {
 
     fn guard(&self, blocking: bool, wait: Option<Duration>) -> Result<Option<ConditionGuard<'_>>> {
         let owner = thread_owner();
-        let cmd = acquire_cmd(self.id, "condition.acquire", blocking, wait, owner);
+        let cmd = acquire_cmd(
+            self.id,
+            "condition.acquire",
+            blocking,
+            wait,
+            owner,
+            Some(true),
+        );
         Ok(match self.client.run(cmd)? {
             Acquired::No => None,
             got => Some(ConditionGuard::new(self, owner, got)),
@@ -139,6 +146,7 @@ impl Condition {
             blocking,
             timeout,
             thread_owner(),
+            None,
         )
     }
 

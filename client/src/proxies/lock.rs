@@ -48,6 +48,14 @@ use super::wait::{cmd_doc, decoders, thread_owner, timeout, Acquired, Held};
 /// sees its connection close and releases the lock. The next acquirer is told: its guard's
 /// [`is_owner_dead`](LockGuard::is_owner_dead) is true ([`Acquired::OwnerDied`] from
 /// [`acquire_raw`](Lock::acquire_raw)), because what the lock protected may be half-updated.
+///
+/// # Ownership
+/// What a guard holds is always *owned*: released when the holding process dies or exits. An
+/// [`acquire_raw`](Lock::acquire_raw) is owned too, unless the lock was created with
+/// `owned` false ([`Client::lock_with`]), which gives Python's ownerless semantics: a child
+/// acquires and exits, its parent releases. With an owned acquire that parent's
+/// [`release`](Lock::release) fails with `RuntimeError` on every run, because the manager
+/// finishes an exit it can see before it serves a call that races it (`PROTOCOL.md` 4.1).
 /// A forked child that inherited the holder's socket does not delay this: the client hands
 /// children `/dev/null` in place of its sockets.
 ///
@@ -112,48 +120,77 @@ super::proxy_common!(RLock[], "rlock");
 impl Client {
     /// Creates a new, free lock.
     pub fn lock(&self) -> Result<Lock> {
-        let mut args = Args::default();
-        args.str("lock").opt_str(None);
-        Ok(Lock::from_id(self, self.create_with(args)?))
+        self.lock_with(None, None)
     }
 
     /// The lock called `name`, created free if there is none (get-or-create: every process
     /// asking for the name gets the same lock).
     pub fn lock_named(&self, name: &str) -> Result<Lock> {
-        let mut args = Args::default();
-        args.str("lock").str(name);
-        Ok(Lock::from_id(self, self.create_with(args)?))
+        self.lock_with(Some(name), None)
+    }
+
+    /// A lock (named, get-or-create, or new) with the `owned` option: `Some(false)` for
+    /// Python's ownerless semantics on every acquire (nothing is released when the acquiring
+    /// process exits or dies: a child may acquire and its parent release), `Some(true)` to
+    /// protect every acquire; `None`: guards and [`Lock::acquire_raw`] are both owned (see
+    /// [`Lock`], Ownership). An existing named lock keeps the option it was created with.
+    pub fn lock_with(&self, name: Option<&str>, owned: Option<bool>) -> Result<Lock> {
+        Ok(Lock::from_id(self, create_lock(self, "lock", name, owned)?))
     }
 
     /// Creates a new, free reentrant lock.
     pub fn rlock(&self) -> Result<RLock> {
-        let mut args = Args::default();
-        args.str("rlock").opt_str(None);
-        Ok(RLock::from_id(self, self.create_with(args)?))
+        self.rlock_with(None, None)
     }
 
     /// The reentrant lock called `name`, created free if there is none (get-or-create).
     pub fn rlock_named(&self, name: &str) -> Result<RLock> {
-        let mut args = Args::default();
-        args.str("rlock").str(name);
-        Ok(RLock::from_id(self, self.create_with(args)?))
+        self.rlock_with(Some(name), None)
+    }
+
+    /// A reentrant lock with the `owned` option, as [`Client::lock_with`].
+    pub fn rlock_with(&self, name: Option<&str>, owned: Option<bool>) -> Result<RLock> {
+        Ok(RLock::from_id(
+            self,
+            create_lock(self, "rlock", name, owned)?,
+        ))
     }
 }
 
-/// The acquire command on `kind`'s object `id`: `[id, blocking, timeout, owner]`.
+/// The acquire command on `kind`'s object `id`: `[id, blocking, timeout, owner]`, and
+/// `owned` after them when given (`None`: the kind's default, owned for every lock kind).
 pub(crate) fn acquire_cmd(
     id: u64,
     method: &'static str,
     blocking: bool,
     wait: Option<Duration>,
     owner: u64,
+    owned: Option<bool>,
 ) -> Cmd<Acquired> {
     Cmd::object(id, method, decoders::acquired, move |a| {
         a.bool(blocking);
         timeout(a, if blocking { wait } else { None });
         a.uint(owner);
+        if let Some(owned) = owned {
+            a.bool(owned);
+        }
         Ok(())
     })
+}
+
+/// `create` of a lock kind, with the `owned` option when given.
+fn create_lock(
+    client: &Client,
+    kind: &str,
+    name: Option<&str>,
+    owned: Option<bool>,
+) -> Result<u64> {
+    let mut args = Args::default();
+    args.str(kind).opt_str(name);
+    if let Some(owned) = owned {
+        args.bool(owned);
+    }
+    client.create_with(args)
 }
 
 /// What a blocking acquire without a timeout may answer.
@@ -174,7 +211,15 @@ macro_rules! lock_methods {
             /// dropped. Waits in FIFO order behind earlier acquirers.
             pub fn acquire(&self) -> Result<$guard<'_>> {
                 let owner = thread_owner();
-                let cmd = acquire_cmd(self.id, concat!($kind, ".acquire"), true, None, owner);
+                // What a guard holds is always owned: a process dying with it releases it.
+                let cmd = acquire_cmd(
+                    self.id,
+                    concat!($kind, ".acquire"),
+                    true,
+                    None,
+                    owner,
+                    Some(true),
+                );
                 let got = must_acquire(self.client.run(cmd)?, $kind)?;
                 Ok($guard::new(self, owner, got))
             }
@@ -193,7 +238,14 @@ macro_rules! lock_methods {
 
             fn guard(&self, blocking: bool, wait: Option<Duration>) -> Result<Option<$guard<'_>>> {
                 let owner = thread_owner();
-                let cmd = acquire_cmd(self.id, concat!($kind, ".acquire"), blocking, wait, owner);
+                let cmd = acquire_cmd(
+                    self.id,
+                    concat!($kind, ".acquire"),
+                    blocking,
+                    wait,
+                    owner,
+                    Some(true),
+                );
                 Ok(match self.client.run(cmd)? {
                     Acquired::No => None,
                     got => Some($guard::new(self, owner, got)),
@@ -223,6 +275,7 @@ macro_rules! lock_methods {
                     blocking,
                     timeout,
                     thread_owner(),
+                    None,
                 )
             }
 
@@ -348,14 +401,25 @@ mod tests {
 
     #[test]
     fn acquire_params() {
-        let cmd = acquire_cmd(7, "lock.acquire", true, Some(Duration::from_millis(500)), 3);
+        let wait = Some(Duration::from_millis(500));
+        let cmd = acquire_cmd(7, "lock.acquire", true, wait, 3, None);
         let args = cmd.args.unwrap();
         let mut expected = vec![0x07, 0xc3, 0xcb];
         expected.extend_from_slice(&0.5f64.to_be_bytes());
         expected.push(0x03);
         assert_eq!(args.bytes(), expected);
         // A non-blocking acquire never sends a timeout (the manager would refuse it).
-        let cmd = acquire_cmd(7, "lock.acquire", false, Some(Duration::from_secs(1)), 3);
+        let cmd = acquire_cmd(
+            7,
+            "lock.acquire",
+            false,
+            Some(Duration::from_secs(1)),
+            3,
+            None,
+        );
         assert_eq!(cmd.args.unwrap().bytes(), [0x07, 0xc2, 0xc0, 0x03]);
+        // A guard's acquire says it owns what it takes.
+        let cmd = acquire_cmd(7, "lock.acquire", false, None, 3, Some(true));
+        assert_eq!(cmd.args.unwrap().bytes(), [0x07, 0xc2, 0xc0, 0x03, 0xc3]);
     }
 }

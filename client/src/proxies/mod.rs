@@ -31,7 +31,8 @@
 //! its timeout passes (the timeout runs on the manager). The client never polls and holds no
 //! lock of its own while it waits, so other threads keep calling through the same connection.
 //! Locks, semaphores and conditions hand out RAII guards; what a process held when it died is
-//! released by the manager, and the next acquirer is told ([`Acquired::OwnerDied`]).
+//! released by the manager, and the next acquirer is told ([`Acquired::OwnerDied`]). A
+//! [`Mutex`] guards a value and is poisoned for every later locker when its holder dies.
 
 mod array;
 mod barrier;
@@ -41,6 +42,7 @@ mod dict;
 mod event;
 mod list;
 mod lock;
+mod mutex;
 mod namespace;
 mod queue;
 mod semaphore;
@@ -62,6 +64,7 @@ pub use dict::Dict;
 pub use event::Event;
 pub use list::List;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
+pub use mutex::{Mutex, MutexGuard};
 pub use namespace::Namespace;
 pub use queue::{Acked, Joinable, JoinableQueue, Plain, Queue, QueueBatches, QueueIter, QueueKind};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};

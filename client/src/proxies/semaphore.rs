@@ -33,12 +33,17 @@ use super::wait::{cmd_doc, decoders, timeout, Acquired, Held};
 /// Acquirers are served in the order they arrived: a release hands the permit to the first in
 /// line, never to a newcomer. Python's `threading.Semaphore` makes no such promise.
 ///
-/// # Process death
-/// The manager counts the permits each connection took and has not released. When a process
-/// dies (even by `SIGKILL`) or exits holding permits, they come back, and the next acquirer is
-/// told ([`SemaphoreGuard::is_owner_dead`], [`Acquired::OwnerDied`]). A permit released by
-/// another process than the one that took it is counted off the taker's account first, then
-/// off any holder's, so it is never given back twice.
+/// # Process death and ownership
+/// A permit a guard holds is *owned*: the manager counts it for the connection, and when the
+/// process dies (even by `SIGKILL`) or exits holding it, it comes back, and the next acquirer
+/// is told ([`SemaphoreGuard::is_owner_dead`], [`Acquired::OwnerDied`]). A permit taken with
+/// [`acquire_raw`](Semaphore::acquire_raw) is *unowned*, as in Python: a consumption that
+/// nothing gives back, so a semaphore works as a signal (a producer
+/// [`release`](Semaphore::release)s, a consumer `acquire_raw`s and exits: the signal is
+/// gone). A [`BoundedSemaphore`]'s `acquire_raw` is owned. The `owned` option at creation
+/// ([`Client::semaphore_with`]) sets one behaviour for every acquire. A release by another
+/// process than the one that took an owned permit is counted off the taker's account first,
+/// then off any holder's, so it is never given back twice.
 pub struct Semaphore {
     client: Client,
     id: u64,
@@ -93,11 +98,73 @@ impl Client {
         ))
     }
 
+    /// A semaphore (named, get-or-create, or new) with the `owned` option: `Some(false)`:
+    /// no acquire, not even a guard's, is given back when its process exits or dies (Python's
+    /// semantics); `Some(true)`: every acquire is; `None`: a guard's is, an `acquire_raw`'s is
+    /// not (see [`Semaphore`]).
+    pub fn semaphore_with(
+        &self,
+        name: Option<&str>,
+        value: usize,
+        owned: Option<bool>,
+    ) -> Result<Semaphore> {
+        Ok(Semaphore::from_id(
+            self,
+            self.create_semaphore_with("semaphore", name, value, owned)?,
+        ))
+    }
+
+    /// A bounded semaphore with the `owned` option, as [`Client::semaphore_with`] (but with
+    /// `None`, an `acquire_raw` is owned too).
+    pub fn bounded_semaphore_with(
+        &self,
+        name: Option<&str>,
+        value: usize,
+        owned: Option<bool>,
+    ) -> Result<BoundedSemaphore> {
+        Ok(BoundedSemaphore::from_id(
+            self,
+            self.create_semaphore_with("bounded_semaphore", name, value, owned)?,
+        ))
+    }
+
     fn create_semaphore(&self, kind: &str, name: Option<&str>, value: usize) -> Result<u64> {
+        self.create_semaphore_with(kind, name, value, None)
+    }
+
+    fn create_semaphore_with(
+        &self,
+        kind: &str,
+        name: Option<&str>,
+        value: usize,
+        owned: Option<bool>,
+    ) -> Result<u64> {
         let mut args = Args::default();
         args.str(kind).opt_str(name).uint(value as u64);
+        if let Some(owned) = owned {
+            args.bool(owned);
+        }
         self.create_with(args)
     }
+}
+
+/// `acquire [id, blocking, timeout]`, and `owned` after them when given (`None`: the kind's
+/// default: unowned for a semaphore, owned for a bounded one).
+fn semaphore_acquire_cmd(
+    id: u64,
+    method: &'static str,
+    blocking: bool,
+    wait: Option<Duration>,
+    owned: Option<bool>,
+) -> Cmd<Acquired> {
+    Cmd::object(id, method, decoders::acquired, move |a| {
+        a.bool(blocking);
+        timeout(a, if blocking { wait } else { None });
+        if let Some(owned) = owned {
+            a.bool(owned);
+        }
+        Ok(())
+    })
 }
 
 /// The methods both semaphores share.
@@ -107,7 +174,7 @@ macro_rules! semaphore_methods {
             /// Waits for a permit (in FIFO order), takes it, and returns a guard that gives it
             /// back when dropped.
             pub fn acquire(&self) -> Result<SemaphoreGuard<'_>> {
-                let got = must_acquire(self.client.run(self.acquire_raw_cmd(true, None))?, $kind)?;
+                let got = must_acquire(self.client.run(self.owned_cmd(true, None))?, $kind)?;
                 Ok(SemaphoreGuard::new(
                     &self.client,
                     concat!($kind, ".release"),
@@ -132,17 +199,15 @@ macro_rules! semaphore_methods {
                 blocking: bool,
                 wait: Option<Duration>,
             ) -> Result<Option<SemaphoreGuard<'_>>> {
-                Ok(
-                    match self.client.run(self.acquire_raw_cmd(blocking, wait))? {
-                        Acquired::No => None,
-                        got => Some(SemaphoreGuard::new(
-                            &self.client,
-                            concat!($kind, ".release"),
-                            self.id,
-                            got,
-                        )),
-                    },
-                )
+                Ok(match self.client.run(self.owned_cmd(blocking, wait))? {
+                    Acquired::No => None,
+                    got => Some(SemaphoreGuard::new(
+                        &self.client,
+                        concat!($kind, ".release"),
+                        self.id,
+                        got,
+                    )),
+                })
             }
 
             /// Takes a permit without a guard, as Python's `acquire(blocking, timeout)`; give it
@@ -158,16 +223,13 @@ macro_rules! semaphore_methods {
 
             #[doc = cmd_doc!($name, "acquire_raw", $kind, "acquire")]
             pub fn acquire_raw_cmd(&self, blocking: bool, wait: Option<Duration>) -> Cmd<Acquired> {
-                Cmd::object(
-                    self.id,
-                    concat!($kind, ".acquire"),
-                    decoders::acquired,
-                    move |a| {
-                        a.bool(blocking);
-                        timeout(a, if blocking { wait } else { None });
-                        Ok(())
-                    },
-                )
+                semaphore_acquire_cmd(self.id, concat!($kind, ".acquire"), blocking, wait, None)
+            }
+
+            /// A guard's acquire: what a guard holds is always owned.
+            fn owned_cmd(&self, blocking: bool, wait: Option<Duration>) -> Cmd<Acquired> {
+                let method = concat!($kind, ".acquire");
+                semaphore_acquire_cmd(self.id, method, blocking, wait, Some(true))
             }
 
             /// Gives `n` permits back (Python's `release(n)`), waking up to `n` acquirers in

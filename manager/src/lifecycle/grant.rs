@@ -17,9 +17,19 @@ pub enum Grant {
     Acquired {
         /// The owner-died notice.
         owner_died: bool,
+        /// What was granted is owned (recorded for the connection). Not written: it tells a
+        /// give-back whether the connection's close may already have returned it.
+        owned: bool,
     },
     /// An acquire that was not granted: non-blocking, or its timeout passed (`0`).
     NotAcquired,
+    /// A `mutex.lock` granted: `[poisoned, value]`, the value as it was when granted.
+    Locked {
+        /// A holder died holding the mutex, and nobody cleared the poison since.
+        poisoned: bool,
+        /// The guarded value.
+        value: Stored,
+    },
     /// A flag: an event wait, a condition wait (notified or not), a join.
     Bool(bool),
     /// Nothing to say (`nil`): a put that completed.
@@ -61,15 +71,28 @@ pub const ACQUIRED: u64 = 1;
 pub const ACQUIRED_OWNER_DIED: u64 = 2;
 
 impl Grant {
-    /// A plain acquire grant; the core adds the owner-died notice when there is one.
-    pub const ACQUIRED: Grant = Grant::Acquired { owner_died: false };
+    /// A plain acquire grant of something owned; the core adds the owner-died notice when
+    /// there is one.
+    pub const ACQUIRED: Grant = Grant::Acquired {
+        owner_died: false,
+        owned: true,
+    };
 
     /// Appends the grant's MessagePack encoding to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Grant::Acquired { owner_died: false } => encode::uint(out, ACQUIRED),
-            Grant::Acquired { owner_died: true } => encode::uint(out, ACQUIRED_OWNER_DIED),
+            Grant::Acquired {
+                owner_died: false, ..
+            } => encode::uint(out, ACQUIRED),
+            Grant::Acquired {
+                owner_died: true, ..
+            } => encode::uint(out, ACQUIRED_OWNER_DIED),
             Grant::NotAcquired => encode::uint(out, NOT_ACQUIRED),
+            Grant::Locked { poisoned, value } => {
+                encode::array_header(out, 2);
+                encode::bool(out, *poisoned);
+                out.extend_from_slice(value);
+            }
             Grant::Bool(b) => encode::bool(out, *b),
             Grant::Nil => encode::nil(out),
             Grant::Count(n) => encode::uint(out, *n),
@@ -119,8 +142,18 @@ mod tests {
     #[test]
     fn grants_encode_as_the_protocol_says() {
         assert_eq!(bytes(Grant::ACQUIRED), [1]);
-        assert_eq!(bytes(Grant::Acquired { owner_died: true }), [2]);
+        let died = |owned| Grant::Acquired {
+            owner_died: true,
+            owned,
+        };
+        assert_eq!(bytes(died(true)), [2]);
+        assert_eq!(bytes(died(false)), [2]);
         assert_eq!(bytes(Grant::NotAcquired), [0]);
+        let locked = Grant::Locked {
+            poisoned: true,
+            value: vec![0xa1, b'v'].into(),
+        };
+        assert_eq!(bytes(locked), [0x92, 0xc3, 0xa1, b'v']);
         assert_eq!(bytes(Grant::Bool(true)), [0xc3]);
         assert_eq!(bytes(Grant::Nil), [0xc0]);
         assert_eq!(bytes(Grant::Count(300)), [0xcd, 0x01, 0x2c]);

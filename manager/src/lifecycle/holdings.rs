@@ -2,6 +2,8 @@
 //! holds, so that a connection that closes releases exactly that.
 
 use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -87,9 +89,32 @@ pub(crate) trait Holdable: Send + Sync {
 /// One connection's record of the objects it holds something in (a lock, permits). An entry
 /// is added when a holding starts and leaves when it ends or the object is deleted, so the
 /// record is as large as what the connection holds now, never as what it once touched.
-#[derive(Default)]
 pub struct Holdings {
     entries: Mutex<HashMap<usize, Weak<dyn Holdable>>>,
+    /// Held for the whole of [`Holdings::release_all`], so that a second caller (a call
+    /// settling this connection's close while its own task closes it) returns only once the
+    /// release is complete, never while the first is halfway through.
+    releasing: Mutex<()>,
+    /// The connection's socket, to see whether its client has left ([`Holdings::departed`]);
+    /// [`NOT_WATCHED`] when there is none to watch (tests), [`CLOSING`] once the connection's
+    /// task is ending. One atomic, so that a reader never sees half of a change to both.
+    fd: AtomicI32,
+}
+
+/// [`Holdings`] has no socket to watch.
+const NOT_WATCHED: RawFd = -1;
+
+/// The connection's task is ending: it serves nothing more, and its socket is about to close.
+const CLOSING: RawFd = -2;
+
+impl Default for Holdings {
+    fn default() -> Holdings {
+        Holdings {
+            entries: Mutex::default(),
+            releasing: Mutex::default(),
+            fd: AtomicI32::new(NOT_WATCHED),
+        }
+    }
 }
 
 impl Holdings {
@@ -108,6 +133,32 @@ impl Holdings {
         self.len() == 0
     }
 
+    /// Watches the connection's socket `fd`: once its client closes its end, other
+    /// connections' calls finish this connection's close before they run.
+    pub fn watch(&self, fd: RawFd) {
+        // Only a fresh record starts watching: a closing one stays closing.
+        let _ = self
+            .fd
+            .compare_exchange(NOT_WATCHED, fd, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The connection's task is ending: it counts as departed from now on. Called before
+    /// the socket is closed, so the descriptor is never looked at once another connection
+    /// may have it.
+    pub fn closing(&self) {
+        self.fd.store(CLOSING, Ordering::Release);
+    }
+
+    /// True when the connection has left: its task is ending, or its client closed its end
+    /// of the socket (even with requests still unread: a client that left reads no reply).
+    pub fn departed(&self) -> bool {
+        match self.fd.load(Ordering::Acquire) {
+            CLOSING => true,
+            NOT_WATCHED => false,
+            fd => hung_up(fd),
+        }
+    }
+
     fn insert(&self, key: usize, object: &Weak<dyn Holdable>) {
         self.entries.lock().insert(key, object.clone());
     }
@@ -117,14 +168,30 @@ impl Holdings {
     }
 
     /// The connection closed: every object it holds something in releases it. The record is
-    /// emptied first and the objects are called without its lock held (lock order: an object's
-    /// lock, then a record's).
+    /// emptied first and the objects are called without its lock held (lock order: this
+    /// record's `releasing`, then an object's lock, then a record's `entries`). Never call it
+    /// with an object's lock held.
     pub fn release_all(&self, session: SessionId) {
+        let _whole = self.releasing.lock();
         let entries = std::mem::take(&mut *self.entries.lock());
         for object in entries.values().filter_map(Weak::upgrade) {
             object.session_closed(session);
         }
     }
+}
+
+/// True when the peer of socket `fd` has closed its end (or the socket failed): one `poll`
+/// that never waits. `POLLRDHUP` is reported even while unread data is queued before the
+/// end-of-file, for Unix and TCP sockets alike.
+fn hung_up(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd; a descriptor that is not open is reported as POLLNVAL.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// An object's count of what each connection holds in it, kept in step with the connections'
@@ -192,6 +259,16 @@ impl HeldBy {
         self.by.get(&session).map_or(0, |e| e.0)
     }
 
+    /// The connections other than `except` that hold something here and have left
+    /// ([`Holdings::departed`]), with their records, to finish their close.
+    pub fn departed(&self, except: SessionId) -> Vec<(SessionId, Arc<Holdings>)> {
+        self.by
+            .iter()
+            .filter(|(s, (_, h))| **s != except && h.departed())
+            .map(|(s, (_, h))| (*s, h.clone()))
+            .collect()
+    }
+
     /// Any connection that holds something, other than `except`.
     pub fn other_than(&self, except: SessionId) -> Option<SessionId> {
         self.by.keys().copied().find(|s| *s != except)
@@ -208,5 +285,34 @@ impl HeldBy {
 impl Drop for HeldBy {
     fn drop(&mut self) {
         self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// A record has left once its client closed its end (seen through the socket), or once
+    /// its task is closing; a closing record never goes back to watching. The closing state
+    /// and the descriptor are one atomic: a reader saw "not closing" and then "no descriptor"
+    /// when they were two, and a handed-over lock's release then missed the close (about one
+    /// run in 7,000 under load).
+    #[test]
+    fn departed_follows_the_socket_and_the_close() {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+        let h = Holdings::new();
+        assert!(!h.departed(), "nothing watched: not departed");
+        h.watch(ours.as_raw_fd());
+        assert!(!h.departed(), "the peer is there");
+        drop(theirs);
+        assert!(h.departed(), "the peer closed its end");
+        h.closing();
+        assert!(h.departed());
+        h.watch(ours.as_raw_fd());
+        assert!(h.departed(), "a closing record stays closing");
+        let fresh = Holdings::new();
+        fresh.closing();
+        assert!(fresh.departed());
     }
 }

@@ -27,7 +27,16 @@
 //!   owner-died notice it carried goes on to the next acquirer, and a plain grant stays plain.
 //! - **owner death**: a connection closes holding something: the object releases it
 //!   ([`Semantics::release_dead`]) and the next acquire is granted with the owner-died notice;
-//!   a queue puts the items back at the head, in their order, for the next getter.
+//!   a queue puts the items back at the head, in their order, for the next getter. Only what
+//!   was taken *owned* is a holding: an unowned acquire (a bare semaphore acquire, or any
+//!   acquire of an object created with `owned` false) is recorded nowhere, and only a release
+//!   gives it back, as in Python.
+//! - **a close racing a call**: before an object serves a call whose outcome depends on
+//!   whether another connection still holds something ([`Parking::settle`]), the close of
+//!   every holder that has already left (its client closed the socket, or its task is ending)
+//!   is finished first, so the call sees one outcome whichever task the scheduler ran first.
+//! - **stop**: when the manager stops, every parking answers its waiters `ShutdownError` and
+//!   grants nothing more ([`Parking::stop`]), before any connection's holdings are released.
 //! - **deletion**: every call parked through the deleted object is answered with
 //!   `UnknownObjectError` at once, its holdings are forgotten (and leave their connections'
 //!   records), and any later call that still reaches it fails the same way.
@@ -49,8 +58,8 @@ pub use grant::{Grant, Reply, Shape};
 pub use holdings::{Caller, HeldBy, Holder, Holdings, Owner, SessionId};
 pub use parked::{timeout_param, Outcome, Park, Parked, Ticket};
 pub use parking::{
-    deleted, next_object_key, Ctx, Leave, Left, LineId, ObjectKey, Offer, Parking, Semantics,
-    WaiterId,
+    deleted, next_object_key, shutting_down, Ctx, Leave, Left, LineId, ObjectKey, Offer, Parking,
+    Semantics, WaiterId,
 };
 
 #[cfg(test)]

@@ -95,6 +95,11 @@ pub trait Semantics: Send + 'static {
 
     /// The object is deleted: forget every holding.
     fn retire(&mut self) {}
+
+    /// Who holds something here, for [`Parking::settle`]; `None` for objects nobody holds.
+    fn held(&self) -> Option<&HeldBy> {
+        None
+    }
 }
 
 /// One parked waiter.
@@ -114,6 +119,9 @@ struct Lines<W> {
     /// Objects parking calls here; the last one deleted retires the parking.
     users: usize,
     retired: bool,
+    /// The manager is stopping: every waiter was answered `ShutdownError`, and nothing is
+    /// granted any more (not even to what a closing holder releases).
+    stopped: bool,
 }
 
 struct Inner<S: Semantics> {
@@ -140,6 +148,11 @@ pub fn deleted() -> CallError {
     CallError::new(ErrorName::UnknownObjectError, "the object was deleted")
 }
 
+/// The error for a call parked (or made) while the manager stops.
+pub fn shutting_down() -> CallError {
+    CallError::new(ErrorName::ShutdownError, "the manager is shutting down")
+}
+
 impl<S: Semantics> Parking<S> {
     /// A parking for one object, whose state is built with the [`HeldBy`] it must keep its
     /// holdings in.
@@ -156,6 +169,7 @@ impl<S: Semantics> Parking<S> {
                         owner_died: false,
                         users: 1,
                         retired: false,
+                        stopped: false,
                     },
                 }),
             }
@@ -174,6 +188,9 @@ impl<S: Semantics> Parking<S> {
         if inner.core.retired {
             return Err(deleted());
         }
+        if inner.core.stopped {
+            return Err(shutting_down());
+        }
         let result = f(&mut Ctx {
             state: &mut inner.state,
             core: &mut inner.core,
@@ -181,6 +198,26 @@ impl<S: Semantics> Parking<S> {
         });
         pump(&mut inner.state, &mut inner.core);
         result
+    }
+
+    /// Finishes the close of every connection other than `caller` that holds something here
+    /// and has already left (its client closed its end, or its task is ending): their holdings
+    /// are released now, as their own close would, before the call that follows runs. So a
+    /// call racing another connection's close always sees the close done (`PROTOCOL.md`
+    /// section 4.1, Closes before calls), whichever task the scheduler ran first. Cheap when
+    /// nobody else holds anything here: no system call.
+    pub fn settle(&self, caller: SessionId) {
+        let departed = {
+            let inner = self.inner.lock();
+            match inner.state.held() {
+                Some(held) if !inner.core.retired => held.departed(caller),
+                _ => return,
+            }
+        };
+        // Outside the lock: releasing takes this parking's lock (and others').
+        for (session, holdings) in departed {
+            holdings.release_all(session);
+        }
     }
 
     /// Reads the state (no grants can follow a read).
@@ -200,6 +237,26 @@ impl<S: Semantics> Parking<S> {
         }
         inner.core.users += 1;
         Ok(())
+    }
+
+    /// The manager is stopping: every parked call is answered `ShutdownError` now, and from
+    /// here on the parking grants nothing and refuses every operation with `ShutdownError`.
+    /// Called for every object before any connection's holdings are released, so that a
+    /// holder closing while the manager stops hands nothing (and no owner-died notice) to a
+    /// waiter (`PROTOCOL.md` section 4.1). Idempotent.
+    pub fn stop(&self) {
+        let mut guard = self.inner.lock();
+        let core = &mut guard.core;
+        if core.stopped {
+            return;
+        }
+        core.stopped = true;
+        let err = shutting_down();
+        for line in core.lines.values_mut() {
+            while let Some((_, w)) = line.pop_first() {
+                let _ = w.reply.send(Err(err.clone()));
+            }
+        }
     }
 
     /// Object `origin` is deleted: every call parked through it is answered with
@@ -237,8 +294,12 @@ impl<S: Semantics> Parking<S> {
     }
 }
 
-/// Offers grants to the front of every line, in line order, until none can be granted.
+/// Offers grants to the front of every line, in line order, until none can be granted. Once
+/// the parking is stopped it grants nothing.
 fn pump<S: Semantics>(state: &mut S, core: &mut Lines<S::Wait>) {
+    if core.stopped {
+        return;
+    }
     let Lines {
         lines, owner_died, ..
     } = core;
@@ -256,7 +317,10 @@ fn pump<S: Semantics>(state: &mut S, core: &mut Lines<S::Wait>) {
                     Offer::Grant(mut reply) => {
                         moved = true;
                         let w = front.remove();
-                        if let Ok(Grant::Acquired { owner_died: notice }) = &mut reply {
+                        if let Ok(Grant::Acquired {
+                            owner_died: notice, ..
+                        }) = &mut reply
+                        {
                             *notice = std::mem::take(owner_died);
                         }
                         if let Err(Ok(grant)) = w.reply.send(reply) {
@@ -275,7 +339,10 @@ fn pump<S: Semantics>(state: &mut S, core: &mut Lines<S::Wait>) {
 
 /// Undoes a grant that was not delivered; a notice it carried is still news for the next one.
 fn give_back<S: Semantics>(state: &mut S, owner_died: &mut bool, grant: Grant, to: &Holder) {
-    if let Grant::Acquired { owner_died: true } = grant {
+    if let Grant::Acquired {
+        owner_died: true, ..
+    } = grant
+    {
         *owner_died = true;
     }
     state.give_back(grant, to);
@@ -311,6 +378,7 @@ impl<S: Semantics> Ctx<'_, S> {
     pub fn acquired(&mut self) -> Grant {
         Grant::Acquired {
             owner_died: std::mem::take(&mut self.core.owner_died),
+            owned: true,
         }
     }
 
@@ -363,7 +431,7 @@ impl<S: Semantics> Waitable for Parking<S> {
     fn undeliver(&self, grant: Grant, to: &Holder) {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
-        if inner.core.retired {
+        if inner.core.retired || inner.core.stopped {
             return;
         }
         give_back(&mut inner.state, &mut inner.core.owner_died, grant, to);
@@ -422,7 +490,8 @@ impl<S: Semantics> Holdable for Parking<S> {
     fn session_closed(&self, session: SessionId) {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
-        if inner.core.retired {
+        // Once stopped nothing is granted, so releasing would only raise a notice nobody reads.
+        if inner.core.retired || inner.core.stopped {
             return;
         }
         if inner.state.release_dead(session) {

@@ -118,7 +118,7 @@ impl Run {
     /// Reads an answer that came: the connection now holds what it was granted.
     fn got(&mut self, conn: usize, reply: &Reply) -> Result<(), TestCaseError> {
         match reply {
-            Ok(Grant::Acquired { owner_died }) => {
+            Ok(Grant::Acquired { owner_died, .. }) => {
                 self.conns[conn].holds += 1;
                 if *owner_died {
                     self.notices += 1;

@@ -124,7 +124,13 @@ fn a_holder_that_dies_releases_with_the_notice_and_its_record_empties() {
     assert_eq!(a.holdings.len(), 1);
     a.holdings.release_all(a.id);
     assert!(a.holdings.is_empty());
-    assert_eq!(answer(wb).unwrap(), Grant::Acquired { owner_died: true });
+    assert_eq!(
+        answer(wb).unwrap(),
+        Grant::Acquired {
+            owner_died: true,
+            owned: true
+        }
+    );
     // The notice is given once.
     b.put(&p);
     assert_eq!(Conn::new(3).take(&p).ok(), Some(Grant::ACQUIRED));
@@ -139,7 +145,13 @@ fn an_undelivered_notice_goes_on_to_the_next_acquirer() {
     let wc = c.take(&p).err().unwrap();
     a.holdings.release_all(a.id); // granted to b with the notice
     drop(wb); // never written
-    assert_eq!(answer(wc).unwrap(), Grant::Acquired { owner_died: true });
+    assert_eq!(
+        answer(wc).unwrap(),
+        Grant::Acquired {
+            owner_died: true,
+            owned: true
+        }
+    );
 }
 
 #[test]

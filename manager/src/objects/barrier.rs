@@ -177,4 +177,8 @@ impl SharedObject for Barrier {
     fn retire(&self) {
         self.state.detach(self.key);
     }
+
+    fn stop(&self) {
+        self.state.stop();
+    }
 }

@@ -32,7 +32,7 @@ impl Condition {
         args.expect(0, 1)?;
         let key = crate::lifecycle::next_object_key();
         let lock = match args.opt(0) {
-            None => new_lock(true),
+            None => new_lock(true, None),
             Some(raw) => {
                 let id = params::int_u64(raw).ok_or_else(|| {
                     CallError::type_error("a condition's lock must be given by its object id")
@@ -54,10 +54,11 @@ impl Condition {
             if !cx.state.is_held_by(owner) {
                 return Err(CallError::runtime("cannot wait on un-acquired lock"));
             }
-            let depth = cx.state.release_all();
+            let (depth, owned) = cx.state.release_all();
             let acquirer = Acquirer {
                 owner,
                 depth,
+                owned,
                 on_grant: OnGrant::Resume { notified: true },
             };
             Ok(Outcome::Parked(
@@ -123,5 +124,9 @@ impl SharedObject for Condition {
 
     fn retire(&self) {
         self.lock.detach(self.key);
+    }
+
+    fn stop(&self) {
+        self.lock.stop();
     }
 }

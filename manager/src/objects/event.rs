@@ -111,4 +111,8 @@ impl SharedObject for Event {
     fn retire(&self) {
         self.state.detach(self.key);
     }
+
+    fn stop(&self) {
+        self.state.stop();
+    }
 }

@@ -3,9 +3,13 @@
 //! Acquirers wait in one FIFO line and the lock is handed to the first of them on release:
 //! nobody can barge in between, so the order of acquisition is the order of arrival.
 //!
-//! Ownership is tied to the connection (plus the client's thread id). When a connection
-//! closes while holding the lock, the lifecycle core releases it, as the kernel releases an
+//! The holder is a connection plus the client's thread id. An *owned* holding (the default, and
+//! always what a `with` block or a guard takes) is recorded in the connection's holdings: when
+//! the connection closes holding it, the lifecycle core releases it, as the kernel releases an
 //! `flock` of a dead process, and the next acquirer is told: its acquire returns 2 instead of 1.
+//! An unowned holding (`owned` false on the acquire, or a lock created with `owned` false) is
+//! recorded nowhere but here: it stays until someone releases it, as in Python, so a lock may
+//! be handed from a process that exits to one that releases it.
 
 use std::sync::Arc;
 
@@ -40,6 +44,8 @@ pub struct Acquirer {
     pub owner: Owner,
     /// The recursion depth to restore (1, or a condition waiter's saved depth).
     pub depth: u64,
+    /// Whether the holding will be owned (released when its connection closes).
+    pub owned: bool,
     /// What to answer on grant.
     pub on_grant: OnGrant,
 }
@@ -50,6 +56,11 @@ pub struct LockState {
     reentrant: bool,
     holder: Option<Owner>,
     depth: u64,
+    /// The current holding is owned: recorded in `held`, released if its connection closes.
+    owned: bool,
+    /// The `owned` option given at creation, which every acquire follows; `None`: each
+    /// acquire says (owned unless it says otherwise).
+    policy: Option<bool>,
     held: HeldBy,
 }
 
@@ -67,10 +78,18 @@ impl LockState {
         self.holder.is_some()
     }
 
-    fn take(&mut self, owner: Owner, depth: u64, who: Caller<'_>) {
+    /// Whether an acquire that asked for `asked` (absent: the default, owned) is owned.
+    pub fn owned(&self, asked: Option<bool>) -> bool {
+        self.policy.or(asked).unwrap_or(true)
+    }
+
+    fn take(&mut self, owner: Owner, depth: u64, owned: bool, who: Caller<'_>) {
         self.holder = Some(owner);
         self.depth = depth;
-        self.held.add(who, 1);
+        self.owned = owned;
+        if owned {
+            self.held.add(who, 1);
+        }
     }
 
     fn drop_holder(&mut self) {
@@ -78,6 +97,7 @@ impl LockState {
             self.held.take(h.session);
         }
         self.depth = 0;
+        self.owned = false;
     }
 
     /// Releases one level. A plain lock may be released by anyone (as in Python); an rlock
@@ -97,11 +117,12 @@ impl LockState {
         Ok(())
     }
 
-    /// Releases every level held (a condition wait); returns the depth released.
-    pub fn release_all(&mut self) -> u64 {
-        let depth = self.depth;
+    /// Releases every level held (a condition wait); returns the depth released and whether
+    /// the holding was owned, to be restored when the waiter holds the lock again.
+    pub fn release_all(&mut self) -> (u64, bool) {
+        let (depth, owned) = (self.depth, self.owned);
         self.drop_holder();
-        depth
+        (depth, owned)
     }
 }
 
@@ -112,7 +133,7 @@ impl Semantics for LockState {
         if line != ACQUIRE || self.holder.is_some() {
             return Offer::Wait;
         }
-        self.take(wait.owner, wait.depth, to.as_caller());
+        self.take(wait.owner, wait.depth, wait.owned, to.as_caller());
         Offer::Grant(Ok(match wait.on_grant {
             OnGrant::Acquire => Grant::ACQUIRED,
             // A condition waiter's answer is whether it was notified; the owner-died notice
@@ -141,7 +162,9 @@ impl Semantics for LockState {
     }
 
     fn release_dead(&mut self, session: SessionId) -> bool {
-        if self.holder.is_some_and(|h| h.session == session) {
+        // Only an owned holding is released with its connection (an unowned one is not in the
+        // connection's record, so this is a safeguard).
+        if self.owned && self.holder.is_some_and(|h| h.session == session) {
             self.drop_holder();
             return true;
         }
@@ -152,14 +175,20 @@ impl Semantics for LockState {
         self.holder = None;
         self.held.clear();
     }
+
+    fn held(&self) -> Option<&HeldBy> {
+        Some(&self.held)
+    }
 }
 
-/// A new lock's state and waiters; `reentrant` for an rlock.
-pub fn new_lock(reentrant: bool) -> SharedLock {
+/// A new lock's state and waiters; `reentrant` for an rlock; `policy`: the `owned` option.
+pub fn new_lock(reentrant: bool, policy: Option<bool>) -> SharedLock {
     Parking::new(|held| LockState {
         reentrant,
         holder: None,
         depth: 0,
+        owned: false,
+        policy,
         held,
     })
 }
@@ -176,9 +205,11 @@ pub fn lock_call(
 ) -> Option<Result<Outcome, CallError>> {
     let a = |min, max| arity(p, kind, method, min, max);
     let result = match method {
-        "acquire" => a(1, 4).and_then(|()| acquire(lock, origin, p, caller, out)),
+        "acquire" => a(1, 5).and_then(|()| acquire(lock, origin, p, caller, out)),
         "release" => a(1, 2).and_then(|()| {
             let owner = caller.owner(p, 1)?;
+            // Releasing what a connection that already left holds: its close comes first.
+            lock.settle(caller.session);
             lock.op(|cx| cx.state.release(owner))?;
             encode::nil(out);
             Ok(Outcome::Done)
@@ -192,7 +223,7 @@ pub fn lock_call(
     Some(result)
 }
 
-/// `acquire [id, blocking, timeout, owner]`.
+/// `acquire [id, blocking, timeout, owner, owned]`.
 fn acquire(
     lock: &SharedLock,
     origin: ObjectKey,
@@ -208,8 +239,12 @@ fn acquire(
         ));
     }
     let owner = caller.owner(p, 3)?;
+    let asked = p.opt_bool(4)?;
+    // A close of the holder's connection that already happened is finished first.
+    lock.settle(caller.session);
     lock.op(|cx| {
-        if let Some(grant) = try_acquire(cx, owner, caller) {
+        let owned = cx.state.owned(asked);
+        if let Some(grant) = try_acquire(cx, owner, owned, caller) {
             grant.encode(out);
             return Ok(Outcome::Done);
         }
@@ -220,6 +255,7 @@ fn acquire(
         let acquirer = Acquirer {
             owner,
             depth: 1,
+            owned,
             on_grant: OnGrant::Acquire,
         };
         Ok(Outcome::Parked(
@@ -230,7 +266,12 @@ fn acquire(
 
 /// Takes the lock for `owner` if that can be done now: the holder re-entering an rlock, or a
 /// free lock nobody waits for (a newcomer never overtakes the line).
-fn try_acquire(cx: &mut Ctx<'_, LockState>, owner: Owner, caller: &Caller<'_>) -> Option<Grant> {
+fn try_acquire(
+    cx: &mut Ctx<'_, LockState>,
+    owner: Owner,
+    owned: bool,
+    caller: &Caller<'_>,
+) -> Option<Grant> {
     if cx.state.reentrant && cx.state.holder == Some(owner) {
         cx.state.depth += 1;
         return Some(Grant::ACQUIRED);
@@ -238,7 +279,7 @@ fn try_acquire(cx: &mut Ctx<'_, LockState>, owner: Owner, caller: &Caller<'_>) -
     if cx.state.holder.is_some() || cx.waiting(ACQUIRE) > 0 {
         return None;
     }
-    cx.state.take(owner, 1, *caller);
+    cx.state.take(owner, 1, owned, *caller);
     Some(cx.acquired())
 }
 
@@ -250,13 +291,14 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// A free lock (`Kind::Lock`) or rlock (`Kind::RLock`); takes no init args.
+    /// A free lock (`Kind::Lock`) or rlock (`Kind::RLock`) from `create`'s init args: `[]`
+    /// or `[owned]` (nil: each acquire says).
     pub fn new(kind: Kind, args: &Args<'_>) -> Result<Lock, CallError> {
-        args.expect(0, 0)?;
+        args.expect(0, 1)?;
         Ok(Lock {
             kind,
             key: crate::lifecycle::next_object_key(),
-            lock: new_lock(kind == Kind::RLock),
+            lock: new_lock(kind == Kind::RLock, args.opt_bool(0)?),
         })
     }
 }
@@ -279,6 +321,10 @@ impl SharedObject for Lock {
 
     fn retire(&self) {
         self.lock.detach(self.key);
+    }
+
+    fn stop(&self) {
+        self.lock.stop();
     }
 
     fn lock_parking(&self) -> Option<SharedLock> {

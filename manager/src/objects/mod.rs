@@ -12,6 +12,7 @@ pub mod dict;
 pub mod event;
 pub mod list;
 pub mod lock;
+pub mod mutex;
 pub mod namespace;
 pub mod queue;
 pub mod semaphore;
@@ -63,6 +64,11 @@ pub trait SharedObject: Send + Sync + 'static {
     /// The object was deleted: answer every call parked through it and refuse later ones.
     fn retire(&self) {}
 
+    /// The manager is stopping: answer every parked call `ShutdownError` and grant nothing
+    /// more ([`crate::lifecycle::Parking::stop`]). Objects whose calls never wait have nothing
+    /// to do.
+    fn stop(&self) {}
+
     /// The object as a `set`, for another set's algebra taking it as an operand.
     fn as_set(&self) -> Option<&set::Set> {
         None
@@ -105,6 +111,7 @@ pub fn create(
         Kind::Event => Arc::new(event::Event::new(&args)?),
         Kind::Condition => Arc::new(condition::Condition::new(&args, registry)?),
         Kind::Barrier => Arc::new(barrier::Barrier::new(&args)?),
+        Kind::Mutex => Arc::new(mutex::Mutex::new(&args)?),
     })
 }
 
@@ -144,6 +151,12 @@ impl Args<'_> {
     /// Init arg `i`, raw; `None` when absent or nil.
     pub fn opt(&self, i: usize) -> Option<&[u8]> {
         self.params.opt(self.first + i)
+    }
+
+    /// Init arg `i` as a bool; `None` when absent or nil (the `owned` option of the locks and
+    /// semaphores).
+    pub fn opt_bool(&self, i: usize) -> Result<Option<bool>, CallError> {
+        self.params.opt_bool(self.first + i)
     }
 
     /// Init arg `i`, raw. Check the count with [`Args::expect`] first.

@@ -630,4 +630,8 @@ impl SharedObject for Queue {
     fn retire(&self) {
         self.state.detach(self.key);
     }
+
+    fn stop(&self) {
+        self.state.stop();
+    }
 }

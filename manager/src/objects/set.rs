@@ -1,5 +1,5 @@
 //! `set`: an insertion-ordered set of values, compared as dict keys are (see `PROTOCOL.md`,
-//! sections 3 and 4.14), with the set algebra done in the manager.
+//! sections 3 and 4.15), with the set algebra done in the manager.
 //!
 //! An operand of the algebra is an array (a local collection) or a reference to a `set`
 //! (another shared set, or this one). A shared operand is read first, under its own lock,

@@ -48,7 +48,7 @@ fn parking_call(
             vec![v]
         }
         "acquire" if kind == "semaphore" => vec![v],
-        "acquire" => {
+        "acquire" | "lock" => {
             user.ok(method, vec![v.clone()]);
             vec![v]
         }
@@ -66,7 +66,7 @@ fn parking_call(
 fn probe(kind: &str) -> &'static str {
     match kind {
         "queue" | "joinable_queue" => "qsize",
-        "lock" | "rlock" | "condition" => "locked",
+        "lock" | "rlock" | "condition" | "mutex" => "locked",
         "semaphore" | "bounded_semaphore" => "get_value",
         "event" => "is_set",
         "barrier" => "n_waiting",
@@ -214,7 +214,13 @@ fn a_holder_that_really_dies_is_still_reported() {
         let (mut holder, mut next) = (server.client(), server.client());
         let id = Value::from(holder.create(kind, None, vec![]));
         let acquire = format!("{kind}.acquire");
-        holder.ok(&acquire, vec![id.clone()]);
+        // Owned: the default of every kind but `semaphore`, whose bare acquire is a
+        // consumption nothing gives back.
+        let owned = match kind {
+            "semaphore" | "bounded_semaphore" => vec![id.clone(), true.into(), NIL, true.into()],
+            _ => vec![id.clone(), true.into(), NIL, NIL, true.into()],
+        };
+        holder.ok(&acquire, owned);
         let waiting = next.park(&acquire, vec![id]);
         drop(holder);
         let answer = next.response();

@@ -39,6 +39,8 @@ mod limits;
 mod list;
 mod locks;
 mod method_table;
+mod mutex;
+mod ownership;
 mod polling;
 mod redelivery;
 mod registry;

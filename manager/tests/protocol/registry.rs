@@ -202,3 +202,49 @@ fn method_routing_errors() {
     assert_eq!(c.fail("dict.len", p![-1]), "TypeError");
     assert_eq!(c.fail("dict.len", p![999]), "UnknownObjectError");
 }
+
+/// Shutdown answers every parked call before any holding is released (PROTOCOL.md section
+/// 4.1): A holds a lock and a semaphore permit, B waits for both, C shuts the manager down.
+/// B must get `ShutdownError` for both, never "acquired, the previous holder died" from A's
+/// close racing B's own. 100 managers in a row; before the ordering, about one run in five
+/// granted B the lock.
+#[test]
+fn shutdown_grants_nothing_a_closing_holder_releases() {
+    for run in 0..100 {
+        let mut server = TestServer::start();
+        let mut a = server.client();
+        let lock = a.create("lock", Some("l"), vec![]);
+        let sem = a.create("semaphore", Some("s"), p![1]);
+        assert_eq!(a.ok("lock.acquire", p![lock]), Value::from(1));
+        // Owned: A's close would give the permit back.
+        assert_eq!(
+            a.ok("semaphore.acquire", p![sem, true, NIL, true]),
+            Value::from(1)
+        );
+        let mut b = server.client();
+        b.send(&request(7, "lock.acquire", p![lock]));
+        b.send(&request(8, "semaphore.acquire", p![sem]));
+        // Both parked: a ping behind them is answered first.
+        b.send(&request(9, "ping", vec![]));
+        assert_eq!(b.response().msgid, 9);
+        let mut c = server.client();
+        assert_eq!(c.ok("shutdown", vec![]), Value::Boolean(true));
+        let mut answered = Vec::new();
+        for _ in 0..2 {
+            let r = b.response();
+            answered.push((r.msgid, r.result.map_err(|e| e.name)));
+        }
+        answered.sort_by_key(|(m, _)| *m);
+        assert_eq!(
+            answered,
+            [
+                (7, Err("ShutdownError".into())),
+                (8, Err("ShutdownError".into()))
+            ],
+            "run {run}"
+        );
+        b.expect_closed();
+        drop(a);
+        server.wait_stopped().expect("run returns Ok");
+    }
+}

@@ -1,4 +1,4 @@
-//! `set` (PROTOCOL.md section 4.14): membership compared as dict keys are, and the set algebra
+//! `set` (PROTOCOL.md section 4.15): membership compared as dict keys are, and the set algebra
 //! with arrays and shared sets as operands, done in the manager.
 
 use agora_proto::testing::RawClient;

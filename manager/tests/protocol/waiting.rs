@@ -42,7 +42,8 @@ fn waiting_call(
             c.ok(&format!("{kind}.put"), vec![id.clone(), item]);
             vec![id, t]
         }
-        ("lock" | "rlock" | "condition" | "semaphore" | "bounded_semaphore", "acquire") => {
+        ("lock" | "rlock" | "condition" | "semaphore" | "bounded_semaphore", "acquire")
+        | ("mutex", "lock") => {
             let id = Value::from(c.create(kind, None, vec![]));
             holder.ok(method, vec![id.clone()]);
             vec![id, yes, t]
