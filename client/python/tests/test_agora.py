@@ -26,7 +26,7 @@ import msgpack
 import agora
 from agora.connection import Client, Connection
 
-from _support import WAIT, manager_binary, run_threads, subprocess_env
+from _support import WAIT, manager_binary, run_threads, subprocess_env, wait_for
 
 manager: Any = None
 
@@ -526,6 +526,9 @@ class Redelivery(unittest.TestCase):
         q = manager.Queue()
         q.put_many(["precious", "next"])
         self.assertEqual(self._killed_after(_get_acked_and_die, q), "precious")
+        # The manager puts the item back once it has handled the dead connection's close,
+        # which nothing here waits for: a get at once could come first and take "next".
+        wait_for(lambda: q.qsize() == 2)
         self.assertEqual(q.get(timeout=WAIT), "precious")
         self.assertEqual(q.get(timeout=WAIT), "next")
 
