@@ -2,14 +2,15 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--workers 1,2,4,8] [--rounds N] [--quick]
-//!     [--scale N] [--section rpc|latency|blocking|tickets|all]
+//!     [--scale N] [--section rpc|latency|blocking|tickets|redis|all]
 //! ```
 //!
 //! Sections: `rpc` (calls/s of one client, and dict get/set ops/s by number of client
 //! processes: the `--workers` list, `--clients` is another name for it), `latency` (p50 to
 //! max of one call beside the raw socket round trip), `blocking` (queues and locks, with a raw
 //! pipe as the ceiling of the queue), `tickets` (the ticket grab on four backends, by
-//! `--workers`).
+//! `--workers`), `redis` (pipelined `dict.get` beside Redis `GET` at depths 1, 16 and 1000 from
+//! 1, 4 and 16 processes, when `redis-server` is installed).
 //!
 //! Contenders are interleaved round by round (so a burst of load from another tenant hits all
 //! of them), each figure is the median of the rounds, and every row says how much its rounds
@@ -31,6 +32,7 @@ mod harness;
 mod latency;
 mod pipe;
 mod progress;
+mod redis;
 mod report;
 mod rpc;
 mod tickets;
@@ -59,6 +61,7 @@ enum Section {
     Latency,
     Blocking,
     Tickets,
+    Redis,
 }
 
 impl Section {
@@ -69,8 +72,9 @@ impl Section {
             "latency" => Ok(Section::Latency),
             "blocking" => Ok(Section::Blocking),
             "tickets" => Ok(Section::Tickets),
+            "redis" => Ok(Section::Redis),
             other => Err(format!(
-                "unknown section {other:?} (rpc, latency, blocking, tickets or all)"
+                "unknown section {other:?} (rpc, latency, blocking, tickets, redis or all)"
             )),
         }
     }
@@ -112,7 +116,7 @@ fn options() -> Result<Options, String> {
             "--help" | "-h" => {
                 return Err(
                     "usage: bench [--workers 1,2,4,8] [--rounds N] [--quick] [--scale N] \
-                            [--section rpc|latency|blocking|tickets|all] [--charts DIR]"
+                            [--section rpc|latency|blocking|tickets|redis|all] [--charts DIR]"
                         .into(),
                 )
             }
@@ -164,6 +168,9 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         let (chart, lines) = run_tickets(&servers, o, &mut report, &progress)?;
         charts.push(chart);
         targets.extend(lines);
+    }
+    if o.section.runs(Section::Redis) {
+        redis::run(&servers, o.rounds, &mut report, &progress)?;
     }
     progress.finish();
     println!(
@@ -218,6 +225,9 @@ fn steps(o: &Options) -> u64 {
     }
     if o.section.runs(Section::Tickets) {
         n += tickets::steps(o.rounds, &o.workers);
+    }
+    if o.section.runs(Section::Redis) {
+        n += redis::steps(o.rounds);
     }
     n
 }
