@@ -86,6 +86,20 @@ fn python_and_rust_read_each_others_values() {
     let shared = List::<i64>::from_id(manager.client(), reference.id);
     assert_eq!(shared.copy().unwrap(), vec![10, 20, 30]);
 
+    let set = manager.set_named::<Value>("set_from_python").unwrap();
+    // In insertion order, each element as first stored.
+    assert_eq!(
+        set.copy().unwrap(),
+        vec![
+            Value::F64(2.0),
+            "b".into(),
+            Value::Array(vec![1.into(), "a".into()]),
+            "c".into(),
+        ]
+    );
+    let set = manager.set_named::<i64>("set_from_rust").unwrap();
+    set.update(&[1, 2, 3, 3]).unwrap();
+
     let from_rust = manager.dict_named::<String, Value>("from_rust").unwrap();
     let id = from_rust.id();
     put(

@@ -623,3 +623,21 @@ fn put_many_keeps_feeding_parked_getters() {
     }
     assert!(wait_until(Duration::from_secs(1), || q.is_empty().unwrap()));
 }
+
+/// A plain queue counts `task_done` and answers `join` as Python's manager `Queue()` does, and
+/// keeps its gets at-most-once.
+#[test]
+fn a_plain_queue_has_task_done_and_join() {
+    let _serial = serial();
+    let manager = agora::Manager::spawn().expect("spawn the manager");
+    let q = manager.queue::<u64>(0).unwrap();
+    q.put_many(0..3u64).unwrap();
+    assert_eq!(q.join_timeout(Duration::from_millis(10)).unwrap(), None);
+    for _ in 0..3 {
+        q.get().unwrap();
+        q.task_done().unwrap();
+    }
+    q.join().unwrap();
+    let err = q.task_done().unwrap_err();
+    assert!(err.is(ErrorName::ValueError), "{err}");
+}

@@ -402,3 +402,227 @@ fn slices_are_rust_ranges_with_an_optional_step() {
     assert_eq!(array.to_vec().unwrap(), [1, 20, 3, 40]);
     assert_eq!(array.get_slice(-3..-1).unwrap(), [20, 3]);
 }
+
+/// One operation of the set property test, on two shared sets `a` and `b` of small ints and
+/// their local models; `local` is a local collection operand.
+#[derive(Debug, Clone)]
+enum SetOp {
+    Add(bool, i64),
+    Remove(bool, i64),
+    Discard(bool, i64),
+    Pop(bool),
+    Update(bool, Vec<i64>),
+    UpdateShared(bool),
+    IntersectionUpdate(bool, Vec<i64>),
+    IntersectionUpdateShared(bool),
+    DifferenceUpdate(bool, Vec<i64>),
+    DifferenceUpdateShared(bool),
+    SymmetricUpdate(bool, Vec<i64>),
+    SymmetricUpdateShared(bool),
+    Clear(bool),
+}
+
+fn set_op() -> impl Strategy<Value = SetOp> {
+    let x = 0i64..16;
+    let side = any::<bool>();
+    let local = proptest::collection::vec(0i64..16, 0..6);
+    prop_oneof![
+        (side, x.clone()).prop_map(|(s, x)| SetOp::Add(s, x)),
+        (side, x.clone()).prop_map(|(s, x)| SetOp::Remove(s, x)),
+        (side, x).prop_map(|(s, x)| SetOp::Discard(s, x)),
+        side.prop_map(SetOp::Pop),
+        (side, local.clone()).prop_map(|(s, l)| SetOp::Update(s, l)),
+        side.prop_map(SetOp::UpdateShared),
+        (side, local.clone()).prop_map(|(s, l)| SetOp::IntersectionUpdate(s, l)),
+        side.prop_map(SetOp::IntersectionUpdateShared),
+        (side, local.clone()).prop_map(|(s, l)| SetOp::DifferenceUpdate(s, l)),
+        side.prop_map(SetOp::DifferenceUpdateShared),
+        (side, local).prop_map(|(s, l)| SetOp::SymmetricUpdate(s, l)),
+        side.prop_map(SetOp::SymmetricUpdateShared),
+        side.prop_map(SetOp::Clear),
+    ]
+}
+
+fn sorted(items: Vec<i64>) -> BTreeSet<i64> {
+    items.into_iter().collect()
+}
+
+#[test]
+fn remote_sets_agree_with_a_local_model() {
+    use agora::Set;
+
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let config = ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(ops in proptest::collection::vec(set_op(), 1..40))| {
+        let sets: [Set<i64>; 2] = [manager.set().unwrap(), manager.set().unwrap()];
+        let mut models: [BTreeSet<i64>; 2] = [BTreeSet::new(), BTreeSet::new()];
+        for op in &ops {
+            let pick = |s: &bool| usize::from(*s);
+            match op {
+                SetOp::Add(s, x) => {
+                    sets[pick(s)].add(x).unwrap();
+                    models[pick(s)].insert(*x);
+                }
+                SetOp::Remove(s, x) => {
+                    let was = models[pick(s)].remove(x);
+                    prop_assert_eq!(sets[pick(s)].remove(x).unwrap(), was);
+                }
+                SetOp::Discard(s, x) => {
+                    sets[pick(s)].discard(x).unwrap();
+                    models[pick(s)].remove(x);
+                }
+                SetOp::Pop(s) => {
+                    let popped = sets[pick(s)].pop().unwrap();
+                    match popped {
+                        Some(x) => prop_assert!(models[pick(s)].remove(&x), "popped {x}"),
+                        None => prop_assert!(models[pick(s)].is_empty()),
+                    }
+                }
+                SetOp::Update(s, l) => {
+                    sets[pick(s)].update(l).unwrap();
+                    models[pick(s)].extend(l.iter().copied());
+                }
+                SetOp::UpdateShared(s) => {
+                    let (me, other) = (pick(s), 1 - pick(s));
+                    sets[me].update(&sets[other]).unwrap();
+                    let o = models[other].clone();
+                    models[me].extend(o);
+                }
+                SetOp::IntersectionUpdate(s, l) => {
+                    sets[pick(s)].intersection_update(l).unwrap();
+                    let keep: BTreeSet<i64> = l.iter().copied().collect();
+                    models[pick(s)].retain(|x| keep.contains(x));
+                }
+                SetOp::IntersectionUpdateShared(s) => {
+                    let (me, other) = (pick(s), 1 - pick(s));
+                    sets[me].intersection_update(&sets[other]).unwrap();
+                    let o = models[other].clone();
+                    models[me].retain(|x| o.contains(x));
+                }
+                SetOp::DifferenceUpdate(s, l) => {
+                    sets[pick(s)].difference_update(l).unwrap();
+                    for x in l {
+                        models[pick(s)].remove(x);
+                    }
+                }
+                SetOp::DifferenceUpdateShared(s) => {
+                    let (me, other) = (pick(s), 1 - pick(s));
+                    sets[me].difference_update(&sets[other]).unwrap();
+                    let o = models[other].clone();
+                    models[me].retain(|x| !o.contains(x));
+                }
+                SetOp::SymmetricUpdate(s, l) => {
+                    sets[pick(s)].symmetric_difference_update(l).unwrap();
+                    let l: BTreeSet<i64> = l.iter().copied().collect();
+                    let m = &models[pick(s)];
+                    models[pick(s)] = m.symmetric_difference(&l).copied().collect();
+                }
+                SetOp::SymmetricUpdateShared(s) => {
+                    let (me, other) = (pick(s), 1 - pick(s));
+                    sets[me].symmetric_difference_update(&sets[other]).unwrap();
+                    let next = models[me].symmetric_difference(&models[other]).copied().collect();
+                    models[me] = next;
+                }
+                SetOp::Clear(s) => {
+                    sets[pick(s)].clear().unwrap();
+                    models[pick(s)].clear();
+                }
+            }
+            // The algebra that answers, against the model, both ways.
+            let (a, b) = (&sets[0], &sets[1]);
+            let (ma, mb) = (&models[0], &models[1]);
+            prop_assert_eq!(sorted(a.copy().unwrap()), ma.clone());
+            prop_assert_eq!(a.len().unwrap(), ma.len());
+            prop_assert_eq!(sorted(a.union(b).unwrap()), ma.union(mb).copied().collect());
+            prop_assert_eq!(
+                sorted(a.intersection(b).unwrap()),
+                ma.intersection(mb).copied().collect()
+            );
+            prop_assert_eq!(
+                sorted(b.difference(a).unwrap()),
+                mb.difference(ma).copied().collect()
+            );
+            prop_assert_eq!(
+                sorted(a.symmetric_difference(b).unwrap()),
+                ma.symmetric_difference(mb).copied().collect()
+            );
+            prop_assert_eq!(a.is_subset(b).unwrap(), ma.is_subset(mb));
+            prop_assert_eq!(a.is_superset(b).unwrap(), ma.is_superset(mb));
+            prop_assert_eq!(a.is_disjoint(b).unwrap(), ma.is_disjoint(mb));
+            prop_assert_eq!(a.compare(b).unwrap(), (ma.is_subset(mb), ma.is_superset(mb)));
+            prop_assert_eq!(a.equals(b).unwrap(), ma == mb);
+        }
+        for set in &sets {
+            manager.delete(set.id()).unwrap();
+        }
+    });
+}
+
+#[test]
+fn sets_by_name_in_dicts_and_from_many_processes() {
+    use std::collections::HashSet;
+
+    use agora::Set;
+
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let seen = manager.set_named::<String>("seen").unwrap();
+    assert_eq!(manager.set_named::<String>("seen").unwrap().id(), seen.id());
+    assert!(
+        manager.list_named::<i64>("seen").is_err(),
+        "a set has the name"
+    );
+
+    // Many processes add at once; nothing lost, nothing twice.
+    let workers: Vec<Process> = (0..4u64)
+        .map(|w| {
+            let seen = seen.clone();
+            Process::spawn_fallible(move || -> agora::Result<()> {
+                for k in 0..100u64 {
+                    seen.add(&format!("{}", k % 50 + w * 25))?;
+                }
+                Ok(())
+            })
+            .expect("fork a worker")
+        })
+        .collect();
+    for mut w in workers {
+        assert!(w.join().unwrap().success(), "a worker failed");
+    }
+    let all: HashSet<String> = seen.copy().unwrap().into_iter().collect();
+    let expected: HashSet<String> = (0..125u64).map(|k| k.to_string()).collect();
+    assert_eq!(all, expected);
+    assert_eq!(seen.len().unwrap(), 125);
+
+    // A set inside a dict is a live reference; the element types of the algebra's operands
+    // may be any local collection.
+    let groups = manager.dict::<String, Set<i64>>().unwrap();
+    let evens = manager.set_from::<i64, _>([0, 2, 4]).unwrap();
+    groups.set("evens", &evens).unwrap();
+    let got = groups.get("evens").unwrap().expect("stored");
+    got.add(&6).unwrap();
+    assert!(evens.contains(&6).unwrap());
+    assert!(evens.is_subset(&[0, 2, 4, 6, 8]).unwrap());
+    assert!(evens.is_superset(&vec![2, 4]).unwrap());
+    assert!(evens.is_disjoint(&HashSet::from([1, 3])).unwrap());
+    assert!(evens.equals(&BTreeSet::from([0, 2, 4, 6])).unwrap());
+    // A set as its own operand.
+    evens.symmetric_difference_update(&evens).unwrap();
+    assert!(evens.is_empty().unwrap());
+    assert_eq!(evens.pop().unwrap(), None);
+    assert!(!evens.remove(&1).unwrap());
+    // A map element is refused as an unhashable key is.
+    let maps = manager
+        .set::<std::collections::BTreeMap<String, i64>>()
+        .unwrap();
+    let err = maps.add(&std::collections::BTreeMap::from([("a".to_string(), 1)]));
+    assert!(
+        matches!(err, Err(ref e) if e.is(agora::ErrorName::TypeError)),
+        "{err:?}"
+    );
+}

@@ -1,6 +1,7 @@
-//! A blocking client for the agora manager: typed proxies for shared dicts, lists, values,
-//! arrays and namespaces, and for queues, locks, semaphores, events, conditions and barriers,
-//! that live in a manager process, as with Python's `multiprocessing.Manager`.
+//! A blocking client for the agora manager: typed proxies for shared dicts, lists, sets,
+//! values, arrays and namespaces, and for queues, locks, semaphores, events, conditions,
+//! barriers and mutexes, that live in a manager process, as with Python's
+//! `multiprocessing.Manager`.
 //!
 //! ```no_run
 //! use agora_client::Client;
@@ -38,8 +39,9 @@
 //! - [`client`](Client): the [`Client`] handle, registry methods and the raw call API.
 //! - [`command`](Cmd): [`Cmd`], one call encoded and typed, to run now or later.
 //! - [`pipeline`](Pipeline): many commands in one write; typed [`Handle`]s into the [`Replies`].
-//! - [`proxies`]: [`Dict`], [`List`], [`Value`], [`Array`], [`Namespace`], and the serde glue
-//!   that stores a proxy inside a value as a reference and decodes it back into a live proxy;
+//! - [`proxies`]: [`Dict`], [`List`], [`Set`], [`Value`], [`Array`], [`Namespace`], and the
+//!   serde glue that stores a proxy inside a value as a reference and decodes it back into a
+//!   live proxy;
 //!   the blocking objects [`Queue`], [`JoinableQueue`], [`Lock`], [`RLock`], [`Semaphore`],
 //!   [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`], with RAII guards.
 //! - `atfork`: a forked child gets `/dev/null` in place of this process's manager sockets, so
@@ -177,7 +179,8 @@ pub use pipeline::{Handle, Pipeline, Replies};
 pub use proxies::{
     Acked, Acquired, Array, Barrier, BoundedSemaphore, Condition, ConditionGuard, Dict, Event,
     JoinableQueue, List, Lock, LockGuard, Mutex, MutexGuard, Namespace, Number, Queue,
-    QueueBatches, QueueIter, RLock, RLockGuard, Semaphore, SemaphoreGuard, SharedRef, Slice, Value,
+    QueueBatches, QueueIter, RLock, RLockGuard, Semaphore, SemaphoreGuard, Set, SetOperand,
+    SharedRef, Slice, Value,
 };
 pub use run::ManagerRun;
 pub use spin::{budget as spin_budget, ENV_SPIN_US};

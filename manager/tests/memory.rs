@@ -53,6 +53,19 @@ fn uses(kind: &str, v: &Value) -> Vec<(String, Vec<Value>)> {
         "event" => vec![call("set", vec![]), call("wait", vec![])],
         "barrier" => vec![call("wait", vec![])],
         "mutex" => vec![call("lock", vec![]), call("set", vec![x])],
+        "set" => {
+            // The set itself as operand: the path that reads another object in a call.
+            let id = v.as_u64().unwrap_or_default();
+            let me = Value::Ext(1, agora_proto::ObjectRef::new("set", id).ext_data());
+            vec![
+                call("add", vec![x.clone()]),
+                call(
+                    "update",
+                    vec![Value::Array(vec![x, "y".into()]), me.clone()],
+                ),
+                call("union", vec![me]),
+            ]
+        }
         other => panic!("no uses for {other}"),
     }
 }

@@ -40,6 +40,8 @@ pub enum Kind {
     Barrier,
     /// A value and its lock as one object, poisoned by a holder's death.
     Mutex,
+    /// A set of values, compared as dict keys are.
+    Set,
 }
 
 impl Kind {
@@ -61,6 +63,7 @@ impl Kind {
         Kind::Condition,
         Kind::Barrier,
         Kind::Mutex,
+        Kind::Set,
     ];
 
     /// The kind's name on the wire: what `create` takes and what prefixes its methods. A
@@ -82,6 +85,7 @@ impl Kind {
             Kind::Condition => "condition",
             Kind::Barrier => "barrier",
             Kind::Mutex => "mutex",
+            Kind::Set => "set",
         }
     }
 
@@ -114,7 +118,7 @@ mod tests {
 
     #[test]
     fn names_that_are_not_kinds_are_refused() {
-        for name in ["", "Dict", "dict ", "set", "joinable-queue", "RLock"] {
+        for name in ["", "Dict", "dict ", "Set", "joinable-queue", "RLock"] {
             assert_eq!(Kind::parse(name), None, "{name:?}");
         }
     }

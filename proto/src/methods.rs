@@ -254,6 +254,8 @@ const QUEUE: &[MethodSpec] = methods!(Some(Kind::Queue), "queue.":
     "get_many_acked" "[id, n], [id, n, block] or [id, n, block, timeout]" parks;
     "ack" "[id, receipt]";
     "nack" "[id, receipt]";
+    "task_done" "[id]";
+    "join" "[id] or [id, timeout]" parks;
 );
 
 /// Every method of a queue but its acknowledged gets (a joinable queue's `task_done` is its
@@ -349,6 +351,29 @@ const MUTEX: &[MethodSpec] = methods!(Some(Kind::Mutex), "mutex.":
     "locked" "[id]";
 );
 
+const SET: &[MethodSpec] = methods!(Some(Kind::Set), "set.":
+    "add" "[id, element]";
+    "discard" "[id, element]";
+    "remove" "[id, element]";
+    "contains" "[id, element]";
+    "pop" "[id]";
+    "clear" "[id]";
+    "len" "[id]";
+    "copy" "[id]";
+    "update" "[id, operands...]";
+    "intersection_update" "[id, operands...]";
+    "difference_update" "[id, operands...]";
+    "symmetric_difference_update" "[id, operand]";
+    "union" "[id, operands...]";
+    "intersection" "[id, operands...]";
+    "difference" "[id, operands...]";
+    "symmetric_difference" "[id, operand]";
+    "issubset" "[id, operand]";
+    "issuperset" "[id, operand]";
+    "isdisjoint" "[id, operand]";
+    "compare" "[id, operand]";
+);
+
 /// The methods of one kind, or with `None` the session and registry methods, in `PROTOCOL.md`
 /// order. A `const fn` with an exhaustive match, so a new [`Kind`] does not compile until it has
 /// its rows.
@@ -370,6 +395,7 @@ pub const fn of(kind: Option<Kind>) -> &'static [MethodSpec] {
         Some(Kind::Condition) => CONDITION,
         Some(Kind::Barrier) => BARRIER,
         Some(Kind::Mutex) => MUTEX,
+        Some(Kind::Set) => SET,
     }
 }
 
@@ -486,7 +512,7 @@ mod tests {
         assert!(may_wait("joinable_queue.join"));
         assert!(!may_wait("dict.get"));
         assert!(!may_wait("queue.get_nowait"));
-        assert!(!may_wait("queue.join"));
+        assert!(may_wait("queue.join"));
         assert!(!may_wait("lock.release"));
         assert!(!may_wait("acquire"));
     }
@@ -536,8 +562,7 @@ mod tests {
     #[test]
     fn methods_outside_the_table_are_not_found() {
         assert_eq!(find(Some(Kind::Lock), "owner"), None);
-        assert_eq!(find(Some(Kind::Queue), "task_done"), None);
-        assert_eq!(find(Some(Kind::Queue), "join"), None);
+        assert_eq!(find(Some(Kind::JoinableQueue), "ack"), None);
         assert_eq!(find(Some(Kind::Dict), "append"), None);
         assert_eq!(find(Some(Kind::Dict), "hello"), None);
         assert_eq!(find(None, "get"), None);

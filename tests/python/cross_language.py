@@ -72,6 +72,10 @@ def write(c):
         c.call("dict.setitem", d, key, value)
     # Mutating the shared list through its reference is visible to everyone.
     c.call("list.append", shared, 30)
+    # A set: 2.0 and 2 are one element; [1, "a"] is one like a tuple.
+    s = c.call("create", "set", "set_from_python", [2.0, "b", [1, "a"]])
+    c.call("set.add", s, 2)
+    c.call("set.update", s, reference("set", s), ["c"])
 
 
 def read(c):
@@ -94,6 +98,11 @@ def read(c):
     assert c.call("dict.getitem", d, 7) == "an int key from rust"
     assert c.call("dict.get", d, 7.0) == "an int key from rust", "7.0 and 7 are one key"
     assert c.call("dict.len", d) == len(expected) + 1
+    kind, s = c.call("lookup", "set_from_rust")
+    assert kind == "set", kind
+    assert sorted(c.call("set.copy", s)) == [1, 2, 3], c.call("set.copy", s)
+    assert c.call("set.contains", s, 2.0), "2.0 and 2 are one element"
+    assert c.call("set.compare", s, [3, 2, 1]) == [True, True]
 
 
 def main():

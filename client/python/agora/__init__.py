@@ -5,7 +5,7 @@ Quick start::
     import agora
 
     with agora.Manager() as manager:          # starts agora-manager as a child process
-        scores = manager.dict(name="scores")  # named: other programs can look it up
+        scores = manager.named("scores").dict()  # named: other programs can look it up
         lock = manager.Lock()
         with lock:
             scores["alice"] = scores.get("alice", 0) + 1
@@ -63,7 +63,15 @@ from .errors import (
     UnknownObjectError,
 )
 from .manager import Manager, connect
-from .proxies import ArrayProxy, BaseProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy
+from .proxies import (
+    ArrayProxy,
+    BaseProxy,
+    DictProxy,
+    ListProxy,
+    NamespaceProxy,
+    SetProxy,
+    ValueProxy,
+)
 from .queues import Acked, JoinableQueueProxy, QueueProxy
 from .synchronize import (
     AcquirerProxy,
@@ -131,6 +139,7 @@ __all__ = [
     "QueueProxy",
     "RLockProxy",
     "SemaphoreProxy",
+    "SetProxy",
     "ValueProxy",
     # errors
     "AgoraError",

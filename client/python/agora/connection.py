@@ -199,7 +199,8 @@ _SPIN_STALL = 10e-6
 #: The methods the manager may park (``PROTOCOL.md``, section 4.1).
 MAY_WAIT = frozenset({
     "queue.get", "queue.put", "queue.get_many", "queue.put_many",
-    "queue.get_acked", "queue.get_many_acked", "joinable_queue.get", "joinable_queue.put", "joinable_queue.get_many",
+    "queue.get_acked", "queue.get_many_acked", "queue.join",
+    "joinable_queue.get", "joinable_queue.put", "joinable_queue.get_many",
     "joinable_queue.put_many", "joinable_queue.join",
     "lock.acquire", "rlock.acquire", "semaphore.acquire", "bounded_semaphore.acquire",
     "condition.acquire", "condition.wait", "event.wait", "barrier.wait", "mutex.lock",

@@ -36,6 +36,7 @@ from .proxies import (
     DictProxy,
     ListProxy,
     NamespaceProxy,
+    SetProxy,
     ValueProxy,
     proxy_class,
 )
@@ -51,7 +52,7 @@ from .synchronize import (
     SemaphoreProxy,
 )
 
-__all__ = ["Manager", "connect", "find_manager_binary"]
+__all__ = ["Manager", "Named", "connect", "find_manager_binary"]
 
 log = logging.getLogger("agora")
 
@@ -197,7 +198,191 @@ def _typecode_args(typecode: Optional[str]) -> Optional[str]:
     return typecode
 
 
-class Manager:
+class _Factories:
+    """The factories of shared objects, with ``multiprocessing.managers.SyncManager``'s
+    signatures: every argument means what it means there. :class:`Manager` makes unnamed
+    objects; ``manager.named(name)`` makes (or finds) the object called ``name``."""
+
+    _client: Client
+    #: The name the objects made here get; ``None`` for unnamed objects.
+    _name: Optional[str] = None
+
+    def _make(self, kind: str, *args: Any) -> Any:
+        cls = proxy_class(kind)
+        assert cls is not None
+        client = self._client
+        # The proxy is made as the reference is counted: it holds the object from the start.
+        return client.call_and_make(
+            lambda ident: cls(client, ident), "create", kind, self._name, *args
+        )
+
+
+    def dict(self, *args: Any, **kwargs: Any) -> DictProxy:
+        """A shared dict, initialised like ``dict(*args, **kwargs)`` (every keyword is data,
+        ``name`` included, as in Python)."""
+        if len(args) == 1 and isinstance(args[0], DictProxy):
+            args = (args[0].copy(),)
+        initial: Dict[Any, Any] = dict(*args, **kwargs)
+        if initial:
+            return self._make("dict", initial)
+        return self._make("dict")
+
+    def list(self, sequence: Any = ()) -> ListProxy:
+        """A shared list, initialised from ``sequence``."""
+        items = sequence.copy() if isinstance(sequence, ListProxy) else list(sequence)
+        if items:
+            return self._make("list", items)
+        return self._make("list")
+
+    def set(self, iterable: Any = ()) -> SetProxy:
+        """A shared set (Python 3.14's ``SyncManager.set()``), initialised from ``iterable``
+        (whose elements must be hashable)."""
+        if isinstance(iterable, SetProxy):
+            iterable = iterable.copy()
+        items = list(iterable)
+        for item in items:
+            hash(item)
+        if items:
+            return self._make("set", items)
+        return self._make("set")
+
+    def Value(
+        self,
+        typecode: Optional[str],
+        value: Any,
+        lock: bool = True,
+        *,
+        strict: bool = False,
+    ) -> ValueProxy:
+        """A shared value with ``.value``.
+
+        As with Python's manager, ``typecode`` is not enforced and ``lock`` is ignored; with
+        ``strict=True`` the manager enforces the typecode (``TypeError`` / ``OverflowError``
+        for a value that does not fit)."""
+        code = _typecode_args(typecode) if strict else None
+        client = self._client
+
+        def make(ident: int) -> ValueProxy:
+            # The proxy shows the typecode it was given, as Python's Value does, enforced or not.
+            return ValueProxy(client, ident, typecode)
+
+        return client.call_and_make(make, "create", "value", self._name, code, value)
+
+    def Array(
+        self, typecode: str, sequence: Any, lock: bool = True
+    ) -> ArrayProxy:
+        """A shared fixed-length array of ``typecode`` (``array`` module typecodes), from a
+        sequence, or an int for that many zeros. ``lock`` is ignored, as in Python."""
+        _typecode_args(typecode)
+        if isinstance(sequence, (bytes, bytearray)) and typecode == "c":
+            init: Any = bytes(sequence)
+        elif isinstance(sequence, int) and not isinstance(sequence, bool):
+            init = sequence
+        else:
+            init = list(sequence)
+        client = self._client
+
+        def make(ident: int) -> ArrayProxy:
+            return ArrayProxy(client, ident, typecode)
+
+        return client.call_and_make(make, "create", "array", self._name, typecode, init)
+
+    def Namespace(self, **attributes: Any) -> NamespaceProxy:
+        """A shared attribute bag with these initial attributes (any name, ``name`` included,
+        as in Python)."""
+        if attributes:
+            return self._make("namespace", attributes)
+        return self._make("namespace")
+
+    def Queue(self, maxsize: int = 0) -> QueueProxy:
+        """A shared FIFO queue, bounded when ``maxsize > 0``."""
+        return self._make("queue", max(int(maxsize), 0))
+
+    def JoinableQueue(self, maxsize: int = 0) -> JoinableQueueProxy:
+        """A shared queue with ``task_done`` and ``join``."""
+        return self._make("joinable_queue", max(int(maxsize), 0))
+
+    def Lock(self, *, owned: Optional[bool] = None) -> LockProxy:
+        """A shared ``threading.Lock``. ``owned``: ``False`` for Python's exact ownerless
+        semantics (an acquire is never released by its process's exit, so a child may acquire
+        and its parent release), ``True`` to release every acquire on exit; ``None``: a bare
+        ``acquire()`` and a ``with`` block are both owned (see :mod:`agora.synchronize`)."""
+        return self._make("lock", *_owned_arg(owned))
+
+    def RLock(self, *, owned: Optional[bool] = None) -> RLockProxy:
+        """A shared ``threading.RLock``; ``owned`` as for :meth:`Lock`."""
+        return self._make("rlock", *_owned_arg(owned))
+
+    def Semaphore(self, value: int = 1, *, owned: Optional[bool] = None) -> SemaphoreProxy:
+        """A shared ``threading.Semaphore``. ``owned`` as for :meth:`Lock`, but with
+        ``None`` a bare ``acquire()`` is unowned (a consumption, as in Python: signalling
+        works) and only a ``with`` block is owned."""
+        if value < 0:
+            raise ValueError("semaphore initial value must be >= 0")
+        return self._make("semaphore", value, *_owned_arg(owned))
+
+    def BoundedSemaphore(
+        self, value: int = 1, *, owned: Optional[bool] = None
+    ) -> BoundedSemaphoreProxy:
+        """A shared ``threading.BoundedSemaphore``; ``owned`` as for :meth:`Lock`."""
+        if value < 0:
+            raise ValueError("semaphore initial value must be >= 0")
+        return self._make("bounded_semaphore", value, *_owned_arg(owned))
+
+    def Condition(self, lock: Optional[Union[LockProxy, RLockProxy]] = None) -> ConditionProxy:
+        """A shared ``threading.Condition`` over a new RLock, or over ``lock`` (a ``Lock`` or
+        ``RLock`` proxy of this manager)."""
+        if lock is None:
+            return self._make("condition")
+        if not isinstance(lock, LockProxy) or lock._client.address != self.address:
+            raise TypeError("a Condition's lock must be a Lock or RLock proxy of the same manager")
+        return self._make("condition", lock._id)
+
+    def Event(self) -> EventProxy:
+        """A shared ``threading.Event``."""
+        return self._make("event")
+
+    def Barrier(
+        self,
+        parties: int,
+        action: Any = None,
+        timeout: Optional[float] = None,
+    ) -> BarrierProxy:
+        """A shared ``threading.Barrier``. ``action`` is not supported: the manager runs no
+        Python code (run it after ``wait()`` in the party that got index 0)."""
+        if action is not None:
+            raise NotImplementedError(
+                "agora barriers cannot run an action: run it after wait() in the party that "
+                "gets index 0"
+            )
+        if timeout is None:
+            return self._make("barrier", parties)
+        return self._make("barrier", parties, timeout)
+
+    def Mutex(self, value: Any = None) -> MutexProxy:
+        """A shared value and its lock as one object, poisoned when a holder dies holding it
+        (see :class:`agora.MutexProxy`). Made by name, an existing mutex keeps its value."""
+        return self._make("mutex", value)
+
+
+class Named(_Factories):
+    """The factories of :class:`Manager`, making named objects: ``manager.named("scores")
+    .dict()`` is the dict called ``"scores"``, created if there is none (get-or-create: the
+    arguments are ignored when it exists; ``TypeError`` when an object of another kind has the
+    name). A named object lives until :meth:`Manager.delete` or until the manager stops, so
+    that any process can find it by name (:meth:`Manager.lookup`)."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"an object name is a str, not {type(name).__name__}")
+        self._client = client
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<agora.Named {self._name!r} at {self._client.address}>"
+
+
+class Manager(_Factories):
     """A handle on an agora manager, with factories for shared objects.
 
     ``Manager()`` starts a private ``agora-manager`` child process (found through
@@ -216,9 +401,10 @@ class Manager:
     an ``$AGORA_SPIN_US`` that is not a whole number is logged and ignored here as in the
     client rather than stopping the manager. Child processes take ``$AGORA_SPIN_US``.
 
-    The factories have the signatures of ``multiprocessing.managers.SyncManager``'s, plus a
-    keyword-only ``name``: with a name, creation is get-or-create, so that any process can find
-    the object by that name (:meth:`lookup`).
+    The factories have the signatures of ``multiprocessing.managers.SyncManager``'s, and every
+    argument means what it means there (``dict(name="alice")`` holds ``{"name": "alice"}``).
+    Named objects come from :meth:`named`: ``manager.named("scores").dict()`` is
+    get-or-create, so that any process can find the object by that name (:meth:`lookup`).
 
     An object created without a name lives while something holds it, as with Python's
     manager: a proxy of it in any process, another object that stores it, or a pickle of a
@@ -373,14 +559,10 @@ class Manager:
 
     # --- the registry --------------------------------------------------------------------------
 
-    def _create(self, kind: str, name: Optional[str], *args: Any) -> Any:
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"an object name is a str, not {type(name).__name__}")
-        cls = proxy_class(kind)
-        assert cls is not None
-        client = self._client
-        # The proxy is made as the reference is counted: it holds the object from the start.
-        return client.call_and_make(lambda ident: cls(client, ident), "create", kind, name, *args)
+    def named(self, name: str) -> Named:
+        """The factories for the object called ``name``: ``manager.named("scores").dict()``
+        creates the dict ``"scores"``, or returns it when it exists (see :class:`Named`)."""
+        return Named(self._client, name)
 
     def lookup(self, name: str) -> Any:
         """The proxy of the object called ``name``; ``KeyError`` if there is none. (The name
@@ -418,143 +600,6 @@ class Manager:
     def ping(self) -> bool:
         """True when the manager answers."""
         return self._client.call("ping") == "pong"
-
-    # --- factories (SyncManager's signatures, plus name=) ---------------------------------------
-
-    def dict(self, *args: Any, name: Optional[str] = None, **kwargs: Any) -> DictProxy:
-        """A shared dict, initialised like ``dict(*args, **kwargs)``."""
-        if len(args) == 1 and isinstance(args[0], DictProxy):
-            args = (args[0].copy(),)
-        initial: Dict[Any, Any] = dict(*args, **kwargs)
-        if initial:
-            return self._create("dict", name, initial)
-        return self._create("dict", name)
-
-    def list(self, sequence: Any = (), *, name: Optional[str] = None) -> ListProxy:
-        """A shared list, initialised from ``sequence``."""
-        items = sequence.copy() if isinstance(sequence, ListProxy) else list(sequence)
-        if items:
-            return self._create("list", name, items)
-        return self._create("list", name)
-
-    def Value(
-        self,
-        typecode: Optional[str],
-        value: Any,
-        lock: bool = True,
-        *,
-        name: Optional[str] = None,
-        strict: bool = False,
-    ) -> ValueProxy:
-        """A shared value with ``.value``.
-
-        As with Python's manager, ``typecode`` is not enforced and ``lock`` is ignored; with
-        ``strict=True`` the manager enforces the typecode (``TypeError`` / ``OverflowError``
-        for a value that does not fit)."""
-        code = _typecode_args(typecode) if strict else None
-        return self._create("value", name, code, value)
-
-    def Array(
-        self, typecode: str, sequence: Any, lock: bool = True, *, name: Optional[str] = None
-    ) -> ArrayProxy:
-        """A shared fixed-length array of ``typecode`` (``array`` module typecodes), from a
-        sequence, or an int for that many zeros. ``lock`` is ignored, as in Python."""
-        _typecode_args(typecode)
-        if isinstance(sequence, (bytes, bytearray)) and typecode == "c":
-            init: Any = bytes(sequence)
-        elif isinstance(sequence, int) and not isinstance(sequence, bool):
-            init = sequence
-        else:
-            init = list(sequence)
-        client = self._client
-
-        def make(ident: int) -> ArrayProxy:
-            return ArrayProxy(client, ident, typecode)
-
-        return client.call_and_make(make, "create", "array", name, typecode, init)
-
-    def Namespace(self, *, name: Optional[str] = None, **attributes: Any) -> NamespaceProxy:
-        """A shared attribute bag with these initial attributes. (``name`` names the object;
-        set an attribute called ``name`` after creation.)"""
-        if attributes:
-            return self._create("namespace", name, attributes)
-        return self._create("namespace", name)
-
-    def Queue(self, maxsize: int = 0, *, name: Optional[str] = None) -> QueueProxy:
-        """A shared FIFO queue, bounded when ``maxsize > 0``."""
-        return self._create("queue", name, max(int(maxsize), 0))
-
-    def JoinableQueue(self, maxsize: int = 0, *, name: Optional[str] = None) -> JoinableQueueProxy:
-        """A shared queue with ``task_done`` and ``join``."""
-        return self._create("joinable_queue", name, max(int(maxsize), 0))
-
-    def Lock(self, *, name: Optional[str] = None, owned: Optional[bool] = None) -> LockProxy:
-        """A shared ``threading.Lock``. ``owned``: ``False`` for Python's exact ownerless
-        semantics (an acquire is never released by its process's exit, so a child may acquire
-        and its parent release), ``True`` to release every acquire on exit; ``None``: a bare
-        ``acquire()`` and a ``with`` block are both owned (see :mod:`agora.synchronize`)."""
-        return self._create("lock", name, *_owned_arg(owned))
-
-    def RLock(self, *, name: Optional[str] = None, owned: Optional[bool] = None) -> RLockProxy:
-        """A shared ``threading.RLock``; ``owned`` as for :meth:`Lock`."""
-        return self._create("rlock", name, *_owned_arg(owned))
-
-    def Semaphore(
-        self, value: int = 1, *, name: Optional[str] = None, owned: Optional[bool] = None
-    ) -> SemaphoreProxy:
-        """A shared ``threading.Semaphore``. ``owned`` as for :meth:`Lock`, but with
-        ``None`` a bare ``acquire()`` is unowned (a consumption, as in Python: signalling
-        works) and only a ``with`` block is owned."""
-        if value < 0:
-            raise ValueError("semaphore initial value must be >= 0")
-        return self._create("semaphore", name, value, *_owned_arg(owned))
-
-    def BoundedSemaphore(
-        self, value: int = 1, *, name: Optional[str] = None, owned: Optional[bool] = None
-    ) -> BoundedSemaphoreProxy:
-        """A shared ``threading.BoundedSemaphore``; ``owned`` as for :meth:`Lock`."""
-        if value < 0:
-            raise ValueError("semaphore initial value must be >= 0")
-        return self._create("bounded_semaphore", name, value, *_owned_arg(owned))
-
-    def Condition(
-        self, lock: Optional[Union[LockProxy, RLockProxy]] = None, *, name: Optional[str] = None
-    ) -> ConditionProxy:
-        """A shared ``threading.Condition`` over a new RLock, or over ``lock`` (a ``Lock`` or
-        ``RLock`` proxy of this manager)."""
-        if lock is None:
-            return self._create("condition", name)
-        if not isinstance(lock, LockProxy) or lock._client.address != self.address:
-            raise TypeError("a Condition's lock must be a Lock or RLock proxy of the same manager")
-        return self._create("condition", name, lock._id)
-
-    def Mutex(self, value: Any = None, *, name: Optional[str] = None) -> MutexProxy:
-        """A shared value and its lock as one object, poisoned when a holder dies holding it
-        (see :class:`agora.MutexProxy`). With ``name``, an existing mutex keeps its value."""
-        return self._create("mutex", name, value)
-
-    def Event(self, *, name: Optional[str] = None) -> EventProxy:
-        """A shared ``threading.Event``."""
-        return self._create("event", name)
-
-    def Barrier(
-        self,
-        parties: int,
-        action: Any = None,
-        timeout: Optional[float] = None,
-        *,
-        name: Optional[str] = None,
-    ) -> BarrierProxy:
-        """A shared ``threading.Barrier``. ``action`` is not supported: the manager runs no
-        Python code (run it after ``wait()`` in the party that got index 0)."""
-        if action is not None:
-            raise NotImplementedError(
-                "agora barriers cannot run an action: run it after wait() in the party that "
-                "gets index 0"
-            )
-        if timeout is None:
-            return self._create("barrier", name, parties)
-        return self._create("barrier", name, parties, timeout)
 
 
 def connect(

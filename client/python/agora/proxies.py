@@ -1,4 +1,5 @@
-"""Proxies of the data objects: ``dict``, ``list``, ``Value``, ``Array`` and ``Namespace``.
+"""Proxies of the data objects: ``dict``, ``list``, ``set``, ``Value``, ``Array`` and
+``Namespace``.
 
 A proxy holds only its manager's client and the object's id; every operation is one call to
 the manager (a few list operations that Python's proxies do on the server are done here in two
@@ -20,6 +21,7 @@ come back as tuples. Anything else raises ``TypeError`` before anything is sent.
 from __future__ import annotations
 
 import array
+import collections.abc
 import logging
 import operator
 import time
@@ -39,6 +41,7 @@ __all__ = [
     "ValueProxy",
     "ArrayProxy",
     "NamespaceProxy",
+    "SetProxy",
     "proxy_class",
 ]
 
@@ -150,6 +153,9 @@ class BaseProxy:
 
     #: The object's kind in the protocol (``"dict"``, ``"joinable_queue"``, ...).
     _kind: ClassVar[str] = ""
+    #: The typeid Python's ``SyncManager`` registers for the kind (``"dict"``, ``"Event"``),
+    #: which ``repr()`` shows as Python's proxies do.
+    _typeid: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -250,10 +256,25 @@ class BaseProxy:
         )
 
     def __repr__(self) -> str:
+        # Python's shape (`<DictProxy object, typeid 'dict' at 0x...>`), then agora's details:
+        # the object's id in the manager, and the manager.
         return (
-            f"<{type(self).__name__} object, kind {self._kind!r}, id {self._id} "
-            f"at {self._client.address}>"
+            f"<{type(self).__name__} object, typeid {self._typeid!r} at {id(self):#x}; "
+            f"agora {self._kind} {self._id} on {self._client.address}>"
         )
+
+    def __str__(self) -> str:
+        # As Python's proxies: the referent's repr, read from the manager (or, when that
+        # fails, the proxy's repr saying so).
+        try:
+            return self._referent_repr()
+        except Exception:
+            return repr(self)[:-1] + "; '__str__()' failed>"
+
+    def _referent_repr(self) -> str:
+        """The repr of the object in the manager, shaped as Python's manager shows its
+        referent (``str()`` of a Python proxy); a subclass asks the manager what it needs."""
+        return f"<{self._typeid} object at {self._id:#x}>"
 
 
 def _int(value: Any) -> int:
@@ -299,6 +320,9 @@ class DictProxy(BaseProxy):
 
     __slots__ = ()
     _kind = "dict"
+    # As Python's proxies (ValueProxy since 3.9, DictProxy and ListProxy since gh-103134).
+    __class_getitem__ = classmethod(types.GenericAlias)
+    _typeid = "dict"
 
     def __getitem__(self, key: Any) -> Any:
         hash(key)
@@ -412,8 +436,8 @@ class DictProxy(BaseProxy):
         this proxy's contents play no part)."""
         return dict.fromkeys(iterable, value)
 
-    def __str__(self) -> str:
-        return str(self.copy())
+    def _referent_repr(self) -> str:
+        return repr(self.copy())
 
 
 class ListProxy(BaseProxy):
@@ -428,6 +452,9 @@ class ListProxy(BaseProxy):
 
     __slots__ = ()
     _kind = "list"
+    # As Python's proxies (ValueProxy since 3.9, DictProxy and ListProxy since gh-103134).
+    __class_getitem__ = classmethod(types.GenericAlias)
+    _typeid = "list"
 
     def __len__(self) -> int:
         return self._call("list.len")
@@ -555,8 +582,8 @@ class ListProxy(BaseProxy):
 
     _getvalue = copy
 
-    def __str__(self) -> str:
-        return str(self.copy())
+    def _referent_repr(self) -> str:
+        return repr(self.copy())
 
 
 class ValueProxy(BaseProxy):
@@ -566,8 +593,30 @@ class ValueProxy(BaseProxy):
     :meth:`fetch_add` or :meth:`compare_and_swap`.
     """
 
-    __slots__ = ()
+    __slots__ = ("_typecode",)
+    _typecode: Optional[str]
     _kind = "value"
+    # As Python's proxies (ValueProxy since 3.9, DictProxy and ListProxy since gh-103134).
+    __class_getitem__ = classmethod(types.GenericAlias)
+    _typeid = "Value"
+
+    def __init__(self, client: Client, ident: int, typecode: Optional[str] = None) -> None:
+        super().__init__(client, ident)
+        object.__setattr__(self, "_typecode", typecode)
+
+    def _extra(self) -> Any:
+        return self._typecode
+
+    def _set_extra(self, extra: Any) -> None:
+        object.__setattr__(self, "_typecode", extra)
+
+    def _referent_repr(self) -> str:
+        # Python's manager keeps the typecode it was given, enforced or not: so does this
+        # proxy; one that does not know it asks the manager (nil unless strict).
+        typecode = self._typecode
+        if typecode is None:
+            typecode = self._call("value.typecode")
+        return f"Value({typecode!r}, {self.get()!r})"
 
     def get(self) -> Any:
         """The value."""
@@ -603,6 +652,7 @@ class ArrayProxy(BaseProxy):
     __slots__ = ("_typecode",)
     _typecode: Optional[str]
     _kind = "array"
+    _typeid = "Array"
 
     def __init__(self, client: Client, ident: int, typecode: Optional[str] = None) -> None:
         super().__init__(client, ident)
@@ -671,6 +721,9 @@ class ArrayProxy(BaseProxy):
     def _getvalue(self) -> Any:
         return self._wrap(self.tolist())
 
+    def _referent_repr(self) -> str:
+        return repr(self._getvalue())
+
 
 class NamespaceProxy(BaseProxy):
     """A shared attribute bag, like Python's ``NamespaceProxy``: ``ns.x``, ``ns.x = v``,
@@ -678,6 +731,7 @@ class NamespaceProxy(BaseProxy):
     sent, as in Python."""
 
     _kind = "namespace"
+    _typeid = "Namespace"
 
     def __getattr__(self, name: str) -> Any:
         # Only called when normal lookup fails: proxy internals are found before this.
@@ -702,7 +756,238 @@ class NamespaceProxy(BaseProxy):
     def _getvalue(self) -> types.SimpleNamespace:
         return types.SimpleNamespace(**self._call("namespace.items"))
 
-    def __str__(self) -> str:
+    def _referent_repr(self) -> str:
+        # As Python's Namespace: the attributes sorted as "name=value" strings.
         items = self._call("namespace.items")
-        inner = ", ".join(f"{name}={value!r}" for name, value in items.items())
+        inner = ", ".join(sorted(f"{name}={value!r}" for name, value in items.items()))
         return f"Namespace({inner})"
+
+
+_SET_TYPES = (set, frozenset)
+
+
+def _is_set(other: Any) -> bool:
+    """Whether ``other`` may be a set operator's operand, as for Python's ``set`` (a set, a
+    frozenset, or a shared set)."""
+    return isinstance(other, _SET_TYPES) or isinstance(other, SetProxy)
+
+
+def _elements(items: Any) -> List[Any]:
+    """The elements a call sends for ``items``: each must be hashable, as Python's ``set``
+    requires (a list element raises ``TypeError`` here, not in the manager)."""
+    out = list(items)
+    for item in out:
+        hash(item)
+    return out
+
+
+class SetProxy(BaseProxy):
+    """A shared ``set``, with the full ``set`` API of Python 3.14's ``SetProxy``: ``add``,
+    ``discard``, ``remove``, ``pop``, ``clear``, ``update`` and the ``*_update`` methods,
+    ``union`` / ``intersection`` / ``difference`` / ``symmetric_difference``, ``issubset`` /
+    ``issuperset`` / ``isdisjoint``, the operators ``| & - ^`` and their in-place forms, the
+    comparisons ``< <= > >=``, ``len``, ``in`` and iteration.
+
+    Every operation is one call, and the set algebra runs in the manager: with another
+    ``SetProxy`` of the same manager as operand, nothing but its reference travels (Python
+    3.14's proxies raise ``TypeError`` for ``proxy | proxy``; agora computes it). Results that
+    are sets (``union``, ``s | t``, ``copy``) are plain ``set`` snapshots, as Python's.
+
+    Elements are compared as dict keys are in the manager (``PROTOCOL.md`` section 3), so
+    ``1`` and ``True`` are two elements, as in the other proxies' keys; tuples come back as
+    tuples. ``==`` is identity, as for Python's proxies (which expose no ``__eq__``); compare
+    ``s.copy() == other`` for the contents, or use ``<=`` and ``>=``. Iteration takes a
+    snapshot.
+    """
+
+    __slots__ = ()
+    _kind = "set"
+    _typeid = "set"
+
+    __class_getitem__ = classmethod(types.GenericAlias)
+
+    def _operand(self, other: Any) -> Any:
+        # A shared set travels as its reference; anything else as its elements (a proxy of a
+        # dict or list is read first, as iterating it would).
+        if isinstance(other, SetProxy):
+            return other
+        if isinstance(other, DictProxy):
+            return _elements(other.keys())
+        if isinstance(other, ListProxy):
+            return _elements(other.copy())
+        return _elements(other)
+
+    def _elements_of(self, method: str, *args: Any) -> Any:
+        return {connection._freeze(x) for x in self._call(method, *args)}
+
+    # --- elements ------------------------------------------------------------------------------
+
+    def add(self, element: Any) -> None:
+        """Adds ``element`` (nothing happens when it is there)."""
+        hash(element)
+        self._call("set.add", element)
+
+    def discard(self, element: Any) -> None:
+        """Removes ``element`` if it is there."""
+        hash(element)
+        self._call("set.discard", element)
+
+    def remove(self, element: Any) -> None:
+        """Removes ``element``; ``KeyError`` when it is not there."""
+        hash(element)
+        try:
+            self._call("set.remove", element)
+        except KeyError:
+            raise KeyError(element) from None
+
+    def pop(self) -> Any:
+        """Removes and returns an element (the last added); ``KeyError`` when empty."""
+        try:
+            return connection._freeze(self._call("set.pop"))
+        except KeyError:
+            raise KeyError("pop from an empty set") from None
+
+    def clear(self) -> None:
+        """Removes every element."""
+        self._call("set.clear")
+
+    def __contains__(self, element: Any) -> bool:
+        hash(element)
+        return self._call("set.contains", element)
+
+    def __len__(self) -> int:
+        return self._call("set.len")
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.copy())
+
+    def copy(self) -> Any:
+        """A snapshot of the elements, as a plain ``set``."""
+        return self._elements_of("set.copy")
+
+    _getvalue = copy
+
+    def _referent_repr(self) -> str:
+        return repr(self.copy())
+
+    # --- the algebra, with any iterables ------------------------------------------------------
+
+    def update(self, *others: Any) -> None:
+        """Adds the elements of every iterable in ``others`` (one atomic call)."""
+        self._call("set.update", *[self._operand(o) for o in others])
+
+    def intersection_update(self, *others: Any) -> None:
+        """Keeps only the elements found in every iterable of ``others``."""
+        self._call("set.intersection_update", *[self._operand(o) for o in others])
+
+    def difference_update(self, *others: Any) -> None:
+        """Removes the elements of every iterable of ``others``."""
+        self._call("set.difference_update", *[self._operand(o) for o in others])
+
+    def symmetric_difference_update(self, other: Any) -> None:
+        """Keeps the elements found in exactly one of the set and ``other``."""
+        self._call("set.symmetric_difference_update", self._operand(other))
+
+    def union(self, *others: Any) -> Any:
+        """A new ``set`` of the elements of the set and of every iterable of ``others``."""
+        return self._elements_of("set.union", *[self._operand(o) for o in others])
+
+    def intersection(self, *others: Any) -> Any:
+        """A new ``set`` of the elements found in the set and every iterable of ``others``."""
+        return self._elements_of("set.intersection", *[self._operand(o) for o in others])
+
+    def difference(self, *others: Any) -> Any:
+        """A new ``set`` of the elements of the set found in no iterable of ``others``."""
+        return self._elements_of("set.difference", *[self._operand(o) for o in others])
+
+    def symmetric_difference(self, other: Any) -> Any:
+        """A new ``set`` of the elements found in exactly one of the set and ``other``."""
+        return self._elements_of("set.symmetric_difference", self._operand(other))
+
+    def issubset(self, other: Any) -> bool:
+        """Whether every element of the set is in ``other``."""
+        return self._call("set.issubset", self._operand(other))
+
+    def issuperset(self, other: Any) -> bool:
+        """Whether every element of ``other`` is in the set."""
+        return self._call("set.issuperset", self._operand(other))
+
+    def isdisjoint(self, other: Any) -> bool:
+        """Whether the set and ``other`` have no element in common."""
+        return self._call("set.isdisjoint", self._operand(other))
+
+    # --- operators: sets only, as Python's ------------------------------------------------------
+
+    def __or__(self, other: Any) -> Any:
+        return self.union(other) if _is_set(other) else NotImplemented
+
+    def __and__(self, other: Any) -> Any:
+        return self.intersection(other) if _is_set(other) else NotImplemented
+
+    def __sub__(self, other: Any) -> Any:
+        return self.difference(other) if _is_set(other) else NotImplemented
+
+    def __xor__(self, other: Any) -> Any:
+        return self.symmetric_difference(other) if _is_set(other) else NotImplemented
+
+    # `{1} | proxy`: the set gives up (a proxy is no set), so these answer.
+    __ror__ = __or__
+    __rand__ = __and__
+    __rxor__ = __xor__
+
+    def __rsub__(self, other: Any) -> Any:
+        if not _is_set(other):
+            return NotImplemented
+        return set(other) - self.copy()
+
+    def __ior__(self, other: Any) -> Any:
+        if not _is_set(other):
+            return NotImplemented
+        self.update(other)
+        return self
+
+    def __iand__(self, other: Any) -> Any:
+        if not _is_set(other):
+            return NotImplemented
+        self.intersection_update(other)
+        return self
+
+    def __isub__(self, other: Any) -> Any:
+        if not _is_set(other):
+            return NotImplemented
+        self.difference_update(other)
+        return self
+
+    def __ixor__(self, other: Any) -> Any:
+        if not _is_set(other):
+            return NotImplemented
+        self.symmetric_difference_update(other)
+        return self
+
+    def _compare(self, other: Any) -> Tuple[bool, bool]:
+        subset, superset = self._call("set.compare", self._operand(other))
+        return subset, superset
+
+    def __le__(self, other: Any) -> Any:
+        return self._compare(other)[0] if _is_set(other) else NotImplemented
+
+    def __ge__(self, other: Any) -> Any:
+        return self._compare(other)[1] if _is_set(other) else NotImplemented
+
+    def __lt__(self, other: Any) -> Any:
+        if not _is_set(other):
+            return NotImplemented
+        subset, superset = self._compare(other)
+        return subset and not superset
+
+    def __gt__(self, other: Any) -> Any:
+        if not _is_set(other):
+            return NotImplemented
+        subset, superset = self._compare(other)
+        return superset and not subset
+
+
+# As Python's proxies since gh-103134 (and 3.14's set).
+collections.abc.MutableMapping.register(DictProxy)
+collections.abc.MutableSequence.register(ListProxy)
+collections.abc.MutableSet.register(SetProxy)

@@ -44,17 +44,25 @@ class QueueProxy(BaseProxy):
     ``queue.Empty`` and ``queue.Full``.
 
     agora adds batched :meth:`put_many` / :meth:`get_many`, :meth:`close` (which ends
-    consumers without sentinel values) and :attr:`maxsize`. ``task_done`` and ``join`` are on
-    :class:`JoinableQueueProxy` only (Python's manager queue has them on both).
+    consumers without sentinel values) and :attr:`maxsize`. ``task_done`` and ``join`` count as
+    ``queue.Queue``'s do; a plain queue's gets stay at-most-once (a :class:`JoinableQueueProxy`
+    redelivers what a dead consumer had not marked done).
     """
 
     __slots__ = ()
     _kind = "queue"
+    _typeid = "Queue"
     _m: ClassVar[str] = "queue."
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._m = cls._kind + "."
+
+    def _referent_repr(self) -> str:
+        # Python's manager queue is a queue.Queue, whose repr is object's (both Queue and
+        # JoinableQueue); the call checks that the object is there, as Python's str() does.
+        self.qsize()
+        return f"<queue.Queue object at {self._id:#x}>"
 
     def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         """Puts ``obj`` at the end, waiting for room (up to ``timeout`` seconds) unless
@@ -174,21 +182,12 @@ class QueueProxy(BaseProxy):
         """True once :meth:`close` was called."""
         return self._call(self._m + "is_closed")
 
-
-class JoinableQueueProxy(QueueProxy):
-    """A :class:`QueueProxy` with ``task_done`` and ``join``, like ``JoinableQueue``.
-
-    Every item taken stays on record until ``task_done`` marks it, and goes back to the head
-    of the queue if the connection that took it closes first. The acknowledged gets of
-    :class:`QueueProxy` are not for this kind: the manager refuses them."""
-
-    __slots__ = ()
-    _kind = "joinable_queue"
-
     def task_done(self) -> None:
-        """Marks one item taken from the queue as processed: the oldest this connection took
-        and has not marked (if it took none, the oldest any connection took); ``ValueError``
-        if called more times than items were put."""
+        """Marks one item taken from the queue as processed, as ``queue.Queue.task_done`` does;
+        ``ValueError`` if called more times than items were put. On a joinable queue it also
+        finishes the oldest item this connection took and has not marked (if it took none,
+        the oldest any connection took); on a plain queue it only counts, and nothing is
+        redelivered."""
         self._call(self._m + "task_done")
 
     def join(self, timeout: Optional[float] = None) -> Optional[bool]:
@@ -201,3 +200,15 @@ class JoinableQueueProxy(QueueProxy):
             self._call(self._m + "join")
             return None
         return self._call(self._m + "join", timeout)
+
+
+class JoinableQueueProxy(QueueProxy):
+    """A :class:`QueueProxy` whose ``task_done`` is also an acknowledgement.
+
+    Every item taken stays on record until ``task_done`` marks it, and goes back to the head
+    of the queue if the connection that took it closes first. The acknowledged gets of
+    :class:`QueueProxy` are not for this kind: the manager refuses them."""
+
+    __slots__ = ()
+    _kind = "joinable_queue"
+    _typeid = "JoinableQueue"

@@ -133,6 +133,11 @@ class LockProxy(AcquirerProxy):
 
     __slots__ = ()
     _kind = "lock"
+    _typeid = "Lock"
+
+    def _referent_repr(self) -> str:
+        state = "locked" if self.locked() else "unlocked"
+        return f"<{state} _thread.lock object at {self._id:#x}>"
 
     def locked(self) -> bool:
         """True when someone holds the lock."""
@@ -144,6 +149,12 @@ class RLockProxy(LockProxy):
 
     __slots__ = ()
     _kind = "rlock"
+    _typeid = "RLock"
+
+    def _referent_repr(self) -> str:
+        # Python's also shows the owner and depth, which the wire does not give.
+        state = "locked" if self.locked() else "unlocked"
+        return f"<{state} _thread.RLock object at {self._id:#x}>"
 
 
 class SemaphoreProxy(AcquirerProxy):
@@ -151,7 +162,11 @@ class SemaphoreProxy(AcquirerProxy):
 
     __slots__ = ()
     _kind = "semaphore"
+    _typeid = "Semaphore"
     _owned_pad = ()
+
+    def _referent_repr(self) -> str:
+        return f"<threading.Semaphore at {self._id:#x}: value={self.get_value()}>"
 
     def release(self, n: int = 1) -> None:
         """Gives back ``n`` permits (``n`` is an agora extension; Python's proxy takes none)."""
@@ -171,6 +186,11 @@ class BoundedSemaphoreProxy(SemaphoreProxy):
 
     __slots__ = ()
     _kind = "bounded_semaphore"
+    _typeid = "BoundedSemaphore"
+
+    def _referent_repr(self) -> str:
+        # Python's also shows the initial value (value=1/1), which the wire does not give.
+        return f"<threading.BoundedSemaphore at {self._id:#x}: value={self.get_value()}>"
 
 
 class ConditionProxy(AcquirerProxy):
@@ -178,6 +198,12 @@ class ConditionProxy(AcquirerProxy):
 
     __slots__ = ()
     _kind = "condition"
+    _typeid = "Condition"
+
+    def _referent_repr(self) -> str:
+        # Python's shows its lock's repr and the number of waiters; the wire gives the first.
+        state = "locked" if self.locked() else "unlocked"
+        return f"<Condition(<{state} lock at {self._id:#x}>)>"
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Releases the lock, waits to be notified (up to ``timeout`` seconds), re-acquires.
@@ -224,6 +250,11 @@ class EventProxy(BaseProxy):
 
     __slots__ = ()
     _kind = "event"
+    _typeid = "Event"
+
+    def _referent_repr(self) -> str:
+        state = "set" if self.is_set() else "unset"
+        return f"<threading.Event at {self._id:#x}: {state}>"
 
     def is_set(self) -> bool:
         """True when the flag is set."""
@@ -249,6 +280,12 @@ class BarrierProxy(BaseProxy):
 
     __slots__ = ()
     _kind = "barrier"
+    _typeid = "Barrier"
+
+    def _referent_repr(self) -> str:
+        if self.broken:
+            return f"<threading.Barrier at {self._id:#x}: broken>"
+        return f"<threading.Barrier at {self._id:#x}: waiters={self.n_waiting}/{self.parties}>"
 
     def wait(self, timeout: Optional[float] = None) -> int:
         """Waits until ``parties`` callers wait; returns this caller's arrival index (exactly
@@ -359,6 +396,13 @@ class MutexProxy(BaseProxy):
 
     __slots__ = ()
     _kind = "mutex"
+    _typeid = "Mutex"
+
+    def _referent_repr(self) -> str:
+        # Python has no such object; shaped as its locks show theirs.
+        state = "locked" if self.locked() else "unlocked"
+        poisoned = ", poisoned" if self.poisoned else ""
+        return f"<{state} agora.Mutex object at {self._id:#x}{poisoned}>"
 
     def acquire(
         self, blocking: bool = True, timeout: Optional[float] = None

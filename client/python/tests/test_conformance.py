@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 import multiprocessing
+import re
 import time
 import unittest
 from multiprocessing import managers
@@ -114,6 +115,18 @@ class DictConformance(ConformanceCase):
             r("tuple key get", d.__getitem__, (1, "x"))
             r("tuple key in keys", lambda: (1, "x") in d.keys())
             r("equality is identity", lambda: d == d.copy())
+
+        self.check(scenario)
+
+    def test_every_keyword_is_data(self) -> None:
+        def scenario(m: Any, r: Recorder) -> None:
+            d = m.dict(name="alice", age=30)
+            r("copy", d.copy)
+            r("name", d.__getitem__, "name")
+            e = m.dict(name="alice", age=30)
+            r("a second call is another dict", lambda: (e.__setitem__("age", 31), d["age"]))
+            r("mapping and keywords", lambda: m.dict({"a": 1}, name="b").copy())
+            r("pairs and keywords", lambda: m.dict([("a", 1)], name="b").copy())
 
         self.check(scenario)
 
@@ -392,6 +405,15 @@ class ValueAndArrayConformance(ConformanceCase):
 
 
 class NamespaceConformance(ConformanceCase):
+    def test_every_keyword_is_an_attribute(self) -> None:
+        def scenario(m: Any, r: Recorder) -> None:
+            ns = m.Namespace(name="x", value=1)
+            r("name", lambda: ns.name)
+            r("value", lambda: ns.value)
+            r("another", lambda: m.Namespace(name="x") is ns)
+
+        self.check(scenario)
+
     def test_attributes(self) -> None:
         def scenario(m: Any, r: Recorder) -> None:
             ns = m.Namespace(a=1, b="two")
@@ -465,8 +487,16 @@ class QueueConformance(ConformanceCase):
         self.check(scenario)
 
     def test_joinable_queue(self) -> None:
+        self.check(self.joinable_scenario("JoinableQueue"))
+
+    def test_queue_is_joinable_too(self) -> None:
+        # Python's manager Queue() is a queue.Queue: task_done and join, the tutorials' pattern.
+        self.check(self.joinable_scenario("Queue"))
+
+    @staticmethod
+    def joinable_scenario(factory: str) -> Scenario:
         def scenario(m: Any, r: Recorder) -> None:
-            q = m.JoinableQueue()
+            q = getattr(m, factory)()
             r("put", q.put, "job")
             r("get", q.get)
             r("task done", q.task_done)
@@ -481,7 +511,7 @@ class QueueConformance(ConformanceCase):
 
             r("join waits for consumer", lambda: run_threads(consumer, q.join))
 
-        self.check(scenario)
+        return scenario
 
     def test_producer_consumer_across_processes(self) -> None:
         def scenario(m: Any, r: Recorder) -> None:
@@ -696,3 +726,54 @@ class ConditionEventBarrierConformance(ConformanceCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def _masked(text: str) -> str:
+    """``text`` with addresses (``0x...``) masked: they differ between any two objects."""
+    return re.sub(r"0x[0-9a-f]+", "0x?", text)
+
+
+class ReprAndStrConformance(ConformanceCase):
+    """``repr()`` of a proxy is Python's shape (agora adds details after it); ``str()`` is the
+    referent's repr, as Python's manager shows it."""
+
+    def test_repr_begins_as_pythons(self) -> None:
+        def scenario(m: Any, r: Recorder) -> None:
+            for factory, args in [
+                ("dict", ()), ("list", ()), ("Value", ("i", 3)), ("Array", ("i", [0])),
+                ("Namespace", ()), ("Event", ()), ("Condition", ()), ("Barrier", (2,)),
+            ]:
+                shown = repr(getattr(m, factory)(*args))
+                r(factory, lambda: re.match(r"<(\w+) object, typeid '(\w+)' at 0x", shown).groups())
+
+        self.check(scenario)
+
+    def test_str_shows_the_referent(self) -> None:
+        def scenario(m: Any, r: Recorder) -> None:
+            shown = lambda obj: lambda: _masked(str(obj))  # noqa: E731
+            r("dict", shown(m.dict({"a": 1, 2: [3]})))
+            r("list", shown(m.list([1, "two", None])))
+            r("Value", shown(m.Value("i", 3)))
+            r("Value d", shown(m.Value("d", 1.5)))
+            r("Array", shown(m.Array("i", [0, 1])))
+            r("Namespace sorted", shown(m.Namespace(name="Bob", age=3)))
+            lock = m.Lock()
+            r("Lock", shown(lock))
+            lock.acquire()
+            r("Lock locked", shown(lock))
+            lock.release()
+            r("RLock", lambda: _masked(str(m.RLock())).split(" object")[0])
+            r("Semaphore", shown(m.Semaphore(2)))
+            ev = m.Event()
+            r("Event", shown(ev))
+            ev.set()
+            r("Event set", shown(ev))
+            r("Queue", shown(m.Queue()))
+            r("JoinableQueue", shown(m.JoinableQueue()))
+            barrier = m.Barrier(3)
+            r("Barrier", shown(barrier))
+            barrier.abort()
+            r("Barrier broken", shown(barrier))
+
+        self.check(scenario)
+

@@ -153,7 +153,7 @@ class Freeing(unittest.TestCase):
         self.assertIsNone(listed(ident))
 
     def test_named_objects_survive_their_creator(self) -> None:
-        d = manager.dict({"k": "v"}, name="lifetime-named")
+        d = manager.named("lifetime-named").dict({"k": "v"})
         ident = d._id
         del d
         gc.collect()
@@ -161,7 +161,7 @@ class Freeing(unittest.TestCase):
         code = (
             "import agora, sys\n"
             "m = agora.connect(sys.argv[1], sys.argv[2])\n"
-            "m.list([1, 2], name='lifetime-made-by-a-child')\n"
+            "m.named('lifetime-made-by-a-child').list([1, 2])\n"
         )
         out = subprocess.run(
             [sys.executable, "-c", code, manager.address, manager.authkey.hex()],

@@ -109,6 +109,10 @@ class Tutorials(TutorialCase):
         self.assertEqual(sorted(eaten), sorted(produced))
         self.assertEqual(lines[-1], "Main process")
 
+    def test_manager_queue_task_done_and_join(self) -> None:
+        lines = self.run_program("manager_queue_join.py")
+        self.assertEqual(lines[-1], "squares: " + str(sorted(n * n for n in range(20))))
+
     def test_first_ten_users_get_in(self) -> None:
         lines = self.run_program("first_ten_users.py")
         users = [line.split()[-1] for line in lines if line.startswith("No.")]

@@ -2,8 +2,8 @@
 //! closable puts and gets.
 //!
 //! Both are one type, `Queue<T, K>`, whose kind `K` ([`Plain`] or [`Joinable`]) chooses the
-//! wire names (`queue.put` or `joinable_queue.put`); a joinable queue adds `task_done` and
-//! `join`. So every method is written once, as one line over a few private command builders
+//! wire names (`queue.put` or `joinable_queue.put`); both have `task_done` and `join`, and a
+//! joinable queue's `task_done` also acknowledges an item. So every method is written once, as one line over a few private command builders
 //! (`put_with`, `get_with`, `put_many_with`, `get_many_with`, `query`), which differ only in
 //! how long a call may wait (`Wait`) and how its reply is read.
 
@@ -22,9 +22,10 @@ use super::list::By;
 use super::wait::{decoders, timeout};
 
 /// A FIFO queue of `T` shared by processes, like Python's `multiprocessing.Manager().Queue()`,
-/// plus batched puts and gets and [`close`](Queue::close). A [`JoinableQueue`] is the same type
-/// with the kind [`Joinable`], which adds [`task_done`](Queue::task_done) and
-/// [`join`](Queue::join).
+/// plus batched puts and gets and [`close`](Queue::close). It has
+/// [`task_done`](Queue::task_done) and [`join`](Queue::join), counted as Python's manager queue
+/// (a `queue.Queue`) counts them; a [`JoinableQueue`] is the same type with the kind
+/// [`Joinable`], whose `task_done` also finishes an item kept on record for redelivery.
 ///
 /// ```no_run
 /// # let client = agora_client::Client::from_env()?;
@@ -174,6 +175,8 @@ mod sealed {
         pub maxsize: &'static str,
         pub close: &'static str,
         pub is_closed: &'static str,
+        pub task_done: &'static str,
+        pub join: &'static str,
     }
 
     /// What makes a type a queue kind; only this module can implement it.
@@ -197,6 +200,8 @@ mod sealed {
             maxsize: "queue.maxsize",
             close: "queue.close",
             is_closed: "queue.is_closed",
+            task_done: "queue.task_done",
+            join: "queue.join",
         };
     }
 
@@ -216,6 +221,8 @@ mod sealed {
             maxsize: "joinable_queue.maxsize",
             close: "joinable_queue.close",
             is_closed: "joinable_queue.is_closed",
+            task_done: "joinable_queue.task_done",
+            join: "joinable_queue.join",
         };
     }
 }
@@ -709,20 +716,22 @@ impl<T: DeserializeOwned> Queue<T, Plain> {
     }
 }
 
-/// What only a [`JoinableQueue`] has.
-impl<T> Queue<T, Joinable> {
-    /// Marks one item taken from the queue as done: the oldest this client's connection took
-    /// and has not marked (or, if it took none, the oldest any connection took). Until then the
-    /// manager keeps the item on record, and puts it back at the head of the queue if the
-    /// connection closes first. Fails with `ValueError` when called more times than items were
-    /// put, as in Python.
+/// `task_done` and `join`, counted as Python's `queue.Queue` counts them (Python's manager
+/// `Queue()` is one, so both kinds have them).
+impl<T, K: QueueKind> Queue<T, K> {
+    /// Marks one item taken from the queue as done; fails with `ValueError` when called more
+    /// times than items were put, as in Python. On a [`JoinableQueue`] it also finishes the
+    /// oldest item this client's connection took and has not marked (or, if it took none, the
+    /// oldest any connection took): until then the manager keeps the item on record, and puts
+    /// it back at the head of the queue if the connection closes first. On a plain queue it
+    /// only counts: its gets stay at-most-once.
     pub fn task_done(&self) -> Result<()> {
         self.client.run(self.task_done_cmd())
     }
 
-    /// [`Queue::task_done`] as a command (`joinable_queue.task_done`).
+    /// [`Queue::task_done`] as a command (`queue.task_done` or `joinable_queue.task_done`).
     pub fn task_done_cmd(&self) -> Cmd<()> {
-        self.query("joinable_queue.task_done", decoders::unit)
+        self.query(K::WIRE.task_done, decoders::unit)
     }
 
     /// Waits until every item ever put has been marked done with
@@ -731,9 +740,9 @@ impl<T> Queue<T, Joinable> {
         self.client.run(self.join_cmd())
     }
 
-    /// [`Queue::join`] as a command (`joinable_queue.join`).
+    /// [`Queue::join`] as a command (`queue.join` or `joinable_queue.join`).
     pub fn join_cmd(&self) -> Cmd<()> {
-        self.query("joinable_queue.join", decoders::unit)
+        self.query(K::WIRE.join, decoders::unit)
     }
 
     /// As [`join`](Queue::join), for up to `timeout`: `Some(())` when all work is done,
@@ -742,11 +751,11 @@ impl<T> Queue<T, Joinable> {
         self.client.run(self.join_timeout_cmd(timeout))
     }
 
-    /// [`Queue::join_timeout`] as a command (`joinable_queue.join`).
+    /// [`Queue::join_timeout`] as a command (`queue.join` or `joinable_queue.join`).
     pub fn join_timeout_cmd(&self, timeout: Duration) -> Cmd<Option<()>> {
         Cmd::object(
             self.id,
-            "joinable_queue.join",
+            K::WIRE.join,
             decoders::unless_timed_out,
             move |a| {
                 super::wait::timeout(a, Some(timeout));

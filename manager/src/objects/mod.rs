@@ -16,6 +16,7 @@ pub mod mutex;
 pub mod namespace;
 pub mod queue;
 pub mod semaphore;
+pub mod set;
 pub mod slice;
 mod stored;
 pub mod typecode;
@@ -68,6 +69,11 @@ pub trait SharedObject: Send + Sync + 'static {
     /// to do.
     fn stop(&self) {}
 
+    /// The object as a `set`, for another set's algebra taking it as an operand.
+    fn as_set(&self) -> Option<&set::Set> {
+        None
+    }
+
     /// The lock of a `lock` or `rlock`, for a `condition` built on it.
     fn lock_parking(&self) -> Option<lock::SharedLock> {
         None
@@ -96,6 +102,7 @@ pub fn create(
         Kind::Value => Arc::new(value::Value::new(&args)?),
         Kind::Array => Arc::new(array::Array::new(&args)?),
         Kind::Namespace => Arc::new(namespace::Namespace::new(&args)?),
+        Kind::Set => Arc::new(set::Set::new(&args)?),
         Kind::Queue | Kind::JoinableQueue => Arc::new(queue::Queue::new(kind, &args)?),
         Kind::Lock | Kind::RLock => Arc::new(lock::Lock::new(kind, &args)?),
         Kind::Semaphore | Kind::BoundedSemaphore => {

@@ -15,6 +15,10 @@
 //! connection closes, however it closes, [`Semantics::release_dead`] puts its items back at the
 //! head of the queue in their order, and the next getter gets them: at-least-once delivery. A
 //! plain `get` of a plain queue keeps no record: at-most-once.
+//!
+//! Both kinds count `task_done` and answer `join` as Python's `queue.Queue` does (Python's
+//! manager `Queue()` is one). A plain queue's `task_done` only counts: it keeps nothing on
+//! record, so nothing is redelivered.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -463,6 +467,11 @@ impl Queue {
                 return Err(CallError::value("task_done() called too many times"));
             }
             cx.state.unfinished -= 1;
+            if !cx.state.joinable {
+                // A plain queue's task_done only counts, as Python's queue.Queue does: its
+                // record holds acknowledged gets, which only their receipts settle.
+                return Ok(());
+            }
             let out = &mut cx.state.out;
             if let Some(receipt) = out.oldest_of(caller.session).or_else(|| out.oldest()) {
                 out.finish(receipt);
@@ -497,16 +506,6 @@ impl Queue {
             format!(
                 "joinable_queue has no method {method:?}: its task_done is the acknowledgement"
             ),
-        ))
-    }
-
-    fn joinable_only(&self, method: &str) -> Result<(), CallError> {
-        if self.kind == Kind::JoinableQueue {
-            return Ok(());
-        }
-        Err(CallError::new(
-            ErrorName::UnknownMethodError,
-            format!("queue has no method {method:?}: task_done and join belong to joinable_queue"),
         ))
     }
 
@@ -564,10 +563,7 @@ impl Queue {
                 let how = Blocking::from_params(p, 2)?;
                 self.get(max, shape, how, caller, out)
             }),
-            "join" => self
-                .joinable_only(method)
-                .and_then(|()| a(1, 2))
-                .and_then(|()| self.join(p, caller, out)),
+            "join" => a(1, 2).and_then(|()| self.join(p, caller, out)),
             _ => return None,
         })
     }
@@ -603,7 +599,6 @@ impl Queue {
                 encode::nil(out);
             }
             "task_done" => {
-                self.joinable_only(method)?;
                 self.task_done(caller)?;
                 encode::nil(out);
             }

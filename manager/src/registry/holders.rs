@@ -320,6 +320,19 @@ impl CallScope {
     }
 }
 
+/// The object `id`, when the current request's params reference it (checked live by
+/// [`CallScope::admit`]): how a call reaches another object its params name, such as a set
+/// taking another set as operand.
+pub fn admitted_object(id: u64) -> Option<crate::objects::ObjectHandle> {
+    CALL.try_with(|call| {
+        let call = call.try_borrow().ok()?;
+        let slot = call.admitted.iter().find(|s| s.id == id)?;
+        Some(slot.object().clone())
+    })
+    .ok()
+    .flatten()
+}
+
 impl CallScope {
     /// True when the request dropped a pin so far: it took a value holding a reference out of
     /// an object, and its reply may carry that reference.

@@ -9,7 +9,8 @@
 //!
 //! - [`support`]: the manager under test and the helpers every module shares;
 //! - [`handshake`], [`framing`], [`limits`]: sections 1 and 2 of `PROTOCOL.md`;
-//! - [`registry`], [`dict`], [`list`], [`value_array_namespace`]: the methods of section 4;
+//! - [`registry`], [`dict`], [`list`], [`value_array_namespace`], [`set`]: the methods of
+//!   section 4;
 //! - [`keys_and_values`]: value semantics, section 3;
 //! - [`concurrency`], [`tcp`], [`bad_arguments`]: many clients, the other transport, argument
 //!   values a method cannot take;
@@ -43,6 +44,7 @@ mod ownership;
 mod polling;
 mod redelivery;
 mod registry;
+mod set;
 mod tcp;
 mod value_array_namespace;
 mod waiting;

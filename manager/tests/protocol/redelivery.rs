@@ -243,3 +243,49 @@ fn deleting_a_queue_forgets_what_connections_hold_in_it() {
     let mut other = server.client();
     other.ok("ping", vec![]);
 }
+
+/// A plain queue counts `task_done` and answers `join` as Python's `queue.Queue` does (Python's
+/// manager `Queue()` is one), and stays at-most-once: an item got and not marked done is not
+/// redelivered when its consumer goes, and `task_done` never settles an acknowledged get.
+#[test]
+fn a_plain_queue_counts_task_done_and_joins_without_redelivering() {
+    let server = TestServer::start();
+    let (mut producer, mut joiner) = (server.client(), server.client());
+    let id = producer.create("queue", None, vec![]);
+    producer.ok("queue.put_many", vec![Value::from(id), ints(1..=3)]);
+    let joined = joiner.park("queue.join", vec![Value::from(id)]);
+
+    let mut consumer = server.client();
+    assert_eq!(get(&mut consumer, "queue", id), 1);
+    let (receipt, item) = get_acked(&mut consumer, id);
+    assert_eq!(item, 2);
+    drop(consumer);
+    // The plain get is gone with its consumer; the acknowledged one comes back.
+    wait_qsize(&mut producer, "queue", id, 2);
+    assert_eq!(get(&mut producer, "queue", id), 2);
+    assert_eq!(get(&mut producer, "queue", id), 3);
+    assert_eq!(
+        producer.fail("queue.ack", vec![Value::from(id), Value::from(receipt)]),
+        "ValueError"
+    );
+    let timed_out = producer.ok("queue.join", vec![Value::from(id), Value::F64(0.01)]);
+    assert_eq!(timed_out, Value::Boolean(false));
+    for _ in 0..3 {
+        producer.ok("queue.task_done", vec![Value::from(id)]);
+    }
+    let r = joiner.response();
+    assert_eq!(r.msgid, joined);
+    assert_eq!(
+        r.result.map(|raw| agora_proto::testing::dec(&raw)),
+        Ok(Value::Boolean(true))
+    );
+    assert_eq!(
+        producer.fail("queue.task_done", vec![Value::from(id)]),
+        "ValueError"
+    );
+    // A task_done does not settle an acknowledged get: its receipt still does.
+    producer.ok("queue.put", vec![Value::from(id), Value::from(4)]);
+    let (receipt, _) = get_acked(&mut producer, id);
+    producer.ok("queue.task_done", vec![Value::from(id)]);
+    producer.ok("queue.ack", vec![Value::from(id), Value::from(receipt)]);
+}

@@ -49,7 +49,7 @@ fn create_with_a_name_is_get_or_create() {
 fn create_of_an_unknown_kind_is_a_value_error() {
     let server = TestServer::start();
     let mut c = server.client();
-    assert_eq!(c.fail("create", p!["set", NIL]), "ValueError");
+    assert_eq!(c.fail("create", p!["bag", NIL]), "ValueError");
     assert_eq!(c.fail("create", p!["Dict", "x"]), "ValueError");
     assert_eq!(c.fail("create", p![5, NIL]), "TypeError");
     assert_eq!(c.fail("create", p!["dict", 5]), "TypeError");
@@ -189,7 +189,7 @@ fn method_routing_errors() {
     let l = c.create("list", None, vec![]);
     assert_eq!(c.fail("frobnicate", vec![]), "UnknownMethodError");
     assert_eq!(c.fail("dict.frobnicate", p![d]), "UnknownMethodError");
-    assert_eq!(c.fail("set.add", p![d, 1]), "UnknownMethodError");
+    assert_eq!(c.fail("bag.add", p![d, 1]), "UnknownMethodError");
     assert_eq!(c.fail("", vec![]), "UnknownMethodError");
     assert_eq!(c.fail("dict.", p![d]), "UnknownMethodError");
     // A dict method on a list id, and the other way round.

@@ -37,9 +37,9 @@ fn waiting_call(
             };
             vec![Value::from(id), arg, yes, t]
         }
-        ("joinable_queue", "join") => {
+        ("queue" | "joinable_queue", "join") => {
             let id = Value::from(c.create(kind, None, vec![]));
-            c.ok("joinable_queue.put", vec![id.clone(), item]);
+            c.ok(&format!("{kind}.put"), vec![id.clone(), item]);
             vec![id, t]
         }
         ("lock" | "rlock" | "condition" | "semaphore" | "bounded_semaphore", "acquire")
