@@ -244,7 +244,7 @@ fn a_python_item_of_the_wrong_type_is_in_the_rust_error() {
         &manager,
         "import agora\n\
          m = agora.connect()\n\
-         q = m.Queue(name='numbers')\n\
+         q = m.named('numbers').Queue()\n\
          for item in (1, 'oops', 2, 3):\n    q.put(item)\n",
     );
     assert_eq!(numbers.get().unwrap(), 1);
@@ -291,10 +291,10 @@ fn bulk_reads_name_the_bad_entry() {
         &manager,
         "import agora\n\
          m = agora.connect()\n\
-         d = m.dict(name='scores')\n\
+         d = m.named('scores').dict()\n\
          d['bob'] = 2.5\n\
          d['carol'] = 3\n\
-         v = m.Value(None, 2.5, name='counter')\n",
+         v = m.named('counter').Value(None, 2.5)\n",
     );
     for err in [scores.items().unwrap_err(), scores.copy().unwrap_err()] {
         let d = err.as_decode().expect("a decode error");

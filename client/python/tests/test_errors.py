@@ -226,7 +226,7 @@ class Timeouts(unittest.TestCase):
         m = agora.Manager()
         try:
             # Named: what only the closed connections held goes with them.
-            d = m.dict(name="stopped")
+            d = m.named("stopped").dict()
             d["k"] = 1
             os.kill(m.pid, signal.SIGSTOP)
             _wait_stopped(m.pid)
