@@ -158,6 +158,7 @@ pub struct ManagerBuilder {
     authkey: Option<Vec<u8>>,
     limits: Limits,
     max_in_flight: Option<usize>,
+    handoff_lease: Duration,
     /// `None`: this process's `AGORA_SPIN_US` budget.
     spin_budget: Option<Duration>,
     startup_timeout: Duration,
@@ -174,6 +175,7 @@ impl fmt::Debug for ManagerBuilder {
             .field("authkey", &self.authkey.as_ref().map(|_| "<redacted>"))
             .field("limits", &self.limits)
             .field("max_in_flight", &self.max_in_flight)
+            .field("handoff_lease", &self.handoff_lease)
             .field("spin_budget", &self.spin_budget)
             .field("startup_timeout", &self.startup_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
@@ -189,6 +191,7 @@ impl Default for ManagerBuilder {
             authkey: None,
             limits: Limits::default(),
             max_in_flight: None,
+            handoff_lease: agora_manager::config::DEFAULT_HANDOFF_LEASE,
             spin_budget: None,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
@@ -225,6 +228,15 @@ impl ManagerBuilder {
     /// Most requests one connection may have in flight.
     pub fn max_in_flight(mut self, max_in_flight: usize) -> Self {
         self.max_in_flight = Some(max_in_flight);
+        self
+    }
+
+    /// How long an exported object (a token taken, a proxy handed to a forked worker) stays
+    /// alive waiting for the receiving process to adopt it when nothing else holds it, as
+    /// `agora-manager --handoff-seconds` sets it (PROTOCOL.md, section 3.2). Default: 300 s.
+    /// Raise it for tokens redeemed long after they are taken (or name the object instead).
+    pub fn handoff_lease(mut self, lease: Duration) -> Self {
+        self.handoff_lease = lease;
         self
     }
 
@@ -441,6 +453,7 @@ impl Manager {
         if let Some(max_in_flight) = options.max_in_flight {
             config.max_in_flight = max_in_flight;
         }
+        config.handoff_lease = options.handoff_lease;
         // As the agora-manager program does: the option (its --spin-us), else AGORA_SPIN_US
         // through the client's own policy, so that both sides poll with one budget.
         config.spin.budget = options

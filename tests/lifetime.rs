@@ -247,6 +247,28 @@ fn a_token_outlives_its_proxy_until_redeemed() {
     assert!(gone.token().unwrap_err().is(ErrorName::UnknownObjectError));
 }
 
+/// A token nobody redeems keeps its object only for the manager's handoff lease, which the
+/// builder sets (`--handoff-seconds` for a standalone manager).
+#[test]
+fn an_unredeemed_token_lasts_as_long_as_the_handoff_lease() {
+    let _serial = serial();
+    let manager = Manager::builder()
+        .handoff_lease(Duration::from_millis(200))
+        .spawn()
+        .expect("spawn a manager");
+    let c = manager.client();
+    let l = c.list_from([1i64]).unwrap();
+    let id = l.id();
+    let token = l.token().unwrap();
+    drop(l);
+    assert_eq!(holders(c, id), Some(1), "the handoff alone");
+    // Expired handoffs go at the manager's next tick (once a second).
+    assert!(gone_soon(c, id), "the handoff outlived its lease");
+    let other = Client::connect(manager.address(), manager.authkey()).unwrap();
+    let err = List::<i64>::from_token(&other, &token).unwrap_err();
+    assert!(err.is(ErrorName::UnknownObjectError), "{err}");
+}
+
 /// (d) A worker's closure holds the only proxy of a list; the parent drops it as soon as
 /// `spawn` returns, and the worker uses it only afterwards: the handoff made before the fork
 /// keeps the list alive until the worker adopts it.

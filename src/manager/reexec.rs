@@ -42,22 +42,28 @@ struct Role {
     authkey: Vec<u8>,
     limits: Limits,
     max_in_flight: usize,
+    /// How long a handoff waits; `None` (a role without the field): the default.
+    handoff: Option<Duration>,
     /// The polling budget; `None` (a role without the field): this process's own.
     spin: Option<Duration>,
     dir: PathBuf,
 }
 
 impl Role {
-    /// `unix=3;tcp=5,6;lifeline=4;key=HEX;limits=A,B,C;in_flight=N;spin_ns=N;dir=PATH` (the
-    /// directory last: it is the only field that may contain any character).
+    /// `unix=3;tcp=5,6;lifeline=4;key=HEX;limits=A,B,C;in_flight=N;handoff_ms=N;spin_ns=N;
+    /// dir=PATH` (the directory last: it is the only field that may contain any character).
     fn encode(&self) -> String {
         let tcp: Vec<String> = self.tcp.iter().map(|fd| fd.to_string()).collect();
         let spin = match self.spin {
             Some(budget) => format!("spin_ns={};", budget.as_nanos()),
             None => String::new(),
         };
+        let handoff = match self.handoff {
+            Some(lease) => format!("handoff_ms={};", lease.as_millis()),
+            None => String::new(),
+        };
         format!(
-            "unix={};tcp={};lifeline={};key={};limits={},{},{};in_flight={};{spin}dir={}",
+            "unix={};tcp={};lifeline={};key={};limits={},{},{};in_flight={};{handoff}{spin}dir={}",
             self.unix,
             tcp.join(","),
             self.lifeline,
@@ -79,6 +85,7 @@ impl Role {
             authkey: Vec::new(),
             limits: Limits::default(),
             max_in_flight: 0,
+            handoff: None,
             spin: None,
             dir: PathBuf::from(dir),
         };
@@ -115,6 +122,12 @@ impl Role {
                     };
                 }
                 "in_flight" => role.max_in_flight = number(value)?,
+                "handoff_ms" => {
+                    let millis: u64 = value
+                        .parse()
+                        .map_err(|_| format!("handoff_ms: {value:?} is not a number"))?;
+                    role.handoff = Some(Duration::from_millis(millis));
+                }
                 "spin_ns" => {
                     let nanos: u64 = value
                         .parse()
@@ -158,6 +171,7 @@ pub(crate) fn launch(
         authkey: config.authkey.clone(),
         limits: config.limits,
         max_in_flight: config.max_in_flight,
+        handoff: Some(config.handoff_lease),
         spin: Some(config.spin.budget),
         dir: dir.to_owned(),
     };
@@ -282,6 +296,9 @@ fn serve(role: Role) -> io::Result<()> {
     let mut config = Config::new(role.authkey);
     config.limits = role.limits;
     config.max_in_flight = role.max_in_flight;
+    if let Some(lease) = role.handoff {
+        config.handoff_lease = lease;
+    }
     config.spin.budget = role.spin.unwrap_or_else(agora_client::spin_budget);
     // A fresh thread, in case `main` was entered inside a runtime (`#[tokio::main]`).
     let result = std::thread::Builder::new()
@@ -311,6 +328,7 @@ mod tests {
                 max_container_len: 3,
             },
             max_in_flight: 4,
+            handoff: Some(Duration::from_millis(1500)),
             spin: Some(Duration::from_micros(30)),
             dir: PathBuf::from("/tmp/odd;dir=name"),
         };
@@ -322,6 +340,7 @@ mod tests {
         assert_eq!(back.authkey, vec![1, 2, 0xff]);
         assert_eq!(back.limits.max_container_len, 3);
         assert_eq!(back.max_in_flight, 4);
+        assert_eq!(back.handoff, Some(Duration::from_millis(1500)));
         assert_eq!(back.spin, Some(Duration::from_micros(30)));
         // A role written without the field leaves the budget to the manager process.
         assert_eq!(
