@@ -73,6 +73,69 @@ def _parse_seconds(var: str, default: Optional[float]) -> Optional[float]:
 _DEADLINES = threading.local()
 
 
+
+#: The bytes that start an array or a map: fixmap, fixarray, array16/32, map16/32.
+_CONTAINER_MARKERS = bytes(range(0x80, 0xA0)) + bytes([0xDC, 0xDD, 0xDE, 0xDF])
+
+#: Bytes after the marker of a fixed-size value (ints, floats, nil, bools have none beyond it).
+_FIXED = {0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8,
+          0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
+
+#: Payload length prefix size, for str, bin and ext headers (ext adds a type byte).
+_PAYLOAD = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}
+_EXT = {0xC7: 1, 0xC8: 2, 0xC9: 4}
+
+
+def _nests_deeper(message: bytes, limit: int) -> bool:
+    """True when ``message`` (one MessagePack value: a request) nests arrays and maps deeper
+    than ``limit``, counting the request's own array as depth 1, as the manager does. A message
+    with no more container headers than ``limit`` cannot, which a count made in C tells at once
+    for nearly every request; only the others are walked, here."""
+    if sum(message.count(bytes([b])) for b in _CONTAINER_MARKERS) <= limit:
+        return False
+    pending: List[int] = []  # items still due in each open container, innermost last
+    pos, end = 0, len(message)
+    while pos < end:
+        marker = message[pos]
+        pos += 1
+        items = 0
+        # An empty array or map one level too deep is refused too, as the manager does.
+        if marker in _CONTAINER_MARKERS and len(pending) + 1 > limit:
+            return True
+        if 0x80 <= marker <= 0x8F:
+            items = 2 * (marker & 0x0F)
+        elif 0x90 <= marker <= 0x9F:
+            items = marker & 0x0F
+        elif marker in (0xDC, 0xDE):
+            items = int.from_bytes(message[pos:pos + 2], "big") * (2 if marker == 0xDE else 1)
+            pos += 2
+        elif marker in (0xDD, 0xDF):
+            items = int.from_bytes(message[pos:pos + 4], "big") * (2 if marker == 0xDF else 1)
+            pos += 4
+        elif 0xA0 <= marker <= 0xBF:
+            pos += marker & 0x1F
+        elif marker in _FIXED:
+            pos += _FIXED[marker]
+        elif marker in _PAYLOAD:
+            n = _PAYLOAD[marker]
+            pos += n + int.from_bytes(message[pos:pos + n], "big")
+        elif marker in _EXT:
+            n = _EXT[marker]
+            pos += n + 1 + int.from_bytes(message[pos:pos + n], "big")
+        elif 0xD4 <= marker <= 0xD8:
+            pos += 1 + (1 << (marker - 0xD4))
+        # Anything else (fixints, nil, bools) is the marker alone.
+        if items:
+            pending.append(items)
+            continue
+        # A value ended: it closes every container it was the last item of.
+        while pending:
+            pending[-1] -= 1
+            if pending[-1]:
+                break
+            pending.pop()
+    return False
+
 class deadline:
     """``with agora.deadline(seconds):`` every call this thread makes inside the block that
     gets no answer within ``seconds`` raises :class:`agora.ManagerTimeout` (whatever the call,
@@ -491,6 +554,15 @@ class Connection:
                 "max_message_bytes",
                 most,
                 size,
+            )
+        deepest = self.limits["max_depth"]
+        if _nests_deeper(request, deepest):
+            raise LimitError(
+                f"the request nests arrays and maps deeper than the manager's limit of {deepest} "
+                "(max_depth); nothing was sent and the connection is fine",
+                "max_depth",
+                deepest,
+                None,
             )
         longest = self.limits["max_container_len"]
         if size < longest:  # every element takes a byte at least

@@ -73,7 +73,8 @@ class ProtocolError(_RemoteError):
 class LimitError(_RemoteError):
     """A message went over one of the manager's configured limits. Raised before sending for
     a request over the limits the manager reported in ``hello``: the connection stays usable.
-    ``limit`` names the limit (``"max_message_bytes"``, ``"max_container_len"``), ``max`` is
+    ``limit`` names the limit (``"max_message_bytes"``, ``"max_depth"``,
+    ``"max_container_len"``), ``max`` is
     its value and ``size`` the request's (``None`` when the manager raised it)."""
 
     def __init__(

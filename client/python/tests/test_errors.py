@@ -70,6 +70,25 @@ class Limits(unittest.TestCase):
         items.extend(range(101))
         self.assertEqual(len(items), 101)
 
+    def test_a_value_nested_too_deep_is_refused_unsent(self) -> None:
+        items = manager.list()
+        conn = items._client.connection()
+        deepest = conn.limits["max_depth"]
+
+        def nested(levels: int) -> Any:
+            value: Any = []
+            for _ in range(levels - 1):
+                value = [value]
+            return value
+
+        # The request's array and its params are two levels: one more is over the limit.
+        with self.assertRaises(agora.LimitError) as caught:
+            items.append(nested(deepest - 1))
+        self.assertEqual(caught.exception.limit, "max_depth")
+        self.assertEqual(len(items), 0, "nothing was sent")
+        items.append(nested(deepest - 2))
+        self.assertEqual(len(items), 1, "the connection is fine")
+
 
 #: A parent whose workers, forked by multiprocessing, wait in a queue get: it prints the
 #: manager's pid and the workers', then waits to be killed.
