@@ -56,7 +56,7 @@ mod parking;
 
 pub use grant::{Grant, Reply, Shape};
 pub use holdings::{Caller, HeldBy, Holder, Holdings, Owner, SessionId};
-pub use parked::{timeout_param, Outcome, Park, Parked, Ticket};
+pub use parked::{blocking_params, timeout_param, Outcome, Park, Parked, Ticket};
 pub use parking::{
     deleted, next_object_key, shutting_down, Ctx, Leave, Left, LineId, ObjectKey, Offer, Parking,
     Semantics, WaiterId,

@@ -153,6 +153,19 @@ fn gone() -> CallError {
     )
 }
 
+/// Reads the `blocking` (param 1, default true) and `timeout` (param 2) of an acquire, which
+/// every blocking acquire takes, refusing a timeout with `blocking` false as Python does.
+pub fn blocking_params(p: &Params) -> Result<(bool, Option<Duration>), CallError> {
+    let blocking = p.bool_or(1, true)?;
+    let timeout = timeout_param(p, 2)?;
+    if !blocking && timeout.is_some() {
+        return Err(CallError::value(
+            "can't specify a timeout for a non-blocking call",
+        ));
+    }
+    Ok((blocking, timeout))
+}
+
 /// Reads a timeout param: nil (or absent) is no limit; seconds as an int or float, not negative.
 /// Python's `-1` (no limit) is accepted too.
 pub fn timeout_param(p: &Params, i: usize) -> Result<Option<Duration>, CallError> {

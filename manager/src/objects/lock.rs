@@ -16,7 +16,7 @@ use std::sync::Arc;
 use agora_proto::{encode, CallError, Params};
 
 use crate::lifecycle::{
-    timeout_param, Caller, Ctx, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer,
+    blocking_params, Caller, Ctx, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer,
     Outcome, Owner, Parking, Semantics, SessionId,
 };
 
@@ -231,13 +231,7 @@ fn acquire(
     caller: &Caller<'_>,
     out: &mut Vec<u8>,
 ) -> Result<Outcome, CallError> {
-    let blocking = p.bool_or(1, true)?;
-    let timeout = timeout_param(p, 2)?;
-    if !blocking && p.opt(2).is_some() && timeout.is_some() {
-        return Err(CallError::value(
-            "can't specify a timeout for a non-blocking call",
-        ));
-    }
+    let (blocking, timeout) = blocking_params(p)?;
     let owner = caller.owner(p, 3)?;
     let asked = p.opt_bool(4)?;
     // A close of the holder's connection that already happened is finished first.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use agora_proto::{encode, CallError, Params};
 
 use crate::lifecycle::{
-    timeout_param, Caller, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer, Outcome,
+    blocking_params, Caller, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer, Outcome,
     Owner, Parking, Semantics, SessionId,
 };
 
@@ -141,13 +141,7 @@ impl Mutex {
         caller: &Caller<'_>,
         out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
-        let blocking = p.bool_or(1, true)?;
-        let timeout = timeout_param(p, 2)?;
-        if !blocking && p.opt(2).is_some() && timeout.is_some() {
-            return Err(CallError::value(
-                "can't specify a timeout for a non-blocking call",
-            ));
-        }
+        let (blocking, timeout) = blocking_params(p)?;
         let owner = caller.owner(p, 3)?;
         // A holder that has left is finished first: the lock is free (and poisoned) at once.
         self.state.settle(caller.session);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use agora_proto::{encode, params, CallError, Params};
 
 use crate::lifecycle::{
-    timeout_param, Caller, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer, Outcome,
+    blocking_params, Caller, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer, Outcome,
     Parking, Semantics, SessionId,
 };
 
@@ -148,13 +148,7 @@ impl Semaphore {
         caller: &Caller<'_>,
         out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
-        let blocking = p.bool_or(1, true)?;
-        let timeout = timeout_param(p, 2)?;
-        if !blocking && timeout.is_some() {
-            return Err(CallError::value(
-                "can't specify a timeout for a non-blocking call",
-            ));
-        }
+        let (blocking, timeout) = blocking_params(p)?;
         let owned = self.owned(p.opt_bool(3)?);
         // An acquire that would wait might wait behind a permit of a connection that has
         // left: its close comes first.
