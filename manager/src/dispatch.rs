@@ -11,7 +11,7 @@ use agora_proto::{encode, methods, params, CallError, ErrorName, Params};
 use crate::lifecycle::{Caller, Outcome};
 use crate::objects::{self, Kind};
 use crate::registry::holders::{CallScope, Held};
-use crate::registry::{ObjectCache, Reach, Registry};
+use crate::registry::{unknown_id, ObjectCache, Reach, Registry};
 
 /// Runs a registry or object method, appending its encoded result to `out`.
 pub fn call(
@@ -102,7 +102,7 @@ fn route(
             p.expect(method, 1, 1)?;
             let slot = reach.cache.get(registry, p.u64(0)?)?;
             match method {
-                "incref" if !reach.held.add(&slot) => return Err(gone(slot.id())),
+                "incref" if !reach.held.add(&slot) => return Err(unknown_id(slot.id())),
                 "export" => registry.export(&slot)?,
                 "adopt" => registry.adopt(&slot, &mut reach.held)?,
                 _ => {}
@@ -117,14 +117,6 @@ fn route(
         }
         _ => object_call(registry, &mut reach.cache, method, p, caller, out),
     }
-}
-
-/// The error for an object freed between its lookup and a new reference to it.
-fn gone(id: u64) -> CallError {
-    CallError::new(
-        ErrorName::UnknownObjectError,
-        format!("no object has id {id} (it was freed or deleted)"),
-    )
 }
 
 /// Applies `decref [[id, count], ...]` (each param one pair): all of it, or nothing when a
@@ -182,7 +174,7 @@ fn create(
     // The creating connection is the new object's first holder. A named object found by
     // name cannot be dead; an unnamed one was just made.
     if !reach.held.add(&slot) {
-        return Err(gone(slot.id()));
+        return Err(unknown_id(slot.id()));
     }
     encode::uint(out, slot.id());
     Ok(())

@@ -143,10 +143,15 @@ pub struct Reach {
     pub held: Held,
 }
 
-fn unknown_id(id: u64) -> CallError {
+/// The error for an id that names no live object, whether it never did here or its object was
+/// deleted or freed (before or during the call).
+pub(crate) fn unknown_id(id: u64) -> CallError {
     CallError::new(
         ErrorName::UnknownObjectError,
-        format!("no object has id {id} (it was deleted, or belongs to another manager)"),
+        format!(
+            "no object has id {id} (it was deleted, or freed when nothing held it any more, or \
+             belongs to another manager)"
+        ),
     )
 }
 

@@ -84,12 +84,8 @@ fn operand(p: &Params, i: usize) -> Result<Vec<Element>, CallError> {
             "param {i} refers to a {kind}, not a set: send its elements as an array"
         )));
     }
-    let object = crate::registry::holders::admitted_object(id).ok_or_else(|| {
-        CallError::new(
-            agora_proto::ErrorName::UnknownObjectError,
-            format!("no object has id {id} (it was freed or deleted)"),
-        )
-    })?;
+    let object = crate::registry::holders::admitted_object(id)
+        .ok_or_else(|| crate::registry::unknown_id(id))?;
     let other = object
         .as_set()
         .ok_or_else(|| CallError::type_error(format!("object {id} is not a set")))?;
