@@ -530,15 +530,13 @@ impl Registry {
 
     /// Checks the references inside a request's params (`PROTOCOL.md`, section 3.2): each must
     /// name a live object of the kind it says. Returns their slots, for the values the request
-    /// stores to pin; empty when the params hold no reference, found by a byte check.
+    /// stores to pin. Worth calling only when [`Params::may_hold_ext`]: the walk finds nothing
+    /// in params without an ext value.
     pub fn admit(
         &self,
         cache: &mut ObjectCache,
         params: &Params,
     ) -> Result<Vec<Arc<Slot>>, CallError> {
-        if !params.may_hold_ext() {
-            return Ok(Vec::new());
-        }
         let raw = params.encoded();
         let mut found = Vec::new();
         let mut malformed = false;

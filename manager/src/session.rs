@@ -177,9 +177,7 @@ impl Session {
                 return Next::Continue;
             }
         };
-        if !decoder.last_frame_had_ext() {
-            params.mark_without_ext();
-        }
+        params.set_framed_ext(decoder.last_frame_had_ext());
         // Write the success header, let the method append its result after it, and replace
         // both with an error response if the method fails (or remove them if it parks).
         let start = out.len();

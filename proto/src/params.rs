@@ -13,8 +13,8 @@ use crate::scanner::value_len;
 pub struct Params {
     frame: Bytes,
     spans: Vec<(u32, u32)>,
-    /// False when the framing found no ext value in the message, so no object reference.
-    may_hold_ext: bool,
+    /// Whether the message holds an ext value, when its framing said (`None`: not known).
+    framed_ext: Option<bool>,
 }
 
 /// The MessagePack type of the value at the start of `raw`, named for error messages.
@@ -123,20 +123,21 @@ impl Params {
         Some(Params {
             frame: array,
             spans,
-            may_hold_ext: true,
+            framed_ext: None,
         })
     }
 
-    /// Records that the message these params came from holds no ext value, which its framing
-    /// found out for free ([`crate::FrameDecoder::last_frame_had_ext`]).
-    pub fn mark_without_ext(&mut self) {
-        self.may_hold_ext = false;
+    /// Records whether the message these params came from holds an ext value, which its
+    /// framing found out for free ([`crate::FrameDecoder::last_frame_had_ext`]).
+    pub fn set_framed_ext(&mut self, had_ext: bool) {
+        self.framed_ext = Some(had_ext);
     }
 
-    /// False when the params certainly hold no ext value (hence no object reference): known
-    /// from the framing, else from a look at the bytes.
+    /// False when the params certainly hold no ext value (hence no object reference): what the
+    /// framing said, else a look at the bytes.
     pub fn may_hold_ext(&self) -> bool {
-        self.may_hold_ext && crate::objref::may_hold_ext(&self.frame)
+        self.framed_ext
+            .unwrap_or_else(|| crate::objref::may_hold_ext(&self.frame))
     }
 
     /// The whole params array, encoded.
