@@ -183,6 +183,11 @@ impl Session {
         let start = out.len();
         encode::response_ok(out, msgid, &[]);
         let failure = match self.call(msgid, &method, &params, decoder, out) {
+            // Closing without an answer (the client left): the header written goes too.
+            Ok(Step::Answered(Next::Close)) => {
+                out.truncate(start);
+                return Next::Close;
+            }
             Ok(Step::Answered(next)) => return next,
             Ok(Step::Parked(parked)) => {
                 out.truncate(start);
@@ -278,6 +283,13 @@ impl Session {
                 Ok(Step::Answered(Next::Shutdown))
             }
             _ => {
+                let holdings = self.holdings.clone();
+                // Another connection's call finished this connection's close: its client left,
+                // reads no reply, and a request it sent before leaving must not run after the
+                // close (a release would give back twice what the close gave back).
+                let Some(_serving) = holdings.serve() else {
+                    return Ok(Step::Answered(Next::Close));
+                };
                 let caller = Caller {
                     session: self.id,
                     holdings: &self.holdings,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -99,7 +99,19 @@ pub struct Holdings {
     /// [`NOT_WATCHED`] when there is none to watch (tests), [`CLOSING`] once the connection's
     /// task is ending. One atomic, so that a reader never sees half of a change to both.
     fd: AtomicI32,
+    /// Held while the connection's task serves a request, so that another connection's call
+    /// never finishes this one's close in the middle of one of its requests.
+    serving: Mutex<()>,
+    /// Another connection's call finished this connection's close: its task must serve no
+    /// more requests (a client that left reads no reply), or a request it sent before it left
+    /// (a release, say) would give back again what the close gave back.
+    settled: AtomicBool,
 }
+
+/// How long a call waits for a departed connection's task to finish the request it is
+/// serving before it settles that connection's close. Bounded, so that two tasks settling each
+/// other cannot wait on each other for good: past it the close is left to the task itself.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// [`Holdings`] has no socket to watch.
 const NOT_WATCHED: RawFd = -1;
@@ -113,6 +125,8 @@ impl Default for Holdings {
             entries: Mutex::default(),
             releasing: Mutex::default(),
             fd: AtomicI32::new(NOT_WATCHED),
+            serving: Mutex::default(),
+            settled: AtomicBool::new(false),
         }
     }
 }
@@ -165,6 +179,24 @@ impl Holdings {
 
     fn remove(&self, key: usize) {
         self.entries.lock().remove(&key);
+    }
+
+    /// Lets the connection's task serve one request: `None` once another connection's call has
+    /// finished this connection's close ([`Holdings::settle`]), when the task must stop.
+    pub fn serve(&self) -> Option<parking_lot::MutexGuard<'_, ()>> {
+        let guard = self.serving.lock();
+        (!self.settled.load(Ordering::Acquire)).then_some(guard)
+    }
+
+    /// Finishes the close of this departed connection from another connection's call: waits
+    /// (bounded) for the request its task may be serving, marks it settled so that the task
+    /// serves nothing more, then releases what it held.
+    pub fn settle(&self, session: SessionId) {
+        let Some(_serving) = self.serving.try_lock_for(SETTLE_WAIT) else {
+            return;
+        };
+        self.settled.store(true, Ordering::Release);
+        self.release_all(session);
     }
 
     /// The connection closed: every object it holds something in releases it. The record is

@@ -216,7 +216,7 @@ impl<S: Semantics> Parking<S> {
         };
         // Outside the lock: releasing takes this parking's lock (and others').
         for (session, holdings) in departed {
-            holdings.release_all(session);
+            holdings.settle(session);
         }
     }
 
