@@ -142,12 +142,14 @@ impl Server {
             () = tick(&self.shared) => true,
         };
         info!("shutting down");
-        while accepting.join_next().await.is_some() {}
+        // At once, not after the drain: a client reconnecting meanwhile is told that nothing
+        // listens here, rather than being accepted by a manager on its way out.
         for path in socket_files {
             if let Err(e) = std::fs::remove_file(&path) {
                 debug!(path = %path.display(), error = %e, "could not remove socket file");
             }
         }
+        while accepting.join_next().await.is_some() {}
         Ok(())
     }
 }
@@ -257,5 +259,7 @@ async fn accept_loop<L: Accept>(listener: L, shared: Arc<Shared>) {
             },
         }
     }
+    // Closed before the drain: a connection attempt from now on is refused at once.
+    drop(listener);
     drain(connections).await;
 }

@@ -835,7 +835,19 @@ where
 
     fn handle(&mut self, event: Event) -> Flow {
         match event {
-            Event::Stop => Flow::End(true),
+            Event::Stop => {
+                // Said before closing a connection still authenticating, when it fits: a
+                // client that connected as the manager stopped learns why it closes, instead
+                // of finding a peer that does not answer `hello`. (An authenticated client's
+                // parked calls get their own `ShutdownError`.)
+                if !self.session.authenticated && self.unwritten() == 0 {
+                    let mut out = Vec::new();
+                    let message = "the manager is shutting down";
+                    error_notification(&mut out, ErrorName::ShutdownError, message);
+                    let _ = send_now(self.fd, &out);
+                }
+                Flow::End(true)
+            }
             Event::AuthTimeout => {
                 let timeout = self.shared.config.auth_timeout;
                 info!(?timeout, "closing connection: not authenticated in time");

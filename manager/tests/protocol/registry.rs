@@ -144,6 +144,11 @@ fn shutdown_answers_true_then_the_server_stops() {
     assert_eq!(c.call_raw("shutdown", &[]).unwrap(), [0xc3]);
     c.expect_closed();
     idle.expect_closed();
+    // A connection still authenticating is told why before it closes.
+    let notice = unauthenticated.next_frame().expect("the shutdown notice");
+    let notice = rmpv::decode::read_value(&mut notice.as_slice()).unwrap();
+    assert_eq!(notice[1].as_str(), Some("error"), "{notice}");
+    assert_eq!(notice[2][0].as_str(), Some("ShutdownError"), "{notice}");
     unauthenticated.expect_closed();
     server.wait_stopped().expect("run returns Ok");
     assert!(!server.socket.exists(), "the socket file is removed");
