@@ -7,16 +7,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use crate::address::Address;
-use crate::command::{decode, Args, Cmd, Reply};
+use crate::command::{decode, Args, Cmd, Reply, Target};
 use crate::connection::Connection;
 use crate::error::{Error, ErrorName, Result};
 use crate::options::ConnectOptions;
 use crate::pipeline::Pipeline;
 use crate::proxies::context;
-use crate::refs::Refs;
+use crate::refs::{Receipt, Refs};
 use crate::run::ManagerRun;
 use crate::slot::Slot;
 
@@ -44,6 +44,24 @@ pub const ENV_AUTHKEY: &str = "AGORA_AUTHKEY";
 /// they stay alive for it once the parent drops its own (see the crate's Lifetime section;
 /// [`export_for_fork`] before the fork closes the race in between).
 ///
+/// # Reconnection
+///
+/// When the connection breaks (the manager stopped or restarted, the network failed, a
+/// deadline ran out), the calls in flight fail with [`Error::Disconnected`] (or
+/// [`Error::Timeout`]): the client cannot tell whether the manager carried them out, so it
+/// never sends them again. The next call opens a new connection, and fails with
+/// [`Error::Connect`] while no manager answers at the address (each call tries again).
+///
+/// - The same run of the manager (a network failure, a deadline): the new connection takes
+///   over, with `incref`, every object this process has proxies of, so they keep working; an
+///   unnamed object that nothing else held in between is gone (its proxies get
+///   `UnknownObjectError`).
+/// - Another run (the manager restarted): the client follows it, and every proxy of the old
+///   run is stale: its calls, its tokens and storing it in a value fail with
+///   [`Error::OtherRun`] (which counts as `UnknownObjectError`), unsent, because its id names
+///   another object in the new run. Named objects are found again by name
+///   (`client.dict_named("scores")`).
+///
 /// ```no_run
 /// use agora_client::Client;
 /// let client = Client::from_env()?;
@@ -64,8 +82,7 @@ pub(crate) struct Inner {
     options: ConnectOptions,
     /// Where the authkey came from, for error messages.
     key_from: &'static str,
-    /// The run of the manager this client first connected to, the only one it talks to.
-    run: ManagerRun,
+    /// The connection of this process, replaced when it breaks and in a forked child.
     conn: Slot,
     /// What this process's connection holds of each object: proxies, references received,
     /// decrefs due (see `refs`).
@@ -112,23 +129,26 @@ pub struct ObjectInfo {
 pub(crate) struct Hold {
     client: Option<Client>,
     ids: Vec<u64>,
+    /// The run of the connection the replies came from (one connection per hold).
+    run: u64,
 }
 
 impl Hold {
-    /// Takes over what `other` holds.
+    /// Takes over what `other` holds (replies of the same connection).
     pub(crate) fn merge(&mut self, mut other: Hold) {
         if other.ids.is_empty() {
             return;
         }
         self.ids.append(&mut other.ids);
         self.client = other.client.take();
+        self.run = other.run;
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
-            if client.inner.refs.release_holds(&self.ids) {
+            if client.inner.refs.release_holds(&self.ids, self.run) {
                 client.flush_soon();
             }
         }
@@ -141,8 +161,8 @@ impl Client {
     /// Fails with [`Error::Connect`] when nothing listens there and with
     /// [`Error::Authentication`] when the authkey is not the manager's.
     ///
-    /// The client is bound to the manager's current run ([`Client::manager_run`]): should a
-    /// forked child find another run at the address (the manager was restarted), its calls
+    /// Should the connection break, the client reconnects on its next call (see
+    /// [Reconnection](Client#reconnection)); the proxies of a run the manager no longer is
     /// fail with [`Error::OtherRun`] instead of reaching the new run's objects, whose ids are
     /// the old ones over again.
     ///
@@ -175,14 +195,13 @@ impl Client {
         let mut conn = Connection::open(address, authkey, key_from, options)?;
         Ok(Client {
             inner: Arc::new_cyclic(|inner| {
-                let refs = Arc::new(Refs::new(inner.clone()));
+                let refs = Arc::new(Refs::new(inner.clone(), conn.serial(), conn.run()));
                 conn.set_refs(refs.clone());
                 Inner {
                     address: address.clone(),
                     authkey: authkey.to_vec(),
                     options: *options,
                     key_from,
-                    run: conn.run().clone(),
                     conn: Slot::new(conn),
                     refs,
                 }
@@ -228,68 +247,121 @@ impl Client {
         &self.inner.authkey
     }
 
-    /// The run of the manager this client is bound to: its objects are this run's. Tokens
-    /// carry it, and `from_token` refuses a token of another run.
-    pub fn manager_run(&self) -> &ManagerRun {
-        &self.inner.run
+    /// The run of the manager this client's connection reaches: its proxies are of this run.
+    /// Tokens carry it, and `from_token` refuses a token of another run. It changes when the
+    /// client reconnects to a restarted manager (see [Reconnection](Client#reconnection)).
+    pub fn manager_run(&self) -> ManagerRun {
+        self.inner.conn.get().run().clone()
     }
 
-    /// Checks that `token` belongs to this client's run (see [`Token`](crate::Token)).
-    pub(crate) fn expect_run(&self, token: &crate::Token) -> Result<()> {
-        token.expect_run(&self.inner.run, &self.inner.address)
+    /// `id` as an object of the run the client is connected to now.
+    pub(crate) fn target(&self, id: u64) -> Target {
+        Target {
+            id,
+            run: self.inner.conn.run_key(),
+        }
     }
 
-    /// The connection of this process, opening a new one if this is a forked child.
-    fn connection(&self) -> Result<&Connection> {
+    /// Fails with [`Error::OtherRun`] when `target` is not of the run the client is
+    /// connected to now (it does not reconnect to find out).
+    pub(crate) fn check_run(&self, target: Target) -> Result<()> {
         let conn = self.inner.conn.get();
-        if conn.pid() == crate::atfork::current_pid() {
+        if target.run == conn.run_key() {
+            return Ok(());
+        }
+        Err(self.stale(target.run, &conn))
+    }
+
+    /// The error for a proxy or command of run `run` on a connection to another run.
+    fn stale(&self, run: u64, conn: &Connection) -> Error {
+        let old = self
+            .inner
+            .refs
+            .run_of(run)
+            .map_or_else(|| "an earlier run".to_owned(), |r| r.id);
+        let address = self.inner.address.to_string();
+        conn.run().mismatch(&old, &address, &address)
+    }
+
+    /// The connection of this process, opening a new one if it broke or if this is a forked
+    /// child (see [Reconnection](Client#reconnection)).
+    pub(crate) fn connection(&self) -> Result<Arc<Connection>> {
+        let conn = self.inner.conn.get();
+        if conn.is_live() {
             return Ok(conn);
         }
-        debug!(address = %self.inner.address, "forked child: opening a connection of its own");
+        self.reconnect(conn)
+    }
+
+    /// Replaces `old` (broken, or the parent's) with a new connection, unless another thread
+    /// did first. The winner makes the reference table the new connection's and takes over
+    /// the objects of the live proxies, if the manager's run is the same.
+    fn reconnect(&self, old: Arc<Connection>) -> Result<Arc<Connection>> {
+        let forked = old.pid() != crate::atfork::current_pid();
+        let address = &self.inner.address;
+        if forked {
+            debug!(%address, "forked child: opening a connection of its own");
+        } else {
+            debug!(%address, "the connection broke: opening a new one");
+        }
         let mut fresh = Connection::open(
-            &self.inner.address,
+            address,
             &self.inner.authkey,
             self.inner.key_from,
             &self.inner.options,
         )?;
-        if fresh.run().id != self.inner.run.id {
-            // The manager was restarted: this client's ids name other objects there now.
-            let address = self.inner.address.to_string();
-            return Err(fresh.run().mismatch(&self.inner.run.id, &address, &address));
-        }
         fresh.set_refs(self.inner.refs.clone());
-        let (conn, won) = self.inner.conn.replace(conn, fresh);
+        let (serial, run) = (fresh.serial(), fresh.run().clone());
+        let same_run = run.id == old.run().id;
+        let mut current = None;
+        let won = self.inner.refs.switch(serial, &run, || {
+            let (conn, won) = self.inner.conn.replace(&old, fresh);
+            current = Some(conn);
+            won
+        });
+        let conn = current.ok_or_else(|| Error::Usage("reconnecting: no connection".into()))?;
         if won {
-            self.adopt_inherited(conn)?;
+            if !forked && same_run {
+                info!(%address, "reconnected to the agora manager");
+            } else if !same_run {
+                warn!(
+                    %address,
+                    old_run = %old.run().id,
+                    new_run = %run.id,
+                    "the agora manager restarted: reconnected; proxies of the old run are stale"
+                );
+            }
+            self.take_over(&conn, if forked { "adopt" } else { "incref" })?;
         }
         Ok(conn)
     }
 
-    /// In a forked child, on its new connection: `adopt` the object of every proxy inherited
-    /// from the parent, pipelined, so that this connection holds them as the parent's did.
-    /// `Process::spawn` exported them before forking, so the adoption takes over a handoff
-    /// and the objects survive the parent dropping its proxies at once; after a raw `fork`
-    /// without [`export_for_fork`] it works as `incref`, and an object the parent freed in
-    /// between is gone (its proxies get `UnknownObjectError`).
-    fn adopt_inherited(&self, conn: &Connection) -> Result<()> {
-        /// Adopts per write: the replies of one batch stay far below what the manager
+    /// On a new connection to the same run: holds the object of every live proxy again,
+    /// pipelined, as the old connection did. A forked child `adopt`s them: `Process::spawn`
+    /// exported them before forking, so the adoption takes over a handoff and the objects
+    /// survive the parent dropping its proxies at once (after a raw `fork` without
+    /// [`export_for_fork`] it works as `incref`). A reconnection `incref`s them: a handoff
+    /// this process made is for another one. An object freed in between is gone (its proxies
+    /// get `UnknownObjectError`).
+    fn take_over(&self, conn: &Connection, method: &str) -> Result<()> {
+        /// Objects per write: the replies of one batch stay far below what the manager
         /// buffers for a connection before it stops reading it.
         const BATCH: usize = 4096;
         let ids = self.inner.refs.take_inherited();
         for batch in ids.chunks(BATCH) {
             let args: Vec<Args> = batch.iter().map(|&id| Args::object(id)).collect();
-            let calls: Vec<(&str, &Args)> = args.iter().map(|a| ("adopt", a)).collect();
+            let calls: Vec<(&str, &Args)> = args.iter().map(|a| (method, a)).collect();
             for (&id, reply) in batch.iter().zip(conn.call_many(&calls)?) {
                 match reply {
                     Ok(_) => self.inner.refs.adopted(id),
-                    Err(e) => debug!(id, error = %e, "forked child: could not adopt an object"),
+                    Err(e) => debug!(id, error = %e, method, "could not hold an object again"),
                 }
             }
         }
         if !ids.is_empty() {
             debug!(
                 objects = ids.len(),
-                "forked child: adopted the inherited objects"
+                method, "the new connection holds the objects of the live proxies"
             );
         }
         Ok(())
@@ -319,12 +391,22 @@ impl Client {
     }
 
     fn run_until<T>(&self, cmd: Cmd<T>, timeout: Option<Duration>) -> Result<T> {
+        let conn = self.connection()?;
+        self.run_on(&conn, cmd, timeout)
+    }
+
+    /// Runs `cmd` on `conn`, unless it is for an object of another run.
+    fn run_on<T>(&self, conn: &Connection, cmd: Cmd<T>, timeout: Option<Duration>) -> Result<T> {
         let args = cmd.args?;
+        if cmd.run != 0 && cmd.run != conn.run_key() {
+            return Err(self.stale(cmd.run, conn));
+        }
         let deadline = timeout.map(|t| (Instant::now() + t, t));
-        let reply = self.connection()?.call_until(&cmd.method, &args, deadline);
+        let reply = conn.call_until(&cmd.method, &args, deadline);
         // Counted before anything is decoded, and held until the decoding is done.
-        let _hold = self.count(&cmd.method, &args, &reply);
-        self.decoding(|| (cmd.decode)(reply))
+        let receipt = conn.receipt();
+        let _hold = self.count(&cmd.method, &args, &reply, receipt);
+        self.decoding_in(receipt.run, || (cmd.decode)(reply))
             .map_err(|e| e.in_call(&cmd.method, args.bytes()))
     }
 
@@ -332,7 +414,7 @@ impl Client {
     /// (`PROTOCOL.md`, 3.2): the id a `create` returns, the object of an `incref` or `adopt`,
     /// and every reference in a successful result. Most results hold none, which a byte check
     /// tells without walking them; then nothing is locked or allocated.
-    pub(crate) fn count(&self, method: &str, args: &Args, reply: &Reply) -> Hold {
+    pub(crate) fn count(&self, method: &str, args: &Args, reply: &Reply, receipt: Receipt) -> Hold {
         let Ok(result) = reply else {
             return Hold::default();
         };
@@ -352,40 +434,44 @@ impl Client {
         if ids.is_empty() {
             return Hold::default();
         }
-        self.inner.refs.received_held(&ids);
+        self.inner.refs.received_held(&ids, receipt);
         Hold {
             client: Some(self.clone()),
             ids,
+            run: receipt.run,
         }
     }
 
-    /// A proxy of `id` was made on this client.
-    pub(crate) fn proxy_made(&self, id: u64) {
-        self.inner.refs.acquire(id);
+    /// A proxy of `target` was made on this client.
+    pub(crate) fn proxy_made(&self, target: Target) {
+        self.inner.refs.acquire(target.id, target.run);
     }
 
-    /// A proxy of `id` was dropped: when it was the last, the object is given back to the
+    /// A proxy of `target` was dropped: when it was the last, the object is given back to the
     /// manager with the next write (at once if the connection is idle).
-    pub(crate) fn proxy_dropped(&self, id: u64) {
-        if self.inner.refs.release(id) {
+    pub(crate) fn proxy_dropped(&self, target: Target) {
+        if self.inner.refs.release(target.id, target.run) {
             self.flush_soon();
         }
     }
 
     /// Writes due decrefs now if the connection is idle. Not in a forked child that has not
-    /// opened its own connection yet: they go with its first request, after the adoptions.
+    /// opened its own connection yet (they go with its first request, after the adoptions),
+    /// nor on a broken connection (the manager dropped its counts).
     fn flush_soon(&self) {
         let conn = self.inner.conn.get();
-        if conn.pid() == crate::atfork::current_pid() {
+        if conn.is_live() {
             conn.flush_if_idle();
         }
     }
 
     /// `export [id]`: a handoff that keeps the object alive for a process this one hands it to
     /// (a token, a fork), until that process adopts it or the manager's `--handoff-seconds`
-    /// pass.
-    pub(crate) fn export(&self, id: u64) -> Result<()> {
-        self.run(export_cmd(id))
+    /// pass. Gives the run id the handoff was made in, for the token.
+    pub(crate) fn export(&self, target: Target) -> Result<String> {
+        let conn = self.connection()?;
+        self.run_on(&conn, export_cmd(target), None)?;
+        Ok(conn.run().id.clone())
     }
 
     /// [`export_for_fork`] for this client alone.
@@ -406,7 +492,7 @@ impl Client {
         }
         let mut pipeline = self.pipeline();
         for &id in ids {
-            pipeline.add(export_cmd(id));
+            pipeline.add(export_cmd(Target { id, run: 0 }));
         }
         if let Err(e) = pipeline.execute()?.check() {
             if !e.is(ErrorName::UnknownObjectError) {
@@ -416,26 +502,49 @@ impl Client {
         Ok(())
     }
 
-    /// `adopt [id]`: this connection holds the object from now on, taking over a handoff if
-    /// there is one. Fails with `UnknownObjectError` when the object is gone.
-    pub(crate) fn adopt(&self, id: u64) -> Result<()> {
-        self.run(Cmd::object(id, "adopt", decode::unit, |_| Ok(())))
+    /// `adopt [id]` of the object a token names: this connection holds it from now on,
+    /// taking over the token's handoff. Fails with `UnknownObjectError` when the object is
+    /// gone, and with [`Error::OtherRun`] when the token is of another run than the manager's.
+    pub(crate) fn adopt(&self, token: &crate::Token) -> Result<Target> {
+        let conn = self.connection()?;
+        token.expect_run(conn.run(), &self.inner.address)?;
+        let target = Target {
+            id: token.id,
+            run: conn.run_key(),
+        };
+        self.run_on(
+            &conn,
+            Cmd::object(target, "adopt", decode::unit, |_| Ok(())),
+            None,
+        )?;
+        Ok(target)
     }
 
-    /// Runs `f` with this client as the one that shared-object references decode into.
-    pub(crate) fn decoding<R>(&self, f: impl FnOnce() -> R) -> R {
-        context::with(self, f)
+    /// Runs `f` with this client, and the manager run `run` the references are of, as what
+    /// shared-object references decode into.
+    pub(crate) fn decoding_in<R>(&self, run: u64, f: impl FnOnce() -> R) -> R {
+        context::with(self, run, f)
     }
 
-    /// Sends many calls in one write and waits for all replies; used by pipelines. The
-    /// references in the replies are counted and held until the returned [`Hold`] goes.
-    pub(crate) fn run_many(&self, calls: &[(&str, &Args)]) -> Result<(Vec<Reply>, Hold)> {
-        let replies = self.connection()?.call_many(calls)?;
+    /// Sends many calls in one write on `conn` and waits for all replies; used by pipelines.
+    /// The references in the replies are counted and held until the returned [`Hold`] goes.
+    pub(crate) fn run_many(
+        &self,
+        conn: &Connection,
+        calls: &[(&str, &Args)],
+    ) -> Result<(Vec<Reply>, Hold)> {
+        let replies = conn.call_many(calls)?;
+        let receipt = conn.receipt();
         let mut hold = Hold::default();
         for ((method, args), reply) in calls.iter().zip(&replies) {
-            hold.merge(self.count(method, args, reply));
+            hold.merge(self.count(method, args, reply, receipt));
         }
         Ok((replies, hold))
+    }
+
+    /// The error for a command of run `run` that a pipeline on `conn` does not send.
+    pub(crate) fn stale_on(&self, run: u64, conn: &Connection) -> Option<Error> {
+        (run != 0 && run != conn.run_key()).then(|| self.stale(run, conn))
     }
 
     /// Calls any method with params given as encoded MessagePack values (one slice per param)
@@ -471,7 +580,7 @@ impl Client {
     /// Decodes an encoded value (from [`Client::call_raw`], say), turning object references
     /// into proxies that use this client.
     pub fn decode<T: DeserializeOwned>(&self, encoded: &[u8]) -> Result<T> {
-        self.decoding(|| {
+        self.decoding_in(self.inner.conn.run_key(), || {
             rmp_serde::from_slice(encoded)
                 .map_err(|e| Error::decode::<T>(&Bytes::copy_from_slice(encoded), e))
         })
@@ -584,8 +693,8 @@ impl Client {
 }
 
 /// `export [id]` as a command.
-fn export_cmd(id: u64) -> Cmd<()> {
-    Cmd::object(id, "export", decode::unit, |_| Ok(()))
+fn export_cmd(target: Target) -> Cmd<()> {
+    Cmd::object(target, "export", decode::unit, |_| Ok(()))
 }
 
 /// Gives a handoff (`export`) of every object this process holds proxies of, on every client

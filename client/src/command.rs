@@ -198,6 +198,21 @@ pub struct Cmd<T> {
     pub(crate) method: Cow<'static, str>,
     pub(crate) args: Result<Args>,
     pub(crate) decode: Decoder<T>,
+    /// The manager run whose object the command is for ([`Target::run`]); 0 for a command
+    /// that names no proxy's object.
+    pub(crate) run: u64,
+}
+
+/// The object a proxy names: its id, and the run of the manager it belongs to.
+///
+/// An id means nothing without its run: a restarted manager hands out the same ids again,
+/// for other objects. A command made by a proxy carries its run, and a client connected to
+/// another run refuses it unsent ([`Error::OtherRun`](crate::Error::OtherRun)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Target {
+    pub(crate) id: u64,
+    /// [`ManagerRun::key`](crate::run::ManagerRun::key) of the run.
+    pub(crate) run: u64,
 }
 
 impl<T> fmt::Debug for Cmd<T> {
@@ -210,19 +225,20 @@ impl<T> fmt::Debug for Cmd<T> {
 }
 
 impl<T> Cmd<T> {
-    /// A command on the object `id`: its params are the id followed by what `build` adds.
+    /// A command on the object `target`: its params are the id followed by what `build` adds.
     pub(crate) fn object(
-        id: u64,
+        target: Target,
         method: &'static str,
         decode: Decoder<T>,
         build: impl FnOnce(&mut Args) -> Result<()>,
     ) -> Cmd<T> {
-        let mut args = Args::object(id);
+        let mut args = Args::object(target.id);
         let args = build(&mut args).map(|()| args);
         Cmd {
             method: Cow::Borrowed(method),
             args,
             decode,
+            run: target.run,
         }
     }
 
@@ -236,6 +252,7 @@ impl<T> Cmd<T> {
             method: method.into(),
             args: Ok(args),
             decode,
+            run: 0,
         }
     }
 
@@ -266,6 +283,7 @@ impl Cmd<Bytes> {
             method: method.into(),
             args: check.map(|()| args),
             decode: decode::bytes,
+            run: 0,
         }
     }
 }
@@ -289,6 +307,7 @@ impl<R: DeserializeOwned> Cmd<R> {
             method: method.into(),
             args: params_array(params),
             decode: decode::value::<R>,
+            run: 0,
         }
     }
 }
@@ -532,9 +551,10 @@ mod tests {
         let mut a = Args::object(1);
         assert!(a.value(&Fails).is_err());
         assert_eq!((a.count(), a.bytes()), (1, &[1u8][..]));
-        let cmd: Cmd<()> = Cmd::object(1, "list.append", decode::unit, |a| {
-            a.value(&Fails).map(drop)
-        });
+        let cmd: Cmd<()> =
+            Cmd::object(Target { id: 1, run: 1 }, "list.append", decode::unit, |a| {
+                a.value(&Fails).map(drop)
+            });
         assert!(matches!(cmd.args, Err(Error::Encode(_))));
     }
 

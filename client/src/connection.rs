@@ -36,6 +36,7 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,9 @@ use crate::spin;
 /// Bytes asked of the kernel per read: large enough that a burst of pipelined replies arrives
 /// in a few reads, small enough to keep per connection.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Numbers the connections of a process (see [`Connection::serial`]).
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 /// A request buffer grown past this is released after use, so that one huge call does not
 /// pin its memory for the life of the connection.
@@ -295,6 +299,12 @@ pub(crate) struct Connection {
     changed: Condvar,
     /// The run of the manager, as its `hello` reported it.
     run: ManagerRun,
+    /// [`ManagerRun::key`] of `run`.
+    run_key: u64,
+    /// See [`Connection::serial`].
+    serial: u64,
+    /// Set once `state.broken` is: read without the lock by [`Connection::is_live`].
+    broken: AtomicBool,
     /// What the manager accepts of an authenticated connection, as its `hello` reported it
     /// (the defaults for managers that do not): requests over them are refused unsent.
     limits: Limits,
@@ -353,6 +363,7 @@ impl Connection {
         let mut conn = Connection::new(stream, address.to_string());
         let deadline = options.handshake_timeout.map(|t| (Instant::now() + t, t));
         let (run, limits) = conn.authenticate(authkey, key_from, deadline)?;
+        conn.run_key = run.key();
         conn.run = run;
         conn.limits = limits;
         crate::command::learn_max_message_bytes(limits.max_message_bytes);
@@ -388,6 +399,9 @@ impl Connection {
                 id: String::new(),
                 started: 0,
             },
+            run_key: 0,
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
+            broken: AtomicBool::new(false),
             // Until `hello` tells: the handshake's own requests are tiny.
             limits: Limits::default(),
             refs: None,
@@ -493,17 +507,30 @@ impl Connection {
         self.pid
     }
 
-    /// Closes this process's copy of an inherited socket without any I/O and without touching
-    /// a lock (a thread of the parent may have held one when it forked). Call it at most once,
-    /// and never use the connection afterwards.
-    pub(crate) fn close_inherited(&self) {
-        // Unregister first: once closed, the number may be reused by another file.
-        crate::atfork::unregister(self.stream.raw_fd());
-        // SAFETY: the descriptor belongs to this connection, which is never used or dropped
-        // after this (the caller leaks it), so nothing closes or uses the number again.
-        unsafe {
-            libc::close(self.stream.raw_fd());
+    /// True when this process may use the connection: it opened it, and it has not broken.
+    /// One relaxed load and a comparison: every call checks it.
+    pub(crate) fn is_live(&self) -> bool {
+        self.pid == crate::atfork::current_pid() && !self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Tells this connection apart from every other of the process, for the reference
+    /// table: what the manager counted for one connection is not counted for the next.
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// Where a reply read on this connection comes from, for the reference table.
+    pub(crate) fn receipt(&self) -> crate::refs::Receipt {
+        crate::refs::Receipt {
+            serial: self.serial,
+            run: self.run_key,
         }
+    }
+
+    /// The run of the manager as a number ([`ManagerRun::key`]): what proxies and commands
+    /// are bound to.
+    pub(crate) fn run_key(&self) -> u64 {
+        self.run_key
     }
 
     /// True when the connection broke after the manager sent an `error` notification.
@@ -546,6 +573,9 @@ impl Connection {
         let reply = self
             .wait(id, agora_proto::methods::may_wait(method), until.as_ref())
             .and_then(Response::into_reply);
+        if let Err(e) = &reply {
+            self.note_shutdown(e);
+        }
         self.after_call();
         reply
     }
@@ -586,7 +616,13 @@ impl Connection {
                 continue;
             }
             match self.wait(id, may_wait, None) {
-                Ok(response) => replies.push(response.into_reply()),
+                Ok(response) => {
+                    let reply = response.into_reply();
+                    if let Err(e) = &reply {
+                        self.note_shutdown(e);
+                    }
+                    replies.push(reply);
+                }
                 Err(e) => {
                     failure.get_or_insert(e);
                 }
@@ -594,6 +630,15 @@ impl Connection {
         }
         self.after_call();
         failure.map_or(Ok(replies), Err)
+    }
+
+    /// A `ShutdownError` reply means the manager is closing the connection: it is marked
+    /// broken now, so that the next call reconnects (or finds no manager) rather than
+    /// writing into a socket about to close.
+    fn note_shutdown(&self, e: &Error) {
+        if e.is(ErrorName::ShutdownError) {
+            self.fail("the manager shut down".to_owned());
+        }
     }
 
     /// A call is complete: if decrefs became due while it was in flight and it was the last
@@ -744,6 +789,7 @@ impl Connection {
                     state
                         .broken
                         .get_or_insert_with(|| "a reading thread panicked".into());
+                    self.broken.store(true, Ordering::Relaxed);
                     self.stream.shutdown();
                     drop(state);
                     panic::resume_unwind(panicked)
@@ -857,6 +903,7 @@ impl Connection {
             // Wakes a reader blocked in read(), if the failure was found by a writer.
             self.stream.shutdown();
             state.broken = Some(reason);
+            self.broken.store(true, Ordering::Relaxed);
         }
         self.changed.notify_all();
         self.disconnected(state.broken.as_deref().unwrap_or_default())

@@ -268,20 +268,25 @@ impl Error {
         }
     }
 
-    /// True when the connection is unusable: every later call on it fails the same way.
-    /// Includes [`Error::Timeout`] and the `ShutdownError` a call parked in the manager gets
-    /// when it stops (the manager closes the connection right after).
+    /// True when the call failed because its connection broke or closed: it may or may not
+    /// have been carried out, and the next call opens a new connection (see
+    /// [Reconnection](crate::Client#reconnection)). Includes [`Error::Timeout`] and the
+    /// `ShutdownError` a call parked in the manager gets when it stops (the manager closes
+    /// the connection right after).
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Error::Disconnected { .. } | Error::Timeout { .. })
             || self.is(ErrorName::ShutdownError)
     }
 
     /// True when the manager is gone, shut down or dead: the one check for a parked call
-    /// (which gets `ShutdownError`) and for a call made after (which gets
-    /// [`Error::Disconnected`]). A manager that does not answer in time ([`Error::Timeout`])
-    /// may only be stopped or hung: not gone, though the connection is.
+    /// (which gets `ShutdownError`), for a call in flight when the connection broke
+    /// ([`Error::Disconnected`]) and for a call made after, which tries to reconnect and
+    /// finds nothing at the address ([`Error::Connect`]). A manager that does not answer in
+    /// time ([`Error::Timeout`]) may only be stopped or hung: not gone, though the connection
+    /// is.
     pub fn is_manager_gone(&self) -> bool {
-        matches!(self, Error::Disconnected { .. }) || self.is(ErrorName::ShutdownError)
+        matches!(self, Error::Disconnected { .. } | Error::Connect { .. })
+            || self.is(ErrorName::ShutdownError)
     }
 
     pub(crate) fn remote(name: &str, message: impl Into<String>) -> Error {

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::client::{Client, Hold};
 use crate::command::{Args, Cmd, Decoder, Reply};
+use crate::connection::Connection;
 use crate::error::{Error, Result};
 
 /// Requests are sent in chunks of about this many bytes, each chunk's replies read before the
@@ -42,7 +43,8 @@ static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 pub struct Pipeline {
     client: Client,
     serial: u64,
-    queued: Vec<(Cow<'static, str>, Result<Args>)>,
+    /// Each call's method, params and run ([`Cmd`]'s).
+    queued: Vec<(Cow<'static, str>, Result<Args>, u64)>,
 }
 
 impl fmt::Debug for Pipeline {
@@ -83,6 +85,8 @@ impl<T> fmt::Debug for Handle<T> {
 pub struct Replies {
     client: Client,
     serial: u64,
+    /// The run of the connection the replies came from: the run their references are of.
+    run: u64,
     replies: Vec<Reply>,
     /// Each call's method and what its decode errors name of its params.
     calls: Vec<(Cow<'static, str>, Vec<u8>)>,
@@ -107,10 +111,12 @@ impl Pipeline {
     }
 
     /// Queues a command (from a proxy's `*_cmd` method, or [`Cmd::raw`] / [`Cmd::typed`]).
-    /// The command goes to this pipeline's client, whichever proxy built it.
+    /// The command goes to this pipeline's client, whichever proxy built it; a proxy's
+    /// command for another run than the client's fails alone with
+    /// [`Error::OtherRun`](crate::Error::OtherRun), unsent.
     pub fn add<T>(&mut self, cmd: Cmd<T>) -> Handle<T> {
         let index = self.queued.len();
-        self.queued.push((cmd.method, cmd.args));
+        self.queued.push((cmd.method, cmd.args, cmd.run));
         Handle {
             index,
             serial: self.serial,
@@ -132,35 +138,43 @@ impl Pipeline {
     ///
     /// Fails only when the connection fails (then some calls may have run and others not).
     /// A call the manager rejects, or whose arguments could not be encoded, fails alone: its
-    /// error is in its reply and the other calls run normally.
+    /// error is in its reply and the other calls run normally. Every chunk goes on the same
+    /// connection: should it break half-way, the pipeline fails rather than sending the rest
+    /// on a new one.
     pub fn execute(self) -> Result<Replies> {
+        let conn = self.client.connection()?;
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(self.queued.len());
         let mut holds = Hold::default();
         let mut chunk: Vec<(usize, &str, &Args)> = Vec::new();
         let mut chunk_bytes = 0;
-        for (index, (method, args)) in self.queued.iter().enumerate() {
-            match args {
+        for (index, (method, args, run)) in self.queued.iter().enumerate() {
+            // A call whose params failed to encode, or of another run, fails alone, unsent.
+            let checked = args
+                .as_ref()
+                .map_err(Error::clone)
+                .and_then(|args| self.client.stale_on(*run, &conn).map_or(Ok(args), Err));
+            match checked {
                 Ok(args) => {
                     chunk.push((index, method, args));
                     chunk_bytes += args.bytes().len() + method.len() + 8;
                 }
                 Err(e) => {
-                    replies.push(Some(Err(e.clone())));
+                    replies.push(Some(Err(e)));
                     continue;
                 }
             }
             replies.push(None);
             if chunk_bytes >= CHUNK_BYTES {
-                holds.merge(self.send_chunk(&mut chunk, &mut replies)?);
+                holds.merge(self.send_chunk(&conn, &mut chunk, &mut replies)?);
                 chunk_bytes = 0;
             }
         }
-        holds.merge(self.send_chunk(&mut chunk, &mut replies)?);
+        holds.merge(self.send_chunk(&conn, &mut chunk, &mut replies)?);
         drop(chunk);
         let calls = self
             .queued
             .into_iter()
-            .map(|(method, args)| {
+            .map(|(method, args, _)| {
                 let context = args
                     .map(|a| crate::error::call_context(&method, a.bytes()))
                     .unwrap_or_default();
@@ -171,6 +185,7 @@ impl Pipeline {
             calls,
             client: self.client,
             serial: self.serial,
+            run: conn.run_key(),
             _holds: holds,
             replies: replies
                 .into_iter()
@@ -185,6 +200,7 @@ impl Pipeline {
     /// the objects their references name.
     fn send_chunk(
         &self,
+        conn: &Connection,
         chunk: &mut Vec<(usize, &str, &Args)>,
         replies: &mut [Option<Reply>],
     ) -> Result<Hold> {
@@ -192,7 +208,7 @@ impl Pipeline {
             return Ok(Hold::default());
         }
         let calls: Vec<(&str, &Args)> = chunk.iter().map(|(_, m, a)| (*m, *a)).collect();
-        let (got, hold) = self.client.run_many(&calls)?;
+        let (got, hold) = self.client.run_many(conn, &calls)?;
         for ((index, _, _), reply) in chunk.drain(..).zip(got) {
             replies[index] = Some(reply);
         }
@@ -218,7 +234,7 @@ impl Replies {
             .cloned()
             .unwrap_or_else(|| Err(Error::Usage("pipeline handle out of range".into())));
         self.client
-            .decoding(|| (handle.decode)(reply))
+            .decoding_in(self.run, || (handle.decode)(reply))
             .map_err(|e| match self.calls.get(handle.index) {
                 Some((method, params)) => e.in_call(method, params),
                 None => e,

@@ -62,6 +62,18 @@ use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
 use agora_proto::encode;
 use tracing::debug;
 
+use crate::run::ManagerRun;
+
+/// How many of the runs a client was connected to are remembered, for messages.
+const RUNS_KEPT: usize = 8;
+
+/// Where a reply was read: the connection and its manager run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Receipt {
+    pub(crate) serial: u64,
+    pub(crate) run: u64,
+}
+
 /// Pairs per `decref` notification: a long list is split so that no notification approaches a
 /// manager's `--max-container-len` or `--max-message-bytes`, however low an operator set them.
 const PAIRS_PER_NOTIFICATION: usize = 1024;
@@ -139,6 +151,16 @@ struct Table {
     /// The process whose connection the counts are for: another one (a forked child) must
     /// start afresh (see [`Table::current`]).
     pid: u32,
+    /// The connection the `received` counts are for ([`Connection::serial`]): a reply read
+    /// on an older one (that broke) counts nothing.
+    ///
+    /// [`Connection::serial`]: crate::connection::Connection::serial
+    serial: u64,
+    /// The manager run the ids are of ([`ManagerRun::key`]): a proxy or reply of another run
+    /// counts nothing (its id names another object, or none, in this run).
+    run: u64,
+    /// The runs this client has been connected to, newest last (a few), for messages.
+    runs: Vec<ManagerRun>,
     entries: HashMap<u64, Entry, BuildHasherDefault<IdHasher>>,
     /// Ids that may be due for a `decref`, checked again when written.
     pending: Vec<u64>,
@@ -155,22 +177,33 @@ impl Table {
         let pid = crate::atfork::current_pid();
         if self.pid != pid {
             self.pid = pid;
-            self.pending.clear();
-            self.entries.retain(|_, e| e.proxies > 0 || e.holds > 0);
-            for e in self.entries.values_mut() {
-                *e = Entry {
-                    proxies: e.proxies,
-                    holds: e.holds,
-                    ..Entry::default()
-                };
-            }
-            self.inherited = self.entries.keys().copied().collect();
+            self.forget_received();
             debug!(
                 objects = self.inherited.len(),
                 "forked child: the objects of inherited proxies will be adopted"
             );
         }
         self
+    }
+
+    /// The connection the counts were for is gone, and the manager dropped everything it
+    /// counted for it: forget what was received, keep the proxies and the replies still
+    /// held, and note their ids, for the next connection to adopt. Ids noted before and not
+    /// adopted yet stay noted: a forked child adopts what it inherited even if it dropped
+    /// the proxies before connecting, which ends the parent's handoff at once.
+    fn forget_received(&mut self) {
+        self.pending.clear();
+        self.entries.retain(|_, e| e.proxies > 0 || e.holds > 0);
+        for e in self.entries.values_mut() {
+            *e = Entry {
+                proxies: e.proxies,
+                holds: e.holds,
+                ..Entry::default()
+            };
+        }
+        self.inherited.extend(self.entries.keys().copied());
+        self.inherited.sort_unstable();
+        self.inherited.dedup();
     }
 
     /// The ids this process holds proxies (or undecoded replies) of: what a fork hands over.
@@ -259,8 +292,8 @@ impl std::fmt::Debug for Refs {
 }
 
 impl Refs {
-    /// A new, empty table for `client`.
-    pub(crate) fn new(client: Weak<crate::client::Inner>) -> Refs {
+    /// A new, empty table for `client`, whose first connection is `serial`, to `run`.
+    pub(crate) fn new(client: Weak<crate::client::Inner>, serial: u64, run: &ManagerRun) -> Refs {
         // Installs the fork handlers that keep the tables consistent in a child.
         let pid = crate::atfork::current_pid();
         let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
@@ -268,6 +301,9 @@ impl Refs {
             key,
             Table {
                 pid,
+                serial,
+                run: run.key(),
+                runs: vec![run.clone()],
                 entries: HashMap::default(),
                 pending: Vec::new(),
                 inherited: Vec::new(),
@@ -286,27 +322,43 @@ impl Refs {
         tables.get_mut(&self.key).map(|t| f(t.current()))
     }
 
-    /// A proxy of `id` was made.
-    pub(crate) fn acquire(&self, id: u64) {
+    /// A proxy of `id`, of run `run`, was made. Nothing is counted for a proxy of another
+    /// run than the table's: it is stale, and its calls fail.
+    pub(crate) fn acquire(&self, id: u64, run: u64) {
         self.with(|t| {
+            if t.run != run {
+                return;
+            }
             let e = t.entries.entry(id).or_default();
             e.proxies = e.proxies.saturating_add(1);
             e.release = false;
         });
     }
 
-    /// A proxy of `id` was dropped. True when a `decref` became due, to be written soon.
-    pub(crate) fn release(&self, id: u64) -> bool {
-        self.with(|t| t.let_go(id, false, &self.pending))
+    /// A proxy of `id`, of run `run`, was dropped. True when a `decref` became due, to be
+    /// written soon.
+    pub(crate) fn release(&self, id: u64, run: u64) -> bool {
+        self.with(|t| t.run == run && t.let_go(id, false, &self.pending))
             .unwrap_or(false)
     }
 
-    /// References the manager counted for this connection, each held as a reply until
-    /// [`Refs::release_holds`].
-    pub(crate) fn received_held(&self, ids: &[u64]) {
+    /// References the manager counted for the connection of `receipt`, each held as a reply
+    /// until [`Refs::release_holds`]. A reply of an older connection of the same run is held
+    /// but counts nothing received (the manager dropped that connection's counts); one of
+    /// another run counts nothing at all.
+    pub(crate) fn received_held(&self, ids: &[u64], receipt: Receipt) {
         self.with(|t| {
+            if t.run != receipt.run {
+                return;
+            }
+            let counted = t.serial == receipt.serial;
             for &id in ids {
-                t.received(id, true);
+                if counted {
+                    t.received(id, true);
+                } else {
+                    let e = t.entries.entry(id).or_default();
+                    e.holds = e.holds.saturating_add(1);
+                }
             }
         });
     }
@@ -327,9 +379,13 @@ impl Refs {
         });
     }
 
-    /// The replies holding `ids` are gone. True when a `decref` became due.
-    pub(crate) fn release_holds(&self, ids: &[u64]) -> bool {
+    /// The replies holding `ids`, read from a connection to run `run`, are gone. True when
+    /// a `decref` became due.
+    pub(crate) fn release_holds(&self, ids: &[u64], run: u64) -> bool {
         self.with(|t| {
+            if t.run != run {
+                return false;
+            }
             let mut due = false;
             for &id in ids {
                 due |= t.let_go(id, true, &self.pending);
@@ -371,6 +427,52 @@ impl Refs {
             .unwrap_or_default();
         encode_decrefs(out, &pairs);
         !pairs.is_empty()
+    }
+
+    /// Makes the connection `serial` to `run` the table's, if `publish` (which makes it the
+    /// client's) succeeds; false otherwise. Both happen under the tables' lock, so no reply
+    /// read on the new connection is counted against the old one's numbers.
+    ///
+    /// The same run: the manager dropped what it counted for the old connection, so what was
+    /// received is forgotten and the ids of the live proxies are noted, for the new
+    /// connection to adopt ([`Refs::take_inherited`]). Another run (the manager restarted):
+    /// every id of the old run is stale; the table starts empty.
+    pub(crate) fn switch(
+        &self,
+        serial: u64,
+        run: &ManagerRun,
+        publish: impl FnOnce() -> bool,
+    ) -> bool {
+        let mut tables = tables();
+        let Some(t) = tables.get_mut(&self.key) else {
+            return publish();
+        };
+        let t = t.current();
+        if !publish() {
+            return false;
+        }
+        t.serial = serial;
+        let key = run.key();
+        if t.run == key {
+            t.forget_received();
+        } else {
+            t.run = key;
+            t.entries.clear();
+            t.pending.clear();
+            t.inherited.clear();
+            if t.runs.len() == RUNS_KEPT {
+                t.runs.remove(0);
+            }
+            t.runs.push(run.clone());
+        }
+        self.pending.store(false, Ordering::SeqCst);
+        true
+    }
+
+    /// The run whose [`ManagerRun::key`] is `key`, if this client was connected to it.
+    pub(crate) fn run_of(&self, key: u64) -> Option<ManagerRun> {
+        self.with(|t| t.runs.iter().find(|r| r.key() == key).cloned())
+            .flatten()
     }
 
     /// In a forked child: the ids to adopt on its new connection (once; empty afterwards and
@@ -432,8 +534,21 @@ fn encode_decrefs(out: &mut Vec<u8>, pairs: &[(u64, u64)]) {
 mod tests {
     use super::*;
 
+    /// The run and the connection the test tables are for.
+    const R: u64 = 0x5eed;
+    const AT: Receipt = Receipt { serial: 1, run: R };
+
     fn table() -> Refs {
-        Refs::new(Weak::new())
+        let refs = Refs::new(
+            Weak::new(),
+            1,
+            &ManagerRun {
+                id: String::new(),
+                started: 0,
+            },
+        );
+        refs.with(|t| t.run = R);
+        refs
     }
 
     /// The `[id, count]` pairs of the notifications in `raw`.
@@ -466,21 +581,21 @@ mod tests {
     fn the_last_proxy_gives_back_everything_received() {
         let refs = table();
         // A create (held while decoded), its proxy, two clones.
-        refs.received_held(&[7]);
-        refs.acquire(7);
-        assert!(!refs.release_holds(&[7]));
-        refs.acquire(7);
-        refs.acquire(7);
+        refs.received_held(&[7], AT);
+        refs.acquire(7, R);
+        assert!(!refs.release_holds(&[7], R));
+        refs.acquire(7, R);
+        refs.acquire(7, R);
         // A reply with two references to it, decoded into proxies.
-        refs.received_held(&[7, 7]);
-        refs.acquire(7);
-        refs.acquire(7);
-        assert!(!refs.release_holds(&[7, 7]));
+        refs.received_held(&[7, 7], AT);
+        refs.acquire(7, R);
+        refs.acquire(7, R);
+        assert!(!refs.release_holds(&[7, 7], R));
         assert!(!refs.has_pending());
         for _ in 0..4 {
-            assert!(!refs.release(7));
+            assert!(!refs.release(7, R));
         }
-        assert!(refs.release(7), "the fifth and last proxy");
+        assert!(refs.release(7, R), "the fifth and last proxy");
         assert!(refs.has_pending());
         assert_eq!(flush(&refs), [(7, 3)]);
         assert!(!refs.has_pending());
@@ -491,26 +606,26 @@ mod tests {
     #[test]
     fn a_proxy_that_comes_back_before_the_flush_cancels_it() {
         let refs = table();
-        refs.received_held(&[1]);
-        refs.acquire(1);
-        refs.release_holds(&[1]);
-        assert!(refs.release(1));
+        refs.received_held(&[1], AT);
+        refs.acquire(1, R);
+        refs.release_holds(&[1], R);
+        assert!(refs.release(1, R));
         // Made again (from_id, or decoded from a reply) before anything was written.
-        refs.acquire(1);
+        refs.acquire(1, R);
         assert_eq!(flush(&refs), []);
         assert_eq!(refs.entry(1).map(|e| (e.received, e.proxies)), Some((1, 1)));
         // Its drop is due again, with the same count.
-        assert!(refs.release(1));
+        assert!(refs.release(1, R));
         assert_eq!(flush(&refs), [(1, 1)]);
     }
 
     #[test]
     fn an_id_never_received_holds_nothing_and_sends_nothing() {
         let refs = table();
-        refs.acquire(5);
-        refs.acquire(5);
-        assert!(!refs.release(5));
-        assert!(!refs.release(5), "nothing to give back");
+        refs.acquire(5, R);
+        refs.acquire(5, R);
+        assert!(!refs.release(5, R));
+        assert!(!refs.release(5, R), "nothing to give back");
         assert_eq!(refs.entry(5), None);
         assert_eq!(flush(&refs), []);
     }
@@ -518,18 +633,18 @@ mod tests {
     #[test]
     fn counts_clamp_at_zero() {
         let refs = table();
-        assert!(!refs.release(9), "an unknown id");
-        assert!(!refs.release_holds(&[9]));
-        refs.received_held(&[9]);
-        refs.release_holds(&[9]);
+        assert!(!refs.release(9, R), "an unknown id");
+        assert!(!refs.release_holds(&[9], R));
+        refs.received_held(&[9], AT);
+        refs.release_holds(&[9], R);
         // Received but no proxy ever made: a raw reference, kept.
         assert_eq!(refs.entry(9).map(|e| e.received), Some(1));
         assert!(
-            refs.release(9),
+            refs.release(9, R),
             "one drop too many clamps and still gives back"
         );
         assert_eq!(refs.entry(9).map(|e| e.proxies), Some(0));
-        assert!(!refs.release(9));
+        assert!(!refs.release(9, R));
         assert_eq!(flush(&refs), [(9, 1)]);
     }
 
@@ -537,49 +652,49 @@ mod tests {
     fn raw_references_stay_until_a_proxy_of_them_drops() {
         let refs = table();
         // Read as bytes (call_raw, SharedRef): counted, held while read, then kept.
-        refs.received_held(&[3, 3]);
-        assert!(!refs.release_holds(&[3, 3]));
+        refs.received_held(&[3, 3], AT);
+        assert!(!refs.release_holds(&[3, 3], R));
         assert_eq!(flush(&refs), []);
         // Later a proxy is made of it and dropped: everything goes back.
-        refs.acquire(3);
-        assert!(refs.release(3));
+        refs.acquire(3, R);
+        assert!(refs.release(3, R));
         assert_eq!(flush(&refs), [(3, 2)]);
     }
 
     #[test]
     fn a_reply_being_decoded_keeps_its_objects() {
         let refs = table();
-        refs.received_held(&[4]);
-        refs.acquire(4);
-        refs.release_holds(&[4]);
+        refs.received_held(&[4], AT);
+        refs.acquire(4, R);
+        refs.release_holds(&[4], R);
         // Another reply with the object is read; meanwhile the last proxy drops.
-        refs.received_held(&[4]);
-        assert!(!refs.release(4), "a reply still holds it");
+        refs.received_held(&[4], AT);
+        assert!(!refs.release(4, R), "a reply still holds it");
         assert_eq!(flush(&refs), []);
         // The reply decodes into a proxy, then goes.
-        refs.acquire(4);
-        assert!(!refs.release_holds(&[4]));
-        assert!(refs.release(4));
+        refs.acquire(4, R);
+        assert!(!refs.release_holds(&[4], R));
+        assert!(refs.release(4, R));
         assert_eq!(flush(&refs), [(4, 2)]);
         // A reply that is dropped undecoded after the last proxy went gives back too.
-        refs.received_held(&[6]);
-        refs.acquire(6);
-        refs.received_held(&[6]);
-        assert!(!refs.release(6));
-        assert!(refs.release_holds(&[6, 6]));
+        refs.received_held(&[6], AT);
+        refs.acquire(6, R);
+        refs.received_held(&[6], AT);
+        assert!(!refs.release(6, R));
+        assert!(refs.release_holds(&[6, 6], R));
         assert_eq!(flush(&refs), [(6, 2)]);
     }
 
     #[test]
     fn new_references_cancel_a_due_decref() {
         let refs = table();
-        refs.received_held(&[8]);
-        refs.acquire(8);
-        refs.release_holds(&[8]);
-        assert!(refs.release(8));
+        refs.received_held(&[8], AT);
+        refs.acquire(8, R);
+        refs.release_holds(&[8], R);
+        assert!(refs.release(8, R));
         // An adopt (from_token) or a reply arrives before the flush: the caller owns it now.
-        refs.received_held(&[8]);
-        refs.release_holds(&[8]);
+        refs.received_held(&[8], AT);
+        refs.release_holds(&[8], R);
         assert_eq!(flush(&refs), []);
         assert_eq!(refs.entry(8).map(|e| e.received), Some(2));
     }
@@ -589,10 +704,10 @@ mod tests {
         let refs = table();
         let n = PAIRS_PER_NOTIFICATION as u64 * 2 + 5;
         for id in 1..=n {
-            refs.received_held(&[id]);
-            refs.acquire(id);
-            refs.release_holds(&[id]);
-            refs.release(id);
+            refs.received_held(&[id], AT);
+            refs.acquire(id, R);
+            refs.release_holds(&[id], R);
+            refs.release(id, R);
         }
         let mut out = Vec::new();
         assert!(refs.write_decrefs(&mut out));
@@ -615,14 +730,14 @@ mod tests {
     fn a_forked_child_forgets_counts_and_adopts_live_proxies() {
         let refs = table();
         for id in [1, 2, 3] {
-            refs.received_held(&[id]);
-            refs.acquire(id);
-            refs.release_holds(&[id]);
+            refs.received_held(&[id], AT);
+            refs.acquire(id, R);
+            refs.release_holds(&[id], R);
         }
-        refs.release(3);
+        refs.release(3, R);
         // A raw reference without proxies is not handed over.
-        refs.received_held(&[4]);
-        refs.release_holds(&[4]);
+        refs.received_held(&[4], AT);
+        refs.release_holds(&[4], R);
         assert_eq!(refs.take_inherited(), Vec::<u64>::new(), "not a child");
         let mut live = refs.live_ids();
         live.sort_unstable();
@@ -637,7 +752,7 @@ mod tests {
                 && refs.entry(4).is_none();
             let nothing_sent = flush(&refs).is_empty();
             // Dropped before the connection opened, then adopted: the adoption is given back.
-            refs.release(2);
+            refs.release(2, R);
             refs.adopted(2);
             refs.adopted(1);
             let given_back = flush(&refs) == [(2, 1)];
@@ -656,9 +771,9 @@ mod tests {
     #[test]
     fn a_removed_table_answers_nothing() {
         let refs = table();
-        refs.acquire(1);
+        refs.acquire(1, R);
         refs.unregister();
-        assert!(!refs.release(1));
+        assert!(!refs.release(1, R));
         assert_eq!(flush(&refs), []);
         assert!(refs.live_ids().is_empty());
     }

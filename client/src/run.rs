@@ -24,6 +24,12 @@ impl ManagerRun {
         uuid::Uuid::try_parse(id).is_ok_and(|u| u.hyphenated().to_string() == id)
     }
 
+    /// The run as a number, what proxies, commands and the reference table are bound to: the
+    /// two halves of the uuid folded together, never 0 (0 means "no run" in a command).
+    pub(crate) fn key(&self) -> u64 {
+        key(&self.id)
+    }
+
     /// The error for a proxy of run `run` (made for the manager at `address`) meeting this run,
     /// which answers at `manager_address`.
     pub(crate) fn mismatch(&self, run: &str, address: &str, manager_address: &str) -> Error {
@@ -35,6 +41,13 @@ impl ManagerRun {
             started: self.started,
         }
     }
+}
+
+/// [`ManagerRun::key`] of a run id (a token's, say); 1 for an id that is not a uuid, which no
+/// manager reports.
+pub(crate) fn key(id: &str) -> u64 {
+    let n = uuid::Uuid::try_parse(id).map_or(0, |u| u.as_u128());
+    (n as u64 ^ (n >> 64) as u64) | 1
 }
 
 /// `secs` since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC`, for messages read by people.

@@ -217,3 +217,235 @@ fn a_raw_client_with_ids_of_an_earlier_run_reaches_nothing() {
     );
     second.stop();
 }
+
+/// A client whose manager restarted at the same address reconnects on its next call and
+/// follows the new run; the proxies of the old run are stale and reach nothing: not by a
+/// call, not in a pipeline, not stored in a value, not by a token, and not by being dropped
+/// (no decref of the old ids reaches the new run's objects that have them now).
+#[test]
+fn a_client_follows_a_restarted_manager_and_stale_proxies_reach_nothing() {
+    use agora_client::{Error, Queue};
+
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("m.sock").display());
+    let first = Manager::start(&[&address]);
+    let first_run = first.run().to_owned();
+    let c = first.client(0);
+    let old_list = c.list::<i64>().unwrap();
+    old_list.extend([1, 2, 3]).unwrap();
+    let old_named = c.dict_named::<String, i64>("scores").unwrap();
+    old_named.set("alice", &3).unwrap();
+    let queue = c.queue::<i64>(0).unwrap();
+    let parked = {
+        let queue = queue.clone();
+        std::thread::spawn(move || queue.get())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    first.stop();
+
+    // The parked call and the calls after it: one predicate says the manager is gone.
+    let err = parked.join().unwrap().unwrap_err();
+    assert!(err.is_manager_gone(), "{err:?}");
+    let err = c.ping().unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(err.is_manager_gone(), "{err:?}");
+
+    let second = Manager::start(&[&address]);
+    let second_run = second.run().to_owned();
+    // The next call reconnects.
+    c.ping().unwrap();
+    assert_eq!(c.manager_run().id, second_run);
+    // The new run may hand out the old ids again, for other objects.
+    let new_list = c.list::<i64>().unwrap();
+    new_list.extend([10, 20]).unwrap();
+
+    // Every way a stale proxy could reach the new run fails, naming both runs.
+    let stale = |e: Error| {
+        assert!(e.is(ErrorName::UnknownObjectError), "{e:?}");
+        let text = e.to_string();
+        for part in [first_run.as_str(), second_run.as_str()] {
+            assert!(text.contains(part), "{part:?} in {text}");
+        }
+    };
+    stale(old_list.copy().unwrap_err());
+    stale(old_list.append(&666).unwrap_err());
+    stale(old_named.get("alice").unwrap_err());
+    stale(old_list.token().unwrap_err());
+    let mut p = c.pipeline();
+    let bad = p.add(old_list.append_cmd(&666));
+    let good = p.add(new_list.len_cmd());
+    let replies = p.execute().unwrap();
+    stale(replies.get(bad).unwrap_err());
+    assert_eq!(replies.get(good).unwrap(), 2);
+    let holder = c.dict::<String, List<i64>>().unwrap();
+    let err = holder.set("x", &old_list).unwrap_err();
+    assert!(err.to_string().contains(&first_run), "{err}");
+    let _: &Queue<i64> = &queue;
+
+    // Dropping the stale proxies sends nothing: the new list keeps its only holder.
+    drop((old_list, queue));
+    c.ping().unwrap();
+    let holders = |id: u64| {
+        c.objects()
+            .unwrap()
+            .into_iter()
+            .find(|o| o.id == id)
+            .map(|o| o.holders)
+    };
+    assert_eq!(holders(new_list.id()), Some(1));
+    assert_eq!(new_list.copy().unwrap(), [10, 20]);
+    // A named object is found again by name, empty in the new run.
+    let scores = c.dict_named::<String, i64>("scores").unwrap();
+    assert_eq!(scores.get("alice").unwrap(), None);
+    stale(old_named.len().unwrap_err());
+    second.stop();
+}
+
+/// A connection closed by a deadline (the manager is alive: the same run) is replaced on the
+/// next call, and the new connection holds the objects of the live proxies again; an object
+/// that only the closed connection held was freed with it, and its proxy says so.
+#[test]
+fn a_client_reconnects_to_the_same_run_and_holds_its_objects_again() {
+    use std::time::Duration;
+
+    let m = Manager::start(&["tcp:127.0.0.1:0"]);
+    let c = m.client(0);
+    let named = c.dict_named::<String, List<i64>>("registry").unwrap();
+    let nested = c.list::<i64>().unwrap();
+    nested.append(&1).unwrap();
+    named.set("l", &nested).unwrap();
+    let only_ours = c.list::<i64>().unwrap();
+    let queue = c.queue::<i64>(0).unwrap();
+
+    let err = c
+        .run_within(queue.get_cmd(), Duration::from_millis(100))
+        .unwrap_err();
+    assert!(
+        matches!(err, agora_client::Error::Timeout { .. }),
+        "{err:?}"
+    );
+    // The next call reconnects to the same run.
+    let run = c.manager_run().id;
+    c.ping().unwrap();
+    assert_eq!(c.manager_run().id, run);
+
+    // Held by the named dict too: it lived on, and this connection holds it again.
+    assert_eq!(nested.copy().unwrap(), [1]);
+    let holders = |id: u64| {
+        c.objects()
+            .unwrap()
+            .into_iter()
+            .find(|o| o.id == id)
+            .map(|o| o.holders)
+    };
+    assert_eq!(
+        holders(nested.id()),
+        Some(2),
+        "the dict's reference and ours"
+    );
+    // Held by the closed connection alone: freed when it closed.
+    let err = only_ours.len().unwrap_err();
+    assert!(err.is(ErrorName::UnknownObjectError), "{err:?}");
+    assert_eq!(holders(queue.id()), None);
+    // The counts agree with the manager's: dropping our proxy leaves the dict's reference.
+    drop(nested);
+    c.ping().unwrap();
+    let nested = named.get("l").unwrap().unwrap();
+    assert_eq!(
+        holders(nested.id()),
+        Some(2),
+        "the dict's and the one just read"
+    );
+    drop(nested);
+    c.ping().unwrap();
+    let id = named.get("l").unwrap().unwrap().id();
+    c.ping().unwrap();
+    assert_eq!(holders(id), Some(1), "only the dict's");
+}
+
+/// Threads sharing one client while its connection is broken again and again (deadlines
+/// that close it): every call either succeeds or fails with a connection error, none is sent
+/// twice (each thread's list holds every append that succeeded, once, in order), and once
+/// every proxy is dropped the manager counts no holder left for this client: the reference
+/// table and the manager agreed across every reconnection.
+#[test]
+fn threads_sharing_a_client_through_reconnections_lose_and_duplicate_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const THREADS: usize = 6;
+    const BREAKS: usize = 8;
+    let m = Manager::start(&["tcp:127.0.0.1:0"]);
+    let c = m.client(0);
+    let done = Arc::new(AtomicBool::new(false));
+    let breaker = {
+        let (c, done) = (c.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut breaks = 0;
+            while breaks < BREAKS {
+                std::thread::sleep(Duration::from_millis(10));
+                let Ok(q) = c.queue_named::<i64>("never-fed", 0) else {
+                    continue;
+                };
+                if c.run_within(q.get_cmd(), Duration::from_millis(1)).is_err() {
+                    breaks += 1;
+                }
+            }
+            done.store(true, Ordering::Relaxed);
+        })
+    };
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (c, done) = (c.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut ok = Vec::new();
+                let mut failed = 0;
+                let mut i = 0;
+                while !done.load(Ordering::Relaxed) {
+                    i += 1;
+                    let appended = c
+                        .list_named::<i64>(&format!("list-{t}"))
+                        .and_then(|l| l.append(&i));
+                    match appended {
+                        Ok(()) => ok.push(i),
+                        Err(e) if e.is_disconnected() || e.is_manager_gone() => failed += 1,
+                        Err(e) => panic!("thread {t}, call {i}: {e:?}"),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    breaker.join().unwrap();
+    let results: Vec<(Vec<i64>, usize)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+
+    let mut failed_total = 0;
+    for (t, (ok, failed)) in results.iter().enumerate() {
+        failed_total += failed;
+        let list = c.list_named::<i64>(&format!("list-{t}")).unwrap();
+        let got = list.copy().unwrap();
+        // Every append that succeeded is there once, in order; a failed one at most once.
+        let mut dedup = got.clone();
+        dedup.dedup();
+        assert_eq!(dedup, got, "thread {t}: a call was sent twice");
+        let mut at = 0;
+        for i in ok {
+            at += got[at..]
+                .iter()
+                .position(|x| x == i)
+                .unwrap_or_else(|| panic!("thread {t}: append {i} lost"))
+                + 1;
+        }
+    }
+    assert!(failed_total > 0, "no call met a broken connection");
+    c.ping().unwrap();
+    // Every proxy is gone: no object is held by this client any more.
+    let held: Vec<_> = c
+        .objects()
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.holders != 0)
+        .collect();
+    assert!(held.is_empty(), "{held:?}");
+}

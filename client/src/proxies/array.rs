@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::client::Client;
+use crate::command::Target;
 use crate::command::{decode, Args, Cmd};
 use crate::error::Result;
 
@@ -28,7 +29,7 @@ use super::slicing::{self, Slice};
 /// ```
 pub struct Array<T> {
     client: Client,
-    id: u64,
+    id: Target,
     marker: PhantomData<fn() -> T>,
 }
 

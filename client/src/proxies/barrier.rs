@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::client::Client;
+use crate::command::Target;
 use crate::command::{Args, Cmd};
 use crate::error::Result;
 
@@ -39,7 +40,7 @@ use super::wait::{decoders, timeout};
 /// party's arrival order (0 for the first), as in CPython.
 pub struct Barrier {
     client: Client,
-    id: u64,
+    id: Target,
     marker: PhantomData<()>,
 }
 

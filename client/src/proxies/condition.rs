@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use crate::client::Client;
+use crate::command::Target;
 use crate::command::{Args, Cmd};
 use crate::error::Result;
 
@@ -58,7 +59,7 @@ use super::wait::{decoders, thread_owner, timeout, Acquired, Held};
 /// waiting is removed from the line of waiters at once: a later `notify` wakes someone alive.
 pub struct Condition {
     client: Client,
-    id: u64,
+    id: Target,
     marker: PhantomData<()>,
 }
 
@@ -207,14 +208,14 @@ impl Condition {
 }
 
 /// A command whose only param after the id is the owner.
-fn owner_cmd(id: u64, method: &'static str, owner: u64) -> Cmd<()> {
+fn owner_cmd(id: Target, method: &'static str, owner: u64) -> Cmd<()> {
     Cmd::object(id, method, decoders::unit, move |a| {
         a.uint(owner);
         Ok(())
     })
 }
 
-fn wait_cmd(id: u64, wait: Option<Duration>, owner: u64) -> Cmd<bool> {
+fn wait_cmd(id: Target, wait: Option<Duration>, owner: u64) -> Cmd<bool> {
     Cmd::object(id, "condition.wait", decoders::flag, move |a| {
         timeout(a, wait);
         a.uint(owner);
@@ -222,7 +223,7 @@ fn wait_cmd(id: u64, wait: Option<Duration>, owner: u64) -> Cmd<bool> {
     })
 }
 
-fn notify_cmd(id: u64, n: usize, owner: u64) -> Cmd<()> {
+fn notify_cmd(id: Target, n: usize, owner: u64) -> Cmd<()> {
     Cmd::object(id, "condition.notify", decoders::unit, move |a| {
         a.uint(n as u64);
         a.uint(owner);

@@ -9,6 +9,7 @@ use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::client::Client;
+use crate::command::Target;
 use crate::command::{decode, Args, Cmd};
 use crate::error::Result;
 
@@ -34,7 +35,7 @@ use crate::error::Result;
 /// ```
 pub struct Dict<K, V> {
     client: Client,
-    id: u64,
+    id: Target,
     marker: PhantomData<fn() -> (K, V)>,
 }
 

@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::client::Client;
+use crate::command::Target;
 use crate::command::{Args, Cmd};
 use crate::error::Result;
 
@@ -28,7 +29,7 @@ use super::wait::{decoders, timeout};
 /// not matter.
 pub struct Event {
     client: Client,
-    id: u64,
+    id: Target,
     marker: PhantomData<()>,
 }
 

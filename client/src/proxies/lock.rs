@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::client::Client;
+use crate::command::Target;
 use crate::command::{Args, Cmd};
 use crate::error::{Error, Result};
 
@@ -72,7 +73,7 @@ use super::wait::{cmd_doc, decoders, thread_owner, timeout, Acquired, Held};
 ///   `ValueError`.
 pub struct Lock {
     client: Client,
-    id: u64,
+    id: Target,
     marker: PhantomData<()>,
 }
 
@@ -111,7 +112,7 @@ super::proxy_common!(Lock[], "lock");
 /// through the other. Use one client per process (clones share it).
 pub struct RLock {
     client: Client,
-    id: u64,
+    id: Target,
     marker: PhantomData<()>,
 }
 
@@ -160,7 +161,7 @@ impl Client {
 /// The acquire command on `kind`'s object `id`: `[id, blocking, timeout, owner]`, and
 /// `owned` after them when given (`None`: the kind's default, owned for every lock kind).
 pub(crate) fn acquire_cmd(
-    id: u64,
+    id: Target,
     method: &'static str,
     blocking: bool,
     wait: Option<Duration>,
@@ -399,10 +400,12 @@ mod tests {
         send::<LockGuard<'static>>();
     }
 
+    const SEVEN: Target = Target { id: 7, run: 1 };
+
     #[test]
     fn acquire_params() {
         let wait = Some(Duration::from_millis(500));
-        let cmd = acquire_cmd(7, "lock.acquire", true, wait, 3, None);
+        let cmd = acquire_cmd(SEVEN, "lock.acquire", true, wait, 3, None);
         let args = cmd.args.unwrap();
         let mut expected = vec![0x07, 0xc3, 0xcb];
         expected.extend_from_slice(&0.5f64.to_be_bytes());
@@ -410,7 +413,7 @@ mod tests {
         assert_eq!(args.bytes(), expected);
         // A non-blocking acquire never sends a timeout (the manager would refuse it).
         let cmd = acquire_cmd(
-            7,
+            SEVEN,
             "lock.acquire",
             false,
             Some(Duration::from_secs(1)),
@@ -419,7 +422,7 @@ mod tests {
         );
         assert_eq!(cmd.args.unwrap().bytes(), [0x07, 0xc2, 0xc0, 0x03]);
         // A guard's acquire says it owns what it takes.
-        let cmd = acquire_cmd(7, "lock.acquire", false, None, 3, Some(true));
+        let cmd = acquire_cmd(SEVEN, "lock.acquire", false, None, 3, Some(true));
         assert_eq!(cmd.args.unwrap().bytes(), [0x07, 0xc2, 0xc0, 0x03, 0xc3]);
     }
 }

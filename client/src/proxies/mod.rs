@@ -177,17 +177,33 @@ macro_rules! proxy_common {
             /// it in a reply) stays held, and it is given back when the last one drops. A
             /// proxy of an id this connection never received holds nothing in the manager:
             /// the object lives as long as its other holders do.
+            ///
+            /// The proxy belongs to the manager run `client` is connected to now: should the
+            /// manager restart, its calls fail with [`Error::OtherRun`](crate::Error::OtherRun)
+            /// rather than reach the object that has its id in the new run.
             pub fn from_id(client: &$crate::Client, id: u64) -> Self {
-                client.proxy_made(id);
+                Self::from_target(client, client.target(id))
+            }
+
+            /// A proxy for the object `target` (the run given, not the client's current one:
+            /// a reply's references are of the run that sent it).
+            pub(crate) fn from_target(client: &$crate::Client, target: $crate::command::Target) -> Self {
+                client.proxy_made(target);
                 $name {
                     client: client.clone(),
-                    id,
+                    id: target,
                     marker: std::marker::PhantomData,
                 }
             }
 
             /// The object's id in its manager.
             pub fn id(&self) -> u64 {
+                self.id.id
+            }
+
+            /// The object and its run, what commands are made for.
+            #[allow(dead_code)]
+            pub(crate) fn target(&self) -> $crate::command::Target {
                 self.id
             }
 
@@ -198,7 +214,7 @@ macro_rules! proxy_common {
 
             /// A reference to the object, as stored inside values.
             pub fn object_ref(&self) -> agora_proto::ObjectRef {
-                agora_proto::ObjectRef::new(Self::KIND, self.id)
+                agora_proto::ObjectRef::new(Self::KIND, self.id.id)
             }
 
             /// A proxy for the referenced object. Fails with
@@ -208,6 +224,16 @@ macro_rules! proxy_common {
                 client: &$crate::Client,
                 r: &agora_proto::ObjectRef,
             ) -> $crate::Result<Self> {
+                Self::from_object_ref_in(client, client.target(r.id), r)
+            }
+
+            /// [`from_object_ref`](Self::from_object_ref) for a reference of the run of
+            /// `target`, whose id is `r`'s.
+            pub(crate) fn from_object_ref_in(
+                client: &$crate::Client,
+                target: $crate::command::Target,
+                r: &agora_proto::ObjectRef,
+            ) -> $crate::Result<Self> {
                 if r.kind != Self::KIND {
                     return Err($crate::Error::WrongKind {
                         id: r.id,
@@ -215,7 +241,7 @@ macro_rules! proxy_common {
                         found: r.kind.clone(),
                     });
                 }
-                Ok(Self::from_id(client, r.id))
+                Ok(Self::from_target(client, target))
             }
 
             /// The object as a [`Token`](crate::Token) string, to hand to another process
@@ -227,12 +253,12 @@ macro_rules! proxy_common {
             /// (300 by default). Take one token per receiver. Fails with
             /// `UnknownObjectError` when the object is gone.
             pub fn token(&self) -> $crate::Result<String> {
-                self.client.export(self.id)?;
+                let run = self.client.export(self.id)?;
                 Ok($crate::Token {
                     kind: Self::KIND.to_owned(),
-                    id: self.id,
+                    id: self.id.id,
                     address: self.client.address().clone(),
-                    run: self.client.manager_run().id.clone(),
+                    run,
                 }
                 .to_string())
             }
@@ -253,9 +279,8 @@ macro_rules! proxy_common {
             pub fn from_token(client: &$crate::Client, token: &str) -> $crate::Result<Self> {
                 let token: $crate::Token = token.parse()?;
                 token.expect_kind(Self::KIND)?;
-                client.expect_run(&token)?;
-                client.adopt(token.id)?;
-                Ok(Self::from_id(client, token.id))
+                let target = client.adopt(&token)?;
+                Ok(Self::from_target(client, target))
             }
         }
 
@@ -269,17 +294,18 @@ macro_rules! proxy_common {
 
         impl<$($param $(: $bound)?),*> Clone for $name<$($param),*> {
             fn clone(&self) -> Self {
-                Self::from_id(&self.client, self.id)
+                Self::from_target(&self.client, self.id)
             }
         }
 
         impl<$($param $(: $bound)?),*> std::fmt::Debug for $name<$($param),*> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "{}({}@{})", $label, self.id, self.client.address())
+                write!(f, "{}({}@{})", $label, self.id.id, self.client.address())
             }
         }
 
-        /// Two proxies are equal when they name the same object of the same manager address.
+        /// Two proxies are equal when they name the same object of the same manager run and
+        /// address.
         impl<$($param $(: $bound)?),*> PartialEq for $name<$($param),*> {
             fn eq(&self, other: &Self) -> bool {
                 self.id == other.id && self.client.address() == other.client.address()
@@ -289,8 +315,13 @@ macro_rules! proxy_common {
         impl<$($param $(: $bound)?),*> Eq for $name<$($param),*> {}
 
         /// Serializes as a reference to the shared object (ext type 1).
+        ///
+        /// Fails for a proxy of another manager run than its client's current one: its id
+        /// names another object (or none) there.
         impl<$($param $(: $bound)?),*> serde::Serialize for $name<$($param),*> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::Error as _;
+                self.client.check_run(self.id).map_err(S::Error::custom)?;
                 $crate::proxies::SharedRef(self.object_ref()).serialize(s)
             }
         }
@@ -301,9 +332,10 @@ macro_rules! proxy_common {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 use serde::de::Error as _;
                 let r = $crate::proxies::SharedRef::deserialize(d)?.0;
-                let client = $crate::proxies::context::current()
+                let (client, run) = $crate::proxies::context::current()
                     .ok_or_else(|| D::Error::custom($crate::proxies::context::NO_CLIENT))?;
-                Self::from_object_ref(&client, &r).map_err(D::Error::custom)
+                let target = $crate::command::Target { id: r.id, run };
+                Self::from_object_ref_in(&client, target, &r).map_err(D::Error::custom)
             }
         }
     };

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tracing::{debug, warn};
 
 use crate::client::Client;
+use crate::command::Target;
 use crate::command::{decode, Args, Cmd};
 use crate::error::{Error, Result};
 
@@ -50,7 +51,7 @@ use super::wait::{thread_owner, timeout};
 /// `Drop` can only log. A guard is not `Send`: the lock belongs to the thread that took it.
 pub struct Mutex<T> {
     client: Client,
-    id: u64,
+    id: Target,
     marker: PhantomData<fn() -> T>,
 }
 
@@ -228,7 +229,7 @@ impl<'a, T: Serialize + DeserializeOwned> MutexGuard<'a, T> {
         Err(Error::Usage(format!(
             "a guard of mutex {} was used in a forked child; it belongs to the process that \
              locked it, which still holds it",
-            self.mutex.id
+            self.mutex.id.id
         )))
     }
 
@@ -279,7 +280,7 @@ impl<T: Serialize + DeserializeOwned> Drop for MutexGuard<'_, T> {
         if self.armed && self.pid != crate::atfork::current_pid() {
             self.armed = false;
             debug!(
-                object = self.mutex.id,
+                object = self.mutex.id.id,
                 "a mutex guard copied into a forked child does nothing"
             );
             return;
@@ -288,9 +289,11 @@ impl<T: Serialize + DeserializeOwned> Drop for MutexGuard<'_, T> {
             Ok(()) => {}
             // The session is gone: the manager unlocked (and poisoned) when it saw it end.
             Err(e) if e.is_disconnected() => {
-                debug!(object = self.mutex.id, error = %e, "unlock skipped: connection closed")
+                debug!(object = self.mutex.id.id, error = %e, "unlock skipped: connection closed")
             }
-            Err(e) => warn!(object = self.mutex.id, error = %e, "unlocking a mutex guard failed"),
+            Err(e) => {
+                warn!(object = self.mutex.id.id, error = %e, "unlocking a mutex guard failed")
+            }
         }
     }
 }

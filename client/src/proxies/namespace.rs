@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::client::Client;
+use crate::command::Target;
 use crate::command::{decode, Args, Cmd};
 use crate::error::Result;
 
@@ -22,7 +23,7 @@ use crate::error::Result;
 /// ```
 pub struct Namespace {
     client: Client,
-    id: u64,
+    id: Target,
     marker: PhantomData<()>,
 }
 

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::client::Client;
+use crate::command::Target;
 use crate::command::{decode, Args, Cmd, Decoder};
 use crate::error::{ErrorName, Result};
 
@@ -82,7 +83,7 @@ use super::wait::{decoders, timeout};
 /// only for its own reply.
 pub struct Queue<T, K = Plain> {
     client: Client,
-    id: u64,
+    id: Target,
     marker: PhantomData<fn() -> (T, K)>,
 }
 
@@ -770,7 +771,7 @@ impl<T, K: QueueKind> Queue<T, K> {
 #[derive(Debug)]
 pub struct QueueIter<'a, T> {
     client: &'a Client,
-    id: u64,
+    id: Target,
     method: &'static str,
     done: bool,
     marker: PhantomData<fn() -> T>,
@@ -795,7 +796,7 @@ impl<T: DeserializeOwned> std::iter::FusedIterator for QueueIter<'_, T> {}
 #[derive(Debug)]
 pub struct QueueBatches<'a, T> {
     client: &'a Client,
-    id: u64,
+    id: Target,
     method: &'static str,
     n: usize,
     done: bool,

@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::client::Client;
+use crate::command::Target;
 use crate::command::{Args, Cmd};
 use crate::error::Result;
 
@@ -46,7 +47,7 @@ use super::wait::{cmd_doc, decoders, timeout, Acquired, Held};
 /// then off any holder's, so it is never given back twice.
 pub struct Semaphore {
     client: Client,
-    id: u64,
+    id: Target,
     marker: PhantomData<()>,
 }
 
@@ -57,7 +58,7 @@ super::proxy_common!(Semaphore[], "semaphore");
 /// [`Semaphore`].
 pub struct BoundedSemaphore {
     client: Client,
-    id: u64,
+    id: Target,
     marker: PhantomData<()>,
 }
 
@@ -151,7 +152,7 @@ impl Client {
 /// `acquire [id, blocking, timeout]`, and `owned` after them when given (`None`: the kind's
 /// default: unowned for a semaphore, owned for a bounded one).
 fn semaphore_acquire_cmd(
-    id: u64,
+    id: Target,
     method: &'static str,
     blocking: bool,
     wait: Option<Duration>,
@@ -292,7 +293,7 @@ impl<'a> SemaphoreGuard<'a> {
     fn new(
         client: &'a Client,
         release: &'static str,
-        id: u64,
+        id: Target,
         got: Acquired,
     ) -> SemaphoreGuard<'a> {
         SemaphoreGuard {

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::list::By;
 use crate::client::Client;
+use crate::command::Target;
 use crate::command::{decode, Args, Cmd};
 use crate::error::{Error, Result};
 
@@ -37,7 +38,7 @@ use crate::error::{Error, Result};
 /// ```
 pub struct Set<T> {
     client: Client,
-    id: u64,
+    id: Target,
     marker: PhantomData<fn() -> T>,
 }
 

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::list::By;
+use crate::command::Target;
 use crate::command::{decode, Args, Cmd};
 use crate::error::{Error, Result};
 
@@ -146,7 +147,7 @@ impl fmt::Display for Slice {
 }
 
 /// `<kind>.getslice [id, start, stop, step]`.
-pub(crate) fn get<T: DeserializeOwned>(id: u64, method: &'static str, s: Slice) -> Cmd<Vec<T>> {
+pub(crate) fn get<T: DeserializeOwned>(id: Target, method: &'static str, s: Slice) -> Cmd<Vec<T>> {
     Cmd::object(id, method, decode::seq, |a| {
         s.encode(a);
         Ok(())
@@ -154,7 +155,7 @@ pub(crate) fn get<T: DeserializeOwned>(id: u64, method: &'static str, s: Slice) 
 }
 
 /// `<kind>.setslice [id, start, stop, step, items]`.
-pub(crate) fn set<T, I>(id: u64, method: &'static str, s: Slice, items: I) -> Cmd<()>
+pub(crate) fn set<T, I>(id: Target, method: &'static str, s: Slice, items: I) -> Cmd<()>
 where
     T: Serialize,
     I: IntoIterator,
@@ -167,7 +168,7 @@ where
 }
 
 /// `<kind>.delslice [id, start, stop, step]`.
-pub(crate) fn del(id: u64, method: &'static str, s: Slice) -> Cmd<()> {
+pub(crate) fn del(id: Target, method: &'static str, s: Slice) -> Cmd<()> {
     Cmd::object(id, method, decode::unit, |a| {
         s.encode(a);
         Ok(())

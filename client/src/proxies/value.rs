@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::client::Client;
+use crate::command::Target;
 use crate::command::{decode, Args, Cmd};
 use crate::error::Result;
 
@@ -26,7 +27,7 @@ use crate::error::Result;
 /// ```
 pub struct Value<T> {
     client: Client,
-    id: u64,
+    id: Target,
     marker: PhantomData<fn() -> T>,
 }
 

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, warn};
 
 use crate::client::Client;
+use crate::command::Target;
 use crate::command::{decode, Args, Cmd, Reply};
 use crate::error::{Error, ErrorName, Result};
 
@@ -121,7 +122,7 @@ fn float(x: f64) -> Vec<u8> {
 pub(crate) struct Held {
     /// The wire method that releases (`lock.release`, ...).
     release: &'static str,
-    id: u64,
+    id: Target,
     /// The owner param of the release (`None` for semaphores, which take none).
     owner: Option<u64>,
     /// The process that acquired; a forked copy of the guard releases nothing.
@@ -133,7 +134,7 @@ pub(crate) struct Held {
 impl Held {
     pub(crate) fn new(
         release: &'static str,
-        id: u64,
+        id: Target,
         owner: Option<u64>,
         acquired: Acquired,
     ) -> Held {
@@ -176,7 +177,7 @@ impl Held {
             return Err(Error::Usage(format!(
                 "a guard of object {} was released in a forked child; it belongs to the \
                  process that acquired it, which still holds it",
-                self.id
+                self.id.id
             )));
         }
         client.run(self.release_cmd())
@@ -191,7 +192,7 @@ impl Held {
         if !self.is_ours() {
             self.armed = false;
             debug!(
-                object = self.id,
+                object = self.id.id,
                 what, "a guard copied into a forked child releases nothing"
             );
             return;
@@ -200,9 +201,9 @@ impl Held {
             Ok(()) => {}
             // The session is gone: the manager released what it held when it saw it end.
             Err(e) if e.is_disconnected() => {
-                debug!(object = self.id, what, error = %e, "release skipped: connection closed")
+                debug!(object = self.id.id, what, error = %e, "release skipped: connection closed")
             }
-            Err(e) => warn!(object = self.id, what, error = %e, "releasing a guard failed"),
+            Err(e) => warn!(object = self.id.id, what, error = %e, "releasing a guard failed"),
         }
     }
 }

@@ -234,3 +234,49 @@ fn a_forked_child_gives_back_what_it_dropped_before_connecting() {
     assert!(!log.iter().any(|l| l.contains("decref [[0")), "{log:?}");
     drop(dropped);
 }
+
+/// After the client followed a restarted manager (another run), the proxies of the old run
+/// send nothing when dropped: their ids may name the new run's objects. Nothing is taken
+/// over on the new connection either.
+#[test]
+fn stale_proxies_give_nothing_back_to_a_new_run() {
+    let m = FakeManager::start();
+    let c = connect(&m);
+    let old = c.list::<i64>().unwrap();
+    *m.run.lock() = "22222222-2222-4222-8222-222222222222".to_owned();
+    assert!(c.call::<_, ()>("test.close", &()).is_err());
+    c.ping().unwrap();
+    assert_eq!(c.manager_run().id, "22222222-2222-4222-8222-222222222222");
+    let err = old.len().unwrap_err();
+    assert!(err.to_string().contains(super::fake::FIRST_RUN), "{err}");
+    drop(old);
+    c.ping().unwrap();
+    let log: Vec<String> = m
+        .logged()
+        .into_iter()
+        .filter(|l| l.starts_with("2: "))
+        .collect();
+    assert!(log.is_empty(), "{log:?}");
+}
+
+/// After a reconnection to the same run, the new connection `incref`s (not `adopt`s: a
+/// handoff this process made is for someone else) the objects of the live proxies, and the
+/// proxies' drops give back what the new connection holds.
+#[test]
+fn a_reconnection_to_the_same_run_increfs_the_live_proxies() {
+    let m = FakeManager::start();
+    let c = connect(&m);
+    let kept = c.list::<i64>().unwrap();
+    let gone = c.list::<i64>().unwrap();
+    drop(gone);
+    assert!(c.call::<_, ()>("test.close", &()).is_err());
+    assert_eq!(kept.len().unwrap(), 0);
+    drop(kept);
+    c.ping().unwrap();
+    let log: Vec<String> = m
+        .logged()
+        .into_iter()
+        .filter(|l| l.starts_with("2: "))
+        .collect();
+    assert_eq!(log, ["2: incref 0", "2: decref [[0, 1]]"]);
+}
