@@ -255,6 +255,7 @@ fn a_python_item_of_the_wrong_type_is_in_the_rust_error() {
         "oops"
     );
     assert_eq!(decode.object(), Some(("queue", numbers.id())));
+    assert_eq!(decode.object_name(), Some("numbers"));
     assert_eq!(decode.method(), Some("queue.get"));
     assert_eq!(decode.found(), "str");
     assert_eq!(decode.expected(), "i64");
@@ -263,6 +264,7 @@ fn a_python_item_of_the_wrong_type_is_in_the_rust_error() {
     for part in [
         "queue.get",
         "queue",
+        "(\"numbers\")",
         "i64",
         "str",
         "\"oops\"",
@@ -309,6 +311,19 @@ fn bulk_reads_name_the_bad_entry() {
     }
     let err = scores.values().unwrap_err();
     assert_eq!(err.as_decode().and_then(|d| d.entry()), Some(1), "{err}");
+    // The name is known to the client that used it, in a pipeline too; a client that only
+    // has the id cannot say it.
+    let mut p = manager.client().pipeline();
+    let items = p.add(scores.items_cmd());
+    let err = p.execute().unwrap().get(items).unwrap_err();
+    assert_eq!(
+        err.as_decode().and_then(|d| d.object_name()),
+        Some("scores")
+    );
+    let stranger = agora::Client::connect(manager.address(), manager.authkey()).unwrap();
+    let by_id = agora::Dict::<String, i64>::from_id(&stranger, scores.id());
+    let err = by_id.items().unwrap_err();
+    assert_eq!(err.as_decode().and_then(|d| d.object_name()), None, "{err}");
     let err = scores.get("bob").unwrap_err();
     assert_eq!(
         err.as_decode().and_then(|d| d.key()),

@@ -152,3 +152,47 @@ fn parked_and_later_calls_agree_that_the_manager_is_gone() {
         assert!(err.is_manager_gone(), "{err:?}");
     }
 }
+
+/// A Unix listener that does not accept and whose listen queue is full (a manager stopped
+/// with SIGSTOP, say): connecting fails after the connect timeout instead of hanging.
+#[test]
+fn the_connect_timeout_bounds_a_unix_connect_to_a_full_queue() {
+    use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.sock");
+    let listener = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    socket::bind(listener.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+    socket::listen(&listener, Backlog::new(0).unwrap()).unwrap();
+    // Fill the queue: connections nobody accepts, until one would wait.
+    let mut queued = Vec::new();
+    loop {
+        let s = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        if socket::connect(s.as_raw_fd(), &UnixAddr::new(&path).unwrap()).is_err() {
+            break;
+        }
+        queued.push(s);
+        assert!(queued.len() < 1000, "the queue never filled");
+    }
+    let address: Address = format!("unix:{}", path.display()).parse().unwrap();
+    let started = Instant::now();
+    let err = Client::connect_with(&address, b"key", &short()).unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(err.to_string().contains("listen queue"), "{err}");
+}

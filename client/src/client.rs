@@ -406,8 +406,61 @@ impl Client {
         // Counted before anything is decoded, and held until the decoding is done.
         let receipt = conn.receipt();
         let _hold = self.count(&cmd.method, &args, &reply, receipt);
+        self.note_names(&cmd.method, &args, &reply, receipt.run);
         self.decoding_in(receipt.run, || (cmd.decode)(reply))
-            .map_err(|e| e.in_call(&cmd.method, args.bytes()))
+            .map_err(|e| self.named_error(e.in_call(&cmd.method, args.bytes()), receipt.run))
+    }
+
+    /// Remembers the names of objects created or looked up by name, and forgets deleted
+    /// ones, so that a decode error can name its object.
+    fn note_names(&self, method: &str, args: &Args, reply: &Reply, run: u64) {
+        if !matches!(method, "create" | "lookup" | "delete") {
+            return;
+        }
+        let Ok(result) = reply else {
+            return;
+        };
+        let params = crate::error::split_values(args.bytes());
+        let str_at = |i: usize| {
+            params
+                .get(i)
+                .and_then(|raw| rmp_serde::from_slice::<String>(raw).ok())
+        };
+        match method {
+            "create" => {
+                if let (Some(name), Some(id)) = (str_at(1), agora_proto::params::int_u64(result)) {
+                    self.inner.refs.named(id, run, &name);
+                }
+            }
+            "lookup" => {
+                let found = rmp_serde::from_slice::<(String, u64)>(result).ok();
+                if let (Some(name), Some((_, id))) = (str_at(0), found) {
+                    self.inner.refs.named(id, run, &name);
+                }
+            }
+            "delete" => {
+                if let Some(name) = str_at(0) {
+                    self.inner.refs.unnamed(&name);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds the object's name to a decode error, if the client knows it.
+    pub(crate) fn named_error(&self, e: Error, run: u64) -> Error {
+        match e {
+            Error::Decode(mut d) => {
+                if let Some(name) = d
+                    .object()
+                    .and_then(|(_, id)| self.inner.refs.name_of(id, run))
+                {
+                    d.set_object_name(name);
+                }
+                Error::Decode(d)
+            }
+            e => e,
+        }
     }
 
     /// Counts the references the manager counted for this connection in answering `method`
@@ -538,6 +591,7 @@ impl Client {
         let mut hold = Hold::default();
         for ((method, args), reply) in calls.iter().zip(&replies) {
             hold.merge(self.count(method, args, reply, receipt));
+            self.note_names(method, args, reply, receipt.run);
         }
         Ok((replies, hold))
     }

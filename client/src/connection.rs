@@ -78,7 +78,10 @@ enum Stream {
 impl Stream {
     fn connect(address: &Address, timeout: Option<Duration>) -> io::Result<Stream> {
         match address {
-            Address::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
+            Address::Unix(path) => match timeout {
+                None => UnixStream::connect(path).map(Stream::Unix),
+                Some(timeout) => connect_unix(path, timeout).map(Stream::Unix),
+            },
             Address::Tcp(host_port) => {
                 let s = match timeout {
                     None => TcpStream::connect(host_port.as_str())?,
@@ -132,6 +135,48 @@ impl Stream {
         match self {
             Stream::Unix(s) => s.as_raw_fd(),
             Stream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// Connects to the Unix socket at `path`, waiting at most `timeout` for room in its listen
+/// queue. A blocking connect to a listener whose queue is full (a manager that stopped
+/// accepting: stopped with SIGSTOP, hung) waits without limit; a non-blocking one fails with
+/// `EAGAIN` at once, so it is tried again, with a growing pause, until the time is up.
+fn connect_unix(path: &std::path::Path, timeout: Duration) -> io::Result<UnixStream> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+
+    let addr = UnixAddr::new(path).map_err(io::Error::from)?;
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        match socket::connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => {
+                let stream = UnixStream::from(fd);
+                stream.set_nonblocking(false)?;
+                return Ok(stream);
+            }
+            Err(nix::errno::Errno::EAGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(nix::errno::Errno::EAGAIN) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "its listen queue stayed full for {timeout:?} (the manager is not \
+                         accepting: stopped or hung?)"
+                    ),
+                ))
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }

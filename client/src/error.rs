@@ -346,6 +346,8 @@ impl From<DecodeError> for Error {
 pub struct DecodeError {
     method: Option<String>,
     object: Option<(String, u64)>,
+    /// The object's name, when this client knows it (it created or looked it up by name).
+    name: Option<String>,
     key: Option<String>,
     entry: Option<usize>,
     entry_key: Option<String>,
@@ -362,6 +364,7 @@ impl DecodeError {
         DecodeError {
             method: None,
             object: None,
+            name: None,
             key: None,
             entry: None,
             entry_key: None,
@@ -421,6 +424,17 @@ impl DecodeError {
         self.object.as_ref().map(|(kind, id)| (kind.as_str(), *id))
     }
 
+    /// The name of the object the call was on, when the client knows it: the object was
+    /// created or looked up by name through this client.
+    pub fn object_name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Names the object, for the message.
+    pub(crate) fn set_object_name(&mut self, name: String) {
+        self.name = Some(name);
+    }
+
     /// The key or index the call named (a dict key, a list index), as text.
     pub fn key(&self) -> Option<&str> {
         self.key.as_deref()
@@ -455,7 +469,7 @@ impl DecodeError {
 
 /// The first two params of a call (the object id and the key, for the calls that have one),
 /// from the params encoded one after the other without an array header.
-fn split_values(mut params: &[u8]) -> Vec<&[u8]> {
+pub(crate) fn split_values(mut params: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
     while out.len() < 2 {
         let Some(len) = agora_proto::scanner::value_len(params).filter(|&n| n > 0) else {
@@ -532,7 +546,12 @@ impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("cannot decode ")?;
         match (&self.method, &self.object) {
-            (Some(method), Some((kind, id))) => write!(f, "the reply of {method} on {kind} {id}")?,
+            (Some(method), Some((kind, id))) => {
+                write!(f, "the reply of {method} on {kind} {id}")?;
+                if let Some(name) = &self.name {
+                    write!(f, " ({name:?})")?;
+                }
+            }
             (Some(method), None) => write!(f, "the reply of {method}")?,
             _ => f.write_str("a value")?,
         }

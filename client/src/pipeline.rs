@@ -236,7 +236,9 @@ impl Replies {
         self.client
             .decoding_in(self.run, || (handle.decode)(reply))
             .map_err(|e| match self.calls.get(handle.index) {
-                Some((method, params)) => e.in_call(method, params),
+                Some((method, params)) => {
+                    self.client.named_error(e.in_call(method, params), self.run)
+                }
                 None => e,
             })
     }

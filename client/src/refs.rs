@@ -161,6 +161,9 @@ struct Table {
     run: u64,
     /// The runs this client has been connected to, newest last (a few), for messages.
     runs: Vec<ManagerRun>,
+    /// The names of the objects of this run the client created or looked up by name, for
+    /// messages (a decode error names its object). Forgotten when one is deleted by name.
+    names: HashMap<u64, String, BuildHasherDefault<IdHasher>>,
     entries: HashMap<u64, Entry, BuildHasherDefault<IdHasher>>,
     /// Ids that may be due for a `decref`, checked again when written.
     pending: Vec<u64>,
@@ -304,6 +307,7 @@ impl Refs {
                 serial,
                 run: run.key(),
                 runs: vec![run.clone()],
+                names: HashMap::default(),
                 entries: HashMap::default(),
                 pending: Vec::new(),
                 inherited: Vec::new(),
@@ -457,6 +461,7 @@ impl Refs {
             t.forget_received();
         } else {
             t.run = key;
+            t.names.clear();
             t.entries.clear();
             t.pending.clear();
             t.inherited.clear();
@@ -467,6 +472,26 @@ impl Refs {
         }
         self.pending.store(false, Ordering::SeqCst);
         true
+    }
+
+    /// Object `id` of run `run` is called `name`.
+    pub(crate) fn named(&self, id: u64, run: u64, name: &str) {
+        self.with(|t| {
+            if t.run == run && t.names.get(&id).map(String::as_str) != Some(name) {
+                t.names.insert(id, name.to_owned());
+            }
+        });
+    }
+
+    /// The object called `name` was deleted.
+    pub(crate) fn unnamed(&self, name: &str) {
+        self.with(|t| t.names.retain(|_, n| n != name));
+    }
+
+    /// The name of object `id` of run `run`, if the client knows it.
+    pub(crate) fn name_of(&self, id: u64, run: u64) -> Option<String> {
+        self.with(|t| (t.run == run).then(|| t.names.get(&id).cloned()).flatten())
+            .flatten()
     }
 
     /// The run whose [`ManagerRun::key`] is `key`, if this client was connected to it.
