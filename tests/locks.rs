@@ -59,6 +59,35 @@ fn lock_basics() {
         .is(ErrorName::TypeError));
 }
 
+/// A guard's drop sends its release without waiting for the reply; every later call of the
+/// process comes after it in the manager, and many drops in a row (more than the client lets
+/// go unread) neither hang nor lose a release.
+#[test]
+fn dropped_guards_release_before_any_later_call() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let lock = manager.lock().unwrap();
+    for _ in 0..200 {
+        drop(lock.acquire().unwrap());
+        assert!(!lock.is_locked().unwrap());
+    }
+    // Another thread of the process, on the same connection, finds it free at once.
+    drop(lock.acquire().unwrap());
+    let other = lock.clone();
+    let got = std::thread::spawn(move || other.try_acquire().map(|g| g.is_some()))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert!(got);
+
+    const PERMITS: usize = 3_000;
+    let sem = manager.semaphore(PERMITS).unwrap();
+    let guards: Vec<_> = (0..PERMITS).map(|_| sem.acquire().unwrap()).collect();
+    assert_eq!(sem.get_value().unwrap(), 0);
+    drop(guards);
+    assert_eq!(sem.get_value().unwrap(), PERMITS);
+}
+
 /// An rlock belongs to one thread even when threads share one connection: the owner id tells
 /// them apart.
 #[test]

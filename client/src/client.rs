@@ -463,6 +463,19 @@ impl Client {
         }
     }
 
+    /// Sends `cmd` without waiting for its reply (a release from a guard's `Drop`), on the
+    /// connection this process has now; nothing is sent on a broken connection or for an
+    /// object of another run: the session that held what it releases is gone, and the
+    /// manager released it. See `Connection::send_detached`.
+    pub(crate) fn run_detached(&self, cmd: Cmd<()>) -> Result<()> {
+        let args = cmd.args?;
+        let conn = self.inner.conn.get();
+        if !conn.is_live() || (cmd.run != 0 && cmd.run != conn.run_key()) {
+            return Ok(());
+        }
+        conn.send_detached(&cmd.method, &args)
+    }
+
     /// Counts the references the manager counted for this connection in answering `method`
     /// (`PROTOCOL.md`, 3.2): the id a `create` returns, the object of an `incref` or `adopt`,
     /// and every reference in a successful result. Most results hold none, which a byte check

@@ -29,7 +29,7 @@
 //! the reason is recorded, the socket is shut down so that a blocked reader wakes up, and every
 //! waiter, present and future, gets [`Error::Disconnected`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -62,6 +62,11 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// Numbers the connections of a process (see [`Connection::serial`]).
 static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// Detached calls whose replies may be unread at once: past this, a detached call waits for
+/// its reply like any other, so that a program releasing many guards without making a call
+/// in between never lets unread replies pile up until the manager stops reading it.
+const MAX_DETACHED: usize = 1024;
 
 /// A request buffer grown past this is released after use, so that one huge call does not
 /// pin its memory for the life of the connection.
@@ -254,6 +259,9 @@ struct State {
     next_msgid: u32,
     /// Every msgid sent and not yet collected; `Some` once its response has been filed.
     pending: HashMap<u32, Option<Response>, BuildHasherDefault<MsgidHasher>>,
+    /// Msgids sent by [`Connection::send_detached`]: nobody waits for their replies, which
+    /// are dropped when read (an error is logged).
+    detached: HashSet<u32, BuildHasherDefault<MsgidHasher>>,
     /// True while some thread holds the reader role.
     reading: bool,
     /// Why the connection is unusable, once it is.
@@ -305,6 +313,9 @@ impl State {
         loop {
             let id = self.next_msgid;
             self.next_msgid = self.next_msgid.wrapping_add(1);
+            if self.detached.contains(&id) {
+                continue;
+            }
             if let std::collections::hash_map::Entry::Vacant(slot) = self.pending.entry(id) {
                 slot.insert(None);
                 return id;
@@ -435,6 +446,7 @@ impl Connection {
             state: Mutex::new(State {
                 next_msgid: 0,
                 pending: HashMap::default(),
+                detached: HashSet::default(),
                 reading: false,
                 broken: None,
                 after_notice: false,
@@ -623,6 +635,42 @@ impl Connection {
         }
         self.after_call();
         reply
+    }
+
+    /// Sends a call without waiting for its reply: for a release from a guard's `Drop`, whose
+    /// caller goes on at once (the lock passes to the next waiter while it does). The
+    /// manager runs the calls of a connection in the order they arrive, so every later call
+    /// of this process comes after it. The reply is read with the next call's, and dropped
+    /// (an error reply is logged). Fails only when the request could not be sent.
+    pub(crate) fn send_detached(&self, method: &str, args: &Args) -> Result<()> {
+        let id = {
+            let mut state = self.state.lock();
+            if let Some(reason) = &state.broken {
+                return Err(self.disconnected(reason));
+            }
+            if state.detached.len() >= MAX_DETACHED {
+                None
+            } else {
+                let id = state.register();
+                state.pending.remove(&id);
+                state.detached.insert(id);
+                Some(id)
+            }
+        };
+        let Some(id) = id else {
+            return self.call_until(method, args, None).map(drop);
+        };
+        let mut refused = None;
+        let sent = self.send(|out| {
+            if let Err(e) = self.write_checked(out, id, method, args) {
+                refused = Some(e);
+            }
+        });
+        if let Some(e) = sent.err().or(refused) {
+            self.state.lock().detached.remove(&id);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Many calls in one write, then every reply, in order. Fails as a whole only when the
@@ -912,9 +960,15 @@ impl Connection {
     /// Files responses for other threads and wakes them.
     fn file(&self, responses: &mut Vec<(u32, Response)>) {
         let mut state = self.state.lock();
+        let state = &mut *state;
         for (id, response) in responses.drain(..) {
             match state.pending.get_mut(&id) {
                 Some(slot) => *slot = Some(response),
+                None if state.detached.remove(&id) => {
+                    if let Err(e) = response.into_reply() {
+                        warn!(msgid = id, error = %e, "a call sent without waiting failed");
+                    }
+                }
                 None => warn!(
                     msgid = id,
                     "dropping a response to a msgid that no call is waiting for"
@@ -1182,13 +1236,16 @@ mod tests {
         let mut state = State {
             next_msgid: u32::MAX,
             pending: HashMap::default(),
+            detached: HashSet::default(),
             reading: false,
             broken: None,
             after_notice: false,
         };
         state.pending.insert(0, None);
+        state.detached.insert(2);
         assert_eq!(state.register(), u32::MAX);
         assert_eq!(state.register(), 1);
+        assert_eq!(state.register(), 3, "a detached call's msgid is in use too");
     }
 
     #[test]

@@ -237,8 +237,8 @@ fn notify_cmd(id: Target, n: usize, owner: u64) -> Cmd<()> {
 /// Not `Send`: the lock belongs to the thread that acquired it.
 ///
 /// # Drop and panics
-/// As for [`LockGuard`](super::LockGuard): dropping releases (also while unwinding from a
-/// panic, logging a failure); if the process dies or exits holding it, the manager releases
+/// As for [`LockGuard`](super::LockGuard): dropping releases without waiting for the answer
+/// (also while unwinding from a panic, logging a failure); if the process dies or exits holding it, the manager releases
 /// it and tells the next acquirer. A guard copied into a forked child releases nothing.
 #[derive(Debug)]
 #[must_use = "the lock is released as soon as the guard is dropped"]

@@ -330,8 +330,8 @@ macro_rules! lock_methods {
                 self.held.is_owner_dead()
             }
 
-            /// Releases now and reports the outcome (dropping the guard releases too, but can
-            /// only log a failure).
+            /// Releases now, waiting for the manager's answer, and reports the outcome
+            /// (dropping the guard releases too, without waiting, and can only log a failure).
             pub fn unlock(mut self) -> Result<()> {
                 self.held.release(&self.lock.client)
             }
@@ -356,9 +356,13 @@ lock_methods!(RLock, RLockGuard, "rlock");
 /// Holds a [`Lock`]; releases it when dropped.
 ///
 /// # Drop and panics
-/// Dropping the guard releases the lock with one call to the manager, also while the thread
-/// unwinds from a panic (a failure is logged with `tracing`, since `Drop` cannot return it;
-/// use [`unlock`](LockGuard::unlock) to see it). If the process dies instead, or exits with
+/// Dropping the guard releases the lock with one request to the manager that it does not
+/// wait for: the thread goes on while the manager hands the lock to the next waiter, and
+/// every later call of this process (of any thread) reaches the manager after the release.
+/// [`unlock`](LockGuard::unlock) waits for the manager's answer instead: use it when a
+/// process must find the lock free as soon as this one signals it through something agora
+/// does not carry (a pipe, its exit), or to see a failure, which a drop can only log with
+/// `tracing`. Dropping releases also while the thread unwinds from a panic. If the process dies instead, or exits with
 /// the guard alive (`std::process::exit` runs no destructors), the manager releases the lock
 /// when the connection closes and tells the next acquirer ([`LockGuard::is_owner_dead`]).
 ///

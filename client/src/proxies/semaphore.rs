@@ -277,8 +277,10 @@ semaphore_methods!(BoundedSemaphore, "bounded_semaphore");
 /// One permit of a [`Semaphore`] or [`BoundedSemaphore`]; given back when dropped.
 ///
 /// # Drop and panics
-/// Dropping the guard releases the permit with one call, also while the thread unwinds from a
-/// panic (a failure is logged; [`release`](SemaphoreGuard::release) reports it). If the
+/// Dropping the guard releases the permit with one request it does not wait for, as a
+/// [`LockGuard`](super::LockGuard) does (every later call of this process comes after it),
+/// also while the thread unwinds from a panic (a failure is logged;
+/// [`release`](SemaphoreGuard::release) waits for the answer and reports it). If the
 /// process dies or exits with the guard alive, the manager gives the permit back when the
 /// connection closes and tells the next acquirer. A guard copied into a forked child releases
 /// nothing there.

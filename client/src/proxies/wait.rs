@@ -197,7 +197,9 @@ impl Held {
             );
             return;
         }
-        match self.release(client) {
+        self.armed = false;
+        // Not waited for: the caller goes on while the manager passes the lock on.
+        match client.run_detached(self.release_cmd()) {
             Ok(()) => {}
             // The session is gone: the manager released what it held when it saw it end.
             Err(e) if e.is_disconnected() => {
