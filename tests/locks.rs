@@ -228,9 +228,33 @@ fn assert_disjoint(mut intervals: Vec<Interval>) {
     }
 }
 
+/// The critical section as two chains: the entry check with the acquire, the exit check with
+/// the release; what is recorded lies inside the time the lock was held.
+fn critical_chained(
+    lock: &agora::Lock,
+    counter: &Value<i64>,
+    inside: &Value<i64>,
+    rng: &mut Rng,
+) -> agora::Result<Interval> {
+    let (guard, before) = lock.acquire_then(inside.fetch_add_cmd(1))?;
+    let start = mono_ns();
+    assert_eq!(before, 0, "two holders inside the critical section at once");
+    let n = counter.get()?;
+    if rng.below(8) == 0 {
+        std::thread::sleep(Duration::from_micros(rng.below(300)));
+    }
+    counter.set(&(n + 1))?;
+    let end = mono_ns();
+    let after = guard.unlock_after(inside.fetch_add_cmd(-1))?;
+    assert_eq!(after, 1, "another holder entered meanwhile");
+    Ok((start, end))
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Guarded {
     Lock,
+    /// A lock entered with `acquire_then` and left with `unlock_after`.
+    Chained,
     RLock,
     Semaphore,
 }
@@ -261,6 +285,7 @@ fn mutual_exclusion_across_processes(kind: Guarded) {
                             let _g = lock.acquire()?;
                             critical(&counter, &inside, &mut rng)?
                         }
+                        Guarded::Chained => critical_chained(&lock, &counter, &inside, &mut rng)?,
                         Guarded::RLock => {
                             let _outer = rlock.acquire()?;
                             let _inner = rlock.acquire()?;
@@ -295,6 +320,54 @@ fn mutual_exclusion_across_processes(kind: Guarded) {
 fn lock_excludes_across_processes() {
     let _serial = serial();
     mutual_exclusion_across_processes(Guarded::Lock);
+}
+
+#[test]
+fn chained_critical_sections_exclude_across_processes() {
+    let _serial = serial();
+    mutual_exclusion_across_processes(Guarded::Chained);
+}
+
+/// `acquire_then` and `unlock_after`: one round trip each, the call runs under the lock, a
+/// timeout runs nothing, and a failing call still releases.
+#[test]
+fn chains_enter_and_leave_a_critical_section() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let lock = manager.lock().unwrap();
+    let value = manager.value(&10i64).unwrap();
+    let (guard, got) = lock.acquire_then(value.get_cmd()).unwrap();
+    assert_eq!(got, 10);
+    assert!(!guard.is_owner_dead());
+    assert!(lock.is_locked().unwrap());
+    // Taken: a timed chain runs nothing.
+    let other = manager.client().clone();
+    let (lock2, value2) = (
+        agora::Lock::from_id(&other, lock.id()),
+        Value::<i64>::from_id(&other, value.id()),
+    );
+    let timed = std::thread::spawn(move || {
+        lock2
+            .acquire_timeout_then(Duration::from_millis(50), value2.set_cmd(&666))
+            .map(|r| r.is_none())
+    });
+    assert!(timed.join().unwrap().unwrap());
+    guard.unlock_after(value.set_cmd(&11)).unwrap();
+    assert!(!lock.is_locked().unwrap());
+    assert_eq!(value.get().unwrap(), 11);
+
+    // A call that fails: the lock is released all the same, the error returned.
+    let dict = manager.dict::<String, i64>().unwrap();
+    let (guard, _) = lock.acquire_then(value.get_cmd()).unwrap();
+    let err = guard.unlock_after(dict.getitem_cmd("missing")).unwrap_err();
+    assert!(err.is(ErrorName::KeyError), "{err:?}");
+    assert!(!lock.is_locked().unwrap());
+    let err = lock.acquire_then(dict.getitem_cmd("missing")).unwrap_err();
+    assert!(err.is(ErrorName::KeyError), "{err:?}");
+    assert!(
+        !lock.is_locked().unwrap(),
+        "released when the first call failed"
+    );
 }
 
 #[test]

@@ -373,12 +373,8 @@ impl Client {
     /// With a [`ConnectOptions::call_timeout`], a call the manager does not park fails with
     /// [`Error::Timeout`] when no reply came in time.
     pub fn run<T>(&self, cmd: Cmd<T>) -> Result<T> {
-        let deadline = self
-            .inner
-            .options
-            .call_timeout
-            .filter(|_| !agora_proto::methods::may_wait(&cmd.method));
-        self.run_until(cmd, deadline)
+        let decode = cmd.decode;
+        self.run_decoding(cmd, decode)
     }
 
     /// As [`Client::run`], failing with [`Error::Timeout`] if the reply has not come within
@@ -397,6 +393,32 @@ impl Client {
 
     /// Runs `cmd` on `conn`, unless it is for an object of another run.
     fn run_on<T>(&self, conn: &Connection, cmd: Cmd<T>, timeout: Option<Duration>) -> Result<T> {
+        let decode = cmd.decode;
+        self.run_on_with(conn, cmd, timeout, decode)
+    }
+
+    /// [`Client::run`] with the reply decoded by `decode` rather than by the command's own
+    /// decoder (a chain, whose reply holds several calls' results).
+    pub(crate) fn run_decoding<T, R>(
+        &self,
+        cmd: Cmd<T>,
+        decode: impl FnOnce(Reply) -> Result<R>,
+    ) -> Result<R> {
+        let deadline = self.inner.options.call_timeout.filter(|_| {
+            let params = cmd.args.as_ref().map_or(&[][..], |a| a.bytes());
+            !agora_proto::methods::request_may_wait(&cmd.method, params)
+        });
+        let conn = self.connection()?;
+        self.run_on_with(&conn, cmd, deadline, decode)
+    }
+
+    fn run_on_with<T, R>(
+        &self,
+        conn: &Connection,
+        cmd: Cmd<T>,
+        timeout: Option<Duration>,
+        decode: impl FnOnce(Reply) -> Result<R>,
+    ) -> Result<R> {
         let args = cmd.args?;
         if cmd.run != 0 && cmd.run != conn.run_key() {
             return Err(self.stale(cmd.run, conn));
@@ -407,7 +429,7 @@ impl Client {
         let receipt = conn.receipt();
         let _hold = self.count(&cmd.method, &args, &reply, receipt);
         self.note_names(&cmd.method, &args, &reply, receipt.run);
-        self.decoding_in(receipt.run, || (cmd.decode)(reply))
+        self.decoding_in(receipt.run, || decode(reply))
             .map_err(|e| self.named_error(e.in_call(&cmd.method, args.bytes()), receipt.run))
     }
 

@@ -222,7 +222,7 @@ impl Response {
 }
 
 /// Reads the `[name, message]` error field; anything else is kept as text rather than lost.
-fn remote_error(raw: &[u8]) -> Error {
+pub(crate) fn remote_error(raw: &[u8]) -> Error {
     let value = agora_proto::value::decode(raw).unwrap_or(rmpv::Value::Nil);
     if let rmpv::Value::Array(items) = &value {
         if let [name, message] = items.as_slice() {
@@ -628,7 +628,11 @@ impl Connection {
         }
         let until = deadline.map(|(at, after)| Deadline { at, after, method });
         let reply = self
-            .wait(id, agora_proto::methods::may_wait(method), until.as_ref())
+            .wait(
+                id,
+                agora_proto::methods::request_may_wait(method, args.bytes()),
+                until.as_ref(),
+            )
             .and_then(Response::into_reply);
         if let Err(e) = &reply {
             self.note_shutdown(e);
@@ -700,7 +704,9 @@ impl Connection {
         }
         refused.resize_with(ids.len(), || None);
         // Wait for every id even after a failure, so that none stays in the pending table.
-        let may_wait = calls.iter().any(|(m, _)| agora_proto::methods::may_wait(m));
+        let may_wait = calls
+            .iter()
+            .any(|(m, a)| agora_proto::methods::request_may_wait(m, a.bytes()));
         let mut replies = Vec::with_capacity(calls.len());
         let mut failure = sent.err();
         for (id, refused) in ids.into_iter().zip(refused) {

@@ -152,6 +152,7 @@
 mod address;
 mod atfork;
 pub mod baseline;
+mod chain;
 mod client;
 mod command;
 mod connection;

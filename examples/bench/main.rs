@@ -196,6 +196,7 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         chart.draw()?;
         println!("chart written to {}", chart.path.display());
         if let (Some(dir), Some(file)) = (&o.charts, chart.path.file_name()) {
+            std::fs::create_dir_all(dir)?;
             std::fs::copy(&chart.path, dir.join(file))?;
             println!("chart copied to {}", dir.join(file).display());
         }

@@ -43,6 +43,7 @@
 //! `agora` crate's `Manager::spawn`.
 
 pub mod auth;
+pub mod chain;
 pub mod config;
 pub mod dispatch;
 pub mod lifecycle;

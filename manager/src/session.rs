@@ -35,6 +35,7 @@ use agora_proto::{
 };
 
 use crate::auth;
+use crate::chain;
 use crate::dispatch;
 use crate::lifecycle::{Caller, Holdings, Outcome, Parked, Reply, SessionId, Ticket};
 use crate::registry::Reach;
@@ -72,8 +73,8 @@ enum Next {
 enum Step {
     /// Answered (the result follows the response header in the output buffer).
     Answered(Next),
-    /// Parked: answered later.
-    Parked(Parked),
+    /// Parked: answered later (with the rest of its chain, if it is a chain's first call).
+    Parked(Parked, Option<chain::Rest>),
 }
 
 /// The output of a parked call's task: the msgid, the reply, and the ticket to give the reply
@@ -90,6 +91,8 @@ pub struct Session {
     challenge: Option<[u8; auth::CHALLENGE_LEN]>,
     parked: JoinSet<ParkedOutput>,
     parked_msgids: HashMap<Id, u32>,
+    /// The rest of the chains whose first call is parked, by its task.
+    chains: HashMap<Id, chain::Rest>,
     /// What this connection holds (locks, permits), released when it closes.
     holdings: Arc<Holdings>,
     /// The objects this connection has resolved, and those it holds.
@@ -105,6 +108,7 @@ impl Session {
             challenge: None,
             parked: JoinSet::new(),
             parked_msgids: HashMap::new(),
+            chains: HashMap::new(),
             holdings: Holdings::new(),
             reach: Reach::default(),
         }
@@ -189,9 +193,9 @@ impl Session {
                 return Next::Close;
             }
             Ok(Step::Answered(next)) => return next,
-            Ok(Step::Parked(parked)) => {
+            Ok(Step::Parked(parked, rest)) => {
                 out.truncate(start);
-                match self.park(parked) {
+                match self.park(parked, rest) {
                     Ok(()) => return Next::Continue,
                     Err(err) => err,
                 }
@@ -220,7 +224,7 @@ impl Session {
     }
 
     /// Starts waiting for a parked call's reply, within the in-flight limit.
-    fn park(&mut self, parked: Parked) -> Result<(), CallError> {
+    fn park(&mut self, parked: Parked, rest: Option<chain::Rest>) -> Result<(), CallError> {
         if self.parked.len() >= self.shared.config.max_in_flight {
             // Dropping the parked call takes its waiter out of line.
             drop(parked);
@@ -235,6 +239,9 @@ impl Session {
         let msgid = parked.msgid;
         let task = self.parked.spawn(parked.reply());
         self.parked_msgids.insert(task.id(), msgid);
+        if let Some(rest) = rest {
+            self.chains.insert(task.id(), rest);
+        }
         Ok(())
     }
 
@@ -282,6 +289,7 @@ impl Session {
                 info!("shutdown requested");
                 Ok(Step::Answered(Next::Shutdown))
             }
+            "chain" => self.chain(msgid, p, out),
             _ => {
                 let holdings = self.holdings.clone();
                 // Another connection's call finished this connection's close: its client left,
@@ -297,11 +305,90 @@ impl Session {
                 let registry = &self.shared.registry;
                 match dispatch::call(registry, &mut self.reach, method, p, &caller, out)? {
                     Outcome::Done => Ok(Step::Answered(Next::Continue)),
-                    Outcome::Parked(park) => {
-                        Ok(Step::Parked(Parked::new(msgid, park, caller.holder())))
-                    }
+                    Outcome::Parked(park) => Ok(Step::Parked(
+                        Parked::new(msgid, park, caller.holder()),
+                        None,
+                    )),
                 }
             }
+        }
+    }
+
+    /// Runs a chain (see [`chain`]): its first call, and the others now or, if the first
+    /// parks, when its reply is written ([`Session::write_parked`]).
+    fn chain(&mut self, msgid: u32, p: &Params, out: &mut Vec<u8>) -> Result<Step, CallError> {
+        let mut calls = chain::parse(p)?.into_iter();
+        let holdings = self.holdings.clone();
+        // As for a single call: a departed connection runs nothing more.
+        let Some(_serving) = holdings.serve() else {
+            return Ok(Step::Answered(Next::Close));
+        };
+        encode::array_header(out, calls.len());
+        let Some((method, params)) = calls.next() else {
+            return Err(CallError::runtime("a chain with no call"));
+        };
+        let first_waits = agora_proto::methods::may_wait(&method);
+        let entry = out.len();
+        chain::begin_ok(out);
+        let result = out.len();
+        let caller = Caller {
+            session: self.id,
+            holdings: &self.holdings,
+        };
+        let registry = &self.shared.registry;
+        match dispatch::call(registry, &mut self.reach, &method, &params, &caller, out) {
+            Ok(Outcome::Done) => {
+                let go = chain::goes_on(first_waits, &out[result..]);
+                self.run_rest(calls, go, out);
+            }
+            Ok(Outcome::Parked(park)) => {
+                let parked = Parked::new(msgid, park, caller.holder());
+                let rest = chain::Rest {
+                    calls: calls.collect(),
+                    first_waits,
+                };
+                return Ok(Step::Parked(parked, Some(rest)));
+            }
+            Err(e) => {
+                out.truncate(entry);
+                chain::failed(out, &e);
+                self.run_rest(calls, false, out);
+            }
+        }
+        Ok(Step::Answered(Next::Continue))
+    }
+
+    /// Appends the entries of a chain's calls after the first: each run if `go`, each `nil`
+    /// (not run) otherwise. None of them waits ([`chain::parse`] refuses those that may).
+    fn run_rest(
+        &mut self,
+        calls: impl IntoIterator<Item = (String, Params)>,
+        go: bool,
+        out: &mut Vec<u8>,
+    ) {
+        for (method, params) in calls {
+            if !go {
+                chain::skipped(out);
+                continue;
+            }
+            let entry = out.len();
+            chain::begin_ok(out);
+            let caller = Caller {
+                session: self.id,
+                holdings: &self.holdings,
+            };
+            let registry = &self.shared.registry;
+            let failure =
+                match dispatch::call(registry, &mut self.reach, &method, &params, &caller, out) {
+                    Ok(Outcome::Done) => continue,
+                    // Dropping the parked call takes its waiter out of line.
+                    Ok(Outcome::Parked(_)) => CallError::runtime(format!(
+                        "{method} waited in a chain, where only the first call may"
+                    )),
+                    Err(e) => e,
+                };
+            out.truncate(entry);
+            chain::failed(out, &failure);
         }
     }
 
@@ -337,6 +424,9 @@ impl Session {
         out: &mut Vec<u8>,
     ) -> Option<(Reply, Ticket)> {
         self.parked_msgids.remove(&id);
+        if let Some(rest) = self.chains.remove(&id) {
+            return self.write_parked_chain(msgid, reply, ticket, rest, out);
+        }
         match &reply {
             Ok(grant) => {
                 encode::response_ok(out, msgid, &[]);
@@ -356,9 +446,45 @@ impl Session {
         }
     }
 
+    /// [`Session::write_parked`] for a chain whose first call was parked: its entry, then the
+    /// others, run now (if it got what it waited for and the connection still serves).
+    fn write_parked_chain(
+        &mut self,
+        msgid: u32,
+        reply: Reply,
+        ticket: Ticket,
+        rest: chain::Rest,
+        out: &mut Vec<u8>,
+    ) -> Option<(Reply, Ticket)> {
+        encode::response_ok(out, msgid, &[]);
+        encode::array_header(out, 1 + rest.calls.len());
+        let holdings = self.holdings.clone();
+        let serving = holdings.serve();
+        match &reply {
+            Ok(grant) => {
+                chain::begin_ok(out);
+                let start = out.len();
+                grant.encode(out);
+                let (registry, reach) = (&self.shared.registry, &mut self.reach);
+                if registry.reaper().any_nested() {
+                    registry.count_refs(&mut reach.cache, &mut reach.held, &out[start..]);
+                }
+                let go = serving.is_some() && chain::goes_on(rest.first_waits, &out[start..]);
+                self.run_rest(rest.calls, go, out);
+                Some((reply, ticket))
+            }
+            Err(err) => {
+                chain::failed(out, err);
+                self.run_rest(rest.calls, false, out);
+                None
+            }
+        }
+    }
+
     /// Answers a parked call whose task failed (a bug: it is reported, not hidden).
     fn parked_failed(&mut self, e: &tokio::task::JoinError, out: &mut Vec<u8>) {
         tracing::error!(error = %e, "a parked call failed");
+        self.chains.remove(&e.id());
         if let Some(msgid) = self.parked_msgids.remove(&e.id()) {
             let err = CallError::runtime(format!("internal error in the manager: {e}"));
             encode::response_err(out, msgid, &err);

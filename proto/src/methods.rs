@@ -170,6 +170,7 @@ const SESSION_AND_REGISTRY: &[MethodSpec] = methods!(None, "":
     "decref" "[[id, count], ...]";
     "export" "[id]";
     "adopt" "[id]";
+    "chain" "[[method, params], ...]";
     "shutdown" "[]";
 );
 
@@ -499,6 +500,26 @@ pub fn may_wait(method: &str) -> bool {
     MAY_WAIT.contains(&method)
 }
 
+/// Whether a request may wait in the manager: its method may, or it is a `chain` whose first
+/// call's method may. `params` are the request's params after the array header (the first
+/// one is all that is read).
+pub fn request_may_wait(method: &str, params: &[u8]) -> bool {
+    if method != "chain" {
+        return may_wait(method);
+    }
+    let mut rest = params;
+    let first_method = rmp::decode::read_array_len(&mut rest)
+        .ok()
+        .filter(|&n| n >= 1)
+        .and_then(|_| {
+            let mut buf = [0u8; 64];
+            rmp::decode::read_str(&mut rest, &mut buf)
+                .ok()
+                .map(str::to_owned)
+        });
+    first_method.is_some_and(|m| may_wait(&m))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -515,6 +536,23 @@ mod tests {
         assert!(may_wait("queue.join"));
         assert!(!may_wait("lock.release"));
         assert!(!may_wait("acquire"));
+    }
+
+    #[test]
+    fn a_chain_may_wait_when_its_first_call_may() {
+        let params = |first: &str| {
+            let mut out = Vec::new();
+            crate::encode::array_header(&mut out, 2);
+            crate::encode::str(&mut out, first);
+            crate::encode::array_header(&mut out, 1);
+            crate::encode::uint(&mut out, 1);
+            out
+        };
+        assert!(request_may_wait("chain", &params("lock.acquire")));
+        assert!(!request_may_wait("chain", &params("value.get")));
+        assert!(!request_may_wait("chain", &[]));
+        assert!(request_may_wait("queue.get", &[]));
+        assert!(!request_may_wait("dict.get", &[]));
     }
 
     #[test]

@@ -19,7 +19,8 @@ impl Held for RLockGuard<'_> {
 }
 
 /// The manager's `lock`: FIFO among waiters, released by the manager when the holder's
-/// connection closes (the next holder is told), one round trip to acquire and one to release.
+/// connection closes (the next holder is told), one round trip to acquire; the release is
+/// sent without waiting for its answer.
 /// A timed wait parks on the manager, which answers at the deadline.
 impl Locker for Lock {
     type Guard<'a> = LockGuard<'a>;

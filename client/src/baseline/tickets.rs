@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{Error, Result, TicketStore};
-use crate::Value;
+use crate::{Lock, Value};
 
 /// Sleeps for a simulated network delay, if any.
 fn pause(latency: Duration) {
@@ -46,6 +46,24 @@ impl ValueTickets {
     pub fn with_latency(mut self, latency: Duration) -> ValueTickets {
         self.latency = latency;
         self
+    }
+
+    /// Buys one ticket under `lock` in two round trips instead of four: the read goes with the
+    /// acquire ([`Lock::acquire_then`]), the write with the release
+    /// ([`LockGuard::unlock_after`](crate::proxies::LockGuard::unlock_after)). Under
+    /// contention the count is read in the manager the moment the lock is granted. `None`
+    /// once sold out.
+    pub fn buy_chained(&self, lock: &Lock) -> Result<Option<u64>> {
+        let (guard, count) = lock.acquire_then(self.value.get_cmd())?;
+        if guard.is_owner_dead() {
+            tracing::warn!("the previous holder died holding the ticket lock; buying anyway");
+        }
+        if count <= 0 {
+            return Ok(None);
+        }
+        pause(self.latency);
+        guard.unlock_after(self.value.set_cmd(&(count - 1)))?;
+        Ok(Some(count_left(count)))
     }
 
     /// The shared value.

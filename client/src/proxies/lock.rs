@@ -225,6 +225,67 @@ macro_rules! lock_methods {
                 Ok($guard::new(self, owner, got))
             }
 
+            /// Waits for the lock as [`acquire`](Self::acquire) does, then runs `first` in the
+            /// manager the moment the lock is granted, in the same round trip (a `chain`,
+            /// `PROTOCOL.md` section 4.16): the critical section's first read costs no round
+            /// trip of its own, and under contention it is done before this thread has even
+            /// woken up. When `first` fails, the lock is released and its error returned.
+            ///
+            /// ```no_run
+            /// # let client = agora_client::Client::from_env()?;
+            /// let (lock, tickets) = (client.lock()?, client.value::<i64>(&100)?);
+            /// let (guard, left) = lock.acquire_then(tickets.get_cmd())?;
+            /// // One round trip more: the write, then the release.
+            /// guard.unlock_after(tickets.set_cmd(&(left - 1)))?;
+            /// # Ok::<(), agora_client::Error>(())
+            /// ```
+            pub fn acquire_then<T>(&self, first: Cmd<T>) -> Result<($guard<'_>, T)> {
+                match self.guard_then(None, first)? {
+                    Some(pair) => Ok(pair),
+                    None => Err(Error::Protocol(format!(
+                        "a blocking {} acquire without a timeout answered 0 (not acquired)",
+                        $kind
+                    ))),
+                }
+            }
+
+            /// [`acquire_then`](Self::acquire_then) waiting at most `timeout`; `None` (and
+            /// `first` not run) if the lock could not be taken in time.
+            pub fn acquire_timeout_then<T>(
+                &self,
+                timeout: Duration,
+                first: Cmd<T>,
+            ) -> Result<Option<($guard<'_>, T)>> {
+                self.guard_then(Some(timeout), first)
+            }
+
+            fn guard_then<T>(
+                &self,
+                wait: Option<Duration>,
+                first: Cmd<T>,
+            ) -> Result<Option<($guard<'_>, T)>> {
+                let owner = thread_owner();
+                let acquire = acquire_cmd(
+                    self.id,
+                    concat!($kind, ".acquire"),
+                    true,
+                    wait,
+                    owner,
+                    Some(true),
+                );
+                let (got, then) = crate::chain::run(&self.client, acquire, first)?;
+                let got = got?;
+                if !got.is_acquired() {
+                    return Ok(None);
+                }
+                // From here the guard holds the lock: an error below drops it, releasing.
+                let guard = $guard::new(self, owner, got);
+                let then = then.ok_or_else(|| {
+                    Error::Protocol("the manager did not run a chain's call after a grant".into())
+                })?;
+                Ok(Some((guard, then?)))
+            }
+
             /// Takes the lock if it is free and nobody waits for it; `None` otherwise. Never
             /// waits.
             pub fn try_acquire(&self) -> Result<Option<$guard<'_>>> {
@@ -334,6 +395,26 @@ macro_rules! lock_methods {
             /// (dropping the guard releases too, without waiting, and can only log a failure).
             pub fn unlock(mut self) -> Result<()> {
                 self.held.release(&self.lock.client)
+            }
+
+            /// Runs `last`, then releases, in one round trip (a `chain`, `PROTOCOL.md`
+            /// section 4.16), and gives `last`'s result: the critical section's last write
+            /// and its release cost one round trip together. When `last` fails the lock is
+            /// released all the same and `last`'s error returned.
+            pub fn unlock_after<T>(mut self, last: Cmd<T>) -> Result<T> {
+                let client = &self.lock.client;
+                let Some(release) = self.held.take_release() else {
+                    // Released already, or a forked copy: as `unlock` says.
+                    self.held.release(client)?;
+                    return client.run(last);
+                };
+                let (result, released) = crate::chain::run(client, last, release)?;
+                match released {
+                    Some(released) => released?,
+                    // `last` failed, which stopped the chain before the release.
+                    None => client.run(self.held.release_cmd())?,
+                }
+                result
             }
 
             /// The lock this guard holds.

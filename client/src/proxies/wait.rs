@@ -157,8 +157,19 @@ impl Held {
         self.pid == crate::atfork::current_pid()
     }
 
+    /// Takes the release out of the guard's hands, for the caller to send (in a chain): `None`
+    /// when there is nothing for this process to release (released already, or a copy in a
+    /// forked child).
+    pub(crate) fn take_release(&mut self) -> Option<Cmd<()>> {
+        if !self.armed || !self.is_ours() {
+            return None;
+        }
+        self.armed = false;
+        Some(self.release_cmd())
+    }
+
     /// The release command.
-    fn release_cmd(&self) -> Cmd<()> {
+    pub(crate) fn release_cmd(&self) -> Cmd<()> {
         let owner = self.owner;
         Cmd::object(self.id, self.release, decode::unit, move |a| {
             if let Some(owner) = owner {

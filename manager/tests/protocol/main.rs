@@ -16,6 +16,7 @@
 //!   values a method cannot take;
 //! - [`waiting`], [`locks`], [`polling`]: parked calls, lock hand-over, and the manager's
 //!   polling for a next request;
+//! - [`chain`]: calls run back to back in one request, the first of which may wait;
 //! - [`lifecycle`]: deletion of objects with parked calls, and grants to connections that leave;
 //! - [`redelivery`]: queue items a connection got and did not finish come back when it closes;
 //! - [`fuzz`]: random pipelines of well-formed and malformed messages, each request answered
@@ -27,6 +28,7 @@
 mod support;
 
 mod bad_arguments;
+mod chain;
 mod concurrency;
 mod dict;
 mod framing;
