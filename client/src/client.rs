@@ -180,7 +180,7 @@ impl Client {
                 Inner {
                     address: address.clone(),
                     authkey: authkey.to_vec(),
-                    options: *options,
+                    options: options.clone(),
                     key_from,
                     run: conn.run().clone(),
                     conn: Slot::new(conn),

@@ -163,6 +163,7 @@ mod refs;
 mod run;
 mod slot;
 mod spin;
+mod tls;
 mod token;
 
 #[cfg(test)]
@@ -174,7 +175,9 @@ pub use bytes::Bytes;
 pub use client::{export_for_fork, Client, ObjectInfo, ENV_ADDRESS, ENV_AUTHKEY};
 pub use command::Cmd;
 pub use error::{report, DecodeError, Error, ErrorName, RemoteName, Result};
-pub use options::{ConnectOptions, ENV_CALL_TIMEOUT, ENV_CONNECT_TIMEOUT, ENV_HANDSHAKE_TIMEOUT};
+pub use options::{
+    ConnectOptions, ENV_CALL_TIMEOUT, ENV_CONNECT_TIMEOUT, ENV_HANDSHAKE_TIMEOUT, ENV_TLS_CA,
+};
 pub use pipeline::{Handle, Pipeline, Replies};
 pub use proxies::{
     Acked, Acquired, Array, Barrier, BoundedSemaphore, Condition, ConditionGuard, Dict, Event,

@@ -58,6 +58,7 @@ from .errors import (
     ManagerTimeout,
     NotAManagerError,
     ProtocolError,
+    TLSError,
     ShutdownError,
     UnknownMethodError,
     UnknownObjectError,
@@ -152,6 +153,7 @@ __all__ = [
     "NotAManagerError",
     "ProtocolError",
     "ShutdownError",
+    "TLSError",
     "UnknownMethodError",
     "UnknownObjectError",
     # low level
