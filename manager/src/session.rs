@@ -777,7 +777,7 @@ where
         let shared = self.shared.clone();
         let mut slot = None;
         loop {
-            if self.eof && !self.backlog && self.unwritten() == 0 {
+            if self.eof && !self.backlog && self.unwritten() == 0 && !self.stream.pending_output() {
                 return false;
             }
             let event = self.next_event(slot.take()).await;

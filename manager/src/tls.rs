@@ -90,7 +90,9 @@ impl TlsConn {
         let fd = self.stream.as_raw_fd();
         let (_, tls) = self.stream.get_mut();
         while tls.wants_write() {
-            tls.write_tls(&mut SocketNow(fd))?;
+            if tls.write_tls(&mut SocketNow(fd))? == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
         }
         Ok(())
     }
@@ -225,7 +227,16 @@ impl AsyncWrite for TlsConn {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
+    /// Sends TLS's close_notify if the socket takes it now, then shuts the socket's writing
+    /// side down. Never waits, as a plain socket's shutdown does not: a client that reads
+    /// nothing must not keep a closing connection (and its place) forever.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        self.stream.get_mut().1.send_close_notify();
+        if let Err(e) = self.send_encrypted() {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                return Poll::Ready(Err(e));
+            }
+        }
+        Pin::new(self.stream.get_mut().0).poll_shutdown(cx)
     }
 }

@@ -284,6 +284,97 @@ fn a_plain_client_on_a_tls_port_gets_no_session() {
 }
 
 #[test]
+fn a_connection_past_the_limit_is_closed_before_its_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let manager = start_tls(&certs, &["--max-connections", "1"]);
+    let address: Address = format!("tls:localhost:{}", manager.tls_port())
+        .parse()
+        .unwrap();
+    let first = Client::connect_with(&address, &key(), &with_ca(&certs.ca)).expect("connect");
+    let started = Instant::now();
+    let err = Client::connect_with(&address, &key(), &with_ca(&certs.ca))
+        .expect_err("one connection at most");
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+    assert!(err.to_string().contains("--max-connections"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The place frees when the first connection ends.
+    first.ping().unwrap();
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Client::connect_with(&address, &key(), &with_ca(&certs.ca)) {
+            Ok(client) => break client.ping().unwrap(),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("the place was not freed: {e}"),
+        }
+    }
+}
+
+/// A TLS client that pipelines requests and never reads leaves encrypted replies waiting in
+/// the manager, which must still close it (here when it fails to authenticate in time) and
+/// give its place back: closing a TLS connection never waits for the client to read.
+#[test]
+fn a_client_that_never_reads_does_not_keep_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let manager = start_tls(&certs, &["--max-connections", "1", "--auth-timeout", "1"]);
+    let port = manager.tls_port();
+
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = fs::read(&certs.ca).unwrap();
+    let ca = rustls::pki_types::pem::PemObject::from_pem_slice(&ca).expect("the CA");
+    roots.add(ca).unwrap();
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    socket
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut stream = rustls::StreamOwned::new(tls, socket);
+    // Far more hello replies than the socket buffers hold; the manager stops reading once
+    // 64 KiB of them wait unwritten, and then these writes stall (and time out).
+    let mut hellos = Vec::new();
+    for msgid in 0..10_000 {
+        agora_proto::encode::request(&mut hellos, msgid, "hello", &[]);
+    }
+    for _ in 0..20 {
+        if stream.write_all(&hellos).is_err() {
+            break;
+        }
+    }
+
+    // The auth timeout closes it; then the one place is free again.
+    let address: Address = format!("tls:localhost:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match Client::connect_with(&address, &key(), &with_ca(&certs.ca)) {
+            Ok(client) => break client.ping().unwrap(),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("the place of a closed client was never given back: {e}"),
+        }
+    }
+    drop(stream);
+}
+
+#[test]
 fn a_handshake_never_finished_ends_with_the_auth_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
