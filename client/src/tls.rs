@@ -170,8 +170,9 @@ fn handshake_failure(e: &io::Error) -> String {
             io::ErrorKind::UnexpectedEof
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::BrokenPipe => format!(
-                "the peer closed the connection during the TLS handshake ({e}): is the \
-                 manager started with --tls-cert and --tls-key?"
+                "the peer closed the connection during the TLS handshake ({e}): a manager \
+                 that already serves --max-connections closes new ones so, and a peer that \
+                 does not speak TLS may too"
             ),
             _ => format!("the TLS handshake failed: {e}"),
         },

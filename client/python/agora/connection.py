@@ -569,8 +569,8 @@ class Connection:
             sock.close()
             raise TLSError(
                 f"TLS with the agora manager at {client.address} failed: {e} (does it serve "
-                "TLS, started with --tls-cert and --tls-key? A plain manager is reached at "
-                "tcp:HOST:PORT)"
+                "TLS, started with --tls-cert and --tls-key, and not already --max-connections? "
+                "A plain manager is reached at tcp:HOST:PORT)"
             ) from e
         except OSError as e:  # the CA file cannot be read
             sock.close()
