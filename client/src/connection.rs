@@ -118,7 +118,7 @@ impl Stream {
     fn write_all(&self, buf: &[u8]) -> io::Result<()> {
         match self {
             Stream::Tls(s) => s.write_all(buf),
-            _ => crate::tls::send_all(self.raw_fd(), buf),
+            _ => send_all(self.raw_fd(), buf),
         }
     }
 
@@ -140,6 +140,26 @@ impl Stream {
             Stream::Tls(s) => s.socket().as_raw_fd(),
         }
     }
+}
+
+/// One `send` with `MSG_NOSIGNAL` (see [`Stream::write_all`]).
+pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `fd` is an open socket and `buf` is valid for its length.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Sends all of `buf` on the socket `fd` (see [`Stream::write_all`]).
+pub(crate) fn send_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match send(fd, buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Opens a TCP connection to `host_port` (within `timeout`, if given), with Nagle off.

@@ -14,7 +14,7 @@
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
+use crate::connection::{send, send_all};
 use crate::error::Error;
 
 /// Plaintext encrypted at a time: a huge request is sent as it is encrypted, never held whole
@@ -126,27 +127,6 @@ impl Write for Sock<'_> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// One `send` with `MSG_NOSIGNAL`: a manager that went away gives an error, not a SIGPIPE
-/// that kills a process whose `main` is not Rust's.
-fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `fd` is an open socket and `buf` is valid for its length.
-    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
-
-/// Sends all of `buf` on `fd`.
-pub(crate) fn send_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        match send(fd, buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Why the handshake failed, in words that say what to do.
