@@ -58,8 +58,8 @@ from .errors import (
     ManagerTimeout,
     NotAManagerError,
     ProtocolError,
-    TLSError,
     ShutdownError,
+    TLSError,
     UnknownMethodError,
     UnknownObjectError,
 )
