@@ -207,6 +207,22 @@ fn the_rust_client_works_over_tls() {
     for (i, handle) in handles.into_iter().enumerate() {
         assert_eq!(replies.get(handle).unwrap().map(|v| v.len()), Some(i % 40));
     }
+
+    // Calls with a deadline wait for the socket to be readable, then decrypt what came.
+    let small = client.run_within(dict.get_cmd("small"), Duration::from_secs(30));
+    assert_eq!(small.unwrap(), Some(vec![1, 2, 3]));
+    let big_again = client.run_within(dict.get_cmd("big"), Duration::from_secs(30));
+    assert_eq!(big_again.unwrap().as_deref(), Some(&big[..]));
+    let started = Instant::now();
+    let err = client
+        .run_within(queue.get_cmd(), Duration::from_millis(300))
+        .expect_err("an empty queue's get past its deadline");
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
 }
 
 #[test]
