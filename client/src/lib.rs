@@ -23,7 +23,8 @@
 //!
 //! # Layout
 //!
-//! - [`address`](Address): where a manager listens, `unix:/path` or `tcp:host:port`.
+//! - [`address`](Address): where a manager listens, `unix:/path`, `tcp:host:port` or
+//!   `tls:host:port`.
 //! - `connection`: one socket, authenticated with `hello`/`auth`, shared by the threads of a
 //!   process. Calls are multiplexed by msgid with a leader/follower scheme: no background
 //!   thread; whichever waiting caller finds the socket unread reads it for everybody.
