@@ -35,6 +35,9 @@ use crate::error::{Error, Result};
 /// chunk this size fits in the socket's buffer.
 const CHUNK_BYTES: usize = 64 * 1024;
 
+/// Params up to this many bytes are kept whole by [`Replies`] for the errors that name them.
+const KEEP_PARAMS_UP_TO: usize = 64;
+
 /// Tells apart the pipelines of a process, so a handle is only redeemed with its own replies.
 static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
@@ -84,7 +87,8 @@ pub struct Replies {
     client: Client,
     serial: u64,
     replies: Vec<Reply>,
-    /// Each call's method and what its decode errors name of its params.
+    /// Each call's method and its params, or (for large ones) what its decode errors name of
+    /// them ([`crate::error::call_context`]).
     calls: Vec<(Cow<'static, str>, Vec<u8>)>,
     _holds: Hold,
 }
@@ -161,9 +165,14 @@ impl Pipeline {
             .queued
             .into_iter()
             .map(|(method, args)| {
-                let context = args
-                    .map(|a| crate::error::call_context(&method, a.bytes()))
-                    .unwrap_or_default();
+                // Small params are kept as they are (moved, not copied): what a decode error
+                // names is cut from them only if one happens. Of large ones only that part
+                // is kept, so the replies do not hold every value the pipeline sent.
+                let context = match args {
+                    Ok(a) if a.bytes().len() <= KEEP_PARAMS_UP_TO => a.into_bytes(),
+                    Ok(a) => crate::error::call_context(&method, a.bytes()),
+                    Err(_) => Vec::new(),
+                };
                 (method, context)
             })
             .collect();
