@@ -151,10 +151,19 @@ impl Cursor<'_> {
 
     /// A method name: a str, or a bin holding UTF-8.
     fn next_method(&mut self) -> Result<Method, String> {
-        let raw = self.next_value().ok_or("truncated method")?;
-        crate::params::bytes_of(&raw)
-            .and_then(|text| Method::new(raw.slice_ref(text)))
-            .ok_or_else(|| "method must be a str (or a bin holding UTF-8)".to_owned())
+        let rest = self.rest();
+        if value_len(rest).is_none() {
+            return Err("truncated method".to_owned());
+        }
+        // A str or bin ends where its payload does.
+        let method = crate::params::bytes_of(rest).and_then(|text| {
+            let end = text.as_ptr() as usize - rest.as_ptr() as usize + text.len();
+            Some((Method::new(self.frame.slice_ref(text))?, end))
+        });
+        let (method, len) =
+            method.ok_or_else(|| "method must be a str (or a bin holding UTF-8)".to_owned())?;
+        self.pos += len;
+        Ok(method)
     }
 
     /// The params array: each element is walked once, and its end is the array's.
@@ -214,7 +223,13 @@ pub fn parse(frame: Bytes) -> Result<Envelope, EnvelopeError> {
             let msgid = c
                 .next_u32()
                 .ok_or_else(|| bad(None, "a response's msgid must be an unsigned integer"))?;
-            let error = c.next_value().ok_or_else(|| bad(None, "truncated"))?;
+            // The nil of a success is not worth a reference to the frame.
+            let error = if c.rest().first() == Some(&0xc0) {
+                c.pos += 1;
+                Bytes::from_static(&[0xc0])
+            } else {
+                c.next_value().ok_or_else(|| bad(None, "truncated"))?
+            };
             let result = c.next_value().ok_or_else(|| bad(None, "truncated"))?;
             Ok(Envelope::Response {
                 msgid,

@@ -364,9 +364,28 @@ fn walk(buf: &[u8], limits: &Limits) -> Option<(usize, bool)> {
     let mut pos = 0usize;
     let mut had_ext = false;
     loop {
-        let (size, kind) = header(&buf[pos..], pos).ok()??;
-        let marker = buf[pos];
-        pos += size;
+        let marker = *buf.get(pos)?;
+        // The markers of a request's envelope and of most params, without `header`.
+        let kind = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => {
+                pos += 1;
+                Header::Scalar
+            }
+            0xa0..=0xbf => {
+                pos += 1;
+                Header::Payload(u64::from(marker & 0x1f))
+            }
+            0x90..=0x9f => {
+                pos += 1;
+                let len = u64::from(marker & 0x0f);
+                Header::Container { items: len, len }
+            }
+            _ => {
+                let (size, kind) = header(&buf[pos..], pos).ok()??;
+                pos += size;
+                kind
+            }
+        };
         match kind {
             Header::Scalar => {}
             Header::Payload(len) => {
@@ -413,9 +432,24 @@ pub fn value_len(buf: &[u8]) -> Option<usize> {
     let mut pos = 0usize;
     let mut pending = 1u64;
     while pending > 0 {
-        let (size, kind) = header(&buf[pos..], pos).ok()??;
-        pos += size;
+        let marker = *buf.get(pos)?;
         pending -= 1;
+        // Scalars and fixstrs (most params) without `header`.
+        let kind = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => {
+                pos += 1;
+                continue;
+            }
+            0xa0..=0xbf => {
+                pos += 1;
+                Header::Payload(u64::from(marker & 0x1f))
+            }
+            _ => {
+                let (size, kind) = header(&buf[pos..], pos).ok()??;
+                pos += size;
+                kind
+            }
+        };
         match kind {
             Header::Scalar => {}
             Header::Payload(len) => {
