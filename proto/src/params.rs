@@ -64,8 +64,18 @@ pub fn int_i64(raw: &[u8]) -> Option<i64> {
 
 /// An integer of any encoding, as u64 (None for other types or negative values).
 pub fn int_u64(raw: &[u8]) -> Option<u64> {
-    if let Some(&b) = raw.first().filter(|&&b| b < 0x80) {
-        return Some(u64::from(b));
+    // A fixint, or the unsigned encodings (object ids are 64-bit), without the general reader.
+    let be = |n: usize| {
+        let bytes = raw.get(1..1 + n)?;
+        Some(bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+    };
+    match raw.first() {
+        Some(&b) if b < 0x80 => return Some(u64::from(b)),
+        Some(0xcc) => return be(1),
+        Some(0xcd) => return be(2),
+        Some(0xce) => return be(4),
+        Some(0xcf) => return be(8),
+        _ => {}
     }
     let mut rest = raw;
     rmp::decode::read_int(&mut rest).ok()

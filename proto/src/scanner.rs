@@ -380,6 +380,14 @@ fn walk(buf: &[u8], limits: &Limits) -> Option<(usize, bool)> {
                 let len = u64::from(marker & 0x0f);
                 Header::Container { items: len, len }
             }
+            // Ints of 1 to 8 bytes (object ids are 64-bit).
+            0xcc..=0xd3 => {
+                pos += 1 + (1 << (marker & 0x03));
+                if pos > buf.len() {
+                    return None;
+                }
+                Header::Scalar
+            }
             _ => {
                 let (size, kind) = header(&buf[pos..], pos).ok()??;
                 pos += size;
@@ -443,6 +451,13 @@ pub fn value_len(buf: &[u8]) -> Option<usize> {
             0xa0..=0xbf => {
                 pos += 1;
                 Header::Payload(u64::from(marker & 0x1f))
+            }
+            0xcc..=0xd3 => {
+                pos += 1 + (1 << (marker & 0x03));
+                if pos > buf.len() {
+                    return None;
+                }
+                continue;
             }
             _ => {
                 let (size, kind) = header(&buf[pos..], pos).ok()??;
