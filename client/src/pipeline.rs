@@ -45,7 +45,9 @@ static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 pub struct Pipeline {
     client: Client,
     serial: u64,
-    queued: Vec<(Cow<'static, str>, Result<Args>)>,
+    /// A command that could not be encoded keeps its error boxed: queuing a call moves only
+    /// a few words, and a long pipeline's growing queue copies less.
+    queued: Vec<(Cow<'static, str>, std::result::Result<Args, Box<Error>>)>,
 }
 
 impl fmt::Debug for Pipeline {
@@ -114,7 +116,7 @@ impl Pipeline {
     /// The command goes to this pipeline's client, whichever proxy built it.
     pub fn add<T>(&mut self, cmd: Cmd<T>) -> Handle<T> {
         let index = self.queued.len();
-        self.queued.push((cmd.method, cmd.args));
+        self.queued.push((cmd.method, cmd.args.map_err(Box::new)));
         Handle {
             index,
             serial: self.serial,
@@ -140,7 +142,7 @@ impl Pipeline {
     pub fn execute(self) -> Result<Replies> {
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(self.queued.len());
         let mut holds = Hold::default();
-        let mut chunk: Vec<(usize, &str, &Args)> = Vec::new();
+        let mut chunk: Vec<(usize, &str, &Args)> = Vec::with_capacity(self.queued.len());
         let mut chunk_bytes = 0;
         for (index, (method, args)) in self.queued.iter().enumerate() {
             match args {
@@ -149,7 +151,7 @@ impl Pipeline {
                     chunk_bytes += args.bytes().len() + method.len() + 8;
                 }
                 Err(e) => {
-                    replies.push(Some(Err(e.clone())));
+                    replies.push(Some(Err((**e).clone())));
                     continue;
                 }
             }
