@@ -41,13 +41,15 @@ const KEEP_PARAMS_UP_TO: usize = 64;
 /// Tells apart the pipelines of a process, so a handle is only redeemed with its own replies.
 static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
+/// A queued call's params. A command that could not be encoded keeps its error boxed:
+/// queuing a call moves only a few words, and a long pipeline's growing queue copies less.
+type QueuedArgs = std::result::Result<Args, Box<Error>>;
+
 /// Calls queued to be sent together. Build one with [`Client::pipeline`].
 pub struct Pipeline {
     client: Client,
     serial: u64,
-    /// A command that could not be encoded keeps its error boxed: queuing a call moves only
-    /// a few words, and a long pipeline's growing queue copies less.
-    queued: Vec<(Cow<'static, str>, std::result::Result<Args, Box<Error>>)>,
+    queued: Vec<(Cow<'static, str>, QueuedArgs)>,
 }
 
 impl fmt::Debug for Pipeline {
