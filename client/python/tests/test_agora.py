@@ -187,6 +187,16 @@ class NamedObjects(unittest.TestCase):
         manager.delete("spelled-named")
         manager.delete("spelled-ns")
 
+    def test_named_condition_over_a_lock(self) -> None:
+        lock = manager.Lock()
+        cond = manager.named("named-condition").Condition(lock)
+        self.assertEqual(manager.lookup("named-condition")._id, cond._id)
+        with cond:
+            self.assertFalse(lock.acquire(timeout=0))
+        self.assertTrue(lock.acquire(timeout=0))
+        lock.release()
+        manager.delete("named-condition")
+
     def test_kind_mismatch(self) -> None:
         manager.named("named-lock").Lock()
         with self.assertRaises(TypeError):
