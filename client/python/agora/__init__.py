@@ -32,6 +32,7 @@ from multiprocessing import (
     set_start_method,
 )
 
+from . import _dist
 from .connection import Client, Connection, client_for, deadline
 from .context import (
     Array,
@@ -86,7 +87,8 @@ from .synchronize import (
     SemaphoreProxy,
 )
 
-__version__ = "0.1.0"
+#: The workspace version from ``Cargo.toml``, as the installed metadata (or the source tree) has it.
+__version__: str = _dist.version()
 
 __all__ = [
     # managers

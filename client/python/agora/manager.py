@@ -20,6 +20,7 @@ import time
 from multiprocessing import util as mp_util
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union, cast
 
+from ._dist import MANAGER_BIN_NAME, installed_manager_binary
 from .connection import (
     _SPIN_US,
     SPIN_MAX_US,
@@ -94,18 +95,19 @@ MANAGER_BIN_ENV = "AGORA_MANAGER_BIN"
 
 
 def find_manager_binary(executable: Optional[str] = None) -> str:
-    """The ``agora-manager`` binary to run: ``executable``, else ``$AGORA_MANAGER_BIN``, else
-    ``agora-manager`` on ``PATH``."""
+    """The ``agora-manager`` binary to run: ``executable``, else ``$AGORA_MANAGER_BIN``, else the
+    one ``pip install`` put beside this package, else ``agora-manager`` on ``PATH``."""
     candidate = executable or os.environ.get(MANAGER_BIN_ENV)
     if candidate:
         if not os.access(candidate, os.X_OK):
             raise FileNotFoundError(f"the agora manager binary {candidate!r} is not executable")
         return candidate
-    found = shutil.which("agora-manager")
+    found = installed_manager_binary() or shutil.which(MANAGER_BIN_NAME)
     if found is None:
         raise FileNotFoundError(
-            "cannot find the agora-manager binary: put it on PATH or set "
-            f"{MANAGER_BIN_ENV} (build it with `cargo build --release -p agora-manager`)"
+            "cannot find the agora-manager binary: this agora was not installed with pip "
+            "(`pip install ./client/python` builds and installs it), and there is none on PATH "
+            f"nor in {MANAGER_BIN_ENV} (`cargo build --release -p agora-manager` builds one)"
         )
     return found
 
@@ -387,10 +389,11 @@ class Named(_Factories):
 class Manager(_Factories):
     """A handle on an agora manager, with factories for shared objects.
 
-    ``Manager()`` starts a private ``agora-manager`` child process (found through
-    ``executable``, ``$AGORA_MANAGER_BIN`` or ``PATH``; ``args`` are extra command-line arguments
-    such as ``["--max-message-bytes", "1048576"]``) and owns it: :meth:`shutdown`, the end of a
-    ``with`` block and interpreter exit stop it. ``Manager(address, authkey)`` (or
+    ``Manager()`` starts a private ``agora-manager`` child process (``executable``, else
+    ``$AGORA_MANAGER_BIN``, else the one installed with this package, else the one on ``PATH``;
+    see :func:`find_manager_binary`; ``args`` are extra command-line arguments such as
+    ``["--max-message-bytes", "1048576"]``) and owns it: :meth:`shutdown`, the end of a ``with``
+    block and interpreter exit stop it. ``Manager(address, authkey)`` (or
     :func:`connect`) uses a running manager instead and never stops it implicitly.
 
     ``spin_us`` sets how long (microseconds) a call polls for its reply before sleeping, for
