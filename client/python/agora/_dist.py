@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import os
 import re
-from importlib import metadata
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 #: The distribution's name, which is also the import name.
 DIST_NAME = "agora"
@@ -33,6 +35,10 @@ def _own_distribution() -> Optional[metadata.Distribution]:
     """The installed distribution this package belongs to: the ``agora`` metadata in the
     directory the package was imported from, whose files include this package. None when the
     package was not installed (imported from the source tree)."""
+    # Imported here, when a manager is started or the version asked for, not by `import agora`:
+    # it is slow to import.
+    from importlib import metadata
+
     here = os.path.realpath(os.path.join(_PACKAGE_DIR, "__init__.py"))
     for dist in metadata.distributions(path=[_INSTALL_ROOT]):
         if _normalize(dist.metadata["Name"] or "") != DIST_NAME:
