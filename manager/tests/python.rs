@@ -306,6 +306,28 @@ fn pip_install_then_the_quick_start_runs() {
         "the quick start imported agora from {}, not from the venv",
         lines[3]
     );
+
+    // Imported from the source tree instead, agora reads the version from Cargo.toml.
+    let mut from_source = venv.python();
+    from_source
+        .args([
+            "-c",
+            "import agora; print(agora.__file__); print(agora.__version__)",
+        ])
+        .env("PYTHONPATH", client_dir())
+        .current_dir(tmp.path());
+    let described = run(
+        from_source,
+        &tmp.path().join("source.log"),
+        QUICK_START_TIMEOUT,
+    );
+    assert!(described.success(), "{}", described.output);
+    let source_init = client_dir().join("agora").join("__init__.py");
+    assert_eq!(
+        described.output,
+        format!("{}\n{version}\n", source_init.display()),
+        "agora imported from the source tree has another version than the crates'"
+    );
 }
 
 #[test]
