@@ -17,6 +17,7 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -86,7 +87,11 @@ impl Venv {
             .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
             .env("CARGO_TARGET_DIR", target_dir())
             .env("TMPDIR", scratch(dir));
-        let installed = run(pip, &dir.join("pip.log"), PIP_TIMEOUT);
+        let (installed, waited) = {
+            let _one_at_a_time = InstallLock::acquire();
+            let waited = started.elapsed() - made_in;
+            (run(pip, &dir.join("pip.log"), PIP_TIMEOUT), waited)
+        };
         assert!(
             installed.success(),
             "`pip install ./client/python` failed ({:?}):\n{}",
@@ -94,10 +99,12 @@ impl Venv {
             installed.output
         );
         println!(
-            "python3 -m venv: {:.1} s, then pip install ./client/python {}: {:.1} s",
+            "python3 -m venv: {:.1} s, then pip install ./client/python {}: {:.1} s \
+             (after {:.1} s waiting for another install)",
             made_in.as_secs_f64(),
             extra.join(" "),
-            (started.elapsed() - made_in).as_secs_f64()
+            (started.elapsed() - made_in - waited).as_secs_f64(),
+            waited.as_secs_f64()
         );
         venv
     }
@@ -118,6 +125,43 @@ impl Venv {
             .env_remove("VIRTUAL_ENV")
             .env("PATH", path_without_manager());
         command
+    }
+}
+
+/// Held around `pip install`, so that one build at a time uses the shared target directory:
+/// maturin writes each wheel to `target/wheels/` before pip copies it, under the same name for
+/// every build, so two installs at once (the tests of this file, or two `cargo test` runs) can
+/// corrupt each other's wheel. An exclusive `flock`, which the kernel drops if its holder dies.
+struct InstallLock(fs::File);
+
+impl InstallLock {
+    fn acquire() -> InstallLock {
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pip-install.lock");
+        let file = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .expect("open the pip install lock file");
+        loop {
+            // SAFETY: flock on a descriptor this function owns; no memory is involved.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return InstallLock(file);
+            }
+            let err = std::io::Error::last_os_error();
+            assert!(
+                err.kind() == std::io::ErrorKind::Interrupted,
+                "lock {}: {err}",
+                path.display()
+            );
+        }
+    }
+}
+
+impl Drop for InstallLock {
+    fn drop(&mut self) {
+        // SAFETY: as above. Closing the file would release it too; this says so explicitly.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 
