@@ -25,7 +25,8 @@
 //!   killed between them leaves `a != b`, which the next holder, told by
 //!   [`is_owner_dead`](agora::LockGuard::is_owner_dead), repairs;
 //! - ticket seller: under another lock reads the number sold, and sells the next ticket
-//!   while some of the fixed supply is left;
+//!   while some of the fixed supply is left, half the time in four calls and half the time in
+//!   two chains (`acquire_then` the read, `unlock_after` the write);
 //! - `fetch_add` seller: takes numbers from one atomic counter;
 //! - semaphore user: acquires one of [`SEMAPHORE_LIMIT`] permits, stays inside a moment.
 //!
@@ -279,18 +280,38 @@ fn work(role: Role, id: u64, s: &Shared, dir: &Path) -> BoxResult<()> {
         }
         Role::TicketSeller => {
             while s.phase.get()? == 0 {
-                let guard = s.ticket_lock.acquire()?;
-                if guard.is_owner_dead() {
-                    h.note(format_args!("tdead"))?;
-                }
-                let sold = s.sold.get()?;
-                if sold < s.supply {
-                    s.sold.set(&(sold + 1))?;
-                    // Noted once sold, under the lock: a seller killed before this line
-                    // sold a ticket nobody knows of, never one sold twice.
-                    h.note(format_args!("sell {}", sold + 1))?;
-                }
-                guard.unlock()?;
+                // Half the sales in four calls, half in two chains (the read with the
+                // acquire, the write with the release): a seller killed anywhere in either
+                // must never let a ticket be sold twice.
+                let sold = if rng.below(2) == 0 {
+                    let guard = s.ticket_lock.acquire()?;
+                    if guard.is_owner_dead() {
+                        h.note(format_args!("tdead"))?;
+                    }
+                    let sold = s.sold.get()?;
+                    if sold < s.supply {
+                        s.sold.set(&(sold + 1))?;
+                        // Noted once sold, under the lock: a seller killed before this line
+                        // sold a ticket nobody knows of, never one sold twice.
+                        h.note(format_args!("sell {}", sold + 1))?;
+                    }
+                    guard.unlock()?;
+                    sold
+                } else {
+                    let (guard, sold) = s.ticket_lock.acquire_then(s.sold.get_cmd())?;
+                    if guard.is_owner_dead() {
+                        h.note(format_args!("tdead"))?;
+                    }
+                    if sold < s.supply {
+                        guard.unlock_after(s.sold.set_cmd(&(sold + 1)))?;
+                        // Noted after the release that went with the write: a seller killed
+                        // in between sold a ticket nobody knows of, never one sold twice.
+                        h.note(format_args!("sell {}", sold + 1))?;
+                    } else {
+                        guard.unlock()?;
+                    }
+                    sold
+                };
                 if sold >= s.supply {
                     h.note(format_args!("soldout {sold}"))?;
                     std::thread::sleep(Duration::from_millis(20));
