@@ -41,7 +41,7 @@ use crate::lifecycle::{Caller, Holdings, Outcome, Parked, Reply, SessionId, Tick
 use crate::registry::Reach;
 use crate::server::Shared;
 use crate::spin::{SpinSlot, SpinState};
-use crate::stats::{method_index, ConnStats};
+use crate::stats::{ConnStats, RecentMethods};
 
 /// How many bytes to ask the socket for at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -101,6 +101,8 @@ pub struct Session {
     reach: Reach,
     /// What `stats` shows of this connection; its counts are written here only.
     stats: Arc<ConnStats>,
+    /// The counters of the methods this connection called last.
+    recent: RecentMethods,
 }
 
 impl Session {
@@ -111,6 +113,7 @@ impl Session {
         Session {
             shared,
             stats,
+            recent: RecentMethods::default(),
             id,
             authenticated: false,
             challenge: None,
@@ -190,7 +193,7 @@ impl Session {
             }
         };
         params.set_framed_ext(decoder.last_frame_had_ext());
-        let counter = method_index(&method);
+        let counter = self.recent.index(&method);
         self.shared.stats.call(&self.stats, counter);
         // Write the success header, let the method append its result after it, and replace
         // both with an error response if the method fails (or remove them if it parks).

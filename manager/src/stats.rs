@@ -40,6 +40,44 @@ pub fn method_index(method: &str) -> usize {
     index.get(method).copied().unwrap_or(OTHER)
 }
 
+/// A connection's last few methods with their counter indexes: a client calls the same few
+/// methods over and over, and comparing a name with one seen before costs less than hashing
+/// it ([`method_index`] is asked on a miss only).
+#[derive(Debug)]
+pub struct RecentMethods {
+    /// Most recent first; an empty slot is the empty name, which no method has ([`OTHER`]).
+    slots: [(&'static str, usize); 4],
+}
+
+impl Default for RecentMethods {
+    fn default() -> RecentMethods {
+        RecentMethods {
+            slots: [("", OTHER); 4],
+        }
+    }
+}
+
+impl RecentMethods {
+    /// The counter index of `method` ([`method_index`]).
+    #[inline]
+    pub fn index(&mut self, method: &str) -> usize {
+        if let Some(at) = self.slots.iter().position(|(m, _)| *m == method) {
+            let found = self.slots[at];
+            // Moved to the front, so that the methods used most stay.
+            self.slots.copy_within(0..at, 1);
+            self.slots[0] = found;
+            return found.1;
+        }
+        let index = method_index(method);
+        if let Some(spec) = TABLE.get(index) {
+            let last = self.slots.len() - 1;
+            self.slots.copy_within(0..last, 1);
+            self.slots[0] = (spec.wire, index);
+        }
+        index
+    }
+}
+
 /// The name a counter index stands for: a wire method, or `"other"`.
 pub fn method_name(index: usize) -> &'static str {
     TABLE.get(index).map_or("other", |spec| spec.wire)
@@ -446,6 +484,25 @@ mod tests {
         assert_eq!(method_index("dict.no_such_method"), OTHER);
         assert_eq!(method_index(""), OTHER);
         assert_eq!(method_name(OTHER), "other");
+    }
+
+    #[test]
+    fn recent_methods_give_the_same_index_as_the_table() {
+        let mut recent = RecentMethods::default();
+        let names = [
+            "dict.get",
+            "dict.setitem",
+            "ping",
+            "lock.acquire",
+            "queue.put",
+            "nope",
+        ];
+        for round in 0..3 {
+            for (i, name) in names.iter().enumerate().skip(round) {
+                assert_eq!(recent.index(name), method_index(name), "{name} ({i})");
+            }
+        }
+        assert_eq!(recent.index(""), OTHER, "an empty name is no empty slot");
     }
 
     #[test]
