@@ -308,10 +308,10 @@ fn run(args: Args) -> Result<(), Fatal> {
     if let Some(path) = &cleanup.key_file {
         line.push_str(&format!(" authkey-file={}", path.display()));
     }
+    line.push_str(&format!(" run={}", config.run.id.hyphenated()));
     if let Some(addr) = metrics.as_ref().and_then(|l| l.local_addr().ok()) {
         line.push_str(&format!(" metrics=http://{addr}/metrics"));
     }
-    line.push_str(&format!(" run={}", config.run.id.hyphenated()));
     // Printed once the listeners accept and the signal handlers are in place: clients may
     // connect, and supervisors may signal, as soon as they read this line.
     let ready = move || {
