@@ -1,4 +1,5 @@
-//! Where a manager listens: `unix:/path/to/manager.sock` or `tcp:host:port`.
+//! Where a manager listens: `unix:/path/to/manager.sock`, `tcp:host:port`, or
+//! `tls:host:port` (TCP with TLS).
 //!
 //! The same spelling is used on the manager's command line, in `AGORA_ADDRESS` and inside
 //! tokens, so one parser serves them all.
@@ -26,6 +27,11 @@ pub enum Address {
     Unix(PathBuf),
     /// A TCP endpoint as `host:port` (`[::1]:5555` for IPv6), resolved when connecting.
     Tcp(String),
+    /// A TCP endpoint whose manager speaks TLS (`agora-manager --tls-cert --tls-key`), as
+    /// `host:port`. The manager's certificate must be valid for the host, as a DNS name or an
+    /// IP address, and signed by a trusted CA: the system's, or the one of
+    /// [`ConnectOptions::tls_ca_file`](crate::ConnectOptions::tls_ca_file) (`AGORA_TLS_CA`).
+    Tls(String),
 }
 
 fn bad(input: &str, reason: impl Into<String>) -> Error {
@@ -35,18 +41,21 @@ fn bad(input: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Checks `host:port`: a non-empty host and a port that fits 16 bits.
-fn check_host_port(input: &str, rest: &str) -> Result<(), Error> {
+/// Checks `host:port` after `scheme:`: a non-empty host and a port that fits 16 bits.
+fn check_host_port(input: &str, scheme: &str, rest: &str) -> Result<(), Error> {
     let Some((host, port)) = rest.rsplit_once(':') else {
-        return Err(bad(input, "a TCP address needs a port: tcp:HOST:PORT"));
+        return Err(bad(
+            input,
+            format!("a TCP address needs a port: {scheme}:HOST:PORT"),
+        ));
     };
     if host.is_empty() || host == "[]" {
-        return Err(bad(input, "the host is empty: tcp:HOST:PORT"));
+        return Err(bad(input, format!("the host is empty: {scheme}:HOST:PORT")));
     }
     if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
         return Err(bad(
             input,
-            "an IPv6 host must be written in brackets: tcp:[::1]:PORT",
+            format!("an IPv6 host must be written in brackets: {scheme}:[::1]:PORT"),
         ));
     }
     port.parse::<u16>().map(drop).map_err(|_| {
@@ -68,12 +77,16 @@ impl FromStr for Address {
             return Ok(Address::Unix(PathBuf::from(path)));
         }
         if let Some(rest) = input.strip_prefix("tcp:") {
-            check_host_port(input, rest)?;
+            check_host_port(input, "tcp", rest)?;
             return Ok(Address::Tcp(rest.to_owned()));
+        }
+        if let Some(rest) = input.strip_prefix("tls:") {
+            check_host_port(input, "tls", rest)?;
+            return Ok(Address::Tls(rest.to_owned()));
         }
         Err(bad(
             input,
-            "expected unix:/path/to/manager.sock or tcp:HOST:PORT",
+            "expected unix:/path/to/manager.sock, tcp:HOST:PORT or tls:HOST:PORT",
         ))
     }
 }
@@ -83,6 +96,7 @@ impl fmt::Display for Address {
         match self {
             Address::Unix(path) => write!(f, "unix:{}", path.display()),
             Address::Tcp(host_port) => write!(f, "tcp:{host_port}"),
+            Address::Tls(host_port) => write!(f, "tls:{host_port}"),
         }
     }
 }
@@ -99,6 +113,8 @@ mod tests {
             "tcp:127.0.0.1:5555",
             "tcp:localhost:0",
             "tcp:[::1]:80",
+            "tls:manager.example:5555",
+            "tls:[::1]:443",
         ] {
             let a: Address = s.parse().unwrap();
             assert_eq!(a.to_string(), s);
@@ -120,6 +136,9 @@ mod tests {
             ("tcp:host:http", "not a number"),
             ("tcp:host:70000", "not a number"),
             ("tcp:::1:80", "brackets"),
+            ("tls:localhost", "needs a port: tls:HOST:PORT"),
+            ("tls::80", "host is empty"),
+            ("tls:host:99999", "not a number"),
         ];
         for (input, expected) in cases {
             let err = input.parse::<Address>().unwrap_err().to_string();

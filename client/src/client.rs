@@ -20,7 +20,8 @@ use crate::refs::{Receipt, Refs};
 use crate::run::ManagerRun;
 use crate::slot::Slot;
 
-/// The environment variable holding the manager's address (`unix:/path` or `tcp:host:port`).
+/// The environment variable holding the manager's address (`unix:/path`, `tcp:host:port` or
+/// `tls:host:port`).
 pub const ENV_ADDRESS: &str = "AGORA_ADDRESS";
 /// The environment variable holding the authkey, as hexadecimal.
 pub const ENV_AUTHKEY: &str = "AGORA_AUTHKEY";
@@ -200,7 +201,7 @@ impl Client {
                 Inner {
                     address: address.clone(),
                     authkey: authkey.to_vec(),
-                    options: *options,
+                    options: options.clone(),
                     key_from,
                     conn: Slot::new(conn),
                     refs,

@@ -55,6 +55,7 @@ use crate::options::ConnectOptions;
 use crate::refs::Refs;
 use crate::run::ManagerRun;
 use crate::spin;
+use crate::tls::TlsStream;
 
 /// Bytes asked of the kernel per read: large enough that a burst of pipelined replies arrives
 /// in a few reads, small enough to keep per connection.
@@ -72,67 +73,78 @@ const MAX_DETACHED: usize = 1024;
 /// pin its memory for the life of the connection.
 const KEEP_WRITE_BUFFER: usize = 1 << 20;
 
-/// The socket, Unix or TCP. Both are read and written through shared references, so reading
-/// and writing need no common lock.
+/// The socket, Unix, TCP or TLS on TCP. Each is read and written through shared references,
+/// so reading and writing need no common lock.
 #[derive(Debug)]
 enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
+    Tls(Box<TlsStream>),
 }
 
 impl Stream {
-    fn connect(address: &Address, timeout: Option<Duration>) -> io::Result<Stream> {
+    /// Connects to `address`. Gives the deadline of the handshake with the manager, counted
+    /// from the moment the socket connected: a TLS handshake is part of it.
+    fn connect(
+        address: &Address,
+        options: &ConnectOptions,
+    ) -> Result<(Stream, Option<(Instant, Duration)>)> {
+        let deadline = || options.handshake_timeout.map(|t| (Instant::now() + t, t));
+        let connect_failed = |e: io::Error| Error::Connect {
+            address: address.to_string(),
+            source: Arc::new(e),
+        };
         match address {
-            Address::Unix(path) => match timeout {
-                None => UnixStream::connect(path).map(Stream::Unix),
-                Some(timeout) => connect_unix(path, timeout).map(Stream::Unix),
-            },
-            Address::Tcp(host_port) => {
-                let s = match timeout {
-                    None => TcpStream::connect(host_port.as_str())?,
-                    Some(timeout) => connect_tcp(host_port, timeout)?,
+            Address::Unix(path) => {
+                let connected = match options.connect_timeout {
+                    None => UnixStream::connect(path),
+                    Some(timeout) => connect_unix(path, timeout),
                 };
-                // Requests are small and latency-bound: never wait to coalesce them.
-                s.set_nodelay(true)?;
-                Ok(Stream::Tcp(s))
+                connected
+                    .map(|s| (Stream::Unix(s), deadline()))
+                    .map_err(connect_failed)
+            }
+            Address::Tcp(host_port) => open_tcp(host_port, options.connect_timeout)
+                .map(|s| (Stream::Tcp(s), deadline()))
+                .map_err(connect_failed),
+            Address::Tls(host_port) => {
+                let tcp = open_tcp(host_port, options.connect_timeout).map_err(connect_failed)?;
+                let deadline = deadline();
+                let ca = options.tls_ca_file.as_deref();
+                TlsStream::handshake(tcp, &address.to_string(), host_port, ca, deadline)
+                    .map(|s| (Stream::Tls(Box::new(s)), deadline))
             }
         }
     }
 
+    /// Reads what the socket holds: for TLS, encrypted bytes, which [`Connection::fill`]
+    /// decrypts.
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Unix(s) => (&*s).read(buf),
             Stream::Tcp(s) => (&*s).read(buf),
+            Stream::Tls(s) => s.socket().read(buf),
         }
     }
 
     /// Writes all of `buf`. Uses `send` with `MSG_NOSIGNAL`: a manager that went away must
     /// give an error, not a SIGPIPE that kills a process whose `main` is not Rust's (which
     /// would have ignored the signal).
-    fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
-        let fd = self.raw_fd();
-        while !buf.is_empty() {
-            // SAFETY: `fd` is this stream's open socket and `buf` is valid for its length.
-            let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-            match usize::try_from(n) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => buf = &buf[n..],
-                Err(_) => {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
-            }
+    fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Tls(s) => s.write_all(buf),
+            _ => send_all(self.raw_fd(), buf),
         }
-        Ok(())
     }
 
     fn shutdown(&self) {
-        // Failing to shut down a socket that is already broken changes nothing.
+        // Failing to shut down a socket that is already broken changes nothing. TLS's
+        // close_notify is not sent: the manager learns that its client left from the end of
+        // the stream alone, with nothing unread before it (PROTOCOL.md, section 4.1).
         let _ = match self {
             Stream::Unix(s) => s.shutdown(Shutdown::Both),
             Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+            Stream::Tls(s) => s.socket().shutdown(Shutdown::Both),
         };
     }
 
@@ -140,6 +152,7 @@ impl Stream {
         match self {
             Stream::Unix(s) => s.as_raw_fd(),
             Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.socket().as_raw_fd(),
         }
     }
 }
@@ -184,6 +197,37 @@ fn connect_unix(path: &std::path::Path, timeout: Duration) -> io::Result<UnixStr
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// One `send` with `MSG_NOSIGNAL` (see [`Stream::write_all`]).
+pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `fd` is an open socket and `buf` is valid for its length.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Sends all of `buf` on the socket `fd` (see [`Stream::write_all`]).
+pub(crate) fn send_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match send(fd, buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Opens a TCP connection to `host_port` (within `timeout`, if given), with Nagle off.
+fn open_tcp(host_port: &str, timeout: Option<Duration>) -> io::Result<TcpStream> {
+    let s = match timeout {
+        None => TcpStream::connect(host_port)?,
+        Some(timeout) => connect_tcp(host_port, timeout)?,
+    };
+    // Requests are small and latency-bound: never wait to coalesce them.
+    s.set_nodelay(true)?;
+    Ok(s)
 }
 
 /// Connects to the first address `host_port` resolves to that accepts within `timeout`.
@@ -411,13 +455,8 @@ impl Connection {
         if authkey.is_empty() {
             return Err(Error::EmptyAuthkey { key_from });
         }
-        let stream =
-            Stream::connect(address, options.connect_timeout).map_err(|e| Error::Connect {
-                address: address.to_string(),
-                source: Arc::new(e),
-            })?;
+        let (stream, deadline) = Stream::connect(address, options)?;
         let mut conn = Connection::new(stream, address.to_string());
-        let deadline = options.handshake_timeout.map(|t| (Instant::now() + t, t));
         let (run, limits) = conn.authenticate(authkey, key_from, deadline)?;
         conn.run_key = run.key();
         conn.run = run;
@@ -954,7 +993,13 @@ impl Connection {
                 }
                 Ok(n) => {
                     let Reader { decoder, buf, .. } = reader;
-                    decoder.extend(&buf[..n]);
+                    match &self.stream {
+                        // It may be part of a record only: then nothing is decoded this time.
+                        Stream::Tls(tls) => tls.decrypt(&buf[..n], decoder).map_err(|e| {
+                            self.fail(format!("the manager sent bytes that are not TLS: {e}"))
+                        })?,
+                        _ => decoder.extend(&buf[..n]),
+                    }
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

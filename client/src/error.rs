@@ -70,6 +70,17 @@ pub enum Error {
         source: Arc<io::Error>,
     },
 
+    /// The TLS handshake with the manager at a `tls:` address failed: its certificate is not
+    /// valid for the address or not signed by a trusted CA, the CA file cannot be read, or
+    /// the peer does not speak TLS. The reason says which, and what to do.
+    #[error("TLS with the agora manager at {address} failed: {reason}")]
+    Tls {
+        /// The address connected to.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// The peer at the address answered, but not as an agora manager does (a web server on
     /// that port, say). A peer that does not answer the handshake in time
     /// ([`ConnectOptions::handshake_timeout`](crate::ConnectOptions::handshake_timeout)) is an

@@ -23,7 +23,8 @@
 //!
 //! # Layout
 //!
-//! - [`address`](Address): where a manager listens, `unix:/path` or `tcp:host:port`.
+//! - [`address`](Address): where a manager listens, `unix:/path`, `tcp:host:port` or
+//!   `tls:host:port`.
 //! - `connection`: one socket, authenticated with `hello`/`auth`, shared by the threads of a
 //!   process. Calls are multiplexed by msgid with a leader/follower scheme: no background
 //!   thread; whichever waiting caller finds the socket unread reads it for everybody.
@@ -164,6 +165,7 @@ mod refs;
 mod run;
 mod slot;
 mod spin;
+mod tls;
 mod token;
 
 #[cfg(test)]
@@ -175,7 +177,9 @@ pub use bytes::Bytes;
 pub use client::{export_for_fork, Client, ObjectInfo, ENV_ADDRESS, ENV_AUTHKEY};
 pub use command::Cmd;
 pub use error::{report, DecodeError, Error, ErrorName, RemoteName, Result};
-pub use options::{ConnectOptions, ENV_CALL_TIMEOUT, ENV_CONNECT_TIMEOUT, ENV_HANDSHAKE_TIMEOUT};
+pub use options::{
+    ConnectOptions, ENV_CALL_TIMEOUT, ENV_CONNECT_TIMEOUT, ENV_HANDSHAKE_TIMEOUT, ENV_TLS_CA,
+};
 pub use pipeline::{Handle, Pipeline, Replies};
 pub use proxies::{
     Acked, Acquired, Array, Barrier, BoundedSemaphore, Condition, ConditionGuard, Dict, Event,

@@ -1,5 +1,7 @@
-//! [`ConnectOptions`]: how long connecting, the handshake and calls may take.
+//! [`ConnectOptions`]: how long connecting, the handshake and calls may take, and which CA
+//! a TLS manager's certificate must be signed by.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -10,13 +12,16 @@ pub const ENV_CONNECT_TIMEOUT: &str = "AGORA_CONNECT_TIMEOUT";
 pub const ENV_HANDSHAKE_TIMEOUT: &str = "AGORA_HANDSHAKE_TIMEOUT";
 /// The environment variable setting [`ConnectOptions::call_timeout`], in seconds.
 pub const ENV_CALL_TIMEOUT: &str = "AGORA_CALL_TIMEOUT";
+/// The environment variable setting [`ConnectOptions::tls_ca_file`], a path.
+pub const ENV_TLS_CA: &str = "AGORA_TLS_CA";
 
-/// Time limits of a client. [`Client::connect`](crate::Client::connect) takes them from the
-/// environment ([`ConnectOptions::from_env`]); [`Client::connect_with`](crate::Client::connect_with)
-/// takes them as given.
+/// Time limits of a client, and its TLS trust. [`Client::connect`](crate::Client::connect)
+/// takes them from the environment ([`ConnectOptions::from_env`]);
+/// [`Client::connect_with`](crate::Client::connect_with) takes them as given.
 ///
-/// In the environment each is a number of seconds (`2`, `0.5`); `0` or `none` means no limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// In the environment each time limit is a number of seconds (`2`, `0.5`); `0` or `none`
+/// means no limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectOptions {
     /// How long opening a TCP connection may take (10 s by default; a Unix socket connects at
@@ -31,6 +36,10 @@ pub struct ConnectOptions {
     /// `acquire`, `wait`) are bounded by their own timeouts, or by
     /// [`Client::run_within`](crate::Client::run_within). [`ENV_CALL_TIMEOUT`].
     pub call_timeout: Option<Duration>,
+    /// For a `tls:` address: a PEM file of the CA certificates the manager's certificate must
+    /// be signed by (none by default: the system's trusted roots). The certificate is always
+    /// verified, for the host named in the address. [`ENV_TLS_CA`].
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for ConnectOptions {
@@ -39,6 +48,7 @@ impl Default for ConnectOptions {
             connect_timeout: Some(Duration::from_secs(10)),
             handshake_timeout: Some(Duration::from_secs(10)),
             call_timeout: None,
+            tls_ca_file: None,
         }
     }
 }
@@ -62,6 +72,18 @@ impl ConnectOptions {
                 *field = parse_seconds(&value).map_err(|reason| Error::Env { var, reason })?;
             }
         }
+        match get(ENV_TLS_CA) {
+            Some(path) if path.trim().is_empty() => {
+                return Err(Error::Env {
+                    var: ENV_TLS_CA,
+                    reason: "is empty: set it to the path of a PEM file of CA certificates, \
+                             or unset it to trust the system's roots"
+                        .to_owned(),
+                })
+            }
+            Some(path) => options.tls_ca_file = Some(PathBuf::from(path)),
+            None => {}
+        }
         Ok(options)
     }
 
@@ -80,6 +102,13 @@ impl ConnectOptions {
     /// The options with this call deadline.
     pub fn call_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.call_timeout = timeout;
+        self
+    }
+
+    /// The options trusting the CA certificates of this PEM file (and only them) for `tls:`
+    /// addresses; `None`: the system's roots.
+    pub fn tls_ca_file(mut self, path: Option<PathBuf>) -> Self {
+        self.tls_ca_file = path;
         self
     }
 }
@@ -117,6 +146,11 @@ mod tests {
         assert_eq!(set.connect_timeout, Some(Duration::from_millis(500)));
         assert_eq!(set.handshake_timeout, None);
         assert_eq!(set.call_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(set.tls_ca_file, None);
+        let ca = ConnectOptions::from_values(|var| (var == ENV_TLS_CA).then(|| "/ca.pem".into()));
+        assert_eq!(ca.unwrap().tls_ca_file, Some(PathBuf::from("/ca.pem")));
+        let empty = ConnectOptions::from_values(|var| (var == ENV_TLS_CA).then(|| " ".into()));
+        assert!(empty.unwrap_err().to_string().contains(ENV_TLS_CA));
         let zero = ConnectOptions::from_values(|_| Some("0".into())).unwrap();
         assert_eq!(zero.connect_timeout, None);
         for bad in ["-1", "soon", "nan", ""] {

@@ -222,6 +222,12 @@ impl RawStream {
                 s.set_nodelay(true)?;
                 RawStream::Tcp(s)
             }
+            Address::Tls(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "the raw contenders speak plain TCP or Unix sockets",
+                ))
+            }
         })
     }
 

@@ -164,17 +164,27 @@ pub enum Listener {
     },
     /// A TCP socket.
     Tcp(std::net::TcpListener),
+    /// A TCP socket whose connections speak TLS (see [`crate::tls`]).
+    Tls {
+        /// The bound listener.
+        listener: std::net::TcpListener,
+        /// The certificate and key it serves ([`crate::tls::server_config`]).
+        config: std::sync::Arc<rustls::ServerConfig>,
+    },
 }
 
 impl Listener {
-    /// The address clients connect to, in the `unix:PATH` / `tcp:HOST:PORT` form.
+    /// The address clients connect to, in the `unix:PATH` / `tcp:HOST:PORT` /
+    /// `tls:HOST:PORT` form.
     pub fn address(&self) -> String {
+        let tcp = |scheme: &str, l: &std::net::TcpListener| match l.local_addr() {
+            Ok(addr) => format!("{scheme}:{addr}"),
+            Err(_) => format!("{scheme}:?"),
+        };
         match self {
             Listener::Unix { path, .. } => format!("unix:{}", path.display()),
-            Listener::Tcp(l) => match l.local_addr() {
-                Ok(addr) => format!("tcp:{addr}"),
-                Err(_) => "tcp:?".to_owned(),
-            },
+            Listener::Tcp(l) => tcp("tcp", l),
+            Listener::Tls { listener, .. } => tcp("tls", listener),
         }
     }
 }

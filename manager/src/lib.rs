@@ -1,7 +1,7 @@
 //! The agora manager: a MessagePack-RPC server that hosts shared objects.
 //!
 //! Clients in other processes (the Rust client, Python, anything that speaks `PROTOCOL.md`)
-//! connect over a Unix socket or TCP, authenticate with the shared authkey, create objects
+//! connect over a Unix socket, TCP or TLS on TCP, authenticate with the shared authkey, create objects
 //! (dicts, lists, values, arrays, namespaces) and call their methods.
 //!
 //! # Layout
@@ -24,6 +24,8 @@
 //!   that `agora-manager inspect` shows.
 //! - [`spin`]: a busy connection polls briefly for its next request before its thread sleeps,
 //!   since waking a sleeping thread costs more than a call (tens of microseconds on a VM).
+//! - [`tls`]: TLS on TCP: the server's certificate and key, and a TLS connection as the
+//!   session reads and writes it.
 //!
 //! # The path of a request
 //! A connection task reads what arrived into a [`agora_proto::FrameDecoder`]; every complete
@@ -59,6 +61,7 @@ pub mod server;
 pub mod session;
 pub mod spin;
 pub mod stats;
+pub mod tls;
 
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;

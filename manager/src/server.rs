@@ -6,7 +6,6 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -15,9 +14,10 @@ use agora_proto::Limits;
 
 use crate::config::{Config, Listener};
 use crate::registry::Registry;
-use crate::session;
+use crate::session::{self, Transport};
 use crate::spin::Spinners;
 use crate::stats::Stats;
+use crate::tls::TlsConn;
 
 /// How long connections get to finish after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -146,6 +146,14 @@ impl Server {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
                     accepting.spawn(accept_loop(listener, self.shared.clone()));
                 }
+                Listener::Tls { listener, config } => {
+                    listener.set_nonblocking(true)?;
+                    let listener = TlsListener {
+                        tcp: tokio::net::TcpListener::from_std(listener)?,
+                        acceptor: tokio_rustls::TlsAcceptor::from(config),
+                    };
+                    accepting.spawn(accept_loop(listener, self.shared.clone()));
+                }
             }
         }
         if let Some(listener) = self.metrics {
@@ -208,45 +216,137 @@ async fn drain(mut connections: JoinSet<()>) {
 
 /// A listener the accept loop can take connections from.
 trait Accept: Send + 'static {
-    /// The stream of one connection.
-    type Stream: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static;
+    /// A connection as accepted.
+    type Socket: AsRawFd + Send + 'static;
+    /// The stream the session serves.
+    type Stream: Transport + Send + 'static;
+    /// Whether the stream is the socket itself, whose client reads plain bytes: a refused
+    /// connection can be told why.
+    const PLAIN: bool;
 
     /// The next connection and a description of its peer.
-    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, String)>> + Send;
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Socket, String)>> + Send;
+
+    /// The stream to serve on an accepted socket (for TLS, once the handshake is done).
+    fn start(
+        &self,
+        socket: Self::Socket,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static;
 }
 
 impl Accept for tokio::net::UnixListener {
+    type Socket = tokio::net::UnixStream;
     type Stream = tokio::net::UnixStream;
+    const PLAIN: bool = true;
 
-    async fn accept(&self) -> io::Result<(Self::Stream, String)> {
+    async fn accept(&self) -> io::Result<(Self::Socket, String)> {
         let (stream, _) = tokio::net::UnixListener::accept(self).await?;
         Ok((stream, "unix peer".to_owned()))
     }
-}
 
-impl Accept for tokio::net::TcpListener {
-    type Stream = tokio::net::TcpStream;
-
-    async fn accept(&self) -> io::Result<(Self::Stream, String)> {
-        let (stream, peer) = tokio::net::TcpListener::accept(self).await?;
-        // Replies are small and latency-bound: never let Nagle hold them back.
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!(%peer, error = %e, "could not set TCP_NODELAY");
-        }
-        Ok((stream, peer.to_string()))
+    fn start(
+        &self,
+        socket: Self::Socket,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static {
+        std::future::ready(Ok(socket))
     }
 }
 
-/// Tells a connection past [`Config::max_connections`] why it is refused, if that can be done
-/// without waiting, and closes it.
-fn refuse<S: AsRawFd>(stream: S, peer: &str, max: usize) {
+/// Accepts a TCP connection, with Nagle's algorithm off.
+async fn accept_tcp(
+    listener: &tokio::net::TcpListener,
+) -> io::Result<(tokio::net::TcpStream, String)> {
+    let (stream, peer) = listener.accept().await?;
+    // Replies are small and latency-bound: never let Nagle hold them back.
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(%peer, error = %e, "could not set TCP_NODELAY");
+    }
+    Ok((stream, peer.to_string()))
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Socket = tokio::net::TcpStream;
+    type Stream = tokio::net::TcpStream;
+    const PLAIN: bool = true;
+
+    async fn accept(&self) -> io::Result<(Self::Socket, String)> {
+        accept_tcp(self).await
+    }
+
+    fn start(
+        &self,
+        socket: Self::Socket,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static {
+        std::future::ready(Ok(socket))
+    }
+}
+
+/// A TCP listener whose connections speak TLS.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl Accept for TlsListener {
+    type Socket = tokio::net::TcpStream;
+    type Stream = TlsConn;
+    const PLAIN: bool = false;
+
+    async fn accept(&self) -> io::Result<(Self::Socket, String)> {
+        accept_tcp(&self.tcp).await
+    }
+
+    fn start(
+        &self,
+        socket: Self::Socket,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static {
+        let handshake = self.acceptor.accept(socket);
+        async move { handshake.await.map(TlsConn::new) }
+    }
+}
+
+/// Closes a connection past [`Config::max_connections`], telling it why first if that can be
+/// done without waiting (not on TLS, whose handshake has not happened yet).
+fn refuse<S: AsRawFd>(socket: S, plain: bool, peer: &str, max: usize) {
     warn!(%peer, max_connections = max, "refusing a connection: too many connections");
-    let message = format!("too many connections ({max} at most); try again later");
-    let mut out = Vec::new();
-    session::error_notification(&mut out, agora_proto::ErrorName::LimitError, &message);
-    // Written at most once, without blocking: a client that cannot take it is closed anyway.
-    let _ = session::send_now(stream.as_raw_fd(), &out);
-    drop(stream);
+    if plain {
+        let message = format!("too many connections ({max} at most); try again later");
+        let mut out = Vec::new();
+        session::error_notification(&mut out, agora_proto::ErrorName::LimitError, &message);
+        // Written at most once, without blocking: a client that cannot take it is closed anyway.
+        let _ = session::send_now(socket.as_raw_fd(), &out);
+    }
+    drop(socket);
+}
+
+/// Serves one accepted connection: starts its stream (the TLS handshake), then the session.
+/// The handshake must be done within [`Config::auth_timeout`] of the accept, which also
+/// bounds the rest of the authentication; it is abandoned when the manager stops.
+async fn connection<S: Transport>(
+    start: impl Future<Output = io::Result<S>>,
+    shared: Arc<Shared>,
+    peer: String,
+) {
+    let accepted = tokio::time::Instant::now();
+    let deadline = accepted + shared.config.auth_timeout;
+    let mut stopping = shared.shutdown.subscribe();
+    let stream = tokio::select! {
+        biased;
+        _ = stopped(&mut stopping) => return,
+        started = tokio::time::timeout_at(deadline, start) => match started {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                info!(%peer, error = %e, "closing connection: TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                info!(%peer, timeout = ?shared.config.auth_timeout,
+                      "closing connection: TLS handshake not done in time");
+                return;
+            }
+        },
+    };
+    session::serve_from(stream, shared, peer, accepted).await;
 }
 
 /// Accepts connections until shutdown, then drains them.
@@ -258,16 +358,17 @@ async fn accept_loop<L: Accept>(listener: L, shared: Arc<Shared>) {
             _ = stopped(&mut stopping) => break,
             Some(_) = connections.join_next() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match shared.connections.clone().try_acquire_owned() {
+                Ok((socket, peer)) => match shared.connections.clone().try_acquire_owned() {
                     Ok(permit) => {
+                        let start = listener.start(socket);
                         let shared = shared.clone();
                         connections.spawn(async move {
-                            session::serve(stream, shared, peer).await;
+                            connection(start, shared, peer).await;
                             // The slot frees once the connection is closed and released.
                             drop(permit);
                         });
                     }
-                    Err(_) => refuse(stream, &peer, shared.config.max_connections),
+                    Err(_) => refuse(socket, L::PLAIN, &peer, shared.config.max_connections),
                 },
                 Err(e) => {
                     // Out of descriptors, say: back off instead of spinning.

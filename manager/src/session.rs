@@ -620,6 +620,46 @@ pub fn send_now(fd: RawFd, bytes: &[u8]) -> std::io::Result<usize> {
     }
 }
 
+/// A connection's byte stream as the session reads and writes it: a Unix or TCP socket, or a
+/// TLS connection ([`crate::tls::TlsConn`]). Besides the runtime's reads and writes, the
+/// session reads and writes without waiting when it polls for a request or writes replies
+/// at once; a plain socket does that with one system call, a TLS connection through rustls.
+pub trait Transport: AsyncRead + AsyncWrite + AsRawFd + Unpin {
+    /// One read that never waits, into `buf`'s spare room: `None` when nothing can be read
+    /// now, `Some(Ok(0))` at the end of the stream.
+    fn read_now(&mut self, buf: &mut BytesMut) -> Option<std::io::Result<usize>>;
+
+    /// One write that never waits: how much of `bytes` was taken (`WouldBlock` when none).
+    fn write_now(&mut self, bytes: &[u8]) -> std::io::Result<usize>;
+
+    /// True while bytes taken by [`Transport::write_now`] or a write wait to go out
+    /// (encrypted TLS records the socket has no room for); they go with the next write, or
+    /// with a flush. Never for a plain socket.
+    fn pending_output(&self) -> bool {
+        false
+    }
+}
+
+impl Transport for tokio::net::TcpStream {
+    fn read_now(&mut self, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
+        recv_now(self.as_raw_fd(), buf)
+    }
+
+    fn write_now(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        send_now(self.as_raw_fd(), bytes)
+    }
+}
+
+impl Transport for tokio::net::UnixStream {
+    fn read_now(&mut self, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
+        recv_now(self.as_raw_fd(), buf)
+    }
+
+    fn write_now(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        send_now(self.as_raw_fd(), bytes)
+    }
+}
+
 /// One read from `stream` into `buf`'s spare room.
 fn poll_read_into<S: AsyncRead + Unpin>(
     stream: &mut S,
@@ -680,6 +720,8 @@ enum Event {
     Read(std::io::Result<usize>),
     /// Some of the unwritten replies were written.
     Wrote(std::io::Result<usize>),
+    /// Output the stream held back (TLS records) was flushed.
+    Flushed(std::io::Result<()>),
     /// Requests read earlier wait in the decoder, and there is room for their replies again.
     Backlog,
     ParkedDone(Result<(Id, ParkedOutput), tokio::task::JoinError>),
@@ -689,8 +731,8 @@ enum Event {
 /// socket without blocking (this runtime thread is the connection's for that long: no other
 /// task runs on it meanwhile, see [`crate::spin`]), and tells `spin` whether that paid off.
 /// `None`: nothing came in time, or the manager is stopping.
-fn poll_for_request(
-    fd: RawFd,
+fn poll_for_request<S: Transport>(
+    stream: &mut S,
     decoder: &mut FrameDecoder,
     spin: &mut SpinState,
     mut slot: SpinSlot<'_>,
@@ -699,7 +741,7 @@ fn poll_for_request(
     slot.start();
     let mut tries = 0u32;
     loop {
-        if let Some(read) = recv_now(fd, decoder.read_buf(READ_CHUNK)) {
+        if let Some(read) = stream.read_now(decoder.read_buf(READ_CHUNK)) {
             spin.polled(&slot, true);
             return Some(read);
         }
@@ -785,17 +827,36 @@ fn recv_now(fd: RawFd, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
 /// uuid is unique across runs and managers, so logs of several can be merged.
 pub async fn serve<S>(stream: S, shared: Arc<Shared>, peer: String)
 where
-    S: AsyncRead + AsyncWrite + AsRawFd + Unpin,
+    S: Transport,
+{
+    serve_from(stream, shared, peer, tokio::time::Instant::now()).await
+}
+
+/// As [`serve`], for a connection accepted at `accepted`: it must authenticate within
+/// [`crate::Config::auth_timeout`] of then (a TLS connection's handshake counts).
+pub async fn serve_from<S>(
+    stream: S,
+    shared: Arc<Shared>,
+    peer: String,
+    accepted: tokio::time::Instant,
+) where
+    S: Transport,
 {
     let id = uuid::Uuid::new_v4();
     let span = tracing::info_span!("conn", conn = %id, peer = %peer);
     let stats = ConnStats::new(id, peer, stream.as_raw_fd());
-    serve_in_span(stream, shared, stats).instrument(span).await
+    serve_in_span(stream, shared, accepted, stats)
+        .instrument(span)
+        .await
 }
 
-async fn serve_in_span<S>(stream: S, shared: Arc<Shared>, stats: ConnStats)
-where
-    S: AsyncRead + AsyncWrite + AsRawFd + Unpin,
+async fn serve_in_span<S>(
+    stream: S,
+    shared: Arc<Shared>,
+    accepted: tokio::time::Instant,
+    stats: ConnStats,
+) where
+    S: Transport,
 {
     let mut conn = Connection {
         fd: stream.as_raw_fd(),
@@ -808,7 +869,7 @@ where
         sent: Vec::new(),
         backlog: false,
         eof: false,
-        auth_deadline: tokio::time::Instant::now() + shared.config.auth_timeout,
+        auth_deadline: accepted + shared.config.auth_timeout,
         spin: SpinState::new(),
         shared,
     };
@@ -873,7 +934,7 @@ enum Flow {
 
 impl<S> Connection<S>
 where
-    S: AsyncRead + AsyncWrite + AsRawFd + Unpin,
+    S: Transport,
 {
     /// Serves events until the connection ends; returns `true` when the manager is stopping.
     async fn run(&mut self) -> bool {
@@ -881,7 +942,7 @@ where
         let shared = self.shared.clone();
         let mut slot = None;
         loop {
-            if self.eof && !self.backlog && self.unwritten() == 0 {
+            if self.eof && !self.backlog && self.unwritten() == 0 && !self.stream.pending_output() {
                 return false;
             }
             let event = self.next_event(slot.take()).await;
@@ -905,7 +966,7 @@ where
                 return false;
             }
             // Replies the client has not taken yet, or requests waiting for room: no polling.
-            if self.unwritten() > 0 || self.backlog {
+            if self.unwritten() > 0 || self.backlog || self.stream.pending_output() {
                 slot = None;
             }
             match next {
@@ -945,7 +1006,7 @@ where
     async fn next_event(&mut self, slot: Option<SpinSlot<'_>>) -> Event {
         let polled = slot.and_then(|slot| {
             poll_for_request(
-                self.fd,
+                &mut self.stream,
                 &mut self.decoder,
                 &mut self.spin,
                 slot,
@@ -976,6 +1037,10 @@ where
             if !unwritten.is_empty() {
                 if let Poll::Ready(wrote) = Pin::new(&mut *stream).poll_write(cx, unwritten) {
                     return Poll::Ready(Event::Wrote(wrote));
+                }
+            } else if stream.pending_output() {
+                if let Poll::Ready(flushed) = Pin::new(&mut *stream).poll_flush(cx) {
+                    return Poll::Ready(Event::Flushed(flushed));
                 }
             }
             if read {
@@ -1019,7 +1084,7 @@ where
                         "not authenticated within {timeout:?} of connecting; closing the connection"
                     );
                     error_notification(&mut out, ErrorName::AuthenticationError, &message);
-                    let _ = send_now(self.fd, &out);
+                    let _ = self.stream.write_now(&out);
                 }
                 Flow::End(false)
             }
@@ -1042,6 +1107,12 @@ where
             }
             Event::Wrote(result) => {
                 debug!(?result, "write failed");
+                self.undeliver();
+                Flow::End(false)
+            }
+            Event::Flushed(Ok(())) => Flow::Next(Next::Continue),
+            Event::Flushed(Err(e)) => {
+                debug!(error = %e, "write failed");
                 self.undeliver();
                 Flow::End(false)
             }
@@ -1118,7 +1189,7 @@ where
             return false;
         }
         while self.unwritten() > 0 {
-            match send_now(self.fd, &self.out[self.written..]) {
+            match self.stream.write_now(&self.out[self.written..]) {
                 Ok(n) if n > 0 => self.advance(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 result => {
@@ -1134,10 +1205,16 @@ where
     /// Writes the rest of the replies before the connection closes, waiting at most
     /// [`CLOSE_WRITE_TIMEOUT`]. What cannot be written is given back.
     async fn drain_out(&mut self) {
-        if self.unwritten() == 0 {
+        if self.unwritten() == 0 && !self.stream.pending_output() {
             return;
         }
-        let write = self.stream.write_all(&self.out[self.written..]);
+        let stream = &mut self.stream;
+        let out = &self.out[self.written..];
+        // The flush sends what a TLS stream holds back (for a socket it does nothing).
+        let write = async move {
+            stream.write_all(out).await?;
+            stream.flush().await
+        };
         match tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write).await {
             Ok(Ok(())) => {
                 let rest = self.unwritten();

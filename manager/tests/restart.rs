@@ -84,10 +84,17 @@ impl Drop for Manager {
     }
 }
 
-#[test]
-fn a_token_of_a_restarted_manager_is_an_unknown_object() {
+/// A socket path in a new temporary directory, as a `unix:` address; the directory goes when
+/// the first element drops.
+fn socket_address() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let address = format!("unix:{}", dir.path().join("m.sock").display());
+    (dir, address)
+}
+
+#[test]
+fn a_token_of_a_restarted_manager_is_an_unknown_object() {
+    let (_dir, address) = socket_address();
 
     let first = Manager::start(&[&address]);
     let first_run = first.run().to_owned();
@@ -226,8 +233,7 @@ fn a_raw_client_with_ids_of_an_earlier_run_reaches_nothing() {
 fn a_client_follows_a_restarted_manager_and_stale_proxies_reach_nothing() {
     use agora_client::{Error, Queue};
 
-    let dir = tempfile::tempdir().unwrap();
-    let address = format!("unix:{}", dir.path().join("m.sock").display());
+    let (_dir, address) = socket_address();
     let first = Manager::start(&[&address]);
     let first_run = first.run().to_owned();
     let c = first.client(0);

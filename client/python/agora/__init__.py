@@ -59,6 +59,7 @@ from .errors import (
     NotAManagerError,
     ProtocolError,
     ShutdownError,
+    TLSError,
     UnknownMethodError,
     UnknownObjectError,
 )
@@ -152,6 +153,7 @@ __all__ = [
     "NotAManagerError",
     "ProtocolError",
     "ShutdownError",
+    "TLSError",
     "UnknownMethodError",
     "UnknownObjectError",
     # low level

@@ -25,12 +25,25 @@ import operator
 import os
 import select
 import socket
+import ssl
 import threading
 import time
 import weakref
 from collections import deque
 from multiprocessing import util as mp_util
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    Iterable,
+    List,
+    NoReturn,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import msgpack
 
@@ -43,6 +56,7 @@ from .errors import (
     NotAManagerError,
     ProtocolError,
     ShutdownError,
+    TLSError,
 )
 
 __all__ = ["Client", "Connection", "client_for", "parse_address", "parse_authkey"]
@@ -279,7 +293,8 @@ AddressLike = Union[str, Tuple[str, int]]
 
 
 def parse_address(address: AddressLike) -> str:
-    """The canonical spelling (``unix:PATH`` or ``tcp:HOST:PORT``) of a manager address.
+    """The canonical spelling (``unix:PATH``, ``tcp:HOST:PORT`` or ``tls:HOST:PORT``) of a
+    manager address.
 
     Accepts those spellings, a ``(host, port)`` pair and a bare filesystem path (a Unix socket).
     """
@@ -288,22 +303,41 @@ def parse_address(address: AddressLike) -> str:
         return f"tcp:[{host}]:{int(port)}" if ":" in host else f"tcp:{host}:{int(port)}"
     if not isinstance(address, str) or not address:
         raise TypeError(f"a manager address is 'unix:PATH' or 'tcp:HOST:PORT', not {address!r}")
-    if address.startswith(("unix:", "tcp:")):
+    if address.startswith(("unix:", "tcp:", "tls:")):
         return address
     if "/" in address or ":" not in address:
         return "unix:" + address
-    raise ValueError(f"bad manager address {address!r}: expected 'unix:PATH' or 'tcp:HOST:PORT'")
+    raise ValueError(
+        f"bad manager address {address!r}: expected 'unix:PATH', 'tcp:HOST:PORT' or "
+        "'tls:HOST:PORT'"
+    )
 
 
 def _sockaddr(address: str) -> Tuple[int, Any]:
     if address.startswith("unix:"):
         return socket.AF_UNIX, address[len("unix:"):]
-    host, sep, port = address[len("tcp:"):].rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"bad manager address {address!r}: expected 'tcp:HOST:PORT'")
+    scheme = address[:4]
+    host, sep, port = address[len(scheme):].rpartition(":")
+    if scheme not in ("tcp:", "tls:") or not sep or not port.isdigit():
+        raise ValueError(
+            f"bad manager address {address!r}: expected 'tcp:HOST:PORT' or 'tls:HOST:PORT'"
+        )
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return family, (host, int(port))
+
+
+def _tls_ca_from_env() -> Optional[str]:
+    """``AGORA_TLS_CA``: the path of a PEM file of CA certificates, or ``None`` when unset."""
+    value = os.environ.get("AGORA_TLS_CA")
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError(
+            "AGORA_TLS_CA is empty: set it to the path of a PEM file of CA certificates, or "
+            "unset it to trust the system's roots"
+        )
+    return value
 
 
 def parse_authkey(authkey: Union[bytes, bytearray, str]) -> bytes:
@@ -423,6 +457,8 @@ class Connection:
         "started",
         "limits",
         "_until",
+        "_tls",
+        "_timeout",
         "__weakref__",
     )
 
@@ -469,13 +505,20 @@ class Connection:
         except OSError as e:
             sock.close()
             raise ConnectionLost(f"cannot connect to the agora manager at {client.address}: {e}") from e
-        sock.settimeout(timeout)
         if family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        #: The connection speaks TLS (a ``tls:`` address).
+        self._tls = client.address.startswith("tls:")
+        if self._tls:
+            sock = self._tls_handshake(sock, target[0])
+        self._timeout = timeout
+        sock.settimeout(timeout)
         self._sock = sock
         self._closed = False
         # A socket with a timeout waits in poll() even for MSG_DONTWAIT: never spin on one.
-        self._spin = client.spin if timeout is None else 0.0
+        # Nor on TLS: an SSL socket takes no MSG_DONTWAIT, and the socket being readable does
+        # not mean that a whole record, which is what decrypts, has arrived.
+        self._spin = client.spin if timeout is None and not self._tls else 0.0
         # [replies left to read without polling, what that becomes after the next miss]
         self._backoff_quick = [0, 0]
         self._backoff_wait = [0, 0]
@@ -497,6 +540,44 @@ class Connection:
         except BaseException:
             self.close()
             raise
+
+    def _tls_handshake(self, sock: socket.socket, host: str) -> ssl.SSLSocket:
+        """The TLS handshake on the connected ``sock``, within the handshake timeout: the
+        manager's certificate must be valid for ``host`` and signed by the CA of
+        ``client.tls_ca`` (``AGORA_TLS_CA``) or, when there is none, by one the system
+        trusts."""
+        client = self.client
+        sock.settimeout(client.handshake_timeout)
+        try:
+            context = ssl.create_default_context(cafile=client.tls_ca)
+            return context.wrap_socket(sock, server_hostname=host)
+        except socket.timeout:
+            sock.close()
+            raise ManagerTimeout(
+                f"the peer at {client.address} did not finish the TLS handshake within "
+                f"{client.handshake_timeout} s (AGORA_HANDSHAKE_TIMEOUT)"
+            ) from None
+        except ssl.SSLCertVerificationError as e:
+            sock.close()
+            raise TLSError(
+                f"TLS with the agora manager at {client.address} failed: its certificate is "
+                f"not valid for this address ({e.verify_message}): a certificate signed by a "
+                "private CA needs that CA's PEM file in AGORA_TLS_CA (or tls_ca=); the host "
+                "in the address must be a name or address the certificate is for"
+            ) from e
+        except (ssl.SSLError, ConnectionError) as e:
+            sock.close()
+            raise TLSError(
+                f"TLS with the agora manager at {client.address} failed: {e} (does it serve "
+                "TLS, started with --tls-cert and --tls-key, and not already --max-connections? "
+                "A plain manager is reached at tcp:HOST:PORT)"
+            ) from e
+        except OSError as e:  # the CA file cannot be read
+            sock.close()
+            raise TLSError(
+                f"TLS with the agora manager at {client.address} failed: cannot use the CA "
+                f"file {client.tls_ca!r}: {e}"
+            ) from e
 
     def _handshake(self) -> None:
         client = self.client
@@ -1084,6 +1165,8 @@ class Connection:
 
     def _receive_by(self, until: float) -> int:
         """Reads what has arrived, waiting until ``until`` (``time.monotonic()``) at most."""
+        if self._tls:
+            return self._receive_tls_by(until)
         poller = select.poll()
         poller.register(self._sock, select.POLLIN)
         while True:
@@ -1092,6 +1175,25 @@ class Connection:
                 break
             if poller.poll(max(1, int(left * 1000 + 0.999))):
                 return self._sock.recv_into(self._buffer)
+        self._deadline_passed()
+
+    def _receive_tls_by(self, until: float) -> int:
+        """:meth:`_receive_by` on TLS, where what was decrypted already comes first and a
+        record may arrive in parts: the read itself is bounded by the time left."""
+        sock = self._sock
+        if not isinstance(sock, ssl.SSLSocket) or not sock.pending():
+            left = until - time.monotonic()
+            if left <= 0:
+                self._deadline_passed()
+            sock.settimeout(left)
+        try:
+            return sock.recv_into(self._buffer)
+        except socket.timeout:
+            self._deadline_passed()
+        finally:
+            sock.settimeout(self._timeout)
+
+    def _deadline_passed(self) -> NoReturn:
         raise ManagerTimeout(
             f"the agora manager at {self.client.address} did not answer within the deadline: "
             "it may be stopped or hung; the connection is closed"
@@ -1176,6 +1278,9 @@ class Client:
         #: Seconds a call the manager does not park may wait for its answer
         #: (``AGORA_CALL_TIMEOUT``; ``None``, the default: no limit). See :class:`deadline`.
         self.call_timeout = _parse_seconds("AGORA_CALL_TIMEOUT", None)
+        #: For a ``tls:`` address: a PEM file of the CA certificates the manager's certificate
+        #: must be signed by (``AGORA_TLS_CA``); ``None``: those the system trusts.
+        self.tls_ca: Optional[str] = _tls_ca_from_env()
         #: The run of the manager as the latest connection found it (``None`` before the
         #: first). Proxies made now belong to it; a manager restarted at the same address is
         #: another run, and the proxies of the old one refuse to call it.

@@ -32,6 +32,7 @@ __all__ = [
     "NotAManagerError",
     "ProtocolError",
     "ShutdownError",
+    "TLSError",
     "UnknownMethodError",
     "UnknownObjectError",
 ]
@@ -112,6 +113,12 @@ class ManagerTimeout(ConnectionLost, TimeoutError):
 class NotAManagerError(AgoraError, ConnectionError):
     """The peer at the address did not answer the handshake as an agora manager does (a web
     server on that port, say), or not within ``AGORA_HANDSHAKE_TIMEOUT``."""
+
+
+class TLSError(AgoraError, ConnectionError):
+    """The TLS handshake with the manager at a ``tls:`` address failed: its certificate is not
+    valid for the address's host or not signed by a trusted CA (``AGORA_TLS_CA``, or the
+    ``tls_ca`` argument), or the peer does not speak TLS."""
 
 
 def _no_args(cls: type) -> Callable[[str], BaseException]:

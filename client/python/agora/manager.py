@@ -401,6 +401,10 @@ class Manager(_Factories):
     an ``$AGORA_SPIN_US`` that is not a whole number is logged and ignored here as in the
     client rather than stopping the manager. Child processes take ``$AGORA_SPIN_US``.
 
+    ``tls_ca``, for a manager at a ``tls:HOST:PORT`` address, is a PEM file of the CA
+    certificates its certificate must be signed by; the default is ``$AGORA_TLS_CA``, else the
+    certificates the system trusts. The certificate is always verified, for ``HOST``.
+
     The factories have the signatures of ``multiprocessing.managers.SyncManager``'s, and every
     argument means what it means there (``dict(name="alice")`` holds ``{"name": "alice"}``).
     Named objects come from :meth:`named`: ``manager.named("scores").dict()`` is
@@ -423,6 +427,7 @@ class Manager(_Factories):
         start_timeout: float = 30.0,
         shutdown_timeout: float = 5.0,
         spin_us: Optional[int] = None,
+        tls_ca: Optional[str] = None,
         _exit_priority: int = 0,
     ) -> None:
         self._process: Optional["subprocess.Popen[bytes]"] = None
@@ -433,6 +438,8 @@ class Manager(_Factories):
             if authkey is None:
                 raise TypeError("connecting to a manager needs its authkey")
             self._client = client_for(address, authkey)
+            if tls_ca is not None:
+                self._client.tls_ca = tls_ca
         elif authkey is not None:
             raise TypeError("an authkey without an address: give both to connect, or neither")
         else:
@@ -603,13 +610,19 @@ class Manager(_Factories):
 
 
 def connect(
-    address: Optional[AddressLike] = None, authkey: Optional[Union[bytes, str]] = None
+    address: Optional[AddressLike] = None,
+    authkey: Optional[Union[bytes, str]] = None,
+    *,
+    tls_ca: Optional[str] = None,
 ) -> Manager:
     """A :class:`Manager` for the running manager at ``address`` (``unix:PATH``,
-    ``tcp:HOST:PORT`` or ``(host, port)``) with ``authkey`` (bytes, or hex text).
+    ``tcp:HOST:PORT``, ``tls:HOST:PORT`` or ``(host, port)``) with ``authkey`` (bytes, or hex
+    text).
 
-    Either defaults to the environment: ``AGORA_ADDRESS`` and ``AGORA_AUTHKEY`` (hex). Checks
-    that the manager answers before returning.
+    Either defaults to the environment: ``AGORA_ADDRESS`` and ``AGORA_AUTHKEY`` (hex). For a
+    ``tls:`` address, ``tls_ca`` is a PEM file of the CA certificates the manager's certificate
+    must be signed by (default: ``AGORA_TLS_CA``, else the system's trusted roots). Checks that
+    the manager answers before returning.
     """
     if address is None:
         address = os.environ.get("AGORA_ADDRESS")
@@ -625,7 +638,7 @@ def connect(
         key = parse_authkey(authkey)
     except ValueError as e:
         raise ValueError(f"the authkey ({key_from}): {e}") from None
-    manager = Manager(address, key)
+    manager = Manager(address, key, tls_ca=tls_ca)
     manager._client.authkey_from = key_from
     manager.ping()
     return manager

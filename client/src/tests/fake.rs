@@ -86,6 +86,17 @@ impl FakeManager {
     pub(crate) fn logged(&self) -> Vec<String> {
         self.log.lock().clone()
     }
+
+    /// What the `n`th accepted connection logged (`"<n>: ..."` lines).
+    pub(crate) fn logged_by(&self, n: usize) -> Vec<String> {
+        let prefix = format!("{n}: ");
+        self.log
+            .lock()
+            .iter()
+            .filter(|l| l.starts_with(&prefix))
+            .cloned()
+            .collect()
+    }
 }
 
 #[derive(Default)]

@@ -196,11 +196,7 @@ fn a_forked_child_adopts_what_it_inherited() {
         }
     });
     assert_eq!(code, 0, "child exit code (1: wrong length, 2: error)");
-    let mut adopted: Vec<String> = m
-        .logged()
-        .into_iter()
-        .filter(|l| l.starts_with("2: "))
-        .collect();
+    let mut adopted: Vec<String> = m.logged_by(2);
     adopted.sort();
     assert_eq!(adopted, ["2: adopt 0", "2: adopt 1"]);
     // The parent's proxies are untouched.
@@ -224,11 +220,7 @@ fn a_forked_child_gives_back_what_it_dropped_before_connecting() {
         }
     });
     assert_eq!(code, 0);
-    let log: Vec<String> = m
-        .logged()
-        .into_iter()
-        .filter(|l| l.starts_with("2: "))
-        .collect();
+    let log: Vec<String> = m.logged_by(2);
     assert!(log.contains(&"2: adopt 1".to_owned()), "{log:?}");
     assert!(log.contains(&"2: decref [[1, 1]]".to_owned()), "{log:?}");
     assert!(!log.iter().any(|l| l.contains("decref [[0")), "{log:?}");
@@ -251,11 +243,7 @@ fn stale_proxies_give_nothing_back_to_a_new_run() {
     assert!(err.to_string().contains(super::fake::FIRST_RUN), "{err}");
     drop(old);
     c.ping().unwrap();
-    let log: Vec<String> = m
-        .logged()
-        .into_iter()
-        .filter(|l| l.starts_with("2: "))
-        .collect();
+    let log: Vec<String> = m.logged_by(2);
     assert!(log.is_empty(), "{log:?}");
 }
 
@@ -273,10 +261,6 @@ fn a_reconnection_to_the_same_run_increfs_the_live_proxies() {
     assert_eq!(kept.len().unwrap(), 0);
     drop(kept);
     c.ping().unwrap();
-    let log: Vec<String> = m
-        .logged()
-        .into_iter()
-        .filter(|l| l.starts_with("2: "))
-        .collect();
+    let log: Vec<String> = m.logged_by(2);
     assert_eq!(log, ["2: incref 0", "2: decref [[0, 1]]"]);
 }

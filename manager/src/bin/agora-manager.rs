@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! agora-manager [--listen unix:PATH | --listen tcp:HOST:PORT]... [--authkey-file PATH]
+//!               [--tls-cert FILE --tls-key FILE]
 //!               [--max-connections N] [--auth-timeout SECONDS] [--max-output-bytes BYTES]
 //!               [--metrics HOST:PORT] ...
 //! agora-manager inspect --address ADDRESS [--authkey-file PATH] [--json]
@@ -20,6 +21,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsE
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -44,6 +46,16 @@ struct Args {
     /// Default: a Unix socket in a fresh private directory.
     #[arg(long = "listen", value_name = "ADDRESS")]
     listen: Vec<String>,
+
+    /// Serve TLS on every `tcp:` listener, with this PEM certificate chain (the server's
+    /// certificate first); needs --tls-key. The ready line then names them `tls:HOST:PORT`,
+    /// and a client that does not speak TLS gets no session. Unix sockets stay plain.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 
     /// File holding the authkey as hex. Default: the AGORA_AUTHKEY environment variable (hex),
     /// else a fresh random key written to a new 0600 file named on the ready line.
@@ -116,8 +128,9 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct InspectArgs {
-    /// The manager's address: `unix:PATH` or `tcp:HOST:PORT`. Default: the AGORA_ADDRESS
-    /// environment variable.
+    /// The manager's address: `unix:PATH`, `tcp:HOST:PORT` or `tls:HOST:PORT` (its certificate
+    /// verified against the system's roots, or the CA file in AGORA_TLS_CA). Default: the
+    /// AGORA_ADDRESS environment variable.
     #[arg(long, value_name = "ADDRESS")]
     address: Option<String>,
 
@@ -282,8 +295,22 @@ fn run(args: Args) -> Result<(), Fatal> {
     if args.listen.is_empty() {
         listeners.push(bind_unix(&cleanup.private_dir()?.join("manager.sock"))?);
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            agora_manager::tls::server_config(cert, key)
+                .map_err(|e| Fatal(format!("cannot serve TLS: {e}")))?,
+        ),
+        _ => None,
+    };
     for address in &args.listen {
-        listeners.push(bind(address)?);
+        listeners.push(bind(address, tls.as_ref())?);
+    }
+    if tls.is_some() && !listeners.iter().any(|l| matches!(l, Listener::Tls { .. })) {
+        return Err(Fatal(
+            "--tls-cert and --tls-key serve TLS on tcp: listeners, and there is none: \
+             add --listen tcp:HOST:PORT"
+                .to_owned(),
+        ));
     }
 
     let mut config = Config::new(authkey);
@@ -436,7 +463,8 @@ fn make_private_dir() -> Result<PathBuf, Fatal> {
     Ok(dir)
 }
 
-fn bind(address: &str) -> Result<Listener, Fatal> {
+/// Binds `address`; a TCP one serves TLS when `tls` is given.
+fn bind(address: &str, tls: Option<&Arc<rustls::ServerConfig>>) -> Result<Listener, Fatal> {
     if let Some(path) = address.strip_prefix("unix:") {
         if path.is_empty() {
             return Err(Fatal(format!(
@@ -448,7 +476,19 @@ fn bind(address: &str) -> Result<Listener, Fatal> {
     if let Some(host_port) = address.strip_prefix("tcp:") {
         let listener = std::net::TcpListener::bind(host_port)
             .map_err(|e| Fatal(format!("cannot listen on {address}: {e}")))?;
-        return Ok(Listener::Tcp(listener));
+        return Ok(match tls {
+            Some(config) => Listener::Tls {
+                listener,
+                config: config.clone(),
+            },
+            None => Listener::Tcp(listener),
+        });
+    }
+    if address.starts_with("tls:") {
+        return Err(Fatal(format!(
+            "bad address {address:?}: listen on tcp:HOST:PORT with --tls-cert and --tls-key \
+             to serve TLS (clients then connect to tls:HOST:PORT)"
+        )));
     }
     Err(Fatal(format!(
         "bad address {address:?}: expected unix:PATH or tcp:HOST:PORT"
