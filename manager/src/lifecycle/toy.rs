@@ -45,6 +45,10 @@ impl Semantics for Permits {
         self.held.clear();
     }
 
+    fn holding(&self) -> Vec<HeldInfo> {
+        counted(Some(&self.held))
+    }
+
     fn waits_for(&self, _line: LineId, _wait: &()) -> String {
         "a permit".to_owned()
     }
