@@ -35,7 +35,11 @@ pub(crate) struct Args {
 impl Args {
     /// Params starting with an object id, as every object method's do.
     pub(crate) fn object(id: u64) -> Args {
-        let mut args = Args::default();
+        // Room for the id and a key or a small value: most calls never grow it.
+        let mut args = Args {
+            bytes: Vec::with_capacity(32),
+            count: 0,
+        };
         args.uint(id);
         args
     }
@@ -43,6 +47,11 @@ impl Args {
     /// The encoded params, without the array header.
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The encoded params, taken out.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
     }
 
     /// How many params there are.

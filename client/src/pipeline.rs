@@ -36,15 +36,22 @@ use crate::error::{Error, Result};
 /// chunk this size fits in the socket's buffer.
 const CHUNK_BYTES: usize = 64 * 1024;
 
+/// Params up to this many bytes are kept whole by [`Replies`] for the errors that name them.
+const KEEP_PARAMS_UP_TO: usize = 64;
+
 /// Tells apart the pipelines of a process, so a handle is only redeemed with its own replies.
 static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// A queued call's params. A command that could not be encoded keeps its error boxed:
+/// queuing a call moves only a few words, and a long pipeline's growing queue copies less.
+type QueuedArgs = std::result::Result<Args, Box<Error>>;
 
 /// Calls queued to be sent together. Build one with [`Client::pipeline`].
 pub struct Pipeline {
     client: Client,
     serial: u64,
     /// Each call's method, params and run ([`Cmd`]'s).
-    queued: Vec<(Cow<'static, str>, Result<Args>, u64)>,
+    queued: Vec<(Cow<'static, str>, QueuedArgs, u64)>,
 }
 
 impl fmt::Debug for Pipeline {
@@ -88,7 +95,8 @@ pub struct Replies {
     /// The run of the connection the replies came from: the run their references are of.
     run: u64,
     replies: Vec<Reply>,
-    /// Each call's method and what its decode errors name of its params.
+    /// Each call's method and its params, or (for large ones) what its decode errors name of
+    /// them ([`crate::error::call_context`]).
     calls: Vec<(Cow<'static, str>, Vec<u8>)>,
     _holds: Hold,
 }
@@ -116,7 +124,8 @@ impl Pipeline {
     /// [`Error::OtherRun`](crate::Error::OtherRun), unsent.
     pub fn add<T>(&mut self, cmd: Cmd<T>) -> Handle<T> {
         let index = self.queued.len();
-        self.queued.push((cmd.method, cmd.args, cmd.run));
+        self.queued
+            .push((cmd.method, cmd.args.map_err(Box::new), cmd.run));
         Handle {
             index,
             serial: self.serial,
@@ -145,13 +154,13 @@ impl Pipeline {
         let conn = self.client.connection()?;
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(self.queued.len());
         let mut holds = Hold::default();
-        let mut chunk: Vec<(usize, &str, &Args)> = Vec::new();
+        let mut chunk: Vec<(usize, &str, &Args)> = Vec::with_capacity(self.queued.len());
         let mut chunk_bytes = 0;
         for (index, (method, args, run)) in self.queued.iter().enumerate() {
             // A call whose params failed to encode, or of another run, fails alone, unsent.
             let checked = args
                 .as_ref()
-                .map_err(Error::clone)
+                .map_err(|e| (**e).clone())
                 .and_then(|args| self.client.stale_on(*run, &conn).map_or(Ok(args), Err));
             match checked {
                 Ok(args) => {
@@ -175,9 +184,14 @@ impl Pipeline {
             .queued
             .into_iter()
             .map(|(method, args, _)| {
-                let context = args
-                    .map(|a| crate::error::call_context(&method, a.bytes()))
-                    .unwrap_or_default();
+                // Small params are kept as they are (moved, not copied): what a decode error
+                // names is cut from them only if one happens. Of large ones only that part
+                // is kept, so the replies do not hold every value the pipeline sent.
+                let context = match args {
+                    Ok(a) if a.bytes().len() <= KEEP_PARAMS_UP_TO => a.into_bytes(),
+                    Ok(a) => crate::error::call_context(&method, a.bytes()),
+                    Err(_) => Vec::new(),
+                };
                 (method, context)
             })
             .collect();

@@ -9,8 +9,9 @@
 //! processes: the `--workers` list, `--clients` is another name for it), `latency` (p50 to
 //! max of one call beside the raw socket round trip), `blocking` (queues and locks, with a raw
 //! pipe as the ceiling of the queue), `tickets` (the ticket grab on four backends, by
-//! `--workers`), `redis` (pipelined `dict.get` beside Redis `GET` at depths 1, 16 and 1000 from
-//! 1, 4 and 16 processes, when `redis-server` is installed).
+//! `--workers`), `redis` (`dict.get` beside Redis `GET` at depths 1, 16 and 1000 from 1, 4 and
+//! 16 processes, and the locked and atomic ticket grabs beside Redis `SET NX` and `DECR`, when
+//! `redis-server` is installed).
 //!
 //! Contenders are interleaved round by round (so a burst of load from another tenant hits all
 //! of them), each figure is the median of the rounds, and every row says how much its rounds
@@ -170,7 +171,21 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         targets.extend(lines);
     }
     if o.section.runs(Section::Redis) {
-        redis::run(&servers, o.rounds, &mut report, &progress)?;
+        if let Some(outcome) = redis::run(&servers, o.rounds, &mut report, &progress)? {
+            charts.push(Chart::new(
+                "bench-redis-get.svg",
+                "agora dict.get vs Redis GET: gets/s by number of client processes",
+                "gets/s (log scale)",
+                outcome.gets,
+            ));
+            charts.push(Chart::new(
+                "bench-redis-grab.svg",
+                "Ticket grab, agora vs Redis: tickets/s by number of workers",
+                "tickets/s (log scale)",
+                outcome.grabs,
+            ));
+            targets.extend(outcome.targets);
+        }
     }
     progress.finish();
     println!(

@@ -1,6 +1,14 @@
-//! agora beside Redis on the same work: pipelined `dict.get` against pipelined `GET`, from 1, 4
-//! and 16 client processes at depths 1, 16 and 1000, both over a Unix socket, in one run with
-//! the contenders interleaved round by round.
+//! agora beside Redis on the same work, both over a Unix socket, in one run with the contenders
+//! interleaved round by round:
+//!
+//! - `dict.get` against `GET` (the same key and value), from 1, 4 and 16 client processes at
+//!   depths 1 (single calls), 16 and 1000 (pipelined);
+//! - the ticket grab with a lock: agora's `Lock` + `Value` (acquire, get, set, release) against
+//!   `SET lock NX` (retried at once until it succeeds), `GET`, `SET`, `DEL lock`: four round
+//!   trips a ticket either way;
+//! - the atomic ticket grab: agora's `fetch_add(-1)` against `DECR`, one round trip a ticket;
+//!
+//! each grab from 1, 4 and 16 worker processes, checked to sell every ticket exactly once.
 //!
 //! Redis runs when `redis-server` is on the `PATH` (Debian's `redis-server` package), started
 //! here on a private Unix socket with persistence off; without it the section says so and is
@@ -16,9 +24,11 @@ use std::time::{Duration, Instant};
 
 use agora::{Address, Dict};
 
-use crate::harness::{run_workers, until, Samples, Servers};
+use crate::chart::Curve;
+use crate::harness::{rate, run_to_completion, run_workers, Samples, Servers};
 use crate::progress::Progress;
 use crate::report::{Group, Report};
+use crate::tickets::{check_sale, ManagerGrabs};
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -31,9 +41,24 @@ const GROUP: Group = Group {
     unit: "gets/s",
 };
 
+const GRAB_GROUP: Group = Group {
+    title: "ticket grab: agora vs Redis, unix socket (ratio vs Redis)",
+    unit: "tickets/s",
+};
+
+/// Tickets per run of a grab: enough for a few hundred milliseconds (as the tickets section).
+const LOCKED_TICKETS: u64 = 1_500;
+const ATOMIC_TICKETS: u64 = 6_000;
+
+/// The two grabs, each on both sides: (locked, name of agora's, name of Redis's).
+const GRABS: [(bool, &str, &str); 2] = [
+    (true, "agora Lock + Value", "Redis SET NX + GET + SET + DEL"),
+    (false, "agora fetch_add", "Redis DECR"),
+];
+
 /// The measurements [`run`] makes, for the progress bar.
 pub fn steps(rounds: usize) -> u64 {
-    (rounds * CLIENTS.len() * DEPTHS.len() * 2) as u64
+    (rounds * CLIENTS.len() * (DEPTHS.len() + GRABS.len()) * 2) as u64
 }
 
 /// A `redis-server` of this benchmark's own, stopped when dropped.
@@ -93,6 +118,28 @@ impl Drop for RedisServer {
     }
 }
 
+/// A RESP reply, as far as the grabs need one.
+#[derive(Debug, PartialEq)]
+enum Value {
+    /// `+OK` and other simple strings.
+    Simple,
+    /// `:n`.
+    Int(i64),
+    /// `$n` and its payload; `None` for the nil bulk string (`$-1`).
+    Bulk(Option<Vec<u8>>),
+}
+
+/// One command, encoded as a RESP array of bulk strings.
+fn command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
 /// A connection speaking just enough RESP: write a batch, count its replies.
 struct Resp {
     writer: UnixStream,
@@ -118,6 +165,44 @@ impl Resp {
             self.reply()?;
         }
         Ok(())
+    }
+
+    /// Sends one command and reads its reply.
+    fn call(&mut self, request: &[u8]) -> io::Result<Value> {
+        self.writer.write_all(request)?;
+        self.value()
+    }
+
+    /// Reads one reply, keeping what it says (a bulk string's payload included).
+    fn value(&mut self) -> io::Result<Value> {
+        self.line.clear();
+        self.reader.read_until(b'\n', &mut self.line)?;
+        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+        let text = self
+            .line
+            .strip_suffix(b"\r\n")
+            .ok_or_else(|| bad("cut reply"))?;
+        let number = |digits: &[u8]| -> io::Result<i64> {
+            std::str::from_utf8(digits)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad("bad number in a reply"))
+        };
+        match text.first() {
+            Some(b'+') => Ok(Value::Simple),
+            Some(b':') => Ok(Value::Int(number(&text[1..])?)),
+            Some(b'-') => Err(bad(&String::from_utf8_lossy(text))),
+            Some(b'$') => match number(&text[1..])? {
+                len if len < 0 => Ok(Value::Bulk(None)),
+                len => {
+                    let mut payload = vec![0u8; len as usize + 2];
+                    self.reader.read_exact(&mut payload)?;
+                    payload.truncate(len as usize);
+                    Ok(Value::Bulk(Some(payload)))
+                }
+            },
+            _ => Err(bad("unexpected reply type")),
+        }
     }
 
     /// Reads one reply of the kinds these commands get: simple string, error, integer, bulk
@@ -150,6 +235,23 @@ impl Resp {
     }
 }
 
+/// Runs `op` until `deadline`, reading the clock after every one; returns the count.
+///
+/// Not the harness's `until`, which reads the clock every 16 operations: a batch of 1000 gets
+/// takes about a millisecond, so 16 of them overshot the 300 ms slice by up to a sixth with 16
+/// workers (each worker's count is divided by the slice), and counted in steps of 16000 gets.
+/// A clock read per call or batch costs nothing next to a round trip.
+fn until_each<E>(deadline: Instant, mut op: impl FnMut() -> Result<(), E>) -> Result<u64, E> {
+    let mut n = 0u64;
+    loop {
+        op()?;
+        n += 1;
+        if Instant::now() >= deadline {
+            return Ok(n);
+        }
+    }
+}
+
 /// `GET k` `depth` times, encoded.
 fn redis_gets(depth: usize) -> Vec<u8> {
     b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".repeat(depth)
@@ -166,7 +268,7 @@ fn redis_workers(
     let requests = redis_gets(depth);
     let ops = run_workers(clients, slice, move |_, deadline| {
         let mut c = Resp::connect(&socket)?;
-        Ok(until(deadline, || c.batch(&requests, depth))?)
+        Ok(until_each(deadline, || c.batch(&requests, depth))?)
     })?;
     Ok(ops * depth as f64)
 }
@@ -184,7 +286,7 @@ fn agora_workers(
     let ops = run_workers(clients, slice, move |_, deadline| {
         let client = agora::Client::connect(&address, &key)?;
         let d = Dict::<String, i64>::from_id(&client, id);
-        Ok(until(deadline, || -> agora::Result<()> {
+        Ok(until_each(deadline, || -> agora::Result<()> {
             if depth == 1 {
                 return d.get("k").map(drop);
             }
@@ -198,17 +300,86 @@ fn agora_workers(
     Ok(ops * depth as f64)
 }
 
-/// Runs the section: every (clients, depth) pair, agora then Redis, once a round.
+/// One worker's purchases in Redis until sold out: `DECR`, or (`locked`) `SET lock NX` retried
+/// until it succeeds, then `GET`, `SET` one lower, `DEL lock`.
+fn redis_buyer(socket: &Path, locked: bool) -> Result<Vec<u64>, BoxError> {
+    let mut c = Resp::connect(socket)?;
+    let mut bought = Vec::new();
+    let unexpected = |v: Value| -> BoxError { format!("unexpected Redis reply {v:?}").into() };
+    if !locked {
+        let decr = command(&[b"DECR", b"tickets"]);
+        loop {
+            match c.call(&decr)? {
+                // The count after this buyer's decrement: 0..n-1 were tickets n..1.
+                Value::Int(left) if left >= 0 => bought.push(left as u64 + 1),
+                Value::Int(_) => return Ok(bought),
+                other => return Err(unexpected(other)),
+            }
+        }
+    }
+    let (acquire, release) = (
+        command(&[b"SET", b"lock", b"1", b"NX"]),
+        command(&[b"DEL", b"lock"]),
+    );
+    let get = command(&[b"GET", b"tickets"]);
+    loop {
+        // Not granted (nil): another buyer holds it; ask again at once.
+        while c.call(&acquire)? != Value::Simple {}
+        let count: i64 = match c.call(&get)? {
+            Value::Bulk(Some(n)) => std::str::from_utf8(&n)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or("the ticket count is not a number")?,
+            other => return Err(unexpected(other)),
+        };
+        if count > 0 {
+            let lower = (count - 1).to_string();
+            c.call(&command(&[b"SET", b"tickets", lower.as_bytes()]))?;
+        }
+        c.call(&release)?;
+        if count <= 0 {
+            return Ok(bought);
+        }
+        bought.push(count as u64);
+    }
+}
+
+/// Tickets per second selling `n` tickets in Redis with `w` worker processes; checks the sale.
+fn redis_grab(socket: &Path, locked: bool, w: usize, n: u64) -> Result<f64, BoxError> {
+    let mut setup = Resp::connect(socket)?;
+    setup.call(&command(&[b"SET", b"tickets", n.to_string().as_bytes()]))?;
+    setup.call(&command(&[b"DEL", b"lock"]))?;
+    let socket = socket.to_path_buf();
+    let (elapsed, sold) = run_to_completion(w, move || redis_buyer(&socket, locked))?;
+    let name = if locked { GRABS[0].2 } else { GRABS[1].2 };
+    check_sale(name, n, &sold)?;
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+/// What the section hands back: its two charts' curves (by number of clients) and the lines
+/// saying whether the issue's target is met.
+pub struct Outcome {
+    /// gets/s by clients: agora and Redis at each depth.
+    pub gets: Vec<Curve>,
+    /// tickets/s by workers: agora and Redis, each grab.
+    pub grabs: Vec<Curve>,
+    /// The targets, judged.
+    pub targets: Vec<String>,
+}
+
+/// Runs the section: every (clients, depth) pair and every grab at every worker count, agora
+/// then Redis, once a round. `Ok(None)` when Redis is not installed.
 pub fn run(
     servers: &Servers,
     rounds: usize,
     report: &mut Report,
     progress: &Progress,
-) -> Result<(), BoxError> {
+) -> Result<Option<Outcome>, BoxError> {
     let Some(redis) = RedisServer::start()? else {
         progress.note("redis: redis-server is not installed; the Redis comparison is skipped");
-        return Ok(());
+        return Ok(None);
     };
+    let grabs = ManagerGrabs::new(servers)?;
     let mut setup = Resp::connect(&redis.socket)?;
     setup.batch(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\n12345\r\n", 1)?;
     let client = servers.client(&servers.agora_unix)?;
@@ -219,8 +390,30 @@ pub fn run(
         .flat_map(|&c| DEPTHS.iter().map(move |&d| (c, d)))
         .collect();
     let mut samples = vec![(Samples::default(), Samples::default()); pairs.len()];
+    // [grab][clients]: (Redis, agora).
+    let mut grab_samples =
+        vec![vec![(Samples::default(), Samples::default()); CLIENTS.len()]; GRABS.len()];
     let slice = Duration::from_millis(300);
     for round in 0..rounds {
+        for (gi, &(locked, agora_name, redis_name)) in GRABS.iter().enumerate() {
+            let n = if locked {
+                LOCKED_TICKETS
+            } else {
+                ATOMIC_TICKETS
+            };
+            for (ci, &w) in CLIENTS.iter().enumerate() {
+                let section = format!("redis grab x{w}");
+                let (redis_s, agora_s) = &mut grab_samples[gi][ci];
+                agora_s.0.push(
+                    progress.measure(&section, agora_name, round, || grabs.run(locked, w, n))?,
+                );
+                redis_s
+                    .0
+                    .push(progress.measure(&section, redis_name, round, || {
+                        redis_grab(&redis.socket, locked, w, n)
+                    })?);
+            }
+        }
         for (&(c, d), (redis_s, agora_s)) in pairs.iter().zip(samples.iter_mut()) {
             let section = format!("redis {c}x{d}");
             agora_s
@@ -242,6 +435,8 @@ pub fn run(
                 })?);
         }
     }
+    let mut targets = Vec::new();
+    let mut slowest: Option<(f64, usize, usize)> = None;
     for (&(c, d), (redis_s, agora_s)) in pairs.iter().zip(&samples) {
         let base = redis_s.median();
         report.row(
@@ -260,6 +455,70 @@ pub fn run(
             agora_s,
             Some(base),
         );
+        let ratio = agora_s.median() / base;
+        if d > 1 && slowest.is_none_or(|(r, ..)| ratio < r) {
+            slowest = Some((ratio, c, d));
+        }
+        if d == 1 {
+            targets.push(format!(
+                "redis: single calls from {c} client(s): agora dict.get {} gets/s = {ratio:.2}x Redis GET {}",
+                rate(agora_s.median()),
+                rate(base)
+            ));
+        }
     }
-    Ok(())
+    if let Some((ratio, c, d)) = slowest {
+        let met = if ratio >= 1.0 { "met" } else { "NOT met" };
+        targets.push(format!(
+            "redis: pipelined dict.get is at least {ratio:.2}x Redis GET at every (clients, depth) \
+             of 1, 4, 16 x 16, 1000 (lowest at {c} x {d}) (target >= 1: {met})"
+        ));
+    }
+    for (gi, &(_, agora_name, redis_name)) in GRABS.iter().enumerate() {
+        for (ci, &w) in CLIENTS.iter().enumerate() {
+            let (redis_s, agora_s) = &grab_samples[gi][ci];
+            report.row(&GRAB_GROUP, "unix", w, redis_name, redis_s, None);
+            report.row(
+                &GRAB_GROUP,
+                "unix",
+                w,
+                agora_name,
+                agora_s,
+                Some(redis_s.median()),
+            );
+        }
+    }
+    let curve = |name: String, medians: Vec<f64>| Curve {
+        name,
+        points: CLIENTS.iter().copied().zip(medians).collect(),
+    };
+    let mut gets = Vec::new();
+    for &d in &DEPTHS {
+        let at = |agora: bool| -> Vec<f64> {
+            pairs
+                .iter()
+                .zip(&samples)
+                .filter(|((_, depth), _)| *depth == d)
+                .map(|(_, (r, a))| if agora { a.median() } else { r.median() })
+                .collect()
+        };
+        gets.push(curve(format!("agora dict.get, depth {d}"), at(true)));
+        gets.push(curve(format!("Redis GET, depth {d}"), at(false)));
+    }
+    let mut grab_curves = Vec::new();
+    for (gi, &(_, agora_name, redis_name)) in GRABS.iter().enumerate() {
+        let medians = |agora: bool| -> Vec<f64> {
+            grab_samples[gi]
+                .iter()
+                .map(|(r, a)| if agora { a.median() } else { r.median() })
+                .collect()
+        };
+        grab_curves.push(curve(agora_name.to_owned(), medians(true)));
+        grab_curves.push(curve(redis_name.to_owned(), medians(false)));
+    }
+    Ok(Some(Outcome {
+        gets,
+        grabs: grab_curves,
+        targets,
+    }))
 }

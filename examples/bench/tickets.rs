@@ -128,18 +128,7 @@ fn worker(backend: Backend, o: &Objects) -> Result<Vec<u64>, BoxError> {
 
 /// Fails unless exactly `n` tickets were sold, each number once.
 fn check(backend: Backend, n: u64, sold: &[u64]) -> Result<(), BoxError> {
-    let distinct: BTreeSet<u64> = sold.iter().copied().collect();
-    if sold.len() as u64 != n || distinct.len() != sold.len() {
-        return Err(format!(
-            "{}: {} tickets for sale, {} sold, {} distinct: a ticket was sold twice or lost",
-            backend.name(),
-            n,
-            sold.len(),
-            distinct.len()
-        )
-        .into());
-    }
-    Ok(())
+    check_sale(backend.name(), n, sold)
 }
 
 /// Tickets per second for one run of `backend` with `w` workers.
@@ -165,6 +154,66 @@ fn run_once(
     };
     check(backend, n, &sold)?;
     Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+/// The manager's two ticket backends, set up for another section to run beside its own
+/// contenders (the Redis section's grabs).
+pub struct ManagerGrabs {
+    manager: Client,
+    objects: Objects,
+    // Held so that the unnamed objects live while the workers use them by id.
+    _lock: Lock,
+    _value: Value<i64>,
+    _dir: tempfile::TempDir,
+}
+
+impl ManagerGrabs {
+    /// A lock and a value of their own on the manager's Unix socket.
+    pub fn new(servers: &Servers) -> Result<ManagerGrabs, BoxError> {
+        let manager = servers.client(&servers.agora_unix)?;
+        let (lock, value) = (manager.lock()?, manager.value(&0i64)?);
+        let dir = tempfile::Builder::new().prefix("agora-grabs-").tempdir()?;
+        let objects = Objects {
+            address: servers.agora_unix.clone(),
+            authkey: servers.authkey.clone(),
+            lock: lock.id(),
+            value: value.id(),
+            dir: dir.path().to_owned(),
+        };
+        Ok(ManagerGrabs {
+            manager,
+            objects,
+            _lock: lock,
+            _value: value,
+            _dir: dir,
+        })
+    }
+
+    /// Tickets per second selling `n` tickets with `w` worker processes: with the manager's
+    /// `Lock` + `Value` when `locked`, else with its atomic `fetch_add`. Checks the sale.
+    pub fn run(&self, locked: bool, w: usize, n: u64) -> Result<f64, BoxError> {
+        let backend = if locked {
+            Backend::ManagerLock
+        } else {
+            Backend::ManagerAtomic
+        };
+        run_once(backend, w, n, &self.objects, &self.manager)
+    }
+}
+
+/// Fails unless exactly `n` tickets were sold, each number once (for another section's
+/// contenders).
+pub fn check_sale(what: &str, n: u64, sold: &[u64]) -> Result<(), BoxError> {
+    let distinct: BTreeSet<u64> = sold.iter().copied().collect();
+    if sold.len() as u64 != n || distinct.len() != sold.len() {
+        return Err(format!(
+            "{what}: {n} tickets for sale, {} sold, {} distinct: a ticket was sold twice or lost",
+            sold.len(),
+            distinct.len()
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// The in-process ceiling: `w` threads on a `LocalLock`.

@@ -10,7 +10,13 @@ use crate::error::CallError;
 
 /// Appends an unsigned integer in its shortest encoding.
 pub fn uint(out: &mut Vec<u8>, n: u64) {
-    rmp::encode::write_uint(out, n).ok();
+    // A positive fixint (object ids, small counts) in one push; the rest through rmp.
+    match u8::try_from(n) {
+        Ok(b) if b < 0x80 => out.push(b),
+        _ => {
+            rmp::encode::write_uint(out, n).ok();
+        }
+    }
 }
 
 /// Appends a signed integer in its shortest encoding.
@@ -20,7 +26,13 @@ pub fn int(out: &mut Vec<u8>, n: i64) {
 
 /// Appends a str.
 pub fn str(out: &mut Vec<u8>, s: &str) {
-    rmp::encode::write_str(out, s).ok();
+    // A fixstr (method names, short keys) with a one-byte header; the rest through rmp.
+    if s.len() < 32 {
+        out.push(0xa0 | s.len() as u8);
+        out.extend_from_slice(s.as_bytes());
+    } else {
+        rmp::encode::write_str(out, s).ok();
+    }
 }
 
 /// Appends a bin.
@@ -50,7 +62,11 @@ pub fn f64(out: &mut Vec<u8>, x: f64) {
 
 /// Appends an array header for `n` elements (which the caller appends next).
 pub fn array_header(out: &mut Vec<u8>, n: usize) {
-    rmp::encode::write_array_len(out, n as u32).ok();
+    if n < 16 {
+        out.push(0x90 | n as u8);
+    } else {
+        rmp::encode::write_array_len(out, n as u32).ok();
+    }
 }
 
 /// Appends a map header for `n` entries (key, value, key, value... follow).

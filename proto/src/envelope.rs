@@ -6,13 +6,75 @@ use thiserror::Error;
 use crate::params::Params;
 use crate::scanner::value_len;
 
+/// A method name: text, kept as a slice of the message it came in (no copy, no allocation).
+/// Reads as a `str`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Method(Bytes);
+
+impl Method {
+    /// The name, if `raw` is UTF-8.
+    fn new(raw: Bytes) -> Option<Method> {
+        // Method names are ASCII: checking that is a few word compares; anything else gets
+        // the full UTF-8 check.
+        if !raw.is_ascii() {
+            std::str::from_utf8(&raw).ok()?;
+        }
+        Some(Method(raw))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // SAFETY: `Method::new`, its only constructor, checked that the bytes are UTF-8, and
+        // `Bytes` never changes its contents.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+}
+
+impl std::ops::Deref for Method {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Method {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Method {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl From<Method> for String {
+    fn from(m: Method) -> String {
+        m.as_str().to_owned()
+    }
+}
+
 /// One message, with its params or result kept as raw encoded bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Envelope {
     /// `[0, msgid, method, params]`: must be answered exactly once.
     Request {
         msgid: u32,
-        method: String,
+        method: Method,
         params: Params,
     },
     /// `[1, msgid, error, result]`: the error and result values, encoded.
@@ -22,7 +84,7 @@ pub enum Envelope {
         result: Bytes,
     },
     /// `[2, method, params]`: never answered.
-    Notification { method: String, params: Params },
+    Notification { method: Method, params: Params },
 }
 
 /// A message that is valid MessagePack but not a valid envelope. The stream is still in sync.
@@ -62,6 +124,24 @@ impl Cursor<'_> {
     }
 
     fn next_u32(&mut self) -> Option<u32> {
+        // The encodings a client writes an unsigned int with (the message type, a msgid),
+        // read without the general reader; any other encoding of an int goes through it.
+        let rest = self.rest();
+        let be = |n: usize| {
+            let bytes = rest.get(1..1 + n)?;
+            Some(bytes.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)))
+        };
+        let fast = match rest.first() {
+            Some(&b) if b < 0x80 => Some((1, u32::from(b))),
+            Some(0xcc) => be(1).map(|n| (2, n)),
+            Some(0xcd) => be(2).map(|n| (3, n)),
+            Some(0xce) => be(4).map(|n| (5, n)),
+            _ => None,
+        };
+        if let Some((len, n)) = fast {
+            self.pos += len;
+            return Some(n);
+        }
         let mut rest = self.rest();
         let before = rest.len();
         let n: u32 = rmp::decode::read_int(&mut rest).ok()?;
@@ -70,11 +150,27 @@ impl Cursor<'_> {
     }
 
     /// A method name: a str, or a bin holding UTF-8.
-    fn next_method(&mut self) -> Result<String, String> {
-        let raw = self.next_value().ok_or("truncated method")?;
-        crate::params::text(&raw)
-            .map(str::to_owned)
-            .ok_or_else(|| "method must be a str (or a bin holding UTF-8)".to_owned())
+    fn next_method(&mut self) -> Result<Method, String> {
+        let rest = self.rest();
+        if value_len(rest).is_none() {
+            return Err("truncated method".to_owned());
+        }
+        // A str or bin ends where its payload does.
+        let method = crate::params::bytes_of(rest).and_then(|text| {
+            let end = text.as_ptr() as usize - rest.as_ptr() as usize + text.len();
+            Some((Method::new(self.frame.slice_ref(text))?, end))
+        });
+        let (method, len) =
+            method.ok_or_else(|| "method must be a str (or a bin holding UTF-8)".to_owned())?;
+        self.pos += len;
+        Ok(method)
+    }
+
+    /// The params array: each element is walked once, and its end is the array's.
+    fn next_params(&mut self) -> Option<Params> {
+        let (params, len) = Params::from_array_prefix(self.frame, self.pos)?;
+        self.pos += len;
+        Some(params)
     }
 }
 
@@ -115,8 +211,7 @@ pub fn parse(frame: Bytes) -> Result<Envelope, EnvelopeError> {
                 .ok_or_else(|| bad(None, "a request's msgid must be an unsigned 32-bit integer"))?;
             let method = c.next_method().map_err(|e| bad(Some(msgid), e))?;
             let params = c
-                .next_value()
-                .and_then(Params::from_array)
+                .next_params()
                 .ok_or_else(|| bad(Some(msgid), "params must be an array"))?;
             Ok(Envelope::Request {
                 msgid,
@@ -128,7 +223,13 @@ pub fn parse(frame: Bytes) -> Result<Envelope, EnvelopeError> {
             let msgid = c
                 .next_u32()
                 .ok_or_else(|| bad(None, "a response's msgid must be an unsigned integer"))?;
-            let error = c.next_value().ok_or_else(|| bad(None, "truncated"))?;
+            // The nil of a success is not worth a reference to the frame.
+            let error = if c.rest().first() == Some(&0xc0) {
+                c.pos += 1;
+                Bytes::from_static(&[0xc0])
+            } else {
+                c.next_value().ok_or_else(|| bad(None, "truncated"))?
+            };
             let result = c.next_value().ok_or_else(|| bad(None, "truncated"))?;
             Ok(Envelope::Response {
                 msgid,
@@ -139,8 +240,7 @@ pub fn parse(frame: Bytes) -> Result<Envelope, EnvelopeError> {
         (Some(crate::NOTIFICATION), 3) => {
             let method = c.next_method().map_err(|e| bad(None, e))?;
             let params = c
-                .next_value()
-                .and_then(Params::from_array)
+                .next_params()
                 .ok_or_else(|| bad(None, "params must be an array"))?;
             Ok(Envelope::Notification { method, params })
         }

@@ -12,7 +12,7 @@ use crate::scanner::value_len;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params {
     frame: Bytes,
-    spans: Vec<(u32, u32)>,
+    spans: Spans,
     /// Whether the message holds an ext value, when its framing said (`None`: not known).
     framed_ext: Option<bool>,
 }
@@ -52,12 +52,31 @@ pub fn bytes_of(raw: &[u8]) -> Option<&[u8]> {
 
 /// An integer of any encoding, as i64 (None for other types or out of range).
 pub fn int_i64(raw: &[u8]) -> Option<i64> {
+    // Fixints (object ids, small counts and indexes) without the general reader.
+    match raw.first() {
+        Some(&b) if b < 0x80 => return Some(i64::from(b)),
+        Some(&b) if b >= 0xe0 => return Some(i64::from(b as i8)),
+        _ => {}
+    }
     let mut rest = raw;
     rmp::decode::read_int(&mut rest).ok()
 }
 
 /// An integer of any encoding, as u64 (None for other types or negative values).
 pub fn int_u64(raw: &[u8]) -> Option<u64> {
+    // A fixint, or the unsigned encodings (object ids are 64-bit), without the general reader.
+    let be = |n: usize| {
+        let bytes = raw.get(1..1 + n)?;
+        Some(bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+    };
+    match raw.first() {
+        Some(&b) if b < 0x80 => return Some(u64::from(b)),
+        Some(0xcc) => return be(1),
+        Some(0xcd) => return be(2),
+        Some(0xce) => return be(4),
+        Some(0xcf) => return be(8),
+        _ => {}
+    }
     let mut rest = raw;
     rmp::decode::read_int(&mut rest).ok()
 }
@@ -107,24 +126,91 @@ pub fn is_nil(raw: &[u8]) -> bool {
     raw == [0xc0]
 }
 
+/// How many params are kept without an allocation: every method's but a few.
+const INLINE_SPANS: usize = 6;
+
+/// Where each param is in the array: `(start, end)` byte offsets. A request's few params are
+/// kept inline, so that parsing one allocates nothing.
+#[derive(Clone)]
+enum Spans {
+    Inline(u8, [(u32, u32); INLINE_SPANS]),
+    Heap(Vec<(u32, u32)>),
+}
+
+impl Spans {
+    fn with_capacity(n: usize) -> Spans {
+        if n <= INLINE_SPANS {
+            Spans::Inline(0, [(0, 0); INLINE_SPANS])
+        } else {
+            Spans::Heap(Vec::with_capacity(n))
+        }
+    }
+
+    fn push(&mut self, span: (u32, u32)) {
+        match self {
+            Spans::Inline(len, items) if usize::from(*len) < INLINE_SPANS => {
+                items[usize::from(*len)] = span;
+                *len += 1;
+            }
+            Spans::Inline(len, items) => {
+                let mut heap = items[..usize::from(*len)].to_vec();
+                heap.push(span);
+                *self = Spans::Heap(heap);
+            }
+            Spans::Heap(v) => v.push(span),
+        }
+    }
+
+    fn as_slice(&self) -> &[(u32, u32)] {
+        match self {
+            Spans::Inline(len, items) => &items[..usize::from(*len)],
+            Spans::Heap(v) => v,
+        }
+    }
+}
+
+impl PartialEq for Spans {
+    fn eq(&self, other: &Spans) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl std::fmt::Debug for Spans {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
 impl Params {
     /// Splits an encoded array into its elements. `None` if it is not a complete array.
     pub fn from_array(array: Bytes) -> Option<Params> {
-        let mut rest = &array[..];
+        let (params, _) = Params::from_array_prefix(&array, 0)?;
+        Some(Params {
+            frame: array,
+            ..params
+        })
+    }
+
+    /// The array starting at `frame[start..]`, and its length: each element is walked once
+    /// (finding where the array ends is finding where each element does).
+    pub(crate) fn from_array_prefix(frame: &Bytes, start: usize) -> Option<(Params, usize)> {
+        let array = frame.get(start..)?;
+        let mut rest = array;
         let n = rmp::decode::read_array_len(&mut rest).ok()? as usize;
         let mut pos = array.len() - rest.len();
         // Each element takes at least a byte: don't trust `n` for the allocation.
-        let mut spans = Vec::with_capacity(n.min(array.len() - pos));
+        let mut spans = Spans::with_capacity(n.min(array.len() - pos));
         for _ in 0..n {
             let len = value_len(&array[pos..])?;
             spans.push((pos as u32, (pos + len) as u32));
             pos += len;
         }
-        Some(Params {
-            frame: array,
+        let params = Params {
+            frame: frame.slice(start..start + pos),
             spans,
             framed_ext: None,
-        })
+        };
+        Some((params, pos))
     }
 
     /// Records whether the message these params came from holds an ext value, which its
@@ -147,12 +233,12 @@ impl Params {
 
     /// Number of params.
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.spans.as_slice().len()
     }
 
     /// True when there are no params.
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.spans.as_slice().is_empty()
     }
 
     /// Fails unless the number of params is within `min..=max`.
@@ -165,13 +251,13 @@ impl Params {
 
     /// The raw bytes of param `i`. Panics if `i >= len()`: check with [`Params::expect`] first.
     pub fn raw(&self, i: usize) -> &[u8] {
-        let (start, end) = self.spans[i];
+        let (start, end) = self.spans.as_slice()[i];
         &self.frame[start as usize..end as usize]
     }
 
     /// Param `i` as a zero-copy [`Bytes`], for storing. Panics like [`Params::raw`].
     pub fn bytes(&self, i: usize) -> Bytes {
-        let (start, end) = self.spans[i];
+        let (start, end) = self.spans.as_slice()[i];
         self.frame.slice(start as usize..end as usize)
     }
 

@@ -224,6 +224,18 @@ impl Scanner {
     /// more are needed, and an error when the stream cannot be framed. After `Some` or an error
     /// the scanner is ready for a new value.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ScanError> {
+        // A new value that is all in `buf` (every request of a pipelined batch but the last
+        // one read) is walked in one tight pass. Anything else (a value cut short, a limit
+        // broken, nesting deeper than the walk follows) is left to the resumable scan below,
+        // which starts over and gives the same answer it always gave.
+        if self.pos == 0 {
+            if let Some((len, had_ext)) = walk(buf, &self.limits) {
+                self.limits_changed = false;
+                self.saw_ext = had_ext;
+                self.reset();
+                return Ok(Some(len));
+            }
+        }
         let result = if std::mem::take(&mut self.limits_changed) {
             self.recheck().and_then(|()| self.scan_inner(buf))
         } else {
@@ -337,10 +349,134 @@ impl Scanner {
     }
 }
 
+/// How deep [`walk`] follows nesting; a deeper value goes to the resumable scan.
+const WALK_DEPTH: usize = 16;
+
+/// The length of the complete value at the start of `buf` within `limits`, and whether it holds
+/// an ext value. `None` when the value is not all there, breaks a limit, holds a byte no value
+/// starts with, or nests deeper than [`WALK_DEPTH`]: the resumable scan tells which.
+///
+/// The scanner's fast path: one pass with the open containers' counts on the stack, and no
+/// state to keep between calls.
+fn walk(buf: &[u8], limits: &Limits) -> Option<(usize, bool)> {
+    let mut open = [0u64; WALK_DEPTH];
+    let mut depth = 0usize;
+    let mut pos = 0usize;
+    let mut had_ext = false;
+    loop {
+        let marker = *buf.get(pos)?;
+        // The markers of a request's envelope and of most params, without `header`.
+        let kind = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => {
+                pos += 1;
+                Header::Scalar
+            }
+            0xa0..=0xbf => {
+                pos += 1;
+                Header::Payload(u64::from(marker & 0x1f))
+            }
+            0x90..=0x9f => {
+                pos += 1;
+                let len = u64::from(marker & 0x0f);
+                Header::Container { items: len, len }
+            }
+            // Ints of 1 to 8 bytes (object ids are 64-bit).
+            0xcc..=0xd3 => {
+                pos += 1 + (1 << (marker & 0x03));
+                if pos > buf.len() {
+                    return None;
+                }
+                Header::Scalar
+            }
+            _ => {
+                let (size, kind) = header(&buf[pos..], pos).ok()??;
+                pos += size;
+                kind
+            }
+        };
+        match kind {
+            Header::Scalar => {}
+            Header::Payload(len) => {
+                had_ext |= matches!(marker, 0xc7..=0xc9 | 0xd4..=0xd8);
+                pos = pos.checked_add(usize::try_from(len).ok()?)?;
+                if pos > buf.len() {
+                    return None;
+                }
+            }
+            Header::Container { items, len } => {
+                if len > limits.max_container_len as u64
+                    || depth >= limits.max_depth
+                    || depth == WALK_DEPTH
+                {
+                    return None;
+                }
+                if items > 0 {
+                    open[depth] = items;
+                    depth += 1;
+                    continue;
+                }
+            }
+        }
+        // One value ended: it may end the containers it closes, and the whole value.
+        loop {
+            let Some(top) = depth.checked_sub(1) else {
+                return (pos <= limits.max_message_bytes).then_some((pos, had_ext));
+            };
+            open[top] -= 1;
+            if open[top] > 0 {
+                break;
+            }
+            depth = top;
+        }
+    }
+}
+
 /// The length of the complete value at the start of `buf`, or `None` when `buf` holds less than
 /// one whole value (or bytes that are not MessagePack).
+///
+/// One pass, no allocation: a count of the values still to come is all it keeps (a container
+/// adds its items to it), which is enough to find where the outermost one ends.
 pub fn value_len(buf: &[u8]) -> Option<usize> {
-    Scanner::new(Limits::UNLIMITED).scan(buf).ok().flatten()
+    let mut pos = 0usize;
+    let mut pending = 1u64;
+    while pending > 0 {
+        let marker = *buf.get(pos)?;
+        pending -= 1;
+        // Scalars and fixstrs (most params) without `header`.
+        let kind = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => {
+                pos += 1;
+                continue;
+            }
+            0xa0..=0xbf => {
+                pos += 1;
+                Header::Payload(u64::from(marker & 0x1f))
+            }
+            0xcc..=0xd3 => {
+                pos += 1 + (1 << (marker & 0x03));
+                if pos > buf.len() {
+                    return None;
+                }
+                continue;
+            }
+            _ => {
+                let (size, kind) = header(&buf[pos..], pos).ok()??;
+                pos += size;
+                kind
+            }
+        };
+        match kind {
+            Header::Scalar => {}
+            Header::Payload(len) => {
+                pos = pos.checked_add(usize::try_from(len).ok()?)?;
+                if pos > buf.len() {
+                    return None;
+                }
+            }
+            Header::Container { items, .. } => pending = pending.checked_add(items)?,
+        }
+    }
+    Some(pos)
 }
 
 #[cfg(test)]
@@ -514,6 +650,57 @@ mod tests {
         assert_eq!(s.scan(&[0x91]).unwrap(), None);
         s.set_limits(loose);
         assert_eq!(s.scan(&[0x91, 0x91, 0x01]).unwrap(), Some(3));
+    }
+
+    /// The fast paths (`value_len`, and the scanner's one-pass walk of a value that is all
+    /// there) agree with the resumable scan fed byte by byte, for every prefix of a value and
+    /// under limits that the value breaks or just meets.
+    #[test]
+    fn the_fast_paths_agree_with_the_resumable_scan() {
+        use rmpv::Value as V;
+        let mut deep = V::from(1);
+        for _ in 0..20 {
+            deep = V::Array(vec![deep]);
+        }
+        let values = [
+            sample(),
+            deep,
+            V::Map(vec![(V::from("k"), V::Ext(3, vec![1, 2]))]),
+            V::Array(vec![V::Array(vec![]), V::Map(vec![]), V::from("")]),
+        ];
+        let limits = [
+            Limits::default(),
+            Limits::UNLIMITED,
+            Limits {
+                max_message_bytes: 30,
+                max_depth: 2,
+                max_container_len: 3,
+            },
+        ];
+        for value in &values {
+            let bytes = encode(value);
+            for end in 0..=bytes.len() {
+                let cut = &bytes[..end];
+                let whole = (end == bytes.len()).then_some(end);
+                assert_eq!(value_len(cut), whole, "{value}, cut at {end}");
+                for limits in limits {
+                    let slow = {
+                        let mut s = Scanner::new(limits);
+                        let mut r = Ok(None);
+                        for i in 1..=end {
+                            r = s.scan(&cut[..i]);
+                            if !matches!(r, Ok(None)) {
+                                break;
+                            }
+                        }
+                        r.map(|r| r.map(|len| (len, s.last_had_ext())))
+                    };
+                    let mut s = Scanner::new(limits);
+                    let fast = s.scan(cut).map(|r| r.map(|len| (len, s.last_had_ext())));
+                    assert_eq!(fast, slow, "{value}, cut at {end}, {limits:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Makes the Python side's third-party dependencies importable, for every test that runs Python.
 //!
-//! Used by `tests/cross_language.rs` and `manager/tests/python.rs` (which includes this file by
-//! path), so there is one way to get them and one place where it can go wrong.
+//! Used by `tests/cross_language.rs`, which imports the Python client from the source tree. (The
+//! Python package's own tests, `manager/tests/python.rs`, install it with pip in fresh venvs,
+//! which brings its dependencies along.)
 //!
 //! The only dependency is `msgpack`. When the `python3` on `PATH` already imports it, nothing is
 //! installed. Otherwise it is installed with `pip install --target` into a directory under

@@ -31,7 +31,9 @@ from multiprocessing import (
     parent_process,
     set_start_method,
 )
+from typing import TYPE_CHECKING
 
+from . import _dist
 from .connection import Client, Connection, client_for, deadline
 from .context import (
     Array,
@@ -87,7 +89,21 @@ from .synchronize import (
     SemaphoreProxy,
 )
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    #: The workspace version from ``Cargo.toml``, as the installed metadata (or the source tree)
+    #: has it.
+    __version__: str
+else:
+
+    def __getattr__(name: str) -> str:
+        # __version__ is read when first asked for: importlib.metadata is slow to import (about
+        # half as long again as the rest of `import agora`), and most programs never ask.
+        if name == "__version__":
+            version = _dist.version()
+            globals()["__version__"] = version
+            return version
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     # managers

@@ -41,8 +41,11 @@ from typing import (
     NoReturn,
     Optional,
     Sequence,
+    Set,
     Tuple,
+    TypeVar,
     Union,
+    cast,
 )
 
 import msgpack
@@ -60,6 +63,8 @@ from .errors import (
 )
 
 __all__ = ["Client", "Connection", "client_for", "parse_address", "parse_authkey"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("agora")
 
@@ -174,7 +179,7 @@ class deadline:
         stack.append(self.seconds)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         _DEADLINES.stack.pop()
 
 
@@ -364,7 +369,7 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-def _pairs_to_dict(pairs: list) -> Any:
+def _pairs_to_dict(pairs: List[Any]) -> Any:
     try:
         return dict(pairs)
     except TypeError:
@@ -504,7 +509,9 @@ class Connection:
             sock.connect(target)
         except OSError as e:
             sock.close()
-            raise ConnectionLost(f"cannot connect to the agora manager at {client.address}: {e}") from e
+            raise ConnectionLost(
+                f"cannot connect to the agora manager at {client.address}: {e}"
+            ) from e
         if family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         #: The connection speaks TLS (a ``tls:`` address).
@@ -581,8 +588,8 @@ class Connection:
 
     def _handshake(self) -> None:
         client = self.client
-        limits = (client.handshake_timeout, client.call_timeout, _thread_deadline())
-        within = min((s for s in limits if s is not None), default=None)
+        bounds = (client.handshake_timeout, client.call_timeout, _thread_deadline())
+        within = min((s for s in bounds if s is not None), default=None)
         not_a_manager = (
             f"the peer at {client.address} is not an agora manager (is AGORA_ADDRESS right?)"
         )
@@ -762,7 +769,7 @@ class Connection:
             self._break()
         raise exception
 
-    def _read_response(self, msgid: int, method: str) -> list:
+    def _read_response(self, msgid: int, method: str) -> List[Any]:
         unpacker = self._unpacker
         while True:
             n = self._receive(method)
@@ -776,7 +783,7 @@ class Connection:
                     if msg[1] == msgid:
                         return msg
                     # Not ours: the answer to a request sent without waiting (export, adopt).
-                elif type(msg) is list and len(msg) == 3 and msg[0] == 2:
+                elif type(msg) is list and len(msg) == 3 and msg[0] == 2:  # noqa: SIM102
                     if msg[1] == "error":
                         # A fatal error on this connection; the manager closes it next.
                         raise errors.from_wire(msg[2])
@@ -980,7 +987,7 @@ class Connection:
         if not batch:
             return b""
         # Each pair is one param (PROTOCOL.md, section 3.2).
-        return self._packer.pack((2, "decref", batch))
+        return cast("bytes", self._packer.pack((2, "decref", batch)))
 
     def _try_flush(self) -> None:
         """Writes the pending decrefs now, if the lock is free (else its holder will)."""
@@ -996,7 +1003,7 @@ class Connection:
                 self._owner = 0
                 self._lock.release()
 
-    def export_live(self, done: set) -> None:
+    def export_live(self, done: Set[int]) -> None:
         """Exports every object this connection has live proxies of and that is not in
         ``done`` (then added to it), without waiting for the answers: before a fork, so that
         the objects outlive the parent dropping its proxies until the child adopts them."""
@@ -1200,7 +1207,7 @@ class Connection:
         )
 
     @staticmethod
-    def _back_off(backoff: list) -> None:
+    def _back_off(backoff: List[int]) -> None:
         backoff[1] = min(max(backoff[1] * 2, 1), _SPIN_MAX_BACKOFF)
         backoff[0] = backoff[1]
 
@@ -1303,10 +1310,10 @@ class Client:
         """Calls ``method`` with ``params`` on this thread's connection."""
         return self.connection().call(method, params)
 
-    def call_and_make(self, make: Callable[[Any], Any], method: str, *params: Any) -> Any:
+    def call_and_make(self, make: Callable[[Any], _T], method: str, *params: Any) -> _T:
         """Calls ``method`` (``create`` or ``adopt``) and turns the reference it counts into a
         proxy with ``make(result)``, atomically with counting it (see :meth:`Connection.call`)."""
-        return self.connection().call(method, params, make)
+        return cast("_T", self.connection().call(method, params, make))
 
     def close_thread_connection(self) -> None:
         """Closes this thread's connection, if it has one (the next call opens a new one, which
@@ -1342,7 +1349,7 @@ class Client:
         self._orphans = [conn for conn in conns if conn._after_fork_in_child()]
 
     def _export_before_fork(self) -> None:
-        done: set = set()
+        done: Set[int] = set()
         with self._guard:
             conns = list(self._connections)
         for conn in conns:

@@ -270,7 +270,7 @@ class _Synchronized:
     def __enter__(self) -> bool:
         return self._lock.acquire()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._lock.release()
 
 

@@ -18,8 +18,9 @@ import subprocess
 import tempfile
 import time
 from multiprocessing import util as mp_util
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union, cast
 
+from ._dist import MANAGER_BIN_NAME, installed_manager_binary
 from .connection import (
     _SPIN_US,
     SPIN_MAX_US,
@@ -55,6 +56,8 @@ from .synchronize import (
 __all__ = ["Manager", "Named", "connect", "find_manager_binary"]
 
 log = logging.getLogger("agora")
+
+_P = TypeVar("_P", bound=BaseProxy)
 
 #: The write ends of the lifelines (the managers' stdin pipes) of the managers this process
 #: started and has not stopped. Only this process may hold them: a forked child that kept a
@@ -92,18 +95,19 @@ MANAGER_BIN_ENV = "AGORA_MANAGER_BIN"
 
 
 def find_manager_binary(executable: Optional[str] = None) -> str:
-    """The ``agora-manager`` binary to run: ``executable``, else ``$AGORA_MANAGER_BIN``, else
-    ``agora-manager`` on ``PATH``."""
+    """The ``agora-manager`` binary to run: ``executable``, else ``$AGORA_MANAGER_BIN``, else the
+    one ``pip install`` put beside this package, else ``agora-manager`` on ``PATH``."""
     candidate = executable or os.environ.get(MANAGER_BIN_ENV)
     if candidate:
         if not os.access(candidate, os.X_OK):
             raise FileNotFoundError(f"the agora manager binary {candidate!r} is not executable")
         return candidate
-    found = shutil.which("agora-manager")
+    found = installed_manager_binary() or shutil.which(MANAGER_BIN_NAME)
     if found is None:
         raise FileNotFoundError(
-            "cannot find the agora-manager binary: put it on PATH or set "
-            f"{MANAGER_BIN_ENV} (build it with `cargo build --release -p agora-manager`)"
+            "cannot find the agora-manager binary: this agora was not installed with pip "
+            "(`pip install ./client/python` builds and installs it), and there is none on PATH "
+            f"nor in {MANAGER_BIN_ENV} (`cargo build --release -p agora-manager` builds one)"
         )
     return found
 
@@ -207,9 +211,9 @@ class _Factories:
     #: The name the objects made here get; ``None`` for unnamed objects.
     _name: Optional[str] = None
 
-    def _make(self, kind: str, *args: Any) -> Any:
-        cls = proxy_class(kind)
-        assert cls is not None
+    def _make(self, cls: Type[_P], kind: str, *args: Any) -> _P:
+        """Creates an object of ``kind`` and returns its proxy, of ``cls`` (the kind's class)."""
+        assert proxy_class(kind) is cls
         client = self._client
         # The proxy is made as the reference is counted: it holds the object from the start.
         return client.call_and_make(
@@ -224,15 +228,15 @@ class _Factories:
             args = (args[0].copy(),)
         initial: Dict[Any, Any] = dict(*args, **kwargs)
         if initial:
-            return self._make("dict", initial)
-        return self._make("dict")
+            return self._make(DictProxy, "dict", initial)
+        return self._make(DictProxy, "dict")
 
     def list(self, sequence: Any = ()) -> ListProxy:
         """A shared list, initialised from ``sequence``."""
         items = sequence.copy() if isinstance(sequence, ListProxy) else list(sequence)
         if items:
-            return self._make("list", items)
-        return self._make("list")
+            return self._make(ListProxy, "list", items)
+        return self._make(ListProxy, "list")
 
     def set(self, iterable: Any = ()) -> SetProxy:
         """A shared set (Python 3.14's ``SyncManager.set()``), initialised from ``iterable``
@@ -243,8 +247,8 @@ class _Factories:
         for item in items:
             hash(item)
         if items:
-            return self._make("set", items)
-        return self._make("set")
+            return self._make(SetProxy, "set", items)
+        return self._make(SetProxy, "set")
 
     def Value(
         self,
@@ -291,27 +295,27 @@ class _Factories:
         """A shared attribute bag with these initial attributes (any name, ``name`` included,
         as in Python)."""
         if attributes:
-            return self._make("namespace", attributes)
-        return self._make("namespace")
+            return self._make(NamespaceProxy, "namespace", attributes)
+        return self._make(NamespaceProxy, "namespace")
 
     def Queue(self, maxsize: int = 0) -> QueueProxy:
         """A shared FIFO queue, bounded when ``maxsize > 0``."""
-        return self._make("queue", max(int(maxsize), 0))
+        return self._make(QueueProxy, "queue", max(int(maxsize), 0))
 
     def JoinableQueue(self, maxsize: int = 0) -> JoinableQueueProxy:
         """A shared queue with ``task_done`` and ``join``."""
-        return self._make("joinable_queue", max(int(maxsize), 0))
+        return self._make(JoinableQueueProxy, "joinable_queue", max(int(maxsize), 0))
 
     def Lock(self, *, owned: Optional[bool] = None) -> LockProxy:
         """A shared ``threading.Lock``. ``owned``: ``False`` for Python's exact ownerless
         semantics (an acquire is never released by its process's exit, so a child may acquire
         and its parent release), ``True`` to release every acquire on exit; ``None``: a bare
         ``acquire()`` and a ``with`` block are both owned (see :mod:`agora.synchronize`)."""
-        return self._make("lock", *_owned_arg(owned))
+        return self._make(LockProxy, "lock", *_owned_arg(owned))
 
     def RLock(self, *, owned: Optional[bool] = None) -> RLockProxy:
         """A shared ``threading.RLock``; ``owned`` as for :meth:`Lock`."""
-        return self._make("rlock", *_owned_arg(owned))
+        return self._make(RLockProxy, "rlock", *_owned_arg(owned))
 
     def Semaphore(self, value: int = 1, *, owned: Optional[bool] = None) -> SemaphoreProxy:
         """A shared ``threading.Semaphore``. ``owned`` as for :meth:`Lock`, but with
@@ -319,7 +323,7 @@ class _Factories:
         works) and only a ``with`` block is owned."""
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        return self._make("semaphore", value, *_owned_arg(owned))
+        return self._make(SemaphoreProxy, "semaphore", value, *_owned_arg(owned))
 
     def BoundedSemaphore(
         self, value: int = 1, *, owned: Optional[bool] = None
@@ -327,20 +331,20 @@ class _Factories:
         """A shared ``threading.BoundedSemaphore``; ``owned`` as for :meth:`Lock`."""
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        return self._make("bounded_semaphore", value, *_owned_arg(owned))
+        return self._make(BoundedSemaphoreProxy, "bounded_semaphore", value, *_owned_arg(owned))
 
     def Condition(self, lock: Optional[Union[LockProxy, RLockProxy]] = None) -> ConditionProxy:
         """A shared ``threading.Condition`` over a new RLock, or over ``lock`` (a ``Lock`` or
         ``RLock`` proxy of this manager)."""
         if lock is None:
-            return self._make("condition")
-        if not isinstance(lock, LockProxy) or lock._client.address != self.address:
+            return self._make(ConditionProxy, "condition")
+        if not isinstance(lock, LockProxy) or lock._client.address != self._client.address:
             raise TypeError("a Condition's lock must be a Lock or RLock proxy of the same manager")
-        return self._make("condition", lock._id)
+        return self._make(ConditionProxy, "condition", lock._id)
 
     def Event(self) -> EventProxy:
         """A shared ``threading.Event``."""
-        return self._make("event")
+        return self._make(EventProxy, "event")
 
     def Barrier(
         self,
@@ -356,13 +360,13 @@ class _Factories:
                 "gets index 0"
             )
         if timeout is None:
-            return self._make("barrier", parties)
-        return self._make("barrier", parties, timeout)
+            return self._make(BarrierProxy, "barrier", parties)
+        return self._make(BarrierProxy, "barrier", parties, timeout)
 
     def Mutex(self, value: Any = None) -> MutexProxy:
         """A shared value and its lock as one object, poisoned when a holder dies holding it
         (see :class:`agora.MutexProxy`). Made by name, an existing mutex keeps its value."""
-        return self._make("mutex", value)
+        return self._make(MutexProxy, "mutex", value)
 
 
 class Named(_Factories):
@@ -385,10 +389,11 @@ class Named(_Factories):
 class Manager(_Factories):
     """A handle on an agora manager, with factories for shared objects.
 
-    ``Manager()`` starts a private ``agora-manager`` child process (found through
-    ``executable``, ``$AGORA_MANAGER_BIN`` or ``PATH``; ``args`` are extra command-line arguments
-    such as ``["--max-message-bytes", "1048576"]``) and owns it: :meth:`shutdown`, the end of a
-    ``with`` block and interpreter exit stop it. ``Manager(address, authkey)`` (or
+    ``Manager()`` starts a private ``agora-manager`` child process (``executable``, else
+    ``$AGORA_MANAGER_BIN``, else the one installed with this package, else the one on ``PATH``;
+    see :func:`find_manager_binary`; ``args`` are extra command-line arguments such as
+    ``["--max-message-bytes", "1048576"]``) and owns it: :meth:`shutdown`, the end of a ``with``
+    block and interpreter exit stop it. ``Manager(address, authkey)`` (or
     :func:`connect`) uses a running manager instead and never stops it implicitly.
 
     ``spin_us`` sets how long (microseconds) a call polls for its reply before sleeping, for
@@ -552,7 +557,7 @@ class Manager(_Factories):
     def __enter__(self) -> "Manager":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._process is not None:
             self.shutdown()
 
@@ -606,7 +611,7 @@ class Manager(_Factories):
 
     def ping(self) -> bool:
         """True when the manager answers."""
-        return self._client.call("ping") == "pong"
+        return cast("bool", self._client.call("ping") == "pong")
 
 
 def connect(

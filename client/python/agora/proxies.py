@@ -26,7 +26,19 @@ import logging
 import operator
 import time
 import types
-from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple, Type, TypeVar
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    Type,
+    TypeVar,
+    cast,
+)
 
 from . import connection
 from .connection import Client, Connection, client_for
@@ -321,7 +333,7 @@ class DictProxy(BaseProxy):
     __slots__ = ()
     _kind = "dict"
     # As Python's proxies (ValueProxy since 3.9, DictProxy and ListProxy since gh-103134).
-    __class_getitem__ = classmethod(types.GenericAlias)
+    __class_getitem__: ClassVar[Any] = classmethod(types.GenericAlias)
     _typeid = "dict"
 
     def __getitem__(self, key: Any) -> Any:
@@ -344,10 +356,10 @@ class DictProxy(BaseProxy):
 
     def __contains__(self, key: Any) -> bool:
         hash(key)
-        return self._call("dict.contains", key)
+        return cast("bool", self._call("dict.contains", key))
 
     def __len__(self) -> int:
-        return self._call("dict.len")
+        return cast("int", self._call("dict.len"))
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())
@@ -365,7 +377,7 @@ class DictProxy(BaseProxy):
 
     def values(self) -> List[Any]:
         """A snapshot of the values, in insertion order."""
-        return self._call("dict.values")
+        return cast("list[Any]", self._call("dict.values"))
 
     def items(self) -> List[Tuple[Any, Any]]:
         """A snapshot of the ``(key, value)`` pairs, in insertion order."""
@@ -373,7 +385,7 @@ class DictProxy(BaseProxy):
 
     def copy(self) -> Dict[Any, Any]:
         """A snapshot of the whole dict, as a plain ``dict``."""
-        return self._call("dict.copy")
+        return cast("dict[Any, Any]", self._call("dict.copy"))
 
     _getvalue = copy
 
@@ -419,17 +431,17 @@ class DictProxy(BaseProxy):
     # Python 3.13's DictProxy adds these.
 
     def __or__(self, other: Any) -> Dict[Any, Any]:
-        return self.copy() | other
+        return cast("dict[Any, Any]", self.copy() | other)
 
     def __ror__(self, other: Any) -> Dict[Any, Any]:
-        return other | self.copy()
+        return cast("dict[Any, Any]", other | self.copy())
 
     def __ior__(self, other: Any) -> "DictProxy":
         self.update(other)
         return self
 
     def __reversed__(self) -> Iterator[Any]:
-        return reversed(self.keys())
+        return cast("Iterator[Any]", reversed(self.keys()))
 
     def fromkeys(self, iterable: Any, value: Any = None) -> Dict[Any, Any]:
         """A new plain dict with keys from ``iterable``, all set to ``value`` (as ``dict.fromkeys``;
@@ -453,11 +465,11 @@ class ListProxy(BaseProxy):
     __slots__ = ()
     _kind = "list"
     # As Python's proxies (ValueProxy since 3.9, DictProxy and ListProxy since gh-103134).
-    __class_getitem__ = classmethod(types.GenericAlias)
+    __class_getitem__: ClassVar[Any] = classmethod(types.GenericAlias)
     _typeid = "list"
 
     def __len__(self) -> int:
-        return self._call("list.len")
+        return cast("int", self._call("list.len"))
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
@@ -491,19 +503,19 @@ class ListProxy(BaseProxy):
             self._call("list.delitem", _index(index, "list"))
 
     def __contains__(self, value: Any) -> bool:
-        return self._call("list.count", value) > 0
+        return cast("bool", self._call("list.count", value) > 0)
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.copy())
 
     def __reversed__(self) -> Iterator[Any]:
-        return reversed(self.copy())
+        return cast("Iterator[Any]", reversed(self.copy()))
 
     def __add__(self, other: Any) -> List[Any]:
-        return self.copy() + other
+        return cast("list[Any]", self.copy() + other)
 
     def __mul__(self, n: Any) -> List[Any]:
-        return self.copy() * n
+        return cast("list[Any]", self.copy() * n)
 
     __rmul__ = __mul__
 
@@ -552,11 +564,11 @@ class ListProxy(BaseProxy):
         """The position of the first item equal to ``value`` within ``[start:stop]``."""
         if len(bounds) > 2:
             raise TypeError(f"index expected at most 3 arguments, got {1 + len(bounds)}")
-        return self._call("list.index", value, *(_int(b) for b in bounds))
+        return cast("int", self._call("list.index", value, *(_int(b) for b in bounds)))
 
     def count(self, value: Any) -> int:
         """How many items equal ``value``."""
-        return self._call("list.count", value)
+        return cast("int", self._call("list.count", value))
 
     def reverse(self) -> None:
         """Reverses the list in place."""
@@ -578,7 +590,7 @@ class ListProxy(BaseProxy):
 
     def copy(self) -> List[Any]:
         """A snapshot of the list, as a plain ``list``."""
-        return self._call("list.copy")
+        return cast("list[Any]", self._call("list.copy"))
 
     _getvalue = copy
 
@@ -597,7 +609,7 @@ class ValueProxy(BaseProxy):
     _typecode: Optional[str]
     _kind = "value"
     # As Python's proxies (ValueProxy since 3.9, DictProxy and ListProxy since gh-103134).
-    __class_getitem__ = classmethod(types.GenericAlias)
+    __class_getitem__: ClassVar[Any] = classmethod(types.GenericAlias)
     _typeid = "Value"
 
     def __init__(self, client: Client, ident: int, typecode: Optional[str] = None) -> None:
@@ -674,7 +686,7 @@ class ArrayProxy(BaseProxy):
         return typecode
 
     def __len__(self) -> int:
-        return self._call("array.len")
+        return cast("int", self._call("array.len"))
 
     def _wrap(self, items: List[Any]) -> Any:
         typecode = self.typecode
@@ -716,7 +728,7 @@ class ArrayProxy(BaseProxy):
 
     def tolist(self) -> List[Any]:
         """A snapshot of the elements, as a plain ``list``."""
-        return self._call("array.tolist")
+        return cast("list[Any]", self._call("array.tolist"))
 
     def _getvalue(self) -> Any:
         return self._wrap(self.tolist())
@@ -769,7 +781,7 @@ _SET_TYPES = (set, frozenset)
 def _is_set(other: Any) -> bool:
     """Whether ``other`` may be a set operator's operand, as for Python's ``set`` (a set, a
     frozenset, or a shared set)."""
-    return isinstance(other, _SET_TYPES) or isinstance(other, SetProxy)
+    return isinstance(other, (*_SET_TYPES, SetProxy))
 
 
 def _elements(items: Any) -> List[Any]:
@@ -804,7 +816,7 @@ class SetProxy(BaseProxy):
     _kind = "set"
     _typeid = "set"
 
-    __class_getitem__ = classmethod(types.GenericAlias)
+    __class_getitem__: ClassVar[Any] = classmethod(types.GenericAlias)
 
     def _operand(self, other: Any) -> Any:
         # A shared set travels as its reference; anything else as its elements (a proxy of a
@@ -853,10 +865,10 @@ class SetProxy(BaseProxy):
 
     def __contains__(self, element: Any) -> bool:
         hash(element)
-        return self._call("set.contains", element)
+        return cast("bool", self._call("set.contains", element))
 
     def __len__(self) -> int:
-        return self._call("set.len")
+        return cast("int", self._call("set.len"))
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.copy())
@@ -906,15 +918,15 @@ class SetProxy(BaseProxy):
 
     def issubset(self, other: Any) -> bool:
         """Whether every element of the set is in ``other``."""
-        return self._call("set.issubset", self._operand(other))
+        return cast("bool", self._call("set.issubset", self._operand(other)))
 
     def issuperset(self, other: Any) -> bool:
         """Whether every element of ``other`` is in the set."""
-        return self._call("set.issuperset", self._operand(other))
+        return cast("bool", self._call("set.issuperset", self._operand(other)))
 
     def isdisjoint(self, other: Any) -> bool:
         """Whether the set and ``other`` have no element in common."""
-        return self._call("set.isdisjoint", self._operand(other))
+        return cast("bool", self._call("set.isdisjoint", self._operand(other)))
 
     # --- operators: sets only, as Python's ------------------------------------------------------
 

@@ -16,7 +16,7 @@ completes. An item whose consumer acted on it and died before finishing it is pr
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, List, NamedTuple, Optional
+from typing import Any, ClassVar, List, NamedTuple, Optional, cast
 
 from .proxies import BaseProxy
 
@@ -95,43 +95,43 @@ class QueueProxy(BaseProxy):
 
     def qsize(self) -> int:
         """How many items the queue holds now."""
-        return self._call(self._m + "qsize")
+        return cast("int", self._call(self._m + "qsize"))
 
     def empty(self) -> bool:
         """True when the queue holds no item now."""
-        return self._call(self._m + "empty")
+        return cast("bool", self._call(self._m + "empty"))
 
     def full(self) -> bool:
         """True when the queue is bounded and has no room now."""
-        return self._call(self._m + "full")
+        return cast("bool", self._call(self._m + "full"))
 
     # --- agora extensions ----------------------------------------------------------------------
 
     @property
     def maxsize(self) -> int:
         """The bound given at creation (0: unbounded)."""
-        return self._call(self._m + "maxsize")
+        return cast("int", self._call(self._m + "maxsize"))
 
     def put_many(self, items: Any, block: bool = True, timeout: Optional[float] = None) -> int:
         """Puts the items in order in one call, as room appears; returns how many got in
         (all of them unless non-blocking or timed out)."""
         items = list(items)
         if not block:
-            return self._call(self._m + "put_many", items, False)
+            return cast("int", self._call(self._m + "put_many", items, False))
         if timeout is None:
-            return self._call(self._m + "put_many", items)
+            return cast("int", self._call(self._m + "put_many", items))
         _check_timeout(block, timeout)
-        return self._call(self._m + "put_many", items, True, timeout)
+        return cast("int", self._call(self._m + "put_many", items, True, timeout))
 
     def get_many(self, n: int, block: bool = True, timeout: Optional[float] = None) -> List[Any]:
         """Removes and returns 1 to ``n`` items in one call, waiting for the first like
         :meth:`get`."""
         if not block:
-            return self._call(self._m + "get_many", n, False)
+            return cast("list[Any]", self._call(self._m + "get_many", n, False))
         if timeout is None:
-            return self._call(self._m + "get_many", n)
+            return cast("list[Any]", self._call(self._m + "get_many", n))
         _check_timeout(block, timeout)
-        return self._call(self._m + "get_many", n, True, timeout)
+        return cast("list[Any]", self._call(self._m + "get_many", n, True, timeout))
 
     def get_acked(self, block: bool = True, timeout: Optional[float] = None) -> Acked:
         """Removes and returns the first item like :meth:`get`, with a receipt: the manager keeps
@@ -180,7 +180,7 @@ class QueueProxy(BaseProxy):
 
     def is_closed(self) -> bool:
         """True once :meth:`close` was called."""
-        return self._call(self._m + "is_closed")
+        return cast("bool", self._call(self._m + "is_closed"))
 
     def task_done(self) -> None:
         """Marks one item taken from the queue as processed, as ``queue.Queue.task_done`` does;
@@ -199,7 +199,7 @@ class QueueProxy(BaseProxy):
         if timeout is None:
             self._call(self._m + "join")
             return None
-        return self._call(self._m + "join", timeout)
+        return cast("bool | None", self._call(self._m + "join", timeout))
 
 
 class JoinableQueueProxy(QueueProxy):

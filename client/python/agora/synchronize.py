@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, ClassVar, Optional, Tuple, TypeVar
+from typing import Any, Callable, ClassVar, Optional, Tuple, TypeVar, cast
 
 from .proxies import BaseProxy
 
@@ -101,7 +101,7 @@ class AcquirerProxy(BaseProxy):
             code = self._call(m, bool(blocking), timeout)
         if code:
             self.owner_died = code == ACQUIRED_OWNER_DIED
-        return code
+        return cast("int", code)
 
     def acquire(
         self,
@@ -124,7 +124,7 @@ class AcquirerProxy(BaseProxy):
         # What a with block takes is owned: a process dying inside the block gives it back.
         return self.acquire_status(True, None, owned=True) != NOT_ACQUIRED
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 
@@ -141,7 +141,7 @@ class LockProxy(AcquirerProxy):
 
     def locked(self) -> bool:
         """True when someone holds the lock."""
-        return self._call(self._m + "locked")
+        return cast("bool", self._call(self._m + "locked"))
 
 
 class RLockProxy(LockProxy):
@@ -177,7 +177,7 @@ class SemaphoreProxy(AcquirerProxy):
 
     def get_value(self) -> int:
         """The number of permits available now."""
-        return self._call(self._m + "get_value")
+        return cast("int", self._call(self._m + "get_value"))
 
 
 class BoundedSemaphoreProxy(SemaphoreProxy):
@@ -210,8 +210,8 @@ class ConditionProxy(AcquirerProxy):
 
         Returns ``False`` at the timeout; ``RuntimeError`` without the lock."""
         if timeout is None:
-            return self._call(self._m + "wait")
-        return self._call(self._m + "wait", timeout)
+            return cast("bool", self._call(self._m + "wait"))
+        return cast("bool", self._call(self._m + "wait", timeout))
 
     def wait_for(self, predicate: Callable[[], T], timeout: Optional[float] = None) -> T:
         """Waits until ``predicate()`` is true (it is evaluated here, with the lock held);
@@ -242,7 +242,7 @@ class ConditionProxy(AcquirerProxy):
 
     def locked(self) -> bool:
         """True when someone holds the condition's lock."""
-        return self._call(self._m + "locked")
+        return cast("bool", self._call(self._m + "locked"))
 
 
 class EventProxy(BaseProxy):
@@ -258,7 +258,7 @@ class EventProxy(BaseProxy):
 
     def is_set(self) -> bool:
         """True when the flag is set."""
-        return self._call("event.is_set")
+        return cast("bool", self._call("event.is_set"))
 
     def set(self) -> None:
         """Sets the flag and wakes every waiter."""
@@ -271,8 +271,8 @@ class EventProxy(BaseProxy):
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Waits until the flag is set (up to ``timeout`` seconds); returns the flag."""
         if timeout is None:
-            return self._call("event.wait")
-        return self._call("event.wait", timeout)
+            return cast("bool", self._call("event.wait"))
+        return cast("bool", self._call("event.wait", timeout))
 
 
 class BarrierProxy(BaseProxy):
@@ -292,8 +292,8 @@ class BarrierProxy(BaseProxy):
         one caller gets 0). ``threading.BrokenBarrierError`` if the barrier is or becomes
         broken (a timeout breaks it, as in Python)."""
         if timeout is None:
-            return self._call("barrier.wait")
-        return self._call("barrier.wait", timeout)
+            return cast("int", self._call("barrier.wait"))
+        return cast("int", self._call("barrier.wait", timeout))
 
     def abort(self) -> None:
         """Breaks the barrier: waiters get ``BrokenBarrierError``."""
@@ -306,17 +306,17 @@ class BarrierProxy(BaseProxy):
     @property
     def parties(self) -> int:
         """How many callers the barrier waits for."""
-        return self._call("barrier.parties")
+        return cast("int", self._call("barrier.parties"))
 
     @property
     def n_waiting(self) -> int:
         """How many callers are waiting now."""
-        return self._call("barrier.n_waiting")
+        return cast("int", self._call("barrier.n_waiting"))
 
     @property
     def broken(self) -> bool:
         """True when the barrier is broken."""
-        return self._call("barrier.broken")
+        return cast("bool", self._call("barrier.broken"))
 
 
 class MutexGuard:
@@ -373,7 +373,7 @@ class MutexGuard:
     def __enter__(self) -> "MutexGuard":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._held:
             self.unlock()
 
@@ -427,7 +427,7 @@ class MutexProxy(BaseProxy):
         stacks.setdefault(self._id, []).append(guard)
         return guard
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         stack = _entered.__dict__.get("stacks", {}).get(self._id)
         if stack:
             guard = stack.pop()

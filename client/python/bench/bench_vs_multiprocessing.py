@@ -25,8 +25,10 @@ for the grab). The speed-up is the median of the rounds' paired ratios (multipro
 over agora's in the same round), given with its interquartile range; the spread of the rounds
 ((max - min) / median) says how noisy the run was.
 
-Run: ``AGORA_MANAGER_BIN=target/release/agora-manager python3 bench/bench_vs_multiprocessing.py``
-(``--quick`` for a smoke run; ``--json FILE`` to keep the figures).
+Run, after ``pip install ./client/python``:
+``python3 client/python/bench/bench_vs_multiprocessing.py`` (``--quick`` for a smoke run;
+``--json FILE`` to keep the figures; ``AGORA_MANAGER_BIN=...`` to measure another build of the
+manager).
 """
 
 from __future__ import annotations

@@ -1,19 +1,20 @@
-"""Shared helpers of the test suite (not a test module: ``unittest discover`` skips it).
+"""Shared helpers of the test suite (not a test module: pytest and ``unittest discover`` skip it).
 
-The suite needs the ``agora-manager`` binary: ``$AGORA_MANAGER_BIN`` or ``agora-manager`` on
-``PATH`` (``manager/tests/python.rs`` sets the former). Without it every test fails with a
+The suite runs the ``agora-manager`` that ``agora.Manager()`` would: ``$AGORA_MANAGER_BIN``
+(``manager/tests/python.rs`` sets it to the binary of its build), else the one ``pip install``
+put beside the package, else ``agora-manager`` on ``PATH``. Without one every test fails with a
 message saying so, rather than being skipped.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import threading
 from typing import Any, Callable, List, Tuple
 
 import agora
+from agora.manager import find_manager_binary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: Where the agora under test was imported from (the source tree, or where pip installed it):
@@ -26,14 +27,13 @@ WAIT = 60.0
 
 def manager_binary() -> str:
     """The agora-manager binary the tests run, or an AssertionError explaining how to get one."""
-    path = os.environ.get("AGORA_MANAGER_BIN") or shutil.which("agora-manager")
-    if not path or not os.access(path, os.X_OK):
+    try:
+        return find_manager_binary()
+    except FileNotFoundError as e:
         raise AssertionError(
-            "the tests need the agora-manager binary: set AGORA_MANAGER_BIN "
-            "(cargo build --release -p agora-manager) or run them with `cargo test -p "
+            f"the tests need the agora-manager binary ({e}); or run them with `cargo test -p "
             "agora-manager --test python`"
-        )
-    return path
+        ) from None
 
 
 def subprocess_env(**extra: str) -> dict:

@@ -19,11 +19,13 @@ import threading
 import time
 import unittest
 from multiprocessing.managers import RemoteError
+from unittest import mock
 from typing import Any
 
 import msgpack
 
 import agora
+from agora import _dist
 from agora.connection import Client, Connection
 
 from _support import WAIT, manager_binary, run_threads, subprocess_env, wait_for
@@ -186,6 +188,16 @@ class NamedObjects(unittest.TestCase):
         self.assertNotIn("alice", [name for _, name, _, _ in manager.objects()])
         manager.delete("spelled-named")
         manager.delete("spelled-ns")
+
+    def test_named_condition_over_a_lock(self) -> None:
+        lock = manager.Lock()
+        cond = manager.named("named-condition").Condition(lock)
+        self.assertEqual(manager.lookup("named-condition")._id, cond._id)
+        with cond:
+            self.assertFalse(lock.acquire(timeout=0))
+        self.assertTrue(lock.acquire(timeout=0))
+        lock.release()
+        manager.delete("named-condition")
 
     def test_kind_mismatch(self) -> None:
         manager.named("named-lock").Lock()
@@ -567,6 +579,38 @@ class Synchronisation(unittest.TestCase):
         sem = manager.Semaphore(0)
         sem.release(3)
         self.assertEqual(sem.get_value(), 3)
+
+
+class FindingTheManager(unittest.TestCase):
+    """``executable=``, else ``$AGORA_MANAGER_BIN``, else the binary pip installed with this
+    package, else ``agora-manager`` on ``PATH``."""
+
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.on_path = os.path.join(tmp.name, "agora-manager")
+        self.explicit = os.path.join(tmp.name, "explicit-manager")
+        for path in (self.on_path, self.explicit):
+            with open(path, "w") as f:
+                f.write("#!/bin/sh\n")
+            os.chmod(path, 0o755)
+        self.env = mock.patch.dict(os.environ, {"PATH": tmp.name})
+        self.env.start()
+        self.addCleanup(self.env.stop)
+        os.environ.pop(agora.manager.MANAGER_BIN_ENV, None)
+
+    def test_the_order(self) -> None:
+        find = agora.manager.find_manager_binary
+        installed = _dist.installed_manager_binary()
+        # Installed with pip (as under `cargo test`), the package's own binary comes before PATH.
+        self.assertEqual(find(), installed or self.on_path)
+        os.environ[agora.manager.MANAGER_BIN_ENV] = self.explicit
+        self.assertEqual(find(), self.explicit)
+        self.assertEqual(find(self.on_path), self.on_path)
+        # A variable naming no executable is an error, not a reason to look further.
+        os.environ[agora.manager.MANAGER_BIN_ENV] = self.on_path + "-missing"
+        with self.assertRaises(FileNotFoundError):
+            find()
 
 
 class ManagerLife(unittest.TestCase):
