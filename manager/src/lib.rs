@@ -18,6 +18,10 @@
 //! - [`lifecycle`]: the one core every blocking object uses: parked calls in FIFO lines,
 //!   typed grants, expiry, cancellation, give-back of undeliverable grants, owner death,
 //!   deletion, and each connection's record of what it holds.
+//! - [`inspect`]: the `stats` answer as tables or JSON, for `agora-manager inspect`.
+//! - [`metrics`]: the same counts for Prometheus, served at `/metrics` (`--metrics`).
+//! - [`stats`]: calls and errors by method, the open connections, and the `stats` answer
+//!   that `agora-manager inspect` shows.
 //! - [`spin`]: a busy connection polls briefly for its next request before its thread sleeps,
 //!   since waking a sleeping thread costs more than a call (tens of microseconds on a VM).
 //! - [`tls`]: TLS on TCP: the server's certificate and key, and a TLS connection as the
@@ -48,12 +52,15 @@ pub mod auth;
 pub mod chain;
 pub mod config;
 pub mod dispatch;
+pub mod inspect;
 pub mod lifecycle;
+pub mod metrics;
 pub mod objects;
 pub mod registry;
 pub mod server;
 pub mod session;
 pub mod spin;
+pub mod stats;
 pub mod tls;
 
 use std::io::{self, Read};
@@ -86,12 +93,27 @@ pub fn run_blocking_then(
     lifeline: Option<OwnedFd>,
     ready: impl FnOnce(),
 ) -> io::Result<()> {
+    run_blocking_with(listeners, None, config, lifeline, ready)
+}
+
+/// As [`run_blocking_then`], serving the metrics at `/metrics` on `metrics` too, when given
+/// (see [`metrics`]).
+pub fn run_blocking_with(
+    listeners: Vec<Listener>,
+    metrics: Option<std::net::TcpListener>,
+    config: Config,
+    lifeline: Option<OwnedFd>,
+    ready: impl FnOnce(),
+) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("agora-manager")
         .enable_all()
         .build()?;
-    let server = Server::new(listeners, config)?;
+    let mut server = Server::new(listeners, config)?;
+    if let Some(listener) = metrics {
+        server = server.with_metrics(listener);
+    }
     if let Some(fd) = lifeline {
         watch_lifeline(fd, server.shutdown_handle())?;
     }

@@ -387,7 +387,17 @@ impl Registry {
 
     /// Every object, in the order they were created.
     pub fn list(&self) -> Vec<ObjectInfo> {
-        let mut all: Vec<(u64, ObjectInfo)> = self
+        self.list_objects()
+            .into_iter()
+            .map(|(info, _)| info)
+            .collect()
+    }
+
+    /// Every object with its handle, in the order they were created. The handles are taken
+    /// under the shards' locks and returned outside them: look inside an object (which takes
+    /// its own lock) only afterwards.
+    pub fn list_objects(&self) -> Vec<(ObjectInfo, ObjectHandle)> {
+        let mut all: Vec<(u64, ObjectInfo, ObjectHandle)> = self
             .objects
             .iter()
             .map(|e| {
@@ -397,11 +407,25 @@ impl Registry {
                     kind: e.slot.object.kind(),
                     holders: e.slot.holders(),
                 };
-                (e.created, info)
+                (e.created, info, e.slot.object.clone())
             })
             .collect();
-        all.sort_by_key(|(created, _)| *created);
-        all.into_iter().map(|(_, info)| info).collect()
+        all.sort_by_key(|(created, ..)| *created);
+        all.into_iter()
+            .map(|(_, info, object)| (info, object))
+            .collect()
+    }
+
+    /// How many objects there are, by kind (in [`Kind::ALL`] order).
+    pub fn count_by_kind(&self) -> [u64; Kind::ALL.len()] {
+        let mut counts = [0u64; Kind::ALL.len()];
+        for e in self.objects.iter() {
+            let kind = e.slot.object.kind();
+            if let Some(i) = Kind::ALL.iter().position(|k| *k == kind) {
+                counts[i] += 1;
+            }
+        }
+        counts
     }
 }
 

@@ -16,6 +16,7 @@ use crate::config::{Config, Listener};
 use crate::registry::Registry;
 use crate::session::{self, Transport};
 use crate::spin::Spinners;
+use crate::stats::Stats;
 use crate::tls::TlsConn;
 
 /// How long connections get to finish after shutdown starts.
@@ -34,6 +35,8 @@ pub struct Shared {
     /// One permit per connection that may be served ([`Config::max_connections`]); each
     /// connection's task holds one until it ends.
     pub connections: Arc<Semaphore>,
+    /// Calls and errors by method, and the open connections, for `stats` and `/metrics`.
+    pub stats: Stats,
 }
 
 impl Shared {
@@ -48,6 +51,7 @@ impl Shared {
             config,
             shutdown,
             spinners: Spinners::default(),
+            stats: Stats::default(),
         })
     }
 }
@@ -72,6 +76,8 @@ impl ShutdownHandle {
 pub struct Server {
     shared: Arc<Shared>,
     listeners: Vec<Listener>,
+    /// Where `/metrics` is served, if anywhere.
+    metrics: Option<std::net::TcpListener>,
 }
 
 impl Server {
@@ -102,7 +108,14 @@ impl Server {
         Ok(Server {
             shared: Arc::new(Shared::new(config)?),
             listeners,
+            metrics: None,
         })
+    }
+
+    /// Serves the manager's metrics at `/metrics` on `listener` too ([`crate::metrics`]).
+    pub fn with_metrics(mut self, listener: std::net::TcpListener) -> Server {
+        self.metrics = Some(listener);
+        self
     }
 
     /// A handle that stops this server.
@@ -142,6 +155,11 @@ impl Server {
                     accepting.spawn(accept_loop(listener, self.shared.clone()));
                 }
             }
+        }
+        if let Some(listener) = self.metrics {
+            listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            accepting.spawn(crate::metrics::serve(listener, self.shared.clone()));
         }
         let mut stopping = self.shared.shutdown.subscribe();
         tokio::select! {

@@ -41,6 +41,7 @@ use crate::lifecycle::{Caller, Holdings, Outcome, Parked, Reply, SessionId, Tick
 use crate::registry::Reach;
 use crate::server::Shared;
 use crate::spin::{SpinSlot, SpinState};
+use crate::stats::{ConnStats, RecentMethods};
 
 /// How many bytes to ask the socket for at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -90,20 +91,30 @@ pub struct Session {
     /// The challenge of the latest `hello`, which the next `auth` must answer.
     challenge: Option<[u8; auth::CHALLENGE_LEN]>,
     parked: JoinSet<ParkedOutput>,
-    parked_msgids: HashMap<Id, u32>,
+    /// Each parked call's msgid, and its method's counter ([`crate::stats::method_index`]).
+    parked_msgids: HashMap<Id, (u32, usize)>,
     /// The rest of the chains whose first call is parked, by its task.
     chains: HashMap<Id, chain::Rest>,
     /// What this connection holds (locks, permits), released when it closes.
     holdings: Arc<Holdings>,
     /// The objects this connection has resolved, and those it holds.
     reach: Reach,
+    /// What `stats` shows of this connection; its counts are written here only.
+    stats: Arc<ConnStats>,
+    /// The counters of the methods this connection called last.
+    recent: RecentMethods,
 }
 
 impl Session {
-    fn new(shared: Arc<Shared>) -> Session {
+    fn new(shared: Arc<Shared>, stats: ConnStats) -> Session {
+        let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let stats = Arc::new(stats);
+        shared.stats.open(id, stats.clone());
         Session {
             shared,
-            id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            stats,
+            recent: RecentMethods::default(),
+            id,
             authenticated: false,
             challenge: None,
             parked: JoinSet::new(),
@@ -182,6 +193,8 @@ impl Session {
             }
         };
         params.set_framed_ext(decoder.last_frame_had_ext());
+        let counter = self.recent.index(&method);
+        self.shared.stats.call(&self.stats, counter);
         // Write the success header, let the method append its result after it, and replace
         // both with an error response if the method fails (or remove them if it parks).
         let start = out.len();
@@ -195,7 +208,7 @@ impl Session {
             Ok(Step::Answered(next)) => return next,
             Ok(Step::Parked(parked, rest)) => {
                 out.truncate(start);
-                match self.park(parked, rest) {
+                match self.park(parked, rest, counter) {
                     Ok(()) => return Next::Continue,
                     Err(err) => err,
                 }
@@ -204,6 +217,7 @@ impl Session {
         };
         out.truncate(start);
         encode::response_err(out, msgid, &failure);
+        self.shared.stats.error(&self.stats, counter);
         match failure.name {
             ErrorName::AuthenticationError if method == "auth" => Next::Close,
             ErrorName::LimitError => Next::Close,
@@ -224,7 +238,12 @@ impl Session {
     }
 
     /// Starts waiting for a parked call's reply, within the in-flight limit.
-    fn park(&mut self, parked: Parked, rest: Option<chain::Rest>) -> Result<(), CallError> {
+    fn park(
+        &mut self,
+        parked: Parked,
+        rest: Option<chain::Rest>,
+        counter: usize,
+    ) -> Result<(), CallError> {
         if self.parked.len() >= self.shared.config.max_in_flight {
             // Dropping the parked call takes its waiter out of line.
             drop(parked);
@@ -238,10 +257,11 @@ impl Session {
         }
         let msgid = parked.msgid;
         let task = self.parked.spawn(parked.reply());
-        self.parked_msgids.insert(task.id(), msgid);
+        self.parked_msgids.insert(task.id(), (msgid, counter));
         if let Some(rest) = rest {
             self.chains.insert(task.id(), rest);
         }
+        self.stats.set_parked(self.parked.len());
         Ok(())
     }
 
@@ -288,6 +308,11 @@ impl Session {
                 out.extend_from_slice(encode::TRUE);
                 info!("shutdown requested");
                 Ok(Step::Answered(Next::Shutdown))
+            }
+            "stats" => {
+                p.expect(method, 0, 0)?;
+                crate::stats::write_stats(&self.shared, out);
+                Ok(Step::Answered(Next::Continue))
             }
             "chain" => self.chain(msgid, p, out),
             _ => {
@@ -411,6 +436,7 @@ impl Session {
             ));
         }
         self.authenticated = true;
+        self.stats.set_authenticated();
         Ok(())
     }
 
@@ -423,7 +449,8 @@ impl Session {
         (msgid, reply, ticket): ParkedOutput,
         out: &mut Vec<u8>,
     ) -> Option<(Reply, Ticket)> {
-        self.parked_msgids.remove(&id);
+        let counter = self.parked_msgids.remove(&id).map(|(_, c)| c);
+        self.stats.set_parked(self.parked.len());
         if let Some(rest) = self.chains.remove(&id) {
             return self.write_parked_chain(msgid, reply, ticket, rest, out);
         }
@@ -441,6 +468,9 @@ impl Session {
             }
             Err(err) => {
                 encode::response_err(out, msgid, err);
+                if let Some(counter) = counter {
+                    self.shared.stats.error(&self.stats, counter);
+                }
                 None
             }
         }
@@ -485,9 +515,11 @@ impl Session {
     fn parked_failed(&mut self, e: &tokio::task::JoinError, out: &mut Vec<u8>) {
         tracing::error!(error = %e, "a parked call failed");
         self.chains.remove(&e.id());
-        if let Some(msgid) = self.parked_msgids.remove(&e.id()) {
+        self.stats.set_parked(self.parked.len());
+        if let Some((msgid, counter)) = self.parked_msgids.remove(&e.id()) {
             let err = CallError::runtime(format!("internal error in the manager: {e}"));
             encode::response_err(out, msgid, &err);
+            self.shared.stats.error(&self.stats, counter);
         }
     }
 
@@ -509,7 +541,7 @@ impl Session {
                 }
                 Ok((_, (_, reply, ticket))) => ticket.undeliver(reply),
                 Err(e) => {
-                    let msgid = self.parked_msgids.remove(&e.id());
+                    let msgid = self.parked_msgids.remove(&e.id()).map(|(m, _)| m);
                     if let (Some(msgid), true) = (msgid, stopping) {
                         let err = CallError::new(
                             ErrorName::ShutdownError,
@@ -539,6 +571,7 @@ impl Drop for Session {
         if *self.shared.shutdown.borrow() {
             self.shared.registry.stop();
         }
+        self.shared.stats.close(self.id);
         self.holdings.closing();
         self.holdings.release_all(self.id);
         // The connection stops holding objects: those it alone held are freed, unless the
@@ -809,14 +842,20 @@ pub async fn serve_from<S>(
 ) where
     S: Transport,
 {
-    let span = tracing::info_span!("conn", conn = %uuid::Uuid::new_v4(), peer = %peer);
-    serve_in_span(stream, shared, accepted)
+    let id = uuid::Uuid::new_v4();
+    let span = tracing::info_span!("conn", conn = %id, peer = %peer);
+    let stats = ConnStats::new(id, peer, stream.as_raw_fd());
+    serve_in_span(stream, shared, accepted, stats)
         .instrument(span)
         .await
 }
 
-async fn serve_in_span<S>(stream: S, shared: Arc<Shared>, accepted: tokio::time::Instant)
-where
+async fn serve_in_span<S>(
+    stream: S,
+    shared: Arc<Shared>,
+    accepted: tokio::time::Instant,
+    stats: ConnStats,
+) where
     S: Transport,
 {
     let mut conn = Connection {
@@ -824,7 +863,7 @@ where
         stream,
         stopping: shared.shutdown.subscribe(),
         decoder: FrameDecoder::new(shared.config.pre_auth_limits()),
-        session: Session::new(shared.clone()),
+        session: Session::new(shared.clone(), stats),
         out: Vec::with_capacity(READ_CHUNK),
         written: 0,
         sent: Vec::new(),

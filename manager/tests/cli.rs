@@ -143,7 +143,13 @@ impl Manager {
             .unwrap_or_else(|| panic!("not a ready line: {line:?}"));
         let mut ready = Ready::default();
         for word in rest.split(' ') {
-            if let Some(run) = word.strip_prefix("run=") {
+            if let Some(url) = word.strip_prefix("metrics=") {
+                assert!(
+                    ready.run.is_some(),
+                    "the metrics come after the run: {line:?}"
+                );
+                ready.metrics = Some(url.to_owned());
+            } else if let Some(run) = word.strip_prefix("run=") {
                 assert!(ready.run.is_none(), "one run: {line:?}");
                 ready.run = Some(run.to_owned());
             } else if let Some(path) = word.strip_prefix("authkey-file=") {
@@ -234,6 +240,8 @@ struct Ready {
     addresses: Vec<String>,
     key_file: Option<PathBuf>,
     run: Option<String>,
+    /// The URL of the metrics, with `--metrics`.
+    metrics: Option<String>,
 }
 
 impl Ready {
@@ -357,6 +365,31 @@ fn each_default_run_gets_its_own_directory_and_key() {
 
 /// The ready line and `hello` name the same run, a uuid; another run of the same command at
 /// the same address has another.
+/// `--metrics HOST:0` serves on the port it got, which the ready line names.
+#[test]
+fn the_ready_line_names_the_metrics_url_and_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("m.sock").display());
+    let mut m = Manager::spawn(Launch::at(&address).arg("--metrics").arg("127.0.0.1:0"));
+    let url = m.ready().metrics.expect("the ready line names the metrics");
+    let host_port = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("not a metrics URL: {url}"));
+    assert!(!host_port.ends_with(":0"), "the port it got: {url}");
+    let mut s = TcpStream::connect(host_port).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("\nagora_connections 0\n"), "{answer}");
+    m.signal(libc::SIGTERM);
+    assert!(m.wait().success(), "{}", m.stderr());
+}
+
 #[test]
 fn the_ready_line_and_hello_name_the_run() {
     let dir = tempfile::tempdir().unwrap();

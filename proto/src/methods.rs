@@ -19,8 +19,8 @@ use crate::Kind;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MethodSpec {
     /// The kind whose objects have this method; `None` for the session and registry methods
-    /// (`hello`, `auth`, `ping`, `create`, `lookup`, `delete`, `objects`, `shutdown`), which
-    /// take no object id.
+    /// (`hello`, `auth`, `ping`, `create`, `lookup`, `delete`, `objects`, `stats`, `shutdown`
+    /// and the reference counts), which take no object id.
     pub kind: Option<Kind>,
     /// The method's name within its kind: `"get"` for `dict.get`.
     pub name: &'static str,
@@ -166,6 +166,7 @@ const SESSION_AND_REGISTRY: &[MethodSpec] = methods!(None, "":
     "lookup" "[name]";
     "delete" "[name or id]";
     "objects" "[]";
+    "stats" "[]";
     "incref" "[id]";
     "decref" "[[id, count], ...]";
     "export" "[id]";

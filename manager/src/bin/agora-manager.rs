@@ -3,13 +3,18 @@
 //! ```text
 //! agora-manager [--listen unix:PATH | --listen tcp:HOST:PORT]... [--authkey-file PATH]
 //!               [--tls-cert FILE --tls-key FILE]
-//!               [--max-connections N] [--auth-timeout SECONDS] [--max-output-bytes BYTES] ...
+//!               [--max-connections N] [--auth-timeout SECONDS] [--max-output-bytes BYTES]
+//!               [--metrics HOST:PORT] ...
+//! agora-manager inspect --address ADDRESS [--authkey-file PATH] [--json]
 //! ```
 //!
 //! `--help` lists every flag; the limits are those of `PROTOCOL.md`, section 1.1.
 //!
 //! Prints one line on stdout when it is ready (see `PROTOCOL.md`, section 6), logs to stderr
 //! (`RUST_LOG` sets the level), and stops on SIGTERM, SIGINT or the `shutdown` method.
+//!
+//! `inspect` connects to a running manager, calls `stats` (`PROTOCOL.md`, section 4.2.1) and
+//! prints its objects and connections as tables, or the answer as JSON.
 
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
@@ -27,8 +32,16 @@ use agora_proto::{spin, Limits};
 
 /// A manager process for agora shared objects.
 #[derive(Parser, Debug)]
-#[command(name = "agora-manager", version, about)]
+#[command(
+    name = "agora-manager",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Where to listen: `unix:PATH` or `tcp:HOST:PORT` (port 0 picks a free one). Repeatable.
     /// Default: a Unix socket in a fresh private directory.
     #[arg(long = "listen", value_name = "ADDRESS")]
@@ -97,6 +110,38 @@ struct Args {
     /// (0 when the manager may run on one CPU only).
     #[arg(long, value_name = "MICROSECONDS")]
     spin_us: Option<u64>,
+
+    /// Serve metrics for Prometheus at http://HOST:PORT/metrics (calls and errors by method,
+    /// parked calls, connections, objects by kind). Plain HTTP with no authentication: bind
+    /// it to an address only trusted scrapers reach (127.0.0.1, say).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Show what is inside a running manager: every object (its size, who holds it, the calls
+    /// parked on it and what they wait for) and every connection (its peer, age, calls, what
+    /// it holds and waits for), with totals.
+    Inspect(InspectArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct InspectArgs {
+    /// The manager's address: `unix:PATH`, `tcp:HOST:PORT` or `tls:HOST:PORT` (its certificate
+    /// verified against the system's roots, or the CA file in AGORA_TLS_CA). Default: the
+    /// AGORA_ADDRESS environment variable.
+    #[arg(long, value_name = "ADDRESS")]
+    address: Option<String>,
+
+    /// File holding the authkey as hex. Default: the AGORA_AUTHKEY environment variable (hex).
+    #[arg(long, value_name = "PATH")]
+    authkey_file: Option<PathBuf>,
+
+    /// Print the manager's answer as JSON (the fields of PROTOCOL.md, section 4.2.1) instead
+    /// of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 /// A count that must be at least 1.
@@ -182,7 +227,12 @@ fn main() -> ExitCode {
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
         .init();
-    match run(Args::parse()) {
+    let args = Args::parse();
+    let result = match &args.command {
+        Some(Command::Inspect(inspect_args)) => inspect(inspect_args),
+        None => run(args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fatal(message)) => {
             eprintln!("agora-manager: {message}");
@@ -275,6 +325,7 @@ fn run(args: Args) -> Result<(), Fatal> {
     config.handoff_lease = args.handoff_seconds;
     config.max_output_bytes = args.max_output_bytes;
     config.spin.budget = spin_budget(args.spin_us)?;
+    let metrics = args.metrics.as_deref().map(bind_metrics).transpose()?;
 
     let mut line = String::from("agora-manager ready");
     for l in &listeners {
@@ -285,6 +336,9 @@ fn run(args: Args) -> Result<(), Fatal> {
         line.push_str(&format!(" authkey-file={}", path.display()));
     }
     line.push_str(&format!(" run={}", config.run.id.hyphenated()));
+    if let Some(addr) = metrics.as_ref().and_then(|l| l.local_addr().ok()) {
+        line.push_str(&format!(" metrics=http://{addr}/metrics"));
+    }
     // Printed once the listeners accept and the signal handlers are in place: clients may
     // connect, and supervisors may signal, as soon as they read this line.
     let ready = move || {
@@ -297,31 +351,91 @@ fn run(args: Args) -> Result<(), Fatal> {
     } else {
         None
     };
-    agora_manager::run_blocking_then(listeners, config, lifeline, ready)
+    agora_manager::run_blocking_with(listeners, metrics, config, lifeline, ready)
         .map_err(|e| Fatal(format!("the manager failed: {e}")))
+}
+
+/// `agora-manager inspect`: prints what `stats` answers, as tables or JSON.
+fn inspect(args: &InspectArgs) -> Result<(), Fatal> {
+    let address = match &args.address {
+        Some(address) => address.clone(),
+        None => std::env::var(agora_client::ENV_ADDRESS).map_err(|_| {
+            Fatal(format!(
+                "no manager to inspect: pass --address or set {}",
+                agora_client::ENV_ADDRESS
+            ))
+        })?,
+    };
+    let address: agora_client::Address = address
+        .parse()
+        .map_err(|e| Fatal(format!("bad --address {address:?}: {e}")))?;
+    let authkey = match &args.authkey_file {
+        Some(path) => read_authkey_file(path)?,
+        None => match std::env::var("AGORA_AUTHKEY") {
+            Ok(text) => parse_authkey(&text, "AGORA_AUTHKEY")?,
+            Err(_) => {
+                return Err(Fatal(
+                    "no authkey: pass --authkey-file or set AGORA_AUTHKEY (hex)".to_owned(),
+                ))
+            }
+        },
+    };
+    let client = agora_client::Client::connect(&address, &authkey)
+        .map_err(|e| Fatal(format!("cannot reach the manager at {address}: {e}")))?;
+    let raw = client
+        .call_raw("stats", &[])
+        .map_err(|e| Fatal(format!("stats failed: {e}")))?;
+    let stats = rmpv::decode::read_value(&mut &raw[..])
+        .map_err(|e| Fatal(format!("the manager's answer is not MessagePack: {e}")))?;
+    let text = if args.json {
+        let mut json = agora_manager::inspect::to_json(&stats)?;
+        json.push('\n');
+        json
+    } else {
+        agora_manager::inspect::render(&stats)
+    };
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())?;
+    Ok(())
+}
+
+/// Binds the listener of `--metrics HOST:PORT`.
+fn bind_metrics(address: &str) -> Result<std::net::TcpListener, Fatal> {
+    let host_port = address.strip_prefix("tcp:").unwrap_or(address);
+    std::net::TcpListener::bind(host_port)
+        .map_err(|e| Fatal(format!("cannot serve metrics on {address}: {e}")))
+}
+
+/// An authkey written as hex, read from `source` (for messages).
+fn parse_authkey(hex_text: &str, source: &str) -> Result<Vec<u8>, Fatal> {
+    let key = hex::decode(hex_text.trim())
+        .map_err(|e| Fatal(format!("{source} must hold the authkey as hex: {e}")))?;
+    if key.is_empty() {
+        return Err(Fatal(format!("{source} holds an empty authkey")));
+    }
+    Ok(key)
+}
+
+/// The authkey in file `path`, as hex.
+fn read_authkey_file(path: &Path) -> Result<Vec<u8>, Fatal> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Fatal(format!(
+            "cannot read the authkey file {}: {e}",
+            path.display()
+        ))
+    })?;
+    parse_authkey(&text, &format!("{}", path.display()))
 }
 
 /// The authkey, and the file it was written to when it was generated here.
 fn authkey(args: &Args, cleanup: &mut Cleanup) -> Result<Vec<u8>, Fatal> {
-    let parse = |hex_text: &str, source: &str| -> Result<Vec<u8>, Fatal> {
-        let key = hex::decode(hex_text.trim())
-            .map_err(|e| Fatal(format!("{source} must hold the authkey as hex: {e}")))?;
-        if key.is_empty() {
-            return Err(Fatal(format!("{source} holds an empty authkey")));
-        }
-        Ok(key)
-    };
     if let Some(path) = &args.authkey_file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Fatal(format!(
-                "cannot read the authkey file {}: {e}",
-                path.display()
-            ))
-        })?;
-        return parse(&text, &format!("{}", path.display()));
+        return read_authkey_file(path);
     }
     if let Ok(text) = std::env::var("AGORA_AUTHKEY") {
-        return parse(&text, "AGORA_AUTHKEY");
+        return parse_authkey(&text, "AGORA_AUTHKEY");
     }
     let mut key = vec![0u8; 32];
     getrandom::fill(&mut key).map_err(|e| Fatal(format!("no randomness for an authkey: {e}")))?;

@@ -301,6 +301,11 @@ impl HeldBy {
             .collect()
     }
 
+    /// How much each connection holds, in no particular order.
+    pub fn counts(&self) -> impl Iterator<Item = (SessionId, u64)> + '_ {
+        self.by.iter().map(|(s, (n, _))| (*s, *n))
+    }
+
     /// Any connection that holds something, other than `except`.
     pub fn other_than(&self, except: SessionId) -> Option<SessionId> {
         self.by.keys().copied().find(|s| *s != except)

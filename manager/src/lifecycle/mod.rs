@@ -53,6 +53,7 @@ mod grant;
 mod holdings;
 mod parked;
 mod parking;
+mod view;
 
 pub use grant::{Grant, Reply, Shape};
 pub use holdings::{Caller, HeldBy, Holder, Holdings, Owner, SessionId};
@@ -61,6 +62,7 @@ pub use parking::{
     deleted, next_object_key, shutting_down, Ctx, Leave, Left, LineId, ObjectKey, Offer, Parking,
     Semantics, WaiterId,
 };
+pub use view::{counted, HeldInfo, View, WaiterInfo};
 
 #[cfg(test)]
 mod props;

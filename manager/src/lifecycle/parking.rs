@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -14,6 +14,7 @@ use agora_proto::{CallError, ErrorName};
 use super::grant::{Grant, Reply};
 use super::holdings::{Caller, HeldBy, Holdable, Holder, SessionId};
 use super::parked::{Park, Waitable};
+use super::view::{counted, HeldInfo, View, WaiterInfo};
 
 /// Identifies one parked call. Allocated in increasing order, so that sorting by id is arrival
 /// order: a waiter moved from one line to another keeps its place by arrival.
@@ -100,12 +101,28 @@ pub trait Semantics: Send + 'static {
     fn held(&self) -> Option<&HeldBy> {
         None
     }
+
+    /// Who holds what, for `stats`: by default the owned holdings [`Semantics::held`]
+    /// counts. Objects that know more (a lock's holder thread, an unowned holding) say so.
+    fn holding(&self) -> Vec<HeldInfo> {
+        counted(self.held())
+    }
+
+    /// How many items, permits... the object has now, for `stats` (see [`View::size`]).
+    fn size(&self) -> Option<u64> {
+        None
+    }
+
+    /// What a waiter of `line` waiting for `wait` waits for, in a few words, for `stats`.
+    fn waits_for(&self, line: LineId, wait: &Self::Wait) -> String;
 }
 
 /// One parked waiter.
 struct Waiter<W> {
     reply: oneshot::Sender<Reply>,
     holder: Holder,
+    /// When the call was parked (a requeued waiter keeps it).
+    since: Instant,
     /// The object the call was made through.
     origin: ObjectKey,
     wait: W,
@@ -363,6 +380,7 @@ impl<S: Semantics> Ctx<'_, S> {
         let waiter = Waiter {
             reply,
             holder: caller.holder(),
+            since: Instant::now(),
             origin,
             wait,
         };
@@ -453,6 +471,7 @@ impl<S: Semantics> Parking<S> {
         let Waiter {
             reply,
             holder,
+            since,
             origin,
             wait,
         } = w;
@@ -462,6 +481,7 @@ impl<S: Semantics> Parking<S> {
                 let w = Waiter {
                     reply,
                     holder,
+                    since,
                     origin,
                     wait,
                 };
@@ -472,6 +492,38 @@ impl<S: Semantics> Parking<S> {
         };
         pump(&mut inner.state, &mut inner.core);
         answer
+    }
+
+    /// What `stats` shows of the object `origin` parking here: the state's size and holders,
+    /// and the calls parked through `origin` (a lock and the conditions built on it share a
+    /// parking; each shows its own calls), oldest first. Empty once the object is deleted.
+    pub fn view(&self, origin: ObjectKey) -> View {
+        let inner = self.inner.lock();
+        if inner.core.retired {
+            return View::default();
+        }
+        let mut waiting: Vec<(WaiterId, WaiterInfo)> = inner
+            .core
+            .lines
+            .iter()
+            .flat_map(|(line, waiters)| waiters.iter().map(move |(id, w)| (*line, *id, w)))
+            .filter(|(_, _, w)| w.origin == origin)
+            .map(|(line, id, w)| {
+                let info = WaiterInfo {
+                    session: w.holder.session,
+                    waits_for: inner.state.waits_for(line, &w.wait),
+                    since: w.since,
+                };
+                (id, info)
+            })
+            .collect();
+        // Waiter ids are handed out in arrival order.
+        waiting.sort_by_key(|(id, _)| *id);
+        View {
+            size: inner.state.size(),
+            held: inner.state.holding(),
+            waiting: waiting.into_iter().map(|(_, w)| w).collect(),
+        }
     }
 
     /// Number of calls parked in every line, for tests and inspection.

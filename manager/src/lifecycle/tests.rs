@@ -206,3 +206,45 @@ fn detaching_one_of_two_users_answers_only_its_calls() {
     .unwrap();
     assert_eq!(answer(wa).unwrap(), Grant::ACQUIRED);
 }
+
+/// What `stats` shows of an object: its holders and its waiters in arrival order, each with
+/// what it waits for; a waiter leaves the view when it is granted, and a deleted object shows
+/// nothing.
+#[test]
+fn the_view_shows_holders_and_waiters_in_arrival_order() {
+    let p = permits(1);
+    let (a, b, c) = (Conn::new(1), Conn::new(2), Conn::new(3));
+    assert!(a.take(&p).is_ok());
+    let parked_c = c.take(&p).expect_err("no permit left");
+    let parked_b = b.take(&p).expect_err("no permit left");
+    let view = p.view(OBJECT);
+    assert_eq!(
+        view.held,
+        [HeldInfo {
+            session: 1,
+            thread: None,
+            count: 1,
+            owned: true
+        }]
+    );
+    let waiters: Vec<(SessionId, &str)> = view
+        .waiting
+        .iter()
+        .map(|w| (w.session, w.waits_for.as_str()))
+        .collect();
+    assert_eq!(waiters, [(3, "a permit"), (2, "a permit")]);
+    assert!(view.waiting[0].since <= view.waiting[1].since);
+    assert!(
+        p.view(OBJECT + 1).waiting.is_empty(),
+        "calls parked through another object are not this one's"
+    );
+
+    a.put(&p);
+    let view = p.view(OBJECT);
+    assert_eq!(view.held.iter().map(|h| h.session).collect::<Vec<_>>(), [3]);
+    assert_eq!(view.waiting.len(), 1);
+    drop(parked_c);
+    p.detach(OBJECT);
+    assert_eq!(p.view(OBJECT), View::default());
+    drop(parked_b);
+}

@@ -44,4 +44,12 @@ impl Semantics for Permits {
     fn retire(&mut self) {
         self.held.clear();
     }
+
+    fn holding(&self) -> Vec<HeldInfo> {
+        counted(Some(&self.held))
+    }
+
+    fn waits_for(&self, _line: LineId, _wait: &()) -> String {
+        "a permit".to_owned()
+    }
 }

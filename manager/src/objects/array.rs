@@ -8,7 +8,7 @@ use agora_proto::{encode, CallError, Params};
 use super::list::{slice_param, write_slice};
 use super::slice::index;
 use super::typecode::Typecode;
-use crate::lifecycle::{Caller, Outcome};
+use crate::lifecycle::{Caller, Outcome, View};
 
 use super::{arity, expected, unknown_method, Args, Kind, SharedObject, Stored};
 
@@ -143,5 +143,9 @@ impl SharedObject for Array {
             _ => return Err(unknown_method(Kind::Array, method)),
         }
         Ok(Outcome::Done)
+    }
+
+    fn view(&self) -> View {
+        View::sized(self.items.lock().len() as u64)
     }
 }

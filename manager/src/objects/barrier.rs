@@ -10,7 +10,7 @@ use agora_proto::{encode, params, CallError, ErrorName, Params};
 
 use crate::lifecycle::{
     timeout_param, Caller, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer, Outcome,
-    Parking, Semantics,
+    Parking, Semantics, View,
 };
 
 use super::{arity, expected, unknown_method, Args, Kind, SharedObject};
@@ -62,6 +62,10 @@ impl Semantics for State {
             Leave::Expired => Left::Answer(Err(broken())),
             Leave::Abandoned => Left::Gone,
         }
+    }
+
+    fn waits_for(&self, _line: LineId, _party: &Party) -> String {
+        format!("the other parties ({} arrived)", self.arrived)
     }
 }
 
@@ -180,5 +184,9 @@ impl SharedObject for Barrier {
 
     fn stop(&self) {
         self.state.stop();
+    }
+
+    fn view(&self) -> View {
+        self.state.view(self.key)
     }
 }

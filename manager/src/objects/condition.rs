@@ -13,7 +13,7 @@
 
 use agora_proto::{encode, params, CallError, Params};
 
-use crate::lifecycle::{timeout_param, Caller, ObjectKey, Outcome};
+use crate::lifecycle::{timeout_param, Caller, ObjectKey, Outcome, View};
 use crate::registry::Registry;
 
 use super::lock::{lock_call, new_lock, Acquirer, OnGrant, SharedLock, ACQUIRE};
@@ -128,5 +128,10 @@ impl SharedObject for Condition {
 
     fn stop(&self) {
         self.lock.stop();
+    }
+
+    /// The lock's holder, and the calls parked through this condition.
+    fn view(&self) -> View {
+        self.lock.view(self.key)
     }
 }

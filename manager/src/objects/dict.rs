@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use agora_proto::params::{array_items, map_entries};
 use agora_proto::{value, CallError, Params};
 
-use crate::lifecycle::{Caller, Outcome};
+use crate::lifecycle::{Caller, Outcome, View};
 
 use super::{arity, expected, store, unknown_method, Args, Kind, SharedObject, Stored};
 
@@ -128,6 +128,10 @@ impl SharedObject for Dict {
         arity(p, Kind::Dict, method, min, max)?;
         op(&mut self.map.lock(), p, out)?;
         Ok(Outcome::Done)
+    }
+
+    fn view(&self) -> View {
+        View::sized(self.map.lock().len() as u64)
     }
 }
 

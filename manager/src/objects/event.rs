@@ -6,7 +6,7 @@ use agora_proto::{encode, CallError, Params};
 
 use crate::lifecycle::{
     timeout_param, Caller, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer, Outcome,
-    Parking, Semantics,
+    Parking, Semantics, View,
 };
 
 use super::{arity, unknown_method, Args, Kind, SharedObject};
@@ -38,6 +38,10 @@ impl Semantics for State {
             Leave::Expired => Left::Answer(Ok(Grant::Bool(false))),
             Leave::Abandoned => Left::Gone,
         }
+    }
+
+    fn waits_for(&self, _line: LineId, _wait: &()) -> String {
+        "the event to be set".to_owned()
     }
 }
 
@@ -114,5 +118,9 @@ impl SharedObject for Event {
 
     fn stop(&self) {
         self.state.stop();
+    }
+
+    fn view(&self) -> View {
+        self.state.view(self.key)
     }
 }

@@ -8,7 +8,7 @@ use agora_proto::params::array_items;
 use agora_proto::{encode, value, CallError, Params};
 
 use super::slice::Slice;
-use crate::lifecycle::{Caller, Outcome};
+use crate::lifecycle::{Caller, Outcome, View};
 
 use super::{arity, expected, store, unknown_method, Args, Kind, SharedObject, Stored};
 
@@ -169,6 +169,10 @@ impl SharedObject for List {
         arity(p, Kind::List, method, min, max)?;
         op(&mut self.items.lock(), p, out)?;
         Ok(Outcome::Done)
+    }
+
+    fn view(&self) -> View {
+        View::sized(self.items.lock().len() as u64)
     }
 }
 

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use agora_proto::{encode, CallError, Params};
 
 use crate::lifecycle::{
-    blocking_params, Caller, Ctx, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer,
-    Outcome, Owner, Parking, Semantics, SessionId,
+    blocking_params, Caller, Ctx, Grant, HeldBy, HeldInfo, Holder, Leave, Left, LineId, ObjectKey,
+    Offer, Outcome, Owner, Parking, Semantics, SessionId, View,
 };
 
 use super::{arity, unknown_method, Args, Kind, SharedObject};
@@ -179,6 +179,27 @@ impl Semantics for LockState {
     fn held(&self) -> Option<&HeldBy> {
         Some(&self.held)
     }
+
+    /// The holder, owned or not, with its thread and depth.
+    fn holding(&self) -> Vec<HeldInfo> {
+        self.holder
+            .iter()
+            .map(|h| HeldInfo {
+                session: h.session,
+                thread: Some(h.thread),
+                count: self.depth,
+                owned: self.owned,
+            })
+            .collect()
+    }
+
+    fn waits_for(&self, line: LineId, wait: &Acquirer) -> String {
+        match (line, wait.on_grant) {
+            (ACQUIRE, OnGrant::Acquire) => "the lock".to_owned(),
+            (ACQUIRE, OnGrant::Resume { .. }) => "the lock again, after a wait".to_owned(),
+            _ => "a notify".to_owned(),
+        }
+    }
 }
 
 /// A new lock's state and waiters; `reentrant` for an rlock; `policy`: the `owned` option.
@@ -323,5 +344,9 @@ impl SharedObject for Lock {
 
     fn lock_parking(&self) -> Option<SharedLock> {
         Some(self.lock.clone())
+    }
+
+    fn view(&self) -> View {
+        self.lock.view(self.key)
     }
 }

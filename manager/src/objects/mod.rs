@@ -30,7 +30,7 @@ use agora_proto::{CallError, ErrorName, Params};
 /// re-exported so that `objects::Kind` keeps naming that one type.
 pub use agora_proto::Kind;
 
-use crate::lifecycle::{Caller, Outcome};
+use crate::lifecycle::{Caller, Outcome, View};
 
 pub use stored::Stored;
 
@@ -73,6 +73,9 @@ pub trait SharedObject: Send + Sync + 'static {
     fn as_set(&self) -> Option<&set::Set> {
         None
     }
+
+    /// What `stats` shows of the object: its size, who holds it and the calls parked on it.
+    fn view(&self) -> View;
 
     /// The lock of a `lock` or `rlock`, for a `condition` built on it.
     fn lock_parking(&self) -> Option<lock::SharedLock> {

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use agora_proto::{encode, CallError, Params};
 
 use crate::lifecycle::{
-    blocking_params, Caller, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer, Outcome,
-    Owner, Parking, Semantics, SessionId,
+    blocking_params, Caller, Grant, HeldBy, HeldInfo, Holder, Leave, Left, LineId, ObjectKey,
+    Offer, Outcome, Owner, Parking, Semantics, SessionId, View,
 };
 
 use super::{arity, store, unknown_method, Args, Kind, SharedObject, Stored};
@@ -106,6 +106,23 @@ impl Semantics for State {
 
     fn held(&self) -> Option<&HeldBy> {
         Some(&self.held)
+    }
+
+    /// The holder, with its thread.
+    fn holding(&self) -> Vec<HeldInfo> {
+        self.holder
+            .iter()
+            .map(|h| HeldInfo {
+                session: h.session,
+                thread: Some(h.thread),
+                count: 1,
+                owned: true,
+            })
+            .collect()
+    }
+
+    fn waits_for(&self, _line: LineId, _owner: &Owner) -> String {
+        "the lock".to_owned()
     }
 }
 
@@ -240,5 +257,9 @@ impl SharedObject for Mutex {
 
     fn stop(&self) {
         self.state.stop();
+    }
+
+    fn view(&self) -> View {
+        self.state.view(self.key)
     }
 }

@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use agora_proto::params::{map_entries, text};
 use agora_proto::{encode, CallError, Params};
 
-use crate::lifecycle::{Caller, Outcome};
+use crate::lifecycle::{Caller, Outcome, View};
 
 use super::{arity, expected, store, unknown_method, Args, Kind, SharedObject, Stored};
 
@@ -81,5 +81,9 @@ impl SharedObject for Namespace {
             _ => return Err(unknown_method(Kind::Namespace, method)),
         }
         Ok(Outcome::Done)
+    }
+
+    fn view(&self) -> View {
+        View::sized(self.attrs.lock().len() as u64)
     }
 }

@@ -28,8 +28,8 @@ use agora_proto::params::array_items;
 use agora_proto::{encode, params, CallError, ErrorName, Params};
 
 use crate::lifecycle::{
-    timeout_param, Caller, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer, Outcome,
-    Parking, Semantics, SessionId, Shape,
+    counted, timeout_param, Caller, Grant, HeldBy, HeldInfo, Holder, Leave, Left, LineId,
+    ObjectKey, Offer, Outcome, Parking, Semantics, SessionId, Shape, View,
 };
 
 use super::{arity, expected, store, unknown_method, Args, Kind, SharedObject, Stored};
@@ -297,6 +297,26 @@ impl Semantics for State {
             } => Ok(Grant::Count(done as u64)),
             Wait::Join => Ok(Grant::Bool(false)),
         })
+    }
+
+    /// The items each connection got and has not finished.
+    fn holding(&self) -> Vec<HeldInfo> {
+        counted(Some(&self.out.held))
+    }
+
+    /// The items in the queue.
+    fn size(&self) -> Option<u64> {
+        Some(self.items.len() as u64)
+    }
+
+    fn waits_for(&self, _line: LineId, wait: &Wait) -> String {
+        match wait {
+            Wait::Put { items, .. } if items.len() == 1 => "room for an item".to_owned(),
+            Wait::Put { items, .. } => format!("room for {} items", items.len()),
+            Wait::Get { max: 1, .. } => "an item".to_owned(),
+            Wait::Get { max, .. } => format!("items (up to {max})"),
+            Wait::Join => "every item to be done".to_owned(),
+        }
     }
 }
 
@@ -633,5 +653,9 @@ impl SharedObject for Queue {
 
     fn stop(&self) {
         self.state.stop();
+    }
+
+    fn view(&self) -> View {
+        self.state.view(self.key)
     }
 }

@@ -14,7 +14,7 @@ use agora_proto::{encode, params, CallError, Params};
 
 use crate::lifecycle::{
     blocking_params, Caller, Grant, HeldBy, Holder, Leave, Left, LineId, ObjectKey, Offer, Outcome,
-    Parking, Semantics, SessionId,
+    Parking, Semantics, SessionId, View,
 };
 
 use super::{arity, expected, unknown_method, Args, Kind, SharedObject};
@@ -94,6 +94,15 @@ impl Semantics for State {
 
     fn held(&self) -> Option<&HeldBy> {
         Some(&self.held)
+    }
+
+    /// The permits free now.
+    fn size(&self) -> Option<u64> {
+        Some(self.value)
+    }
+
+    fn waits_for(&self, _line: LineId, _owned: &bool) -> String {
+        "a permit".to_owned()
     }
 }
 
@@ -243,6 +252,10 @@ impl SharedObject for Semaphore {
 
     fn stop(&self) {
         self.state.stop();
+    }
+
+    fn view(&self) -> View {
+        self.state.view(self.key)
     }
 }
 

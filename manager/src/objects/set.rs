@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use agora_proto::params::array_items;
 use agora_proto::{encode, objref, value, CallError, Params};
 
-use crate::lifecycle::{Caller, Outcome};
+use crate::lifecycle::{Caller, Outcome, View};
 
 use super::{arity, expected, unknown_method, Args, Kind, SharedObject, Stored};
 
@@ -303,5 +303,9 @@ impl SharedObject for Set {
             _ => return Err(unknown_method(Kind::Set, method)),
         }
         Ok(Outcome::Done)
+    }
+
+    fn view(&self) -> View {
+        View::sized(self.elements.lock().len() as u64)
     }
 }

@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use agora_proto::{encode, params, value, CallError, Params};
 
 use super::typecode::{number, Typecode};
-use crate::lifecycle::{Caller, Outcome};
+use crate::lifecycle::{Caller, Outcome, View};
 
 use super::{arity, store, unknown_method, Args, Kind, SharedObject, Stored};
 
@@ -126,5 +126,10 @@ impl SharedObject for Value {
             _ => return Err(unknown_method(Kind::Value, method)),
         }
         Ok(Outcome::Done)
+    }
+
+    /// A value has no size.
+    fn view(&self) -> View {
+        View::default()
     }
 }
