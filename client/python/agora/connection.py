@@ -89,7 +89,14 @@ def _parse_seconds(var: str, default: Optional[float]) -> Optional[float]:
     return seconds or None
 
 
-_DEADLINES = threading.local()
+class _Deadlines(threading.local):
+    #: This thread's open ``deadline`` blocks, innermost last (``None``: never opened one).
+    stack: Optional[List[float]] = None
+
+
+_DEADLINES = _Deadlines()
+
+_get_ident = threading.get_ident
 
 
 
@@ -173,18 +180,20 @@ class deadline:
         self.seconds = float(seconds)
 
     def __enter__(self) -> "deadline":
-        stack = getattr(_DEADLINES, "stack", None)
+        stack = _DEADLINES.stack
         if stack is None:
             stack = _DEADLINES.stack = []
         stack.append(self.seconds)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _DEADLINES.stack.pop()
+        stack = _DEADLINES.stack
+        if stack:
+            stack.pop()
 
 
 def _thread_deadline() -> Optional[float]:
-    stack = getattr(_DEADLINES, "stack", None)
+    stack = _DEADLINES.stack
     return stack[-1] if stack else None
 
 
@@ -283,6 +292,10 @@ _SPIN_MAX_BACKOFF = 64
 #: A gap this long (seconds) in polling means the CPU went to another process meanwhile: a
 #: poll takes a couple of microseconds.
 _SPIN_STALL = 10e-6
+
+#: The most calls sent by :meth:`Connection.call_detached` whose replies may be unread at
+#: once (as the Rust client): past it, such a call waits for its reply like any other.
+MAX_DETACHED = 1024
 
 #: The methods the manager may park (``PROTOCOL.md``, section 4.1).
 MAY_WAIT = frozenset({
@@ -417,6 +430,14 @@ def _resolve(conn: "Connection") -> "Connection":
         conn = forward
 
 
+def _small_request(limits: Dict[str, int]) -> int:
+    """The size in bytes up to which a request is within every limit of ``limits`` whatever it
+    holds (:meth:`Connection._check_limits` need not look at it): it cannot be over the size
+    limit, nest deeper than the depth limit or hold a container longer than the length limit,
+    each nesting level and element taking a byte at least."""
+    return min(limits["max_message_bytes"], limits["max_depth"], limits["max_container_len"] - 1)
+
+
 class Connection:
     """One authenticated socket to a manager, used by one thread at a time.
 
@@ -456,11 +477,13 @@ class Connection:
         "_refs",
         "_dead",
         "_pending",
+        "_detached",
         "_forward",
         "_orphaned",
         "run",
         "started",
         "limits",
+        "_small",
         "_until",
         "_tls",
         "_timeout",
@@ -481,6 +504,7 @@ class Connection:
         #: (``max_message_bytes``, ``max_depth``, ``max_container_len``); the protocol's
         #: defaults for a manager that does not report them.
         self.limits: Dict[str, int] = dict(DEFAULT_LIMITS)
+        self._small = _small_request(self.limits)
         #: When the call being read must have its answer (``time.monotonic()``), if ever.
         self._until: Optional[float] = None
         # Held to write to the socket or to change the tables below; _owner is the holder's
@@ -497,6 +521,9 @@ class Connection:
         self._dead: Deque[int] = deque()
         #: Ids whose ``live`` reached zero: the next decref (ordered, as a set).
         self._pending: Dict[int, None] = {}
+        #: The msgids of the calls sent without waiting for their replies
+        #: (:meth:`call_detached`), whose replies the next call reads and drops.
+        self._detached: Set[int] = set()
         #: The connection that took over this one's references (see Client._orphans).
         self._forward: Optional[Connection] = None
         #: Closed with proxies still attached, whose references another connection of this
@@ -622,6 +649,7 @@ class Connection:
             for name in DEFAULT_LIMITS:
                 if isinstance(limits.get(name), int):
                     self.limits[name] = limits[name]
+        self._small = _small_request(self.limits)
         digest = hmac.new(self.client.authkey, hello["challenge"], hashlib.sha256).digest()
         try:
             self.call("auth", (digest,), _within=within)
@@ -717,13 +745,21 @@ class Connection:
         The answer must come within ``_within`` seconds if given, else within the thread's
         :class:`deadline`, else, for a call the manager does not park, within the client's
         ``call_timeout``; otherwise :class:`ManagerTimeout` (and the connection closes)."""
-        within = _within if _within is not None else _thread_deadline()
-        if within is None and method not in MAY_WAIT:
-            within = self.client.call_timeout
-        me = threading.get_ident()
-        if self._reader == me:
+        # The per-call path is inlined (the lock, the limits, the write): each Python-level
+        # call it saves is a sizeable part of a call's own cost.
+        within = _within
+        if within is None:
+            stack = _DEADLINES.stack
+            if stack:
+                within = stack[-1]
+            elif method not in MAY_WAIT:
+                within = self.client.call_timeout
+        me = _get_ident()
+        if self._reader == me or self._owner == me:
             raise RuntimeError(_REENTERED)
-        self._enter(me)
+        lock = self._lock
+        lock.acquire()
+        self._owner = me
         try:
             if self._closed:
                 raise ConnectionLost(f"the connection to {self.client.address} is closed")
@@ -732,12 +768,23 @@ class Connection:
             # Packing fails (unsupported value) before anything is sent: the connection stays
             # good, and the tables are as they were.
             request = self._packer.pack((0, msgid, method, params))
-            self._check_limits(request)
+            if len(request) > self._small:
+                self._check_limits(request)
             if self._dead or self._pending or self.client._orphans:
                 request = self._prelude(()) + request
-            self._write(request)
+            self._sending = True
+            try:
+                self._sock.sendall(request)
+            except BaseException as e:
+                self._write_failed(e)
+                raise
+            self._sending = False
         finally:
-            self._leave()
+            self._owner = 0
+            lock.release()
+            # Checked after the release, as in _leave.
+            if self._dead or self._pending:
+                self._try_flush()
         self._reader = me
         self._until = None if within is None else time.monotonic() + within
         try:
@@ -782,12 +829,60 @@ class Connection:
                 if type(msg) is list and len(msg) == 4 and msg[0] == 1:
                     if msg[1] == msgid:
                         return msg
-                    # Not ours: the answer to a request sent without waiting (export, adopt).
+                    # Not ours: the answer to a request sent without waiting (export, adopt,
+                    # call_detached).
+                    if self._detached:
+                        self._drop_detached(msg)
                 elif type(msg) is list and len(msg) == 3 and msg[0] == 2:  # noqa: SIM102
                     if msg[1] == "error":
                         # A fatal error on this connection; the manager closes it next.
                         raise errors.from_wire(msg[2])
                     # Any other notification is ignored.
+
+    def _drop_detached(self, msg: List[Any]) -> None:
+        """Drops the reply ``msg`` to a call sent by :meth:`call_detached`; an error it carries
+        is logged, since nobody waits for it."""
+        msgid = msg[1]
+        if msgid in self._detached:
+            self._detached.discard(msgid)
+            if msg[2] is not None:
+                e = errors.from_wire(msg[2])
+                log.warning(
+                    "a call sent without waiting for its reply failed: %s: %s",
+                    type(e).__name__,
+                    e,
+                )
+
+    def call_detached(self, method: str, params: Sequence[Any]) -> None:
+        """Sends one request without waiting for its reply: the manager runs a connection's
+        calls in order, so whatever this connection sends next runs after it. The reply is
+        read and dropped with the next call's (an error in it is logged). For a release at
+        the end of a ``with`` block, which then costs no round trip.
+
+        Past :data:`MAX_DETACHED` replies still unread, it waits like :meth:`call`, which reads
+        them all: a program that releases many times without another call in between never
+        lets the manager's replies pile up until it stops reading this connection."""
+        if len(self._detached) >= MAX_DETACHED:
+            self.call(method, params)
+            return
+        me = threading.get_ident()
+        if self._reader == me:
+            raise RuntimeError(_REENTERED)
+        self._enter(me)
+        try:
+            if self._closed:
+                raise ConnectionLost(f"the connection to {self.client.address} is closed")
+            msgid = self._next_id
+            self._next_id = (msgid + 1) & 0xFFFFFFFF
+            request = self._packer.pack((0, msgid, method, params))
+            if len(request) > self._small:
+                self._check_limits(request)
+            if self._dead or self._pending or self.client._orphans:
+                request = self._prelude(()) + request
+            self._write(request)
+            self._detached.add(msgid)
+        finally:
+            self._leave()
 
     def _write(self, data: bytes) -> None:
         """Writes ``data`` (the lock held). A write that fails or is interrupted may have
@@ -798,13 +893,19 @@ class Connection:
         try:
             self._sock.sendall(data)
         except BaseException as e:
-            self._break()
-            if isinstance(e, OSError) and not isinstance(e, ConnectionLost):
-                raise ConnectionLost(
-                    f"lost the connection to the agora manager at {self.client.address}: {e}"
-                ) from e
+            self._write_failed(e)
             raise
         self._sending = False
+
+    def _write_failed(self, e: BaseException) -> None:
+        """A write failed with ``e`` or was interrupted (the lock held): the connection is
+        closed, and an ``OSError`` is raised as :class:`ConnectionLost` (else the caller
+        re-raises ``e``)."""
+        self._break()
+        if isinstance(e, OSError) and not isinstance(e, ConnectionLost):
+            raise ConnectionLost(
+                f"lost the connection to the agora manager at {self.client.address}: {e}"
+            ) from e
 
     def send_without_reply(self, method: str, idents: Iterable[int]) -> None:
         """Writes one ``[method, [id]]`` request per id without waiting for the answers (the
@@ -1082,6 +1183,7 @@ class Connection:
                     pass
             self._close_socket()
             self._pending.clear()
+            self._detached.clear()
             if live and self.run:
                 self._orphaned = True
                 with self.client._guard:
@@ -1111,6 +1213,7 @@ class Connection:
         self._refs.clear()
         self._dead.clear()
         self._pending.clear()
+        self._detached.clear()
 
     def _after_fork_in_child(self) -> bool:
         """In a forked child: closes this process's copy of the socket (the parent's stays
@@ -1121,6 +1224,7 @@ class Connection:
         self._reader = 0
         self._sending = False
         self._close_socket()
+        self._detached.clear()
         if self._forward is None:
             self._drain_dead()
             self._pending.clear()

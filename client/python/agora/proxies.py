@@ -203,6 +203,20 @@ class BaseProxy:
             self._check_run(conn.run, conn.started)
         return conn.call(method, (self._id, *args))
 
+    def _call_detached(self, method: str, *args: Any) -> None:
+        """:meth:`_call` without waiting for the reply (:meth:`Connection.call_detached`)."""
+        client = self._client
+        try:
+            conn = client._local.conn
+        except AttributeError:
+            conn = client.connection()
+        else:
+            if conn._closed:
+                conn = client.connection()
+        if conn.run != self._run:
+            self._check_run(conn.run, conn.started)
+        conn.call_detached(method, (self._id, *args))
+
     def _connection(self) -> Connection:
         """This thread's connection to the manager, checked to be of this proxy's run."""
         conn = self._client.connection()

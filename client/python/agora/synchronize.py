@@ -143,6 +143,14 @@ class LockProxy(AcquirerProxy):
         """True when someone holds the lock."""
         return cast("bool", self._call(self._m + "locked"))
 
+    def __exit__(self, *exc: object) -> None:
+        # The release is sent without waiting for its reply: the manager runs this thread's
+        # calls in order, so its next call comes after the release, and other processes see
+        # the lock free as soon as the manager reads it. The reply is read with the next
+        # call's; an error in it (the block released the lock itself) is logged, not raised.
+        # An explicit release() waits, and raises when the lock is not held.
+        self._call_detached(self._m + "release")
+
 
 class RLockProxy(LockProxy):
     """A shared ``threading.RLock``: reentrant, released only by the thread that holds it."""

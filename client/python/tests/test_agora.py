@@ -861,3 +861,72 @@ class Polling(unittest.TestCase):
                              text=True, timeout=WAIT)
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertEqual(out.stdout.strip(), "ok")
+
+
+def _acquire_and_report(lock: Any, out: Any) -> None:
+    got = lock.acquire(timeout=WAIT)
+    out.append(got)
+    if got:
+        lock.release()
+
+
+class DetachedRelease(unittest.TestCase):
+    """``with lock:`` sends its release without waiting for the reply."""
+
+    def _connection(self) -> Connection:
+        return manager._client.connection()
+
+    def test_another_process_sees_the_lock_free(self) -> None:
+        lock, out = manager.Lock(), manager.list()
+        for _ in range(200):
+            with lock:
+                pass
+        # No call of this process after the blocks: the last release must reach the manager
+        # on its own for the child to get the lock.
+        p = multiprocessing.Process(target=_acquire_and_report, args=(lock, out))
+        p.start()
+        p.join(WAIT * 2)
+        self.assertEqual(out[:], [True])
+
+    def test_the_next_call_of_the_thread_comes_after_the_release(self) -> None:
+        lock = manager.Lock()
+        for _ in range(50):
+            with lock:
+                pass
+            self.assertTrue(lock.acquire(False))
+            lock.release()
+        self.assertFalse(lock.locked())
+        self.assertFalse(self._connection()._detached)
+
+    def test_more_unread_replies_than_the_cap_do_not_hang(self) -> None:
+        lock, rlock = manager.Lock(), manager.RLock()
+        conn = self._connection()
+        with agora.deadline(WAIT * 4):
+            for _ in range(3 * agora.connection.MAX_DETACHED + 7):
+                with lock:
+                    pass
+                self.assertLessEqual(len(conn._detached), agora.connection.MAX_DETACHED)
+            for _ in range(agora.connection.MAX_DETACHED + 7):
+                with rlock, rlock:
+                    pass
+            self.assertFalse(lock.locked())
+        self.assertFalse(conn._detached)
+        self.assertFalse(rlock.locked())
+
+    def test_a_failed_detached_release_is_logged_and_explicit_release_raises(self) -> None:
+        lock = manager.Lock()
+        with self.assertLogs("agora", "WARNING") as logs:
+            with lock:
+                lock.release()
+            self.assertFalse(lock.locked())  # the next call reads the dropped reply
+        self.assertIn("RuntimeError", "".join(logs.output))
+        lock.acquire()
+        lock.release()
+        self.assertRaises(RuntimeError, lock.release)
+
+    def test_an_exception_in_the_block_still_releases(self) -> None:
+        lock = manager.Lock()
+        with self.assertRaises(ZeroDivisionError):
+            with lock:
+                1 / 0
+        self.assertFalse(lock.locked())
