@@ -139,16 +139,24 @@ fn watch_lifeline(fd: OwnedFd, handle: ShutdownHandle) -> io::Result<()> {
     Ok(())
 }
 
-/// Installs the SIGTERM and SIGINT handlers now (inside a tokio runtime) and returns a future
-/// that completes when either signal arrives.
+/// Installs the SIGTERM, SIGINT and SIGHUP handlers now (inside a tokio runtime) and returns
+/// a future that completes when SIGTERM or SIGINT arrives. SIGHUP, whose default action would
+/// kill the manager without its cleanup (parked calls unanswered, the socket file left
+/// behind), is logged and ignored: the manager has no configuration to reread.
 pub fn termination_signal() -> io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM"),
-            _ = int.recv() => tracing::info!("SIGINT"),
+        loop {
+            tokio::select! {
+                _ = term.recv() => return tracing::info!("SIGTERM"),
+                _ = int.recv() => return tracing::info!("SIGINT"),
+                _ = hup.recv() => tracing::info!(
+                    "SIGHUP ignored: there is nothing to reread; SIGTERM stops the manager"
+                ),
+            }
         }
     })
 }

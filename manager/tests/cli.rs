@@ -585,6 +585,43 @@ fn the_shutdown_method_stops_the_process() {
     assert!(!socket.parent().unwrap().exists());
 }
 
+/// A limit that would make every client fail is refused at start, naming the flag.
+#[test]
+fn limits_no_client_could_work_with_are_refused_at_start() {
+    for (flag, value) in [
+        ("--max-message-bytes", "0"),
+        ("--max-message-bytes", "100"),
+        ("--max-depth", "0"),
+        ("--max-depth", "1"),
+        ("--max-container-len", "3"),
+        ("--max-in-flight", "0"),
+    ] {
+        let mut m = Manager::spawn(Launch::new().arg(flag).arg(value));
+        let stderr = m.startup_failure();
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(stderr.contains("at least"), "{flag} {value}: {stderr}");
+    }
+}
+
+/// SIGHUP no longer kills the manager without its cleanup: it is ignored, and the manager
+/// goes on serving until SIGTERM, which still stops it cleanly.
+#[test]
+fn sighup_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("m.sock");
+    let address = format!("unix:{}", socket.display());
+    let mut m = Manager::spawn(Launch::at(&address));
+    m.ready();
+    wait_until_serving(&address, &key());
+    m.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = authenticated(&address, &key());
+    assert_eq!(c.ok("ping", vec![]), Value::from("pong"));
+    m.signal(libc::SIGTERM);
+    assert_eq!(m.wait().code(), Some(0));
+    assert!(!socket.exists(), "the socket file is removed");
+}
+
 #[test]
 fn a_bad_listen_address_is_a_readable_startup_error() {
     for bad in [

@@ -62,16 +62,19 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     authkey_file: Option<PathBuf>,
 
-    /// Largest message a client may send, in bytes.
-    #[arg(long, default_value_t = Limits::default().max_message_bytes)]
+    /// Largest message a client may send, in bytes (at least 1024: below that not even the
+    /// handshake fits).
+    #[arg(long, default_value_t = Limits::default().max_message_bytes, value_parser = at_least::<1024>)]
     max_message_bytes: usize,
 
-    /// Deepest nesting of arrays and maps in a message.
-    #[arg(long, default_value_t = Limits::default().max_depth)]
+    /// Deepest nesting of arrays and maps in a message (at least 2: a request's params are an
+    /// array in an array).
+    #[arg(long, default_value_t = Limits::default().max_depth, value_parser = at_least::<2>)]
     max_depth: usize,
 
-    /// Most elements in one array or entries in one map.
-    #[arg(long, default_value_t = Limits::default().max_container_len)]
+    /// Most elements in one array or entries in one map (at least 4: a request is an array of
+    /// four).
+    #[arg(long, default_value_t = Limits::default().max_container_len, value_parser = at_least::<4>)]
     max_container_len: usize,
 
     /// Stop when standard input reaches end-of-file: a parent that starts the manager with a
@@ -142,6 +145,17 @@ struct InspectArgs {
     /// of tables.
     #[arg(long)]
     json: bool,
+}
+
+/// A whole number no smaller than `MIN`: a limit below it would make every client fail.
+fn at_least<const MIN: usize>(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n < MIN => Err(format!(
+            "must be at least {MIN}: below that no client could talk to the manager"
+        )),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number: {e}")),
+    }
 }
 
 /// A count that must be at least 1.
