@@ -122,16 +122,5 @@ impl SharedObject for Condition {
         Ok(Outcome::Done)
     }
 
-    fn retire(&self) {
-        self.lock.detach(self.key);
-    }
-
-    fn stop(&self) {
-        self.lock.stop();
-    }
-
-    /// The lock's holder, and the calls parked through this condition.
-    fn view(&self) -> View {
-        self.lock.view(self.key)
-    }
+    parking_events!(lock);
 }

@@ -334,19 +334,9 @@ impl SharedObject for Lock {
             .unwrap_or_else(|| Err(unknown_method(self.kind, method)))
     }
 
-    fn retire(&self) {
-        self.lock.detach(self.key);
-    }
-
-    fn stop(&self) {
-        self.lock.stop();
-    }
-
     fn lock_parking(&self) -> Option<SharedLock> {
         Some(self.lock.clone())
     }
 
-    fn view(&self) -> View {
-        self.lock.view(self.key)
-    }
+    parking_events!(lock);
 }

@@ -5,6 +5,25 @@
 //! bytes the client sent ([`Stored`], which also keeps alive the objects a value references)
 //! and decoded only when an operation must inspect them.
 
+/// `retire`, `stop` and `view` of an object whose calls wait in the
+/// [`Parking`](crate::lifecycle::Parking) at `self.$field`, filed under `self.key`: the
+/// lifecycle core does all three, the same way for every blocking kind.
+macro_rules! parking_events {
+    ($field:ident) => {
+        fn retire(&self) {
+            self.$field.detach(self.key);
+        }
+
+        fn stop(&self) {
+            self.$field.stop();
+        }
+
+        fn view(&self) -> View {
+            self.$field.view(self.key)
+        }
+    };
+}
+
 pub mod array;
 pub mod barrier;
 pub mod condition;

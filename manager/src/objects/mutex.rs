@@ -251,15 +251,5 @@ impl SharedObject for Mutex {
         Ok(Outcome::Done)
     }
 
-    fn retire(&self) {
-        self.state.detach(self.key);
-    }
-
-    fn stop(&self) {
-        self.state.stop();
-    }
-
-    fn view(&self) -> View {
-        self.state.view(self.key)
-    }
+    parking_events!(state);
 }

@@ -246,17 +246,7 @@ impl SharedObject for Semaphore {
         Ok(Outcome::Done)
     }
 
-    fn retire(&self) {
-        self.state.detach(self.key);
-    }
-
-    fn stop(&self) {
-        self.state.stop();
-    }
-
-    fn view(&self) -> View {
-        self.state.view(self.key)
-    }
+    parking_events!(state);
 }
 
 #[cfg(test)]
