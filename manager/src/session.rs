@@ -37,7 +37,7 @@ use agora_proto::{
 use crate::auth;
 use crate::chain;
 use crate::dispatch;
-use crate::lifecycle::{Caller, Holdings, Outcome, Parked, Reply, SessionId, Ticket};
+use crate::lifecycle::{Caller, Grant, Holdings, Outcome, Parked, Reply, SessionId, Ticket};
 use crate::registry::Reach;
 use crate::server::Shared;
 use crate::spin::{SpinSlot, SpinState};
@@ -451,28 +451,33 @@ impl Session {
     ) -> Option<(Reply, Ticket)> {
         let counter = self.parked_msgids.remove(&id).map(|(_, c)| c);
         self.stats.set_parked(self.parked.len());
+        if let (Err(_), Some(counter)) = (&reply, counter) {
+            self.shared.stats.error(&self.stats, counter);
+        }
         if let Some(rest) = self.chains.remove(&id) {
             return self.write_parked_chain(msgid, reply, ticket, rest, out);
         }
         match &reply {
             Ok(grant) => {
                 encode::response_ok(out, msgid, &[]);
-                let start = out.len();
-                grant.encode(out);
-                // Counted while the grant still pins what it carries.
-                let (registry, reach) = (&self.shared.registry, &mut self.reach);
-                if registry.reaper().any_nested() {
-                    registry.count_refs(&mut reach.cache, &mut reach.held, &out[start..]);
-                }
+                self.write_grant(grant, out);
                 Some((reply, ticket))
             }
             Err(err) => {
                 encode::response_err(out, msgid, err);
-                if let Some(counter) = counter {
-                    self.shared.stats.error(&self.stats, counter);
-                }
                 None
             }
+        }
+    }
+
+    /// Appends a parked call's grant, and counts the references in it for this connection
+    /// while the grant still pins what it carries.
+    fn write_grant(&mut self, grant: &Grant, out: &mut Vec<u8>) {
+        let start = out.len();
+        grant.encode(out);
+        let (registry, reach) = (&self.shared.registry, &mut self.reach);
+        if registry.reaper().any_nested() {
+            registry.count_refs(&mut reach.cache, &mut reach.held, &out[start..]);
         }
     }
 
@@ -494,11 +499,7 @@ impl Session {
             Ok(grant) => {
                 chain::begin_ok(out);
                 let start = out.len();
-                grant.encode(out);
-                let (registry, reach) = (&self.shared.registry, &mut self.reach);
-                if registry.reaper().any_nested() {
-                    registry.count_refs(&mut reach.cache, &mut reach.held, &out[start..]);
-                }
+                self.write_grant(grant, out);
                 let go = serving.is_some() && chain::goes_on(rest.first_waits, &out[start..]);
                 self.run_rest(rest.calls, go, out);
                 Some((reply, ticket))
