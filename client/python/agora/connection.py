@@ -729,6 +729,19 @@ class Connection:
 
     # --- calls ---------------------------------------------------------------------------------
 
+    def _request(self, method: str, params: Sequence[Any]) -> Tuple[int, bytes]:
+        """Takes the next msgid and packs the request, checked against the manager's limits,
+        after the decrefs due (under the connection's lock). Packing fails (an unsupported
+        value) before anything is sent: the connection stays good, the tables as they were."""
+        msgid = self._next_id
+        self._next_id = (msgid + 1) & 0xFFFFFFFF
+        request = self._packer.pack((0, msgid, method, params))
+        if len(request) > self._small:
+            self._check_limits(request)
+        if self._dead or self._pending or self.client._orphans:
+            request = self._prelude(()) + request
+        return msgid, request
+
     def call(
         self,
         method: str,
@@ -763,15 +776,7 @@ class Connection:
         try:
             if self._closed:
                 raise ConnectionLost(f"the connection to {self.client.address} is closed")
-            msgid = self._next_id
-            self._next_id = (msgid + 1) & 0xFFFFFFFF
-            # Packing fails (unsupported value) before anything is sent: the connection stays
-            # good, and the tables are as they were.
-            request = self._packer.pack((0, msgid, method, params))
-            if len(request) > self._small:
-                self._check_limits(request)
-            if self._dead or self._pending or self.client._orphans:
-                request = self._prelude(()) + request
+            msgid, request = self._request(method, params)
             self._sending = True
             try:
                 self._sock.sendall(request)
@@ -872,13 +877,7 @@ class Connection:
         try:
             if self._closed:
                 raise ConnectionLost(f"the connection to {self.client.address} is closed")
-            msgid = self._next_id
-            self._next_id = (msgid + 1) & 0xFFFFFFFF
-            request = self._packer.pack((0, msgid, method, params))
-            if len(request) > self._small:
-                self._check_limits(request)
-            if self._dead or self._pending or self.client._orphans:
-                request = self._prelude(()) + request
+            msgid, request = self._request(method, params)
             self._write(request)
             self._detached.add(msgid)
         finally:

@@ -205,17 +205,7 @@ class BaseProxy:
 
     def _call_detached(self, method: str, *args: Any) -> None:
         """:meth:`_call` without waiting for the reply (:meth:`Connection.call_detached`)."""
-        client = self._client
-        try:
-            conn = client._local.conn
-        except AttributeError:
-            conn = client.connection()
-        else:
-            if conn._closed:
-                conn = client.connection()
-        if conn.run != self._run:
-            self._check_run(conn.run, conn.started)
-        conn.call_detached(method, (self._id, *args))
+        self._connection().call_detached(method, (self._id, *args))
 
     def _connection(self) -> Connection:
         """This thread's connection to the manager, checked to be of this proxy's run."""
