@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import agora
 from agora.manager import find_manager_binary
@@ -34,6 +34,24 @@ def manager_binary() -> str:
             f"the tests need the agora-manager binary ({e}); or run them with `cargo test -p "
             "agora-manager --test python`"
         ) from None
+
+
+def module_manager(scope: Dict[str, Any]) -> Tuple[Callable[[], None], Callable[[], None]]:
+    """``setUpModule`` and ``tearDownModule`` for a test module that shares one
+    ``agora.Manager()`` as its global ``manager`` (``scope`` is the module's ``globals()``)::
+
+        manager: Any = None
+        setUpModule, tearDownModule = module_manager(globals())
+    """
+
+    def set_up() -> None:
+        manager_binary()
+        scope["manager"] = agora.Manager()
+
+    def tear_down() -> None:
+        scope["manager"].shutdown()
+
+    return set_up, tear_down
 
 
 def subprocess_env(**extra: str) -> dict:

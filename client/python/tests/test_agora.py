@@ -28,19 +28,12 @@ import agora
 from agora import _dist
 from agora.connection import Client, Connection
 
-from _support import WAIT, manager_binary, run_threads, subprocess_env, wait_for
+from _support import manager_binary, module_manager, run_threads, subprocess_env, WAIT, wait_for
 
 manager: Any = None
 
 
-def setUpModule() -> None:
-    global manager
-    manager_binary()
-    manager = agora.Manager()
-
-
-def tearDownModule() -> None:
-    manager.shutdown()
+setUpModule, tearDownModule = module_manager(globals())
 
 
 # --- child process bodies (top level for spawn) -------------------------------------------------

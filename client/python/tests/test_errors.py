@@ -17,19 +17,12 @@ from typing import Any, List
 import agora
 from agora.connection import Client
 
-from _support import WAIT, manager_binary, subprocess_env
+from _support import module_manager, subprocess_env, WAIT
 
 manager: Any = None
 
 
-def setUpModule() -> None:
-    global manager
-    manager_binary()
-    manager = agora.Manager()
-
-
-def tearDownModule() -> None:
-    manager.shutdown()
+setUpModule, tearDownModule = module_manager(globals())
 
 
 class Limits(unittest.TestCase):

@@ -18,19 +18,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import agora
 
-from _support import WAIT, manager_binary, subprocess_env, wait_for
+from _support import module_manager, subprocess_env, WAIT, wait_for
 
 manager: Any = None
 
 
-def setUpModule() -> None:
-    global manager
-    manager_binary()
-    manager = agora.Manager()
-
-
-def tearDownModule() -> None:
-    manager.shutdown()
+setUpModule, tearDownModule = module_manager(globals())
 
 
 def listed(ident: int, m: Optional[agora.Manager] = None) -> Optional[Tuple[Any, ...]]:

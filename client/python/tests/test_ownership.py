@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 
 import agora
 
-from _support import WAIT, manager_binary
+from _support import module_manager, WAIT
 
 manager: Any = None
 
@@ -23,14 +23,7 @@ manager: Any = None
 RUNS = 200
 
 
-def setUpModule() -> None:
-    global manager
-    manager_binary()
-    manager = agora.Manager()
-
-
-def tearDownModule() -> None:
-    manager.shutdown()
+setUpModule, tearDownModule = module_manager(globals())
 
 
 def _acquire(obj: Any) -> None:

@@ -17,21 +17,14 @@ from typing import Any, Callable, Iterable, List
 
 import agora
 
-from _support import Recorder, manager_binary, same_outcome
+from _support import module_manager, Recorder, same_outcome
 
 Make = Callable[[Iterable[Any]], Any]
 
 manager: Any = None
 
 
-def setUpModule() -> None:
-    global manager
-    manager_binary()
-    manager = agora.Manager()
-
-
-def tearDownModule() -> None:
-    manager.shutdown()
+setUpModule, tearDownModule = module_manager(globals())
 
 
 def local_set(items: Iterable[Any] = ()) -> Any:
