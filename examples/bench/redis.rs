@@ -175,6 +175,33 @@ impl Resp {
 
     /// Reads one reply, keeping what it says (a bulk string's payload included).
     fn value(&mut self) -> io::Result<Value> {
+        Ok(match self.head()? {
+            Head::Simple => Value::Simple,
+            Head::Int(n) => Value::Int(n),
+            Head::Bulk(None) => Value::Bulk(None),
+            Head::Bulk(Some(len)) => {
+                // The payload and its CRLF.
+                let mut payload = vec![0u8; len + 2];
+                self.reader.read_exact(&mut payload)?;
+                payload.truncate(len);
+                Value::Bulk(Some(payload))
+            }
+        })
+    }
+
+    /// Reads one reply and drops it, a bulk string's payload unread into memory: the
+    /// pipelined gets' loop, which allocates nothing per reply.
+    fn reply(&mut self) -> io::Result<()> {
+        if let Head::Bulk(Some(len)) = self.head()? {
+            let mut skip = (&mut self.reader).take(len as u64 + 2);
+            io::copy(&mut skip, &mut io::sink())?;
+        }
+        Ok(())
+    }
+
+    /// Reads a reply's first line: its kind, and a bulk string's length (its payload follows
+    /// in the stream). An error reply is an error.
+    fn head(&mut self) -> io::Result<Head> {
         self.line.clear();
         self.reader.read_until(b'\n', &mut self.line)?;
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
@@ -189,50 +216,21 @@ impl Resp {
                 .ok_or_else(|| bad("bad number in a reply"))
         };
         match text.first() {
-            Some(b'+') => Ok(Value::Simple),
-            Some(b':') => Ok(Value::Int(number(&text[1..])?)),
+            Some(b'+') => Ok(Head::Simple),
+            Some(b':') => Ok(Head::Int(number(&text[1..])?)),
             Some(b'-') => Err(bad(&String::from_utf8_lossy(text))),
-            Some(b'$') => match number(&text[1..])? {
-                len if len < 0 => Ok(Value::Bulk(None)),
-                len => {
-                    let mut payload = vec![0u8; len as usize + 2];
-                    self.reader.read_exact(&mut payload)?;
-                    payload.truncate(len as usize);
-                    Ok(Value::Bulk(Some(payload)))
-                }
-            },
+            Some(b'$') => Ok(Head::Bulk(usize::try_from(number(&text[1..])?).ok())),
             _ => Err(bad("unexpected reply type")),
         }
     }
+}
 
-    /// Reads one reply of the kinds these commands get: simple string, error, integer, bulk
-    /// string (nil included).
-    fn reply(&mut self) -> io::Result<()> {
-        self.line.clear();
-        self.reader.read_until(b'\n', &mut self.line)?;
-        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
-        let text = self
-            .line
-            .strip_suffix(b"\r\n")
-            .ok_or_else(|| bad("cut reply"))?;
-        match text.first() {
-            Some(b'+' | b':') => Ok(()),
-            Some(b'-') => Err(bad(&String::from_utf8_lossy(text))),
-            Some(b'$') => {
-                let len: i64 = std::str::from_utf8(&text[1..])
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| bad("bad bulk length"))?;
-                if len >= 0 {
-                    // The payload and its CRLF.
-                    let mut skip = (&mut self.reader).take(len as u64 + 2);
-                    io::copy(&mut skip, &mut io::sink())?;
-                }
-                Ok(())
-            }
-            _ => Err(bad("unexpected reply type")),
-        }
-    }
+/// A reply's first line, as [`Resp::head`] reads it.
+enum Head {
+    Simple,
+    Int(i64),
+    /// A bulk string's length; `None` for the nil bulk string (`$-1`).
+    Bulk(Option<usize>),
 }
 
 /// Runs `op` until `deadline`, reading the clock after every one; returns the count.
