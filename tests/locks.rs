@@ -205,14 +205,20 @@ fn critical(counter: &Value<i64>, inside: &Value<i64>, rng: &mut Rng) -> agora::
     let start = mono_ns();
     let before = inside.fetch_add(1)?;
     assert_eq!(before, 0, "two holders inside the critical section at once");
+    increment(counter, rng)?;
+    let after = inside.fetch_add(-1)?;
+    assert_eq!(after, 1, "another holder entered meanwhile");
+    Ok((start, mono_ns()))
+}
+
+/// The unprotected read-modify-write at the heart of a critical section, sometimes slowed
+/// down to widen the window another holder would race in.
+fn increment(counter: &Value<i64>, rng: &mut Rng) -> agora::Result<()> {
     let n = counter.get()?;
     if rng.below(8) == 0 {
         std::thread::sleep(Duration::from_micros(rng.below(300)));
     }
-    counter.set(&(n + 1))?;
-    let after = inside.fetch_add(-1)?;
-    assert_eq!(after, 1, "another holder entered meanwhile");
-    Ok((start, mono_ns()))
+    counter.set(&(n + 1))
 }
 
 /// Checks the recorded sections never overlap.
@@ -239,11 +245,7 @@ fn critical_chained(
     let (guard, before) = lock.acquire_then(inside.fetch_add_cmd(1))?;
     let start = mono_ns();
     assert_eq!(before, 0, "two holders inside the critical section at once");
-    let n = counter.get()?;
-    if rng.below(8) == 0 {
-        std::thread::sleep(Duration::from_micros(rng.below(300)));
-    }
-    counter.set(&(n + 1))?;
+    increment(counter, rng)?;
     let end = mono_ns();
     let after = guard.unlock_after(inside.fetch_add_cmd(-1))?;
     assert_eq!(after, 1, "another holder entered meanwhile");
