@@ -305,6 +305,8 @@ MAY_WAIT = frozenset({
     "joinable_queue.put_many", "joinable_queue.join",
     "lock.acquire", "rlock.acquire", "semaphore.acquire", "bounded_semaphore.acquire",
     "condition.acquire", "condition.wait", "event.wait", "barrier.wait", "mutex.lock",
+    # A chain parks when its first call does (PROTOCOL.md section 4.16).
+    "chain",
 })
 
 AddressLike = Union[str, Tuple[str, int]]
@@ -867,8 +869,14 @@ class Connection:
         Past :data:`MAX_DETACHED` replies still unread, it waits like :meth:`call`, which reads
         them all: a program that releases many times without another call in between never
         lets the manager's replies pile up until it stops reading this connection."""
-        if len(self._detached) >= MAX_DETACHED:
-            self.call(method, params)
+        self.calls_detached(((method, params),))
+
+    def calls_detached(self, calls: Sequence[Tuple[str, Sequence[Any]]]) -> None:
+        """:meth:`call_detached` for several calls, written together (one system call): they
+        run in their order, each on its own (one failing does not stop the next)."""
+        if len(self._detached) + len(calls) > MAX_DETACHED:
+            for method, params in calls:
+                self.call(method, params)
             return
         me = threading.get_ident()
         if self._reader == me:
@@ -877,9 +885,9 @@ class Connection:
         try:
             if self._closed:
                 raise ConnectionLost(f"the connection to {self.client.address} is closed")
-            msgid, request = self._request(method, params)
-            self._write(request)
-            self._detached.add(msgid)
+            requests = [self._request(method, params) for method, params in calls]
+            self._write(b"".join(request for _, request in requests))
+            self._detached.update(msgid for msgid, _ in requests)
         finally:
             self._leave()
 
