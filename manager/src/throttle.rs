@@ -71,7 +71,9 @@ impl Peer {
     pub fn of(fd: RawFd) -> Peer {
         match peer_address(fd) {
             Some(PeerAddress::Ip(ip)) => Peer::Ip(network(ip)),
-            Some(PeerAddress::Unix) => peer_uid(fd).map_or(Peer::Unknown, Peer::Uid),
+            Some(PeerAddress::Unix) => {
+                peer_credentials(fd).map_or(Peer::Unknown, |cred| Peer::Uid(cred.uid))
+            }
             None => Peer::Unknown,
         }
     }
@@ -146,8 +148,9 @@ fn peer_address(fd: RawFd) -> Option<PeerAddress> {
     }
 }
 
-/// The user id of the peer of Unix socket `fd` (`SO_PEERCRED`).
-fn peer_uid(fd: RawFd) -> Option<u32> {
+/// The process, user and group ids of the peer of Unix socket `fd` (`SO_PEERCRED`). Call it
+/// on Unix sockets only: other sockets answer with made-up ids.
+pub fn peer_credentials(fd: RawFd) -> Option<libc::ucred> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -164,7 +167,7 @@ fn peer_uid(fd: RawFd) -> Option<u32> {
             &mut len,
         )
     };
-    (r == 0).then_some(cred.uid)
+    (r == 0).then_some(cred)
 }
 
 /// What an attempt may do.
@@ -333,15 +336,7 @@ mod tests {
         }
         // The next place is 18 s away (20 taken, 3 at once).
         let soon = now + Duration::from_secs(1);
-        let refused = t.admit(ONE, now, soon);
-        let retry_in = Duration::from_secs(18);
-        assert_eq!(
-            refused,
-            Admission::Refused {
-                retry_in,
-                log: Some(0)
-            }
-        );
+        assert_eq!(t.admit(ONE, now, soon), refusal(18, Some(0)));
         // Unlogged until 10 s later, then logged with the count of those in between; none
         // took a place.
         assert!(matches!(
@@ -349,19 +344,16 @@ mod tests {
             Admission::Refused { log: None, .. }
         ));
         let later = now + LOG_REFUSALS_EVERY;
-        let refused = t.admit(ONE, later, later);
-        let retry_in = Duration::from_secs(8);
-        assert_eq!(
-            refused,
-            Admission::Refused {
-                retry_in,
-                log: Some(1)
-            }
-        );
+        assert_eq!(t.admit(ONE, later, later), refusal(8, Some(1)));
         assert_eq!(
             t.admit(ONE, now, far(now)),
-            Admission::At(now + retry_in + LOG_REFUSALS_EVERY)
+            Admission::At(now + Duration::from_secs(18))
         );
+    }
+
+    fn refusal(retry_in_secs: u64, log: Option<u64>) -> Admission {
+        let retry_in = Duration::from_secs(retry_in_secs);
+        Admission::Refused { retry_in, log }
     }
 
     fn far(now: Instant) -> Instant {
