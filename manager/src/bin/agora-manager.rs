@@ -62,7 +62,7 @@ struct Args {
     /// File holding the authkey as hex. Default: the AGORA_AUTHKEY environment variable (hex),
     /// else a fresh random key written to a new 0600 file named on the ready line. An empty
     /// key is refused; one shorter than 16 bytes is warned about (refused with
-    /// --require-strong-authkey), and so is a file that its group or others may read.
+    /// --require-strong-authkey). A key file its group or others may read is warned about.
     /// Before authenticating, a connection may send hello and auth only, each message at
     /// most 64 KiB, with at most 64 KiB of replies unread, within --auth-timeout; anything
     /// else closes it. Failed attempts are logged and slowed down per peer (IP address, or
