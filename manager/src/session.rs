@@ -748,8 +748,9 @@ pub fn error_notification(out: &mut Vec<u8>, name: ErrorName, message: &str) {
 }
 
 /// What is wrong with a message sent before authenticating, if anything: only `hello` and
-/// `auth` requests are allowed, and notifications (never acted on before `auth`). Bytes that are not a request (an HTTP request, say, which
-/// reads as a run of MessagePack ints) close the connection at their first message.
+/// `auth` requests are allowed, and notifications (never acted on before `auth`). Bytes that
+/// are no message (an HTTP request, say, which reads as a run of MessagePack ints) close the
+/// connection at their first value.
 fn refused_before_auth(
     envelope: &Result<Envelope, agora_proto::EnvelopeError>,
 ) -> Option<&'static str> {

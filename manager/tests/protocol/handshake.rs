@@ -1,7 +1,7 @@
 //! `hello`, `auth` and `ping`: every connection must authenticate before anything else
 //! (PROTOCOL.md section 2).
 
-use agora_proto::testing::{enc, hmac_sha256};
+use agora_proto::testing::{dec, enc, hmac_sha256};
 use rmpv::Value;
 
 use crate::support::*;
@@ -165,4 +165,49 @@ fn ping_takes_no_params() {
         c.call_raw("ping", &[]).unwrap(),
         [0xa4, b'p', b'o', b'n', b'g']
     );
+}
+
+/// A peer that failed recently waits for its place before its next `auth` is checked; a right
+/// key then authenticates, and the requests sent behind the `auth` are answered after it.
+#[test]
+fn an_auth_that_waits_for_its_place_is_checked_then() {
+    let mut config = agora_manager::Config::new(AUTHKEY.to_vec());
+    config.auth_throttle = agora_manager::throttle::ThrottleConfig {
+        burst: 1,
+        interval: std::time::Duration::from_millis(300),
+    };
+    let server = TestServer::with_config(config, false);
+    let mut bad = server.connect();
+    let digest = hmac_sha256(b"not the key", &bad.hello());
+    assert_eq!(
+        bad.fail("auth", vec![Value::Binary(digest)]),
+        "AuthenticationError"
+    );
+    bad.expect_closed();
+
+    // Every client of the test is the same peer (its uid): this one waits for its place.
+    let mut c = server.connect();
+    let digest = hmac_sha256(AUTHKEY, &c.hello());
+    let mut batch = agora_proto::testing::request(50, "auth", vec![Value::Binary(digest)]);
+    batch.extend(agora_proto::testing::request(51, "ping", vec![]));
+    let sent = std::time::Instant::now();
+    c.send(&batch);
+    let auth = c.response();
+    // Its place came 300 ms after the failure (a lower bound: it did wait).
+    assert!(sent.elapsed() >= std::time::Duration::from_millis(100));
+    assert_eq!(auth.msgid, 50);
+    assert_eq!(auth.result.expect("authenticated"), [0xc3]);
+    let ping = c.response();
+    assert_eq!(ping.msgid, 51);
+    assert_eq!(dec(&ping.result.expect("pong")), Value::from("pong"));
+
+    // A wrong key that waited fails as at once, and closes the connection.
+    let mut bad = server.connect();
+    bad.hello();
+    let digest = hmac_sha256(b"still not the key", &bad.hello());
+    assert_eq!(
+        bad.fail("auth", vec![Value::Binary(digest)]),
+        "AuthenticationError"
+    );
+    bad.expect_closed();
 }
