@@ -8,7 +8,8 @@
 //! - [`config`]: [`Config`] (authkey, limits) and [`Listener`] (bound sockets).
 //! - [`server`]: [`Server`], its accept loops, the state connections share, shutdown.
 //! - [`session`]: one connection: framing, the `hello`/`auth` handshake, replies.
-//! - [`auth`]: the challenge and HMAC-SHA256 check.
+//! - [`auth`]: the challenge and HMAC-SHA256 check, and the worker and admin roles.
+//! - [`throttle`]: failed authentication attempts slowed down per peer.
 //! - [`dispatch`]: routes `create`/`lookup`/`delete`/`objects`, the reference counts
 //!   (`incref`/`decref`/`export`/`adopt`) and `<kind>.<method>`.
 //! - [`registry`]: objects by id and by name, and their lifetimes ([`registry::holders`]): an
@@ -61,6 +62,7 @@ pub mod server;
 pub mod session;
 pub mod spin;
 pub mod stats;
+pub mod throttle;
 pub mod tls;
 
 use std::io::{self, Read};

@@ -17,6 +17,7 @@ use crate::registry::Registry;
 use crate::session::{self, Transport};
 use crate::spin::Spinners;
 use crate::stats::Stats;
+use crate::throttle::Throttle;
 use crate::tls::TlsConn;
 
 /// How long connections get to finish after shutdown starts.
@@ -37,6 +38,8 @@ pub struct Shared {
     pub connections: Arc<Semaphore>,
     /// Calls and errors by method, and the open connections, for `stats` and `/metrics`.
     pub stats: Stats,
+    /// Every peer's line of `auth` attempts ([`crate::throttle`]).
+    pub auth_throttle: Throttle,
 }
 
 impl Shared {
@@ -45,6 +48,7 @@ impl Shared {
         let (shutdown, _) = watch::channel(false);
         Ok(Shared {
             registry: Registry::new()?.with_handoff_lease(config.handoff_lease),
+            auth_throttle: Throttle::new(config.auth_throttle),
             connections: Arc::new(Semaphore::new(
                 config.max_connections.min(Semaphore::MAX_PERMITS),
             )),
@@ -81,13 +85,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server on these listeners. Fails if the authkey is empty, or if
+    /// A server on these listeners. Fails if the authkey or the admin authkey is empty, if
+    /// [`Config::auth_throttle`] lets no attempt through, or if
     /// [`Config::max_connections`], [`Config::auth_timeout`] or [`Config::max_output_bytes`]
     /// is zero.
     pub fn new(listeners: Vec<Listener>, config: Config) -> io::Result<Server> {
         let invalid = |why: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, why.to_owned()));
         if config.authkey.is_empty() {
             return invalid("the authkey must not be empty");
+        }
+        if config.admin_authkey.as_ref().is_some_and(Vec::is_empty) {
+            return invalid("the admin authkey must not be empty");
+        }
+        if config.auth_throttle.burst == 0 {
+            return invalid("auth_throttle.burst must be at least 1");
         }
         if config.max_connections == 0 {
             return invalid("max_connections must be at least 1");

@@ -42,6 +42,7 @@ use crate::registry::Reach;
 use crate::server::Shared;
 use crate::spin::{SpinSlot, SpinState};
 use crate::stats::{ConnStats, RecentMethods};
+use crate::throttle::{Admission, Peer};
 
 /// How many bytes to ask the socket for at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -76,6 +77,21 @@ enum Step {
     Answered(Next),
     /// Parked: answered later (with the rest of its chain, if it is a chain's first call).
     Parked(Parked, Option<chain::Rest>),
+    /// An `auth` waiting for its place in its peer's line ([`crate::throttle`]): answered by
+    /// [`Session::settle_pending_auth`].
+    Deferred,
+}
+
+/// An `auth` attempt as it will be checked: the challenge it answers and its digest, or why
+/// it cannot be checked.
+type Attempt = Result<([u8; auth::CHALLENGE_LEN], Vec<u8>), CallError>;
+
+/// An `auth` that waits for its place in its peer's line; nothing else is read meanwhile.
+struct PendingAuth {
+    msgid: u32,
+    attempt: Attempt,
+    /// When it may be checked.
+    due: tokio::time::Instant,
 }
 
 /// The output of a parked call's task: the msgid, the reply, and the ticket to give the reply
@@ -88,6 +104,15 @@ pub struct Session {
     id: SessionId,
     /// `auth` succeeded. Calling `hello` again does not undo it.
     authenticated: bool,
+    /// `auth` succeeded with the admin authkey, or with the authkey of a manager that has no
+    /// admin authkey: the methods of [`auth::ADMIN_METHODS`] are allowed.
+    admin: bool,
+    /// The connection's socket, whose peer its `auth` attempts count against.
+    fd: RawFd,
+    /// When the connection must have authenticated by.
+    auth_deadline: tokio::time::Instant,
+    /// An `auth` waiting for its place ([`crate::throttle`]).
+    pending_auth: Option<PendingAuth>,
     /// The challenge of the latest `hello`, which the next `auth` must answer.
     challenge: Option<[u8; auth::CHALLENGE_LEN]>,
     parked: JoinSet<ParkedOutput>,
@@ -106,7 +131,12 @@ pub struct Session {
 }
 
 impl Session {
-    fn new(shared: Arc<Shared>, stats: ConnStats) -> Session {
+    fn new(
+        shared: Arc<Shared>,
+        stats: ConnStats,
+        fd: RawFd,
+        auth_deadline: tokio::time::Instant,
+    ) -> Session {
         let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
         let stats = Arc::new(stats);
         shared.stats.open(id, stats.clone());
@@ -116,6 +146,10 @@ impl Session {
             recent: RecentMethods::default(),
             id,
             authenticated: false,
+            admin: false,
+            fd,
+            auth_deadline,
+            pending_auth: None,
             challenge: None,
             parked: JoinSet::new(),
             parked_msgids: HashMap::new(),
@@ -134,7 +168,8 @@ impl Session {
         stop_at: usize,
     ) -> (Next, bool) {
         loop {
-            if out.len() >= stop_at {
+            // Requests behind an `auth` that waits stay unread until it is answered.
+            if out.len() >= stop_at || self.pending_auth.is_some() {
                 return (Next::Continue, true);
             }
             match decoder.next_frame() {
@@ -171,7 +206,15 @@ impl Session {
         decoder: &mut FrameDecoder,
         out: &mut Vec<u8>,
     ) -> Next {
-        let (msgid, method, mut params) = match envelope::parse(frame) {
+        let envelope = envelope::parse(frame);
+        if !self.authenticated {
+            if let Some(refused) = refused_before_auth(&envelope) {
+                warn!(from = %self.peer(), "closing connection: {refused} before authenticating");
+                write_refusal(&envelope, refused, out);
+                return Next::Close;
+            }
+        }
+        let (msgid, method, mut params) = match envelope {
             Ok(Envelope::Request {
                 msgid,
                 method,
@@ -206,6 +249,10 @@ impl Session {
                 return Next::Close;
             }
             Ok(Step::Answered(next)) => return next,
+            Ok(Step::Deferred) => {
+                out.truncate(start);
+                return Next::Continue;
+            }
             Ok(Step::Parked(parked, rest)) => {
                 out.truncate(start);
                 match self.park(parked, rest, counter) {
@@ -219,7 +266,9 @@ impl Session {
         encode::response_err(out, msgid, &failure);
         self.shared.stats.error(&self.stats, counter);
         match failure.name {
-            ErrorName::AuthenticationError if method == "auth" => Next::Close,
+            // A failed `auth`, whatever the reason, ends the connection: a guesser gets one
+            // attempt per connection.
+            _ if method == "auth" => Next::Close,
             ErrorName::LimitError => Next::Close,
             _ => Next::Continue,
         }
@@ -283,18 +332,23 @@ impl Session {
                 write_hello(out, &challenge, &config.run, &config.limits);
                 return Ok(Step::Answered(Next::Continue));
             }
-            "auth" => {
-                self.authenticate(p)?;
-                decoder.set_limits(self.shared.config.limits);
-                out.extend_from_slice(encode::TRUE);
-                return Ok(Step::Answered(Next::Continue));
-            }
+            "auth" => return self.auth(msgid, p, decoder, out),
             _ => {}
         }
         if !self.authenticated {
             return Err(CallError::new(
                 ErrorName::AuthenticationError,
                 "authenticate first: call hello, then auth",
+            ));
+        }
+        if !self.admin && auth::ADMIN_METHODS.contains(&method) {
+            return Err(CallError::new(
+                ErrorName::PermissionError,
+                format!(
+                    "{method} is reserved to the operator: this connection authenticated with \
+                     the worker authkey; authenticate with the manager's admin authkey \
+                     (--admin-authkey-file or AGORA_ADMIN_AUTHKEY) to call it"
+                ),
             ));
         }
         match method {
@@ -417,7 +471,51 @@ impl Session {
         }
     }
 
-    fn authenticate(&mut self, p: &Params) -> Result<(), CallError> {
+    /// `auth`: takes the attempt's place in its peer's line ([`crate::throttle`]), then checks
+    /// it now, or once its place comes ([`Step::Deferred`]).
+    fn auth(
+        &mut self,
+        msgid: u32,
+        p: &Params,
+        decoder: &mut FrameDecoder,
+        out: &mut Vec<u8>,
+    ) -> Result<Step, CallError> {
+        let now = tokio::time::Instant::now();
+        let peer = self.peer();
+        let throttle = &self.shared.auth_throttle;
+        let due = match throttle.admit(peer, now, self.auth_deadline) {
+            Admission::At(due) => due,
+            Admission::Refused { retry_in, log } => {
+                if let Some(unlogged) = log {
+                    warn!(from = %peer, unlogged,
+                          "authentication refused unchecked: too many attempts from this peer");
+                }
+                return Err(CallError::new(
+                    ErrorName::AuthenticationError,
+                    format!(
+                        "too many authentication attempts from {peer}; try again in {} s",
+                        retry_in.as_secs() + 1
+                    ),
+                ));
+            }
+        };
+        let attempt = self.attempt(p);
+        if due > now {
+            debug!(from = %peer, wait = ?(due - now), "auth waits for its place");
+            self.pending_auth = Some(PendingAuth {
+                msgid,
+                attempt,
+                due,
+            });
+            return Ok(Step::Deferred);
+        }
+        self.settle(attempt, decoder)?;
+        out.extend_from_slice(encode::TRUE);
+        Ok(Step::Answered(Next::Continue))
+    }
+
+    /// The attempt `auth` params make: the digest, and the challenge it answers (used up).
+    fn attempt(&mut self, p: &Params) -> Attempt {
         let fail = |why: &str| CallError::new(ErrorName::AuthenticationError, why.to_owned());
         p.expect("auth", 1, 1)?;
         let Some(challenge) = self.challenge.take() else {
@@ -428,16 +526,70 @@ impl Session {
         // A str carrying the digest bytes is accepted: some clients predate bin.
         let digest = agora_proto::params::bytes_of(p.raw(0))
             .ok_or_else(|| fail("auth takes the digest as a bin"))?;
-        if !auth::verify(&self.shared.config.authkey, &challenge, digest) {
-            self.authenticated = false;
-            info!("authentication failed");
-            return Err(fail(
-                "wrong digest: the authkey differs from the manager's (check AGORA_AUTHKEY)",
-            ));
+        Ok((challenge, digest.to_vec()))
+    }
+
+    /// Checks an attempt: authenticates the connection, with the role its key gives, or
+    /// logs why it failed.
+    fn settle(&mut self, attempt: Attempt, decoder: &mut FrameDecoder) -> Result<(), CallError> {
+        let config = &self.shared.config;
+        let role = attempt.and_then(|(challenge, digest)| {
+            let admin_key = config.admin_authkey.as_deref();
+            auth::role(&config.authkey, admin_key, &challenge, &digest).ok_or_else(|| {
+                CallError::new(
+                    ErrorName::AuthenticationError,
+                    "wrong digest: the authkey differs from the manager's (check AGORA_AUTHKEY)",
+                )
+            })
+        });
+        let peer = self.peer();
+        match role {
+            Ok(role) => {
+                self.shared
+                    .auth_throttle
+                    .succeeded(peer, tokio::time::Instant::now());
+                self.authenticated = true;
+                self.admin = role == auth::Role::Admin;
+                self.stats.set_authenticated();
+                decoder.set_limits(config.limits);
+                Ok(())
+            }
+            Err(e) => {
+                self.authenticated = false;
+                warn!(from = %peer, reason = %e.message, "authentication failed");
+                Err(e)
+            }
         }
-        self.authenticated = true;
-        self.stats.set_authenticated();
-        Ok(())
+    }
+
+    /// When the `auth` that waits for its place may be checked.
+    fn auth_due(&self) -> Option<tokio::time::Instant> {
+        self.pending_auth.as_ref().map(|pending| pending.due)
+    }
+
+    /// Checks the `auth` whose place has come and appends its answer: the connection goes on
+    /// authenticated, or closes.
+    fn settle_pending_auth(&mut self, decoder: &mut FrameDecoder, out: &mut Vec<u8>) -> Next {
+        let Some(PendingAuth { msgid, attempt, .. }) = self.pending_auth.take() else {
+            return Next::Continue;
+        };
+        match self.settle(attempt, decoder) {
+            Ok(()) => {
+                encode::response_ok(out, msgid, encode::TRUE);
+                Next::Continue
+            }
+            Err(err) => {
+                encode::response_err(out, msgid, &err);
+                let counter = crate::stats::method_index("auth");
+                self.shared.stats.error(&self.stats, counter);
+                Next::Close
+            }
+        }
+    }
+
+    /// Whom this connection's `auth` attempts count against.
+    fn peer(&self) -> Peer {
+        Peer::of(self.fd)
     }
 
     /// Appends the reply of a parked call that completed. Gives back the grant with its ticket
@@ -595,6 +747,44 @@ pub fn error_notification(out: &mut Vec<u8>, name: ErrorName, message: &str) {
     encode::notification(out, "error", &[&name_bytes, &message_bytes]);
 }
 
+/// What is wrong with a message sent before authenticating, if anything: only `hello` and
+/// `auth` requests are allowed, and notifications (never acted on before `auth`). Bytes that
+/// are no message (an HTTP request, say, which reads as a run of MessagePack ints) close the
+/// connection at their first value.
+fn refused_before_auth(
+    envelope: &Result<Envelope, agora_proto::EnvelopeError>,
+) -> Option<&'static str> {
+    match envelope {
+        Ok(Envelope::Request { method, .. }) if matches!(method.as_str(), "hello" | "auth") => None,
+        Ok(Envelope::Request { .. }) => Some("a call other than hello or auth"),
+        // Ignored, as on any connection: some clients send one as they connect.
+        Ok(Envelope::Notification { .. }) => None,
+        Ok(_) => Some("a response"),
+        Err(_) => Some("a message that is not a MessagePack-RPC request"),
+    }
+}
+
+/// Tells a connection closed by [`refused_before_auth`] why: the request's msgid, when one
+/// can be read, is answered `AuthenticationError`; otherwise a notification says so.
+fn write_refusal(
+    envelope: &Result<Envelope, agora_proto::EnvelopeError>,
+    refused: &str,
+    out: &mut Vec<u8>,
+) {
+    let message =
+        format!("{refused} before authenticating: call hello, then auth; closing the connection");
+    let msgid = match envelope {
+        Ok(Envelope::Request { msgid, .. }) => Some(*msgid),
+        Err(e) => e.msgid,
+        _ => None,
+    };
+    let name = ErrorName::AuthenticationError;
+    match msgid {
+        Some(msgid) => encode::response_err(out, msgid, &CallError::new(name, message)),
+        None => error_notification(out, name, &message),
+    }
+}
+
 /// One write to the socket that never waits: `WouldBlock` when its buffer is full. Bypasses
 /// tokio's readiness tracking, which is harmless: tokio writes again when it thinks the socket
 /// writable and learns otherwise from `EAGAIN`.
@@ -718,6 +908,8 @@ enum Event {
     Stop,
     /// The connection has not authenticated within [`crate::Config::auth_timeout`].
     AuthTimeout,
+    /// The place of the `auth` that waits has come.
+    AuthDue,
     Read(std::io::Result<usize>),
     /// Some of the unwritten replies were written.
     Wrote(std::io::Result<usize>),
@@ -859,18 +1051,23 @@ async fn serve_in_span<S>(
 ) where
     S: Transport,
 {
+    let fd = stream.as_raw_fd();
     let mut conn = Connection {
-        fd: stream.as_raw_fd(),
+        fd,
         stream,
         stopping: shared.shutdown.subscribe(),
         decoder: FrameDecoder::new(shared.config.pre_auth_limits()),
-        session: Session::new(shared.clone(), stats),
+        session: Session::new(
+            shared.clone(),
+            stats,
+            fd,
+            accepted + shared.config.auth_timeout,
+        ),
         out: Vec::with_capacity(READ_CHUNK),
         written: 0,
         sent: Vec::new(),
         backlog: false,
         eof: false,
-        auth_deadline: accepted + shared.config.auth_timeout,
         spin: SpinState::new(),
         shared,
     };
@@ -920,8 +1117,6 @@ struct Connection<S> {
     backlog: bool,
     /// The client has sent everything it will: end-of-file was read.
     eof: bool,
-    /// When the connection must have authenticated by.
-    auth_deadline: tokio::time::Instant,
     spin: SpinState,
 }
 
@@ -1018,12 +1213,14 @@ where
             return Event::Read(read);
         }
         let room = self.unwritten() < self.output_bound();
-        if room && self.backlog {
+        // An `auth` waiting for its place holds back every request behind it.
+        let auth_due = self.session.auth_due();
+        if room && self.backlog && auth_due.is_none() {
             return Event::Backlog;
         }
-        let read = room && !self.eof;
+        let read = room && !self.eof && auth_due.is_none();
         let unauthenticated = !self.session.authenticated;
-        let deadline = self.auth_deadline;
+        let deadline = self.session.auth_deadline;
         let Connection {
             stream,
             out,
@@ -1054,6 +1251,10 @@ where
         tokio::select! {
             biased;
             _ = crate::server::stopped(stopping) => Event::Stop,
+            // Never after the deadline: the throttle refuses a place that would be.
+            _ = tokio::time::sleep_until(auth_due.unwrap_or(deadline)), if auth_due.is_some() => {
+                Event::AuthDue
+            }
             _ = tokio::time::sleep_until(deadline), if unauthenticated => Event::AuthTimeout,
             Some(done) = session.parked.join_next_with_id(), if room => Event::ParkedDone(done),
             event = io => event,
@@ -1088,6 +1289,14 @@ where
                     let _ = self.stream.write_now(&out);
                 }
                 Flow::End(false)
+            }
+            Event::AuthDue => {
+                let next = self
+                    .session
+                    .settle_pending_auth(&mut self.decoder, &mut self.out);
+                // The requests behind it, read already, are answered next.
+                self.backlog = true;
+                Flow::Next(next)
             }
             Event::ParkedDone(done) => {
                 self.answer_parked(done);
@@ -1126,7 +1335,7 @@ where
         let (next, full) = self
             .session
             .process(&mut self.decoder, &mut self.out, stop_at);
-        if full && !self.backlog {
+        if full && !self.backlog && self.session.auth_due().is_none() {
             debug!(
                 unwritten = self.unwritten(),
                 "the client is not taking its replies: reading paused"

@@ -192,23 +192,8 @@ fn peer_pid(fd: RawFd) -> Option<u32> {
     if r != 0 || domain != libc::AF_UNIX {
         return None;
     }
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes of the sizes given.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    (r == 0 && cred.pid > 0).then(|| cred.pid.unsigned_abs())
+    let cred = crate::throttle::peer_credentials(fd)?;
+    (cred.pid > 0).then(|| cred.pid.unsigned_abs())
 }
 
 /// What one manager counts.

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! agora-manager [--listen unix:PATH | --listen tcp:HOST:PORT]... [--authkey-file PATH]
+//!               [--admin-authkey-file PATH] [--require-strong-authkey]
 //!               [--tls-cert FILE --tls-key FILE]
 //!               [--max-connections N] [--auth-timeout SECONDS] [--max-output-bytes BYTES]
 //!               [--metrics HOST:PORT] ...
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use agora_manager::auth::STRONG_AUTHKEY_BYTES;
 use agora_manager::config::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_OUTPUT_BYTES, FD_RESERVE};
 use agora_manager::{Config, Listener};
 use agora_proto::{spin, Limits};
@@ -58,9 +60,27 @@ struct Args {
     tls_key: Option<PathBuf>,
 
     /// File holding the authkey as hex. Default: the AGORA_AUTHKEY environment variable (hex),
-    /// else a fresh random key written to a new 0600 file named on the ready line.
+    /// else a fresh random key written to a new 0600 file named on the ready line. An empty
+    /// key is refused; one shorter than 16 bytes is warned about (refused with
+    /// --require-strong-authkey). A key file its group or others may read is warned about.
+    /// Before authenticating, a connection may send hello and auth only, each message at
+    /// most 64 KiB, with at most 64 KiB of replies unread, within --auth-timeout; anything
+    /// else closes it. Failed attempts are logged and slowed down per peer (IP address, or
+    /// user on a Unix socket): 5 at once, then 4 a second.
     #[arg(long, value_name = "PATH")]
     authkey_file: Option<PathBuf>,
+
+    /// File holding the admin authkey as hex (default: the AGORA_ADMIN_AUTHKEY environment
+    /// variable). Connections authenticated with it may call shutdown and stats; those
+    /// authenticated with the authkey get PermissionError for them. Without an admin
+    /// authkey every authenticated connection may.
+    #[arg(long, value_name = "PATH")]
+    admin_authkey_file: Option<PathBuf>,
+
+    /// Refuse to start with an authkey (or admin authkey) shorter than 16 bytes, instead of
+    /// warning about it.
+    #[arg(long)]
+    require_strong_authkey: bool,
 
     /// Largest message a client may send, in bytes (at least 1024: below that not even the
     /// handshake fits).
@@ -137,7 +157,9 @@ struct InspectArgs {
     #[arg(long, value_name = "ADDRESS")]
     address: Option<String>,
 
-    /// File holding the authkey as hex. Default: the AGORA_AUTHKEY environment variable (hex).
+    /// File holding the authkey as hex: the admin authkey when the manager has one (stats is
+    /// reserved to admin connections). Default: the AGORA_ADMIN_AUTHKEY environment variable
+    /// (hex), else AGORA_AUTHKEY.
     #[arg(long, value_name = "PATH")]
     authkey_file: Option<PathBuf>,
 
@@ -305,6 +327,8 @@ fn spin_budget(flag: Option<u64>) -> Result<Duration, Fatal> {
 fn run(args: Args) -> Result<(), Fatal> {
     let mut cleanup = Cleanup::default();
     let authkey = authkey(&args, &mut cleanup)?;
+    let admin_key = admin_authkey(&args)?;
+    check_key_strength(&authkey, admin_key.as_deref(), args.require_strong_authkey)?;
     let mut listeners = Vec::new();
     if args.listen.is_empty() {
         listeners.push(bind_unix(&cleanup.private_dir()?.join("manager.sock"))?);
@@ -328,6 +352,8 @@ fn run(args: Args) -> Result<(), Fatal> {
     }
 
     let mut config = Config::new(authkey);
+    config.admin_authkey = admin_key;
+    warn_about_plain_tcp(&listeners);
     config.limits = Limits {
         max_message_bytes: args.max_message_bytes,
         max_depth: args.max_depth,
@@ -383,22 +409,32 @@ fn inspect(args: &InspectArgs) -> Result<(), Fatal> {
     let address: agora_client::Address = address
         .parse()
         .map_err(|e| Fatal(format!("bad --address {address:?}: {e}")))?;
+    let from_env = |var: &str| std::env::var(var).ok().map(|text| (text, var.to_owned()));
     let authkey = match &args.authkey_file {
         Some(path) => read_authkey_file(path)?,
-        None => match std::env::var("AGORA_AUTHKEY") {
-            Ok(text) => parse_authkey(&text, "AGORA_AUTHKEY")?,
-            Err(_) => {
-                return Err(Fatal(
-                    "no authkey: pass --authkey-file or set AGORA_AUTHKEY (hex)".to_owned(),
-                ))
+        None => match from_env(ENV_ADMIN_AUTHKEY).or_else(|| from_env("AGORA_AUTHKEY")) {
+            Some((text, var)) => parse_authkey(&text, &var)?,
+            None => {
+                return Err(Fatal(format!(
+                    "no authkey: pass --authkey-file or set {ENV_ADMIN_AUTHKEY} or \
+                     AGORA_AUTHKEY (hex)"
+                )))
             }
         },
     };
     let client = agora_client::Client::connect(&address, &authkey)
         .map_err(|e| Fatal(format!("cannot reach the manager at {address}: {e}")))?;
-    let raw = client
-        .call_raw("stats", &[])
-        .map_err(|e| Fatal(format!("stats failed: {e}")))?;
+    let raw = client.call_raw("stats", &[]).map_err(|e| {
+        if e.is(agora_proto::ErrorName::PermissionError) {
+            Fatal(format!(
+                "the manager at {address} keeps stats for admin connections, and this key is \
+                 its worker authkey: pass the admin authkey (--authkey-file, or \
+                 {ENV_ADMIN_AUTHKEY})"
+            ))
+        } else {
+            Fatal(format!("stats failed: {e}"))
+        }
+    })?;
     let stats = rmpv::decode::read_value(&mut &raw[..])
         .map_err(|e| Fatal(format!("the manager's answer is not MessagePack: {e}")))?;
     let text = if args.json {
@@ -432,7 +468,8 @@ fn parse_authkey(hex_text: &str, source: &str) -> Result<Vec<u8>, Fatal> {
     Ok(key)
 }
 
-/// The authkey in file `path`, as hex.
+/// The authkey in file `path`, as hex. A file its group or others may read is warned about:
+/// whoever can read it can use the manager.
 fn read_authkey_file(path: &Path) -> Result<Vec<u8>, Fatal> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Fatal(format!(
@@ -440,7 +477,85 @@ fn read_authkey_file(path: &Path) -> Result<Vec<u8>, Fatal> {
             path.display()
         ))
     })?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o044 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the authkey file is readable by its group or by others: anyone who can read \
+                 it can use the manager; chmod 600 it"
+            );
+        }
+    }
     parse_authkey(&text, &format!("{}", path.display()))
+}
+
+/// The environment variable holding the admin authkey, as hex.
+const ENV_ADMIN_AUTHKEY: &str = "AGORA_ADMIN_AUTHKEY";
+
+/// The admin authkey: `--admin-authkey-file`, else `AGORA_ADMIN_AUTHKEY`, else none.
+fn admin_authkey(args: &Args) -> Result<Option<Vec<u8>>, Fatal> {
+    if let Some(path) = &args.admin_authkey_file {
+        return read_authkey_file(path).map(Some);
+    }
+    match std::env::var(ENV_ADMIN_AUTHKEY) {
+        Ok(text) => parse_authkey(&text, ENV_ADMIN_AUTHKEY).map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Warns about an authkey shorter than [`STRONG_AUTHKEY_BYTES`], or refuses it when `strict`;
+/// refuses an admin authkey that is the authkey (every worker would be admin).
+fn check_key_strength(authkey: &[u8], admin_key: Option<&[u8]>, strict: bool) -> Result<(), Fatal> {
+    let keys = [
+        Some(("authkey", authkey)),
+        admin_key.map(|k| ("admin authkey", k)),
+    ];
+    for (what, key) in keys.into_iter().flatten() {
+        if key.len() >= STRONG_AUTHKEY_BYTES {
+            continue;
+        }
+        let problem = format!(
+            "the {what} is {} bytes long, fewer than {STRONG_AUTHKEY_BYTES}: it could be \
+             guessed; use 32 random bytes (openssl rand -hex 32)",
+            key.len()
+        );
+        if strict {
+            return Err(Fatal(format!("{problem} (--require-strong-authkey)")));
+        }
+        tracing::warn!("{problem}");
+    }
+    if admin_key == Some(authkey) {
+        return Err(Fatal(
+            "the admin authkey is the authkey: every worker would be admin; use another key \
+             for --admin-authkey-file, or none"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Warns, loudly, about plain TCP listeners reachable from other hosts: the authkey is never
+/// sent, but everything after `auth` (every object's contents) crosses the network readable
+/// and changeable by anyone on the path.
+fn warn_about_plain_tcp(listeners: &[Listener]) {
+    for listener in listeners {
+        let Listener::Tcp(tcp) = listener else {
+            continue;
+        };
+        let Ok(addr) = tcp.local_addr() else {
+            continue;
+        };
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                address = %listener.address(),
+                "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT TLS: calls and objects cross the \
+                 network in clear, readable and changeable by anyone on the path; serve TLS \
+                 (--tls-cert and --tls-key) or listen on 127.0.0.1"
+            );
+        }
+    }
 }
 
 /// The authkey, and the file it was written to when it was generated here.
