@@ -6,10 +6,12 @@
 //!
 //! # Layout
 //! - [`config`]: [`Config`] (authkey, limits) and [`Listener`] (bound sockets).
+//! - [`config_file`]: `agora-manager --config FILE`: a TOML file whose keys are the flags.
 //! - [`server`]: [`Server`], its accept loops, the state connections share, shutdown.
 //! - [`session`]: one connection: framing, the `hello`/`auth` handshake, replies.
 //! - [`auth`]: the challenge and HMAC-SHA256 check, and the worker and admin roles.
 //! - [`throttle`]: failed authentication attempts slowed down per peer.
+//! - [`peer`]: who is at the other end of a connection (address, and a Unix peer's pid and uid).
 //! - [`dispatch`]: routes `create`/`lookup`/`delete`/`objects`, the reference counts
 //!   (`incref`/`decref`/`export`/`adopt`) and `<kind>.<method>`.
 //! - [`registry`]: objects by id and by name, and their lifetimes ([`registry::holders`]): an
@@ -52,11 +54,13 @@
 pub mod auth;
 pub mod chain;
 pub mod config;
+pub mod config_file;
 pub mod dispatch;
 pub mod inspect;
 pub mod lifecycle;
 pub mod metrics;
 pub mod objects;
+pub mod peer;
 pub mod registry;
 pub mod server;
 pub mod session;

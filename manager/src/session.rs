@@ -38,6 +38,7 @@ use crate::auth;
 use crate::chain;
 use crate::dispatch;
 use crate::lifecycle::{Caller, Grant, Holdings, Outcome, Parked, Reply, SessionId, Ticket};
+use crate::peer::PeerInfo;
 use crate::registry::Reach;
 use crate::server::Shared;
 use crate::spin::{SpinSlot, SpinState};
@@ -60,13 +61,126 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
+/// Why a connection ended: the `reason` of its `disconnected` log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The client closed its end (or left while replies were on their way to it).
+    ClientClosed,
+    /// Reading from the socket failed.
+    ReadError,
+    /// Writing to the socket failed.
+    WriteError,
+    /// The client did not authenticate within [`crate::Config::auth_timeout`].
+    AuthTimeout,
+    /// The client's `auth` failed (a wrong digest, or an attempt refused unchecked).
+    AuthFailed,
+    /// The client sent something other than `hello` or `auth` before authenticating.
+    RefusedBeforeAuth,
+    /// The client sent something that is not a message (`ProtocolError`).
+    ProtocolError,
+    /// The client went past a limit (`LimitError`): a message too large or too deep, too many
+    /// calls in flight.
+    LimitExceeded,
+    /// The TLS handshake failed.
+    TlsFailed,
+    /// The manager is stopping.
+    Shutdown,
+    /// This connection called `shutdown`.
+    ShutdownRequested,
+}
+
+impl Disconnect {
+    /// The reason as one word, as log lines give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disconnect::ClientClosed => "client_closed",
+            Disconnect::ReadError => "read_error",
+            Disconnect::WriteError => "write_error",
+            Disconnect::AuthTimeout => "auth_timeout",
+            Disconnect::AuthFailed => "auth_failed",
+            Disconnect::RefusedBeforeAuth => "refused_before_auth",
+            Disconnect::ProtocolError => "protocol_error",
+            Disconnect::LimitExceeded => "limit_exceeded",
+            Disconnect::TlsFailed => "tls_failed",
+            Disconnect::Shutdown => "shutdown",
+            Disconnect::ShutdownRequested => "shutdown_requested",
+        }
+    }
+
+    /// Whether the manager is stopping with this connection.
+    fn stops_manager(self) -> bool {
+        matches!(self, Disconnect::Shutdown | Disconnect::ShutdownRequested)
+    }
+}
+
+impl std::fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a connection did, told by its `disconnected` log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    /// Why it ended.
+    pub reason: Disconnect,
+    /// Requests it made.
+    pub calls: u64,
+    /// Requests answered with an error.
+    pub errors: u64,
+    /// Bytes of requests read (after TLS, if any).
+    pub bytes_in: u64,
+    /// Bytes of replies written (before TLS, if any).
+    pub bytes_out: u64,
+}
+
+impl Ending {
+    /// The ending of a connection that never reached its session (its TLS handshake failed,
+    /// or the manager stopped first).
+    pub fn before_session(reason: Disconnect) -> Ending {
+        Ending {
+            reason,
+            calls: 0,
+            errors: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// Logs the end of a connection accepted at `accepted`, inside its span.
+    pub fn log(&self, accepted: tokio::time::Instant) {
+        info!(
+            reason = self.reason.as_str(),
+            calls = self.calls,
+            errors = self.errors,
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            duration_secs = accepted.elapsed().as_secs_f64(),
+            "disconnected"
+        );
+    }
+}
+
+/// The span every line a connection logs is in: it carries the connection's id, its peer
+/// and, for a Unix peer, the process and user (see [`serve`]). Strings are recorded as `&str`,
+/// which the text format quotes, so that a peer or path with spaces stays one value.
+pub fn span(id: &uuid::Uuid, peer: &PeerInfo) -> tracing::Span {
+    tracing::info_span!(
+        "conn",
+        conn = %id,
+        peer = peer.address.as_str(),
+        pid = peer.pid,
+        uid = peer.uid
+    )
+}
+
 /// What the connection loop should do after processing input.
 #[derive(Debug, PartialEq, Eq)]
 enum Next {
     /// Keep serving.
     Continue,
     /// Flush the replies, then close (bad frame, failed auth, too many calls in flight).
-    Close,
+    Close(Disconnect),
     /// Flush the replies, then stop the whole manager.
     Shutdown,
 }
@@ -178,26 +292,25 @@ impl Session {
                     other => return (other, false),
                 },
                 Ok(None) => return (Next::Continue, false),
-                Err(e) => {
-                    self.frame_error(&e, out);
-                    return (Next::Close, false);
-                }
+                Err(e) => return (Next::Close(self.frame_error(&e, out)), false),
             }
         }
     }
 
-    fn frame_error(&self, e: &FrameError, out: &mut Vec<u8>) {
-        let name = if e.is_limit() {
-            ErrorName::LimitError
+    /// Answers a frame that could not be read, and says why the connection closes.
+    fn frame_error(&self, e: &FrameError, out: &mut Vec<u8>) -> Disconnect {
+        let (name, reason) = if e.is_limit() {
+            (ErrorName::LimitError, Disconnect::LimitExceeded)
         } else {
-            ErrorName::ProtocolError
+            (ErrorName::ProtocolError, Disconnect::ProtocolError)
         };
         let err = CallError::new(name, format!("{e}; closing the connection"));
-        info!(error = %err, "closing connection");
+        info!(error = err.to_string().as_str(), "closing connection");
         match e.msgid {
             Some(msgid) => encode::response_err(out, msgid, &err),
             None => error_notification(out, name, &err.message),
         }
+        reason
     }
 
     fn handle_frame(
@@ -209,9 +322,12 @@ impl Session {
         let envelope = envelope::parse(frame);
         if !self.authenticated {
             if let Some(refused) = refused_before_auth(&envelope) {
-                warn!(from = %self.peer(), "closing connection: {refused} before authenticating");
+                warn!(
+                    from = self.peer().to_string().as_str(),
+                    "closing connection: {refused} before authenticating"
+                );
                 write_refusal(&envelope, refused, out);
-                return Next::Close;
+                return Next::Close(Disconnect::RefusedBeforeAuth);
             }
         }
         let (msgid, method, mut params) = match envelope {
@@ -227,7 +343,7 @@ impl Session {
             // Responses from a client are never answered.
             Ok(_) => return Next::Continue,
             Err(e) => {
-                debug!(error = %e, "bad envelope");
+                debug!(error = e.to_string().as_str(), "bad envelope");
                 if let Some(msgid) = e.msgid {
                     let err = CallError::new(ErrorName::ProtocolError, e.to_string());
                     encode::response_err(out, msgid, &err);
@@ -244,9 +360,9 @@ impl Session {
         encode::response_ok(out, msgid, &[]);
         let failure = match self.call(msgid, &method, &params, decoder, out) {
             // Closing without an answer (the client left): the header written goes too.
-            Ok(Step::Answered(Next::Close)) => {
+            Ok(Step::Answered(Next::Close(reason))) => {
                 out.truncate(start);
-                return Next::Close;
+                return Next::Close(reason);
             }
             Ok(Step::Answered(next)) => return next,
             Ok(Step::Deferred) => {
@@ -268,8 +384,8 @@ impl Session {
         match failure.name {
             // A failed `auth`, whatever the reason, ends the connection: a guesser gets one
             // attempt per connection.
-            _ if method == "auth" => Next::Close,
-            ErrorName::LimitError => Next::Close,
+            _ if method == "auth" => Next::Close(Disconnect::AuthFailed),
+            ErrorName::LimitError => Next::Close(Disconnect::LimitExceeded),
             _ => Next::Continue,
         }
     }
@@ -281,7 +397,10 @@ impl Session {
             return;
         }
         if let Err(e) = dispatch::decref(&mut self.reach.held, params) {
-            debug!(error = %e, "malformed decref notification ignored");
+            debug!(
+                error = e.to_string().as_str(),
+                "malformed decref notification ignored"
+            );
         }
         self.shared.registry.reap();
     }
@@ -375,7 +494,7 @@ impl Session {
                 // reads no reply, and a request it sent before leaving must not run after the
                 // close (a release would give back twice what the close gave back).
                 let Some(_serving) = holdings.serve() else {
-                    return Ok(Step::Answered(Next::Close));
+                    return Ok(Step::Answered(Next::Close(Disconnect::ClientClosed)));
                 };
                 let caller = Caller {
                     session: self.id,
@@ -400,7 +519,7 @@ impl Session {
         let holdings = self.holdings.clone();
         // As for a single call: a departed connection runs nothing more.
         let Some(_serving) = holdings.serve() else {
-            return Ok(Step::Answered(Next::Close));
+            return Ok(Step::Answered(Next::Close(Disconnect::ClientClosed)));
         };
         encode::array_header(out, calls.len());
         let Some((method, params)) = calls.next() else {
@@ -487,8 +606,11 @@ impl Session {
             Admission::At(due) => due,
             Admission::Refused { retry_in, log } => {
                 if let Some(unlogged) = log {
-                    warn!(from = %peer, unlogged,
-                          "authentication refused unchecked: too many attempts from this peer");
+                    warn!(
+                        from = peer.to_string().as_str(),
+                        unlogged,
+                        "authentication refused unchecked: too many attempts from this peer"
+                    );
                 }
                 return Err(CallError::new(
                     ErrorName::AuthenticationError,
@@ -501,7 +623,7 @@ impl Session {
         };
         let attempt = self.attempt(p);
         if due > now {
-            debug!(from = %peer, wait = ?(due - now), "auth waits for its place");
+            debug!(from = peer.to_string().as_str(), wait = ?(due - now), "auth waits for its place");
             self.pending_auth = Some(PendingAuth {
                 msgid,
                 attempt,
@@ -556,7 +678,11 @@ impl Session {
             }
             Err(e) => {
                 self.authenticated = false;
-                warn!(from = %peer, reason = %e.message, "authentication failed");
+                warn!(
+                    from = peer.to_string().as_str(),
+                    reason = e.message.as_str(),
+                    "authentication failed"
+                );
                 Err(e)
             }
         }
@@ -582,7 +708,7 @@ impl Session {
                 encode::response_err(out, msgid, &err);
                 let counter = crate::stats::method_index("auth");
                 self.shared.stats.error(&self.stats, counter);
-                Next::Close
+                Next::Close(Disconnect::AuthFailed)
             }
         }
     }
@@ -666,7 +792,7 @@ impl Session {
 
     /// Answers a parked call whose task failed (a bug: it is reported, not hidden).
     fn parked_failed(&mut self, e: &tokio::task::JoinError, out: &mut Vec<u8>) {
-        tracing::error!(error = %e, "a parked call failed");
+        tracing::error!(error = e.to_string().as_str(), "a parked call failed");
         self.chains.remove(&e.id());
         self.stats.set_parked(self.parked.len());
         if let Some((msgid, counter)) = self.parked_msgids.remove(&e.id()) {
@@ -954,6 +1080,14 @@ fn poll_for_request<S: Transport>(
     }
 }
 
+/// Logs a write that failed: an error, or a socket that took nothing.
+fn write_failed(result: &std::io::Result<usize>) {
+    match result {
+        Err(e) => debug!(error = e.to_string().as_str(), "write failed"),
+        Ok(n) => debug!(wrote = n, "write failed"),
+    }
+}
+
 /// How long a connection polls before it starts offering its CPU to others.
 const YIELD_AFTER: Duration = Duration::from_micros(10);
 
@@ -1012,9 +1146,9 @@ fn recv_now(fd: RawFd, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
 }
 
 /// Serves one connection until the peer leaves, the connection must close, or the manager
-/// shuts down.
+/// shuts down, logging when it connects and when it ends.
 ///
-/// Everything the connection logs is inside a `conn` span carrying a random uuid and the peer,
+/// Everything the connection logs is inside its [`span`], carrying a random uuid and the peer,
 /// so one connection can be followed through the log: peers repeat (every Unix socket client is
 /// the same unnamed peer) and the numeric session id is only unique within one run, while the
 /// uuid is unique across runs and managers, so logs of several can be merged.
@@ -1022,36 +1156,35 @@ pub async fn serve<S>(stream: S, shared: Arc<Shared>, peer: String)
 where
     S: Transport,
 {
-    serve_from(stream, shared, peer, tokio::time::Instant::now()).await
+    let accepted = tokio::time::Instant::now();
+    let id = uuid::Uuid::new_v4();
+    let peer = PeerInfo::of(stream.as_raw_fd(), peer);
+    let span = span(&id, &peer);
+    async move {
+        info!("connected");
+        serve_from(stream, shared, id, &peer, accepted)
+            .await
+            .log(accepted);
+    }
+    .instrument(span)
+    .await
 }
 
-/// As [`serve`], for a connection accepted at `accepted`: it must authenticate within
-/// [`crate::Config::auth_timeout`] of then (a TLS connection's handshake counts).
+/// Serves a connection with `peer`, accepted at `accepted` and known by `id`, inside its
+/// [`span`]: it must authenticate within [`crate::Config::auth_timeout`] of then (a TLS
+/// connection's handshake counts). Gives how it ended.
 pub async fn serve_from<S>(
     stream: S,
     shared: Arc<Shared>,
-    peer: String,
+    id: uuid::Uuid,
+    peer: &PeerInfo,
     accepted: tokio::time::Instant,
-) where
-    S: Transport,
-{
-    let id = uuid::Uuid::new_v4();
-    let span = tracing::info_span!("conn", conn = %id, peer = %peer);
-    let stats = ConnStats::new(id, peer, stream.as_raw_fd());
-    serve_in_span(stream, shared, accepted, stats)
-        .instrument(span)
-        .await
-}
-
-async fn serve_in_span<S>(
-    stream: S,
-    shared: Arc<Shared>,
-    accepted: tokio::time::Instant,
-    stats: ConnStats,
-) where
+) -> Ending
+where
     S: Transport,
 {
     let fd = stream.as_raw_fd();
+    let stats = ConnStats::new(id, peer);
     let mut conn = Connection {
         fd,
         stream,
@@ -1069,11 +1202,14 @@ async fn serve_in_span<S>(
         backlog: false,
         eof: false,
         spin: SpinState::new(),
+        bytes_in: 0,
+        bytes_out: 0,
         shared,
     };
     conn.session.holdings.watch(conn.fd);
-    debug!(session = conn.session.id, "connected");
-    let stop = conn.run().await;
+    debug!(session = conn.session.id, "serving");
+    let reason = conn.run().await;
+    let stop = reason.stops_manager();
     // From here this connection serves nothing: another connection's call that touches what
     // it holds finishes its close first.
     conn.session.holdings.closing();
@@ -1085,6 +1221,13 @@ async fn serve_in_span<S>(
     }
     // Replies never written: their grants go back.
     conn.undeliver();
+    let ending = Ending {
+        reason,
+        calls: conn.session.stats.calls(),
+        errors: conn.session.stats.errors(),
+        bytes_in: conn.bytes_in,
+        bytes_out: conn.bytes_out,
+    };
     let Connection {
         mut stream,
         session,
@@ -1092,7 +1235,7 @@ async fn serve_in_span<S>(
     } = conn;
     session.finish(&mut stream, stop).await;
     let _ = stream.shutdown().await;
-    debug!("disconnected");
+    ending
 }
 
 /// One connection's loop state: its socket, what it read and is about to write.
@@ -1118,28 +1261,32 @@ struct Connection<S> {
     /// The client has sent everything it will: end-of-file was read.
     eof: bool,
     spin: SpinState,
+    /// Bytes read from the client, for the `disconnected` line.
+    bytes_in: u64,
+    /// Bytes of replies written, for the `disconnected` line.
+    bytes_out: u64,
 }
 
 /// How the loop goes on after an event.
 enum Flow {
     /// Serve the next event (after writing the replies).
     Next(Next),
-    /// Stop at once; `true` when the manager is stopping.
-    End(bool),
+    /// Stop at once, for this reason.
+    End(Disconnect),
 }
 
 impl<S> Connection<S>
 where
     S: Transport,
 {
-    /// Serves events until the connection ends; returns `true` when the manager is stopping.
-    async fn run(&mut self) -> bool {
+    /// Serves events until the connection ends; says why it ended.
+    async fn run(&mut self) -> Disconnect {
         // Polling places borrow the shared state; this handle outlives them.
         let shared = self.shared.clone();
         let mut slot = None;
         loop {
             if self.eof && !self.backlog && self.unwritten() == 0 && !self.stream.pending_output() {
-                return false;
+                return Disconnect::ClientClosed;
             }
             let event = self.next_event(slot.take()).await;
             let answered = matches!(event, Event::Read(Ok(n)) if n > 0);
@@ -1149,7 +1296,7 @@ where
             }
             let next = match self.handle(event) {
                 Flow::Next(next) => next,
-                Flow::End(stopping) => return stopping,
+                Flow::End(reason) => return reason,
             };
             // Poll for the next request only after answering requests as they came: a
             // connection with parked calls sleeps so that their replies go out at once, and a
@@ -1158,8 +1305,8 @@ where
             slot = (answered && self.session.parked.is_empty())
                 .then(|| self.spin.try_start(&shared.config.spin, &shared.spinners))
                 .flatten();
-            if !self.flush_now() {
-                return false;
+            if let Err(reason) = self.flush_now() {
+                return reason;
             }
             // Replies the client has not taken yet, or requests waiting for room: no polling.
             if self.unwritten() > 0 || self.backlog || self.stream.pending_output() {
@@ -1167,14 +1314,14 @@ where
             }
             match next {
                 Next::Continue => {}
-                Next::Close => {
+                Next::Close(reason) => {
                     self.drain_out().await;
-                    return false;
+                    return reason;
                 }
                 Next::Shutdown => {
                     self.drain_out().await;
                     shared.shutdown.send_replace(true);
-                    return true;
+                    return Disconnect::ShutdownRequested;
                 }
             }
         }
@@ -1274,7 +1421,7 @@ where
                     error_notification(&mut out, ErrorName::ShutdownError, message);
                     let _ = send_now(self.fd, &out);
                 }
-                Flow::End(true)
+                Flow::End(Disconnect::Shutdown)
             }
             Event::AuthTimeout => {
                 let timeout = self.shared.config.auth_timeout;
@@ -1288,7 +1435,7 @@ where
                     error_notification(&mut out, ErrorName::AuthenticationError, &message);
                     let _ = self.stream.write_now(&out);
                 }
-                Flow::End(false)
+                Flow::End(Disconnect::AuthTimeout)
             }
             Event::AuthDue => {
                 let next = self
@@ -1306,25 +1453,29 @@ where
                 self.eof = true;
                 Flow::Next(Next::Continue)
             }
-            Event::Read(Ok(_)) | Event::Backlog => Flow::Next(self.process()),
+            Event::Read(Ok(n)) => {
+                self.bytes_in += n as u64;
+                Flow::Next(self.process())
+            }
+            Event::Backlog => Flow::Next(self.process()),
             Event::Read(Err(e)) => {
-                debug!(error = %e, "read failed");
-                Flow::End(false)
+                debug!(error = e.to_string().as_str(), "read failed");
+                Flow::End(Disconnect::ReadError)
             }
             Event::Wrote(Ok(n)) if n > 0 => {
                 self.advance(n);
                 Flow::Next(Next::Continue)
             }
             Event::Wrote(result) => {
-                debug!(?result, "write failed");
+                write_failed(&result);
                 self.undeliver();
-                Flow::End(false)
+                Flow::End(Disconnect::WriteError)
             }
             Event::Flushed(Ok(())) => Flow::Next(Next::Continue),
             Event::Flushed(Err(e)) => {
-                debug!(error = %e, "write failed");
+                write_failed(&Err(e));
                 self.undeliver();
-                Flow::End(false)
+                Flow::End(Disconnect::WriteError)
             }
         }
     }
@@ -1365,6 +1516,7 @@ where
     /// Notes that `n` more bytes were written: the grants whose replies are all out are
     /// delivered, and written bytes leave the buffer.
     fn advance(&mut self, n: usize) {
+        self.bytes_out += n as u64;
         self.written += n;
         let written = self.written;
         self.sent.retain(|(end, ..)| *end > written);
@@ -1387,29 +1539,29 @@ where
         self.sent.drain(..).for_each(|(_, r, t)| t.undeliver(r));
     }
 
-    /// Writes what the socket takes now, without waiting; false when the connection is gone
+    /// Writes what the socket takes now, without waiting; fails when the connection is gone
     /// (its grants are given back). The rest is written as the socket drains ([`Event::Wrote`]).
-    fn flush_now(&mut self) -> bool {
+    fn flush_now(&mut self) -> Result<(), Disconnect> {
         // A grant goes only to a connection whose client has not already left: one whose
         // end-of-file is waiting to be read gives its grants back (so the next waiter gets a
         // plain grant, not an owner-died notice from a holder that never knew it held).
         if !self.sent.is_empty() && peer_closed(self.fd) {
             debug!("left with grants in flight");
             self.undeliver();
-            return false;
+            return Err(Disconnect::ClientClosed);
         }
         while self.unwritten() > 0 {
             match self.stream.write_now(&self.out[self.written..]) {
                 Ok(n) if n > 0 => self.advance(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 result => {
-                    debug!(?result, "write failed");
+                    write_failed(&result);
                     self.undeliver();
-                    return false;
+                    return Err(Disconnect::WriteError);
                 }
             }
         }
-        true
+        Ok(())
     }
 
     /// Writes the rest of the replies before the connection closes, waiting at most
@@ -1430,7 +1582,7 @@ where
                 let rest = self.unwritten();
                 self.advance(rest);
             }
-            Ok(Err(e)) => debug!(error = %e, "write failed"),
+            Ok(Err(e)) => write_failed(&Err(e)),
             Err(_) => warn!(
                 unwritten = self.unwritten(),
                 "closing connection with replies its client did not take"

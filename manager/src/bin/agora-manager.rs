@@ -5,14 +5,17 @@
 //!               [--admin-authkey-file PATH] [--require-strong-authkey]
 //!               [--tls-cert FILE --tls-key FILE]
 //!               [--max-connections N] [--auth-timeout SECONDS] [--max-output-bytes BYTES]
-//!               [--metrics HOST:PORT] ...
+//!               [--metrics HOST:PORT] [--log-format text|json] [--config FILE] ...
 //! agora-manager inspect --address ADDRESS [--authkey-file PATH] [--json]
 //! ```
 //!
-//! `--help` lists every flag; the limits are those of `PROTOCOL.md`, section 1.1.
+//! `--help` lists every flag; the limits are those of `PROTOCOL.md`, section 1.1. Every flag
+//! but `--config` and `--lifeline-stdin` may be set in the config file instead
+//! ([`agora_manager::config_file`]).
 //!
 //! Prints one line on stdout when it is ready (see `PROTOCOL.md`, section 6), logs to stderr
-//! (`RUST_LOG` sets the level), and stops on SIGTERM, SIGINT or the `shutdown` method.
+//! (`RUST_LOG` sets the level, `--log-format` the format), and stops on SIGTERM, SIGINT or the
+//! `shutdown` method; SIGHUP is ignored.
 //!
 //! `inspect` connects to a running manager, calls `stats` (`PROTOCOL.md`, section 4.2.1) and
 //! prints its objects and connections as tables, or the answer as JSON.
@@ -25,11 +28,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use agora_manager::auth::STRONG_AUTHKEY_BYTES;
 use agora_manager::config::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_OUTPUT_BYTES, FD_RESERVE};
-use agora_manager::{Config, Listener};
+use agora_manager::{config_file, Config, Listener};
 use agora_proto::{spin, Limits};
 
 /// A manager process for agora shared objects.
@@ -38,11 +41,27 @@ use agora_proto::{spin, Limits};
     name = "agora-manager",
     version,
     about,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    after_help = "Signals: SIGTERM and SIGINT stop the manager cleanly (parked calls are \
+                  answered ShutdownError, the Unix socket files removed), as do the shutdown \
+                  method and, with --lifeline-stdin, end-of-file on stdin. SIGHUP is logged \
+                  and ignored: nothing is reread, restart the manager to change a setting."
 )]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
+
+    /// Read flags from this TOML file: each key is a flag without its dashes
+    /// (`max-connections = 100`, `listen = ["unix:/run/agora.sock"]`). Flags given on the
+    /// command line override the file; an unknown key is an error. All flags but --config and
+    /// --lifeline-stdin may be set there.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// How log lines on stderr are written: `text` (key=value fields, strings quoted) or `json`
+    /// (one object a line, with the connection's fields under "span"). RUST_LOG sets the level.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 
     /// Where to listen: `unix:PATH` or `tcp:HOST:PORT` (port 0 picks a free one). Repeatable.
     /// Default: a Unix socket in a fresh private directory.
@@ -88,8 +107,8 @@ struct Args {
     max_message_bytes: usize,
 
     /// Deepest nesting of arrays and maps in a message (at least 2: a request's params are an
-    /// array in an array).
-    #[arg(long, default_value_t = Limits::default().max_depth, value_parser = at_least::<2>)]
+    /// array in an array; at most 256, beyond which decoding could overflow a stack).
+    #[arg(long, default_value_t = Limits::default().max_depth, value_parser = depth)]
     max_depth: usize,
 
     /// Most elements in one array or entries in one map (at least 4: a request is an array of
@@ -141,6 +160,15 @@ struct Args {
     metrics: Option<String>,
 }
 
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// `key=value` fields after the message; string values quoted.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
 #[derive(clap::Subcommand, Debug)]
 enum Command {
     /// Show what is inside a running manager: every object (its size, who holds it, the calls
@@ -178,6 +206,19 @@ fn at_least<const MIN: usize>(text: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(e) => Err(format!("not a whole number: {e}")),
     }
+}
+
+/// A nesting depth from 2 to [`Limits::DEEPEST`].
+fn depth(text: &str) -> Result<usize, String> {
+    let n = at_least::<2>(text)?;
+    if n > Limits::DEEPEST {
+        return Err(format!(
+            "may be at most {}: some methods decode values recursively, and deeper nesting \
+             could overflow a thread's stack",
+            Limits::DEEPEST
+        ));
+    }
+    Ok(n)
 }
 
 /// A count that must be at least 1.
@@ -255,25 +296,53 @@ impl<E: std::fmt::Display> From<E> for Fatal {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .init();
-    let args = Args::parse();
-    let result = match &args.command {
-        Some(Command::Inspect(inspect_args)) => inspect(inspect_args),
-        None => run(args),
-    };
+    let result = arguments().and_then(|args| {
+        init_logging(args.log_format);
+        match &args.command {
+            Some(Command::Inspect(inspect_args)) => inspect(inspect_args),
+            None => run(args),
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fatal(message)) => {
             eprintln!("agora-manager: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The arguments: the command line, over the config file's keys when `--config` names one.
+/// (Help, version and a bad command line end the program here, as clap does.)
+fn arguments() -> Result<Args, Fatal> {
+    let cli: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // First the command line alone, leniently: only which flags it gives, and the file's name,
+    // are wanted from it; its errors are reported by the full parse below.
+    let given = Args::command().ignore_errors(true).get_matches_from(&cli);
+    let Some(path) = given.get_one::<PathBuf>("config") else {
+        return Ok(Args::parse_from(cli));
+    };
+    let file = config_file::read(path).map_err(|e| Fatal(e.in_file(path)))?;
+    let from_file = config_file::args_from_table(&Args::command(), &given, &file)
+        .map_err(|e| Fatal(e.in_file(path)))?;
+    let mut merged = cli;
+    // After the program's name and before the command line's own flags.
+    let at = merged.len().min(1);
+    merged.splice(at..at, from_file);
+    Ok(Args::parse_from(merged))
+}
+
+/// Logs to stderr in `format`, at the level `RUST_LOG` sets (default: info).
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
     }
 }
 
@@ -481,7 +550,7 @@ fn read_authkey_file(path: &Path) -> Result<Vec<u8>, Fatal> {
         let mode = meta.permissions().mode();
         if mode & 0o044 != 0 {
             tracing::warn!(
-                file = %path.display(),
+                file = path.display().to_string().as_str(),
                 mode = format!("{:o}", mode & 0o777),
                 "the authkey file is readable by its group or by others: anyone who can read \
                  it can use the manager; chmod 600 it"
@@ -549,7 +618,7 @@ fn warn_about_plain_tcp(listeners: &[Listener]) {
         };
         if !addr.ip().is_loopback() {
             tracing::warn!(
-                address = %listener.address(),
+                address = listener.address().as_str(),
                 "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT TLS: calls and objects cross the \
                  network in clear, readable and changeable by anyone on the path; serve TLS \
                  (--tls-cert and --tls-key) or listen on 127.0.0.1"
