@@ -150,7 +150,7 @@ struct Args {
     /// thread sleeps (0: never poll; at most 1000 are used). Default: the AGORA_SPIN_US
     /// environment variable (the program refuses to start if it is not a whole number), else 50
     /// (0 when the manager may run on one CPU only).
-    #[arg(long, value_name = "MICROSECONDS")]
+    #[arg(long, value_name = "MICROSECONDS", value_parser = micros)]
     spin_us: Option<u64>,
 
     /// Serve metrics for Prometheus at http://HOST:PORT/metrics (calls and errors by method,
@@ -228,6 +228,12 @@ fn at_least_one(text: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(e) => Err(format!("not a whole number: {e}")),
     }
+}
+
+/// A whole number of microseconds, 0 included.
+fn micros(text: &str) -> Result<u64, String> {
+    text.parse()
+        .map_err(|e| format!("not a whole number of microseconds: {e}"))
 }
 
 /// A positive number of seconds, fractions allowed.
