@@ -148,7 +148,8 @@ fn watch_lifeline(fd: OwnedFd, handle: ShutdownHandle) -> io::Result<()> {
 /// Installs the SIGTERM, SIGINT and SIGHUP handlers now (inside a tokio runtime) and returns
 /// a future that completes when SIGTERM or SIGINT arrives. SIGHUP, whose default action would
 /// kill the manager without its cleanup (parked calls unanswered, the socket file left
-/// behind), is logged and ignored: the manager has no configuration to reread.
+/// behind), is logged and ignored: a manager's settings are fixed for its run (rereading a
+/// config file could not change its listeners or the limits its connections already use).
 pub fn termination_signal() -> io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -160,7 +161,7 @@ pub fn termination_signal() -> io::Result<impl std::future::Future<Output = ()>>
                 _ = term.recv() => return tracing::info!("SIGTERM"),
                 _ = int.recv() => return tracing::info!("SIGINT"),
                 _ = hup.recv() => tracing::info!(
-                    "SIGHUP ignored: there is nothing to reread; SIGTERM stops the manager"
+                    "SIGHUP ignored: settings are fixed for the run; SIGTERM stops the manager"
                 ),
             }
         }
