@@ -605,16 +605,27 @@ fn a_bad_authkey_is_a_startup_error() {
         assert!(stderr.contains("authkey"), "{stderr}");
     }
     let bad_file = dir.path().join("bad");
-    fs::write(&bad_file, "zz\n").unwrap();
-    let mut m = Manager::spawn(
-        Launch::new()
-            .arg("--authkey-file")
-            .arg(bad_file.to_str().unwrap())
-            .arg("--listen")
-            .arg(&listen),
-    );
-    let stderr = m.startup_failure();
-    assert!(stderr.contains(bad_file.to_str().unwrap()), "{stderr}");
+    // Not hex, said so rather than in the decoder's words ("Odd number of digits").
+    for (text, why) in [
+        ("zz\n", "'z' at position 0 is not a hex digit"),
+        ("abc\n", "an odd number of digits"),
+    ] {
+        fs::write(&bad_file, text).unwrap();
+        let mut m = Manager::spawn(
+            Launch::new()
+                .arg("--authkey-file")
+                .arg(bad_file.to_str().unwrap())
+                .arg("--listen")
+                .arg(&listen),
+        );
+        let stderr = m.startup_failure();
+        assert!(stderr.contains(bad_file.to_str().unwrap()), "{stderr}");
+        assert!(
+            stderr.contains("does not hold the authkey as hex"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(why), "{text:?}: {stderr}");
+    }
 }
 
 #[test]

@@ -535,8 +535,19 @@ fn bind_metrics(address: &str) -> Result<std::net::TcpListener, Fatal> {
 
 /// An authkey written as hex, read from `source` (for messages).
 fn parse_authkey(hex_text: &str, source: &str) -> Result<Vec<u8>, Fatal> {
-    let key = hex::decode(hex_text.trim())
-        .map_err(|e| Fatal(format!("{source} must hold the authkey as hex: {e}")))?;
+    let key = hex::decode(hex_text.trim()).map_err(|e| {
+        let why = match e {
+            hex::FromHexError::OddLength => "an odd number of digits".to_owned(),
+            hex::FromHexError::InvalidHexCharacter { c, index } => {
+                format!("{c:?} at position {index} is not a hex digit")
+            }
+            other => other.to_string(),
+        };
+        Fatal(format!(
+            "{source} does not hold the authkey as hex ({why}): write it as hex digits, \
+             as `openssl rand -hex 32` prints them"
+        ))
+    })?;
     if key.is_empty() {
         return Err(Fatal(format!("{source} holds an empty authkey")));
     }
