@@ -3,6 +3,8 @@
 
 use std::os::fd::RawFd;
 
+use crate::throttle::{peer_address, peer_credentials, PeerAddress};
+
 /// The peer of one connection, as its log lines and `stats` name it.
 ///
 /// ```
@@ -40,22 +42,10 @@ impl PeerInfo {
 /// The credentials of the peer of `fd` when it is a Unix socket; `None` for other sockets
 /// (whose `SO_PEERCRED` would answer made-up ids), or when the kernel has none to give.
 fn credentials(fd: RawFd) -> Option<libc::ucred> {
-    let mut domain: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `domain` and `len` are valid for writes of the sizes given.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut domain as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 || domain != libc::AF_UNIX {
+    if !matches!(peer_address(fd), Some(PeerAddress::Unix)) {
         return None;
     }
-    let cred = crate::throttle::peer_credentials(fd)?;
+    let cred = peer_credentials(fd)?;
     (cred.pid > 0).then_some(cred)
 }
 

@@ -102,13 +102,16 @@ fn network(ip: IpAddr) -> IpAddr {
     }
 }
 
-enum PeerAddress {
+/// What kind of address a socket's peer has.
+pub(crate) enum PeerAddress {
+    /// An IPv4 or IPv6 address.
     Ip(IpAddr),
+    /// A Unix socket's peer.
     Unix,
 }
 
 /// The address of the peer of socket `fd` (`getpeername`).
-fn peer_address(fd: RawFd) -> Option<PeerAddress> {
+pub(crate) fn peer_address(fd: RawFd) -> Option<PeerAddress> {
     // SAFETY: an all-zero sockaddr_storage is a valid value of the type.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;

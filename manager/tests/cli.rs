@@ -213,35 +213,33 @@ impl Manager {
         message: &str,
         also: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let found = self
-                .json_logs()
+        self.wait_for_log(&format!("a {message:?} line"), || {
+            self.json_logs()
                 .into_iter()
-                .find(|l| l["fields"]["message"] == message && also(l));
-            if let Some(line) = found {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {message:?} line; stderr:\n{}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+                .find(|l| l["fields"]["message"] == message && also(l))
+        })
     }
 
     /// Waits for a text log line containing every one of `parts`; gives it.
     fn text_log(&self, parts: &[&str]) -> String {
+        self.wait_for_log(&format!("a line with {parts:?}"), || {
+            let stderr = self.stderr();
+            let line = stderr.lines().find(|l| parts.iter().all(|p| l.contains(p)));
+            line.map(str::to_owned)
+        })
+    }
+
+    /// Waits until `find` finds what it looks for (`what`) in the log; gives it.
+    fn wait_for_log<T>(&self, what: &str, find: impl Fn() -> Option<T>) -> T {
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            let stderr = self.stderr();
-            if let Some(line) = stderr.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
-                return line.to_owned();
+            if let Some(found) = find() {
+                return found;
             }
             assert!(
                 Instant::now() < deadline,
-                "no line with {parts:?}; stderr:\n{stderr}"
+                "no {what}; stderr:\n{}",
+                self.stderr()
             );
             thread::sleep(Duration::from_millis(20));
         }
