@@ -1235,3 +1235,59 @@ fn every_way_of_stopping_answers_parked_calls_and_removes_the_socket() {
         m.text_log(&["disconnected", "reason=\"shutdown"]);
     }
 }
+
+/// Each way a connection ends is its disconnect line's reason.
+#[test]
+fn each_disconnect_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("m.sock").display());
+    let mut m = Manager::spawn(
+        Launch::at(&address)
+            .arg("--log-format")
+            .arg("json")
+            // Short enough to wait for, long enough for the others to authenticate in.
+            .arg("--auth-timeout")
+            .arg("1"),
+    );
+    m.ready();
+    let disconnects = |m: &Manager| -> Vec<String> {
+        m.json_logs()
+            .iter()
+            .filter(|l| l["fields"]["message"] == "disconnected")
+            .map(|l| l["fields"]["reason"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let wait_for = |m: &Manager, reason: &str| {
+        m.json_log("disconnected", |l| l["fields"]["reason"] == reason);
+    };
+
+    // Silent past the authentication timeout.
+    let mut silent = RawClient::connect(&address).unwrap();
+    while silent.next_frame().is_some() {}
+    wait_for(&m, "auth_timeout");
+
+    // A call before authenticating.
+    let mut eager = RawClient::connect(&address).unwrap();
+    eager.send(&agora_proto::testing::request(1, "ping", vec![]));
+    // Told why (an error), then closed.
+    while eager.next_frame().is_some() {}
+    wait_for(&m, "refused_before_auth");
+
+    // Bytes that are no message, once authenticated.
+    let mut garbled = authenticated(&address, &key());
+    garbled.send(&[0xc1]);
+    while garbled.next_frame().is_some() {}
+    wait_for(&m, "protocol_error");
+
+    // A client that leaves, and one that stops the manager.
+    drop(authenticated(&address, &key()));
+    wait_for(&m, "client_closed");
+    let mut stopper = authenticated(&address, &key());
+    stopper.ok("shutdown", vec![]);
+    assert_eq!(m.wait().code(), Some(0));
+    let reasons = disconnects(&m);
+    assert!(
+        reasons.iter().any(|r| r == "shutdown_requested"),
+        "{reasons:?}"
+    );
+}
