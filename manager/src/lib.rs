@@ -11,6 +11,7 @@
 //! - [`session`]: one connection: framing, the `hello`/`auth` handshake, replies.
 //! - [`auth`]: the challenge and HMAC-SHA256 check, and the worker and admin roles.
 //! - [`throttle`]: failed authentication attempts slowed down per peer.
+//! - [`conn_log`]: a connection's log span, why it ended and its totals.
 //! - [`peer`]: who is at the other end of a connection (address, and a Unix peer's pid and uid).
 //! - [`dispatch`]: routes `create`/`lookup`/`delete`/`objects`, the reference counts
 //!   (`incref`/`decref`/`export`/`adopt`) and `<kind>.<method>`.
@@ -55,6 +56,7 @@ pub mod auth;
 pub mod chain;
 pub mod config;
 pub mod config_file;
+pub mod conn_log;
 pub mod dispatch;
 pub mod inspect;
 pub mod lifecycle;

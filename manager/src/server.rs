@@ -13,9 +13,10 @@ use tracing::{debug, info, warn, Instrument};
 use agora_proto::Limits;
 
 use crate::config::{Config, Listener};
+use crate::conn_log::{self, Disconnect, Ending};
 use crate::peer::PeerInfo;
 use crate::registry::Registry;
-use crate::session::{self, Disconnect, Ending, Transport};
+use crate::session::{self, Transport};
 use crate::spin::Spinners;
 use crate::stats::Stats;
 use crate::throttle::Throttle;
@@ -372,7 +373,7 @@ fn refuse<S: AsRawFd>(socket: S, plain: bool, peer: &str, max: usize) {
     drop(socket);
 }
 
-/// Serves one accepted connection in its span ([`session::span`]), logging when it connects
+/// Serves one accepted connection in its span ([`conn_log::span`]), logging when it connects
 /// and when it ends: starts its stream (the TLS handshake), then the session.
 async fn connection<S: Transport>(
     start: impl Future<Output = io::Result<S>>,
@@ -381,7 +382,7 @@ async fn connection<S: Transport>(
 ) {
     let accepted = tokio::time::Instant::now();
     let id = uuid::Uuid::new_v4();
-    let span = session::span(&id, &peer);
+    let span = conn_log::span(&id, &peer);
     async move {
         info!("connected");
         let ending = match handshake(start, &shared, accepted).await {
