@@ -305,8 +305,6 @@ MAY_WAIT = frozenset({
     "joinable_queue.put_many", "joinable_queue.join",
     "lock.acquire", "rlock.acquire", "semaphore.acquire", "bounded_semaphore.acquire",
     "condition.acquire", "condition.wait", "event.wait", "barrier.wait", "mutex.lock",
-    # A chain parks when its first call does (PROTOCOL.md section 4.16).
-    "chain",
 })
 
 AddressLike = Union[str, Tuple[str, int]]
@@ -762,12 +760,14 @@ class Connection:
         ``call_timeout``; otherwise :class:`ManagerTimeout` (and the connection closes)."""
         # The per-call path is inlined (the lock, the limits, the write): each Python-level
         # call it saves is a sizeable part of a call's own cost.
+        # A chain waits as its first call does (PROTOCOL.md section 4.16).
+        waits_as = params[0][0] if method == "chain" else method
         within = _within
         if within is None:
             stack = _DEADLINES.stack
             if stack:
                 within = stack[-1]
-            elif method not in MAY_WAIT:
+            elif waits_as not in MAY_WAIT:
                 within = self.client.call_timeout
         me = _get_ident()
         if self._reader == me or self._owner == me:
@@ -795,7 +795,7 @@ class Connection:
         self._reader = me
         self._until = None if within is None else time.monotonic() + within
         try:
-            response = self._read_response(msgid, method)
+            response = self._read_response(msgid, waits_as)
         except BaseException as e:
             self._reader = 0
             self._break(writable=_interrupted(e))
