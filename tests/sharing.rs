@@ -13,16 +13,13 @@ use std::time::Duration;
 
 use agora::{Client, ConnectOptions, Manager};
 
-/// A small deterministic generator per thread: the runs differ by seed, not by chance alone.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
+/// A random number below `n`, different on every call and every run.
+fn random_below(n: u64) -> u64 {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let draw = DRAWS.fetch_add(1, Ordering::Relaxed);
+    std::collections::hash_map::RandomState::new().hash_one(draw) % n
 }
 
 const THREADS: u64 = 40;
@@ -40,17 +37,16 @@ fn calls(client: &Client, thread: u64, log: &Mutex<QueueLog>) {
     let dict = client.dict_named::<String, u64>("values").expect("dict");
     let queue = client.queue_named::<u64>("items", 0).expect("queue");
     let lock = client.lock_named("lock").expect("lock");
-    let mut rng = Rng(0x9e37_79b9 ^ ((thread + 1) * 0x1000_0001));
     for step in 0..STEPS {
         let value = thread * 1_000_000 + step;
-        match rng.below(5) {
+        match random_below(5) {
             0 => {
                 let key = format!("{thread}/{step}");
                 dict.set(&key, &value).expect("set");
                 assert_eq!(dict.get(&key).expect("get"), Some(value), "{key}");
             }
             1 => {
-                let n = 1 + rng.below(60);
+                let n = 1 + random_below(60);
                 let mut p = client.pipeline();
                 let handles: Vec<_> = (0..n)
                     .map(|i| {
@@ -69,7 +65,7 @@ fn calls(client: &Client, thread: u64, log: &Mutex<QueueLog>) {
                 log.lock().unwrap().put.push(value);
             }
             3 => {
-                let wait = Duration::from_millis(rng.below(4));
+                let wait = Duration::from_millis(random_below(4));
                 if let Some(item) = queue.get_timeout(wait).expect("get") {
                     log.lock().unwrap().got.push(item);
                 }

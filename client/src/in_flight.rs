@@ -9,13 +9,14 @@
 //! last reply has been filed, so a reply wakes no thread but the one it is for.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::thread::Thread;
 
 use bytes::Bytes;
 
 use crate::command::Reply;
 use crate::connection::remote_error;
+use crate::refs::IdHasher;
 
 /// A response as it arrived: the error and result fields, still encoded.
 #[derive(Debug)]
@@ -34,27 +35,7 @@ impl Response {
     }
 }
 
-/// Hashes msgids, which are small consecutive integers, with one multiplication.
-#[derive(Default)]
-pub(crate) struct MsgidHasher(u64);
-
-impl Hasher for MsgidHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-type ById<V> = HashMap<u32, V, BuildHasherDefault<MsgidHasher>>;
+type ById<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
 
 /// What the waiting thread of a call holds: one reply per msgid of its run, filled as they
 /// arrive, whoever reads them.
@@ -149,7 +130,7 @@ pub(crate) struct InFlight {
     /// of a msgid that is not a first.
     runs: Vec<(u32, u32)>,
     /// Msgids of calls sent without waiting: their replies are dropped when read.
-    detached: HashSet<u32, BuildHasherDefault<MsgidHasher>>,
+    detached: HashSet<u32, BuildHasherDefault<IdHasher>>,
 }
 
 impl InFlight {
