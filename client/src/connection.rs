@@ -605,7 +605,7 @@ impl Connection {
             until.as_ref(),
         );
         let reply = waited.and_then(|()| {
-            let reply = awaited.into_replies().next().flatten();
+            let reply = awaited.into_reply();
             reply.unwrap_or_else(|| Err(Error::Usage("a reply is missing".into())))
         });
         if let Err(e) = &reply {
@@ -618,12 +618,11 @@ impl Connection {
     /// Registers a call of `count` consecutive msgids, waited for by this thread; gives the
     /// first.
     fn register(&self, count: u32) -> Result<u32> {
-        let me = std::thread::current();
         let mut state = self.state.lock();
         if let Some(reason) = &state.broken {
             return Err(self.disconnected(reason));
         }
-        Ok(state.calls.register(count, me))
+        Ok(state.calls.register(count))
     }
 
     /// Sends a call without waiting for its reply: for a release from a guard's `Drop`, whose
@@ -702,6 +701,7 @@ impl Connection {
         waited?;
         let replies: Vec<Reply> = awaited
             .into_replies()
+            .into_iter()
             .map(|reply| reply.unwrap_or_else(|| Err(Error::Usage("a reply is missing".into()))))
             .collect();
         for e in replies.iter().filter_map(|r| r.as_ref().err()) {
@@ -907,6 +907,7 @@ impl Connection {
                     }
                 };
             }
+            state.calls.sleeping(first);
             match deadline {
                 None => MutexGuard::unlocked(&mut state, std::thread::park),
                 Some(d) => {

@@ -44,7 +44,7 @@ pub(crate) struct Awaited {
     /// The first msgid of the run.
     pub(crate) first: u32,
     /// By offset from `first`; a call refused unsent has its error here from the start.
-    pub(crate) replies: Vec<Option<Reply>>,
+    replies: Slots,
     /// Replies still to come.
     pub(crate) missing: usize,
 }
@@ -52,8 +52,14 @@ pub(crate) struct Awaited {
 impl Awaited {
     /// Waits for the replies to the `count` msgids from `first`, all of them sent.
     pub(crate) fn new(first: u32, count: usize) -> Awaited {
-        let mut replies = Vec::with_capacity(count);
-        replies.resize_with(count, || None);
+        let replies = match count {
+            1 => Slots::One(None),
+            _ => {
+                let mut many = Vec::with_capacity(count);
+                many.resize_with(count, || None);
+                Slots::Many(many)
+            }
+        };
         Awaited {
             first,
             replies,
@@ -84,8 +90,36 @@ impl Awaited {
     }
 
     /// The replies, in msgid order (every one there once `missing` is 0).
-    pub(crate) fn into_replies(self) -> impl Iterator<Item = Option<Reply>> {
-        self.replies.into_iter()
+    pub(crate) fn into_replies(self) -> Vec<Option<Reply>> {
+        match self.replies {
+            Slots::One(reply) => vec![reply],
+            Slots::Many(replies) => replies,
+        }
+    }
+
+    /// The reply of a single call (there once `missing` is 0).
+    pub(crate) fn into_reply(self) -> Option<Reply> {
+        match self.replies {
+            Slots::One(reply) => reply,
+            Slots::Many(replies) => replies.into_iter().next().flatten(),
+        }
+    }
+}
+
+/// Where an [`Awaited`] keeps its replies: a single call's in place, without an allocation
+/// (most calls are single).
+#[derive(Debug)]
+enum Slots {
+    One(Option<Reply>),
+    Many(Vec<Option<Reply>>),
+}
+
+impl Slots {
+    fn get_mut(&mut self, offset: usize) -> Option<&mut Option<Reply>> {
+        match self {
+            Slots::One(reply) => (offset == 0).then_some(reply),
+            Slots::Many(replies) => replies.get_mut(offset),
+        }
     }
 }
 
@@ -93,24 +127,22 @@ impl Awaited {
 struct Call {
     /// How many consecutive msgids it holds.
     count: u32,
-    /// The thread waiting for it: woken when its last reply is filed.
-    owner: Thread,
+    /// The thread waiting for it, once it sleeps (or is about to): woken when its last
+    /// reply is filed. A thread that never sleeps (it reads for itself) never needs a
+    /// handle.
+    owner: Option<Thread>,
     /// Replies not yet filed here (nor refused unsent), as far as filing knows: the owner,
     /// when it reads for itself, takes its replies without counting them here.
     unfiled: u32,
     /// Replies read by another thread, by offset from the first msgid.
     filed: Vec<(u32, Response)>,
-    /// The owner has sent the call and waits (reading or parked): the reader role may be
-    /// handed to it. Not before: a thread still writing may be blocked in `send` until
-    /// somebody reads.
-    waiting: bool,
 }
 
 /// What becomes of a filed response.
 pub(crate) enum Filed {
-    /// Filed for a waiting call; wake this thread, its last reply is in.
+    /// Filed for a sleeping call; wake this thread, its last reply is in.
     Complete(Thread),
-    /// Filed for a call that waits for more replies.
+    /// Filed for a call that waits for more replies, or whose thread is not asleep.
     Partial,
     /// The reply of a call sent without waiting: nobody collects it.
     Detached(Response),
@@ -144,18 +176,17 @@ impl InFlight {
         self.detached.len()
     }
 
-    /// Allocates `count` consecutive msgids not in use, and a call waited for by `owner`.
-    /// Returns the first.
-    pub(crate) fn register(&mut self, count: u32, owner: Thread) -> u32 {
+    /// Allocates `count` consecutive msgids not in use, and a call waited for by the calling
+    /// thread. Returns the first.
+    pub(crate) fn register(&mut self, count: u32) -> u32 {
         let first = self.allocate(count);
         self.calls.insert(
             first,
             Call {
                 count,
-                owner,
+                owner: None,
                 unfiled: count,
                 filed: Vec::new(),
-                waiting: false,
             },
         );
         if count > 1 {
@@ -234,24 +265,30 @@ impl InFlight {
         };
         call.filed.push((id.wrapping_sub(first), response));
         call.unfiled = call.unfiled.saturating_sub(1);
-        if call.unfiled == 0 {
-            Filed::Complete(call.owner.clone())
-        } else {
-            Filed::Partial
+        match (&call.owner, call.unfiled) {
+            (Some(owner), 0) => Filed::Complete(owner.clone()),
+            _ => Filed::Partial,
         }
     }
 
-    /// Moves what was filed for `awaited`'s call into it; from now on its owner waits.
+    /// Moves what was filed for `awaited`'s call into it.
     pub(crate) fn collect(&mut self, awaited: &mut Awaited) {
         let Some(call) = self.calls.get_mut(&awaited.first) else {
             return;
         };
-        call.waiting = true;
         for (offset, response) in call.filed.drain(..) {
             if let Some(slot @ None) = awaited.replies.get_mut(offset as usize) {
                 *slot = Some(response.into_reply());
                 awaited.missing -= 1;
             }
+        }
+    }
+
+    /// The thread of the call of `first` is about to sleep until it is woken: whoever files its
+    /// last reply, hands over the reader role or finds the connection broken wakes it.
+    pub(crate) fn sleeping(&mut self, first: u32) {
+        if let Some(call) = self.calls.get_mut(&first) {
+            call.owner.get_or_insert_with(std::thread::current);
         }
     }
 
@@ -265,19 +302,23 @@ impl InFlight {
         }
     }
 
-    /// A waiting thread to hand the reader role to: one whose call still waits for a reply.
-    /// None when no thread waits yet: those still sending take the role when they come to
-    /// wait.
+    /// A sleeping thread to hand the reader role to: one whose call still waits for a reply.
+    /// None when none sleeps: those still sending, or about to sleep, see that nobody reads
+    /// when they come to wait (not a thread still sending: it may be blocked in `send` until
+    /// somebody reads).
     pub(crate) fn next_reader(&self) -> Option<Thread> {
         self.calls
             .values()
-            .find(|call| call.waiting && call.unfiled > 0)
-            .map(|call| call.owner.clone())
+            .filter(|call| call.unfiled > 0)
+            .find_map(|call| call.owner.clone())
     }
 
-    /// Every waiting thread: the connection broke, each must learn it.
+    /// Every sleeping thread: the connection broke, each must learn it.
     pub(crate) fn owners(&self) -> Vec<Thread> {
-        self.calls.values().map(|call| call.owner.clone()).collect()
+        self.calls
+            .values()
+            .filter_map(|call| call.owner.clone())
+            .collect()
     }
 }
 
@@ -292,31 +333,27 @@ mod tests {
         }
     }
 
-    fn me() -> Thread {
-        std::thread::current()
-    }
-
     #[test]
     fn msgids_skip_those_in_use_once_they_wrap() {
         let mut table = InFlight {
             next_msgid: u32::MAX - 1,
             ..InFlight::default()
         };
-        let old = table.register(1, me());
+        let old = table.register(1);
         assert_eq!(old, u32::MAX - 1);
-        let zero = table.register(1, me());
+        let zero = table.register(1);
         assert_eq!(zero, u32::MAX, "the last msgid is usable");
         let detached = table.register_detached();
         assert_eq!(detached, 0, "then they wrap");
-        let run = table.register(3, me());
+        let run = table.register(3);
         assert_eq!(run, 1);
         table.finish(zero);
         // Wrapped: a run that would overlap one in use (1..=3) or a detached msgid moves on.
         table.next_msgid = 0;
-        assert_eq!(table.register(2, me()), 4);
+        assert_eq!(table.register(2), 4);
         table.next_msgid = u32::MAX - 1;
         assert_eq!(
-            table.register(2, me()),
+            table.register(2),
             6,
             "a run never wraps and skips those in use"
         );
@@ -325,10 +362,11 @@ mod tests {
     #[test]
     fn a_run_files_its_replies_and_completes_once() {
         let mut table = InFlight::default();
-        let first = table.register(3, me());
+        let first = table.register(3);
         let mut awaited = Awaited::new(first, 3);
         awaited.refuse(1, crate::Error::Usage("too big".into()));
         table.refused(first, 1);
+        table.sleeping(first);
         assert!(matches!(table.file(first + 2, ok(2)), Filed::Partial));
         assert!(matches!(table.file(first, ok(0)), Filed::Complete(_)));
         assert!(matches!(table.file(first + 7, ok(7)), Filed::Unknown));
@@ -336,7 +374,11 @@ mod tests {
         assert_eq!(awaited.missing, 0);
         table.finish(first);
         assert!(table.is_empty() && table.runs.is_empty());
-        let replies: Vec<_> = awaited.into_replies().map(Option::unwrap).collect();
+        let replies: Vec<_> = awaited
+            .into_replies()
+            .into_iter()
+            .map(Option::unwrap)
+            .collect();
         assert_eq!(replies[0].as_deref().unwrap(), &[0]);
         assert!(replies[1].is_err());
         assert_eq!(replies[2].as_deref().unwrap(), &[2]);
