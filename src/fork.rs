@@ -21,6 +21,18 @@
 //! own that number and may later write to it or close it. Pointing the number at `/dev/null`
 //! instead releases the pipe or socket it held and keeps the number taken, so such stale owners
 //! write into nothing and close nothing that matters.
+//!
+//! # Why a socket is disowned to a socket that talks to itself
+//! A library may keep a socket of its own in a process-wide static and expect it to work in a
+//! forked child: tokio's signal handling keeps a socket pair there, the first runtime of the
+//! process creates it, and every later runtime registers it with its `epoll` and reads from it
+//! what its signal handler writes into it. `/dev/null` cannot be registered with `epoll`
+//! (`EPERM`), so a manager forked from a program running tokio, pointed at `/dev/null`, could
+//! not build its own runtime. So the manager child points every inherited *socket* at
+//! [`open_loopback`]'s datagram socket connected to itself instead: it can be polled, what is
+//! written into any of the numbers is read back from any of them (a signal handler's wake-up
+//! reaches the runtime that waits for it), and it is the child's own, not shared with the
+//! parent.
 
 use std::ffi::CStr;
 use std::io;
@@ -123,6 +135,48 @@ pub(crate) fn open_dev_null() -> io::Result<RawFd> {
     } else {
         Ok(fd)
     }
+}
+
+/// A non-blocking Unix datagram socket connected to itself, close-on-exec: what is written
+/// into it is read back from it (see the module docs). Linux's abstract namespace gives it an
+/// address of its own, without a file.
+pub(crate) fn open_loopback() -> io::Result<RawFd> {
+    // SAFETY: plain system calls on a socket created here; the address structures are
+    // zero-initialised and sized as the calls expect.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return Err(last_error());
+        }
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        // An address of the family alone asks the kernel to choose a unique abstract name.
+        let family_only = std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t;
+        let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        let addr_ptr = (&raw mut addr).cast::<libc::sockaddr>();
+        if libc::bind(fd, addr_ptr, family_only) != 0
+            || libc::getsockname(fd, addr_ptr, &mut len) != 0
+            || libc::connect(fd, addr_ptr, len) != 0
+        {
+            let e = last_error();
+            libc::close(fd);
+            return Err(e);
+        }
+        Ok(fd)
+    }
+}
+
+/// True when `fd` is a socket.
+pub(crate) fn is_socket(fd: RawFd) -> bool {
+    // SAFETY: an all-zero stat is a valid out-buffer for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer.
+    let rc = unsafe { libc::fstat(fd, &mut st) };
+    rc == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
 }
 
 /// Points descriptor `fd` at the open file `null` (see the module docs), keeping it

@@ -43,13 +43,14 @@
 //! The child of `fork` in a multi-threaded program inherits every lock as it was at that
 //! instant, held or not, and only the forking thread. The manager child touches little of the
 //! parent's state (the allocator, which glibc makes fork-safe, thread creation, the standard
-//! library), but a lock another thread held there would hang it, and process-global state a
-//! library built in the parent is unusable: a program whose tokio runtime has installed signal
-//! handlers leaves a forked manager unable to build its own runtime. So with the default
-//! start method, call [`Manager::spawn`] early, **before the program starts threads** (a
-//! tokio runtime, a thread pool). If the manager fails or does not answer within the startup
-//! timeout (10 s by default), `spawn` returns [`SpawnError::ManagerExited`] or
-//! [`SpawnError::NotReady`] instead of hanging.
+//! library, and tokio's process-wide signal socket, which the child points at a socket of its
+//! own so that its runtime builds and receives its signals: see `fork`), but a lock another
+//! thread held there would hang it. So `Manager::spawn` works from inside a tokio runtime of
+//! either flavour (`#[tokio::main]`, `#[tokio::main(flavor = "current_thread")]`), and a
+//! program that runs other threads of its own does best to call [`Manager::spawn`] early,
+//! **before it starts them** (a thread pool), or to use the exec start method. If the manager
+//! fails or does not answer within the startup timeout (10 s by default), `spawn` returns
+//! [`SpawnError::ManagerExited`] or [`SpawnError::NotReady`] instead of hanging.
 //!
 //! Programs that already run threads use the *exec* start method
 //! ([`ManagerBuilder::reexec`]): the manager is a fresh execution of the current program,
@@ -115,12 +116,13 @@ pub enum SpawnError {
     #[error("cannot start the manager: {0}")]
     InvalidConfig(&'static str),
     /// The manager process ended before it served; its standard error says why. With the fork
-    /// start method, the usual cause is a program that already runs a tokio runtime (or other
-    /// threads): spawn the manager before starting them, or use [`ManagerBuilder::reexec`].
+    /// start method, a cause can be a program that already runs threads, one of which left
+    /// the child state it needed: spawn the manager before starting them, or use
+    /// [`ManagerBuilder::reexec`].
     #[error(
         "the manager process exited during startup ({0}); its standard error says why. If this \
-         program already runs threads or a tokio runtime, spawn the manager before starting \
-         them or use the exec start method (Manager::builder().reexec())"
+         program already runs threads, spawn the manager before starting them or use the exec \
+         start method (Manager::builder().reexec())"
     )]
     ManagerExited(ExitStatus),
     /// The manager process did not answer in time and was killed. The usual cause is a fork
@@ -282,8 +284,8 @@ impl ManagerBuilder {
     }
 
     /// Start the manager by executing the current program again instead of forking, for
-    /// programs that already run threads (a tokio runtime above all: a forked manager cannot
-    /// even build its runtime in a process whose tokio has installed signal handlers).
+    /// programs that already run threads of their own (a fork copies only the calling thread,
+    /// and the locks the others held).
     ///
     /// The program's `main` must call [`run_manager_if_requested`] before anything else; see
     /// there. The new execution gets no arguments; use [`exec`](ManagerBuilder::exec) to pass
@@ -901,15 +903,26 @@ fn run_manager_child(
 }
 
 /// Detaches the manager child from the parent's resources: every descriptor but `keep` and
-/// standard error now points at `/dev/null` (standard input and output included), signals
-/// are unblocked, and the process leads its own process group.
+/// standard error now points at `/dev/null` (standard input and output included), but sockets,
+/// which point at a socket of the child's own that talks to itself (so that a tokio runtime
+/// the parent ran leaves the manager's own runtime a signal socket it can poll: see
+/// [`fork`]); signals are unblocked, and the process leads its own process group.
 fn isolate(keep: &[RawFd]) -> io::Result<()> {
     let null = fork::open_dev_null()?;
+    let loopback = fork::open_loopback()?;
     for fd in fork::open_descriptors() {
-        if fd != null && !keep.contains(&fd) {
+        if fd == loopback || keep.contains(&fd) {
+            continue;
+        }
+        if fork::is_socket(fd) {
+            fork::disown(loopback, fd)?;
+        } else {
             fork::disown(null, fd)?;
         }
     }
+    // Every socket that needs it holds its own number for it now.
+    // SAFETY: `loopback` is ours and unused from here on.
+    unsafe { libc::close(loopback) };
     // Standard input and output: the manager reads nothing and must not write into the
     // program's output (a pipe the program's consumer waits on, or data it prints).
     fork::disown(null, 0)?;

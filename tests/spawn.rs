@@ -100,8 +100,7 @@ fn child_role() {
             std::thread::sleep(Duration::from_secs(60));
         }
         // A program with a tokio runtime that has installed signal handlers: the exec start
-        // method works there. (A forked manager could not build its runtime; not asserted,
-        // since that depends on tokio's internals.)
+        // method works there, and so does the fork start method.
         "tokio-program" => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -122,9 +121,12 @@ fn child_role() {
             assert!(status.success(), "{status}");
             assert!(!running(pid) && !dir.exists());
             let fork = Manager::spawn().map(drop).map_err(|e| e.to_string());
-            println!("ANNOUNCE exec-ok fork-result={fork:?}");
+            println!("ANNOUNCE exec-ok fork-result={}", fork.is_ok());
             std::process::exit(0);
         }
+        // `Manager::spawn` (the fork start method) from inside `#[tokio::main]`, each flavour.
+        "tokio-main-current-thread" => spawn_in_current_thread_runtime(),
+        "tokio-main-multi-thread" => spawn_in_multi_thread_runtime(),
         // A process that was started as a manager but did not run the hook must refuse to
         // start another manager with exec (which would repeat forever).
         "unhandled" => {
@@ -562,9 +564,65 @@ fn the_exec_start_method_works_in_a_tokio_program() {
         .spawn()
         .expect("start the program");
     let words = read_announcement(&mut program, "ANNOUNCE ");
-    assert_eq!(words[0], "exec-ok");
-    eprintln!("fork from that program: {}", words[1..].join(" "));
+    assert_eq!(words, ["exec-ok", "fork-result=true"]);
     assert!(program.wait().unwrap().success());
+}
+
+/// What the `tokio-main-*` roles check: a manager forked from inside a tokio runtime builds its
+/// own, serves, and stops on `SIGTERM` alone (so its runtime receives signals); then the
+/// role announces how it went and exits.
+fn spawn_inside_tokio() {
+    let manager = Manager::spawn().expect("Manager::spawn inside a tokio runtime");
+    let dict = manager.dict::<String, i64>().expect("dict");
+    dict.set("k", &7).expect("set");
+    assert_eq!(dict.get("k").expect("get"), Some(7));
+    // SAFETY: the manager is this process's unreaped child.
+    assert_eq!(
+        unsafe { libc::kill(manager.pid() as i32, libc::SIGTERM) },
+        0
+    );
+    let stopped = common::wait_until(Duration::from_secs(20), || dict.get("k").is_err());
+    assert!(stopped, "the manager did not stop on SIGTERM");
+    let status = manager.shutdown().expect("reap the manager");
+    assert!(status.success(), "an orderly exit on SIGTERM, got {status}");
+    println!("ANNOUNCE tokio-ok");
+    std::process::exit(0);
+}
+
+/// With no thread but the runtime's own and no signal handler of the program's.
+#[tokio::main(flavor = "current_thread")]
+async fn spawn_in_current_thread_runtime() {
+    spawn_inside_tokio();
+}
+
+/// With worker threads and a signal handler of the program's own.
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_in_multi_thread_runtime() {
+    let _usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .expect("a signal handler");
+    spawn_inside_tokio();
+}
+
+/// Runs the role `role` and expects it to announce `tokio-ok`.
+fn expect_tokio_role_ok(role: &str) {
+    let _serial = serial();
+    let mut program = role_command(role)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the program");
+    let words = read_announcement(&mut program, "ANNOUNCE ");
+    assert_eq!(words, ["tokio-ok"]);
+    assert!(program.wait().unwrap().success());
+}
+
+#[test]
+fn spawn_works_inside_a_current_thread_tokio_main() {
+    expect_tokio_role_ok("tokio-main-current-thread");
+}
+
+#[test]
+fn spawn_works_inside_a_multi_thread_tokio_main() {
+    expect_tokio_role_ok("tokio-main-multi-thread");
 }
 
 #[test]

@@ -3,12 +3,15 @@
 //!
 //! # How calls share the socket (leader/follower)
 //!
-//! A caller registers a msgid, writes its request under the write lock, then waits for the
-//! response with that msgid. There is no background thread: whichever waiting caller finds that
-//! nobody is reading becomes the *reader*. The reader reads frames, keeps its own response and
-//! files the others in the pending table, waking their owners through one condition variable.
-//! When its own response has arrived it gives up the role and wakes the waiters, one of which
-//! takes over if any of them is still waiting.
+//! A caller registers a msgid (a pipeline, a run of consecutive ones) in the table of calls in
+//! flight ([`InFlight`]), writes its request under the write lock, then waits for the response.
+//! There is no background thread: whichever waiting caller finds that nobody is reading becomes
+//! the *reader*. The reader reads frames, puts its own responses straight into its own
+//! [`Awaited`] (a pipeline's, in one pass) and files the others in the table, waking a call's
+//! thread, and that thread only, when its last response is in. Waiting threads sleep in
+//! [`std::thread::park`], each on its own wake-up, so a reply costs at most one wake-up, never
+//! one per waiting thread. When its own responses have arrived the reader gives up the role
+//! and wakes one thread still waiting, which takes it over.
 //!
 //! A single-threaded caller is always its own reader, so a call costs one write and one read
 //! system call and no thread hand-off. A call that the manager parks (a queue `get` with a
@@ -29,8 +32,6 @@
 //! the reason is recorded, the socket is shut down so that a blocked reader wakes up, and every
 //! waiter, present and future, gets [`Error::Disconnected`].
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
@@ -41,9 +42,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_proto::{encode, envelope, Envelope, FrameDecoder, Limits};
-use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard};
 use serde::Deserialize;
 use sha2::Sha256;
 use tracing::{debug, warn};
@@ -51,6 +51,7 @@ use tracing::{debug, warn};
 use crate::address::Address;
 use crate::command::{Args, Reply};
 use crate::error::{Error, ErrorName, Result};
+use crate::in_flight::{Awaited, Filed, InFlight, Response};
 use crate::options::ConnectOptions;
 use crate::refs::Refs;
 use crate::run::ManagerRun;
@@ -253,23 +254,6 @@ fn connect_tcp(host_port: &str, timeout: Duration) -> io::Result<TcpStream> {
     Err(last)
 }
 
-/// A response as it arrived: the error and result fields, still encoded.
-#[derive(Debug)]
-struct Response {
-    error: Bytes,
-    result: Bytes,
-}
-
-impl Response {
-    fn into_reply(self) -> Reply {
-        if agora_proto::params::is_nil(&self.error) {
-            Ok(self.result)
-        } else {
-            Err(remote_error(&self.error))
-        }
-    }
-}
-
 /// Reads the `[name, message]` error field; anything else is kept as text rather than lost.
 pub(crate) fn remote_error(raw: &[u8]) -> Error {
     let value = agora_proto::value::decode(raw).unwrap_or(rmpv::Value::Nil);
@@ -283,34 +267,12 @@ pub(crate) fn remote_error(raw: &[u8]) -> Error {
     Error::remote("UnknownError", value.to_string())
 }
 
-/// Hashes msgids, which are small consecutive integers, with one multiplication.
-#[derive(Default)]
-struct MsgidHasher(u64);
-
-impl Hasher for MsgidHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
 /// What the threads sharing the connection coordinate on.
 struct State {
-    next_msgid: u32,
-    /// Every msgid sent and not yet collected; `Some` once its response has been filed.
-    pending: HashMap<u32, Option<Response>, BuildHasherDefault<MsgidHasher>>,
-    /// Msgids sent by [`Connection::send_detached`]: nobody waits for their replies, which
-    /// are dropped when read (an error is logged).
-    detached: HashSet<u32, BuildHasherDefault<MsgidHasher>>,
+    /// Every call sent and not yet collected, and those sent by
+    /// [`Connection::send_detached`], whose replies nobody waits for: they are dropped when
+    /// read (an error is logged).
+    calls: InFlight,
     /// True while some thread holds the reader role.
     reading: bool,
     /// Why the connection is unusable, once it is.
@@ -356,30 +318,6 @@ fn readable_by(fd: RawFd, at: Instant) -> bool {
     }
 }
 
-impl State {
-    /// Allocates a msgid not in use. Ids wrap after 2^32 calls; one still pending is skipped.
-    fn register(&mut self) -> u32 {
-        loop {
-            let id = self.next_msgid;
-            self.next_msgid = self.next_msgid.wrapping_add(1);
-            if self.detached.contains(&id) {
-                continue;
-            }
-            if let std::collections::hash_map::Entry::Vacant(slot) = self.pending.entry(id) {
-                slot.insert(None);
-                return id;
-            }
-        }
-    }
-
-    /// Removes and returns the response for `id`, if it has arrived.
-    fn take(&mut self, id: u32) -> Option<Response> {
-        let response = self.pending.get_mut(&id)?.take()?;
-        self.pending.remove(&id);
-        Some(response)
-    }
-}
-
 /// The reader role's tools: only the thread holding the role touches them.
 struct Reader {
     decoder: FrameDecoder,
@@ -400,8 +338,6 @@ pub(crate) struct Connection {
     writer: Mutex<Vec<u8>>,
     reader: Mutex<Reader>,
     state: Mutex<State>,
-    /// Signalled when responses are filed, when the reader role is free, and on failure.
-    changed: Condvar,
     /// The run of the manager, as its `hello` reported it.
     run: ManagerRun,
     /// [`ManagerRun::key`] of `run`.
@@ -488,14 +424,11 @@ impl Connection {
                 backoff: Default::default(),
             }),
             state: Mutex::new(State {
-                next_msgid: 0,
-                pending: HashMap::default(),
-                detached: HashSet::default(),
+                calls: InFlight::default(),
                 reading: false,
                 broken: None,
                 after_notice: false,
             }),
-            changed: Condvar::new(),
             run: ManagerRun {
                 id: String::new(),
                 started: 0,
@@ -653,13 +586,7 @@ impl Connection {
         args: &Args,
         deadline: Option<(Instant, Duration)>,
     ) -> Reply {
-        let id = {
-            let mut state = self.state.lock();
-            if let Some(reason) = &state.broken {
-                return Err(self.disconnected(reason));
-            }
-            state.register()
-        };
+        let id = self.register(1)?;
         let mut refused = None;
         let sent = self.send(|out| {
             if let Err(e) = self.write_checked(out, id, method, args) {
@@ -667,22 +594,35 @@ impl Connection {
             }
         });
         if let Some(e) = sent.err().or(refused) {
-            self.state.lock().pending.remove(&id);
+            self.state.lock().calls.finish(id);
             return Err(e);
         }
         let until = deadline.map(|(at, after)| Deadline { at, after, method });
-        let reply = self
-            .wait(
-                id,
-                agora_proto::methods::request_may_wait(method, args.bytes()),
-                until.as_ref(),
-            )
-            .and_then(Response::into_reply);
+        let mut awaited = Awaited::new(id, 1);
+        let waited = self.wait(
+            &mut awaited,
+            agora_proto::methods::request_may_wait(method, args.bytes()),
+            until.as_ref(),
+        );
+        let reply = waited.and_then(|()| {
+            let reply = awaited.into_reply();
+            reply.unwrap_or_else(|| Err(Error::Usage("a reply is missing".into())))
+        });
         if let Err(e) = &reply {
             self.note_shutdown(e);
         }
         self.after_call();
         reply
+    }
+
+    /// Registers a call of `count` consecutive msgids, waited for by this thread; gives the
+    /// first.
+    fn register(&self, count: u32) -> Result<u32> {
+        let mut state = self.state.lock();
+        if let Some(reason) = &state.broken {
+            return Err(self.disconnected(reason));
+        }
+        Ok(state.calls.register(count))
     }
 
     /// Sends a call without waiting for its reply: for a release from a guard's `Drop`, whose
@@ -696,14 +636,7 @@ impl Connection {
             if let Some(reason) = &state.broken {
                 return Err(self.disconnected(reason));
             }
-            if state.detached.len() >= MAX_DETACHED {
-                None
-            } else {
-                let id = state.register();
-                state.pending.remove(&id);
-                state.detached.insert(id);
-                Some(id)
-            }
+            (state.calls.detached() < MAX_DETACHED).then(|| state.calls.register_detached())
         };
         let Some(id) = id else {
             return self.call_until(method, args, None).map(drop);
@@ -715,7 +648,7 @@ impl Connection {
             }
         });
         if let Some(e) = sent.err().or(refused) {
-            self.state.lock().detached.remove(&id);
+            self.state.lock().calls.unregister_detached(id);
             return Err(e);
         }
         Ok(())
@@ -723,60 +656,58 @@ impl Connection {
 
     /// Many calls in one write, then every reply, in order. Fails as a whole only when the
     /// connection fails; each call's own error is in its reply.
+    ///
+    /// The calls take consecutive msgids, so that the thread reading the replies puts them
+    /// straight into their places.
     pub(crate) fn call_many(&self, calls: &[(&str, &Args)]) -> Result<Vec<Reply>> {
-        let ids: Vec<u32> = {
-            let mut state = self.state.lock();
-            if let Some(reason) = &state.broken {
-                return Err(self.disconnected(reason));
-            }
-            calls.iter().map(|_| state.register()).collect()
-        };
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = u32::try_from(calls.len())
+            .map_err(|_| Error::Usage("a pipeline of more than 2^32 calls".into()))?;
+        let first = self.register(count)?;
+        let mut awaited = Awaited::new(first, calls.len());
         // A call over the manager's limits fails alone, unsent.
-        let mut refused: Vec<Option<Error>> = Vec::with_capacity(calls.len());
+        let mut refused = 0;
         let sent = self.send_pieces(|out, flush| {
-            for ((method, args), id) in calls.iter().zip(&ids) {
-                refused.push(self.write_checked(out, *id, method, args).err());
+            for (offset, (method, args)) in calls.iter().enumerate() {
+                let id = first.wrapping_add(offset as u32);
+                if let Err(e) = self.write_checked(out, id, method, args) {
+                    awaited.refuse(offset, e);
+                    refused += 1;
+                }
                 if out.len() >= PIECE_BYTES {
                     flush(out)?;
                 }
             }
             Ok(())
         });
-        if refused.iter().any(Option::is_some) {
-            let mut state = self.state.lock();
-            for (id, refused) in ids.iter().zip(&refused) {
-                if refused.is_some() {
-                    state.pending.remove(id);
-                }
-            }
+        if refused > 0 {
+            self.state.lock().calls.refused(first, refused);
         }
-        refused.resize_with(ids.len(), || None);
-        // Wait for every id even after a failure, so that none stays in the pending table.
-        let may_wait = calls
-            .iter()
-            .any(|(m, a)| agora_proto::methods::request_may_wait(m, a.bytes()));
-        let mut replies = Vec::with_capacity(calls.len());
-        let mut failure = sent.err();
-        for (id, refused) in ids.into_iter().zip(refused) {
-            if let Some(e) = refused {
-                replies.push(Err(e));
-                continue;
+        let waited = match sent {
+            Ok(()) => {
+                let may_wait = calls
+                    .iter()
+                    .any(|(m, a)| agora_proto::methods::request_may_wait(m, a.bytes()));
+                self.wait(&mut awaited, may_wait, None)
             }
-            match self.wait(id, may_wait, None) {
-                Ok(response) => {
-                    let reply = response.into_reply();
-                    if let Err(e) = &reply {
-                        self.note_shutdown(e);
-                    }
-                    replies.push(reply);
-                }
-                Err(e) => {
-                    failure.get_or_insert(e);
-                }
+            Err(e) => {
+                self.state.lock().calls.finish(first);
+                Err(e)
             }
-        }
+        };
         self.after_call();
-        failure.map_or(Ok(replies), Err)
+        waited?;
+        let replies: Vec<Reply> = awaited
+            .into_replies()
+            .into_iter()
+            .map(|reply| reply.unwrap_or_else(|| Err(Error::Usage("a reply is missing".into()))))
+            .collect();
+        for e in replies.iter().filter_map(|r| r.as_ref().err()) {
+            self.note_shutdown(e);
+        }
+        Ok(replies)
     }
 
     /// A `ShutdownError` reply means the manager is closing the connection: it is marked
@@ -811,7 +742,7 @@ impl Connection {
         while refs.has_pending() {
             {
                 let state = self.state.lock();
-                if state.broken.is_some() || !state.pending.is_empty() {
+                if state.broken.is_some() || !state.calls.is_empty() {
                     return;
                 }
             }
@@ -921,73 +852,95 @@ impl Connection {
         written.map_err(|e| self.fail(io_reason("writing a request", &e)))
     }
 
-    /// Waits for the response to `id`, reading the socket when nobody else is. `may_wait`:
-    /// the manager may park the call (see [`spin`]).
-    fn wait(&self, id: u32, may_wait: bool, deadline: Option<&Deadline<'_>>) -> Result<Response> {
+    /// Waits for the responses `awaited` still misses, reading the socket when nobody else
+    /// is, and parked otherwise until the reader files the last of them, hands over its role,
+    /// or the connection fails. Whatever the outcome, the call is out of the table after.
+    /// `may_wait`: the manager may park the call (see [`spin`]).
+    fn wait(
+        &self,
+        awaited: &mut Awaited,
+        may_wait: bool,
+        deadline: Option<&Deadline<'_>>,
+    ) -> Result<()> {
+        let first = awaited.first;
         let mut state = self.state.lock();
         loop {
-            if let Some(response) = state.take(id) {
-                return Ok(response);
+            state.calls.collect(awaited);
+            if awaited.missing == 0 {
+                state.calls.finish(first);
+                return Ok(());
             }
             if let Some(reason) = &state.broken {
                 let err = self.disconnected(reason);
-                state.pending.remove(&id);
+                state.calls.finish(first);
                 return Err(err);
             }
-            if state.reading {
-                match deadline {
-                    None => self.changed.wait(&mut state),
-                    Some(d) => {
-                        if self.changed.wait_until(&mut state, d.at).timed_out()
-                            && state.pending.get(&id).is_some_and(Option::is_none)
-                        {
-                            state.pending.remove(&id);
-                            drop(state);
-                            return Err(self.time_out(d));
+            if !state.reading {
+                state.reading = true;
+                let outcome = MutexGuard::unlocked(&mut state, || {
+                    panic::catch_unwind(AssertUnwindSafe(|| self.lead(awaited, may_wait, deadline)))
+                });
+                state.reading = false;
+                state.calls.finish(first);
+                return match outcome {
+                    Ok(outcome) => {
+                        // Someone may be waiting for a response still to come: they read now.
+                        let next = state.calls.next_reader();
+                        drop(state);
+                        if let Some(next) = next {
+                            next.unpark();
                         }
+                        outcome
                     }
-                }
-                continue;
+                    Err(panicked) => {
+                        // A bug, not the server's doing; still, never leave the others waiting
+                        // on a reader that is gone, nor let them read a half-decoded stream.
+                        state
+                            .broken
+                            .get_or_insert_with(|| "a reading thread panicked".into());
+                        self.broken.store(true, Ordering::Relaxed);
+                        self.stream.shutdown();
+                        let owners = state.calls.owners();
+                        drop(state);
+                        owners.iter().for_each(std::thread::Thread::unpark);
+                        panic::resume_unwind(panicked)
+                    }
+                };
             }
-            state.reading = true;
-            let outcome = MutexGuard::unlocked(&mut state, || {
-                panic::catch_unwind(AssertUnwindSafe(|| self.lead(id, may_wait, deadline)))
-            });
-            state.reading = false;
-            // Someone else may be waiting for a response still to come: let one of them read.
-            self.changed.notify_all();
-            state.pending.remove(&id);
-            return match outcome {
-                Ok(outcome) => outcome,
-                Err(panicked) => {
-                    // A bug, not the server's doing; still, never leave the others waiting
-                    // on a reader that is gone, nor let them read a half-decoded stream.
-                    state
-                        .broken
-                        .get_or_insert_with(|| "a reading thread panicked".into());
-                    self.broken.store(true, Ordering::Relaxed);
-                    self.stream.shutdown();
-                    drop(state);
-                    panic::resume_unwind(panicked)
+            state.calls.sleeping(first);
+            match deadline {
+                None => MutexGuard::unlocked(&mut state, std::thread::park),
+                Some(d) => {
+                    let left = d.at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        state.calls.finish(first);
+                        drop(state);
+                        return Err(self.time_out(d));
+                    }
+                    MutexGuard::unlocked(&mut state, || std::thread::park_timeout(left));
                 }
-            };
+            }
         }
     }
 
-    /// The reader role: reads until the response to `me` arrives, filing the others.
-    fn lead(&self, me: u32, may_wait: bool, deadline: Option<&Deadline<'_>>) -> Result<Response> {
+    /// The reader role: reads until `awaited` has every response, filing the others.
+    fn lead(
+        &self,
+        awaited: &mut Awaited,
+        may_wait: bool,
+        deadline: Option<&Deadline<'_>>,
+    ) -> Result<()> {
         let mut reader = self.reader.lock();
-        let mut mine = None;
         let mut others = Vec::new();
         loop {
-            if let Err(reason) = drain(&mut reader, me, &mut mine, &mut others) {
+            if let Err(reason) = drain(&mut reader, awaited, &mut others) {
                 return Err(self.fail(reason));
             }
             if !others.is_empty() {
                 self.file(&mut others);
             }
-            if let Some(response) = mine {
-                return Ok(response);
+            if awaited.missing == 0 {
+                return Ok(());
             }
             self.fill(&mut reader, may_wait, deadline)?;
         }
@@ -1046,25 +999,29 @@ impl Connection {
         }
     }
 
-    /// Files responses for other threads and wakes them.
+    /// Files responses for other threads, and wakes those whose last response is in.
     fn file(&self, responses: &mut Vec<(u32, Response)>) {
+        let mut complete = Vec::new();
         let mut state = self.state.lock();
-        let state = &mut *state;
         for (id, response) in responses.drain(..) {
-            match state.pending.get_mut(&id) {
-                Some(slot) => *slot = Some(response),
-                None if state.detached.remove(&id) => {
+            match state.calls.file(id, response) {
+                Filed::Complete(owner) => complete.push(owner),
+                Filed::Partial => {}
+                Filed::Detached(response) => {
                     if let Err(e) = response.into_reply() {
                         warn!(msgid = id, error = %e, "a call sent without waiting failed");
                     }
                 }
-                None => warn!(
+                Filed::Unknown => warn!(
                     msgid = id,
                     "dropping a response to a msgid that no call is waiting for"
                 ),
             }
         }
-        self.changed.notify_all();
+        drop(state);
+        for owner in complete {
+            owner.unpark();
+        }
     }
 
     /// A call's deadline passed: the connection is closed (its reply may still come, and the
@@ -1093,8 +1050,11 @@ impl Connection {
             state.broken = Some(reason);
             self.broken.store(true, Ordering::Relaxed);
         }
-        self.changed.notify_all();
-        self.disconnected(state.broken.as_deref().unwrap_or_default())
+        let err = self.disconnected(state.broken.as_deref().unwrap_or_default());
+        let owners = state.calls.owners();
+        drop(state);
+        owners.iter().for_each(std::thread::Thread::unpark);
+        err
     }
 
     fn disconnected(&self, reason: &str) -> Error {
@@ -1137,12 +1097,11 @@ fn io_reason(doing: &str, e: &io::Error) -> String {
     }
 }
 
-/// Takes every complete frame out of the decoder: the response to `me` into `mine`, other
-/// responses into `others`. Fails only on bytes that are not MessagePack.
+/// Takes every complete frame out of the decoder: the responses `awaited` waits for into it,
+/// other responses into `others`. Fails only on bytes that are not MessagePack.
 fn drain(
     reader: &mut Reader,
-    me: u32,
-    mine: &mut Option<Response>,
+    awaited: &mut Awaited,
     others: &mut Vec<(u32, Response)>,
 ) -> std::result::Result<(), String> {
     loop {
@@ -1162,10 +1121,8 @@ fn drain(
                 result,
             }) => {
                 let response = Response { error, result };
-                if msgid == me {
-                    *mine = Some(response);
-                } else {
-                    others.push((msgid, response));
+                if let Some(other) = awaited.accept(msgid, response) {
+                    others.push((msgid, other));
                 }
             }
             Ok(Envelope::Notification { method, params }) => {
@@ -1321,7 +1278,7 @@ mod tests {
             encode::request(&mut expected, msgid, "list.append", &[&[9], value]);
         }
         assert_eq!(server.join().unwrap(), expected);
-        assert!(conn.state.lock().pending.is_empty(), "no msgid left behind");
+        assert!(conn.state.lock().calls.is_empty(), "no msgid left behind");
     }
 
     /// Bytes that are not MessagePack break the connection for every caller.
@@ -1350,23 +1307,6 @@ mod tests {
                 assert_eq!(request_len(id, method, &args), out.len(), "{method} {id}");
             }
         }
-    }
-
-    #[test]
-    fn msgids_skip_pending_ones_when_they_wrap() {
-        let mut state = State {
-            next_msgid: u32::MAX,
-            pending: HashMap::default(),
-            detached: HashSet::default(),
-            reading: false,
-            broken: None,
-            after_notice: false,
-        };
-        state.pending.insert(0, None);
-        state.detached.insert(2);
-        assert_eq!(state.register(), u32::MAX);
-        assert_eq!(state.register(), 1);
-        assert_eq!(state.register(), 3, "a detached call's msgid is in use too");
     }
 
     #[test]

@@ -158,6 +158,7 @@ mod client;
 mod command;
 mod connection;
 mod error;
+mod in_flight;
 mod options;
 mod pipeline;
 pub mod proxies;

@@ -125,10 +125,10 @@ struct Entry {
     queued: bool,
 }
 
-/// Hashes object ids, which are already well mixed (a keyed permutation), with one
-/// multiplication.
+/// Hashes object ids, which are already well mixed (a keyed permutation), and msgids, which
+/// are small consecutive integers, with one multiplication.
 #[derive(Default)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -139,6 +139,10 @@ impl Hasher for IdHasher {
         for b in bytes {
             self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
     }
 
     fn write_u64(&mut self, n: u64) {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--workers 1,2,4,8] [--rounds N] [--quick]
-//!     [--scale N] [--section rpc|latency|blocking|tickets|redis|all]
+//!     [--scale N] [--section rpc|latency|blocking|tickets|redis|sharing|all]
 //! ```
 //!
 //! Sections: `rpc` (calls/s of one client, and dict get/set ops/s by number of client
@@ -11,7 +11,8 @@
 //! pipe as the ceiling of the queue), `tickets` (the ticket grab on four backends, by
 //! `--workers`), `redis` (`dict.get` beside Redis `GET` at depths 1, 16 and 1000 from 1, 4 and
 //! 16 processes, and the locked and atomic ticket grabs beside Redis `SET NX` and `DECR`, when
-//! `redis-server` is installed).
+//! `redis-server` is installed), `sharing` (`dict.get` from 8 and 200 threads of one process,
+//! sharing one client or with a client each).
 //!
 //! Contenders are interleaved round by round (so a burst of load from another tenant hits all
 //! of them), each figure is the median of the rounds, and every row says how much its rounds
@@ -36,6 +37,7 @@ mod progress;
 mod redis;
 mod report;
 mod rpc;
+mod sharing;
 mod tickets;
 
 use std::path::PathBuf;
@@ -63,6 +65,7 @@ enum Section {
     Blocking,
     Tickets,
     Redis,
+    Sharing,
 }
 
 impl Section {
@@ -74,8 +77,10 @@ impl Section {
             "blocking" => Ok(Section::Blocking),
             "tickets" => Ok(Section::Tickets),
             "redis" => Ok(Section::Redis),
+            "sharing" => Ok(Section::Sharing),
             other => Err(format!(
-                "unknown section {other:?} (rpc, latency, blocking, tickets, redis or all)"
+                "unknown section {other:?} (rpc, latency, blocking, tickets, redis, sharing or \
+                 all)"
             )),
         }
     }
@@ -117,7 +122,8 @@ fn options() -> Result<Options, String> {
             "--help" | "-h" => {
                 return Err(
                     "usage: bench [--workers 1,2,4,8] [--rounds N] [--quick] [--scale N] \
-                            [--section rpc|latency|blocking|tickets|redis|all] [--charts DIR]"
+                            [--section rpc|latency|blocking|tickets|redis|sharing|all] \
+                            [--charts DIR]"
                         .into(),
                 )
             }
@@ -187,6 +193,9 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             targets.extend(outcome.targets);
         }
     }
+    if o.section.runs(Section::Sharing) {
+        targets.extend(sharing::run(&servers, o.rounds, &mut report, &progress)?);
+    }
     progress.finish();
     println!(
         "agora benchmark: {} rounds per figure, contenders interleaved; {}; load average {} -> {} ({} cores)",
@@ -244,6 +253,9 @@ fn steps(o: &Options) -> u64 {
     }
     if o.section.runs(Section::Redis) {
         n += redis::steps(o.rounds);
+    }
+    if o.section.runs(Section::Sharing) {
+        n += sharing::steps(o.rounds);
     }
     n
 }
