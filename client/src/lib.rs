@@ -151,6 +151,8 @@
 #![warn(missing_docs)]
 
 mod address;
+#[cfg(feature = "tokio")]
+pub mod aio;
 mod atfork;
 pub mod baseline;
 mod chain;

@@ -84,15 +84,21 @@ pub use condition::{Condition, ConditionGuard};
 pub use dict::Dict;
 pub use event::Event;
 pub use list::List;
+#[cfg(feature = "tokio")]
+pub(crate) use lock::acquire_cmd;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use mutex::{Mutex, MutexGuard};
 pub use namespace::Namespace;
 pub use queue::{Acked, Joinable, JoinableQueue, Plain, Queue, QueueBatches, QueueIter, QueueKind};
+#[cfg(feature = "tokio")]
+pub(crate) use semaphore::semaphore_acquire_cmd;
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
 pub use set::{Set, SetOperand};
 pub use slicing::Slice;
 pub use value::{Number, Value};
 pub use wait::Acquired;
+#[cfg(feature = "tokio")]
+pub(crate) use wait::{fresh_owner, Held};
 
 /// The name rmp_serde gives the newtype struct it writes as a MessagePack ext.
 const EXT: &str = rmp_serde::MSGPACK_EXT_STRUCT_NAME;

@@ -151,7 +151,7 @@ impl Client {
 
 /// `acquire [id, blocking, timeout]`, and `owned` after them when given (`None`: the kind's
 /// default: unowned for a semaphore, owned for a bounded one).
-fn semaphore_acquire_cmd(
+pub(crate) fn semaphore_acquire_cmd(
     id: Target,
     method: &'static str,
     blocking: bool,
