@@ -45,6 +45,8 @@
 //!   live proxy;
 //!   the blocking objects [`Queue`], [`JoinableQueue`], [`Lock`], [`RLock`], [`Semaphore`],
 //!   [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`], with RAII guards.
+//! - `aio` (feature `tokio`): the async client, whose proxies run the same [`Cmd`]s on one
+//!   connection shared by every task, with cancellation-safe waits and async guards.
 //! - `atfork`: a forked child gets `/dev/null` in place of this process's manager sockets, so
 //!   that it never keeps the parent's session (and the locks it holds) alive; the reference
 //!   tables are locked across the fork, so the child finds them whole.
