@@ -187,9 +187,9 @@ pub use options::{
 pub use pipeline::{Handle, Pipeline, Replies};
 pub use proxies::{
     Acked, Acquired, Array, Barrier, BoundedSemaphore, Condition, ConditionGuard, Dict, Event,
-    JoinableQueue, List, Lock, LockGuard, Mutex, MutexGuard, Namespace, Number, Queue,
-    QueueBatches, QueueIter, RLock, RLockGuard, Semaphore, SemaphoreGuard, Set, SetOperand,
-    SharedRef, Slice, Value,
+    JoinableQueue, List, Lock, LockGuard, Mutex, MutexGuard, Namespace, Number, OwnedLockGuard,
+    OwnedSemaphoreGuard, Permits, Queue, QueueBatches, QueueIter, RLock, RLockGuard, Semaphore,
+    SemaphoreGuard, Set, SetOperand, SharedRef, Slice, Value,
 };
 pub use run::ManagerRun;
 pub use spin::{budget as spin_budget, ENV_SPIN_US};

@@ -86,13 +86,13 @@ pub use event::Event;
 pub use list::List;
 #[cfg(feature = "tokio")]
 pub(crate) use lock::acquire_cmd;
-pub use lock::{Lock, LockGuard, RLock, RLockGuard};
+pub use lock::{Lock, LockGuard, OwnedLockGuard, RLock, RLockGuard};
 pub use mutex::{Mutex, MutexGuard};
 pub use namespace::Namespace;
 pub use queue::{Acked, Joinable, JoinableQueue, Plain, Queue, QueueBatches, QueueIter, QueueKind};
 #[cfg(feature = "tokio")]
 pub(crate) use semaphore::semaphore_acquire_cmd;
-pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
+pub use semaphore::{BoundedSemaphore, OwnedSemaphoreGuard, Permits, Semaphore, SemaphoreGuard};
 pub use set::{Set, SetOperand};
 pub use slicing::Slice;
 pub use value::{Number, Value};
