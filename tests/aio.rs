@@ -8,6 +8,13 @@
 
 mod common;
 
+#[path = "../examples/async_producer_consumer.rs"]
+#[allow(dead_code)]
+mod async_producer_consumer;
+#[path = "../examples/tokio_server.rs"]
+#[allow(dead_code)]
+mod tokio_server;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,7 +47,19 @@ where
     F: FnOnce(AsyncClient) -> Fut,
     Fut: Future<Output = ()>,
 {
+    with_manager(|_| (), |client, ()| test(client));
+}
+
+/// Runs `before` with a fresh manager (before any runtime starts: it may fork workers), then
+/// `test` with an async client of it and what `before` made.
+fn with_manager<B, F, Fut, T>(before: B, test: F)
+where
+    B: FnOnce(&Manager) -> T,
+    F: FnOnce(AsyncClient, T) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let manager = spawn();
+    let made = before(&manager);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -50,7 +69,7 @@ where
         let client = AsyncClient::from_client(manager.client().clone())
             .await
             .expect("an async client");
-        test(client).await;
+        test(client, made).await;
     });
 }
 
@@ -353,4 +372,46 @@ fn parked_calls_never_block_the_runtime() {
         }
         assert!(!lock.is_locked().await.unwrap());
     });
+}
+
+#[test]
+fn async_producer_consumer_every_dish_is_eaten_exactly_once() {
+    let _serial = serial();
+    with_manager(
+        |manager| vec![async_producer_consumer::cook_in_a_process(manager, "noodles").unwrap()],
+        |client, cooks| async move {
+            let meal = async_producer_consumer::run(&client, cooks).await.unwrap();
+            meal.check().unwrap();
+            assert_eq!(meal.cooked.len(), 12, "three cooks, four dishes each");
+        },
+    );
+}
+
+#[test]
+fn tokio_server_handlers_and_workers_share_counter_lock_and_queue() {
+    let _serial = serial();
+    with_manager(
+        |manager| tokio_server::start_workers(manager, 2).unwrap(),
+        |client, workers| async move {
+            let round = tokio_server::round(&client, workers, 6, 5).await.unwrap();
+            assert_eq!(round.hits, 30);
+            assert_eq!(round.done, 30, "every job done once");
+            let notes = round
+                .log
+                .iter()
+                .filter(|l| l.starts_with("client "))
+                .count();
+            let jobs = round
+                .log
+                .iter()
+                .filter(|l| l.starts_with("worker "))
+                .count();
+            assert_eq!(
+                (notes, jobs, round.log.len()),
+                (30, 30, 60),
+                "{:?}",
+                round.log
+            );
+        },
+    );
 }

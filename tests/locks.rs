@@ -806,7 +806,9 @@ fn owned_guards_move_between_threads() {
     assert!(!guard.is_owner_dead());
     assert!(lock.try_acquire().unwrap().is_none());
     std::thread::spawn(move || drop(guard)).join().unwrap();
-    assert!(wait_until(Duration::from_secs(5), || !lock.is_locked().unwrap()));
+    assert!(wait_until(Duration::from_secs(5), || !lock
+        .is_locked()
+        .unwrap()));
     let guard = lock.acquire_owned().unwrap();
     std::thread::spawn(move || guard.unlock())
         .join()
@@ -822,5 +824,8 @@ fn owned_guards_move_between_threads() {
         .unwrap()
         .0
         .unwrap();
-    assert!(wait_until(Duration::from_secs(5), || sem.get_value().unwrap() == 2));
+    assert!(wait_until(Duration::from_secs(5), || sem
+        .get_value()
+        .unwrap()
+        == 2));
 }
