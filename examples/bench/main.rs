@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--workers 1,2,4,8] [--rounds N] [--quick]
-//!     [--scale N] [--section rpc|latency|blocking|tickets|redis|all]
+//!     [--scale N] [--section rpc|latency|blocking|tickets|redis|async|all]
 //! ```
 //!
 //! Sections: `rpc` (calls/s of one client, and dict get/set ops/s by number of client
@@ -11,7 +11,8 @@
 //! pipe as the ceiling of the queue), `tickets` (the ticket grab on four backends, by
 //! `--workers`), `redis` (`dict.get` beside Redis `GET` at depths 1, 16 and 1000 from 1, 4 and
 //! 16 processes, and the locked and atomic ticket grabs beside Redis `SET NX` and `DECR`, when
-//! `redis-server` is installed).
+//! `redis-server` is installed), `async` (the async client beside the blocking one: one task,
+//! 16 tasks on one connection against 16 blocking clients, pipelines of 16 and 1000).
 //!
 //! Contenders are interleaved round by round (so a burst of load from another tenant hits all
 //! of them), each figure is the median of the rounds, and every row says how much its rounds
@@ -27,6 +28,7 @@
 //! and the ratios would measure polling, not agora's own overhead. `AGORA_SPIN_US=0` runs
 //! every contender, the benchmark's manager included, without polling.
 
+mod aio;
 mod blocking;
 mod chart;
 mod harness;
@@ -63,6 +65,7 @@ enum Section {
     Blocking,
     Tickets,
     Redis,
+    Async,
 }
 
 impl Section {
@@ -74,8 +77,9 @@ impl Section {
             "blocking" => Ok(Section::Blocking),
             "tickets" => Ok(Section::Tickets),
             "redis" => Ok(Section::Redis),
+            "async" => Ok(Section::Async),
             other => Err(format!(
-                "unknown section {other:?} (rpc, latency, blocking, tickets, redis or all)"
+                "unknown section {other:?} (rpc, latency, blocking, tickets, redis, async or all)"
             )),
         }
     }
@@ -117,7 +121,7 @@ fn options() -> Result<Options, String> {
             "--help" | "-h" => {
                 return Err(
                     "usage: bench [--workers 1,2,4,8] [--rounds N] [--quick] [--scale N] \
-                            [--section rpc|latency|blocking|tickets|redis|all] [--charts DIR]"
+                            [--section rpc|latency|blocking|tickets|redis|async|all] [--charts DIR]"
                         .into(),
                 )
             }
@@ -187,6 +191,10 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             targets.extend(outcome.targets);
         }
     }
+    // Last: its runtime's threads must not be running while another section forks.
+    if o.section.runs(Section::Async) {
+        targets.extend(aio::run(&servers, o.rounds, &mut report, &progress)?);
+    }
     progress.finish();
     println!(
         "agora benchmark: {} rounds per figure, contenders interleaved; {}; load average {} -> {} ({} cores)",
@@ -244,6 +252,9 @@ fn steps(o: &Options) -> u64 {
     }
     if o.section.runs(Section::Redis) {
         n += redis::steps(o.rounds);
+    }
+    if o.section.runs(Section::Async) {
+        n += aio::steps(o.rounds);
     }
     n
 }
