@@ -11,7 +11,6 @@
 //! meanwhile. Every dish eaten is recorded in a manager list; the invariant, checked before
 //! exiting 0, is that every dish cooked was eaten exactly once.
 
-use std::collections::BTreeMap;
 use std::error::Error;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,35 +18,14 @@ use std::time::Duration;
 use agora::aio::AsyncClient;
 use agora::{ErrorName, Manager, Process};
 
+// The tutorials' program, for its meal and the meal's invariant: this is its `close` variant.
+#[path = "producer_consumer.rs"]
+#[allow(dead_code)]
+mod producer_consumer;
+
+use producer_consumer::{Meal, Variant};
+
 const DISHES_PER_COOK: usize = 4;
-
-/// What was cooked and what was eaten.
-#[derive(Debug)]
-pub struct Meal {
-    /// Every dish put in the queue.
-    pub cooked: Vec<String>,
-    /// `(eater, dish)` for every dish taken out.
-    pub eaten: Vec<(usize, String)>,
-}
-
-impl Meal {
-    /// The invariant: the dishes eaten are the dishes cooked, each exactly once.
-    pub fn check(&self) -> Result<(), String> {
-        let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
-        for dish in &self.cooked {
-            *counts.entry(dish).or_default() += 1;
-        }
-        for (_, dish) in &self.eaten {
-            *counts.entry(dish).or_default() -= 1;
-        }
-        let wrong: Vec<_> = counts.into_iter().filter(|&(_, n)| n != 0).collect();
-        if wrong.is_empty() && self.cooked.len() == self.eaten.len() {
-            Ok(())
-        } else {
-            Err(format!("dishes not eaten exactly once: {wrong:?}"))
-        }
-    }
-}
 
 /// Cooks `food` in a worker process with the blocking client; call it before the runtime
 /// starts (fork copies only the calling thread).
@@ -126,6 +104,7 @@ pub async fn run(client: &AsyncClient, cooks: Vec<Process>) -> Result<Meal, Box<
         done??;
     }
     Ok(Meal {
+        variant: Variant::Close,
         cooked: cooked.copy().await?,
         eaten: eaten.copy().await?,
     })

@@ -62,6 +62,17 @@ pub fn start_workers(manager: &Manager, n: usize) -> Result<Vec<Process>, Box<dy
     Ok(workers)
 }
 
+/// Waits for the workers, which end once the queue is closed and drained.
+pub fn join_workers(workers: Vec<Process>) -> Result<(), String> {
+    for mut w in workers {
+        let status = w.join().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("a worker failed: {status}"));
+        }
+    }
+    Ok(())
+}
+
 /// The handlers' view of the shared objects.
 pub struct Shared {
     counter: agora::aio::Value<i64>,
@@ -184,10 +195,10 @@ pub struct Round {
 }
 
 /// Runs the server on a free port, `clients` clients of `requests` hits, notes and jobs each,
-/// then stops the workers (closing the queue) and reads the shared objects.
+/// then closes the queue (which stops the workers: [`join_workers`] waits for them) and reads
+/// the shared objects.
 pub async fn round(
     client: &AsyncClient,
-    workers: Vec<Process>,
     clients: usize,
     requests: usize,
 ) -> Result<Round, Box<dyn Error + Send + Sync>> {
@@ -219,17 +230,8 @@ pub async fn round(
     let done = ask(address, &[format!("done {total}")]).await?;
     let _ = stop_tx.send(());
     server.await??;
+    // The workers stop once the queue is closed and drained.
     shared.jobs.close().await?;
-    tokio::task::spawn_blocking(move || -> Result<(), String> {
-        for mut w in workers {
-            let status = w.join().map_err(|e| e.to_string())?;
-            if !status.success() {
-                return Err(format!("a worker failed: {status}"));
-            }
-        }
-        Ok(())
-    })
-    .await??;
     Ok(Round {
         hits: shared.counter.get().await?,
         log: shared.log.copy().await?,
@@ -260,15 +262,16 @@ fn main() -> ExitCode {
                 serve(shared, listener, std::future::pending()).await?;
                 return Ok(());
             }
-            let round = round(&client, workers, 8, 10).await?;
+            let round = round(&client, 8, 10).await?;
             println!(
                 "{} hits, {} log lines, {} jobs done by the workers",
                 round.hits,
                 round.log.len(),
                 round.done
             );
-            Ok(())
-        })
+            Ok::<(), Box<dyn Error + Send + Sync>>(())
+        })?;
+        Ok(join_workers(workers)?)
     })();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

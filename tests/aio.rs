@@ -393,7 +393,11 @@ fn tokio_server_handlers_and_workers_share_counter_lock_and_queue() {
     with_manager(
         |manager| tokio_server::start_workers(manager, 2).unwrap(),
         |client, workers| async move {
-            let round = tokio_server::round(&client, workers, 6, 5).await.unwrap();
+            let round = tokio_server::round(&client, 6, 5).await.unwrap();
+            tokio::task::spawn_blocking(move || tokio_server::join_workers(workers))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(round.hits, 30);
             assert_eq!(round.done, 30, "every job done once");
             let notes = round

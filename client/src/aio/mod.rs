@@ -171,13 +171,7 @@ impl AsyncClient {
     /// An async client beside `client`, reaching the same manager: its proxies can be made
     /// async with [`AsyncClient::wrap`].
     pub async fn from_client(client: Client) -> Result<AsyncClient> {
-        let conn = Conn::open(
-            client.address(),
-            client.authkey(),
-            client.key_from(),
-            client.options(),
-        )
-        .await?;
+        let conn = open_beside(&client).await?;
         Ok(AsyncClient {
             inner: Arc::new(Inner {
                 client,
@@ -335,13 +329,7 @@ impl AsyncClient {
         }
         let client = &self.inner.client;
         tracing::debug!(address = %client.address(), "the async connection broke: opening a new one");
-        let fresh = Conn::open(
-            client.address(),
-            client.authkey(),
-            client.key_from(),
-            client.options(),
-        )
-        .await?;
+        let fresh = open_beside(client).await?;
         *self.inner.conn.lock() = fresh.clone();
         // The blocking client's connection most likely broke too (a manager that stopped):
         // a call finds out, so that its next call, a registry call of this client's, opens a
@@ -358,6 +346,18 @@ impl AsyncClient {
     fn current(&self) -> Arc<Conn> {
         self.inner.conn.lock().clone()
     }
+}
+
+/// An async connection to the manager of `client`, with its authkey and time limits.
+async fn open_beside(client: &Client) -> Result<Arc<Conn>> {
+    let options = client.options();
+    Conn::open(
+        client.address(),
+        client.authkey(),
+        client.key_from(),
+        options,
+    )
+    .await
 }
 
 /// Runs `f` on a blocking thread; a panic in it goes on in the caller.
