@@ -375,6 +375,44 @@ fn parked_calls_never_block_the_runtime() {
 }
 
 #[test]
+fn a_condition_waits_and_notifies_between_tasks_and_a_cancelled_wait_gives_up_the_lock() {
+    let _serial = serial();
+    with_client(|client| async move {
+        let cond = Arc::new(client.object(|c| c.condition()).await.unwrap());
+        let ready = client.object(|c| c.value(&false)).await.unwrap();
+        let waiter = {
+            let (cond, ready) = (cond.clone(), ready.clone());
+            tokio::spawn(async move {
+                let mut g = cond.lock().await?;
+                while !ready.get().await? {
+                    g.wait().await?;
+                }
+                g.unlock().await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        {
+            let g = cond.lock().await.unwrap();
+            ready.set(&true).await.unwrap();
+            g.notify_all().await.unwrap();
+        }
+        waiter.await.unwrap().unwrap();
+
+        // A wait dropped before it is notified gives the lock up, for good.
+        let mut g = cond.lock().await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(30), g.wait())
+            .await
+            .is_err());
+        assert!(matches!(g.unlock().await, Err(agora::Error::Usage(_))));
+        let again = tokio::time::timeout(Duration::from_secs(5), cond.lock()).await;
+        again.expect("the lock is free again").unwrap().unlock().await.unwrap();
+        let mut g = cond.lock().await.unwrap();
+        assert_eq!(g.wait_timeout(Duration::from_millis(10)).await.unwrap(), None);
+        g.unlock().await.unwrap();
+    });
+}
+
+#[test]
 fn async_producer_consumer_every_dish_is_eaten_exactly_once() {
     let _serial = serial();
     with_manager(

@@ -23,7 +23,10 @@ use super::connection::{Conn, GiveBack};
 use super::{Async, AsyncClient, Call};
 use crate::command::Target;
 use crate::error::{Error, Result};
-use crate::proxies::{acquire_cmd, fresh_owner, semaphore_acquire_cmd, Acquired, Held};
+use crate::proxies::{
+    acquire_cmd, fresh_owner, notify_cmd, owner_cmd, semaphore_acquire_cmd, wait_cmd, Acquired,
+    Held,
+};
 
 /// The wire methods of a kind of lock or semaphore.
 struct Kind {
@@ -37,6 +40,8 @@ struct Kind {
 struct Hold {
     held: Held,
     conn: Arc<Conn>,
+    /// The owner identity it acquired with (`None` for a semaphore's permit).
+    owner: Option<u64>,
 }
 
 impl Hold {
@@ -73,6 +78,22 @@ impl Drop for Hold {
     }
 }
 
+/// Gives back what a dropped call was granted with `release` (`[id, owner]`), when `granted`
+/// says the reply's result granted it.
+fn release_if(
+    release: &'static str,
+    id: Target,
+    owner: Option<u64>,
+    granted: fn(&bytes::Bytes) -> bool,
+) -> Result<GiveBack> {
+    let args = Held::new(release, id, owner, Acquired::Yes)
+        .release_cmd()
+        .args?;
+    Ok(Box::new(move |result| {
+        granted(result).then(|| vec![(release, args)])
+    }))
+}
+
 /// Acquires for a guard: `None` when not acquired (a try, or the timeout passed).
 async fn acquire(
     client: &AsyncClient,
@@ -100,6 +121,7 @@ async fn acquire(
     Ok(got.is_acquired().then(|| Hold {
         held: Held::new(release, id, owner, got),
         conn,
+        owner,
     }))
 }
 
@@ -300,3 +322,119 @@ macro_rules! semaphore_methods {
 
 semaphore_methods!(crate::Semaphore);
 semaphore_methods!(crate::BoundedSemaphore);
+
+/// The calls of an async [`crate::Condition`]: [`lock`](Async::lock) gives a
+/// [`ConditionGuard`], on which the waits and notifications are made.
+impl Async<crate::Condition> {
+    const KIND: Kind = Kind {
+        acquire: "condition.acquire",
+        release: "condition.release",
+        owned_by_task: true,
+    };
+
+    /// Waits for the condition's lock and gives a guard that releases it.
+    ///
+    /// # Cancel safety
+    /// As for [`Lock`](super::Lock): dropped before it completes, it holds nothing.
+    pub async fn lock(&self) -> Result<ConditionGuard<'_>> {
+        let target = self.proxy.target();
+        match acquire(&self.client, target, &Self::KIND, true, None).await? {
+            Some(hold) => Ok(ConditionGuard {
+                hold,
+                client: &self.client,
+                id: target,
+            }),
+            None => Err(Error::Protocol("a blocking acquire answered 0".into())),
+        }
+    }
+
+    /// True when anyone holds the condition's lock.
+    pub fn is_locked(&self) -> Call<bool> {
+        self.run(self.proxy.is_locked_cmd())
+    }
+}
+
+/// Holds an async [`crate::Condition`]'s lock, with an owner identity of its own; waits and
+/// notifications go through it. Released on drop, without waiting.
+#[must_use = "dropping the guard releases at once"]
+pub struct ConditionGuard<'a> {
+    hold: Hold,
+    client: &'a AsyncClient,
+    id: Target,
+}
+
+impl std::fmt::Debug for ConditionGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConditionGuard").finish_non_exhaustive()
+    }
+}
+
+impl ConditionGuard<'_> {
+    /// The guard's owner identity.
+    fn owner(&self) -> u64 {
+        self.hold.owner.unwrap_or_default()
+    }
+
+    /// As [`LockGuard::is_owner_dead`].
+    pub fn is_owner_dead(&self) -> bool {
+        self.hold.is_owner_dead()
+    }
+
+    /// Releases the lock, waits until notified, and holds the lock again
+    /// ([`crate::ConditionGuard::wait`]).
+    ///
+    /// # Cancel safety
+    /// Dropped before it completes, the wait is cancelled and the guard no longer holds the
+    /// lock (the wait had released it; a re-acquire that was on its way is released): its drop
+    /// sends nothing, and a later wait or `unlock` fails with [`Error::Usage`].
+    pub async fn wait(&mut self) -> Result<()> {
+        self.wait_for(None).await.map(drop)
+    }
+
+    /// [`wait`](Self::wait) for at most `timeout`: `None` when the timeout passed (the lock is
+    /// held again either way, as in Python). Cancel-safe as `wait`.
+    pub async fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<()>> {
+        Ok(self.wait_for(Some(timeout)).await?.then_some(()))
+    }
+
+    async fn wait_for(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        if self.hold.held.take_release().is_none() {
+            return Err(gave_up());
+        }
+        let owner = Some(self.owner());
+        // Notified or timed out, the wait holds the lock again: a dropped wait releases it.
+        let give_back = release_if("condition.release", self.id, owner, |_| true)?;
+        let cmd = wait_cmd(self.id, timeout, self.owner());
+        let notified = self
+            .client
+            .call_on(&self.hold.conn, cmd, Some(give_back))
+            .await?;
+        self.hold.held = Held::new("condition.release", self.id, owner, Acquired::Yes);
+        Ok(notified)
+    }
+
+    /// Wakes up to `n` waiters ([`crate::ConditionGuard::notify`]).
+    pub async fn notify(&self, n: usize) -> Result<()> {
+        let cmd = notify_cmd(self.id, n, self.owner());
+        self.client.call_on(&self.hold.conn, cmd, None).await
+    }
+
+    /// Wakes every waiter.
+    pub async fn notify_all(&self) -> Result<()> {
+        let cmd = owner_cmd(self.id, "condition.notify_all", self.owner());
+        self.client.call_on(&self.hold.conn, cmd, None).await
+    }
+
+    /// Releases now and reports the outcome.
+    pub async fn unlock(mut self) -> Result<()> {
+        if !self.hold.held.is_armed() {
+            return Err(gave_up());
+        }
+        self.hold.release().await
+    }
+}
+
+/// The error of a guard whose wait was cancelled.
+fn gave_up() -> Error {
+    Error::Usage("this condition guard gave up the lock: a wait on it was cancelled".into())
+}

@@ -44,12 +44,12 @@
 //! | [`Lock::lock`], [`RLock::lock`], [`Semaphore::acquire`], [`BoundedSemaphore::acquire`], their `_timeout` and `_owned` forms | the acquire is cancelled; a lock or permit granted meanwhile is released |
 //! | [`Queue::get`], [`Queue::get_timeout`], [`Queue::get_acked`] | cancelled; an item already delivered returns to the head of the queue (the get is a `get_acked`, `nack`ed) |
 //! | [`JoinableQueue::get`], [`JoinableQueue::get_timeout`] | cancelled; an item already delivered is put back at the *tail* and its get marked done |
+//! | [`Condition::lock`] | as a lock's |
 //! | [`Event::wait`], [`Barrier::wait`] and their `_timeout` forms | cancelled; a wait that had completed stays completed (there is nothing to give back: the barrier passed) |
 //! | `put`, `put_many`, `get_many`, `join` | cancelled if still parked; one that completed stays done (items got by a `get_many` are lost to a dropped future) |
 //! | every other call | its reply is dropped when it comes; the call itself ran (or will) |
 //!
-//! A [`Condition`](crate::Condition) has no async form yet: its owner is a thread, which a task
-//! is not.
+//! | [`ConditionGuard::wait`], [`ConditionGuard::wait_timeout`] | cancelled; the guard no longer holds the lock (the wait gave it up), and a re-acquire granted meanwhile is released |
 //!
 //! # Reconnection
 //! As for the blocking client: when the async connection breaks, the calls in flight on it fail
@@ -84,11 +84,11 @@ use crate::error::{Error, Result};
 use crate::options::ConnectOptions;
 
 use connection::{Conn, GiveBack};
-pub use guards::{LockGuard, OwnedLockGuard, OwnedSemaphoreGuard, SemaphoreGuard};
+pub use guards::{ConditionGuard, LockGuard, OwnedLockGuard, OwnedSemaphoreGuard, SemaphoreGuard};
 pub use pipeline::Pipeline;
 pub use proxies::{
-    Array, Barrier, BoundedSemaphore, Dict, Event, JoinableQueue, List, Lock, Namespace, Queue,
-    RLock, Semaphore, Set, Value,
+    Array, Barrier, BoundedSemaphore, Condition, Dict, Event, JoinableQueue, List, Lock, Namespace,
+    Queue, RLock, Semaphore, Set, Value,
 };
 
 /// The future of one call: resolves to what the blocking method returns. It sends its request

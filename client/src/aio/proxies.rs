@@ -34,6 +34,9 @@ pub type JoinableQueue<T> = Async<crate::JoinableQueue<T>>;
 pub type Event = Async<crate::Event>;
 /// An async [`crate::Barrier`].
 pub type Barrier = Async<crate::Barrier>;
+/// An async [`crate::Condition`]: its lock, waits and notifications through a
+/// [`ConditionGuard`](super::ConditionGuard).
+pub type Condition = Async<crate::Condition>;
 /// An async [`crate::Lock`]; see `guards`.
 pub type Lock = Async<crate::Lock>;
 /// An async [`crate::RLock`]; see `guards`.

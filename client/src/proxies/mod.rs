@@ -80,6 +80,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use array::Array;
 pub use barrier::Barrier;
+#[cfg(feature = "tokio")]
+pub(crate) use condition::{notify_cmd, owner_cmd, wait_cmd};
 pub use condition::{Condition, ConditionGuard};
 pub use dict::Dict;
 pub use event::Event;

@@ -159,6 +159,12 @@ impl Held {
         self.owner_died
     }
 
+    /// True until it was released (or its release taken).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn is_armed(&self) -> bool {
+        self.armed
+    }
+
     /// True in the process that acquired.
     pub(crate) fn is_ours(&self) -> bool {
         self.pid == crate::atfork::current_pid()
