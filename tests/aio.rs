@@ -405,9 +405,17 @@ fn a_condition_waits_and_notifies_between_tasks_and_a_cancelled_wait_gives_up_th
             .is_err());
         assert!(matches!(g.unlock().await, Err(agora::Error::Usage(_))));
         let again = tokio::time::timeout(Duration::from_secs(5), cond.lock()).await;
-        again.expect("the lock is free again").unwrap().unlock().await.unwrap();
+        again
+            .expect("the lock is free again")
+            .unwrap()
+            .unlock()
+            .await
+            .unwrap();
         let mut g = cond.lock().await.unwrap();
-        assert_eq!(g.wait_timeout(Duration::from_millis(10)).await.unwrap(), None);
+        assert_eq!(
+            g.wait_timeout(Duration::from_millis(10)).await.unwrap(),
+            None
+        );
         g.unlock().await.unwrap();
     });
 }

@@ -356,6 +356,23 @@ impl Conn {
         }
     }
 
+    /// A call's deadline passed: the connection is closed (its reply may still come, and the
+    /// stream is shared), the call fails with [`Error::Timeout`] and every other with
+    /// [`Error::Disconnected`] saying why.
+    pub(crate) fn time_out(&self, method: &str, after: std::time::Duration) -> Error {
+        let what = format!("a call to {method}");
+        fail(
+            &self.shared,
+            format!("the manager did not answer {what} within {after:?} (stopped or hung?)"),
+        );
+        self.reader.abort();
+        Error::Timeout {
+            address: self.shared.address.clone(),
+            what,
+            after,
+        }
+    }
+
     /// Sends a notification (`decref`).
     pub(crate) fn send_notification(&self, method: &str, params: &[&[u8]]) {
         let mut note = Vec::new();

@@ -60,8 +60,14 @@
 //! [`Error::OtherRun`].
 //!
 //! # Not yet
-//! TLS addresses (`tls:`) are refused by [`AsyncClient`]; `call_timeout` is not applied to
-//! async calls (wrap them in `tokio::time::timeout`, which is cancellation-safe).
+//! TLS addresses (`tls:`) are refused by [`AsyncClient`].
+//!
+//! # Deadlines
+//! As in the blocking client, a [`ConnectOptions::call_timeout`] applies to the calls the
+//! manager does not park: one with no reply in time fails with
+//! [`Error::Timeout`](crate::Error::Timeout) and closes the connection (the reply may still
+//! come), failing the other calls in flight on it. For a deadline of your own on any call, wrap
+//! it in `tokio::time::timeout`, which is cancellation-safe.
 
 mod connection;
 mod guards;
@@ -246,10 +252,15 @@ impl AsyncClient {
             return Err(self.inner.client.stale_for(cmd.run, conn.run()));
         }
         let may_wait = agora_proto::methods::request_may_wait(&cmd.method, args.bytes());
-        let reply = conn
-            .start(&cmd.method, &args, may_wait, give_back)?
-            .reply()
-            .await;
+        let pending = conn.start(&cmd.method, &args, may_wait, give_back)?;
+        let deadline = self.inner.client.options().call_timeout;
+        let reply = match deadline.filter(|_| !may_wait) {
+            None => pending.reply().await,
+            Some(after) => match tokio::time::timeout(after, pending.reply()).await {
+                Ok(reply) => reply,
+                Err(_) => return Err(conn.time_out(&cmd.method, after)),
+            },
+        };
         if let Ok(result) = &reply {
             self.adopt(conn, result).await;
         }
