@@ -65,7 +65,7 @@
 //! # Deadlines
 //! As in the blocking client, a [`ConnectOptions::call_timeout`] applies to the calls the
 //! manager does not park: one with no reply in time fails with
-//! [`Error::Timeout`](crate::Error::Timeout) and closes the connection (the reply may still
+//! [`Error::Timeout`] and closes the connection (the reply may still
 //! come), failing the other calls in flight on it. For a deadline of your own on any call, wrap
 //! it in `tokio::time::timeout`, which is cancellation-safe.
 
