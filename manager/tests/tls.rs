@@ -534,3 +534,34 @@ print("ok")
         "the Python client failed:\n{stdout}{stderr}"
     );
 }
+
+/// The async client speaks TLS too, with the blocking client's session set-up (its CA file).
+#[test]
+fn the_async_client_works_over_tls() {
+    use agora_client::aio::AsyncClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let manager = start_tls(&certs, &[]);
+    let address: Address = format!("tls:localhost:{}", manager.tls_port())
+        .parse()
+        .unwrap();
+    let client = Client::connect_with(&address, &key(), &with_ca(&certs.ca)).expect("connect");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = AsyncClient::from_client(client)
+            .await
+            .expect("an async TLS connection");
+        let dict = c.object(|c| c.dict::<String, Vec<u8>>()).await.unwrap();
+        // Larger than a TLS record, both ways.
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        dict.set("big", &big).await.unwrap();
+        assert_eq!(dict.get("big").await.unwrap(), Some(big));
+        let lock = c.object(|c| c.lock()).await.unwrap();
+        lock.lock().await.unwrap().unlock().await.unwrap();
+    });
+}

@@ -94,44 +94,81 @@ impl Drop for Conn {
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
-/// Opens the socket to `address` within the connect timeout.
+/// Opens the socket to `address` within the connect timeout (and, for TLS, the handshake
+/// timeout for the TLS handshake).
 async fn connect(address: &Address, options: &ConnectOptions) -> Result<(BoxRead, BoxWrite)> {
     let failed = |e: std::io::Error| Error::Connect {
         address: address.to_string(),
         source: Arc::new(e),
     };
-    let opened = async {
-        Ok::<(BoxRead, BoxWrite), std::io::Error>(match address {
-            Address::Unix(path) => {
-                let (r, w) = tokio::net::UnixStream::connect(path).await?.into_split();
-                (Box::new(r), Box::new(w))
-            }
-            Address::Tcp(host_port) => {
-                let s = tokio::net::TcpStream::connect(host_port.as_str()).await?;
-                // Requests are small and latency-bound: never wait to coalesce them.
-                s.set_nodelay(true)?;
-                let (r, w) = s.into_split();
-                (Box::new(r), Box::new(w))
-            }
-            Address::Tls(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::Unsupported,
-                    "the async client does not speak TLS yet: use the blocking client, or a \
-                     unix: or tcp: address",
-                ))
-            }
-        })
-    };
-    match options.connect_timeout {
-        None => opened.await.map_err(failed),
-        Some(t) => match tokio::time::timeout(t, opened).await {
-            Ok(opened) => opened.map_err(failed),
-            Err(_) => Err(failed(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no connection within {t:?}"),
-            ))),
-        },
+    let limit = options.connect_timeout;
+    match address {
+        Address::Unix(path) => {
+            let s = limited(limit, "connection", tokio::net::UnixStream::connect(path))
+                .await
+                .map_err(failed)?;
+            let (r, w) = s.into_split();
+            Ok((Box::new(r), Box::new(w)))
+        }
+        Address::Tcp(host_port) => {
+            let s = limited(limit, "connection", open_tcp(host_port))
+                .await
+                .map_err(failed)?;
+            let (r, w) = s.into_split();
+            Ok((Box::new(r), Box::new(w)))
+        }
+        Address::Tls(host_port) => {
+            let tcp = limited(limit, "connection", open_tcp(host_port))
+                .await
+                .map_err(failed)?;
+            start_tls(address, host_port, tcp, options).await
+        }
     }
+}
+
+/// A TCP connection with Nagle off: requests are small and latency-bound.
+async fn open_tcp(host_port: &str) -> std::io::Result<tokio::net::TcpStream> {
+    let s = tokio::net::TcpStream::connect(host_port).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// The TLS session on `tcp`, set up as the blocking client sets it up (`crate::tls`).
+async fn start_tls(
+    address: &Address,
+    host_port: &str,
+    tcp: tokio::net::TcpStream,
+    options: &ConnectOptions,
+) -> Result<(BoxRead, BoxWrite)> {
+    let address = address.to_string();
+    let (config, name) =
+        crate::tls::session_parts(&address, host_port, options.tls_ca_file.as_deref())?;
+    let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+    let tls = limited(options.handshake_timeout, "TLS handshake", handshake)
+        .await
+        .map_err(|e| Error::Tls {
+            reason: crate::tls::handshake_failure(&e),
+            address,
+        })?;
+    let (r, w) = tokio::io::split(tls);
+    Ok((Box::new(r), Box::new(w)))
+}
+
+/// `step` within `limit`, if there is one.
+async fn limited<T>(
+    limit: Option<std::time::Duration>,
+    what: &str,
+    step: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    let Some(t) = limit else {
+        return step.await;
+    };
+    tokio::time::timeout(t, step).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no {what} within {t:?}"),
+        ))
+    })
 }
 
 /// Reads frames for the handshake, before the reader task exists.

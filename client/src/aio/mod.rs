@@ -59,9 +59,6 @@
 //! manager (the blocking client holds their objects); those of an earlier run fail with
 //! [`Error::OtherRun`].
 //!
-//! # Not yet
-//! TLS addresses (`tls:`) are refused by [`AsyncClient`].
-//!
 //! # Deadlines
 //! As in the blocking client, a [`ConnectOptions::call_timeout`] applies to the calls the
 //! manager does not park: one with no reply in time fails with
