@@ -342,7 +342,7 @@ impl Conn {
         Ok(Pending {
             shared: self.shared.clone(),
             out: self.out.clone(),
-            msgid,
+            msgid: Some(msgid),
             rx: Some(rx),
             may_wait,
             give_back,
@@ -371,7 +371,7 @@ impl Conn {
             started.push(Pending {
                 shared: self.shared.clone(),
                 out: self.out.clone(),
-                msgid,
+                msgid: Some(msgid),
                 rx: Some(rx),
                 may_wait: false,
                 give_back: None,
@@ -459,7 +459,8 @@ fn disconnected(address: &str, reason: &str) -> Error {
 pub(crate) struct Pending {
     shared: Arc<Shared>,
     out: mpsc::UnboundedSender<Vec<u8>>,
-    msgid: u32,
+    /// `None` for a call answered unsent, which has no entry in the table.
+    msgid: Option<u32>,
     /// `None` once the reply was taken.
     rx: Option<oneshot::Receiver<Reply>>,
     may_wait: bool,
@@ -472,7 +473,7 @@ impl Pending {
         Pending {
             shared: conn.shared.clone(),
             out: conn.out.clone(),
-            msgid: 0,
+            msgid: None,
             rx: Some(rx),
             may_wait: false,
             give_back: None,
@@ -499,14 +500,17 @@ impl Drop for Pending {
         let Some(mut rx) = self.rx.take() else {
             return;
         };
+        let Some(id) = self.msgid else {
+            return;
+        };
         let mut table = self.shared.table.lock();
-        if let Some(waiter) = table.pending.get_mut(&self.msgid) {
+        if let Some(waiter) = table.pending.get_mut(&id) {
             if matches!(waiter, Waiter::Call(_)) {
                 *waiter = Waiter::Abandoned(self.give_back.take());
                 if self.may_wait && table.broken.is_none() {
                     let mut note = Vec::new();
                     let mut msgid = Vec::new();
-                    encode::uint(&mut msgid, u64::from(self.msgid));
+                    encode::uint(&mut msgid, u64::from(id));
                     encode::notification(&mut note, "cancel", &[&msgid]);
                     let _ = self.out.send(note);
                 }
