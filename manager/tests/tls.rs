@@ -142,8 +142,8 @@ fn with_ca(ca: &Path) -> ConnectOptions {
     ConnectOptions::default().tls_ca_file(Some(ca.to_owned()))
 }
 
-#[test]
-fn the_rust_client_works_over_tls() {
+/// A TLS manager (with its certificates' directory) and a client of it that trusts its CA.
+fn tls_client() -> (tempfile::TempDir, Running, Client) {
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
     let manager = start_tls(&certs, &[]);
@@ -151,6 +151,12 @@ fn the_rust_client_works_over_tls() {
         .parse()
         .unwrap();
     let client = Client::connect_with(&address, &key(), &with_ca(&certs.ca)).expect("connect");
+    (dir, manager, client)
+}
+
+#[test]
+fn the_rust_client_works_over_tls() {
+    let (_dir, _manager, client) = tls_client();
     client.ping().expect("ping");
 
     let dict = client.dict::<String, Vec<u8>>().unwrap();
@@ -540,13 +546,7 @@ print("ok")
 fn the_async_client_works_over_tls() {
     use agora_client::aio::AsyncClient;
 
-    let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path());
-    let manager = start_tls(&certs, &[]);
-    let address: Address = format!("tls:localhost:{}", manager.tls_port())
-        .parse()
-        .unwrap();
-    let client = Client::connect_with(&address, &key(), &with_ca(&certs.ca)).expect("connect");
+    let (_dir, _manager, client) = tls_client();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

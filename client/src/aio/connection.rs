@@ -202,14 +202,10 @@ impl Handshake<'_> {
                         result,
                     }) if got == msgid => return into_reply(error, result),
                     Ok(Envelope::Notification { method, params }) if method == "error" => {
-                        let said: Vec<String> = params
-                            .iter()
-                            .map(|p| agora_proto::params::text(&p).unwrap_or("?").to_owned())
-                            .collect();
-                        return Err(self.lost(&format!(
-                            "the manager closed it after an error: {}",
-                            said.join(": ")
-                        )));
+                        let said = notice_text(&params).join(": ");
+                        return Err(
+                            self.lost(&format!("the manager closed it after an error: {said}"))
+                        );
                     }
                     _ => {}
                 }
@@ -231,6 +227,14 @@ impl Handshake<'_> {
             reason: reason.to_owned(),
         }
     }
+}
+
+/// A notification's params as text (an `error` notification's are its name and message).
+fn notice_text(params: &agora_proto::Params) -> Vec<String> {
+    params
+        .iter()
+        .map(|p| agora_proto::params::text(&p).unwrap_or("?").to_owned())
+        .collect()
 }
 
 /// A response's fields as the caller's result.
@@ -611,10 +615,7 @@ fn drain(
                 result,
             }) => deliver(shared, out, msgid, into_reply(error, result)),
             Ok(Envelope::Notification { method, params }) => {
-                let text: Vec<String> = params
-                    .iter()
-                    .map(|p| agora_proto::params::text(&p).unwrap_or("?").to_owned())
-                    .collect();
+                let text = notice_text(&params);
                 warn!(%method, params = ?text, "notification from the agora manager");
                 if method == "error" {
                     *notice = Some(text.join(": "));
