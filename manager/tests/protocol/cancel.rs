@@ -115,3 +115,98 @@ fn cancelling_an_unknown_msgid_or_garbage_is_ignored() {
     c.send(&note);
     assert_eq!(c.ok("ping", vec![]), Value::from("pong"));
 }
+
+/// A cancel racing the grant, from two connections at once: the waiter is answered either
+/// the grant (written before the cancel was read: the client gives it back) or
+/// `CancelledError` (the lock went on as a plain grant, never an owner-died one). Either way
+/// the next waiter gets the lock with `1`, and nothing is left held.
+#[test]
+fn a_cancel_racing_a_release_leaves_the_lock_to_the_next_in_line() {
+    let server = TestServer::start();
+    let (mut holder, mut racer, mut next) = (server.client(), server.client(), server.client());
+    let lock = Value::from(holder.create("lock", None, vec![]));
+    let (mut granted, mut cancelled) = (0, 0);
+    for round in 0..200 {
+        holder.ok("lock.acquire", vec![lock.clone()]);
+        let call = racer.park("lock.acquire", vec![lock.clone()]);
+        let behind = next.park("lock.acquire", vec![lock.clone()]);
+        let release = {
+            let mut note = Vec::new();
+            let msgid = holder.msgid();
+            note.extend(agora_proto::testing::request(
+                msgid,
+                "lock.release",
+                vec![lock.clone()],
+            ));
+            (msgid, note)
+        };
+        // Both written at once, the order left to the scheduler.
+        std::thread::scope(|s| {
+            s.spawn(|| holder.send(&release.1));
+            if round % 2 == 0 {
+                std::thread::yield_now();
+            }
+            cancel(&mut racer, call);
+        });
+        assert_eq!(holder.response().msgid, release.0);
+        let r = racer.response();
+        assert_eq!(r.msgid, call);
+        match r.result {
+            Ok(v) => {
+                assert_eq!(dec(&v), Value::from(1));
+                granted += 1;
+                racer.ok("lock.release", vec![lock.clone()]);
+            }
+            Err(e) => {
+                assert_eq!(e.name, "CancelledError", "{e}");
+                cancelled += 1;
+            }
+        }
+        let r = next.response();
+        assert_eq!(r.msgid, behind);
+        assert_eq!(
+            r.result.map(|v| dec(&v)),
+            Ok(Value::from(1)),
+            "a plain grant"
+        );
+        next.ok("lock.release", vec![lock.clone()]);
+    }
+    assert_eq!(granted + cancelled, 200);
+    assert_eq!(holder.ok("lock.locked", vec![lock]), Value::Boolean(false));
+}
+
+/// The same race on a queue: the item is delivered to the cancelled get (whose client puts it
+/// back with `nack`) or stays in the queue; never lost, never twice.
+#[test]
+fn a_cancel_racing_a_put_loses_no_item() {
+    let server = TestServer::start();
+    let (mut putter, mut getter) = (server.client(), server.client());
+    let q = Value::from(putter.create("queue", None, vec![]));
+    for round in 0..200i64 {
+        let call = getter.park("queue.get_acked", vec![q.clone()]);
+        let put = {
+            let msgid = putter.msgid();
+            let bytes = agora_proto::testing::request(
+                msgid,
+                "queue.put",
+                vec![q.clone(), Value::from(round)],
+            );
+            (msgid, bytes)
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| putter.send(&put.1));
+            cancel(&mut getter, call);
+        });
+        assert_eq!(putter.response().msgid, put.0);
+        let r = getter.response();
+        assert_eq!(r.msgid, call);
+        if let Ok(v) = r.result {
+            let got = dec(&v);
+            let pair = got.as_array().expect("[receipt, item]");
+            assert_eq!(pair[1], Value::from(round));
+            getter.ok("queue.nack", vec![q.clone(), pair[0].clone()]);
+        }
+        assert_eq!(putter.ok("queue.qsize", vec![q.clone()]), Value::from(1));
+        assert_eq!(putter.ok("queue.get", vec![q.clone()]), Value::from(round));
+    }
+}
