@@ -420,6 +420,45 @@ fn a_condition_waits_and_notifies_between_tasks_and_a_cancelled_wait_gives_up_th
     });
 }
 
+/// A holder that dies holding the lock and a permit: the manager releases them, and the async
+/// guards that get them next say so, as the blocking ones do.
+#[test]
+fn async_guards_are_told_when_the_holder_died() {
+    let _serial = serial();
+    with_manager(
+        |manager| {
+            let (lock, sem) = (
+                manager.lock_named("held").unwrap(),
+                manager.bounded_semaphore_named("permits", 1).unwrap(),
+            );
+            let mut dying = agora::Process::spawn(move || {
+                let held = (lock.acquire().unwrap(), sem.acquire().unwrap());
+                std::mem::forget(held);
+                std::process::exit(0);
+            })
+            .unwrap();
+            assert!(dying.join().unwrap().success());
+        },
+        |client, ()| async move {
+            let lock = client.object(|c| c.lock_named("held")).await.unwrap();
+            let g = tokio::time::timeout(Duration::from_secs(10), lock.lock())
+                .await
+                .expect("released by the manager")
+                .unwrap();
+            assert!(g.is_owner_dead());
+            g.unlock().await.unwrap();
+            let sem = client
+                .object(|c| c.bounded_semaphore_named("permits", 1))
+                .await
+                .unwrap();
+            let p = sem.acquire().await.unwrap();
+            assert!(p.is_owner_dead());
+            drop(p);
+            assert!(!lock.lock().await.unwrap().is_owner_dead(), "told once");
+        },
+    );
+}
+
 #[test]
 fn async_producer_consumer_every_dish_is_eaten_exactly_once() {
     let _serial = serial();
