@@ -33,6 +33,12 @@
 //!   without blocking the runtime.
 //! - [`Call`]: the future of one call.
 //!
+//! # Tokens and nested proxies
+//! A proxy decoded from a reply (a `Dict<String, List<i64>>`'s values) is a blocking proxy:
+//! [`AsyncClient::wrap`] makes it async. A token is taken with the blocking proxy's `token`
+//! ([`Async::proxy`]) on a blocking thread, and redeemed with
+//! `client.object(move |c| Dict::from_token(c, &token))`.
+//!
 //! # Cancellation safety
 //! Dropping the future of a call before it completes (a `select!` branch that lost, a
 //! `tokio::time::timeout` that passed) leaves nothing behind on the manager for the calls that
