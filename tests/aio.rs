@@ -257,6 +257,38 @@ fn a_cancelled_get_takes_no_item() {
     });
 }
 
+/// Items that are proxies take one more step after their reply (the blocking client takes
+/// over their objects): a get dropped there gives its item back all the same.
+#[test]
+fn a_cancelled_get_of_a_proxy_item_takes_no_item() {
+    let _serial = serial();
+    with_client(|client| async move {
+        let q = client
+            .object(|c| c.queue::<agora::List<i64>>(0))
+            .await
+            .unwrap();
+        let mut rng = Rng(5);
+        let mut put = Vec::new();
+        let mut got = Vec::new();
+        for i in 0..60 {
+            let list = client.object(|c| c.list::<i64>()).await.unwrap();
+            list.append(&i).await.unwrap();
+            put.push(list.proxy().id());
+            q.put(list.proxy()).await.unwrap();
+            let wait = Duration::from_micros(rng.below(2_000));
+            if let Ok(item) = tokio::time::timeout(wait, q.get()).await {
+                got.push(item.unwrap().id());
+            }
+        }
+        while let Some(item) = q.get_timeout(Duration::from_millis(50)).await.unwrap() {
+            got.push(item.id());
+        }
+        got.sort_unstable();
+        put.sort_unstable();
+        assert_eq!(got, put, "every item got once or still queued");
+    });
+}
+
 /// A thousand tasks on one connection take and give back a lock, a semaphore's permits and a
 /// queue's items, each call in a timeout that cancels at random. Afterwards no lock or permit
 /// is held, every item put was got once or is still in the queue, and every task ended.

@@ -485,17 +485,31 @@ impl Pending {
     }
 
     /// Waits for the reply. Cancel-safe: see the module documentation.
-    pub(crate) async fn reply(mut self) -> Reply {
+    pub(crate) async fn reply(self) -> Reply {
+        let (reply, unclaimed) = self.reply_keeping().await;
+        unclaimed.claimed();
+        reply
+    }
+
+    /// Waits for the reply, and hands over what gives back its grant: until the caller is
+    /// done with the reply ([`Unclaimed::claimed`]), dropping it gives the grant back.
+    pub(crate) async fn reply_keeping(mut self) -> (Reply, Unclaimed) {
         let Some(rx) = self.rx.as_mut() else {
-            return Err(Error::Usage("a reply was taken twice".into()));
+            let taken = Error::Usage("a reply was taken twice".into());
+            return (Err(taken), Unclaimed::none(&self));
         };
         let reply = rx.await;
         self.rx = None;
-        reply.unwrap_or_else(|_| {
+        let reply = reply.unwrap_or_else(|_| {
             let table = self.shared.table.lock();
             let reason = table.broken.as_deref().unwrap_or("the reader stopped");
             Err(disconnected(&self.shared.address, reason))
-        })
+        });
+        let mut unclaimed = Unclaimed::none(&self);
+        if let Ok(result) = &reply {
+            unclaimed.give_back = self.give_back.take().map(|g| (g, result.clone()));
+        }
+        (reply, unclaimed)
     }
 }
 
@@ -525,6 +539,38 @@ impl Drop for Pending {
         // The reply came and was not read: it is this call's to give back.
         rx.close();
         if let (Ok(Ok(result)), Some(give_back)) = (rx.try_recv(), self.give_back.take()) {
+            give_back_now(&self.shared, &self.out, give_back, &result);
+        }
+    }
+}
+
+/// A grant that reached its call and that the caller has not yet made its own: dropped
+/// before [`Unclaimed::claimed`] (the caller's future was dropped while it decoded the reply),
+/// it gives the grant back.
+pub(crate) struct Unclaimed {
+    shared: Arc<Shared>,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    give_back: Option<(GiveBack, Bytes)>,
+}
+
+impl Unclaimed {
+    fn none(pending: &Pending) -> Unclaimed {
+        Unclaimed {
+            shared: pending.shared.clone(),
+            out: pending.out.clone(),
+            give_back: None,
+        }
+    }
+
+    /// The caller has the grant: nothing is given back.
+    pub(crate) fn claimed(mut self) {
+        self.give_back = None;
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some((give_back, result)) = self.give_back.take() {
             give_back_now(&self.shared, &self.out, give_back, &result);
         }
     }

@@ -257,16 +257,19 @@ impl AsyncClient {
         let may_wait = agora_proto::methods::request_may_wait(&cmd.method, args.bytes());
         let pending = conn.start(&cmd.method, &args, may_wait, give_back)?;
         let deadline = self.inner.client.options().call_timeout;
-        let reply = match deadline.filter(|_| !may_wait) {
-            None => pending.reply().await,
-            Some(after) => match tokio::time::timeout(after, pending.reply()).await {
-                Ok(reply) => reply,
+        let (reply, unclaimed) = match deadline.filter(|_| !may_wait) {
+            None => pending.reply_keeping().await,
+            Some(after) => match tokio::time::timeout(after, pending.reply_keeping()).await {
+                Ok(replied) => replied,
                 Err(_) => return Err(conn.time_out(&cmd.method, after)),
             },
         };
         if let Ok(result) = &reply {
+            // The one await between the reply and the caller: a future dropped here gives
+            // the grant back (`unclaimed`).
             self.adopt(conn, result).await;
         }
+        unclaimed.claimed();
         self.finish(&cmd.method, &args, reply, cmd.decode)
     }
 
