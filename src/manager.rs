@@ -14,7 +14,8 @@
 //! and the manager runs in a child made by `fork`.
 //!
 //! 1. The parent makes a private directory (mode 0700), binds the Unix socket `manager.sock`
-//!    in it (mode 0600), draws a 32-byte random authkey, and opens the *lifeline*: a pipe whose
+//!    in it (mode 0600), draws a 32-byte random authkey (its workers') and another one, the
+//!    admin authkey (its own: see [`Manager::admin`]), and opens the *lifeline*: a pipe whose
 //!    write end only the parent holds.
 //! 2. It forks. The child points every descriptor except standard error, the listener and the
 //!    lifeline's read end at `/dev/null`: it holds no pipe or socket of the parent's (such as
@@ -156,6 +157,7 @@ impl SpawnError {
 pub struct ManagerBuilder {
     tcp: Vec<String>,
     authkey: Option<Vec<u8>>,
+    admin_authkey: Option<Vec<u8>>,
     limits: Limits,
     max_in_flight: Option<usize>,
     handoff_lease: Duration,
@@ -173,6 +175,10 @@ impl fmt::Debug for ManagerBuilder {
         f.debug_struct("ManagerBuilder")
             .field("tcp", &self.tcp)
             .field("authkey", &self.authkey.as_ref().map(|_| "<redacted>"))
+            .field(
+                "admin_authkey",
+                &self.admin_authkey.as_ref().map(|_| "<redacted>"),
+            )
             .field("limits", &self.limits)
             .field("max_in_flight", &self.max_in_flight)
             .field("handoff_lease", &self.handoff_lease)
@@ -189,6 +195,7 @@ impl Default for ManagerBuilder {
         ManagerBuilder {
             tcp: Vec::new(),
             authkey: None,
+            admin_authkey: None,
             limits: Limits::default(),
             max_in_flight: None,
             handoff_lease: agora_manager::config::DEFAULT_HANDOFF_LEASE,
@@ -216,6 +223,15 @@ impl ManagerBuilder {
     /// than from this process (a file, a secret store). Must not be empty.
     pub fn authkey(mut self, authkey: impl Into<Vec<u8>>) -> Self {
         self.authkey = Some(authkey.into());
+        self
+    }
+
+    /// Use this admin authkey instead of a fresh random one: the key of the connections that
+    /// may call `shutdown` and `stats` (`PROTOCOL.md`, section 2), for an operator's tools
+    /// that get it another way than from [`Manager::admin_authkey`]. Must not be empty, nor
+    /// the authkey.
+    pub fn admin_authkey(mut self, admin_authkey: impl Into<Vec<u8>>) -> Self {
+        self.admin_authkey = Some(admin_authkey.into());
         self
     }
 
@@ -317,6 +333,8 @@ impl ManagerBuilder {
 /// manager when dropped there: only the process that spawned the manager owns it.
 pub struct Manager {
     client: Client,
+    /// The key of admin connections; the handle's own client and its workers use the authkey.
+    admin_authkey: Vec<u8>,
     process: ManagerProcess,
     /// The address the handle connects to (the Unix socket), then any TCP ones.
     addresses: Vec<Address>,
@@ -384,9 +402,39 @@ impl Manager {
         self.spin_budget
     }
 
-    /// The authkey clients must prove they know. Treat it as a secret.
+    /// The authkey clients must prove they know. Treat it as a secret. It is a worker's key:
+    /// everything but `shutdown` and `stats`, which take the [admin
+    /// authkey](Manager::admin_authkey).
     pub fn authkey(&self) -> &[u8] {
         self.client.authkey()
+    }
+
+    /// The admin authkey: the key of connections that may also call `shutdown` and `stats`
+    /// (`PROTOCOL.md`, section 2), such as `agora-manager inspect`'s. A fresh random one
+    /// unless [`ManagerBuilder::admin_authkey`] gave one. It is not in
+    /// [`worker_env`](Manager::worker_env): keep it for the operator.
+    pub fn admin_authkey(&self) -> &[u8] {
+        &self.admin_authkey
+    }
+
+    /// A new client connected with the [admin authkey](Manager::admin_authkey), for the calls
+    /// reserved to it (`client.shutdown()`, `stats`).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = agora::Manager::spawn()?;
+    /// // The handle's own client is a worker's: it may not stop the manager.
+    /// assert!(manager.client().shutdown().is_err());
+    /// manager.admin()?.shutdown()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub fn admin(&self) -> agora_client::Result<Client> {
+        let options = agora_client::ConnectOptions::from_env()?;
+        let key_from = "the manager's admin authkey, from Manager::spawn";
+        Client::connect_from(self.address(), &self.admin_authkey, key_from, &options)
     }
 
     /// The client this handle derefs to, for code that wants its own clone of it (to move
@@ -448,7 +496,26 @@ impl Manager {
                 key
             }
         };
+        let admin_authkey = match options.admin_authkey.clone() {
+            Some(key) if key.is_empty() => {
+                return Err(SpawnError::InvalidConfig(
+                    "the admin authkey must not be empty",
+                ))
+            }
+            Some(key) if key == authkey => {
+                return Err(SpawnError::InvalidConfig(
+                    "the admin authkey must not be the authkey: every worker would be admin",
+                ))
+            }
+            Some(key) => key,
+            None => {
+                let mut key = vec![0u8; AUTHKEY_LEN];
+                getrandom::fill(&mut key).map_err(SpawnError::Random)?;
+                key
+            }
+        };
         let mut config = Config::new(authkey.clone());
+        config.admin_authkey = Some(admin_authkey.clone());
         config.limits = options.limits;
         if let Some(max_in_flight) = options.max_in_flight {
             config.max_in_flight = max_in_flight;
@@ -479,6 +546,7 @@ impl Manager {
         tracing::debug!(pid = process.pid, address = %addresses[0], "manager started");
         Ok(Manager {
             client,
+            admin_authkey,
             process,
             addresses,
             spin_budget,

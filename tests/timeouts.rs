@@ -142,7 +142,7 @@ fn parked_and_later_calls_agree_that_the_manager_is_gone() {
         std::thread::spawn(move || jobs.get())
     };
     std::thread::sleep(Duration::from_millis(200));
-    manager.client().shutdown().unwrap();
+    manager.admin().unwrap().shutdown().unwrap();
     let parked = parked.join().unwrap().unwrap_err();
     assert!(parked.is_disconnected(), "{parked:?}");
     // A later call tries to reconnect, and finds no manager.

@@ -794,6 +794,10 @@ impl Client {
 
     /// Stops the manager. Every pending call of every client gets `ShutdownError`, and later
     /// calls [`Error::Disconnected`].
+    ///
+    /// A manager with an admin authkey lets only clients connected with it stop it: for a
+    /// client connected with the authkey this fails with `PermissionError`
+    /// ([`Error::is`]`(ErrorName::PermissionError)`), and the manager goes on.
     pub fn shutdown(&self) -> Result<()> {
         self.run(Cmd::with_args("shutdown", Args::default(), decode::unit))
     }

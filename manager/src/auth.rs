@@ -1,5 +1,9 @@
 //! Challenge-response authentication: `hello` hands out a random challenge, `auth` answers with
 //! HMAC-SHA256(authkey, challenge). The authkey itself never travels.
+//!
+//! A manager may have two keys: the authkey its workers use, and an admin authkey for the
+//! operator. `auth` does not say which key it answers with: the manager checks the digest
+//! against both, and the key that matches gives the connection its [`Role`].
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -21,6 +25,53 @@ pub fn verify(authkey: &[u8], challenge: &[u8], digest: &[u8]) -> bool {
     };
     mac.update(challenge);
     mac.verify_slice(digest).is_ok()
+}
+
+/// Authkeys shorter than this many bytes are weak: `agora-manager` warns about them, or
+/// refuses them with `--require-strong-authkey`.
+pub const STRONG_AUTHKEY_BYTES: usize = 16;
+
+/// The methods only an admin connection may call: stopping the manager, and looking at every
+/// connection's peer, process and holdings (`PROTOCOL.md`, section 2).
+pub const ADMIN_METHODS: &[&str] = &["shutdown", "stats"];
+
+/// What an authenticated connection may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything but [`ADMIN_METHODS`].
+    Worker,
+    /// Everything.
+    Admin,
+}
+
+/// The role `digest` proves for `challenge`: [`Role::Admin`] when it was made with
+/// `admin_key`, or with `authkey` when there is no admin key (every connection is then
+/// admin); [`Role::Worker`] when made with `authkey` beside an admin key; `None` otherwise.
+///
+/// Both keys are always checked, each in constant time, so the time taken does not tell
+/// which one matched.
+///
+/// ```
+/// use agora_manager::auth::{digest, role, Role};
+/// let challenge = [7u8; 32];
+/// let worker = digest(b"worker key", &challenge);
+/// assert_eq!(role(b"worker key", Some(b"admin key"), &challenge, &worker), Some(Role::Worker));
+/// assert_eq!(role(b"worker key", None, &challenge, &worker), Some(Role::Admin));
+/// ```
+pub fn role(
+    authkey: &[u8],
+    admin_key: Option<&[u8]>,
+    challenge: &[u8],
+    digest: &[u8],
+) -> Option<Role> {
+    let worker = verify(authkey, challenge, digest);
+    let admin = admin_key.map(|key| verify(key, challenge, digest));
+    match admin {
+        None if worker => Some(Role::Admin),
+        Some(true) => Some(Role::Admin),
+        Some(false) if worker => Some(Role::Worker),
+        _ => None,
+    }
 }
 
 /// HMAC-SHA256(authkey, challenge): what a client sends to `auth`.
@@ -46,5 +97,16 @@ mod tests {
         assert!(verify(b"key", &c, &d));
         assert!(!verify(b"other", &c, &d));
         assert!(!verify(b"key", &c, &d[..31]));
+    }
+
+    #[test]
+    fn the_key_that_matches_gives_the_role() {
+        let c = challenge().unwrap();
+        let (worker, admin) = (digest(b"w", &c), digest(b"a", &c));
+        assert_eq!(role(b"w", Some(b"a"), &c, &admin), Some(Role::Admin));
+        assert_eq!(role(b"w", Some(b"a"), &c, &worker), Some(Role::Worker));
+        assert_eq!(role(b"w", None, &c, &worker), Some(Role::Admin));
+        assert_eq!(role(b"w", None, &c, &admin), None);
+        assert_eq!(role(b"w", Some(b"a"), &c, &digest(b"x", &c)), None);
     }
 }

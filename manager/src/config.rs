@@ -84,6 +84,14 @@ pub struct Config {
     /// Which run of a manager this is, reported by `hello`. A fresh one for every
     /// [`Config::new`], so that two servers never share one.
     pub run: Run,
+    /// The operator's secret, if there is one: a connection that authenticates with it is
+    /// *admin* and may call the methods of [`crate::auth::ADMIN_METHODS`]; one that
+    /// authenticates with [`Config::authkey`] may not. `None` (the default): every
+    /// authenticated connection is admin. Never empty when given.
+    pub admin_authkey: Option<Vec<u8>>,
+    /// How failed `auth` attempts are slowed down, per peer. Default:
+    /// [`crate::throttle::ThrottleConfig::default`].
+    pub auth_throttle: crate::throttle::ThrottleConfig,
 }
 
 /// The identity of one run of a manager: a random id made when it starts, and when that was.
@@ -132,6 +140,8 @@ impl Config {
             handoff_lease: DEFAULT_HANDOFF_LEASE,
             spin: Spin::default(),
             run: Run::new(),
+            admin_authkey: None,
+            auth_throttle: crate::throttle::ThrottleConfig::default(),
         }
     }
 

@@ -6,9 +6,13 @@
 //!
 //! # Layout
 //! - [`config`]: [`Config`] (authkey, limits) and [`Listener`] (bound sockets).
+//! - [`config_file`]: `agora-manager --config FILE`: a TOML file whose keys are the flags.
 //! - [`server`]: [`Server`], its accept loops, the state connections share, shutdown.
 //! - [`session`]: one connection: framing, the `hello`/`auth` handshake, replies.
-//! - [`auth`]: the challenge and HMAC-SHA256 check.
+//! - [`auth`]: the challenge and HMAC-SHA256 check, and the worker and admin roles.
+//! - [`throttle`]: failed authentication attempts slowed down per peer.
+//! - [`conn_log`]: a connection's log span, why it ended and its totals.
+//! - [`peer`]: who is at the other end of a connection (address, and a Unix peer's pid and uid).
 //! - [`dispatch`]: routes `create`/`lookup`/`delete`/`objects`, the reference counts
 //!   (`incref`/`decref`/`export`/`adopt`) and `<kind>.<method>`.
 //! - [`registry`]: objects by id and by name, and their lifetimes ([`registry::holders`]): an
@@ -51,16 +55,20 @@
 pub mod auth;
 pub mod chain;
 pub mod config;
+pub mod config_file;
+pub mod conn_log;
 pub mod dispatch;
 pub mod inspect;
 pub mod lifecycle;
 pub mod metrics;
 pub mod objects;
+pub mod peer;
 pub mod registry;
 pub mod server;
 pub mod session;
 pub mod spin;
 pub mod stats;
+pub mod throttle;
 pub mod tls;
 
 use std::io::{self, Read};
@@ -142,7 +150,8 @@ fn watch_lifeline(fd: OwnedFd, handle: ShutdownHandle) -> io::Result<()> {
 /// Installs the SIGTERM, SIGINT and SIGHUP handlers now (inside a tokio runtime) and returns
 /// a future that completes when SIGTERM or SIGINT arrives. SIGHUP, whose default action would
 /// kill the manager without its cleanup (parked calls unanswered, the socket file left
-/// behind), is logged and ignored: the manager has no configuration to reread.
+/// behind), is logged and ignored: a manager's settings are fixed for its run (rereading a
+/// config file could not change its listeners or the limits its connections already use).
 pub fn termination_signal() -> io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -154,7 +163,7 @@ pub fn termination_signal() -> io::Result<impl std::future::Future<Output = ()>>
                 _ = term.recv() => return tracing::info!("SIGTERM"),
                 _ = int.recv() => return tracing::info!("SIGINT"),
                 _ = hup.recv() => tracing::info!(
-                    "SIGHUP ignored: there is nothing to reread; SIGTERM stops the manager"
+                    "SIGHUP ignored: settings are fixed for the run; SIGTERM stops the manager"
                 ),
             }
         }

@@ -129,7 +129,10 @@ pub fn render(shared: &Arc<Shared>) -> String {
     let mut text = String::new();
     // Writing to a String cannot fail; an encoder error would leave the text cut short.
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
-        warn!(error = %e, "could not encode the metrics");
+        warn!(
+            error = e.to_string().as_str(),
+            "could not encode the metrics"
+        );
     }
     text
 }
@@ -148,13 +151,17 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                     scrapes.spawn(async move {
                         match tokio::time::timeout(IO_TIMEOUT, answer(stream, &shared)).await {
                             Ok(Ok(())) => {}
-                            Ok(Err(e)) => debug!(%peer, error = %e, "metrics request failed"),
+                            Ok(Err(e)) => debug!(
+                                %peer,
+                                error = e.to_string().as_str(),
+                                "metrics request failed"
+                            ),
                             Err(_) => debug!(%peer, "metrics request timed out"),
                         }
                     });
                 }
                 Err(e) => {
-                    warn!(error = %e, "metrics: accept failed");
+                    warn!(error = e.to_string().as_str(), "metrics: accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },

@@ -8,15 +8,18 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use agora_proto::Limits;
 
 use crate::config::{Config, Listener};
+use crate::conn_log::{self, Disconnect, Ending};
+use crate::peer::PeerInfo;
 use crate::registry::Registry;
 use crate::session::{self, Transport};
 use crate::spin::Spinners;
 use crate::stats::Stats;
+use crate::throttle::Throttle;
 use crate::tls::TlsConn;
 
 /// How long connections get to finish after shutdown starts.
@@ -37,6 +40,8 @@ pub struct Shared {
     pub connections: Arc<Semaphore>,
     /// Calls and errors by method, and the open connections, for `stats` and `/metrics`.
     pub stats: Stats,
+    /// Every peer's line of `auth` attempts ([`crate::throttle`]).
+    pub auth_throttle: Throttle,
 }
 
 impl Shared {
@@ -45,6 +50,7 @@ impl Shared {
         let (shutdown, _) = watch::channel(false);
         Ok(Shared {
             registry: Registry::new()?.with_handoff_lease(config.handoff_lease),
+            auth_throttle: Throttle::new(config.auth_throttle),
             connections: Arc::new(Semaphore::new(
                 config.max_connections.min(Semaphore::MAX_PERMITS),
             )),
@@ -81,13 +87,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server on these listeners. Fails if the authkey is empty, or if
+    /// A server on these listeners. Fails if the authkey or the admin authkey is empty, if
+    /// [`Config::auth_throttle`] lets no attempt through, or if
     /// [`Config::max_connections`], [`Config::auth_timeout`] or [`Config::max_output_bytes`]
     /// is zero.
     pub fn new(listeners: Vec<Listener>, config: Config) -> io::Result<Server> {
         let invalid = |why: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, why.to_owned()));
         if config.authkey.is_empty() {
             return invalid("the authkey must not be empty");
+        }
+        if config.admin_authkey.as_ref().is_some_and(Vec::is_empty) {
+            return invalid("the admin authkey must not be empty");
+        }
+        if config.auth_throttle.burst == 0 {
+            return invalid("auth_throttle.burst must be at least 1");
         }
         if config.max_connections == 0 {
             return invalid("max_connections must be at least 1");
@@ -123,6 +136,34 @@ impl Server {
         ShutdownHandle(self.shared.clone())
     }
 
+    /// Logs, at INFO, what this manager is and how it is limited: one line an operator can
+    /// check a deployment against.
+    fn log_start(&self) {
+        let config = &self.shared.config;
+        let metrics = self
+            .metrics
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.to_string());
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            pid = std::process::id(),
+            run = %config.run.id,
+            listeners = self.addresses().join(" ").as_str(),
+            metrics = metrics.as_deref(),
+            max_message_bytes = config.limits.max_message_bytes,
+            max_depth = config.limits.max_depth,
+            max_container_len = config.limits.max_container_len,
+            max_in_flight = config.max_in_flight,
+            max_connections = config.max_connections,
+            max_output_bytes = config.max_output_bytes,
+            auth_timeout_secs = config.auth_timeout.as_secs_f64(),
+            handoff_secs = config.handoff_lease.as_secs_f64(),
+            spin_us = u64::try_from(config.spin.budget.as_micros()).unwrap_or(u64::MAX),
+            "manager started"
+        );
+    }
+
     /// The addresses clients connect to.
     pub fn addresses(&self) -> Vec<String> {
         self.listeners.iter().map(Listener::address).collect()
@@ -131,6 +172,7 @@ impl Server {
     /// Serves until shutdown (the `shutdown` method, a [`ShutdownHandle`], or `stop`
     /// completing), then lets connections finish and removes the socket files.
     pub async fn run(self, stop: impl Future<Output = ()>) -> io::Result<()> {
+        self.log_start();
         let mut accepting = JoinSet::new();
         let mut socket_files = Vec::new();
         for listener in self.listeners {
@@ -172,7 +214,11 @@ impl Server {
         // listens here, rather than being accepted by a manager on its way out.
         for path in socket_files {
             if let Err(e) = std::fs::remove_file(&path) {
-                debug!(path = %path.display(), error = %e, "could not remove socket file");
+                debug!(
+                    path = path.display().to_string().as_str(),
+                    error = e.to_string().as_str(),
+                    "could not remove socket file"
+                );
             }
         }
         while accepting.join_next().await.is_some() {}
@@ -259,7 +305,11 @@ async fn accept_tcp(
     let (stream, peer) = listener.accept().await?;
     // Replies are small and latency-bound: never let Nagle hold them back.
     if let Err(e) = stream.set_nodelay(true) {
-        debug!(%peer, error = %e, "could not set TCP_NODELAY");
+        debug!(
+            peer = peer.to_string().as_str(),
+            error = e.to_string().as_str(),
+            "could not set TCP_NODELAY"
+        );
     }
     Ok((stream, peer.to_string()))
 }
@@ -308,7 +358,11 @@ impl Accept for TlsListener {
 /// Closes a connection past [`Config::max_connections`], telling it why first if that can be
 /// done without waiting (not on TLS, whose handshake has not happened yet).
 fn refuse<S: AsRawFd>(socket: S, plain: bool, peer: &str, max: usize) {
-    warn!(%peer, max_connections = max, "refusing a connection: too many connections");
+    warn!(
+        peer,
+        max_connections = max,
+        "refusing a connection: too many connections"
+    );
     if plain {
         let message = format!("too many connections ({max} at most); try again later");
         let mut out = Vec::new();
@@ -319,34 +373,54 @@ fn refuse<S: AsRawFd>(socket: S, plain: bool, peer: &str, max: usize) {
     drop(socket);
 }
 
-/// Serves one accepted connection: starts its stream (the TLS handshake), then the session.
-/// The handshake must be done within [`Config::auth_timeout`] of the accept, which also
-/// bounds the rest of the authentication; it is abandoned when the manager stops.
+/// Serves one accepted connection in its span ([`conn_log::span`]), logging when it connects
+/// and when it ends: starts its stream (the TLS handshake), then the session.
 async fn connection<S: Transport>(
     start: impl Future<Output = io::Result<S>>,
     shared: Arc<Shared>,
-    peer: String,
+    peer: PeerInfo,
 ) {
     let accepted = tokio::time::Instant::now();
+    let id = uuid::Uuid::new_v4();
+    let span = conn_log::span(&id, &peer);
+    async move {
+        info!("connected");
+        let ending = match handshake(start, &shared, accepted).await {
+            Ok(stream) => session::serve_from(stream, shared, id, &peer, accepted).await,
+            Err(reason) => Ending::before_session(reason),
+        };
+        ending.log(accepted);
+    }
+    .instrument(span)
+    .await
+}
+
+/// Starts a connection's stream. The TLS handshake must be done within
+/// [`Config::auth_timeout`] of the accept, which also bounds the rest of the authentication;
+/// it is abandoned when the manager stops.
+async fn handshake<S: Transport>(
+    start: impl Future<Output = io::Result<S>>,
+    shared: &Shared,
+    accepted: tokio::time::Instant,
+) -> Result<S, Disconnect> {
     let deadline = accepted + shared.config.auth_timeout;
     let mut stopping = shared.shutdown.subscribe();
-    let stream = tokio::select! {
+    tokio::select! {
         biased;
-        _ = stopped(&mut stopping) => return,
+        _ = stopped(&mut stopping) => Err(Disconnect::Shutdown),
         started = tokio::time::timeout_at(deadline, start) => match started {
-            Ok(Ok(stream)) => stream,
+            Ok(Ok(stream)) => Ok(stream),
             Ok(Err(e)) => {
-                info!(%peer, error = %e, "closing connection: TLS handshake failed");
-                return;
+                info!(error = e.to_string().as_str(), "closing connection: TLS handshake failed");
+                Err(Disconnect::TlsFailed)
             }
             Err(_) => {
-                info!(%peer, timeout = ?shared.config.auth_timeout,
+                info!(timeout = ?shared.config.auth_timeout,
                       "closing connection: TLS handshake not done in time");
-                return;
+                Err(Disconnect::AuthTimeout)
             }
         },
-    };
-    session::serve_from(stream, shared, peer, accepted).await;
+    }
 }
 
 /// Accepts connections until shutdown, then drains them.
@@ -358,8 +432,9 @@ async fn accept_loop<L: Accept>(listener: L, shared: Arc<Shared>) {
             _ = stopped(&mut stopping) => break,
             Some(_) = connections.join_next() => {}
             accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => match shared.connections.clone().try_acquire_owned() {
+                Ok((socket, address)) => match shared.connections.clone().try_acquire_owned() {
                     Ok(permit) => {
+                        let peer = PeerInfo::of(socket.as_raw_fd(), address);
                         let start = listener.start(socket);
                         let shared = shared.clone();
                         connections.spawn(async move {
@@ -368,11 +443,11 @@ async fn accept_loop<L: Accept>(listener: L, shared: Arc<Shared>) {
                             drop(permit);
                         });
                     }
-                    Err(_) => refuse(socket, L::PLAIN, &peer, shared.config.max_connections),
+                    Err(_) => refuse(socket, L::PLAIN, &address, shared.config.max_connections),
                 },
                 Err(e) => {
                     // Out of descriptors, say: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
+                    warn!(error = e.to_string().as_str(), "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },

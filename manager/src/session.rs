@@ -36,12 +36,15 @@ use agora_proto::{
 
 use crate::auth;
 use crate::chain;
+use crate::conn_log::{Disconnect, Ending};
 use crate::dispatch;
 use crate::lifecycle::{Caller, Grant, Holdings, Outcome, Parked, Reply, SessionId, Ticket};
+use crate::peer::PeerInfo;
 use crate::registry::Reach;
 use crate::server::Shared;
 use crate::spin::{SpinSlot, SpinState};
 use crate::stats::{ConnStats, RecentMethods};
+use crate::throttle::{Admission, Peer};
 
 /// How many bytes to ask the socket for at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -65,7 +68,7 @@ enum Next {
     /// Keep serving.
     Continue,
     /// Flush the replies, then close (bad frame, failed auth, too many calls in flight).
-    Close,
+    Close(Disconnect),
     /// Flush the replies, then stop the whole manager.
     Shutdown,
 }
@@ -76,6 +79,21 @@ enum Step {
     Answered(Next),
     /// Parked: answered later (with the rest of its chain, if it is a chain's first call).
     Parked(Parked, Option<chain::Rest>),
+    /// An `auth` waiting for its place in its peer's line ([`crate::throttle`]): answered by
+    /// [`Session::settle_pending_auth`].
+    Deferred,
+}
+
+/// An `auth` attempt as it will be checked: the challenge it answers and its digest, or why
+/// it cannot be checked.
+type Attempt = Result<([u8; auth::CHALLENGE_LEN], Vec<u8>), CallError>;
+
+/// An `auth` that waits for its place in its peer's line; nothing else is read meanwhile.
+struct PendingAuth {
+    msgid: u32,
+    attempt: Attempt,
+    /// When it may be checked.
+    due: tokio::time::Instant,
 }
 
 /// The output of a parked call's task: the msgid, the reply, and the ticket to give the reply
@@ -88,6 +106,15 @@ pub struct Session {
     id: SessionId,
     /// `auth` succeeded. Calling `hello` again does not undo it.
     authenticated: bool,
+    /// `auth` succeeded with the admin authkey, or with the authkey of a manager that has no
+    /// admin authkey: the methods of [`auth::ADMIN_METHODS`] are allowed.
+    admin: bool,
+    /// The connection's socket, whose peer its `auth` attempts count against.
+    fd: RawFd,
+    /// When the connection must have authenticated by.
+    auth_deadline: tokio::time::Instant,
+    /// An `auth` waiting for its place ([`crate::throttle`]).
+    pending_auth: Option<PendingAuth>,
     /// The challenge of the latest `hello`, which the next `auth` must answer.
     challenge: Option<[u8; auth::CHALLENGE_LEN]>,
     parked: JoinSet<ParkedOutput>,
@@ -108,7 +135,12 @@ pub struct Session {
 }
 
 impl Session {
-    fn new(shared: Arc<Shared>, stats: ConnStats) -> Session {
+    fn new(
+        shared: Arc<Shared>,
+        stats: ConnStats,
+        fd: RawFd,
+        auth_deadline: tokio::time::Instant,
+    ) -> Session {
         let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
         let stats = Arc::new(stats);
         shared.stats.open(id, stats.clone());
@@ -118,6 +150,10 @@ impl Session {
             recent: RecentMethods::default(),
             id,
             authenticated: false,
+            admin: false,
+            fd,
+            auth_deadline,
+            pending_auth: None,
             challenge: None,
             parked: JoinSet::new(),
             parked_msgids: HashMap::new(),
@@ -137,7 +173,8 @@ impl Session {
         stop_at: usize,
     ) -> (Next, bool) {
         loop {
-            if out.len() >= stop_at {
+            // Requests behind an `auth` that waits stay unread until it is answered.
+            if out.len() >= stop_at || self.pending_auth.is_some() {
                 return (Next::Continue, true);
             }
             match decoder.next_frame() {
@@ -146,26 +183,25 @@ impl Session {
                     other => return (other, false),
                 },
                 Ok(None) => return (Next::Continue, false),
-                Err(e) => {
-                    self.frame_error(&e, out);
-                    return (Next::Close, false);
-                }
+                Err(e) => return (Next::Close(self.frame_error(&e, out)), false),
             }
         }
     }
 
-    fn frame_error(&self, e: &FrameError, out: &mut Vec<u8>) {
-        let name = if e.is_limit() {
-            ErrorName::LimitError
+    /// Answers a frame that could not be read, and says why the connection closes.
+    fn frame_error(&self, e: &FrameError, out: &mut Vec<u8>) -> Disconnect {
+        let (name, reason) = if e.is_limit() {
+            (ErrorName::LimitError, Disconnect::LimitExceeded)
         } else {
-            ErrorName::ProtocolError
+            (ErrorName::ProtocolError, Disconnect::ProtocolError)
         };
         let err = CallError::new(name, format!("{e}; closing the connection"));
-        info!(error = %err, "closing connection");
+        info!(error = err.to_string().as_str(), "closing connection");
         match e.msgid {
             Some(msgid) => encode::response_err(out, msgid, &err),
             None => error_notification(out, name, &err.message),
         }
+        reason
     }
 
     fn handle_frame(
@@ -174,7 +210,18 @@ impl Session {
         decoder: &mut FrameDecoder,
         out: &mut Vec<u8>,
     ) -> Next {
-        let (msgid, method, mut params) = match envelope::parse(frame) {
+        let envelope = envelope::parse(frame);
+        if !self.authenticated {
+            if let Some(refused) = refused_before_auth(&envelope) {
+                warn!(
+                    from = self.peer().to_string().as_str(),
+                    "closing connection: {refused} before authenticating"
+                );
+                write_refusal(&envelope, refused, out);
+                return Next::Close(Disconnect::RefusedBeforeAuth);
+            }
+        }
+        let (msgid, method, mut params) = match envelope {
             Ok(Envelope::Request {
                 msgid,
                 method,
@@ -187,7 +234,7 @@ impl Session {
             // Responses from a client are never answered.
             Ok(_) => return Next::Continue,
             Err(e) => {
-                debug!(error = %e, "bad envelope");
+                debug!(error = e.to_string().as_str(), "bad envelope");
                 if let Some(msgid) = e.msgid {
                     let err = CallError::new(ErrorName::ProtocolError, e.to_string());
                     encode::response_err(out, msgid, &err);
@@ -204,11 +251,15 @@ impl Session {
         encode::response_ok(out, msgid, &[]);
         let failure = match self.call(msgid, &method, &params, decoder, out) {
             // Closing without an answer (the client left): the header written goes too.
-            Ok(Step::Answered(Next::Close)) => {
+            Ok(Step::Answered(Next::Close(reason))) => {
                 out.truncate(start);
-                return Next::Close;
+                return Next::Close(reason);
             }
             Ok(Step::Answered(next)) => return next,
+            Ok(Step::Deferred) => {
+                out.truncate(start);
+                return Next::Continue;
+            }
             Ok(Step::Parked(parked, rest)) => {
                 out.truncate(start);
                 match self.park(parked, rest, counter) {
@@ -222,8 +273,10 @@ impl Session {
         encode::response_err(out, msgid, &failure);
         self.shared.stats.error(&self.stats, counter);
         match failure.name {
-            ErrorName::AuthenticationError if method == "auth" => Next::Close,
-            ErrorName::LimitError => Next::Close,
+            // A failed `auth`, whatever the reason, ends the connection: a guesser gets one
+            // attempt per connection.
+            _ if method == "auth" => Next::Close(Disconnect::AuthFailed),
+            ErrorName::LimitError => Next::Close(Disconnect::LimitExceeded),
             _ => Next::Continue,
         }
     }
@@ -237,7 +290,10 @@ impl Session {
         match method {
             "decref" => {
                 if let Err(e) = dispatch::decref(&mut self.reach.held, params) {
-                    debug!(error = %e, "malformed decref notification ignored");
+                    debug!(
+                        error = e.to_string().as_str(),
+                        "malformed decref notification ignored"
+                    );
                 }
                 self.shared.registry.reap();
             }
@@ -311,18 +367,23 @@ impl Session {
                 write_hello(out, &challenge, &config.run, &config.limits);
                 return Ok(Step::Answered(Next::Continue));
             }
-            "auth" => {
-                self.authenticate(p)?;
-                decoder.set_limits(self.shared.config.limits);
-                out.extend_from_slice(encode::TRUE);
-                return Ok(Step::Answered(Next::Continue));
-            }
+            "auth" => return self.auth(msgid, p, decoder, out),
             _ => {}
         }
         if !self.authenticated {
             return Err(CallError::new(
                 ErrorName::AuthenticationError,
                 "authenticate first: call hello, then auth",
+            ));
+        }
+        if !self.admin && auth::ADMIN_METHODS.contains(&method) {
+            return Err(CallError::new(
+                ErrorName::PermissionError,
+                format!(
+                    "{method} is reserved to the operator: this connection authenticated with \
+                     the worker authkey; authenticate with the manager's admin authkey \
+                     (--admin-authkey-file or AGORA_ADMIN_AUTHKEY) to call it"
+                ),
             ));
         }
         match method {
@@ -349,7 +410,7 @@ impl Session {
                 // reads no reply, and a request it sent before leaving must not run after the
                 // close (a release would give back twice what the close gave back).
                 let Some(_serving) = holdings.serve() else {
-                    return Ok(Step::Answered(Next::Close));
+                    return Ok(Step::Answered(Next::Close(Disconnect::ClientClosed)));
                 };
                 let caller = Caller {
                     session: self.id,
@@ -374,7 +435,7 @@ impl Session {
         let holdings = self.holdings.clone();
         // As for a single call: a departed connection runs nothing more.
         let Some(_serving) = holdings.serve() else {
-            return Ok(Step::Answered(Next::Close));
+            return Ok(Step::Answered(Next::Close(Disconnect::ClientClosed)));
         };
         encode::array_header(out, calls.len());
         let Some((method, params)) = calls.next() else {
@@ -445,7 +506,54 @@ impl Session {
         }
     }
 
-    fn authenticate(&mut self, p: &Params) -> Result<(), CallError> {
+    /// `auth`: takes the attempt's place in its peer's line ([`crate::throttle`]), then checks
+    /// it now, or once its place comes ([`Step::Deferred`]).
+    fn auth(
+        &mut self,
+        msgid: u32,
+        p: &Params,
+        decoder: &mut FrameDecoder,
+        out: &mut Vec<u8>,
+    ) -> Result<Step, CallError> {
+        let now = tokio::time::Instant::now();
+        let peer = self.peer();
+        let throttle = &self.shared.auth_throttle;
+        let due = match throttle.admit(peer, now, self.auth_deadline) {
+            Admission::At(due) => due,
+            Admission::Refused { retry_in, log } => {
+                if let Some(unlogged) = log {
+                    warn!(
+                        from = peer.to_string().as_str(),
+                        unlogged,
+                        "authentication refused unchecked: too many attempts from this peer"
+                    );
+                }
+                return Err(CallError::new(
+                    ErrorName::AuthenticationError,
+                    format!(
+                        "too many authentication attempts from {peer}; try again in {} s",
+                        retry_in.as_secs() + 1
+                    ),
+                ));
+            }
+        };
+        let attempt = self.attempt(p);
+        if due > now {
+            debug!(from = peer.to_string().as_str(), wait = ?(due - now), "auth waits for its place");
+            self.pending_auth = Some(PendingAuth {
+                msgid,
+                attempt,
+                due,
+            });
+            return Ok(Step::Deferred);
+        }
+        self.settle(attempt, decoder)?;
+        out.extend_from_slice(encode::TRUE);
+        Ok(Step::Answered(Next::Continue))
+    }
+
+    /// The attempt `auth` params make: the digest, and the challenge it answers (used up).
+    fn attempt(&mut self, p: &Params) -> Attempt {
         let fail = |why: &str| CallError::new(ErrorName::AuthenticationError, why.to_owned());
         p.expect("auth", 1, 1)?;
         let Some(challenge) = self.challenge.take() else {
@@ -456,16 +564,74 @@ impl Session {
         // A str carrying the digest bytes is accepted: some clients predate bin.
         let digest = agora_proto::params::bytes_of(p.raw(0))
             .ok_or_else(|| fail("auth takes the digest as a bin"))?;
-        if !auth::verify(&self.shared.config.authkey, &challenge, digest) {
-            self.authenticated = false;
-            info!("authentication failed");
-            return Err(fail(
-                "wrong digest: the authkey differs from the manager's (check AGORA_AUTHKEY)",
-            ));
+        Ok((challenge, digest.to_vec()))
+    }
+
+    /// Checks an attempt: authenticates the connection, with the role its key gives, or
+    /// logs why it failed.
+    fn settle(&mut self, attempt: Attempt, decoder: &mut FrameDecoder) -> Result<(), CallError> {
+        let config = &self.shared.config;
+        let role = attempt.and_then(|(challenge, digest)| {
+            let admin_key = config.admin_authkey.as_deref();
+            auth::role(&config.authkey, admin_key, &challenge, &digest).ok_or_else(|| {
+                CallError::new(
+                    ErrorName::AuthenticationError,
+                    "wrong digest: the authkey differs from the manager's (check AGORA_AUTHKEY)",
+                )
+            })
+        });
+        let peer = self.peer();
+        match role {
+            Ok(role) => {
+                self.shared
+                    .auth_throttle
+                    .succeeded(peer, tokio::time::Instant::now());
+                self.authenticated = true;
+                self.admin = role == auth::Role::Admin;
+                self.stats.set_authenticated();
+                decoder.set_limits(config.limits);
+                Ok(())
+            }
+            Err(e) => {
+                self.authenticated = false;
+                warn!(
+                    from = peer.to_string().as_str(),
+                    reason = e.message.as_str(),
+                    "authentication failed"
+                );
+                Err(e)
+            }
         }
-        self.authenticated = true;
-        self.stats.set_authenticated();
-        Ok(())
+    }
+
+    /// When the `auth` that waits for its place may be checked.
+    fn auth_due(&self) -> Option<tokio::time::Instant> {
+        self.pending_auth.as_ref().map(|pending| pending.due)
+    }
+
+    /// Checks the `auth` whose place has come and appends its answer: the connection goes on
+    /// authenticated, or closes.
+    fn settle_pending_auth(&mut self, decoder: &mut FrameDecoder, out: &mut Vec<u8>) -> Next {
+        let Some(PendingAuth { msgid, attempt, .. }) = self.pending_auth.take() else {
+            return Next::Continue;
+        };
+        match self.settle(attempt, decoder) {
+            Ok(()) => {
+                encode::response_ok(out, msgid, encode::TRUE);
+                Next::Continue
+            }
+            Err(err) => {
+                encode::response_err(out, msgid, &err);
+                let counter = crate::stats::method_index("auth");
+                self.shared.stats.error(&self.stats, counter);
+                Next::Close(Disconnect::AuthFailed)
+            }
+        }
+    }
+
+    /// Whom this connection's `auth` attempts count against.
+    fn peer(&self) -> Peer {
+        Peer::of(self.fd)
     }
 
     /// Appends the reply of a parked call that completed. Gives back the grant with its ticket
@@ -546,7 +712,7 @@ impl Session {
     fn parked_failed(&mut self, e: &tokio::task::JoinError, out: &mut Vec<u8>) {
         let cancelled = e.is_cancelled();
         if !cancelled {
-            tracing::error!(error = %e, "a parked call failed");
+            tracing::error!(error = e.to_string().as_str(), "a parked call failed");
         }
         self.chains.remove(&e.id());
         self.stats.set_parked(self.parked.len());
@@ -631,6 +797,44 @@ pub fn error_notification(out: &mut Vec<u8>, name: ErrorName, message: &str) {
     let mut message_bytes = Vec::new();
     encode::str(&mut message_bytes, message);
     encode::notification(out, "error", &[&name_bytes, &message_bytes]);
+}
+
+/// What is wrong with a message sent before authenticating, if anything: only `hello` and
+/// `auth` requests are allowed, and notifications (never acted on before `auth`). Bytes that
+/// are no message (an HTTP request, say, which reads as a run of MessagePack ints) close the
+/// connection at their first value.
+fn refused_before_auth(
+    envelope: &Result<Envelope, agora_proto::EnvelopeError>,
+) -> Option<&'static str> {
+    match envelope {
+        Ok(Envelope::Request { method, .. }) if matches!(method.as_str(), "hello" | "auth") => None,
+        Ok(Envelope::Request { .. }) => Some("a call other than hello or auth"),
+        // Ignored, as on any connection: some clients send one as they connect.
+        Ok(Envelope::Notification { .. }) => None,
+        Ok(_) => Some("a response"),
+        Err(_) => Some("a message that is not a MessagePack-RPC request"),
+    }
+}
+
+/// Tells a connection closed by [`refused_before_auth`] why: the request's msgid, when one
+/// can be read, is answered `AuthenticationError`; otherwise a notification says so.
+fn write_refusal(
+    envelope: &Result<Envelope, agora_proto::EnvelopeError>,
+    refused: &str,
+    out: &mut Vec<u8>,
+) {
+    let message =
+        format!("{refused} before authenticating: call hello, then auth; closing the connection");
+    let msgid = match envelope {
+        Ok(Envelope::Request { msgid, .. }) => Some(*msgid),
+        Err(e) => e.msgid,
+        _ => None,
+    };
+    let name = ErrorName::AuthenticationError;
+    match msgid {
+        Some(msgid) => encode::response_err(out, msgid, &CallError::new(name, message)),
+        None => error_notification(out, name, &message),
+    }
 }
 
 /// One write to the socket that never waits: `WouldBlock` when its buffer is full. Bypasses
@@ -756,6 +960,8 @@ enum Event {
     Stop,
     /// The connection has not authenticated within [`crate::Config::auth_timeout`].
     AuthTimeout,
+    /// The place of the `auth` that waits has come.
+    AuthDue,
     Read(std::io::Result<usize>),
     /// Some of the unwritten replies were written.
     Wrote(std::io::Result<usize>),
@@ -797,6 +1003,14 @@ fn poll_for_request<S: Transport>(
         } else {
             std::hint::spin_loop();
         }
+    }
+}
+
+/// Logs a write that failed: an error, or a socket that took nothing.
+fn write_failed(result: &std::io::Result<usize>) {
+    match result {
+        Err(e) => debug!(error = e.to_string().as_str(), "write failed"),
+        Ok(n) => debug!(wrote = n, "write failed"),
     }
 }
 
@@ -858,9 +1072,9 @@ fn recv_now(fd: RawFd, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
 }
 
 /// Serves one connection until the peer leaves, the connection must close, or the manager
-/// shuts down.
+/// shuts down, logging when it connects and when it ends.
 ///
-/// Everything the connection logs is inside a `conn` span carrying a random uuid and the peer,
+/// Everything the connection logs is inside its [`crate::conn_log::span`], carrying a random uuid and the peer,
 /// so one connection can be followed through the log: peers repeat (every Unix socket client is
 /// the same unnamed peer) and the numeric session id is only unique within one run, while the
 /// uuid is unique across runs and managers, so logs of several can be merged.
@@ -868,53 +1082,60 @@ pub async fn serve<S>(stream: S, shared: Arc<Shared>, peer: String)
 where
     S: Transport,
 {
-    serve_from(stream, shared, peer, tokio::time::Instant::now()).await
+    let accepted = tokio::time::Instant::now();
+    let id = uuid::Uuid::new_v4();
+    let peer = PeerInfo::of(stream.as_raw_fd(), peer);
+    let span = crate::conn_log::span(&id, &peer);
+    async move {
+        info!("connected");
+        serve_from(stream, shared, id, &peer, accepted)
+            .await
+            .log(accepted);
+    }
+    .instrument(span)
+    .await
 }
 
-/// As [`serve`], for a connection accepted at `accepted`: it must authenticate within
-/// [`crate::Config::auth_timeout`] of then (a TLS connection's handshake counts).
+/// Serves a connection with `peer`, accepted at `accepted` and known by `id`, inside its
+/// [`crate::conn_log::span`]: it must authenticate within [`crate::Config::auth_timeout`] of then (a TLS
+/// connection's handshake counts). Gives how it ended.
 pub async fn serve_from<S>(
     stream: S,
     shared: Arc<Shared>,
-    peer: String,
+    id: uuid::Uuid,
+    peer: &PeerInfo,
     accepted: tokio::time::Instant,
-) where
+) -> Ending
+where
     S: Transport,
 {
-    let id = uuid::Uuid::new_v4();
-    let span = tracing::info_span!("conn", conn = %id, peer = %peer);
-    let stats = ConnStats::new(id, peer, stream.as_raw_fd());
-    serve_in_span(stream, shared, accepted, stats)
-        .instrument(span)
-        .await
-}
-
-async fn serve_in_span<S>(
-    stream: S,
-    shared: Arc<Shared>,
-    accepted: tokio::time::Instant,
-    stats: ConnStats,
-) where
-    S: Transport,
-{
+    let fd = stream.as_raw_fd();
+    let stats = ConnStats::new(id, peer);
     let mut conn = Connection {
-        fd: stream.as_raw_fd(),
+        fd,
         stream,
         stopping: shared.shutdown.subscribe(),
         decoder: FrameDecoder::new(shared.config.pre_auth_limits()),
-        session: Session::new(shared.clone(), stats),
+        session: Session::new(
+            shared.clone(),
+            stats,
+            fd,
+            accepted + shared.config.auth_timeout,
+        ),
         out: Vec::with_capacity(READ_CHUNK),
         written: 0,
         sent: Vec::new(),
         backlog: false,
         eof: false,
-        auth_deadline: accepted + shared.config.auth_timeout,
         spin: SpinState::new(),
+        bytes_in: 0,
+        bytes_out: 0,
         shared,
     };
     conn.session.holdings.watch(conn.fd);
-    debug!(session = conn.session.id, "connected");
-    let stop = conn.run().await;
+    debug!(session = conn.session.id, "serving");
+    let reason = conn.run().await;
+    let stop = reason.stops_manager();
     // From here this connection serves nothing: another connection's call that touches what
     // it holds finishes its close first.
     conn.session.holdings.closing();
@@ -926,6 +1147,13 @@ async fn serve_in_span<S>(
     }
     // Replies never written: their grants go back.
     conn.undeliver();
+    let ending = Ending {
+        reason,
+        calls: conn.session.stats.calls(),
+        errors: conn.session.stats.errors(),
+        bytes_in: conn.bytes_in,
+        bytes_out: conn.bytes_out,
+    };
     let Connection {
         mut stream,
         session,
@@ -933,7 +1161,7 @@ async fn serve_in_span<S>(
     } = conn;
     session.finish(&mut stream, stop).await;
     let _ = stream.shutdown().await;
-    debug!("disconnected");
+    ending
 }
 
 /// One connection's loop state: its socket, what it read and is about to write.
@@ -958,31 +1186,33 @@ struct Connection<S> {
     backlog: bool,
     /// The client has sent everything it will: end-of-file was read.
     eof: bool,
-    /// When the connection must have authenticated by.
-    auth_deadline: tokio::time::Instant,
     spin: SpinState,
+    /// Bytes read from the client, for the `disconnected` line.
+    bytes_in: u64,
+    /// Bytes of replies written, for the `disconnected` line.
+    bytes_out: u64,
 }
 
 /// How the loop goes on after an event.
 enum Flow {
     /// Serve the next event (after writing the replies).
     Next(Next),
-    /// Stop at once; `true` when the manager is stopping.
-    End(bool),
+    /// Stop at once, for this reason.
+    End(Disconnect),
 }
 
 impl<S> Connection<S>
 where
     S: Transport,
 {
-    /// Serves events until the connection ends; returns `true` when the manager is stopping.
-    async fn run(&mut self) -> bool {
+    /// Serves events until the connection ends; says why it ended.
+    async fn run(&mut self) -> Disconnect {
         // Polling places borrow the shared state; this handle outlives them.
         let shared = self.shared.clone();
         let mut slot = None;
         loop {
             if self.eof && !self.backlog && self.unwritten() == 0 && !self.stream.pending_output() {
-                return false;
+                return Disconnect::ClientClosed;
             }
             let event = self.next_event(slot.take()).await;
             let answered = matches!(event, Event::Read(Ok(n)) if n > 0);
@@ -992,7 +1222,7 @@ where
             }
             let next = match self.handle(event) {
                 Flow::Next(next) => next,
-                Flow::End(stopping) => return stopping,
+                Flow::End(reason) => return reason,
             };
             // Poll for the next request only after answering requests as they came: a
             // connection with parked calls sleeps so that their replies go out at once, and a
@@ -1001,8 +1231,8 @@ where
             slot = (answered && self.session.parked.is_empty())
                 .then(|| self.spin.try_start(&shared.config.spin, &shared.spinners))
                 .flatten();
-            if !self.flush_now() {
-                return false;
+            if let Err(reason) = self.flush_now() {
+                return reason;
             }
             // Replies the client has not taken yet, or requests waiting for room: no polling.
             if self.unwritten() > 0 || self.backlog || self.stream.pending_output() {
@@ -1010,14 +1240,14 @@ where
             }
             match next {
                 Next::Continue => {}
-                Next::Close => {
+                Next::Close(reason) => {
                     self.drain_out().await;
-                    return false;
+                    return reason;
                 }
                 Next::Shutdown => {
                     self.drain_out().await;
                     shared.shutdown.send_replace(true);
-                    return true;
+                    return Disconnect::ShutdownRequested;
                 }
             }
         }
@@ -1056,12 +1286,14 @@ where
             return Event::Read(read);
         }
         let room = self.unwritten() < self.output_bound();
-        if room && self.backlog {
+        // An `auth` waiting for its place holds back every request behind it.
+        let auth_due = self.session.auth_due();
+        if room && self.backlog && auth_due.is_none() {
             return Event::Backlog;
         }
-        let read = room && !self.eof;
+        let read = room && !self.eof && auth_due.is_none();
         let unauthenticated = !self.session.authenticated;
-        let deadline = self.auth_deadline;
+        let deadline = self.session.auth_deadline;
         let Connection {
             stream,
             out,
@@ -1092,6 +1324,10 @@ where
         tokio::select! {
             biased;
             _ = crate::server::stopped(stopping) => Event::Stop,
+            // Never after the deadline: the throttle refuses a place that would be.
+            _ = tokio::time::sleep_until(auth_due.unwrap_or(deadline)), if auth_due.is_some() => {
+                Event::AuthDue
+            }
             _ = tokio::time::sleep_until(deadline), if unauthenticated => Event::AuthTimeout,
             Some(done) = session.parked.join_next_with_id(), if room => Event::ParkedDone(done),
             event = io => event,
@@ -1111,7 +1347,7 @@ where
                     error_notification(&mut out, ErrorName::ShutdownError, message);
                     let _ = send_now(self.fd, &out);
                 }
-                Flow::End(true)
+                Flow::End(Disconnect::Shutdown)
             }
             Event::AuthTimeout => {
                 let timeout = self.shared.config.auth_timeout;
@@ -1125,7 +1361,15 @@ where
                     error_notification(&mut out, ErrorName::AuthenticationError, &message);
                     let _ = self.stream.write_now(&out);
                 }
-                Flow::End(false)
+                Flow::End(Disconnect::AuthTimeout)
+            }
+            Event::AuthDue => {
+                let next = self
+                    .session
+                    .settle_pending_auth(&mut self.decoder, &mut self.out);
+                // The requests behind it, read already, are answered next.
+                self.backlog = true;
+                Flow::Next(next)
             }
             Event::ParkedDone(done) => {
                 self.answer_parked(done);
@@ -1135,25 +1379,29 @@ where
                 self.eof = true;
                 Flow::Next(Next::Continue)
             }
-            Event::Read(Ok(_)) | Event::Backlog => Flow::Next(self.process()),
+            Event::Read(Ok(n)) => {
+                self.bytes_in += n as u64;
+                Flow::Next(self.process())
+            }
+            Event::Backlog => Flow::Next(self.process()),
             Event::Read(Err(e)) => {
-                debug!(error = %e, "read failed");
-                Flow::End(false)
+                debug!(error = e.to_string().as_str(), "read failed");
+                Flow::End(Disconnect::ReadError)
             }
             Event::Wrote(Ok(n)) if n > 0 => {
                 self.advance(n);
                 Flow::Next(Next::Continue)
             }
             Event::Wrote(result) => {
-                debug!(?result, "write failed");
+                write_failed(&result);
                 self.undeliver();
-                Flow::End(false)
+                Flow::End(Disconnect::WriteError)
             }
             Event::Flushed(Ok(())) => Flow::Next(Next::Continue),
             Event::Flushed(Err(e)) => {
-                debug!(error = %e, "write failed");
+                write_failed(&Err(e));
                 self.undeliver();
-                Flow::End(false)
+                Flow::End(Disconnect::WriteError)
             }
         }
     }
@@ -1164,7 +1412,7 @@ where
         let (next, full) = self
             .session
             .process(&mut self.decoder, &mut self.out, stop_at);
-        if full && !self.backlog {
+        if full && !self.backlog && self.session.auth_due().is_none() {
             debug!(
                 unwritten = self.unwritten(),
                 "the client is not taking its replies: reading paused"
@@ -1194,6 +1442,7 @@ where
     /// Notes that `n` more bytes were written: the grants whose replies are all out are
     /// delivered, and written bytes leave the buffer.
     fn advance(&mut self, n: usize) {
+        self.bytes_out += n as u64;
         self.written += n;
         let written = self.written;
         self.sent.retain(|(end, ..)| *end > written);
@@ -1216,29 +1465,29 @@ where
         self.sent.drain(..).for_each(|(_, r, t)| t.undeliver(r));
     }
 
-    /// Writes what the socket takes now, without waiting; false when the connection is gone
+    /// Writes what the socket takes now, without waiting; fails when the connection is gone
     /// (its grants are given back). The rest is written as the socket drains ([`Event::Wrote`]).
-    fn flush_now(&mut self) -> bool {
+    fn flush_now(&mut self) -> Result<(), Disconnect> {
         // A grant goes only to a connection whose client has not already left: one whose
         // end-of-file is waiting to be read gives its grants back (so the next waiter gets a
         // plain grant, not an owner-died notice from a holder that never knew it held).
         if !self.sent.is_empty() && peer_closed(self.fd) {
             debug!("left with grants in flight");
             self.undeliver();
-            return false;
+            return Err(Disconnect::ClientClosed);
         }
         while self.unwritten() > 0 {
             match self.stream.write_now(&self.out[self.written..]) {
                 Ok(n) if n > 0 => self.advance(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 result => {
-                    debug!(?result, "write failed");
+                    write_failed(&result);
                     self.undeliver();
-                    return false;
+                    return Err(Disconnect::WriteError);
                 }
             }
         }
-        true
+        Ok(())
     }
 
     /// Writes the rest of the replies before the connection closes, waiting at most
@@ -1259,7 +1508,7 @@ where
                 let rest = self.unwritten();
                 self.advance(rest);
             }
-            Ok(Err(e)) => debug!(error = %e, "write failed"),
+            Ok(Err(e)) => write_failed(&Err(e)),
             Err(_) => warn!(
                 unwritten = self.unwritten(),
                 "closing connection with replies its client did not take"

@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -21,6 +20,7 @@ use agora_proto::encode;
 use agora_proto::methods::TABLE;
 
 use crate::lifecycle::{SessionId, View};
+use crate::peer::PeerInfo;
 use crate::registry::ObjectInfo;
 use crate::server::Shared;
 
@@ -130,12 +130,12 @@ fn bump(counter: &AtomicU64) {
 }
 
 impl ConnStats {
-    /// A connection accepted now on socket `fd`.
-    pub fn new(id: uuid::Uuid, peer: String, fd: RawFd) -> ConnStats {
+    /// A connection with `peer`, accepted now.
+    pub fn new(id: uuid::Uuid, peer: &PeerInfo) -> ConnStats {
         ConnStats {
             id,
-            peer,
-            pid: peer_pid(fd),
+            peer: peer.address.clone(),
+            pid: peer.pid,
             since: Instant::now(),
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -173,42 +173,6 @@ impl ConnStats {
     pub fn set_parked(&self, n: usize) {
         self.parked.store(n as u64, Ordering::Relaxed);
     }
-}
-
-/// The process id of the peer of Unix socket `fd` (`SO_PEERCRED`); `None` for other sockets.
-fn peer_pid(fd: RawFd) -> Option<u32> {
-    let mut domain: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `domain` and `len` are valid for writes of the sizes given.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut domain as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 || domain != libc::AF_UNIX {
-        return None;
-    }
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes of the sizes given.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    (r == 0 && cred.pid > 0).then(|| cred.pid.unsigned_abs())
 }
 
 /// What one manager counts.
@@ -510,11 +474,8 @@ mod tests {
         let stats = Stats::default();
         let (a, _) = std::os::unix::net::UnixStream::pair().unwrap();
         use std::os::fd::AsRawFd;
-        let conn = Arc::new(ConnStats::new(
-            uuid::Uuid::nil(),
-            "test".into(),
-            a.as_raw_fd(),
-        ));
+        let peer = PeerInfo::of(a.as_raw_fd(), "test".into());
+        let conn = Arc::new(ConnStats::new(uuid::Uuid::nil(), &peer));
         assert_eq!(
             conn.pid,
             Some(std::process::id()),

@@ -41,6 +41,8 @@ fn key() -> Vec<u8> {
 struct Launch {
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// Standard input is a pipe the test holds (`--lifeline-stdin`), not /dev/null.
+    lifeline: bool,
 }
 
 impl Launch {
@@ -48,7 +50,14 @@ impl Launch {
         Launch {
             args: Vec::new(),
             env: Vec::new(),
+            lifeline: false,
         }
+    }
+
+    /// With `--lifeline-stdin`, its stdin a pipe the test closes with [`Manager::cut_lifeline`].
+    fn lifeline(mut self) -> Launch {
+        self.lifeline = true;
+        self.arg("--lifeline-stdin")
     }
 
     /// A manager listening at `address` with the test key.
@@ -93,7 +102,11 @@ impl Manager {
             .env("TMPDIR", tmp.path())
             .env_remove("AGORA_AUTHKEY")
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
+            .stdin(if launch.lifeline {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(stderr);
         for (k, v) in &launch.env {
@@ -176,6 +189,60 @@ impl Manager {
 
     fn stderr(&self) -> String {
         fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Closes the write end of the `--lifeline-stdin` pipe, as the death of a parent would.
+    fn cut_lifeline(&mut self) {
+        drop(self.child.stdin.take().expect("launched with a lifeline"));
+    }
+
+    /// The log lines written so far, each parsed as JSON (`--log-format json`).
+    fn json_logs(&self) -> Vec<serde_json::Value> {
+        self.stderr()
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line:?}"))
+            })
+            .collect()
+    }
+
+    /// Waits for a JSON log line with this message and for which `also` holds; gives it.
+    fn json_log(
+        &self,
+        message: &str,
+        also: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        self.wait_for_log(&format!("a {message:?} line"), || {
+            self.json_logs()
+                .into_iter()
+                .find(|l| l["fields"]["message"] == message && also(l))
+        })
+    }
+
+    /// Waits for a text log line containing every one of `parts`; gives it.
+    fn text_log(&self, parts: &[&str]) -> String {
+        self.wait_for_log(&format!("a line with {parts:?}"), || {
+            let stderr = self.stderr();
+            let line = stderr.lines().find(|l| parts.iter().all(|p| l.contains(p)));
+            line.map(str::to_owned)
+        })
+    }
+
+    /// Waits until `find` finds what it looks for (`what`) in the log; gives it.
+    fn wait_for_log<T>(&self, what: &str, find: impl Fn() -> Option<T>) -> T {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(found) = find() {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what}; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn signal(&self, signal: libc::c_int) {
@@ -536,16 +603,27 @@ fn a_bad_authkey_is_a_startup_error() {
         assert!(stderr.contains("authkey"), "{stderr}");
     }
     let bad_file = dir.path().join("bad");
-    fs::write(&bad_file, "zz\n").unwrap();
-    let mut m = Manager::spawn(
-        Launch::new()
-            .arg("--authkey-file")
-            .arg(bad_file.to_str().unwrap())
-            .arg("--listen")
-            .arg(&listen),
-    );
-    let stderr = m.startup_failure();
-    assert!(stderr.contains(bad_file.to_str().unwrap()), "{stderr}");
+    // Not hex, said so rather than in the decoder's words ("Odd number of digits").
+    for (text, why) in [
+        ("zz\n", "'z' at position 0 is not a hex digit"),
+        ("abc\n", "an odd number of digits"),
+    ] {
+        fs::write(&bad_file, text).unwrap();
+        let mut m = Manager::spawn(
+            Launch::new()
+                .arg("--authkey-file")
+                .arg(bad_file.to_str().unwrap())
+                .arg("--listen")
+                .arg(&listen),
+        );
+        let stderr = m.startup_failure();
+        assert!(stderr.contains(bad_file.to_str().unwrap()), "{stderr}");
+        assert!(
+            stderr.contains("does not hold the authkey as hex"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(why), "{text:?}: {stderr}");
+    }
 }
 
 #[test]
@@ -603,8 +681,9 @@ fn limits_no_client_could_work_with_are_refused_at_start() {
     }
 }
 
-/// SIGHUP no longer kills the manager without its cleanup: it is ignored, and the manager
-/// goes on serving until SIGTERM, which still stops it cleanly.
+/// SIGHUP no longer kills the manager without its cleanup: it is logged and ignored, the
+/// connections it found still served, and the manager goes on serving until SIGTERM, which
+/// still stops it cleanly.
 #[test]
 fn sighup_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
@@ -613,8 +692,13 @@ fn sighup_is_ignored() {
     let mut m = Manager::spawn(Launch::at(&address));
     m.ready();
     wait_until_serving(&address, &key());
+    let mut before = authenticated(&address, &key());
+    let id = before.create("dict", Some("d"), vec![]);
+    before.ok("dict.setitem", vec![id.into(), "k".into(), 1.into()]);
     m.signal(libc::SIGHUP);
-    std::thread::sleep(Duration::from_millis(200));
+    m.text_log(&["SIGHUP ignored"]);
+    let got = before.ok("dict.get", vec![id.into(), "k".into()]);
+    assert_eq!(got, Value::from(1));
     let mut c = authenticated(&address, &key());
     assert_eq!(c.ok("ping", vec![]), Value::from("pong"));
     m.signal(libc::SIGTERM);
@@ -831,4 +915,379 @@ fn the_polling_budget_comes_from_the_flag_or_the_environment() {
         assert!(stderr.contains("AGORA_SPIN_US"), "{stderr}");
         assert!(stderr.contains(&format!("{bad:?}")), "{stderr}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running as a service: logs, the config file, every way of stopping
+// ---------------------------------------------------------------------------------------------
+
+/// This process's user id.
+fn our_uid() -> u64 {
+    // SAFETY: getuid has no preconditions.
+    u64::from(unsafe { libc::getuid() })
+}
+
+#[test]
+fn json_logs_give_each_connection_its_id_peer_and_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("m.sock");
+    let unix = format!("unix:{}", socket.display());
+    let mut m = Manager::spawn(
+        Launch::at(&unix)
+            .arg("--listen")
+            .arg("tcp:127.0.0.1:0")
+            .arg("--log-format")
+            .arg("json")
+            .arg("--max-in-flight")
+            .arg("77"),
+    );
+    let ready = m.ready();
+    let started = m.json_log("manager started", |_| true);
+    let fields = &started["fields"];
+    assert_eq!(fields["pid"], u64::from(m.child.id()), "{started}");
+    assert_eq!(fields["max_in_flight"], 77, "{started}");
+    assert_eq!(fields["listeners"], ready.addresses.join(" "), "{started}");
+    assert!(fields["version"].is_string(), "{started}");
+    for limit in [
+        "max_message_bytes",
+        "max_depth",
+        "max_container_len",
+        "max_connections",
+        "max_output_bytes",
+        "auth_timeout_secs",
+        "spin_us",
+    ] {
+        assert!(fields[limit].is_number(), "{limit}: {started}");
+    }
+
+    // A Unix peer: its pid and uid are the kernel's word for who connected (this process).
+    let mut c = authenticated(&unix, &key());
+    c.ok("ping", vec![]);
+    drop(c);
+    let ours = |l: &serde_json::Value| l["span"]["pid"] == u64::from(std::process::id());
+    let connected = m.json_log("connected", ours);
+    let span = &connected["span"];
+    assert_eq!(span["peer"], "unix peer", "{connected}");
+    assert_eq!(span["uid"], our_uid(), "{connected}");
+    let id = span["conn"].as_str().expect("a connection id").to_owned();
+    assert!(uuid_like(&id), "{connected}");
+    let same = |l: &serde_json::Value| l["span"]["conn"] == id.as_str();
+    let gone = m.json_log("disconnected", same);
+    let fields = &gone["fields"];
+    assert_eq!(fields["reason"], "client_closed", "{gone}");
+    // hello, auth, ping.
+    assert_eq!(fields["calls"], 3, "{gone}");
+    assert_eq!(fields["errors"], 0, "{gone}");
+    assert!(fields["bytes_in"].as_u64().unwrap() > 0, "{gone}");
+    assert!(fields["bytes_out"].as_u64().unwrap() > 0, "{gone}");
+    assert!(fields["duration_secs"].is_number(), "{gone}");
+
+    // A TCP peer: its address, a connection id of its own, no credentials.
+    let tcp = &ready.addresses[1];
+    let mut c = RawClient::connect(tcp).unwrap();
+    let digest = hmac_sha256(&[9u8; 32], &c.hello());
+    assert_eq!(
+        c.fail("auth", vec![Value::Binary(digest)]),
+        "AuthenticationError"
+    );
+    c.expect_closed();
+    let tcp_peer = |l: &serde_json::Value| {
+        l["span"]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:"))
+    };
+    let gone = m.json_log("disconnected", tcp_peer);
+    assert_eq!(gone["fields"]["reason"], "auth_failed", "{gone}");
+    assert_eq!(gone["fields"]["errors"], 1, "{gone}");
+    assert!(gone["span"].get("pid").is_none(), "{gone}");
+    assert_ne!(gone["span"]["conn"], id.as_str(), "{gone}");
+    m.signal(libc::SIGTERM);
+    assert_eq!(m.wait().code(), Some(0));
+    // Every line the manager wrote is JSON, to the last.
+    m.json_logs();
+}
+
+/// `8-4-4-4-12` hex digits.
+fn uuid_like(text: &str) -> bool {
+    let groups: Vec<usize> = text.split('-').map(str::len).collect();
+    groups == [8, 4, 4, 4, 12] && text.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+}
+
+/// In the text format a value with spaces is quoted, so a collector splitting `key=value`
+/// pairs reads `peer="unix peer"` as one field, and the error as another.
+#[test]
+fn text_logs_quote_values_with_spaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("m.sock");
+    let address = format!("unix:{}", socket.display());
+    let mut m = Manager::spawn(Launch::at(&address).arg("--max-message-bytes").arg("2048"));
+    m.ready();
+    let mut c = authenticated(&address, &key());
+    let big = vec![Value::from("x".repeat(4096))];
+    let msgid = c.msgid();
+    let _ = c.try_send(&agora_proto::testing::request(msgid, "ping", big));
+    while c.next_frame().is_some() {}
+    let line = m.text_log(&["closing connection", "error="]);
+    assert!(line.contains(r#"peer="unix peer""#), "{line}");
+    assert!(line.contains(r#"error="LimitError: "#), "{line}");
+    let line = m.text_log(&["disconnected"]);
+    assert!(line.contains(r#"reason="limit_exceeded""#), "{line}");
+    assert!(
+        line.contains(&format!("pid={}", std::process::id())),
+        "{line}"
+    );
+    assert!(line.contains(&format!("uid={}", our_uid())), "{line}");
+    assert!(line.contains("calls=2 errors=0"), "{line}");
+}
+
+/// A config file sets flags; a flag on the command line wins over the file's key, a list
+/// (`listen`) replaced whole.
+#[test]
+fn a_config_file_sets_flags_and_the_command_line_overrides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (in_file, on_line) = (dir.path().join("file.sock"), dir.path().join("line.sock"));
+    let key_file = dir.path().join("key");
+    fs::write(&key_file, KEY_HEX).unwrap();
+    let config = dir.path().join("agora.toml");
+    fs::write(
+        &config,
+        format!(
+            "listen = [\"unix:{}\"]\nauthkey-file = \"{}\"\nmax-in-flight = 7\n\
+             max-depth = 9\nlog-format = \"json\"\nauth-timeout = 2.5\n",
+            in_file.display(),
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+
+    let mut m = Manager::spawn(Launch::new().arg("--config").arg(&config));
+    let ready = m.ready();
+    assert_eq!(ready.addresses, [format!("unix:{}", in_file.display())]);
+    use_manager(&ready.addresses[0], &key());
+    let fields = m.json_log("manager started", |_| true)["fields"].clone();
+    assert_eq!(
+        (
+            &fields["max_in_flight"],
+            &fields["max_depth"],
+            &fields["auth_timeout_secs"]
+        ),
+        (&7.into(), &9.into(), &2.5.into())
+    );
+    m.signal(libc::SIGTERM);
+    assert_eq!(m.wait().code(), Some(0));
+
+    let on_line_address = format!("unix:{}", on_line.display());
+    let mut m = Manager::spawn(
+        Launch::new()
+            .arg("--config")
+            .arg(&config)
+            .arg("--listen")
+            .arg(&on_line_address)
+            .arg("--max-in-flight")
+            .arg("8"),
+    );
+    let ready = m.ready();
+    assert_eq!(ready.addresses, [on_line_address]);
+    assert!(!in_file.exists(), "the file's listen list is replaced");
+    let fields = m.json_log("manager started", |_| true)["fields"].clone();
+    assert_eq!(fields["max_in_flight"], 8);
+    assert_eq!(
+        fields["max_depth"], 9,
+        "the keys not overridden still apply"
+    );
+}
+
+/// A value that would make the manager unusable, a key that is no flag, a file that is not
+/// TOML: each stops the start, and the message names the key (or the file).
+#[test]
+fn bad_config_files_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agora.toml");
+    for (text, named, why) in [
+        ("max-in-flight = 0", "max-in-flight", "at least 1"),
+        (
+            "max-message-bytes = 100",
+            "max-message-bytes",
+            "at least 1024",
+        ),
+        ("max-depth = 1", "max-depth", "at least 2"),
+        ("max-depth = 100000", "max-depth", "at most"),
+        ("max-container-len = 3", "max-container-len", "at least 4"),
+        ("max-connections = 0", "max-connections", "at least 1"),
+        ("max-output-bytes = 0", "max-output-bytes", "at least 1"),
+        ("auth-timeout = 0", "auth-timeout", "more than 0"),
+        ("handoff-seconds = -1", "handoff-seconds", "more than 0"),
+        ("spin-us = -5", "spin-us", "not a whole number"),
+        ("log-format = \"xml\"", "log-format", "one of text, json"),
+        (
+            "max-in-flight = \"lots\"",
+            "max-in-flight",
+            "not a whole number",
+        ),
+        ("max-depth = [3, 4]", "max-depth", "not a list"),
+        ("lifeline-stdin = true", "lifeline-stdin", "command line"),
+        ("max_in_flight = 3", "max_in_flight", "unknown key"),
+        ("[limits]\nmax-depth = 3", "limits", "unknown key"),
+        ("max-depth = ", "agora.toml", "not valid TOML"),
+    ] {
+        fs::write(&config, text).unwrap();
+        let mut m = Manager::spawn(
+            Launch::new()
+                .arg("--config")
+                .arg(config.to_str().unwrap())
+                .arg("--listen")
+                .arg("tcp:127.0.0.1:0"),
+        );
+        let stderr = m.startup_failure();
+        assert!(stderr.contains(named), "{text:?}: {stderr}");
+        assert!(stderr.contains(why), "{text:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{text:?}: {stderr}");
+    }
+    let mut m = Manager::spawn(
+        Launch::new()
+            .arg("--config")
+            .arg(dir.path().join("missing.toml").to_str().unwrap()),
+    );
+    let stderr = m.startup_failure();
+    assert!(stderr.contains("missing.toml"), "{stderr}");
+}
+
+/// The sample config file of the documentation is one this manager accepts: started with it
+/// (its paths, which name a real deployment's places, overridden on the command line), it
+/// serves.
+#[test]
+fn the_sample_config_file_is_accepted() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/agora.toml");
+    let text = fs::read_to_string(&sample).unwrap();
+    let table: toml::Table = text.parse().expect("the sample is TOML");
+    assert!(table.contains_key("listen"), "the sample shows listen");
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    fs::write(&key_file, KEY_HEX).unwrap();
+    let address = format!("unix:{}", dir.path().join("m.sock").display());
+    let mut m = Manager::spawn(
+        Launch::new()
+            .arg("--config")
+            .arg(sample.to_str().unwrap())
+            .arg("--listen")
+            .arg(&address)
+            .arg("--authkey-file")
+            .arg(key_file.to_str().unwrap())
+            .arg("--metrics")
+            .arg("127.0.0.1:0"),
+    );
+    let ready = m.ready();
+    use_manager(&address, &key());
+    assert!(ready.metrics.is_some());
+}
+
+/// How a test stops a manager.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Signal(libc::c_int),
+    ShutdownMethod,
+    Lifeline,
+}
+
+/// Every way of stopping a manager answers its parked calls `ShutdownError`, removes its
+/// Unix socket file, and exits with status 0.
+#[test]
+fn every_way_of_stopping_answers_parked_calls_and_removes_the_socket() {
+    for stop in [
+        Stop::Signal(libc::SIGTERM),
+        Stop::Signal(libc::SIGINT),
+        Stop::ShutdownMethod,
+        Stop::Lifeline,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("m.sock");
+        let address = format!("unix:{}", socket.display());
+        let launch = Launch::at(&address);
+        let launch = match stop {
+            Stop::Lifeline => launch.lifeline(),
+            _ => launch,
+        };
+        let mut m = Manager::spawn(launch);
+        m.ready();
+        wait_until_serving(&address, &key());
+        let mut holder = authenticated(&address, &key());
+        let lock = holder.create("lock", Some("l"), vec![]);
+        holder.ok("lock.acquire", vec![lock.into()]);
+        let mut waiter = authenticated(&address, &key());
+        let parked = waiter.park("lock.acquire", vec![lock.into()]);
+
+        match stop {
+            Stop::Signal(signal) => m.signal(signal),
+            Stop::ShutdownMethod => {
+                let mut c = authenticated(&address, &key());
+                assert_eq!(c.ok("shutdown", vec![]), Value::Boolean(true));
+            }
+            Stop::Lifeline => m.cut_lifeline(),
+        }
+        let answer = waiter.response();
+        assert_eq!(answer.msgid, parked, "{stop:?}");
+        let err = answer.result.expect_err("the parked call is not granted");
+        assert_eq!(err.name, "ShutdownError", "{stop:?}: {err:?}");
+        let status = m.wait();
+        assert_eq!(status.code(), Some(0), "{stop:?}: {status:?}");
+        assert!(!socket.exists(), "{stop:?}: the socket file is removed");
+        m.text_log(&["disconnected", "reason=\"shutdown"]);
+    }
+}
+
+/// Each way a connection ends is its disconnect line's reason.
+#[test]
+fn each_disconnect_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:{}", dir.path().join("m.sock").display());
+    let mut m = Manager::spawn(
+        Launch::at(&address)
+            .arg("--log-format")
+            .arg("json")
+            // Short enough to wait for, long enough for the others to authenticate in.
+            .arg("--auth-timeout")
+            .arg("1"),
+    );
+    m.ready();
+    let disconnects = |m: &Manager| -> Vec<String> {
+        m.json_logs()
+            .iter()
+            .filter(|l| l["fields"]["message"] == "disconnected")
+            .map(|l| l["fields"]["reason"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let wait_for = |m: &Manager, reason: &str| {
+        m.json_log("disconnected", |l| l["fields"]["reason"] == reason);
+    };
+
+    // Silent past the authentication timeout.
+    let mut silent = RawClient::connect(&address).unwrap();
+    while silent.next_frame().is_some() {}
+    wait_for(&m, "auth_timeout");
+
+    // A call before authenticating.
+    let mut eager = RawClient::connect(&address).unwrap();
+    eager.send(&agora_proto::testing::request(1, "ping", vec![]));
+    // Told why (an error), then closed.
+    while eager.next_frame().is_some() {}
+    wait_for(&m, "refused_before_auth");
+
+    // Bytes that are no message, once authenticated.
+    let mut garbled = authenticated(&address, &key());
+    garbled.send(&[0xc1]);
+    while garbled.next_frame().is_some() {}
+    wait_for(&m, "protocol_error");
+
+    // A client that leaves, and one that stops the manager.
+    drop(authenticated(&address, &key()));
+    wait_for(&m, "client_closed");
+    let mut stopper = authenticated(&address, &key());
+    stopper.ok("shutdown", vec![]);
+    assert_eq!(m.wait().code(), Some(0));
+    let reasons = disconnects(&m);
+    assert!(
+        reasons.iter().any(|r| r == "shutdown_requested"),
+        "{reasons:?}"
+    );
 }

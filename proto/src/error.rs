@@ -53,6 +53,9 @@ error_names! {
     AttributeError,
     /// A wrong authentication digest, or a call before authentication.
     AuthenticationError,
+    /// A method reserved to the operator (`shutdown`, `stats`), called by a connection that
+    /// authenticated with the worker authkey of a manager that has an admin authkey.
+    PermissionError,
     /// No object has that id or name.
     UnknownObjectError,
     /// No method has that name.

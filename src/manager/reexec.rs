@@ -40,6 +40,8 @@ struct Role {
     tcp: Vec<RawFd>,
     lifeline: RawFd,
     authkey: Vec<u8>,
+    /// The admin authkey; `None` (a role without the field): none.
+    admin_key: Option<Vec<u8>>,
     limits: Limits,
     max_in_flight: usize,
     /// How long a handoff waits; `None` (a role without the field): the default.
@@ -51,7 +53,8 @@ struct Role {
 
 impl Role {
     /// `unix=3;tcp=5,6;lifeline=4;key=HEX;limits=A,B,C;in_flight=N;handoff_ms=N;spin_ns=N;
-    /// dir=PATH` (the directory last: it is the only field that may contain any character).
+    /// admin_key=HEX;dir=PATH` (the directory last: it is the only field that may contain any
+    /// character).
     fn encode(&self) -> String {
         let tcp: Vec<String> = self.tcp.iter().map(|fd| fd.to_string()).collect();
         let spin = match self.spin {
@@ -62,8 +65,13 @@ impl Role {
             Some(lease) => format!("handoff_ms={};", lease.as_millis()),
             None => String::new(),
         };
+        let admin = match &self.admin_key {
+            Some(key) => format!("admin_key={};", hex::encode(key)),
+            None => String::new(),
+        };
         format!(
-            "unix={};tcp={};lifeline={};key={};limits={},{},{};in_flight={};{handoff}{spin}dir={}",
+            "unix={};tcp={};lifeline={};key={};limits={},{},{};in_flight={};{handoff}{spin}{admin}\
+             dir={}",
             self.unix,
             tcp.join(","),
             self.lifeline,
@@ -83,6 +91,7 @@ impl Role {
             tcp: Vec::new(),
             lifeline: -1,
             authkey: Vec::new(),
+            admin_key: None,
             limits: Limits::default(),
             max_in_flight: 0,
             handoff: None,
@@ -109,6 +118,10 @@ impl Role {
                 "tcp" if value.is_empty() => {}
                 "tcp" => role.tcp = value.split(',').map(fd).collect::<Result<_, _>>()?,
                 "key" => role.authkey = hex::decode(value).map_err(|e| format!("key: {e}"))?,
+                "admin_key" => {
+                    let key = hex::decode(value).map_err(|e| format!("admin_key: {e}"))?;
+                    role.admin_key = Some(key);
+                }
                 "limits" => {
                     let limits: Vec<usize> =
                         value.split(',').map(number).collect::<Result<_, _>>()?;
@@ -169,6 +182,7 @@ pub(crate) fn launch(
         tcp: tcp.iter().map(AsRawFd::as_raw_fd).collect(),
         lifeline: lifeline.as_raw_fd(),
         authkey: config.authkey.clone(),
+        admin_key: config.admin_authkey.clone(),
         limits: config.limits,
         max_in_flight: config.max_in_flight,
         handoff: Some(config.handoff_lease),
@@ -294,6 +308,7 @@ fn serve(role: Role) -> io::Result<()> {
             .map(|fd| Listener::Tcp(std::net::TcpListener::from(fd))),
     );
     let mut config = Config::new(role.authkey);
+    config.admin_authkey = role.admin_key;
     config.limits = role.limits;
     config.max_in_flight = role.max_in_flight;
     if let Some(lease) = role.handoff {
@@ -322,6 +337,7 @@ mod tests {
             tcp: vec![8, 9],
             lifeline: 10,
             authkey: vec![1, 2, 0xff],
+            admin_key: Some(vec![3, 4]),
             limits: Limits {
                 max_message_bytes: 1,
                 max_depth: 2,
@@ -338,6 +354,7 @@ mod tests {
             (7, vec![8, 9], 10)
         );
         assert_eq!(back.authkey, vec![1, 2, 0xff]);
+        assert_eq!(back.admin_key, Some(vec![3, 4]));
         assert_eq!(back.limits.max_container_len, 3);
         assert_eq!(back.max_in_flight, 4);
         assert_eq!(back.handoff, Some(Duration::from_millis(1500)));

@@ -760,12 +760,14 @@ class Connection:
         ``call_timeout``; otherwise :class:`ManagerTimeout` (and the connection closes)."""
         # The per-call path is inlined (the lock, the limits, the write): each Python-level
         # call it saves is a sizeable part of a call's own cost.
+        # A chain waits as its first call does (PROTOCOL.md section 4.16).
+        waits_as = params[0][0] if method == "chain" else method
         within = _within
         if within is None:
             stack = _DEADLINES.stack
             if stack:
                 within = stack[-1]
-            elif method not in MAY_WAIT:
+            elif waits_as not in MAY_WAIT:
                 within = self.client.call_timeout
         me = _get_ident()
         if self._reader == me or self._owner == me:
@@ -793,7 +795,7 @@ class Connection:
         self._reader = me
         self._until = None if within is None else time.monotonic() + within
         try:
-            response = self._read_response(msgid, method)
+            response = self._read_response(msgid, waits_as)
         except BaseException as e:
             self._reader = 0
             self._break(writable=_interrupted(e))
@@ -867,8 +869,14 @@ class Connection:
         Past :data:`MAX_DETACHED` replies still unread, it waits like :meth:`call`, which reads
         them all: a program that releases many times without another call in between never
         lets the manager's replies pile up until it stops reading this connection."""
-        if len(self._detached) >= MAX_DETACHED:
-            self.call(method, params)
+        self.calls_detached(((method, params),))
+
+    def calls_detached(self, calls: Sequence[Tuple[str, Sequence[Any]]]) -> None:
+        """:meth:`call_detached` for several calls, written together (one system call): they
+        run in their order, each on its own (one failing does not stop the next)."""
+        if len(self._detached) + len(calls) > MAX_DETACHED:
+            for method, params in calls:
+                self.call(method, params)
             return
         me = threading.get_ident()
         if self._reader == me:
@@ -877,9 +885,9 @@ class Connection:
         try:
             if self._closed:
                 raise ConnectionLost(f"the connection to {self.client.address} is closed")
-            msgid, request = self._request(method, params)
-            self._write(request)
-            self._detached.add(msgid)
+            requests = [self._request(method, params) for method, params in calls]
+            self._write(b"".join(request for _, request in requests))
+            self._detached.update(msgid for msgid, _ in requests)
         finally:
             self._leave()
 

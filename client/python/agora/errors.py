@@ -6,6 +6,7 @@ has derive from :class:`AgoraError`; where Python has a close equivalent they al
 it, so existing ``except`` clauses keep working:
 
 * :class:`AuthenticationError` is a ``multiprocessing.AuthenticationError``;
+* :class:`PermissionDenied` is a ``PermissionError``;
 * :class:`UnknownObjectError`, :class:`UnknownMethodError`, :class:`ArgumentCountError`,
   :class:`ProtocolError` and :class:`LimitError` are ``multiprocessing.managers.RemoteError``
   (what Python raises when the manager cannot run a call);
@@ -30,6 +31,7 @@ __all__ = [
     "LimitError",
     "ManagerTimeout",
     "NotAManagerError",
+    "PermissionDenied",
     "ProtocolError",
     "ShutdownError",
     "TLSError",
@@ -53,6 +55,12 @@ class _RemoteError(AgoraError, RemoteError):
 
 class AuthenticationError(AgoraError, multiprocessing.AuthenticationError):
     """The manager refused the authkey (or a call came before authentication)."""
+
+
+class PermissionDenied(AgoraError, PermissionError):
+    """A call reserved to the operator (``shutdown``, ``stats``) made with the worker authkey
+    of a manager that has an admin authkey (the protocol's ``PermissionError``). A manager
+    that ``agora.Manager()`` started has one: :attr:`agora.Manager.admin_authkey`."""
 
 
 class UnknownObjectError(_RemoteError):
@@ -141,6 +149,7 @@ ERRORS: Dict[str, Callable[[str], BaseException]] = {
     "BrokenBarrierError": _no_args(threading.BrokenBarrierError),
     "Closed": Closed,
     "AuthenticationError": AuthenticationError,
+    "PermissionError": PermissionDenied,
     "UnknownObjectError": UnknownObjectError,
     "UnknownMethodError": UnknownMethodError,
     "ArgumentCountError": ArgumentCountError,

@@ -146,7 +146,7 @@ def _parse_ready_line(line: str) -> str:
 def _stop_manager(
     proc: "subprocess.Popen[bytes]",
     address: str,
-    authkey: bytes,
+    admin_authkey: bytes,
     tmpdir: Optional[str],
     creator_pid: int,
     timeout: float,
@@ -156,7 +156,7 @@ def _stop_manager(
     if os.getpid() != creator_pid:
         return  # a forked child: the manager belongs to its parent
     try:
-        _stop_started_manager(proc, address, authkey, timeout)
+        _stop_started_manager(proc, address, admin_authkey, timeout)
     finally:
         # The lifeline: closing it is what stops a manager that did not answer.
         if proc.stdin is not None:
@@ -167,11 +167,11 @@ def _stop_manager(
 
 
 def _stop_started_manager(
-    proc: "subprocess.Popen[bytes]", address: str, authkey: bytes, timeout: float
+    proc: "subprocess.Popen[bytes]", address: str, admin_authkey: bytes, timeout: float
 ) -> None:
     if proc.poll() is None:
         try:
-            conn = Connection(Client(address, authkey), timeout=timeout)
+            conn = Connection(Client(address, admin_authkey), timeout=timeout)
             try:
                 conn.call("shutdown", ())
             finally:
@@ -436,6 +436,7 @@ class Manager(_Factories):
         _exit_priority: int = 0,
     ) -> None:
         self._process: Optional["subprocess.Popen[bytes]"] = None
+        self._admin_authkey: Optional[bytes] = None
         self._finalizer: Optional[mp_util.Finalize] = None
         if spin_us is not None and (not isinstance(spin_us, int) or spin_us < 0):
             raise ValueError(f"spin_us is a whole number of microseconds >= 0, not {spin_us!r}")
@@ -473,9 +474,13 @@ class Manager(_Factories):
         socket_path = os.path.join(tmpdir, "manager.sock")
         # Unix socket paths are limited to about 100 bytes; fall back to loopback TCP.
         listen = "unix:" + socket_path if len(socket_path.encode()) < 100 else "tcp:127.0.0.1:0"
+        # Workers get the authkey (through pickles, forks and the environment); only this
+        # object keeps the admin authkey, which stopping the manager takes.
         authkey = os.urandom(32)
+        admin_authkey = os.urandom(32)
         env = dict(os.environ)
         env["AGORA_AUTHKEY"] = authkey.hex()
+        env["AGORA_ADMIN_AUTHKEY"] = admin_authkey.hex()
         env.setdefault("RUST_LOG", "warn")
         try:
             proc = subprocess.Popen(
@@ -508,6 +513,7 @@ class Manager(_Factories):
             assert proc.stdout is not None
             proc.stdout.close()
         self._process = proc
+        self._admin_authkey = admin_authkey
         self._client = client_for(address, authkey)
         # Proxies reach the manager through the process-wide client, which keeps this object
         # alive: the manager runs until shutdown() or exit, however proxies are passed around.
@@ -517,7 +523,7 @@ class Manager(_Factories):
         self._finalizer = mp_util.Finalize(
             None,
             _stop_manager,
-            args=(proc, address, authkey, tmpdir, os.getpid(), shutdown_timeout),
+            args=(proc, address, admin_authkey, tmpdir, os.getpid(), shutdown_timeout),
             exitpriority=priority,
         )
         log.debug("started agora-manager %d at %s", proc.pid, address)
@@ -531,8 +537,17 @@ class Manager(_Factories):
 
     @property
     def authkey(self) -> bytes:
-        """The manager's authkey (a secret: whoever has it may use every object)."""
+        """The manager's authkey (a secret: whoever has it may use every object). For a
+        manager this object started it is a worker's key, which may not call ``shutdown`` nor
+        ``stats`` (:attr:`admin_authkey` may)."""
         return self._client.authkey
+
+    @property
+    def admin_authkey(self) -> Optional[bytes]:
+        """The admin authkey of a manager this object started (``None`` otherwise): the key
+        that may also stop it and look at every connection (``agora-manager inspect``). It is
+        not pickled nor handed to child processes."""
+        return self._admin_authkey
 
     @property
     def pid(self) -> Optional[int]:

@@ -207,6 +207,25 @@ class BaseProxy:
         """:meth:`_call` without waiting for the reply (:meth:`Connection.call_detached`)."""
         self._connection().call_detached(method, (self._id, *args))
 
+    def _step(self, method: str, *args: Any) -> Tuple[str, Tuple[Any, ...]]:
+        """The call ``method`` (a wire method of this proxy's kind, ``PROTOCOL.md`` section 4,
+        without the kind: ``"get"`` for ``dict.get``) with ``args``, as one call of a chain
+        or a batch sent by another proxy."""
+        return self._kind + "." + method, (self._id, *args)
+
+    def _connection_with(self, other: "BaseProxy") -> Connection:
+        """As :meth:`_connection`, checking ``other`` too: for a request carrying calls of
+        both proxies. They must be proxies of the same manager."""
+        conn = self._connection()
+        if other._client.address != self._client.address:
+            raise ValueError(
+                f"{other._kind} {other._id} belongs to another manager than "
+                f"{self._kind} {self._id}; a chain runs in one manager"
+            )
+        if conn.run != other._run:
+            other._check_run(conn.run, conn.started)
+        return conn
+
     def _connection(self) -> Connection:
         """This thread's connection to the manager, checked to be of this proxy's run."""
         conn = self._client.connection()

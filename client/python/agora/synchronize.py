@@ -38,6 +38,7 @@ import threading
 import time
 from typing import Any, Callable, ClassVar, Optional, Tuple, TypeVar, cast
 
+from .errors import ProtocolError, from_wire
 from .proxies import BaseProxy
 
 __all__ = [
@@ -126,6 +127,92 @@ class AcquirerProxy(BaseProxy):
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+    def acquire_then(
+        self, proxy: BaseProxy, method: str, *args: Any, timeout: Optional[float] = None
+    ) -> Tuple[bool, Any]:
+        """Acquires (owned, waiting up to ``timeout`` seconds, ``None``: no limit), then runs
+        ``method`` of ``proxy`` with ``args`` in the manager the moment it is granted, all
+        in one round trip (a ``chain``, ``PROTOCOL.md`` section 4.16): a critical section's
+        first read costs no round trip of its own, and under contention it is done before
+        this thread has even woken up.
+
+        ``method`` is the wire method of the proxy's kind (``PROTOCOL.md`` section 4) without
+        the kind: ``"get"`` or ``"getitem"`` for a dict, ``"get"`` for a ``Value``.
+
+        Returns ``(True, result)`` once acquired, ``(False, None)`` at the timeout (the call
+        not run). When the call fails, what was acquired is released and its error raised.
+        :attr:`owner_died` is set as by :meth:`acquire`::
+
+            ok, n = lock.acquire_then(db, "getitem", "count")
+            if n > 0:
+                lock.release_after(db, "setitem", "count", n - 1)
+            else:
+                lock.release()
+        """
+        conn = self._connection_with(proxy)
+        acquire = (self._m + "acquire", (self._id, True, timeout, *self._owned_pad, True))
+        got, then = _chain_results(conn.call("chain", (acquire, proxy._step(method, *args))))
+        if isinstance(got, BaseException):
+            raise got
+        if got is _NOT_RUN:
+            raise ProtocolError("the manager did not run the first call of a chain")
+        if not got:
+            return False, None
+        self.owner_died = got == ACQUIRED_OWNER_DIED
+        if then is _NOT_RUN:
+            raise ProtocolError("the manager did not run a chain's call after a grant")
+        if isinstance(then, BaseException):
+            self.release()
+            raise then
+        return True, then
+
+    def release_after(
+        self, proxy: BaseProxy, method: str, *args: Any, wait: bool = True
+    ) -> Any:
+        """Runs ``method`` of ``proxy`` with ``args`` (as :meth:`acquire_then` names it),
+        then releases, in one round trip, and returns the call's result: a critical
+        section's last write and its release cost one round trip together. The release
+        happens whether the call succeeds or fails; the call's error is raised after it.
+
+        ``wait=False`` sends both without waiting for their replies (as a ``with`` block's
+        release of a ``Lock`` is sent): no round trip at all, the manager runs this thread's
+        next call after them, and an error in either is logged when the next call reads
+        the replies; it returns ``None``."""
+        conn = self._connection_with(proxy)
+        last, release = proxy._step(method, *args), (self._m + "release", (self._id,))
+        if not wait:
+            conn.calls_detached((last, release))
+            return None
+        result, released = _chain_results(conn.call("chain", (last, release)))
+        if released is _NOT_RUN:  # the call failed, which stopped the chain before the release
+            self.release()
+        elif isinstance(released, BaseException):
+            raise released
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+
+#: A chain entry's call did not run.
+_NOT_RUN = object()
+
+
+def _chain_results(entries: Any) -> Tuple[Any, Any]:
+    """The two results of a two-call chain's reply: each the call's result, the exception
+    it failed with, or :data:`_NOT_RUN`."""
+    if not isinstance(entries, list) or len(entries) != 2:
+        raise ProtocolError(f"a chain of two calls answered {entries!r}")
+    return _chain_entry(entries[0]), _chain_entry(entries[1])
+
+
+def _chain_entry(entry: Any) -> Any:
+    if entry is None:
+        return _NOT_RUN
+    if not isinstance(entry, list) or len(entry) != 2:
+        raise ProtocolError(f"a chain's entry is not [error, result]: {entry!r}")
+    error, result = entry
+    return result if error is None else from_wire(error)
 
 
 class LockProxy(AcquirerProxy):

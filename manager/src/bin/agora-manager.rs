@@ -2,16 +2,20 @@
 //!
 //! ```text
 //! agora-manager [--listen unix:PATH | --listen tcp:HOST:PORT]... [--authkey-file PATH]
+//!               [--admin-authkey-file PATH] [--require-strong-authkey]
 //!               [--tls-cert FILE --tls-key FILE]
 //!               [--max-connections N] [--auth-timeout SECONDS] [--max-output-bytes BYTES]
-//!               [--metrics HOST:PORT] ...
+//!               [--metrics HOST:PORT] [--log-format text|json] [--config FILE] ...
 //! agora-manager inspect --address ADDRESS [--authkey-file PATH] [--json]
 //! ```
 //!
-//! `--help` lists every flag; the limits are those of `PROTOCOL.md`, section 1.1.
+//! `--help` lists every flag; the limits are those of `PROTOCOL.md`, section 1.1. Every flag
+//! but `--config` and `--lifeline-stdin` may be set in the config file instead
+//! ([`agora_manager::config_file`]).
 //!
 //! Prints one line on stdout when it is ready (see `PROTOCOL.md`, section 6), logs to stderr
-//! (`RUST_LOG` sets the level), and stops on SIGTERM, SIGINT or the `shutdown` method.
+//! (`RUST_LOG` sets the level, `--log-format` the format), and stops on SIGTERM, SIGINT or the
+//! `shutdown` method; SIGHUP is ignored.
 //!
 //! `inspect` connects to a running manager, calls `stats` (`PROTOCOL.md`, section 4.2.1) and
 //! prints its objects and connections as tables, or the answer as JSON.
@@ -24,10 +28,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
+use agora_manager::auth::STRONG_AUTHKEY_BYTES;
 use agora_manager::config::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_OUTPUT_BYTES, FD_RESERVE};
-use agora_manager::{Config, Listener};
+use agora_manager::{config_file, Config, Listener};
 use agora_proto::{spin, Limits};
 
 /// A manager process for agora shared objects.
@@ -36,11 +41,27 @@ use agora_proto::{spin, Limits};
     name = "agora-manager",
     version,
     about,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    after_help = "Signals: SIGTERM and SIGINT stop the manager cleanly (parked calls are \
+                  answered ShutdownError, the Unix socket files removed), as do the shutdown \
+                  method and, with --lifeline-stdin, end-of-file on stdin. SIGHUP is logged \
+                  and ignored: nothing is reread, restart the manager to change a setting."
 )]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
+
+    /// Read flags from this TOML file: each key is a flag without its dashes
+    /// (`max-connections = 100`, `listen = ["unix:/run/agora.sock"]`). Flags given on the
+    /// command line override the file; an unknown key is an error. All flags but --config and
+    /// --lifeline-stdin may be set there.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// How log lines on stderr are written: `text` (key=value fields, strings quoted) or `json`
+    /// (one object a line, with the connection's fields under "span"). RUST_LOG sets the level.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 
     /// Where to listen: `unix:PATH` or `tcp:HOST:PORT` (port 0 picks a free one). Repeatable.
     /// Default: a Unix socket in a fresh private directory.
@@ -58,9 +79,27 @@ struct Args {
     tls_key: Option<PathBuf>,
 
     /// File holding the authkey as hex. Default: the AGORA_AUTHKEY environment variable (hex),
-    /// else a fresh random key written to a new 0600 file named on the ready line.
+    /// else a fresh random key written to a new 0600 file named on the ready line. An empty
+    /// key is refused; one shorter than 16 bytes is warned about (refused with
+    /// --require-strong-authkey). A key file its group or others may read is warned about.
+    /// Before authenticating, a connection may send hello and auth only, each message at
+    /// most 64 KiB, with at most 64 KiB of replies unread, within --auth-timeout; anything
+    /// else closes it. Failed attempts are logged and slowed down per peer (IP address, or
+    /// user on a Unix socket): 5 at once, then 4 a second.
     #[arg(long, value_name = "PATH")]
     authkey_file: Option<PathBuf>,
+
+    /// File holding the admin authkey as hex (default: the AGORA_ADMIN_AUTHKEY environment
+    /// variable). Connections authenticated with it may call shutdown and stats; those
+    /// authenticated with the authkey get PermissionError for them. Without an admin
+    /// authkey every authenticated connection may.
+    #[arg(long, value_name = "PATH")]
+    admin_authkey_file: Option<PathBuf>,
+
+    /// Refuse to start with an authkey (or admin authkey) shorter than 16 bytes, instead of
+    /// warning about it.
+    #[arg(long)]
+    require_strong_authkey: bool,
 
     /// Largest message a client may send, in bytes (at least 1024: below that not even the
     /// handshake fits).
@@ -68,8 +107,8 @@ struct Args {
     max_message_bytes: usize,
 
     /// Deepest nesting of arrays and maps in a message (at least 2: a request's params are an
-    /// array in an array).
-    #[arg(long, default_value_t = Limits::default().max_depth, value_parser = at_least::<2>)]
+    /// array in an array; at most 256, beyond which decoding could overflow a stack).
+    #[arg(long, default_value_t = Limits::default().max_depth, value_parser = depth)]
     max_depth: usize,
 
     /// Most elements in one array or entries in one map (at least 4: a request is an array of
@@ -111,7 +150,7 @@ struct Args {
     /// thread sleeps (0: never poll; at most 1000 are used). Default: the AGORA_SPIN_US
     /// environment variable (the program refuses to start if it is not a whole number), else 50
     /// (0 when the manager may run on one CPU only).
-    #[arg(long, value_name = "MICROSECONDS")]
+    #[arg(long, value_name = "MICROSECONDS", value_parser = micros)]
     spin_us: Option<u64>,
 
     /// Serve metrics for Prometheus at http://HOST:PORT/metrics (calls and errors by method,
@@ -119,6 +158,15 @@ struct Args {
     /// it to an address only trusted scrapers reach (127.0.0.1, say).
     #[arg(long, value_name = "HOST:PORT")]
     metrics: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// `key=value` fields after the message; string values quoted.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -137,7 +185,9 @@ struct InspectArgs {
     #[arg(long, value_name = "ADDRESS")]
     address: Option<String>,
 
-    /// File holding the authkey as hex. Default: the AGORA_AUTHKEY environment variable (hex).
+    /// File holding the authkey as hex: the admin authkey when the manager has one (stats is
+    /// reserved to admin connections). Default: the AGORA_ADMIN_AUTHKEY environment variable
+    /// (hex), else AGORA_AUTHKEY.
     #[arg(long, value_name = "PATH")]
     authkey_file: Option<PathBuf>,
 
@@ -158,6 +208,19 @@ fn at_least<const MIN: usize>(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A nesting depth from 2 to [`Limits::DEEPEST`].
+fn depth(text: &str) -> Result<usize, String> {
+    let n = at_least::<2>(text)?;
+    if n > Limits::DEEPEST {
+        return Err(format!(
+            "may be at most {}: some methods decode values recursively, and deeper nesting \
+             could overflow a thread's stack",
+            Limits::DEEPEST
+        ));
+    }
+    Ok(n)
+}
+
 /// A count that must be at least 1.
 fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
@@ -165,6 +228,12 @@ fn at_least_one(text: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(e) => Err(format!("not a whole number: {e}")),
     }
+}
+
+/// A whole number of microseconds, 0 included.
+fn micros(text: &str) -> Result<u64, String> {
+    text.parse()
+        .map_err(|e| format!("not a whole number of microseconds: {e}"))
 }
 
 /// A positive number of seconds, fractions allowed.
@@ -233,25 +302,53 @@ impl<E: std::fmt::Display> From<E> for Fatal {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .init();
-    let args = Args::parse();
-    let result = match &args.command {
-        Some(Command::Inspect(inspect_args)) => inspect(inspect_args),
-        None => run(args),
-    };
+    let result = arguments().and_then(|args| {
+        init_logging(args.log_format);
+        match &args.command {
+            Some(Command::Inspect(inspect_args)) => inspect(inspect_args),
+            None => run(args),
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fatal(message)) => {
             eprintln!("agora-manager: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The arguments: the command line, over the config file's keys when `--config` names one.
+/// (Help, version and a bad command line end the program here, as clap does.)
+fn arguments() -> Result<Args, Fatal> {
+    let cli: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // First the command line alone, leniently: only which flags it gives, and the file's name,
+    // are wanted from it; its errors are reported by the full parse below.
+    let given = Args::command().ignore_errors(true).get_matches_from(&cli);
+    let Some(path) = given.get_one::<PathBuf>("config") else {
+        return Ok(Args::parse_from(cli));
+    };
+    let file = config_file::read(path).map_err(|e| Fatal(e.in_file(path)))?;
+    let from_file = config_file::args_from_table(&Args::command(), &given, &file)
+        .map_err(|e| Fatal(e.in_file(path)))?;
+    let mut merged = cli;
+    // After the program's name and before the command line's own flags.
+    let at = merged.len().min(1);
+    merged.splice(at..at, from_file);
+    Ok(Args::parse_from(merged))
+}
+
+/// Logs to stderr in `format`, at the level `RUST_LOG` sets (default: info).
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
     }
 }
 
@@ -305,6 +402,8 @@ fn spin_budget(flag: Option<u64>) -> Result<Duration, Fatal> {
 fn run(args: Args) -> Result<(), Fatal> {
     let mut cleanup = Cleanup::default();
     let authkey = authkey(&args, &mut cleanup)?;
+    let admin_key = admin_authkey(&args)?;
+    check_key_strength(&authkey, admin_key.as_deref(), args.require_strong_authkey)?;
     let mut listeners = Vec::new();
     if args.listen.is_empty() {
         listeners.push(bind_unix(&cleanup.private_dir()?.join("manager.sock"))?);
@@ -328,6 +427,8 @@ fn run(args: Args) -> Result<(), Fatal> {
     }
 
     let mut config = Config::new(authkey);
+    config.admin_authkey = admin_key;
+    warn_about_plain_tcp(&listeners);
     config.limits = Limits {
         max_message_bytes: args.max_message_bytes,
         max_depth: args.max_depth,
@@ -383,22 +484,32 @@ fn inspect(args: &InspectArgs) -> Result<(), Fatal> {
     let address: agora_client::Address = address
         .parse()
         .map_err(|e| Fatal(format!("bad --address {address:?}: {e}")))?;
+    let from_env = |var: &str| std::env::var(var).ok().map(|text| (text, var.to_owned()));
     let authkey = match &args.authkey_file {
         Some(path) => read_authkey_file(path)?,
-        None => match std::env::var("AGORA_AUTHKEY") {
-            Ok(text) => parse_authkey(&text, "AGORA_AUTHKEY")?,
-            Err(_) => {
-                return Err(Fatal(
-                    "no authkey: pass --authkey-file or set AGORA_AUTHKEY (hex)".to_owned(),
-                ))
+        None => match from_env(ENV_ADMIN_AUTHKEY).or_else(|| from_env("AGORA_AUTHKEY")) {
+            Some((text, var)) => parse_authkey(&text, &var)?,
+            None => {
+                return Err(Fatal(format!(
+                    "no authkey: pass --authkey-file or set {ENV_ADMIN_AUTHKEY} or \
+                     AGORA_AUTHKEY (hex)"
+                )))
             }
         },
     };
     let client = agora_client::Client::connect(&address, &authkey)
         .map_err(|e| Fatal(format!("cannot reach the manager at {address}: {e}")))?;
-    let raw = client
-        .call_raw("stats", &[])
-        .map_err(|e| Fatal(format!("stats failed: {e}")))?;
+    let raw = client.call_raw("stats", &[]).map_err(|e| {
+        if e.is(agora_proto::ErrorName::PermissionError) {
+            Fatal(format!(
+                "the manager at {address} keeps stats for admin connections, and this key is \
+                 its worker authkey: pass the admin authkey (--authkey-file, or \
+                 {ENV_ADMIN_AUTHKEY})"
+            ))
+        } else {
+            Fatal(format!("stats failed: {e}"))
+        }
+    })?;
     let stats = rmpv::decode::read_value(&mut &raw[..])
         .map_err(|e| Fatal(format!("the manager's answer is not MessagePack: {e}")))?;
     let text = if args.json {
@@ -424,15 +535,27 @@ fn bind_metrics(address: &str) -> Result<std::net::TcpListener, Fatal> {
 
 /// An authkey written as hex, read from `source` (for messages).
 fn parse_authkey(hex_text: &str, source: &str) -> Result<Vec<u8>, Fatal> {
-    let key = hex::decode(hex_text.trim())
-        .map_err(|e| Fatal(format!("{source} must hold the authkey as hex: {e}")))?;
+    let key = hex::decode(hex_text.trim()).map_err(|e| {
+        let why = match e {
+            hex::FromHexError::OddLength => "an odd number of digits".to_owned(),
+            hex::FromHexError::InvalidHexCharacter { c, index } => {
+                format!("{c:?} at position {index} is not a hex digit")
+            }
+            other => other.to_string(),
+        };
+        Fatal(format!(
+            "{source} does not hold the authkey as hex ({why}): write it as hex digits, \
+             as `openssl rand -hex 32` prints them"
+        ))
+    })?;
     if key.is_empty() {
         return Err(Fatal(format!("{source} holds an empty authkey")));
     }
     Ok(key)
 }
 
-/// The authkey in file `path`, as hex.
+/// The authkey in file `path`, as hex. A file its group or others may read is warned about:
+/// whoever can read it can use the manager.
 fn read_authkey_file(path: &Path) -> Result<Vec<u8>, Fatal> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Fatal(format!(
@@ -440,7 +563,85 @@ fn read_authkey_file(path: &Path) -> Result<Vec<u8>, Fatal> {
             path.display()
         ))
     })?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o044 != 0 {
+            tracing::warn!(
+                file = path.display().to_string().as_str(),
+                mode = format!("{:o}", mode & 0o777),
+                "the authkey file is readable by its group or by others: anyone who can read \
+                 it can use the manager; chmod 600 it"
+            );
+        }
+    }
     parse_authkey(&text, &format!("{}", path.display()))
+}
+
+/// The environment variable holding the admin authkey, as hex.
+const ENV_ADMIN_AUTHKEY: &str = "AGORA_ADMIN_AUTHKEY";
+
+/// The admin authkey: `--admin-authkey-file`, else `AGORA_ADMIN_AUTHKEY`, else none.
+fn admin_authkey(args: &Args) -> Result<Option<Vec<u8>>, Fatal> {
+    if let Some(path) = &args.admin_authkey_file {
+        return read_authkey_file(path).map(Some);
+    }
+    match std::env::var(ENV_ADMIN_AUTHKEY) {
+        Ok(text) => parse_authkey(&text, ENV_ADMIN_AUTHKEY).map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Warns about an authkey shorter than [`STRONG_AUTHKEY_BYTES`], or refuses it when `strict`;
+/// refuses an admin authkey that is the authkey (every worker would be admin).
+fn check_key_strength(authkey: &[u8], admin_key: Option<&[u8]>, strict: bool) -> Result<(), Fatal> {
+    let keys = [
+        Some(("authkey", authkey)),
+        admin_key.map(|k| ("admin authkey", k)),
+    ];
+    for (what, key) in keys.into_iter().flatten() {
+        if key.len() >= STRONG_AUTHKEY_BYTES {
+            continue;
+        }
+        let problem = format!(
+            "the {what} is {} bytes long, fewer than {STRONG_AUTHKEY_BYTES}: it could be \
+             guessed; use 32 random bytes (openssl rand -hex 32)",
+            key.len()
+        );
+        if strict {
+            return Err(Fatal(format!("{problem} (--require-strong-authkey)")));
+        }
+        tracing::warn!("{problem}");
+    }
+    if admin_key == Some(authkey) {
+        return Err(Fatal(
+            "the admin authkey is the authkey: every worker would be admin; use another key \
+             for --admin-authkey-file, or none"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Warns, loudly, about plain TCP listeners reachable from other hosts: the authkey is never
+/// sent, but everything after `auth` (every object's contents) crosses the network readable
+/// and changeable by anyone on the path.
+fn warn_about_plain_tcp(listeners: &[Listener]) {
+    for listener in listeners {
+        let Listener::Tcp(tcp) = listener else {
+            continue;
+        };
+        let Ok(addr) = tcp.local_addr() else {
+            continue;
+        };
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                address = listener.address().as_str(),
+                "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT TLS: calls and objects cross the \
+                 network in clear, readable and changeable by anyone on the path; serve TLS \
+                 (--tls-cert and --tls-key) or listen on 127.0.0.1"
+            );
+        }
+    }
 }
 
 /// The authkey, and the file it was written to when it was generated here.

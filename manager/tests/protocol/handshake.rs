@@ -1,7 +1,7 @@
 //! `hello`, `auth` and `ping`: every connection must authenticate before anything else
 //! (PROTOCOL.md section 2).
 
-use agora_proto::testing::hmac_sha256;
+use agora_proto::testing::{dec, enc, hmac_sha256};
 use rmpv::Value;
 
 use crate::support::*;
@@ -82,9 +82,8 @@ fn a_wrong_digest_is_refused_and_the_connection_closed() {
 }
 
 #[test]
-fn calls_before_auth_are_refused_and_the_connection_stays_open() {
+fn calls_before_auth_are_refused_and_close_the_connection() {
     let server = TestServer::start();
-    let mut c = server.connect();
     for (method, params) in [
         ("ping", vec![]),
         ("create", p!["dict", NIL]),
@@ -92,16 +91,37 @@ fn calls_before_auth_are_refused_and_the_connection_stays_open() {
         ("dict.len", p![1]),
         ("no.such.method", vec![]),
     ] {
+        let mut c = server.connect();
         let err = c.call(method, params).unwrap_err();
         assert_eq!(err.name, "AuthenticationError", "{method}");
-        assert_eq!(err.message, "authenticate first: call hello, then auth");
+        assert_eq!(
+            err.message,
+            "a call other than hello or auth before authenticating: call hello, then auth; \
+             closing the connection"
+        );
+        c.expect_closed();
     }
-    // Still refused after hello alone.
+    // Refused after hello alone too.
+    let mut c = server.connect();
     c.hello();
     assert_eq!(c.fail("ping", vec![]), "AuthenticationError");
-    // The same connection may still authenticate.
+    c.expect_closed();
+    // A response from the client, or bytes that are MessagePack but no message, too.
+    for junk in [enc(&arr![1, 5, NIL, NIL]), vec![0x47, 0x45, 0x54]] {
+        let mut c = server.connect();
+        c.send(&junk);
+        let notice = c.frame();
+        let notice = rmpv::decode::read_value(&mut notice.as_slice()).unwrap();
+        assert!(
+            notice.to_string().contains("AuthenticationError"),
+            "{notice}"
+        );
+        c.expect_closed();
+    }
+    // A notification is ignored, and the connection may authenticate.
+    let mut c = server.connect();
+    c.send(&enc(&arr![2, "objects", Value::Array(vec![])]));
     c.authenticate(AUTHKEY);
-    assert_eq!(c.ok("ping", vec![]), Value::from("pong"));
     assert!(c.ok("objects", vec![]).as_array().unwrap().is_empty());
 }
 
@@ -122,13 +142,18 @@ fn auth_before_hello_fails() {
 fn auth_with_a_wrong_number_of_params_is_an_argument_count_error() {
     let server = TestServer::start();
     let mut c = server.connect();
-    let digest = hmac_sha256(AUTHKEY, &c.hello());
+    c.hello();
     assert_eq!(c.fail("auth", vec![]), "ArgumentCountError");
+    // A failed auth closes the connection, whatever made it fail.
+    c.expect_closed();
+    let mut c = server.connect();
+    let digest = hmac_sha256(AUTHKEY, &c.hello());
     let err = c.call(
         "auth",
         vec![Value::Binary(digest.clone()), Value::Binary(digest)],
     );
     assert_eq!(err.unwrap_err().name, "ArgumentCountError");
+    c.expect_closed();
 }
 
 #[test]
@@ -140,4 +165,49 @@ fn ping_takes_no_params() {
         c.call_raw("ping", &[]).unwrap(),
         [0xa4, b'p', b'o', b'n', b'g']
     );
+}
+
+/// A peer that failed recently waits for its place before its next `auth` is checked; a right
+/// key then authenticates, and the requests sent behind the `auth` are answered after it.
+#[test]
+fn an_auth_that_waits_for_its_place_is_checked_then() {
+    let mut config = agora_manager::Config::new(AUTHKEY.to_vec());
+    config.auth_throttle = agora_manager::throttle::ThrottleConfig {
+        burst: 1,
+        interval: std::time::Duration::from_millis(300),
+    };
+    let server = TestServer::with_config(config, false);
+    let mut bad = server.connect();
+    let digest = hmac_sha256(b"not the key", &bad.hello());
+    assert_eq!(
+        bad.fail("auth", vec![Value::Binary(digest)]),
+        "AuthenticationError"
+    );
+    bad.expect_closed();
+
+    // Every client of the test is the same peer (its uid): this one waits for its place.
+    let mut c = server.connect();
+    let digest = hmac_sha256(AUTHKEY, &c.hello());
+    let mut batch = agora_proto::testing::request(50, "auth", vec![Value::Binary(digest)]);
+    batch.extend(agora_proto::testing::request(51, "ping", vec![]));
+    let sent = std::time::Instant::now();
+    c.send(&batch);
+    let auth = c.response();
+    // Its place came 300 ms after the failure (a lower bound: it did wait).
+    assert!(sent.elapsed() >= std::time::Duration::from_millis(100));
+    assert_eq!(auth.msgid, 50);
+    assert_eq!(auth.result.expect("authenticated"), [0xc3]);
+    let ping = c.response();
+    assert_eq!(ping.msgid, 51);
+    assert_eq!(dec(&ping.result.expect("pong")), Value::from("pong"));
+
+    // A wrong key that waited fails as at once, and closes the connection.
+    let mut bad = server.connect();
+    bad.hello();
+    let digest = hmac_sha256(b"still not the key", &bad.hello());
+    assert_eq!(
+        bad.fail("auth", vec![Value::Binary(digest)]),
+        "AuthenticationError"
+    );
+    bad.expect_closed();
 }

@@ -14,6 +14,8 @@ fn the_same_protocol_over_tcp() {
     let server = TestServer::with_config(Config::new(AUTHKEY.to_vec()), true);
     let mut t = server.connect_tcp();
     assert_eq!(t.fail("ping", vec![]), "AuthenticationError");
+    t.expect_closed();
+    let mut t = server.connect_tcp();
     t.authenticate(AUTHKEY);
     let d = t.create("dict", Some("over tcp"), vec![]);
     t.ok("dict.setitem", p![d, "k", "v"]);

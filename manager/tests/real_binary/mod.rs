@@ -5,9 +5,10 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,8 @@ pub fn key() -> Vec<u8> {
 pub struct ManagerProcess {
     child: Child,
     dir: tempfile::TempDir,
+    /// Where the ready line comes from (nothing else is written there).
+    stdout: Option<ChildStdout>,
 }
 
 impl ManagerProcess {
@@ -45,7 +48,7 @@ impl ManagerProcess {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let socket = dir.path().join("manager.sock");
         let stderr = fs::File::create(dir.path().join("stderr.log")).expect("a log file");
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .arg("--listen")
             .arg(format!("unix:{}", socket.display()))
             .args(args)
@@ -53,11 +56,12 @@ impl ManagerProcess {
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .expect("start agora-manager");
-        let m = ManagerProcess { child, dir };
+        let stdout = child.stdout.take();
+        let m = ManagerProcess { child, dir, stdout };
         let deadline = Instant::now() + TIMEOUT;
         while UnixStream::connect(m.socket()).is_err() {
             assert!(
@@ -68,6 +72,47 @@ impl ManagerProcess {
             thread::sleep(Duration::from_millis(10));
         }
         m
+    }
+
+    /// The ready line the manager printed (`PROTOCOL.md`, section 6), read once.
+    pub fn ready_line(&mut self) -> String {
+        let mut line = Vec::new();
+        let mut stdout = self.stdout.take().expect("the ready line is read once");
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\n") && stdout.read(&mut byte).expect("read stdout") == 1 {
+            line.push(byte[0]);
+        }
+        String::from_utf8(line)
+            .expect("UTF-8")
+            .trim_end()
+            .to_owned()
+    }
+
+    /// The address of the listener whose scheme is `scheme` (`"tcp"`, say), from the ready
+    /// line.
+    pub fn address(&mut self, scheme: &str) -> String {
+        let line = self.ready_line();
+        let prefix = format!("{scheme}:");
+        line.split(' ')
+            .find(|w| w.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {scheme}: address in {line:?}"))
+            .to_owned()
+    }
+
+    /// Waits up to the timeout for the process to exit by itself; gives its exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the manager did not exit:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The process id, to read its memory.
