@@ -794,3 +794,38 @@ fn a_mutex_holder_killed_mid_update_poisons_it_until_cleared() {
     let g = accounts.lock().unwrap().expect("cleared");
     assert_eq!(*g, (40, 60));
 }
+
+/// Owned guards (`acquire_owned` on an `Arc`) hold what a borrowed guard holds and move into
+/// another thread, which releases.
+#[test]
+fn owned_guards_move_between_threads() {
+    let _serial = serial();
+    let manager = Manager::spawn().expect("spawn the manager");
+    let lock = std::sync::Arc::new(manager.lock().unwrap());
+    let guard = lock.acquire_owned().unwrap();
+    assert!(!guard.is_owner_dead());
+    assert!(lock.try_acquire().unwrap().is_none());
+    std::thread::spawn(move || drop(guard)).join().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !lock
+        .is_locked()
+        .unwrap()));
+    let guard = lock.acquire_owned().unwrap();
+    std::thread::spawn(move || guard.unlock())
+        .join()
+        .unwrap()
+        .unwrap();
+    assert!(!lock.is_locked().unwrap());
+
+    let sem = std::sync::Arc::new(manager.bounded_semaphore(2).unwrap());
+    let (a, b) = (sem.acquire_owned().unwrap(), sem.acquire_owned().unwrap());
+    assert!(sem.try_acquire().unwrap().is_none());
+    std::thread::spawn(move || (a.release(), drop(b)))
+        .join()
+        .unwrap()
+        .0
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || sem
+        .get_value()
+        .unwrap()
+        == 2));
+}

@@ -277,13 +277,30 @@ impl Client {
 
     /// The error for a proxy or command of run `run` on a connection to another run.
     fn stale(&self, run: u64, conn: &Connection) -> Error {
+        self.stale_for(run, conn.run())
+    }
+
+    /// The error for a proxy or command of run `run` meeting the manager run `current`.
+    pub(crate) fn stale_for(&self, run: u64, current: &ManagerRun) -> Error {
         let old = self
             .inner
             .refs
             .run_of(run)
             .map_or_else(|| "an earlier run".to_owned(), |r| r.id);
         let address = self.inner.address.to_string();
-        conn.run().mismatch(&old, &address, &address)
+        current.mismatch(&old, &address, &address)
+    }
+
+    /// The time limits it connects and calls with.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn options(&self) -> &ConnectOptions {
+        &self.inner.options
+    }
+
+    /// Where the authkey came from, for error messages.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn key_from(&self) -> &'static str {
+        self.inner.key_from
     }
 
     /// The connection of this process, opening a new one if it broke or if this is a forked

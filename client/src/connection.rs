@@ -492,37 +492,9 @@ impl Connection {
             }
             Err(e) => return Err(e),
         };
-        let hello: Hello = rmp_serde::from_slice(&hello).map_err(|e| {
-            not_a_manager(format!(
-                "its answer to hello is not an agora manager's: {e}"
-            ))
-        })?;
-        if hello.protocol != agora_proto::PROTOCOL_VERSION {
-            return Err(Error::Protocol(format!(
-                "the manager speaks protocol version {}, this client version {}",
-                hello.protocol,
-                agora_proto::PROTOCOL_VERSION
-            )));
-        }
-        let run = match (hello.run, hello.started) {
-            (Some(id), Some(started)) if ManagerRun::is_valid_id(&id) => ManagerRun { id, started },
-            (Some(id), _) if !ManagerRun::is_valid_id(&id) => {
-                return Err(Error::Protocol(format!(
-                    "the manager at {} reports a run {id:?} that is not a lowercase uuid",
-                    self.address
-                )))
-            }
-            _ => {
-                return Err(Error::Protocol(format!(
-                    "the manager at {} does not report its run and start time in hello: it is \
-                     older than this client; run the agora-manager of this version",
-                    self.address
-                )))
-            }
-        };
-        let limits = hello.limits.map_or_else(Limits::default, Limits::from);
+        let (run, limits, challenge) = read_hello(&self.address, &hello)?;
         let mut args = Args::default();
-        args.bin(&digest(authkey, &hello.challenge));
+        args.bin(&digest(authkey, &challenge));
         match self.call_until("auth", &args, deadline) {
             Err(e) if e.is(ErrorName::AuthenticationError) => Err(Error::Authentication {
                 address: self.address.clone(),
@@ -768,42 +740,7 @@ impl Connection {
     /// Appends the request to `out` if the manager takes it; otherwise leaves `out` as it was
     /// and gives the [`Error::Limit`] it would have closed the connection for.
     fn write_checked(&self, out: &mut Vec<u8>, id: u32, method: &str, args: &Args) -> Result<()> {
-        let limits = &self.limits;
-        let size = request_len(id, method, args);
-        if size > limits.max_message_bytes {
-            return Err(Error::Limit {
-                limit: "max_message_bytes",
-                max: limits.max_message_bytes as u64,
-                size: size as u64,
-                encoding_stopped: false,
-            });
-        }
-        let start = out.len();
-        write_request(out, id, method, args);
-        // A frame shorter than both limits can neither nest nor hold that many.
-        if out.len() - start >= limits.max_depth.min(limits.max_container_len) {
-            let scanned = agora_proto::Scanner::new(*limits).scan(&out[start..]);
-            let (limit, max, size) = match scanned {
-                Err(agora_proto::scanner::ScanError::TooDeep { limit }) => {
-                    ("max_depth", limit, limit as u64 + 1)
-                }
-                Err(agora_proto::scanner::ScanError::TooLong { len, limit }) => {
-                    ("max_container_len", limit, len)
-                }
-                Err(agora_proto::scanner::ScanError::TooLarge { limit }) => {
-                    ("max_message_bytes", limit, (out.len() - start) as u64)
-                }
-                _ => return Ok(()),
-            };
-            out.truncate(start);
-            return Err(Error::Limit {
-                limit,
-                max: max as u64,
-                size,
-                encoding_stopped: false,
-            });
-        }
-        Ok(())
+        write_checked(&self.limits, out, id, method, args)
     }
 
     /// Writes what `fill` puts in the request buffer, with one write call, after the decrefs
@@ -1165,6 +1102,53 @@ fn request_len(msgid: u32, method: &str, args: &Args) -> usize {
     2 + msgid_len + array_header + str_header + method.len() + args.bytes().len()
 }
 
+/// Appends the request to `out` if a manager with `limits` takes it; otherwise leaves `out` as
+/// it was and gives the [`Error::Limit`] it would have closed the connection for. Shared by the
+/// blocking and the async connection.
+pub(crate) fn write_checked(
+    limits: &Limits,
+    out: &mut Vec<u8>,
+    id: u32,
+    method: &str,
+    args: &Args,
+) -> Result<()> {
+    let size = request_len(id, method, args);
+    if size > limits.max_message_bytes {
+        return Err(Error::Limit {
+            limit: "max_message_bytes",
+            max: limits.max_message_bytes as u64,
+            size: size as u64,
+            encoding_stopped: false,
+        });
+    }
+    let start = out.len();
+    write_request(out, id, method, args);
+    // A frame shorter than both limits can neither nest nor hold that many.
+    if out.len() - start >= limits.max_depth.min(limits.max_container_len) {
+        let scanned = agora_proto::Scanner::new(*limits).scan(&out[start..]);
+        let (limit, max, size) = match scanned {
+            Err(agora_proto::scanner::ScanError::TooDeep { limit }) => {
+                ("max_depth", limit, limit as u64 + 1)
+            }
+            Err(agora_proto::scanner::ScanError::TooLong { len, limit }) => {
+                ("max_container_len", limit, len)
+            }
+            Err(agora_proto::scanner::ScanError::TooLarge { limit }) => {
+                ("max_message_bytes", limit, (out.len() - start) as u64)
+            }
+            _ => return Ok(()),
+        };
+        out.truncate(start);
+        return Err(Error::Limit {
+            limit,
+            max: max as u64,
+            size,
+            encoding_stopped: false,
+        });
+    }
+    Ok(())
+}
+
 /// Appends `[0, msgid, method, params]`.
 fn write_request(out: &mut Vec<u8>, msgid: u32, method: &str, args: &Args) {
     out.push(0x94);
@@ -1175,8 +1159,48 @@ fn write_request(out: &mut Vec<u8>, msgid: u32, method: &str, args: &Args) {
     out.extend_from_slice(args.bytes());
 }
 
+/// Checks a manager's `hello` result (`PROTOCOL.md`, section 2): its protocol version and run.
+/// Gives the run, the limits and the challenge to answer. Shared by the blocking and the async
+/// connection.
+pub(crate) fn read_hello(address: &str, hello: &[u8]) -> Result<(ManagerRun, Limits, Vec<u8>)> {
+    let not_a_manager = |reason: String| Error::NotAManager {
+        address: address.to_owned(),
+        reason,
+    };
+    let hello: Hello = rmp_serde::from_slice(hello).map_err(|e| {
+        not_a_manager(format!(
+            "its answer to hello is not an agora manager's: {e}"
+        ))
+    })?;
+    if hello.protocol != agora_proto::PROTOCOL_VERSION {
+        return Err(Error::Protocol(format!(
+            "the manager speaks protocol version {}, this client version {}",
+            hello.protocol,
+            agora_proto::PROTOCOL_VERSION
+        )));
+    }
+    let run = match (hello.run, hello.started) {
+        (Some(id), Some(started)) if ManagerRun::is_valid_id(&id) => ManagerRun { id, started },
+        (Some(id), _) if !ManagerRun::is_valid_id(&id) => {
+            return Err(Error::Protocol(format!(
+                "the manager at {} reports a run {id:?} that is not a lowercase uuid",
+                address
+            )))
+        }
+        _ => {
+            return Err(Error::Protocol(format!(
+                "the manager at {} does not report its run and start time in hello: it is \
+                 older than this client; run the agora-manager of this version",
+                address
+            )))
+        }
+    };
+    let limits = hello.limits.map_or_else(Limits::default, Limits::from);
+    Ok((run, limits, hello.challenge.into_vec()))
+}
+
 /// HMAC-SHA256 of the challenge, keyed with the authkey.
-fn digest(authkey: &[u8], challenge: &[u8]) -> Vec<u8> {
+pub(crate) fn digest(authkey: &[u8], challenge: &[u8]) -> Vec<u8> {
     // HMAC accepts keys of any length, so this cannot fail; an empty digest would only be
     // rejected by the manager.
     match Hmac::<Sha256>::new_from_slice(authkey) {

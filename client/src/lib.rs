@@ -45,6 +45,8 @@
 //!   live proxy;
 //!   the blocking objects [`Queue`], [`JoinableQueue`], [`Lock`], [`RLock`], [`Semaphore`],
 //!   [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`], with RAII guards.
+//! - `aio` (feature `tokio`): the async client, whose proxies run the same [`Cmd`]s on one
+//!   connection shared by every task, with cancellation-safe waits and async guards.
 //! - `atfork`: a forked child gets `/dev/null` in place of this process's manager sockets, so
 //!   that it never keeps the parent's session (and the locks it holds) alive; the reference
 //!   tables are locked across the fork, so the child finds them whole.
@@ -151,6 +153,8 @@
 #![warn(missing_docs)]
 
 mod address;
+#[cfg(feature = "tokio")]
+pub mod aio;
 mod atfork;
 pub mod baseline;
 mod chain;
@@ -184,9 +188,9 @@ pub use options::{
 pub use pipeline::{Handle, Pipeline, Replies};
 pub use proxies::{
     Acked, Acquired, Array, Barrier, BoundedSemaphore, Condition, ConditionGuard, Dict, Event,
-    JoinableQueue, List, Lock, LockGuard, Mutex, MutexGuard, Namespace, Number, Queue,
-    QueueBatches, QueueIter, RLock, RLockGuard, Semaphore, SemaphoreGuard, Set, SetOperand,
-    SharedRef, Slice, Value,
+    JoinableQueue, List, Lock, LockGuard, Mutex, MutexGuard, Namespace, Number, OwnedLockGuard,
+    OwnedSemaphoreGuard, Permits, Queue, QueueBatches, QueueIter, RLock, RLockGuard, Semaphore,
+    SemaphoreGuard, Set, SetOperand, SharedRef, Slice, Value,
 };
 pub use run::ManagerRun;
 pub use spin::{budget as spin_budget, ENV_SPIN_US};

@@ -157,12 +157,7 @@ impl Pipeline {
         let mut chunk: Vec<(usize, &str, &Args)> = Vec::with_capacity(self.queued.len());
         let mut chunk_bytes = 0;
         for (index, (method, args, run)) in self.queued.iter().enumerate() {
-            // A call whose params failed to encode, or of another run, fails alone, unsent.
-            let checked = args
-                .as_ref()
-                .map_err(|e| (**e).clone())
-                .and_then(|args| self.client.stale_on(*run, &conn).map_or(Ok(args), Err));
-            match checked {
+            match checked(args, self.client.stale_on(*run, &conn)) {
                 Ok(args) => {
                     chunk.push((index, method, args));
                     chunk_bytes += args.bytes().len() + method.len() + 8;
@@ -180,6 +175,16 @@ impl Pipeline {
         }
         holds.merge(self.send_chunk(&conn, &mut chunk, &mut replies)?);
         drop(chunk);
+        Ok(self.into_replies(replies, conn.run_key(), holds))
+    }
+
+    /// The replies, once every call has one (`None`: a reply that never came).
+    pub(crate) fn into_replies(
+        self,
+        replies: Vec<Option<Reply>>,
+        run: u64,
+        holds: Hold,
+    ) -> Replies {
         let calls = self
             .queued
             .into_iter()
@@ -195,11 +200,11 @@ impl Pipeline {
                 (method, context)
             })
             .collect();
-        Ok(Replies {
+        Replies {
             calls,
             client: self.client,
             serial: self.serial,
-            run: conn.run_key(),
+            run,
             _holds: holds,
             replies: replies
                 .into_iter()
@@ -207,7 +212,37 @@ impl Pipeline {
                     r.unwrap_or_else(|| Err(Error::Usage("a pipeline reply is missing".into())))
                 })
                 .collect(),
-        })
+        }
+    }
+
+    /// The calls to send, by index, for a connection to the run `current` (`None` for each
+    /// call that fails unsent: its params did not encode, or it is of another run), and the
+    /// replies so far (those failures).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn checked_calls(
+        &self,
+        current: &crate::run::ManagerRun,
+    ) -> (Vec<Option<Call<'_>>>, Vec<Option<Reply>>) {
+        let mut replies = Vec::with_capacity(self.queued.len());
+        let calls = self
+            .queued
+            .iter()
+            .map(|(method, args, run)| {
+                let stale = (*run != 0 && *run != current.key())
+                    .then(|| self.client.stale_for(*run, current));
+                match checked(args, stale) {
+                    Ok(args) => {
+                        replies.push(None);
+                        Some((&**method, args))
+                    }
+                    Err(e) => {
+                        replies.push(Some(Err(e)));
+                        None
+                    }
+                }
+            })
+            .collect();
+        (calls, replies)
     }
 
     /// Sends the calls of `chunk` in one write and files their replies; returns what holds
@@ -228,6 +263,18 @@ impl Pipeline {
         }
         Ok(hold)
     }
+}
+
+/// A call to send: its method and params.
+#[cfg(feature = "tokio")]
+pub(crate) type Call<'a> = (&'a str, &'a Args);
+
+/// A queued call's params, unless it fails alone, unsent: its params failed to encode, or it
+/// is of another run (`stale`).
+fn checked(args: &QueuedArgs, stale: Option<Error>) -> Result<&Args> {
+    args.as_ref()
+        .map_err(|e| (**e).clone())
+        .and_then(|args| stale.map_or(Ok(args), Err))
 }
 
 impl Replies {

@@ -109,6 +109,21 @@ fn client_config(address: &str, ca_file: Option<&Path>) -> Result<rustls::Client
         .with_no_client_auth())
 }
 
+/// What a TLS session with the manager at `address` (`tls:HOST:PORT`) starts from: the client
+/// configuration and the name the certificate must be for. Shared by the blocking and the
+/// async connection.
+pub(crate) fn session_parts(
+    address: &str,
+    host_port: &str,
+    ca_file: Option<&Path>,
+) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), Error> {
+    let name = server_name(host_port).ok_or_else(|| Error::Tls {
+        address: address.to_owned(),
+        reason: format!("the host of {host_port:?} is neither a DNS name nor an IP address"),
+    })?;
+    Ok((Arc::new(client_config(address, ca_file)?), name))
+}
+
 /// The socket as rustls reads and writes it during the handshake: writes never raise
 /// SIGPIPE.
 struct Sock<'a>(&'a TcpStream);
@@ -130,7 +145,7 @@ impl Write for Sock<'_> {
 }
 
 /// Why the handshake failed, in words that say what to do.
-fn handshake_failure(e: &io::Error) -> String {
+pub(crate) fn handshake_failure(e: &io::Error) -> String {
     let tls = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());
@@ -173,14 +188,9 @@ impl TlsStream {
             address: address.to_owned(),
             reason,
         };
-        let name = server_name(host_port).ok_or_else(|| {
-            fail(format!(
-                "the host of {host_port:?} is neither a DNS name nor an IP address"
-            ))
-        })?;
-        let config = client_config(address, ca_file)?;
-        let mut tls = rustls::ClientConnection::new(Arc::new(config), name)
-            .map_err(|e| fail(e.to_string()))?;
+        let (config, name) = session_parts(address, host_port, ca_file)?;
+        let mut tls =
+            rustls::ClientConnection::new(config, name).map_err(|e| fail(e.to_string()))?;
         // What is written is encrypted in chunks and sent at once (`write_all`): no limit.
         tls.set_buffer_limit(None);
         let timed_out = |after: Duration| Error::Timeout {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--workers 1,2,4,8] [--rounds N] [--quick]
-//!     [--scale N] [--section rpc|latency|blocking|tickets|redis|sharing|all]
+//!     [--scale N] [--section rpc|latency|blocking|tickets|redis|sharing|async|all]
 //! ```
 //!
 //! Sections: `rpc` (calls/s of one client, and dict get/set ops/s by number of client
@@ -12,7 +12,9 @@
 //! `--workers`), `redis` (`dict.get` beside Redis `GET` at depths 1, 16 and 1000 from 1, 4 and
 //! 16 processes, and the locked and atomic ticket grabs beside Redis `SET NX` and `DECR`, when
 //! `redis-server` is installed), `sharing` (`dict.get` from 8 and 200 threads of one process,
-//! sharing one client or with a client each).
+//! sharing one client or with a client each), `async` (the async client beside the blocking
+//! one: one task, 16 tasks on one connection against 16 blocking clients, pipelines of 16
+//! and 1000).
 //!
 //! Contenders are interleaved round by round (so a burst of load from another tenant hits all
 //! of them), each figure is the median of the rounds, and every row says how much its rounds
@@ -28,6 +30,7 @@
 //! and the ratios would measure polling, not agora's own overhead. `AGORA_SPIN_US=0` runs
 //! every contender, the benchmark's manager included, without polling.
 
+mod aio;
 mod blocking;
 mod chart;
 mod harness;
@@ -66,6 +69,7 @@ enum Section {
     Tickets,
     Redis,
     Sharing,
+    Async,
 }
 
 impl Section {
@@ -78,9 +82,10 @@ impl Section {
             "tickets" => Ok(Section::Tickets),
             "redis" => Ok(Section::Redis),
             "sharing" => Ok(Section::Sharing),
+            "async" => Ok(Section::Async),
             other => Err(format!(
-                "unknown section {other:?} (rpc, latency, blocking, tickets, redis, sharing or \
-                 all)"
+                "unknown section {other:?} (rpc, latency, blocking, tickets, redis, sharing, \
+                 async or all)"
             )),
         }
     }
@@ -122,7 +127,7 @@ fn options() -> Result<Options, String> {
             "--help" | "-h" => {
                 return Err(
                     "usage: bench [--workers 1,2,4,8] [--rounds N] [--quick] [--scale N] \
-                            [--section rpc|latency|blocking|tickets|redis|sharing|all] \
+                            [--section rpc|latency|blocking|tickets|redis|sharing|async|all] \
                             [--charts DIR]"
                         .into(),
                 )
@@ -196,6 +201,10 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     if o.section.runs(Section::Sharing) {
         targets.extend(sharing::run(&servers, o.rounds, &mut report, &progress)?);
     }
+    // Last: its runtime's threads must not be running while another section forks.
+    if o.section.runs(Section::Async) {
+        targets.extend(aio::run(&servers, o.rounds, &mut report, &progress)?);
+    }
     progress.finish();
     println!(
         "agora benchmark: {} rounds per figure, contenders interleaved; {}; load average {} -> {} ({} cores)",
@@ -256,6 +265,9 @@ fn steps(o: &Options) -> u64 {
     }
     if o.section.runs(Section::Sharing) {
         n += sharing::steps(o.rounds);
+    }
+    if o.section.runs(Section::Async) {
+        n += aio::steps(o.rounds);
     }
     n
 }

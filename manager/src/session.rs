@@ -27,7 +27,7 @@ use bytes::BytesMut;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio::task::{Id, JoinSet};
+use tokio::task::{AbortHandle, Id, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
 use agora_proto::{
@@ -120,6 +120,8 @@ pub struct Session {
     parked: JoinSet<ParkedOutput>,
     /// Each parked call's msgid, and its method's counter ([`crate::stats::method_index`]).
     parked_msgids: HashMap<Id, (u32, usize)>,
+    /// Each parked call's task by msgid, for the client's `cancel` notification.
+    cancels: HashMap<u32, AbortHandle>,
     /// The rest of the chains whose first call is parked, by its task.
     chains: HashMap<Id, chain::Rest>,
     /// What this connection holds (locks, permits), released when it closes.
@@ -155,6 +157,7 @@ impl Session {
             challenge: None,
             parked: JoinSet::new(),
             parked_msgids: HashMap::new(),
+            cancels: HashMap::new(),
             chains: HashMap::new(),
             holdings: Holdings::new(),
             reach: Reach::default(),
@@ -278,19 +281,42 @@ impl Session {
         }
     }
 
-    /// Applies a notification. Only `decref` does anything (`PROTOCOL.md`, section 3.2); a
-    /// notification is never answered, so a malformed one is only logged.
+    /// Applies a notification: `decref` (`PROTOCOL.md`, section 3.2) and `cancel` (section
+    /// 4.1). A notification is never answered, so a malformed one is only logged.
     fn notification(&mut self, method: &str, params: &Params) {
-        if method != "decref" || !self.authenticated {
+        if !self.authenticated {
             return;
         }
-        if let Err(e) = dispatch::decref(&mut self.reach.held, params) {
-            debug!(
-                error = e.to_string().as_str(),
-                "malformed decref notification ignored"
-            );
+        match method {
+            "decref" => {
+                if let Err(e) = dispatch::decref(&mut self.reach.held, params) {
+                    debug!(
+                        error = e.to_string().as_str(),
+                        "malformed decref notification ignored"
+                    );
+                }
+                self.shared.registry.reap();
+            }
+            "cancel" => self.cancel(params),
+            _ => {}
         }
-        self.shared.registry.reap();
+    }
+
+    /// Cancels the parked calls whose msgids are the params: each task is aborted, and its
+    /// [`Parked`] dropped, which takes the waiter out of its line or gives back a grant that
+    /// reached it and was not written (the lifecycle core's cancellation). The call is then
+    /// answered `CancelledError` ([`Session::parked_failed`]). A msgid with no parked call
+    /// (answered already, or never parked) is ignored: its reply is or was on its way.
+    fn cancel(&mut self, params: &Params) {
+        for raw in params.iter() {
+            let Some(msgid) = agora_proto::params::int_u64(&raw) else {
+                debug!("malformed cancel notification ignored");
+                continue;
+            };
+            if let Some(task) = u32::try_from(msgid).ok().and_then(|m| self.cancels.get(&m)) {
+                task.abort();
+            }
+        }
     }
 
     /// Starts waiting for a parked call's reply, within the in-flight limit.
@@ -313,9 +339,11 @@ impl Session {
         }
         let msgid = parked.msgid;
         let task = self.parked.spawn(parked.reply());
-        self.parked_msgids.insert(task.id(), (msgid, counter));
+        let id = task.id();
+        self.parked_msgids.insert(id, (msgid, counter));
+        self.cancels.insert(msgid, task);
         if let Some(rest) = rest {
-            self.chains.insert(task.id(), rest);
+            self.chains.insert(id, rest);
         }
         self.stats.set_parked(self.parked.len());
         Ok(())
@@ -616,6 +644,7 @@ impl Session {
         out: &mut Vec<u8>,
     ) -> Option<(Reply, Ticket)> {
         let counter = self.parked_msgids.remove(&id).map(|(_, c)| c);
+        self.cancels.remove(&msgid);
         self.stats.set_parked(self.parked.len());
         if let (Err(_), Some(counter)) = (&reply, counter) {
             self.shared.stats.error(&self.stats, counter);
@@ -678,13 +707,22 @@ impl Session {
         }
     }
 
-    /// Answers a parked call whose task failed (a bug: it is reported, not hidden).
+    /// Answers a parked call whose task ended without a reply: cancelled by the client
+    /// (`CancelledError`), or failed (a bug: it is reported, not hidden).
     fn parked_failed(&mut self, e: &tokio::task::JoinError, out: &mut Vec<u8>) {
-        tracing::error!(error = e.to_string().as_str(), "a parked call failed");
+        let cancelled = e.is_cancelled();
+        if !cancelled {
+            tracing::error!(error = e.to_string().as_str(), "a parked call failed");
+        }
         self.chains.remove(&e.id());
         self.stats.set_parked(self.parked.len());
         if let Some((msgid, counter)) = self.parked_msgids.remove(&e.id()) {
-            let err = CallError::runtime(format!("internal error in the manager: {e}"));
+            self.cancels.remove(&msgid);
+            let err = if cancelled {
+                CallError::new(ErrorName::CancelledError, "the call was cancelled")
+            } else {
+                CallError::runtime(format!("internal error in the manager: {e}"))
+            };
             encode::response_err(out, msgid, &err);
             self.shared.stats.error(&self.stats, counter);
         }

@@ -479,3 +479,42 @@ fn threads_sharing_a_client_through_reconnections_lose_and_duplicate_nothing() {
     }
     assert!(held().is_empty(), "{:?}", held());
 }
+
+/// The async client follows the same rules: its calls in flight fail when the manager goes,
+/// its next call opens a new connection, and a proxy of the old run fails with `OtherRun`
+/// unsent, while one of the new run works.
+#[test]
+fn the_async_client_reconnects_and_refuses_stale_proxies() {
+    use agora_client::aio::AsyncClient;
+
+    let (_dir, address) = socket_address();
+    let first = Manager::start(&[&address]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = rt
+        .block_on(AsyncClient::from_client(first.client(0)))
+        .unwrap();
+    let old = rt.block_on(c.object(|c| c.queue::<i64>(0))).unwrap();
+    let parked = rt.spawn({
+        let old = old.clone();
+        async move { old.get().await }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    first.stop();
+    let err = rt.block_on(parked).unwrap().unwrap_err();
+    assert!(err.is_manager_gone(), "{err:?}");
+
+    let _second = Manager::start(&[&address]);
+    let err = rt.block_on(old.qsize()).unwrap_err();
+    assert!(err.is(ErrorName::UnknownObjectError), "{err:?}");
+    assert!(
+        matches!(err, agora_client::Error::OtherRun { .. }),
+        "{err:?}"
+    );
+    let fresh = rt.block_on(c.object(|c| c.queue::<i64>(0))).unwrap();
+    rt.block_on(fresh.put(&5)).unwrap();
+    assert_eq!(rt.block_on(fresh.get()).unwrap(), 5);
+}

@@ -142,8 +142,8 @@ fn with_ca(ca: &Path) -> ConnectOptions {
     ConnectOptions::default().tls_ca_file(Some(ca.to_owned()))
 }
 
-#[test]
-fn the_rust_client_works_over_tls() {
+/// A TLS manager (with its certificates' directory) and a client of it that trusts its CA.
+fn tls_client() -> (tempfile::TempDir, Running, Client) {
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
     let manager = start_tls(&certs, &[]);
@@ -151,6 +151,12 @@ fn the_rust_client_works_over_tls() {
         .parse()
         .unwrap();
     let client = Client::connect_with(&address, &key(), &with_ca(&certs.ca)).expect("connect");
+    (dir, manager, client)
+}
+
+#[test]
+fn the_rust_client_works_over_tls() {
+    let (_dir, _manager, client) = tls_client();
     client.ping().expect("ping");
 
     let dict = client.dict::<String, Vec<u8>>().unwrap();
@@ -533,4 +539,29 @@ print("ok")
         out.status.success() && stdout.contains("ok"),
         "the Python client failed:\n{stdout}{stderr}"
     );
+}
+
+/// The async client speaks TLS too, with the blocking client's session set-up (its CA file).
+#[test]
+fn the_async_client_works_over_tls() {
+    use agora_client::aio::AsyncClient;
+
+    let (_dir, _manager, client) = tls_client();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = AsyncClient::from_client(client)
+            .await
+            .expect("an async TLS connection");
+        let dict = c.object(|c| c.dict::<String, Vec<u8>>()).await.unwrap();
+        // Larger than a TLS record, both ways.
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        dict.set("big", &big).await.unwrap();
+        assert_eq!(dict.get("big").await.unwrap(), Some(big));
+        let lock = c.object(|c| c.lock()).await.unwrap();
+        lock.lock().await.unwrap().unlock().await.unwrap();
+    });
 }

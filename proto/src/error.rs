@@ -80,6 +80,8 @@ error_names! {
     BrokenBarrierError,
     /// The queue was closed.
     Closed,
+    /// The client cancelled the parked call (`cancel`, PROTOCOL.md section 4.1).
+    CancelledError,
 }
 
 impl fmt::Display for ErrorName {

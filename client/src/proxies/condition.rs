@@ -208,14 +208,14 @@ impl Condition {
 }
 
 /// A command whose only param after the id is the owner.
-fn owner_cmd(id: Target, method: &'static str, owner: u64) -> Cmd<()> {
+pub(crate) fn owner_cmd(id: Target, method: &'static str, owner: u64) -> Cmd<()> {
     Cmd::object(id, method, decoders::unit, move |a| {
         a.uint(owner);
         Ok(())
     })
 }
 
-fn wait_cmd(id: Target, wait: Option<Duration>, owner: u64) -> Cmd<bool> {
+pub(crate) fn wait_cmd(id: Target, wait: Option<Duration>, owner: u64) -> Cmd<bool> {
     Cmd::object(id, "condition.wait", decoders::flag, move |a| {
         timeout(a, wait);
         a.uint(owner);
@@ -223,7 +223,7 @@ fn wait_cmd(id: Target, wait: Option<Duration>, owner: u64) -> Cmd<bool> {
     })
 }
 
-fn notify_cmd(id: Target, n: usize, owner: u64) -> Cmd<()> {
+pub(crate) fn notify_cmd(id: Target, n: usize, owner: u64) -> Cmd<()> {
     Cmd::object(id, "condition.notify", decoders::unit, move |a| {
         a.uint(n as u64);
         a.uint(owner);

@@ -2,6 +2,7 @@
 //! recovery.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::Client;
@@ -475,14 +476,70 @@ pub struct RLockGuard<'a> {
     not_send: PhantomData<*const ()>,
 }
 
+impl Lock {
+    /// As [`acquire`](Lock::acquire), with a guard that owns an `Arc` of the lock instead of
+    /// borrowing it (as tokio's `OwnedMutexGuard`): it can move into another thread, a
+    /// `spawn_blocking` closure, a struct that outlives this borrow.
+    ///
+    /// ```no_run
+    /// # let client = agora_client::Client::from_env()?;
+    /// let lock = std::sync::Arc::new(client.lock()?);
+    /// let guard = lock.acquire_owned()?;
+    /// std::thread::spawn(move || guard.unlock()).join().unwrap()?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// ```
+    pub fn acquire_owned(self: &Arc<Self>) -> Result<OwnedLockGuard> {
+        let owner = thread_owner();
+        let cmd = acquire_cmd(self.id, "lock.acquire", true, None, owner, Some(true));
+        let got = must_acquire(self.client.run(cmd)?, "lock")?;
+        Ok(OwnedLockGuard {
+            held: Held::new("lock.release", self.id, Some(owner), got),
+            lock: self.clone(),
+        })
+    }
+}
+
+/// Holds a [`Lock`] as a [`LockGuard`] does (drop, panics and process death alike), owning an
+/// `Arc` of the lock: made by [`Lock::acquire_owned`].
+#[derive(Debug)]
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct OwnedLockGuard {
+    lock: Arc<Lock>,
+    held: Held,
+}
+
+impl OwnedLockGuard {
+    /// As [`LockGuard::is_owner_dead`].
+    pub fn is_owner_dead(&self) -> bool {
+        self.held.is_owner_dead()
+    }
+
+    /// Releases now, waiting for the manager's answer, and reports the outcome.
+    pub fn unlock(mut self) -> Result<()> {
+        self.held.release(&self.lock.client)
+    }
+
+    /// The lock this guard holds.
+    pub fn lock(&self) -> &Arc<Lock> {
+        &self.lock
+    }
+}
+
+impl Drop for OwnedLockGuard {
+    fn drop(&mut self) {
+        self.held.release_on_drop(&self.lock.client, "lock");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_lock_guard_may_move_between_threads() {
-        fn send<T: Send>() {}
+        fn send<T: Send + 'static>() {}
         send::<LockGuard<'static>>();
+        send::<OwnedLockGuard>();
     }
 
     const SEVEN: Target = Target { id: 7, run: 1 };

@@ -80,19 +80,27 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use array::Array;
 pub use barrier::Barrier;
+#[cfg(feature = "tokio")]
+pub(crate) use condition::{notify_cmd, owner_cmd, wait_cmd};
 pub use condition::{Condition, ConditionGuard};
 pub use dict::Dict;
 pub use event::Event;
 pub use list::List;
-pub use lock::{Lock, LockGuard, RLock, RLockGuard};
+#[cfg(feature = "tokio")]
+pub(crate) use lock::acquire_cmd;
+pub use lock::{Lock, LockGuard, OwnedLockGuard, RLock, RLockGuard};
 pub use mutex::{Mutex, MutexGuard};
 pub use namespace::Namespace;
 pub use queue::{Acked, Joinable, JoinableQueue, Plain, Queue, QueueBatches, QueueIter, QueueKind};
-pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
+#[cfg(feature = "tokio")]
+pub(crate) use semaphore::semaphore_acquire_cmd;
+pub use semaphore::{BoundedSemaphore, OwnedSemaphoreGuard, Permits, Semaphore, SemaphoreGuard};
 pub use set::{Set, SetOperand};
 pub use slicing::Slice;
 pub use value::{Number, Value};
 pub use wait::Acquired;
+#[cfg(feature = "tokio")]
+pub(crate) use wait::{fresh_owner, Held};
 
 /// The name rmp_serde gives the newtype struct it writes as a MessagePack ext.
 const EXT: &str = rmp_serde::MSGPACK_EXT_STRUCT_NAME;

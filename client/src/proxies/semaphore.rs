@@ -151,7 +151,7 @@ impl Client {
 
 /// `acquire [id, blocking, timeout]`, and `owned` after them when given (`None`: the kind's
 /// default: unowned for a semaphore, owned for a bounded one).
-fn semaphore_acquire_cmd(
+pub(crate) fn semaphore_acquire_cmd(
     id: Target,
     method: &'static str,
     blocking: bool,
@@ -182,6 +182,18 @@ macro_rules! semaphore_methods {
                     self.id,
                     got,
                 ))
+            }
+
+            /// As [`acquire`](Self::acquire), with a guard that owns an `Arc` of the semaphore
+            /// instead of borrowing it: it can move into another thread.
+            pub fn acquire_owned(
+                self: &std::sync::Arc<Self>,
+            ) -> Result<OwnedSemaphoreGuard<$name>> {
+                let got = must_acquire(self.client.run(self.owned_cmd(true, None))?, $kind)?;
+                Ok(OwnedSemaphoreGuard {
+                    held: Held::new(concat!($kind, ".release"), self.id, None, got),
+                    semaphore: self.clone(),
+                })
             }
 
             /// Takes a permit if one is free and nobody waits; `None` otherwise. Never waits.
@@ -320,5 +332,59 @@ impl<'a> SemaphoreGuard<'a> {
 impl Drop for SemaphoreGuard<'_> {
     fn drop(&mut self) {
         self.held.release_on_drop(self.client, "semaphore");
+    }
+}
+
+/// One permit, held as a [`SemaphoreGuard`] holds it, owning an `Arc` of its semaphore `S`
+/// ([`Semaphore`] or [`BoundedSemaphore`]): made by `acquire_owned`.
+#[derive(Debug)]
+#[must_use = "the permit is given back as soon as the guard is dropped"]
+pub struct OwnedSemaphoreGuard<S: Permits> {
+    semaphore: std::sync::Arc<S>,
+    held: Held,
+}
+
+/// The semaphores an [`OwnedSemaphoreGuard`] may hold a permit of. Sealed.
+pub trait Permits: sealed::Sealed {}
+impl Permits for Semaphore {}
+impl Permits for BoundedSemaphore {}
+
+mod sealed {
+    pub trait Sealed {
+        fn client(&self) -> &crate::Client;
+    }
+    impl Sealed for super::Semaphore {
+        fn client(&self) -> &crate::Client {
+            &self.client
+        }
+    }
+    impl Sealed for super::BoundedSemaphore {
+        fn client(&self) -> &crate::Client {
+            &self.client
+        }
+    }
+}
+
+impl<S: Permits> OwnedSemaphoreGuard<S> {
+    /// As [`SemaphoreGuard::is_owner_dead`].
+    pub fn is_owner_dead(&self) -> bool {
+        self.held.is_owner_dead()
+    }
+
+    /// Gives the permit back now and reports the outcome.
+    pub fn release(mut self) -> Result<()> {
+        self.held.release(sealed::Sealed::client(&*self.semaphore))
+    }
+
+    /// The semaphore this permit is of.
+    pub fn semaphore(&self) -> &std::sync::Arc<S> {
+        &self.semaphore
+    }
+}
+
+impl<S: Permits> Drop for OwnedSemaphoreGuard<S> {
+    fn drop(&mut self) {
+        let client = sealed::Sealed::client(&*self.semaphore);
+        self.held.release_on_drop(client, "semaphore");
     }
 }

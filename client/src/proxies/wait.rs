@@ -94,6 +94,13 @@ pub(crate) fn thread_owner() -> u64 {
         .unwrap_or_else(|_| NEXT_OWNER.fetch_add(1, Ordering::Relaxed))
 }
 
+/// An owner identity of its own, for an acquire made by an async task, which has no thread
+/// of its own: the guard releases with it.
+#[cfg(feature = "tokio")]
+pub(crate) fn fresh_owner() -> u64 {
+    NEXT_OWNER.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Timeouts longer than this are sent as "no limit": no program waits a century, and the
 /// manager need not represent a deadline that far away.
 pub(crate) const NO_LIMIT_BEYOND: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -150,6 +157,12 @@ impl Held {
 
     pub(crate) fn is_owner_dead(&self) -> bool {
         self.owner_died
+    }
+
+    /// True until it was released (or its release taken).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn is_armed(&self) -> bool {
+        self.armed
     }
 
     /// True in the process that acquired.

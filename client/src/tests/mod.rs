@@ -2,6 +2,8 @@
 //! authenticating, multiplexing threads on one connection, disconnects, fork, pipelines and
 //! nested shared objects.
 
+#[cfg(feature = "tokio")]
+mod aio;
 mod fake;
 mod lifetime;
 

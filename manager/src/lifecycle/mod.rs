@@ -20,8 +20,9 @@
 //! - **expiry**: a waiter's deadline passed: it leaves its line and the object says what it is
 //!   answered ([`Semantics::leave`]), or keeps it waiting (a condition waiter that must first
 //!   re-acquire its lock).
-//! - **cancellation**: the waiter's connection closed, or its call was dropped: it leaves its
-//!   line unanswered.
+//! - **cancellation**: the waiter's connection closed, its call was dropped, or its client
+//!   sent `cancel` for it (the session aborts the call's task): it leaves its line unanswered,
+//!   and a grant that reached it unwritten is given back as an undeliverable one.
 //! - **undeliverable grant**: a grant whose connection is gone before it could be written is
 //!   given back ([`Semantics::give_back`]) and offered to the next waiter as it was: an
 //!   owner-died notice it carried goes on to the next acquirer, and a plain grant stays plain.

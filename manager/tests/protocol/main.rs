@@ -14,7 +14,7 @@
 //! - [`keys_and_values`]: value semantics, section 3;
 //! - [`concurrency`], [`tcp`], [`bad_arguments`]: many clients, the other transport, argument
 //!   values a method cannot take;
-//! - [`waiting`], [`locks`], [`polling`]: parked calls, lock hand-over, and the manager's
+//! - [`waiting`], [`locks`], [`polling`], [`cancel`]: parked calls, lock hand-over, the manager's
 //!   polling for a next request;
 //! - [`chain`]: calls run back to back in one request, the first of which may wait;
 //! - [`lifecycle`]: deletion of objects with parked calls, and grants to connections that leave;
@@ -28,6 +28,7 @@
 mod support;
 
 mod bad_arguments;
+mod cancel;
 mod chain;
 mod concurrency;
 mod dict;

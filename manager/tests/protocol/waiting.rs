@@ -8,7 +8,7 @@ use crate::support::*;
 
 /// Sets up an object on which `method` must wait, using `holder` for whatever another client
 /// has to hold; gives the id and the params of a call that waits at most `timeout` seconds.
-fn waiting_call(
+pub fn waiting_call(
     c: &mut RawClient,
     holder: &mut RawClient,
     method: &str,
