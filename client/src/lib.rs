@@ -163,6 +163,7 @@ mod command;
 mod connection;
 mod error;
 mod in_flight;
+mod limits;
 mod options;
 mod pipeline;
 pub mod proxies;
@@ -182,6 +183,7 @@ pub use bytes::Bytes;
 pub use client::{export_for_fork, Client, ObjectInfo, ENV_ADDRESS, ENV_AUTHKEY};
 pub use command::Cmd;
 pub use error::{report, DecodeError, Error, ErrorName, RemoteName, Result};
+pub use limits::{LimitChanges, ManagerLimits};
 pub use options::{
     ConnectOptions, ENV_CALL_TIMEOUT, ENV_CONNECT_TIMEOUT, ENV_HANDSHAKE_TIMEOUT, ENV_TLS_CA,
 };

@@ -31,9 +31,10 @@ pub fn verify(authkey: &[u8], challenge: &[u8], digest: &[u8]) -> bool {
 /// refuses them with `--require-strong-authkey`.
 pub const STRONG_AUTHKEY_BYTES: usize = 16;
 
-/// The methods only an admin connection may call: stopping the manager, and looking at every
-/// connection's peer, process and holdings (`PROTOCOL.md`, section 2).
-pub const ADMIN_METHODS: &[&str] = &["shutdown", "stats"];
+/// The methods only an admin connection may call: stopping the manager, looking at every
+/// connection's peer, process and holdings, and reading or changing the limits at run time
+/// (`PROTOCOL.md`, section 2).
+pub const ADMIN_METHODS: &[&str] = &["shutdown", "stats", "limits"];
 
 /// What an authenticated connection may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -53,10 +53,13 @@ pub fn default_max_connections() -> usize {
 }
 
 /// Most bytes of replies an unauthenticated connection may leave unread before the manager
-/// stops reading it: a stranger pipelining `hello` must not cost [`Config::max_output_bytes`].
+/// stops reading it: a stranger pipelining `hello` must not cost [`Config::max_output_bytes`]
+/// (see [`crate::limits::AdjustableLimits::pre_auth_max_output_bytes`]).
 pub const PRE_AUTH_MAX_OUTPUT_BYTES: usize = 64 * 1024;
 
-/// A manager's configuration.
+/// A manager's configuration. `max_in_flight`, `max_connections`, `auth_timeout` and
+/// `max_output_bytes` are the values it starts with: an admin may change them while it runs
+/// ([`crate::limits`]).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The shared secret clients prove they know. Never empty.
@@ -143,11 +146,6 @@ impl Config {
             admin_authkey: None,
             auth_throttle: crate::throttle::ThrottleConfig::default(),
         }
-    }
-
-    /// The bound on unwritten replies before a connection has authenticated.
-    pub fn pre_auth_max_output_bytes(&self) -> usize {
-        self.max_output_bytes.min(PRE_AUTH_MAX_OUTPUT_BYTES)
     }
 
     /// The limits before a connection has authenticated.

@@ -10,6 +10,8 @@
 //! - [`server`]: [`Server`], its accept loops, the state connections share, shutdown.
 //! - [`session`]: one connection: framing, the `hello`/`auth` handshake, replies.
 //! - [`auth`]: the challenge and HMAC-SHA256 check, and the worker and admin roles.
+//! - [`limits`]: the limits an admin may change while the manager runs (`limits`), read
+//!   where they apply, and the count of open connections.
 //! - [`throttle`]: failed authentication attempts slowed down per peer.
 //! - [`conn_log`]: a connection's log span, why it ended and its totals.
 //! - [`peer`]: who is at the other end of a connection (address, and a Unix peer's pid and uid).
@@ -47,6 +49,8 @@
 //! connection may cost: how many it serves at once ([`Config::max_connections`]), how long
 //! one may take to authenticate ([`Config::auth_timeout`]), and how many bytes of replies its
 //! client may leave unread ([`Config::max_output_bytes`]). Each refusal or close is logged.
+//! These, and how many calls one connection may have parked, may be changed by an admin
+//! connection while the manager runs ([`limits`]).
 //!
 //! # Running
 //! The `agora-manager` binary wraps [`run_blocking`]; programs embed a manager through the
@@ -60,6 +64,7 @@ pub mod conn_log;
 pub mod dispatch;
 pub mod inspect;
 pub mod lifecycle;
+pub mod limits;
 pub mod metrics;
 pub mod objects;
 pub mod peer;

@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
@@ -14,6 +14,7 @@ use agora_proto::Limits;
 
 use crate::config::{Config, Listener};
 use crate::conn_log::{self, Disconnect, Ending};
+use crate::limits::AdjustableLimits;
 use crate::peer::PeerInfo;
 use crate::registry::Registry;
 use crate::session::{self, Transport};
@@ -35,9 +36,9 @@ pub struct Shared {
     pub shutdown: watch::Sender<bool>,
     /// How many connections are polling for their next request right now.
     pub spinners: Spinners,
-    /// One permit per connection that may be served ([`Config::max_connections`]); each
-    /// connection's task holds one until it ends.
-    pub connections: Arc<Semaphore>,
+    /// The limits an admin may change while the manager runs, read where they apply, and the
+    /// count of open connections: each connection's task holds a slot until it ends.
+    pub limits: Arc<AdjustableLimits>,
     /// Calls and errors by method, and the open connections, for `stats` and `/metrics`.
     pub stats: Stats,
     /// Every peer's line of `auth` attempts ([`crate::throttle`]).
@@ -51,9 +52,7 @@ impl Shared {
         Ok(Shared {
             registry: Registry::new()?.with_handoff_lease(config.handoff_lease),
             auth_throttle: Throttle::new(config.auth_throttle),
-            connections: Arc::new(Semaphore::new(
-                config.max_connections.min(Semaphore::MAX_PERMITS),
-            )),
+            limits: Arc::new(AdjustableLimits::new(&config)),
             config,
             shutdown,
             spinners: Spinners::default(),
@@ -88,7 +87,7 @@ pub struct Server {
 
 impl Server {
     /// A server on these listeners. Fails if the authkey or the admin authkey is empty, if
-    /// [`Config::auth_throttle`] lets no attempt through, or if
+    /// [`Config::auth_throttle`] lets no attempt through, or if [`Config::max_in_flight`],
     /// [`Config::max_connections`], [`Config::auth_timeout`] or [`Config::max_output_bytes`]
     /// is zero.
     pub fn new(listeners: Vec<Listener>, config: Config) -> io::Result<Server> {
@@ -101,6 +100,9 @@ impl Server {
         }
         if config.auth_throttle.burst == 0 {
             return invalid("auth_throttle.burst must be at least 1");
+        }
+        if config.max_in_flight == 0 {
+            return invalid("max_in_flight must be at least 1");
         }
         if config.max_connections == 0 {
             return invalid("max_connections must be at least 1");
@@ -403,7 +405,8 @@ async fn handshake<S: Transport>(
     shared: &Shared,
     accepted: tokio::time::Instant,
 ) -> Result<S, Disconnect> {
-    let deadline = accepted + shared.config.auth_timeout;
+    let timeout = shared.limits.auth_timeout();
+    let deadline = accepted + timeout;
     let mut stopping = shared.shutdown.subscribe();
     tokio::select! {
         biased;
@@ -415,7 +418,7 @@ async fn handshake<S: Transport>(
                 Err(Disconnect::TlsFailed)
             }
             Err(_) => {
-                info!(timeout = ?shared.config.auth_timeout,
+                info!(?timeout,
                       "closing connection: TLS handshake not done in time");
                 Err(Disconnect::AuthTimeout)
             }
@@ -432,18 +435,18 @@ async fn accept_loop<L: Accept>(listener: L, shared: Arc<Shared>) {
             _ = stopped(&mut stopping) => break,
             Some(_) = connections.join_next() => {}
             accepted = listener.accept() => match accepted {
-                Ok((socket, address)) => match shared.connections.clone().try_acquire_owned() {
-                    Ok(permit) => {
+                Ok((socket, address)) => match shared.limits.admit() {
+                    Some(slot) => {
                         let peer = PeerInfo::of(socket.as_raw_fd(), address);
                         let start = listener.start(socket);
                         let shared = shared.clone();
                         connections.spawn(async move {
                             connection(start, shared, peer).await;
                             // The slot frees once the connection is closed and released.
-                            drop(permit);
+                            drop(slot);
                         });
                     }
-                    Err(_) => refuse(socket, L::PLAIN, &address, shared.config.max_connections),
+                    None => refuse(socket, L::PLAIN, &address, shared.limits.max_connections()),
                 },
                 Err(e) => {
                     // Out of descriptors, say: back off instead of spinning.

@@ -326,14 +326,15 @@ impl Session {
         rest: Option<chain::Rest>,
         counter: usize,
     ) -> Result<(), CallError> {
-        if self.parked.len() >= self.shared.config.max_in_flight {
+        let max_in_flight = self.shared.limits.max_in_flight();
+        if self.parked.len() >= max_in_flight {
             // Dropping the parked call takes its waiter out of line.
             drop(parked);
             return Err(CallError::new(
                 ErrorName::LimitError,
                 format!(
-                    "more than {} calls in flight on one connection; closing the connection",
-                    self.shared.config.max_in_flight
+                    "more than {max_in_flight} calls in flight on one connection; closing the \
+                     connection"
                 ),
             ));
         }
@@ -401,6 +402,16 @@ impl Session {
             "stats" => {
                 p.expect(method, 0, 0)?;
                 crate::stats::write_stats(&self.shared, out);
+                Ok(Step::Answered(Next::Continue))
+            }
+            "limits" => {
+                p.expect(method, 0, 1)?;
+                let limits = &self.shared.limits;
+                if !p.is_empty() {
+                    // Every entry is checked before any applies: a bad one changes nothing.
+                    limits.apply(&crate::limits::parse_changes(&p.value(0)?)?);
+                }
+                crate::limits::write_current(limits, out);
                 Ok(Step::Answered(Next::Continue))
             }
             "chain" => self.chain(msgid, p, out),
@@ -1120,7 +1131,7 @@ where
             shared.clone(),
             stats,
             fd,
-            accepted + shared.config.auth_timeout,
+            accepted + shared.limits.auth_timeout(),
         ),
         out: Vec::with_capacity(READ_CHUNK),
         written: 0,
@@ -1260,11 +1271,11 @@ where
 
     /// How many bytes of replies may wait unwritten before reading stops.
     fn output_bound(&self) -> usize {
-        let config = &self.shared.config;
+        let limits = &self.shared.limits;
         if self.session.authenticated {
-            config.max_output_bytes
+            limits.max_output_bytes()
         } else {
-            config.pre_auth_max_output_bytes()
+            limits.pre_auth_max_output_bytes()
         }
     }
 
@@ -1350,7 +1361,7 @@ where
                 Flow::End(Disconnect::Shutdown)
             }
             Event::AuthTimeout => {
-                let timeout = self.shared.config.auth_timeout;
+                let timeout = self.shared.limits.auth_timeout();
                 info!(?timeout, "closing connection: not authenticated in time");
                 // Only between replies, and only if it fits now: the connection closes anyway.
                 if self.unwritten() == 0 {

@@ -167,6 +167,7 @@ const SESSION_AND_REGISTRY: &[MethodSpec] = methods!(None, "":
     "delete" "[name or id]";
     "objects" "[]";
     "stats" "[]";
+    "limits" "[] or [map]";
     "incref" "[id]";
     "decref" "[[id, count], ...]";
     "export" "[id]";

@@ -7,6 +7,7 @@
 //!               [--max-connections N] [--auth-timeout SECONDS] [--max-output-bytes BYTES]
 //!               [--metrics HOST:PORT] [--log-format text|json] [--config FILE] ...
 //! agora-manager inspect --address ADDRESS [--authkey-file PATH] [--json]
+//! agora-manager limits --address ADDRESS [--authkey-file PATH] [--set NAME=VALUE]... [--json]
 //! ```
 //!
 //! `--help` lists every flag; the limits are those of `PROTOCOL.md`, section 1.1. Every flag
@@ -18,7 +19,8 @@
 //! `shutdown` method; SIGHUP is ignored.
 //!
 //! `inspect` connects to a running manager, calls `stats` (`PROTOCOL.md`, section 4.2.1) and
-//! prints its objects and connections as tables, or the answer as JSON.
+//! prints its objects and connections as tables, or the answer as JSON. `limits` calls `limits`
+//! (section 4.2) to show, or with `--set` change, the limits that may change at run time.
 
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
@@ -90,7 +92,7 @@ struct Args {
     authkey_file: Option<PathBuf>,
 
     /// File holding the admin authkey as hex (default: the AGORA_ADMIN_AUTHKEY environment
-    /// variable). Connections authenticated with it may call shutdown and stats; those
+    /// variable). Connections authenticated with it may call shutdown, stats and limits; those
     /// authenticated with the authkey get PermissionError for them. Without an admin
     /// authkey every authenticated connection may.
     #[arg(long, value_name = "PATH")]
@@ -122,7 +124,9 @@ struct Args {
     #[arg(long)]
     lifeline_stdin: bool,
 
-    /// Most requests one connection may have in flight.
+    /// Most requests one connection may have in flight. This, --max-connections,
+    /// --auth-timeout and --max-output-bytes may be changed while the manager runs, by an
+    /// admin connection (`agora-manager limits --set`).
     #[arg(long, default_value_t = 65_536, value_parser = at_least_one)]
     max_in_flight: usize,
 
@@ -175,26 +179,72 @@ enum Command {
     /// parked on it and what they wait for) and every connection (its peer, age, calls, what
     /// it holds and waits for), with totals.
     Inspect(InspectArgs),
+    /// Show the limits of a running manager that may change while it runs (max_connections,
+    /// max_in_flight, max_output_bytes, auth_timeout in seconds), or change some with --set.
+    /// A lowered max_connections closes nobody: new connections are refused until fewer are
+    /// open. The limits on each message (--max-message-bytes, --max-depth,
+    /// --max-container-len) cannot change without a restart.
+    Limits(LimitsArgs),
 }
 
+/// How a subcommand reaches a running manager as its operator.
 #[derive(clap::Args, Debug)]
-struct InspectArgs {
+struct AdminArgs {
     /// The manager's address: `unix:PATH`, `tcp:HOST:PORT` or `tls:HOST:PORT` (its certificate
     /// verified against the system's roots, or the CA file in AGORA_TLS_CA). Default: the
     /// AGORA_ADDRESS environment variable.
     #[arg(long, value_name = "ADDRESS")]
     address: Option<String>,
 
-    /// File holding the authkey as hex: the admin authkey when the manager has one (stats is
-    /// reserved to admin connections). Default: the AGORA_ADMIN_AUTHKEY environment variable
-    /// (hex), else AGORA_AUTHKEY.
+    /// File holding the authkey as hex: the admin authkey when the manager has one (stats and
+    /// limits are reserved to admin connections). Default: the AGORA_ADMIN_AUTHKEY
+    /// environment variable (hex), else AGORA_AUTHKEY.
     #[arg(long, value_name = "PATH")]
     authkey_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct InspectArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
 
     /// Print the manager's answer as JSON (the fields of PROTOCOL.md, section 4.2.1) instead
     /// of tables.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct LimitsArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+
+    /// Change a limit: NAME=VALUE, as in max_connections=500 or auth_timeout=2.5 (seconds).
+    /// Repeatable; the manager checks them all and changes none if one is refused.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = limit_setting)]
+    set: Vec<(String, rmpv::Value)>,
+
+    /// Print the limits as a JSON object instead of one `name value` line each.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `NAME=VALUE` of `limits --set`: the value sent as an integer, else a float, else a string,
+/// for the manager to check (it knows which limits exist and what each takes).
+fn limit_setting(text: &str) -> Result<(String, rmpv::Value), String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err("expected NAME=VALUE, as in max_connections=500".to_owned());
+    };
+    let value = if let Ok(n) = value.parse::<u64>() {
+        rmpv::Value::from(n)
+    } else if let Ok(n) = value.parse::<i64>() {
+        rmpv::Value::from(n)
+    } else if let Ok(x) = value.parse::<f64>() {
+        rmpv::Value::from(x)
+    } else {
+        rmpv::Value::from(value)
+    };
+    Ok((name.trim().to_owned(), value))
 }
 
 /// A whole number no smaller than `MIN`: a limit below it would make every client fail.
@@ -306,6 +356,7 @@ fn main() -> ExitCode {
         init_logging(args.log_format);
         match &args.command {
             Some(Command::Inspect(inspect_args)) => inspect(inspect_args),
+            Some(Command::Limits(limits_args)) => limits(limits_args),
             None => run(args),
         }
     });
@@ -470,13 +521,14 @@ fn run(args: Args) -> Result<(), Fatal> {
         .map_err(|e| Fatal(format!("the manager failed: {e}")))
 }
 
-/// `agora-manager inspect`: prints what `stats` answers, as tables or JSON.
-fn inspect(args: &InspectArgs) -> Result<(), Fatal> {
+/// A client of the manager `args` names, authenticated with the key they give: what
+/// `inspect` and `limits` call it with.
+fn admin_client(args: &AdminArgs) -> Result<AdminClient, Fatal> {
     let address = match &args.address {
         Some(address) => address.clone(),
         None => std::env::var(agora_client::ENV_ADDRESS).map_err(|_| {
             Fatal(format!(
-                "no manager to inspect: pass --address or set {}",
+                "no manager to reach: pass --address or set {}",
                 agora_client::ENV_ADDRESS
             ))
         })?,
@@ -499,19 +551,48 @@ fn inspect(args: &InspectArgs) -> Result<(), Fatal> {
     };
     let client = agora_client::Client::connect(&address, &authkey)
         .map_err(|e| Fatal(format!("cannot reach the manager at {address}: {e}")))?;
-    let raw = client.call_raw("stats", &[]).map_err(|e| {
-        if e.is(agora_proto::ErrorName::PermissionError) {
-            Fatal(format!(
-                "the manager at {address} keeps stats for admin connections, and this key is \
-                 its worker authkey: pass the admin authkey (--authkey-file, or \
-                 {ENV_ADMIN_AUTHKEY})"
-            ))
-        } else {
-            Fatal(format!("stats failed: {e}"))
-        }
-    })?;
-    let stats = rmpv::decode::read_value(&mut &raw[..])
-        .map_err(|e| Fatal(format!("the manager's answer is not MessagePack: {e}")))?;
+    Ok(AdminClient { client, address })
+}
+
+/// A client authenticated for the administrative methods.
+struct AdminClient {
+    client: agora_client::Client,
+    address: agora_client::Address,
+}
+
+impl AdminClient {
+    /// Calls an admin method (`PROTOCOL.md`, section 2) and decodes its answer; a refusal for
+    /// want of the admin key says which key to pass.
+    fn call(&self, method: &str, params: &[&[u8]]) -> Result<rmpv::Value, Fatal> {
+        let address = &self.address;
+        let raw = self.client.call_raw(method, params).map_err(|e| {
+            if e.is(agora_proto::ErrorName::PermissionError) {
+                Fatal(format!(
+                    "the manager at {address} keeps {method} for admin connections, and this \
+                     key is its worker authkey: pass the admin authkey (--authkey-file, or \
+                     {ENV_ADMIN_AUTHKEY})"
+                ))
+            } else {
+                Fatal(format!("{method} failed: {e}"))
+            }
+        })?;
+        rmpv::decode::read_value(&mut &raw[..])
+            .map_err(|e| Fatal(format!("the manager's answer is not MessagePack: {e}")))
+    }
+}
+
+/// Writes `text` to stdout.
+fn print(text: &str) -> Result<(), Fatal> {
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())?;
+    Ok(())
+}
+
+/// `agora-manager inspect`: prints what `stats` answers, as tables or JSON.
+fn inspect(args: &InspectArgs) -> Result<(), Fatal> {
+    let stats = admin_client(&args.admin)?.call("stats", &[])?;
     let text = if args.json {
         let mut json = agora_manager::inspect::to_json(&stats)?;
         json.push('\n');
@@ -519,11 +600,40 @@ fn inspect(args: &InspectArgs) -> Result<(), Fatal> {
     } else {
         agora_manager::inspect::render(&stats)
     };
-    let mut stdout = io::stdout().lock();
-    stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())?;
-    Ok(())
+    print(&text)
+}
+
+/// `agora-manager limits`: prints the limits `limits` answers, after the changes of `--set`.
+fn limits(args: &LimitsArgs) -> Result<(), Fatal> {
+    let client = admin_client(&args.admin)?;
+    let mut params = Vec::new();
+    if !args.set.is_empty() {
+        let changes = rmpv::Value::Map(
+            args.set
+                .iter()
+                .map(|(name, value)| (rmpv::Value::from(name.as_str()), value.clone()))
+                .collect(),
+        );
+        rmpv::encode::write_value(&mut params, &changes)?;
+    }
+    let param: &[u8] = &params;
+    let answer = if params.is_empty() {
+        client.call("limits", &[])?
+    } else {
+        client.call("limits", &[param])?
+    };
+    let mut text = if args.json {
+        agora_manager::inspect::to_json(&answer)?
+    } else {
+        let entries = answer.as_map().map(Vec::as_slice).unwrap_or_default();
+        let lines: Vec<String> = entries
+            .iter()
+            .map(|(k, v)| format!("{} {v}", k.as_str().unwrap_or("?")))
+            .collect();
+        lines.join("\n")
+    };
+    text.push('\n');
+    print(&text)
 }
 
 /// Binds the listener of `--metrics HOST:PORT`.
