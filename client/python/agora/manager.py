@@ -569,6 +569,26 @@ class Manager(_Factories):
         if client._owner is self:
             client._owner = None
 
+    def limits(self, **changes: float) -> Dict[str, float]:
+        """The manager's limits that may change while it runs, after applying ``changes``:
+        ``max_connections``, ``max_in_flight``, ``max_output_bytes`` and ``auth_timeout`` (in
+        seconds), as in ``manager.limits(max_connections=500)`` (``PROTOCOL.md`` section 4.2).
+        All or none: an unknown name, a limit fixed for the run (``max_depth``, say) or a value
+        below its minimum raises ``ValueError`` and changes nothing. A lowered
+        ``max_connections`` closes nobody; new connections are refused until fewer are open.
+
+        Reserved to the admin key: a manager this object started is asked with its
+        :attr:`admin_authkey`; one connected to with a worker's key raises
+        :class:`agora.PermissionDenied`."""
+        params: Tuple[Any, ...] = (changes,) if changes else ()
+        if self._admin_authkey is None:
+            return cast("Dict[str, float]", self._client.call("limits", *params))
+        conn = Connection(Client(self.address, self._admin_authkey))
+        try:
+            return cast("Dict[str, float]", conn.call("limits", params))
+        finally:
+            conn.close()
+
     def __enter__(self) -> "Manager":
         return self
 

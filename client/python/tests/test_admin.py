@@ -53,6 +53,25 @@ class AdminKey(unittest.TestCase):
             conn.close()
         self.assertEqual(m._process.wait(WAIT), 0)
 
+    def test_the_started_manager_changes_its_limits_and_a_worker_may_not(self) -> None:
+        m = self.manager
+        before = m.limits()
+        self.assertEqual(
+            sorted(before),
+            ["auth_timeout", "max_connections", "max_in_flight", "max_output_bytes"],
+        )
+        after = m.limits(max_in_flight=7, auth_timeout=2.5)
+        self.assertEqual(after["max_in_flight"], 7)
+        self.assertEqual(after["auth_timeout"], 2.5)
+        self.assertEqual(after["max_connections"], before["max_connections"])
+        with self.assertRaises(ValueError) as caught:
+            m.limits(max_in_flight=1, max_depth=4)
+        self.assertIn("max_depth", str(caught.exception))
+        self.assertEqual(m.limits(), after)
+        worker = agora.connect(m.address, m.authkey)
+        with self.assertRaises(agora.PermissionDenied):
+            worker.limits()
+
     def test_shutdown_of_the_started_manager_is_the_shutdown_call(self) -> None:
         # Had the call been refused, a debug line would say so, and the manager would only
         # stop on SIGTERM, after a warning.

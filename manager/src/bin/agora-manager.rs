@@ -47,7 +47,8 @@ use agora_proto::{spin, Limits};
     after_help = "Signals: SIGTERM and SIGINT stop the manager cleanly (parked calls are \
                   answered ShutdownError, the Unix socket files removed), as do the shutdown \
                   method and, with --lifeline-stdin, end-of-file on stdin. SIGHUP is logged \
-                  and ignored: nothing is reread, restart the manager to change a setting."
+                  and ignored: nothing is reread, restart the manager to change a setting \
+                  (but for the limits that `agora-manager limits --set` changes at run time)."
 )]
 struct Args {
     #[command(subcommand)]
