@@ -361,6 +361,40 @@ mod tests {
         assert_eq!(l.open_connections(), 2);
     }
 
+    /// Threads take and free slots at random while the maximum stays put: never more slots
+    /// are held than it allows, and every one comes back.
+    #[test]
+    fn racing_admissions_never_exceed_the_maximum() {
+        let l = limits(5);
+        let held = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8u64)
+            .map(|seed| {
+                let (l, held) = (l.clone(), held.clone());
+                std::thread::spawn(move || {
+                    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                    for _ in 0..2_000 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        if let Some(slot) = l.admit() {
+                            let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                            assert!(now <= 5, "{now} slots held");
+                            if x % 3 == 0 {
+                                std::thread::yield_now();
+                            }
+                            held.fetch_sub(1, Ordering::SeqCst);
+                            drop(slot);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(l.open_connections(), 0);
+    }
+
     #[test]
     fn a_bad_entry_fails_the_whole_map() {
         let map = |entries: Vec<(&str, Value)>| {
