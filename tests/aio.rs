@@ -177,6 +177,12 @@ fn a_cancelled_acquire_holds_nothing_whether_or_not_it_was_granted() {
         assert!(guard.is_acquired());
         let waited = tokio::time::timeout(Duration::from_millis(50), lock.lock()).await;
         assert!(waited.is_err(), "the lock is held: the acquire waits");
+        // A call on the same connection is answered after the manager has read the cancel,
+        // which the dropped future sent first: the release below, made on another
+        // connection, then finds no waiter. (Without it the release may come first and
+        // grant the lock to the cancelled call, which gives it back a moment later; the
+        // racing case below covers that.)
+        assert!(lock.is_locked().await.unwrap());
         let releaser = lock.proxy().clone();
         tokio::task::spawn_blocking(move || releaser.release())
             .await
