@@ -9,7 +9,11 @@
 //! - no two objects ever share a name, and a create-by-name racing a delete-by-name ends with
 //!   the old object or a new one, never both;
 //! - a lookup never returns a deleted object: an object is marked deleted and leaves `objects`
-//!   under its shard's write lock, where no lookup sees it half way.
+//!   under its shard's write lock, where no lookup sees it half way;
+//! - a worker's delete ([`Deleter::Worker`]) counts the object's holders under that same lock,
+//!   so no connection resolves the id between the count and the removal. A connection that
+//!   resolved it before (its cache keeps the slot) can still take a pin in between, lock-free;
+//!   it then holds a deleted object, as any holder does after a forced delete.
 //!
 //! Ids come from [`ids`]: a keyed permutation of a counter, never reused in a run and
 //! unrelated across runs.
