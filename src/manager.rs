@@ -420,7 +420,8 @@ impl Manager {
     }
 
     /// A new client connected with the [admin authkey](Manager::admin_authkey), for the calls
-    /// reserved to it (`client.shutdown()`, `stats`).
+    /// reserved to it (`client.shutdown()`, `stats`, `limits`) and for a forced `delete` of an
+    /// object other connections hold (the handle's own client, a worker's, is refused that).
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -759,6 +759,13 @@ impl Client {
     }
 
     /// Deletes the object `id`. Its proxies get `UnknownObjectError` afterwards.
+    ///
+    /// # Errors
+    /// `UnknownObjectError` when there is no such object. `PermissionError` when this client
+    /// authenticated with the worker authkey of a manager that has an admin authkey, and
+    /// something else holds the object (another connection, a reference stored in another
+    /// object, a handoff): the object is left alone. An admin client's delete is forced
+    /// (`PROTOCOL.md`, section 4.2).
     pub fn delete(&self, id: u64) -> Result<()> {
         self.run(Client::delete_cmd(id))
     }
@@ -771,6 +778,9 @@ impl Client {
     }
 
     /// Deletes the object called `name`, and the name.
+    ///
+    /// # Errors
+    /// As [`Client::delete`]; `UnknownObjectError` when no object has that name.
     pub fn delete_named(&self, name: &str) -> Result<()> {
         self.run(Client::delete_named_cmd(name))
     }

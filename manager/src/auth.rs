@@ -37,9 +37,11 @@ pub const STRONG_AUTHKEY_BYTES: usize = 16;
 pub const ADMIN_METHODS: &[&str] = &["shutdown", "stats", "limits"];
 
 /// What an authenticated connection may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Role {
-    /// Everything but [`ADMIN_METHODS`].
+    /// Everything but [`ADMIN_METHODS`], and a `delete` only of objects nobody else holds.
+    /// A connection's role until it authenticates.
+    #[default]
     Worker,
     /// Everything.
     Admin,

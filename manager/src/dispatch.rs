@@ -11,7 +11,7 @@ use agora_proto::{encode, methods, params, CallError, ErrorName, Params};
 use crate::lifecycle::{Caller, Outcome};
 use crate::objects::{self, Kind};
 use crate::registry::holders::{CallScope, Held};
-use crate::registry::{unknown_id, ObjectCache, Reach, Registry};
+use crate::registry::{unknown_id, Deleter, ObjectCache, Reach, Registry};
 
 /// Runs a registry or object method, appending its encoded result to `out`.
 pub fn call(
@@ -75,8 +75,8 @@ fn route(
         "delete" => {
             p.expect(method, 1, 1)?;
             let id = match params::int_u64(p.raw(0)) {
-                Some(id) => registry.delete_id(id).map(|()| id)?,
-                None => registry.delete_name(p.str(0)?)?,
+                Some(id) => registry.delete_id(id, Deleter::of(reach)).map(|()| id)?,
+                None => registry.delete_name(p.str(0)?, Deleter::of(reach))?,
             };
             reach.held.forget(id);
             out.extend_from_slice(encode::TRUE);

@@ -9,7 +9,11 @@
 //! - no two objects ever share a name, and a create-by-name racing a delete-by-name ends with
 //!   the old object or a new one, never both;
 //! - a lookup never returns a deleted object: an object is marked deleted and leaves `objects`
-//!   under its shard's write lock, where no lookup sees it half way.
+//!   under its shard's write lock, where no lookup sees it half way;
+//! - a worker's delete ([`Deleter::Worker`]) counts the object's holders under that same lock,
+//!   so no connection resolves the id between the count and the removal. A connection that
+//!   resolved it before (its cache keeps the slot) can still take a pin in between, lock-free;
+//!   it then holds a deleted object, as any holder does after a forced delete.
 //!
 //! Ids come from [`ids`]: a keyed permutation of a counter, never reused in a run and
 //! unrelated across runs.
@@ -36,6 +40,7 @@ use parking_lot::Mutex;
 
 use agora_proto::{CallError, ErrorName, Params};
 
+use crate::auth::Role;
 use crate::objects::{self, Kind, ObjectHandle};
 use holders::{Held, HolderCount, Pin, Reaper};
 use ids::{IdKey, IdMap, IdSequence};
@@ -132,15 +137,64 @@ pub struct Registry {
 /// How long a handoff waits to be adopted unless configured otherwise (`--handoff-seconds`).
 pub const DEFAULT_HANDOFF_LEASE: Duration = Duration::from_secs(300);
 
-/// What one connection knows of the objects and holds of them: its cache of ids, and the
-/// references it counted (`PROTOCOL.md`, section 3.2). Dropped when the connection closes,
-/// which ends its holds.
+/// What one connection knows of the objects and holds of them: its cache of ids, the
+/// references it counted (`PROTOCOL.md`, section 3.2) and the role that bounds what it may do.
+/// Dropped when the connection closes, which ends its holds.
 #[derive(Default)]
 pub struct Reach {
     /// Ids resolved before.
     pub cache: ObjectCache,
     /// Objects the connection holds.
     pub held: Held,
+    /// What the connection authenticated as: whether it may call the admin methods, and
+    /// delete objects others hold.
+    pub role: Role,
+}
+
+/// Who asks for a `delete`, which decides whether the object's other holders stop it
+/// (`PROTOCOL.md`, section 4.2).
+#[derive(Clone, Copy)]
+pub enum Deleter<'a> {
+    /// An admin connection: the delete is forced, whoever holds the object.
+    Admin,
+    /// A worker connection, holding what its [`Held`] counts: refused while anyone else holds
+    /// the object, so that one worker cannot pull an object out from under the others.
+    Worker(&'a Held),
+}
+
+impl Deleter<'_> {
+    /// The connection's role decides: see [`Deleter`].
+    pub fn of(reach: &Reach) -> Deleter<'_> {
+        match reach.role {
+            Role::Admin => Deleter::Admin,
+            Role::Worker => Deleter::Worker(&reach.held),
+        }
+    }
+
+    /// Refuses a worker's delete of an object someone else holds: another connection, a
+    /// value stored in another object, a handoff waiting to be adopted or a call in flight
+    /// that names it. A connection is one holder however many references it counted.
+    fn may_delete(self, slot: &Slot) -> Result<(), CallError> {
+        let Deleter::Worker(held) = self else {
+            return Ok(());
+        };
+        let own = u64::from(held.count(slot.id) > 0);
+        let others = slot.holders().saturating_sub(own);
+        if others == 0 {
+            return Ok(());
+        }
+        Err(CallError::new(
+            ErrorName::PermissionError,
+            format!(
+                "object {} is held by {others} other holder(s) (connections, references \
+                 stored in other objects, handoffs): this connection authenticated with the \
+                 worker authkey and may delete only objects nobody else holds; deleting it \
+                 anyway needs the manager's admin authkey (--admin-authkey-file or \
+                 AGORA_ADMIN_AUTHKEY)",
+                slot.id
+            ),
+        ))
+    }
 }
 
 /// The error for an id that names no live object, whether it never did here or its object was
@@ -312,13 +366,17 @@ impl Registry {
 
     /// Takes object `id` out of `objects`, marked deleted under its shard's write lock so that
     /// no lookup finds a deleted object nor misses one not yet deleted.
-    fn remove_object(&self, id: u64) -> Option<Entry> {
+    /// Takes the object out of `objects`, unless `by` may not delete it. The check runs under
+    /// the write lock of the object's shard, so no connection resolves the id meanwhile;
+    /// `Ok(None)` when there is no such object.
+    fn remove_object(&self, id: u64, by: Deleter<'_>) -> Result<Option<Entry>, CallError> {
         match self.objects.entry(id) {
             dashmap::Entry::Occupied(found) => {
+                by.may_delete(&found.get().slot)?;
                 found.get().slot.deleted.store(true, Ordering::Release);
-                Some(found.remove())
+                Ok(Some(found.remove()))
             }
-            dashmap::Entry::Vacant(_) => None,
+            dashmap::Entry::Vacant(_) => Ok(None),
         }
     }
 
@@ -340,8 +398,8 @@ impl Registry {
         Ok((kind, *id))
     }
 
-    /// Deletes an object by id.
-    pub fn delete_id(&self, id: u64) -> Result<(), CallError> {
+    /// Deletes an object by id, if `by` may (`PROTOCOL.md`, section 4.2).
+    pub fn delete_id(&self, id: u64, by: Deleter<'_>) -> Result<(), CallError> {
         // The name is read first and the `objects` guard dropped before the name's lock is
         // taken: lock order. A name never changes, so it is still the object's name then.
         let name = self
@@ -349,30 +407,33 @@ impl Registry {
             .get(&id)
             .map(|e| e.name.clone())
             .ok_or_else(|| unknown_id(id))?;
-        let mut removed = None;
-        match name {
-            None => removed = self.remove_object(id),
+        let removed = match name {
+            None => self.remove_object(id, by)?,
             Some(name) => {
                 // Only while the name still points at this id: otherwise the object was
                 // deleted meanwhile (and the name perhaps given to a new object, left as it is).
+                let mut removed = Ok(None);
                 self.names.remove_if(&*name, |_, &named| {
-                    removed = (named == id).then(|| self.remove_object(id)).flatten();
-                    removed.is_some()
+                    if named == id {
+                        removed = self.remove_object(id, by);
+                    }
+                    matches!(removed, Ok(Some(_)))
                 });
+                removed?
             }
-        }
+        };
         Registry::retire(removed.ok_or_else(|| unknown_id(id))?);
         Ok(())
     }
 
-    /// Deletes an object by name; returns its id.
-    pub fn delete_name(&self, name: &str) -> Result<u64, CallError> {
-        let mut removed = None;
+    /// Deletes an object by name, if `by` may (`PROTOCOL.md`, section 4.2); returns its id.
+    pub fn delete_name(&self, name: &str, by: Deleter<'_>) -> Result<u64, CallError> {
+        let mut removed = Ok(None);
         self.names.remove_if(name, |_, &id| {
-            removed = self.remove_object(id);
-            true
+            removed = self.remove_object(id, by);
+            removed.is_ok()
         });
-        match removed {
+        match removed? {
             Some(entry) => {
                 let id = entry.slot.id;
                 Registry::retire(entry);
@@ -683,7 +744,7 @@ mod tests {
         let err = r.create(Kind::List, Some("a"), &no_args(), 0).unwrap_err();
         assert_eq!(err.name, ErrorName::TypeError);
         assert_eq!(r.lookup("a").unwrap(), (Kind::Dict, a));
-        r.delete_id(a).unwrap();
+        r.delete_id(a, Deleter::Admin).unwrap();
         assert_eq!(r.lookup("a").unwrap_err().name, ErrorName::KeyError);
         assert_eq!(
             r.get(a).err().map(|e| e.name),
@@ -691,19 +752,47 @@ mod tests {
         );
         let b = r.create(Kind::List, Some("a"), &no_args(), 0).unwrap().id();
         assert_ne!(a, b, "ids are never reused");
-        r.delete_name("a").unwrap();
+        r.delete_name("a", Deleter::Admin).unwrap();
         assert_eq!(
             r.get(b).err().map(|e| e.name),
             Some(ErrorName::UnknownObjectError)
         );
         assert_eq!(
-            r.delete_name("a").unwrap_err().name,
+            r.delete_name("a", Deleter::Admin).unwrap_err().name,
             ErrorName::UnknownObjectError
         );
         assert_eq!(
-            r.delete_id(b).unwrap_err().name,
+            r.delete_id(b, Deleter::Admin).unwrap_err().name,
             ErrorName::UnknownObjectError
         );
+    }
+
+    #[test]
+    fn a_worker_deletes_only_what_nobody_else_holds() {
+        let r = registry();
+        let (mut mine, mut theirs) = (Held::default(), Held::default());
+        let shared = r.create(Kind::Dict, None, &no_args(), 0).unwrap();
+        assert!(mine.add(&shared) && mine.add(&shared) && theirs.add(&shared));
+        let err = r
+            .delete_id(shared.id(), Deleter::Worker(&mine))
+            .unwrap_err();
+        assert_eq!(err.name, ErrorName::PermissionError);
+        assert!(err.message.contains("held by 1 other"), "{}", err.message);
+        theirs.forget(shared.id());
+        r.delete_id(shared.id(), Deleter::Worker(&mine)).unwrap();
+
+        let named = r.create(Kind::List, Some("n"), &no_args(), 0).unwrap();
+        assert!(theirs.add(&named));
+        let err = r.delete_name("n", Deleter::Worker(&mine)).unwrap_err();
+        assert_eq!(err.name, ErrorName::PermissionError);
+        assert_eq!(
+            r.lookup("n").unwrap().1,
+            named.id(),
+            "a refused delete keeps the name"
+        );
+        r.delete_name("n", Deleter::Admin).unwrap();
+        let unheld = r.create(Kind::List, Some("u"), &no_args(), 0).unwrap().id();
+        assert_eq!(r.delete_name("u", Deleter::Worker(&mine)).unwrap(), unheld);
     }
 
     #[test]
@@ -722,7 +811,7 @@ mod tests {
         let mut cache = ObjectCache::default();
         let id = r.create(Kind::Dict, None, &no_args(), 0).unwrap().id();
         let object = Arc::downgrade(cache.get(&r, id).unwrap().object());
-        r.delete_id(id).unwrap();
+        r.delete_id(id, Deleter::Admin).unwrap();
         assert!(
             object.upgrade().is_none(),
             "the object outlived its deletion"
@@ -828,14 +917,14 @@ mod tests {
                             }
                             4 => {
                                 let id = recent.load(Ordering::Relaxed);
-                                if r.delete_id(id).is_ok() {
+                                if r.delete_id(id, Deleter::Admin).is_ok() {
                                     assert!(r.get(id).is_err(), "{id} survived its deletion");
                                     deleted.record(id);
                                 }
                             }
                             _ => {
                                 let id = r.lookup(&name).map(|(_, id)| id);
-                                if r.delete_name(&name).is_ok() {
+                                if r.delete_name(&name, Deleter::Admin).is_ok() {
                                     // Whichever object went, the one looked up may be it.
                                     if let Ok(id) = id {
                                         if r.get(id).is_err() {

@@ -106,9 +106,6 @@ pub struct Session {
     id: SessionId,
     /// `auth` succeeded. Calling `hello` again does not undo it.
     authenticated: bool,
-    /// `auth` succeeded with the admin authkey, or with the authkey of a manager that has no
-    /// admin authkey: the methods of [`auth::ADMIN_METHODS`] are allowed.
-    admin: bool,
     /// The connection's socket, whose peer its `auth` attempts count against.
     fd: RawFd,
     /// When the connection must have authenticated by.
@@ -150,7 +147,6 @@ impl Session {
             recent: RecentMethods::default(),
             id,
             authenticated: false,
-            admin: false,
             fd,
             auth_deadline,
             pending_auth: None,
@@ -377,7 +373,7 @@ impl Session {
                 "authenticate first: call hello, then auth",
             ));
         }
-        if !self.admin && auth::ADMIN_METHODS.contains(&method) {
+        if self.reach.role != auth::Role::Admin && auth::ADMIN_METHODS.contains(&method) {
             return Err(CallError::new(
                 ErrorName::PermissionError,
                 format!(
@@ -598,7 +594,7 @@ impl Session {
                     .auth_throttle
                     .succeeded(peer, tokio::time::Instant::now());
                 self.authenticated = true;
-                self.admin = role == auth::Role::Admin;
+                self.reach.role = role;
                 self.stats.set_authenticated();
                 decoder.set_limits(config.limits);
                 Ok(())

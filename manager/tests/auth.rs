@@ -236,11 +236,71 @@ fn a_worker_key_cannot_shut_down_and_the_admin_key_can() {
     assert!(!m.log().contains("readable by its group"), "{}", m.log());
 }
 
+/// Asserts that `c`'s `delete` of `target` is refused because one other connection holds it.
+fn refused_delete(c: &mut RawClient, target: Value) {
+    let err = c.call("delete", vec![target]).expect_err("held elsewhere");
+    assert_eq!(err.name, "PermissionError", "{}", err.message);
+    assert!(err.message.contains("held by 1 other"), "{}", err.message);
+    assert!(err.message.contains("admin authkey"), "{}", err.message);
+}
+
+/// Beside an admin key, a worker deletes only objects nobody else holds, by id or by name, so
+/// that it cannot pull an object out from under the others; the admin's delete is forced.
+#[test]
+fn a_worker_deletes_only_what_nobody_else_holds_and_the_admin_deletes_anything() {
+    let (_dir, admin_file) = key_file(ADMIN_HEX, 0o600);
+    let m = ManagerProcess::start(&["--admin-authkey-file", &admin_file]);
+    let (mut a, mut b) = (m.client(), m.client());
+    let mut admin = m.connect();
+    admin.authenticate(&hex::decode(ADMIN_HEX).unwrap());
+
+    // Held by both workers: refused, and the object goes on for its other holder.
+    let id = a.create("dict", None, vec![]);
+    b.ok("incref", vec![id.into()]);
+    refused_delete(&mut a, id.into());
+    let item = vec![id.into(), "k".into(), 1.into()];
+    assert_eq!(b.ok("dict.setitem", item), Value::Nil);
+    assert_eq!(admin.ok("delete", vec![id.into()]), Value::Boolean(true));
+    let err = b.call("dict.len", vec![id.into()]).expect_err("deleted");
+    assert_eq!(err.name, "UnknownObjectError", "{}", err.message);
+
+    // The same by name.
+    let named = a.create("list", Some("shared"), vec![]);
+    b.ok("incref", vec![named.into()]);
+    refused_delete(&mut a, "shared".into());
+    assert_eq!(b.ok("list.len", vec![named.into()]), Value::from(0));
+    assert_eq!(
+        admin.ok("delete", vec!["shared".into()]),
+        Value::Boolean(true)
+    );
+    let err = b.call("list.len", vec![named.into()]).expect_err("deleted");
+    assert_eq!(err.name, "UnknownObjectError", "{}", err.message);
+
+    // Held by the deleting connection alone (twice: still one holder), by id and by name.
+    let mine = a.create("dict", None, vec![]);
+    a.ok("incref", vec![mine.into()]);
+    assert_eq!(a.ok("delete", vec![mine.into()]), Value::Boolean(true));
+    b.create("list", Some("own"), vec![]);
+    assert_eq!(b.ok("delete", vec!["own".into()]), Value::Boolean(true));
+
+    // A named object nobody holds: any worker may delete it.
+    let loose = a.create("dict", Some("loose"), vec![]);
+    a.ok("decref", vec![Value::Array(vec![loose.into(), 1.into()])]);
+    assert_eq!(b.ok("delete", vec!["loose".into()]), Value::Boolean(true));
+    let err = a.call("lookup", vec!["loose".into()]).expect_err("deleted");
+    assert_eq!(err.name, "KeyError", "{}", err.message);
+}
+
 /// Without an admin key every authenticated connection is admin, as before there was one.
 #[test]
 fn without_an_admin_key_the_authkey_may_shut_down() {
     let mut m = ManagerProcess::start(&[]);
     let mut c = m.client();
+    // A delete is forced too: another connection's hold does not stop it.
+    let id = c.create("dict", None, vec![]);
+    let mut other = m.client();
+    other.ok("incref", vec![id.into()]);
+    assert_eq!(c.ok("delete", vec![id.into()]), Value::Boolean(true));
     assert!(c.ok("stats", vec![]).as_map().is_some());
     assert_eq!(c.ok("shutdown", vec![]), Value::Boolean(true));
     assert!(m.wait_exit().success(), "{}", m.log());

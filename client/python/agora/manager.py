@@ -583,9 +583,15 @@ class Manager(_Factories):
         params: Tuple[Any, ...] = (changes,) if changes else ()
         if self._admin_authkey is None:
             return cast("Dict[str, float]", self._client.call("limits", *params))
+        return cast("Dict[str, float]", self._as_admin("limits", params))
+
+    def _as_admin(self, method: str, params: Tuple[Any, ...]) -> Any:
+        """Calls ``method`` on a connection of its own, made with the admin authkey of the
+        manager this object started."""
+        assert self._admin_authkey is not None
         conn = Connection(Client(self.address, self._admin_authkey))
         try:
-            return cast("Dict[str, float]", conn.call("limits", params))
+            return conn.call(method, params)
         finally:
             conn.close()
 
@@ -625,13 +631,26 @@ class Manager(_Factories):
 
     def delete(self, obj: Union[str, BaseProxy]) -> None:
         """Deletes an object (given by name or by proxy); its proxies then raise
-        :class:`agora.UnknownObjectError`."""
+        :class:`agora.UnknownObjectError`.
+
+        Beside an admin authkey, a worker's delete of an object another connection holds
+        (another process, or another thread of this one, each with a connection of its own)
+        raises :class:`agora.PermissionDenied` and leaves the object alone (``PROTOCOL.md``
+        section 4.2). A manager this object started is asked with its :attr:`admin_authkey`,
+        whose delete is forced, as the manager's owner expects; each such delete opens a
+        connection of its own."""
         if isinstance(obj, BaseProxy):
             # A proxy of a former run of the manager must not delete the object of this run
             # that has its id.
-            obj._connection().call("delete", (obj._id,))
-        else:
+            conn = obj._connection()
+            if self._admin_authkey is None or obj._client.address != self.address:
+                conn.call("delete", (obj._id,))
+            else:
+                self._as_admin("delete", (obj._id,))
+        elif self._admin_authkey is None:
             self._client.call("delete", obj)
+        else:
+            self._as_admin("delete", (obj,))
 
     def objects(self) -> List[Tuple[int, Optional[str], str, int]]:
         """Every object of the manager, as ``(id, name or None, kind, holders)``, in the order

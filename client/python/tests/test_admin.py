@@ -72,6 +72,39 @@ class AdminKey(unittest.TestCase):
         with self.assertRaises(agora.PermissionDenied):
             worker.limits()
 
+    def test_the_started_manager_deletes_what_a_worker_holds_and_the_worker_may_not(
+        self,
+    ) -> None:
+        m = self.manager
+        worker = agora.connect(m.address, m.authkey)
+        # The worker holds the starting program's dict twice: through its proxy and stored in
+        # its list.
+        box = worker.named("box").list()
+        mine = m.dict()
+        mine["k"] = 1
+        box.append(mine)
+        theirs = box[0]
+        with self.assertRaises(agora.PermissionDenied) as caught:
+            worker.delete(theirs)
+        self.assertIn("other holder", str(caught.exception))
+        self.assertIn("admin authkey", str(caught.exception))
+        self.assertEqual(theirs["k"], 1)
+        m.delete(mine)
+        with self.assertRaises(agora.UnknownObjectError):
+            theirs["k"]
+        # By name: a named list stored in the box.
+        box.append(worker.named("by name").list())
+        with self.assertRaises(agora.PermissionDenied):
+            worker.delete("by name")
+        m.delete("by name")
+        with self.assertRaises(KeyError):
+            m.lookup("by name")
+        # What the worker alone holds it deletes itself.
+        own = worker.dict()
+        worker.delete(own)
+        with self.assertRaises(agora.UnknownObjectError):
+            len(own)
+
     def test_shutdown_of_the_started_manager_is_the_shutdown_call(self) -> None:
         # Had the call been refused, a debug line would say so, and the manager would only
         # stop on SIGTERM, after a warning.
