@@ -42,6 +42,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_proto::{encode, envelope, Envelope, FrameDecoder, Limits};
+use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use parking_lot::{Mutex, MutexGuard};
 use serde::Deserialize;
@@ -1041,8 +1042,29 @@ fn drain(
     awaited: &mut Awaited,
     others: &mut Vec<(u32, Response)>,
 ) -> std::result::Result<(), String> {
+    drain_frames(
+        &mut reader.decoder,
+        &mut reader.notice,
+        |msgid, error, result| {
+            let response = Response { error, result };
+            if let Some(other) = awaited.accept(msgid, response) {
+                others.push((msgid, other));
+            }
+        },
+    )
+}
+
+/// Takes every complete frame out of `decoder` and hands each response (msgid, error, result)
+/// to `response`. A notification is logged, and the text of an `error` one (the manager's
+/// reason for closing) kept in `notice`; requests and malformed messages are logged and
+/// skipped. Fails only on bytes that are not MessagePack. Both clients read with it.
+pub(crate) fn drain_frames(
+    decoder: &mut FrameDecoder,
+    notice: &mut Option<String>,
+    mut response: impl FnMut(u32, Bytes, Bytes),
+) -> std::result::Result<(), String> {
     loop {
-        let frame = match reader.decoder.next_frame() {
+        let frame = match decoder.next_frame() {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(()),
             Err(e) => {
@@ -1056,20 +1078,12 @@ fn drain(
                 msgid,
                 error,
                 result,
-            }) => {
-                let response = Response { error, result };
-                if let Some(other) = awaited.accept(msgid, response) {
-                    others.push((msgid, other));
-                }
-            }
+            }) => response(msgid, error, result),
             Ok(Envelope::Notification { method, params }) => {
-                let text: Vec<String> = params
-                    .iter()
-                    .map(|p| agora_proto::params::text(&p).unwrap_or("?").to_owned())
-                    .collect();
+                let text = notice_text(&params);
                 warn!(%method, params = ?text, "notification from the agora manager");
                 if method == "error" {
-                    reader.notice = Some(text.join(": "));
+                    *notice = Some(text.join(": "));
                 }
             }
             Ok(Envelope::Request { method, .. }) => {
@@ -1078,6 +1092,14 @@ fn drain(
             Err(e) => warn!(error = %e, "ignoring a malformed message from the agora manager"),
         }
     }
+}
+
+/// A notification's params as text, for logs and errors.
+pub(crate) fn notice_text(params: &agora_proto::Params) -> Vec<String> {
+    params
+        .iter()
+        .map(|p| agora_proto::params::text(&p).unwrap_or("?").to_owned())
+        .collect()
 }
 
 /// The length of the request [`write_request`] writes, without writing it.

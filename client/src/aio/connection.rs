@@ -26,7 +26,9 @@ use tracing::{debug, warn};
 
 use crate::address::Address;
 use crate::command::{Args, Reply};
-use crate::connection::{digest, read_hello, remote_error, write_checked};
+use crate::connection::{
+    digest, drain_frames, notice_text, read_hello, remote_error, write_checked,
+};
 use crate::error::{Error, ErrorName, RemoteName, Result};
 use crate::options::ConnectOptions;
 use crate::run::ManagerRun;
@@ -227,14 +229,6 @@ impl Handshake<'_> {
             reason: reason.to_owned(),
         }
     }
-}
-
-/// A notification's params as text (an `error` notification's are its name and message).
-fn notice_text(params: &agora_proto::Params) -> Vec<String> {
-    params
-        .iter()
-        .map(|p| agora_proto::params::text(&p).unwrap_or("?").to_owned())
-        .collect()
 }
 
 /// A response's fields as the caller's result.
@@ -644,35 +638,9 @@ fn drain(
     out: &mpsc::WeakUnboundedSender<Vec<u8>>,
     notice: &mut Option<String>,
 ) -> std::result::Result<(), String> {
-    loop {
-        let frame = match decoder.next_frame() {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                return Err(format!(
-                    "the manager sent bytes that are not MessagePack-RPC: {e}"
-                ))
-            }
-        };
-        match envelope::parse(frame) {
-            Ok(Envelope::Response {
-                msgid,
-                error,
-                result,
-            }) => deliver(shared, out, msgid, into_reply(error, result)),
-            Ok(Envelope::Notification { method, params }) => {
-                let text = notice_text(&params);
-                warn!(%method, params = ?text, "notification from the agora manager");
-                if method == "error" {
-                    *notice = Some(text.join(": "));
-                }
-            }
-            Ok(Envelope::Request { method, .. }) => {
-                warn!(%method, "ignoring a request sent by the agora manager");
-            }
-            Err(e) => warn!(error = %e, "ignoring a malformed message from the agora manager"),
-        }
-    }
+    drain_frames(decoder, notice, |msgid, error, result| {
+        deliver(shared, out, msgid, into_reply(error, result))
+    })
 }
 
 /// Hands one reply to its caller, or gives back the grant of a call nobody waits for.
