@@ -38,7 +38,40 @@ fn guess(address: &str) -> bool {
 /// often as it likes meanwhile.
 #[test]
 fn guessing_from_one_peer_is_capped_while_another_authenticates_freely() {
-    let mut m = ManagerProcess::start(&["--listen", "tcp:127.0.0.1:0"]);
+    // 5 at once, then 4 a second: the defaults.
+    let (m, checked) = guess_for_a_while(&[], 5, 4.0);
+    let log = m.log();
+    let failures = log.matches("authentication failed").count();
+    assert_eq!(
+        failures as u32, checked,
+        "one warning per failed attempt:\n{log}"
+    );
+    assert!(log.contains("WARN"), "{log}");
+    // Quoted, as every string value of the text format is (a Unix peer is `"uid 1000"`).
+    assert!(
+        log.contains(r#"from="127.0.0.1""#),
+        "the peer is named:\n{log}"
+    );
+    assert!(
+        !log.contains("WITHOUT TLS"),
+        "loopback TCP is not warned about:\n{log}"
+    );
+}
+
+/// `--auth-burst` and `--auth-interval` set the rate guesses are checked at.
+#[test]
+fn the_guessing_rate_follows_its_flags() {
+    guess_for_a_while(&["--auth-burst", "2", "--auth-interval", "1"], 2, 1.0);
+}
+
+/// Runs a manager with `flags`, guesses from four TCP connections of one peer while a Unix
+/// client authenticates for [`WINDOW`], and checks that the guesses checked stayed within
+/// `burst` at once then `per_second`, and that the other peer was not held back. Returns the
+/// manager and the number of guesses checked.
+fn guess_for_a_while(flags: &[&str], burst: u32, per_second: f64) -> (ManagerProcess, u32) {
+    let mut args = vec!["--listen", "tcp:127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    let mut m = ManagerProcess::start(&args);
     let tcp = m.address("tcp");
     let started = Instant::now();
     let guessers: Vec<_> = (0..4)
@@ -59,33 +92,17 @@ fn guessing_from_one_peer_is_capped_while_another_authenticates_freely() {
         honest += 1;
     }
     let checked: u32 = guessers.into_iter().map(|g| g.join().unwrap()).sum();
-    // The last guesses may have waited for their place past the window.
+    // The last guesses may have waited for their place past the window; one for rounding.
     let elapsed = started.elapsed().as_secs_f64();
-    // 5 at once, then 4 a second (the defaults), and one for rounding.
-    let cap = 5 + (elapsed * 4.0).ceil() as u32 + 1;
+    let cap = burst + (elapsed * per_second).ceil() as u32 + 1;
     println!("{checked} guesses checked in {elapsed:.1} s (cap {cap}); {honest} honest auths");
-    assert!(checked >= 5, "the burst goes through: {checked}");
+    assert!(checked >= burst, "the burst goes through: {checked}");
     assert!(checked <= cap, "{checked} guesses checked, more than {cap}");
     assert!(
         honest > cap,
         "the other peer was slowed down: {honest} auths"
     );
-    let log = m.log();
-    let failures = log.matches("authentication failed").count();
-    assert_eq!(
-        failures as u32, checked,
-        "one warning per failed attempt:\n{log}"
-    );
-    assert!(log.contains("WARN"), "{log}");
-    // Quoted, as every string value of the text format is (a Unix peer is `"uid 1000"`).
-    assert!(
-        log.contains(r#"from="127.0.0.1""#),
-        "the peer is named:\n{log}"
-    );
-    assert!(
-        !log.contains("WITHOUT TLS"),
-        "loopback TCP is not warned about:\n{log}"
-    );
+    (m, checked)
 }
 
 /// An HTTP request sent to the manager reads as a run of MessagePack ints: the first one

@@ -1117,6 +1117,8 @@ fn bad_config_files_are_refused_naming_the_key() {
         ("max-connections = 0", "max-connections", "at least 1"),
         ("max-output-bytes = 0", "max-output-bytes", "at least 1"),
         ("auth-timeout = 0", "auth-timeout", "more than 0"),
+        ("auth-burst = 0", "auth-burst", "at least 1"),
+        ("auth-interval = 0", "auth-interval", "more than 0"),
         ("handoff-seconds = -1", "handoff-seconds", "more than 0"),
         ("spin-us = -5", "spin-us", "not a whole number"),
         ("log-format = \"xml\"", "log-format", "one of text, json"),

@@ -141,6 +141,17 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
     auth_timeout: Duration,
 
+    /// Guessing slowdown: how many `auth` attempts one peer (an IP address, an IPv6 /64, or
+    /// a Unix uid) may make at once before each must wait its turn. Default: 5.
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    auth_burst: Option<usize>,
+
+    /// Guessing slowdown: seconds between one peer's attempts beyond the burst (its steady
+    /// rate is one attempt per interval; a successful attempt gives its turn back).
+    /// Default: 0.25.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    auth_interval: Option<Duration>,
+
     /// Seconds an exported object (a token, a pickle, a fork) stays alive waiting for the
     /// receiving process to adopt it, when nothing else holds it.
     #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = seconds)]
@@ -489,6 +500,13 @@ fn run(args: Args) -> Result<(), Fatal> {
     config.max_in_flight = args.max_in_flight;
     config.max_connections = max_connections(args.max_connections)?;
     config.auth_timeout = args.auth_timeout;
+    let throttle = agora_manager::throttle::ThrottleConfig::default();
+    config.auth_throttle = agora_manager::throttle::ThrottleConfig {
+        burst: args
+            .auth_burst
+            .map_or(throttle.burst, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        interval: args.auth_interval.unwrap_or(throttle.interval),
+    };
     config.handoff_lease = args.handoff_seconds;
     config.max_output_bytes = args.max_output_bytes;
     config.spin.budget = spin_budget(args.spin_us)?;
