@@ -364,10 +364,9 @@ impl Registry {
         Ok(self.slot(id)?.object.clone())
     }
 
-    /// Takes object `id` out of `objects`, marked deleted under its shard's write lock so that
-    /// no lookup finds a deleted object nor misses one not yet deleted.
-    /// Takes the object out of `objects`, unless `by` may not delete it. The check runs under
-    /// the write lock of the object's shard, so no connection resolves the id meanwhile;
+    /// Takes object `id` out of `objects`, unless `by` may not delete it. The check and the
+    /// removal run under the write lock of the object's shard, so no connection resolves the
+    /// id meanwhile, and no lookup finds a deleted object nor misses one not yet deleted;
     /// `Ok(None)` when there is no such object.
     fn remove_object(&self, id: u64, by: Deleter<'_>) -> Result<Option<Entry>, CallError> {
         match self.objects.entry(id) {

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::holdings::{HeldBy, SessionId};
+use super::holdings::{HeldBy, Owner, SessionId};
 
 /// Someone holding something in an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,22 @@ pub struct HeldInfo {
     /// Whether the holding is released when the connection closes (`PROTOCOL.md` 4.1,
     /// Ownership).
     pub owned: bool,
+}
+
+impl HeldInfo {
+    /// The holding of `holder` (a connection and its thread, as a lock's or a mutex's), if
+    /// there is one.
+    pub fn of_owner(holder: Option<&Owner>, count: u64, owned: bool) -> Vec<HeldInfo> {
+        holder
+            .map(|h| HeldInfo {
+                session: h.session,
+                thread: Some(h.thread),
+                count,
+                owned,
+            })
+            .into_iter()
+            .collect()
+    }
 }
 
 /// One parked call.

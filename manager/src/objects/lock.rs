@@ -182,15 +182,7 @@ impl Semantics for LockState {
 
     /// The holder, owned or not, with its thread and depth.
     fn holding(&self) -> Vec<HeldInfo> {
-        self.holder
-            .iter()
-            .map(|h| HeldInfo {
-                session: h.session,
-                thread: Some(h.thread),
-                count: self.depth,
-                owned: self.owned,
-            })
-            .collect()
+        HeldInfo::of_owner(self.holder.as_ref(), self.depth, self.owned)
     }
 
     fn waits_for(&self, line: LineId, wait: &Acquirer) -> String {

@@ -110,15 +110,7 @@ impl Semantics for State {
 
     /// The holder, with its thread.
     fn holding(&self) -> Vec<HeldInfo> {
-        self.holder
-            .iter()
-            .map(|h| HeldInfo {
-                session: h.session,
-                thread: Some(h.thread),
-                count: 1,
-                owned: true,
-            })
-            .collect()
+        HeldInfo::of_owner(self.holder.as_ref(), 1, true)
     }
 
     fn waits_for(&self, _line: LineId, _owner: &Owner) -> String {
