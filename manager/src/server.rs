@@ -377,7 +377,7 @@ fn refuse<S: AsRawFd>(socket: S, plain: bool, peer: &str, max: usize) {
 
 /// Serves one accepted connection in its span ([`conn_log::span`]), logging when it connects
 /// and when it ends: starts its stream (the TLS handshake), then the session.
-async fn connection<S: Transport>(
+pub(crate) async fn connection<S: Transport>(
     start: impl Future<Output = io::Result<S>>,
     shared: Arc<Shared>,
     peer: PeerInfo,

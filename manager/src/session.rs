@@ -28,7 +28,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, Id, JoinSet};
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
 use agora_proto::{
     encode, envelope, CallError, Envelope, ErrorName, FrameDecoder, FrameError, Limits, Params,
@@ -100,14 +100,23 @@ struct PendingAuth {
 /// back with if it cannot be written.
 type ParkedOutput = (u32, Reply, Ticket);
 
+/// A parked call, as its reply will need it.
+struct ParkedCall {
+    msgid: u32,
+    /// Its method's counter ([`crate::stats::method_index`]).
+    counter: usize,
+    /// The rest of its chain, when it is a chain's first call.
+    rest: Option<chain::Rest>,
+}
+
 /// The state of one connection.
 pub struct Session {
     shared: Arc<Shared>,
     id: SessionId,
     /// `auth` succeeded. Calling `hello` again does not undo it.
     authenticated: bool,
-    /// The connection's socket, whose peer its `auth` attempts count against.
-    fd: RawFd,
+    /// Whom this connection's `auth` attempts count against, found once from its socket.
+    peer: Peer,
     /// When the connection must have authenticated by.
     auth_deadline: tokio::time::Instant,
     /// An `auth` waiting for its place ([`crate::throttle`]).
@@ -115,12 +124,10 @@ pub struct Session {
     /// The challenge of the latest `hello`, which the next `auth` must answer.
     challenge: Option<[u8; auth::CHALLENGE_LEN]>,
     parked: JoinSet<ParkedOutput>,
-    /// Each parked call's msgid, and its method's counter ([`crate::stats::method_index`]).
-    parked_msgids: HashMap<Id, (u32, usize)>,
+    /// What each parked call's task answers, by task.
+    parked_calls: HashMap<Id, ParkedCall>,
     /// Each parked call's task by msgid, for the client's `cancel` notification.
     cancels: HashMap<u32, AbortHandle>,
-    /// The rest of the chains whose first call is parked, by its task.
-    chains: HashMap<Id, chain::Rest>,
     /// What this connection holds (locks, permits), released when it closes.
     holdings: Arc<Holdings>,
     /// The objects this connection has resolved, and those it holds.
@@ -147,14 +154,13 @@ impl Session {
             recent: RecentMethods::default(),
             id,
             authenticated: false,
-            fd,
+            peer: Peer::of(fd),
             auth_deadline,
             pending_auth: None,
             challenge: None,
             parked: JoinSet::new(),
-            parked_msgids: HashMap::new(),
+            parked_calls: HashMap::new(),
             cancels: HashMap::new(),
-            chains: HashMap::new(),
             holdings: Holdings::new(),
             reach: Reach::default(),
         }
@@ -337,13 +343,28 @@ impl Session {
         let msgid = parked.msgid;
         let task = self.parked.spawn(parked.reply());
         let id = task.id();
-        self.parked_msgids.insert(id, (msgid, counter));
+        self.parked_calls.insert(
+            id,
+            ParkedCall {
+                msgid,
+                counter,
+                rest,
+            },
+        );
         self.cancels.insert(msgid, task);
-        if let Some(rest) = rest {
-            self.chains.insert(id, rest);
-        }
         self.stats.set_parked(self.parked.len());
         Ok(())
+    }
+
+    /// Forgets the parked call of task `id`, which has ended. Its msgid's cancel handle goes
+    /// too, unless a later call reusing the msgid has it now.
+    fn forget(&mut self, id: Id) -> Option<ParkedCall> {
+        self.stats.set_parked(self.parked.len());
+        let call = self.parked_calls.remove(&id)?;
+        if self.cancels.get(&call.msgid).is_some_and(|t| t.id() == id) {
+            self.cancels.remove(&call.msgid);
+        }
+        Some(call)
     }
 
     /// Runs one request, appending its result to `out`.
@@ -525,7 +546,14 @@ impl Session {
         let now = tokio::time::Instant::now();
         let peer = self.peer();
         let throttle = &self.shared.auth_throttle;
-        let due = match throttle.admit(peer, now, self.auth_deadline) {
+        // A connection authenticated already (authenticating again) has no deadline of its
+        // own left; its attempt may wait as long as a new connection's.
+        let deadline = if self.authenticated {
+            now + self.shared.limits.auth_timeout()
+        } else {
+            self.auth_deadline
+        };
+        let due = match throttle.admit(peer, now, deadline) {
             Admission::At(due) => due,
             Admission::Refused { retry_in, log } => {
                 if let Some(unlogged) = log {
@@ -638,7 +666,7 @@ impl Session {
 
     /// Whom this connection's `auth` attempts count against.
     fn peer(&self) -> Peer {
-        Peer::of(self.fd)
+        self.peer
     }
 
     /// Appends the reply of a parked call that completed. Gives back the grant with its ticket
@@ -650,13 +678,11 @@ impl Session {
         (msgid, reply, ticket): ParkedOutput,
         out: &mut Vec<u8>,
     ) -> Option<(Reply, Ticket)> {
-        let counter = self.parked_msgids.remove(&id).map(|(_, c)| c);
-        self.cancels.remove(&msgid);
-        self.stats.set_parked(self.parked.len());
-        if let (Err(_), Some(counter)) = (&reply, counter) {
-            self.shared.stats.error(&self.stats, counter);
+        let call = self.forget(id);
+        if let (Err(_), Some(call)) = (&reply, &call) {
+            self.shared.stats.error(&self.stats, call.counter);
         }
-        if let Some(rest) = self.chains.remove(&id) {
+        if let Some(rest) = call.and_then(|c| c.rest) {
             return self.write_parked_chain(msgid, reply, ticket, rest, out);
         }
         match &reply {
@@ -721,10 +747,7 @@ impl Session {
         if !cancelled {
             tracing::error!(error = e.to_string().as_str(), "a parked call failed");
         }
-        self.chains.remove(&e.id());
-        self.stats.set_parked(self.parked.len());
-        if let Some((msgid, counter)) = self.parked_msgids.remove(&e.id()) {
-            self.cancels.remove(&msgid);
+        if let Some(ParkedCall { msgid, counter, .. }) = self.forget(e.id()) {
             let err = if cancelled {
                 CallError::new(ErrorName::CancelledError, "the call was cancelled")
             } else {
@@ -753,7 +776,7 @@ impl Session {
                 }
                 Ok((_, (_, reply, ticket))) => ticket.undeliver(reply),
                 Err(e) => {
-                    let msgid = self.parked_msgids.remove(&e.id()).map(|(m, _)| m);
+                    let msgid = self.forget(e.id()).map(|c| c.msgid);
                     if let (Some(msgid), true) = (msgid, stopping) {
                         let err = CallError::new(
                             ErrorName::ShutdownError,
@@ -1089,18 +1112,8 @@ pub async fn serve<S>(stream: S, shared: Arc<Shared>, peer: String)
 where
     S: Transport,
 {
-    let accepted = tokio::time::Instant::now();
-    let id = uuid::Uuid::new_v4();
     let peer = PeerInfo::of(stream.as_raw_fd(), peer);
-    let span = crate::conn_log::span(&id, &peer);
-    async move {
-        info!("connected");
-        serve_from(stream, shared, id, &peer, accepted)
-            .await
-            .log(accepted);
-    }
-    .instrument(span)
-    .await
+    crate::server::connection(std::future::ready(Ok(stream)), shared, peer).await
 }
 
 /// Serves a connection with `peer`, accepted at `accepted` and known by `id`, inside its
@@ -1328,14 +1341,22 @@ where
             }
             Poll::Pending
         });
+        // One timer: an `auth` waiting for its place (never after the deadline: the throttle
+        // refuses a place that would be), else the deadline of a connection still
+        // authenticating. Made inside the future, so that the connections that need none
+        // (every authenticated one) do not build one on each event.
+        let timer = auth_due.or(unauthenticated.then_some(deadline));
+        let alarm = async move {
+            if let Some(at) = timer {
+                tokio::time::sleep_until(at).await;
+            }
+        };
         tokio::select! {
             biased;
             _ = crate::server::stopped(stopping) => Event::Stop,
-            // Never after the deadline: the throttle refuses a place that would be.
-            _ = tokio::time::sleep_until(auth_due.unwrap_or(deadline)), if auth_due.is_some() => {
-                Event::AuthDue
+            _ = alarm, if timer.is_some() => {
+                if auth_due.is_some() { Event::AuthDue } else { Event::AuthTimeout }
             }
-            _ = tokio::time::sleep_until(deadline), if unauthenticated => Event::AuthTimeout,
             Some(done) = session.parked.join_next_with_id(), if room => Event::ParkedDone(done),
             event = io => event,
         }
@@ -1348,26 +1369,18 @@ where
                 // client that connected as the manager stopped learns why it closes, instead
                 // of finding a peer that does not answer `hello`. (An authenticated client's
                 // parked calls get their own `ShutdownError`.)
-                if !self.session.authenticated && self.unwritten() == 0 {
-                    let mut out = Vec::new();
-                    let message = "the manager is shutting down";
-                    error_notification(&mut out, ErrorName::ShutdownError, message);
-                    let _ = send_now(self.fd, &out);
+                if !self.session.authenticated {
+                    self.tell_closing(ErrorName::ShutdownError, "the manager is shutting down");
                 }
                 Flow::End(Disconnect::Shutdown)
             }
             Event::AuthTimeout => {
                 let timeout = self.shared.limits.auth_timeout();
                 info!(?timeout, "closing connection: not authenticated in time");
-                // Only between replies, and only if it fits now: the connection closes anyway.
-                if self.unwritten() == 0 {
-                    let mut out = Vec::new();
-                    let message = format!(
-                        "not authenticated within {timeout:?} of connecting; closing the connection"
-                    );
-                    error_notification(&mut out, ErrorName::AuthenticationError, &message);
-                    let _ = self.stream.write_now(&out);
-                }
+                let message = format!(
+                    "not authenticated within {timeout:?} of connecting; closing the connection"
+                );
+                self.tell_closing(ErrorName::AuthenticationError, &message);
                 Flow::End(Disconnect::AuthTimeout)
             }
             Event::AuthDue => {
@@ -1413,9 +1426,20 @@ where
         }
     }
 
+    /// Tells the client why the connection closes, in an `error` notification written through
+    /// the connection's transport (TLS or not), only between replies and only if it fits in
+    /// the socket now: the connection closes anyway.
+    fn tell_closing(&mut self, name: ErrorName, message: &str) {
+        if self.unwritten() == 0 {
+            let mut out = Vec::new();
+            error_notification(&mut out, name, message);
+            let _ = self.stream.write_now(&out);
+        }
+    }
+
     /// Answers what was read, as far as [`crate::Config::max_output_bytes`] allows.
     fn process(&mut self) -> Next {
-        let stop_at = self.written + self.output_bound();
+        let stop_at = self.written.saturating_add(self.output_bound());
         let (next, full) = self
             .session
             .process(&mut self.decoder, &mut self.out, stop_at);

@@ -210,3 +210,39 @@ fn a_cancel_racing_a_put_loses_no_item() {
         assert_eq!(putter.ok("queue.get", vec![q.clone()]), Value::from(round));
     }
 }
+
+/// A client may reuse the msgid of a parked call for another (the protocol leaves msgids to
+/// it): when the first of the two is answered, the second stays cancellable by that msgid.
+#[test]
+fn a_reused_msgid_stays_cancellable_after_the_first_call_ends() {
+    let server = TestServer::start();
+    let (mut c, mut holder) = (server.client(), server.client());
+    let (first_lock, second_lock) = (
+        Value::from(c.create("lock", None, vec![])),
+        Value::from(c.create("lock", None, vec![])),
+    );
+    for lock in [&first_lock, &second_lock] {
+        assert_eq!(
+            holder.ok("lock.acquire", vec![lock.clone()]),
+            Value::from(1)
+        );
+    }
+    let msgid = 900_000;
+    let mut both = agora_proto::testing::request(msgid, "lock.acquire", vec![first_lock.clone()]);
+    both.extend(agora_proto::testing::request(
+        msgid,
+        "lock.acquire",
+        vec![second_lock.clone()],
+    ));
+    c.send(&both);
+    assert_eq!(c.ok("ping", vec![]), Value::from("pong"), "both parked");
+    holder.ok("lock.release", vec![first_lock]);
+    let granted = c.response();
+    assert_eq!(
+        (granted.msgid, granted.result.map(|v| dec(&v))),
+        (msgid, Ok(Value::from(1)))
+    );
+    cancel(&mut c, msgid);
+    expect_cancelled(&mut c, msgid);
+    assert_eq!(c.ok("lock.locked", vec![second_lock]), Value::Boolean(true));
+}

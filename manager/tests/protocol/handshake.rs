@@ -211,3 +211,22 @@ fn an_auth_that_waits_for_its_place_is_checked_then() {
     );
     bad.expect_closed();
 }
+
+/// A connection authenticated longer ago than the auth timeout may authenticate again: its
+/// attempt gets a place in its peer's line like a new connection's, not a refusal as if its
+/// own connect-time deadline still applied.
+#[test]
+fn a_connection_older_than_the_auth_timeout_authenticates_again() {
+    let mut config = agora_manager::Config::new(AUTHKEY.to_vec());
+    config.auth_timeout = std::time::Duration::from_millis(200);
+    let server = TestServer::with_config(config, false);
+    let mut c = server.client();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let digest = hmac_sha256(AUTHKEY, &c.hello());
+    assert_eq!(
+        c.call("auth", vec![Value::Binary(digest)])
+            .expect("authenticated again"),
+        Value::Boolean(true)
+    );
+    assert_eq!(c.call("ping", vec![]).unwrap(), Value::from("pong"));
+}
