@@ -229,9 +229,9 @@ impl ManagerBuilder {
     }
 
     /// Use this admin authkey instead of a fresh random one: the key of the connections that
-    /// may call `shutdown` and `stats` (`PROTOCOL.md`, section 2), for an operator's tools
-    /// that get it another way than from [`Manager::admin_authkey`]. Must not be empty, nor
-    /// the authkey.
+    /// may call `shutdown`, `stats` and `limits`, and force deletes (`PROTOCOL.md`, section 2),
+    /// for an operator's tools that get it another way than from [`Manager::admin_authkey`].
+    /// Must not be empty, nor the authkey.
     pub fn admin_authkey(mut self, admin_authkey: impl Into<Vec<u8>>) -> Self {
         self.admin_authkey = Some(admin_authkey.into());
         self
@@ -362,6 +362,19 @@ impl Deref for Manager {
     }
 }
 
+/// The key given, refused with `if_empty` when it is empty, else a fresh random one.
+fn key_or_random(given: Option<Vec<u8>>, if_empty: &'static str) -> Result<Vec<u8>, SpawnError> {
+    match given {
+        Some(key) if key.is_empty() => Err(SpawnError::InvalidConfig(if_empty)),
+        Some(key) => Ok(key),
+        None => {
+            let mut key = vec![0u8; AUTHKEY_LEN];
+            getrandom::fill(&mut key).map_err(SpawnError::Random)?;
+            Ok(key)
+        }
+    }
+}
+
 impl Manager {
     /// Starts a manager with no configuration: a private Unix socket and a fresh random
     /// authkey. Shorthand for `Manager::builder().spawn()`.
@@ -405,16 +418,16 @@ impl Manager {
     }
 
     /// The authkey clients must prove they know. Treat it as a secret. It is a worker's key:
-    /// everything but `shutdown` and `stats`, which take the [admin
+    /// everything but `shutdown`, `stats`, `limits` and forced deletes, which take the [admin
     /// authkey](Manager::admin_authkey).
     pub fn authkey(&self) -> &[u8] {
         self.client.authkey()
     }
 
-    /// The admin authkey: the key of connections that may also call `shutdown` and `stats`
-    /// (`PROTOCOL.md`, section 2), such as `agora-manager inspect`'s. A fresh random one
-    /// unless [`ManagerBuilder::admin_authkey`] gave one. It is not in
-    /// [`worker_env`](Manager::worker_env): keep it for the operator.
+    /// The admin authkey: the key of connections that may also call `shutdown`, `stats` and
+    /// `limits`, and force deletes (`PROTOCOL.md`, section 2), such as `agora-manager
+    /// inspect`'s. A fresh random one unless [`ManagerBuilder::admin_authkey`] gave one. It is
+    /// not in [`worker_env`](Manager::worker_env): keep it for the operator.
     pub fn admin_authkey(&self) -> &[u8] {
         &self.admin_authkey
     }
@@ -488,35 +501,16 @@ impl Manager {
                  agora::run_manager_if_requested() first",
             ));
         }
-        let authkey = match options.authkey.clone() {
-            Some(key) if key.is_empty() => {
-                return Err(SpawnError::InvalidConfig("the authkey must not be empty"))
-            }
-            Some(key) => key,
-            None => {
-                let mut key = vec![0u8; AUTHKEY_LEN];
-                getrandom::fill(&mut key).map_err(SpawnError::Random)?;
-                key
-            }
-        };
-        let admin_authkey = match options.admin_authkey.clone() {
-            Some(key) if key.is_empty() => {
-                return Err(SpawnError::InvalidConfig(
-                    "the admin authkey must not be empty",
-                ))
-            }
-            Some(key) if key == authkey => {
-                return Err(SpawnError::InvalidConfig(
-                    "the admin authkey must not be the authkey: every worker would be admin",
-                ))
-            }
-            Some(key) => key,
-            None => {
-                let mut key = vec![0u8; AUTHKEY_LEN];
-                getrandom::fill(&mut key).map_err(SpawnError::Random)?;
-                key
-            }
-        };
+        let authkey = key_or_random(options.authkey.clone(), "the authkey must not be empty")?;
+        let admin_authkey = key_or_random(
+            options.admin_authkey.clone(),
+            "the admin authkey must not be empty",
+        )?;
+        if admin_authkey == authkey {
+            return Err(SpawnError::InvalidConfig(
+                "the admin authkey must not be the authkey: every worker would be admin",
+            ));
+        }
         let mut config = Config::new(authkey.clone());
         config.admin_authkey = Some(admin_authkey.clone());
         config.limits = options.limits;

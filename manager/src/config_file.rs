@@ -159,7 +159,7 @@ fn texts(key: &str, arg: &Arg, value: &toml::Value) -> Result<Vec<String>, Confi
     match value {
         toml::Value::Array(items) if matches!(arg.get_action(), ArgAction::Append) => items
             .iter()
-            .map(|item| scalar(item).ok_or_else(|| bad(key, value, "a list of strings")))
+            .map(|item| scalar(item).ok_or_else(|| bad(key, value, "must be a list of strings")))
             .collect(),
         toml::Value::Array(_) => Err(bad(key, value, "takes one value, not a list")),
         other => scalar(other)

@@ -5,7 +5,7 @@
 //! The metrics are read when scraped, from the counters the connections keep anyway: a
 //! scrape adds nothing to the path of a call. The HTTP side is the least a scraper needs:
 //! `GET /metrics` (a query string is ignored) is answered with the metrics, any other path
-//! with 404, any other method with 405, and the connection is closed after each answer.
+//! with 404, any other method on `/metrics` with 405, and the connection is closed after each answer.
 
 use std::fmt::Write as _;
 use std::io;
@@ -34,6 +34,9 @@ const MAX_HEAD: usize = 8 * 1024;
 /// How long a scraper has to send its request and take the answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most scrapes served at once; a connection beyond them is closed unanswered.
+const MAX_SCRAPES: usize = 8;
+
 /// Reads the manager's state at each scrape.
 struct Manager(Arc<Shared>);
 
@@ -48,29 +51,28 @@ impl Collector for Manager {
         let shared = &self.0;
         let stats = &shared.stats;
         let by_method = stats.by_method();
-        let mut calls = encoder.encode_descriptor(
-            "agora_calls",
-            "Requests received, by method (\"other\": a method the manager does not have)",
-            None,
-            MetricType::Counter,
-        )?;
-        for (index, n, _) in &by_method {
-            let labels = [("method", method_name(*index))];
-            calls
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
-        }
-        let mut errors = encoder.encode_descriptor(
-            "agora_errors",
-            "Requests answered with an error, by method",
-            None,
-            MetricType::Counter,
-        )?;
-        for (index, _, n) in &by_method {
-            let labels = [("method", method_name(*index))];
-            errors
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+        // Both families are labelled by method; only the count differs.
+        let families = [
+            (
+                "agora_calls",
+                "Requests received, by method (\"other\": a method the manager does not have)",
+                false,
+            ),
+            (
+                "agora_errors",
+                "Requests answered with an error, by method",
+                true,
+            ),
+        ];
+        for (name, help, errors) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for &(index, calls, failed) in &by_method {
+                let labels = [("method", method_name(index))];
+                let n = if errors { failed } else { calls };
+                family
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            }
         }
 
         let connections = stats.connections();
@@ -146,6 +148,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             _ = stopped(&mut stopping) => break,
             Some(_) = scrapes.join_next() => {}
             accepted = listener.accept() => match accepted {
+                // A scrape holds its task for up to IO_TIMEOUT: past a few at once, more are
+                // not scrapers but a flood, and each would cost memory until it timed out.
+                Ok((_, peer)) if scrapes.len() >= MAX_SCRAPES => {
+                    debug!(%peer, "metrics: too many scrapes at once, connection dropped");
+                }
                 Ok((stream, peer)) => {
                     let shared = shared.clone();
                     scrapes.spawn(async move {

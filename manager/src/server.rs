@@ -86,10 +86,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server on these listeners. Fails if the authkey or the admin authkey is empty, if
-    /// [`Config::auth_throttle`] lets no attempt through, or if [`Config::max_in_flight`],
-    /// [`Config::max_connections`], [`Config::auth_timeout`] or [`Config::max_output_bytes`]
-    /// is zero.
+    /// A server on these listeners. Fails if the authkey or the admin authkey is empty, if the
+    /// admin authkey is the authkey, if [`Config::auth_throttle`] lets no attempt through, or
+    /// if [`Config::max_in_flight`], [`Config::max_connections`], [`Config::auth_timeout`] or
+    /// [`Config::max_output_bytes`] is zero.
     pub fn new(listeners: Vec<Listener>, config: Config) -> io::Result<Server> {
         let invalid = |why: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, why.to_owned()));
         if config.authkey.is_empty() {
@@ -97,6 +97,14 @@ impl Server {
         }
         if config.admin_authkey.as_ref().is_some_and(Vec::is_empty) {
             return invalid("the admin authkey must not be empty");
+        }
+        // Checked here, not only by the programs that build a Config: any embedder's equal
+        // keys would otherwise make every worker an admin, silently.
+        if config.admin_authkey.as_ref() == Some(&config.authkey) {
+            return invalid(
+                "the admin authkey is the authkey: every worker would be admin; use another \
+                 admin authkey, or none",
+            );
         }
         if config.auth_throttle.burst == 0 {
             return invalid("auth_throttle.burst must be at least 1");
@@ -459,4 +467,23 @@ async fn accept_loop<L: Accept>(listener: L, shared: Arc<Shared>) {
     // Closed before the drain: a connection attempt from now on is refused at once.
     drop(listener);
     drain(connections).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_admin_key_that_is_the_authkey_is_refused() {
+        let mut config = Config::new(b"0123456789abcdef".to_vec());
+        config.admin_authkey = Some(config.authkey.clone());
+        let err = Server::new(Vec::new(), config)
+            .err()
+            .expect("equal keys refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(
+            err.to_string().contains("the admin authkey is the authkey"),
+            "{err}"
+        );
+    }
 }

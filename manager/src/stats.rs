@@ -394,7 +394,8 @@ pub fn write_stats(shared: &Shared, out: &mut Vec<u8>) {
     for (session, conn) in &connections {
         encode::map_header(out, 10);
         encode::str(out, "id");
-        encode::str(out, &conn.id.hyphenated().to_string());
+        // uuid_of was built from these very connections: always found.
+        encode::str(out, uuid_of.get(session).map_or("", String::as_str));
         encode::str(out, "peer");
         encode::str(out, &conn.peer);
         encode::str(out, "pid");

@@ -32,6 +32,9 @@ use tokio::time::Instant;
 /// Most peers remembered at once.
 pub const MAX_PEERS: usize = 4096;
 
+/// What an interval too long to add to an Instant stands for: longer than any deadline.
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// How often a throttled peer's refusals are logged, at most.
 const LOG_REFUSALS_EVERY: Duration = Duration::from_secs(10);
 
@@ -219,7 +222,13 @@ impl Throttle {
     /// Takes a place in `peer`'s line for an attempt made `now`, or refuses it when the place
     /// would come after `deadline`.
     pub fn admit(&self, peer: Peer, now: Instant, deadline: Instant) -> Admission {
-        let tolerance = self.config.interval * self.config.burst.saturating_sub(1);
+        // Saturating: extreme settings (a burst of u32::MAX, an interval of years) must
+        // mean "never wait" or "wait past any deadline", not a panic on every attempt.
+        let tolerance = self
+            .config
+            .interval
+            .checked_mul(self.config.burst.saturating_sub(1))
+            .unwrap_or(Duration::MAX);
         let mut lines = self.lines.lock();
         let next = lines.get(&peer).map_or(now, |line| line.next.max(now));
         let at = next.checked_sub(tolerance).map_or(now, |at| at.max(now));
@@ -244,7 +253,11 @@ impl Throttle {
             };
         }
         let line = Line {
-            next: next + self.config.interval,
+            // An interval an Instant cannot reach is, to a guesser, the same as a century.
+            next: next
+                .checked_add(self.config.interval)
+                .or_else(|| next.checked_add(CENTURY))
+                .unwrap_or(next),
             logged: None,
             unlogged: 0,
         };
@@ -405,5 +418,26 @@ mod tests {
         // SAFETY: getuid cannot fail.
         let uid = unsafe { libc::getuid() };
         assert_eq!(Peer::of(a.as_raw_fd()), Peer::Uid(uid));
+    }
+
+    #[test]
+    fn extreme_settings_do_not_overflow() {
+        let now = Instant::now();
+        let far = now + Duration::from_secs(3600);
+        let many = Throttle::new(ThrottleConfig {
+            burst: u32::MAX,
+            interval: Duration::from_secs(u64::MAX / 2),
+        });
+        assert_eq!(many.admit(ONE, now, far), Admission::At(now));
+        let slow = Throttle::new(ThrottleConfig {
+            burst: 1,
+            interval: Duration::MAX,
+        });
+        assert_eq!(slow.admit(ONE, now, far), Admission::At(now));
+        // The next place is out of reach: refused, not a panic.
+        assert!(matches!(
+            slow.admit(ONE, now, far),
+            Admission::Refused { .. }
+        ));
     }
 }

@@ -884,6 +884,48 @@ fn lifeline_stdin_stops_the_manager_when_its_parent_closes_the_pipe() {
     assert!(!socket.exists(), "socket file left behind");
 }
 
+/// A manager whose stderr is a pipe nobody reads any more loses its log lines, not its
+/// clean stop.
+#[test]
+fn a_closed_stderr_does_not_stop_a_clean_shutdown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .env("TMPDIR", tmp.path())
+        .env("RUST_LOG", "debug")
+        .env_remove("AGORA_AUTHKEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run agora-manager");
+    drop(child.stderr.take());
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let socket = PathBuf::from(
+        line.split_whitespace()
+            .nth(2)
+            .unwrap()
+            .trim_start_matches("unix:"),
+    );
+    assert!(is_socket(&socket), "ready line {line:?}");
+    // A connection is logged: writes to the closed pipe while serving.
+    drop(UnixStream::connect(&socket).unwrap());
+    thread::sleep(Duration::from_millis(100));
+    // SAFETY: kill sends a signal to the child this test started, which is still running.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the manager did not stop");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!socket.exists(), "socket file left behind");
+}
+
 #[test]
 fn the_polling_budget_comes_from_the_flag_or_the_environment() {
     let started = [

@@ -275,6 +275,12 @@ fn the_limits_command_shows_and_sets_them() {
     assert_eq!(json["auth_timeout"], 0.5, "{json}");
     assert_eq!(json["max_connections"], 20, "{json}");
 
+    // Spaces around the value, as a shell-quoted `--set` may carry, are not part of it.
+    let out = cli(&m, &["--set", "max_in_flight= 9 ", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["max_in_flight"], 9, "{json}");
+
     let out = cli(&m, &["--set", "max_depth=4", "--set", "max_in_flight=1"]);
     assert!(!out.status.success(), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);

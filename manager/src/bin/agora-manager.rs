@@ -34,6 +34,7 @@ use clap::{CommandFactory, Parser};
 
 use agora_manager::auth::STRONG_AUTHKEY_BYTES;
 use agora_manager::config::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_OUTPUT_BYTES, FD_RESERVE};
+use agora_manager::throttle::ThrottleConfig;
 use agora_manager::{config_file, Config, Listener};
 use agora_proto::{spin, Limits};
 
@@ -88,7 +89,7 @@ struct Args {
     /// Before authenticating, a connection may send hello and auth only, each message at
     /// most 64 KiB, with at most 64 KiB of replies unread, within --auth-timeout; anything
     /// else closes it. Failed attempts are logged and slowed down per peer (IP address, or
-    /// user on a Unix socket): 5 at once, then 4 a second.
+    /// user on a Unix socket): see --auth-burst and --auth-interval.
     #[arg(long, value_name = "PATH")]
     authkey_file: Option<PathBuf>,
 
@@ -128,13 +129,13 @@ struct Args {
     /// Most requests one connection may have in flight. This, --max-connections,
     /// --auth-timeout and --max-output-bytes may be changed while the manager runs, by an
     /// admin connection (`agora-manager limits --set`).
-    #[arg(long, default_value_t = 65_536, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 65_536, value_parser = at_least::<1>)]
     max_in_flight: usize,
 
     /// Most connections served at once; one more is told `LimitError` and closed at once.
     /// Default: 10000, or the open-files limit (RLIMIT_NOFILE, which the manager raises
     /// towards its hard limit as far as needed) less 64 if that is lower.
-    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    #[arg(long, value_name = "N", value_parser = at_least::<1>)]
     max_connections: Option<usize>,
 
     /// Seconds a new connection has to authenticate (hello, then auth) before it is closed.
@@ -142,15 +143,19 @@ struct Args {
     auth_timeout: Duration,
 
     /// Guessing slowdown: how many `auth` attempts one peer (an IP address, an IPv6 /64, or
-    /// a Unix uid) may make at once before each must wait its turn. Default: 5.
-    #[arg(long, value_name = "N", value_parser = at_least_one)]
-    auth_burst: Option<usize>,
+    /// a Unix uid) may make at once before each must wait its turn.
+    #[arg(long, value_name = "N", default_value_t = ThrottleConfig::default().burst, value_parser = burst)]
+    auth_burst: u32,
 
     /// Guessing slowdown: seconds between one peer's attempts beyond the burst (its steady
     /// rate is one attempt per interval; a successful attempt gives its turn back).
-    /// Default: 0.25.
-    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
-    auth_interval: Option<Duration>,
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = Seconds(ThrottleConfig::default().interval),
+        value_parser = |text: &str| seconds(text).map(Seconds)
+    )]
+    auth_interval: Seconds,
 
     /// Seconds an exported object (a token, a pickle, a fork) stays alive waiting for the
     /// receiving process to adopt it, when nothing else holds it.
@@ -159,7 +164,7 @@ struct Args {
 
     /// Bytes of replies one connection may have unwritten (its client not reading them)
     /// before the manager stops reading its requests until they are written.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OUTPUT_BYTES, value_parser = at_least_one)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OUTPUT_BYTES, value_parser = at_least::<1>)]
     max_output_bytes: usize,
 
     /// How long, in microseconds, a busy connection polls for its next request before its
@@ -247,6 +252,7 @@ fn limit_setting(text: &str) -> Result<(String, rmpv::Value), String> {
     let Some((name, value)) = text.split_once('=') else {
         return Err("expected NAME=VALUE, as in max_connections=500".to_owned());
     };
+    let value = value.trim();
     let value = if let Ok(n) = value.parse::<u64>() {
         rmpv::Value::from(n)
     } else if let Ok(n) = value.parse::<i64>() {
@@ -283,12 +289,22 @@ fn depth(text: &str) -> Result<usize, String> {
     Ok(n)
 }
 
-/// A count that must be at least 1.
-fn at_least_one(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".to_owned()),
+/// An `--auth-burst`: at least 1, or no client could authenticate.
+fn burst(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(0) => Err("must be at least 1: with none no client could authenticate".to_owned()),
         Ok(n) => Ok(n),
-        Err(e) => Err(format!("not a whole number: {e}")),
+        Err(e) => Err(format!("not a whole number from 1 to {}: {e}", u32::MAX)),
+    }
+}
+
+/// A duration written, and shown as a default in `--help`, as a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Seconds(Duration);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.as_secs_f64())
     }
 }
 
@@ -408,7 +424,11 @@ fn init_logging(format: LogFormat) {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(io::stderr);
+        .with_writer(io::stderr)
+        // A failed write to stderr (a closed pipe, say) is otherwise reported with eprintln!,
+        // which panics on that same stderr: the manager would die without removing its
+        // socket file. Losing log lines is the lesser harm.
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.with_ansi(io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().init(),
@@ -500,12 +520,9 @@ fn run(args: Args) -> Result<(), Fatal> {
     config.max_in_flight = args.max_in_flight;
     config.max_connections = max_connections(args.max_connections)?;
     config.auth_timeout = args.auth_timeout;
-    let throttle = agora_manager::throttle::ThrottleConfig::default();
-    config.auth_throttle = agora_manager::throttle::ThrottleConfig {
-        burst: args
-            .auth_burst
-            .map_or(throttle.burst, |n| u32::try_from(n).unwrap_or(u32::MAX)),
-        interval: args.auth_interval.unwrap_or(throttle.interval),
+    config.auth_throttle = ThrottleConfig {
+        burst: args.auth_burst,
+        interval: args.auth_interval.0,
     };
     config.handoff_lease = args.handoff_seconds;
     config.max_output_bytes = args.max_output_bytes;
@@ -555,20 +572,22 @@ fn admin_client(args: &AdminArgs) -> Result<AdminClient, Fatal> {
     let address: agora_client::Address = address
         .parse()
         .map_err(|e| Fatal(format!("bad --address {address:?}: {e}")))?;
-    let from_env = |var: &str| std::env::var(var).ok().map(|text| (text, var.to_owned()));
-    let authkey = match &args.authkey_file {
-        Some(path) => read_authkey_file(path)?,
-        None => match from_env(ENV_ADMIN_AUTHKEY).or_else(|| from_env("AGORA_AUTHKEY")) {
-            Some((text, var)) => parse_authkey(&text, &var)?,
+    let from_env = |var: &'static str| std::env::var(var).ok().map(|text| (text, var));
+    let (authkey, key_from) = match &args.authkey_file {
+        Some(path) => (read_authkey_file(path)?, "--authkey-file"),
+        None => match from_env(ENV_ADMIN_AUTHKEY).or_else(|| from_env(agora_client::ENV_AUTHKEY)) {
+            Some((text, var)) => (parse_authkey(&text, var)?, var),
             None => {
                 return Err(Fatal(format!(
-                    "no authkey: pass --authkey-file or set {ENV_ADMIN_AUTHKEY} or \
-                     AGORA_AUTHKEY (hex)"
+                    "no authkey: pass --authkey-file or set {ENV_ADMIN_AUTHKEY} or {} (hex)",
+                    agora_client::ENV_AUTHKEY
                 )))
             }
         },
     };
-    let client = agora_client::Client::connect(&address, &authkey)
+    // Named by where the key came from, so that a refused key says which one to fix.
+    let options = agora_client::ConnectOptions::from_env()?;
+    let client = agora_client::Client::connect_from(&address, &authkey, key_from, &options)
         .map_err(|e| Fatal(format!("cannot reach the manager at {address}: {e}")))?;
     Ok(AdminClient { client, address })
 }
@@ -625,22 +644,18 @@ fn inspect(args: &InspectArgs) -> Result<(), Fatal> {
 /// `agora-manager limits`: prints the limits `limits` answers, after the changes of `--set`.
 fn limits(args: &LimitsArgs) -> Result<(), Fatal> {
     let client = admin_client(&args.admin)?;
-    let mut params = Vec::new();
+    // No params reads the limits; one map of the changes sets them.
+    let mut changes = Vec::new();
     if !args.set.is_empty() {
-        let changes = rmpv::Value::Map(
-            args.set
-                .iter()
-                .map(|(name, value)| (rmpv::Value::from(name.as_str()), value.clone()))
-                .collect(),
-        );
-        rmpv::encode::write_value(&mut params, &changes)?;
+        let map = args
+            .set
+            .iter()
+            .map(|(name, value)| (rmpv::Value::from(name.as_str()), value.clone()))
+            .collect();
+        rmpv::encode::write_value(&mut changes, &rmpv::Value::Map(map))?;
     }
-    let param: &[u8] = &params;
-    let answer = if params.is_empty() {
-        client.call("limits", &[])?
-    } else {
-        client.call("limits", &[param])?
-    };
+    let params: &[&[u8]] = if changes.is_empty() { &[] } else { &[&changes] };
+    let answer = client.call("limits", params)?;
     let mut text = if args.json {
         agora_manager::inspect::to_json(&answer)?
     } else {
@@ -778,8 +793,8 @@ fn authkey(args: &Args, cleanup: &mut Cleanup) -> Result<Vec<u8>, Fatal> {
     if let Some(path) = &args.authkey_file {
         return read_authkey_file(path);
     }
-    if let Ok(text) = std::env::var("AGORA_AUTHKEY") {
-        return parse_authkey(&text, "AGORA_AUTHKEY");
+    if let Ok(text) = std::env::var(agora_client::ENV_AUTHKEY) {
+        return parse_authkey(&text, agora_client::ENV_AUTHKEY);
     }
     let mut key = vec![0u8; 32];
     getrandom::fill(&mut key).map_err(|e| Fatal(format!("no randomness for an authkey: {e}")))?;
