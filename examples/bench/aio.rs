@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use agora::aio::{AsyncClient, Dict as AsyncDict};
 use agora::{Client, Dict};
 
-use crate::harness::{rate, until, Samples, Servers};
+use crate::harness::{calls_per_second, per_second, rate, Samples, Servers};
 use crate::progress::Progress;
 use crate::report::{Group, Report};
 
@@ -63,7 +63,7 @@ pub fn run(
         ),
         (
             TASKS,
-            Box::new(|| threads_rate(&threads, dict.id(), slice)),
+            Box::new(|| calls_per_second(&threads, dict.id(), threads.len(), slice)),
             Box::new(|| runtime.block_on(tasks(&adict, TASKS, slice))),
             [
                 "blocking, a client (connection) per thread".into(),
@@ -132,23 +132,13 @@ pub fn run(
     Ok(targets)
 }
 
-/// Calls per second of `op` on this thread for `duration`.
-fn per_second(
-    duration: Duration,
-    op: impl FnMut() -> Result<(), BoxError>,
-) -> Result<f64, BoxError> {
-    per_call(duration, 1, op)
-}
-
 /// Calls per second of `op`, which makes `calls` calls, on this thread for `duration`.
 fn per_call(
     duration: Duration,
     calls: usize,
-    mut op: impl FnMut() -> Result<(), BoxError>,
+    op: impl FnMut() -> Result<(), BoxError>,
 ) -> Result<f64, BoxError> {
-    let start = Instant::now();
-    let n = until(start + duration, &mut op)?;
-    Ok((n as usize * calls) as f64 / start.elapsed().as_secs_f64())
+    Ok(per_second(duration, op)? * calls as f64)
 }
 
 /// Calls per second of `n` tasks sharing `dict`'s connection, each calling in a loop.
@@ -177,31 +167,5 @@ async fn tasks(
     while let Some(done) = set.join_next().await {
         total += done??;
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
-}
-
-/// Calls per second of one thread per client in `clients`, each on its own connection.
-fn threads_rate(clients: &[Client], id: u64, duration: Duration) -> Result<f64, BoxError> {
-    let start = Instant::now();
-    let deadline = start + duration;
-    let total = std::thread::scope(|s| {
-        let running: Vec<_> = clients
-            .iter()
-            .map(|c| {
-                s.spawn(move || {
-                    let d = Dict::<String, i64>::from_id(c, id);
-                    until(deadline, || d.get("k").map(drop))
-                })
-            })
-            .collect();
-        running
-            .into_iter()
-            .map(|t| {
-                t.join()
-                    .map_err(|_| "a thread panicked".to_owned())?
-                    .map_err(|e| e.to_string())
-            })
-            .sum::<Result<u64, String>>()
-    })?;
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }

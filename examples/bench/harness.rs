@@ -6,9 +6,10 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use agora::{Address, Client, Process};
+use agora::{Address, Client, Dict, Process};
 use agora_client::bench_internals::{self as spin, Backoff, Polled};
 use agora_manager::{Config, Listener, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -473,4 +474,37 @@ pub fn per_second(
     let start = Instant::now();
     let n = until(start + duration, &mut op)?;
     Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// `dict.get` calls per second of `threads` threads for `duration`, thread `i` calling
+/// through `clients[i % clients.len()]`. Every client is connected before the clock starts.
+pub fn calls_per_second(
+    clients: &[Client],
+    dict_id: u64,
+    threads: usize,
+    duration: Duration,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let start = Barrier::new(threads + 1);
+    let counts = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let (client, start) = (&clients[i % clients.len()], &start);
+                s.spawn(move || {
+                    let d = Dict::<String, i64>::from_id(client, dict_id);
+                    start.wait();
+                    until(Instant::now() + duration, || d.get("k").map(drop))
+                })
+            })
+            .collect();
+        start.wait();
+        let began = Instant::now();
+        let counts: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        (counts, began.elapsed())
+    });
+    let (counts, elapsed) = counts;
+    let mut total = 0u64;
+    for count in counts {
+        total += count.map_err(|_| "a calling thread panicked")??;
+    }
+    Ok(total as f64 / elapsed.as_secs_f64())
 }

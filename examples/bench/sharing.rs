@@ -8,12 +8,11 @@
 //! threads). The parked threads must cost nothing while they wait: a reply wakes the thread it
 //! is for, not every thread waiting on the connection.
 
-use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agora::{Client, Dict};
 
-use crate::harness::{rate, until, Samples, Servers};
+use crate::harness::{calls_per_second, rate, Samples, Servers};
 use crate::progress::Progress;
 use crate::report::{Group, Report};
 
@@ -59,39 +58,6 @@ fn beside_parked(client: &Client, dict_id: u64, duration: Duration) -> Result<f6
         getter.join().map_err(|_| "a parked thread panicked")??;
     }
     rate
-}
-
-/// `dict.get` calls per second of `threads` threads for `duration`, thread `i` calling
-/// through `clients[i % clients.len()]`. Every client is connected before the clock starts.
-fn calls_per_second(
-    clients: &[Client],
-    dict_id: u64,
-    threads: usize,
-    duration: Duration,
-) -> Result<f64, BoxError> {
-    let start = Barrier::new(threads + 1);
-    let counts = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|i| {
-                let (client, start) = (&clients[i % clients.len()], &start);
-                s.spawn(move || {
-                    let d = Dict::<String, i64>::from_id(client, dict_id);
-                    start.wait();
-                    until(Instant::now() + duration, || d.get("k").map(drop))
-                })
-            })
-            .collect();
-        start.wait();
-        let began = Instant::now();
-        let counts: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
-        (counts, began.elapsed())
-    });
-    let (counts, elapsed) = counts;
-    let mut total = 0u64;
-    for count in counts {
-        total += count.map_err(|_| "a calling thread panicked")??;
-    }
-    Ok(total as f64 / elapsed.as_secs_f64())
 }
 
 /// Runs the section and adds its rows to `report`; returns the target line.

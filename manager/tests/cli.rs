@@ -430,8 +430,6 @@ fn each_default_run_gets_its_own_directory_and_key() {
     refused(&rb.addresses[0], &ra.key());
 }
 
-/// The ready line and `hello` name the same run, a uuid; another run of the same command at
-/// the same address has another.
 /// `--metrics HOST:0` serves on the port it got, which the ready line names.
 #[test]
 fn the_ready_line_names_the_metrics_url_and_it_answers() {
@@ -457,6 +455,8 @@ fn the_ready_line_names_the_metrics_url_and_it_answers() {
     assert!(m.wait().success(), "{}", m.stderr());
 }
 
+/// The ready line and `hello` name the same run, a uuid; another run of the same command at
+/// the same address has another.
 #[test]
 fn the_ready_line_and_hello_name_the_run() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,6 +14,7 @@ installed metadata, read here. A package imported from the source tree, not inst
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import TYPE_CHECKING, Optional
@@ -31,26 +32,24 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _INSTALL_ROOT = os.path.dirname(_PACKAGE_DIR)
 
 
+@functools.lru_cache(maxsize=None)
 def _own_distribution() -> Optional[metadata.Distribution]:
     """The installed distribution this package belongs to: the ``agora`` metadata in the
     directory the package was imported from, whose files include this package. None when the
-    package was not installed (imported from the source tree)."""
+    package was not installed (imported from the source tree). Found once per process: where
+    this package was imported from does not change, and every manager started asks."""
     # Imported here, when a manager is started or the version asked for, not by `import agora`:
     # it is slow to import.
     from importlib import metadata
 
     here = os.path.realpath(os.path.join(_PACKAGE_DIR, "__init__.py"))
-    for dist in metadata.distributions(path=[_INSTALL_ROOT]):
-        if _normalize(dist.metadata["Name"] or "") != DIST_NAME:
-            continue
+    # By name: reading the metadata of every distribution in site-packages takes long in a
+    # large environment.
+    for dist in metadata.distributions(name=DIST_NAME, path=[_INSTALL_ROOT]):
         owned = dist.locate_file(os.path.join(DIST_NAME, "__init__.py"))
         if os.path.realpath(str(owned)) == here:
             return dist
     return None
-
-
-def _normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def installed_manager_binary() -> Optional[str]:

@@ -583,7 +583,14 @@ class Connection:
         client = self.client
         sock.settimeout(client.handshake_timeout)
         try:
-            context = ssl.create_default_context(cafile=client.tls_ca)
+            cached = client._tls_context
+            if cached is not None and cached[0] == client.tls_ca:
+                context = cached[1]
+            else:
+                # Two threads may both build one here; either is as good, and an SSLContext
+                # may be shared by connections of several threads.
+                context = ssl.create_default_context(cafile=client.tls_ca)
+                client._tls_context = (client.tls_ca, context)
             return context.wrap_socket(sock, server_hostname=host)
         except socket.timeout:
             sock.close()
@@ -866,8 +873,8 @@ class Connection:
         read and dropped with the next call's (an error in it is logged). For a release at
         the end of a ``with`` block, which then costs no round trip.
 
-        Past :data:`MAX_DETACHED` replies still unread, it waits like :meth:`call`, which reads
-        them all: a program that releases many times without another call in between never
+        Past :data:`MAX_DETACHED` replies still unread, it first reads them all with one
+        round trip: a program that releases many times without another call in between never
         lets the manager's replies pile up until it stops reading this connection."""
         self.calls_detached(((method, params),))
 
@@ -875,9 +882,11 @@ class Connection:
         """:meth:`call_detached` for several calls, written together (one system call): they
         run in their order, each on its own (one failing does not stop the next)."""
         if len(self._detached) + len(calls) > MAX_DETACHED:
-            for method, params in calls:
-                self.call(method, params)
-            return
+            # A ping's reply comes after every unread one (the manager answers a connection's
+            # calls in order), and reading up to it drops and logs them. The calls themselves
+            # are still sent detached: waiting for them would raise their error here, where
+            # the caller was promised it is only logged.
+            self.call("ping", ())
         me = threading.get_ident()
         if self._reader == me:
             raise RuntimeError(_REENTERED)
@@ -1397,8 +1406,14 @@ class Client:
         #: (``AGORA_CALL_TIMEOUT``; ``None``, the default: no limit). See :class:`deadline`.
         self.call_timeout = _parse_seconds("AGORA_CALL_TIMEOUT", None)
         #: For a ``tls:`` address: a PEM file of the CA certificates the manager's certificate
-        #: must be signed by (``AGORA_TLS_CA``); ``None``: those the system trusts.
-        self.tls_ca: Optional[str] = _tls_ca_from_env()
+        #: must be signed by (``AGORA_TLS_CA``); ``None``: those the system trusts. Read only
+        #: for such an address: a unix: or tcp: manager never uses it, so a stray empty
+        #: AGORA_TLS_CA must not stop a program from reaching one.
+        self.tls_ca: Optional[str] = _tls_ca_from_env() if address.startswith("tls:") else None
+        #: The TLS context of this client's connections, with the ``tls_ca`` it was built
+        #: from: loading the CA certificates (the system's bundle by default) takes tens of
+        #: milliseconds, too much to pay on every connection of every thread.
+        self._tls_context: Optional[Tuple[Optional[str], ssl.SSLContext]] = None
         #: The run of the manager as the latest connection found it (``None`` before the
         #: first). Proxies made now belong to it; a manager restarted at the same address is
         #: another run, and the proxies of the old one refuse to call it.

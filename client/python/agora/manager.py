@@ -581,14 +581,14 @@ class Manager(_Factories):
         :attr:`admin_authkey`; one connected to with a worker's key raises
         :class:`agora.PermissionDenied`."""
         params: Tuple[Any, ...] = (changes,) if changes else ()
-        if self._admin_authkey is None:
-            return cast("Dict[str, float]", self._client.call("limits", *params))
         return cast("Dict[str, float]", self._as_admin("limits", params))
 
     def _as_admin(self, method: str, params: Tuple[Any, ...]) -> Any:
         """Calls ``method`` on a connection of its own, made with the admin authkey of the
-        manager this object started."""
-        assert self._admin_authkey is not None
+        manager this object started; without that key (a manager connected to), on this
+        thread's connection, whose key the manager then judges."""
+        if self._admin_authkey is None:
+            return self._client.call(method, *params)
         conn = Connection(Client(self.address, self._admin_authkey))
         try:
             return conn.call(method, params)
@@ -647,8 +647,6 @@ class Manager(_Factories):
                 conn.call("delete", (obj._id,))
             else:
                 self._as_admin("delete", (obj._id,))
-        elif self._admin_authkey is None:
-            self._client.call("delete", obj)
         else:
             self._as_admin("delete", (obj,))
 

@@ -151,7 +151,7 @@ class AcquirerProxy(BaseProxy):
                 lock.release()
         """
         conn = self._connection_with(proxy)
-        acquire = (self._m + "acquire", (self._id, True, timeout, *self._owned_pad, True))
+        acquire = self._step("acquire", True, timeout, *self._owned_pad, True)
         got, then = _chain_results(conn.call("chain", (acquire, proxy._step(method, *args))))
         if isinstance(got, BaseException):
             raise got
@@ -180,7 +180,7 @@ class AcquirerProxy(BaseProxy):
         next call after them, and an error in either is logged when the next call reads
         the replies; it returns ``None``."""
         conn = self._connection_with(proxy)
-        last, release = proxy._step(method, *args), (self._m + "release", (self._id,))
+        last, release = proxy._step(method, *args), self._step("release")
         if not wait:
             conn.calls_detached((last, release))
             return None
