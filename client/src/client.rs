@@ -333,13 +333,10 @@ impl Client {
         fresh.set_refs(self.inner.refs.clone());
         let (serial, run) = (fresh.serial(), fresh.run().clone());
         let same_run = run.id == old.run().id;
-        let mut current = None;
-        let won = self.inner.refs.switch(serial, &run, || {
-            let (conn, won) = self.inner.conn.replace(&old, fresh);
-            current = Some(conn);
-            won
-        });
-        let conn = current.ok_or_else(|| Error::Usage("reconnecting: no connection".into()))?;
+        let (conn, won) = self
+            .inner
+            .refs
+            .switch(serial, &run, || self.inner.conn.replace(&old, fresh));
         if won {
             if !forked && same_run {
                 info!(%address, "reconnected to the agora manager");
