@@ -547,7 +547,7 @@ pub(crate) fn live_by_client() -> Vec<(Weak<crate::client::Inner>, Vec<u64>)> {
 
 /// `[2, "decref", [[id, count], ...]]` (each param one pair), one notification per
 /// [`PAIRS_PER_NOTIFICATION`] pairs.
-fn encode_decrefs(out: &mut Vec<u8>, pairs: &[(u64, u64)]) {
+pub(crate) fn encode_decrefs(out: &mut Vec<u8>, pairs: &[(u64, u64)]) {
     for chunk in pairs.chunks(PAIRS_PER_NOTIFICATION) {
         encode::array_header(out, 3);
         encode::uint(out, u64::from(agora_proto::NOTIFICATION));

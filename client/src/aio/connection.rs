@@ -409,10 +409,11 @@ impl Conn {
         }
     }
 
-    /// Sends a notification (`decref`).
-    pub(crate) fn send_notification(&self, method: &str, params: &[&[u8]]) {
+    /// Sends `decref` notifications for `pairs` of `(id, count)`, split as the blocking
+    /// client splits them.
+    pub(crate) fn send_decrefs(&self, pairs: &[(u64, u64)]) {
         let mut note = Vec::new();
-        encode::notification(&mut note, method, params);
+        crate::refs::encode_decrefs(&mut note, pairs);
         let _ = self.out.send(note);
     }
 
