@@ -100,6 +100,18 @@ impl Drop for Inner {
     }
 }
 
+/// Appends the object id of every reference in `result` to `ids`. Most results hold none,
+/// which a byte check tells without walking them.
+pub(crate) fn push_refs(result: &[u8], ids: &mut Vec<u64>) {
+    if agora_proto::objref::may_hold_refs(result) {
+        agora_proto::objref::for_each_ref(result, |found| {
+            if let agora_proto::objref::Found::Ref { id, .. } = found {
+                ids.push(id);
+            }
+        });
+    }
+}
+
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print the authkey.
@@ -333,13 +345,10 @@ impl Client {
         fresh.set_refs(self.inner.refs.clone());
         let (serial, run) = (fresh.serial(), fresh.run().clone());
         let same_run = run.id == old.run().id;
-        let mut current = None;
-        let won = self.inner.refs.switch(serial, &run, || {
-            let (conn, won) = self.inner.conn.replace(&old, fresh);
-            current = Some(conn);
-            won
-        });
-        let conn = current.ok_or_else(|| Error::Usage("reconnecting: no connection".into()))?;
+        let (conn, won) = self
+            .inner
+            .refs
+            .switch(serial, &run, || self.inner.conn.replace(&old, fresh));
         if won {
             if !forked && same_run {
                 info!(%address, "reconnected to the agora manager");
@@ -532,13 +541,7 @@ impl Client {
             "incref" | "adopt" => ids.extend(agora_proto::params::int_u64(args.bytes())),
             _ => {}
         }
-        if agora_proto::objref::may_hold_refs(result) {
-            agora_proto::objref::for_each_ref(result, |found| {
-                if let agora_proto::objref::Found::Ref { id, .. } = found {
-                    ids.push(id);
-                }
-            });
-        }
+        push_refs(result, &mut ids);
         if ids.is_empty() {
             return Hold::default();
         }

@@ -102,15 +102,9 @@ impl Stream {
             source: Arc::new(e),
         };
         match address {
-            Address::Unix(path) => {
-                let connected = match options.connect_timeout {
-                    None => UnixStream::connect(path),
-                    Some(timeout) => connect_unix(path, timeout),
-                };
-                connected
-                    .map(|s| (Stream::Unix(s), deadline()))
-                    .map_err(connect_failed)
-            }
+            Address::Unix(path) => open_unix(path, options.connect_timeout)
+                .map(|s| (Stream::Unix(s), deadline()))
+                .map_err(connect_failed),
             Address::Tcp(host_port) => open_tcp(host_port, options.connect_timeout)
                 .map(|s| (Stream::Tcp(s), deadline()))
                 .map_err(connect_failed),
@@ -161,6 +155,65 @@ impl Stream {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Tls(s) => s.socket().as_raw_fd(),
         }
+    }
+}
+
+/// The error a failed `hello` is reported as, by both clients: a peer that does not answer
+/// it as a manager does is not one. `after_notice` tells whether the peer sent an `error`
+/// notification before closing: a manager that refuses the connection (too many) says why.
+pub(crate) fn hello_failed(address: &str, e: Error, after_notice: impl FnOnce() -> bool) -> Error {
+    let not_a_manager = |reason: String| Error::NotAManager {
+        address: address.to_owned(),
+        reason,
+    };
+    match e {
+        e @ Error::Disconnected { .. } if after_notice() => e,
+        Error::Disconnected { reason, .. } => {
+            not_a_manager(if reason.starts_with("the manager closed it (") {
+                "it closed the connection without answering hello".to_owned()
+            } else {
+                format!("it did not answer hello: {reason}")
+            })
+        }
+        Error::Timeout { after, address, .. } => Error::Timeout {
+            address,
+            what: "hello (a peer that is not an agora manager does not either; \
+                   AGORA_HANDSHAKE_TIMEOUT)"
+                .into(),
+            after,
+        },
+        Error::Remote { name, message } => not_a_manager(format!(
+            "it answered hello with an error: {name}: {message}"
+        )),
+        e => e,
+    }
+}
+
+/// The error a failed `auth` is reported as, by both clients: a refused key says where the
+/// key came from.
+pub(crate) fn auth_failed(address: &str, key_from: &'static str, e: Error) -> Error {
+    if !e.is(ErrorName::AuthenticationError) {
+        return e;
+    }
+    Error::Authentication {
+        address: address.to_owned(),
+        message: match e {
+            Error::Remote { message, .. } => message,
+            other => other.to_string(),
+        },
+        key_from,
+    }
+}
+
+/// Connects to the Unix socket at `path`, within `timeout` if given (see [`connect_unix`]).
+/// The async client uses it too, so that both wait alike for room in a full listen queue.
+pub(crate) fn open_unix(
+    path: &std::path::Path,
+    timeout: Option<Duration>,
+) -> io::Result<UnixStream> {
+    match timeout {
+        None => UnixStream::connect(path),
+        Some(timeout) => connect_unix(path, timeout),
     }
 }
 
@@ -461,52 +514,15 @@ impl Connection {
         key_from: &'static str,
         deadline: Option<(Instant, Duration)>,
     ) -> Result<(ManagerRun, Limits)> {
-        let not_a_manager = |reason: String| Error::NotAManager {
-            address: self.address.clone(),
-            reason,
-        };
-        let hello = match self.call_until("hello", &Args::default(), deadline) {
-            Ok(hello) => hello,
-            // A manager that refuses the connection (too many) says why before closing.
-            Err(e @ Error::Disconnected { .. }) if self.closed_after_notice() => return Err(e),
-            Err(Error::Disconnected { reason, .. }) => {
-                let reason = if reason.starts_with("the manager closed it (") {
-                    "it closed the connection without answering hello".to_owned()
-                } else {
-                    format!("it did not answer hello: {reason}")
-                };
-                return Err(not_a_manager(reason));
-            }
-            Err(Error::Timeout { after, address, .. }) => {
-                return Err(Error::Timeout {
-                    address,
-                    what: "hello (a peer that is not an agora manager does not either; \
-                           AGORA_HANDSHAKE_TIMEOUT)"
-                        .into(),
-                    after,
-                })
-            }
-            Err(Error::Remote { name, message }) => {
-                return Err(not_a_manager(format!(
-                    "it answered hello with an error: {name}: {message}"
-                )))
-            }
-            Err(e) => return Err(e),
-        };
+        let hello = self
+            .call_until("hello", &Args::default(), deadline)
+            .map_err(|e| hello_failed(&self.address, e, || self.closed_after_notice()))?;
         let (run, limits, challenge) = read_hello(&self.address, &hello)?;
         let mut args = Args::default();
         args.bin(&digest(authkey, &challenge));
-        match self.call_until("auth", &args, deadline) {
-            Err(e) if e.is(ErrorName::AuthenticationError) => Err(Error::Authentication {
-                address: self.address.clone(),
-                message: match e {
-                    Error::Remote { message, .. } => message,
-                    other => other.to_string(),
-                },
-                key_from,
-            }),
-            other => other.map(|_| (run, limits)),
-        }
+        self.call_until("auth", &args, deadline)
+            .map_err(|e| auth_failed(&self.address, key_from, e))?;
+        Ok((run, limits))
     }
 
     /// The process that opened this connection.
@@ -560,13 +576,7 @@ impl Connection {
         deadline: Option<(Instant, Duration)>,
     ) -> Reply {
         let id = self.register(1)?;
-        let mut refused = None;
-        let sent = self.send(|out| {
-            if let Err(e) = self.write_checked(out, id, method, args) {
-                refused = Some(e);
-            }
-        });
-        if let Some(e) = sent.err().or(refused) {
+        if let Err(e) = self.send_one(id, method, args) {
             self.state.lock().calls.finish(id);
             return Err(e);
         }
@@ -614,13 +624,7 @@ impl Connection {
         let Some(id) = id else {
             return self.call_until(method, args, None).map(drop);
         };
-        let mut refused = None;
-        let sent = self.send(|out| {
-            if let Err(e) = self.write_checked(out, id, method, args) {
-                refused = Some(e);
-            }
-        });
-        if let Some(e) = sent.err().or(refused) {
+        if let Err(e) = self.send_one(id, method, args) {
             self.state.lock().calls.unregister_detached(id);
             return Err(e);
         }
@@ -744,6 +748,14 @@ impl Connection {
         write_checked(&self.limits, out, id, method, args)
     }
 
+    /// Sends one request under msgid `id`: fails if the write fails or if the manager would
+    /// refuse the request (then nothing of it is sent).
+    fn send_one(&self, id: u32, method: &str, args: &Args) -> Result<()> {
+        let mut refused = Ok(());
+        self.send(|out| refused = self.write_checked(out, id, method, args))?;
+        refused
+    }
+
     /// Writes what `fill` puts in the request buffer, with one write call, after the decrefs
     /// that are due (they ride along for free).
     fn send(&self, fill: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
@@ -833,14 +845,8 @@ impl Connection {
                     Err(panicked) => {
                         // A bug, not the server's doing; still, never leave the others waiting
                         // on a reader that is gone, nor let them read a half-decoded stream.
-                        state
-                            .broken
-                            .get_or_insert_with(|| "a reading thread panicked".into());
-                        self.broken.store(true, Ordering::Relaxed);
-                        self.stream.shutdown();
-                        let owners = state.calls.owners();
                         drop(state);
-                        owners.iter().for_each(std::thread::Thread::unpark);
+                        self.fail("a reading thread panicked".into());
                         panic::resume_unwind(panicked)
                     }
                 };

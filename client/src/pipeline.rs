@@ -217,18 +217,20 @@ impl Pipeline {
 
     /// The calls to send, by index, for a connection to the run `current` (`None` for each
     /// call that fails unsent: its params did not encode, or it is of another run), and the
-    /// replies so far (those failures).
+    /// replies so far (those failures). `current_key` is the connection's cached key of
+    /// `current`: computing it parses the run's id, too much to do once per call.
     #[cfg(feature = "tokio")]
     pub(crate) fn checked_calls(
         &self,
         current: &crate::run::ManagerRun,
+        current_key: u64,
     ) -> (Vec<Option<Call<'_>>>, Vec<Option<Reply>>) {
         let mut replies = Vec::with_capacity(self.queued.len());
         let calls = self
             .queued
             .iter()
             .map(|(method, args, run)| {
-                let stale = (*run != 0 && *run != current.key())
+                let stale = (*run != 0 && *run != current_key)
                     .then(|| self.client.stale_for(*run, current));
                 match checked(args, stale) {
                     Ok(args) => {

@@ -438,26 +438,28 @@ impl Refs {
     }
 
     /// Makes the connection `serial` to `run` the table's, if `publish` (which makes it the
-    /// client's) succeeds; false otherwise. Both happen under the tables' lock, so no reply
-    /// read on the new connection is counted against the old one's numbers.
+    /// client's) succeeds, as the `bool` it gives says; gives what `publish` gives. Both
+    /// happen under the tables' lock, so no reply read on the new connection is counted
+    /// against the old one's numbers.
     ///
     /// The same run: the manager dropped what it counted for the old connection, so what was
     /// received is forgotten and the ids of the live proxies are noted, for the new
     /// connection to adopt ([`Refs::take_inherited`]). Another run (the manager restarted):
     /// every id of the old run is stale; the table starts empty.
-    pub(crate) fn switch(
+    pub(crate) fn switch<R>(
         &self,
         serial: u64,
         run: &ManagerRun,
-        publish: impl FnOnce() -> bool,
-    ) -> bool {
+        publish: impl FnOnce() -> (R, bool),
+    ) -> (R, bool) {
         let mut tables = tables();
         let Some(t) = tables.get_mut(&self.key) else {
             return publish();
         };
         let t = t.current();
-        if !publish() {
-            return false;
+        let published = publish();
+        if !published.1 {
+            return published;
         }
         t.serial = serial;
         let key = run.key();
@@ -475,7 +477,7 @@ impl Refs {
             t.runs.push(run.clone());
         }
         self.pending.store(false, Ordering::SeqCst);
-        true
+        published
     }
 
     /// Object `id` of run `run` is called `name`.
@@ -545,7 +547,7 @@ pub(crate) fn live_by_client() -> Vec<(Weak<crate::client::Inner>, Vec<u64>)> {
 
 /// `[2, "decref", [[id, count], ...]]` (each param one pair), one notification per
 /// [`PAIRS_PER_NOTIFICATION`] pairs.
-fn encode_decrefs(out: &mut Vec<u8>, pairs: &[(u64, u64)]) {
+pub(crate) fn encode_decrefs(out: &mut Vec<u8>, pairs: &[(u64, u64)]) {
     for chunk in pairs.chunks(PAIRS_PER_NOTIFICATION) {
         encode::array_header(out, 3);
         encode::uint(out, u64::from(agora_proto::NOTIFICATION));

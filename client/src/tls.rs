@@ -121,7 +121,42 @@ pub(crate) fn session_parts(
         address: address.to_owned(),
         reason: format!("the host of {host_port:?} is neither a DNS name nor an IP address"),
     })?;
-    Ok((Arc::new(client_config(address, ca_file)?), name))
+    Ok((shared_config(address, ca_file)?, name))
+}
+
+/// What a built configuration was built from: the CA file (with its modification time, so
+/// that a file replaced in place is read again), or the system's roots (`None`).
+type ConfigKey = Option<(std::path::PathBuf, std::time::SystemTime)>;
+
+/// [`client_config`], built once per CA setting and shared by every later connection:
+/// loading the system's roots reads and parses every certificate of the system store, far
+/// more than a connection's own work, and reconnections would do it again each time.
+/// Failures are not kept: the next connection tries again, and reports as this one did.
+fn shared_config(
+    address: &str,
+    ca_file: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    static BUILT: std::sync::OnceLock<
+        Mutex<std::collections::HashMap<ConfigKey, Arc<rustls::ClientConfig>>>,
+    > = std::sync::OnceLock::new();
+    let key = match ca_file {
+        None => None,
+        Some(path) => match std::fs::metadata(path).and_then(|m| m.modified()) {
+            Ok(modified) => Some((path.to_owned(), modified)),
+            // Unreadable: building the configuration says why.
+            Err(_) => return client_config(address, ca_file).map(Arc::new),
+        },
+    };
+    let built = BUILT.get_or_init(Default::default);
+    if let Some(config) = built.lock().get(&key) {
+        return Ok(config.clone());
+    }
+    // Built outside the lock: another connection's TLS setup need not wait for this one.
+    let config = Arc::new(client_config(address, ca_file)?);
+    let mut built = built.lock();
+    // What an older version of the same file gave is not wanted again.
+    built.retain(|old, _| old.as_ref().map(|(p, _)| p.as_path()) != ca_file || *old == key);
+    Ok(built.entry(key).or_insert(config).clone())
 }
 
 /// The socket as rustls reads and writes it during the handshake: writes never raise

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use agora_proto::{encode, envelope, Envelope, FrameDecoder, Limits};
+use agora_proto::{encode, FrameDecoder, Limits};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -27,9 +27,10 @@ use tracing::{debug, warn};
 use crate::address::Address;
 use crate::command::{Args, Reply};
 use crate::connection::{
-    digest, drain_frames, notice_text, read_hello, remote_error, write_checked,
+    auth_failed, digest, drain_frames, hello_failed, read_hello, write_checked,
 };
-use crate::error::{Error, ErrorName, RemoteName, Result};
+use crate::error::{Error, ErrorName, Result};
+use crate::in_flight::Response;
 use crate::options::ConnectOptions;
 use crate::run::ManagerRun;
 
@@ -106,9 +107,7 @@ async fn connect(address: &Address, options: &ConnectOptions) -> Result<(BoxRead
     let limit = options.connect_timeout;
     match address {
         Address::Unix(path) => {
-            let s = limited(limit, "connection", tokio::net::UnixStream::connect(path))
-                .await
-                .map_err(failed)?;
+            let s = open_unix(path.clone(), limit).await.map_err(failed)?;
             let (r, w) = s.into_split();
             Ok((Box::new(r), Box::new(w)))
         }
@@ -126,6 +125,21 @@ async fn connect(address: &Address, options: &ConnectOptions) -> Result<(BoxRead
             start_tls(address, host_port, tcp, options).await
         }
     }
+}
+
+/// A Unix connection made as the blocking client makes it ([`crate::connection::open_unix`]):
+/// tokio's own connect fails at once with `EAGAIN` when the manager's listen queue is full,
+/// where this one tries again until the connect timeout. The waits are blocking sleeps, so
+/// they run on a blocking thread.
+async fn open_unix(
+    path: std::path::PathBuf,
+    limit: Option<std::time::Duration>,
+) -> std::io::Result<tokio::net::UnixStream> {
+    let s = tokio::task::spawn_blocking(move || crate::connection::open_unix(&path, limit))
+        .await
+        .map_err(std::io::Error::other)??;
+    s.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(s)
 }
 
 /// A TCP connection with Nagle off: requests are small and latency-bound.
@@ -179,6 +193,8 @@ struct Handshake<'a> {
     write: &'a mut BoxWrite,
     decoder: FrameDecoder,
     address: String,
+    /// What the manager's `error` notification said, if it sent one.
+    notice: Option<String>,
 }
 
 impl Handshake<'_> {
@@ -192,25 +208,18 @@ impl Handshake<'_> {
             .map_err(|e| self.lost(&format!("writing {method} failed: {e}")))?;
         let mut buf = vec![0; 4096];
         loop {
-            while let Some(frame) = self
-                .decoder
-                .next_frame()
-                .map_err(|e| self.lost(&format!("not MessagePack-RPC: {e}")))?
-            {
-                match envelope::parse(frame) {
-                    Ok(Envelope::Response {
-                        msgid: got,
-                        error,
-                        result,
-                    }) if got == msgid => return into_reply(error, result),
-                    Ok(Envelope::Notification { method, params }) if method == "error" => {
-                        let said = notice_text(&params).join(": ");
-                        return Err(
-                            self.lost(&format!("the manager closed it after an error: {said}"))
-                        );
-                    }
-                    _ => {}
+            let mut reply = None;
+            drain_frames(&mut self.decoder, &mut self.notice, |got, error, result| {
+                if got == msgid {
+                    reply = Some(Response { error, result }.into_reply());
                 }
+            })
+            .map_err(|reason| self.lost(&reason))?;
+            if let Some(reply) = reply {
+                return reply;
+            }
+            if let Some(said) = &self.notice {
+                return Err(self.lost(&format!("the manager closed it after an error: {said}")));
             }
             let n =
                 self.read.read(&mut buf).await.map_err(|e| {
@@ -228,15 +237,6 @@ impl Handshake<'_> {
             address: self.address.clone(),
             reason: reason.to_owned(),
         }
-    }
-}
-
-/// A response's fields as the caller's result.
-fn into_reply(error: Bytes, result: Bytes) -> Reply {
-    if agora_proto::params::is_nil(&error) {
-        Ok(result)
-    } else {
-        Err(remote_error(&error))
     }
 }
 
@@ -258,23 +258,24 @@ impl Conn {
             write: &mut write,
             decoder: FrameDecoder::new(Limits::UNLIMITED),
             address: address.to_string(),
+            notice: None,
         };
         let handshake = async {
-            let hello = shake.call(0, "hello", &Args::default()).await?;
-            let (run, limits, challenge) = read_hello(&address.to_string(), &hello)?;
+            let hello = match shake.call(0, "hello", &Args::default()).await {
+                Ok(hello) => hello,
+                Err(e) => {
+                    let after_notice = shake.notice.is_some();
+                    return Err(hello_failed(&shake.address, e, || after_notice));
+                }
+            };
+            let (run, limits, challenge) = read_hello(&shake.address, &hello)?;
             let mut args = Args::default();
             args.bin(&digest(authkey, &challenge));
-            match shake.call(1, "auth", &args).await {
-                Err(Error::Remote {
-                    name: RemoteName::Known(ErrorName::AuthenticationError),
-                    message,
-                }) => Err(Error::Authentication {
-                    address: address.to_string(),
-                    message,
-                    key_from,
-                }),
-                other => other.map(|_| (run, limits)),
-            }
+            shake
+                .call(1, "auth", &args)
+                .await
+                .map_err(|e| auth_failed(&shake.address, key_from, e))?;
+            Ok((run, limits))
         };
         let (run, limits) = match options.handshake_timeout {
             None => handshake.await?,
@@ -408,10 +409,11 @@ impl Conn {
         }
     }
 
-    /// Sends a notification (`decref`).
-    pub(crate) fn send_notification(&self, method: &str, params: &[&[u8]]) {
+    /// Sends `decref` notifications for `pairs` of `(id, count)`, split as the blocking
+    /// client splits them.
+    pub(crate) fn send_decrefs(&self, pairs: &[(u64, u64)]) {
         let mut note = Vec::new();
-        encode::notification(&mut note, method, params);
+        crate::refs::encode_decrefs(&mut note, pairs);
         let _ = self.out.send(note);
     }
 
@@ -639,7 +641,7 @@ fn drain(
     notice: &mut Option<String>,
 ) -> std::result::Result<(), String> {
     drain_frames(decoder, notice, |msgid, error, result| {
-        deliver(shared, out, msgid, into_reply(error, result))
+        deliver(shared, out, msgid, Response { error, result }.into_reply())
     })
 }
 

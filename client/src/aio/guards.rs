@@ -79,19 +79,31 @@ impl Drop for Hold {
 }
 
 /// Gives back what a dropped call was granted with `release` (`[id, owner]`), when `granted`
-/// says the reply's result granted it.
+/// says the reply's result granted it. The release is encoded only then: most calls are not
+/// dropped, and of those few are granted after all.
 fn release_if(
     release: &'static str,
     id: Target,
     owner: Option<u64>,
     granted: fn(&bytes::Bytes) -> bool,
-) -> Result<GiveBack> {
-    let args = Held::new(release, id, owner, Acquired::Yes)
-        .release_cmd()
-        .args?;
-    Ok(Box::new(move |result| {
-        granted(result).then(|| vec![(release, args)])
-    }))
+) -> GiveBack {
+    Box::new(move |result| {
+        if !granted(result) {
+            return None;
+        }
+        match Held::new(release, id, owner, Acquired::Yes)
+            .release_cmd()
+            .args
+        {
+            Ok(args) => Some(vec![(release, args)]),
+            // An object id and an owner always encode; were it not so, the grant would stay
+            // with this process until its connection closes, as any unreleased one.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not encode the release of a dropped grant");
+                None
+            }
+        }
+    })
 }
 
 /// Acquires for a guard: `None` when not acquired (a try, or the timeout passed).
@@ -109,12 +121,8 @@ async fn acquire(
         None => semaphore_acquire_cmd(id, kind.acquire, blocking, wait, Some(true)),
     };
     let release = kind.release;
-    let release_args = Held::new(release, id, owner, Acquired::Yes)
-        .release_cmd()
-        .args?;
-    let give_back: GiveBack = Box::new(move |result| match agora_proto::params::int_u64(result) {
-        Some(1 | 2) => Some(vec![(release, release_args)]),
-        _ => None,
+    let give_back = release_if(release, id, owner, |result| {
+        matches!(agora_proto::params::int_u64(result), Some(1 | 2))
     });
     let conn = client.connection().await?;
     let got = client.call_on(&conn, cmd, Some(give_back)).await?;
@@ -403,7 +411,7 @@ impl ConditionGuard<'_> {
         }
         let owner = Some(self.owner());
         // Notified or timed out, the wait holds the lock again: a dropped wait releases it.
-        let give_back = release_if("condition.release", self.id, owner, |_| true)?;
+        let give_back = release_if("condition.release", self.id, owner, |_| true);
         let cmd = wait_cmd(self.id, timeout, self.owner());
         let notified = self
             .client

@@ -297,40 +297,28 @@ impl AsyncClient {
     /// to the blocking client, which keeps the proxies' objects (`PROTOCOL.md`, 3.2): `incref`
     /// there, then `decref` here. Most results hold no reference; a byte check tells.
     async fn adopt(&self, conn: &Conn, result: &Bytes) {
-        if !agora_proto::objref::may_hold_refs(result) {
-            return;
-        }
         let mut ids: Vec<u64> = Vec::new();
-        agora_proto::objref::for_each_ref(result, |found| {
-            if let agora_proto::objref::Found::Ref { id, .. } = found {
-                ids.push(id);
-            }
-        });
+        crate::client::push_refs(result, &mut ids);
         if ids.is_empty() {
             return;
         }
         let client = self.inner.client.clone();
         let held = ids.clone();
+        // One pipeline, so one round trip however many references the reply holds; its
+        // replies are counted as every blocking call's are.
         let adopted = blocking(move || {
-            for &id in &held {
-                client.run(Cmd::with_args("incref", Args::object(id), decode::unit))?;
+            let mut increfs = client.pipeline();
+            for id in held {
+                increfs.add(Cmd::with_args("incref", Args::object(id), decode::unit));
             }
-            Ok(())
+            increfs.execute()?.check()
         })
         .await;
         if let Err(e) = adopted {
             tracing::debug!(error = %e, "could not hold the objects of a reply's references");
         }
-        let mut pairs = Vec::with_capacity(ids.len());
-        for id in ids {
-            let mut pair = Vec::new();
-            agora_proto::encode::array_header(&mut pair, 2);
-            agora_proto::encode::uint(&mut pair, id);
-            agora_proto::encode::uint(&mut pair, 1);
-            pairs.push(pair);
-        }
-        let params: Vec<&[u8]> = pairs.iter().map(Vec::as_slice).collect();
-        conn.send_notification("decref", &params);
+        let pairs: Vec<(u64, u64)> = ids.into_iter().map(|id| (id, 1)).collect();
+        conn.send_decrefs(&pairs);
     }
 
     /// The connection, a new one if it broke (see [Reconnection](self#reconnection)).

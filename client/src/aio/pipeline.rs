@@ -53,7 +53,7 @@ impl Pipeline {
     /// replies when they come; the calls run all the same.
     pub async fn execute(self) -> Result<Replies> {
         let conn = self.client.connection().await?;
-        let (calls, mut replies) = self.queued.checked_calls(conn.run());
+        let (calls, mut replies) = self.queued.checked_calls(conn.run(), conn.run_key());
         let to_send: Vec<(&str, &crate::command::Args)> = calls.iter().flatten().copied().collect();
         let pending = conn.start_many(&to_send)?;
         let slots: Vec<usize> = (0..calls.len()).filter(|&i| calls[i].is_some()).collect();
