@@ -95,6 +95,10 @@ pub struct Config {
     /// How failed `auth` attempts are slowed down, per peer. Default:
     /// [`crate::throttle::ThrottleConfig::default`].
     pub auth_throttle: crate::throttle::ThrottleConfig,
+    /// Where the objects live (`--store`): memory (the default) or etcd. Opened by
+    /// [`crate::run_blocking_with`]; a [`crate::Server`] built directly takes an open
+    /// [`crate::store::Store`] ([`crate::Server::with_store`]).
+    pub store: crate::store::StoreSpec,
 }
 
 /// The identity of one run of a manager: a random id made when it starts, and when that was.
@@ -145,6 +149,7 @@ impl Config {
             run: Run::new(),
             admin_authkey: None,
             auth_throttle: crate::throttle::ThrottleConfig::default(),
+            store: crate::store::StoreSpec::Memory,
         }
     }
 

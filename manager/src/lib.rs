@@ -73,6 +73,7 @@ pub mod server;
 pub mod session;
 pub mod spin;
 pub mod stats;
+pub mod store;
 pub mod throttle;
 pub mod tls;
 
@@ -106,35 +107,69 @@ pub fn run_blocking_then(
     lifeline: Option<OwnedFd>,
     ready: impl FnOnce(),
 ) -> io::Result<()> {
-    run_blocking_with(listeners, None, config, lifeline, ready)
+    run_blocking_with(listeners, None, config, lifeline, |_| ready())
 }
 
 /// As [`run_blocking_then`], serving the metrics at `/metrics` on `metrics` too, when given
-/// (see [`metrics`]).
+/// (see [`metrics`]), and keeping the objects in the store [`Config::store`] names, which it
+/// opens first. `ready` is given the run clients will see (the store's, for etcd).
 pub fn run_blocking_with(
     listeners: Vec<Listener>,
     metrics: Option<std::net::TcpListener>,
     config: Config,
     lifeline: Option<OwnedFd>,
-    ready: impl FnOnce(),
+    ready: impl FnOnce(&Run),
 ) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("agora-manager")
         .enable_all()
         .build()?;
-    let mut server = Server::new(listeners, config)?;
+    let store = runtime
+        .block_on(store::Store::open(&config.store))
+        .map_err(io::Error::other)?;
+    let mut server = Server::with_store(listeners, config, store.clone())?;
     if let Some(listener) = metrics {
         server = server.with_metrics(listener);
     }
     if let Some(fd) = lifeline {
         watch_lifeline(fd, server.shutdown_handle())?;
     }
+    let run = server.run_id().clone();
     runtime.block_on(async move {
         let stop = termination_signal()?;
-        ready();
-        server.run(stop).await
+        keep_store_alive(&store, server.shutdown_handle());
+        ready(&run);
+        let served = server.run(stop).await;
+        close_store(&store).await;
+        served
     })
+}
+
+/// Keeps the store's lease alive; a manager that lost it stops (see [`store::etcd`]).
+fn keep_store_alive(store: &store::Store, handle: ShutdownHandle) {
+    match store {
+        store::Store::Memory => drop(handle),
+        #[cfg(feature = "etcd")]
+        store::Store::Etcd(etcd) => {
+            let etcd = etcd.clone();
+            tokio::spawn(async move {
+                etcd.keep_lease_alive().await;
+                tracing::error!("stopping: this manager's holdings in etcd are gone");
+                handle.shutdown();
+            });
+        }
+    }
+}
+
+/// Gives back what the store holds for this manager (the etcd lease: every holding of its
+/// connections is released at once rather than when the lease would expire).
+async fn close_store(store: &store::Store) {
+    match store {
+        store::Store::Memory => {}
+        #[cfg(feature = "etcd")]
+        store::Store::Etcd(etcd) => etcd.close().await,
+    }
 }
 
 /// Shuts the server down when the lifeline reaches end-of-file (or fails).

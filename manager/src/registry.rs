@@ -27,6 +27,8 @@
 //! object only weakly (deleting an object frees it whoever had used it), and learns of a
 //! deletion from a flag on the object's [`Slot`].
 
+#[cfg(feature = "etcd")]
+mod etcd;
 pub mod holders;
 pub mod ids;
 
@@ -132,6 +134,8 @@ pub struct Registry {
     stopping: AtomicBool,
     /// The walk of [`Registry::stop`]: done once, and every other caller waits until it is.
     stopped: std::sync::Once,
+    /// Where the objects live ([`crate::store`]).
+    store: crate::store::Store,
 }
 
 /// How long a handoff waits to be adopted unless configured otherwise (`--handoff-seconds`).
@@ -240,7 +244,19 @@ impl Registry {
             handoff_lease: DEFAULT_HANDOFF_LEASE,
             stopping: AtomicBool::new(false),
             stopped: std::sync::Once::new(),
+            store: crate::store::Store::Memory,
         }
+    }
+
+    /// Keeps the objects in `store` (memory unless told otherwise).
+    pub fn with_store(mut self, store: crate::store::Store) -> Registry {
+        self.store = store;
+        self
+    }
+
+    /// The store the objects live in.
+    pub fn store(&self) -> &crate::store::Store {
+        &self.store
     }
 
     /// Sets how long a handoff waits to be adopted.
@@ -267,6 +283,10 @@ impl Registry {
         params: &Params,
         first: usize,
     ) -> Result<Arc<Slot>, CallError> {
+        #[cfg(feature = "etcd")]
+        if let crate::store::Store::Etcd(store) = &self.store {
+            return self.etcd_create(store, kind, name, params, first);
+        }
         let Some(name) = name else {
             let object = objects::create(kind, params, first, self)?;
             return self.insert(object, None);
@@ -353,10 +373,14 @@ impl Registry {
     }
 
     fn slot(&self, id: u64) -> Result<Arc<Slot>, CallError> {
-        self.objects
-            .get(&id)
-            .map(|e| e.slot.clone())
-            .ok_or_else(|| unknown_id(id))
+        if let Some(found) = self.objects.get(&id) {
+            return Ok(found.slot.clone());
+        }
+        #[cfg(feature = "etcd")]
+        if let crate::store::Store::Etcd(store) = &self.store {
+            return self.etcd_resolve(store, id);
+        }
+        Err(unknown_id(id))
     }
 
     /// The object with that id.
@@ -388,6 +412,10 @@ impl Registry {
 
     /// The kind and id of the object with that name.
     pub fn lookup(&self, name: &str) -> Result<(Kind, u64), CallError> {
+        #[cfg(feature = "etcd")]
+        if let crate::store::Store::Etcd(store) = &self.store {
+            return self.etcd_lookup(store, name);
+        }
         let id = self.names.get(name).ok_or_else(|| no_name(name))?;
         let kind = self
             .objects
@@ -399,6 +427,10 @@ impl Registry {
 
     /// Deletes an object by id, if `by` may (`PROTOCOL.md`, section 4.2).
     pub fn delete_id(&self, id: u64, by: Deleter<'_>) -> Result<(), CallError> {
+        #[cfg(feature = "etcd")]
+        if let crate::store::Store::Etcd(store) = &self.store {
+            return self.etcd_delete(store, id, by);
+        }
         // The name is read first and the `objects` guard dropped before the name's lock is
         // taken: lock order. A name never changes, so it is still the object's name then.
         let name = self
@@ -427,6 +459,12 @@ impl Registry {
 
     /// Deletes an object by name, if `by` may (`PROTOCOL.md`, section 4.2); returns its id.
     pub fn delete_name(&self, name: &str, by: Deleter<'_>) -> Result<u64, CallError> {
+        #[cfg(feature = "etcd")]
+        if let crate::store::Store::Etcd(store) = &self.store {
+            let (_, id) = self.etcd_lookup(store, name)?;
+            self.etcd_delete(store, id, by)?;
+            return Ok(id);
+        }
         let mut removed = Ok(None);
         self.names.remove_if(name, |_, &id| {
             removed = self.remove_object(id, by);
@@ -447,6 +485,10 @@ impl Registry {
 
     /// Every object, in the order they were created.
     pub fn list(&self) -> Vec<ObjectInfo> {
+        #[cfg(feature = "etcd")]
+        if let crate::store::Store::Etcd(store) = &self.store {
+            return self.etcd_list(store);
+        }
         self.list_objects()
             .into_iter()
             .map(|(info, _)| info)

@@ -48,9 +48,16 @@ pub struct Shared {
 impl Shared {
     /// The state of a manager with this configuration.
     pub fn new(config: Config) -> io::Result<Shared> {
+        Shared::with_store(config, crate::store::Store::Memory)
+    }
+
+    /// The state of a manager whose objects live in `store`.
+    pub fn with_store(config: Config, store: crate::store::Store) -> io::Result<Shared> {
         let (shutdown, _) = watch::channel(false);
         Ok(Shared {
-            registry: Registry::new()?.with_handoff_lease(config.handoff_lease),
+            registry: Registry::new()?
+                .with_handoff_lease(config.handoff_lease)
+                .with_store(store),
             auth_throttle: Throttle::new(config.auth_throttle),
             limits: Arc::new(AdjustableLimits::new(&config)),
             config,
@@ -91,6 +98,20 @@ impl Server {
     /// if [`Config::max_in_flight`], [`Config::max_connections`], [`Config::auth_timeout`] or
     /// [`Config::max_output_bytes`] is zero.
     pub fn new(listeners: Vec<Listener>, config: Config) -> io::Result<Server> {
+        Server::with_store(listeners, config, crate::store::Store::Memory)
+    }
+
+    /// As [`Server::new`], keeping the objects in `store`, opened already
+    /// ([`crate::store::Store::open`]). The run reported to clients is the store's when it has
+    /// one (etcd: shared by every manager serving the store), else [`Config::run`].
+    pub fn with_store(
+        listeners: Vec<Listener>,
+        mut config: Config,
+        store: crate::store::Store,
+    ) -> io::Result<Server> {
+        if let Some(run) = store.run() {
+            config.run = run;
+        }
         let invalid = |why: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, why.to_owned()));
         if config.authkey.is_empty() {
             return invalid("the authkey must not be empty");
@@ -129,7 +150,7 @@ impl Server {
             ));
         }
         Ok(Server {
-            shared: Arc::new(Shared::new(config)?),
+            shared: Arc::new(Shared::with_store(config, store)?),
             listeners,
             metrics: None,
         })
@@ -139,6 +160,11 @@ impl Server {
     pub fn with_metrics(mut self, listener: std::net::TcpListener) -> Server {
         self.metrics = Some(listener);
         self
+    }
+
+    /// The run this server reports to its clients.
+    pub fn run_id(&self) -> &crate::Run {
+        &self.shared.config.run
     }
 
     /// A handle that stops this server.

@@ -34,6 +34,7 @@ use clap::{CommandFactory, Parser};
 
 use agora_manager::auth::STRONG_AUTHKEY_BYTES;
 use agora_manager::config::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_OUTPUT_BYTES, FD_RESERVE};
+use agora_manager::store::StoreSpec;
 use agora_manager::throttle::ThrottleConfig;
 use agora_manager::{config_file, Config, Listener};
 use agora_proto::{spin, Limits};
@@ -161,6 +162,18 @@ struct Args {
     /// receiving process to adopt it, when nothing else holds it.
     #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = seconds)]
     handoff_seconds: Duration,
+
+    /// Where the objects live: `memory` (this process; the default and the fastest) or
+    /// `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`, an etcd cluster that several managers
+    /// serve the same objects from (needs a manager built with the cargo feature `etcd`;
+    /// see docs/stores.md).
+    #[arg(long, value_name = "STORE", default_value = "memory")]
+    store: StoreSpec,
+
+    /// With the etcd store: seconds after a manager dies until what its connections held
+    /// (locks, permits) is released to others.
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = seconds)]
+    store_lease_seconds: Duration,
 
     /// Bytes of replies one connection may have unwritten (its client not reading them)
     /// before the manager stops reading its requests until they are written.
@@ -525,6 +538,13 @@ fn run(args: Args) -> Result<(), Fatal> {
         interval: args.auth_interval.0,
     };
     config.handoff_lease = args.handoff_seconds;
+    config.store = match args.store.clone() {
+        StoreSpec::Etcd(mut spec) => {
+            spec.lease_ttl = args.store_lease_seconds;
+            StoreSpec::Etcd(spec)
+        }
+        memory => memory,
+    };
     config.max_output_bytes = args.max_output_bytes;
     config.spin.budget = spin_budget(args.spin_us)?;
     let metrics = args.metrics.as_deref().map(bind_metrics).transpose()?;
@@ -537,13 +557,18 @@ fn run(args: Args) -> Result<(), Fatal> {
     if let Some(path) = &cleanup.key_file {
         line.push_str(&format!(" authkey-file={}", path.display()));
     }
-    line.push_str(&format!(" run={}", config.run.id.hyphenated()));
+    let mut tail = String::new();
     if let Some(addr) = metrics.as_ref().and_then(|l| l.local_addr().ok()) {
-        line.push_str(&format!(" metrics=http://{addr}/metrics"));
+        tail.push_str(&format!(" metrics=http://{addr}/metrics"));
+    }
+    if config.store != StoreSpec::Memory {
+        tail.push_str(&format!(" store={}", config.store));
     }
     // Printed once the listeners accept and the signal handlers are in place: clients may
-    // connect, and supervisors may signal, as soon as they read this line.
-    let ready = move || {
+    // connect, and supervisors may signal, as soon as they read this line. The run is known
+    // only then: an etcd store has its own, shared by every manager serving it.
+    let ready = move |run: &agora_manager::Run| {
+        line.push_str(&format!(" run={}{tail}", run.id.hyphenated()));
         let mut stdout = io::stdout().lock();
         let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
     };

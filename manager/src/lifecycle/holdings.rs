@@ -173,7 +173,7 @@ impl Holdings {
         }
     }
 
-    fn insert(&self, key: usize, object: &Weak<dyn Holdable>) {
+    pub(crate) fn insert(&self, key: usize, object: &Weak<dyn Holdable>) {
         self.entries.lock().insert(key, object.clone());
     }
 

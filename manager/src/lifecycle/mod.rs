@@ -57,11 +57,15 @@ mod parking;
 mod view;
 
 pub use grant::{Grant, Reply, Shape};
+#[cfg(feature = "etcd")]
+pub(crate) use holdings::Holdable;
 pub use holdings::{Caller, HeldBy, Holder, Holdings, Owner, SessionId};
+#[cfg(feature = "etcd")]
+pub(crate) use parked::Waitable;
 pub use parked::{blocking_params, timeout_param, Outcome, Park, Parked, Ticket};
 pub use parking::{
-    deleted, next_object_key, shutting_down, Ctx, Leave, Left, LineId, ObjectKey, Offer, Parking,
-    Semantics, WaiterId,
+    deleted, next_object_key, next_waiter_id, shutting_down, Ctx, Leave, Left, LineId, ObjectKey,
+    Offer, Parking, Semantics, WaiterId,
 };
 pub use view::{counted, HeldInfo, View, WaiterInfo};
 

@@ -33,6 +33,11 @@ static NEXT_WAITER: AtomicU64 = AtomicU64::new(1);
 /// Object keys start above every constant line id, so a condition's line never collides.
 static NEXT_OBJECT: AtomicU64 = AtomicU64::new(1 << 32);
 
+/// A fresh waiter id, for a call parked outside a [`Parking`] (the etcd store's).
+pub fn next_waiter_id() -> WaiterId {
+    NEXT_WAITER.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A fresh key for a new object.
 pub fn next_object_key() -> ObjectKey {
     NEXT_OBJECT.fetch_add(1, Ordering::Relaxed)

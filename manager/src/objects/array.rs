@@ -145,6 +145,15 @@ impl SharedObject for Array {
         Ok(Outcome::Done)
     }
 
+    fn snapshot(&self, out: &mut Vec<u8>) -> bool {
+        let items = self.items.lock();
+        encode::array_header(out, 2);
+        self.typecode.encode(out);
+        encode::array_header(out, items.len());
+        items.iter().for_each(|i| out.extend_from_slice(i));
+        true
+    }
+
     fn view(&self) -> View {
         View::sized(self.items.lock().len() as u64)
     }

@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 use parking_lot::Mutex;
 
 use agora_proto::params::{array_items, map_entries};
-use agora_proto::{value, CallError, Params};
+use agora_proto::{encode, value, CallError, Params};
 
 use crate::lifecycle::{Caller, Outcome, View};
 
@@ -128,6 +128,17 @@ impl SharedObject for Dict {
         arity(p, Kind::Dict, method, min, max)?;
         op(&mut self.map.lock(), p, out)?;
         Ok(Outcome::Done)
+    }
+
+    fn snapshot(&self, out: &mut Vec<u8>) -> bool {
+        let map = self.map.lock();
+        encode::array_header(out, 1);
+        encode::map_header(out, map.len());
+        for (key, entry) in map.iter() {
+            out.extend_from_slice(entry.original_key.as_deref().unwrap_or(key));
+            out.extend_from_slice(&entry.value);
+        }
+        true
     }
 
     fn view(&self) -> View {

@@ -171,6 +171,14 @@ impl SharedObject for List {
         Ok(Outcome::Done)
     }
 
+    fn snapshot(&self, out: &mut Vec<u8>) -> bool {
+        let items = self.items.lock();
+        encode::array_header(out, 1);
+        encode::array_header(out, items.len());
+        items.iter().for_each(|i| out.extend_from_slice(i));
+        true
+    }
+
     fn view(&self) -> View {
         View::sized(self.items.lock().len() as u64)
     }

@@ -88,6 +88,14 @@ pub trait SharedObject: Send + Sync + 'static {
     /// to do.
     fn stop(&self) {}
 
+    /// Appends the object's whole state as `create`'s init args (an array) that build an
+    /// equal object, and returns true; false (nothing appended) for kinds whose state is not
+    /// a value: those whose calls wait, which a store keeps in its own form. The etcd store
+    /// keeps a data object as this snapshot and runs calls on an object built from it.
+    fn snapshot(&self, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+
     /// The object as a `set`, for another set's algebra taking it as an operand.
     fn as_set(&self) -> Option<&set::Set> {
         None
@@ -134,6 +142,30 @@ pub fn create(
         Kind::Condition => Arc::new(condition::Condition::new(&args, registry)?),
         Kind::Barrier => Arc::new(barrier::Barrier::new(&args)?),
         Kind::Mutex => Arc::new(mutex::Mutex::new(&args)?),
+    })
+}
+
+/// Builds a value object (dict, list, value, array, namespace, set) from its init args alone
+/// (`params` is the init args array); the kinds that wait, or build on other objects, are
+/// refused. The etcd store rebuilds its value objects from their snapshots with it.
+pub fn create_value(kind: Kind, params: &Params) -> Result<ObjectHandle, CallError> {
+    let args = Args {
+        params,
+        first: 0,
+        what: kind.as_str(),
+    };
+    Ok(match kind {
+        Kind::Dict => Arc::new(dict::Dict::new(&args)?),
+        Kind::List => Arc::new(list::List::new(&args)?),
+        Kind::Value => Arc::new(value::Value::new(&args)?),
+        Kind::Array => Arc::new(array::Array::new(&args)?),
+        Kind::Namespace => Arc::new(namespace::Namespace::new(&args)?),
+        Kind::Set => Arc::new(set::Set::new(&args)?),
+        other => {
+            return Err(CallError::type_error(format!(
+                "a {other} is not a value object"
+            )))
+        }
     })
 }
 

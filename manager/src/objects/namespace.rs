@@ -83,6 +83,17 @@ impl SharedObject for Namespace {
         Ok(Outcome::Done)
     }
 
+    fn snapshot(&self, out: &mut Vec<u8>) -> bool {
+        let attrs = self.attrs.lock();
+        encode::array_header(out, 1);
+        encode::map_header(out, attrs.len());
+        for (name, value) in attrs.iter() {
+            encode::str(out, name);
+            out.extend_from_slice(value);
+        }
+        true
+    }
+
     fn view(&self) -> View {
         View::sized(self.attrs.lock().len() as u64)
     }

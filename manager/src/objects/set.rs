@@ -305,6 +305,16 @@ impl SharedObject for Set {
         Ok(Outcome::Done)
     }
 
+    fn snapshot(&self, out: &mut Vec<u8>) -> bool {
+        let elements = self.elements.lock();
+        encode::array_header(out, 1);
+        encode::array_header(out, elements.len());
+        for (key, original) in elements.iter() {
+            out.extend_from_slice(original.as_deref().unwrap_or(key));
+        }
+        true
+    }
+
     fn view(&self) -> View {
         View::sized(self.elements.lock().len() as u64)
     }

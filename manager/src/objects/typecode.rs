@@ -86,6 +86,12 @@ impl Typecode {
         Ok(Typecode { code, elem })
     }
 
+    /// Appends the typecode as [`Typecode::parse`] reads it: its letter, a str.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut letter = [0u8; 4];
+        encode::str(out, self.code.encode_utf8(&mut letter));
+    }
+
     /// The typecode's letter.
     pub fn code(&self) -> char {
         self.code

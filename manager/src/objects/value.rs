@@ -129,6 +129,16 @@ impl SharedObject for Value {
     }
 
     /// A value has no size.
+    fn snapshot(&self, out: &mut Vec<u8>) -> bool {
+        encode::array_header(out, 2);
+        match &self.typecode {
+            Some(tc) => tc.encode(out),
+            None => encode::nil(out),
+        }
+        out.extend_from_slice(&self.current.lock());
+        true
+    }
+
     fn view(&self) -> View {
         View::default()
     }

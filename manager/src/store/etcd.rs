@@ -1,0 +1,541 @@
+//! The etcd store: every object as keys in an etcd cluster, so that several managers serve the
+//! same objects.
+//!
+//! # Keys
+//! Everything lives under the store's prefix `P` (`/agora/` unless the address names one):
+//! - `P run`: the store's run (a uuid and when it was made), written by the first manager
+//!   to open the store and reported by every manager's `hello`, so that clients keep their
+//!   proxies when they move from one manager to another.
+//! - `P n/NAME`: the id of the object named NAME.
+//! - `P o/ID/meta`: the object's kind, name and `create` init args; its presence is the
+//!   object's existence (a `delete` removes everything under `P o/ID/`).
+//! - `P o/ID/...`: the object's state, in the form its kind keeps ([`data`] for the value
+//!   kinds, [`lock`] for the locks and semaphores, [`queue`] for the queues, [`signal`] for
+//!   events, conditions and barriers).
+//!
+//! Ids are drawn at random below 2^53 and claimed with a transaction, so that managers never
+//! hand out one id twice.
+//!
+//! # Holdings and owner death
+//! Each manager takes one lease at start-up and keeps it alive (every third of its time to
+//! live). Whatever a connection holds or waits for in etcd (a lock's waiter key, a permit) is a
+//! key on that lease, recorded for the connection here ([`EtcdStore::track`]): when the
+//! connection closes its keys are deleted at once, so the next acquirer, through any manager,
+//! is granted with the owner-died notice; when the manager dies, etcd deletes them when the
+//! lease expires (`--store-lease-seconds`, 5 s by default), with the same notice. A manager
+//! whose lease expired while it lived (etcd unreachable for longer than the lease) has lost
+//! every holding it granted: it stops, so that its clients fail over instead of believing they
+//! still hold locks.
+//!
+//! # Calls
+//! A call on an etcd object is answered asynchronously (the connection parks it, see
+//! [`crate::lifecycle::Park`]): the object's task runs it against etcd and sends the answer.
+//! The registry's own operations (create, lookup, delete, resolving an id another manager
+//! handed out) wait for etcd on the connection's task, off the runtime's other tasks
+//! ([`tokio::task::block_in_place`]).
+
+pub mod data;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse,
+};
+use parking_lot::Mutex;
+use tracing::{error, info, warn};
+
+use agora_proto::{encode, params, CallError, ErrorName, Params};
+
+use crate::lifecycle::{Caller, Holdable, SessionId};
+use crate::objects::{Kind, ObjectHandle};
+use crate::Run;
+
+use super::{EtcdSpec, OpenError};
+
+/// How long one etcd request may take before the call that made it fails.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A manager's connection to an etcd store.
+pub struct EtcdStore {
+    client: Client,
+    spec: EtcdSpec,
+    /// This manager's lease: every key a connection holds is on it.
+    lease: i64,
+    run: Run,
+    /// What each connection holds here: its keys, deleted when it closes.
+    sessions: Mutex<HashMap<SessionId, HashSet<Vec<u8>>>>,
+    /// This store as its connections' holdings records know it.
+    me: Weak<EtcdStore>,
+    /// The key that files this store in a connection's holdings record.
+    holdings_key: usize,
+}
+
+/// An etcd error as a call's error: the call may or may not have been carried out.
+pub fn failed(what: &str, e: impl std::fmt::Display) -> CallError {
+    CallError::runtime(format!(
+        "the etcd store failed while {what}: {e} (the call may or may not have taken effect)"
+    ))
+}
+
+/// Runs `f` with the store's request timeout.
+pub async fn timed<T, E: std::fmt::Display>(
+    what: &str,
+    f: impl Future<Output = Result<T, E>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(failed(what, e)),
+        Err(_) => Err(failed(
+            what,
+            format!("no answer within {REQUEST_TIMEOUT:?}"),
+        )),
+    }
+}
+
+/// Waits for `f` on the calling connection's task, letting the runtime move its other tasks
+/// to another thread meanwhile. Only for the registry's rare operations (create, lookup,
+/// delete, a first sight of an id), never for object calls.
+pub fn wait_for<T>(f: impl Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// What the catalog knows of one object.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its name, if it has one.
+    pub name: Option<String>,
+    /// `create`'s init args, an encoded array.
+    pub init: Vec<u8>,
+}
+
+impl Meta {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.init.len() + 32);
+        encode::array_header(&mut out, 3);
+        encode::str(&mut out, self.kind.as_str());
+        match &self.name {
+            Some(name) => encode::str(&mut out, name),
+            None => encode::nil(&mut out),
+        }
+        out.extend_from_slice(&self.init);
+        out
+    }
+
+    fn decode(raw: &[u8]) -> Option<Meta> {
+        let p = Params::from_array(raw.to_vec().into())?;
+        if p.len() != 3 {
+            return None;
+        }
+        let kind = Kind::parse(p.str(0).ok()?)?;
+        let name = match p.opt(1) {
+            Some(_) => Some(p.str(1).ok()?.to_owned()),
+            None => None,
+        };
+        Some(Meta {
+            kind,
+            name,
+            init: p.raw(2).to_vec(),
+        })
+    }
+
+    /// The init args as params.
+    pub fn init_params(&self) -> Result<Params, CallError> {
+        Params::from_array(self.init.clone().into())
+            .ok_or_else(|| CallError::runtime("an object's init args in etcd are corrupt"))
+    }
+}
+
+impl EtcdStore {
+    /// Connects, takes the store's run (making it if this is the first manager), and takes
+    /// this manager's lease and keeps it alive.
+    pub async fn open(spec: &EtcdSpec) -> Result<Arc<EtcdStore>, OpenError> {
+        let at = spec.endpoints.join(",");
+        let fail = |why: String| OpenError::Etcd {
+            at: at.clone(),
+            why,
+        };
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        let mut client = timed(
+            "connecting",
+            Client::connect(&spec.endpoints, Some(options)),
+        )
+        .await
+        .map_err(|e| fail(e.message))?;
+        let run = open_run(&mut client, &spec.prefix)
+            .await
+            .map_err(|e| fail(e.message))?;
+        let ttl = i64::try_from(spec.lease_ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let lease = timed("taking a lease", client.lease_grant(ttl, None))
+            .await
+            .map_err(|e| fail(e.message))?
+            .id();
+        let store = Arc::new_cyclic(|me| EtcdStore {
+            client,
+            spec: spec.clone(),
+            lease,
+            run,
+            sessions: Mutex::default(),
+            me: me.clone(),
+            holdings_key: crate::lifecycle::next_object_key() as usize,
+        });
+        info!(store = %store.describe(), lease, run = %store.run.id, "opened the etcd store");
+        Ok(store)
+    }
+
+    /// Keeps the lease alive until it cannot: returns when the lease is lost (expired, or etcd
+    /// unreachable past its time to live), after which this manager must stop.
+    pub async fn keep_lease_alive(self: Arc<EtcdStore>) {
+        let every = (self.spec.lease_ttl / 3).max(Duration::from_millis(200));
+        let mut client = self.client.clone();
+        let mut last_ok = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(every).await;
+            let renewed = async {
+                let (mut keeper, mut stream) = client.lease_keep_alive(self.lease).await?;
+                keeper.keep_alive().await?;
+                stream.message().await
+            };
+            match tokio::time::timeout(every, renewed).await {
+                Ok(Ok(Some(answer))) if answer.ttl() > 0 => last_ok = tokio::time::Instant::now(),
+                Ok(Ok(_)) => {
+                    error!(
+                        lease = self.lease,
+                        "the etcd lease expired: every holding this manager granted is gone"
+                    );
+                    return;
+                }
+                Ok(Err(e)) => warn!(error = %e, "renewing the etcd lease failed; retrying"),
+                Err(_) => warn!("renewing the etcd lease timed out; retrying"),
+            }
+            if last_ok.elapsed() >= self.spec.lease_ttl {
+                error!(
+                    lease = self.lease,
+                    "the etcd lease could not be renewed within its time to live"
+                );
+                return;
+            }
+        }
+    }
+
+    /// Revokes the lease: what this manager's connections held is released at once.
+    pub async fn close(&self) {
+        let mut client = self.client.clone();
+        if let Err(e) = timed("revoking the lease", client.lease_revoke(self.lease)).await {
+            warn!(error = %e.message, "revoking the etcd lease failed; it expires on its own");
+        }
+    }
+
+    /// The store's run.
+    pub fn run(&self) -> &Run {
+        &self.run
+    }
+
+    /// `etcd://HOSTS/PREFIX`, for logs and `stats`.
+    pub fn describe(&self) -> String {
+        super::StoreSpec::Etcd(self.spec.clone()).to_string()
+    }
+
+    /// The lease every held key is put on.
+    pub fn lease(&self) -> i64 {
+        self.lease
+    }
+
+    /// A client for one request (clones share the connection).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The key `P o/ID/suffix`.
+    pub fn object_key(&self, id: u64, suffix: &str) -> Vec<u8> {
+        format!("{}o/{id:x}/{suffix}", self.spec.prefix).into_bytes()
+    }
+
+    fn name_key(&self, name: &str) -> Vec<u8> {
+        format!("{}n/{name}", self.spec.prefix).into_bytes()
+    }
+
+    /// Put options for a key held by a connection: on this manager's lease.
+    pub fn held(&self) -> PutOptions {
+        PutOptions::new().with_lease(self.lease)
+    }
+
+    /// Records `key` as held by the caller's connection: deleted when it closes.
+    pub fn track(&self, caller: &Caller<'_>, key: Vec<u8>) {
+        let first = {
+            let mut sessions = self.sessions.lock();
+            let keys = sessions.entry(caller.session).or_default();
+            let first = keys.is_empty();
+            keys.insert(key);
+            first
+        };
+        if first {
+            let me: Weak<dyn Holdable> = self.me.clone();
+            caller.holdings.insert(self.holdings_key, &me);
+        }
+    }
+
+    /// The connection no longer holds `key` (it released it, or gave it up).
+    pub fn untrack(&self, session: SessionId, key: &[u8]) {
+        let mut sessions = self.sessions.lock();
+        if let Some(keys) = sessions.get_mut(&session) {
+            keys.remove(key);
+            if keys.is_empty() {
+                sessions.remove(&session);
+            }
+        }
+    }
+
+    /// Creates an object (get-or-create by name): checks the init args by building the object
+    /// here, then claims an id and writes its meta and initial keys in one transaction.
+    /// Returns the id and the object's local handle.
+    pub async fn create(
+        self: &Arc<Self>,
+        kind: Kind,
+        name: Option<&str>,
+        init: &[u8],
+    ) -> Result<(u64, ObjectHandle), CallError> {
+        let meta = Meta {
+            kind,
+            name: name.map(str::to_owned),
+            init: init.to_vec(),
+        };
+        loop {
+            let id = random_id()?;
+            let (object, initial) = build(self, id, &meta)?;
+            let mut ops = vec![TxnOp::put(self.object_key(id, "meta"), meta.encode(), None)];
+            ops.extend(initial);
+            let mut when = vec![Compare::version(
+                self.object_key(id, "meta"),
+                CompareOp::Equal,
+                0,
+            )];
+            let mut or_else = Vec::new();
+            if let Some(name) = name {
+                let key = self.name_key(name);
+                when.push(Compare::version(key.clone(), CompareOp::Equal, 0));
+                ops.push(TxnOp::put(key.clone(), id.to_string(), None));
+                or_else.push(TxnOp::get(key, None));
+            }
+            let txn = Txn::new().when(when).and_then(ops).or_else(or_else);
+            let answer = timed("creating an object", self.client().txn(txn)).await?;
+            if answer.succeeded() {
+                return Ok((id, object));
+            }
+            // The name is taken (or, once in 2^53, the id): the named object is the answer.
+            let existing = answer.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            });
+            if let (Some(name), Some(raw)) = (name, existing) {
+                let id = std::str::from_utf8(&raw)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        CallError::runtime(format!("the id of {name:?} in etcd is corrupt"))
+                    })?;
+                let Some(found) = self.meta(id).await? else {
+                    continue; // deleted meanwhile: try again
+                };
+                if found.kind != kind {
+                    return Err(CallError::type_error(format!(
+                        "the object named {name:?} is a {}, not a {kind}",
+                        found.kind
+                    )));
+                }
+                let (object, _) = build(self, id, &found)?;
+                return Ok((id, object));
+            }
+        }
+    }
+
+    /// The catalog entry of object `id`, if it exists.
+    pub async fn meta(&self, id: u64) -> Result<Option<Meta>, CallError> {
+        let got = timed(
+            "reading an object",
+            self.client().get(self.object_key(id, "meta"), None),
+        )
+        .await?;
+        match got.kvs().first() {
+            None => Ok(None),
+            Some(kv) => Meta::decode(kv.value()).map(Some).ok_or_else(|| {
+                CallError::runtime(format!("object {id}'s entry in etcd is corrupt"))
+            }),
+        }
+    }
+
+    /// Builds the local handle of object `id`, made by any manager; `None` when no such object.
+    pub async fn resolve(
+        self: &Arc<Self>,
+        id: u64,
+    ) -> Result<Option<(Meta, ObjectHandle)>, CallError> {
+        let Some(meta) = self.meta(id).await? else {
+            return Ok(None);
+        };
+        let (object, _) = build(self, id, &meta)?;
+        Ok(Some((meta, object)))
+    }
+
+    /// The id of the object named `name`, if any.
+    pub async fn lookup(&self, name: &str) -> Result<Option<u64>, CallError> {
+        let got = timed(
+            "looking up a name",
+            self.client().get(self.name_key(name), None),
+        )
+        .await?;
+        Ok(got
+            .kvs()
+            .first()
+            .and_then(|kv| std::str::from_utf8(kv.value()).ok()?.parse().ok()))
+    }
+
+    /// Deletes object `id` (and its name): every key under it. False when it did not exist.
+    pub async fn delete(&self, id: u64, name: Option<&str>) -> Result<bool, CallError> {
+        let mut ops = vec![TxnOp::delete(
+            self.object_key(id, ""),
+            Some(DeleteOptions::new().with_prefix()),
+        )];
+        let mut when = vec![Compare::version(
+            self.object_key(id, "meta"),
+            CompareOp::Greater,
+            0,
+        )];
+        if let Some(name) = name {
+            let key = self.name_key(name);
+            // Only while the name still names this object.
+            when.push(Compare::value(
+                key.clone(),
+                CompareOp::Equal,
+                id.to_string(),
+            ));
+            ops.push(TxnOp::delete(key, None));
+        }
+        let txn = Txn::new().when(when).and_then(ops);
+        Ok(timed("deleting an object", self.client().txn(txn))
+            .await?
+            .succeeded())
+    }
+
+    /// Every object in the store: (id, meta), in id order.
+    pub async fn list(&self) -> Result<Vec<(u64, Meta)>, CallError> {
+        let prefix = format!("{}o/", self.spec.prefix);
+        let got = timed(
+            "listing objects",
+            self.client()
+                .get(prefix.clone(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        let mut all = Vec::new();
+        for kv in got.kvs() {
+            let key = kv.key_str().unwrap_or_default();
+            let Some(id_hex) = key
+                .strip_prefix(&prefix)
+                .and_then(|k| k.strip_suffix("/meta"))
+            else {
+                continue;
+            };
+            if let (Ok(id), Some(meta)) =
+                (u64::from_str_radix(id_hex, 16), Meta::decode(kv.value()))
+            {
+                all.push((id, meta));
+            }
+        }
+        Ok(all)
+    }
+}
+
+impl Holdable for EtcdStore {
+    fn session_closed(&self, session: SessionId) {
+        let Some(keys) = self.sessions.lock().remove(&session) else {
+            return;
+        };
+        if keys.is_empty() {
+            return;
+        }
+        // Deleting a held key without its release bookkeeping is what the next acquirer
+        // reads as the owner's death.
+        let ops: Vec<TxnOp> = keys.into_iter().map(|k| TxnOp::delete(k, None)).collect();
+        let mut client = self.client();
+        tokio::spawn(async move {
+            let n = ops.len();
+            if let Err(e) = timed(
+                "releasing a closed connection's holdings",
+                client.txn(Txn::new().and_then(ops)),
+            )
+            .await
+            {
+                warn!(keys = n, error = %e.message, "a closed connection's etcd keys were not deleted; they go with the lease");
+            }
+        });
+    }
+}
+
+/// Reads the store's run, making it if this is the first manager ever to open the store.
+async fn open_run(client: &mut Client, prefix: &str) -> Result<Run, CallError> {
+    let key = format!("{prefix}run");
+    let mine = Run::new();
+    let mut value = Vec::with_capacity(24);
+    value.extend_from_slice(mine.id.as_bytes());
+    value.extend_from_slice(&mine.started.to_be_bytes());
+    let txn = Txn::new()
+        .when(vec![Compare::version(key.clone(), CompareOp::Equal, 0)])
+        .and_then(vec![TxnOp::put(key.clone(), value, None)])
+        .or_else(vec![TxnOp::get(key, None)]);
+    let answer = timed("reading the store's run", client.txn(txn)).await?;
+    if answer.succeeded() {
+        return Ok(mine);
+    }
+    let stored = answer.op_responses().into_iter().find_map(|r| match r {
+        TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
+        _ => None,
+    });
+    let corrupt = || CallError::runtime("the store's run key in etcd is corrupt");
+    let stored = stored.ok_or_else(corrupt)?;
+    let (id, started) = stored.split_at_checked(16).ok_or_else(corrupt)?;
+    Ok(Run {
+        id: uuid::Uuid::from_slice(id).map_err(|_| corrupt())?,
+        started: u64::from_be_bytes(started.try_into().map_err(|_| corrupt())?),
+    })
+}
+
+/// A random id in `1..2^53`, as the registry's ids are.
+fn random_id() -> Result<u64, CallError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| CallError::runtime(format!("no randomness for an object id: {e}")))?;
+    Ok((u64::from_le_bytes(bytes) & crate::registry::ids::MAX_ID).max(1))
+}
+
+/// Builds the local handle of an etcd object, and the keys a new one starts with.
+fn build(
+    store: &Arc<EtcdStore>,
+    id: u64,
+    meta: &Meta,
+) -> Result<(ObjectHandle, Vec<TxnOp>), CallError> {
+    let init = meta.init_params()?;
+    match meta.kind {
+        Kind::Dict | Kind::List | Kind::Value | Kind::Array | Kind::Namespace | Kind::Set => {
+            data::Data::build(store, id, meta.kind, &init)
+        }
+        kind => Err(CallError::new(
+            ErrorName::TypeError,
+            format!(
+                "the etcd store does not keep {kind} objects (see docs/stores.md for the kinds \
+                 it keeps); use the memory store for them"
+            ),
+        )),
+    }
+}
+
+/// Reads an int param the way the wire sends ints.
+pub fn int(raw: &[u8]) -> Option<i64> {
+    params::int_i64(raw)
+}
