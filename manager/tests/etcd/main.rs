@@ -1,0 +1,7 @@
+//! The etcd store with real etcd servers and several managers (`--store etcd://...`).
+//!
+//! Needs the cargo feature `etcd` and an `etcd` program on PATH (see [`harness`]):
+//! `cargo test -p agora-manager --features etcd --test etcd`.
+
+mod harness;
+mod values;
