@@ -5,7 +5,12 @@
 //!
 //! ```text
 //! cargo run --release --example soak -- [--seconds 60] [--kill-every-ms 200] [--workers 2]
+//!     [--store etcd://HOST:PORT[,HOST:PORT...][/PREFIX]]
 //! ```
+//!
+//! `--store` runs it on a manager keeping its objects in etcd (this crate built with the
+//! feature `etcd`); `tests/soak_etcd.rs` runs it so on a three-member cluster and stops one
+//! member half way.
 //!
 //! `--workers` is the number of workers per role (one plain-get consumer, and two more
 //! semaphore users than that, so that the semaphore is contended). Exits with status 1 when an
@@ -70,6 +75,8 @@ pub struct Config {
     pub kill_every: Duration,
     /// Workers per role.
     pub workers: usize,
+    /// Where the manager keeps the objects.
+    pub store: agora::StoreSpec,
 }
 
 /// The part a worker plays; a killed worker is replaced by one in the same role.
@@ -350,8 +357,15 @@ struct Worker {
 /// Forks its workers from the calling thread: call it from a program (or test) that runs no
 /// other thread, which is why the killer is this thread's loop and not a thread of its own.
 pub fn run(config: &Config, dir: &Path) -> BoxResult<Report> {
+    run_with(config, dir, || {})
+}
+
+/// [`run`], calling `midway` once when half of the killing time has passed (a test stops an
+/// etcd member there).
+pub fn run_with(config: &Config, dir: &Path, midway: impl FnOnce()) -> BoxResult<Report> {
+    let mut midway = Some(midway);
     let epoch = Instant::now();
-    let manager = Manager::spawn()?;
+    let manager = Manager::builder().store(config.store.clone()).spawn()?;
     let supply = (TICKETS_PER_SECOND * config.duration.as_secs().max(1)).max(50);
     let shared = Shared {
         queue: manager.queue(QUEUE_SIZE)?,
@@ -393,8 +407,15 @@ pub fn run(config: &Config, dir: &Path) -> BoxResult<Report> {
     parent.note(format_args!("seed {seed}"))?;
     let mut rng = Rng(seed);
     let end = Instant::now() + config.duration;
+    let half = Instant::now() + config.duration / 2;
     let mut kills = 0u64;
     while Instant::now() < end {
+        if Instant::now() >= half {
+            if let Some(midway) = midway.take() {
+                parent.note(format_args!("midway"))?;
+                midway();
+            }
+        }
         std::thread::sleep(
             config
                 .kill_every
@@ -895,10 +916,16 @@ fn parse_args() -> Option<Config> {
         duration: Duration::from_secs(60),
         kill_every: Duration::from_millis(200),
         workers: 2,
+        store: agora::StoreSpec::Memory,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let value: u64 = args.next()?.parse().ok()?;
+        let text = args.next()?;
+        if arg == "--store" {
+            config.store = text.parse().ok()?;
+            continue;
+        }
+        let value: u64 = text.parse().ok()?;
         match arg.as_str() {
             "--seconds" => config.duration = Duration::from_secs(value),
             "--kill-every-ms" if value > 0 => config.kill_every = Duration::from_millis(value),
@@ -911,7 +938,7 @@ fn parse_args() -> Option<Config> {
 
 fn main() -> ExitCode {
     let Some(config) = parse_args() else {
-        eprintln!("usage: soak [--seconds N] [--kill-every-ms M] [--workers W]");
+        eprintln!("usage: soak [--seconds N] [--kill-every-ms M] [--workers W] [--store SPEC]");
         return ExitCode::from(2);
     };
     let dir = match tempfile::Builder::new().prefix("agora-soak-").tempdir() {

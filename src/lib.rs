@@ -61,6 +61,8 @@ pub mod process;
 pub use agora_client::*;
 pub use agora_proto::{ErrorName, Limits, ObjectRef};
 
+/// Where a spawned manager keeps its objects ([`ManagerBuilder::store`]): memory or etcd.
+pub use agora_manager::store::StoreSpec;
 pub use manager::{run_manager_if_requested, Manager, ManagerBuilder, SpawnError};
 pub use process::Process;
 

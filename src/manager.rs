@@ -72,6 +72,7 @@ use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use agora_client::{Address, Client, ENV_ADDRESS, ENV_AUTHKEY};
+use agora_manager::store::StoreSpec;
 use agora_manager::{Config, Listener};
 use agora_proto::Limits;
 
@@ -169,6 +170,8 @@ pub struct ManagerBuilder {
     shutdown_timeout: Duration,
     /// `None`: fork.
     exec: Option<ExecSpec>,
+    /// Where the objects live.
+    store: StoreSpec,
 }
 
 impl fmt::Debug for ManagerBuilder {
@@ -188,6 +191,7 @@ impl fmt::Debug for ManagerBuilder {
             .field("startup_timeout", &self.startup_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("exec", &self.exec)
+            .field("store", &self.store)
             .finish()
     }
 }
@@ -205,6 +209,7 @@ impl Default for ManagerBuilder {
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             exec: None,
+            store: StoreSpec::Memory,
         }
     }
 }
@@ -267,6 +272,15 @@ impl ManagerBuilder {
     /// does for the `agora-manager` program.
     pub fn spin_budget(mut self, budget: Duration) -> Self {
         self.spin_budget = Some(budget);
+        self
+    }
+
+    /// Where the manager keeps the objects, as `agora-manager --store` says: memory (the
+    /// default), or an etcd cluster (`"etcd://HOST:PORT/PREFIX".parse()?`) that other managers
+    /// may serve too; that needs this crate's feature `etcd`, else the spawn fails with
+    /// [`SpawnError::NotReady`] naming the feature. See docs/stores.md.
+    pub fn store(mut self, store: StoreSpec) -> Self {
+        self.store = store;
         self
     }
 
@@ -518,6 +532,7 @@ impl Manager {
             config.max_in_flight = max_in_flight;
         }
         config.handoff_lease = options.handoff_lease;
+        config.store = options.store.clone();
         // As the agora-manager program does: the option (its --spin-us), else AGORA_SPIN_US
         // through the client's own policy, so that both sides poll with one budget.
         config.spin.budget = options

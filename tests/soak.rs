@@ -14,6 +14,7 @@ fn ten_seconds_of_sigkills_lose_nothing_and_break_nothing() {
         duration: Duration::from_secs(10),
         kill_every: Duration::from_millis(200),
         workers: 2,
+        store: agora::StoreSpec::Memory,
     };
     let report = soak::run(&config, dir.path()).expect("run the soak");
     eprintln!("{report}");

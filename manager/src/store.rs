@@ -92,8 +92,11 @@ impl FromStr for StoreSpec {
             }
             endpoints.push(format!("http://{host}"));
         }
-        if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(fail("the prefix has spaces or control characters"));
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "._-/".contains(c);
+        if !prefix.chars().all(allowed) {
+            return Err(fail(
+                "a prefix may hold letters, digits, '.', '_', '-' and '/' only",
+            ));
         }
         let prefix = if prefix.is_empty() {
             DEFAULT_PREFIX.to_owned()

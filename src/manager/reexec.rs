@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use agora_manager::store::StoreSpec;
 use agora_manager::{Config, Listener};
 use agora_proto::Limits;
 
@@ -48,12 +49,14 @@ struct Role {
     handoff: Option<Duration>,
     /// The polling budget; `None` (a role without the field): this process's own.
     spin: Option<Duration>,
+    /// Where the objects live (a role without the field: memory).
+    store: StoreSpec,
     dir: PathBuf,
 }
 
 impl Role {
     /// `unix=3;tcp=5,6;lifeline=4;key=HEX;limits=A,B,C;in_flight=N;handoff_ms=N;spin_ns=N;
-    /// admin_key=HEX;dir=PATH` (the directory last: it is the only field that may contain any
+    /// admin_key=HEX;store=SPEC;store_lease_ms=N;dir=PATH` (the directory last: it is the only field that may contain any
     /// character).
     fn encode(&self) -> String {
         let tcp: Vec<String> = self.tcp.iter().map(|fd| fd.to_string()).collect();
@@ -69,9 +72,18 @@ impl Role {
             Some(key) => format!("admin_key={};", hex::encode(key)),
             None => String::new(),
         };
+        // A store spec holds no `;` (its prefix's characters are restricted).
+        let store = match &self.store {
+            StoreSpec::Memory => String::new(),
+            StoreSpec::Etcd(spec) => format!(
+                "store={};store_lease_ms={};",
+                self.store,
+                spec.lease_ttl.as_millis()
+            ),
+        };
         format!(
             "unix={};tcp={};lifeline={};key={};limits={},{},{};in_flight={};{handoff}{spin}{admin}\
-             dir={}",
+             {store}dir={}",
             self.unix,
             tcp.join(","),
             self.lifeline,
@@ -96,6 +108,7 @@ impl Role {
             max_in_flight: 0,
             handoff: None,
             spin: None,
+            store: StoreSpec::Memory,
             dir: PathBuf::from(dir),
         };
         let number = |value: &str| -> Result<usize, String> {
@@ -147,6 +160,15 @@ impl Role {
                         .map_err(|_| format!("spin_ns: {value:?} is not a number"))?;
                     role.spin = Some(Duration::from_nanos(nanos));
                 }
+                "store" => role.store = value.parse().map_err(|e| format!("store: {e}"))?,
+                "store_lease_ms" => {
+                    let millis: u64 = value
+                        .parse()
+                        .map_err(|_| format!("store_lease_ms: {value:?} is not a number"))?;
+                    if let StoreSpec::Etcd(spec) = &mut role.store {
+                        spec.lease_ttl = Duration::from_millis(millis);
+                    }
+                }
                 other => return Err(format!("unknown field {other:?}")),
             }
         }
@@ -187,6 +209,7 @@ pub(crate) fn launch(
         max_in_flight: config.max_in_flight,
         handoff: Some(config.handoff_lease),
         spin: Some(config.spin.budget),
+        store: config.store.clone(),
         dir: dir.to_owned(),
     };
     let inherit: Vec<RawFd> = std::iter::once(role.unix)
@@ -315,6 +338,7 @@ fn serve(role: Role) -> io::Result<()> {
         config.handoff_lease = lease;
     }
     config.spin.budget = role.spin.unwrap_or_else(agora_client::spin_budget);
+    config.store = role.store;
     // A fresh thread, in case `main` was entered inside a runtime (`#[tokio::main]`).
     let result = std::thread::Builder::new()
         .name("agora-manager".into())
@@ -346,6 +370,7 @@ mod tests {
             max_in_flight: 4,
             handoff: Some(Duration::from_millis(1500)),
             spin: Some(Duration::from_micros(30)),
+            store: "etcd://127.0.0.1:2379,h:2380/jobs/a".parse().unwrap(),
             dir: PathBuf::from("/tmp/odd;dir=name"),
         };
         let back = Role::decode(&role.encode()).unwrap();
@@ -359,6 +384,22 @@ mod tests {
         assert_eq!(back.max_in_flight, 4);
         assert_eq!(back.handoff, Some(Duration::from_millis(1500)));
         assert_eq!(back.spin, Some(Duration::from_micros(30)));
+        assert_eq!(back.store, role.store);
+        let ttl = Duration::from_millis(2500);
+        let leased = Role {
+            store: match role.store.clone() {
+                StoreSpec::Etcd(spec) => StoreSpec::Etcd(agora_manager::store::EtcdSpec {
+                    lease_ttl: ttl,
+                    ..spec
+                }),
+                memory => memory,
+            },
+            ..Role::decode(&role.encode()).unwrap()
+        };
+        match Role::decode(&leased.encode()).unwrap().store {
+            StoreSpec::Etcd(spec) => assert_eq!(spec.lease_ttl, ttl),
+            StoreSpec::Memory => panic!("the etcd store was lost"),
+        }
         // A role written without the field leaves the budget to the manager process.
         assert_eq!(
             Role::decode("unix=3;lifeline=4;key=00;dir=/d")

@@ -27,6 +27,17 @@
 //! every holding it granted: it stops, so that its clients fail over instead of believing they
 //! still hold locks.
 //!
+//! # When an etcd member fails
+//! A request to a member that dies (or loses its leader) fails without telling whether it took
+//! effect. Reads are simply sent again. Writes go through [`EtcdStore::txn`], which makes a
+//! transaction take effect at most once: each carries a fresh *marker* key that it creates,
+//! guarded by the marker's absence; after an unknown outcome the store *settles* it by
+//! creating the marker itself if it is still absent, so that the lost transaction can never
+//! apply later, and sends it again; if the marker is there, the transaction did apply, at the
+//! marker's revision. Calls go on through the other members, with nothing applied twice or
+//! lost, as long as etcd keeps a quorum. Markers are on the manager's lease and are deleted by
+//! later transactions.
+//!
 //! # Calls
 //! A call on an etcd object is answered asynchronously (the connection parks it, see
 //! [`crate::lifecycle::Park`]): the object's task runs it against etcd and sends the answer.
@@ -56,8 +67,73 @@ use crate::Run;
 
 use super::{EtcdSpec, OpenError};
 
-/// How long one etcd request may take before the call that made it fails.
+/// How long one etcd request may take before it counts as failed with an unknown outcome.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a request is tried again (through whichever members answer) before the call that
+/// made it fails: long enough for etcd to elect a new leader after losing one.
+pub const RETRY_BUDGET: Duration = Duration::from_secs(30);
+
+/// Most old markers one transaction deletes on its way.
+const MARKERS_PER_TXN: usize = 16;
+
+/// What a transaction sent through [`EtcdStore::txn`] came to.
+pub struct Applied {
+    /// Its comparisons held: the `then` branch ran (else the `or_else` one did).
+    pub succeeded: bool,
+    /// The store's revision after it (its writes' revision when it succeeded).
+    pub revision: i64,
+    /// The answers of the branch that ran; `None` when the transaction succeeded but its answer
+    /// was lost (a member failed) and only its having applied, and its revision, are known.
+    pub responses: Option<Vec<TxnOpResponse>>,
+}
+
+impl Applied {
+    /// The key-values the `i`th operation of the branch that ran read (a get), if known.
+    pub fn got(&self, i: usize) -> Option<Vec<etcd_client::KeyValue>> {
+        match self.responses.as_ref()?.get(i)? {
+            TxnOpResponse::Get(get) => Some(get.kvs().to_vec()),
+            _ => None,
+        }
+    }
+}
+
+/// True for an error after which the request may or may not have reached etcd and been
+/// carried out: worth settling and sending again through another member.
+fn transient(e: &etcd_client::Error) -> bool {
+    use etcd_client::Error as E;
+    match e {
+        E::TransportError(_) | E::IoError(_) => true,
+        // gRPC codes: cancelled 1, unknown 2, deadline exceeded 4, resource exhausted 8,
+        // aborted 10, internal 13, unavailable 14 (etcd's "request timed out", "no leader").
+        E::GRpcStatus(status) => matches!(status.code() as i32, 1 | 2 | 4 | 8 | 10 | 13 | 14),
+        _ => false,
+    }
+}
+
+/// How one try of a request ended.
+enum Try<T> {
+    Done(T),
+    /// Failed for good: nothing was applied.
+    Refused(etcd_client::Error),
+    /// Failed with an unknown outcome, or timed out.
+    Unknown(String),
+}
+
+async fn try_once<T>(f: impl Future<Output = Result<T, etcd_client::Error>>) -> Try<T> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(Ok(t)) => Try::Done(t),
+        Ok(Err(e)) if transient(&e) => Try::Unknown(e.to_string()),
+        Ok(Err(e)) => Try::Refused(e),
+        Err(_) => Try::Unknown(format!("no answer within {REQUEST_TIMEOUT:?}")),
+    }
+}
+
+/// A pause between two tries, growing to half a second.
+async fn backoff(attempt: u32) {
+    let ms = 20u64.saturating_mul(1 << attempt.min(5)).min(500);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
 
 /// A manager's connection to an etcd store.
 pub struct EtcdStore {
@@ -72,6 +148,10 @@ pub struct EtcdStore {
     me: Weak<EtcdStore>,
     /// The key that files this store in a connection's holdings record.
     holdings_key: usize,
+    /// Numbers this manager's markers.
+    markers: std::sync::atomic::AtomicU64,
+    /// Markers whose transactions' outcomes are known: deleted by later transactions.
+    stale_markers: Mutex<Vec<Vec<u8>>>,
 }
 
 /// An etcd error as a call's error: the call may or may not have been carried out.
@@ -186,6 +266,8 @@ impl EtcdStore {
             sessions: Mutex::default(),
             me: me.clone(),
             holdings_key: crate::lifecycle::next_object_key() as usize,
+            markers: std::sync::atomic::AtomicU64::new(0),
+            stale_markers: Mutex::default(),
         });
         info!(store = %store.describe(), lease, run = %store.run.id, "opened the etcd store");
         Ok(store)
@@ -195,34 +277,54 @@ impl EtcdStore {
     /// unreachable past its time to live), after which this manager must stop.
     pub async fn keep_lease_alive(self: Arc<EtcdStore>) {
         let every = (self.spec.lease_ttl / 3).max(Duration::from_millis(200));
-        let mut client = self.client.clone();
         let mut last_ok = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(every).await;
-            let renewed = async {
-                let (mut keeper, mut stream) = client.lease_keep_alive(self.lease).await?;
-                keeper.keep_alive().await?;
-                stream.message().await
-            };
-            match tokio::time::timeout(every, renewed).await {
-                Ok(Ok(Some(answer))) if answer.ttl() > 0 => last_ok = tokio::time::Instant::now(),
-                Ok(Ok(_)) => {
+            tokio::time::sleep_until(last_ok + every).await;
+            // A failed renewal (a member that died, say) is tried again at once, through
+            // whichever member answers, until the lease's time is up.
+            let mut attempt = 0;
+            loop {
+                match self.renew(every).await {
+                    Ok(true) => break,
+                    Ok(false) => {
+                        error!(
+                            lease = self.lease,
+                            "the etcd lease expired: every holding this manager granted is gone"
+                        );
+                        return;
+                    }
+                    Err(why) if attempt % 10 == 0 => {
+                        warn!(error = %why, "renewing the etcd lease failed; retrying");
+                    }
+                    Err(_) => {}
+                }
+                if last_ok.elapsed() >= self.spec.lease_ttl {
                     error!(
                         lease = self.lease,
-                        "the etcd lease expired: every holding this manager granted is gone"
+                        "the etcd lease could not be renewed within its time to live"
                     );
                     return;
                 }
-                Ok(Err(e)) => warn!(error = %e, "renewing the etcd lease failed; retrying"),
-                Err(_) => warn!("renewing the etcd lease timed out; retrying"),
+                attempt += 1;
+                backoff(attempt.min(3)).await;
             }
-            if last_ok.elapsed() >= self.spec.lease_ttl {
-                error!(
-                    lease = self.lease,
-                    "the etcd lease could not be renewed within its time to live"
-                );
-                return;
-            }
+            last_ok = tokio::time::Instant::now();
+        }
+    }
+
+    /// One keep-alive of the lease: whether it is still alive.
+    async fn renew(&self, limit: Duration) -> Result<bool, String> {
+        let mut client = self.client();
+        let renewed = async {
+            let (mut keeper, mut stream) = client.lease_keep_alive(self.lease).await?;
+            keeper.keep_alive().await?;
+            stream.message().await
+        };
+        match tokio::time::timeout(limit, renewed).await {
+            Ok(Ok(Some(answer))) => Ok(answer.ttl() > 0),
+            Ok(Ok(None)) => Err("the keep-alive stream ended".to_owned()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {limit:?}")),
         }
     }
 
@@ -252,6 +354,194 @@ impl EtcdStore {
     /// A client for one request (clones share the connection).
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// Reads `key` (with `options`), trying again through whichever member answers while
+    /// etcd is failing over, for up to [`RETRY_BUDGET`].
+    pub async fn get(
+        &self,
+        what: &str,
+        key: impl Into<Vec<u8>>,
+        options: Option<GetOptions>,
+    ) -> Result<etcd_client::GetResponse, CallError> {
+        let key = key.into();
+        let deadline = tokio::time::Instant::now() + RETRY_BUDGET;
+        let mut attempt = 0;
+        loop {
+            let mut client = self.client();
+            match try_once(client.get(key.clone(), options.clone())).await {
+                Try::Done(got) => return Ok(got),
+                Try::Refused(e) => return Err(failed(what, e)),
+                Try::Unknown(why) if tokio::time::Instant::now() >= deadline => {
+                    return Err(failed(what, why))
+                }
+                Try::Unknown(_) => backoff(attempt).await,
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Runs a transaction that takes effect at most once, trying it again through whichever
+    /// member answers while etcd is failing over (see the module's doc). The `or_else` branch
+    /// must only read: it may run more than once.
+    pub async fn txn(
+        &self,
+        what: &str,
+        when: Vec<Compare>,
+        then: Vec<TxnOp>,
+        or_else: Vec<TxnOp>,
+    ) -> Result<Applied, CallError> {
+        let deadline = tokio::time::Instant::now() + RETRY_BUDGET;
+        let mut attempt = 0;
+        loop {
+            let marker = self.next_marker();
+            let cleared = self.take_stale_markers();
+            let mut guarded = when.clone();
+            guarded.push(Compare::version(marker.clone(), CompareOp::Equal, 0));
+            let mut ops = then.clone();
+            ops.push(TxnOp::put(marker.clone(), Vec::new(), Some(self.held())));
+            ops.extend(cleared.iter().map(|m| TxnOp::delete(m.clone(), None)));
+            let txn = Txn::new()
+                .when(guarded)
+                .and_then(ops)
+                .or_else(or_else.clone());
+            let mut client = self.client();
+            let outcome = try_once(client.txn(txn)).await;
+            let done = match &outcome {
+                Try::Done(answer) => answer.succeeded(),
+                _ => false,
+            };
+            // The old markers went only if the transaction's own branch ran.
+            if !done {
+                self.stale_markers.lock().extend(cleared);
+            }
+            match outcome {
+                Try::Done(answer) => {
+                    self.stale_markers.lock().push(marker);
+                    let revision = answer.header().map_or(0, |h| h.revision());
+                    let succeeded = answer.succeeded();
+                    let responses = answer.op_responses();
+                    return Ok(Applied {
+                        succeeded,
+                        revision,
+                        responses: Some(responses),
+                    });
+                }
+                Try::Refused(e) => return Err(failed(what, e)),
+                Try::Unknown(why) => {
+                    match self.settle(&marker, deadline).await {
+                        Ok(Some(revision)) => {
+                            self.stale_markers.lock().push(marker);
+                            return Ok(Applied {
+                                succeeded: true,
+                                revision,
+                                responses: None,
+                            });
+                        }
+                        // It never took effect, and never will: send it again.
+                        Ok(None) => self.stale_markers.lock().push(marker),
+                        Err(e) => return Err(failed(what, format!("{why}; then {}", e.message))),
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(failed(what, why));
+                    }
+                    backoff(attempt).await;
+                }
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Runs a transaction that writes nothing (comparisons and reads only), trying it again
+    /// through whichever member answers while etcd is failing over: running it twice is
+    /// harmless.
+    pub async fn read_txn(
+        &self,
+        what: &str,
+        when: Vec<Compare>,
+        then: Vec<TxnOp>,
+        or_else: Vec<TxnOp>,
+    ) -> Result<Applied, CallError> {
+        let deadline = tokio::time::Instant::now() + RETRY_BUDGET;
+        let mut attempt = 0;
+        loop {
+            let txn = Txn::new()
+                .when(when.clone())
+                .and_then(then.clone())
+                .or_else(or_else.clone());
+            let mut client = self.client();
+            match try_once(client.txn(txn)).await {
+                Try::Done(answer) => {
+                    return Ok(Applied {
+                        succeeded: answer.succeeded(),
+                        revision: answer.header().map_or(0, |h| h.revision()),
+                        responses: Some(answer.op_responses()),
+                    })
+                }
+                Try::Refused(e) => return Err(failed(what, e)),
+                Try::Unknown(why) if tokio::time::Instant::now() >= deadline => {
+                    return Err(failed(what, why))
+                }
+                Try::Unknown(_) => backoff(attempt).await,
+            }
+            attempt += 1;
+        }
+    }
+
+    /// After a transaction's unknown outcome: creates its marker if it is still absent (the
+    /// transaction then never applies: it requires the marker absent) and returns `None`, or
+    /// returns the revision at which the transaction made the marker.
+    async fn settle(
+        &self,
+        marker: &[u8],
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<i64>, CallError> {
+        let mut attempt = 0;
+        loop {
+            let fence = Txn::new()
+                .when(vec![Compare::version(marker.to_vec(), CompareOp::Equal, 0)])
+                .and_then(vec![TxnOp::put(
+                    marker.to_vec(),
+                    b"fenced".to_vec(),
+                    Some(self.held()),
+                )])
+                .or_else(vec![TxnOp::get(marker.to_vec(), None)]);
+            let mut client = self.client();
+            match try_once(client.txn(fence)).await {
+                Try::Done(answer) if answer.succeeded() => return Ok(None),
+                Try::Done(answer) => {
+                    let kv = answer.op_responses().into_iter().find_map(|r| match r {
+                        TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+                        _ => None,
+                    });
+                    return match kv {
+                        Some(kv) if kv.value().is_empty() => Ok(Some(kv.create_revision())),
+                        // Fenced by an earlier settle whose answer was lost.
+                        Some(_) => Ok(None),
+                        None => Err(CallError::runtime("a marker vanished while settling")),
+                    };
+                }
+                Try::Refused(e) => return Err(failed("settling a transaction", e)),
+                Try::Unknown(why) if tokio::time::Instant::now() >= deadline => {
+                    return Err(failed("settling a transaction", why))
+                }
+                Try::Unknown(_) => backoff(attempt).await,
+            }
+            attempt += 1;
+        }
+    }
+
+    fn next_marker(&self) -> Vec<u8> {
+        let n = self
+            .markers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}m/{:x}/{n:x}", self.spec.prefix, self.lease).into_bytes()
+    }
+
+    fn take_stale_markers(&self) -> Vec<Vec<u8>> {
+        let mut stale = self.stale_markers.lock();
+        let n = stale.len().min(MARKERS_PER_TXN);
+        stale.drain(..n).collect()
     }
 
     /// The key `P o/ID/suffix`.
@@ -325,16 +615,14 @@ impl EtcdStore {
                 ops.push(TxnOp::put(key.clone(), id.to_string(), None));
                 or_else.push(TxnOp::get(key, None));
             }
-            let txn = Txn::new().when(when).and_then(ops).or_else(or_else);
-            let answer = timed("creating an object", self.client().txn(txn)).await?;
-            if answer.succeeded() {
+            let answer = self.txn("creating an object", when, ops, or_else).await?;
+            if answer.succeeded {
                 return Ok((id, object));
             }
             // The name is taken (or, once in 2^53, the id): the named object is the answer.
-            let existing = answer.op_responses().into_iter().find_map(|r| match r {
-                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
-                _ => None,
-            });
+            let existing = answer
+                .got(0)
+                .and_then(|kvs| kvs.first().map(|kv| kv.value().to_vec()));
             if let (Some(name), Some(raw)) = (name, existing) {
                 let id = std::str::from_utf8(&raw)
                     .ok()
@@ -359,11 +647,9 @@ impl EtcdStore {
 
     /// The catalog entry of object `id`, if it exists.
     pub async fn meta(&self, id: u64) -> Result<Option<Meta>, CallError> {
-        let got = timed(
-            "reading an object",
-            self.client().get(self.object_key(id, "meta"), None),
-        )
-        .await?;
+        let got = self
+            .get("reading an object", self.object_key(id, "meta"), None)
+            .await?;
         match got.kvs().first() {
             None => Ok(None),
             Some(kv) => Meta::decode(kv.value()).map(Some).ok_or_else(|| {
@@ -386,11 +672,9 @@ impl EtcdStore {
 
     /// The id of the object named `name`, if any.
     pub async fn lookup(&self, name: &str) -> Result<Option<u64>, CallError> {
-        let got = timed(
-            "looking up a name",
-            self.client().get(self.name_key(name), None),
-        )
-        .await?;
+        let got = self
+            .get("looking up a name", self.name_key(name), None)
+            .await?;
         Ok(got
             .kvs()
             .first()
@@ -418,21 +702,22 @@ impl EtcdStore {
             ));
             ops.push(TxnOp::delete(key, None));
         }
-        let txn = Txn::new().when(when).and_then(ops);
-        Ok(timed("deleting an object", self.client().txn(txn))
-            .await?
-            .succeeded())
+        let answer = self
+            .txn("deleting an object", when, ops, Vec::new())
+            .await?;
+        Ok(answer.succeeded)
     }
 
     /// Every object in the store: (id, meta), in id order.
     pub async fn list(&self) -> Result<Vec<(u64, Meta)>, CallError> {
         let prefix = format!("{}o/", self.spec.prefix);
-        let got = timed(
-            "listing objects",
-            self.client()
-                .get(prefix.clone(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
+        let got = self
+            .get(
+                "listing objects",
+                prefix.clone(),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await?;
         let mut all = Vec::new();
         for kv in got.kvs() {
             let key = kv.key_str().unwrap_or_default();
@@ -457,21 +742,16 @@ impl Holdable for EtcdStore {
         let Some(keys) = self.sessions.lock().remove(&session) else {
             return;
         };
-        if keys.is_empty() {
+        let Some(me) = self.me.upgrade() else {
             return;
-        }
+        };
         // Deleting a held key without its release bookkeeping is what the next acquirer
         // reads as the owner's death.
         let ops: Vec<TxnOp> = keys.into_iter().map(|k| TxnOp::delete(k, None)).collect();
-        let mut client = self.client();
         tokio::spawn(async move {
             let n = ops.len();
-            if let Err(e) = timed(
-                "releasing a closed connection's holdings",
-                client.txn(Txn::new().and_then(ops)),
-            )
-            .await
-            {
+            let what = "releasing a closed connection's holdings";
+            if let Err(e) = me.txn(what, Vec::new(), ops, Vec::new()).await {
                 warn!(keys = n, error = %e.message, "a closed connection's etcd keys were not deleted; they go with the lease");
             }
         });

@@ -3,5 +3,6 @@
 //! Needs the cargo feature `etcd` and an `etcd` program on PATH (see [`harness`]):
 //! `cargo test -p agora-manager --features etcd --test etcd`.
 
+mod cluster;
 mod harness;
 mod values;

@@ -53,3 +53,38 @@ fn concurrent_increments_through_two_managers_are_never_lost() {
     }
     assert_eq!(counter.get().unwrap(), 4 * EACH);
 }
+
+#[test]
+fn killing_the_etcd_leader_mid_run_loses_and_repeats_nothing() {
+    if !available() {
+        return;
+    }
+    let mut etcd = Etcd::cluster(3);
+    let store = etcd.store(&fresh_prefix("leader-killed"));
+    let (a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
+    let counter = a.client().value_named::<i64>("counter", &0).unwrap();
+    const EACH: usize = 150;
+    let workers: Vec<_> = [&a, &b, &a, &b]
+        .iter()
+        .map(|m| {
+            let client = m.client();
+            std::thread::spawn(move || {
+                let n = client.value_named::<i64>("counter", &0).unwrap();
+                (0..EACH)
+                    .map(|_| n.fetch_add(1).unwrap())
+                    .collect::<Vec<i64>>()
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let leader = etcd.leader().expect("a leader");
+    etcd.kill_member(leader);
+    let mut seen: Vec<i64> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("no call failed"))
+        .collect();
+    seen.sort_unstable();
+    let expected: Vec<i64> = (0..(4 * EACH) as i64).collect();
+    assert_eq!(seen, expected, "every fetch_add applied exactly once");
+    assert_eq!(counter.get().unwrap(), (4 * EACH) as i64);
+}

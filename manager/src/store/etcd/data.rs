@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, TxnOp};
 use tokio::sync::{mpsc, oneshot};
 
 use agora_proto::{CallError, ErrorName, Params};
@@ -21,7 +21,7 @@ use agora_proto::{CallError, ErrorName, Params};
 use crate::lifecycle::{Caller, Grant, Holder, Holdings, Outcome, Park, Reply, View, WaiterId};
 use crate::objects::{self, Kind, ObjectHandle, SharedObject};
 
-use super::{timed, EtcdStore};
+use super::EtcdStore;
 
 /// Most calls one round runs.
 const ROUND: usize = 256;
@@ -173,13 +173,20 @@ impl Task {
             let mut after = Vec::new();
             known.object.snapshot(&mut after);
             let compare = Compare::mod_revision(self.key.clone(), CompareOp::Equal, known.revision);
-            let mut txn = Txn::new().when(vec![compare]);
             let changed = after != known.snapshot;
-            if changed {
-                txn = txn.and_then(vec![TxnOp::put(self.key.clone(), after.clone(), None)]);
-            }
-            txn = txn.or_else(vec![TxnOp::get(self.key.clone(), None)]);
-            let answer = match timed("running a call", self.store.client().txn(txn)).await {
+            let reread = vec![TxnOp::get(self.key.clone(), None)];
+            let sent = if changed {
+                let write = vec![TxnOp::put(self.key.clone(), after.clone(), None)];
+                self.store
+                    .txn("running a call", vec![compare], write, reread)
+                    .await
+            } else {
+                // Reads only: the state must still be the one the calls read.
+                self.store
+                    .read_txn("running a call", vec![compare], Vec::new(), reread)
+                    .await
+            };
+            let answer = match sent {
                 Ok(answer) => answer,
                 Err(e) => {
                     // What etcd holds is unknown now: read it again next round.
@@ -187,12 +194,11 @@ impl Task {
                     return calls.iter().map(|_| Err(e.clone())).collect();
                 }
             };
-            if answer.succeeded() {
+            if answer.succeeded {
                 if changed {
-                    let revision = answer.header().map_or(0, |h| h.revision());
                     // The object already is the new state: only its revision is new.
                     if let Some(known) = &mut self.known {
-                        known.revision = revision;
+                        known.revision = answer.revision;
                         known.snapshot = after;
                     }
                 }
@@ -200,12 +206,9 @@ impl Task {
             }
             // Changed by another manager (or deleted): rebuild from what etcd has, run again.
             self.known = None;
-            let fresh = answer.op_responses().into_iter().find_map(|r| match r {
-                TxnOpResponse::Get(get) => get
-                    .kvs()
-                    .first()
-                    .map(|kv| (kv.mod_revision(), kv.value().to_vec())),
-                _ => None,
+            let fresh = answer.got(0).and_then(|kvs| {
+                kvs.first()
+                    .map(|kv| (kv.mod_revision(), kv.value().to_vec()))
             });
             match fresh {
                 Some((revision, snapshot)) => match self.rebuild(revision, snapshot) {
@@ -243,11 +246,10 @@ impl Task {
     }
 
     async fn load(&mut self) -> Result<(), CallError> {
-        let got = timed(
-            "reading an object",
-            self.store.client().get(self.key.clone(), None),
-        )
-        .await?;
+        let got = self
+            .store
+            .get("reading an object", self.key.clone(), None)
+            .await?;
         let Some(kv) = got.kvs().first() else {
             return Err(deleted());
         };
