@@ -5,7 +5,7 @@
 //! - **memory** (the default, and the fastest): each object is a Rust value in this process
 //!   ([`crate::objects`]); it lives and dies with the manager.
 //! - **etcd** (`--store etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`, cargo feature `etcd`): every
-//!   object is a set of keys in an etcd cluster ([`etcd`]), so that several managers, on
+//!   object is a set of keys in an etcd cluster (the module `etcd`), so that several managers, on
 //!   several machines, serve the same objects, and the objects outlive any one manager.
 //!
 //! A manager is given a [`StoreSpec`] (parsed from `--store`), opens it once at start-up

@@ -9,9 +9,8 @@
 //! - `P n/NAME`: the id of the object named NAME.
 //! - `P o/ID/meta`: the object's kind, name and `create` init args; its presence is the
 //!   object's existence (a `delete` removes everything under `P o/ID/`).
-//! - `P o/ID/...`: the object's state, in the form its kind keeps ([`data`] for the value
-//!   kinds, [`lock`] for the locks and semaphores, [`queue`] for the queues, [`signal`] for
-//!   events, conditions and barriers).
+//! - `P o/ID/...`: the object's state, in the form its kind keeps: [`data`] for the value
+//!   kinds, one module per family of the kinds whose calls wait.
 //!
 //! Ids are drawn at random below 2^53 and claimed with a transaction, so that managers never
 //! hand out one id twice.
