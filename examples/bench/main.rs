@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--workers 1,2,4,8] [--rounds N] [--quick]
-//!     [--scale N] [--section rpc|latency|blocking|tickets|redis|sharing|async|all]
+//!     [--scale N] [--section rpc|latency|blocking|tickets|redis|sharing|async|stores|all]
 //! ```
 //!
 //! Sections: `rpc` (calls/s of one client, and dict get/set ops/s by number of client
@@ -14,7 +14,8 @@
 //! `redis-server` is installed), `sharing` (`dict.get` from 8 and 200 threads of one process,
 //! sharing one client or with a client each), `async` (the async client beside the blocking
 //! one: one task, 16 tasks on one connection against 16 blocking clients, pipelines of 16
-//! and 1000).
+//! and 1000), `stores` (the same calls on the memory store and on the etcd store, when built
+//! with the feature `etcd` and `etcd` is installed).
 //!
 //! Contenders are interleaved round by round (so a burst of load from another tenant hits all
 //! of them), each figure is the median of the rounds, and every row says how much its rounds
@@ -41,6 +42,7 @@ mod redis;
 mod report;
 mod rpc;
 mod sharing;
+mod stores;
 mod tickets;
 
 use std::path::PathBuf;
@@ -70,6 +72,7 @@ enum Section {
     Redis,
     Sharing,
     Async,
+    Stores,
 }
 
 impl Section {
@@ -83,9 +86,10 @@ impl Section {
             "redis" => Ok(Section::Redis),
             "sharing" => Ok(Section::Sharing),
             "async" => Ok(Section::Async),
+            "stores" => Ok(Section::Stores),
             other => Err(format!(
                 "unknown section {other:?} (rpc, latency, blocking, tickets, redis, sharing, \
-                 async or all)"
+                 async, stores or all)"
             )),
         }
     }
@@ -161,6 +165,12 @@ fn main() -> ExitCode {
 fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     // Fork the server process first, while this program has no other threads.
     let servers = Servers::start()?;
+    // The etcd store's manager is forked now too, while there is still no other thread.
+    let etcd = if o.section.runs(Section::Stores) {
+        stores::start()?
+    } else {
+        None
+    };
     let load_before = load_average();
     let mut report = Report::default();
     let progress = Progress::new(steps(o), o.rounds)?;
@@ -200,6 +210,10 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     }
     if o.section.runs(Section::Sharing) {
         targets.extend(sharing::run(&servers, o.rounds, &mut report, &progress)?);
+    }
+    if o.section.runs(Section::Stores) {
+        let lines = stores::run(&servers, etcd.as_ref(), o.rounds, &mut report, &progress)?;
+        targets.extend(lines);
     }
     // Last: its runtime's threads must not be running while another section forks.
     if o.section.runs(Section::Async) {
@@ -268,6 +282,9 @@ fn steps(o: &Options) -> u64 {
     }
     if o.section.runs(Section::Async) {
         n += aio::steps(o.rounds);
+    }
+    if o.section.runs(Section::Stores) {
+        n += stores::steps(o.rounds);
     }
     n
 }
