@@ -100,8 +100,14 @@ pub fn start() -> Result<Option<EtcdManager>, BoxError> {
         .stderr(Stdio::null())
         .spawn()?;
     let spec: StoreSpec = format!("etcd://127.0.0.1:{client_port}/bench").parse()?;
-    // etcd takes a moment to serve; the manager's start-up waits for it.
+    // etcd takes a moment to serve: wait for its port before starting the manager.
     let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", client_port)).is_err() {
+        if Instant::now() > deadline {
+            return Err("stores: etcd did not start within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let manager = loop {
         match Manager::builder().store(spec.clone()).spawn() {
             Ok(manager) => break manager,
