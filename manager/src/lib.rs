@@ -21,6 +21,8 @@
 //!   unnamed object lives while a connection, a value nested in a live object, or a handoff
 //!   holds it, and is freed (as by `delete`) when the last one goes.
 //! - [`objects`]: one file per kind; each object owns its state behind its own lock.
+//! - [`store`]: where the objects live: memory (the default) or, with the feature `etcd`, an
+//!   etcd cluster that several managers serve the same objects from.
 //! - [`lifecycle`]: the one core every blocking object uses: parked calls in FIFO lines,
 //!   typed grants, expiry, cancellation, give-back of undeliverable grants, owner death,
 //!   deletion, and each connection's record of what it holds.
