@@ -132,8 +132,9 @@ pub fn render(stats: &Value) -> String {
     let totals = field(stats, "totals").unwrap_or(&Value::Nil);
     let _ = writeln!(
         out,
-        "manager run {}, up {}",
+        "manager run {}, store {}, up {}",
         text(stats, "run"),
+        text(stats, "store"),
         text(stats, "uptime")
     );
     out.push('\n');

@@ -289,11 +289,13 @@ pub fn write_stats(shared: &Shared, out: &mut Vec<u8>) {
     let parked: usize = objects.iter().map(|o| o.view.waiting.len()).sum();
     let held: usize = objects.iter().map(|o| o.view.held.len()).sum();
 
-    encode::map_header(out, 6);
+    encode::map_header(out, 7);
     encode::str(out, "run");
     encode::str(out, &shared.config.run.id.hyphenated().to_string());
     encode::str(out, "started");
     encode::uint(out, shared.config.run.started);
+    encode::str(out, "store");
+    encode::str(out, &shared.registry.store().describe());
     encode::str(out, "uptime");
     encode::f64(out, seconds(stats.started));
 

@@ -235,6 +235,7 @@ fn the_stats_answer_has_the_documented_shape() {
         vec![Value::from(sem), Value::Nil, Value::Nil, Value::from(true)],
     );
     let stats = c.ok("stats", vec![]);
+    assert_eq!(stats["store"].as_str(), Some("memory"));
     let keys = |v: &Value| -> Vec<String> {
         v.as_map()
             .expect("a map")
@@ -253,6 +254,7 @@ fn the_stats_answer_has_the_documented_shape() {
         [
             "run",
             "started",
+            "store",
             "uptime",
             "totals",
             "objects",
