@@ -1165,6 +1165,12 @@ fn bad_config_files_are_refused_naming_the_key() {
         ("spin-us = -5", "spin-us", "not a whole number"),
         ("log-format = \"xml\"", "log-format", "one of text, json"),
         (
+            "store = \"redis://h:1\"",
+            "store",
+            "expected `memory` or `etcd://",
+        ),
+        ("store = \"etcd://h\"", "store", "is not HOST:PORT"),
+        (
             "max-in-flight = \"lots\"",
             "max-in-flight",
             "not a whole number",
@@ -1195,6 +1201,23 @@ fn bad_config_files_are_refused_naming_the_key() {
     );
     let stderr = m.startup_failure();
     assert!(stderr.contains("missing.toml"), "{stderr}");
+}
+
+/// A manager built without the etcd store says how to get one, rather than starting with
+/// the memory store the operator did not ask for.
+#[test]
+#[cfg(not(feature = "etcd"))]
+fn an_etcd_store_without_the_feature_is_refused_saying_how_to_build_it() {
+    let mut m = Manager::spawn(
+        Launch::new()
+            .arg("--store")
+            .arg("etcd://127.0.0.1:2379")
+            .arg("--listen")
+            .arg("tcp:127.0.0.1:0"),
+    );
+    let stderr = m.startup_failure();
+    assert!(stderr.contains("built without the etcd store"), "{stderr}");
+    assert!(stderr.contains("--features etcd"), "{stderr}");
 }
 
 /// The sample config file of the documentation is one this manager accepts: started with it
