@@ -523,10 +523,13 @@ impl Session {
             let failure =
                 match dispatch::call(registry, &mut self.reach, &method, &params, &caller, out) {
                     Ok(Outcome::Done) => continue,
-                    // Dropping the parked call takes its waiter out of line.
-                    Ok(Outcome::Parked(_)) => CallError::runtime(format!(
-                        "{method} waited in a chain, where only the first call may"
-                    )),
+                    Ok(Outcome::Parked(park)) => match wait_in_chain(registry, park, &caller) {
+                        Ok(grant) => {
+                            grant.encode(out);
+                            continue;
+                        }
+                        Err(e) => e,
+                    },
                     Err(e) => e,
                 };
             out.truncate(entry);
@@ -1546,6 +1549,31 @@ where
             ),
         }
         self.undeliver();
+    }
+}
+
+/// The answer of a call after a chain's first that parked. Only the etcd store's objects
+/// park such calls (every call of theirs is answered by their task, within an etcd round
+/// trip, never waiting for another client): their answer is waited for here, off the
+/// runtime's other tasks. Anywhere else a parked call in a chain is refused (dropping it takes
+/// its waiter out of line), as [`chain::parse`] refuses the methods that may wait.
+fn wait_in_chain(
+    registry: &crate::registry::Registry,
+    park: crate::lifecycle::Park,
+    caller: &Caller<'_>,
+) -> Result<Grant, CallError> {
+    match registry.store() {
+        #[cfg(feature = "etcd")]
+        crate::store::Store::Etcd(_) => {
+            let parked = Parked::new(0, park, caller.holder());
+            crate::store::etcd::wait_for(parked.reply()).1
+        }
+        _ => {
+            drop((park, caller));
+            Err(CallError::runtime(
+                "a call after the first of a chain waited, where only the first call may",
+            ))
+        }
     }
 }
 
