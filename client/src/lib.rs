@@ -177,7 +177,7 @@ mod token;
 #[cfg(test)]
 mod tests;
 
-pub use address::Address;
+pub use address::{Address, Addresses};
 pub use agora_proto::ObjectRef;
 pub use bytes::Bytes;
 pub use client::{export_for_fork, Client, ObjectInfo, ENV_ADDRESS, ENV_AUTHKEY};
