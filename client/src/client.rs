@@ -424,8 +424,8 @@ impl Client {
         Ok(conn)
     }
 
-    /// Says where a new connection went: INFO for the same run (naming the address moved to,
-    /// if another), WARN for another run, whose proxies are now stale.
+    /// Says where a new connection went: INFO naming the address moved to, if another, or
+    /// that it reconnected; WARN for another run, whose proxies are now stale.
     fn log_reconnected(
         &self,
         from: &Address,
@@ -435,6 +435,9 @@ impl Client {
         new: &Connection,
     ) {
         let address = self.address();
+        if address != from {
+            info!(%from, to = %address, "moved to the next agora manager");
+        }
         if !same_run {
             warn!(
                 %address,
@@ -443,9 +446,7 @@ impl Client {
                 "the agora manager restarted or another one answered: reconnected; proxies \
                  of the old run are stale"
             );
-        } else if address != from {
-            info!(%from, to = %address, "moved to the next agora manager of the same run");
-        } else if !forked {
+        } else if address == from && !forked {
             info!(%address, "reconnected to the agora manager");
         }
     }

@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,38 @@ fn two_addresses() -> (tempfile::TempDir, Address, Address) {
     (dir, a, b)
 }
 
+/// What the client logs on the thread that installed it, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Captures the INFO (and more severe) events of this thread while the guard lives.
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 fn both(a: &Address, b: &Address) -> Addresses {
     format!("{a}, {b}").parse().unwrap()
 }
@@ -102,7 +135,16 @@ fn killing_a_manager_fails_the_call_in_flight_and_the_next_call_reaches_the_next
     assert!(err.to_string().contains("a.sock"), "{err}");
 
     // A and B are separate stores, hence separate runs: A's proxies are stale on B.
+    let logs = Captured::default();
+    let guard = logs.install();
     let stale = on_a.get("alice").unwrap_err();
+    drop(guard);
+    let text = logs.text();
+    assert!(
+        text.contains("INFO") && text.contains("moved to the next agora manager"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("to={b}")), "{text}");
     assert!(stale.is(ErrorName::UnknownObjectError), "{stale}");
     assert!(matches!(stale, Error::OtherRun { .. }), "{stale}");
     assert_eq!(c.address(), &b);
@@ -171,11 +213,15 @@ fn the_async_client_moves_to_the_next_manager() {
     rt.block_on(on_a.put(&1)).unwrap();
     ma.kill();
 
-    let err = rt.block_on(on_a.qsize()).unwrap_err();
+    // The first call may find the connection broken; the next opens a new one, where the
+    // blocking client went first: B, another run, where A's proxy is stale.
+    let first = rt.block_on(on_a.qsize()).unwrap_err();
     assert!(
-        err.is_manager_gone() || matches!(err, Error::OtherRun { .. }),
-        "{err}"
+        first.is_manager_gone() || matches!(first, Error::OtherRun { .. }),
+        "{first}"
     );
+    let stale = rt.block_on(on_a.qsize()).unwrap_err();
+    assert!(matches!(stale, Error::OtherRun { .. }), "{stale}");
     let on_b = rt.block_on(c.object(|c| c.queue::<i64>(0))).unwrap();
     rt.block_on(on_b.put(&5)).unwrap();
     assert_eq!(rt.block_on(on_b.get()).unwrap(), 5);

@@ -1546,7 +1546,7 @@ class Client:
             try:
                 conn = Connection(self, address=address)
             except (ConnectionLost, NotAManagerError, TLSError, AuthenticationError,
-                    ProtocolError) as e:
+                    ProtocolError, LimitError) as e:
                 log.debug("no agora manager answered at %s: %s", address, e)
                 failures.append((address, e))
                 continue
