@@ -59,7 +59,9 @@
 //!
 //! # Reconnection
 //! As for the blocking client: when the async connection breaks, the calls in flight on it fail
-//! with [`Error::Disconnected`], and the next call opens a new one.
+//! with [`Error::Disconnected`], and the next call opens a new one. A client of several
+//! addresses ([`AsyncClient::connect_any`]) moves its blocking client to the next manager
+//! first, and opens the new async connection where that one went.
 //! What the old session held (locks, permits) was released by the manager, which is why a
 //! guard's drop sends nothing on a new connection. Proxies keep working on the same run of the
 //! manager (the blocking client holds their objects); those of an earlier run fail with
