@@ -120,3 +120,22 @@ fn the_environment_takes_a_list() {
     );
     assert!(text.contains("entry 2 of the list is empty"), "{text}");
 }
+
+/// A forked child opens its own connection where the parent is, not at the next address:
+/// the parent's manager did not fail.
+#[test]
+fn a_forked_child_stays_on_the_parents_manager() {
+    let (a, b) = (FakeManager::start(), FakeManager::start());
+    let c = Client::connect_any(&list(&[&a.address, &b.address]), AUTHKEY).unwrap();
+    assert_eq!(whoami(&c), 1);
+    let code = super::in_forked_child(|| {
+        let on_a = c.address() == &a.address;
+        match c.call::<_, u64>("test.whoami", &()) {
+            Ok(2) if on_a && c.address() == &a.address => 0,
+            Ok(_) => 1,
+            Err(_) => 2,
+        }
+    });
+    assert_eq!(code, 0);
+    assert_eq!(b.accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
