@@ -1,4 +1,5 @@
-//! [`Client`]: a handle on one manager, shared by every thread and every proxy of a process.
+//! [`Client`]: a handle on one manager (or on one at a time of several serving the same
+//! objects), shared by every thread and every proxy of a process.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
