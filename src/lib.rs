@@ -45,8 +45,8 @@
 //!   handle is dropped or the program dies, even by `SIGKILL`.
 //! - [`process`]: [`Process`], worker processes forked with a closure or started from a
 //!   program, with `join`, `is_alive`, `terminate` as in Python.
-//! - The client API ([`Client`], [`Address`], the proxies, [`Error`]) is re-exported from the
-//!   `agora_client` crate, and [`ErrorName`] / [`ObjectRef`] / [`Limits`] from `agora_proto`.
+//! - The client API ([`Client`], [`Address`] and [`Addresses`], the proxies, [`Error`]) is
+//!   re-exported from the `agora_client` crate, and [`ErrorName`] / [`ObjectRef`] / [`Limits`] from `agora_proto`.
 //!
 //! # Platform
 //! Unix only (Linux is what is tested): the manager is started with `fork`, and it is tied to

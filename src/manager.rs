@@ -71,7 +71,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use agora_client::{Address, Client, ENV_ADDRESS, ENV_AUTHKEY};
+use agora_client::{Address, Addresses, Client, ENV_ADDRESS, ENV_AUTHKEY};
 use agora_manager::store::StoreSpec;
 use agora_manager::{Config, Listener};
 use agora_proto::Limits;
@@ -464,7 +464,8 @@ impl Manager {
     pub fn admin(&self) -> agora_client::Result<Client> {
         let options = agora_client::ConnectOptions::from_env()?;
         let key_from = "the manager's admin authkey, from Manager::spawn";
-        Client::connect_from(self.address(), &self.admin_authkey, key_from, &options)
+        let address = Addresses::from(self.address().clone());
+        Client::connect_from(&address, &self.admin_authkey, key_from, &options)
     }
 
     /// The client this handle derefs to, for code that wants its own clone of it (to move
@@ -548,7 +549,8 @@ impl Manager {
         }
         let options = agora_client::ConnectOptions::from_env().map_err(SpawnError::Connect)?;
         let key_from = "the manager's own, from Manager::spawn";
-        let client = match Client::connect_from(&addresses[0], &authkey, key_from, &options) {
+        let first = Addresses::from(addresses[0].clone());
+        let client = match Client::connect_from(&first, &authkey, key_from, &options) {
             Ok(client) => client,
             Err(e) => {
                 let _ = process.stop();

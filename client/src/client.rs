@@ -1,6 +1,8 @@
-//! [`Client`]: a handle on one manager, shared by every thread and every proxy of a process.
+//! [`Client`]: a handle on one manager (or on one at a time of several serving the same
+//! objects), shared by every thread and every proxy of a process.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::address::Address;
+use crate::address::{Address, Addresses};
 use crate::command::{decode, Args, Cmd, Reply, Target};
 use crate::connection::Connection;
 use crate::error::{Error, ErrorName, Result};
@@ -21,7 +23,7 @@ use crate::run::ManagerRun;
 use crate::slot::Slot;
 
 /// The environment variable holding the manager's address (`unix:/path`, `tcp:host:port` or
-/// `tls:host:port`).
+/// `tls:host:port`), or several separated by commas ([`Addresses`]).
 pub const ENV_ADDRESS: &str = "AGORA_ADDRESS";
 /// The environment variable holding the authkey, as hexadecimal.
 pub const ENV_AUTHKEY: &str = "AGORA_AUTHKEY";
@@ -55,6 +57,17 @@ pub const ENV_AUTHKEY: &str = "AGORA_AUTHKEY";
 /// never sends them again. The next call opens a new connection, and fails with
 /// [`Error::Connect`] while no manager answers at the address (each call tries again).
 ///
+/// A client may have several addresses ([`Client::connect_any`], or a comma-separated list in
+/// [`ENV_ADDRESS`]): managers that serve the same objects, from one store, and so present
+/// the same run. It connects to the first that answers, in order. When its connection
+/// breaks, the next call tries the address after the one that failed first, then the
+/// following ones, round the list, each within [`ConnectOptions::connect_timeout`] and
+/// [`ConnectOptions::handshake_timeout`], and logs at INFO the address it moved to
+/// ([`Client::address`] says which it is on). When none answers, the call fails with
+/// [`Error::NoManager`], naming each address and why. The calls in flight fail as above,
+/// never sent again: moving to another manager does not make them safe to repeat. A
+/// manager of another run found at the next address is treated as a restart, as follows.
+///
 /// - The same run of the manager (a network failure, a deadline): the new connection takes
 ///   over, with `incref`, every object this process has proxies of, so they keep working; an
 ///   unnamed object that nothing else held in between is gone (its proxies get
@@ -79,7 +92,10 @@ pub struct Client {
 }
 
 pub(crate) struct Inner {
-    address: Address,
+    /// The managers it may connect to, in the order it tries them.
+    addresses: Addresses,
+    /// The index in `addresses` of the manager the connection reaches (or last reached).
+    current: AtomicUsize,
     authkey: Vec<u8>,
     /// The time limits it connects and calls with.
     options: ConnectOptions,
@@ -116,7 +132,7 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print the authkey.
         f.debug_struct("Client")
-            .field("address", &self.inner.address)
+            .field("address", self.address())
             .finish_non_exhaustive()
     }
 }
@@ -171,7 +187,8 @@ impl Drop for Hold {
 }
 
 impl Client {
-    /// Connects to the manager at `address` and authenticates with `authkey`.
+    /// Connects to the manager at `address` and authenticates with `authkey`. For several
+    /// managers serving the same objects, see [`Client::connect_any`].
     ///
     /// Fails with [`Error::Connect`] when nothing listens there and with
     /// [`Error::Authentication`] when the authkey is not the manager's.
@@ -196,24 +213,59 @@ impl Client {
         authkey: &[u8],
         options: &ConnectOptions,
     ) -> Result<Client> {
-        Client::connect_from(address, authkey, "given to Client::connect", options)
+        Client::connect_from(
+            &Addresses::from(address.clone()),
+            authkey,
+            "given to Client::connect",
+            options,
+        )
+    }
+
+    /// Connects to the first of `addresses` that answers, in order, and authenticates with
+    /// `authkey`: managers that serve the same objects (one store, one run id). When a
+    /// connection breaks, the client moves to the next address (see
+    /// [Reconnection](Client#reconnection)).
+    ///
+    /// Fails with [`Error::NoManager`], which says why at each address, when none answers.
+    /// The time limits come from the environment, as for [`Client::connect`].
+    ///
+    /// ```no_run
+    /// use agora_client::{Addresses, Client};
+    /// let managers: Addresses = "tcp:10.0.0.1:5555,tcp:10.0.0.2:5555".parse()?;
+    /// let client = Client::connect_any(&managers, b"secret")?;
+    /// println!("connected to {}", client.address());
+    /// # Ok::<(), agora_client::Error>(())
+    /// ```
+    pub fn connect_any(addresses: &Addresses, authkey: &[u8]) -> Result<Client> {
+        Client::connect_any_with(addresses, authkey, &ConnectOptions::from_env()?)
+    }
+
+    /// [`Client::connect_any`] with the time limits given: each address is tried within
+    /// them.
+    pub fn connect_any_with(
+        addresses: &Addresses,
+        authkey: &[u8],
+        options: &ConnectOptions,
+    ) -> Result<Client> {
+        Client::connect_from(addresses, authkey, "given to Client::connect_any", options)
     }
 
     /// Connects with an authkey that came from `key_from` (for error messages).
     #[doc(hidden)]
     pub fn connect_from(
-        address: &Address,
+        addresses: &Addresses,
         authkey: &[u8],
         key_from: &'static str,
         options: &ConnectOptions,
     ) -> Result<Client> {
-        let mut conn = Connection::open(address, authkey, key_from, options)?;
+        let (at, mut conn) = Connection::open_any(addresses, 0, authkey, key_from, options)?;
         Ok(Client {
             inner: Arc::new_cyclic(|inner| {
                 let refs = Arc::new(Refs::new(inner.clone(), conn.serial(), conn.run()));
                 conn.set_refs(refs.clone());
                 Inner {
-                    address: address.clone(),
+                    addresses: addresses.clone(),
+                    current: AtomicUsize::new(at),
                     authkey: authkey.to_vec(),
                     options: options.clone(),
                     key_from,
@@ -225,7 +277,8 @@ impl Client {
     }
 
     /// Connects using [`ENV_ADDRESS`] and [`ENV_AUTHKEY`], as set for the worker processes of a
-    /// manager.
+    /// manager. A list of addresses in [`ENV_ADDRESS`] (`unix:/a.sock,tcp:host:5555`) works as
+    /// [`Client::connect_any`].
     pub fn from_env() -> Result<Client> {
         Client::from_env_values(env_var(ENV_ADDRESS), env_var(ENV_AUTHKEY))
     }
@@ -236,7 +289,7 @@ impl Client {
         address: Result<String>,
         authkey: Result<String>,
     ) -> Result<Client> {
-        let address: Address = address?.parse().map_err(|e: Error| Error::Env {
+        let addresses: Addresses = address?.parse().map_err(|e: Error| Error::Env {
             var: ENV_ADDRESS,
             reason: e.to_string(),
         })?;
@@ -245,16 +298,24 @@ impl Client {
             reason: format!("not hexadecimal: {e}"),
         })?;
         Client::connect_from(
-            &address,
+            &addresses,
             &authkey,
             ENV_AUTHKEY,
             &ConnectOptions::from_env()?,
         )
     }
 
-    /// The manager's address.
+    /// The address of the manager the client is connected to (or was last, while no manager
+    /// answers): one of [`Client::addresses`].
     pub fn address(&self) -> &Address {
-        &self.inner.address
+        let list = self.inner.addresses.as_slice();
+        &list[self.inner.current.load(Ordering::Relaxed) % list.len()]
+    }
+
+    /// Every address the client may connect to, in the order it tries them (one, unless it
+    /// was made by [`Client::connect_any`] or from a list in [`ENV_ADDRESS`]).
+    pub fn addresses(&self) -> &Addresses {
+        &self.inner.addresses
     }
 
     /// The authkey, for handing to processes this one starts (as hex in [`ENV_AUTHKEY`]).
@@ -299,7 +360,7 @@ impl Client {
             .refs
             .run_of(run)
             .map_or_else(|| "an earlier run".to_owned(), |r| r.id);
-        let address = self.inner.address.to_string();
+        let address = self.address().to_string();
         current.mismatch(&old, &address, &address)
     }
 
@@ -330,14 +391,19 @@ impl Client {
     /// the objects of the live proxies, if the manager's run is the same.
     fn reconnect(&self, old: Arc<Connection>) -> Result<Arc<Connection>> {
         let forked = old.pid() != crate::atfork::current_pid();
-        let address = &self.inner.address;
+        let was = self.inner.current.load(Ordering::Relaxed);
+        let from = self.address().clone();
         if forked {
-            debug!(%address, "forked child: opening a connection of its own");
+            debug!(address = %from, "forked child: opening a connection of its own");
         } else {
-            debug!(%address, "the connection broke: opening a new one");
+            debug!(address = %from, "the connection broke: opening a new one");
         }
-        let mut fresh = Connection::open(
-            address,
+        // A forked child's manager did not fail: it starts there. A broken connection moves
+        // on to the next address (the same one when there is only one).
+        let start = if forked { was } else { was + 1 };
+        let (at, mut fresh) = Connection::open_any(
+            &self.inner.addresses,
+            start,
             &self.inner.authkey,
             self.inner.key_from,
             &self.inner.options,
@@ -345,24 +411,45 @@ impl Client {
         fresh.set_refs(self.inner.refs.clone());
         let (serial, run) = (fresh.serial(), fresh.run().clone());
         let same_run = run.id == old.run().id;
-        let (conn, won) = self
-            .inner
-            .refs
-            .switch(serial, &run, || self.inner.conn.replace(&old, fresh));
-        if won {
-            if !forked && same_run {
-                info!(%address, "reconnected to the agora manager");
-            } else if !same_run {
-                warn!(
-                    %address,
-                    old_run = %old.run().id,
-                    new_run = %run.id,
-                    "the agora manager restarted: reconnected; proxies of the old run are stale"
-                );
+        let (conn, won) = self.inner.refs.switch(serial, &run, || {
+            let replaced = self.inner.conn.replace(&old, fresh);
+            if replaced.1 {
+                self.inner.current.store(at, Ordering::Relaxed);
             }
+            replaced
+        });
+        if won {
+            self.log_reconnected(&from, forked, same_run, &old, &conn);
             self.take_over(&conn, if forked { "adopt" } else { "incref" })?;
         }
         Ok(conn)
+    }
+
+    /// Says where a new connection went: INFO naming the address moved to, if another, or
+    /// that it reconnected; WARN for another run, whose proxies are now stale.
+    fn log_reconnected(
+        &self,
+        from: &Address,
+        forked: bool,
+        same_run: bool,
+        old: &Connection,
+        new: &Connection,
+    ) {
+        let address = self.address();
+        if address != from {
+            info!(%from, to = %address, "moved to the next agora manager");
+        }
+        if !same_run {
+            warn!(
+                %address,
+                old_run = %old.run().id,
+                new_run = %new.run().id,
+                "the agora manager restarted or another one answered: reconnected; proxies \
+                 of the old run are stale"
+            );
+        } else if address == from && !forked {
+            info!(%address, "reconnected to the agora manager");
+        }
     }
 
     /// On a new connection to the same run: holds the object of every live proxy again,
@@ -618,7 +705,7 @@ impl Client {
     /// gone, and with [`Error::OtherRun`] when the token is of another run than the manager's.
     pub(crate) fn adopt(&self, token: &crate::Token) -> Result<Target> {
         let conn = self.connection()?;
-        token.expect_run(conn.run(), &self.inner.address)?;
+        token.expect_run(conn.run(), self.address())?;
         let target = Target {
             id: token.id,
             run: conn.run_key(),

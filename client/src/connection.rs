@@ -49,7 +49,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 use tracing::{debug, warn};
 
-use crate::address::Address;
+use crate::address::{Address, Addresses};
 use crate::command::{Args, Reply};
 use crate::error::{Error, ErrorName, Result};
 use crate::in_flight::{Awaited, Filed, InFlight, Response};
@@ -459,6 +459,37 @@ impl Connection {
         crate::command::learn_max_message_bytes(limits.max_message_bytes);
         debug!(%address, "connected to the agora manager");
         Ok(conn)
+    }
+
+    /// Connects to the first of `addresses` that answers, trying them in turn from the one at
+    /// `start` (and round to those before it), each within the options' time limits. Returns
+    /// the index of the address connected to. When none answers: the error of the only
+    /// address, or [`Error::NoManager`] with every address's.
+    pub(crate) fn open_any(
+        addresses: &Addresses,
+        start: usize,
+        authkey: &[u8],
+        key_from: &'static str,
+        options: &ConnectOptions,
+    ) -> Result<(usize, Connection)> {
+        let list = addresses.as_slice();
+        let mut failures = Vec::new();
+        for step in 0..list.len() {
+            let at = (start + step) % list.len();
+            match Connection::open(&list[at], authkey, key_from, options) {
+                Ok(conn) => return Ok((at, conn)),
+                // The same at every address: no point trying the others.
+                Err(e @ Error::EmptyAuthkey { .. }) => return Err(e),
+                Err(e) => {
+                    debug!(address = %list[at], error = %e, "no agora manager answered there");
+                    failures.push(e);
+                }
+            }
+        }
+        match failures.len() {
+            1 => Err(failures.remove(0)),
+            _ => Err(Error::NoManager { failures }),
+        }
     }
 
     fn new(stream: Stream, address: String) -> Connection {

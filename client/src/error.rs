@@ -70,6 +70,15 @@ pub enum Error {
         source: Arc<io::Error>,
     },
 
+    /// No manager answered at any of the client's [`Addresses`](crate::Addresses): why each
+    /// failed, in the order they were tried (each error names its address). A client of a
+    /// single address fails with that address's error instead.
+    #[error("{}", none_answered(.failures))]
+    NoManager {
+        /// The failure at each address, in the order tried.
+        failures: Vec<Error>,
+    },
+
     /// The TLS handshake with the manager at a `tls:` address failed: its certificate is not
     /// valid for the address or not signed by a trusted CA, the CA file cannot be read, or
     /// the peer does not speak TLS. The reason says which, and what to do.
@@ -296,8 +305,10 @@ impl Error {
     /// time ([`Error::Timeout`]) may only be stopped or hung: not gone, though the connection
     /// is.
     pub fn is_manager_gone(&self) -> bool {
-        matches!(self, Error::Disconnected { .. } | Error::Connect { .. })
-            || self.is(ErrorName::ShutdownError)
+        matches!(
+            self,
+            Error::Disconnected { .. } | Error::Connect { .. } | Error::NoManager { .. }
+        ) || self.is(ErrorName::ShutdownError)
     }
 
     pub(crate) fn remote(name: &str, message: impl Into<String>) -> Error {
@@ -633,6 +644,20 @@ pub fn report(error: &dyn std::error::Error, f: &mut fmt::Formatter<'_>) -> fmt:
     Ok(())
 }
 
+/// The message of [`Error::NoManager`]: every address's failure, numbered in the order tried.
+fn none_answered(failures: &[Error]) -> String {
+    let each: Vec<String> = failures
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("({}) {e}", i + 1))
+        .collect();
+    format!(
+        "no agora manager answered at any of the {} addresses: {}",
+        failures.len(),
+        each.join("; ")
+    )
+}
+
 /// The message of [`Error::Authentication`]: the advice once, naming where the key came from.
 fn authentication(address: &str, message: &str, key_from: &str) -> String {
     if message.starts_with("wrong digest") {
@@ -757,5 +782,21 @@ mod tests {
         };
         assert!(e.to_string().contains("unix:/nowhere.sock"));
         assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn no_manager_names_every_address() {
+        let refused = |address: &str| Error::Connect {
+            address: address.into(),
+            source: Arc::new(io::Error::from(io::ErrorKind::ConnectionRefused)),
+        };
+        let e = Error::NoManager {
+            failures: vec![refused("unix:/a.sock"), refused("tcp:127.0.0.1:9")],
+        };
+        let text = e.to_string();
+        assert!(text.contains("any of the 2 addresses"), "{text}");
+        assert!(text.contains("(1) cannot connect to the agora manager at unix:/a.sock"));
+        assert!(text.contains("(2) cannot connect to the agora manager at tcp:127.0.0.1:9"));
+        assert!(e.is_manager_gone() && !e.is_disconnected());
     }
 }

@@ -24,7 +24,8 @@
 //! # Layout
 //!
 //! - [`address`](Address): where a manager listens, `unix:/path`, `tcp:host:port` or
-//!   `tls:host:port`.
+//!   `tls:host:port`; [`Addresses`], a list of managers serving the same objects, for a
+//!   client that moves to the next when one fails.
 //! - `connection`: one socket, authenticated with `hello`/`auth`, shared by the threads of a
 //!   process. Calls are multiplexed by msgid with a leader/follower scheme: no background
 //!   thread; whichever waiting caller finds the socket unread reads it for everybody.
@@ -177,7 +178,7 @@ mod token;
 #[cfg(test)]
 mod tests;
 
-pub use address::Address;
+pub use address::{Address, Addresses};
 pub use agora_proto::ObjectRef;
 pub use bytes::Bytes;
 pub use client::{export_for_fork, Client, ObjectInfo, ENV_ADDRESS, ENV_AUTHKEY};

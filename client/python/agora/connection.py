@@ -62,7 +62,14 @@ from .errors import (
     TLSError,
 )
 
-__all__ = ["Client", "Connection", "client_for", "parse_address", "parse_authkey"]
+__all__ = [
+    "Client",
+    "Connection",
+    "client_for",
+    "parse_address",
+    "parse_addresses",
+    "parse_authkey",
+]
 
 _T = TypeVar("_T")
 
@@ -310,18 +317,23 @@ MAY_WAIT = frozenset({
 AddressLike = Union[str, Tuple[str, int]]
 
 
-def parse_address(address: AddressLike) -> str:
-    """The canonical spelling (``unix:PATH``, ``tcp:HOST:PORT`` or ``tls:HOST:PORT``) of a
-    manager address.
+#: One manager address, or several managers serving the same objects: a string of addresses
+#: separated by commas, or a list of addresses.
+AddressList = Union[AddressLike, Sequence[AddressLike]]
 
-    Accepts those spellings, a ``(host, port)`` pair and a bare filesystem path (a Unix socket).
-    """
+#: What an address starts with: a part of a list after a comma that does not start with one
+#: of them continues the Unix socket path before it.
+_SCHEMES = ("unix:", "tcp:", "tls:")
+
+
+def _parse_one(address: AddressLike) -> str:
+    """The canonical spelling of one address (see :func:`parse_address`)."""
     if isinstance(address, tuple):
         host, port = address
         return f"tcp:[{host}]:{int(port)}" if ":" in host else f"tcp:{host}:{int(port)}"
     if not isinstance(address, str) or not address:
         raise TypeError(f"a manager address is 'unix:PATH' or 'tcp:HOST:PORT', not {address!r}")
-    if address.startswith(("unix:", "tcp:", "tls:")):
+    if address.startswith(_SCHEMES):
         return address
     if "/" in address or ":" not in address:
         return "unix:" + address
@@ -329,6 +341,70 @@ def parse_address(address: AddressLike) -> str:
         f"bad manager address {address!r}: expected 'unix:PATH', 'tcp:HOST:PORT' or "
         "'tls:HOST:PORT'"
     )
+
+
+def _split_list(text: str) -> List[str]:
+    """The entries of a comma-separated list of addresses, as written (spaces around them
+    trimmed); a part that does not start with a scheme continues the socket path before it."""
+    entries: List[str] = []
+    for n, part in enumerate(text.split(","), 1):
+        trimmed = part.strip()
+        continues_path = trimmed and not trimmed.startswith(_SCHEMES)
+        if continues_path and entries and entries[-1].startswith("unix:"):
+            entries[-1] += "," + part.rstrip()
+            continue
+        if not trimmed:
+            raise ValueError(
+                f"bad manager address list {text!r}: entry {n} is empty (separate addresses "
+                "with single commas, as 'unix:/PATH,tcp:HOST:PORT')"
+            )
+        entries.append(trimmed)
+    return entries
+
+
+def _is_pair(address: object) -> bool:
+    return isinstance(address, tuple) and len(address) == 2 and isinstance(address[1], int)
+
+
+def parse_addresses(address: AddressList) -> List[str]:
+    """The canonical spelling of each address of ``address``, in order: one address (see
+    :func:`parse_address`), a string of several separated by commas
+    (``"unix:/run/a.sock, tcp:10.0.0.2:5555"``, as in ``AGORA_ADDRESS``), or a list of
+    addresses. Refuses an empty entry, an empty list and an address listed twice.
+
+    A Unix socket path may contain a comma, as long as no part after a comma starts with
+    ``unix:``, ``tcp:`` or ``tls:``."""
+    if isinstance(address, str):
+        written: List[AddressLike] = list(_split_list(address))
+    elif isinstance(address, (list, tuple)) and not _is_pair(address):
+        written = list(address)
+    else:
+        written = [cast("AddressLike", address)]
+    if not written:
+        raise ValueError("no manager address: give at least one")
+    entries: List[str] = []
+    for n, one in enumerate(written, 1):
+        entry = _parse_one(one)
+        try:
+            _sockaddr(entry)
+        except ValueError as e:
+            if len(written) == 1:
+                raise
+            raise ValueError(f"bad manager address list {address!r}: entry {n}: {e}") from None
+        if entry in entries:
+            raise ValueError(f"bad manager address list {address!r}: {entry} is listed twice")
+        entries.append(entry)
+    return entries
+
+
+def parse_address(address: AddressList) -> str:
+    """The canonical spelling (``unix:PATH``, ``tcp:HOST:PORT`` or ``tls:HOST:PORT``) of a
+    manager address, or of a list of them (those spellings separated by commas: see
+    :func:`parse_addresses`).
+
+    Accepts those spellings, a ``(host, port)`` pair and a bare filesystem path (a Unix socket).
+    """
+    return ",".join(parse_addresses(address))
 
 
 def _sockaddr(address: str) -> Tuple[int, Any]:
@@ -460,6 +536,7 @@ class Connection:
 
     __slots__ = (
         "client",
+        "address",
         "_sock",
         "_packer",
         "_unpacker",
@@ -490,10 +567,15 @@ class Connection:
         "__weakref__",
     )
 
-    def __init__(self, client: "Client", timeout: Optional[float] = None) -> None:
+    def __init__(
+        self, client: "Client", timeout: Optional[float] = None, address: Optional[str] = None
+    ) -> None:
         """Connects and authenticates. ``timeout`` (seconds) bounds every socket operation of
-        this connection; ``None``, the default, waits as long as a call takes."""
+        this connection; ``None``, the default, waits as long as a call takes. ``address`` is
+        the one of the client's addresses to connect to (by default the one it is on)."""
         self.client = client
+        #: The address of the manager this connection reaches.
+        self.address = address if address is not None else client.current_address
         self._closed = True
         self._next_id = 0
         #: The id of the manager's run this connection reaches, and when it started (Unix
@@ -529,7 +611,7 @@ class Connection:
         #: Closed with proxies still attached, whose references another connection of this
         #: client must adopt (after an interrupted call, or in a forked child).
         self._orphaned = False
-        family, target = _sockaddr(client.address)
+        family, target = _sockaddr(self.address)
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(timeout if timeout is not None else client.connect_timeout)
         try:
@@ -537,12 +619,12 @@ class Connection:
         except OSError as e:
             sock.close()
             raise ConnectionLost(
-                f"cannot connect to the agora manager at {client.address}: {e}"
+                f"cannot connect to the agora manager at {self.address}: {e}"
             ) from e
         if family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         #: The connection speaks TLS (a ``tls:`` address).
-        self._tls = client.address.startswith("tls:")
+        self._tls = self.address.startswith("tls:")
         if self._tls:
             sock = self._tls_handshake(sock, target[0])
         self._timeout = timeout
@@ -595,13 +677,13 @@ class Connection:
         except socket.timeout:
             sock.close()
             raise ManagerTimeout(
-                f"the peer at {client.address} did not finish the TLS handshake within "
+                f"the peer at {self.address} did not finish the TLS handshake within "
                 f"{client.handshake_timeout} s (AGORA_HANDSHAKE_TIMEOUT)"
             ) from None
         except ssl.SSLCertVerificationError as e:
             sock.close()
             raise TLSError(
-                f"TLS with the agora manager at {client.address} failed: its certificate is "
+                f"TLS with the agora manager at {self.address} failed: its certificate is "
                 f"not valid for this address ({e.verify_message}): a certificate signed by a "
                 "private CA needs that CA's PEM file in AGORA_TLS_CA (or tls_ca=); the host "
                 "in the address must be a name or address the certificate is for"
@@ -609,14 +691,14 @@ class Connection:
         except (ssl.SSLError, ConnectionError) as e:
             sock.close()
             raise TLSError(
-                f"TLS with the agora manager at {client.address} failed: {e} (does it serve "
+                f"TLS with the agora manager at {self.address} failed: {e} (does it serve "
                 "TLS, started with --tls-cert and --tls-key, and not already --max-connections? "
                 "A plain manager is reached at tcp:HOST:PORT)"
             ) from e
         except OSError as e:  # the CA file cannot be read
             sock.close()
             raise TLSError(
-                f"TLS with the agora manager at {client.address} failed: cannot use the CA "
+                f"TLS with the agora manager at {self.address} failed: cannot use the CA "
                 f"file {client.tls_ca!r}: {e}"
             ) from e
 
@@ -625,13 +707,13 @@ class Connection:
         bounds = (client.handshake_timeout, client.call_timeout, _thread_deadline())
         within = min((s for s in bounds if s is not None), default=None)
         not_a_manager = (
-            f"the peer at {client.address} is not an agora manager (is AGORA_ADDRESS right?)"
+            f"the peer at {self.address} is not an agora manager (is AGORA_ADDRESS right?)"
         )
         try:
             hello = self.call("hello", (), _within=within)
         except ManagerTimeout:
             raise ManagerTimeout(
-                f"the peer at {client.address} did not answer hello within {within} s: a "
+                f"the peer at {self.address} did not answer hello within {within} s: a "
                 "stopped or hung manager, or not an agora manager (AGORA_HANDSHAKE_TIMEOUT)"
             ) from None
         except (ShutdownError, LimitError):
@@ -642,13 +724,13 @@ class Connection:
             raise NotAManagerError(f"{not_a_manager}: its answer to hello is {hello!r}")
         if hello.get("protocol") != PROTOCOL_VERSION:
             raise ProtocolError(
-                f"the manager at {self.client.address} speaks protocol {hello.get('protocol')!r}, "
+                f"the manager at {self.address} speaks protocol {hello.get('protocol')!r}, "
                 f"this client speaks {PROTOCOL_VERSION}"
             )
         run, started = hello.get("run"), hello.get("started")
         if not isinstance(run, str) or not isinstance(started, int):
             raise ProtocolError(
-                f"the manager at {self.client.address} does not report its run and start time "
+                f"the manager at {self.address} does not report its run and start time "
                 "in hello: it is older than this client; run the agora-manager of this version"
             )
         limits = hello.get("limits")
@@ -664,12 +746,12 @@ class Connection:
             if not str(e).startswith("wrong digest"):
                 raise
             raise AuthenticationError(
-                f"the agora manager at {client.address} refused the authkey "
+                f"the agora manager at {self.address} refused the authkey "
                 f"({client.authkey_from}): it is not the manager's authkey"
             ) from None
         self.run, self.started = run, started
         self.client.run, self.client.started = run, started
-        log.debug("connected to %s (manager %s)", self.client.address, hello.get("version"))
+        log.debug("connected to %s (manager %s)", self.address, hello.get("version"))
 
     def _check_limits(self, request: bytes) -> None:
         """Raises :class:`LimitError` for a request the manager would close the connection for:
@@ -784,7 +866,7 @@ class Connection:
         self._owner = me
         try:
             if self._closed:
-                raise ConnectionLost(f"the connection to {self.client.address} is closed")
+                raise ConnectionLost(f"the connection to {self.address} is closed")
             msgid, request = self._request(method, params)
             self._sending = True
             try:
@@ -808,7 +890,7 @@ class Connection:
             self._break(writable=_interrupted(e))
             if isinstance(e, OSError) and not isinstance(e, ConnectionLost):
                 raise ConnectionLost(
-                    f"lost the connection to the agora manager at {self.client.address}: {e}"
+                    f"lost the connection to the agora manager at {self.address}: {e}"
                 ) from e
             if isinstance(e, (ValueError, msgpack.UnpackException)):
                 raise ProtocolError(f"cannot read the manager's response: {e}") from e
@@ -836,7 +918,7 @@ class Connection:
             n = self._receive(method)
             if not n:
                 raise ConnectionLost(
-                    f"the agora manager at {self.client.address} closed the connection"
+                    f"the agora manager at {self.address} closed the connection"
                 )
             unpacker.feed(self._view[:n])
             for msg in unpacker:
@@ -893,7 +975,7 @@ class Connection:
         self._enter(me)
         try:
             if self._closed:
-                raise ConnectionLost(f"the connection to {self.client.address} is closed")
+                raise ConnectionLost(f"the connection to {self.address} is closed")
             requests = [self._request(method, params) for method, params in calls]
             self._write(b"".join(request for _, request in requests))
             self._detached.update(msgid for msgid, _ in requests)
@@ -920,7 +1002,7 @@ class Connection:
         self._break()
         if isinstance(e, OSError) and not isinstance(e, ConnectionLost):
             raise ConnectionLost(
-                f"lost the connection to the agora manager at {self.client.address}: {e}"
+                f"lost the connection to the agora manager at {self.address}: {e}"
             ) from e
 
     def send_without_reply(self, method: str, idents: Iterable[int]) -> None:
@@ -1211,6 +1293,8 @@ class Connection:
             if not held:
                 self._owner = 0
                 self._lock.release()
+        if not writable:
+            self.client._failed(self.address)
         self.client._forget(self)
 
     def _close_socket(self) -> None:
@@ -1322,7 +1406,7 @@ class Connection:
 
     def _deadline_passed(self) -> NoReturn:
         raise ManagerTimeout(
-            f"the agora manager at {self.client.address} did not answer within the deadline: "
+            f"the agora manager at {self.address} did not answer within the deadline: "
             "it may be stopped or hung; the connection is closed"
         )
 
@@ -1379,10 +1463,23 @@ class Client:
     """A manager as seen from this process: its address, authkey and per-thread connections.
 
     Get one with :func:`client_for`; proxies share the client of their manager.
+
+    It may have several addresses: managers that serve the same objects (one store, one
+    run). Each new connection goes to the first that answers, starting from the one the
+    client is on, or from the next one when the connection to that one broke, and round the
+    list; when none answers it raises :class:`agora.ConnectionLost` naming each address and
+    why. A call in flight when its connection broke fails, and is never sent again.
     """
 
-    def __init__(self, address: str, authkey: bytes) -> None:
-        self.address = address
+    def __init__(self, address: AddressList, authkey: bytes) -> None:
+        #: Every address, in the order they are tried.
+        self.addresses = parse_addresses(address)
+        #: Them all, separated by commas: what tells this client from another one.
+        self.address = ",".join(self.addresses)
+        #: The index in ``addresses`` of the manager new connections try first.
+        self._current = 0
+        #: The address the latest connection reached, for the log line saying it moved.
+        self._reached: Optional[str] = None
         self.authkey = authkey
         self._local = threading.local()
         self._connections: "weakref.WeakSet[Connection]" = weakref.WeakSet()
@@ -1409,7 +1506,8 @@ class Client:
         #: must be signed by (``AGORA_TLS_CA``); ``None``: those the system trusts. Read only
         #: for such an address: a unix: or tcp: manager never uses it, so a stray empty
         #: AGORA_TLS_CA must not stop a program from reaching one.
-        self.tls_ca: Optional[str] = _tls_ca_from_env() if address.startswith("tls:") else None
+        uses_tls = any(a.startswith("tls:") for a in self.addresses)
+        self.tls_ca: Optional[str] = _tls_ca_from_env() if uses_tls else None
         #: The TLS context of this client's connections, with the ``tls_ca`` it was built
         #: from: loading the CA certificates (the system's bundle by default) takes tens of
         #: milliseconds, too much to pay on every connection of every thread.
@@ -1426,11 +1524,52 @@ class Client:
         conn: Optional[Connection] = getattr(self._local, "conn", None)
         if conn is not None and not conn._closed:
             return conn
-        conn = Connection(self)
+        conn = self._open()
         self._local.conn = conn
         with self._guard:
             self._connections.add(conn)
         return conn
+
+    @property
+    def current_address(self) -> str:
+        """The address of the manager new connections try first: the one the client is on."""
+        return self.addresses[self._current]
+
+    def _open(self) -> Connection:
+        """A new connection to the first of the addresses that answers, from the current one
+        round the list; raises the only address's error, or one naming every address."""
+        start, count = self._current, len(self.addresses)
+        failures: List[Tuple[str, Exception]] = []
+        for step in range(count):
+            at = (start + step) % count
+            address = self.addresses[at]
+            try:
+                conn = Connection(self, address=address)
+            except (ConnectionLost, NotAManagerError, TLSError, AuthenticationError,
+                    ProtocolError, LimitError) as e:
+                log.debug("no agora manager answered at %s: %s", address, e)
+                failures.append((address, e))
+                continue
+            with self._guard:
+                self._current = at
+                moved = self._reached is not None and self._reached != address
+                self._reached = address
+            if moved:
+                log.info("moved to the agora manager at %s", address)
+            return conn
+        if count == 1:
+            raise failures[0][1]
+        each = "; ".join(f"({n}) {e}" for n, (_, e) in enumerate(failures, 1))
+        raise ConnectionLost(
+            f"no agora manager answered at any of the {count} addresses: {each}"
+        ) from failures[-1][1]
+
+    def _failed(self, address: str) -> None:
+        """The connection to ``address`` broke: new connections start from the next address
+        (other threads' connections to it are likely broken too)."""
+        with self._guard:
+            if self.addresses[self._current] == address:
+                self._current = (self._current + 1) % len(self.addresses)
 
     def call(self, method: str, *params: Any) -> Any:
         """Calls ``method`` with ``params`` on this thread's connection."""
@@ -1523,8 +1662,9 @@ _clients: Dict[str, Client] = {}
 _clients_guard = threading.Lock()
 
 
-def client_for(address: AddressLike, authkey: Union[bytes, str]) -> Client:
-    """The process-wide client of the manager at ``address`` (made on first use)."""
+def client_for(address: AddressList, authkey: Union[bytes, str]) -> Client:
+    """The process-wide client of the manager at ``address``, or of the managers at a list of
+    addresses (made on first use)."""
     address = parse_address(address)
     key = parse_authkey(authkey)
     with _clients_guard:

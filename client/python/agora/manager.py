@@ -24,7 +24,7 @@ from ._dist import MANAGER_BIN_NAME, installed_manager_binary
 from .connection import (
     _SPIN_US,
     SPIN_MAX_US,
-    AddressLike,
+    AddressList,
     Client,
     Connection,
     client_for,
@@ -424,7 +424,7 @@ class Manager(_Factories):
 
     def __init__(
         self,
-        address: Optional[AddressLike] = None,
+        address: Optional[AddressList] = None,
         authkey: Optional[Union[bytes, str]] = None,
         *,
         executable: Optional[str] = None,
@@ -532,7 +532,8 @@ class Manager(_Factories):
 
     @property
     def address(self) -> str:
-        """The manager's address, ``unix:PATH`` or ``tcp:HOST:PORT``."""
+        """The manager's address, ``unix:PATH`` or ``tcp:HOST:PORT``; for a manager reached
+        through a list of addresses, all of them separated by commas."""
         return self._client.address
 
     @property
@@ -667,7 +668,7 @@ class Manager(_Factories):
 
 
 def connect(
-    address: Optional[AddressLike] = None,
+    address: Optional[AddressList] = None,
     authkey: Optional[Union[bytes, str]] = None,
     *,
     tls_ca: Optional[str] = None,
@@ -675,6 +676,14 @@ def connect(
     """A :class:`Manager` for the running manager at ``address`` (``unix:PATH``,
     ``tcp:HOST:PORT``, ``tls:HOST:PORT`` or ``(host, port)``) with ``authkey`` (bytes, or hex
     text).
+
+    ``address`` may name several managers that serve the same objects (one store, one run):
+    a list of addresses, or a string of them separated by commas
+    (``agora.connect("unix:/run/a.sock,tcp:10.0.0.2:5555", key)``). Connections go to the
+    first that answers; when one breaks, the call in flight fails with
+    :class:`agora.ConnectionLost` (never sent again) and the next call moves on to the next
+    address, round the list. When none answers, :class:`agora.ConnectionLost` names each
+    address and why.
 
     Either defaults to the environment: ``AGORA_ADDRESS`` and ``AGORA_AUTHKEY`` (hex). For a
     ``tls:`` address, ``tls_ca`` is a PEM file of the CA certificates the manager's certificate

@@ -59,7 +59,9 @@
 //!
 //! # Reconnection
 //! As for the blocking client: when the async connection breaks, the calls in flight on it fail
-//! with [`Error::Disconnected`], and the next call opens a new one.
+//! with [`Error::Disconnected`], and the next call opens a new one. A client of several
+//! addresses ([`AsyncClient::connect_any`]) moves its blocking client to the next manager
+//! first, and opens the new async connection where that one went.
 //! What the old session held (locks, permits) was released by the manager, which is why a
 //! guard's drop sends nothing on a new connection. Proxies keep working on the same run of the
 //! manager (the blocking client holds their objects); those of an earlier run fail with
@@ -86,7 +88,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::address::Address;
+use crate::address::{Address, Addresses};
 use crate::client::Client;
 use crate::command::{decode, Args, Cmd, Decoder, Reply};
 use crate::error::{Error, Result};
@@ -161,9 +163,26 @@ impl AsyncClient {
         let (address, authkey) = (address.clone(), authkey.to_vec());
         let client = blocking(move || {
             Client::connect_from(
-                &address,
+                &Addresses::from(address),
                 &authkey,
                 "given to AsyncClient::connect",
+                &options,
+            )
+        })
+        .await?;
+        AsyncClient::from_client(client).await
+    }
+
+    /// Connects to the first of `addresses` that answers, as [`Client::connect_any`]; the
+    /// client moves to the next when a connection breaks.
+    pub async fn connect_any(addresses: &Addresses, authkey: &[u8]) -> Result<AsyncClient> {
+        let options = ConnectOptions::from_env()?;
+        let (addresses, authkey) = (addresses.clone(), authkey.to_vec());
+        let client = blocking(move || {
+            Client::connect_from(
+                &addresses,
+                &authkey,
+                "given to AsyncClient::connect_any",
                 &options,
             )
         })
@@ -334,15 +353,12 @@ impl AsyncClient {
         }
         let client = &self.inner.client;
         tracing::debug!(address = %client.address(), "the async connection broke: opening a new one");
+        // The blocking client moves first (to the next address, when it has several), and
+        // this connection follows it: both must reach the manager that holds the proxies'
+        // objects.
+        follow_blocking(client).await?;
         let fresh = open_beside(client).await?;
         *self.inner.conn.lock() = fresh.clone();
-        // The blocking client's connection most likely broke too (a manager that stopped):
-        // a call finds out, so that its next call, a registry call of this client's, opens a
-        // new one instead of failing.
-        let beside = client.clone();
-        if let Err(e) = blocking(move || beside.ping().map(drop)).await {
-            tracing::debug!(error = %e, "the blocking client's connection broke too");
-        }
         Ok(fresh)
     }
 
@@ -351,6 +367,23 @@ impl AsyncClient {
     fn current(&self) -> Arc<Conn> {
         self.inner.conn.lock().clone()
     }
+}
+
+/// Makes sure the blocking `client` reaches a live manager. Its connection most likely broke
+/// too (a manager that stopped): the first call finds out, the second opens a new connection,
+/// so that a registry call of this client's does not fail later.
+async fn follow_blocking(client: &Client) -> Result<()> {
+    for _ in 0..2 {
+        let beside = client.clone();
+        match blocking(move || beside.ping()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_disconnected() => {
+                tracing::debug!(error = %e, "the blocking client's connection broke too");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// An async connection to the manager of `client`, with its authkey and time limits.

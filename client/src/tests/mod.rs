@@ -4,6 +4,7 @@
 
 #[cfg(feature = "tokio")]
 mod aio;
+mod failover;
 mod fake;
 mod lifetime;
 

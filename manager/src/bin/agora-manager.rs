@@ -612,7 +612,8 @@ fn admin_client(args: &AdminArgs) -> Result<AdminClient, Fatal> {
     };
     // Named by where the key came from, so that a refused key says which one to fix.
     let options = agora_client::ConnectOptions::from_env()?;
-    let client = agora_client::Client::connect_from(&address, &authkey, key_from, &options)
+    let one = agora_client::Addresses::from(address.clone());
+    let client = agora_client::Client::connect_from(&one, &authkey, key_from, &options)
         .map_err(|e| Fatal(format!("cannot reach the manager at {address}: {e}")))?;
     Ok(AdminClient { client, address })
 }
