@@ -4,5 +4,6 @@
 //! `cargo test -p agora-manager --features etcd --test etcd`.
 
 mod cluster;
+mod failover;
 mod harness;
 mod values;

@@ -1,0 +1,52 @@
+//! A client of several managers serving one etcd store moves to the next when its manager dies,
+//! and keeps every proxy: the objects are the store's, and so is the run.
+
+use agora_client::{Addresses, Client};
+
+use crate::harness::{available, fresh_prefix, key, Etcd, Manager};
+
+#[test]
+fn a_client_moves_to_the_next_manager_and_keeps_its_proxies() {
+    if !available() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let store = etcd.store(&fresh_prefix("client-moves"));
+    let (mut a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
+    let both = Addresses::new([a.address.clone(), b.address.clone()]).expect("two addresses");
+    let client = Client::connect_any(&both, &key()).expect("connect");
+    assert_eq!(
+        client.address(),
+        &a.address,
+        "the first address that answers"
+    );
+
+    // An unnamed object and a named one, both made through A.
+    let scratch = client.dict::<String, i64>().unwrap();
+    scratch.set("x", &1).unwrap();
+    let counter = client.value_named::<i64>("counter", &0).unwrap();
+    counter.set(&5).unwrap();
+
+    a.kill();
+    // The call in flight when the manager went (or the first after) fails, never re-sent;
+    // the next goes to B, on the same run, and the proxies made through A work there.
+    let first = scratch.get("x");
+    let value = match first {
+        Ok(v) => v,
+        Err(e) => {
+            assert!(e.is_manager_gone(), "{e}");
+            scratch.get("x").expect("through B")
+        }
+    };
+    assert_eq!(value, Some(1));
+    assert_eq!(client.address(), &b.address);
+    assert_eq!(counter.fetch_add(1).unwrap(), 5);
+    assert_eq!(
+        b.client()
+            .value_named::<i64>("counter", &0)
+            .unwrap()
+            .get()
+            .unwrap(),
+        6
+    );
+}
