@@ -60,8 +60,8 @@ pub use grant::{Grant, Reply, Shape};
 pub use holdings::{Caller, HeldBy, Holder, Holdings, Owner, SessionId};
 pub use parked::{blocking_params, timeout_param, Outcome, Park, Parked, Ticket};
 pub use parking::{
-    deleted, next_object_key, shutting_down, Ctx, Leave, Left, LineId, ObjectKey, Offer, Parking,
-    Semantics, WaiterId,
+    deleted, grants_sent, next_object_key, shutting_down, Ctx, Leave, Left, LineId, ObjectKey,
+    Offer, Parking, Semantics, WaiterId,
 };
 pub use view::{counted, HeldInfo, View, WaiterInfo};
 
