@@ -1243,6 +1243,7 @@ where
                 self.spin
                     .request_arrived(&shared.config.spin, Instant::now());
             }
+            let granted_before = crate::lifecycle::grants_sent();
             let next = match self.handle(event) {
                 Flow::Next(next) => next,
                 Flow::End(reason) => return reason,
@@ -1250,8 +1251,12 @@ where
             // Poll for the next request only after answering requests as they came: a
             // connection with parked calls sleeps so that their replies go out at once, and a
             // client just handed a parked call's reply (a lock after a wait) is slow to wake.
-            // The place is taken before writing, so that a preemption during the write counts.
-            slot = (answered && self.session.parked.is_empty())
+            // Nor after a request that granted a parked call (a release handing the lock on):
+            // the waiter's task runs next on this thread, and polling would hold its grant
+            // back. The place is taken before writing, so that a preemption during the write
+            // counts.
+            let handed_on = crate::lifecycle::grants_sent() != granted_before;
+            slot = (answered && !handed_on && self.session.parked.is_empty())
                 .then(|| self.spin.try_start(&shared.config.spin, &shared.spinners))
                 .flatten();
             if let Err(reason) = self.flush_now() {

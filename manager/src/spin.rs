@@ -20,7 +20,9 @@
 //!   [`STALL`] between two polls tells), since then polling only delayed whoever wanted the
 //!   CPU, perhaps the very client whose request it awaited, on a machine with few CPUs;
 //! - a connection with parked calls does not poll, nor one that was just handed a parked call's
-//!   reply (its client was asleep in a wait and is slow to wake);
+//!   reply (its client was asleep in a wait and is slow to wake), nor one whose request granted
+//!   a parked call (a release handing a lock on): the runtime runs the waiter's task next on
+//!   the same thread, which polling would hold, and the grant with it;
 //! - shutdown stops polling at once.
 //!
 //! A budget of zero turns polling off (`agora-manager --spin-us 0`, or `AGORA_SPIN_US=0`); it

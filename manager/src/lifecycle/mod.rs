@@ -64,8 +64,8 @@ pub use holdings::{Caller, HeldBy, Holder, Holdings, Owner, SessionId};
 pub(crate) use parked::Waitable;
 pub use parked::{blocking_params, timeout_param, Outcome, Park, Parked, Ticket};
 pub use parking::{
-    deleted, next_object_key, next_waiter_id, shutting_down, Ctx, Leave, Left, LineId, ObjectKey,
-    Offer, Parking, Semantics, WaiterId,
+    deleted, grants_sent, next_object_key, next_waiter_id, shutting_down, Ctx, Leave, Left, LineId,
+    ObjectKey, Offer, Parking, Semantics, WaiterId,
 };
 pub use view::{counted, HeldInfo, View, WaiterInfo};
 

@@ -1,6 +1,7 @@
 //! [`Parking`]: an object's state and its lines of waiters behind one mutex, and the one
 //! implementation of park, grant, expiry, cancellation, give-back, owner death and deletion.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -36,6 +37,20 @@ static NEXT_OBJECT: AtomicU64 = AtomicU64::new(1 << 32);
 /// A fresh waiter id, for a call parked outside a [`Parking`] (the etcd store's).
 pub fn next_waiter_id() -> WaiterId {
     NEXT_WAITER.fetch_add(1, Ordering::Relaxed)
+}
+
+thread_local! {
+    /// Grants this thread has sent to parked calls, for [`grants_sent`].
+    static GRANTS_SENT: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many grants this thread has sent to parked calls so far. A connection compares the
+/// count before and after serving requests: sending a grant wakes the waiter's task, which the
+/// runtime then runs next on this very thread (and no other thread may take it), so a
+/// connection that sent one must not keep the thread polling for its own next request while
+/// the grant waits to be written.
+pub fn grants_sent() -> u64 {
+    GRANTS_SENT.with(Cell::get)
 }
 
 /// A fresh key for a new object.
@@ -345,9 +360,11 @@ fn pump<S: Semantics>(state: &mut S, core: &mut Lines<S::Wait>) {
                         {
                             *notice = std::mem::take(owner_died);
                         }
-                        if let Err(Ok(grant)) = w.reply.send(reply) {
+                        match w.reply.send(reply) {
+                            Ok(()) => GRANTS_SENT.with(|n| n.set(n.get() + 1)),
                             // Its connection is gone: nobody learnt of the grant.
-                            give_back(state, owner_died, grant, &w.holder);
+                            Err(Ok(grant)) => give_back(state, owner_died, grant, &w.holder),
+                            Err(Err(_)) => {}
                         }
                     }
                 }

@@ -248,3 +248,26 @@ fn the_view_shows_holders_and_waiters_in_arrival_order() {
     assert_eq!(p.view(OBJECT), View::default());
     drop(parked_b);
 }
+
+#[test]
+fn only_a_grant_to_a_parked_call_counts_as_sent() {
+    let p = permits(1);
+    let (a, b) = (Conn::new(1), Conn::new(2));
+    let before = grants_sent();
+    a.take(&p).ok().unwrap();
+    assert_eq!(
+        grants_sent(),
+        before,
+        "an acquire answered at once is no grant sent"
+    );
+    let wb = b.take(&p).err().unwrap();
+    a.put(&p);
+    assert_eq!(
+        grants_sent(),
+        before + 1,
+        "the release granted b's parked call"
+    );
+    assert_eq!(answer(wb).unwrap(), Grant::ACQUIRED);
+    b.put(&p);
+    assert_eq!(grants_sent(), before + 1, "a release with nobody waiting");
+}
