@@ -547,6 +547,7 @@ class Connection:
         "_spin",
         "_backoff_quick",
         "_backoff_wait",
+        "_poll_by",
         "_lock",
         "_owner",
         "_reader",
@@ -638,6 +639,8 @@ class Connection:
         # [replies left to read without polling, what that becomes after the next miss]
         self._backoff_quick = [0, 0]
         self._backoff_wait = [0, 0]
+        #: Until when the call reading its reply may still poll for it (0.0: not any more).
+        self._poll_by = 0.0
         # Responses are read into one buffer per connection: no allocation per call.
         self._buffer = bytearray(_RECV_CHUNK)
         self._view = memoryview(self._buffer)
@@ -914,8 +917,16 @@ class Connection:
 
     def _read_response(self, msgid: int, method: str) -> List[Any]:
         unpacker = self._unpacker
+        # Calls that may wait keep their own back-off, so that a contended lock does not stop
+        # the polling for the quick calls made while holding it.
+        backoff = self._backoff_wait if method in MAY_WAIT else self._backoff_quick
+        # Inlined _poll_plan for the usual case (no deadline, polling on, no back-off).
+        if self._until is None and self._spin and not backoff[0]:
+            self._poll_by = time.perf_counter() + self._spin
+        else:
+            self._poll_by = self._poll_plan(backoff)
         while True:
-            n = self._receive(method)
+            n = self._receive(backoff)
             if not n:
                 raise ConnectionLost(
                     f"the agora manager at {self.address} closed the connection"
@@ -924,6 +935,8 @@ class Connection:
             for msg in unpacker:
                 if type(msg) is list and len(msg) == 4 and msg[0] == 1:
                     if msg[1] == msgid:
+                        if self._poll_by:  # found by polling, the CPU ours all along
+                            backoff[1] = 0
                         return msg
                     # Not ours: the answer to a request sent without waiting (export, adopt,
                     # call_detached).
@@ -1336,21 +1349,31 @@ class Connection:
         self._dead.clear()
         return False
 
-    def _receive(self, method: str) -> int:
-        """Reads what has arrived into the buffer, polling for up to the spin budget before
-        sleeping in ``recv`` (the caller is about to wait for the reply to ``method``)."""
+    def _poll_plan(self, backoff: List[int]) -> float:
+        """Until when (``time.perf_counter()``) the call about to read its reply may poll for
+        it, ``0.0`` when it sleeps in ``recv`` at once: a call with a deadline, polling off,
+        or one of the calls ``backoff`` (that kind's back-off) still skips polling for."""
+        if self._until is not None or not self._spin:
+            return 0.0
+        if backoff[0]:
+            backoff[0] -= 1
+            return 0.0
+        return time.perf_counter() + self._spin
+
+    def _receive(self, backoff: List[int]) -> int:
+        """Reads what has arrived into the buffer, polling until ``_poll_by`` (the budget of
+        the call whose reply is awaited, shared by all its reads) before sleeping in ``recv``.
+        A poll that times out, or during which the CPU went elsewhere, backs off ``backoff``
+        and ends the call's polling; a poll that only finds the replies of detached calls
+        is no hit: :meth:`_read_response` counts one when the awaited reply comes."""
         sock, buffer = self._sock, self._buffer
         if self._until is not None:
             return self._receive_by(self._until)
-        if not self._spin:
-            return sock.recv_into(buffer)
-        backoff = self._backoff_wait if method in MAY_WAIT else self._backoff_quick
-        if backoff[0]:
-            backoff[0] -= 1
+        deadline = self._poll_by
+        if not deadline:
             return sock.recv_into(buffer)
         clock = time.perf_counter
         last = clock()
-        deadline = last + self._spin
         stalled = False
         while True:
             try:
@@ -1359,8 +1382,7 @@ class Connection:
                 # the manager, sharing this CPU): then sleeping would have served as well.
                 if stalled:
                     self._back_off(backoff)
-                else:
-                    backoff[1] = 0
+                    self._poll_by = 0.0
                 return n
             except BlockingIOError:
                 now = clock()
@@ -1372,6 +1394,7 @@ class Connection:
                 last = clock()
                 stalled = stalled or last - now > _SPIN_STALL
         self._back_off(backoff)
+        self._poll_by = 0.0
         return sock.recv_into(buffer)
 
     def _receive_by(self, until: float) -> int:

@@ -12,6 +12,7 @@ import pickle
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -806,6 +807,37 @@ class Polling(unittest.TestCase):
                 lock.release()
             # A call that waits longer than the budget: polling gives up, the reply still comes.
             self.assertFalse(m.Event().wait(0.01))
+
+    def test_replies_of_detached_calls_do_not_keep_a_waiting_call_polling(self) -> None:
+        # A call that waits longer than the budget, after a call sent without waiting (as an
+        # acquire after a with block's release): the detached call's reply, read first, is
+        # not the awaited one, so the wait still counts as wasted polling and backs off.
+        class CountingSocket:
+            def __init__(self, sock: Any) -> None:
+                self.sock, self.polls = sock, 0
+
+            def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+                self.polls += bool(flags & socket.MSG_DONTWAIT)
+                return int(self.sock.recv_into(buffer, nbytes, flags))
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.sock, name)
+
+        with agora.Manager(spin_us=200) as m:
+            event = m.Event()
+            conn = m._client.connection()
+            counting = CountingSocket(conn._sock)
+            conn._sock = counting  # type: ignore[assignment]
+            polled = 0
+            for _ in range(40):
+                conn.call_detached("ping", ())
+                before = counting.polls
+                self.assertFalse(event.wait(0.005))
+                polled += counting.polls > before
+            # Backing off after each wasted poll (1, 2, 4, ... calls skipped): 6 of 40 calls
+            # poll, fewer if the CPU went elsewhere meanwhile.
+            self.assertLessEqual(polled, 6)
+            self.assertGreaterEqual(polled, 1)
 
     def test_bad_spin_us_is_refused(self) -> None:
         for bad in (-1, 1.5, "50"):
