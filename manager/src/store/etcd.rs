@@ -35,6 +35,7 @@
 //! ([`tokio::task::block_in_place`]).
 
 pub mod data;
+pub mod lock;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -524,6 +525,9 @@ fn build(
     match meta.kind {
         Kind::Dict | Kind::List | Kind::Value | Kind::Array | Kind::Namespace | Kind::Set => {
             data::Data::build(store, id, meta.kind, &init)
+        }
+        Kind::Lock | Kind::RLock | Kind::Semaphore | Kind::BoundedSemaphore => {
+            lock::Permits::build(store, id, meta.kind, &init)
         }
         kind => Err(CallError::new(
             ErrorName::TypeError,
