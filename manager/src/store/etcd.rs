@@ -10,8 +10,8 @@
 //! - `P o/ID/meta`: the object's kind, name and `create` init args; its presence is the
 //!   object's existence (a `delete` removes everything under `P o/ID/`).
 //! - `P o/ID/...`: the object's state, in the form its kind keeps ([`data`] for the value
-//!   kinds, [`lock`] for the locks and semaphores, [`queue`] for the queues, [`signal`] for
-//!   events, conditions and barriers).
+//!   kinds, [`lock`] for the locks, semaphores and conditions, [`queue`] for the queues,
+//!   [`signal`] for events and barriers).
 //!
 //! Ids are drawn at random below 2^53 and claimed with a transaction, so that managers never
 //! hand out one id twice.
@@ -529,6 +529,7 @@ fn build(
         Kind::Lock | Kind::RLock | Kind::Semaphore | Kind::BoundedSemaphore => {
             lock::Permits::build(store, id, meta.kind, &init)
         }
+        Kind::Condition => lock::Cond::build(store, id, &init),
         kind => Err(CallError::new(
             ErrorName::TypeError,
             format!(

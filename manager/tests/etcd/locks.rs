@@ -304,3 +304,61 @@ fn fencing_tokens_increase_across_grants_through_both_managers() {
     assert!(lb.fencing_token().is_err(), "a non-holder has no token");
     drop(guard);
 }
+
+#[test]
+fn a_condition_waiter_through_one_manager_is_notified_through_the_other() {
+    if !available() {
+        return;
+    }
+    let (_etcd, a, b) = two("condition", &[]);
+    let cb = b.client();
+    let waiter = thread::spawn(move || {
+        let cond = cb.condition_named("c").unwrap();
+        let mut guard = cond.acquire().unwrap();
+        let notified = guard.wait_timeout(Duration::from_secs(20)).unwrap();
+        // Back from the wait, the lock is held again.
+        let held = cond.is_locked().unwrap();
+        guard.unlock().unwrap();
+        (notified, held)
+    });
+    thread::sleep(Duration::from_millis(800));
+    let cond = a.client().condition_named("c").unwrap();
+    let guard = cond.acquire().unwrap();
+    guard.notify(1).unwrap();
+    // The notified waiter needs the lock: it has it only once this releases.
+    thread::sleep(Duration::from_millis(200));
+    assert!(!waiter.is_finished());
+    guard.unlock().unwrap();
+    let (notified, held) = waiter.join().unwrap();
+    assert_eq!(notified, Some(()));
+    assert!(held);
+    assert!(!cond.is_locked().unwrap());
+}
+
+#[test]
+fn a_condition_wait_times_out_with_the_lock_held_again() {
+    if !available() {
+        return;
+    }
+    let (_etcd, a, b) = two("condition-timeout", &[]);
+    let (ca, cb) = (a.client(), b.client());
+    let lock = ca.lock_named("l").unwrap();
+    let cond = ca.condition_with(&lock).unwrap();
+    let mut guard = cond.acquire().unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        guard.wait_timeout(Duration::from_millis(300)).unwrap(),
+        None
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let other = cb.lock_named("l").unwrap();
+    assert!(
+        other.try_acquire().unwrap().is_none(),
+        "held again after the wait"
+    );
+    // Notify needs the lock: through b, not holding it, it fails.
+    let err = cb.condition_with(&other).unwrap().notify(1).unwrap_err();
+    assert!(err.to_string().contains("un-acquired"), "{err}");
+    guard.unlock().unwrap();
+    assert!(other.try_acquire().unwrap().is_some());
+}

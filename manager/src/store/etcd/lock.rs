@@ -52,6 +52,10 @@ use crate::objects::{self, arity, unknown_method, Kind, ObjectHandle, SharedObje
 
 use super::{timed, EtcdStore};
 
+mod condition;
+
+pub use condition::Cond;
+
 /// Most times a call reads the object again because another manager changed it meanwhile.
 const MAX_RETRIES: usize = 1000;
 
@@ -117,6 +121,15 @@ struct Acquire {
     deadline: Option<Instant>,
     waiter: WaiterId,
     cancel: Option<oneshot::Receiver<()>>,
+    /// A condition waiter taking the lock back: its depth, and whether it was notified.
+    resume: Option<Resume>,
+}
+
+/// What a condition waiter restores when it holds the lock again.
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    depth: u64,
+    notified: bool,
 }
 
 /// The state key, decoded.
@@ -188,25 +201,8 @@ impl Permits {
                 (memory.initial(), memory.policy())
             }
         };
-        let keys = Keys {
-            all: store.object_key(id, ""),
-            state: store.object_key(id, "state"),
-            waiters: store.object_key(id, "w/"),
-            holdings: store.object_key(id, "p/"),
-        };
-        let state = State {
-            base: initial,
-            ..State::default()
-        };
-        let initial_keys = vec![TxnOp::put(keys.state.clone(), state.encode(), None)];
-        let shared = Arc::new(Shared {
-            store: store.clone(),
-            kind,
-            initial,
-            policy,
-            keys,
-            cancels: Mutex::default(),
-        });
+        let shared = Shared::new(store, id, kind, initial, policy);
+        let initial_keys = vec![shared.initial_state()];
         let (calls, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(shared.clone(), rx));
         let permits = Arc::new_cyclic(|this| Permits {
@@ -252,6 +248,7 @@ impl Permits {
                     deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
                     waiter,
                     cancel: Some(cancel),
+                    resume: None,
                 };
                 (Op::Acquire(acquire), Some(waiter))
             }
@@ -337,8 +334,11 @@ impl Waitable for Permits {
     }
 
     fn undeliver(&self, grant: Grant, to: &Holder) {
-        let Grant::Acquired { owned, .. } = grant else {
-            return;
+        let owned = match grant {
+            Grant::Acquired { owned, .. } => owned,
+            // A condition waiter that took the lock back.
+            Grant::Bool(_) => true,
+            _ => return,
         };
         let (reply, _) = oneshot::channel();
         let call = Call {
@@ -359,26 +359,31 @@ impl Waitable for Permits {
 /// task of its own, so the calls behind it go on.
 async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Call>) {
     while let Some(call) = rx.recv().await {
-        let Call { op, holder, reply } = call;
-        let answer = match op {
-            Op::Acquire(acquire) => match shared.start_acquire(acquire, &holder).await {
-                Started::Done(answer) => answer,
-                Started::Waiting(waiting) => {
-                    tokio::spawn(shared.clone().wait(waiting, holder, reply));
-                    continue;
-                }
-            },
-            Op::Release { owner, n } => shared.release(owner, n).await.map(|()| nil()),
-            Op::Locked => shared.locked().await,
-            Op::GetValue => shared.get_value().await,
-            Op::Token { owner } => shared.token(owner).await,
-            Op::GiveBack { session, owned } => {
-                shared.give_back(session, owned).await;
-                continue;
-            }
-        };
-        shared.answer(reply, &holder, answer).await;
+        serve(&shared, call).await;
     }
+}
+
+/// Runs one call in order (an acquire's waiting part goes to a task of its own).
+async fn serve(shared: &Arc<Shared>, call: Call) {
+    let Call { op, holder, reply } = call;
+    let answer = match op {
+        Op::Acquire(acquire) => match shared.start_acquire(acquire, &holder).await {
+            Started::Done(answer) => answer,
+            Started::Waiting(waiting) => {
+                tokio::spawn(shared.clone().wait(waiting, holder, reply));
+                return;
+            }
+        },
+        Op::Release { owner, n } => shared.release(owner, n).await.map(|()| nil()),
+        Op::Locked => shared.locked().await,
+        Op::GetValue => shared.get_value().await,
+        Op::Token { owner } => shared.token(owner).await,
+        Op::GiveBack { session, owned } => {
+            shared.give_back(session, owned).await;
+            return;
+        }
+    };
+    shared.answer(reply, &holder, answer).await;
 }
 
 /// How the ordered part of an acquire ended.
@@ -427,6 +432,39 @@ fn busy() -> CallError {
 }
 
 impl Shared {
+    /// The lock or semaphore `id` (whose keys are under `P o/ID/`).
+    fn new(
+        store: &Arc<EtcdStore>,
+        id: u64,
+        kind: Kind,
+        initial: u64,
+        policy: Option<bool>,
+    ) -> Arc<Shared> {
+        let keys = Keys {
+            all: store.object_key(id, ""),
+            state: store.object_key(id, "state"),
+            waiters: store.object_key(id, "w/"),
+            holdings: store.object_key(id, "p/"),
+        };
+        Arc::new(Shared {
+            store: store.clone(),
+            kind,
+            initial,
+            policy,
+            keys,
+            cancels: Mutex::default(),
+        })
+    }
+
+    /// The state key of a new object.
+    fn initial_state(&self) -> TxnOp {
+        let state = State {
+            base: self.initial,
+            ..State::default()
+        };
+        TxnOp::put(self.keys.state.clone(), state.encode(), None)
+    }
+
     fn is_lock(&self) -> bool {
         matches!(self.kind, Kind::Lock | Kind::RLock)
     }
@@ -465,8 +503,11 @@ impl Shared {
 
     /// Sends an answer; a grant nobody will read is given back at once.
     async fn answer(&self, reply: oneshot::Sender<Reply>, holder: &Holder, answer: Reply) {
-        if let Err(Ok(Grant::Acquired { owned, .. })) = reply.send(answer) {
-            self.give_back(holder.session, owned).await;
+        match reply.send(answer) {
+            Err(Ok(Grant::Acquired { owned, .. })) => self.give_back(holder.session, owned).await,
+            // A condition waiter's grant of the lock.
+            Err(Ok(Grant::Bool(_))) => self.give_back(holder.session, true).await,
+            _ => {}
         }
     }
 
@@ -523,7 +564,7 @@ impl Shared {
     /// The ordered part of an acquire: an rlock's holder re-enters; anyone else joins the line
     /// and is granted if first, answered not-acquired if it may not wait, or waits.
     async fn start_acquire(&self, acquire: Acquire, holder: &Holder) -> Started {
-        if self.kind == Kind::RLock {
+        if self.kind == Kind::RLock && acquire.resume.is_none() {
             match self.reenter(acquire.owner).await {
                 Ok(false) => {}
                 Ok(true) => {
@@ -677,10 +718,14 @@ impl Shared {
         snapshot: &Snapshot,
     ) -> Result<Option<Grant>, CallError> {
         let me = self.identity(acquire.owner);
-        let owner_died = snapshot.dead();
         let mut state = snapshot.state.clone();
-        // The dead holdings are told now: only the holding keys that live stay counted.
-        state.owned = snapshot.holdings.len() as u64;
+        // The dead holdings are told now: only the holding keys that live stay counted. A
+        // condition waiter's answer is whether it was notified: it leaves the notice to the
+        // next plain acquire.
+        let owner_died = acquire.resume.is_none() && snapshot.dead();
+        if acquire.resume.is_none() {
+            state.owned = snapshot.holdings.len() as u64;
+        }
         let mut ops = vec![TxnOp::delete(key.to_vec(), None)];
         let mut holding = None;
         if self.is_lock() || acquire.owned {
@@ -694,7 +739,7 @@ impl Shared {
         }
         if self.is_lock() {
             state.holder = me;
-            state.depth = 1;
+            state.depth = acquire.resume.map_or(1, |r| r.depth);
         }
         let txn = Txn::new()
             .when(vec![
@@ -718,9 +763,12 @@ impl Shared {
         if let (Some(hkey), true) = (holding, acquire.owned) {
             self.store.track(&holder.as_caller(), hkey);
         }
-        Ok(Some(Grant::Acquired {
-            owner_died,
-            owned: acquire.owned,
+        Ok(Some(match acquire.resume {
+            Some(r) => Grant::Bool(r.notified),
+            None => Grant::Acquired {
+                owner_died,
+                owned: acquire.owned,
+            },
         }))
     }
 
