@@ -183,6 +183,7 @@ fn threads_through_both_managers_never_hold_the_lock_together() {
     let setup = a.client();
     let total = setup.value_named::<i64>("total", &0).unwrap();
     setup.value_named::<i64>("inside", &0).unwrap();
+    let started = Instant::now();
     let workers: Vec<_> = [&a, &b, &a, &b]
         .iter()
         .map(|m| {
@@ -206,6 +207,12 @@ fn threads_through_both_managers_never_hold_the_lock_together() {
     for w in workers {
         w.join().unwrap();
     }
+    let took = started.elapsed();
+    eprintln!(
+        "{} critical sections through two managers in {took:?} ({:?} each)",
+        4 * EACH,
+        took / (4 * EACH) as u32
+    );
     assert_eq!(total.get().unwrap(), 4 * EACH);
 }
 
@@ -361,4 +368,22 @@ fn a_condition_wait_times_out_with_the_lock_held_again() {
     assert!(err.to_string().contains("un-acquired"), "{err}");
     guard.unlock().unwrap();
     assert!(other.try_acquire().unwrap().is_some());
+}
+
+#[test]
+fn an_uncontended_lock_costs_a_few_round_trips_to_etcd() {
+    if !available() {
+        return;
+    }
+    let (_etcd, a, _b) = two("lock-cost", &[]);
+    let lock = a.client().lock_named("l").unwrap();
+    const N: u32 = 50;
+    let started = Instant::now();
+    for _ in 0..N {
+        lock.acquire().unwrap().unlock().unwrap();
+    }
+    let each = started.elapsed() / N;
+    eprintln!("uncontended acquire + release through etcd: {each:?}");
+    // Four etcd round trips on loopback: far below what a wait for a watch or a lease takes.
+    assert!(each < Duration::from_millis(500), "{each:?}");
 }
