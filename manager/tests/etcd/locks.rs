@@ -387,3 +387,44 @@ fn an_uncontended_lock_costs_a_few_round_trips_to_etcd() {
     // Four etcd round trips on loopback: far below what a wait for a watch or a lease takes.
     assert!(each < Duration::from_millis(500), "{each:?}");
 }
+
+#[test]
+fn notify_all_wakes_the_waiters_of_both_managers_and_notify_the_oldest() {
+    if !available() {
+        return;
+    }
+    let (_etcd, a, b) = two("condition-all", &[]);
+    let woken = Arc::new(Mutex::new(Vec::new()));
+    let waiters: Vec<_> = (0..3)
+        .map(|i| {
+            let client = if i % 2 == 0 { a.client() } else { b.client() };
+            let woken = woken.clone();
+            let waiter = thread::spawn(move || {
+                let cond = client.condition_named("c").unwrap();
+                let mut guard = cond.acquire().unwrap();
+                let notified = guard.wait_timeout(Duration::from_secs(20)).unwrap();
+                woken.lock().unwrap().push(i);
+                guard.unlock().unwrap();
+                notified
+            });
+            // Each waits before the next arrives.
+            thread::sleep(Duration::from_millis(400));
+            waiter
+        })
+        .collect();
+    let cond = b.client().condition_named("c").unwrap();
+    let guard = cond.acquire().unwrap();
+    guard.notify(1).unwrap();
+    guard.unlock().unwrap();
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(*woken.lock().unwrap(), vec![0], "notify wakes the oldest");
+    let guard = cond.acquire().unwrap();
+    guard.notify_all().unwrap();
+    guard.unlock().unwrap();
+    for w in waiters {
+        assert_eq!(w.join().unwrap(), Some(()));
+    }
+    let mut all = woken.lock().unwrap().clone();
+    all.sort_unstable();
+    assert_eq!(all, vec![0, 1, 2]);
+}
