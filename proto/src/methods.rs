@@ -287,6 +287,7 @@ const LOCK: &[MethodSpec] = methods!(Some(Kind::Lock), "lock.":
         parks;
     "release" "[id] or [id, owner]";
     "locked" "[id]";
+    "token" "[id] or [id, owner]";
 );
 
 const RLOCK: &[MethodSpec] = methods!(Some(Kind::RLock), "rlock.":
@@ -296,6 +297,7 @@ const RLOCK: &[MethodSpec] = methods!(Some(Kind::RLock), "rlock.":
         parks;
     "release" "[id] or [id, owner]";
     "locked" "[id]";
+    "token" "[id] or [id, owner]";
 );
 
 const SEMAPHORE: &[MethodSpec] = methods!(Some(Kind::Semaphore), "semaphore.":

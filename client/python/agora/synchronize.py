@@ -230,6 +230,14 @@ class LockProxy(AcquirerProxy):
         """True when someone holds the lock."""
         return cast("bool", self._call(self._m + "locked"))
 
+    def token(self) -> int:
+        """The fencing token of this thread's holding: a number that grows with every grant
+        of the lock. Send it with each write to what the lock guards, and have that refuse a
+        token below the highest it has seen, so that a holder that lost the lock while it
+        stalled cannot write over its successor (PROTOCOL.md, "Fencing tokens").
+        ``RuntimeError`` when this thread does not hold the lock."""
+        return cast("int", self._call(self._m + "token"))
+
     def __exit__(self, *exc: object) -> None:
         # The release is sent without waiting for its reply: the manager runs this thread's
         # calls in order, so its next call comes after the release, and other processes see

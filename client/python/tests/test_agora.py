@@ -138,6 +138,18 @@ class NewerPythonsAdditions(unittest.TestCase):
             with lock:
                 self.assertTrue(lock.locked())
 
+    def test_lock_tokens_grow_with_every_grant(self) -> None:
+        for lock in (manager.Lock(), manager.RLock()):
+            with self.assertRaises(RuntimeError):
+                lock.token()
+            last = 0
+            for _ in range(3):
+                with lock:
+                    token = lock.token()
+                    self.assertGreater(token, last)
+                    self.assertEqual(lock.token(), token)
+                    last = token
+
 
 class NamedObjects(unittest.TestCase):
     def test_get_or_create(self) -> None:

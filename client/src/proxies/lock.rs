@@ -363,6 +363,29 @@ macro_rules! lock_methods {
                 )
             }
 
+            /// The fencing token of the calling thread's holding: a number that grows with
+            /// every grant of the lock, so that a resource the lock guards can refuse the
+            /// writes of a holder whose holding another has since replaced (`PROTOCOL.md`,
+            /// "Fencing tokens"). Fails with `RuntimeError` when this thread does not hold the
+            /// lock.
+            pub fn fencing_token(&self) -> Result<u64> {
+                self.client.run(self.fencing_token_cmd())
+            }
+
+            #[doc = cmd_doc!($name, "fencing_token", $kind, "token", ", for the calling thread")]
+            pub fn fencing_token_cmd(&self) -> Cmd<u64> {
+                let owner = thread_owner();
+                Cmd::object(
+                    self.id,
+                    concat!($kind, ".token"),
+                    decoders::token,
+                    move |a| {
+                        a.uint(owner);
+                        Ok(())
+                    },
+                )
+            }
+
             /// True when anyone holds the lock (Python's `locked()`).
             pub fn is_locked(&self) -> Result<bool> {
                 self.client.run(self.is_locked_cmd())

@@ -309,6 +309,11 @@ pub(crate) mod decoders {
         decode::value(r)
     }
 
+    /// A fencing token.
+    pub(crate) fn token(r: Reply) -> Result<u64> {
+        decode::value(r)
+    }
+
     /// No result.
     pub(crate) fn unit(r: Reply) -> Result<()> {
         decode::unit(r)

@@ -61,6 +61,8 @@ pub struct LockState {
     /// The `owned` option given at creation, which every acquire follows; `None`: each
     /// acquire says (owned unless it says otherwise).
     policy: Option<bool>,
+    /// Grants so far: the current holding's fencing token.
+    grants: u64,
     held: HeldBy,
 }
 
@@ -84,6 +86,7 @@ impl LockState {
     }
 
     fn take(&mut self, owner: Owner, depth: u64, owned: bool, who: Caller<'_>) {
+        self.grants += 1;
         self.holder = Some(owner);
         self.depth = depth;
         self.owned = owned;
@@ -98,6 +101,17 @@ impl LockState {
         }
         self.depth = 0;
         self.owned = false;
+    }
+
+    /// The fencing token of `owner`'s holding: the number of the grant that made it, which
+    /// grows with every grant.
+    pub fn token(&self, owner: Owner) -> Result<u64, CallError> {
+        if self.holder == Some(owner) {
+            return Ok(self.grants);
+        }
+        Err(CallError::runtime(
+            "cannot get a fencing token: the lock is not held by the caller",
+        ))
     }
 
     /// Releases one level. A plain lock may be released by anyone (as in Python); an rlock
@@ -202,6 +216,7 @@ pub fn new_lock(reentrant: bool, policy: Option<bool>) -> SharedLock {
         depth: 0,
         owned: false,
         policy,
+        grants: 0,
         held,
     })
 }
@@ -308,6 +323,14 @@ impl Lock {
             lock: new_lock(kind == Kind::RLock, args.opt_bool(0)?),
         })
     }
+
+    /// The `owned` option of a lock from init args as a store keeps them (the whole array),
+    /// checked as `create` checks them.
+    pub fn policy(kind: Kind, init: &Params) -> Result<Option<bool>, CallError> {
+        let args = Args::of(kind, init);
+        args.expect(0, 1)?;
+        args.opt_bool(0)
+    }
 }
 
 impl SharedObject for Lock {
@@ -322,6 +345,12 @@ impl SharedObject for Lock {
         caller: &Caller<'_>,
         out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
+        if method == "token" {
+            arity(p, self.kind, method, 1, 2)?;
+            let owner = caller.owner(p, 1)?;
+            encode::uint(out, self.lock.read(|st| st.token(owner))??);
+            return Ok(Outcome::Done);
+        }
         lock_call(&self.lock, (self.kind, self.key), method, p, caller, out)
             .unwrap_or_else(|| Err(unknown_method(self.kind, method)))
     }

@@ -176,7 +176,16 @@ pub struct Args<'a> {
     what: &'static str,
 }
 
-impl Args<'_> {
+impl<'a> Args<'a> {
+    /// The init args of a `kind` as a store keeps them: the whole of `params`.
+    pub fn of(kind: Kind, params: &'a Params) -> Args<'a> {
+        Args {
+            params,
+            first: 0,
+            what: kind.as_str(),
+        }
+    }
+
     /// Number of init args.
     pub fn len(&self) -> usize {
         self.params.len() - self.first

@@ -143,6 +143,22 @@ impl Semaphore {
         })
     }
 
+    /// A semaphore from init args as a store keeps them (the whole array), checked as
+    /// `create` checks them.
+    pub fn from_init(kind: Kind, init: &Params) -> Result<Semaphore, CallError> {
+        Semaphore::new(kind, &Args::of(kind, init))
+    }
+
+    /// The initial value (a bounded semaphore's ceiling).
+    pub fn initial(&self) -> u64 {
+        self.initial
+    }
+
+    /// The `owned` option given at creation.
+    pub fn policy(&self) -> Option<bool> {
+        self.policy
+    }
+
     /// Whether an acquire that asked for `asked` takes an owned permit.
     fn owned(&self, asked: Option<bool>) -> bool {
         self.policy

@@ -9,8 +9,9 @@
 //! - `P n/NAME`: the id of the object named NAME.
 //! - `P o/ID/meta`: the object's kind, name and `create` init args; its presence is the
 //!   object's existence (a `delete` removes everything under `P o/ID/`).
-//! - `P o/ID/...`: the object's state, in the form its kind keeps: [`data`] for the value
-//!   kinds, one module per family of the kinds whose calls wait.
+//! - `P o/ID/...`: the object's state, in the form its kind keeps ([`data`] for the value
+//!   kinds, [`lock`] for the locks, semaphores and conditions, [`queue`] for the queues,
+//!   [`signal`] for events and barriers).
 //!
 //! Ids are drawn at random below 2^53 and claimed with a transaction, so that managers never
 //! hand out one id twice.
@@ -45,6 +46,7 @@
 //! ([`tokio::task::block_in_place`]).
 
 pub mod data;
+pub mod lock;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -804,6 +806,10 @@ fn build(
         Kind::Dict | Kind::List | Kind::Value | Kind::Array | Kind::Namespace | Kind::Set => {
             data::Data::build(store, id, meta.kind, &init)
         }
+        Kind::Lock | Kind::RLock | Kind::Semaphore | Kind::BoundedSemaphore => {
+            lock::Permits::build(store, id, meta.kind, &init)
+        }
+        Kind::Condition => lock::Cond::build(store, id, &init),
         kind => Err(CallError::new(
             ErrorName::TypeError,
             format!(

@@ -95,3 +95,14 @@ impl Drop for Manager {
 pub fn fresh_prefix(test: &str) -> String {
     format!("{test}-{}", std::process::id())
 }
+
+impl Manager {
+    /// A raw, authenticated protocol connection to this manager, for what the client hides
+    /// (a connection dropped while its call waits).
+    pub fn raw(&self) -> agora_proto::testing::RawClient {
+        let mut raw = agora_proto::testing::RawClient::connect(&self.address.to_string())
+            .expect("connect to the manager");
+        raw.authenticate(&key());
+        raw
+    }
+}

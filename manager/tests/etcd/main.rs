@@ -6,4 +6,5 @@
 mod cluster;
 mod failover;
 mod harness;
+mod locks;
 mod values;
