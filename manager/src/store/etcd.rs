@@ -75,6 +75,13 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// made it fails: long enough for etcd to elect a new leader after losing one.
 pub const RETRY_BUDGET: Duration = Duration::from_secs(30);
 
+/// Most times in a row a watch may fail to be made (each [`WATCH_RETRY`] apart) before the
+/// wait that needs it fails: [`RETRY_BUDGET`] in all.
+pub const MAX_FAILED_WATCHES: u32 = 300;
+
+/// The pause before a failed watch is made again.
+pub const WATCH_RETRY: Duration = Duration::from_millis(100);
+
 /// Most old markers one transaction deletes on its way.
 const MARKERS_PER_TXN: usize = 16;
 

@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp,
+    Compare, CompareOp, EventType, GetOptions, KeyValue, SortOrder, SortTarget, TxnOp,
     TxnOpResponse, WatchOptions,
 };
 use parking_lot::Mutex;
@@ -515,10 +515,16 @@ impl Shared {
 
     /// Reads the state, the holding keys and the line in one consistent read.
     async fn snapshot(&self) -> Result<Snapshot, CallError> {
-        let txn = Txn::new().and_then(self.snapshot_ops());
-        let answer = timed("reading a lock", self.store.client().txn(txn)).await?;
-        let revision = answer.header().map_or(0, |h| h.revision());
-        self.parse_snapshot(revision, answer.op_responses())
+        let answer = self
+            .store
+            .read_txn(
+                "reading a lock",
+                Vec::new(),
+                self.snapshot_ops(),
+                Vec::new(),
+            )
+            .await?;
+        self.parse_snapshot(answer.revision, answer.responses.unwrap_or_default())
     }
 
     fn snapshot_ops(&self) -> Vec<TxnOp> {
@@ -583,15 +589,18 @@ impl Shared {
         let me = self.identity(acquire.owner);
         let mut ops = vec![TxnOp::put(key.clone(), me, Some(self.store.held()))];
         ops.extend(self.snapshot_ops());
-        let joined = timed(
-            "joining a lock's line",
-            self.store.client().txn(Txn::new().and_then(ops)),
-        )
-        .await;
-        let snapshot = joined.and_then(|answer| {
-            let revision = answer.header().map_or(0, |h| h.revision());
-            self.parse_snapshot(revision, answer.op_responses())
-        });
+        let joined = self
+            .store
+            .txn("joining a lock's line", Vec::new(), ops, Vec::new())
+            .await;
+        let snapshot = match joined {
+            Ok(answer) => match answer.responses {
+                Some(responses) => self.parse_snapshot(answer.revision, responses),
+                // Joined, but the read that went with it was lost: read again.
+                None => self.snapshot().await,
+            },
+            Err(e) => Err(e),
+        };
         // Tracked at once: if the connection closes now, its close deletes the key.
         self.store.track(&holder.as_caller(), key.clone());
         let snapshot = match snapshot {
@@ -650,16 +659,16 @@ impl Shared {
         mut ops: Vec<TxnOp>,
     ) -> Result<bool, CallError> {
         ops.push(TxnOp::put(self.keys.state.clone(), state.encode(), None));
-        let txn = Txn::new()
-            .when(vec![Compare::mod_revision(
-                self.keys.state.clone(),
-                CompareOp::Equal,
-                snapshot.state_revision,
-            )])
-            .and_then(ops);
-        Ok(timed("changing a lock", self.store.client().txn(txn))
-            .await?
-            .succeeded())
+        let when = vec![Compare::mod_revision(
+            self.keys.state.clone(),
+            CompareOp::Equal,
+            snapshot.state_revision,
+        )];
+        let answer = self
+            .store
+            .txn("changing a lock", when, ops, Vec::new())
+            .await?;
+        Ok(answer.succeeded)
     }
 
     /// Takes waiter `key` out of the line, with any holding a grant whose answer was lost
@@ -670,14 +679,12 @@ impl Shared {
             TxnOp::delete(key.to_vec(), None),
             TxnOp::delete(hkey.clone(), None),
         ];
-        let mut client = self.store.client();
         self.store.untrack(session, &hkey);
-        if let Err(e) = timed(
-            "leaving a lock's line",
-            client.txn(Txn::new().and_then(ops)),
-        )
-        .await
-        {
+        let left = self
+            .store
+            .txn("leaving a lock's line", Vec::new(), ops, Vec::new())
+            .await;
+        if let Err(e) = left {
             warn!(error = %e.message, "a waiter key was not deleted; it goes with its connection or the lease");
             return;
         }
@@ -743,22 +750,20 @@ impl Shared {
             state.holder = me;
             state.depth = acquire.resume.map_or(1, |r| r.depth);
         }
-        let txn = Txn::new()
-            .when(vec![
-                Compare::mod_revision(
-                    self.keys.state.clone(),
-                    CompareOp::Equal,
-                    snapshot.state_revision,
-                ),
-                Compare::version(key.to_vec(), CompareOp::Greater, 0),
-            ])
-            .and_then(
-                ops.into_iter()
-                    .chain([TxnOp::put(self.keys.state.clone(), state.encode(), None)])
-                    .collect::<Vec<_>>(),
-            );
-        let answer = timed("granting a lock", self.store.client().txn(txn)).await?;
-        if !answer.succeeded() {
+        let when = vec![
+            Compare::mod_revision(
+                self.keys.state.clone(),
+                CompareOp::Equal,
+                snapshot.state_revision,
+            ),
+            Compare::version(key.to_vec(), CompareOp::Greater, 0),
+        ];
+        ops.push(TxnOp::put(self.keys.state.clone(), state.encode(), None));
+        let answer = self
+            .store
+            .txn("granting a lock", when, ops, Vec::new())
+            .await?;
+        if !answer.succeeded {
             return Ok(None);
         }
         self.store.untrack(holder.session, key);
@@ -829,6 +834,9 @@ impl Shared {
             }
         };
         tokio::pin!(timeout, cancelled);
+        // A watch that fails (its member died) is made again through another member, from the
+        // revision last read, for as long as etcd may take to fail over.
+        let mut failed_watches = 0u32;
         loop {
             let mut client = self.store.client();
             let options = WatchOptions::new()
@@ -838,19 +846,29 @@ impl Shared {
                 "watching a lock",
                 client.watch(self.keys.all.clone(), Some(options)),
             );
-            let (_watcher, mut stream) = tokio::select! {
-                watch = watch => watch?,
+            let made = tokio::select! {
+                watch = watch => watch,
                 () = &mut timeout => return Ok(Ended::TimedOut),
                 () = &mut cancelled => return Ok(Ended::Cancelled),
             };
+            let (_watcher, mut stream) = match made {
+                Ok(made) => made,
+                Err(e) if failed_watches >= super::MAX_FAILED_WATCHES => return Err(e),
+                Err(_) => {
+                    failed_watches += 1;
+                    tokio::time::sleep(super::WATCH_RETRY).await;
+                    continue;
+                }
+            };
             loop {
                 let message = tokio::select! {
-                    m = stream.message() => m.map_err(|e| super::failed("watching a lock", e))?,
+                    m = stream.message() => m,
                     () = &mut timeout => return Ok(Ended::TimedOut),
                     () = &mut cancelled => return Ok(Ended::Cancelled),
                 };
-                let Some(message) = message else {
-                    break; // the watch ended: start another from the last revision read
+                // An error or the end of the watch: start another from the last revision read.
+                let Ok(Some(message)) = message else {
+                    break;
                 };
                 if message.canceled() {
                     break;

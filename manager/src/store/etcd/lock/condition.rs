@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
-use etcd_client::{Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, TxnOp};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -337,24 +337,25 @@ impl Task {
             state.owned = state.owned.saturating_sub(1);
             state.depth = 0;
             state.holder.clear();
-            let txn = Txn::new()
-                .when(vec![Compare::mod_revision(
-                    lock.keys.state.clone(),
-                    CompareOp::Equal,
-                    snapshot.state_revision,
-                )])
-                .and_then(vec![
-                    TxnOp::delete(holding.key().to_vec(), None),
-                    TxnOp::put(lock.keys.state.clone(), state.encode(), None),
-                    TxnOp::put(released.key.clone(), me.clone(), Some(lock.store.held())),
-                ]);
-            let answer = timed("waiting on a condition", lock.store.client().txn(txn)).await?;
-            if answer.succeeded() {
+            let when = vec![Compare::mod_revision(
+                lock.keys.state.clone(),
+                CompareOp::Equal,
+                snapshot.state_revision,
+            )];
+            let ops = vec![
+                TxnOp::delete(holding.key().to_vec(), None),
+                TxnOp::put(lock.keys.state.clone(), state.encode(), None),
+                TxnOp::put(released.key.clone(), me.clone(), Some(lock.store.held())),
+            ];
+            let answer = lock
+                .store
+                .txn("waiting on a condition", when, ops, Vec::new())
+                .await?;
+            if answer.succeeded {
                 lock.untrack_holding(holding.key(), holding.value());
                 lock.store.track(&holder.as_caller(), released.key.clone());
-                let revision = answer.header().map_or(0, |h| h.revision());
                 return Ok(Released {
-                    revision,
+                    revision: answer.revision,
                     ..released
                 });
             }
@@ -376,11 +377,10 @@ impl Task {
         if let Some(n) = n {
             options = options.with_limit(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        let got = timed(
-            "notifying a condition",
-            lock.store.client().get(self.waiters.clone(), Some(options)),
-        )
-        .await?;
+        let got = lock
+            .store
+            .get("notifying a condition", self.waiters.clone(), Some(options))
+            .await?;
         let ops: Vec<TxnOp> = got
             .kvs()
             .iter()
@@ -389,11 +389,9 @@ impl Task {
         if ops.is_empty() {
             return Ok(());
         }
-        timed(
-            "notifying a condition",
-            lock.store.client().txn(Txn::new().and_then(ops)),
-        )
-        .await?;
+        lock.store
+            .txn("notifying a condition", Vec::new(), ops, Vec::new())
+            .await?;
         Ok(())
     }
 }
@@ -424,12 +422,12 @@ async fn finish_wait(
         Ok(Some(notified)) => notified,
         ended => {
             // Cancelled, or etcd failed: no key left behind, the lock not taken back.
-            if let Err(e) = timed(
-                "leaving a condition",
-                lock.store.client().delete(released.key.clone(), None),
-            )
-            .await
-            {
+            let ops = vec![TxnOp::delete(released.key.clone(), None)];
+            let left = lock
+                .store
+                .txn("leaving a condition", Vec::new(), ops, Vec::new())
+                .await;
+            if let Err(e) = left {
                 warn!(error = %e.message, "a condition waiter key was not deleted; it goes with its connection or the lease");
             }
             lock.store.untrack(holder.session, &released.key);
@@ -475,28 +473,44 @@ async fn notified(
     };
     tokio::pin!(timeout);
     let mut revision = released.revision;
+    // A watch that fails (its member died) is made again through another member.
+    let mut failed_watches = 0u32;
     loop {
         let options = etcd_client::WatchOptions::new().with_start_revision(revision + 1);
         let mut client = lock.store.client();
-        let (_watcher, mut stream) = timed(
+        let made = timed(
             "watching a condition",
             client.watch(released.key.clone(), Some(options)),
         )
-        .await?;
+        .await;
+        let (_watcher, mut stream) = match made {
+            Ok(made) => made,
+            Err(e) if failed_watches >= super::super::MAX_FAILED_WATCHES => return Err(e),
+            Err(_) => {
+                failed_watches += 1;
+                tokio::time::sleep(super::super::WATCH_RETRY).await;
+                continue;
+            }
+        };
         loop {
             let message = tokio::select! {
-                m = stream.message() => m.map_err(|e| super::super::failed("watching a condition", e))?,
+                m = stream.message() => m,
                 () = &mut timeout => {
-                    let gone = timed(
-                        "leaving a condition",
-                        lock.store.client().delete(released.key.clone(), None),
-                    )
-                    .await?;
-                    return Ok(Some(gone.deleted() == 0));
+                    // Timed out, unless a notify deleted the key first: whoever deletes it
+                    // decides.
+                    let key = released.key.clone();
+                    let when = vec![Compare::version(key.clone(), CompareOp::Greater, 0)];
+                    let ops = vec![TxnOp::delete(key, None)];
+                    let mine = lock
+                        .store
+                        .txn("leaving a condition", when, ops, Vec::new())
+                        .await?;
+                    return Ok(Some(!mine.succeeded));
                 }
                 _ = &mut *cancel => return Ok(None),
             };
-            let Some(message) = message else { break };
+            // An error or the end of the watch: look at the key, then watch again.
+            let Ok(Some(message)) = message else { break };
             if message
                 .events()
                 .iter()
@@ -509,11 +523,10 @@ async fn notified(
             }
         }
         // The watch ended: is the key still there, and from when to watch again.
-        let got = timed(
-            "watching a condition",
-            lock.store.client().get(released.key.clone(), None),
-        )
-        .await?;
+        let got = lock
+            .store
+            .get("watching a condition", released.key.clone(), None)
+            .await?;
         if got.kvs().is_empty() {
             return Ok(Some(true));
         }
