@@ -35,6 +35,8 @@
 //! ([`tokio::task::block_in_place`]).
 
 pub mod data;
+pub mod queue;
+pub mod waits;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -525,6 +527,7 @@ fn build(
         Kind::Dict | Kind::List | Kind::Value | Kind::Array | Kind::Namespace | Kind::Set => {
             data::Data::build(store, id, meta.kind, &init)
         }
+        Kind::Queue | Kind::JoinableQueue => queue::Queue::build(store, id, meta.kind, &init),
         kind => Err(CallError::new(
             ErrorName::TypeError,
             format!(

@@ -4,4 +4,5 @@
 //! `cargo test -p agora-manager --features etcd --test etcd`.
 
 mod harness;
+mod queues;
 mod values;

@@ -1,0 +1,873 @@
+//! `queue` and `joinable_queue` in etcd: items as keys ordered by the revision that made them.
+//!
+//! # Keys (under `P o/ID/`)
+//! - `q/U` (one `put`) or `q/U-I` (item I of one `put_many`): an item, U random. Items are
+//!   not on a lease: a put item belongs to the queue, whoever put it. FIFO order is etcd's
+//!   order of the puts (the items' create revisions), then I within one `put_many`.
+//! - `u/U-I`: one unfinished item (put, not yet marked with `task_done`), written with the item.
+//! - `len`: the number of items, kept only by a bounded queue (`maxsize` > 0), so that a put
+//!   checks the room and adds its items in one transaction.
+//! - `closed`: present once the queue is closed.
+//!
+//! # Transactions
+//! A put is one transaction: it checks that the object exists, is not closed and (bounded)
+//! that `len` is the one it read, and writes the items, their unfinished markers and `len`. A
+//! get reads the oldest items (sorted by create revision), then deletes them in a transaction
+//! that checks each one's revision is still the one read: when another getter (through any
+//! manager) took one first, it reads again. Every item is got exactly once.
+//!
+//! # Waiting
+//! A blocking get that finds no item watches the object's keys from the revision of its read
+//! for a put (or the close), then tries again; a put on a full queue watches for deletions;
+//! `join` watches the unfinished markers. No wake-up is lost (the watch starts at the read's
+//! revision), and nothing polls. Waiting getters are served in no guaranteed order: each one
+//! woken tries, and one of them wins each item.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
+};
+use tracing::warn;
+
+use agora_proto::params::array_items;
+use agora_proto::{params, CallError, ErrorName, Params};
+
+use crate::lifecycle::{timeout_param, Grant, Reply, Shape};
+use crate::objects::{arity, expected, store, unknown_method, Kind, ObjectHandle, Stored};
+
+use super::waits::{self, changed, deadline, Boxed, Engine, Front, Seen, Step};
+use super::{timed, EtcdStore};
+
+/// Most times one call tries again when other callers keep winning the race.
+const MAX_RETRIES: usize = 10_000;
+
+/// A queue in etcd, as one manager serves it.
+pub struct Queue {
+    store: Arc<EtcdStore>,
+    kind: Kind,
+    maxsize: usize,
+    keys: Keys,
+}
+
+/// The object's keys.
+struct Keys {
+    object: Vec<u8>,
+    meta: Vec<u8>,
+    items: Vec<u8>,
+    marks: Vec<u8>,
+    len: Vec<u8>,
+    closed: Vec<u8>,
+}
+
+/// How a put or get behaves when it cannot complete at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Blocking {
+    block: bool,
+    timeout: Option<Duration>,
+}
+
+impl Blocking {
+    fn from_params(p: &Params, at: usize) -> Result<Blocking, CallError> {
+        let block = p.bool_or(at, true)?;
+        let timeout = if block {
+            timeout_param(p, at + 1)?
+        } else {
+            None
+        };
+        Ok(Blocking { block, timeout })
+    }
+
+    const NOWAIT: Blocking = Blocking {
+        block: false,
+        timeout: None,
+    };
+}
+
+/// A parsed queue call.
+pub enum Op {
+    /// `put`, `put_nowait`, `put_many`.
+    Put {
+        items: VecDeque<Stored>,
+        many: bool,
+        how: Blocking,
+    },
+    /// `get`, `get_nowait`, `get_many`.
+    Get {
+        max: usize,
+        shape: Shape,
+        how: Blocking,
+    },
+    /// A query.
+    Count(Count),
+    /// `close`.
+    Close,
+    /// `task_done`.
+    TaskDone,
+    /// `join`, with its timeout.
+    Join(Option<Duration>),
+}
+
+/// The queries answered from the item count and the closed key.
+#[derive(Clone, Copy)]
+pub enum Count {
+    /// `qsize`.
+    Qsize,
+    /// `empty`.
+    Empty,
+    /// `full`.
+    Full,
+    /// `maxsize`.
+    Maxsize,
+    /// `is_closed`.
+    IsClosed,
+}
+
+/// What one read of the queue found.
+struct Head {
+    /// The oldest items, oldest first: (key, mod revision, item).
+    items: Vec<(Vec<u8>, i64, Stored)>,
+    closed: bool,
+    /// `len` and its mod revision (a bounded queue).
+    len: (usize, i64),
+    revision: i64,
+}
+
+fn closed() -> CallError {
+    CallError::new(ErrorName::Closed, "the queue is closed")
+}
+
+fn empty() -> CallError {
+    CallError::new(ErrorName::Empty, "the queue is empty")
+}
+
+fn full() -> CallError {
+    CallError::new(ErrorName::Full, "the queue is full")
+}
+
+fn busy() -> CallError {
+    CallError::runtime("the queue changed through other managers on every try; try again")
+}
+
+fn put_done(done: usize, many: bool) -> Reply {
+    Ok(if many {
+        Grant::Count(done as u64)
+    } else {
+        Grant::Nil
+    })
+}
+
+impl Queue {
+    /// The local handle of queue `id`, and for a new one its initial keys.
+    pub fn build(
+        store: &Arc<EtcdStore>,
+        id: u64,
+        kind: Kind,
+        init: &Params,
+    ) -> Result<(ObjectHandle, Vec<TxnOp>), CallError> {
+        let maxsize = maxsize(init)?;
+        let key = |suffix: &str| store.object_key(id, suffix);
+        let keys = Keys {
+            object: key(""),
+            meta: key("meta"),
+            items: key("q/"),
+            marks: key("u/"),
+            len: key("len"),
+            closed: key("closed"),
+        };
+        let initial = if maxsize > 0 {
+            vec![TxnOp::put(keys.len.clone(), "0", None)]
+        } else {
+            Vec::new()
+        };
+        let queue = Queue {
+            store: store.clone(),
+            kind,
+            maxsize,
+            keys,
+        };
+        Ok((Front::start(kind, queue), initial))
+    }
+
+    fn bounded(&self) -> bool {
+        self.maxsize > 0
+    }
+
+    /// The object exists and is not closed.
+    fn open_compares(&self) -> Vec<Compare> {
+        vec![
+            Compare::version(self.keys.meta.clone(), CompareOp::Greater, 0),
+            Compare::version(self.keys.closed.clone(), CompareOp::Equal, 0),
+        ]
+    }
+
+    /// Reads the oldest `max` items, whether the queue is closed, and `len`.
+    async fn head(&self, max: usize) -> Result<Head, CallError> {
+        let oldest = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(i64::try_from(max).unwrap_or(i64::MAX));
+        let count = || Some(GetOptions::new().with_count_only());
+        let txn = Txn::new().and_then(vec![
+            TxnOp::get(self.keys.meta.clone(), count()),
+            TxnOp::get(self.keys.items.clone(), Some(oldest)),
+            TxnOp::get(self.keys.closed.clone(), count()),
+            TxnOp::get(self.keys.len.clone(), None),
+        ]);
+        let answer = timed("reading a queue", self.store.client().txn(txn)).await?;
+        let gets = gets(&answer);
+        if gets.first().is_none_or(|g| g.count() == 0) {
+            return Err(waits::deleted());
+        }
+        let mut items: Vec<_> = gets.get(1).map_or(Vec::new(), |g| {
+            g.kvs()
+                .iter()
+                .map(|kv| {
+                    (
+                        kv.key().to_vec(),
+                        kv.create_revision(),
+                        kv.mod_revision(),
+                        store(kv.value()),
+                    )
+                })
+                .collect()
+        });
+        let revision = answer.header().map_or(0, |h| h.revision());
+        if items.len() == max {
+            self.complete_batch(&mut items, max, revision).await?;
+        }
+        items.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        items.truncate(max);
+        let len = gets
+            .get(3)
+            .and_then(|g| g.kvs().first())
+            .map_or((0, 0), |kv| {
+                let n = std::str::from_utf8(kv.value())
+                    .ok()
+                    .and_then(|s| s.parse().ok());
+                (n.unwrap_or(0), kv.mod_revision())
+            });
+        Ok(Head {
+            items: items.into_iter().map(|(k, _, m, v)| (k, m, v)).collect(),
+            closed: gets.get(2).is_some_and(|g| g.count() > 0),
+            len,
+            revision,
+        })
+    }
+
+    /// The items of one `put_many` share a create revision, and etcd returns an arbitrary few
+    /// of them when the limit cuts through them: when the last item read may be one of such a
+    /// batch, reads the whole batch (at the same revision) so that the oldest are the ones
+    /// taken.
+    async fn complete_batch(
+        &self,
+        items: &mut Vec<(Vec<u8>, i64, i64, Stored)>,
+        max: usize,
+        revision: i64,
+    ) -> Result<(), CallError> {
+        let Some((key, created, ..)) = items.last() else {
+            return Ok(());
+        };
+        if !key[self.keys.items.len()..].contains(&b'-') {
+            return Ok(());
+        }
+        let created = *created;
+        let batch = GetOptions::new()
+            .with_prefix()
+            .with_revision(revision)
+            .with_min_create_revision(created)
+            .with_max_create_revision(created)
+            .with_limit(i64::try_from(max).unwrap_or(i64::MAX));
+        let got = timed(
+            "reading a queue",
+            self.store
+                .client()
+                .get(self.keys.items.clone(), Some(batch)),
+        )
+        .await?;
+        items.retain(|i| i.1 != created);
+        items.extend(got.kvs().iter().map(|kv| {
+            (
+                kv.key().to_vec(),
+                kv.create_revision(),
+                kv.mod_revision(),
+                store(kv.value()),
+            )
+        }));
+        Ok(())
+    }
+
+    /// Takes up to `max` of the oldest items. Empty when there are none (the head read tells
+    /// whether the queue is closed, and the revision to watch from).
+    async fn take(&self, max: usize) -> Result<(Vec<Stored>, Head), CallError> {
+        for _ in 0..MAX_RETRIES {
+            let mut head = self.head(max).await?;
+            if head.items.is_empty() {
+                return Ok((Vec::new(), head));
+            }
+            let mut when: Vec<Compare> = head
+                .items
+                .iter()
+                .map(|(k, m, _)| Compare::mod_revision(k.clone(), CompareOp::Equal, *m))
+                .collect();
+            let mut ops: Vec<TxnOp> = head
+                .items
+                .iter()
+                .map(|(k, ..)| TxnOp::delete(k.clone(), None))
+                .collect();
+            if self.bounded() {
+                let (n, rev) = head.len;
+                when.push(Compare::mod_revision(
+                    self.keys.len.clone(),
+                    CompareOp::Equal,
+                    rev,
+                ));
+                let left = n.saturating_sub(head.items.len());
+                ops.push(TxnOp::put(self.keys.len.clone(), left.to_string(), None));
+            }
+            let txn = Txn::new().when(when).and_then(ops);
+            if timed("getting from a queue", self.store.client().txn(txn))
+                .await?
+                .succeeded()
+            {
+                let items = std::mem::take(&mut head.items);
+                return Ok((items.into_iter().map(|(.., v)| v).collect(), head));
+            }
+            // Another getter took one of them first, or a put changed `len`: read again.
+        }
+        Err(busy())
+    }
+
+    /// Puts as many of `items` as there is room for (all of them when `room` is false: an item
+    /// given back), with unfinished markers when `mark`. Returns how many went in and the
+    /// revision read, to wait from when none did.
+    async fn put_some(
+        &self,
+        items: &mut VecDeque<Stored>,
+        mark: bool,
+        room: bool,
+    ) -> Result<(usize, i64), CallError> {
+        for _ in 0..MAX_RETRIES {
+            let (mut when, mut ops, n, revision) = if self.bounded() {
+                let head = self.head(1).await?;
+                if head.closed {
+                    return Err(closed());
+                }
+                let (len, rev) = head.len;
+                let fits = if room {
+                    self.maxsize.saturating_sub(len).min(items.len())
+                } else {
+                    items.len()
+                };
+                if fits == 0 {
+                    return Ok((0, head.revision));
+                }
+                let when = vec![Compare::mod_revision(
+                    self.keys.len.clone(),
+                    CompareOp::Equal,
+                    rev,
+                )];
+                let ops = vec![TxnOp::put(
+                    self.keys.len.clone(),
+                    (len + fits).to_string(),
+                    None,
+                )];
+                (when, ops, fits, head.revision)
+            } else {
+                (Vec::new(), Vec::new(), items.len(), 0)
+            };
+            when.extend(self.open_compares());
+            ops.extend(self.item_ops(items.iter().take(n), mark)?);
+            let txn = Txn::new().when(when).and_then(ops).or_else(vec![
+                TxnOp::get(
+                    self.keys.meta.clone(),
+                    Some(GetOptions::new().with_count_only()),
+                ),
+                TxnOp::get(
+                    self.keys.closed.clone(),
+                    Some(GetOptions::new().with_count_only()),
+                ),
+            ]);
+            let answer = timed("putting into a queue", self.store.client().txn(txn)).await?;
+            if answer.succeeded() {
+                items.drain(..n);
+                return Ok((n, revision));
+            }
+            let gets = gets(&answer);
+            if gets.first().is_none_or(|g| g.count() == 0) {
+                return Err(waits::deleted());
+            }
+            if gets.get(1).is_some_and(|g| g.count() > 0) {
+                return Err(closed());
+            }
+            // `len` changed (a put or get through another manager): read again.
+        }
+        Err(busy())
+    }
+
+    /// The puts of the items (and their markers), keyed to keep their order.
+    fn item_ops<'a>(
+        &self,
+        items: impl ExactSizeIterator<Item = &'a Stored>,
+        mark: bool,
+    ) -> Result<Vec<TxnOp>, CallError> {
+        let unique = unique()?;
+        let single = items.len() == 1;
+        let mut ops = Vec::with_capacity(items.len() * 2);
+        for (i, item) in items.enumerate() {
+            let name = if single {
+                format!("{unique:016x}")
+            } else {
+                format!("{unique:016x}-{i:08x}")
+            };
+            let mut key = self.keys.items.clone();
+            key.extend_from_slice(name.as_bytes());
+            ops.push(TxnOp::put(key, item.to_vec(), None));
+            if mark {
+                let mut key = self.keys.marks.clone();
+                key.extend_from_slice(format!("{unique:016x}-{i:08x}").as_bytes());
+                ops.push(TxnOp::put(key, "", None));
+            }
+        }
+        Ok(ops)
+    }
+
+    /// Whether a watched change may let a waiting getter (`get`), putter or joiner go on.
+    fn wakes(&self, wait: Waits) -> impl Fn(EventType, &[u8]) -> bool + Send + 'static {
+        let keys = (
+            self.keys.meta.clone(),
+            self.keys.items.clone(),
+            self.keys.closed.clone(),
+            self.keys.marks.clone(),
+        );
+        move |event, key| {
+            let (meta, items, closed, marks) = &keys;
+            match (wait, event) {
+                (_, EventType::Delete) if key == meta.as_slice() => true,
+                (Waits::Item | Waits::Room, EventType::Put) if key == closed.as_slice() => true,
+                (Waits::Item, EventType::Put) => key.starts_with(items),
+                (Waits::Room, EventType::Delete) => key.starts_with(items),
+                (Waits::Done, EventType::Delete) => key.starts_with(marks),
+                _ => false,
+            }
+        }
+    }
+
+    async fn watch(
+        &self,
+        from: i64,
+        until: Option<tokio::time::Instant>,
+        wait: Waits,
+    ) -> Result<Seen, CallError> {
+        changed(
+            self.store.client(),
+            self.keys.object.clone(),
+            from,
+            until,
+            self.wakes(wait),
+        )
+        .await
+    }
+}
+
+/// What a waiting call waits for.
+#[derive(Clone, Copy)]
+enum Waits {
+    Item,
+    Room,
+    Done,
+}
+
+/// The range answers of a transaction, in order.
+fn gets(answer: &TxnResponse) -> Vec<etcd_client::GetResponse> {
+    answer
+        .op_responses()
+        .into_iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A random name for the keys of one put.
+fn unique() -> Result<u64, CallError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| CallError::runtime(format!("no randomness for a queue item's key: {e}")))?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// `create`'s init args: `[]` or `[maxsize]` (0 or nil: unbounded), as the memory queue reads
+/// them.
+fn maxsize(init: &Params) -> Result<usize, CallError> {
+    if init.len() > 1 {
+        return Err(CallError::new(
+            ErrorName::ArgumentCountError,
+            format!(
+                "create of a queue takes 0 to 1 init args, got {}",
+                init.len()
+            ),
+        ));
+    }
+    Ok(match init.opt(0) {
+        None => 0,
+        Some(raw) => match params::int_i64(raw) {
+            Some(n) if n <= 0 => 0,
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => return Err(expected("an int maxsize", 2, raw)),
+        },
+    })
+}
+
+impl Queue {
+    fn parse_put(&self, method: &str, p: &Params) -> Result<Op, CallError> {
+        let a = |min, max| arity(p, self.kind, method, min, max);
+        let one = || VecDeque::from(vec![store(p.raw(1))]);
+        Ok(match method {
+            "put" => {
+                a(2, 4)?;
+                let how = Blocking::from_params(p, 2)?;
+                Op::Put {
+                    items: one(),
+                    many: false,
+                    how,
+                }
+            }
+            "put_nowait" => {
+                a(2, 2)?;
+                Op::Put {
+                    items: one(),
+                    many: false,
+                    how: Blocking::NOWAIT,
+                }
+            }
+            _ => {
+                a(2, 4)?;
+                let items =
+                    array_items(p.raw(1)).ok_or_else(|| expected("an array", 1, p.raw(1)))?;
+                let how = Blocking::from_params(p, 2)?;
+                Op::Put {
+                    items: items.into_iter().map(store).collect(),
+                    many: true,
+                    how,
+                }
+            }
+        })
+    }
+
+    fn parse_get(&self, method: &str, p: &Params) -> Result<Op, CallError> {
+        let a = |min, max| arity(p, self.kind, method, min, max);
+        Ok(match method {
+            "get" => {
+                a(1, 3)?;
+                Op::Get {
+                    max: 1,
+                    shape: Shape::Item,
+                    how: Blocking::from_params(p, 1)?,
+                }
+            }
+            "get_nowait" => {
+                a(1, 1)?;
+                Op::Get {
+                    max: 1,
+                    shape: Shape::Item,
+                    how: Blocking::NOWAIT,
+                }
+            }
+            _ => {
+                a(2, 4)?;
+                let max = usize::try_from(p.u64(1)?).unwrap_or(usize::MAX);
+                if max == 0 {
+                    return Err(CallError::value(format!("{method} takes at least 1 item")));
+                }
+                Op::Get {
+                    max,
+                    shape: Shape::Items,
+                    how: Blocking::from_params(p, 2)?,
+                }
+            }
+        })
+    }
+
+    /// Acknowledged gets are refused: a joinable queue has none (as in memory), a plain queue
+    /// kept in etcd does not keep their receipts.
+    fn refuse_acked(&self, method: &str) -> CallError {
+        if self.kind == Kind::JoinableQueue {
+            return CallError::new(
+                ErrorName::UnknownMethodError,
+                format!(
+                    "joinable_queue has no method {method:?}: its task_done is the \
+                     acknowledgement"
+                ),
+            );
+        }
+        CallError::runtime(format!(
+            "queue.{method} is not supported by the etcd store: it keeps no receipts for \
+             acknowledged gets (see docs/stores.md); use get, or the memory store"
+        ))
+    }
+
+    async fn get(self: Arc<Self>, max: usize, shape: Shape, how: Blocking) -> Step {
+        let taken = self.take(max).await;
+        let first = match taken {
+            Err(e) => return Step::Done(Err(e)),
+            Ok((items, _)) if !items.is_empty() => {
+                return Step::Done(Ok(taken_grant(items, shape)))
+            }
+            Ok((_, head)) if head.closed => return Step::Done(Err(closed())),
+            Ok(_) if !how.block => return Step::Done(Err(empty())),
+            Ok((_, head)) => head.revision,
+        };
+        let until = deadline(how.timeout);
+        Step::Wait {
+            wait: Box::pin(async move {
+                let mut from = first;
+                loop {
+                    if self.watch(from, until, Waits::Item).await? == Seen::TimedOut {
+                        return Err(empty());
+                    }
+                    let (items, head) = self.take(max).await?;
+                    if !items.is_empty() {
+                        return Ok(taken_grant(items, shape));
+                    }
+                    if head.closed {
+                        return Err(closed());
+                    }
+                    from = head.revision;
+                }
+            }),
+            on_abandon: None,
+        }
+    }
+
+    async fn put(self: Arc<Self>, mut items: VecDeque<Stored>, many: bool, how: Blocking) -> Step {
+        let (mut done, from) = match self.put_some(&mut items, true, true).await {
+            Ok(put) => put,
+            Err(e) => return Step::Done(Err(e)),
+        };
+        if items.is_empty() || (many && !how.block) {
+            return Step::Done(put_done(done, many));
+        }
+        if !how.block {
+            return Step::Done(Err(full()));
+        }
+        let until = deadline(how.timeout);
+        Step::Wait {
+            wait: Box::pin(async move {
+                let mut from = from;
+                loop {
+                    if self.watch(from, until, Waits::Room).await? == Seen::TimedOut {
+                        return if many {
+                            put_done(done, many)
+                        } else {
+                            Err(full())
+                        };
+                    }
+                    let (n, at) = self.put_some(&mut items, true, true).await?;
+                    done += n;
+                    if items.is_empty() {
+                        return put_done(done, many);
+                    }
+                    from = at;
+                }
+            }),
+            on_abandon: None,
+        }
+    }
+
+    /// How many items are unfinished, and the revision read.
+    async fn unfinished(&self) -> Result<(i64, i64), CallError> {
+        let got = timed(
+            "reading a queue",
+            self.store.client().get(
+                self.keys.marks.clone(),
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            ),
+        )
+        .await?;
+        Ok((got.count(), got.header().map_or(0, |h| h.revision())))
+    }
+
+    async fn join(self: Arc<Self>, timeout: Option<Duration>) -> Step {
+        let from = match self.unfinished().await {
+            Err(e) => return Step::Done(Err(e)),
+            Ok((0, _)) => return Step::Done(Ok(Grant::Bool(true))),
+            Ok((_, at)) => at,
+        };
+        let until = deadline(timeout);
+        Step::Wait {
+            wait: Box::pin(async move {
+                let mut from = from;
+                loop {
+                    if self.watch(from, until, Waits::Done).await? == Seen::TimedOut {
+                        return Ok(Grant::Bool(false));
+                    }
+                    match self.unfinished().await? {
+                        (0, _) => return Ok(Grant::Bool(true)),
+                        (_, at) => from = at,
+                    }
+                }
+            }),
+            on_abandon: None,
+        }
+    }
+
+    /// Marks one unfinished item done (any one: a marker says only that an item is
+    /// unfinished).
+    async fn task_done(&self) -> Reply {
+        for _ in 0..MAX_RETRIES {
+            let got = timed(
+                "marking a queue item done",
+                self.store.client().get(
+                    self.keys.marks.clone(),
+                    Some(
+                        GetOptions::new()
+                            .with_prefix()
+                            .with_keys_only()
+                            .with_limit(1),
+                    ),
+                ),
+            )
+            .await?;
+            let Some(kv) = got.kvs().first() else {
+                return Err(CallError::value("task_done() called too many times"));
+            };
+            let key = kv.key().to_vec();
+            let txn = Txn::new()
+                .when(vec![Compare::version(key.clone(), CompareOp::Greater, 0)])
+                .and_then(vec![TxnOp::delete(key, None)]);
+            if timed("marking a queue item done", self.store.client().txn(txn))
+                .await?
+                .succeeded()
+            {
+                return Ok(Grant::Nil);
+            }
+        }
+        Err(busy())
+    }
+
+    async fn count(&self, what: Count) -> Reply {
+        if let Count::Maxsize = what {
+            return Ok(Grant::Count(self.maxsize as u64));
+        }
+        let count = || Some(GetOptions::new().with_count_only());
+        let txn = Txn::new().and_then(vec![
+            TxnOp::get(self.keys.meta.clone(), count()),
+            TxnOp::get(
+                self.keys.items.clone(),
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            ),
+            TxnOp::get(self.keys.closed.clone(), count()),
+        ]);
+        let answer = timed("reading a queue", self.store.client().txn(txn)).await?;
+        let counts: Vec<i64> = gets(&answer).iter().map(|g| g.count()).collect();
+        let [meta, items, closed] = counts[..] else {
+            return Err(CallError::runtime(
+                "etcd answered a queue read incompletely",
+            ));
+        };
+        if meta == 0 {
+            return Err(waits::deleted());
+        }
+        let items = u64::try_from(items).unwrap_or(0);
+        Ok(match what {
+            Count::Qsize => Grant::Count(items),
+            Count::Empty => Grant::Bool(items == 0),
+            Count::Full => Grant::Bool(self.bounded() && items >= self.maxsize as u64),
+            Count::IsClosed => Grant::Bool(closed > 0),
+            Count::Maxsize => Grant::Count(self.maxsize as u64),
+        })
+    }
+
+    async fn close(&self) -> Reply {
+        let txn = Txn::new()
+            .when(vec![Compare::version(
+                self.keys.meta.clone(),
+                CompareOp::Greater,
+                0,
+            )])
+            .and_then(vec![TxnOp::put(self.keys.closed.clone(), "1", None)]);
+        if timed("closing a queue", self.store.client().txn(txn))
+            .await?
+            .succeeded()
+        {
+            Ok(Grant::Nil)
+        } else {
+            Err(waits::deleted())
+        }
+    }
+}
+
+/// A get's answer: the items as `get` or `get_many` writes them.
+fn taken_grant(items: Vec<Stored>, shape: Shape) -> Grant {
+    Grant::Taken {
+        items: items.into_iter().map(|i| (0, i)).collect(),
+        shape,
+    }
+}
+
+impl Engine for Queue {
+    type Op = Op;
+
+    fn parse(&self, method: &str, p: &Params) -> Result<Op, CallError> {
+        let a = |min, max| arity(p, self.kind, method, min, max);
+        match method {
+            "put" | "put_nowait" | "put_many" => self.parse_put(method, p),
+            "get" | "get_nowait" | "get_many" => self.parse_get(method, p),
+            "get_acked" | "get_many_acked" | "ack" | "nack" => Err(self.refuse_acked(method)),
+            "join" => {
+                a(1, 2)?;
+                Ok(Op::Join(timeout_param(p, 1)?))
+            }
+            _ => {
+                a(1, 1)?;
+                Ok(match method {
+                    "qsize" => Op::Count(Count::Qsize),
+                    "empty" => Op::Count(Count::Empty),
+                    "full" => Op::Count(Count::Full),
+                    "maxsize" => Op::Count(Count::Maxsize),
+                    "is_closed" => Op::Count(Count::IsClosed),
+                    "close" => Op::Close,
+                    "task_done" => Op::TaskDone,
+                    _ => return Err(unknown_method(self.kind, method)),
+                })
+            }
+        }
+    }
+
+    fn first(self: Arc<Self>, op: Op) -> Boxed<Step> {
+        Box::pin(async move {
+            match op {
+                Op::Put { items, many, how } => self.put(items, many, how).await,
+                Op::Get { max, shape, how } => self.get(max, shape, how).await,
+                Op::Join(timeout) => self.join(timeout).await,
+                Op::Count(what) => Step::Done(self.count(what).await),
+                Op::Close => Step::Done(self.close().await),
+                Op::TaskDone => Step::Done(self.task_done().await),
+            }
+        })
+    }
+
+    /// Items got by a getter that never learnt of them go back, at the tail (etcd orders items
+    /// by the revision that put them: the head cannot be put back to), without new unfinished
+    /// markers (they are still counted).
+    fn undeliver(self: Arc<Self>, grant: Grant) {
+        let items: VecDeque<Stored> = match grant {
+            Grant::Taken { items, .. } => items.into_iter().map(|(_, i)| i).collect(),
+            _ => return,
+        };
+        if items.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            let mut items = items;
+            if let Err(e) = self.put_some(&mut items, false, false).await {
+                warn!(items = items.len(), error = %e.message, "queue items a getter never received could not be put back");
+            }
+        });
+    }
+}

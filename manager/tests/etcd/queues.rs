@@ -1,0 +1,212 @@
+//! Queues and joinable queues served by two managers on one etcd.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use agora_client::ErrorName;
+
+use crate::harness::{available, fresh_prefix, Etcd, Manager};
+
+/// Two managers on one fresh store.
+fn pair(test: &str) -> (Etcd, Manager, Manager) {
+    let etcd = Etcd::start();
+    let store = etcd.store(&fresh_prefix(test));
+    let (a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
+    (etcd, a, b)
+}
+
+#[test]
+fn items_put_alternately_through_two_managers_come_out_in_order() {
+    if !available() {
+        return;
+    }
+    let (_etcd, a, b) = pair("queue-fifo");
+    let (ca, cb) = (a.client(), b.client());
+    let qa = ca.queue_named::<i64>("jobs", 0).unwrap();
+    let qb = cb.queue_named::<i64>("jobs", 0).unwrap();
+    for i in 0..20 {
+        if i % 2 == 0 { &qa } else { &qb }.put(&i).unwrap();
+    }
+    qa.put_many([20, 21, 22]).unwrap();
+    qb.put(&23).unwrap();
+    assert_eq!(qb.qsize().unwrap(), 24);
+    let mut got = Vec::new();
+    for i in 0..24 {
+        got.push(if i % 3 == 0 { &qb } else { &qa }.get().unwrap());
+    }
+    assert_eq!(got, (0..24).collect::<Vec<_>>());
+    assert!(qa.is_empty().unwrap());
+    qa.put_many([1, 2, 3, 4, 5]).unwrap();
+    assert_eq!(qb.get_many(3).unwrap(), vec![1, 2, 3]);
+    assert_eq!(qa.get_many(10).unwrap(), vec![4, 5]);
+}
+
+#[test]
+fn a_get_waiting_through_one_manager_is_woken_by_a_put_through_the_other() {
+    if !available() {
+        return;
+    }
+    let (_etcd, a, b) = pair("queue-wake");
+    let qa = a.client().queue_named::<String>("q", 0).unwrap();
+    let cb = b.client();
+    let waiter = std::thread::spawn(move || {
+        let qb = cb.queue_named::<String>("q", 0).unwrap();
+        let got = qb.get().unwrap();
+        (got, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let put_at = Instant::now();
+    qa.put(&"hello".to_owned()).unwrap();
+    let (got, woke_at) = waiter.join().unwrap();
+    assert_eq!(got, "hello");
+    let latency = woke_at.saturating_duration_since(put_at);
+    assert!(
+        latency < Duration::from_millis(500),
+        "woken after {latency:?}"
+    );
+}
+
+#[test]
+fn a_get_times_out_empty_and_a_closed_queue_refuses() {
+    if !available() {
+        return;
+    }
+    let (_etcd, a, b) = pair("queue-timeout");
+    let qa = a.client().queue_named::<i64>("q", 0).unwrap();
+    let qb = b.client().queue_named::<i64>("q", 0).unwrap();
+    let started = Instant::now();
+    assert_eq!(qb.get_timeout(Duration::from_millis(300)).unwrap(), None);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(qb.try_get().unwrap(), None);
+    qa.put(&7).unwrap();
+    qa.close().unwrap();
+    assert!(qb.is_closed().unwrap());
+    let refused = qb.put(&8).unwrap_err();
+    assert!(refused.is(ErrorName::Closed), "{refused}");
+    assert_eq!(qb.get().unwrap(), 7);
+    let drained = qb.get().unwrap_err();
+    assert!(drained.is(ErrorName::Closed), "{drained}");
+}
+
+#[test]
+fn a_full_queue_blocks_puts_through_the_other_manager_until_a_get() {
+    if !available() {
+        return;
+    }
+    let (_etcd, a, b) = pair("queue-maxsize");
+    let qa = a.client().queue_named::<i64>("bounded", 2).unwrap();
+    let cb = b.client();
+    qa.put_many([1, 2]).unwrap();
+    assert!(qa.is_full().unwrap());
+    let qb = cb.queue_named::<i64>("bounded", 2).unwrap();
+    assert_eq!(qb.maxsize().unwrap(), 2);
+    assert_eq!(qb.try_put(&3).unwrap(), None);
+    assert_eq!(
+        qb.put_timeout(&3, Duration::from_millis(200)).unwrap(),
+        None
+    );
+    let putter = std::thread::spawn(move || {
+        qb.put(&3).unwrap();
+        Instant::now()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!putter.is_finished(), "a put on a full queue went through");
+    let got_at = Instant::now();
+    assert_eq!(qa.get().unwrap(), 1);
+    let put_at = putter.join().unwrap();
+    assert!(put_at.saturating_duration_since(got_at) < Duration::from_millis(500));
+    assert_eq!(qa.get_many(5).unwrap(), vec![2, 3]);
+}
+
+#[test]
+fn many_producers_and_consumers_through_both_managers_lose_and_duplicate_nothing() {
+    if !available() {
+        return;
+    }
+    let (_etcd, a, b) = pair("queue-stress");
+    const PRODUCERS: i64 = 4;
+    const EACH: i64 = 50;
+    let managers = [&a, &b];
+    let consumers: Vec<_> = (0..4)
+        .map(|i| {
+            let client = managers[i % 2].client();
+            std::thread::spawn(move || {
+                let q = client.queue_named::<i64>("work", 8).unwrap();
+                let mut got = Vec::new();
+                while let Some(item) = q.get_timeout(Duration::from_secs(3)).unwrap() {
+                    got.push(item);
+                }
+                got
+            })
+        })
+        .collect();
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let client = managers[(p % 2) as usize].client();
+            std::thread::spawn(move || {
+                let q = client.queue_named::<i64>("work", 8).unwrap();
+                for i in 0..EACH {
+                    q.put(&(p * 1000 + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    let mut all = Vec::new();
+    for c in consumers {
+        all.extend(c.join().unwrap());
+    }
+    assert_eq!(
+        all.len() as i64,
+        PRODUCERS * EACH,
+        "lost or duplicated items"
+    );
+    let distinct: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "an item was got twice");
+    let expected: HashSet<i64> = (0..PRODUCERS)
+        .flat_map(|p| (0..EACH).map(move |i| p * 1000 + i))
+        .collect();
+    assert_eq!(distinct, expected);
+}
+
+#[test]
+fn join_through_one_manager_waits_for_task_done_through_the_other() {
+    if !available() {
+        return;
+    }
+    let (_etcd, a, b) = pair("queue-join");
+    let qa = a.client().joinable_queue_named::<i64>("tasks", 0).unwrap();
+    let cb = b.client();
+    qa.put_many([1, 2]).unwrap();
+    assert_eq!(qa.join_timeout(Duration::from_millis(200)).unwrap(), None);
+    let worker = std::thread::spawn(move || {
+        let qb = cb.joinable_queue_named::<i64>("tasks", 0).unwrap();
+        for _ in 0..2 {
+            qb.get().unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            qb.task_done().unwrap();
+        }
+        let extra = qb.task_done().unwrap_err();
+        assert!(extra.is(ErrorName::ValueError), "{extra}");
+    });
+    let started = Instant::now();
+    qa.join().unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    worker.join().unwrap();
+    assert_eq!(qa.join_timeout(Duration::ZERO).unwrap(), Some(()));
+}
+
+#[test]
+fn acknowledged_gets_are_refused_with_a_clear_error() {
+    if !available() {
+        return;
+    }
+    let (_etcd, a, _b) = pair("queue-acked");
+    let q = a.client().queue_named::<i64>("q", 0).unwrap();
+    q.put(&1).unwrap();
+    let refused = q.get_acked().unwrap_err();
+    assert!(refused.to_string().contains("docs/stores.md"), "{refused}");
+    assert_eq!(q.get().unwrap(), 1);
+}
