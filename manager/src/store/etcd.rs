@@ -36,6 +36,7 @@
 
 pub mod data;
 pub mod queue;
+pub mod signal;
 pub mod waits;
 
 use std::collections::{HashMap, HashSet};
@@ -528,6 +529,8 @@ fn build(
             data::Data::build(store, id, meta.kind, &init)
         }
         Kind::Queue | Kind::JoinableQueue => queue::Queue::build(store, id, meta.kind, &init),
+        Kind::Event => signal::Event::build(store, id, &init),
+        Kind::Barrier => signal::Barrier::build(store, id, &init),
         kind => Err(CallError::new(
             ErrorName::TypeError,
             format!(

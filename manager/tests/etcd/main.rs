@@ -5,4 +5,5 @@
 
 mod harness;
 mod queues;
+mod signals;
 mod values;

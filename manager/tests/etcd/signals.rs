@@ -1,0 +1,80 @@
+//! Events and barriers served by two managers on one etcd.
+
+use std::time::{Duration, Instant};
+
+use agora_client::ErrorName;
+
+use crate::harness::{available, fresh_prefix, Etcd, Manager};
+
+#[test]
+fn an_event_set_through_one_manager_wakes_a_waiter_through_the_other() {
+    if !available() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let store = etcd.store(&fresh_prefix("event"));
+    let (a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
+    let ea = a.client().event_named("go").unwrap();
+    let cb = b.client();
+    let eb = cb.event_named("go").unwrap();
+    assert!(!eb.is_set().unwrap());
+    assert_eq!(eb.wait_timeout(Duration::from_millis(200)).unwrap(), None);
+    let waiter = std::thread::spawn(move || {
+        eb.wait().unwrap();
+        Instant::now()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let set_at = Instant::now();
+    ea.set().unwrap();
+    let woke = waiter.join().unwrap();
+    assert!(woke.saturating_duration_since(set_at) < Duration::from_millis(500));
+    let eb = cb.event_named("go").unwrap();
+    assert!(eb.is_set().unwrap());
+    assert_eq!(eb.wait_timeout(Duration::ZERO).unwrap(), Some(()));
+    ea.clear().unwrap();
+    assert!(!eb.is_set().unwrap());
+}
+
+#[test]
+fn a_barrier_of_four_across_two_managers_then_breaks_on_a_timeout() {
+    if !available() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let store = etcd.store(&fresh_prefix("barrier"));
+    let (a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
+    let managers = [&a, &b];
+    for _round in 0..2 {
+        let parties: Vec<_> = (0..4)
+            .map(|i| {
+                let client = managers[i % 2].client();
+                std::thread::spawn(move || {
+                    let barrier = client.barrier_named("meet", 4, None).unwrap();
+                    barrier.wait().unwrap()
+                })
+            })
+            .collect();
+        let mut indexes: Vec<usize> = parties.into_iter().map(|p| p.join().unwrap()).collect();
+        indexes.sort_unstable();
+        assert_eq!(indexes, vec![0, 1, 2, 3]);
+    }
+    let ba = a.client().barrier_named("meet", 4, None).unwrap();
+    assert_eq!(ba.parties().unwrap(), 4);
+    let cb = b.client();
+    let waiter = std::thread::spawn(move || {
+        let bb = cb.barrier_named("meet", 4, None).unwrap();
+        bb.wait()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ba.n_waiting().unwrap(), 1);
+    // This party's timeout breaks the barrier for the one waiting through the other manager.
+    assert_eq!(ba.wait_timeout(Duration::from_millis(300)).unwrap(), None);
+    let other = waiter.join().unwrap().unwrap_err();
+    assert!(other.is(ErrorName::BrokenBarrierError), "{other}");
+    assert!(ba.is_broken().unwrap());
+    let again = ba.wait().unwrap_err();
+    assert!(again.is(ErrorName::BrokenBarrierError), "{again}");
+    ba.reset().unwrap();
+    assert!(!ba.is_broken().unwrap());
+    assert_eq!(ba.n_waiting().unwrap(), 0);
+}
