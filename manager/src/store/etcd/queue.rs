@@ -39,7 +39,7 @@ use agora_proto::{params, CallError, ErrorName, Params};
 use crate::lifecycle::{timeout_param, Grant, Reply, Shape};
 use crate::objects::{arity, expected, store, unknown_method, Kind, ObjectHandle, Stored};
 
-use super::waits::{self, changed, deadline, Boxed, Engine, Front, Seen, Step};
+use super::waits::{self, changed, deadline, Boxed, Cancel, Engine, Front, Seen, Step, Watch};
 use super::{timed, EtcdStore};
 
 /// Most times one call tries again when other callers keep winning the race.
@@ -461,15 +461,15 @@ impl Queue {
         from: i64,
         until: Option<tokio::time::Instant>,
         wait: Waits,
+        cancel: &mut Cancel,
     ) -> Result<Seen, CallError> {
-        changed(
-            self.store.client(),
-            self.keys.object.clone(),
-            from,
-            until,
-            self.wakes(wait),
-        )
-        .await
+        let watch = Watch {
+            prefix: self.keys.object.clone(),
+            after: from,
+            deadline: until,
+            wanted: self.wakes(wait),
+        };
+        changed(self.store.client(), watch, cancel).await
     }
 }
 
@@ -623,12 +623,14 @@ impl Queue {
             Ok((_, head)) => head.revision,
         };
         let until = deadline(how.timeout);
-        Step::Wait {
-            wait: Box::pin(async move {
+        Step::Wait(Box::new(move |mut cancel| {
+            Box::pin(async move {
                 let mut from = first;
                 loop {
-                    if self.watch(from, until, Waits::Item).await? == Seen::TimedOut {
-                        return Err(empty());
+                    match self.watch(from, until, Waits::Item, &mut cancel).await? {
+                        Seen::Changed => {}
+                        Seen::TimedOut => return Err(empty()),
+                        Seen::Cancelled => return Err(waits::gone()),
                     }
                     let (items, head) = self.take(max).await?;
                     if !items.is_empty() {
@@ -639,9 +641,8 @@ impl Queue {
                     }
                     from = head.revision;
                 }
-            }),
-            on_abandon: None,
-        }
+            })
+        }))
     }
 
     async fn put(self: Arc<Self>, mut items: VecDeque<Stored>, many: bool, how: Blocking) -> Step {
@@ -656,16 +657,15 @@ impl Queue {
             return Step::Done(Err(full()));
         }
         let until = deadline(how.timeout);
-        Step::Wait {
-            wait: Box::pin(async move {
+        Step::Wait(Box::new(move |mut cancel| {
+            Box::pin(async move {
                 let mut from = from;
                 loop {
-                    if self.watch(from, until, Waits::Room).await? == Seen::TimedOut {
-                        return if many {
-                            put_done(done, many)
-                        } else {
-                            Err(full())
-                        };
+                    match self.watch(from, until, Waits::Room, &mut cancel).await? {
+                        Seen::Changed => {}
+                        Seen::TimedOut if many => return put_done(done, many),
+                        Seen::TimedOut => return Err(full()),
+                        Seen::Cancelled => return Err(waits::gone()),
                     }
                     let (n, at) = self.put_some(&mut items, true, true).await?;
                     done += n;
@@ -674,9 +674,8 @@ impl Queue {
                     }
                     from = at;
                 }
-            }),
-            on_abandon: None,
-        }
+            })
+        }))
     }
 
     /// How many items are unfinished, and the revision read.
@@ -699,21 +698,22 @@ impl Queue {
             Ok((_, at)) => at,
         };
         let until = deadline(timeout);
-        Step::Wait {
-            wait: Box::pin(async move {
+        Step::Wait(Box::new(move |mut cancel| {
+            Box::pin(async move {
                 let mut from = from;
                 loop {
-                    if self.watch(from, until, Waits::Done).await? == Seen::TimedOut {
-                        return Ok(Grant::Bool(false));
+                    match self.watch(from, until, Waits::Done, &mut cancel).await? {
+                        Seen::Changed => {}
+                        Seen::TimedOut => return Ok(Grant::Bool(false)),
+                        Seen::Cancelled => return Err(waits::gone()),
                     }
                     match self.unfinished().await? {
                         (0, _) => return Ok(Grant::Bool(true)),
                         (_, at) => from = at,
                     }
                 }
-            }),
-            on_abandon: None,
-        }
+            })
+        }))
     }
 
     /// Marks one unfinished item done (any one: a marker says only that an item is

@@ -28,7 +28,7 @@ use agora_proto::{params, CallError, ErrorName, Params};
 use crate::lifecycle::{timeout_param, Grant, Reply};
 use crate::objects::{arity, expected, unknown_method, Kind, ObjectHandle};
 
-use super::waits::{self, changed, deadline, Boxed, Engine, Front, Seen, Step};
+use super::waits::{self, changed, deadline, Boxed, Cancel, Engine, Front, Seen, Step, Watch};
 use super::{timed, EtcdStore};
 
 /// Most times one call tries again when other callers keep winning the race.
@@ -122,18 +122,23 @@ impl Event {
             EventType::Put => key == set.as_slice(),
             EventType::Delete => key == meta.as_slice(),
         };
-        Step::Wait {
-            wait: Box::pin(async move {
-                let client = self.store.client();
-                match changed(client, self.object.clone(), from, until, wakes).await? {
+        Step::Wait(Box::new(move |mut cancel| {
+            Box::pin(async move {
+                let watch = Watch {
+                    prefix: self.object.clone(),
+                    after: from,
+                    deadline: until,
+                    wanted: wakes,
+                };
+                match changed(self.store.client(), watch, &mut cancel).await? {
                     Seen::TimedOut => Ok(Grant::Bool(false)),
+                    Seen::Cancelled => Err(waits::gone()),
                     // The event was set after the read (even if cleared since), unless the
                     // object went.
                     Seen::Changed => self.read().await.map(|_| Grant::Bool(true)),
                 }
-            }),
-            on_abandon: None,
-        }
+            })
+        }))
     }
 }
 
@@ -184,6 +189,13 @@ pub enum BarrierOp {
     Waiting,
     /// `broken`.
     Broken,
+}
+
+/// A waiting party: its round, its index in it, and its deadline.
+struct Party {
+    generation: u64,
+    index: u64,
+    until: Option<tokio::time::Instant>,
 }
 
 /// The barrier's state key.
@@ -351,35 +363,42 @@ impl Barrier {
             return Step::Done(Ok(Grant::Count(index)));
         }
         let until = deadline(timeout.or(self.default_timeout));
-        let leaver = self.clone();
-        Step::Wait {
-            wait: Box::pin(async move { self.await_round(generation, index, from, until).await }),
-            on_abandon: Some(Box::pin(async move {
-                // A party that leaves breaks the barrier for everybody, as in memory.
-                let _ = leaver.break_round(generation).await;
-            })),
-        }
+        Step::Wait(Box::new(move |mut cancel| {
+            Box::pin(async move {
+                let party = Party {
+                    generation,
+                    index,
+                    until,
+                };
+                self.await_round(party, from, &mut cancel).await
+            })
+        }))
     }
 
-    /// Waits for round `generation` to pass (or break); at the deadline, breaks it.
-    async fn await_round(
-        &self,
-        generation: u64,
-        index: u64,
-        mut from: i64,
-        until: Option<tokio::time::Instant>,
-    ) -> Reply {
+    /// Waits for the party's round to pass (or break). At its deadline, or when its connection
+    /// goes, the party breaks the round for everybody, as in memory.
+    async fn await_round(&self, party: Party, mut from: i64, cancel: &mut Cancel) -> Reply {
         loop {
             let state = self.state.clone();
-            let wakes = move |_: EventType, key: &[u8]| key == state.as_slice();
-            let client = self.store.client();
-            let seen = changed(client, self.state.clone(), from, until, wakes).await?;
-            if seen == Seen::TimedOut {
-                let answer = self.break_round(generation).await?;
-                return answer.map_or(Err(broken()), |a| a(index));
+            let watch = Watch {
+                prefix: self.state.clone(),
+                after: from,
+                deadline: party.until,
+                wanted: move |_: EventType, key: &[u8]| key == state.as_slice(),
+            };
+            match changed(self.store.client(), watch, cancel).await? {
+                Seen::Changed => {}
+                Seen::TimedOut => {
+                    let answer = self.break_round(party.generation).await?;
+                    return answer.map_or(Err(broken()), |a| a(party.index));
+                }
+                Seen::Cancelled => {
+                    self.break_round(party.generation).await?;
+                    return Err(waits::gone());
+                }
             }
             let (state, revision) = self.read().await?;
-            if let Some(answer) = state.outcome(generation, index) {
+            if let Some(answer) = state.outcome(party.generation, party.index) {
                 return answer;
             }
             from = revision;

@@ -34,14 +34,20 @@ pub type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub enum Step {
     /// The call is answered.
     Done(Reply),
-    /// The call waits: `wait` answers it; `on_abandon` runs instead if its connection goes
-    /// first (a barrier party that leaves breaks the barrier).
-    Wait {
-        /// The waiting part.
-        wait: Boxed<Reply>,
-        /// What leaving early must undo.
-        on_abandon: Option<Boxed<()>>,
-    },
+    /// The call waits: the waiting part answers it, and is told through its [`Cancel`] when its
+    /// connection goes. It is never dropped half-way, so an item it took in etcd is either
+    /// answered or given back, never lost.
+    Wait(Box<dyn FnOnce(Cancel) -> Boxed<Reply> + Send>),
+}
+
+/// Tells a waiting part that nobody waits for its answer any more.
+pub struct Cancel(oneshot::Receiver<()>);
+
+impl Cancel {
+    /// Resolves when the waiter's connection went (or the object's front is gone).
+    async fn cancelled(&mut self) {
+        let _ = (&mut self.0).await;
+    }
 }
 
 /// One kind's calls against etcd.
@@ -103,15 +109,14 @@ async fn run<E: Engine>(
                 cancels.lock().remove(&job.waiter);
                 deliver(&engine, job.reply, reply);
             }
-            Step::Wait { wait, on_abandon } => {
+            Step::Wait(wait) => {
                 let (engine, cancels) = (engine.clone(), cancels.clone());
-                let (reply, cancel, waiter) = (job.reply, job.cancel, job.waiter);
+                let (reply, waiter) = (job.reply, job.waiter);
+                let answer = wait(Cancel(job.cancel));
                 tokio::spawn(async move {
-                    tokio::select! {
-                        answer = wait => deliver(&engine, reply, answer),
-                        _ = cancel => if let Some(undo) = on_abandon { undo.await },
-                    }
+                    let answer = answer.await;
                     cancels.lock().remove(&waiter);
+                    deliver(&engine, reply, answer);
                 });
             }
         }
@@ -186,6 +191,14 @@ pub fn deleted() -> CallError {
     )
 }
 
+/// The answer of a waiting call whose connection went: nobody reads it.
+pub fn gone() -> CallError {
+    CallError::new(
+        ErrorName::CancelledError,
+        "the call was cancelled: its connection went",
+    )
+}
+
 /// What a watch saw.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Seen {
@@ -193,30 +206,51 @@ pub enum Seen {
     Changed,
     /// The deadline passed first.
     TimedOut,
+    /// The waiter's connection went first.
+    Cancelled,
 }
 
-/// Waits until a key under `prefix` is put or deleted after revision `after` (so that nothing
-/// that happened since the caller's read is missed), or `deadline` passes. Only events that
-/// `wanted` accepts (by type and key) count.
-pub async fn changed(
+/// What a waiting part waits for: a change of a key under `prefix` after revision `after`
+/// (so that nothing that happened since the caller's read is missed), that `wanted` accepts
+/// (by type and key), until `deadline`.
+pub struct Watch<F> {
+    /// The keys watched.
+    pub prefix: Vec<u8>,
+    /// The revision read: changes after it count.
+    pub after: i64,
+    /// When to stop waiting.
+    pub deadline: Option<Instant>,
+    /// Which changes count.
+    pub wanted: F,
+}
+
+/// Waits for what `watch` describes, the deadline, or the waiter's cancellation.
+pub async fn changed<F: Fn(EventType, &[u8]) -> bool>(
     mut client: Client,
-    prefix: Vec<u8>,
-    after: i64,
-    deadline: Option<Instant>,
-    wanted: impl Fn(EventType, &[u8]) -> bool,
+    watch: Watch<F>,
+    cancel: &mut Cancel,
 ) -> Result<Seen, CallError> {
     let options = WatchOptions::new()
         .with_prefix()
-        .with_start_revision(after + 1);
-    let (_watcher, mut stream) = timed("watching", client.watch(prefix, Some(options))).await?;
+        .with_start_revision(watch.after + 1);
+    let opened = tokio::select! {
+        opened = timed("watching", client.watch(watch.prefix, Some(options))) => opened,
+        () = cancel.cancelled() => return Ok(Seen::Cancelled),
+    };
+    let (_watcher, mut stream) = opened?;
     loop {
-        let next = stream.message();
-        let message = match deadline {
-            Some(at) => match tokio::time::timeout_at(at, next).await {
-                Ok(m) => m,
-                Err(_) => return Ok(Seen::TimedOut),
+        let next = async {
+            match watch.deadline {
+                Some(at) => tokio::time::timeout_at(at, stream.message()).await.ok(),
+                None => Some(stream.message().await),
+            }
+        };
+        let message = tokio::select! {
+            next = next => match next {
+                Some(message) => message,
+                None => return Ok(Seen::TimedOut),
             },
-            None => next.await,
+            () = cancel.cancelled() => return Ok(Seen::Cancelled),
         };
         let message = message
             .map_err(|e| super::failed("watching", e))?
@@ -225,10 +259,10 @@ pub async fn changed(
             // Compacted past `after` (or refused): what changed is unknown, so read again.
             return Ok(Seen::Changed);
         }
-        let hit = message
-            .events()
-            .iter()
-            .any(|e| e.kv().is_some_and(|kv| wanted(e.event_type(), kv.key())));
+        let hit = message.events().iter().any(|e| {
+            e.kv()
+                .is_some_and(|kv| (watch.wanted)(e.event_type(), kv.key()))
+        });
         if hit {
             return Ok(Seen::Changed);
         }
