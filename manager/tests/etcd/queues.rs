@@ -42,6 +42,23 @@ fn items_put_alternately_through_two_managers_come_out_in_order() {
 }
 
 #[test]
+fn put_many_and_get_many_of_more_items_than_one_etcd_transaction_holds() {
+    if !available() {
+        return;
+    }
+    let (_etcd, a, b) = pair("queue-big-batches");
+    let qa = a.client().queue_named::<i64>("big", 0).unwrap();
+    let qb = b.client().queue_named::<i64>("big", 0).unwrap();
+    assert_eq!(qa.put_many(0..300).unwrap(), 300);
+    let mut got = Vec::new();
+    while let Some(batch) = qb.try_get_many(1000).unwrap() {
+        assert!(!batch.is_empty());
+        got.extend(batch);
+    }
+    assert_eq!(got, (0..300).collect::<Vec<_>>());
+}
+
+#[test]
 fn a_get_waiting_through_one_manager_is_woken_by_a_put_through_the_other() {
     if !available() {
         return;

@@ -45,6 +45,10 @@ use super::{timed, EtcdStore};
 /// Most times one call tries again when other callers keep winning the race.
 const MAX_RETRIES: usize = 10_000;
 
+/// Most items one transaction puts or takes: etcd refuses a transaction of more than
+/// `--max-txn-ops` operations (128 by default), and a put writes two keys per item.
+const BATCH: usize = 60;
+
 /// A queue in etcd, as one manager serves it.
 pub struct Queue {
     store: Arc<EtcdStore>,
@@ -204,12 +208,17 @@ impl Queue {
         ]
     }
 
-    /// Reads the oldest `max` items, whether the queue is closed, and `len`.
+    /// Reads the oldest `max` items (none when `max` is 0: etcd sorts every item to find the
+    /// oldest), whether the queue is closed, and `len`.
     async fn head(&self, max: usize) -> Result<Head, CallError> {
-        let oldest = GetOptions::new()
-            .with_prefix()
-            .with_sort(SortTarget::Create, SortOrder::Ascend)
-            .with_limit(i64::try_from(max).unwrap_or(i64::MAX));
+        let oldest = if max == 0 {
+            GetOptions::new().with_prefix().with_count_only()
+        } else {
+            GetOptions::new()
+                .with_prefix()
+                .with_sort(SortTarget::Create, SortOrder::Ascend)
+                .with_limit(i64::try_from(max).unwrap_or(i64::MAX))
+        };
         let count = || Some(GetOptions::new().with_count_only());
         let txn = Txn::new().and_then(vec![
             TxnOp::get(self.keys.meta.clone(), count()),
@@ -236,7 +245,7 @@ impl Queue {
                 .collect()
         });
         let revision = answer.header().map_or(0, |h| h.revision());
-        if items.len() == max {
+        if max > 0 && items.len() == max {
             self.complete_batch(&mut items, max, revision).await?;
         }
         items.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
@@ -303,6 +312,7 @@ impl Queue {
     /// Takes up to `max` of the oldest items. Empty when there are none (the head read tells
     /// whether the queue is closed, and the revision to watch from).
     async fn take(&self, max: usize) -> Result<(Vec<Stored>, Head), CallError> {
+        let max = max.min(BATCH);
         for _ in 0..MAX_RETRIES {
             let mut head = self.head(max).await?;
             if head.items.is_empty() {
@@ -342,25 +352,43 @@ impl Queue {
     }
 
     /// Puts as many of `items` as there is room for (all of them when `room` is false: an item
-    /// given back), with unfinished markers when `mark`. Returns how many went in and the
-    /// revision read, to wait from when none did.
+    /// given back), with unfinished markers when `mark`, [`BATCH`] at a time. Returns how many
+    /// went in and the revision read, to wait from when not all did.
     async fn put_some(
         &self,
         items: &mut VecDeque<Stored>,
         mark: bool,
         room: bool,
     ) -> Result<(usize, i64), CallError> {
+        let mut done = 0;
+        loop {
+            let (n, revision) = self.put_batch(items, mark, room).await?;
+            done += n;
+            if n == 0 || items.is_empty() {
+                return Ok((done, revision));
+            }
+        }
+    }
+
+    /// Puts up to [`BATCH`] of `items` in one transaction, as [`Queue::put_some`] says.
+    async fn put_batch(
+        &self,
+        items: &mut VecDeque<Stored>,
+        mark: bool,
+        room: bool,
+    ) -> Result<(usize, i64), CallError> {
+        let most = items.len().min(BATCH);
         for _ in 0..MAX_RETRIES {
             let (mut when, mut ops, n, revision) = if self.bounded() {
-                let head = self.head(1).await?;
+                let head = self.head(0).await?;
                 if head.closed {
                     return Err(closed());
                 }
                 let (len, rev) = head.len;
                 let fits = if room {
-                    self.maxsize.saturating_sub(len).min(items.len())
+                    self.maxsize.saturating_sub(len).min(most)
                 } else {
-                    items.len()
+                    most
                 };
                 if fits == 0 {
                     return Ok((0, head.revision));
@@ -377,7 +405,7 @@ impl Queue {
                 )];
                 (when, ops, fits, head.revision)
             } else {
-                (Vec::new(), Vec::new(), items.len(), 0)
+                (Vec::new(), Vec::new(), most, 0)
             };
             when.extend(self.open_compares());
             ops.extend(self.item_ops(items.iter().take(n), mark)?);
