@@ -216,14 +216,64 @@ fn join_through_one_manager_waits_for_task_done_through_the_other() {
 }
 
 #[test]
-fn acknowledged_gets_are_refused_with_a_clear_error() {
+fn acknowledged_items_are_settled_through_either_manager() {
     if !available() {
         return;
     }
-    let (_etcd, a, _b) = pair("queue-acked");
-    let q = a.client().queue_named::<i64>("q", 0).unwrap();
-    q.put(&1).unwrap();
-    let refused = q.get_acked().unwrap_err();
-    assert!(refused.to_string().contains("docs/stores.md"), "{refused}");
-    assert_eq!(q.get().unwrap(), 1);
+    let (_etcd, a, b) = pair("queue-acked");
+    let qa = a.client().queue_named::<i64>("q", 0).unwrap();
+    let qb = b.client().queue_named::<i64>("q", 0).unwrap();
+    qa.put_many([1, 2, 3]).unwrap();
+    let first = qb.get_acked().unwrap();
+    assert_eq!(first.item, 1);
+    qb.ack(first.receipt).unwrap();
+    let again = qb.ack(first.receipt).unwrap_err();
+    assert!(again.is(ErrorName::ValueError), "{again}");
+    let many = qa.get_many_acked(5).unwrap();
+    assert_eq!(many.iter().map(|a| a.item).collect::<Vec<_>>(), vec![2, 3]);
+    qa.nack(many[0].receipt).unwrap();
+    qa.ack(many[1].receipt).unwrap();
+    assert_eq!(
+        qb.get().unwrap(),
+        2,
+        "a nacked item goes back into the queue"
+    );
+    assert_eq!(qb.try_get().unwrap(), None);
+}
+
+#[test]
+fn items_a_closed_connection_had_not_acknowledged_go_to_the_next_getter_first() {
+    if !available() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let store = etcd.store(&fresh_prefix("queue-redeliver"));
+    let a = Manager::start(&store, &[]);
+    let mut b = Manager::start(&store, &["--store-lease-seconds", "2"]);
+    let qa = a.client().queue_named::<i64>("q", 0).unwrap();
+    let got_acked_and_closed = |m: &Manager| {
+        let cb = m.client();
+        let qb = cb.queue_named::<i64>("q", 0).unwrap();
+        qb.get_acked().unwrap().item
+    };
+    // A getter waiting on the empty queue is woken when the item comes back.
+    qa.put(&1).unwrap();
+    assert_eq!(got_acked_and_closed(&b), 1);
+    assert_eq!(qa.get_timeout(Duration::from_secs(5)).unwrap(), Some(1));
+    // A redelivered item goes before the items behind it.
+    qa.put_many([2, 3]).unwrap();
+    assert_eq!(got_acked_and_closed(&b), 2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(qa.get_many(5).unwrap(), vec![2]);
+    assert_eq!(qa.get().unwrap(), 3);
+    // A manager that dies takes its connections' holdings with its lease.
+    let cb = b.client();
+    let qb = cb.queue_named::<i64>("q", 0).unwrap();
+    qa.put(&4).unwrap();
+    assert_eq!(qb.get_acked().unwrap().item, 4);
+    b.kill();
+    let started = Instant::now();
+    assert_eq!(qa.get_timeout(Duration::from_secs(10)).unwrap(), Some(4));
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_eq!(qa.try_get().unwrap(), None);
 }

@@ -1,4 +1,5 @@
 //! `queue` and `joinable_queue` in etcd: items as keys ordered by the revision that made them.
+//! Acknowledged gets are in [`acked`].
 //!
 //! # Keys (under `P o/ID/`)
 //! - `q/U` (one `put`) or `q/U-I` (item I of one `put_many`): an item, U random. Items are
@@ -36,8 +37,10 @@ use tracing::warn;
 use agora_proto::params::array_items;
 use agora_proto::{params, CallError, ErrorName, Params};
 
-use crate::lifecycle::{timeout_param, Grant, Reply, Shape};
+use crate::lifecycle::{timeout_param, Caller, Grant, Reply, SessionId, Shape};
 use crate::objects::{arity, expected, store, unknown_method, Kind, ObjectHandle, Stored};
+
+mod acked;
 
 use super::waits::{self, changed, deadline, Boxed, Cancel, Engine, Front, Seen, Step, Watch};
 use super::{timed, EtcdStore};
@@ -65,6 +68,10 @@ struct Keys {
     marks: Vec<u8>,
     len: Vec<u8>,
     closed: Vec<u8>,
+    /// `h/C-I`: item I of acknowledged get C, until acknowledged (not on a lease).
+    held: Vec<u8>,
+    /// `t/C`: acknowledged get C's connection lives (on the lease).
+    holds: Vec<u8>,
 }
 
 /// How a put or get behaves when it cannot complete at once.
@@ -104,6 +111,13 @@ pub enum Op {
         max: usize,
         shape: Shape,
         how: Blocking,
+        acked: Option<acked::Acked>,
+    },
+    /// `ack` (false) or `nack` (true) of a receipt, by a connection.
+    Settle {
+        receipt: u64,
+        redeliver: bool,
+        session: SessionId,
     },
     /// A query.
     Count(Count),
@@ -137,6 +151,8 @@ struct Head {
     closed: bool,
     /// `len` and its mod revision (a bounded queue).
     len: (usize, i64),
+    /// Items of acknowledged gets whose connection died: redelivered first.
+    orphans: Vec<Vec<u8>>,
     revision: i64,
 }
 
@@ -181,6 +197,8 @@ impl Queue {
             marks: key("u/"),
             len: key("len"),
             closed: key("closed"),
+            held: key("h/"),
+            holds: key("t/"),
         };
         let initial = if maxsize > 0 {
             vec![TxnOp::put(keys.len.clone(), "0", None)]
@@ -220,11 +238,14 @@ impl Queue {
                 .with_limit(i64::try_from(max).unwrap_or(i64::MAX))
         };
         let count = || Some(GetOptions::new().with_count_only());
+        let keys = || Some(GetOptions::new().with_prefix().with_keys_only());
         let txn = Txn::new().and_then(vec![
             TxnOp::get(self.keys.meta.clone(), count()),
             TxnOp::get(self.keys.items.clone(), Some(oldest)),
             TxnOp::get(self.keys.closed.clone(), count()),
             TxnOp::get(self.keys.len.clone(), None),
+            TxnOp::get(self.keys.held.clone(), keys()),
+            TxnOp::get(self.keys.holds.clone(), keys()),
         ]);
         let answer = timed("reading a queue", self.store.client().txn(txn)).await?;
         let gets = gets(&answer);
@@ -263,6 +284,7 @@ impl Queue {
             items: items.into_iter().map(|(k, _, m, v)| (k, m, v)).collect(),
             closed: gets.get(2).is_some_and(|g| g.count() > 0),
             len,
+            orphans: self.orphans(gets.get(4), gets.get(5)),
             revision,
         })
     }
@@ -311,10 +333,21 @@ impl Queue {
 
     /// Takes up to `max` of the oldest items. Empty when there are none (the head read tells
     /// whether the queue is closed, and the revision to watch from).
-    async fn take(&self, max: usize) -> Result<(Vec<Stored>, Head), CallError> {
+    async fn take(
+        &self,
+        max: usize,
+        acked: Option<&acked::Acked>,
+    ) -> Result<(Vec<(u64, Stored)>, Head), CallError> {
         let max = max.min(BATCH);
         for _ in 0..MAX_RETRIES {
             let mut head = self.head(max).await?;
+            if let Some(orphan) = head.orphans.first() {
+                // Items a dead connection had not acknowledged go first, as in memory.
+                match self.take_orphan(orphan, acked).await? {
+                    Some(item) => return Ok((vec![item], head)),
+                    None => continue,
+                }
+            }
             if head.items.is_empty() {
                 return Ok((Vec::new(), head));
             }
@@ -338,13 +371,16 @@ impl Queue {
                 let left = n.saturating_sub(head.items.len());
                 ops.push(TxnOp::put(self.keys.len.clone(), left.to_string(), None));
             }
+            let items: Vec<Stored> = head.items.iter().map(|(.., v)| v.clone()).collect();
+            let (hold, taken) = self.hold_ops(acked, items);
+            ops.extend(hold);
             let txn = Txn::new().when(when).and_then(ops);
             if timed("getting from a queue", self.store.client().txn(txn))
                 .await?
                 .succeeded()
             {
-                let items = std::mem::take(&mut head.items);
-                return Ok((items.into_iter().map(|(.., v)| v).collect(), head));
+                head.items.clear();
+                return Ok((taken, head));
             }
             // Another getter took one of them first, or a put changed `len`: read again.
         }
@@ -470,13 +506,15 @@ impl Queue {
             self.keys.items.clone(),
             self.keys.closed.clone(),
             self.keys.marks.clone(),
+            self.keys.holds.clone(),
         );
         move |event, key| {
-            let (meta, items, closed, marks) = &keys;
+            let (meta, items, closed, marks, holds) = &keys;
             match (wait, event) {
                 (_, EventType::Delete) if key == meta.as_slice() => true,
                 (Waits::Item | Waits::Room, EventType::Put) if key == closed.as_slice() => true,
                 (Waits::Item, EventType::Put) => key.starts_with(items),
+                (Waits::Item, EventType::Delete) => key.starts_with(holds),
                 (Waits::Room, EventType::Delete) => key.starts_with(items),
                 (Waits::Done, EventType::Delete) => key.starts_with(marks),
                 _ => false,
@@ -596,6 +634,7 @@ impl Queue {
                     max: 1,
                     shape: Shape::Item,
                     how: Blocking::from_params(p, 1)?,
+                    acked: None,
                 }
             }
             "get_nowait" => {
@@ -604,6 +643,7 @@ impl Queue {
                     max: 1,
                     shape: Shape::Item,
                     how: Blocking::NOWAIT,
+                    acked: None,
                 }
             }
             _ => {
@@ -616,61 +656,73 @@ impl Queue {
                     max,
                     shape: Shape::Items,
                     how: Blocking::from_params(p, 2)?,
+                    acked: None,
                 }
             }
         })
     }
 
-    /// Acknowledged gets are refused: a joinable queue has none (as in memory), a plain queue
-    /// kept in etcd does not keep their receipts.
-    fn refuse_acked(&self, method: &str) -> CallError {
-        if self.kind == Kind::JoinableQueue {
-            return CallError::new(
-                ErrorName::UnknownMethodError,
-                format!(
-                    "joinable_queue has no method {method:?}: its task_done is the \
-                     acknowledgement"
-                ),
-            );
-        }
-        CallError::runtime(format!(
-            "queue.{method} is not supported by the etcd store: it keeps no receipts for \
-             acknowledged gets (see docs/stores.md); use get, or the memory store"
-        ))
-    }
-
-    async fn get(self: Arc<Self>, max: usize, shape: Shape, how: Blocking) -> Step {
-        let taken = self.take(max).await;
+    async fn get(
+        self: Arc<Self>,
+        max: usize,
+        shape: Shape,
+        how: Blocking,
+        acked: Option<acked::Acked>,
+    ) -> Step {
+        let taken = self.take(max, acked.as_ref()).await;
         let first = match taken {
-            Err(e) => return Step::Done(Err(e)),
             Ok((items, _)) if !items.is_empty() => {
-                return Step::Done(Ok(taken_grant(items, shape)))
+                return Step::Done(Ok(Grant::Taken { items, shape }))
             }
-            Ok((_, head)) if head.closed => return Step::Done(Err(closed())),
-            Ok(_) if !how.block => return Step::Done(Err(empty())),
+            Err(e) => {
+                self.unhold(acked.as_ref());
+                return Step::Done(Err(e));
+            }
+            Ok((_, head)) if head.closed || !how.block => {
+                self.unhold(acked.as_ref());
+                return Step::Done(Err(if head.closed { closed() } else { empty() }));
+            }
             Ok((_, head)) => head.revision,
         };
         let until = deadline(how.timeout);
         Step::Wait(Box::new(move |mut cancel| {
             Box::pin(async move {
-                let mut from = first;
-                loop {
-                    match self.watch(from, until, Waits::Item, &mut cancel).await? {
-                        Seen::Changed => {}
-                        Seen::TimedOut => return Err(empty()),
-                        Seen::Cancelled => return Err(waits::gone()),
-                    }
-                    let (items, head) = self.take(max).await?;
-                    if !items.is_empty() {
-                        return Ok(taken_grant(items, shape));
-                    }
-                    if head.closed {
-                        return Err(closed());
-                    }
-                    from = head.revision;
+                let answer = self
+                    .wait_for_items(max, shape, first, until, acked.as_ref(), &mut cancel)
+                    .await;
+                if answer.is_err() {
+                    self.unhold(acked.as_ref());
                 }
+                answer
             })
         }))
+    }
+
+    /// A blocking get's waiting part: takes items as soon as there are some.
+    async fn wait_for_items(
+        &self,
+        max: usize,
+        shape: Shape,
+        mut from: i64,
+        until: Option<tokio::time::Instant>,
+        acked: Option<&acked::Acked>,
+        cancel: &mut Cancel,
+    ) -> Reply {
+        loop {
+            match self.watch(from, until, Waits::Item, cancel).await? {
+                Seen::Changed => {}
+                Seen::TimedOut => return Err(empty()),
+                Seen::Cancelled => return Err(waits::gone()),
+            }
+            let (items, head) = self.take(max, acked).await?;
+            if !items.is_empty() {
+                return Ok(Grant::Taken { items, shape });
+            }
+            if head.closed {
+                return Err(closed());
+            }
+            from = head.revision;
+        }
     }
 
     async fn put(self: Arc<Self>, mut items: VecDeque<Stored>, many: bool, how: Blocking) -> Step {
@@ -830,23 +882,15 @@ impl Queue {
     }
 }
 
-/// A get's answer: the items as `get` or `get_many` writes them.
-fn taken_grant(items: Vec<Stored>, shape: Shape) -> Grant {
-    Grant::Taken {
-        items: items.into_iter().map(|i| (0, i)).collect(),
-        shape,
-    }
-}
-
 impl Engine for Queue {
     type Op = Op;
 
-    fn parse(&self, method: &str, p: &Params) -> Result<Op, CallError> {
+    fn parse(&self, method: &str, p: &Params, caller: &Caller<'_>) -> Result<Op, CallError> {
         let a = |min, max| arity(p, self.kind, method, min, max);
         match method {
             "put" | "put_nowait" | "put_many" => self.parse_put(method, p),
             "get" | "get_nowait" | "get_many" => self.parse_get(method, p),
-            "get_acked" | "get_many_acked" | "ack" | "nack" => Err(self.refuse_acked(method)),
+            "get_acked" | "get_many_acked" | "ack" | "nack" => self.parse_acked(method, p, caller),
             "join" => {
                 a(1, 2)?;
                 Ok(Op::Join(timeout_param(p, 1)?))
@@ -871,7 +915,17 @@ impl Engine for Queue {
         Box::pin(async move {
             match op {
                 Op::Put { items, many, how } => self.put(items, many, how).await,
-                Op::Get { max, shape, how } => self.get(max, shape, how).await,
+                Op::Get {
+                    max,
+                    shape,
+                    how,
+                    acked,
+                } => self.get(max, shape, how, acked).await,
+                Op::Settle {
+                    receipt,
+                    redeliver,
+                    session,
+                } => Step::Done(self.settle(receipt, redeliver, session).await),
                 Op::Join(timeout) => self.join(timeout).await,
                 Op::Count(what) => Step::Done(self.count(what).await),
                 Op::Close => Step::Done(self.close().await),
@@ -885,6 +939,10 @@ impl Engine for Queue {
     /// markers (they are still counted).
     fn undeliver(self: Arc<Self>, grant: Grant) {
         let items: VecDeque<Stored> = match grant {
+            Grant::Taken { items, .. } if items.iter().any(|(r, _)| *r != 0) => {
+                // Acknowledged: let go of them, and the next getter gets them first.
+                return self.drop_holds(items.iter().map(|(r, _)| *r));
+            }
             Grant::Taken { items, .. } => items.into_iter().map(|(_, i)| i).collect(),
             _ => return,
         };

@@ -25,7 +25,7 @@ use etcd_client::{Compare, CompareOp, EventType, GetOptions, Txn, TxnOp};
 
 use agora_proto::{params, CallError, ErrorName, Params};
 
-use crate::lifecycle::{timeout_param, Grant, Reply};
+use crate::lifecycle::{timeout_param, Caller, Grant, Reply};
 use crate::objects::{arity, expected, unknown_method, Kind, ObjectHandle};
 
 use super::waits::{self, changed, deadline, Boxed, Cancel, Engine, Front, Seen, Step, Watch};
@@ -145,7 +145,7 @@ impl Event {
 impl Engine for Event {
     type Op = EventOp;
 
-    fn parse(&self, method: &str, p: &Params) -> Result<EventOp, CallError> {
+    fn parse(&self, method: &str, p: &Params, _: &Caller<'_>) -> Result<EventOp, CallError> {
         let a = |min, max| arity(p, Kind::Event, method, min, max);
         match method {
             "set" | "clear" => a(1, 1).map(|()| EventOp::Set(method == "set")),
@@ -458,7 +458,7 @@ impl Barrier {
 impl Engine for Barrier {
     type Op = BarrierOp;
 
-    fn parse(&self, method: &str, p: &Params) -> Result<BarrierOp, CallError> {
+    fn parse(&self, method: &str, p: &Params, _: &Caller<'_>) -> Result<BarrierOp, CallError> {
         let a = |min, max| arity(p, Kind::Barrier, method, min, max);
         if method == "wait" {
             a(1, 2)?;

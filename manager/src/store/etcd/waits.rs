@@ -54,8 +54,9 @@ impl Cancel {
 pub trait Engine: Send + Sync + 'static {
     /// A parsed call.
     type Op: Send + 'static;
-    /// Checks a call's params at once (errors are answered without parking).
-    fn parse(&self, method: &str, p: &Params) -> Result<Self::Op, CallError>;
+    /// Checks a call's params at once (errors are answered without parking); records what the
+    /// call will hold for the caller's connection.
+    fn parse(&self, method: &str, p: &Params, caller: &Caller<'_>) -> Result<Self::Op, CallError>;
     /// Runs the call's in-order part.
     fn first(self: Arc<Self>, op: Self::Op) -> Boxed<Step>;
     /// A grant its connection never received: give back what it took.
@@ -139,10 +140,10 @@ impl<E: Engine> SharedObject for Front<E> {
         &self,
         method: &str,
         params: &Params,
-        _caller: &Caller<'_>,
+        caller: &Caller<'_>,
         _out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
-        let op = self.engine.parse(method, params)?;
+        let op = self.engine.parse(method, params, caller)?;
         let this: Arc<dyn Waitable> = self.this.upgrade().ok_or_else(deleted)?;
         let (reply, rx) = oneshot::channel();
         let (cancel_tx, cancel) = oneshot::channel();
