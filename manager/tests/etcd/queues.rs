@@ -277,3 +277,25 @@ fn items_a_closed_connection_had_not_acknowledged_go_to_the_next_getter_first() 
     assert!(started.elapsed() < Duration::from_secs(8));
     assert_eq!(qa.try_get().unwrap(), None);
 }
+
+#[test]
+fn joinable_items_a_closed_connection_had_not_marked_done_are_got_again() {
+    if !available() {
+        return;
+    }
+    let (_etcd, a, b) = pair("queue-joinable-redeliver");
+    let qa = a.client().joinable_queue_named::<i64>("tasks", 0).unwrap();
+    qa.put_many([1, 2]).unwrap();
+    {
+        let cb = b.client();
+        let qb = cb.joinable_queue_named::<i64>("tasks", 0).unwrap();
+        assert_eq!(qb.get().unwrap(), 1);
+        assert_eq!(qb.get().unwrap(), 2);
+        qb.task_done().unwrap();
+    } // Item 1 was marked done; item 2 was not when the connection closed.
+    assert_eq!(qa.get_timeout(Duration::from_secs(5)).unwrap(), Some(2));
+    assert_eq!(qa.join_timeout(Duration::from_millis(100)).unwrap(), None);
+    qa.task_done().unwrap();
+    assert_eq!(qa.join_timeout(Duration::from_secs(2)).unwrap(), Some(()));
+    assert_eq!(qa.try_get().unwrap(), None);
+}

@@ -1,5 +1,6 @@
 //! `queue` and `joinable_queue` in etcd: items as keys ordered by the revision that made them.
-//! Acknowledged gets are in [`acked`].
+//! Acknowledged gets, and the record a joinable queue keeps of the items it handed out, are
+//! in the `acked` submodule.
 //!
 //! # Keys (under `P o/ID/`)
 //! - `q/U` (one `put`) or `q/U-I` (item I of one `put_many`): an item, U random. Items are
@@ -58,6 +59,9 @@ pub struct Queue {
     kind: Kind,
     maxsize: usize,
     keys: Keys,
+    /// A joinable queue: the receipts of the items each connection got here and has not
+    /// marked done, oldest first.
+    unmarked: parking_lot::Mutex<std::collections::HashMap<SessionId, VecDeque<u64>>>,
 }
 
 /// The object's keys.
@@ -123,8 +127,8 @@ pub enum Op {
     Count(Count),
     /// `close`.
     Close,
-    /// `task_done`.
-    TaskDone,
+    /// `task_done`, by a connection.
+    TaskDone(SessionId),
     /// `join`, with its timeout.
     Join(Option<Duration>),
 }
@@ -210,6 +214,7 @@ impl Queue {
             kind,
             maxsize,
             keys,
+            unmarked: parking_lot::Mutex::default(),
         };
         Ok((Front::start(kind, queue), initial))
     }
@@ -344,7 +349,11 @@ impl Queue {
             if let Some(orphan) = head.orphans.first() {
                 // Items a dead connection had not acknowledged go first, as in memory.
                 match self.take_orphan(orphan, acked).await? {
-                    Some(item) => return Ok((vec![item], head)),
+                    Some(item) => {
+                        let taken = vec![item];
+                        self.remember(acked, &taken);
+                        return Ok((taken, head));
+                    }
                     None => continue,
                 }
             }
@@ -380,6 +389,7 @@ impl Queue {
                 .succeeded()
             {
                 head.items.clear();
+                self.remember(acked, &taken);
                 return Ok((taken, head));
             }
             // Another getter took one of them first, or a put changed `len`: read again.
@@ -796,9 +806,10 @@ impl Queue {
         }))
     }
 
-    /// Marks one unfinished item done (any one: a marker says only that an item is
-    /// unfinished).
-    async fn task_done(&self) -> Reply {
+    /// Marks one unfinished item done (any marker: a marker says only that an item is
+    /// unfinished). A joinable queue also finishes the record of one item got: the oldest
+    /// the caller's connection got here, else the oldest any connection got.
+    async fn task_done(&self, session: SessionId) -> Reply {
         for _ in 0..MAX_RETRIES {
             let got = timed(
                 "marking a queue item done",
@@ -817,14 +828,23 @@ impl Queue {
                 return Err(CallError::value("task_done() called too many times"));
             };
             let key = kv.key().to_vec();
+            let finished = self.finish_one(session).await?;
+            let mut ops = vec![TxnOp::delete(key.clone(), None)];
+            ops.extend(finished.iter().map(|f| TxnOp::delete(f.key.clone(), None)));
             let txn = Txn::new()
-                .when(vec![Compare::version(key.clone(), CompareOp::Greater, 0)])
-                .and_then(vec![TxnOp::delete(key, None)]);
+                .when(vec![Compare::version(key, CompareOp::Greater, 0)])
+                .and_then(ops);
             if timed("marking a queue item done", self.store.client().txn(txn))
                 .await?
                 .succeeded()
             {
+                if let Some(f) = finished {
+                    self.finished(f, session).await?;
+                }
                 return Ok(Grant::Nil);
+            }
+            if let Some(f) = finished {
+                self.unfinish(f, session);
             }
         }
         Err(busy())
@@ -889,7 +909,10 @@ impl Engine for Queue {
         let a = |min, max| arity(p, self.kind, method, min, max);
         match method {
             "put" | "put_nowait" | "put_many" => self.parse_put(method, p),
-            "get" | "get_nowait" | "get_many" => self.parse_get(method, p),
+            "get" | "get_nowait" | "get_many" => {
+                let op = self.parse_get(method, p)?;
+                Ok(self.record_for(op, caller))
+            }
             "get_acked" | "get_many_acked" | "ack" | "nack" => self.parse_acked(method, p, caller),
             "join" => {
                 a(1, 2)?;
@@ -904,7 +927,7 @@ impl Engine for Queue {
                     "maxsize" => Op::Count(Count::Maxsize),
                     "is_closed" => Op::Count(Count::IsClosed),
                     "close" => Op::Close,
-                    "task_done" => Op::TaskDone,
+                    "task_done" => Op::TaskDone(caller.session),
                     _ => return Err(unknown_method(self.kind, method)),
                 })
             }
@@ -929,7 +952,7 @@ impl Engine for Queue {
                 Op::Join(timeout) => self.join(timeout).await,
                 Op::Count(what) => Step::Done(self.count(what).await),
                 Op::Close => Step::Done(self.close().await),
-                Op::TaskDone => Step::Done(self.task_done().await),
+                Op::TaskDone(session) => Step::Done(self.task_done(session).await),
             }
         })
     }

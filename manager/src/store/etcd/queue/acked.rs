@@ -8,6 +8,7 @@
 //! orphans, which the next get, through any manager, takes before the queue's other items:
 //! at-least-once delivery, as in memory.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use etcd_client::{Compare, CompareOp, GetOptions, GetResponse, Txn, TxnOp};
@@ -304,5 +305,119 @@ impl Queue {
             self.store.untrack(session, &hold);
         }
         Ok(())
+    }
+}
+
+/// The record of one item got from a joinable queue, finished by a `task_done`.
+pub(super) struct Finished {
+    /// Its `h/C-I` key.
+    pub(super) key: Vec<u8>,
+    /// Its receipt when the caller's connection got it here.
+    own: Option<u64>,
+}
+
+impl Queue {
+    /// A joinable queue's gets keep a record of their items, as acknowledged gets do, until
+    /// `task_done`: items a connection got and had not marked done are redelivered when it
+    /// closes. A plain queue's gets keep none.
+    pub(super) fn record_for(&self, op: Op, caller: &Caller<'_>) -> Op {
+        let Op::Get {
+            max, shape, how, ..
+        } = op
+        else {
+            return op;
+        };
+        let acked = if self.kind == Kind::JoinableQueue {
+            super::unique().ok().map(|u| {
+                let call = (u >> (64 - CALL_BITS)).max(1);
+                self.store.track(caller, self.hold_key(call));
+                Acked {
+                    call,
+                    session: caller.session,
+                }
+            })
+        } else {
+            None
+        };
+        Op::Get {
+            max,
+            shape,
+            how,
+            acked,
+        }
+    }
+
+    /// Remembers the items a joinable queue's get took for its connection.
+    pub(super) fn remember(&self, acked: Option<&Acked>, taken: &[(u64, Stored)]) {
+        let Some(acked) = acked else {
+            return;
+        };
+        if self.kind != Kind::JoinableQueue {
+            return;
+        }
+        let mut unmarked = self.unmarked.lock();
+        let fifo = unmarked.entry(acked.session).or_default();
+        fifo.extend(taken.iter().map(|(r, _)| *r));
+    }
+
+    /// The item record a `task_done` by `session` finishes, if any: the oldest its connection
+    /// got here, else the oldest anybody got.
+    pub(super) async fn finish_one(
+        &self,
+        session: SessionId,
+    ) -> Result<Option<Finished>, CallError> {
+        if self.kind != Kind::JoinableQueue {
+            return Ok(None);
+        }
+        let own = {
+            let mut unmarked = self.unmarked.lock();
+            let own = unmarked.get_mut(&session).and_then(VecDeque::pop_front);
+            if unmarked.get(&session).is_some_and(VecDeque::is_empty) {
+                unmarked.remove(&session);
+            }
+            own
+        };
+        if let Some(receipt) = own {
+            let key = self.held_key(receipt >> 8, (receipt & 0xff) as usize);
+            return Ok(Some(Finished { key, own }));
+        }
+        let oldest = GetOptions::new()
+            .with_prefix()
+            .with_keys_only()
+            .with_sort(
+                etcd_client::SortTarget::Create,
+                etcd_client::SortOrder::Ascend,
+            )
+            .with_limit(1);
+        let got = timed(
+            "marking a queue item done",
+            self.store
+                .client()
+                .get(self.keys.held.clone(), Some(oldest)),
+        )
+        .await?;
+        Ok(got.kvs().first().map(|kv| Finished {
+            key: kv.key().to_vec(),
+            own: None,
+        }))
+    }
+
+    /// A `task_done` finished `f`: its get lets go of its hold when nothing of it is left.
+    pub(super) async fn finished(&self, f: Finished, session: SessionId) -> Result<(), CallError> {
+        match f.own {
+            Some(receipt) => self.release_if_settled(receipt >> 8, session).await,
+            None => Ok(()),
+        }
+    }
+
+    /// A `task_done` that lost its race: `f` is not finished after all.
+    pub(super) fn unfinish(&self, f: Finished, session: SessionId) {
+        if let Some(receipt) = f.own {
+            self.unmarked
+                .lock()
+                .entry(session)
+                .or_default()
+                .push_front(receipt);
+        }
     }
 }
