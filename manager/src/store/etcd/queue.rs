@@ -62,6 +62,10 @@ pub struct Queue {
     /// A joinable queue: the receipts of the items each connection got here and has not
     /// marked done, oldest first.
     unmarked: parking_lot::Mutex<std::collections::HashMap<SessionId, VecDeque<u64>>>,
+    /// This queue as connections' holdings records know it, so that a closed connection's
+    /// receipts are forgotten here.
+    me: std::sync::Weak<Queue>,
+    holdings_key: usize,
 }
 
 /// The object's keys.
@@ -209,14 +213,16 @@ impl Queue {
         } else {
             Vec::new()
         };
-        let queue = Queue {
+        let queue = Arc::new_cyclic(|me| Queue {
             store: store.clone(),
             kind,
             maxsize,
             keys,
             unmarked: parking_lot::Mutex::default(),
-        };
-        Ok((Front::start(kind, queue), initial))
+            me: me.clone(),
+            holdings_key: crate::lifecycle::next_object_key() as usize,
+        });
+        Ok((Front::start_shared(kind, queue), initial))
     }
 
     fn bounded(&self) -> bool {

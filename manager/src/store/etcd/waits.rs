@@ -84,8 +84,12 @@ pub struct Front<E: Engine> {
 impl<E: Engine> Front<E> {
     /// The front of `engine`, with its task started.
     pub fn start(kind: Kind, engine: E) -> Arc<Front<E>> {
+        Front::start_shared(kind, Arc::new(engine))
+    }
+
+    /// The front of an engine shared with others (the holdings records of connections).
+    pub fn start_shared(kind: Kind, engine: Arc<E>) -> Arc<Front<E>> {
         let (jobs, rx) = mpsc::unbounded_channel();
-        let engine = Arc::new(engine);
         let front = Arc::new_cyclic(|this| Front {
             kind,
             engine: engine.clone(),

@@ -16,7 +16,7 @@ use tracing::warn;
 
 use agora_proto::{CallError, ErrorName, Params};
 
-use crate::lifecycle::{Caller, Grant, Reply, SessionId, Shape};
+use crate::lifecycle::{Caller, Grant, Holdable, Reply, SessionId, Shape};
 use crate::objects::{arity, store, Kind, Stored};
 
 use super::{busy, Blocking, Op, Queue, MAX_RETRIES};
@@ -331,6 +331,8 @@ impl Queue {
             super::unique().ok().map(|u| {
                 let call = (u >> (64 - CALL_BITS)).max(1);
                 self.store.track(caller, self.hold_key(call));
+                let me: std::sync::Weak<dyn Holdable> = self.me.clone();
+                caller.holdings.insert(self.holdings_key, &me);
                 Acked {
                     call,
                     session: caller.session,
@@ -419,5 +421,13 @@ impl Queue {
                 .or_default()
                 .push_front(receipt);
         }
+    }
+}
+
+impl Holdable for Queue {
+    /// The connection's items are redelivered through their `t/` keys (the store deletes
+    /// them); here only its receipts are forgotten.
+    fn session_closed(&self, session: SessionId) {
+        self.unmarked.lock().remove(&session);
     }
 }
