@@ -250,14 +250,18 @@ impl Queue {
         };
         let count = || Some(GetOptions::new().with_count_only());
         let keys = || Some(GetOptions::new().with_prefix().with_keys_only());
-        let txn = Txn::new().and_then(vec![
+        let mut ops = vec![
             TxnOp::get(self.keys.meta.clone(), count()),
             TxnOp::get(self.keys.items.clone(), Some(oldest)),
             TxnOp::get(self.keys.closed.clone(), count()),
             TxnOp::get(self.keys.len.clone(), None),
-            TxnOp::get(self.keys.held.clone(), keys()),
-            TxnOp::get(self.keys.holds.clone(), keys()),
-        ]);
+        ];
+        if max > 0 {
+            // Only a get takes orphans.
+            ops.push(TxnOp::get(self.keys.held.clone(), keys()));
+            ops.push(TxnOp::get(self.keys.holds.clone(), keys()));
+        }
+        let txn = Txn::new().and_then(ops);
         let answer = timed("reading a queue", self.store.client().txn(txn)).await?;
         let gets = gets(&answer);
         if gets.first().is_none_or(|g| g.count() == 0) {
