@@ -10,17 +10,20 @@
 //! - `len`: the number of items, kept only by a bounded queue (`maxsize` > 0), so that a put
 //!   checks the room and adds its items in one transaction.
 //! - `closed`: present once the queue is closed.
+//! - `h/C-I` and `t/C`: the items got by acknowledged get C (or any get of a joinable queue)
+//!   and not yet finished, and C's holding on its manager's lease (see `acked`).
 //!
 //! # Transactions
-//! A put is one transaction: it checks that the object exists, is not closed and (bounded)
+//! A put is one transaction per [`BATCH`] items: it checks that the object exists, is not closed and (bounded)
 //! that `len` is the one it read, and writes the items, their unfinished markers and `len`. A
 //! get reads the oldest items (sorted by create revision), then deletes them in a transaction
 //! that checks each one's revision is still the one read: when another getter (through any
-//! manager) took one first, it reads again. Every item is got exactly once.
+//! manager) took one first, it reads again. Every item is got exactly once. Items whose
+//! holding is gone (their getter's connection closed, or its manager died) are taken first.
 //!
 //! # Waiting
 //! A blocking get that finds no item watches the object's keys from the revision of its read
-//! for a put (or the close), then tries again; a put on a full queue watches for deletions;
+//! for a put, a holding's end (or the close), then tries again; a put on a full queue watches for deletions;
 //! `join` watches the unfinished markers. No wake-up is lost (the watch starts at the read's
 //! revision), and nothing polls. Waiting getters are served in no guaranteed order: each one
 //! woken tries, and one of them wins each item.
