@@ -14,7 +14,7 @@
 //!   and not yet finished, and C's holding on its manager's lease (see `acked`).
 //!
 //! # Transactions
-//! A put is one transaction per [`BATCH`] items: it checks that the object exists, is not closed and (bounded)
+//! A put is one transaction per 60 items (`BATCH`): it checks that the object exists, is not closed and (bounded)
 //! that `len` is the one it read, and writes the items, their unfinished markers and `len`. A
 //! get reads the oldest items (sorted by create revision), then deletes them in a transaction
 //! that checks each one's revision is still the one read: when another getter (through any
