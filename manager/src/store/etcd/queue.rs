@@ -14,19 +14,20 @@
 //!   and not yet finished, and C's holding on its manager's lease (see `acked`).
 //!
 //! # Transactions
-//! A put is one transaction per 60 items (`BATCH`): it checks that the object exists, is not closed and (bounded)
-//! that `len` is the one it read, and writes the items, their unfinished markers and `len`. A
-//! get reads the oldest items (sorted by create revision), then deletes them in a transaction
-//! that checks each one's revision is still the one read: when another getter (through any
-//! manager) took one first, it reads again. Every item is got exactly once. Items whose
-//! holding is gone (their getter's connection closed, or its manager died) are taken first.
+//! A put is one transaction per 60 items (`BATCH`): it checks that the object exists, is not
+//! closed and (bounded) that `len` is the one it read, and writes the items, their unfinished
+//! markers and `len`. A get reads the oldest items (sorted by create revision), then deletes
+//! them in a transaction that checks each one's revision is still the one read: when another
+//! getter (through any manager) took one first, it reads again. Every item is got exactly
+//! once. Items whose holding is gone (their getter's connection closed, or its manager died)
+//! are taken first.
 //!
 //! # Waiting
 //! A blocking get that finds no item watches the object's keys from the revision of its read
-//! for a put, a holding's end (or the close), then tries again; a put on a full queue watches for deletions;
-//! `join` watches the unfinished markers. No wake-up is lost (the watch starts at the read's
-//! revision), and nothing polls. Waiting getters are served in no guaranteed order: each one
-//! woken tries, and one of them wins each item.
+//! for a put, a holding's end (or the close), then tries again; a put on a full queue watches
+//! for deletions; `join` watches the unfinished markers. No wake-up is lost (the watch starts
+//! at the read's revision), and nothing polls. Waiting getters are served in no guaranteed
+//! order: each one woken tries, and one of them wins each item.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -988,7 +989,11 @@ impl Engine for Queue {
         tokio::spawn(async move {
             let mut items = items;
             if let Err(e) = self.put_some(&mut items, false, false).await {
-                warn!(items = items.len(), error = %e.message, "queue items a getter never received could not be put back");
+                warn!(
+                    items = items.len(),
+                    error = %e.message,
+                    "queue items a getter never received could not be put back"
+                );
             }
         });
     }

@@ -221,7 +221,11 @@ impl Queue {
                 let mut client = self.store.client();
                 let delete = client.delete(self.hold_key(call), None);
                 if let Err(e) = timed("giving back queue items", delete).await {
-                    warn!(error = %e.message, "undelivered queue items wait for their connection's close to be redelivered");
+                    warn!(
+                        error = %e.message,
+                        "undelivered queue items wait for their connection's close to be \
+                         redelivered"
+                    );
                 }
             }
         });
