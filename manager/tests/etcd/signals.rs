@@ -78,3 +78,49 @@ fn a_barrier_of_four_across_two_managers_then_breaks_on_a_timeout() {
     assert!(!ba.is_broken().unwrap());
     assert_eq!(ba.n_waiting().unwrap(), 0);
 }
+
+#[test]
+fn a_party_lost_with_its_manager_breaks_the_barrier_for_the_others() {
+    if !available() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let store = etcd.store(&fresh_prefix("barrier-death"));
+    let a = Manager::start(&store, &[]);
+    let mut b = Manager::start(&store, &["--store-lease-seconds", "2"]);
+    let cb = b.client();
+    let lost = std::thread::spawn(move || {
+        let bb = cb.barrier_named("meet", 3, None).unwrap();
+        let _ = bb.wait();
+    });
+    let ca = a.client();
+    let ba = ca.barrier_named("meet", 3, None).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ba.n_waiting().unwrap() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the party through B never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ca2 = a.client();
+    let waiter = std::thread::spawn(move || {
+        let b2 = ca2.barrier_named("meet", 3, None).unwrap();
+        b2.wait()
+    });
+    while ba.n_waiting().unwrap() < 2 {
+        assert!(Instant::now() < deadline, "the second party never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b.kill();
+    let killed = Instant::now();
+    let answer = waiter.join().unwrap().unwrap_err();
+    assert!(answer.is(ErrorName::BrokenBarrierError), "{answer}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(8),
+        "broken only after {:?}",
+        killed.elapsed()
+    );
+    assert!(ba.is_broken().unwrap());
+    lost.join().unwrap();
+}

@@ -10,13 +10,17 @@
 //! - `state`: `GEN ARRIVED BROKEN PASSED`, changed only by compare-and-swap on its revision.
 //!   GEN counts the barrier's rounds (completed or reset), ARRIVED the parties waiting in the
 //!   current round, BROKEN whether it is broken, PASSED the rounds that completed.
+//! - `p/P`: waiting party P is there (value: its round), on its manager's lease, held by its
+//!   connection.
 //!
 //! A party's arrival is one transaction: it takes index ARRIVED and counts itself; the last
 //! party of a round instead starts the next (GEN + 1, ARRIVED 0, PASSED = GEN + 1) and goes on
 //! at once. The others watch `state` from their arrival's revision: they go on with their index
 //! when their round passed, and fail with `BrokenBarrierError` when it was broken (`abort`, a
 //! party's timeout or its connection closing) or reset (GEN moved on without PASSED). A party
-//! whose timeout passes breaks the barrier, as in Python.
+//! whose timeout passes breaks the barrier, as in Python; so does a party whose `p/` key goes
+//! while it waits (its connection closed, or its manager's lease expired): the others watch
+//! those keys and break the round when fewer parties are present than arrived.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +29,7 @@ use etcd_client::{Compare, CompareOp, EventType, GetOptions, Txn, TxnOp};
 
 use agora_proto::{params, CallError, ErrorName, Params};
 
-use crate::lifecycle::{timeout_param, Caller, Grant, Reply};
+use crate::lifecycle::{timeout_param, Caller, Grant, Reply, SessionId};
 use crate::objects::{arity, expected, unknown_method, Kind, ObjectHandle};
 
 use super::waits::{self, changed, deadline, Boxed, Cancel, Engine, Front, Seen, Step, Watch};
@@ -174,13 +178,22 @@ pub struct Barrier {
     store: Arc<EtcdStore>,
     parties: u64,
     default_timeout: Option<Duration>,
+    object: Vec<u8>,
     state: Vec<u8>,
+    /// `p/`: one key per waiting party, on its manager's lease.
+    present: Vec<u8>,
+}
+
+/// A waiting party's presence key, held by its connection.
+pub struct Presence {
+    key: Vec<u8>,
+    session: SessionId,
 }
 
 /// A parsed barrier call.
 pub enum BarrierOp {
-    /// `wait`, with its timeout.
-    Wait(Option<Duration>),
+    /// `wait`, with its timeout and the key that says the party is there.
+    Wait(Option<Duration>, Presence),
     /// `abort` (true) or `reset` (false).
     Break(bool),
     /// `parties`.
@@ -284,7 +297,9 @@ impl Barrier {
             store: store.clone(),
             parties,
             default_timeout,
+            object: store.object_key(id, ""),
             state,
+            present: store.object_key(id, "p/"),
         };
         Ok((Front::start(Kind::Barrier, barrier), initial))
     }
@@ -309,19 +324,30 @@ impl Barrier {
         &self,
         change: impl Fn(State) -> Result<(Option<State>, T), CallError>,
     ) -> Result<(T, i64), CallError> {
+        self.swap_with(change, |_| Vec::new()).await
+    }
+
+    /// [`Barrier::swap`], writing what `also` says for the new state in the same transaction.
+    async fn swap_with<T>(
+        &self,
+        change: impl Fn(State) -> Result<(Option<State>, T), CallError>,
+        also: impl Fn(&State) -> Vec<TxnOp>,
+    ) -> Result<(T, i64), CallError> {
         for _ in 0..MAX_RETRIES {
             let (state, revision) = self.read().await?;
             let (new, answer) = change(state)?;
             let Some(new) = new else {
                 return Ok((answer, revision));
             };
+            let mut ops = vec![TxnOp::put(self.state.clone(), new.encode(), None)];
+            ops.extend(also(&new));
             let txn = Txn::new()
                 .when(vec![Compare::mod_revision(
                     self.state.clone(),
                     CompareOp::Equal,
                     revision,
                 )])
-                .and_then(vec![TxnOp::put(self.state.clone(), new.encode(), None)]);
+                .and_then(ops);
             let done = timed("changing a barrier", self.store.client().txn(txn)).await?;
             if done.succeeded() {
                 return Ok((answer, done.header().map_or(revision, |h| h.revision())));
@@ -330,36 +356,55 @@ impl Barrier {
         Err(busy())
     }
 
-    async fn wait(self: Arc<Self>, timeout: Option<Duration>) -> Step {
+    async fn wait(self: Arc<Self>, timeout: Option<Duration>, presence: Presence) -> Step {
         let parties = self.parties;
+        // A party that waits says so with its presence key, written with its arrival.
+        let present = |new: &State| {
+            if new.arrived == 0 {
+                return Vec::new();
+            }
+            let value = new.generation.to_string();
+            vec![TxnOp::put(
+                presence.key.clone(),
+                value,
+                Some(self.store.held()),
+            )]
+        };
         let arrival = self
-            .swap(|st| {
-                if st.broken {
-                    return Err(broken());
-                }
-                let index = st.arrived;
-                if index + 1 < parties {
+            .swap_with(
+                |st| {
+                    if st.broken {
+                        return Err(broken());
+                    }
+                    let index = st.arrived;
+                    if index + 1 < parties {
+                        let next = State {
+                            arrived: index + 1,
+                            ..st
+                        };
+                        return Ok((Some(next), (st.generation, index, false)));
+                    }
+                    // The last party: the round is complete, and everybody in it goes.
                     let next = State {
-                        arrived: index + 1,
-                        ..st
+                        generation: st.generation + 1,
+                        arrived: 0,
+                        broken: false,
+                        passed: st.generation + 1,
                     };
-                    return Ok((Some(next), (st.generation, index, false)));
-                }
-                // The last party: the round is complete, and everybody in it goes.
-                let next = State {
-                    generation: st.generation + 1,
-                    arrived: 0,
-                    broken: false,
-                    passed: st.generation + 1,
-                };
-                Ok((Some(next), (st.generation, index, true)))
-            })
+                    Ok((Some(next), (st.generation, index, true)))
+                },
+                present,
+            )
             .await;
         let ((generation, index, last), from) = match arrival {
-            Err(e) => return Step::Done(Err(e)),
+            Err(e) => {
+                self.leave(presence);
+                return Step::Done(Err(e));
+            }
             Ok(arrived) => arrived,
         };
         if last {
+            self.leave(presence);
             return Step::Done(Ok(Grant::Count(index)));
         }
         let until = deadline(timeout.or(self.default_timeout));
@@ -370,21 +415,73 @@ impl Barrier {
                     index,
                     until,
                 };
-                self.await_round(party, from, &mut cancel).await
+                let answer = self.await_round(party, from, &mut cancel).await;
+                self.leave(presence);
+                answer
             })
         }))
+    }
+
+    /// The party is no longer there: its presence key goes.
+    fn leave(&self, presence: Presence) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut client = store.client();
+            let delete = client.delete(presence.key.clone(), None);
+            match timed("leaving a barrier", delete).await {
+                Ok(_) => store.untrack(presence.session, &presence.key),
+                Err(e) => tracing::warn!(
+                    error = %e.message,
+                    "a barrier party's key stays until its connection closes"
+                ),
+            }
+        });
+    }
+
+    /// The state, its revision, and how many parties of round `generation` are present.
+    async fn read_round(&self, generation: u64) -> Result<(State, i64, u64), CallError> {
+        let txn = Txn::new().and_then(vec![
+            TxnOp::get(self.state.clone(), None),
+            TxnOp::get(self.present.clone(), Some(GetOptions::new().with_prefix())),
+        ]);
+        let answer = timed("reading a barrier", self.store.client().txn(txn)).await?;
+        let gets: Vec<_> = answer
+            .op_responses()
+            .into_iter()
+            .filter_map(|r| match r {
+                etcd_client::TxnOpResponse::Get(g) => Some(g),
+                _ => None,
+            })
+            .collect();
+        let kv = gets
+            .first()
+            .and_then(|g| g.kvs().first())
+            .ok_or_else(waits::deleted)?;
+        let state = State::decode(kv.value())
+            .ok_or_else(|| CallError::runtime("a barrier's state in etcd is corrupt"))?;
+        let round = generation.to_string();
+        let present = gets.get(1).map_or(0, |g| {
+            g.kvs()
+                .iter()
+                .filter(|kv| kv.value() == round.as_bytes())
+                .count()
+        });
+        Ok((state, kv.mod_revision(), present as u64))
     }
 
     /// Waits for the party's round to pass (or break). At its deadline, or when its connection
     /// goes, the party breaks the round for everybody, as in memory.
     async fn await_round(&self, party: Party, mut from: i64, cancel: &mut Cancel) -> Reply {
         loop {
-            let state = self.state.clone();
+            let (state, present) = (self.state.clone(), self.present.clone());
             let watch = Watch {
-                prefix: self.state.clone(),
+                prefix: self.object.clone(),
                 after: from,
                 deadline: party.until,
-                wanted: move |_: EventType, key: &[u8]| key == state.as_slice(),
+                wanted: move |event: EventType, key: &[u8]| match event {
+                    EventType::Put => key == state.as_slice(),
+                    EventType::Delete => key == state.as_slice() || key.starts_with(&present),
+                },
             };
             match changed(self.store.client(), watch, cancel).await? {
                 Seen::Changed => {}
@@ -397,9 +494,15 @@ impl Barrier {
                     return Err(waits::gone());
                 }
             }
-            let (state, revision) = self.read().await?;
+            let (state, revision, present) = self.read_round(party.generation).await?;
             if let Some(answer) = state.outcome(party.generation, party.index) {
                 return answer;
+            }
+            if present < state.arrived {
+                // A waiting party's key went without it leaving: its connection closed or its
+                // manager died. It breaks the barrier, as a party that leaves does in memory.
+                let answer = self.break_round(party.generation).await?;
+                return answer.map_or(Err(broken()), |a| a(party.index));
             }
             from = revision;
         }
@@ -458,11 +561,16 @@ impl Barrier {
 impl Engine for Barrier {
     type Op = BarrierOp;
 
-    fn parse(&self, method: &str, p: &Params, _: &Caller<'_>) -> Result<BarrierOp, CallError> {
+    fn parse(&self, method: &str, p: &Params, caller: &Caller<'_>) -> Result<BarrierOp, CallError> {
         let a = |min, max| arity(p, Kind::Barrier, method, min, max);
         if method == "wait" {
             a(1, 2)?;
-            return Ok(BarrierOp::Wait(timeout_param(p, 1)?));
+            let timeout = timeout_param(p, 1)?;
+            let mut key = self.present.clone();
+            key.extend_from_slice(format!("{:016x}", presence_id()?).as_bytes());
+            self.store.track(caller, key.clone());
+            let session = caller.session;
+            return Ok(BarrierOp::Wait(timeout, Presence { key, session }));
         }
         a(1, 1)?;
         Ok(match method {
@@ -482,7 +590,7 @@ impl Engine for Barrier {
                 async move { this.read().await.map(|(s, _)| f(s)) }
             };
             match op {
-                BarrierOp::Wait(timeout) => self.clone().wait(timeout).await,
+                BarrierOp::Wait(timeout, presence) => self.clone().wait(timeout, presence).await,
                 BarrierOp::Break(stay) => Step::Done(self.break_all(stay).await),
                 BarrierOp::Parties => Step::Done(Ok(Grant::Count(self.parties))),
                 BarrierOp::Waiting => Step::Done(read(|s| Grant::Count(s.arrived)).await),
@@ -510,4 +618,12 @@ fn init_count(what: &str, min: usize, max: usize, got: usize) -> CallError {
         ErrorName::ArgumentCountError,
         format!("create of {what} takes {min} to {max} init args, got {got}"),
     )
+}
+
+/// A random name for a waiting party's key.
+fn presence_id() -> Result<u64, CallError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| CallError::runtime(format!("no randomness for a barrier party's key: {e}")))?;
+    Ok(u64::from_le_bytes(bytes))
 }
