@@ -124,3 +124,46 @@ fn a_party_lost_with_its_manager_breaks_the_barrier_for_the_others() {
     assert!(ba.is_broken().unwrap());
     lost.join().unwrap();
 }
+
+#[test]
+fn abort_and_reset_through_one_manager_break_a_party_waiting_through_the_other() {
+    if !available() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let store = etcd.store(&fresh_prefix("barrier-abort"));
+    let (a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
+    let ba = a.client().barrier_named("meet", 2, None).unwrap();
+    for stay_broken in [true, false] {
+        let cb = b.client();
+        let waiter = std::thread::spawn(move || {
+            let bb = cb.barrier_named("meet", 2, None).unwrap();
+            bb.wait()
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ba.n_waiting().unwrap() < 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the party through B never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if stay_broken {
+            ba.abort().unwrap();
+        } else {
+            ba.reset().unwrap();
+        }
+        let answer = waiter.join().unwrap().unwrap_err();
+        assert!(answer.is(ErrorName::BrokenBarrierError), "{answer}");
+        assert_eq!(ba.is_broken().unwrap(), stay_broken);
+        if stay_broken {
+            ba.reset().unwrap();
+        }
+    }
+    // Whole again: two parties through the two managers meet.
+    let cb = b.client();
+    let other = std::thread::spawn(move || cb.barrier_named("meet", 2, None).unwrap().wait());
+    let mine = ba.wait().unwrap();
+    let theirs = other.join().unwrap().unwrap();
+    assert_eq!(mine + theirs, 1);
+}
