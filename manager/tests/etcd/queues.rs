@@ -299,3 +299,31 @@ fn joinable_items_a_closed_connection_had_not_marked_done_are_got_again() {
     assert_eq!(qa.join_timeout(Duration::from_secs(2)).unwrap(), Some(()));
     assert_eq!(qa.try_get().unwrap(), None);
 }
+
+#[test]
+fn getters_waiting_through_both_managers_are_served_in_the_order_they_came() {
+    if !available() {
+        return;
+    }
+    let (_etcd, a, b) = pair("queue-waiting-line");
+    let managers = [&a, &b];
+    let qa = a.client().queue_named::<i64>("line", 0).unwrap();
+    let getters: Vec<_> = (0..4)
+        .map(|i| {
+            let client = managers[i % 2].client();
+            let getter = std::thread::spawn(move || {
+                let q = client.queue_named::<i64>("line", 0).unwrap();
+                q.get_timeout(Duration::from_secs(10)).unwrap()
+            });
+            // Each getter is in line before the next comes.
+            std::thread::sleep(Duration::from_millis(300));
+            getter
+        })
+        .collect();
+    for item in 0..4 {
+        qa.put(&item).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got: Vec<Option<i64>> = getters.into_iter().map(|g| g.join().unwrap()).collect();
+    assert_eq!(got, vec![Some(0), Some(1), Some(2), Some(3)]);
+}

@@ -26,8 +26,9 @@
 //! A blocking get that finds no item watches the object's keys from the revision of its read
 //! for a put, a holding's end (or the close), then tries again; a put on a full queue watches
 //! for deletions; `join` watches the unfinished markers. No wake-up is lost (the watch starts
-//! at the read's revision), and nothing polls. Waiting getters are served in no guaranteed
-//! order: each one woken tries, and one of them wins each item.
+//! at the read's revision), and nothing polls. Waiting getters stand in line: each puts a key
+//! `w/W` on its manager's lease, and a woken getter takes only when it is the oldest, or when
+//! there are more items than getters before it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -84,6 +85,8 @@ struct Keys {
     held: Vec<u8>,
     /// `t/C`: acknowledged get C's connection lives (on the lease).
     holds: Vec<u8>,
+    /// `w/W`: a waiting getter, in line by create revision (on the lease).
+    waiters: Vec<u8>,
 }
 
 /// How a put or get behaves when it cannot complete at once.
@@ -211,6 +214,7 @@ impl Queue {
             closed: key("closed"),
             held: key("h/"),
             holds: key("t/"),
+            waiters: key("w/"),
         };
         let initial = if maxsize > 0 {
             vec![TxnOp::put(keys.len.clone(), "0", None)]
@@ -531,14 +535,17 @@ impl Queue {
             self.keys.closed.clone(),
             self.keys.marks.clone(),
             self.keys.holds.clone(),
+            self.keys.waiters.clone(),
         );
         move |event, key| {
-            let (meta, items, closed, marks, holds) = &keys;
+            let (meta, items, closed, marks, holds, waiters) = &keys;
             match (wait, event) {
                 (_, EventType::Delete) if key == meta.as_slice() => true,
                 (Waits::Item | Waits::Room, EventType::Put) if key == closed.as_slice() => true,
                 (Waits::Item, EventType::Put) => key.starts_with(items),
-                (Waits::Item, EventType::Delete) => key.starts_with(holds),
+                (Waits::Item, EventType::Delete) => {
+                    key.starts_with(holds) || key.starts_with(waiters)
+                }
                 (Waits::Room, EventType::Delete) => key.starts_with(items),
                 (Waits::Done, EventType::Delete) => key.starts_with(marks),
                 _ => false,
@@ -561,6 +568,12 @@ impl Queue {
         };
         changed(self.store.client(), watch, cancel).await
     }
+}
+
+/// A waiting getter's place in line.
+struct Turn {
+    key: Vec<u8>,
+    created: i64,
 }
 
 /// What a waiting call waits for.
@@ -722,8 +735,26 @@ impl Queue {
         }))
     }
 
-    /// A blocking get's waiting part: takes items as soon as there are some.
+    /// A blocking get's waiting part: takes items as soon as there are some and its turn came.
     async fn wait_for_items(
+        &self,
+        max: usize,
+        shape: Shape,
+        from: i64,
+        until: Option<tokio::time::Instant>,
+        acked: Option<&acked::Acked>,
+        cancel: &mut Cancel,
+    ) -> Reply {
+        let turn = self.join_line().await?;
+        let answer = self
+            .wait_in_line(max, shape, from, until, acked, cancel, &turn)
+            .await;
+        self.leave_line(turn);
+        answer
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn wait_in_line(
         &self,
         max: usize,
         shape: Shape,
@@ -731,12 +762,18 @@ impl Queue {
         until: Option<tokio::time::Instant>,
         acked: Option<&acked::Acked>,
         cancel: &mut Cancel,
+        turn: &Turn,
     ) -> Reply {
         loop {
             match self.watch(from, until, Waits::Item, cancel).await? {
                 Seen::Changed => {}
                 Seen::TimedOut => return Err(empty()),
                 Seen::Cancelled => return Err(waits::gone()),
+            }
+            let (mine, at) = self.my_turn(turn).await?;
+            if !mine {
+                from = at;
+                continue;
             }
             let (items, head) = self.take(max, acked).await?;
             if !items.is_empty() {
@@ -747,6 +784,51 @@ impl Queue {
             }
             from = head.revision;
         }
+    }
+
+    /// Puts this getter in the line of waiting getters: a key on the lease, whose create
+    /// revision is its place.
+    async fn join_line(&self) -> Result<Turn, CallError> {
+        let mut key = self.keys.waiters.clone();
+        key.extend_from_slice(format!("{:016x}", unique()?).as_bytes());
+        let mut client = self.store.client();
+        let put = client.put(key.clone(), "", Some(self.store.held()));
+        let done = timed("waiting on a queue", put).await?;
+        let created = done.header().map_or(0, |h| h.revision());
+        Ok(Turn { key, created })
+    }
+
+    /// Whether a waiting getter may take now: it is the oldest waiter, or there are more items
+    /// than waiters before it. Also the revision read.
+    async fn my_turn(&self, turn: &Turn) -> Result<(bool, i64), CallError> {
+        // etcd counts a range before filtering it: the older waiters are counted from their
+        // keys.
+        let older = GetOptions::new()
+            .with_prefix()
+            .with_keys_only()
+            .with_max_create_revision((turn.created - 1).max(1));
+        let items = GetOptions::new().with_prefix().with_count_only();
+        let txn = Txn::new().and_then(vec![
+            TxnOp::get(self.keys.waiters.clone(), Some(older)),
+            TxnOp::get(self.keys.items.clone(), Some(items)),
+        ]);
+        let answer = timed("waiting on a queue", self.store.client().txn(txn)).await?;
+        let gets = gets(&answer);
+        let older = gets.first().map_or(0, |g| g.kvs().len() as i64);
+        let items = gets.get(1).map_or(0, |g| g.count());
+        let revision = answer.header().map_or(0, |h| h.revision());
+        Ok((older == 0 || older < items, revision))
+    }
+
+    /// The getter left the line.
+    fn leave_line(&self, turn: Turn) {
+        let mut client = self.store.client();
+        tokio::spawn(async move {
+            let delete = client.delete(turn.key, None);
+            if let Err(e) = timed("leaving a queue's waiting line", delete).await {
+                warn!(error = %e.message, "a queue waiter's key stays until its lease ends");
+            }
+        });
     }
 
     async fn put(self: Arc<Self>, mut items: VecDeque<Stored>, many: bool, how: Blocking) -> Step {
