@@ -47,6 +47,9 @@
 
 pub mod data;
 pub mod lock;
+pub mod queue;
+pub mod signal;
+pub mod waits;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -817,6 +820,9 @@ fn build(
             lock::Permits::build(store, id, meta.kind, &init)
         }
         Kind::Condition => lock::Cond::build(store, id, &init),
+        Kind::Queue | Kind::JoinableQueue => queue::Queue::build(store, id, meta.kind, &init),
+        Kind::Event => signal::Event::build(store, id, &init),
+        Kind::Barrier => signal::Barrier::build(store, id, &init),
         kind => Err(CallError::new(
             ErrorName::TypeError,
             format!(

@@ -7,4 +7,6 @@ mod cluster;
 mod failover;
 mod harness;
 mod locks;
+mod queues;
+mod signals;
 mod values;
