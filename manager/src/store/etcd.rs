@@ -85,6 +85,10 @@ pub const MAX_FAILED_WATCHES: u32 = 300;
 /// The pause before a failed watch is made again.
 pub const WATCH_RETRY: Duration = Duration::from_millis(100);
 
+/// Most operations etcd takes in one branch of a transaction (its `--max-txn-ops`, 128 by
+/// default): a transaction's own operations and its marker must stay within it.
+pub const MAX_TXN_OPS: usize = 128;
+
 /// Most old markers one transaction deletes on its way.
 const MARKERS_PER_TXN: usize = 16;
 
@@ -406,7 +410,7 @@ impl EtcdStore {
         let mut attempt = 0;
         loop {
             let marker = self.next_marker();
-            let cleared = self.take_stale_markers();
+            let cleared = self.take_stale_markers(then.len() + 1);
             let mut guarded = when.clone();
             guarded.push(Compare::version(marker.clone(), CompareOp::Equal, 0));
             let mut ops = then.clone();
@@ -499,6 +503,30 @@ impl EtcdStore {
         }
     }
 
+    /// Reads with `ops` (gets only) in one consistent snapshot, trying again as
+    /// [`EtcdStore::read_txn`] does.
+    pub async fn read(&self, what: &str, ops: Vec<TxnOp>) -> Result<Applied, CallError> {
+        self.read_txn(what, Vec::new(), ops, Vec::new()).await
+    }
+
+    /// Puts `key` (at most once, see [`EtcdStore::txn`]); returns the revision it was put at.
+    pub async fn put(
+        &self,
+        what: &str,
+        key: Vec<u8>,
+        value: impl Into<Vec<u8>>,
+        options: Option<PutOptions>,
+    ) -> Result<i64, CallError> {
+        let ops = vec![TxnOp::put(key, value, options)];
+        Ok(self.txn(what, Vec::new(), ops, Vec::new()).await?.revision)
+    }
+
+    /// Deletes `key` (at most once, see [`EtcdStore::txn`]).
+    pub async fn delete_key(&self, what: &str, key: Vec<u8>) -> Result<(), CallError> {
+        let ops = vec![TxnOp::delete(key, None)];
+        self.txn(what, Vec::new(), ops, Vec::new()).await.map(drop)
+    }
+
     /// After a transaction's unknown outcome: creates its marker if it is still absent (the
     /// transaction then never applies: it requires the marker absent) and returns `None`, or
     /// returns the revision at which the transaction made the marker.
@@ -549,9 +577,12 @@ impl EtcdStore {
         format!("{}m/{:x}/{n:x}", self.spec.prefix, self.lease).into_bytes()
     }
 
-    fn take_stale_markers(&self) -> Vec<Vec<u8>> {
+    /// Up to [`MARKERS_PER_TXN`] old markers, as many as a transaction of `ops` operations
+    /// (its marker's put included) has room for under etcd's limit.
+    fn take_stale_markers(&self, ops: usize) -> Vec<Vec<u8>> {
+        let room = MAX_TXN_OPS.saturating_sub(ops);
         let mut stale = self.stale_markers.lock();
-        let n = stale.len().min(MARKERS_PER_TXN);
+        let n = stale.len().min(MARKERS_PER_TXN).min(room);
         stale.drain(..n).collect()
     }
 

@@ -35,8 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
-    TxnResponse,
+    Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, TxnOp, TxnOpResponse,
 };
 use tracing::warn;
 
@@ -49,7 +48,7 @@ use crate::objects::{arity, expected, store, unknown_method, Kind, ObjectHandle,
 mod acked;
 
 use super::waits::{self, changed, deadline, Boxed, Cancel, Engine, Front, Seen, Step, Watch};
-use super::{timed, EtcdStore};
+use super::EtcdStore;
 
 /// Most times one call tries again when other callers keep winning the race.
 const MAX_RETRIES: usize = 10_000;
@@ -269,8 +268,7 @@ impl Queue {
             ops.push(TxnOp::get(self.keys.held.clone(), keys()));
             ops.push(TxnOp::get(self.keys.holds.clone(), keys()));
         }
-        let txn = Txn::new().and_then(ops);
-        let answer = timed("reading a queue", self.store.client().txn(txn)).await?;
+        let answer = self.store.read("reading a queue", ops).await?;
         let gets = gets(&answer);
         if gets.first().is_none_or(|g| g.count() == 0) {
             return Err(waits::deleted());
@@ -288,7 +286,7 @@ impl Queue {
                 })
                 .collect()
         });
-        let revision = answer.header().map_or(0, |h| h.revision());
+        let revision = answer.revision;
         if max > 0 && items.len() == max {
             self.complete_batch(&mut items, max, revision).await?;
         }
@@ -335,13 +333,10 @@ impl Queue {
             .with_min_create_revision(created)
             .with_max_create_revision(created)
             .with_limit(i64::try_from(max).unwrap_or(i64::MAX));
-        let got = timed(
-            "reading a queue",
-            self.store
-                .client()
-                .get(self.keys.items.clone(), Some(batch)),
-        )
-        .await?;
+        let got = self
+            .store
+            .get("reading a queue", self.keys.items.clone(), Some(batch))
+            .await?;
         items.retain(|i| i.1 != created);
         items.extend(got.kvs().iter().map(|kv| {
             (
@@ -401,11 +396,11 @@ impl Queue {
             let items: Vec<Stored> = head.items.iter().map(|(.., v)| v.clone()).collect();
             let (hold, taken) = self.hold_ops(acked, items);
             ops.extend(hold);
-            let txn = Txn::new().when(when).and_then(ops);
-            if timed("getting from a queue", self.store.client().txn(txn))
-                .await?
-                .succeeded()
-            {
+            let answer = self
+                .store
+                .txn("getting from a queue", when, ops, Vec::new())
+                .await?;
+            if answer.succeeded {
                 head.items.clear();
                 self.remember(acked, &taken);
                 return Ok((taken, head));
@@ -473,7 +468,7 @@ impl Queue {
             };
             when.extend(self.open_compares());
             ops.extend(self.item_ops(items.iter().take(n), mark)?);
-            let txn = Txn::new().when(when).and_then(ops).or_else(vec![
+            let or_else = vec![
                 TxnOp::get(
                     self.keys.meta.clone(),
                     Some(GetOptions::new().with_count_only()),
@@ -482,9 +477,12 @@ impl Queue {
                     self.keys.closed.clone(),
                     Some(GetOptions::new().with_count_only()),
                 ),
-            ]);
-            let answer = timed("putting into a queue", self.store.client().txn(txn)).await?;
-            if answer.succeeded() {
+            ];
+            let answer = self
+                .store
+                .txn("putting into a queue", when, ops, or_else)
+                .await?;
+            if answer.succeeded {
                 items.drain(..n);
                 return Ok((n, revision));
             }
@@ -585,12 +583,13 @@ enum Waits {
 }
 
 /// The range answers of a transaction, in order.
-fn gets(answer: &TxnResponse) -> Vec<etcd_client::GetResponse> {
+fn gets(answer: &super::Applied) -> Vec<etcd_client::GetResponse> {
     answer
-        .op_responses()
-        .into_iter()
+        .responses
+        .iter()
+        .flatten()
         .filter_map(|r| match r {
-            TxnOpResponse::Get(g) => Some(g),
+            TxnOpResponse::Get(g) => Some(g.clone()),
             _ => None,
         })
         .collect()
@@ -791,10 +790,15 @@ impl Queue {
     async fn join_line(&self) -> Result<Turn, CallError> {
         let mut key = self.keys.waiters.clone();
         key.extend_from_slice(format!("{:016x}", unique()?).as_bytes());
-        let mut client = self.store.client();
-        let put = client.put(key.clone(), "", Some(self.store.held()));
-        let done = timed("waiting on a queue", put).await?;
-        let created = done.header().map_or(0, |h| h.revision());
+        let created = self
+            .store
+            .put(
+                "waiting on a queue",
+                key.clone(),
+                "",
+                Some(self.store.held()),
+            )
+            .await?;
         Ok(Turn { key, created })
     }
 
@@ -808,24 +812,25 @@ impl Queue {
             .with_keys_only()
             .with_max_create_revision((turn.created - 1).max(1));
         let items = GetOptions::new().with_prefix().with_count_only();
-        let txn = Txn::new().and_then(vec![
+        let ops = vec![
             TxnOp::get(self.keys.waiters.clone(), Some(older)),
             TxnOp::get(self.keys.items.clone(), Some(items)),
-        ]);
-        let answer = timed("waiting on a queue", self.store.client().txn(txn)).await?;
+        ];
+        let answer = self.store.read("waiting on a queue", ops).await?;
         let gets = gets(&answer);
         let older = gets.first().map_or(0, |g| g.kvs().len() as i64);
         let items = gets.get(1).map_or(0, |g| g.count());
-        let revision = answer.header().map_or(0, |h| h.revision());
-        Ok((older == 0 || older < items, revision))
+        Ok((older == 0 || older < items, answer.revision))
     }
 
     /// The getter left the line.
     fn leave_line(&self, turn: Turn) {
-        let mut client = self.store.client();
+        let store = self.store.clone();
         tokio::spawn(async move {
-            let delete = client.delete(turn.key, None);
-            if let Err(e) = timed("leaving a queue's waiting line", delete).await {
+            let left = store
+                .delete_key("leaving a queue's waiting line", turn.key)
+                .await;
+            if let Err(e) = left {
                 warn!(error = %e.message, "a queue waiter's key stays until its lease ends");
             }
         });
@@ -866,14 +871,14 @@ impl Queue {
 
     /// How many items are unfinished, and the revision read.
     async fn unfinished(&self) -> Result<(i64, i64), CallError> {
-        let got = timed(
-            "reading a queue",
-            self.store.client().get(
+        let got = self
+            .store
+            .get(
+                "reading a queue",
                 self.keys.marks.clone(),
                 Some(GetOptions::new().with_prefix().with_count_only()),
-            ),
-        )
-        .await?;
+            )
+            .await?;
         Ok((got.count(), got.header().map_or(0, |h| h.revision())))
     }
 
@@ -907,9 +912,10 @@ impl Queue {
     /// the caller's connection got here, else the oldest any connection got.
     async fn task_done(&self, session: SessionId) -> Reply {
         for _ in 0..MAX_RETRIES {
-            let got = timed(
-                "marking a queue item done",
-                self.store.client().get(
+            let got = self
+                .store
+                .get(
+                    "marking a queue item done",
                     self.keys.marks.clone(),
                     Some(
                         GetOptions::new()
@@ -917,9 +923,8 @@ impl Queue {
                             .with_keys_only()
                             .with_limit(1),
                     ),
-                ),
-            )
-            .await?;
+                )
+                .await?;
             let Some(kv) = got.kvs().first() else {
                 return Err(CallError::value("task_done() called too many times"));
             };
@@ -927,13 +932,12 @@ impl Queue {
             let finished = self.finish_one(session).await?;
             let mut ops = vec![TxnOp::delete(key.clone(), None)];
             ops.extend(finished.iter().map(|f| TxnOp::delete(f.key.clone(), None)));
-            let txn = Txn::new()
-                .when(vec![Compare::version(key, CompareOp::Greater, 0)])
-                .and_then(ops);
-            if timed("marking a queue item done", self.store.client().txn(txn))
-                .await?
-                .succeeded()
-            {
+            let when = vec![Compare::version(key, CompareOp::Greater, 0)];
+            let answer = self
+                .store
+                .txn("marking a queue item done", when, ops, Vec::new())
+                .await?;
+            if answer.succeeded {
                 if let Some(f) = finished {
                     self.finished(f, session).await?;
                 }
@@ -951,15 +955,15 @@ impl Queue {
             return Ok(Grant::Count(self.maxsize as u64));
         }
         let count = || Some(GetOptions::new().with_count_only());
-        let txn = Txn::new().and_then(vec![
+        let ops = vec![
             TxnOp::get(self.keys.meta.clone(), count()),
             TxnOp::get(
                 self.keys.items.clone(),
                 Some(GetOptions::new().with_prefix().with_count_only()),
             ),
             TxnOp::get(self.keys.closed.clone(), count()),
-        ]);
-        let answer = timed("reading a queue", self.store.client().txn(txn)).await?;
+        ];
+        let answer = self.store.read("reading a queue", ops).await?;
         let counts: Vec<i64> = gets(&answer).iter().map(|g| g.count()).collect();
         let [meta, items, closed] = counts[..] else {
             return Err(CallError::runtime(
@@ -980,17 +984,17 @@ impl Queue {
     }
 
     async fn close(&self) -> Reply {
-        let txn = Txn::new()
-            .when(vec![Compare::version(
-                self.keys.meta.clone(),
-                CompareOp::Greater,
-                0,
-            )])
-            .and_then(vec![TxnOp::put(self.keys.closed.clone(), "1", None)]);
-        if timed("closing a queue", self.store.client().txn(txn))
-            .await?
-            .succeeded()
-        {
+        let when = vec![Compare::version(
+            self.keys.meta.clone(),
+            CompareOp::Greater,
+            0,
+        )];
+        let ops = vec![TxnOp::put(self.keys.closed.clone(), "1", None)];
+        let answer = self
+            .store
+            .txn("closing a queue", when, ops, Vec::new())
+            .await?;
+        if answer.succeeded {
             Ok(Grant::Nil)
         } else {
             Err(waits::deleted())

@@ -25,7 +25,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, EventType, GetOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, EventType, GetOptions, TxnOp};
 
 use agora_proto::{params, CallError, ErrorName, Params};
 
@@ -33,7 +33,7 @@ use crate::lifecycle::{timeout_param, Caller, Grant, Reply, SessionId};
 use crate::objects::{arity, expected, unknown_method, Kind, ObjectHandle};
 
 use super::waits::{self, changed, deadline, Boxed, Cancel, Engine, Front, Seen, Step, Watch};
-use super::{timed, EtcdStore};
+use super::EtcdStore;
 
 /// Most times one call tries again when other callers keep winning the race.
 const MAX_RETRIES: usize = 10_000;
@@ -81,15 +81,12 @@ impl Event {
         } else {
             TxnOp::delete(self.set.clone(), None)
         };
-        let txn = Txn::new()
-            .when(vec![Compare::version(
-                self.meta.clone(),
-                CompareOp::Greater,
-                0,
-            )])
-            .and_then(vec![op]);
-        let done = timed("setting an event", self.store.client().txn(txn)).await?;
-        if done.succeeded() {
+        let when = vec![Compare::version(self.meta.clone(), CompareOp::Greater, 0)];
+        let done = self
+            .store
+            .txn("setting an event", when, vec![op], Vec::new())
+            .await?;
+        if done.succeeded {
             Ok(Grant::Nil)
         } else {
             Err(waits::deleted())
@@ -99,17 +96,16 @@ impl Event {
     /// Whether the event is set, and the revision read.
     async fn read(&self) -> Result<(bool, i64), CallError> {
         let count = || Some(GetOptions::new().with_count_only());
-        let txn = Txn::new().and_then(vec![
+        let ops = vec![
             TxnOp::get(self.meta.clone(), count()),
             TxnOp::get(self.set.clone(), count()),
-        ]);
-        let answer = timed("reading an event", self.store.client().txn(txn)).await?;
+        ];
+        let answer = self.store.read("reading an event", ops).await?;
         let counts = counts(&answer);
         if counts.first().is_none_or(|n| *n == 0) {
             return Err(waits::deleted());
         }
-        let revision = answer.header().map_or(0, |h| h.revision());
-        Ok((counts.get(1).is_some_and(|n| *n > 0), revision))
+        Ok((counts.get(1).is_some_and(|n| *n > 0), answer.revision))
     }
 
     async fn wait(self: Arc<Self>, timeout: Option<Duration>) -> Step {
@@ -306,11 +302,10 @@ impl Barrier {
 
     /// The state and its revision.
     async fn read(&self) -> Result<(State, i64), CallError> {
-        let got = timed(
-            "reading a barrier",
-            self.store.client().get(self.state.clone(), None),
-        )
-        .await?;
+        let got = self
+            .store
+            .get("reading a barrier", self.state.clone(), None)
+            .await?;
         let kv = got.kvs().first().ok_or_else(waits::deleted)?;
         let state = State::decode(kv.value())
             .ok_or_else(|| CallError::runtime("a barrier's state in etcd is corrupt"))?;
@@ -341,16 +336,17 @@ impl Barrier {
             };
             let mut ops = vec![TxnOp::put(self.state.clone(), new.encode(), None)];
             ops.extend(also(&new));
-            let txn = Txn::new()
-                .when(vec![Compare::mod_revision(
-                    self.state.clone(),
-                    CompareOp::Equal,
-                    revision,
-                )])
-                .and_then(ops);
-            let done = timed("changing a barrier", self.store.client().txn(txn)).await?;
-            if done.succeeded() {
-                return Ok((answer, done.header().map_or(revision, |h| h.revision())));
+            let when = vec![Compare::mod_revision(
+                self.state.clone(),
+                CompareOp::Equal,
+                revision,
+            )];
+            let done = self
+                .store
+                .txn("changing a barrier", when, ops, Vec::new())
+                .await?;
+            if done.succeeded {
+                return Ok((answer, done.revision));
             }
         }
         Err(busy())
@@ -426,9 +422,10 @@ impl Barrier {
     fn leave(&self, presence: Presence) {
         let store = self.store.clone();
         tokio::spawn(async move {
-            let mut client = store.client();
-            let delete = client.delete(presence.key.clone(), None);
-            match timed("leaving a barrier", delete).await {
+            let left = store
+                .delete_key("leaving a barrier", presence.key.clone())
+                .await;
+            match left {
                 Ok(_) => store.untrack(presence.session, &presence.key),
                 Err(e) => tracing::warn!(
                     error = %e.message,
@@ -440,16 +437,17 @@ impl Barrier {
 
     /// The state, its revision, and how many parties of round `generation` are present.
     async fn read_round(&self, generation: u64) -> Result<(State, i64, u64), CallError> {
-        let txn = Txn::new().and_then(vec![
+        let ops = vec![
             TxnOp::get(self.state.clone(), None),
             TxnOp::get(self.present.clone(), Some(GetOptions::new().with_prefix())),
-        ]);
-        let answer = timed("reading a barrier", self.store.client().txn(txn)).await?;
+        ];
+        let answer = self.store.read("reading a barrier", ops).await?;
         let gets: Vec<_> = answer
-            .op_responses()
-            .into_iter()
+            .responses
+            .iter()
+            .flatten()
             .filter_map(|r| match r {
-                etcd_client::TxnOpResponse::Get(g) => Some(g),
+                etcd_client::TxnOpResponse::Get(g) => Some(g.clone()),
                 _ => None,
             })
             .collect();
@@ -601,10 +599,11 @@ impl Engine for Barrier {
 }
 
 /// The counts of a transaction's count-only reads, in order.
-fn counts(answer: &etcd_client::TxnResponse) -> Vec<i64> {
+fn counts(answer: &super::Applied) -> Vec<i64> {
     answer
-        .op_responses()
-        .into_iter()
+        .responses
+        .iter()
+        .flatten()
         .filter_map(|r| match r {
             etcd_client::TxnOpResponse::Get(g) => Some(g.count()),
             _ => None,

@@ -242,7 +242,13 @@ pub async fn changed<F: Fn(EventType, &[u8]) -> bool>(
         opened = timed("watching", client.watch(watch.prefix, Some(options))) => opened,
         () = cancel.cancelled() => return Ok(Seen::Cancelled),
     };
-    let (_watcher, mut stream) = opened?;
+    // A watch that cannot be made, fails or ends (its member died) counts as a change after a
+    // pause: the caller reads again, through whichever member answers, and watches again
+    // from what it read, so nothing is missed and etcd's failover is waited out.
+    let Ok((_watcher, mut stream)) = opened else {
+        tokio::time::sleep(super::WATCH_RETRY).await;
+        return Ok(Seen::Changed);
+    };
     loop {
         let next = async {
             match watch.deadline {
@@ -257,9 +263,10 @@ pub async fn changed<F: Fn(EventType, &[u8]) -> bool>(
             },
             () = cancel.cancelled() => return Ok(Seen::Cancelled),
         };
-        let message = message
-            .map_err(|e| super::failed("watching", e))?
-            .ok_or_else(|| super::failed("watching", "the watch ended"))?;
+        let Ok(Some(message)) = message else {
+            tokio::time::sleep(super::WATCH_RETRY).await;
+            return Ok(Seen::Changed);
+        };
         if message.canceled() {
             // Compacted past `after` (or refused): what changed is unknown, so read again.
             return Ok(Seen::Changed);

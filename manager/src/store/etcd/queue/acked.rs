@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use etcd_client::{Compare, CompareOp, GetOptions, GetResponse, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, GetOptions, GetResponse, TxnOp};
 use tracing::warn;
 
 use agora_proto::{CallError, ErrorName, Params};
@@ -20,7 +20,6 @@ use crate::lifecycle::{Caller, Grant, Holdable, Reply, SessionId, Shape};
 use crate::objects::{arity, store, Kind, Stored};
 
 use super::{busy, Blocking, Op, Queue, MAX_RETRIES};
-use crate::store::etcd::timed;
 
 /// Ids of acknowledged gets are below 2^40, so that receipts fit in 48 bits.
 const CALL_BITS: u32 = 40;
@@ -176,11 +175,10 @@ impl Queue {
         key: &[u8],
         acked: Option<&Acked>,
     ) -> Result<Option<(u64, Stored)>, CallError> {
-        let got = timed(
-            "getting from a queue",
-            self.store.client().get(key.to_vec(), None),
-        )
-        .await?;
+        let got = self
+            .store
+            .get("getting from a queue", key.to_vec(), None)
+            .await?;
         let Some(kv) = got.kvs().first() else {
             return Ok(None);
         };
@@ -193,14 +191,15 @@ impl Queue {
         let (hold, mut taken) = self.hold_ops(acked, vec![item]);
         let mut ops = vec![TxnOp::delete(key.to_vec(), None)];
         ops.extend(hold);
-        let txn = Txn::new()
-            .when(vec![
-                Compare::version(self.hold_key(call), CompareOp::Equal, 0),
-                Compare::mod_revision(key.to_vec(), CompareOp::Equal, kv.mod_revision()),
-            ])
-            .and_then(ops);
-        let done = timed("getting from a queue", self.store.client().txn(txn)).await?;
-        Ok(if done.succeeded() { taken.pop() } else { None })
+        let when = vec![
+            Compare::version(self.hold_key(call), CompareOp::Equal, 0),
+            Compare::mod_revision(key.to_vec(), CompareOp::Equal, kv.mod_revision()),
+        ];
+        let done = self
+            .store
+            .txn("getting from a queue", when, ops, Vec::new())
+            .await?;
+        Ok(if done.succeeded { taken.pop() } else { None })
     }
 
     /// An acknowledged get that took nothing holds nothing.
@@ -218,9 +217,9 @@ impl Queue {
         calls.dedup();
         tokio::spawn(async move {
             for call in calls {
-                let mut client = self.store.client();
-                let delete = client.delete(self.hold_key(call), None);
-                if let Err(e) = timed("giving back queue items", delete).await {
+                let key = self.hold_key(call);
+                let given = self.store.delete_key("giving back queue items", key).await;
+                if let Err(e) = given {
                     warn!(
                         error = %e.message,
                         "undelivered queue items wait for their connection's close to be \
@@ -236,11 +235,10 @@ impl Queue {
         let call = receipt >> 8;
         let key = self.held_key(call, (receipt & 0xff) as usize);
         for _ in 0..MAX_RETRIES {
-            let got = timed(
-                "settling a receipt",
-                self.store.client().get(key.clone(), None),
-            )
-            .await?;
+            let got = self
+                .store
+                .get("settling a receipt", key.clone(), None)
+                .await?;
             let Some(kv) = got.kvs().first() else {
                 return Err(not_outstanding(receipt));
             };
@@ -255,11 +253,11 @@ impl Queue {
                 when.extend(w);
                 ops.extend(o);
             }
-            let txn = Txn::new().when(when).and_then(ops);
-            if timed("settling a receipt", self.store.client().txn(txn))
-                .await?
-                .succeeded()
-            {
+            let answer = self
+                .store
+                .txn("settling a receipt", when, ops, Vec::new())
+                .await?;
+            if answer.succeeded {
                 self.release_if_settled(call, session).await?;
                 return Ok(Grant::Nil);
             }
@@ -295,17 +293,14 @@ impl Queue {
         prefix.extend_from_slice(format!("{call:010x}-").as_bytes());
         let hold = self.hold_key(call);
         let left = GetOptions::new().with_prefix().with_count_only();
-        let got = timed(
-            "settling a receipt",
-            self.store.client().get(prefix.clone(), Some(left)),
-        )
-        .await?;
-        if got.count() == 0 {
-            timed(
-                "settling a receipt",
-                self.store.client().delete(hold.clone(), None),
-            )
+        let got = self
+            .store
+            .get("settling a receipt", prefix.clone(), Some(left))
             .await?;
+        if got.count() == 0 {
+            self.store
+                .delete_key("settling a receipt", hold.clone())
+                .await?;
             self.store.untrack(session, &hold);
         }
         Ok(())
@@ -395,13 +390,14 @@ impl Queue {
                 etcd_client::SortOrder::Ascend,
             )
             .with_limit(1);
-        let got = timed(
-            "marking a queue item done",
-            self.store
-                .client()
-                .get(self.keys.held.clone(), Some(oldest)),
-        )
-        .await?;
+        let got = self
+            .store
+            .get(
+                "marking a queue item done",
+                self.keys.held.clone(),
+                Some(oldest),
+            )
+            .await?;
         Ok(got.kvs().first().map(|kv| Finished {
             key: kv.key().to_vec(),
             own: None,
