@@ -26,7 +26,7 @@
 //! holding keys: the next grant sees the difference, answers the owner-died notice (2) and
 //! settles the count, as the memory store tells the next acquirer.
 //!
-//! Conditions ([`condition`]) wait on these locks' keys.
+//! Conditions (the module `condition`) wait on these locks' keys.
 //!
 //! # Fencing tokens
 //! A lock's token is its holding key's creation revision: unique, and increasing from one
