@@ -3,16 +3,13 @@
 
 use agora_client::{Addresses, Client};
 
-use crate::harness::{available, fresh_prefix, key, Etcd, Manager};
+use crate::harness::{key, two};
 
 #[test]
 fn a_client_moves_to_the_next_manager_and_keeps_its_proxies() {
-    if !available() {
+    let Some((_etcd, mut a, b)) = two("client-moves", &[]) else {
         return;
-    }
-    let etcd = Etcd::start();
-    let store = etcd.store(&fresh_prefix("client-moves"));
-    let (mut a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
+    };
     let both = Addresses::new([a.address.clone(), b.address.clone()]).expect("two addresses");
     let client = Client::connect_any(&both, &key()).expect("connect");
     assert_eq!(

@@ -106,3 +106,16 @@ impl Manager {
         raw
     }
 }
+
+/// Two managers on one fresh one-member etcd, with `extra` flags; `None` (the test skips,
+/// with a note) when etcd cannot be run here.
+pub fn two(test: &str, extra: &[&str]) -> Option<(Etcd, Manager, Manager)> {
+    if !available() {
+        return None;
+    }
+    let etcd = Etcd::start();
+    let store = etcd.store(&fresh_prefix(test));
+    let a = Manager::start(&store, extra);
+    let b = Manager::start(&store, extra);
+    Some((etcd, a, b))
+}

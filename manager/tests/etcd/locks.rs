@@ -8,23 +8,13 @@ use std::time::{Duration, Instant};
 use agora_client::Acquired;
 use rmpv::Value;
 
-use crate::harness::{available, fresh_prefix, Etcd, Manager};
-
-/// Two managers on one fresh etcd, with `extra` flags.
-fn two(test: &str, extra: &[&str]) -> (Etcd, Manager, Manager) {
-    let etcd = Etcd::start();
-    let store = etcd.store(&fresh_prefix(test));
-    let a = Manager::start(&store, extra);
-    let b = Manager::start(&store, extra);
-    (etcd, a, b)
-}
+use crate::harness::two;
 
 #[test]
 fn a_lock_held_through_one_manager_blocks_an_acquirer_through_the_other_until_released() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("lock-handoff", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = two("lock-handoff", &[]);
+    };
     let (ca, cb) = (a.client(), b.client());
     let lock = ca.lock_named("l").unwrap();
     let guard = lock.acquire().unwrap();
@@ -50,10 +40,9 @@ fn a_lock_held_through_one_manager_blocks_an_acquirer_through_the_other_until_re
 
 #[test]
 fn acquirers_alternating_managers_get_the_lock_in_arrival_order() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("lock-fifo", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = two("lock-fifo", &[]);
+    };
     let holder = a.client().lock_named("l").unwrap();
     holder.acquire_raw(true, None).unwrap();
     let order = Arc::new(Mutex::new(Vec::new()));
@@ -80,10 +69,9 @@ fn acquirers_alternating_managers_get_the_lock_in_arrival_order() {
 
 #[test]
 fn a_holder_whose_connection_closes_leaves_the_owner_died_notice_to_the_next_acquirer() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("lock-owner-died", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = two("lock-owner-died", &[]);
+    };
     {
         let client = a.client();
         let lock = client.lock_named("l").unwrap();
@@ -104,11 +92,10 @@ fn a_holder_whose_connection_closes_leaves_the_owner_died_notice_to_the_next_acq
 
 #[test]
 fn sigkill_of_the_holders_manager_frees_the_lock_with_the_notice_within_the_lease() {
-    if !available() {
-        return;
-    }
     const TTL: Duration = Duration::from_secs(2);
-    let (_etcd, mut a, b) = two("lock-sigkill", &["--store-lease-seconds", "2"]);
+    let Some((_etcd, mut a, b)) = two("lock-sigkill", &["--store-lease-seconds", "2"]) else {
+        return;
+    };
     let held = a.client().lock_named("l").unwrap();
     assert_eq!(held.acquire_raw(true, None).unwrap(), Acquired::Yes);
     let cb = b.client();
@@ -131,10 +118,9 @@ fn sigkill_of_the_holders_manager_frees_the_lock_with_the_notice_within_the_leas
 
 #[test]
 fn an_acquire_that_times_out_leaves_no_place_in_line() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("lock-timeout", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = two("lock-timeout", &[]);
+    };
     let holder = a.client().lock_named("l").unwrap();
     let guard = holder.acquire().unwrap();
     let lock = b.client().lock_named("l").unwrap();
@@ -153,10 +139,9 @@ fn an_acquire_that_times_out_leaves_no_place_in_line() {
 
 #[test]
 fn a_connection_closed_while_waiting_leaves_no_place_in_line() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("lock-cancel", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = two("lock-cancel", &[]);
+    };
     let holder = a.client().lock_named("l").unwrap();
     let guard = holder.acquire().unwrap();
     let mut raw = b.raw();
@@ -175,10 +160,9 @@ fn a_connection_closed_while_waiting_leaves_no_place_in_line() {
 
 #[test]
 fn threads_through_both_managers_never_hold_the_lock_together() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("lock-exclusion", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = two("lock-exclusion", &[]);
+    };
     const EACH: i64 = 15;
     let setup = a.client();
     let total = setup.value_named::<i64>("total", &0).unwrap();
@@ -218,10 +202,9 @@ fn threads_through_both_managers_never_hold_the_lock_together() {
 
 #[test]
 fn an_rlock_is_reentered_by_its_holder_and_released_by_it_only() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("rlock", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = two("rlock", &[]);
+    };
     let mine = a.client().rlock_named("r").unwrap();
     let other = b.client().rlock_named("r").unwrap();
     assert_eq!(mine.acquire_raw(true, None).unwrap(), Acquired::Yes);
@@ -241,10 +224,9 @@ fn an_rlock_is_reentered_by_its_holder_and_released_by_it_only() {
 
 #[test]
 fn semaphores_count_permits_across_managers() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("semaphores", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = two("semaphores", &[]);
+    };
     let (ca, cb) = (a.client(), b.client());
     let sa = ca.semaphore_named("s", 2).unwrap();
     let sb = cb.semaphore_named("s", 2).unwrap();
@@ -284,10 +266,9 @@ fn semaphores_count_permits_across_managers() {
 
 #[test]
 fn fencing_tokens_increase_across_grants_through_both_managers() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("tokens", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = two("tokens", &[]);
+    };
     let (la, lb) = (
         a.client().lock_named("l").unwrap(),
         b.client().lock_named("l").unwrap(),
@@ -314,10 +295,9 @@ fn fencing_tokens_increase_across_grants_through_both_managers() {
 
 #[test]
 fn a_condition_waiter_through_one_manager_is_notified_through_the_other() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("condition", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = two("condition", &[]);
+    };
     let cb = b.client();
     let waiter = thread::spawn(move || {
         let cond = cb.condition_named("c").unwrap();
@@ -344,10 +324,9 @@ fn a_condition_waiter_through_one_manager_is_notified_through_the_other() {
 
 #[test]
 fn a_condition_wait_times_out_with_the_lock_held_again() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("condition-timeout", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = two("condition-timeout", &[]);
+    };
     let (ca, cb) = (a.client(), b.client());
     let lock = ca.lock_named("l").unwrap();
     let cond = ca.condition_with(&lock).unwrap();
@@ -372,10 +351,9 @@ fn a_condition_wait_times_out_with_the_lock_held_again() {
 
 #[test]
 fn an_uncontended_lock_costs_a_few_round_trips_to_etcd() {
-    if !available() {
+    let Some((_etcd, a, _b)) = two("lock-cost", &[]) else {
         return;
-    }
-    let (_etcd, a, _b) = two("lock-cost", &[]);
+    };
     let lock = a.client().lock_named("l").unwrap();
     const N: u32 = 50;
     let started = Instant::now();
@@ -390,10 +368,9 @@ fn an_uncontended_lock_costs_a_few_round_trips_to_etcd() {
 
 #[test]
 fn notify_all_wakes_the_waiters_of_both_managers_and_notify_the_oldest() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("condition-all", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = two("condition-all", &[]);
+    };
     let woken = Arc::new(Mutex::new(Vec::new()));
     let waiters: Vec<_> = (0..3)
         .map(|i| {

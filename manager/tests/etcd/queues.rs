@@ -5,22 +5,13 @@ use std::time::{Duration, Instant};
 
 use agora_client::ErrorName;
 
-use crate::harness::{available, fresh_prefix, Etcd, Manager};
-
-/// Two managers on one fresh store.
-fn pair(test: &str) -> (Etcd, Manager, Manager) {
-    let etcd = Etcd::start();
-    let store = etcd.store(&fresh_prefix(test));
-    let (a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
-    (etcd, a, b)
-}
+use crate::harness::{available, fresh_prefix, two, Etcd, Manager};
 
 #[test]
 fn items_put_alternately_through_two_managers_come_out_in_order() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("queue-fifo", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = pair("queue-fifo");
+    };
     let (ca, cb) = (a.client(), b.client());
     let qa = ca.queue_named::<i64>("jobs", 0).unwrap();
     let qb = cb.queue_named::<i64>("jobs", 0).unwrap();
@@ -43,10 +34,9 @@ fn items_put_alternately_through_two_managers_come_out_in_order() {
 
 #[test]
 fn put_many_and_get_many_of_more_items_than_one_etcd_transaction_holds() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("queue-big-batches", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = pair("queue-big-batches");
+    };
     let qa = a.client().queue_named::<i64>("big", 0).unwrap();
     let qb = b.client().queue_named::<i64>("big", 0).unwrap();
     assert_eq!(qa.put_many(0..300).unwrap(), 300);
@@ -60,10 +50,9 @@ fn put_many_and_get_many_of_more_items_than_one_etcd_transaction_holds() {
 
 #[test]
 fn a_get_waiting_through_one_manager_is_woken_by_a_put_through_the_other() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("queue-wake", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = pair("queue-wake");
+    };
     let qa = a.client().queue_named::<String>("q", 0).unwrap();
     let cb = b.client();
     let waiter = std::thread::spawn(move || {
@@ -85,10 +74,9 @@ fn a_get_waiting_through_one_manager_is_woken_by_a_put_through_the_other() {
 
 #[test]
 fn a_get_times_out_empty_and_a_closed_queue_refuses() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("queue-timeout", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = pair("queue-timeout");
+    };
     let qa = a.client().queue_named::<i64>("q", 0).unwrap();
     let qb = b.client().queue_named::<i64>("q", 0).unwrap();
     let started = Instant::now();
@@ -107,10 +95,9 @@ fn a_get_times_out_empty_and_a_closed_queue_refuses() {
 
 #[test]
 fn a_full_queue_blocks_puts_through_the_other_manager_until_a_get() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("queue-maxsize", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = pair("queue-maxsize");
+    };
     let qa = a.client().queue_named::<i64>("bounded", 2).unwrap();
     let cb = b.client();
     qa.put_many([1, 2]).unwrap();
@@ -137,10 +124,9 @@ fn a_full_queue_blocks_puts_through_the_other_manager_until_a_get() {
 
 #[test]
 fn many_producers_and_consumers_through_both_managers_lose_and_duplicate_nothing() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("queue-stress", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = pair("queue-stress");
+    };
     const PRODUCERS: i64 = 4;
     const EACH: i64 = 50;
     let managers = [&a, &b];
@@ -190,10 +176,9 @@ fn many_producers_and_consumers_through_both_managers_lose_and_duplicate_nothing
 
 #[test]
 fn join_through_one_manager_waits_for_task_done_through_the_other() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("queue-join", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = pair("queue-join");
+    };
     let qa = a.client().joinable_queue_named::<i64>("tasks", 0).unwrap();
     let cb = b.client();
     qa.put_many([1, 2]).unwrap();
@@ -217,10 +202,9 @@ fn join_through_one_manager_waits_for_task_done_through_the_other() {
 
 #[test]
 fn acknowledged_items_are_settled_through_either_manager() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("queue-acked", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = pair("queue-acked");
+    };
     let qa = a.client().queue_named::<i64>("q", 0).unwrap();
     let qb = b.client().queue_named::<i64>("q", 0).unwrap();
     qa.put_many([1, 2, 3]).unwrap();
@@ -280,10 +264,9 @@ fn items_a_closed_connection_had_not_acknowledged_go_to_the_next_getter_first() 
 
 #[test]
 fn joinable_items_a_closed_connection_had_not_marked_done_are_got_again() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("queue-joinable-redeliver", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = pair("queue-joinable-redeliver");
+    };
     let qa = a.client().joinable_queue_named::<i64>("tasks", 0).unwrap();
     qa.put_many([1, 2]).unwrap();
     {
@@ -302,10 +285,9 @@ fn joinable_items_a_closed_connection_had_not_marked_done_are_got_again() {
 
 #[test]
 fn getters_waiting_through_both_managers_are_served_in_the_order_they_came() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("queue-waiting-line", &[]) else {
         return;
-    }
-    let (_etcd, a, b) = pair("queue-waiting-line");
+    };
     let managers = [&a, &b];
     let qa = a.client().queue_named::<i64>("line", 0).unwrap();
     let getters: Vec<_> = (0..4)

@@ -4,16 +4,13 @@ use std::time::{Duration, Instant};
 
 use agora_client::ErrorName;
 
-use crate::harness::{available, fresh_prefix, Etcd, Manager};
+use crate::harness::{available, fresh_prefix, two, Etcd, Manager};
 
 #[test]
 fn an_event_set_through_one_manager_wakes_a_waiter_through_the_other() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("event", &[]) else {
         return;
-    }
-    let etcd = Etcd::start();
-    let store = etcd.store(&fresh_prefix("event"));
-    let (a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
+    };
     let ea = a.client().event_named("go").unwrap();
     let cb = b.client();
     let eb = cb.event_named("go").unwrap();
@@ -37,12 +34,9 @@ fn an_event_set_through_one_manager_wakes_a_waiter_through_the_other() {
 
 #[test]
 fn a_barrier_of_four_across_two_managers_then_breaks_on_a_timeout() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("barrier", &[]) else {
         return;
-    }
-    let etcd = Etcd::start();
-    let store = etcd.store(&fresh_prefix("barrier"));
-    let (a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
+    };
     let managers = [&a, &b];
     for _round in 0..2 {
         let parties: Vec<_> = (0..4)
@@ -127,12 +121,9 @@ fn a_party_lost_with_its_manager_breaks_the_barrier_for_the_others() {
 
 #[test]
 fn abort_and_reset_through_one_manager_break_a_party_waiting_through_the_other() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("barrier-abort", &[]) else {
         return;
-    }
-    let etcd = Etcd::start();
-    let store = etcd.store(&fresh_prefix("barrier-abort"));
-    let (a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
+    };
     let ba = a.client().barrier_named("meet", 2, None).unwrap();
     for stay_broken in [true, false] {
         let cb = b.client();

@@ -1,15 +1,12 @@
 //! Value objects (dict, list, value, array, namespace) served by two managers on one etcd.
 
-use crate::harness::{available, fresh_prefix, Etcd, Manager};
+use crate::harness::{available, fresh_prefix, two, Etcd, Manager};
 
 #[test]
 fn two_managers_on_one_etcd_serve_the_same_objects_and_the_same_run() {
-    if !available() {
+    let Some((_etcd, a, b)) = two("same-objects", &[]) else {
         return;
-    }
-    let etcd = Etcd::start();
-    let store = etcd.store(&fresh_prefix("same-objects"));
-    let (a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
+    };
     assert_eq!(a.run, b.run, "managers of one store report one run");
     let (ca, cb) = (a.client(), b.client());
 
@@ -26,32 +23,41 @@ fn two_managers_on_one_etcd_serve_the_same_objects_and_the_same_run() {
     assert_eq!(items.copy().unwrap(), vec![1, 2, 3]);
 }
 
-#[test]
-fn concurrent_increments_through_two_managers_are_never_lost() {
-    if !available() {
-        return;
-    }
-    let etcd = Etcd::start();
-    let store = etcd.store(&fresh_prefix("increments"));
-    let (a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
-    let counter = a.client().value_named::<i64>("counter", &0).unwrap();
-    const EACH: i64 = 100;
-    let workers: Vec<_> = [&a, &b, &a, &b]
+/// Four threads, two through each manager, each taking `each` numbers from the value
+/// "counter" with `fetch_add(1)`.
+fn fetch_adders(a: &Manager, b: &Manager, each: usize) -> Vec<std::thread::JoinHandle<Vec<i64>>> {
+    [a, b, a, b]
         .iter()
         .map(|m| {
             let client = m.client();
             std::thread::spawn(move || {
                 let n = client.value_named::<i64>("counter", &0).unwrap();
-                for _ in 0..EACH {
-                    n.fetch_add(1).unwrap();
-                }
+                (0..each).map(|_| n.fetch_add(1).unwrap()).collect()
             })
         })
+        .collect()
+}
+
+/// Every number the workers took, which must be each of `0..4 * each` exactly once.
+fn assert_each_number_once(workers: Vec<std::thread::JoinHandle<Vec<i64>>>, each: usize) {
+    let mut seen: Vec<i64> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("no call failed"))
         .collect();
-    for w in workers {
-        w.join().unwrap();
-    }
-    assert_eq!(counter.get().unwrap(), 4 * EACH);
+    seen.sort_unstable();
+    let expected: Vec<i64> = (0..(4 * each) as i64).collect();
+    assert_eq!(seen, expected, "every fetch_add applied exactly once");
+}
+
+#[test]
+fn concurrent_increments_through_two_managers_are_never_lost() {
+    let Some((_etcd, a, b)) = two("increments", &[]) else {
+        return;
+    };
+    let counter = a.client().value_named::<i64>("counter", &0).unwrap();
+    const EACH: usize = 100;
+    assert_each_number_once(fetch_adders(&a, &b, EACH), EACH);
+    assert_eq!(counter.get().unwrap(), (4 * EACH) as i64);
 }
 
 #[test]
@@ -64,27 +70,10 @@ fn killing_the_etcd_leader_mid_run_loses_and_repeats_nothing() {
     let (a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
     let counter = a.client().value_named::<i64>("counter", &0).unwrap();
     const EACH: usize = 150;
-    let workers: Vec<_> = [&a, &b, &a, &b]
-        .iter()
-        .map(|m| {
-            let client = m.client();
-            std::thread::spawn(move || {
-                let n = client.value_named::<i64>("counter", &0).unwrap();
-                (0..EACH)
-                    .map(|_| n.fetch_add(1).unwrap())
-                    .collect::<Vec<i64>>()
-            })
-        })
-        .collect();
+    let workers = fetch_adders(&a, &b, EACH);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let leader = etcd.leader().expect("a leader");
     etcd.kill_member(leader);
-    let mut seen: Vec<i64> = workers
-        .into_iter()
-        .flat_map(|w| w.join().expect("no call failed"))
-        .collect();
-    seen.sort_unstable();
-    let expected: Vec<i64> = (0..(4 * EACH) as i64).collect();
-    assert_eq!(seen, expected, "every fetch_add applied exactly once");
+    assert_each_number_once(workers, EACH);
     assert_eq!(counter.get().unwrap(), (4 * EACH) as i64);
 }
