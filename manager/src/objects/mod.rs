@@ -126,13 +126,10 @@ pub fn create(
         first,
         what: kind.as_str(),
     };
+    if let Some(value) = value_object(kind, &args) {
+        return value;
+    }
     Ok(match kind {
-        Kind::Dict => Arc::new(dict::Dict::new(&args)?),
-        Kind::List => Arc::new(list::List::new(&args)?),
-        Kind::Value => Arc::new(value::Value::new(&args)?),
-        Kind::Array => Arc::new(array::Array::new(&args)?),
-        Kind::Namespace => Arc::new(namespace::Namespace::new(&args)?),
-        Kind::Set => Arc::new(set::Set::new(&args)?),
         Kind::Queue | Kind::JoinableQueue => Arc::new(queue::Queue::new(kind, &args)?),
         Kind::Lock | Kind::RLock => Arc::new(lock::Lock::new(kind, &args)?),
         Kind::Semaphore | Kind::BoundedSemaphore => {
@@ -142,6 +139,10 @@ pub fn create(
         Kind::Condition => Arc::new(condition::Condition::new(&args, registry)?),
         Kind::Barrier => Arc::new(barrier::Barrier::new(&args)?),
         Kind::Mutex => Arc::new(mutex::Mutex::new(&args)?),
+        // Built above.
+        Kind::Dict | Kind::List | Kind::Value | Kind::Array | Kind::Namespace | Kind::Set => {
+            return Err(CallError::runtime(format!("a {kind} was not built")))
+        }
     })
 }
 
@@ -154,19 +155,25 @@ pub fn create_value(kind: Kind, params: &Params) -> Result<ObjectHandle, CallErr
         first: 0,
         what: kind.as_str(),
     };
-    Ok(match kind {
-        Kind::Dict => Arc::new(dict::Dict::new(&args)?),
-        Kind::List => Arc::new(list::List::new(&args)?),
-        Kind::Value => Arc::new(value::Value::new(&args)?),
-        Kind::Array => Arc::new(array::Array::new(&args)?),
-        Kind::Namespace => Arc::new(namespace::Namespace::new(&args)?),
-        Kind::Set => Arc::new(set::Set::new(&args)?),
-        other => {
-            return Err(CallError::type_error(format!(
-                "a {other} is not a value object"
-            )))
-        }
+    value_object(kind, &args).unwrap_or_else(|| {
+        Err(CallError::type_error(format!(
+            "a {kind} is not a value object"
+        )))
     })
+}
+
+/// A value object of `kind` from `args`; `None` for the other kinds.
+fn value_object(kind: Kind, args: &Args<'_>) -> Option<Result<ObjectHandle, CallError>> {
+    let built: Result<ObjectHandle, CallError> = match kind {
+        Kind::Dict => dict::Dict::new(args).map(|o| Arc::new(o) as ObjectHandle),
+        Kind::List => list::List::new(args).map(|o| Arc::new(o) as ObjectHandle),
+        Kind::Value => value::Value::new(args).map(|o| Arc::new(o) as ObjectHandle),
+        Kind::Array => array::Array::new(args).map(|o| Arc::new(o) as ObjectHandle),
+        Kind::Namespace => namespace::Namespace::new(args).map(|o| Arc::new(o) as ObjectHandle),
+        Kind::Set => set::Set::new(args).map(|o| Arc::new(o) as ObjectHandle),
+        _ => return None,
+    };
+    Some(built)
 }
 
 /// `create`'s init args for one kind: `params[first..]`.
