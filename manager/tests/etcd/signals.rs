@@ -89,23 +89,13 @@ fn a_party_lost_with_its_manager_breaks_the_barrier_for_the_others() {
     });
     let ca = a.client();
     let ba = ca.barrier_named("meet", 3, None).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ba.n_waiting().unwrap() < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the party through B never arrived"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until_waiting(&ba, 1, "the party through B");
     let ca2 = a.client();
     let waiter = std::thread::spawn(move || {
         let b2 = ca2.barrier_named("meet", 3, None).unwrap();
         b2.wait()
     });
-    while ba.n_waiting().unwrap() < 2 {
-        assert!(Instant::now() < deadline, "the second party never arrived");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until_waiting(&ba, 2, "the second party");
     b.kill();
     let killed = Instant::now();
     let answer = waiter.join().unwrap().unwrap_err();
@@ -131,14 +121,7 @@ fn abort_and_reset_through_one_manager_break_a_party_waiting_through_the_other()
             let bb = cb.barrier_named("meet", 2, None).unwrap();
             bb.wait()
         });
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while ba.n_waiting().unwrap() < 1 {
-            assert!(
-                Instant::now() < deadline,
-                "the party through B never arrived"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        until_waiting(&ba, 1, "the party through B");
         if stay_broken {
             ba.abort().unwrap();
         } else {
@@ -157,4 +140,13 @@ fn abort_and_reset_through_one_manager_break_a_party_waiting_through_the_other()
     let mine = ba.wait().unwrap();
     let theirs = other.join().unwrap().unwrap();
     assert_eq!(mine + theirs, 1);
+}
+
+/// Waits (up to 5 s) until `n` parties wait at `barrier`; `who` names the last for the failure.
+fn until_waiting(barrier: &agora_client::Barrier, n: usize, who: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while barrier.n_waiting().unwrap() < n {
+        assert!(Instant::now() < deadline, "{who} never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
