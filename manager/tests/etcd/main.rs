@@ -8,5 +8,7 @@ mod failover;
 mod harness;
 mod locks;
 mod queues;
+#[path = "../real_binary/mod.rs"]
+mod real_binary;
 mod signals;
 mod values;
