@@ -368,3 +368,24 @@ fn inspect_without_an_address_or_with_a_wrong_key_says_so() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot reach the manager"), "{stderr}");
 }
+
+/// `inspect` given a list of addresses (as `AGORA_ADDRESS` holds for a client of several
+/// managers) inspects the first manager that answers.
+#[test]
+fn inspect_given_a_list_inspects_the_first_manager_that_answers() {
+    let m = ManagerProcess::start(&[]);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let gone = format!("unix:{}", dir.path().join("nobody.sock").display());
+    let output = Command::new(BIN)
+        .arg("inspect")
+        .env(
+            "AGORA_ADDRESS",
+            format!("{gone},unix:{}", m.socket().display()),
+        )
+        .env("AGORA_AUTHKEY", KEY_HEX)
+        .output()
+        .expect("run agora-manager inspect");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("manager run"));
+}

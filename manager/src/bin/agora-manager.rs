@@ -221,8 +221,9 @@ enum Command {
 #[derive(clap::Args, Debug)]
 struct AdminArgs {
     /// The manager's address: `unix:PATH`, `tcp:HOST:PORT` or `tls:HOST:PORT` (its certificate
-    /// verified against the system's roots, or the CA file in AGORA_TLS_CA). Default: the
-    /// AGORA_ADDRESS environment variable.
+    /// verified against the system's roots, or the CA file in AGORA_TLS_CA); a comma-separated
+    /// list reaches the first manager that answers. Default: the AGORA_ADDRESS environment
+    /// variable.
     #[arg(long, value_name = "ADDRESS")]
     address: Option<String>,
 
@@ -594,7 +595,9 @@ fn admin_client(args: &AdminArgs) -> Result<AdminClient, Fatal> {
             ))
         })?,
     };
-    let address: agora_client::Address = address
+    // A list (as AGORA_ADDRESS may hold for clients of several managers): the first manager
+    // that answers is the one inspected or changed.
+    let addresses: agora_client::Addresses = address
         .parse()
         .map_err(|e| Fatal(format!("bad --address {address:?}: {e}")))?;
     let from_env = |var: &'static str| std::env::var(var).ok().map(|text| (text, var));
@@ -612,9 +615,9 @@ fn admin_client(args: &AdminArgs) -> Result<AdminClient, Fatal> {
     };
     // Named by where the key came from, so that a refused key says which one to fix.
     let options = agora_client::ConnectOptions::from_env()?;
-    let one = agora_client::Addresses::from(address.clone());
-    let client = agora_client::Client::connect_from(&one, &authkey, key_from, &options)
-        .map_err(|e| Fatal(format!("cannot reach the manager at {address}: {e}")))?;
+    let client = agora_client::Client::connect_from(&addresses, &authkey, key_from, &options)
+        .map_err(|e| Fatal(format!("cannot reach the manager at {addresses}: {e}")))?;
+    let address = client.address().clone();
     Ok(AdminClient { client, address })
 }
 
