@@ -43,6 +43,7 @@ use agora_proto::params::array_items;
 use agora_proto::{params, CallError, ErrorName, Params};
 
 use crate::lifecycle::{timeout_param, Caller, Grant, Reply, SessionId, Shape};
+use crate::objects::queue::Blocking;
 use crate::objects::{arity, expected, store, unknown_method, Kind, ObjectHandle, Stored};
 
 mod acked;
@@ -86,30 +87,6 @@ struct Keys {
     holds: Vec<u8>,
     /// `w/W`: a waiting getter, in line by create revision (on the lease).
     waiters: Vec<u8>,
-}
-
-/// How a put or get behaves when it cannot complete at once.
-#[derive(Debug, Clone, Copy)]
-pub struct Blocking {
-    block: bool,
-    timeout: Option<Duration>,
-}
-
-impl Blocking {
-    fn from_params(p: &Params, at: usize) -> Result<Blocking, CallError> {
-        let block = p.bool_or(at, true)?;
-        let timeout = if block {
-            timeout_param(p, at + 1)?
-        } else {
-            None
-        };
-        Ok(Blocking { block, timeout })
-    }
-
-    const NOWAIT: Blocking = Blocking {
-        block: false,
-        timeout: None,
-    };
 }
 
 /// A parsed queue call.
