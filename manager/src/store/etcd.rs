@@ -840,12 +840,12 @@ fn random_id() -> Result<u64, CallError> {
     Ok((u64::from_le_bytes(bytes) & crate::registry::ids::MAX_ID).max(1))
 }
 
+/// An etcd object's local handle, and the keys a new one starts with: what each kind's
+/// `build` makes.
+pub type Built = Result<(ObjectHandle, Vec<TxnOp>), CallError>;
+
 /// Builds the local handle of an etcd object, and the keys a new one starts with.
-fn build(
-    store: &Arc<EtcdStore>,
-    id: u64,
-    meta: &Meta,
-) -> Result<(ObjectHandle, Vec<TxnOp>), CallError> {
+fn build(store: &Arc<EtcdStore>, id: u64, meta: &Meta) -> Built {
     let init = meta.init_params()?;
     match meta.kind {
         Kind::Dict | Kind::List | Kind::Value | Kind::Array | Kind::Namespace | Kind::Set => {

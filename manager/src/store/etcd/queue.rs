@@ -44,7 +44,7 @@ use agora_proto::{params, CallError, ErrorName, Params};
 
 use crate::lifecycle::{timeout_param, Caller, Grant, Reply, SessionId, Shape};
 use crate::objects::queue::Blocking;
-use crate::objects::{arity, expected, store, unknown_method, Kind, ObjectHandle, Stored};
+use crate::objects::{arity, expected, store, unknown_method, Kind, Stored};
 
 mod acked;
 
@@ -173,12 +173,7 @@ fn put_done(done: usize, many: bool) -> Reply {
 
 impl Queue {
     /// The local handle of queue `id`, and for a new one its initial keys.
-    pub fn build(
-        store: &Arc<EtcdStore>,
-        id: u64,
-        kind: Kind,
-        init: &Params,
-    ) -> Result<(ObjectHandle, Vec<TxnOp>), CallError> {
+    pub fn build(store: &Arc<EtcdStore>, id: u64, kind: Kind, init: &Params) -> super::Built {
         let maxsize = maxsize(init)?;
         let key = |suffix: &str| store.object_key(id, suffix);
         let keys = Keys {
