@@ -310,24 +310,38 @@ impl Parks for Permits {
     }
 
     fn give_back(&self, grant: Grant, to: &Holder) {
-        let owned = match grant {
-            Grant::Acquired { owned, .. } => owned,
-            // A condition waiter that took the lock back.
-            Grant::Bool(_) => true,
-            _ => return,
+        let Some(op) = give_back_op(grant, to) else {
+            return;
         };
         let (reply, _) = oneshot::channel();
         let call = Call {
-            op: Op::GiveBack {
-                session: to.session,
-                owned,
-            },
+            op,
             holder: to.clone(),
             reply,
         };
-        if self.calls.send(call).is_err() {
-            warn!("a grant that was not delivered could not be given back: the object is gone");
-        }
+        send_give_back(&self.calls, call);
+    }
+}
+
+/// The op that releases what an undelivered `grant` gave `to`'s session; none for a grant
+/// that gave nothing.
+fn give_back_op(grant: Grant, to: &Holder) -> Option<Op> {
+    let owned = match grant {
+        Grant::Acquired { owned, .. } => owned,
+        // A condition waiter that took the lock back.
+        Grant::Bool(_) => true,
+        _ => return None,
+    };
+    Some(Op::GiveBack {
+        session: to.session,
+        owned,
+    })
+}
+
+/// Hands the call that gives back an undelivered grant to the object's task.
+fn send_give_back<C>(calls: &mpsc::UnboundedSender<C>, call: C) {
+    if calls.send(call).is_err() {
+        warn!("a grant that was not delivered could not be given back: the object is gone");
     }
 }
 

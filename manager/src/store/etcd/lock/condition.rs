@@ -24,7 +24,8 @@ use crate::objects::{arity, unknown_method, Args, Kind, SharedObject};
 
 use super::super::waits::{hand_over, Cancels, Parks};
 use super::{
-    busy, nil, serve, timed, Acquire, Call, EtcdStore, Op, Resume, Shared, Started, MAX_RETRIES,
+    busy, give_back_op, nil, send_give_back, serve, timed, Acquire, Call, EtcdStore, Op, Resume,
+    Shared, Started, MAX_RETRIES,
 };
 
 /// A condition kept in etcd, as one manager serves it.
@@ -203,24 +204,16 @@ impl Parks for Cond {
     }
 
     fn give_back(&self, grant: Grant, to: &Holder) {
-        let owned = match grant {
-            Grant::Acquired { owned, .. } => owned,
-            Grant::Bool(_) => true,
-            _ => return,
+        let Some(op) = give_back_op(grant, to) else {
+            return;
         };
         let (reply, _) = oneshot::channel();
-        let op = CondOp::Lock(Op::GiveBack {
-            session: to.session,
-            owned,
-        });
         let call = CondCall {
-            op,
+            op: CondOp::Lock(op),
             holder: to.clone(),
             reply,
         };
-        if self.calls.send(call).is_err() {
-            warn!("a grant that was not delivered could not be given back: the object is gone");
-        }
+        send_give_back(&self.calls, call);
     }
 }
 
