@@ -154,15 +154,18 @@ impl Outstanding {
     }
 }
 
-fn closed() -> CallError {
+/// A call on a closed queue (the etcd store's queues answer the same).
+pub fn closed() -> CallError {
     CallError::new(ErrorName::Closed, "the queue is closed")
 }
 
-fn empty() -> CallError {
+/// A get that found no item in time.
+pub fn empty() -> CallError {
     CallError::new(ErrorName::Empty, "the queue is empty")
 }
 
-fn full() -> CallError {
+/// A put that found no room in time.
+pub fn full() -> CallError {
     CallError::new(ErrorName::Full, "the queue is full")
 }
 

@@ -43,7 +43,7 @@ use agora_proto::params::array_items;
 use agora_proto::{params, CallError, ErrorName, Params};
 
 use crate::lifecycle::{timeout_param, Caller, Grant, Reply, SessionId, Shape};
-use crate::objects::queue::Blocking;
+use crate::objects::queue::{closed, empty, full, Blocking};
 use crate::objects::{arity, expected, store, unknown_method, Kind, Stored};
 
 mod acked;
@@ -145,18 +145,6 @@ struct Head {
     /// Items of acknowledged gets whose connection died: redelivered first.
     orphans: Vec<Vec<u8>>,
     revision: i64,
-}
-
-fn closed() -> CallError {
-    CallError::new(ErrorName::Closed, "the queue is closed")
-}
-
-fn empty() -> CallError {
-    CallError::new(ErrorName::Empty, "the queue is empty")
-}
-
-fn full() -> CallError {
-    CallError::new(ErrorName::Full, "the queue is full")
 }
 
 fn busy() -> CallError {
