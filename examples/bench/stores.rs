@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 
 use agora::{Client, Manager, StoreSpec};
 
+// The manager's etcd tests start their members the same way.
+#[path = "../../manager/tests/etcd/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
+
 use crate::harness::{per_second, rate, Samples, Servers};
 use crate::progress::Progress;
 use crate::report::{Group, Report};
@@ -78,27 +83,16 @@ pub fn start() -> Result<Option<EtcdManager>, BoxError> {
             .tempdir()?
     };
     let (client_port, peer_port) = (free_port()?, free_port()?);
-    let client = format!("http://127.0.0.1:{client_port}");
-    let peer = format!("http://127.0.0.1:{peer_port}");
-    let etcd = Command::new("etcd")
-        .args(["--name", "bench", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("bench={peer}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let etcd = cluster::member_command(
+        "bench",
+        &dir.path().join("data"),
+        client_port,
+        peer_port,
+        &format!("bench=http://127.0.0.1:{peer_port}"),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()?;
     let spec: StoreSpec = format!("etcd://127.0.0.1:{client_port}/bench").parse()?;
     // etcd takes a moment to serve: wait for its port before starting the manager.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -154,15 +154,18 @@ impl Outstanding {
     }
 }
 
-fn closed() -> CallError {
+/// A call on a closed queue (the etcd store's queues answer the same).
+pub fn closed() -> CallError {
     CallError::new(ErrorName::Closed, "the queue is closed")
 }
 
-fn empty() -> CallError {
+/// A get that found no item in time.
+pub fn empty() -> CallError {
     CallError::new(ErrorName::Empty, "the queue is empty")
 }
 
-fn full() -> CallError {
+/// A put that found no room in time.
+pub fn full() -> CallError {
     CallError::new(ErrorName::Full, "the queue is full")
 }
 
@@ -327,16 +330,19 @@ pub struct Queue {
     state: Arc<Parking<State>>,
 }
 
-/// How a put or get behaves when it cannot complete at once.
+/// How a put or get behaves when it cannot complete at once (the etcd store's queues parse
+/// theirs the same way).
 #[derive(Debug, Clone, Copy)]
-struct Blocking {
-    block: bool,
-    timeout: Option<Duration>,
+pub struct Blocking {
+    /// Whether the call waits at all.
+    pub block: bool,
+    /// How long it waits; none for ever.
+    pub timeout: Option<Duration>,
 }
 
 impl Blocking {
     /// `[.., block, timeout]` at params `at` and `at + 1`; a non-blocking call has no timeout.
-    fn from_params(p: &Params, at: usize) -> Result<Blocking, CallError> {
+    pub fn from_params(p: &Params, at: usize) -> Result<Blocking, CallError> {
         let block = p.bool_or(at, true)?;
         let timeout = if block {
             timeout_param(p, at + 1)?
@@ -346,7 +352,8 @@ impl Blocking {
         Ok(Blocking { block, timeout })
     }
 
-    const NOWAIT: Blocking = Blocking {
+    /// A call that never waits.
+    pub const NOWAIT: Blocking = Blocking {
         block: false,
         timeout: None,
     };

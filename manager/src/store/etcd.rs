@@ -380,11 +380,24 @@ impl EtcdStore {
         options: Option<GetOptions>,
     ) -> Result<etcd_client::GetResponse, CallError> {
         let key = key.into();
+        self.retried(what, || {
+            let (mut client, key, options) = (self.client(), key.clone(), options.clone());
+            async move { client.get(key, options).await }
+        })
+        .await
+    }
+
+    /// Runs the request `send` makes, making and sending it again through whichever member
+    /// answers while etcd is failing over, for up to [`RETRY_BUDGET`]: only for requests that
+    /// are harmless to apply twice (reads).
+    async fn retried<T, F>(&self, what: &str, mut send: impl FnMut() -> F) -> Result<T, CallError>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>>,
+    {
         let deadline = tokio::time::Instant::now() + RETRY_BUDGET;
         let mut attempt = 0;
         loop {
-            let mut client = self.client();
-            match try_once(client.get(key.clone(), options.clone())).await {
+            match try_once(send()).await {
                 Try::Done(got) => return Ok(got),
                 Try::Refused(e) => return Err(failed(what, e)),
                 Try::Unknown(why) if tokio::time::Instant::now() >= deadline => {
@@ -477,30 +490,21 @@ impl EtcdStore {
         then: Vec<TxnOp>,
         or_else: Vec<TxnOp>,
     ) -> Result<Applied, CallError> {
-        let deadline = tokio::time::Instant::now() + RETRY_BUDGET;
-        let mut attempt = 0;
-        loop {
-            let txn = Txn::new()
-                .when(when.clone())
-                .and_then(then.clone())
-                .or_else(or_else.clone());
-            let mut client = self.client();
-            match try_once(client.txn(txn)).await {
-                Try::Done(answer) => {
-                    return Ok(Applied {
-                        succeeded: answer.succeeded(),
-                        revision: answer.header().map_or(0, |h| h.revision()),
-                        responses: Some(answer.op_responses()),
-                    })
-                }
-                Try::Refused(e) => return Err(failed(what, e)),
-                Try::Unknown(why) if tokio::time::Instant::now() >= deadline => {
-                    return Err(failed(what, why))
-                }
-                Try::Unknown(_) => backoff(attempt).await,
-            }
-            attempt += 1;
-        }
+        let answer = self
+            .retried(what, || {
+                let txn = Txn::new()
+                    .when(when.clone())
+                    .and_then(then.clone())
+                    .or_else(or_else.clone());
+                let mut client = self.client();
+                async move { client.txn(txn).await }
+            })
+            .await?;
+        Ok(Applied {
+            succeeded: answer.succeeded(),
+            revision: answer.header().map_or(0, |h| h.revision()),
+            responses: Some(answer.op_responses()),
+        })
     }
 
     /// Reads with `ops` (gets only) in one consistent snapshot, trying again as
@@ -836,12 +840,12 @@ fn random_id() -> Result<u64, CallError> {
     Ok((u64::from_le_bytes(bytes) & crate::registry::ids::MAX_ID).max(1))
 }
 
+/// An etcd object's local handle, and the keys a new one starts with: what each kind's
+/// `build` makes.
+pub type Built = Result<(ObjectHandle, Vec<TxnOp>), CallError>;
+
 /// Builds the local handle of an etcd object, and the keys a new one starts with.
-fn build(
-    store: &Arc<EtcdStore>,
-    id: u64,
-    meta: &Meta,
-) -> Result<(ObjectHandle, Vec<TxnOp>), CallError> {
+fn build(store: &Arc<EtcdStore>, id: u64, meta: &Meta) -> Built {
     let init = meta.init_params()?;
     match meta.kind {
         Kind::Dict | Kind::List | Kind::Value | Kind::Array | Kind::Namespace | Kind::Set => {

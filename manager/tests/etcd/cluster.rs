@@ -52,6 +52,40 @@ fn data_root() -> tempfile::TempDir {
         .expect("a temporary directory")
 }
 
+/// The command that runs etcd member `name` with its data in `data`, serving clients on
+/// loopback port `client_port` and its peers on `peer_port`, in the cluster `initial`
+/// (`NAME=PEER-URL,...`). Also used by the benchmark, which starts an etcd of its own.
+pub fn member_command(
+    name: &str,
+    data: &Path,
+    client_port: u16,
+    peer_port: u16,
+    initial: &str,
+) -> Command {
+    let client = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let mut command = Command::new("etcd");
+    command
+        .arg("--name")
+        .arg(name)
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args(["--initial-cluster", initial]);
+    command
+}
+
 /// One etcd member.
 pub struct Member {
     name: String,
@@ -114,26 +148,7 @@ impl Etcd {
         let data = self.dir.path().join(&m.name);
         let log = std::fs::File::create(self.dir.path().join(format!("{}.log", m.name)))
             .expect("an etcd log file");
-        let client = format!("http://127.0.0.1:{}", m.client_port);
-        let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new("etcd")
-            .arg("--name")
-            .arg(&m.name)
-            .arg("--data-dir")
-            .arg(&data)
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &self.initial])
+        let child = member_command(&m.name, &data, m.client_port, m.peer_port, &self.initial)
             .args(["--initial-cluster-state", "new", "--initial-cluster-token"])
             .arg(self.dir.path().file_name().expect("a name"))
             // Quick elections: a stopped member's place is taken within a second or so.

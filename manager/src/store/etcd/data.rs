@@ -18,9 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use agora_proto::{CallError, ErrorName, Params};
 
-use crate::lifecycle::{Caller, Grant, Holder, Holdings, Outcome, Park, Reply, View, WaiterId};
+use crate::lifecycle::{Caller, Grant, Holder, Holdings, Outcome, Reply, View};
 use crate::objects::{self, Kind, ObjectHandle, SharedObject};
 
+use super::waits::{hand_over, Cancels, Parks};
 use super::EtcdStore;
 
 /// Most calls one round runs.
@@ -52,12 +53,7 @@ struct Known {
 
 impl Data {
     /// The local handle of object `id`, and for a new object its initial state key.
-    pub fn build(
-        store: &Arc<EtcdStore>,
-        id: u64,
-        kind: Kind,
-        init: &Params,
-    ) -> Result<(ObjectHandle, Vec<TxnOp>), CallError> {
+    pub fn build(store: &Arc<EtcdStore>, id: u64, kind: Kind, init: &Params) -> super::Built {
         let object = objects::create_value(kind, init)?;
         let mut snapshot = Vec::new();
         object.snapshot(&mut snapshot);
@@ -93,30 +89,12 @@ impl SharedObject for Data {
         _caller: &Caller<'_>,
         _out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
-        let (tx, rx) = oneshot::channel();
-        let call = Call {
+        let call = |reply| Call {
             op: method.into(),
             params: params.clone(),
-            reply: tx,
+            reply,
         };
-        self.calls
-            .send(call)
-            .map_err(|_| CallError::new(ErrorName::UnknownObjectError, "the object was deleted"))?;
-        let this: Arc<dyn crate::lifecycle::Waitable> = match self.this.upgrade() {
-            Some(this) => this,
-            None => {
-                return Err(CallError::new(
-                    ErrorName::UnknownObjectError,
-                    "the object was deleted",
-                ))
-            }
-        };
-        Ok(Outcome::Parked(Park::new(
-            rx,
-            crate::lifecycle::next_waiter_id(),
-            this,
-            None,
-        )))
+        hand_over(&self.this, &self.calls, call, None)
     }
 
     fn view(&self) -> View {
@@ -124,16 +102,15 @@ impl SharedObject for Data {
     }
 }
 
-impl crate::lifecycle::Waitable for Data {
+impl Parks for Data {
     // A value call never waits for anything but etcd: it has no deadline, and one whose
     // connection went is still carried out (its answer is dropped), as a memory object's is.
-    fn expire(&self, _waiter: WaiterId) -> Option<Reply> {
+    fn cancels(&self) -> Option<&Cancels> {
         None
     }
 
-    fn abandon(&self, _waiter: WaiterId) {}
-
-    fn undeliver(&self, _grant: Grant, _to: &Holder) {}
+    // A value call's answer holds nothing.
+    fn give_back(&self, _grant: Grant, _to: &Holder) {}
 }
 
 /// The task that runs one object's calls against etcd.

@@ -32,14 +32,12 @@
 //! A lock's token is its holding key's creation revision: unique, and increasing from one
 //! grant to the next through every manager of the store.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use etcd_client::{
     Compare, CompareOp, EventType, GetOptions, KeyValue, SortOrder, SortTarget, TxnOp,
     TxnOpResponse, WatchOptions,
 };
-use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::warn;
@@ -47,11 +45,12 @@ use tracing::warn;
 use agora_proto::{encode, CallError, ErrorName, Params};
 
 use crate::lifecycle::{
-    blocking_params, next_waiter_id, Caller, Grant, Holder, Outcome, Owner, Park, Reply, SessionId,
-    View, Waitable, WaiterId,
+    blocking_params, next_waiter_id, Caller, Grant, Holder, Outcome, Owner, Reply, SessionId, View,
+    WaiterId,
 };
-use crate::objects::{self, arity, unknown_method, Kind, ObjectHandle, SharedObject, Stored};
+use crate::objects::{self, arity, unknown_method, Kind, SharedObject, Stored};
 
+use super::waits::{hand_over, Cancels, Parks};
 use super::{timed, EtcdStore};
 
 mod condition;
@@ -78,7 +77,7 @@ struct Shared {
     policy: Option<bool>,
     keys: Keys,
     /// The cancel signal of each waiting acquire, by waiter.
-    cancels: Mutex<HashMap<WaiterId, oneshot::Sender<()>>>,
+    cancels: Cancels,
 }
 
 /// The object's keys.
@@ -190,12 +189,7 @@ impl Snapshot {
 
 impl Permits {
     /// The local handle of lock or semaphore `id`, and for a new one its state key.
-    pub fn build(
-        store: &Arc<EtcdStore>,
-        id: u64,
-        kind: Kind,
-        init: &Params,
-    ) -> Result<(ObjectHandle, Vec<TxnOp>), CallError> {
+    pub fn build(store: &Arc<EtcdStore>, id: u64, kind: Kind, init: &Params) -> super::Built {
         let (initial, policy) = match kind {
             Kind::Lock | Kind::RLock => (1, objects::lock::Lock::policy(kind, init)?),
             _ => {
@@ -239,9 +233,7 @@ impl Permits {
                 };
                 let default = kind != Kind::Semaphore;
                 let owned = self.shared.policy.or(asked).unwrap_or(default);
-                let waiter = next_waiter_id();
-                let (tx, cancel) = oneshot::channel();
-                self.shared.cancels.lock().insert(waiter, tx);
+                let (waiter, cancel) = self.shared.cancels.register();
                 let acquire = Acquire {
                     owner,
                     owned,
@@ -299,24 +291,12 @@ impl SharedObject for Permits {
         _out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
         let (op, waiter) = self.check(method, params, caller)?;
-        let deleted = || CallError::new(ErrorName::UnknownObjectError, "the object was deleted");
-        let this: Arc<dyn Waitable> = self.this.upgrade().ok_or_else(deleted)?;
-        let (tx, rx) = oneshot::channel();
-        let call = Call {
-            op,
-            holder: caller.holder(),
-            reply: tx,
-        };
-        if self.calls.send(call).is_err() {
-            if let Some(w) = waiter {
-                self.shared.cancels.lock().remove(&w);
-            }
-            return Err(deleted());
-        }
+        let holder = caller.holder();
+        let call = |reply| Call { op, holder, reply };
         // The task enforces the acquire's timeout itself: it alone knows whether the waiter
         // left the line.
-        let waiter = waiter.unwrap_or_else(next_waiter_id);
-        Ok(Outcome::Parked(Park::new(rx, waiter, this, None)))
+        let registered = waiter.map(|w| (w, &self.shared.cancels));
+        hand_over(&self.this, &self.calls, call, registered)
     }
 
     fn view(&self) -> View {
@@ -324,36 +304,44 @@ impl SharedObject for Permits {
     }
 }
 
-impl Waitable for Permits {
-    fn expire(&self, _waiter: WaiterId) -> Option<Reply> {
-        None
+impl Parks for Permits {
+    fn cancels(&self) -> Option<&Cancels> {
+        Some(&self.shared.cancels)
     }
 
-    fn abandon(&self, waiter: WaiterId) {
-        if let Some(cancel) = self.shared.cancels.lock().remove(&waiter) {
-            let _ = cancel.send(());
-        }
-    }
-
-    fn undeliver(&self, grant: Grant, to: &Holder) {
-        let owned = match grant {
-            Grant::Acquired { owned, .. } => owned,
-            // A condition waiter that took the lock back.
-            Grant::Bool(_) => true,
-            _ => return,
+    fn give_back(&self, grant: Grant, to: &Holder) {
+        let Some(op) = give_back_op(grant, to) else {
+            return;
         };
         let (reply, _) = oneshot::channel();
         let call = Call {
-            op: Op::GiveBack {
-                session: to.session,
-                owned,
-            },
+            op,
             holder: to.clone(),
             reply,
         };
-        if self.calls.send(call).is_err() {
-            warn!("a grant that was not delivered could not be given back: the object is gone");
-        }
+        send_give_back(&self.calls, call);
+    }
+}
+
+/// The op that releases what an undelivered `grant` gave `to`'s session; none for a grant
+/// that gave nothing.
+fn give_back_op(grant: Grant, to: &Holder) -> Option<Op> {
+    let owned = match grant {
+        Grant::Acquired { owned, .. } => owned,
+        // A condition waiter that took the lock back.
+        Grant::Bool(_) => true,
+        _ => return None,
+    };
+    Some(Op::GiveBack {
+        session: to.session,
+        owned,
+    })
+}
+
+/// Hands the call that gives back an undelivered grant to the object's task.
+fn send_give_back<C>(calls: &mpsc::UnboundedSender<C>, call: C) {
+    if calls.send(call).is_err() {
+        warn!("a grant that was not delivered could not be given back: the object is gone");
     }
 }
 
@@ -454,7 +442,7 @@ impl Shared {
             initial,
             policy,
             keys,
-            cancels: Mutex::default(),
+            cancels: Cancels::default(),
         })
     }
 
@@ -576,11 +564,11 @@ impl Shared {
             match self.reenter(acquire.owner).await {
                 Ok(false) => {}
                 Ok(true) => {
-                    self.cancels.lock().remove(&acquire.waiter);
+                    self.cancels.forget(acquire.waiter);
                     return Started::Done(Ok(Grant::ACQUIRED));
                 }
                 Err(e) => {
-                    self.cancels.lock().remove(&acquire.waiter);
+                    self.cancels.forget(acquire.waiter);
                     return Started::Done(Err(e));
                 }
             }
@@ -607,13 +595,13 @@ impl Shared {
             Ok(s) => s,
             Err(e) => {
                 self.leave(&key, holder.session).await;
-                self.cancels.lock().remove(&acquire.waiter);
+                self.cancels.forget(acquire.waiter);
                 return Started::Done(Err(e));
             }
         };
         match self.try_grant(&acquire, &key, holder, snapshot).await {
             Ok(Tried::Granted(grant)) => {
-                self.cancels.lock().remove(&acquire.waiter);
+                self.cancels.forget(acquire.waiter);
                 Started::Done(Ok(grant))
             }
             Ok(Tried::Wait(revision)) if acquire.blocking => Started::Waiting(Waiting {
@@ -623,12 +611,12 @@ impl Shared {
             }),
             Ok(Tried::Wait(_)) => {
                 self.leave(&key, holder.session).await;
-                self.cancels.lock().remove(&acquire.waiter);
+                self.cancels.forget(acquire.waiter);
                 Started::Done(Ok(Grant::NotAcquired))
             }
             Err(e) => {
                 self.leave(&key, holder.session).await;
-                self.cancels.lock().remove(&acquire.waiter);
+                self.cancels.forget(acquire.waiter);
                 Started::Done(Err(e))
             }
         }
@@ -796,7 +784,7 @@ impl Shared {
         let ended = self
             .wait_in_line(&acquire, &key, &holder, revision, cancel)
             .await;
-        self.cancels.lock().remove(&acquire.waiter);
+        self.cancels.forget(acquire.waiter);
         match ended {
             Ok(Ended::Granted(grant)) => self.answer(reply, &holder, Ok(grant)).await,
             other => {

@@ -43,7 +43,8 @@ use agora_proto::params::array_items;
 use agora_proto::{params, CallError, ErrorName, Params};
 
 use crate::lifecycle::{timeout_param, Caller, Grant, Reply, SessionId, Shape};
-use crate::objects::{arity, expected, store, unknown_method, Kind, ObjectHandle, Stored};
+use crate::objects::queue::{closed, empty, full, Blocking};
+use crate::objects::{arity, expected, store, unknown_method, Kind, Stored};
 
 mod acked;
 
@@ -86,30 +87,6 @@ struct Keys {
     holds: Vec<u8>,
     /// `w/W`: a waiting getter, in line by create revision (on the lease).
     waiters: Vec<u8>,
-}
-
-/// How a put or get behaves when it cannot complete at once.
-#[derive(Debug, Clone, Copy)]
-pub struct Blocking {
-    block: bool,
-    timeout: Option<Duration>,
-}
-
-impl Blocking {
-    fn from_params(p: &Params, at: usize) -> Result<Blocking, CallError> {
-        let block = p.bool_or(at, true)?;
-        let timeout = if block {
-            timeout_param(p, at + 1)?
-        } else {
-            None
-        };
-        Ok(Blocking { block, timeout })
-    }
-
-    const NOWAIT: Blocking = Blocking {
-        block: false,
-        timeout: None,
-    };
 }
 
 /// A parsed queue call.
@@ -170,18 +147,6 @@ struct Head {
     revision: i64,
 }
 
-fn closed() -> CallError {
-    CallError::new(ErrorName::Closed, "the queue is closed")
-}
-
-fn empty() -> CallError {
-    CallError::new(ErrorName::Empty, "the queue is empty")
-}
-
-fn full() -> CallError {
-    CallError::new(ErrorName::Full, "the queue is full")
-}
-
 fn busy() -> CallError {
     CallError::runtime("the queue changed through other managers on every try; try again")
 }
@@ -196,12 +161,7 @@ fn put_done(done: usize, many: bool) -> Reply {
 
 impl Queue {
     /// The local handle of queue `id`, and for a new one its initial keys.
-    pub fn build(
-        store: &Arc<EtcdStore>,
-        id: u64,
-        kind: Kind,
-        init: &Params,
-    ) -> Result<(ObjectHandle, Vec<TxnOp>), CallError> {
+    pub fn build(store: &Arc<EtcdStore>, id: u64, kind: Kind, init: &Params) -> super::Built {
         let maxsize = maxsize(init)?;
         let key = |suffix: &str| store.object_key(id, suffix);
         let keys = Keys {

@@ -30,7 +30,7 @@ use etcd_client::{Compare, CompareOp, EventType, GetOptions, TxnOp};
 use agora_proto::{params, CallError, ErrorName, Params};
 
 use crate::lifecycle::{timeout_param, Caller, Grant, Reply, SessionId};
-use crate::objects::{arity, expected, unknown_method, Kind, ObjectHandle};
+use crate::objects::{arity, expected, unknown_method, Kind};
 
 use super::waits::{self, changed, deadline, Boxed, Cancel, Engine, Front, Seen, Step, Watch};
 use super::EtcdStore;
@@ -58,11 +58,7 @@ pub enum EventOp {
 
 impl Event {
     /// The local handle of event `id`; a new event starts cleared (no keys).
-    pub fn build(
-        store: &Arc<EtcdStore>,
-        id: u64,
-        init: &Params,
-    ) -> Result<(ObjectHandle, Vec<TxnOp>), CallError> {
+    pub fn build(store: &Arc<EtcdStore>, id: u64, init: &Params) -> super::Built {
         if !init.is_empty() {
             return Err(init_count("an event", 0, 0, init.len()));
         }
@@ -264,11 +260,7 @@ fn busy() -> CallError {
 impl Barrier {
     /// The local handle of barrier `id` (init args `[parties]` or `[parties, timeout]`), and
     /// for a new one its state key.
-    pub fn build(
-        store: &Arc<EtcdStore>,
-        id: u64,
-        init: &Params,
-    ) -> Result<(ObjectHandle, Vec<TxnOp>), CallError> {
+    pub fn build(store: &Arc<EtcdStore>, id: u64, init: &Params) -> super::Built {
         if !(1..=2).contains(&init.len()) {
             return Err(init_count("a barrier", 1, 2, init.len()));
         }

@@ -7,6 +7,10 @@
 //! task; when the call must wait, its waiting part runs in a task of its own, so that it never
 //! holds up the calls behind it. A waiting part enforces the call's timeout itself and stops
 //! when its connection goes (the front keeps a cancel signal per waiter).
+//!
+//! The other etcd kinds (values, locks, conditions) keep fronts of their own, but park their
+//! calls, keep their cancel signals and answer for their parked calls with the parts here:
+//! [`Cancels`], [`hand_over`] and [`Parks`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,6 +47,88 @@ pub enum Step {
 /// Tells a waiting part that nobody waits for its answer any more.
 pub struct Cancel(oneshot::Receiver<()>);
 
+/// The cancel signal of every call in flight that may wait, by waiter: registered when the
+/// call is checked, fired when its connection goes, forgotten once it is answered.
+#[derive(Default)]
+pub struct Cancels(Mutex<HashMap<WaiterId, oneshot::Sender<()>>>);
+
+impl Cancels {
+    /// A new waiter, and the signal its waiting part is told through.
+    pub fn register(&self) -> (WaiterId, oneshot::Receiver<()>) {
+        let waiter = next_waiter_id();
+        let (tx, rx) = oneshot::channel();
+        self.0.lock().insert(waiter, tx);
+        (waiter, rx)
+    }
+
+    /// Tells `waiter`'s waiting part that its connection went.
+    pub fn cancel(&self, waiter: WaiterId) {
+        if let Some(cancel) = self.0.lock().remove(&waiter) {
+            let _ = cancel.send(());
+        }
+    }
+
+    /// Drops `waiter`'s signal: its call is answered (or was never handed over).
+    pub fn forget(&self, waiter: WaiterId) {
+        self.0.lock().remove(&waiter);
+    }
+}
+
+/// An etcd object's side of its parked calls. No deadline is kept here (a call's waiting part
+/// enforces its own timeout), a waiting call is cancelled through the object's [`Cancels`],
+/// and an undelivered grant is given back as the kind does it.
+pub(crate) trait Parks: Send + Sync {
+    /// The cancel signals of the object's waiting calls; none for a kind whose calls never
+    /// wait for anything but etcd (they are carried out even when their connection went).
+    fn cancels(&self) -> Option<&Cancels>;
+    /// A grant never reached `to`: give back what it holds.
+    fn give_back(&self, grant: Grant, to: &Holder);
+}
+
+impl<T: Parks> Waitable for T {
+    fn expire(&self, _waiter: WaiterId) -> Option<Reply> {
+        None
+    }
+
+    fn abandon(&self, waiter: WaiterId) {
+        if let Some(cancels) = self.cancels() {
+            cancels.cancel(waiter);
+        }
+    }
+
+    fn undeliver(&self, grant: Grant, to: &Holder) {
+        self.give_back(grant, to);
+    }
+}
+
+/// Hands the job `make` builds around its answer's sender to the object's task through
+/// `jobs`, and parks the call until the task answers. `registered` is the call's waiter and
+/// the cancels it is registered in, for a call that may wait (forgotten here if the task is
+/// gone); any other call gets a fresh waiter.
+pub(crate) fn hand_over<J, W: Parks + 'static>(
+    this: &Weak<W>,
+    jobs: &mpsc::UnboundedSender<J>,
+    make: impl FnOnce(oneshot::Sender<Reply>) -> J,
+    registered: Option<(WaiterId, &Cancels)>,
+) -> Result<Outcome, CallError> {
+    let forget = || {
+        if let Some((waiter, cancels)) = registered {
+            cancels.forget(waiter);
+        }
+    };
+    let Some(this) = this.upgrade() else {
+        forget();
+        return Err(deleted());
+    };
+    let (reply, rx) = oneshot::channel();
+    if jobs.send(make(reply)).is_err() {
+        forget();
+        return Err(deleted());
+    }
+    let waiter = registered.map_or_else(next_waiter_id, |(waiter, _)| waiter);
+    Ok(Outcome::Parked(Park::new(rx, waiter, this, None)))
+}
+
 impl Cancel {
     /// Resolves when the waiter's connection went (or the object's front is gone).
     async fn cancelled(&mut self) {
@@ -67,7 +153,7 @@ pub trait Engine: Send + Sync + 'static {
 struct Job<Op> {
     op: Op,
     reply: oneshot::Sender<Reply>,
-    cancel: oneshot::Receiver<()>,
+    cancel: Cancel,
     waiter: WaiterId,
 }
 
@@ -77,7 +163,7 @@ pub struct Front<E: Engine> {
     engine: Arc<E>,
     jobs: mpsc::UnboundedSender<Job<E::Op>>,
     /// The cancel signal of every call in flight, by waiter.
-    cancels: Arc<Mutex<HashMap<WaiterId, oneshot::Sender<()>>>>,
+    cancels: Arc<Cancels>,
     this: Weak<Front<E>>,
 }
 
@@ -106,21 +192,21 @@ impl<E: Engine> Front<E> {
 async fn run<E: Engine>(
     engine: Arc<E>,
     mut rx: mpsc::UnboundedReceiver<Job<E::Op>>,
-    cancels: Arc<Mutex<HashMap<WaiterId, oneshot::Sender<()>>>>,
+    cancels: Arc<Cancels>,
 ) {
     while let Some(job) = rx.recv().await {
         match engine.clone().first(job.op).await {
             Step::Done(reply) => {
-                cancels.lock().remove(&job.waiter);
+                cancels.forget(job.waiter);
                 deliver(&engine, job.reply, reply);
             }
             Step::Wait(wait) => {
                 let (engine, cancels) = (engine.clone(), cancels.clone());
                 let (reply, waiter) = (job.reply, job.waiter);
-                let answer = wait(Cancel(job.cancel));
+                let answer = wait(job.cancel);
                 tokio::spawn(async move {
                     let answer = answer.await;
-                    cancels.lock().remove(&waiter);
+                    cancels.forget(waiter);
                     deliver(&engine, reply, answer);
                 });
             }
@@ -148,22 +234,14 @@ impl<E: Engine> SharedObject for Front<E> {
         _out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
         let op = self.engine.parse(method, params, caller)?;
-        let this: Arc<dyn Waitable> = self.this.upgrade().ok_or_else(deleted)?;
-        let (reply, rx) = oneshot::channel();
-        let (cancel_tx, cancel) = oneshot::channel();
-        let waiter = next_waiter_id();
-        self.cancels.lock().insert(waiter, cancel_tx);
-        let job = Job {
+        let (waiter, cancel) = self.cancels.register();
+        let job = |reply| Job {
             op,
             reply,
-            cancel,
+            cancel: Cancel(cancel),
             waiter,
         };
-        if self.jobs.send(job).is_err() {
-            self.cancels.lock().remove(&waiter);
-            return Err(deleted());
-        }
-        Ok(Outcome::Parked(Park::new(rx, waiter, this, None)))
+        hand_over(&self.this, &self.jobs, job, Some((waiter, &self.cancels)))
     }
 
     fn view(&self) -> View {
@@ -171,19 +249,12 @@ impl<E: Engine> SharedObject for Front<E> {
     }
 }
 
-impl<E: Engine> Waitable for Front<E> {
-    // The waiting part enforces the call's own timeout: there is no deadline to expire here.
-    fn expire(&self, _waiter: WaiterId) -> Option<Reply> {
-        None
+impl<E: Engine> Parks for Front<E> {
+    fn cancels(&self) -> Option<&Cancels> {
+        Some(&self.cancels)
     }
 
-    fn abandon(&self, waiter: WaiterId) {
-        if let Some(cancel) = self.cancels.lock().remove(&waiter) {
-            let _ = cancel.send(());
-        }
-    }
-
-    fn undeliver(&self, grant: Grant, _to: &Holder) {
+    fn give_back(&self, grant: Grant, _to: &Holder) {
         self.engine.clone().undeliver(grant);
     }
 }

@@ -8,11 +8,9 @@
 //! answers only once it holds the lock again, at the depth it released, as Python's
 //! `Condition.wait` does: true when notified, false after its timeout.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use etcd_client::{Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, TxnOp};
-use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::warn;
@@ -20,20 +18,21 @@ use tracing::warn;
 use agora_proto::{params, CallError, ErrorName, Params};
 
 use crate::lifecycle::{
-    blocking_params, next_waiter_id, timeout_param, Caller, Grant, Holder, Outcome, Owner, Park,
-    Reply, View, Waitable, WaiterId,
+    blocking_params, timeout_param, Caller, Grant, Holder, Outcome, Owner, Reply, View, WaiterId,
 };
-use crate::objects::{arity, unknown_method, Args, Kind, ObjectHandle, SharedObject};
+use crate::objects::{arity, unknown_method, Args, Kind, SharedObject};
 
+use super::super::waits::{hand_over, Cancels, Parks};
 use super::{
-    busy, nil, serve, timed, Acquire, Call, EtcdStore, Op, Resume, Shared, Started, MAX_RETRIES,
+    busy, give_back_op, nil, send_give_back, serve, timed, Acquire, Call, EtcdStore, Op, Resume,
+    Shared, Started, MAX_RETRIES,
 };
 
 /// A condition kept in etcd, as one manager serves it.
 pub struct Cond {
     calls: mpsc::UnboundedSender<CondCall>,
     /// The cancel signal of each waiting call, by waiter.
-    cancels: Arc<Mutex<HashMap<WaiterId, oneshot::Sender<()>>>>,
+    cancels: Cancels,
     this: Weak<Cond>,
 }
 
@@ -79,11 +78,7 @@ struct Task {
 impl Cond {
     /// The local handle of condition `id`, and for a new one with a lock of its own, that
     /// lock's state key.
-    pub fn build(
-        store: &Arc<EtcdStore>,
-        id: u64,
-        init: &Params,
-    ) -> Result<(ObjectHandle, Vec<TxnOp>), CallError> {
+    pub fn build(store: &Arc<EtcdStore>, id: u64, init: &Params) -> super::super::Built {
         let args = Args::of(Kind::Condition, init);
         args.expect(0, 1)?;
         let (lock, initial) = match args.opt(0) {
@@ -108,18 +103,10 @@ impl Cond {
         tokio::spawn(task.run(rx));
         let cond = Arc::new_cyclic(|this| Cond {
             calls,
-            cancels: Arc::default(),
+            cancels: Cancels::default(),
             this: this.clone(),
         });
         Ok((cond, initial))
-    }
-
-    /// A cancel signal for a call that may wait.
-    fn cancel_for(&self) -> (WaiterId, oneshot::Receiver<()>) {
-        let waiter = next_waiter_id();
-        let (tx, rx) = oneshot::channel();
-        self.cancels.lock().insert(waiter, tx);
-        (waiter, rx)
     }
 
     fn check(
@@ -135,7 +122,7 @@ impl Cond {
                 let (blocking, timeout) = blocking_params(p)?;
                 let owner = caller.owner(p, 3)?;
                 let asked = p.opt_bool(4)?;
-                let (waiter, cancel) = self.cancel_for();
+                let (waiter, cancel) = self.cancels.register();
                 let acquire = Acquire {
                     owner,
                     // A condition over another lock follows that lock's policy: the task
@@ -162,7 +149,7 @@ impl Cond {
                 a(1, 3)?;
                 let timeout = timeout_param(p, 1)?;
                 let owner = caller.owner(p, 2)?;
-                let (waiter, cancel) = self.cancel_for();
+                let (waiter, cancel) = self.cancels.register();
                 let wait = WaitCall {
                     owner,
                     deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
@@ -200,22 +187,10 @@ impl SharedObject for Cond {
         _out: &mut Vec<u8>,
     ) -> Result<Outcome, CallError> {
         let (op, waiter) = self.check(method, params, caller)?;
-        let deleted = || CallError::new(ErrorName::UnknownObjectError, "the object was deleted");
-        let this: Arc<dyn Waitable> = self.this.upgrade().ok_or_else(deleted)?;
-        let (tx, rx) = oneshot::channel();
-        let call = CondCall {
-            op,
-            holder: caller.holder(),
-            reply: tx,
-        };
-        if self.calls.send(call).is_err() {
-            if let Some(w) = waiter {
-                self.cancels.lock().remove(&w);
-            }
-            return Err(deleted());
-        }
-        let waiter = waiter.unwrap_or_else(next_waiter_id);
-        Ok(Outcome::Parked(Park::new(rx, waiter, this, None)))
+        let holder = caller.holder();
+        let call = |reply| CondCall { op, holder, reply };
+        let registered = waiter.map(|w| (w, &self.cancels));
+        hand_over(&self.this, &self.calls, call, registered)
     }
 
     fn view(&self) -> View {
@@ -223,36 +198,22 @@ impl SharedObject for Cond {
     }
 }
 
-impl Waitable for Cond {
-    fn expire(&self, _waiter: WaiterId) -> Option<Reply> {
-        None
+impl Parks for Cond {
+    fn cancels(&self) -> Option<&Cancels> {
+        Some(&self.cancels)
     }
 
-    fn abandon(&self, waiter: WaiterId) {
-        if let Some(cancel) = self.cancels.lock().remove(&waiter) {
-            let _ = cancel.send(());
-        }
-    }
-
-    fn undeliver(&self, grant: Grant, to: &Holder) {
-        let owned = match grant {
-            Grant::Acquired { owned, .. } => owned,
-            Grant::Bool(_) => true,
-            _ => return,
+    fn give_back(&self, grant: Grant, to: &Holder) {
+        let Some(op) = give_back_op(grant, to) else {
+            return;
         };
         let (reply, _) = oneshot::channel();
-        let op = CondOp::Lock(Op::GiveBack {
-            session: to.session,
-            owned,
-        });
         let call = CondCall {
-            op,
+            op: CondOp::Lock(op),
             holder: to.clone(),
             reply,
         };
-        if self.calls.send(call).is_err() {
-            warn!("a grant that was not delivered could not be given back: the object is gone");
-        }
+        send_give_back(&self.calls, call);
     }
 }
 
