@@ -57,8 +57,24 @@ impl Cancels {
     pub fn register(&self) -> (WaiterId, oneshot::Receiver<()>) {
         let waiter = next_waiter_id();
         let (tx, rx) = oneshot::channel();
-        self.0.lock().insert(waiter, tx);
+        let mut signals = self.0.lock();
+        // A call answered without being forgotten (its waiting part dropped its receiver) is
+        // swept here, at doubling sizes: the table stays as large as the calls in flight.
+        if signals.len() >= 64 && signals.len().is_power_of_two() {
+            signals.retain(|_, tx| !tx.is_closed());
+        }
+        signals.insert(waiter, tx);
         (waiter, rx)
+    }
+
+    /// How many signals are kept (calls in flight, and answered ones not yet swept).
+    pub fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+
+    /// True when no signal is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Tells `waiter`'s waiting part that its connection went.
@@ -355,4 +371,28 @@ pub async fn changed<F: Fn(EventType, &[u8]) -> bool>(
 /// The deadline `timeout` from now; none for no timeout (or one too far away to represent).
 pub fn deadline(timeout: Option<std::time::Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cancels;
+
+    #[test]
+    fn signals_of_answered_calls_do_not_pile_up() {
+        let cancels = Cancels::default();
+        // Each call is answered (its receiver dropped) without being forgotten.
+        for _ in 0..10_000 {
+            drop(cancels.register());
+        }
+        assert!(cancels.len() <= 128, "{} signals kept", cancels.len());
+        // Calls still in flight are never swept.
+        let live: Vec<_> = (0..100).map(|_| cancels.register()).collect();
+        for _ in 0..1_000 {
+            drop(cancels.register());
+        }
+        assert!(cancels.len() >= live.len());
+        for (waiter, _) in &live {
+            cancels.cancel(*waiter);
+        }
+    }
 }
