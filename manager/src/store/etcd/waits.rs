@@ -10,7 +10,7 @@
 //!
 //! The other etcd kinds (values, locks, conditions) keep fronts of their own, but park their
 //! calls, keep their cancel signals and answer for their parked calls with the parts here:
-//! [`Cancels`], [`hand_over`] and [`Parks`].
+//! [`Cancels`], `hand_over` and `Parks`.
 
 use std::collections::HashMap;
 use std::future::Future;
