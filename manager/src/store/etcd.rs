@@ -176,6 +176,14 @@ pub fn failed(what: &str, e: impl std::fmt::Display) -> CallError {
     ))
 }
 
+/// An etcd error that says the request was not carried out (a refused request, as opposed to
+/// one whose answer was lost): the call took no effect.
+fn refused(what: &str, e: impl std::fmt::Display) -> CallError {
+    CallError::runtime(format!(
+        "the etcd store refused a request while {what}: {e} (the call took no effect)"
+    ))
+}
+
 /// Runs `f` with the store's request timeout.
 pub async fn timed<T, E: std::fmt::Display>(
     what: &str,
@@ -399,7 +407,7 @@ impl EtcdStore {
         loop {
             match try_once(send()).await {
                 Try::Done(got) => return Ok(got),
-                Try::Refused(e) => return Err(failed(what, e)),
+                Try::Refused(e) => return Err(refused(what, e)),
                 Try::Unknown(why) if tokio::time::Instant::now() >= deadline => {
                     return Err(failed(what, why))
                 }
@@ -455,7 +463,7 @@ impl EtcdStore {
                         responses: Some(responses),
                     });
                 }
-                Try::Refused(e) => return Err(failed(what, e)),
+                Try::Refused(e) => return Err(refused(what, e)),
                 Try::Unknown(why) => {
                     match self.settle(&marker, deadline).await {
                         Ok(Some(revision)) => {
@@ -468,7 +476,12 @@ impl EtcdStore {
                         }
                         // It never took effect, and never will: send it again.
                         Ok(None) => self.stale_markers.lock().push(marker),
-                        Err(e) => return Err(failed(what, format!("{why}; then {}", e.message))),
+                        Err(settling) => {
+                            return Err(failed(
+                                what,
+                                format!("{why}; whether it applied is unknown: {settling}"),
+                            ))
+                        }
                     }
                     if tokio::time::Instant::now() >= deadline {
                         return Err(failed(what, why));
@@ -534,11 +547,12 @@ impl EtcdStore {
     /// After a transaction's unknown outcome: creates its marker if it is still absent (the
     /// transaction then never applies: it requires the marker absent) and returns `None`, or
     /// returns the revision at which the transaction made the marker.
+    /// Fails with why it could not tell, for the caller's error.
     async fn settle(
         &self,
         marker: &[u8],
         deadline: tokio::time::Instant,
-    ) -> Result<Option<i64>, CallError> {
+    ) -> Result<Option<i64>, String> {
         let mut attempt = 0;
         loop {
             let fence = Txn::new()
@@ -561,13 +575,11 @@ impl EtcdStore {
                         Some(kv) if kv.value().is_empty() => Ok(Some(kv.create_revision())),
                         // Fenced by an earlier settle whose answer was lost.
                         Some(_) => Ok(None),
-                        None => Err(CallError::runtime("a marker vanished while settling")),
+                        None => Err("its marker vanished".to_owned()),
                     };
                 }
-                Try::Refused(e) => return Err(failed("settling a transaction", e)),
-                Try::Unknown(why) if tokio::time::Instant::now() >= deadline => {
-                    return Err(failed("settling a transaction", why))
-                }
+                Try::Refused(e) => return Err(e.to_string()),
+                Try::Unknown(why) if tokio::time::Instant::now() >= deadline => return Err(why),
                 Try::Unknown(_) => backoff(attempt).await,
             }
             attempt += 1;
