@@ -333,6 +333,23 @@ fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+/// The socket a manager started with its default listener names on its ready line, checked
+/// to be a socket.
+fn ready_socket(child: &mut std::process::Child) -> PathBuf {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("a ready line");
+    let socket = PathBuf::from(
+        line.split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .trim_start_matches("unix:"),
+    );
+    assert!(is_socket(&socket), "ready line {line:?}");
+    socket
+}
+
 fn is_socket(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
@@ -850,17 +867,7 @@ fn lifeline_stdin_stops_the_manager_when_its_parent_closes_the_pipe() {
         .stderr(Stdio::null())
         .spawn()
         .expect("run agora-manager");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let socket = PathBuf::from(
-        line.split_whitespace()
-            .nth(2)
-            .unwrap()
-            .trim_start_matches("unix:"),
-    );
-    assert!(is_socket(&socket), "ready line {line:?}");
+    let socket = ready_socket(&mut child);
     // Still serving while the pipe is open.
     thread::sleep(Duration::from_millis(200));
     assert!(
@@ -898,17 +905,7 @@ fn a_closed_stderr_does_not_stop_a_clean_shutdown() {
         .spawn()
         .expect("run agora-manager");
     drop(child.stderr.take());
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let socket = PathBuf::from(
-        line.split_whitespace()
-            .nth(2)
-            .unwrap()
-            .trim_start_matches("unix:"),
-    );
-    assert!(is_socket(&socket), "ready line {line:?}");
+    let socket = ready_socket(&mut child);
     // A connection is logged: writes to the closed pipe while serving.
     drop(UnixStream::connect(&socket).unwrap());
     thread::sleep(Duration::from_millis(100));
