@@ -42,7 +42,7 @@ use tracing::warn;
 use agora_proto::params::array_items;
 use agora_proto::{params, CallError, ErrorName, Params};
 
-use crate::lifecycle::{timeout_param, Caller, Grant, Reply, SessionId, Shape};
+use crate::lifecycle::{timeout_param, Caller, Grant, Holder, Reply, SessionId, Shape};
 use crate::objects::queue::{closed, empty, full, Blocking};
 use crate::objects::{arity, expected, store, unknown_method, Kind, Stored};
 
@@ -115,7 +115,7 @@ pub enum Op {
     /// `close`.
     Close,
     /// `task_done`, by a connection.
-    TaskDone(SessionId),
+    TaskDone(Holder),
     /// `join`, with its timeout.
     Join(Option<Duration>),
 }
@@ -987,7 +987,7 @@ impl Engine for Queue {
                     "maxsize" => Op::Count(Count::Maxsize),
                     "is_closed" => Op::Count(Count::IsClosed),
                     "close" => Op::Close,
-                    "task_done" => Op::TaskDone(caller.session),
+                    "task_done" => Op::TaskDone(caller.holder()),
                     _ => return Err(unknown_method(self.kind, method)),
                 })
             }
@@ -1012,7 +1012,14 @@ impl Engine for Queue {
                 Op::Join(timeout) => self.join(timeout).await,
                 Op::Count(what) => Step::Done(self.count(what).await),
                 Op::Close => Step::Done(self.close().await),
-                Op::TaskDone(session) => Step::Done(self.task_done(session).await),
+                // A connection that has left (its client killed with the call in flight) is
+                // served nothing more, as the memory store settles a departed connection: its
+                // close has already handed its unfinished items to the next getter, and a
+                // `task_done` run now would finish another connection's item in their place.
+                Op::TaskDone(holder) if holder.holdings.departed() => {
+                    Step::Done(Err(waits::gone()))
+                }
+                Op::TaskDone(holder) => Step::Done(self.task_done(holder.session).await),
             }
         })
     }
