@@ -766,29 +766,38 @@ impl EtcdStore {
         Ok(answer.succeeded)
     }
 
-    /// Every object in the store: (id, meta), in id order.
+    /// Every object in the store: (id, meta). Reads the keys only, then the objects' meta in
+    /// batches: an object's state (a queue's items, a dict) is never fetched to list it.
     pub async fn list(&self) -> Result<Vec<(u64, Meta)>, CallError> {
         let prefix = format!("{}o/", self.spec.prefix);
+        let keys = GetOptions::new().with_prefix().with_keys_only();
         let got = self
-            .get(
-                "listing objects",
-                prefix.clone(),
-                Some(GetOptions::new().with_prefix()),
-            )
+            .get("listing objects", prefix.clone(), Some(keys))
             .await?;
-        let mut all = Vec::new();
-        for kv in got.kvs() {
-            let key = kv.key_str().unwrap_or_default();
-            let Some(id_hex) = key
-                .strip_prefix(&prefix)
-                .and_then(|k| k.strip_suffix("/meta"))
-            else {
-                continue;
-            };
-            if let (Ok(id), Some(meta)) =
-                (u64::from_str_radix(id_hex, 16), Meta::decode(kv.value()))
-            {
-                all.push((id, meta));
+        let ids: Vec<u64> = got
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = kv.key_str().ok()?;
+                let hex = key.strip_prefix(&prefix)?.strip_suffix("/meta")?;
+                u64::from_str_radix(hex, 16).ok()
+            })
+            .collect();
+        let mut all = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(MAX_TXN_OPS) {
+            let ops = batch
+                .iter()
+                .map(|&id| TxnOp::get(self.object_key(id, "meta"), None))
+                .collect();
+            let answer = self.read("listing objects", ops).await?;
+            for (i, &id) in batch.iter().enumerate() {
+                // An object deleted between the two reads is left out.
+                let meta = answer
+                    .got(i)
+                    .and_then(|kvs| Meta::decode(kvs.first()?.value()));
+                if let Some(meta) = meta {
+                    all.push((id, meta));
+                }
             }
         }
         Ok(all)

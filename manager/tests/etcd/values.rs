@@ -77,3 +77,29 @@ fn killing_the_etcd_leader_mid_run_loses_and_repeats_nothing() {
     assert_each_number_once(workers, EACH);
     assert_eq!(counter.get().unwrap(), (4 * EACH) as i64);
 }
+
+#[test]
+fn objects_through_one_manager_lists_what_the_other_made_without_reading_their_state() {
+    let Some((_etcd, a, b)) = two("objects-listed", &[]) else {
+        return;
+    };
+    let ca = a.client();
+    let named = ca.dict_named::<String, i64>("scores").unwrap();
+    named.set("alice", &3).unwrap();
+    let unnamed = ca.queue::<i64>(0).unwrap();
+    unnamed.put_many([1, 2, 3]).unwrap();
+    let mut listed: Vec<(u64, Option<String>, String)> = b
+        .client()
+        .objects()
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.id, o.name, o.kind))
+        .collect();
+    listed.sort();
+    let mut expected = vec![
+        (named.id(), Some("scores".to_owned()), "dict".to_owned()),
+        (unnamed.id(), None, "queue".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(listed, expected);
+}
