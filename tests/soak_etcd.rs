@@ -4,9 +4,7 @@
 //! holders at once, no ticket sold twice.
 //!
 //! Needs this crate's feature `etcd` and an `etcd` program (skipped without one unless
-//! `AGORA_REQUIRE_ETCD=1`): `cargo test --features etcd --test soak_etcd -- --ignored`. It
-//! is ignored by default, and out of `.ci/run`, until a known failure of the etcd locks after
-//! a leader change is fixed (docs/stores.md, "When an etcd member fails").
+//! `AGORA_REQUIRE_ETCD=1`): `cargo test --features etcd --test soak_etcd`.
 
 #[path = "../examples/soak.rs"]
 #[allow(dead_code)]
@@ -19,8 +17,6 @@ mod cluster;
 use std::time::Duration;
 
 #[test]
-#[ignore = "fails about one run in five after the leader stops: a lock release refused as \
-            unlocked, or an owner-died notice missing (see docs/stores.md); run with --ignored"]
 fn sigkills_and_a_lost_etcd_leader_lose_nothing_and_break_nothing() {
     if !cluster::available() {
         return;

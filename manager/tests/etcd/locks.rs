@@ -405,3 +405,51 @@ fn notify_all_wakes_the_waiters_of_both_managers_and_notify_the_oldest() {
     all.sort_unstable();
     assert_eq!(all, vec![0, 1, 2]);
 }
+
+#[test]
+fn a_release_sent_by_a_client_that_then_left_never_releases_the_next_holders_lock() {
+    let Some((_etcd, a, _b)) = two("lock-late-release", &[]) else {
+        return;
+    };
+    // Clients reading the lock all along, so that a release can queue behind their calls and
+    // be served only after its connection's close handed the lock on.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..6)
+        .map(|_| {
+            let (client, stop) = (a.client(), stop.clone());
+            thread::spawn(move || {
+                let lock = client.lock_named("l").unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    lock.is_locked().unwrap();
+                }
+            })
+        })
+        .collect();
+    for round in 0..15 {
+        let mut leaving = a.raw();
+        let id = leaving.create("lock", Some("l"), vec![]);
+        leaving.ok("lock.acquire", vec![Value::from(id)]);
+        let client = a.client();
+        let next = thread::spawn(move || {
+            let lock = client.lock_named("l").unwrap();
+            let guard = lock.acquire().unwrap();
+            let died = guard.is_owner_dead();
+            thread::sleep(Duration::from_millis(50));
+            (died, guard.unlock())
+        });
+        thread::sleep(Duration::from_millis(150));
+        // The release is sent, and the client leaves without reading its answer.
+        leaving.park("lock.release", vec![Value::from(id)]);
+        drop(leaving);
+        let (died, unlocked) = next.join().unwrap();
+        assert!(
+            unlocked.is_ok(),
+            "round {round}: the next holder's lock was released under it \
+             (owner-died notice {died}): {unlocked:?}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+}

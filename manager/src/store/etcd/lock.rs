@@ -357,6 +357,12 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Call>) {
 async fn serve(shared: &Arc<Shared>, call: Call) {
     let Call { op, holder, reply } = call;
     let answer = match op {
+        // A connection that has left joins no line: it would only be granted what its close
+        // must then give back.
+        Op::Acquire(acquire) if holder.holdings.departed() => {
+            shared.cancels.forget(acquire.waiter);
+            Err(super::waits::gone())
+        }
         Op::Acquire(acquire) => match shared.start_acquire(acquire, &holder).await {
             Started::Done(answer) => answer,
             Started::Waiting(waiting) => {
@@ -364,7 +370,7 @@ async fn serve(shared: &Arc<Shared>, call: Call) {
                 return;
             }
         },
-        Op::Release { owner, n } => shared.release(owner, n).await.map(|()| nil()),
+        Op::Release { owner, n } => shared.release(owner, n, &holder).await.map(|()| nil()),
         Op::Locked => shared.locked().await,
         Op::GetValue => shared.get_value().await,
         Op::Token { owner } => shared.token(owner).await,
@@ -890,9 +896,20 @@ impl Shared {
 
     /// `release`: a lock by anyone (an rlock by its holder) one level; `n` permits of a
     /// semaphore, the caller's own first.
-    async fn release(&self, owner: Owner, n: u64) -> Result<(), CallError> {
+    ///
+    /// A connection that has left is served no release, as the memory store settles a
+    /// departed connection: its close has already released what it held, and a release it
+    /// sent before it was killed, run now, would release the next holder's lock or permit.
+    /// The check comes after each read of the object: a close marks the connection departed
+    /// before it deletes its keys, so a release that finds it still here read the object
+    /// before that deletion, and its write, guarded by the state it read, cannot reach a
+    /// grant made since.
+    async fn release(&self, owner: Owner, n: u64, holder: &Holder) -> Result<(), CallError> {
         for _ in 0..MAX_RETRIES {
             let snapshot = self.snapshot().await?;
+            if holder.holdings.departed() {
+                return Err(super::waits::gone());
+            }
             let done = if self.is_lock() {
                 self.release_lock(owner, &snapshot).await?
             } else {

@@ -211,6 +211,14 @@ async fn run<E: Engine>(
     cancels: Arc<Cancels>,
 ) {
     while let Some(job) = rx.recv().await {
+        // A call whose connection went before its turn came is not run, as the memory store
+        // serves a departed connection nothing: its close has already given back what it held,
+        // and a barrier arrival or a get run now would count a party, or take an item, for
+        // nobody.
+        if job.reply.is_closed() {
+            cancels.forget(job.waiter);
+            continue;
+        }
         match engine.clone().first(job.op).await {
             Step::Done(reply) => {
                 cancels.forget(job.waiter);
