@@ -140,28 +140,42 @@ pub fn run_blocking_with(
     let run = server.run_id().clone();
     runtime.block_on(async move {
         let stop = termination_signal()?;
-        keep_store_alive(&store, server.shutdown_handle());
+        let lost = keep_store_alive(&store, server.shutdown_handle());
         ready(&run);
         let served = server.run(stop).await;
         close_store(&store).await;
-        served
+        served?;
+        if lost.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(io::Error::other(
+                "stopped: the etcd lease could not be renewed, so every holding this manager \
+                 granted is gone (is etcd reachable from here, with a quorum?)",
+            ));
+        }
+        Ok(())
     })
 }
 
-/// Keeps the store's lease alive; a manager that lost it stops (see [`store::etcd`]).
-fn keep_store_alive(store: &store::Store, handle: ShutdownHandle) {
+/// Keeps the store's lease alive; a manager that lost it stops (see [`store::etcd`]), and the
+/// flag returned is set, so that the run ends with an error rather than as a clean stop.
+fn keep_store_alive(
+    store: &store::Store,
+    handle: ShutdownHandle,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     match store {
         store::Store::Memory => drop(handle),
         #[cfg(feature = "etcd")]
         store::Store::Etcd(etcd) => {
-            let etcd = etcd.clone();
+            let (etcd, flag) = (etcd.clone(), lost.clone());
             tokio::spawn(async move {
                 etcd.keep_lease_alive().await;
                 tracing::error!("stopping: this manager's holdings in etcd are gone");
+                flag.store(true, std::sync::atomic::Ordering::Release);
                 handle.shutdown();
             });
         }
     }
+    lost
 }
 
 /// Gives back what the store holds for this manager (the etcd lease: every holding of its

@@ -298,17 +298,26 @@ impl EtcdStore {
 
     /// Keeps the lease alive until it cannot: returns when the lease is lost (expired, or etcd
     /// unreachable past its time to live), after which this manager must stop.
+    ///
+    /// The lease is counted as lasting its time to live from when the last renewal that
+    /// succeeded was *sent* (etcd restarts it when it receives it, later): the manager never
+    /// believes in a lease etcd has already let expire. Each try is short, so that while a
+    /// member fails (a keep-alive sent to a leader that died hangs until its timeout) several
+    /// tries, through whichever member answers, fit before the lease is up.
     pub async fn keep_lease_alive(self: Arc<EtcdStore>) {
         let every = (self.spec.lease_ttl / 3).max(Duration::from_millis(200));
-        let mut last_ok = tokio::time::Instant::now();
+        let try_limit = (every / 3).max(Duration::from_millis(100));
+        let mut renewed_at = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep_until(last_ok + every).await;
-            // A failed renewal (a member that died, say) is tried again at once, through
-            // whichever member answers, until the lease's time is up.
+            tokio::time::sleep_until(renewed_at + every).await;
             let mut attempt = 0;
             loop {
-                match self.renew(every).await {
-                    Ok(true) => break,
+                let sent = tokio::time::Instant::now();
+                match self.renew(try_limit).await {
+                    Ok(true) => {
+                        renewed_at = sent;
+                        break;
+                    }
                     Ok(false) => {
                         error!(
                             lease = self.lease,
@@ -321,7 +330,7 @@ impl EtcdStore {
                     }
                     Err(_) => {}
                 }
-                if last_ok.elapsed() >= self.spec.lease_ttl {
+                if renewed_at.elapsed() + try_limit >= self.spec.lease_ttl {
                     error!(
                         lease = self.lease,
                         "the etcd lease could not be renewed within its time to live"
@@ -329,9 +338,8 @@ impl EtcdStore {
                     return;
                 }
                 attempt += 1;
-                backoff(attempt.min(3)).await;
+                backoff(attempt.min(2)).await;
             }
-            last_ok = tokio::time::Instant::now();
         }
     }
 

@@ -47,3 +47,38 @@ fn a_client_moves_to_the_next_manager_and_keeps_its_proxies() {
         6
     );
 }
+
+#[test]
+fn managers_keep_their_leases_and_holdings_through_the_loss_of_the_etcd_leader() {
+    use crate::harness::{available, fresh_prefix, Etcd, Manager};
+    use agora_client::Acquired;
+    use std::time::Duration;
+    if !available() {
+        return;
+    }
+    let mut etcd = Etcd::cluster(3);
+    let store = etcd.store(&fresh_prefix("lease-kept"));
+    // A short lease: a keep-alive that hangs on the dead leader must not cost it.
+    let lease = ["--store-lease-seconds", "2"];
+    let (a, b) = (
+        Manager::start(&store, &lease),
+        Manager::start(&store, &lease),
+    );
+    let ca = a.client();
+    let lock = ca.lock_named("l").unwrap();
+    let guard = lock.acquire().unwrap();
+    let leader = etcd.leader().expect("a leader");
+    etcd.kill_member(leader);
+    std::thread::sleep(Duration::from_secs(6));
+    let cb = b.client();
+    let other = cb.lock_named("l").unwrap();
+    assert!(
+        other.try_acquire().unwrap().is_none(),
+        "the lock is still held through a: neither lease expired, neither manager stopped"
+    );
+    guard.unlock().unwrap();
+    let got = other
+        .acquire_raw(true, Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(got, Acquired::Yes, "released, not lost with a lease");
+}
