@@ -215,6 +215,23 @@ impl Etcd {
         endpoints.iter().position(|e| e == endpoint)
     }
 
+    /// The keys etcd holds under `under` (a store's keys are under `/PREFIX/`).
+    pub fn keys(&self, under: &str) -> Vec<String> {
+        let endpoints: Vec<String> = self.members.iter().map(Member::endpoint).collect();
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &endpoints.join(","), "--dial-timeout=2s"])
+            .args(["get", "--prefix", "--keys-only", under])
+            .output()
+            .expect("run etcdctl");
+        assert!(out.status.success(), "etcdctl get failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Stops member `i` with SIGKILL.
     pub fn kill_member(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {

@@ -103,3 +103,127 @@ fn objects_through_one_manager_lists_what_the_other_made_without_reading_their_s
     expected.sort();
     assert_eq!(listed, expected);
 }
+
+/// The entry keys etcd holds for object `id` of the store on `prefix`.
+fn entry_keys(etcd: &Etcd, prefix: &str, id: u64) -> Vec<String> {
+    etcd.keys(&format!("/{prefix}/o/{id:x}/e/"))
+}
+
+#[test]
+fn a_dicts_entries_are_keys_of_their_own_kept_in_insertion_order() {
+    if !available() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let prefix = fresh_prefix("dict-entries");
+    let store = etcd.store(&prefix);
+    let (a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
+    let d = a.client().dict_named::<String, i64>("d").unwrap();
+    for (k, v) in [("a", 1), ("b", 2), ("c", 3)] {
+        d.set(k, &v).unwrap();
+    }
+    assert_eq!(
+        entry_keys(&etcd, &prefix, d.id()).len(),
+        3,
+        "one key an entry"
+    );
+    // Python's order: an update keeps an entry's place, a re-insertion takes the last.
+    d.pop("a").unwrap();
+    d.set("a", &4).unwrap();
+    d.set("b", &5).unwrap();
+    let seen = b.client().dict_named::<String, i64>("d").unwrap();
+    let expected = vec![
+        ("b".to_owned(), 5),
+        ("c".to_owned(), 3),
+        ("a".to_owned(), 4),
+    ];
+    assert_eq!(seen.items().unwrap(), expected);
+    seen.pop("c").unwrap();
+    assert_eq!(
+        entry_keys(&etcd, &prefix, d.id()).len(),
+        2,
+        "a popped entry's key goes"
+    );
+    let ns = a.client().namespace_named("ns").unwrap();
+    ns.set("x", &1i64).unwrap();
+    ns.set("y", &"two").unwrap();
+    let other = b.client().namespace_named("ns").unwrap();
+    assert_eq!(other.get::<i64>("x").unwrap(), Some(1));
+    assert_eq!(entry_keys(&etcd, &prefix, ns.id()).len(), 2);
+}
+
+#[test]
+fn large_changes_and_large_new_dicts_are_written_whole_and_seen_whole() {
+    if !available() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let prefix = fresh_prefix("dict-large");
+    let store = etcd.store(&prefix);
+    let (a, b) = (Manager::start(&store, &[]), Manager::start(&store, &[]));
+    // An update of more entries than one transaction takes: a new generation.
+    let d = a.client().dict_named::<i64, i64>("d").unwrap();
+    d.set(&-1, &-1).unwrap();
+    d.update((0..1000).map(|i| (i, i * i))).unwrap();
+    d.set(&1000, &7).unwrap();
+    let seen = b.client().dict_named::<i64, i64>("d").unwrap();
+    let items = seen.items().unwrap();
+    assert_eq!(items.len(), 1002);
+    assert_eq!(items[0], (-1, -1));
+    assert_eq!(items[500], (499, 499 * 499));
+    assert_eq!(items[1001], (1000, 7));
+    assert_eq!(
+        entry_keys(&etcd, &prefix, d.id()).len(),
+        1002,
+        "the old generation is gone"
+    );
+    // Created with more entries than one transaction takes: the entries are written with its
+    // first change.
+    let mut raw = a.raw();
+    let initial: Vec<(rmpv::Value, rmpv::Value)> = (0..300)
+        .map(|i| (rmpv::Value::from(i), rmpv::Value::from(i + 1)))
+        .collect();
+    let id = raw.create("dict", Some("big"), vec![rmpv::Value::Map(initial)]);
+    assert!(
+        entry_keys(&etcd, &prefix, id).is_empty(),
+        "kept in its init args"
+    );
+    let big = b.client().dict_named::<i64, i64>("big").unwrap();
+    assert_eq!(big.get(&299).unwrap(), Some(300));
+    big.set(&0, &-5).unwrap();
+    assert_eq!(entry_keys(&etcd, &prefix, id).len(), 300);
+    let again = a.client().dict_named::<i64, i64>("big").unwrap();
+    let items = again.items().unwrap();
+    assert_eq!(items.len(), 300);
+    assert_eq!(items[0], (0, -5), "kept its place");
+    assert_eq!(items[299], (299, 300));
+}
+
+#[test]
+fn concurrent_writes_of_one_dict_through_two_managers_are_never_lost() {
+    let Some((_etcd, a, b)) = two("dict-concurrent", &[]) else {
+        return;
+    };
+    const EACH: i64 = 40;
+    let workers: Vec<_> = [&a, &b, &a, &b]
+        .iter()
+        .enumerate()
+        .map(|(w, m)| {
+            let client = m.client();
+            std::thread::spawn(move || {
+                let d = client.dict_named::<String, i64>("shared").unwrap();
+                for i in 0..EACH {
+                    d.set(&format!("{w}-{i}"), &i).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let d = a.client().dict_named::<String, i64>("shared").unwrap();
+    assert_eq!(d.len().unwrap() as i64, 4 * EACH);
+    for w in 0..4 {
+        assert_eq!(d.get(&format!("{w}-{}", EACH - 1)).unwrap(), Some(EACH - 1));
+    }
+}

@@ -1,7 +1,9 @@
-//! The value kinds in etcd (dict, list, value, array, namespace, set): the object's whole state
-//! is one key, `P o/ID/state`, holding its snapshot (`create`'s init args that rebuild it,
-//! [`crate::objects::SharedObject::snapshot`]), changed only by compare-and-swap on its
-//! revision.
+//! The value kinds in etcd (dict, list, value, array, namespace, set). A list, value, array or
+//! set keeps its whole state in one key, `P o/ID/state`, holding its snapshot (`create`'s init
+//! args that rebuild it, [`crate::objects::SharedObject::snapshot`]), changed only by
+//! compare-and-swap on its revision. A dict or namespace keeps each entry in a key of its own,
+//! with a header in `P o/ID/state` whose revision is the object's (the module `entries`): a
+//! call writes the entries it changed, not the whole object.
 //!
 //! Each manager runs one task per object it serves. The task keeps the last state it read and
 //! an object built from it, and runs the calls that came in since its last round, in their
@@ -10,6 +12,8 @@
 //! manager changed the state meanwhile, the same transaction returns the new state, and the
 //! round runs again on it: every call takes effect exactly once, atomically, in an order every
 //! manager agrees on (etcd's). The calls of a round share one round trip to etcd.
+
+mod entries;
 
 use std::sync::Arc;
 
@@ -49,16 +53,40 @@ struct Known {
     revision: i64,
     snapshot: Vec<u8>,
     object: ObjectHandle,
+    /// A dict's or namespace's entries as etcd has them.
+    entries: Option<entries::Entries>,
+}
+
+/// Whether `kind` keeps its entries in keys of their own.
+fn keeps_entries(kind: Kind) -> bool {
+    matches!(kind, Kind::Dict | Kind::Namespace)
+}
+
+/// How a round's write (or check) ended.
+enum Written {
+    /// The calls changed nothing, and the state is still the one they ran on.
+    Unchanged,
+    /// The new state was written at this revision.
+    At(i64),
+    /// The state changed meanwhile: the fresh whole state when the answer had it (the kinds
+    /// kept in one key), else it is read again (`None` for a one-key kind: deleted).
+    Changed(Option<(i64, Vec<u8>)>),
 }
 
 impl Data {
     /// The local handle of object `id`, and for a new object its initial state key.
     pub fn build(store: &Arc<EtcdStore>, id: u64, kind: Kind, init: &Params) -> super::Built {
         let object = objects::create_value(kind, init)?;
-        let mut snapshot = Vec::new();
-        object.snapshot(&mut snapshot);
         let key = store.object_key(id, "state");
-        let initial = vec![TxnOp::put(key.clone(), snapshot, None)];
+        let entries = keeps_entries(kind).then(|| entries::Keys::new(store, id, key.clone()));
+        let initial = match &entries {
+            Some(keys) => keys.initial(&object)?,
+            None => {
+                let mut snapshot = Vec::new();
+                object.snapshot(&mut snapshot);
+                vec![TxnOp::put(key.clone(), snapshot, None)]
+            }
+        };
         let (calls, rx) = mpsc::unbounded_channel();
         let data = Arc::new_cyclic(|this| Data {
             kind,
@@ -71,6 +99,7 @@ impl Data {
             kind,
             known: None,
             holdings: Holdings::new(),
+            entries,
         };
         tokio::spawn(task.run(rx));
         Ok((data, initial))
@@ -121,6 +150,8 @@ struct Task {
     known: Option<Known>,
     /// Value calls hold nothing; the objects they run on want a caller all the same.
     holdings: Arc<Holdings>,
+    /// A dict's or namespace's entry keys.
+    entries: Option<entries::Keys>,
 }
 
 impl Task {
@@ -137,92 +168,72 @@ impl Task {
 
     /// Runs one round of calls until it commits, returning each call's answer.
     async fn round(&mut self, calls: &[Call]) -> Vec<Reply> {
+        let fail = |e: CallError| calls.iter().map(|_| Err(e.clone())).collect();
         for _ in 0..MAX_RETRIES {
             if self.known.is_none() {
                 if let Err(e) = self.load().await {
-                    return calls.iter().map(|_| Err(e.clone())).collect();
+                    return fail(e);
                 }
             }
-            let Some(known) = &self.known else {
+            let Some(known) = self.known.as_mut() else {
                 continue;
             };
-            let answers = self.run_calls(&known.object, calls);
+            let answers = run_calls(self.kind, &self.holdings, &known.object, calls);
             let mut after = Vec::new();
             known.object.snapshot(&mut after);
-            let compare = Compare::mod_revision(self.key.clone(), CompareOp::Equal, known.revision);
-            let changed = after != known.snapshot;
-            let reread = vec![TxnOp::get(self.key.clone(), None)];
-            let sent = if changed {
-                let write = vec![TxnOp::put(self.key.clone(), after.clone(), None)];
-                self.store
-                    .txn("running a call", vec![compare], write, reread)
-                    .await
+            let written = if after == known.snapshot {
+                check(&self.store, &self.key, known.revision).await
+            } else if let (Some(keys), Some(entries)) = (&self.entries, known.entries.as_mut()) {
+                let wrote = keys.write(entries, known.revision, &after).await;
+                wrote.map(|at| at.map_or(Written::Changed(None), Written::At))
             } else {
-                // Reads only: the state must still be the one the calls read.
-                self.store
-                    .read_txn("running a call", vec![compare], Vec::new(), reread)
-                    .await
+                write_whole(&self.store, &self.key, known.revision, &after).await
             };
-            let answer = match sent {
-                Ok(answer) => answer,
+            match written {
+                Ok(Written::Unchanged) => return answers,
+                Ok(Written::At(revision)) => {
+                    // The object already is the new state: only its revision is new.
+                    known.revision = revision;
+                    known.snapshot = after;
+                    return answers;
+                }
+                // Changed by another manager (or deleted): rebuild from what etcd has, run
+                // again.
+                Ok(Written::Changed(fresh)) => {
+                    self.known = None;
+                    if self.entries.is_some() {
+                        continue;
+                    }
+                    let Some((revision, snapshot)) = fresh else {
+                        return fail(deleted());
+                    };
+                    if let Err(e) = self.rebuild(revision, snapshot) {
+                        return fail(e);
+                    }
+                }
                 Err(e) => {
                     // What etcd holds is unknown now: read it again next round.
                     self.known = None;
-                    return calls.iter().map(|_| Err(e.clone())).collect();
+                    return fail(e);
                 }
-            };
-            if answer.succeeded {
-                if changed {
-                    // The object already is the new state: only its revision is new.
-                    if let Some(known) = &mut self.known {
-                        known.revision = answer.revision;
-                        known.snapshot = after;
-                    }
-                }
-                return answers;
-            }
-            // Changed by another manager (or deleted): rebuild from what etcd has, run again.
-            self.known = None;
-            let fresh = answer.got(0).and_then(|kvs| {
-                kvs.first()
-                    .map(|kv| (kv.mod_revision(), kv.value().to_vec()))
-            });
-            match fresh {
-                Some((revision, snapshot)) => match self.rebuild(revision, snapshot) {
-                    Ok(()) => {}
-                    Err(e) => return calls.iter().map(|_| Err(e.clone())).collect(),
-                },
-                None => return calls.iter().map(|_| Err(deleted())).collect(),
             }
         }
-        let busy =
-            CallError::runtime("the object changed through other managers on every try; try again");
-        calls.iter().map(|_| Err(busy.clone())).collect()
-    }
-
-    /// Runs every call on `object` in order, each as a memory object runs it.
-    fn run_calls(&self, object: &ObjectHandle, calls: &[Call]) -> Vec<Reply> {
-        let caller = Caller {
-            session: 0,
-            holdings: &self.holdings,
-        };
-        calls
-            .iter()
-            .map(|call| {
-                let mut out = Vec::new();
-                match object.call(&call.op, &call.params, &caller, &mut out)? {
-                    Outcome::Done => Ok(Grant::Item(objects::Stored::new(out.into_boxed_slice()))),
-                    // Value kinds never park; were one to, it is refused rather than lost.
-                    Outcome::Parked(_) => Err(CallError::runtime(format!(
-                        "{}.{} would wait, which the etcd store does not do for a {}",
-                        self.kind, call.op, self.kind
-                    ))),
-                }
-            })
-            .collect()
+        fail(CallError::runtime(
+            "the object changed through other managers on every try; try again",
+        ))
     }
 
     async fn load(&mut self) -> Result<(), CallError> {
+        if let Some(keys) = &self.entries {
+            let (revision, object, snapshot, entries) = keys.load(self.kind).await?;
+            self.known = Some(Known {
+                revision,
+                snapshot,
+                object,
+                entries: Some(entries),
+            });
+            return Ok(());
+        }
         let got = self
             .store
             .get("reading an object", self.key.clone(), None)
@@ -241,9 +252,79 @@ impl Task {
             revision,
             snapshot,
             object,
+            entries: None,
         });
         Ok(())
     }
+}
+
+/// Runs every call on `object` in order, each as a memory object runs it.
+fn run_calls(
+    kind: Kind,
+    holdings: &Arc<Holdings>,
+    object: &ObjectHandle,
+    calls: &[Call],
+) -> Vec<Reply> {
+    let caller = Caller {
+        session: 0,
+        holdings,
+    };
+    calls
+        .iter()
+        .map(|call| {
+            let mut out = Vec::new();
+            match object.call(&call.op, &call.params, &caller, &mut out)? {
+                Outcome::Done => Ok(Grant::Item(objects::Stored::new(out.into_boxed_slice()))),
+                // Value kinds never park; were one to, it is refused rather than lost.
+                Outcome::Parked(_) => Err(CallError::runtime(format!(
+                    "{kind}.{} would wait, which the etcd store does not do for a {kind}",
+                    call.op
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Checks that `key` is still at `revision` (a round that only read): reads only.
+async fn check(store: &EtcdStore, key: &[u8], revision: i64) -> Result<Written, CallError> {
+    let compare = Compare::mod_revision(key.to_vec(), CompareOp::Equal, revision);
+    let reread = vec![TxnOp::get(key.to_vec(), None)];
+    let answer = store
+        .read_txn("running a call", vec![compare], Vec::new(), reread)
+        .await?;
+    Ok(if answer.succeeded {
+        Written::Unchanged
+    } else {
+        Written::Changed(fresh(&answer))
+    })
+}
+
+/// Writes a one-key kind's whole new state `after`, if `key` is still at `revision`.
+async fn write_whole(
+    store: &EtcdStore,
+    key: &[u8],
+    revision: i64,
+    after: &[u8],
+) -> Result<Written, CallError> {
+    let compare = Compare::mod_revision(key.to_vec(), CompareOp::Equal, revision);
+    let write = vec![TxnOp::put(key.to_vec(), after.to_vec(), None)];
+    let reread = vec![TxnOp::get(key.to_vec(), None)];
+    let answer = store
+        .txn("running a call", vec![compare], write, reread)
+        .await?;
+    Ok(if answer.succeeded {
+        Written::At(answer.revision)
+    } else {
+        Written::Changed(fresh(&answer))
+    })
+}
+
+/// The state a failed comparison's other branch read: its revision and value.
+fn fresh(answer: &super::Applied) -> Option<(i64, Vec<u8>)> {
+    answer.got(0).and_then(|kvs| {
+        kvs.first()
+            .map(|kv| (kv.mod_revision(), kv.value().to_vec()))
+    })
 }
 
 fn deleted() -> CallError {
