@@ -253,11 +253,7 @@ impl Keys {
         revision: i64,
     ) -> Result<Option<Vec<Read>>, CallError> {
         let generation = self.generation(&header.gen);
-        let when = vec![Compare::mod_revision(
-            self.header.clone(),
-            CompareOp::Equal,
-            revision,
-        )];
+        let when = self.unchanged(revision);
         let then = vec![TxnOp::get(
             generation.clone(),
             Some(GetOptions::new().with_prefix()),
@@ -317,14 +313,9 @@ impl Keys {
             next: diff.next,
             ..entries.header.clone()
         };
-        ops.push(TxnOp::put(self.header.clone(), header.encode(), None));
-        let answer = self
-            .store
-            .txn("changing a dict", self.unchanged(revision), ops, Vec::new())
-            .await?;
-        if !answer.succeeded {
+        let Some(written) = self.commit(ops, &header, revision).await? else {
             return Ok(None);
-        }
+        };
         for key in &diff.deletes {
             entries.places.remove(key);
         }
@@ -332,7 +323,23 @@ impl Keys {
             entries.places.insert(k.to_vec(), (place, v.to_vec()));
         }
         entries.header = header;
-        Ok(Some(answer.revision))
+        Ok(Some(written))
+    }
+
+    /// Runs `ops` with `header` written, if the header is still at `revision`: the revision
+    /// written at, or `None` when the object changed or went since.
+    async fn commit(
+        &self,
+        mut ops: Vec<TxnOp>,
+        header: &Header,
+        revision: i64,
+    ) -> Result<Option<i64>, CallError> {
+        ops.push(TxnOp::put(self.header.clone(), header.encode(), None));
+        let answer = self
+            .store
+            .txn("changing a dict", self.unchanged(revision), ops, Vec::new())
+            .await?;
+        Ok(answer.succeeded.then_some(answer.revision))
     }
 
     /// The comparison that the header is still at `revision`.
@@ -377,22 +384,17 @@ impl Keys {
             next: all.len() as u64,
             seeded: true,
         };
-        ops.push(TxnOp::put(self.header.clone(), header.encode(), None));
         // An error leaves unknown whether the switch happened: the generation is kept.
-        let answer = self
-            .store
-            .txn("changing a dict", self.unchanged(revision), ops, Vec::new())
-            .await?;
-        if !answer.succeeded {
+        let Some(written) = self.commit(ops, &header, revision).await? else {
             self.discard(&generation).await;
             return Ok(None);
-        }
+        };
         entries.places = all
             .into_iter()
             .map(|(k, place, v)| (k.to_vec(), (place, v.to_vec())))
             .collect();
         entries.header = header;
-        Ok(Some(answer.revision))
+        Ok(Some(written))
     }
 
     /// Deletes a generation that never became the object's.
