@@ -1239,6 +1239,7 @@ where
             }
             let event = self.next_event(slot.take()).await;
             let answered = matches!(event, Event::Read(Ok(n)) if n > 0);
+            let delivered = matches!(event, Event::ParkedDone(Ok(_)));
             if answered {
                 self.spin
                     .request_arrived(&shared.config.spin, Instant::now());
@@ -1248,15 +1249,16 @@ where
                 Flow::Next(next) => next,
                 Flow::End(reason) => return reason,
             };
-            // Poll for the next request only after answering requests as they came: a
-            // connection with parked calls sleeps so that their replies go out at once, and a
-            // client just handed a parked call's reply (a lock after a wait) is slow to wake.
-            // Nor after a request that granted a parked call (a release handing the lock on):
+            // Poll for the next request after answering requests as they came, or after
+            // handing the client a parked call's reply (a lock after a wait: its holder calls
+            // again at once). A connection with parked calls sleeps so that their replies go
+            // out at once. Nor after a request that granted a parked call (a release handing
+            // the lock on):
             // the waiter's task runs next on this thread, and polling would hold its grant
             // back. The place is taken before writing, so that a preemption during the write
             // counts.
             let handed_on = crate::lifecycle::grants_sent() != granted_before;
-            slot = (answered && !handed_on && self.session.parked.is_empty())
+            slot = (((answered && !handed_on) || delivered) && self.session.parked.is_empty())
                 .then(|| self.spin.try_start(&shared.config.spin, &shared.spinners))
                 .flatten();
             if let Err(reason) = self.flush_now() {
