@@ -71,11 +71,73 @@ fn killing_the_etcd_leader_mid_run_loses_and_repeats_nothing() {
     let counter = a.client().value_named::<i64>("counter", &0).unwrap();
     const EACH: usize = 150;
     let workers = fetch_adders(&a, &b, EACH);
+    let writers = dict_writers(&a, &b);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let leader = etcd.leader().expect("a leader");
     etcd.kill_member(leader);
     assert_each_number_once(workers, EACH);
     assert_eq!(counter.get().unwrap(), (4 * EACH) as i64);
+    for w in writers {
+        w.join().expect("no dict call failed");
+    }
+    assert_dict_written_once_in_order(&a.client().dict_named("written").unwrap());
+}
+
+/// Rounds of each dict writer: a `set` a round, and every tenth round an `update` of more
+/// entries than one transaction takes (written as a new generation).
+const DICT_ROUNDS: i64 = 50;
+const DICT_UPDATE: i64 = 120;
+
+/// Two threads, one through each manager, writing keys of their own into the dict "written".
+fn dict_writers(a: &Manager, b: &Manager) -> Vec<std::thread::JoinHandle<()>> {
+    [a, b]
+        .iter()
+        .enumerate()
+        .map(|(w, m)| {
+            let client = m.client();
+            std::thread::spawn(move || {
+                let d = client.dict_named::<String, i64>("written").unwrap();
+                let started = std::time::Instant::now();
+                for i in 0..DICT_ROUNDS {
+                    d.set(&format!("{w}-{i:03}"), &i).unwrap();
+                    if i % 10 == 9 {
+                        let many = (0..DICT_UPDATE).map(|j| (format!("{w}-{i:03}-{j:03}"), j));
+                        d.update(many).unwrap();
+                    }
+                }
+                eprintln!(
+                    "dict writer {w}: {DICT_ROUNDS} rounds in {:?}",
+                    started.elapsed()
+                );
+            })
+        })
+        .collect()
+}
+
+/// Every entry the writers wrote is there once, with its value, each writer's in its order.
+fn assert_dict_written_once_in_order(d: &agora_client::Dict<String, i64>) {
+    let items = d.items().unwrap();
+    let per_writer = DICT_ROUNDS + (DICT_ROUNDS / 10) * DICT_UPDATE;
+    assert_eq!(
+        items.len() as i64,
+        2 * per_writer,
+        "nothing lost or repeated"
+    );
+    for w in 0..2 {
+        let mine: Vec<&(String, i64)> = items
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{w}-")))
+            .collect();
+        assert_eq!(mine.len() as i64, per_writer);
+        let keys: Vec<&String> = mine.iter().map(|(k, _)| k).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "writer {w}'s entries in the order written");
+        for (k, v) in mine {
+            let last: i64 = k.rsplit('-').next().unwrap().parse().unwrap();
+            assert_eq!(*v, last, "{k}");
+        }
+    }
 }
 
 #[test]
