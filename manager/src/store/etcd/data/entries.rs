@@ -316,13 +316,7 @@ impl Keys {
         let Some(written) = self.commit(ops, &header, revision).await? else {
             return Ok(None);
         };
-        for key in &diff.deletes {
-            entries.places.remove(key);
-        }
-        for (k, place, v) in diff.puts {
-            entries.places.insert(k.to_vec(), (place, v.to_vec()));
-        }
-        entries.header = header;
+        entries.apply(diff);
         Ok(Some(written))
     }
 
@@ -425,6 +419,17 @@ fn part_len(rest: &[Placed<'_>]) -> usize {
 }
 
 impl Entries {
+    /// Brings the entries up to date with `diff`, once it is written.
+    fn apply(&mut self, diff: Diff<'_>) {
+        for key in &diff.deletes {
+            self.places.remove(key);
+        }
+        for (k, place, v) in diff.puts {
+            self.places.insert(k.to_vec(), (place, v.to_vec()));
+        }
+        self.header.next = diff.next;
+    }
+
     /// What turns these entries into `pairs` (in order): changed or new entries are put, with
     /// their place kept while the order is, a new last place otherwise; missing ones deleted.
     fn diff<'a>(&self, pairs: &[Pair<'a>]) -> Diff<'a> {
@@ -518,6 +523,52 @@ mod tests {
         let diff = known.diff(&pairs_of(&[("b", "2"), ("x", "5"), ("y", "6")]));
         assert_eq!(puts(&diff), vec![("x".into(), 2), ("y".into(), 3)]);
         assert_eq!(diff.deletes, vec![b"a".to_vec()]);
+    }
+
+    proptest::proptest! {
+        /// Whatever a round does (sets, deletions, re-insertions, several at once), the
+        /// entries' places, once its diff is applied, give the dict's order and values.
+        #[test]
+        fn places_follow_a_dicts_insertion_order_through_any_changes(
+            ops in proptest::collection::vec((0u8..4, 0u8..12, 0u8..100), 1..200),
+            round in 1usize..6,
+        ) {
+            let mut dict: indexmap::IndexMap<Vec<u8>, Vec<u8>> = indexmap::IndexMap::new();
+            let mut known = entries(&[], 0);
+            for ops in ops.chunks(round) {
+                for &(op, k, v) in ops {
+                    let (key, value) = (vec![k], vec![v]);
+                    match op {
+                        0 | 1 => {
+                            dict.insert(key, value);
+                        }
+                        2 => {
+                            dict.shift_remove(&key);
+                        }
+                        _ => {
+                            dict.shift_remove(&key);
+                            dict.insert(key, value);
+                        }
+                    }
+                }
+                let pairs: Vec<Pair<'_>> =
+                    dict.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+                let diff = known.diff(&pairs);
+                known.apply(diff);
+                let mut by_place: Vec<(&u64, &Vec<u8>, &Vec<u8>)> =
+                    known.places.iter().map(|(k, (p, v))| (p, k, v)).collect();
+                by_place.sort();
+                let order: Vec<(&Vec<u8>, &Vec<u8>)> =
+                    by_place.iter().map(|(_, k, v)| (*k, *v)).collect();
+                let expected: Vec<(&Vec<u8>, &Vec<u8>)> = dict.iter().collect();
+                proptest::prop_assert_eq!(order, expected);
+                let mut places: Vec<u64> = known.places.values().map(|(p, _)| *p).collect();
+                places.sort_unstable();
+                places.dedup();
+                proptest::prop_assert_eq!(places.len(), known.places.len(), "places unique");
+                proptest::prop_assert!(known.places.values().all(|(p, _)| *p < known.header.next));
+            }
+        }
     }
 
     #[test]
