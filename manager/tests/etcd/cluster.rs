@@ -116,6 +116,23 @@ impl Etcd {
 
     /// A cluster of `n` members, each started and answering.
     pub fn cluster(n: usize) -> Etcd {
+        // A member can fail to start for reasons of the machine, not of agora (a port taken
+        // between `free_port` and etcd's bind, an election that cannot settle on a saturated
+        // machine): a new cluster, on other ports, is started instead, at most twice.
+        const TRIES: usize = 3;
+        for attempt in 1..=TRIES {
+            match Etcd::try_cluster(n) {
+                Ok(etcd) => return etcd,
+                Err(why) if attempt < TRIES => {
+                    eprintln!("starting {n} etcd members failed ({why}); starting them again");
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!("the last try returns or panics")
+    }
+
+    fn try_cluster(n: usize) -> Result<Etcd, String> {
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -138,9 +155,9 @@ impl Etcd {
             etcd.run_member(i);
         }
         for i in 0..n {
-            etcd.wait_healthy(i);
+            etcd.wait_healthy(i)?;
         }
-        etcd
+        Ok(etcd)
     }
 
     fn run_member(&mut self, i: usize) {
@@ -161,8 +178,9 @@ impl Etcd {
         self.members[i].child = Some(child);
     }
 
-    /// Waits until member `i` answers a read through its own endpoint.
-    fn wait_healthy(&self, i: usize) {
+    /// Waits until member `i` answers a read through its own endpoint; says why not, with the
+    /// end of its log, if it does not within 30 s.
+    fn wait_healthy(&self, i: usize) -> Result<(), String> {
         let endpoint = self.members[i].endpoint();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -180,12 +198,19 @@ impl Etcd {
                 .status()
                 .is_ok_and(|s| s.success());
             if ok {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "etcd member {i} never became healthy"
-            );
+            if Instant::now() >= deadline {
+                let log = self
+                    .dir
+                    .path()
+                    .join(format!("{}.log", self.members[i].name));
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                return Err(format!(
+                    "etcd member {i} never became healthy; its log ends: {tail:?}"
+                ));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
