@@ -615,6 +615,12 @@ impl EtcdStore {
         format!("{}o/{id:x}/{suffix}", self.spec.prefix).into_bytes()
     }
 
+    /// The catalog's key of object `id`, `P c/ID`: one key an object, so that listing the
+    /// objects reads one key each.
+    fn catalog_key(&self, id: u64) -> Vec<u8> {
+        format!("{}c/{id:x}", self.spec.prefix).into_bytes()
+    }
+
     fn name_key(&self, name: &str) -> Vec<u8> {
         format!("{}n/{name}", self.spec.prefix).into_bytes()
     }
@@ -667,7 +673,10 @@ impl EtcdStore {
         loop {
             let id = random_id()?;
             let (object, initial) = build(self, id, &meta)?;
-            let mut ops = vec![TxnOp::put(self.object_key(id, "meta"), meta.encode(), None)];
+            let mut ops = vec![
+                TxnOp::put(self.object_key(id, "meta"), meta.encode(), None),
+                TxnOp::put(self.catalog_key(id), Vec::new(), None),
+            ];
             ops.extend(initial);
             let mut when = vec![Compare::version(
                 self.object_key(id, "meta"),
@@ -749,10 +758,13 @@ impl EtcdStore {
 
     /// Deletes object `id` (and its name): every key under it. False when it did not exist.
     pub async fn delete(&self, id: u64, name: Option<&str>) -> Result<bool, CallError> {
-        let mut ops = vec![TxnOp::delete(
-            self.object_key(id, ""),
-            Some(DeleteOptions::new().with_prefix()),
-        )];
+        let mut ops = vec![
+            TxnOp::delete(
+                self.object_key(id, ""),
+                Some(DeleteOptions::new().with_prefix()),
+            ),
+            TxnOp::delete(self.catalog_key(id), None),
+        ];
         let mut when = vec![Compare::version(
             self.object_key(id, "meta"),
             CompareOp::Greater,
@@ -774,10 +786,11 @@ impl EtcdStore {
         Ok(answer.succeeded)
     }
 
-    /// Every object in the store: (id, meta). Reads the keys only, then the objects' meta in
-    /// batches: an object's state (a queue's items, a dict) is never fetched to list it.
+    /// Every object in the store: (id, meta). Reads the catalog's keys (`P c/ID`, one an
+    /// object), then the objects' meta in batches: an object's own keys (a queue's items, a
+    /// dict's entries, however many) are never read to list it.
     pub async fn list(&self) -> Result<Vec<(u64, Meta)>, CallError> {
-        let prefix = format!("{}o/", self.spec.prefix);
+        let prefix = format!("{}c/", self.spec.prefix);
         let keys = GetOptions::new().with_prefix().with_keys_only();
         let got = self
             .get("listing objects", prefix.clone(), Some(keys))
@@ -786,8 +799,7 @@ impl EtcdStore {
             .kvs()
             .iter()
             .filter_map(|kv| {
-                let key = kv.key_str().ok()?;
-                let hex = key.strip_prefix(&prefix)?.strip_suffix("/meta")?;
+                let hex = kv.key_str().ok()?.strip_prefix(&prefix)?;
                 u64::from_str_radix(hex, 16).ok()
             })
             .collect();
