@@ -48,13 +48,20 @@ struct Call {
     reply: oneshot::Sender<Reply>,
 }
 
-/// What the task knows of the state: its revision, snapshot and the object built from it.
+/// What the task knows of the state: its revision, the object built from it, and the state
+/// as etcd has it, to tell what a round changed.
 struct Known {
     revision: i64,
-    snapshot: Vec<u8>,
     object: ObjectHandle,
-    /// A dict's or namespace's entries as etcd has them.
-    entries: Option<entries::Entries>,
+    state: InEtcd,
+}
+
+/// An object's state as etcd has it.
+enum InEtcd {
+    /// A one-key kind's snapshot.
+    Whole(Vec<u8>),
+    /// A dict's or namespace's entries.
+    Entries(entries::Entries),
 }
 
 /// Whether `kind` keeps its entries in keys of their own.
@@ -181,20 +188,29 @@ impl Task {
             let answers = run_calls(self.kind, &self.holdings, &known.object, calls);
             let mut after = Vec::new();
             known.object.snapshot(&mut after);
-            let written = if after == known.snapshot {
-                check(&self.store, &self.key, known.revision).await
-            } else if let (Some(keys), Some(entries)) = (&self.entries, known.entries.as_mut()) {
-                let wrote = keys.write(entries, known.revision, &after).await;
-                wrote.map(|at| at.map_or(Written::Changed(None), Written::At))
-            } else {
-                write_whole(&self.store, &self.key, known.revision, &after).await
+            let written = match (&mut known.state, &self.entries) {
+                (InEtcd::Entries(entries), Some(keys)) => {
+                    match keys.write(entries, known.revision, &after).await {
+                        Ok(None) => check(&self.store, &self.key, known.revision).await,
+                        Ok(Some(entries::Wrote::At(revision))) => Ok(Written::At(revision)),
+                        Ok(Some(entries::Wrote::Changed)) => Ok(Written::Changed(None)),
+                        Err(e) => Err(e),
+                    }
+                }
+                (InEtcd::Whole(before), _) if after == *before => {
+                    check(&self.store, &self.key, known.revision).await
+                }
+                _ => write_whole(&self.store, &self.key, known.revision, &after).await,
             };
             match written {
                 Ok(Written::Unchanged) => return answers,
                 Ok(Written::At(revision)) => {
-                    // The object already is the new state: only its revision is new.
+                    // The object already is the new state: only its revision is new (a dict's
+                    // entries were brought up to date by their write).
                     known.revision = revision;
-                    known.snapshot = after;
+                    if let InEtcd::Whole(before) = &mut known.state {
+                        *before = after;
+                    }
                     return answers;
                 }
                 // Changed by another manager (or deleted): rebuild from what etcd has, run
@@ -225,12 +241,11 @@ impl Task {
 
     async fn load(&mut self) -> Result<(), CallError> {
         if let Some(keys) = &self.entries {
-            let (revision, object, snapshot, entries) = keys.load(self.kind).await?;
+            let (revision, object, entries) = keys.load(self.kind).await?;
             self.known = Some(Known {
                 revision,
-                snapshot,
                 object,
-                entries: Some(entries),
+                state: InEtcd::Entries(entries),
             });
             return Ok(());
         }
@@ -250,9 +265,8 @@ impl Task {
         let object = objects::create_value(self.kind, &init)?;
         self.known = Some(Known {
             revision,
-            snapshot,
             object,
-            entries: None,
+            state: InEtcd::Whole(snapshot),
         });
         Ok(())
     }

@@ -90,13 +90,17 @@ struct Diff<'a> {
 
 impl Diff<'_> {
     fn fits(&self) -> bool {
-        let bytes: usize = self
-            .puts
-            .iter()
-            .map(|(k, _, v)| 2 * k.len() + v.len())
-            .sum();
+        let bytes: usize = self.puts.iter().map(|(k, _, v)| entry_bytes(k, v)).sum();
         self.puts.len() + self.deletes.len() < SMALL_OPS && bytes <= SMALL_BYTES
     }
+}
+
+/// How a write that had something to write ended.
+pub enum Wrote {
+    /// Written at this revision.
+    At(i64),
+    /// The object changed (or went) since it was read: nothing was written.
+    Changed,
 }
 
 /// An object's entry keys: where they are and how they are named.
@@ -124,6 +128,11 @@ fn snapshot_of<'a>(pairs: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>) -
         out.extend_from_slice(v);
     }
     out
+}
+
+/// What an entry weighs in a transaction: its key in hex, and its value.
+fn entry_bytes(key: &[u8], value: &[u8]) -> usize {
+    2 * key.len() + value.len()
 }
 
 /// An entry key's value: its place, then its value's encoding.
@@ -198,12 +207,9 @@ impl Keys {
             .collect()
     }
 
-    /// Reads the object: its header's revision, the object built from its entries, that
-    /// object's snapshot, and the entries.
-    pub async fn load(
-        &self,
-        kind: Kind,
-    ) -> Result<(i64, ObjectHandle, Vec<u8>, Entries), CallError> {
+    /// Reads the object: its header's revision, the object built from its entries, and the
+    /// entries.
+    pub async fn load(&self, kind: Kind) -> Result<(i64, ObjectHandle, Entries), CallError> {
         for _ in 0..MAX_LOADS {
             let got = self
                 .store
@@ -222,23 +228,25 @@ impl Keys {
                 (init, Some(places))
             } else {
                 let meta = self.store.meta(self.id).await?.ok_or_else(deleted)?;
-                (meta.init.clone(), None)
+                (meta.init, None)
             };
             let params = Params::from_array(init.into())
                 .ok_or_else(|| CallError::runtime("an object's state in etcd is corrupt"))?;
             let object = objects::create_value(kind, &params)?;
-            let mut snapshot = Vec::new();
-            object.snapshot(&mut snapshot);
             // Unseeded, the places are numbered here; the first write writes them.
             let places = match places {
                 Some(places) => places,
-                None => (0..)
-                    .zip(pairs(&snapshot)?)
-                    .map(|(i, (k, v))| (k.to_vec(), (i, v.to_vec())))
-                    .collect(),
+                None => {
+                    let mut snapshot = Vec::new();
+                    object.snapshot(&mut snapshot);
+                    (0..)
+                        .zip(pairs(&snapshot)?)
+                        .map(|(i, (k, v))| (k.to_vec(), (i, v.to_vec())))
+                        .collect()
+                }
             };
             let entries = Entries { header, places };
-            return Ok((revision, object, snapshot, entries));
+            return Ok((revision, object, entries));
         }
         Err(CallError::runtime(
             "the object changed through other managers on every read; try again",
@@ -278,22 +286,26 @@ impl Keys {
         Ok(Some(entries))
     }
 
-    /// Writes the object's new snapshot `after`, if its header is still at `revision`:
-    /// the revision written at, with `entries` brought up to date, or `None` (and `entries`
-    /// untouched) when the object changed or went since it was read.
+    /// Writes what changed between `entries` and the object's snapshot `after`, if its header
+    /// is still at `revision`: `Ok(None)` when nothing changed (nothing is sent), else
+    /// `Ok(Some(written))`, with `entries` brought up to date when it was written.
     pub async fn write(
         &self,
         entries: &mut Entries,
         revision: i64,
         after: &[u8],
-    ) -> Result<Option<i64>, CallError> {
+    ) -> Result<Option<Wrote>, CallError> {
         let pairs = pairs(after)?;
         let diff = entries.diff(&pairs);
-        if entries.header.seeded && diff.fits() {
-            self.write_in_place(entries, revision, diff).await
-        } else {
-            self.write_generation(entries, revision, &pairs).await
+        if diff.puts.is_empty() && diff.deletes.is_empty() {
+            return Ok(None);
         }
+        let at = if entries.header.seeded && diff.fits() {
+            self.write_in_place(entries, revision, diff).await?
+        } else {
+            self.write_generation(entries, revision, &pairs).await?
+        };
+        Ok(Some(at.map_or(Wrote::Changed, Wrote::At)))
     }
 
     async fn write_in_place(
@@ -410,7 +422,7 @@ impl Keys {
 fn part_len(rest: &[Placed<'_>]) -> usize {
     let mut bytes = 0;
     for (i, (k, _, v)) in rest.iter().enumerate() {
-        bytes += 2 * k.len() + v.len();
+        bytes += entry_bytes(k, v);
         if i == SMALL_OPS - 1 || (i > 0 && bytes > SMALL_BYTES) {
             return i;
         }
