@@ -409,28 +409,37 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Runs `job` once in each of `workers` processes, all released together, and returns the time
+/// Runs a job in each of `workers` processes, all released together, and returns the time
 /// from the release to the last worker's finish, with every worker's results concatenated.
-/// Results travel through files, so a worker never blocks on a full pipe while the clock runs.
-pub fn run_to_completion<F>(
+///
+/// Each process first runs `prepare` (connecting, say) and only then waits for the release:
+/// the clock times the work, not `workers` connections being set up at once, which would
+/// charge the many-worker runs for handshakes a one-worker run does once. Results travel
+/// through files, so a worker never blocks on a full pipe while the clock runs.
+pub fn run_to_completion<P, J>(
     workers: usize,
-    job: F,
+    prepare: P,
 ) -> Result<(Duration, Vec<u64>), Box<dyn std::error::Error>>
 where
-    F: Fn() -> Result<Vec<u64>, Box<dyn std::error::Error>> + Clone,
+    P: Fn() -> Result<J, Box<dyn std::error::Error>> + Clone,
+    J: FnOnce() -> Result<Vec<u64>, Box<dyn std::error::Error>>,
 {
     let dir = tempfile::Builder::new()
         .prefix("agora-bench-run-")
         .tempdir()?;
     let (go_r, go_w) = nix::unistd::pipe()?;
+    let (ready_r, ready_w) = nix::unistd::pipe()?;
     let mut procs = Vec::with_capacity(workers);
     for i in 0..workers {
-        let go_r = go_r.try_clone()?;
-        let (job, out) = (job.clone(), dir.path().join(format!("{i}")));
+        let (go_r, ready_w) = (go_r.try_clone()?, ready_w.try_clone()?);
+        let (prepare, out) = (prepare.clone(), dir.path().join(format!("{i}")));
         procs.push(Process::spawn(move || {
+            let job = prepare();
+            // Ready even when preparing failed: the failure is reported after the release.
+            let _ = std::fs::File::from(ready_w).write_all(&[1]);
             let mut byte = [0u8; 1];
             let _ = std::fs::File::from(go_r).read(&mut byte);
-            let code = match job() {
+            let code = match job.and_then(|job| job()) {
                 Ok(values) => {
                     let mut bytes = monotonic_ns().to_le_bytes().to_vec();
                     values.iter().for_each(|v| bytes.extend(v.to_le_bytes()));
@@ -444,8 +453,10 @@ where
             std::process::exit(code);
         })?);
     }
-    drop(go_r);
-    std::thread::sleep(Duration::from_millis(20));
+    drop((go_r, ready_w));
+    // Every worker prepared (a worker that died first ends the read early: its status says).
+    let mut ready = vec![0u8; workers];
+    let _ = std::fs::File::from(ready_r).read_exact(&mut ready);
     let start = monotonic_ns();
     std::fs::File::from(go_w).write_all(&vec![1u8; workers])?;
     for mut p in procs {

@@ -300,8 +300,7 @@ fn agora_workers(
 
 /// One worker's purchases in Redis until sold out: `DECR`, or (`locked`) `SET lock NX` retried
 /// until it succeeds, then `GET`, `SET` one lower, `DEL lock`.
-fn redis_buyer(socket: &Path, locked: bool) -> Result<Vec<u64>, BoxError> {
-    let mut c = Resp::connect(socket)?;
+fn redis_buyer(mut c: Resp, locked: bool) -> Result<Vec<u64>, BoxError> {
     let mut bought = Vec::new();
     let unexpected = |v: Value| -> BoxError { format!("unexpected Redis reply {v:?}").into() };
     if !locked {
@@ -348,7 +347,10 @@ fn redis_grab(socket: &Path, locked: bool, w: usize, n: u64) -> Result<f64, BoxE
     setup.call(&command(&[b"SET", b"tickets", n.to_string().as_bytes()]))?;
     setup.call(&command(&[b"DEL", b"lock"]))?;
     let socket = socket.to_path_buf();
-    let (elapsed, sold) = run_to_completion(w, move || redis_buyer(&socket, locked))?;
+    let (elapsed, sold) = run_to_completion(w, move || {
+        let c = Resp::connect(&socket)?;
+        Ok(move || redis_buyer(c, locked))
+    })?;
     let name = if locked { GRABS[0].2 } else { GRABS[1].2 };
     check_sale(name, n, &sold)?;
     Ok(n as f64 / elapsed.as_secs_f64())

@@ -98,14 +98,18 @@ fn grab<L: Locker, S: TicketStore>(lock: &L, store: &S) -> Result<Vec<u64>, BoxE
     Ok(bought)
 }
 
-/// One worker process's purchases on a process backend.
-fn worker(backend: Backend, o: &Objects) -> Result<Vec<u64>, BoxError> {
+/// What a worker process runs once released: its purchases.
+type Purchases = Box<dyn FnOnce() -> Result<Vec<u64>, BoxError>>;
+
+/// Prepares one worker process of a process backend (connected, for the manager's), and
+/// gives what it runs once released.
+fn worker(backend: Backend, o: &Objects) -> Result<Purchases, BoxError> {
     match backend {
         Backend::ManagerLock | Backend::ManagerChained | Backend::ManagerAtomic => {
             let client = Client::connect(&o.address, &o.authkey)?;
             let value = Value::<i64>::from_id(&client, o.value);
             let lock = Lock::from_id(&client, o.lock);
-            match backend {
+            Ok(Box::new(move || match backend {
                 Backend::ManagerLock => grab(&lock, &ValueTickets::new(value)),
                 Backend::ManagerChained => {
                     let store = ValueTickets::new(value);
@@ -116,12 +120,15 @@ fn worker(backend: Backend, o: &Objects) -> Result<Vec<u64>, BoxError> {
                     Ok(bought)
                 }
                 _ => grab(&NoLock, &AtomicTickets::new(value)),
-            }
+            }))
         }
-        Backend::FileLock => grab(
-            &FileLock::new(o.dir.join("db.lock")),
-            &JsonFileTickets::open(o.dir.join("db.json")),
-        ),
+        Backend::FileLock => {
+            let (lock, store) = (
+                FileLock::new(o.dir.join("db.lock")),
+                JsonFileTickets::open(o.dir.join("db.json")),
+            );
+            Ok(Box::new(move || grab(&lock, &store)))
+        }
         Backend::LocalLock => Err("LocalLock runs on threads, not processes".into()),
     }
 }
