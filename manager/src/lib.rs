@@ -9,6 +9,7 @@
 //! - [`config_file`]: `agora-manager --config FILE`: a TOML file whose keys are the flags.
 //! - [`server`]: [`Server`], its accept loops, the state connections share, shutdown.
 //! - [`session`]: one connection: framing, the `hello`/`auth` handshake, replies.
+//! - [`parked_calls`]: a connection's parked calls, run by the connection's own task.
 //! - [`auth`]: the challenge and HMAC-SHA256 check, and the worker and admin roles.
 //! - [`limits`]: the limits an admin may change while the manager runs (`limits`), read
 //!   where they apply, and the count of open connections.
@@ -69,6 +70,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod objects;
+pub mod parked_calls;
 pub mod peer;
 pub mod registry;
 pub mod server;
@@ -122,11 +124,13 @@ pub fn run_blocking_with(
     lifeline: Option<OwnedFd>,
     ready: impl FnOnce(&Run),
 ) -> io::Result<()> {
+    let threads = config.threads.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .thread_name("agora-manager")
         .enable_all()
         .build()?;
+    tracing::info!(threads, "runtime started");
     let store = runtime
         .block_on(store::Store::open(&config.store))
         .map_err(io::Error::other)?;

@@ -62,7 +62,7 @@ impl Shared {
             limits: Arc::new(AdjustableLimits::new(&config)),
             config,
             shutdown,
-            spinners: Spinners::default(),
+            spinners: Spinners::new(),
             stats: Stats::default(),
         })
     }

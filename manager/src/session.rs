@@ -27,7 +27,6 @@ use bytes::BytesMut;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio::task::{AbortHandle, Id, JoinSet};
 use tracing::{debug, info, warn};
 
 use agora_proto::{
@@ -39,6 +38,7 @@ use crate::chain;
 use crate::conn_log::{Disconnect, Ending};
 use crate::dispatch;
 use crate::lifecycle::{Caller, Grant, Holdings, Outcome, Parked, Reply, SessionId, Ticket};
+use crate::parked_calls::{CancelHandle, Done, Ended, ParkedCalls, ParkedId};
 use crate::peer::PeerInfo;
 use crate::registry::Reach;
 use crate::server::Shared;
@@ -96,8 +96,8 @@ struct PendingAuth {
     due: tokio::time::Instant,
 }
 
-/// The output of a parked call's task: the msgid, the reply, and the ticket to give the reply
-/// back with if it cannot be written.
+/// The output of a parked call: the msgid, the reply, and the ticket to give the reply back
+/// with if it cannot be written.
 type ParkedOutput = (u32, Reply, Ticket);
 
 /// A parked call, as its reply will need it.
@@ -123,11 +123,11 @@ pub struct Session {
     pending_auth: Option<PendingAuth>,
     /// The challenge of the latest `hello`, which the next `auth` must answer.
     challenge: Option<[u8; auth::CHALLENGE_LEN]>,
-    parked: JoinSet<ParkedOutput>,
-    /// What each parked call's task answers, by task.
-    parked_calls: HashMap<Id, ParkedCall>,
-    /// Each parked call's task by msgid, for the client's `cancel` notification.
-    cancels: HashMap<u32, AbortHandle>,
+    parked: ParkedCalls<ParkedOutput>,
+    /// What each parked call answers, by call.
+    parked_calls: HashMap<ParkedId, ParkedCall>,
+    /// Each parked call by msgid, for the client's `cancel` notification.
+    cancels: HashMap<u32, CancelHandle>,
     /// What this connection holds (locks, permits), released when it closes.
     holdings: Arc<Holdings>,
     /// The objects this connection has resolved, and those it holds.
@@ -158,7 +158,7 @@ impl Session {
             auth_deadline,
             pending_auth: None,
             challenge: None,
-            parked: JoinSet::new(),
+            parked: ParkedCalls::new(),
             parked_calls: HashMap::new(),
             cancels: HashMap::new(),
             holdings: Holdings::new(),
@@ -304,7 +304,7 @@ impl Session {
         }
     }
 
-    /// Cancels the parked calls whose msgids are the params: each task is aborted, and its
+    /// Cancels the parked calls whose msgids are the params: each is cancelled, and its
     /// [`Parked`] dropped, which takes the waiter out of its line or gives back a grant that
     /// reached it and was not written (the lifecycle core's cancellation). The call is then
     /// answered `CancelledError` ([`Session::parked_failed`]). A msgid with no parked call
@@ -315,8 +315,8 @@ impl Session {
                 debug!("malformed cancel notification ignored");
                 continue;
             };
-            if let Some(task) = u32::try_from(msgid).ok().and_then(|m| self.cancels.get(&m)) {
-                task.abort();
+            if let Some(call) = u32::try_from(msgid).ok().and_then(|m| self.cancels.get(&m)) {
+                call.cancel();
             }
         }
     }
@@ -341,8 +341,8 @@ impl Session {
             ));
         }
         let msgid = parked.msgid;
-        let task = self.parked.spawn(parked.reply());
-        let id = task.id();
+        let call = self.parked.park(parked.reply());
+        let id = call.id();
         self.parked_calls.insert(
             id,
             ParkedCall {
@@ -351,14 +351,14 @@ impl Session {
                 rest,
             },
         );
-        self.cancels.insert(msgid, task);
+        self.cancels.insert(msgid, call);
         self.stats.set_parked(self.parked.len());
         Ok(())
     }
 
-    /// Forgets the parked call of task `id`, which has ended. Its msgid's cancel handle goes
-    /// too, unless a later call reusing the msgid has it now.
-    fn forget(&mut self, id: Id) -> Option<ParkedCall> {
+    /// Forgets the parked call `id`, which has ended. Its msgid's cancel handle goes too,
+    /// unless a later call reusing the msgid has it now.
+    fn forget(&mut self, id: ParkedId) -> Option<ParkedCall> {
         self.stats.set_parked(self.parked.len());
         let call = self.parked_calls.remove(&id)?;
         if self.cancels.get(&call.msgid).is_some_and(|t| t.id() == id) {
@@ -677,7 +677,7 @@ impl Session {
     /// granted nothing).
     fn write_parked(
         &mut self,
-        id: Id,
+        id: ParkedId,
         (msgid, reply, ticket): ParkedOutput,
         out: &mut Vec<u8>,
     ) -> Option<(Reply, Ticket)> {
@@ -743,14 +743,14 @@ impl Session {
         }
     }
 
-    /// Answers a parked call whose task ended without a reply: cancelled by the client
+    /// Answers a parked call that ended without a reply: cancelled by the client
     /// (`CancelledError`), or failed (a bug: it is reported, not hidden).
-    fn parked_failed(&mut self, e: &tokio::task::JoinError, out: &mut Vec<u8>) {
-        let cancelled = e.is_cancelled();
+    fn parked_failed(&mut self, id: ParkedId, e: &Ended, out: &mut Vec<u8>) {
+        let cancelled = *e == Ended::Cancelled;
         if !cancelled {
             tracing::error!(error = e.to_string().as_str(), "a parked call failed");
         }
-        if let Some(ParkedCall { msgid, counter, .. }) = self.forget(e.id()) {
+        if let Some(ParkedCall { msgid, counter, .. }) = self.forget(id) {
             let err = if cancelled {
                 CallError::new(ErrorName::CancelledError, "the call was cancelled")
             } else {
@@ -769,17 +769,17 @@ impl Session {
             // `ShutdownError` by its object, never granted by another connection's close.
             self.shared.registry.stop();
         }
-        self.parked.abort_all();
+        self.parked.cancel_all();
         let mut out = Vec::new();
         let mut undelivered = Vec::new();
-        while let Some(done) = self.parked.join_next_with_id().await {
+        while let Some((id, done)) = self.parked.next_done(true).await {
             match done {
-                Ok((id, output)) if stopping => {
+                Ok(output) if stopping => {
                     undelivered.extend(self.write_parked(id, output, &mut out))
                 }
-                Ok((_, (_, reply, ticket))) => ticket.undeliver(reply),
-                Err(e) => {
-                    let msgid = self.forget(e.id()).map(|c| c.msgid);
+                Ok((_, reply, ticket)) => ticket.undeliver(reply),
+                Err(_) => {
+                    let msgid = self.forget(id).map(|c| c.msgid);
                     if let (Some(msgid), true) = (msgid, stopping) {
                         let err = CallError::new(
                             ErrorName::ShutdownError,
@@ -1002,18 +1002,21 @@ enum Event {
     Flushed(std::io::Result<()>),
     /// Requests read earlier wait in the decoder, and there is room for their replies again.
     Backlog,
-    ParkedDone(Result<(Id, ParkedOutput), tokio::task::JoinError>),
+    ParkedDone(Done<ParkedOutput>),
 }
 
 /// Reads the connection's next request if it arrives before the slot's deadline, polling the
-/// socket without blocking (this runtime thread is the connection's for that long: no other
-/// task runs on it meanwhile, see [`crate::spin`]), and tells `spin` whether that paid off.
+/// socket without blocking, and tells `spin` whether that paid off. This runtime thread is the
+/// connection's while it polls, except that a connection whose client `holds` nothing, once it
+/// has polled [`STEP_ASIDE_AFTER`], yields to the runtime whenever another connection has input
+/// waiting, and polls on when the runtime has served it (see [`crate::spin`]).
 /// `None`: nothing came in time, or the manager is stopping.
-fn poll_for_request<S: Transport>(
+async fn poll_for_request<S: Transport>(
     stream: &mut S,
     decoder: &mut FrameDecoder,
     spin: &mut SpinState,
     mut slot: SpinSlot<'_>,
+    holds: bool,
     stopping: &watch::Receiver<bool>,
 ) -> Option<std::io::Result<usize>> {
     slot.start();
@@ -1023,6 +1026,15 @@ fn poll_for_request<S: Transport>(
             spin.polled(&slot, true);
             return Some(read);
         }
+        tries += 1;
+        if !holds
+            && slot.polled_for() > STEP_ASIDE_AFTER
+            && tries % OTHERS_EVERY == 0
+            && slot.others_ready(stream.as_raw_fd())
+        {
+            tokio::task::yield_now().await;
+            slot.resume();
+        }
         if !slot.again() || *stopping.borrow() {
             spin.polled(&slot, false);
             return None;
@@ -1030,7 +1042,6 @@ fn poll_for_request<S: Transport>(
         // A client on another CPU answers within a few microseconds; one that has not may be
         // waiting for this very CPU (the kernel tends to wake a client on its server's CPU),
         // so from then on every few polls offer the CPU to whoever waits for it.
-        tries += 1;
         if slot.polled_for() > YIELD_AFTER && tries % YIELD_EVERY == 0 {
             std::thread::yield_now();
         } else {
@@ -1046,6 +1057,16 @@ fn write_failed(result: &std::io::Result<usize>) {
         Ok(n) => debug!(wrote = n, "write failed"),
     }
 }
+
+/// Every how many polls a polling connection checks whether others have requests waiting.
+const OTHERS_EVERY: u32 = 4;
+
+/// How long a connection whose client holds nothing polls before it steps aside for other
+/// connections with requests waiting: a client calling in a loop answers within a few
+/// microseconds, and stepping aside at once cost the chained ticket grab at 8 workers a third
+/// of its rate (the releaser's connection, polling for its next acquire, handed its thread to
+/// the next holder's, which then held it polling for its own client).
+const STEP_ASIDE_AFTER: Duration = Duration::from_micros(4);
 
 /// How long a connection polls before it starts offering its CPU to others.
 const YIELD_AFTER: Duration = Duration::from_micros(10);
@@ -1156,8 +1177,10 @@ where
         shared,
     };
     conn.session.holdings.watch(conn.fd);
+    conn.shared.spinners.watch(conn.fd);
     debug!(session = conn.session.id, "serving");
     let reason = conn.run().await;
+    conn.shared.spinners.unwatch(conn.fd);
     let stop = reason.stops_manager();
     // From here this connection serves nothing: another connection's call that touches what
     // it holds finishes its close first.
@@ -1239,7 +1262,7 @@ where
             }
             let event = self.next_event(slot.take()).await;
             let answered = matches!(event, Event::Read(Ok(n)) if n > 0);
-            let delivered = matches!(event, Event::ParkedDone(Ok(_)));
+            let delivered = matches!(event, Event::ParkedDone((_, Ok(_))));
             if answered {
                 self.spin
                     .request_arrived(&shared.config.spin, Instant::now());
@@ -1303,15 +1326,20 @@ where
     /// [`crate::Config::max_output_bytes`] or more, neither requests nor parked replies are
     /// taken in: only writing them, or the manager stopping, moves the connection on.
     async fn next_event(&mut self, slot: Option<SpinSlot<'_>>) -> Event {
-        let polled = slot.and_then(|slot| {
-            poll_for_request(
-                &mut self.stream,
-                &mut self.decoder,
-                &mut self.spin,
-                slot,
-                &self.stopping,
-            )
-        });
+        let polled = match slot {
+            Some(slot) => {
+                poll_for_request(
+                    &mut self.stream,
+                    &mut self.decoder,
+                    &mut self.spin,
+                    slot,
+                    !self.session.holdings.is_empty(),
+                    &self.stopping,
+                )
+                .await
+            }
+            None => None,
+        };
         if let Some(read) = polled {
             return Event::Read(read);
         }
@@ -1367,7 +1395,8 @@ where
             _ = alarm, if timer.is_some() => {
                 if auth_due.is_some() { Event::AuthDue } else { Event::AuthTimeout }
             }
-            Some(done) = session.parked.join_next_with_id(), if room => Event::ParkedDone(done),
+            // Run even without room, so that parked calls time out on time; taken with room.
+            Some(done) = session.parked.next_done(room) => Event::ParkedDone(done),
             event = io => event,
         }
     }
@@ -1464,19 +1493,19 @@ where
     }
 
     /// Appends every parked reply that is ready, so they go out in one write.
-    fn answer_parked(&mut self, first: Result<(Id, ParkedOutput), tokio::task::JoinError>) {
+    fn answer_parked(&mut self, first: Done<ParkedOutput>) {
         let mut done = Some(first);
-        while let Some(result) = done {
+        while let Some((id, result)) = done {
             match result {
-                Ok((id, output)) => {
+                Ok(output) => {
                     let granted = self.session.write_parked(id, output, &mut self.out);
                     let end = self.out.len();
                     self.sent
                         .extend(granted.map(|(reply, ticket)| (end, reply, ticket)));
                 }
-                Err(e) => self.session.parked_failed(&e, &mut self.out),
+                Err(e) => self.session.parked_failed(id, &e, &mut self.out),
             }
-            done = self.session.parked.try_join_next_with_id();
+            done = self.session.parked.try_next_done();
         }
     }
 

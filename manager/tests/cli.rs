@@ -956,6 +956,34 @@ fn the_polling_budget_comes_from_the_flag_or_the_environment() {
     }
 }
 
+#[test]
+fn the_runtime_runs_on_as_many_threads_as_the_flag_says() {
+    for threads in [1u64, 3] {
+        let mut m = Manager::spawn(
+            Launch::new()
+                .arg("--threads")
+                .arg(threads.to_string())
+                .arg("--log-format")
+                .arg("json")
+                .arg("--listen")
+                .arg("tcp:127.0.0.1:0"),
+        );
+        let ready = m.ready();
+        let started = m.json_log("runtime started", |_| true);
+        assert_eq!(started["fields"]["threads"], threads, "{started}");
+        use_manager(&ready.addresses[0], &ready.key());
+    }
+    let mut m = Manager::spawn(
+        Launch::new()
+            .arg("--threads")
+            .arg("0")
+            .arg("--listen")
+            .arg("tcp:127.0.0.1:0"),
+    );
+    let stderr = m.startup_failure();
+    assert!(stderr.contains("at least 1"), "{stderr}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running as a service: logs, the config file, every way of stopping
 // ---------------------------------------------------------------------------------------------
@@ -1160,6 +1188,7 @@ fn bad_config_files_are_refused_naming_the_key() {
         ("auth-interval = 0", "auth-interval", "more than 0"),
         ("handoff-seconds = -1", "handoff-seconds", "more than 0"),
         ("spin-us = -5", "spin-us", "not a whole number"),
+        ("threads = 0", "threads", "at least 1"),
         ("log-format = \"xml\"", "log-format", "one of text, json"),
         (
             "store = \"redis://h:1\"",

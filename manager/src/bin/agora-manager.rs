@@ -187,6 +187,12 @@ struct Args {
     #[arg(long, value_name = "MICROSECONDS", value_parser = micros)]
     spin_us: Option<u64>,
 
+    /// How many threads serve the connections (at least 1). Default: one for every two CPUs
+    /// the manager may run on, at least one and at most two: the manager's clients are mostly
+    /// on the same machine, and a thread of the manager is a CPU they do not get.
+    #[arg(long, value_name = "N", value_parser = threads)]
+    threads: Option<usize>,
+
     /// Serve metrics for Prometheus at http://HOST:PORT/metrics (calls and errors by method,
     /// parked calls, connections, objects by kind). Plain HTTP with no authentication: bind
     /// it to an address only trusted scrapers reach (127.0.0.1, say).
@@ -285,6 +291,17 @@ fn at_least<const MIN: usize>(text: &str) -> Result<usize, String> {
         Ok(n) if n < MIN => Err(format!(
             "must be at least {MIN}: below that no client could talk to the manager"
         )),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number: {e}")),
+    }
+}
+
+/// A number of runtime threads: at least one.
+fn threads(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => {
+            Err("must be at least 1: with no thread nothing would serve the connections".into())
+        }
         Ok(n) => Ok(n),
         Err(e) => Err(format!("not a whole number: {e}")),
     }
@@ -548,6 +565,9 @@ fn run(args: Args) -> Result<(), Fatal> {
     };
     config.max_output_bytes = args.max_output_bytes;
     config.spin.budget = spin_budget(args.spin_us)?;
+    if let Some(threads) = args.threads {
+        config.threads = threads;
+    }
     let metrics = args.metrics.as_deref().map(bind_metrics).transpose()?;
 
     let mut line = String::from("agora-manager ready");
