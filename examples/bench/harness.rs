@@ -102,8 +102,10 @@ fn serve(
     echo_unix: UnixListener,
     echo_tcp: std::net::TcpListener,
 ) {
+    // The manager's own defaults (agora_manager::config::default_threads), so that the echo
+    // floors and the manager run as the agora-manager program would.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(agora_manager::config::default_threads())
         .enable_all()
         .build()
     {
@@ -152,8 +154,8 @@ where
     }
 }
 
-/// Whether an echo connection is polling: one at a time, as the manager's default allows, so
-/// the runtime's other thread keeps serving everybody else.
+/// Whether an echo connection is polling: one at a time, as the manager's default allows (on
+/// a runtime of more than one thread the others keep serving everybody else).
 static ECHO_POLLING: AtomicBool = AtomicBool::new(false);
 
 /// One echo connection's polling for its next message, as the manager polls for a request:

@@ -70,8 +70,8 @@ impl Backend {
     fn tickets(self, scale: u64) -> u64 {
         scale
             * match self {
-                Backend::ManagerLock => 1_500,
-                Backend::ManagerChained => 3_000,
+                Backend::ManagerLock => 6_000,
+                Backend::ManagerChained => 12_000,
                 Backend::ManagerAtomic => 6_000,
                 Backend::FileLock => 6_000,
                 Backend::LocalLock => 200_000,
