@@ -67,9 +67,9 @@ pub const MAX_DEFAULT_THREADS: usize = 2;
 /// runs on is a CPU they do not get. On two CPUs a second thread costs more than it gives:
 /// the runtime wakes it to share work that one thread would do in passing, and it then runs
 /// on the CPU of the very client whose next call is awaited (the contended four-call ticket
-/// grab at 8 workers sold about 1.25x as many tickets on one thread as on two and pipelined
-/// gets did not drop, while unpipelined calls from 4 to 8 client processes dropped about 10%;
-/// README, "Changelog").
+/// grab at 8 workers sold about 1.4x as many tickets on one thread as on two, pipelined gets
+/// from 4 and 16 clients rose, unpipelined calls over a Unix socket fell about 5%; README,
+/// "Changelog").
 pub fn default_threads_for(cpus: usize) -> usize {
     (cpus / 2).clamp(1, MAX_DEFAULT_THREADS)
 }

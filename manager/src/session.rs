@@ -1007,11 +1007,12 @@ enum Event {
 
 /// Reads the connection's next request if it arrives before the slot's deadline, polling the
 /// socket without blocking, and tells `spin` whether that paid off. This runtime thread is the
-/// connection's while it polls, except that a connection whose client `holds` nothing, once it
-/// has polled [`STEP_ASIDE_AFTER`], yields to the runtime whenever another connection has input
-/// waiting, and polls on when the runtime has served it (see [`crate::spin`]).
-/// `None`: nothing came in time, or the manager is stopping.
-async fn poll_for_request<S: Transport>(
+/// connection's while it polls (no other task runs on it meanwhile), except that a connection
+/// whose client `holds` nothing, once it has polled [`GIVE_WAY_AFTER`], stops as soon as
+/// another connection has input waiting, and gives the thread back (see [`crate::spin`]).
+/// `None`: nothing came in time, another connection needs the thread, or the manager is
+/// stopping.
+fn poll_for_request<S: Transport>(
     stream: &mut S,
     decoder: &mut FrameDecoder,
     spin: &mut SpinState,
@@ -1028,12 +1029,12 @@ async fn poll_for_request<S: Transport>(
         }
         tries += 1;
         if !holds
-            && slot.polled_for() > STEP_ASIDE_AFTER
+            && slot.polled_for() > GIVE_WAY_AFTER
             && tries % OTHERS_EVERY == 0
             && slot.others_ready(stream.as_raw_fd())
         {
-            tokio::task::yield_now().await;
-            slot.resume();
+            spin.polled(&slot, false);
+            return None;
         }
         if !slot.again() || *stopping.borrow() {
             spin.polled(&slot, false);
@@ -1061,12 +1062,12 @@ fn write_failed(result: &std::io::Result<usize>) {
 /// Every how many polls a polling connection checks whether others have requests waiting.
 const OTHERS_EVERY: u32 = 4;
 
-/// How long a connection whose client holds nothing polls before it steps aside for other
+/// How long a connection whose client holds nothing polls before it gives way to other
 /// connections with requests waiting: a client calling in a loop answers within a few
-/// microseconds, and stepping aside at once cost the chained ticket grab at 8 workers a third
-/// of its rate (the releaser's connection, polling for its next acquire, handed its thread to
-/// the next holder's, which then held it polling for its own client).
-const STEP_ASIDE_AFTER: Duration = Duration::from_micros(4);
+/// microseconds, and giving way at once cost the chained ticket grab at 8 workers a third of
+/// its rate (the releaser's connection, polling for its next acquire, gave its thread to the
+/// next holder's, which then held it polling for its own client).
+const GIVE_WAY_AFTER: Duration = Duration::from_micros(4);
 
 /// How long a connection polls before it starts offering its CPU to others.
 const YIELD_AFTER: Duration = Duration::from_micros(10);
@@ -1327,17 +1328,14 @@ where
     /// taken in: only writing them, or the manager stopping, moves the connection on.
     async fn next_event(&mut self, slot: Option<SpinSlot<'_>>) -> Event {
         let polled = match slot {
-            Some(slot) => {
-                poll_for_request(
-                    &mut self.stream,
-                    &mut self.decoder,
-                    &mut self.spin,
-                    slot,
-                    !self.session.holdings.is_empty(),
-                    &self.stopping,
-                )
-                .await
-            }
+            Some(slot) => poll_for_request(
+                &mut self.stream,
+                &mut self.decoder,
+                &mut self.spin,
+                slot,
+                !self.session.holdings.is_empty(),
+                &self.stopping,
+            ),
             None => None,
         };
         if let Some(read) = polled {
