@@ -10,7 +10,7 @@
 //! futex calls, and they are gone (the grab's rate on two CPUs moved within run-to-run noise).
 //!
 //! What a task per call gave is kept:
-//! - **cancellation**: [`CancelHandle::cancel`] drops the future, at once if it has not
+//! - **cancellation**: [`ParkedCalls::cancel`] drops the future, at once if it has not
 //!   finished (the lifecycle core takes the waiter out of line, or gives back a grant that
 //!   reached it), and the call ends [`Ended::Cancelled`];
 //! - **a panic stays in its call**: a future that panics ends [`Ended::Panicked`], answered as
@@ -39,7 +39,7 @@ pub struct ParkedId(u64);
 /// Why a parked call ended without its reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Ended {
-    /// It was cancelled ([`CancelHandle::cancel`], or [`ParkedCalls::cancel_all`]).
+    /// It was cancelled ([`ParkedCalls::cancel`], or [`ParkedCalls::cancel_all`]).
     #[error("the call was cancelled")]
     Cancelled,
     /// Its future panicked: a bug in the manager, with the panic's message.
@@ -50,26 +50,6 @@ pub enum Ended {
 /// A finished call: its id, and its output or why it has none.
 pub type Done<T> = (ParkedId, Result<T, Ended>);
 
-/// Cancels one parked call.
-#[derive(Debug, Clone)]
-pub struct CancelHandle {
-    id: ParkedId,
-    abort: AbortHandle,
-}
-
-impl CancelHandle {
-    /// The call this cancels.
-    pub fn id(&self) -> ParkedId {
-        self.id
-    }
-
-    /// Cancels the call: its future is dropped the next time the set is polled, unless it has
-    /// finished already (then its output stands).
-    pub fn cancel(&self) {
-        self.abort.abort();
-    }
-}
-
 type Running<T> = Pin<Box<dyn Future<Output = Done<T>> + Send>>;
 
 /// The parked calls of one connection.
@@ -77,7 +57,7 @@ pub struct ParkedCalls<T> {
     running: FuturesUnordered<Running<T>>,
     /// Calls finished but not yet taken, in the order they finished.
     finished: VecDeque<Done<T>>,
-    /// Every call not yet taken, for [`ParkedCalls::cancel_all`].
+    /// How to cancel each call not yet taken: the one place its abort handle is kept.
     handles: HashMap<ParkedId, AbortHandle>,
     next: u64,
 }
@@ -93,8 +73,8 @@ impl<T: Send + 'static> ParkedCalls<T> {
         }
     }
 
-    /// Parks `call`, to be run by whoever polls this set.
-    pub fn park(&mut self, call: impl Future<Output = T> + Send + 'static) -> CancelHandle {
+    /// Parks `call`, to be run by whoever polls this set; gives its id, to cancel it by.
+    pub fn park(&mut self, call: impl Future<Output = T> + Send + 'static) -> ParkedId {
         let id = ParkedId(self.next);
         self.next += 1;
         let (abort, registration) = AbortHandle::new_pair();
@@ -107,8 +87,8 @@ impl<T: Send + 'static> ParkedCalls<T> {
             };
             (id, result)
         })));
-        self.handles.insert(id, abort.clone());
-        CancelHandle { id, abort }
+        self.handles.insert(id, abort);
+        id
     }
 
     /// Calls not yet taken (running, or finished and waiting).
@@ -119,6 +99,14 @@ impl<T: Send + 'static> ParkedCalls<T> {
     /// True when no call is parked.
     pub fn is_empty(&self) -> bool {
         self.handles.is_empty()
+    }
+
+    /// Cancels call `id`: its future is dropped the next time the set is polled, unless it has
+    /// finished already (then its output stands). An id already taken is ignored.
+    pub fn cancel(&self, id: ParkedId) {
+        if let Some(abort) = self.handles.get(&id) {
+            abort.abort();
+        }
     }
 
     /// Cancels every call not yet finished.
@@ -203,9 +191,9 @@ mod tests {
         assert_eq!(calls.len(), 2);
         assert!(calls.try_next_done().is_none());
         second_tx.send(2).unwrap();
-        assert_eq!(calls.next_done(true).await, Some((second.id(), Ok(2))));
+        assert_eq!(calls.next_done(true).await, Some((second, Ok(2))));
         first_tx.send(1).unwrap();
-        assert_eq!(calls.next_done(true).await, Some((first.id(), Ok(1))));
+        assert_eq!(calls.next_done(true).await, Some((first, Ok(1))));
         assert!(calls.is_empty());
         assert_eq!(calls.next_done(true).await, None);
     }
@@ -215,16 +203,16 @@ mod tests {
         let mut calls = ParkedCalls::<u32>::new();
         let dropped = Arc::new(AtomicBool::new(false));
         let flag = DropFlag(dropped.clone());
-        let handle = calls.park(async move {
+        let id = calls.park(async move {
             let _flag = flag;
             std::future::pending::<u32>().await
         });
         assert!(calls.try_next_done().is_none());
         assert!(!dropped.load(Ordering::SeqCst));
-        handle.cancel();
+        calls.cancel(id);
         assert_eq!(
             calls.next_done(true).await,
-            Some((handle.id(), Err(Ended::Cancelled)))
+            Some((id, Err(Ended::Cancelled)))
         );
         assert!(
             dropped.load(Ordering::SeqCst),
@@ -235,12 +223,12 @@ mod tests {
     #[tokio::test]
     async fn a_call_that_finished_before_its_cancel_keeps_its_output() {
         let mut calls = ParkedCalls::new();
-        let handle = calls.park(async { 7u32 });
+        let id = calls.park(async { 7u32 });
         // Not taken: the connection has no room for replies.
         let mut cx = Context::from_waker(Waker::noop());
         assert!(calls.poll_done(&mut cx, false).is_pending());
-        handle.cancel();
-        assert_eq!(calls.try_next_done(), Some((handle.id(), Ok(7))));
+        calls.cancel(id);
+        assert_eq!(calls.try_next_done(), Some((id, Ok(7))));
     }
 
     #[tokio::test]
@@ -253,8 +241,8 @@ mod tests {
         assert_eq!(
             ends,
             vec![
-                Some((bad.id(), Err(Ended::Panicked("parked call bug".into())))),
-                Some((good.id(), Ok(1)))
+                Some((bad, Err(Ended::Panicked("parked call bug".into())))),
+                Some((good, Ok(1)))
             ]
         );
     }
@@ -264,7 +252,7 @@ mod tests {
         let mut calls = ParkedCalls::new();
         let timed_out = Arc::new(AtomicBool::new(false));
         let seen = timed_out.clone();
-        let handle = calls.park(async move {
+        let id = calls.park(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
             seen.store(true, Ordering::SeqCst);
             3u32
@@ -279,7 +267,7 @@ mod tests {
         assert!(timed_out.load(Ordering::SeqCst), "the call ran meanwhile");
         assert_eq!(calls.len(), 1);
         calls.cancel_all();
-        assert_eq!(calls.try_next_done(), Some((handle.id(), Ok(3))));
+        assert_eq!(calls.try_next_done(), Some((id, Ok(3))));
         assert!(calls.is_empty());
     }
 }

@@ -38,7 +38,7 @@ use crate::chain;
 use crate::conn_log::{Disconnect, Ending};
 use crate::dispatch;
 use crate::lifecycle::{Caller, Grant, Holdings, Outcome, Parked, Reply, SessionId, Ticket};
-use crate::parked_calls::{CancelHandle, Done, Ended, ParkedCalls, ParkedId};
+use crate::parked_calls::{Done, Ended, ParkedCalls, ParkedId};
 use crate::peer::PeerInfo;
 use crate::registry::Reach;
 use crate::server::Shared;
@@ -127,7 +127,7 @@ pub struct Session {
     /// What each parked call answers, by call.
     parked_calls: HashMap<ParkedId, ParkedCall>,
     /// Each parked call by msgid, for the client's `cancel` notification.
-    cancels: HashMap<u32, CancelHandle>,
+    cancels: HashMap<u32, ParkedId>,
     /// What this connection holds (locks, permits), released when it closes.
     holdings: Arc<Holdings>,
     /// The objects this connection has resolved, and those it holds.
@@ -315,8 +315,8 @@ impl Session {
                 debug!("malformed cancel notification ignored");
                 continue;
             };
-            if let Some(call) = u32::try_from(msgid).ok().and_then(|m| self.cancels.get(&m)) {
-                call.cancel();
+            if let Some(&id) = u32::try_from(msgid).ok().and_then(|m| self.cancels.get(&m)) {
+                self.parked.cancel(id);
             }
         }
     }
@@ -341,8 +341,7 @@ impl Session {
             ));
         }
         let msgid = parked.msgid;
-        let call = self.parked.park(parked.reply());
-        let id = call.id();
+        let id = self.parked.park(parked.reply());
         self.parked_calls.insert(
             id,
             ParkedCall {
@@ -351,7 +350,7 @@ impl Session {
                 rest,
             },
         );
-        self.cancels.insert(msgid, call);
+        self.cancels.insert(msgid, id);
         self.stats.set_parked(self.parked.len());
         Ok(())
     }
@@ -361,7 +360,7 @@ impl Session {
     fn forget(&mut self, id: ParkedId) -> Option<ParkedCall> {
         self.stats.set_parked(self.parked.len());
         let call = self.parked_calls.remove(&id)?;
-        if self.cancels.get(&call.msgid).is_some_and(|t| t.id() == id) {
+        if self.cancels.get(&call.msgid) == Some(&id) {
             self.cancels.remove(&call.msgid);
         }
         Some(call)
