@@ -121,7 +121,7 @@ pub fn preemptions() -> libc::c_long {
 
 /// The connections polling right now, and which connections have requests waiting: shared
 /// by one manager's connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Spinners {
     /// How many connections are polling.
     active: AtomicUsize,
@@ -148,7 +148,15 @@ impl Spinners {
                 u64: fd as u64,
             };
             // SAFETY: both descriptors are open; the event is a valid epoll_event.
-            unsafe { libc::epoll_ctl(watch.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+            let added =
+                unsafe { libc::epoll_ctl(watch.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+            if added != 0 {
+                // Only polling is less fair: other connections do not see this one's input.
+                tracing::debug!(
+                    error = %std::io::Error::last_os_error(),
+                    "a connection's socket is not watched for polling"
+                );
+            }
         }
     }
 
@@ -180,6 +188,13 @@ impl Spinners {
             .iter()
             .take(usize::try_from(n).unwrap_or(0))
             .any(|e| e.u64 != own as u64)
+    }
+}
+
+impl Default for Spinners {
+    /// [`Spinners::new`]: one way to make them, the watch included.
+    fn default() -> Spinners {
+        Spinners::new()
     }
 }
 
