@@ -190,7 +190,7 @@ struct Args {
     /// How many threads serve the connections (at least 1). Default: one for every two CPUs
     /// the manager may run on, at least one and at most two: the manager's clients are mostly
     /// on the same machine, and a thread of the manager is a CPU they do not get.
-    #[arg(long, value_name = "N", value_parser = threads)]
+    #[arg(long, value_name = "N", value_parser = at_least::<1>)]
     threads: Option<usize>,
 
     /// Serve metrics for Prometheus at http://HOST:PORT/metrics (calls and errors by method,
@@ -291,17 +291,6 @@ fn at_least<const MIN: usize>(text: &str) -> Result<usize, String> {
         Ok(n) if n < MIN => Err(format!(
             "must be at least {MIN}: below that no client could talk to the manager"
         )),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("not a whole number: {e}")),
-    }
-}
-
-/// A number of runtime threads: at least one.
-fn threads(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => {
-            Err("must be at least 1: with no thread nothing would serve the connections".into())
-        }
         Ok(n) => Ok(n),
         Err(e) => Err(format!("not a whole number: {e}")),
     }
