@@ -469,7 +469,7 @@ impl Client {
             let calls: Vec<(&str, &Args)> = args.iter().map(|a| (method, a)).collect();
             for (&id, reply) in batch.iter().zip(conn.call_many(&calls)?) {
                 match reply {
-                    Ok(_) => self.inner.refs.adopted(id),
+                    Ok(_) => self.inner.refs.adopted(id, conn.serial()),
                     Err(e) => debug!(id, error = %e, method, "could not hold an object again"),
                 }
             }

@@ -759,7 +759,7 @@ impl Connection {
                 return;
             };
             out.clear();
-            if !refs.write_decrefs(&mut out) {
+            if !refs.write_decrefs(&mut out, self.serial) {
                 return;
             }
             let written = self.stream.write_all(&out);
@@ -794,7 +794,7 @@ impl Connection {
         out.clear();
         if let Some(refs) = &self.refs {
             if refs.has_pending() {
-                refs.write_decrefs(&mut out);
+                refs.write_decrefs(&mut out, self.serial);
             }
         }
         fill(&mut out);
@@ -819,7 +819,7 @@ impl Connection {
         out.clear();
         if let Some(refs) = &self.refs {
             if refs.has_pending() {
-                refs.write_decrefs(&mut out);
+                refs.write_decrefs(&mut out, self.serial);
             }
         }
         let mut flush = |out: &mut Vec<u8>| {

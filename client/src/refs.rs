@@ -371,11 +371,17 @@ impl Refs {
         });
     }
 
-    /// A reference counted without a reply to decode: the forked child's `adopt` of an
-    /// inherited proxy's object. If the proxies were dropped before the adoption, the adoption
-    /// only took the parent's handoff over and is given back at once.
-    pub(crate) fn adopted(&self, id: u64) {
+    /// A reference counted without a reply to decode, on the connection `serial`: the forked
+    /// child's `adopt` of an inherited proxy's object, or a reconnection's `incref`. If the
+    /// proxies were dropped before the adoption, the adoption only took the parent's handoff
+    /// over and is given back at once. One answered on a connection that was replaced since
+    /// counts nothing: the manager dropped it with that connection, and the new one adopts
+    /// the object again.
+    pub(crate) fn adopted(&self, id: u64, serial: u64) {
         self.with(|t| {
+            if t.serial != serial {
+                return;
+            }
             t.received(id, false);
             let e = t.entries.get(&id).copied().unwrap_or_default();
             if e.proxies == 0 && e.holds == 0 {
@@ -408,11 +414,19 @@ impl Refs {
         self.pending.load(Ordering::SeqCst)
     }
 
-    /// Appends the due decrefs to `out` as notifications, and forgets them. False when there
-    /// was nothing to send.
-    pub(crate) fn write_decrefs(&self, out: &mut Vec<u8>) -> bool {
+    /// Appends the due decrefs to `out` as notifications, for the connection `serial` to
+    /// write, and forgets them. False when there was nothing to send.
+    ///
+    /// The counts are the table's connection's: a thread still writing on an older one (it
+    /// took that connection before another thread replaced it) writes none, and they stay
+    /// due for the table's own connection. Written on the old one they would be lost (it
+    /// is closing), and the manager would keep the new connection's counts forever.
+    pub(crate) fn write_decrefs(&self, out: &mut Vec<u8>, serial: u64) -> bool {
         let pairs = self
             .with(|t| {
+                if t.serial != serial {
+                    return Vec::new();
+                }
                 self.pending.store(false, Ordering::SeqCst);
                 let mut pairs = Vec::new();
                 for id in std::mem::take(&mut t.pending) {
@@ -603,7 +617,7 @@ mod tests {
 
     fn flush(refs: &Refs) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
-        let wrote = refs.write_decrefs(&mut out);
+        let wrote = refs.write_decrefs(&mut out, AT.serial);
         assert_eq!(wrote, !out.is_empty());
         sent(&out)
     }
@@ -741,7 +755,7 @@ mod tests {
             refs.release(id, R);
         }
         let mut out = Vec::new();
-        assert!(refs.write_decrefs(&mut out));
+        assert!(refs.write_decrefs(&mut out, AT.serial));
         let notifications = {
             let mut count = 0;
             let mut rest = &out[..];
@@ -784,8 +798,8 @@ mod tests {
             let nothing_sent = flush(&refs).is_empty();
             // Dropped before the connection opened, then adopted: the adoption is given back.
             refs.release(2, R);
-            refs.adopted(2);
-            refs.adopted(1);
+            refs.adopted(2, AT.serial);
+            refs.adopted(1, AT.serial);
             let given_back = flush(&refs) == [(2, 1)];
             let ok = inherited == [1, 2] && forgot && nothing_sent && given_back;
             // SAFETY: async-signal-safe.
@@ -797,6 +811,44 @@ mod tests {
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
         // The parent's counts are untouched.
         assert_eq!(flush(&refs), [(3, 1)]);
+    }
+
+    /// A thread that took the old connection before another replaced it may still write on
+    /// it: the decrefs due for the new connection's counts are not written there (they would
+    /// be lost with it, and the manager would keep the object held for the new one), and a
+    /// late answer to the old connection's adoption counts nothing.
+    #[test]
+    fn decrefs_and_adoptions_belong_to_the_table_s_connection() {
+        let refs = table();
+        let run = ManagerRun {
+            id: String::new(),
+            started: 0,
+        };
+        let r = run.key();
+        refs.with(|t| t.run = r);
+        refs.received_held(&[5], Receipt { serial: 1, run: r });
+        refs.acquire(5, r);
+        refs.release_holds(&[5], r);
+        let ((), switched) = refs.switch(2, &run, || ((), true));
+        assert!(switched);
+        assert_eq!(refs.take_inherited(), [5]);
+        refs.adopted(5, 1);
+        refs.adopted(5, 2);
+        assert_eq!(
+            refs.entry(5).map(|e| e.received),
+            Some(1),
+            "the new one's only"
+        );
+        assert!(refs.release(5, r));
+        let mut out = Vec::new();
+        assert!(
+            !refs.write_decrefs(&mut out, 1),
+            "none on the old connection"
+        );
+        assert!(out.is_empty());
+        assert!(refs.has_pending(), "still due");
+        assert!(refs.write_decrefs(&mut out, 2));
+        assert_eq!(sent(&out), [(5, 1)]);
     }
 
     #[test]
