@@ -1,34 +1,64 @@
 //! The MessagePack-RPC envelope of one complete message.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use thiserror::Error;
 
-use crate::params::Params;
+use crate::params::{Params, Scanned};
 use crate::scanner::value_len;
 
-/// A method name: text, kept as a slice of the message it came in (no copy, no allocation).
-/// Reads as a `str`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Method(Bytes);
+/// A method name: text, copied out of its message when short (every method of the protocol
+/// is), else kept as a slice of it. A copy of a few bytes costs less than the atomic
+/// reference count a slice takes and gives back.
+#[derive(Clone)]
+pub struct Method(MethodRepr);
+
+/// Bytes a method name may have to be kept inline.
+const INLINE_METHOD: usize = 30;
+
+#[derive(Clone)]
+enum MethodRepr {
+    Inline(u8, [u8; INLINE_METHOD]),
+    Shared(Bytes),
+}
 
 impl Method {
-    /// The name, if `raw` is UTF-8.
-    fn new(raw: Bytes) -> Option<Method> {
+    /// The name `raw`, if it is UTF-8; `frame` is the message it is a slice of.
+    fn new(raw: &[u8], frame: &Bytes) -> Option<Method> {
         // Method names are ASCII: checking that is a few word compares; anything else gets
         // the full UTF-8 check.
         if !raw.is_ascii() {
-            std::str::from_utf8(&raw).ok()?;
+            std::str::from_utf8(raw).ok()?;
         }
-        Some(Method(raw))
+        let repr = match u8::try_from(raw.len()) {
+            Ok(len) if raw.len() <= INLINE_METHOD => {
+                let mut bytes = [0; INLINE_METHOD];
+                bytes[..raw.len()].copy_from_slice(raw);
+                MethodRepr::Inline(len, bytes)
+            }
+            _ => MethodRepr::Shared(frame.slice_ref(raw)),
+        };
+        Some(Method(repr))
     }
 
     /// The name.
     pub fn as_str(&self) -> &str {
+        let bytes = match &self.0 {
+            MethodRepr::Inline(len, bytes) => &bytes[..usize::from(*len)],
+            MethodRepr::Shared(bytes) => bytes,
+        };
         // SAFETY: `Method::new`, its only constructor, checked that the bytes are UTF-8, and
-        // `Bytes` never changes its contents.
-        unsafe { std::str::from_utf8_unchecked(&self.0) }
+        // neither representation ever changes its contents.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 }
+
+impl PartialEq for Method {
+    fn eq(&self, other: &Method) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Method {}
 
 impl std::ops::Deref for Method {
     type Target = str;
@@ -158,7 +188,7 @@ impl Cursor<'_> {
         // A str or bin ends where its payload does.
         let method = crate::params::bytes_of(rest).and_then(|text| {
             let end = text.as_ptr() as usize - rest.as_ptr() as usize + text.len();
-            Some((Method::new(self.frame.slice_ref(text))?, end))
+            Some((Method::new(text, self.frame)?, end))
         });
         let (method, len) =
             method.ok_or_else(|| "method must be a str (or a bin holding UTF-8)".to_owned())?;
@@ -166,11 +196,21 @@ impl Cursor<'_> {
         Ok(method)
     }
 
-    /// The params array: each element is walked once, and its end is the array's.
-    fn next_params(&mut self) -> Option<Params> {
-        let (params, len) = Params::from_array_prefix(self.frame, self.pos)?;
+    /// The params array: each element is walked once, and its end is the array's. Made into
+    /// [`Params`] by [`Params::within`], which takes the message over.
+    fn next_params(&mut self) -> Option<(usize, Scanned)> {
+        let start = self.pos;
+        let scanned = Params::scan(self.frame, start)?;
+        self.pos += scanned.len;
+        Some((start, scanned))
+    }
+
+    /// Where the next element is: `(start, length)`.
+    fn next_span(&mut self) -> Option<(usize, usize)> {
+        let len = value_len(self.rest())?;
+        let start = self.pos;
         self.pos += len;
-        Some(params)
+        Some((start, len))
     }
 }
 
@@ -210,13 +250,13 @@ pub fn parse(frame: Bytes) -> Result<Envelope, EnvelopeError> {
                 .next_u32()
                 .ok_or_else(|| bad(None, "a request's msgid must be an unsigned 32-bit integer"))?;
             let method = c.next_method().map_err(|e| bad(Some(msgid), e))?;
-            let params = c
+            let (start, scanned) = c
                 .next_params()
                 .ok_or_else(|| bad(Some(msgid), "params must be an array"))?;
             Ok(Envelope::Request {
                 msgid,
                 method,
-                params,
+                params: Params::within(frame, start, scanned),
             })
         }
         (Some(crate::RESPONSE), 4) => {
@@ -230,7 +270,11 @@ pub fn parse(frame: Bytes) -> Result<Envelope, EnvelopeError> {
             } else {
                 c.next_value().ok_or_else(|| bad(None, "truncated"))?
             };
-            let result = c.next_value().ok_or_else(|| bad(None, "truncated"))?;
+            let (start, len) = c.next_span().ok_or_else(|| bad(None, "truncated"))?;
+            // The message becomes its result: no reference counted for a slice of it.
+            let mut result = frame;
+            result.advance(start);
+            result.truncate(len);
             Ok(Envelope::Response {
                 msgid,
                 error,
@@ -239,10 +283,13 @@ pub fn parse(frame: Bytes) -> Result<Envelope, EnvelopeError> {
         }
         (Some(crate::NOTIFICATION), 3) => {
             let method = c.next_method().map_err(|e| bad(None, e))?;
-            let params = c
+            let (start, scanned) = c
                 .next_params()
                 .ok_or_else(|| bad(None, "params must be an array"))?;
-            Ok(Envelope::Notification { method, params })
+            Ok(Envelope::Notification {
+                method,
+                params: Params::within(frame, start, scanned),
+            })
         }
         _ => Err(bad(
             request_msgid_prefix(&frame),
