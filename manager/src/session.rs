@@ -56,6 +56,10 @@ const SHRINK_ABOVE: usize = 1024 * 1024;
 /// they are at least half of it.
 const COMPACT_AT: usize = 256 * 1024;
 
+/// Requests a connection serves per taking of its place ([`Holdings::serve`]): few enough
+/// that a call settling this connection's close waits for a few requests at most.
+const REQUESTS_PER_SERVE: usize = 64;
+
 /// How long a connection that must close gets to take the replies before it (the error that
 /// explains why it closes among them).
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -174,19 +178,32 @@ impl Session {
         out: &mut Vec<u8>,
         stop_at: usize,
     ) -> (Next, bool) {
+        let holdings = self.holdings.clone();
         loop {
-            // Requests behind an `auth` that waits stay unread until it is answered.
-            if out.len() >= stop_at || self.pending_auth.is_some() {
-                return (Next::Continue, true);
+            // Another connection's call finished this connection's close: its client left,
+            // reads no reply, and a request it sent before leaving must not run after the
+            // close (a release would give back twice what the close gave back). The place is
+            // held for a few requests at a time, not taken for each: it is two atomic
+            // operations, a tenth of a pipelined `dict.get`.
+            let Some(serving) = holdings.serve() else {
+                return (Next::Close(Disconnect::ClientClosed), false);
+            };
+            for _ in 0..REQUESTS_PER_SERVE {
+                // Requests behind an `auth` that waits stay unread until it is answered.
+                if out.len() >= stop_at || self.pending_auth.is_some() {
+                    return (Next::Continue, true);
+                }
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => match self.handle_frame(frame, decoder, out) {
+                        Next::Continue => {}
+                        other => return (other, false),
+                    },
+                    Ok(None) => return (Next::Continue, false),
+                    Err(e) => return (Next::Close(self.frame_error(&e, out)), false),
+                }
             }
-            match decoder.next_frame() {
-                Ok(Some(frame)) => match self.handle_frame(frame, decoder, out) {
-                    Next::Continue => {}
-                    other => return (other, false),
-                },
-                Ok(None) => return (Next::Continue, false),
-                Err(e) => return (Next::Close(self.frame_error(&e, out)), false),
-            }
+            // Let a settling call in between: it waits for this place at most `SETTLE_WAIT`.
+            drop(serving);
         }
     }
 
@@ -245,8 +262,8 @@ impl Session {
             }
         };
         params.set_framed_ext(decoder.last_frame_had_ext());
-        let counter = self.recent.index(&method);
-        self.shared.stats.call(&self.stats, counter);
+        let counter = self.recent.count(&method, &self.shared.stats);
+        self.stats.called();
         // Write the success header, let the method append its result after it, and replace
         // both with an error response if the method fails (or remove them if it parks).
         let start = out.len();
@@ -417,6 +434,7 @@ impl Session {
             }
             "stats" => {
                 p.expect(method, 0, 0)?;
+                self.recent.flush(&self.shared.stats);
                 crate::stats::write_stats(&self.shared, out);
                 Ok(Step::Answered(Next::Continue))
             }
@@ -432,13 +450,6 @@ impl Session {
             }
             "chain" => self.chain(msgid, p, out),
             _ => {
-                let holdings = self.holdings.clone();
-                // Another connection's call finished this connection's close: its client left,
-                // reads no reply, and a request it sent before leaving must not run after the
-                // close (a release would give back twice what the close gave back).
-                let Some(_serving) = holdings.serve() else {
-                    return Ok(Step::Answered(Next::Close(Disconnect::ClientClosed)));
-                };
                 let caller = Caller {
                     session: self.id,
                     holdings: &self.holdings,
@@ -459,11 +470,6 @@ impl Session {
     /// parks, when its reply is written ([`Session::write_parked`]).
     fn chain(&mut self, msgid: u32, p: &Params, out: &mut Vec<u8>) -> Result<Step, CallError> {
         let mut calls = chain::parse(p)?.into_iter();
-        let holdings = self.holdings.clone();
-        // As for a single call: a departed connection runs nothing more.
-        let Some(_serving) = holdings.serve() else {
-            return Ok(Step::Answered(Next::Close(Disconnect::ClientClosed)));
-        };
         encode::array_header(out, calls.len());
         let Some((method, params)) = calls.next() else {
             return Err(CallError::runtime("a chain with no call"));
@@ -809,6 +815,7 @@ impl Drop for Session {
             self.shared.registry.stop();
         }
         self.shared.stats.close(self.id);
+        self.recent.flush(&self.shared.stats);
         self.holdings.closing();
         self.holdings.release_all(self.id);
         // The connection stops holding objects: those it alone held are freed, unless the
@@ -1479,6 +1486,7 @@ where
         let (next, full) = self
             .session
             .process(&mut self.decoder, &mut self.out, stop_at);
+        self.session.recent.flush(&self.shared.stats);
         if full && !self.backlog && self.session.auth_due().is_none() {
             debug!(
                 unwritten = self.unwritten(),
