@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agora_proto::frame::Frame;
 use agora_proto::{encode, envelope, Envelope, FrameDecoder, Limits};
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
@@ -1101,8 +1102,14 @@ pub(crate) fn drain_frames(
     mut response: impl FnMut(u32, Bytes, Bytes),
 ) -> std::result::Result<(), String> {
     loop {
-        let frame = match decoder.next_frame() {
-            Ok(Some(frame)) => frame,
+        // A reply whose result is one byte is read where it lies, taking no reference to the
+        // read buffer: a tenth of a pipelined call's cost on the client, in atomic operations.
+        let frame = match decoder.next_frame_in_place(envelope::one_byte_response) {
+            Ok(Some(Frame::InPlace((msgid, result)))) => {
+                response(msgid, Bytes::from_static(&[0xc0]), result);
+                continue;
+            }
+            Ok(Some(Frame::Whole(frame))) => frame,
             Ok(None) => return Ok(()),
             Err(e) => {
                 return Err(format!(

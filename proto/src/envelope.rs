@@ -214,6 +214,41 @@ impl Cursor<'_> {
     }
 }
 
+/// Every byte value, for results of one byte to be static slices of.
+static ONE_BYTE: [u8; 256] = {
+    let mut all = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        all[i] = i as u8;
+        i += 1;
+    }
+    all
+};
+
+/// A successful response whose result is one byte (nil, a bool, a small int, an empty
+/// container or string: the reply of most writes), read in place: its msgid and its result,
+/// a static slice that references no buffer. `None` for any other message, which
+/// [`parse`] reads.
+pub fn one_byte_response(frame: &[u8]) -> Option<(u32, Bytes)> {
+    let [0x94, 0x01, rest @ ..] = frame else {
+        return None;
+    };
+    let (msgid, rest) = match rest {
+        [b, rest @ ..] if *b < 0x80 => (u32::from(*b), rest),
+        [0xcc, b, rest @ ..] => (u32::from(*b), rest),
+        [0xcd, a, b, rest @ ..] => (u32::from(u16::from_be_bytes([*a, *b])), rest),
+        [0xce, a, b, c, d, rest @ ..] => (u32::from_be_bytes([*a, *b, *c, *d]), rest),
+        _ => return None,
+    };
+    let [0xc0, value] = rest else {
+        return None;
+    };
+    // A one-byte value is a fixint, nil, a bool or an empty fixmap, fixarray or fixstr.
+    let whole = matches!(value, 0x00..=0x80 | 0x90 | 0xa0 | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff);
+    let at = usize::from(*value);
+    whole.then(|| (msgid, Bytes::from_static(&ONE_BYTE[at..=at])))
+}
+
 /// The array length of the header at the start of `frame`, if it starts with an array.
 fn array_len(frame: &[u8]) -> Option<(usize, usize)> {
     let mut rest = frame;
@@ -309,6 +344,56 @@ mod tests {
         let mut out = Vec::new();
         rmpv::encode::write_value(&mut out, &v).unwrap();
         Bytes::from(out)
+    }
+
+    /// A one-byte result is read in place exactly when `parse` would read the same response,
+    /// with the same msgid and result.
+    #[test]
+    fn one_byte_responses_read_in_place_agree_with_parse() {
+        use rmpv::Value as V;
+        let results = [
+            V::Nil,
+            V::from(true),
+            V::from(false),
+            V::from(0),
+            V::from(127),
+            V::from(-1),
+            V::from(-32),
+            V::Array(vec![]),
+            V::Map(vec![]),
+            V::from(""),
+        ];
+        for msgid in [0u32, 5, 127, 128, 255, 256, 65_535, 65_536, u32::MAX] {
+            for result in &results {
+                let frame = enc(V::Array(vec![
+                    V::from(1),
+                    V::from(msgid),
+                    V::Nil,
+                    result.clone(),
+                ]));
+                let Ok(Envelope::Response {
+                    msgid: id,
+                    result: parsed,
+                    ..
+                }) = parse(frame.clone())
+                else {
+                    panic!("{frame:?} is a response");
+                };
+                assert_eq!(one_byte_response(&frame), Some((id, parsed)), "{frame:?}");
+            }
+        }
+        // Longer results, errors, requests and cut messages are left to `parse`.
+        for other in [
+            V::Array(vec![V::from(1), V::from(3), V::Nil, V::from(128)]),
+            V::Array(vec![V::from(1), V::from(3), V::Nil, V::from("k")]),
+            V::Array(vec![V::from(1), V::from(3), V::from("E"), V::Nil]),
+            V::Array(vec![V::from(0), V::from(3), V::from("m"), V::Array(vec![])]),
+        ] {
+            assert_eq!(one_byte_response(&enc(other.clone())), None, "{other}");
+        }
+        assert_eq!(one_byte_response(&[0x94, 0x01, 0x03, 0xc0]), None);
+        assert_eq!(one_byte_response(&[0x94, 0x01, 0xcc]), None);
+        assert_eq!(one_byte_response(&[0x94, 0x01, 0x03, 0xc0, 0xc1]), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! [`FrameDecoder`]: turns a byte stream into whole MessagePack-RPC messages.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 
 use crate::scanner::{Limits, ScanError, Scanner};
@@ -21,6 +21,15 @@ impl FrameError {
     pub fn is_limit(&self) -> bool {
         !matches!(self.source, ScanError::InvalidMarker { .. })
     }
+}
+
+/// A message as [`FrameDecoder::next_frame_in_place`] gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame<R> {
+    /// What the reader made of it in place.
+    InPlace(R),
+    /// The message, split off the buffer.
+    Whole(Bytes),
 }
 
 /// Buffers incoming bytes and cuts them into messages.
@@ -68,6 +77,33 @@ impl FrameDecoder {
         self.scanner.last_had_ext()
     }
 
+    /// The next complete message: read in place by `read` if it gives `Some` (the message
+    /// then leaves the buffer without being split off it), else split off as
+    /// [`FrameDecoder::next_frame`] does. `Ok(None)` when more bytes are needed.
+    ///
+    /// Splitting a message off counts a reference to the read buffer, an atomic operation to
+    /// take and another to give back; a reader that needs nothing of a message once it has
+    /// read it (a reply whose result is one byte) saves both.
+    pub fn next_frame_in_place<R>(
+        &mut self,
+        read: impl FnOnce(&[u8]) -> Option<R>,
+    ) -> Result<Option<Frame<R>>, FrameError> {
+        match self.scanner.scan(&self.buf) {
+            Ok(Some(len)) => Ok(Some(match read(&self.buf[..len]) {
+                Some(read) => {
+                    self.buf.advance(len);
+                    Frame::InPlace(read)
+                }
+                None => Frame::Whole(self.buf.split_to(len).freeze()),
+            })),
+            Ok(None) => Ok(None),
+            Err(source) => Err(FrameError {
+                source,
+                msgid: crate::envelope::request_msgid_prefix(&self.buf),
+            }),
+        }
+    }
+
     /// The next complete message, `Ok(None)` when more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
         match self.scanner.scan(&self.buf) {
@@ -91,6 +127,34 @@ mod tests {
         let refs: Vec<&[u8]> = params.iter().map(|p| p.as_slice()).collect();
         crate::encode::request(&mut out, msgid, "list.append", &refs);
         out
+    }
+
+    /// Messages the reader takes are consumed in place, the others split off whole, in order,
+    /// and a message cut short waits for its rest either way.
+    #[test]
+    fn messages_read_in_place_or_whole() {
+        let frames: Vec<Vec<u8>> = (0..20).map(|i| request(i, i as usize % 3)).collect();
+        let mut stream: Vec<u8> = frames.concat();
+        stream.extend_from_slice(&frames[0][..3]);
+        let mut d = FrameDecoder::new(Limits::default());
+        d.extend(&stream);
+        // The reader takes the messages with no params.
+        let no_params = |m: &[u8]| (m.last() == Some(&0x90)).then(|| m.len());
+        for f in &frames {
+            let want = match no_params(f) {
+                Some(len) => Frame::InPlace(len),
+                None => Frame::Whole(Bytes::from(f.clone())),
+            };
+            assert_eq!(d.next_frame_in_place(no_params).unwrap(), Some(want));
+        }
+        assert_eq!(d.next_frame_in_place(no_params).unwrap(), None);
+        assert_eq!(d.buffered(), 3);
+        d.extend(&frames[0][3..]);
+        assert_eq!(
+            d.next_frame_in_place(no_params).unwrap(),
+            Some(Frame::InPlace(frames[0].len()))
+        );
+        assert_eq!(d.buffered(), 0);
     }
 
     #[test]
