@@ -152,6 +152,11 @@ impl Pipeline {
     /// on a new one.
     pub fn execute(self) -> Result<Replies> {
         let conn = self.client.connection()?;
+        if let Some(calls) = self.all_sendable(&conn) {
+            let (replies, holds) = self.send_all(&conn, &calls)?;
+            drop(calls);
+            return Ok(self.into_replies(replies, conn.run_key(), holds));
+        }
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(self.queued.len());
         let mut holds = Hold::default();
         let mut chunk: Vec<(usize, &str, &Args)> = Vec::with_capacity(self.queued.len());
@@ -175,16 +180,48 @@ impl Pipeline {
         }
         holds.merge(self.send_chunk(&conn, &mut chunk, &mut replies)?);
         drop(chunk);
-        Ok(self.into_replies(replies, conn.run_key(), holds))
+        Ok(self.into_replies(filled(replies), conn.run_key(), holds))
     }
 
-    /// The replies, once every call has one (`None`: a reply that never came).
-    pub(crate) fn into_replies(
-        self,
-        replies: Vec<Option<Reply>>,
-        run: u64,
-        holds: Hold,
-    ) -> Replies {
+    /// Every queued call as it is sent, if none fails unsent (the usual case, which then
+    /// files the replies in one vector as they come, with no second pass to put them in
+    /// place).
+    fn all_sendable(&self, conn: &Connection) -> Option<Vec<(&str, &Args)>> {
+        let current = conn.run_key();
+        self.queued
+            .iter()
+            .map(|(method, args, run)| match args {
+                Ok(args) if *run == 0 || *run == current => Some((&**method, args)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Sends `calls`, every queued call, in chunks of about [`CHUNK_BYTES`]; their replies in
+    /// order.
+    fn send_all(&self, conn: &Connection, calls: &[(&str, &Args)]) -> Result<(Vec<Reply>, Hold)> {
+        let mut replies = Vec::with_capacity(calls.len());
+        let mut holds = Hold::default();
+        let mut rest = calls;
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let end = rest
+                .iter()
+                .position(|(method, args)| {
+                    bytes += args.bytes().len() + method.len() + 8;
+                    bytes >= CHUNK_BYTES
+                })
+                .map_or(rest.len(), |at| at + 1);
+            let (got, hold) = self.client.run_many(conn, &rest[..end])?;
+            replies.extend(got);
+            holds.merge(hold);
+            rest = &rest[end..];
+        }
+        Ok((replies, holds))
+    }
+
+    /// The replies, once every call has one.
+    pub(crate) fn into_replies(self, replies: Vec<Reply>, run: u64, holds: Hold) -> Replies {
         let calls = self
             .queued
             .into_iter()
@@ -206,12 +243,7 @@ impl Pipeline {
             serial: self.serial,
             run,
             _holds: holds,
-            replies: replies
-                .into_iter()
-                .map(|r| {
-                    r.unwrap_or_else(|| Err(Error::Usage("a pipeline reply is missing".into())))
-                })
-                .collect(),
+            replies,
         }
     }
 
@@ -270,6 +302,14 @@ impl Pipeline {
 /// A call to send: its method and params.
 #[cfg(feature = "tokio")]
 pub(crate) type Call<'a> = (&'a str, &'a Args);
+
+/// The replies of a pipeline filed by index (`None`: a reply that never came, an error).
+pub(crate) fn filled(replies: Vec<Option<Reply>>) -> Vec<Reply> {
+    replies
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Usage("a pipeline reply is missing".into()))))
+        .collect()
+}
 
 /// A queued call's params, unless it fails alone, unsent: its params failed to encode, or it
 /// is of another run (`stale`).

@@ -68,6 +68,8 @@ impl Pipeline {
         }
         // Replies are decoded into the blocking client's proxies, of its run.
         let run = self.client.blocking().target(0).run;
-        Ok(self.queued.into_replies(replies, run, Default::default()))
+        Ok(self
+            .queued
+            .into_replies(crate::pipeline::filled(replies), run, Default::default()))
     }
 }
