@@ -139,7 +139,7 @@ mod tests {
         let mut d = FrameDecoder::new(Limits::default());
         d.extend(&stream);
         // The reader takes the messages with no params.
-        let no_params = |m: &[u8]| (m.last() == Some(&0x90)).then(|| m.len());
+        let no_params = |m: &[u8]| (m.last() == Some(&0x90)).then_some(m.len());
         for f in &frames {
             let want = match no_params(f) {
                 Some(len) => Frame::InPlace(len),
