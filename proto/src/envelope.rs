@@ -154,28 +154,8 @@ impl Cursor<'_> {
     }
 
     fn next_u32(&mut self) -> Option<u32> {
-        // The encodings a client writes an unsigned int with (the message type, a msgid),
-        // read without the general reader; any other encoding of an int goes through it.
-        let rest = self.rest();
-        let be = |n: usize| {
-            let bytes = rest.get(1..1 + n)?;
-            Some(bytes.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)))
-        };
-        let fast = match rest.first() {
-            Some(&b) if b < 0x80 => Some((1, u32::from(b))),
-            Some(0xcc) => be(1).map(|n| (2, n)),
-            Some(0xcd) => be(2).map(|n| (3, n)),
-            Some(0xce) => be(4).map(|n| (5, n)),
-            _ => None,
-        };
-        if let Some((len, n)) = fast {
-            self.pos += len;
-            return Some(n);
-        }
-        let mut rest = self.rest();
-        let before = rest.len();
-        let n: u32 = rmp::decode::read_int(&mut rest).ok()?;
-        self.pos += before - rest.len();
+        let (n, len) = read_u32(self.rest())?;
+        self.pos += len;
         Some(n)
     }
 
@@ -214,6 +194,30 @@ impl Cursor<'_> {
     }
 }
 
+/// The unsigned 32-bit int at the start of `rest`, and its length. The encodings a client
+/// writes one with (the message type, a msgid) are read without the general reader; any other
+/// encoding of an int goes through it.
+fn read_u32(rest: &[u8]) -> Option<(u32, usize)> {
+    let be = |n: usize| {
+        let bytes = rest.get(1..1 + n)?;
+        Some((
+            bytes.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)),
+            1 + n,
+        ))
+    };
+    match rest.first() {
+        Some(&b) if b < 0x80 => Some((u32::from(b), 1)),
+        Some(0xcc) => be(1),
+        Some(0xcd) => be(2),
+        Some(0xce) => be(4),
+        _ => {
+            let mut after = rest;
+            let n: u32 = rmp::decode::read_int(&mut after).ok()?;
+            Some((n, rest.len() - after.len()))
+        }
+    }
+}
+
 /// Every byte value, for results of one byte to be static slices of.
 static ONE_BYTE: [u8; 256] = {
     let mut all = [0u8; 256];
@@ -230,22 +234,21 @@ static ONE_BYTE: [u8; 256] = {
 /// a static slice that references no buffer. `None` for any other message, which
 /// [`parse`] reads.
 pub fn one_byte_response(frame: &[u8]) -> Option<(u32, Bytes)> {
-    let [0x94, 0x01, rest @ ..] = frame else {
+    let [0x94, rest @ ..] = frame else {
         return None;
     };
-    let (msgid, rest) = match rest {
-        [b, rest @ ..] if *b < 0x80 => (u32::from(*b), rest),
-        [0xcc, b, rest @ ..] => (u32::from(*b), rest),
-        [0xcd, a, b, rest @ ..] => (u32::from(u16::from_be_bytes([*a, *b])), rest),
-        [0xce, a, b, c, d, rest @ ..] => (u32::from_be_bytes([*a, *b, *c, *d]), rest),
-        _ => return None,
-    };
-    let [0xc0, value] = rest else {
+    let (kind, len) = read_u32(rest)?;
+    if kind != u32::from(crate::RESPONSE) {
+        return None;
+    }
+    let rest = &rest[len..];
+    let (msgid, len) = read_u32(rest)?;
+    let [0xc0, value] = rest[len..] else {
         return None;
     };
     // A one-byte value is a fixint, nil, a bool or an empty fixmap, fixarray or fixstr.
     let whole = matches!(value, 0x00..=0x80 | 0x90 | 0xa0 | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff);
-    let at = usize::from(*value);
+    let at = usize::from(value);
     whole.then(|| (msgid, Bytes::from_static(&ONE_BYTE[at..=at])))
 }
 
@@ -390,6 +393,17 @@ mod tests {
             V::Array(vec![V::from(0), V::from(3), V::from("m"), V::Array(vec![])]),
         ] {
             assert_eq!(one_byte_response(&enc(other.clone())), None, "{other}");
+        }
+        // Ints in encodings a client rarely writes (an int8 msgid, a uint8 type) read alike.
+        for raw in [
+            &[0x94, 0x01, 0xd0, 0x05, 0xc0, 0x01][..],
+            &[0x94, 0xcc, 0x01, 0x05, 0xc0, 0xc3],
+        ] {
+            let Ok(Envelope::Response { msgid, result, .. }) = parse(Bytes::copy_from_slice(raw))
+            else {
+                panic!("{raw:?} is a response");
+            };
+            assert_eq!(one_byte_response(raw), Some((msgid, result)), "{raw:?}");
         }
         assert_eq!(one_byte_response(&[0x94, 0x01, 0x03, 0xc0]), None);
         assert_eq!(one_byte_response(&[0x94, 0x01, 0xcc]), None);
