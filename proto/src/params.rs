@@ -219,8 +219,11 @@ impl Params {
     }
 
     /// The array starting at `frame[start..]`: each element is walked once (finding where the
-    /// array ends is finding where each element does).
+    /// array ends is finding where each element does). `None` also for a message of 4 GiB or
+    /// more (possible only with `--max-message-bytes` raised that far), whose offsets do not
+    /// fit the 32 bits they are kept in.
     pub(crate) fn scan(frame: &[u8], start: usize) -> Option<Scanned> {
+        u32::try_from(frame.len()).ok()?;
         let array = frame.get(start..)?;
         let mut rest = array;
         let n = rmp::decode::read_array_len(&mut rest).ok()? as usize;
