@@ -152,53 +152,34 @@ impl Pipeline {
     /// on a new one.
     pub fn execute(self) -> Result<Replies> {
         let conn = self.client.connection()?;
-        if let Some(calls) = self.all_sendable(&conn) {
-            let (replies, holds) = self.send_all(&conn, &calls)?;
-            drop(calls);
-            return Ok(self.into_replies(replies, conn.run_key(), holds));
-        }
-        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(self.queued.len());
-        let mut holds = Hold::default();
-        let mut chunk: Vec<(usize, &str, &Args)> = Vec::with_capacity(self.queued.len());
-        let mut chunk_bytes = 0;
-        for (index, (method, args, run)) in self.queued.iter().enumerate() {
-            match checked(args, self.client.stale_on(*run, &conn)) {
-                Ok(args) => {
-                    chunk.push((index, method, args));
-                    chunk_bytes += args.bytes().len() + method.len() + 8;
-                }
-                Err(e) => {
-                    replies.push(Some(Err(e)));
-                    continue;
-                }
-            }
-            replies.push(None);
-            if chunk_bytes >= CHUNK_BYTES {
-                holds.merge(self.send_chunk(&conn, &mut chunk, &mut replies)?);
-                chunk_bytes = 0;
-            }
-        }
-        holds.merge(self.send_chunk(&conn, &mut chunk, &mut replies)?);
-        drop(chunk);
-        Ok(self.into_replies(filled(replies), conn.run_key(), holds))
-    }
-
-    /// Every queued call as it is sent, if none fails unsent (the usual case, which then
-    /// files the replies in one vector as they come, with no second pass to put them in
-    /// place).
-    fn all_sendable(&self, conn: &Connection) -> Option<Vec<(&str, &Args)>> {
-        let current = conn.run_key();
-        self.queued
+        // A call's params, or the error it fails with unsent (see `checked`).
+        let sendable = |args, run| checked(args, self.client.stale_on(run, &conn));
+        let calls: Vec<(&str, &Args)> = self
+            .queued
             .iter()
-            .map(|(method, args, run)| match args {
-                Ok(args) if *run == 0 || *run == current => Some((&**method, args)),
-                _ => None,
-            })
-            .collect()
+            .filter_map(|(method, args, run)| Some((&**method, sendable(args, *run).ok()?)))
+            .collect();
+        let (sent, holds) = self.send_all(&conn, &calls)?;
+        let replies = if calls.len() == self.queued.len() {
+            sent
+        } else {
+            // Some failed unsent: each gets its error in its place, between the others'
+            // replies (in the usual pipeline none does, and nothing is moved twice).
+            let mut sent = sent.into_iter();
+            self.queued
+                .iter()
+                .map(|(_, args, run)| {
+                    sendable(args, *run)
+                        .and_then(|_| sent.next().unwrap_or_else(|| Err(missing_reply())))
+                })
+                .collect()
+        };
+        drop(calls);
+        Ok(self.into_replies(replies, conn.run_key(), holds))
     }
 
-    /// Sends `calls`, every queued call, in chunks of about [`CHUNK_BYTES`]; their replies in
-    /// order.
+    /// Sends `calls` in chunks of about [`CHUNK_BYTES`], each chunk's replies read before the
+    /// next is written; their replies in order.
     fn send_all(&self, conn: &Connection, calls: &[(&str, &Args)]) -> Result<(Vec<Reply>, Hold)> {
         let mut replies = Vec::with_capacity(calls.len());
         let mut holds = Hold::default();
@@ -278,37 +259,15 @@ impl Pipeline {
             .collect();
         (calls, replies)
     }
-
-    /// Sends the calls of `chunk` in one write and files their replies; returns what holds
-    /// the objects their references name.
-    fn send_chunk(
-        &self,
-        conn: &Connection,
-        chunk: &mut Vec<(usize, &str, &Args)>,
-        replies: &mut [Option<Reply>],
-    ) -> Result<Hold> {
-        if chunk.is_empty() {
-            return Ok(Hold::default());
-        }
-        let calls: Vec<(&str, &Args)> = chunk.iter().map(|(_, m, a)| (*m, *a)).collect();
-        let (got, hold) = self.client.run_many(conn, &calls)?;
-        for ((index, _, _), reply) in chunk.drain(..).zip(got) {
-            replies[index] = Some(reply);
-        }
-        Ok(hold)
-    }
 }
 
 /// A call to send: its method and params.
 #[cfg(feature = "tokio")]
 pub(crate) type Call<'a> = (&'a str, &'a Args);
 
-/// The replies of a pipeline filed by index (`None`: a reply that never came, an error).
-pub(crate) fn filled(replies: Vec<Option<Reply>>) -> Vec<Reply> {
-    replies
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(Error::Usage("a pipeline reply is missing".into()))))
-        .collect()
+/// The error in place of a reply that never came (a bug, never expected).
+pub(crate) fn missing_reply() -> Error {
+    Error::Usage("a pipeline reply is missing".into())
 }
 
 /// A queued call's params, unless it fails alone, unsent: its params failed to encode, or it

@@ -2,9 +2,9 @@
 //! together, redeemed with the same [`Handle`]s and [`Replies`] as the blocking client's.
 
 use super::AsyncClient;
-use crate::command::Cmd;
+use crate::command::{Cmd, Reply};
 use crate::error::Result;
-use crate::pipeline::{Handle, Replies};
+use crate::pipeline::{missing_reply, Handle, Replies};
 
 /// Calls queued to be sent together on an [`AsyncClient`]'s connection. Build one with
 /// [`AsyncClient::pipeline`].
@@ -70,6 +70,14 @@ impl Pipeline {
         let run = self.client.blocking().target(0).run;
         Ok(self
             .queued
-            .into_replies(crate::pipeline::filled(replies), run, Default::default()))
+            .into_replies(filled(replies), run, Default::default()))
     }
+}
+
+/// The replies filed by index (`None`: a reply that never came, an error).
+fn filled(replies: Vec<Option<Reply>>) -> Vec<Reply> {
+    replies
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(missing_reply())))
+        .collect()
 }
