@@ -172,7 +172,20 @@ impl Session {
 
     /// Answers the complete messages in the decoder into `out`, until `out` holds `stop_at`
     /// bytes (backpressure: the rest wait in the decoder). Also says whether it stopped there.
+    /// The batch's calls are added to the manager's per-method counts before its replies go.
     fn process(
+        &mut self,
+        decoder: &mut FrameDecoder,
+        out: &mut Vec<u8>,
+        stop_at: usize,
+    ) -> (Next, bool) {
+        let answered = self.answer_batch(decoder, out, stop_at);
+        self.recent.flush(&self.shared.stats);
+        answered
+    }
+
+    /// [`Session::process`] but for the counts.
+    fn answer_batch(
         &mut self,
         decoder: &mut FrameDecoder,
         out: &mut Vec<u8>,
@@ -1486,7 +1499,6 @@ where
         let (next, full) = self
             .session
             .process(&mut self.decoder, &mut self.out, stop_at);
-        self.session.recent.flush(&self.shared.stats);
         if full && !self.backlog && self.session.auth_due().is_none() {
             debug!(
                 unwritten = self.unwritten(),
