@@ -1102,8 +1102,8 @@ pub(crate) fn drain_frames(
     mut response: impl FnMut(u32, Bytes, Bytes),
 ) -> std::result::Result<(), String> {
     loop {
-        // A reply whose result is one byte is read where it lies, taking no reference to the
-        // read buffer: a tenth of a pipelined call's cost on the client, in atomic operations.
+        // A reply whose result is one byte is read where it lies, neither scanned nor taking a
+        // reference to the read buffer: a fifth of a pipelined call's cost on the client.
         let frame = match decoder.next_frame_in_place(envelope::one_byte_response) {
             Ok(Some(Frame::InPlace((msgid, result)))) => {
                 response(msgid, Bytes::from_static(&[0xc0]), result);

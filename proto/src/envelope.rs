@@ -230,26 +230,27 @@ static ONE_BYTE: [u8; 256] = {
 };
 
 /// A successful response whose result is one byte (nil, a bool, a small int, an empty
-/// container or string: the reply of most writes), read in place: its msgid and its result,
-/// a static slice that references no buffer. `None` for any other message, which
-/// [`parse`] reads.
-pub fn one_byte_response(frame: &[u8]) -> Option<(u32, Bytes)> {
-    let [0x94, rest @ ..] = frame else {
+/// container or string: the reply of most writes) at the start of `buf`, which may hold more
+/// after it, read in place: its length, and its msgid and result, a static slice that
+/// references no buffer. `None` when `buf` does not start with a whole one: any other message
+/// is framed by the scanner and read by [`parse`].
+pub fn one_byte_response(buf: &[u8]) -> Option<(usize, (u32, Bytes))> {
+    let [0x94, rest @ ..] = buf else {
         return None;
     };
-    let (kind, len) = read_u32(rest)?;
+    let (kind, kind_len) = read_u32(rest)?;
     if kind != u32::from(crate::RESPONSE) {
         return None;
     }
-    let rest = &rest[len..];
-    let (msgid, len) = read_u32(rest)?;
-    let [0xc0, value] = rest[len..] else {
+    let (msgid, msgid_len) = read_u32(&rest[kind_len..])?;
+    let at = 1 + kind_len + msgid_len;
+    let &[0xc0, value] = buf.get(at..at + 2)? else {
         return None;
     };
     // A one-byte value is a fixint, nil, a bool or an empty fixmap, fixarray or fixstr.
     let whole = matches!(value, 0x00..=0x80 | 0x90 | 0xa0 | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff);
-    let at = usize::from(value);
-    whole.then(|| (msgid, Bytes::from_static(&ONE_BYTE[at..=at])))
+    let byte = usize::from(value);
+    whole.then(|| (at + 2, (msgid, Bytes::from_static(&ONE_BYTE[byte..=byte]))))
 }
 
 /// The array length of the header at the start of `frame`, if it starts with an array.
@@ -382,7 +383,12 @@ mod tests {
                 else {
                     panic!("{frame:?} is a response");
                 };
-                assert_eq!(one_byte_response(&frame), Some((id, parsed)), "{frame:?}");
+                let whole = Some((frame.len(), (id, parsed)));
+                assert_eq!(one_byte_response(&frame), whole, "{frame:?}");
+                // Whatever follows it in the buffer is not read.
+                let mut followed = frame.to_vec();
+                followed.extend_from_slice(&frame[..3]);
+                assert_eq!(one_byte_response(&followed), whole, "{frame:?}");
             }
         }
         // Longer results, errors, requests and cut messages are left to `parse`.
@@ -403,7 +409,8 @@ mod tests {
             else {
                 panic!("{raw:?} is a response");
             };
-            assert_eq!(one_byte_response(raw), Some((msgid, result)), "{raw:?}");
+            let read = Some((raw.len(), (msgid, result)));
+            assert_eq!(one_byte_response(raw), read, "{raw:?}");
         }
         assert_eq!(one_byte_response(&[0x94, 0x01, 0x03, 0xc0]), None);
         assert_eq!(one_byte_response(&[0x94, 0x01, 0xcc]), None);

@@ -77,31 +77,27 @@ impl FrameDecoder {
         self.scanner.last_had_ext()
     }
 
-    /// The next complete message: read in place by `read` if it gives `Some` (the message
-    /// then leaves the buffer without being split off it), else split off as
-    /// [`FrameDecoder::next_frame`] does. `Ok(None)` when more bytes are needed.
+    /// The next complete message, `Ok(None)` when more bytes are needed. `read` is offered
+    /// the bytes buffered first: when they start with a message it knows the shape of, it
+    /// returns that message's length and what it read of it, and the message is consumed in
+    /// place, neither scanned nor split off. Any other message is scanned and split off whole,
+    /// as [`FrameDecoder::next_frame`] does.
     ///
-    /// Splitting a message off counts a reference to the read buffer, an atomic operation to
-    /// take and another to give back; a reader that needs nothing of a message once it has
-    /// read it (a reply whose result is one byte) saves both.
+    /// For a reader that knows most messages at a glance (a reply whose result is one byte):
+    /// scanning a message walks it value by value, and splitting it off counts a reference to
+    /// the read buffer, an atomic operation to take and another to give back. `read` must only
+    /// claim a whole message that holds no ext value; the message limit still applies.
     pub fn next_frame_in_place<R>(
         &mut self,
-        read: impl FnOnce(&[u8]) -> Option<R>,
+        read: impl FnOnce(&[u8]) -> Option<(usize, R)>,
     ) -> Result<Option<Frame<R>>, FrameError> {
-        match self.scanner.scan(&self.buf) {
-            Ok(Some(len)) => Ok(Some(match read(&self.buf[..len]) {
-                Some(read) => {
-                    self.buf.advance(len);
-                    Frame::InPlace(read)
-                }
-                None => Frame::Whole(self.buf.split_to(len).freeze()),
-            })),
-            Ok(None) => Ok(None),
-            Err(source) => Err(FrameError {
-                source,
-                msgid: crate::envelope::request_msgid_prefix(&self.buf),
-            }),
+        if let Some((len, read)) = read(&self.buf) {
+            if len <= self.buf.len() && self.scanner.take_framed(len) {
+                self.buf.advance(len);
+                return Ok(Some(Frame::InPlace(read)));
+            }
         }
+        Ok(self.next_frame()?.map(Frame::Whole))
     }
 
     /// The next complete message, `Ok(None)` when more bytes are needed.
@@ -138,11 +134,16 @@ mod tests {
         stream.extend_from_slice(&frames[0][..3]);
         let mut d = FrameDecoder::new(Limits::default());
         d.extend(&stream);
-        // The reader takes the messages with no params.
-        let no_params = |m: &[u8]| (m.last() == Some(&0x90)).then_some(m.len());
+        // The reader takes the messages with no params (their length is known at a glance:
+        // the request header is followed by an empty array).
+        let header = request(0, 0).len();
+        let no_params = |m: &[u8]| {
+            let len = m.iter().position(|&b| b == 0x90)? + 1;
+            (len == header).then_some((len, len))
+        };
         for f in &frames {
             let want = match no_params(f) {
-                Some(len) => Frame::InPlace(len),
+                Some((_, len)) => Frame::InPlace(len),
                 None => Frame::Whole(Bytes::from(f.clone())),
             };
             assert_eq!(d.next_frame_in_place(no_params).unwrap(), Some(want));
@@ -154,6 +155,35 @@ mod tests {
             d.next_frame_in_place(no_params).unwrap(),
             Some(Frame::InPlace(frames[0].len()))
         );
+        assert_eq!(d.buffered(), 0);
+    }
+
+    /// A message read in place is still held to the message limit, and leaves no trace of
+    /// the message scanned before it (whether that one held an ext value).
+    #[test]
+    fn messages_read_in_place_keep_the_limits() {
+        let reply = [0x94, 0x01, 0x05, 0xc0, 0xc3];
+        let one_byte = crate::envelope::one_byte_response;
+        let mut d = FrameDecoder::new(Limits {
+            max_message_bytes: 4,
+            ..Limits::default()
+        });
+        d.extend(&reply);
+        assert!(d.next_frame_in_place(one_byte).unwrap_err().is_limit());
+
+        let mut d = FrameDecoder::new(Limits::default());
+        let with_ext = [0x94, 0x01, 0x06, 0xc0, 0xd4, 0x01, 0x07];
+        d.extend(&with_ext);
+        d.extend(&reply);
+        let first = d.next_frame_in_place(one_byte).unwrap();
+        assert_eq!(first, Some(Frame::Whole(Bytes::copy_from_slice(&with_ext))));
+        assert!(d.last_frame_had_ext());
+        let second = d.next_frame_in_place(one_byte).unwrap();
+        assert_eq!(
+            second,
+            Some(Frame::InPlace((5, Bytes::from_static(&[0xc3]))))
+        );
+        assert!(!d.last_frame_had_ext());
         assert_eq!(d.buffered(), 0);
     }
 

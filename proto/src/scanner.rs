@@ -218,6 +218,19 @@ impl Scanner {
         self.pos
     }
 
+    /// Takes the current value, `len` bytes holding no ext value, as framed by the caller
+    /// (who knows its shape) instead of scanning it: true when `len` is within the message
+    /// limit and covers what was scanned of it so far, and the scanner is then ready for the
+    /// next value; false leaves the value to [`Scanner::scan`], which says what is wrong.
+    pub fn take_framed(&mut self, len: usize) -> bool {
+        if len < self.pos || self.limits_changed || len > self.limits.max_message_bytes {
+            return false;
+        }
+        self.reset();
+        self.last_had_ext = false;
+        true
+    }
+
     /// Scans `buf` (which starts with the current value) from where the last call stopped.
     ///
     /// Returns `Ok(Some(len))` when the value's `len` bytes are all in `buf`, `Ok(None)` when
