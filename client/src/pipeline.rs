@@ -26,7 +26,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::client::{Client, Hold};
-use crate::command::{Args, Cmd, Decoder, Reply};
+use crate::command::{Args, Cmd, Decoder, ParamBytes, Reply};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 
@@ -97,7 +97,7 @@ pub struct Replies {
     replies: Vec<Reply>,
     /// Each call's method and its params, or (for large ones) what its decode errors name of
     /// them ([`crate::error::call_context`]).
-    calls: Vec<(Cow<'static, str>, Vec<u8>)>,
+    calls: Vec<(Cow<'static, str>, ParamBytes)>,
     _holds: Hold,
 }
 
@@ -212,8 +212,8 @@ impl Pipeline {
                 // is kept, so the replies do not hold every value the pipeline sent.
                 let context = match args {
                     Ok(a) if a.bytes().len() <= KEEP_PARAMS_UP_TO => a.into_bytes(),
-                    Ok(a) => crate::error::call_context(&method, a.bytes()),
-                    Err(_) => Vec::new(),
+                    Ok(a) => crate::error::call_context(&method, a.bytes()).into(),
+                    Err(_) => ParamBytes::default(),
                 };
                 (method, context)
             })

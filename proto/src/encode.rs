@@ -2,76 +2,121 @@
 //!
 //! Results that are stored values are copied as raw bytes after a fixed header, so a reply to
 //! `dict.get` costs one copy of the stored value and no encoding.
+//!
+//! The scalar and header writers append to any [`Sink`]; the message writers build whole
+//! messages in a `Vec<u8>`.
 
 use crate::error::CallError;
 
-// Writing into a Vec cannot fail: every `rmp::encode` call below ignores an error that cannot
-// happen, through `ok()`.
+/// A buffer the scalar and header writers append to, which grows as needed and cannot fail:
+/// a `Vec<u8>`, or a buffer of the caller's own (the Rust client keeps a call's params inline
+/// up to a few dozen bytes, so that building a call allocates nothing).
+pub trait Sink {
+    /// Appends one byte.
+    fn put(&mut self, byte: u8);
+    /// Appends `bytes`.
+    fn put_slice(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    #[inline]
+    fn put(&mut self, byte: u8) {
+        self.push(byte);
+    }
+
+    #[inline]
+    fn put_slice(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// A [`Sink`] as the writer `rmp::encode` takes. Writing to a sink cannot fail, so every
+/// `rmp::encode` call below ignores an error that cannot happen, through `ok()`.
+struct Rmp<'a, S: ?Sized>(&'a mut S);
+
+impl<S: Sink + ?Sized> std::io::Write for Rmp<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.put_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Appends an unsigned integer in its shortest encoding.
-pub fn uint(out: &mut Vec<u8>, n: u64) {
-    // A positive fixint (object ids, small counts) in one push; the rest through rmp.
-    match u8::try_from(n) {
-        Ok(b) if b < 0x80 => out.push(b),
-        _ => {
-            rmp::encode::write_uint(out, n).ok();
+pub fn uint(out: &mut (impl Sink + ?Sized), n: u64) {
+    // Written here rather than through rmp: one append of at most nine bytes, the hot path of
+    // every request (a msgid, an object id).
+    let be = n.to_be_bytes();
+    match n {
+        0..=0x7f => out.put(n as u8),
+        0x80..=0xff => out.put_slice(&[0xcc, n as u8]),
+        0x100..=0xffff => out.put_slice(&[0xcd, be[6], be[7]]),
+        0x1_0000..=0xffff_ffff => out.put_slice(&[0xce, be[4], be[5], be[6], be[7]]),
+        _ => out.put_slice(&[0xcf, be[0], be[1], be[2], be[3], be[4], be[5], be[6], be[7]]),
+    }
+}
+
+/// Appends a signed integer in its shortest encoding (a non-negative one as [`uint`] does).
+pub fn int(out: &mut (impl Sink + ?Sized), n: i64) {
+    match u64::try_from(n) {
+        Ok(n) => uint(out, n),
+        Err(_) => {
+            rmp::encode::write_sint(&mut Rmp(out), n).ok();
         }
     }
 }
 
-/// Appends a signed integer in its shortest encoding.
-pub fn int(out: &mut Vec<u8>, n: i64) {
-    rmp::encode::write_sint(out, n).ok();
-}
-
 /// Appends a str.
-pub fn str(out: &mut Vec<u8>, s: &str) {
+pub fn str(out: &mut (impl Sink + ?Sized), s: &str) {
     // A fixstr (method names, short keys) with a one-byte header; the rest through rmp.
     if s.len() < 32 {
-        out.push(0xa0 | s.len() as u8);
-        out.extend_from_slice(s.as_bytes());
+        out.put(0xa0 | s.len() as u8);
+        out.put_slice(s.as_bytes());
     } else {
-        rmp::encode::write_str(out, s).ok();
+        rmp::encode::write_str(&mut Rmp(out), s).ok();
     }
 }
 
 /// Appends a bin.
-pub fn bin(out: &mut Vec<u8>, b: &[u8]) {
-    rmp::encode::write_bin(out, b).ok();
+pub fn bin(out: &mut (impl Sink + ?Sized), b: &[u8]) {
+    rmp::encode::write_bin(&mut Rmp(out), b).ok();
 }
 
 /// Appends a bool.
-pub fn bool(out: &mut Vec<u8>, b: bool) {
-    out.push(if b { 0xc3 } else { 0xc2 });
+pub fn bool(out: &mut (impl Sink + ?Sized), b: bool) {
+    out.put(if b { 0xc3 } else { 0xc2 });
 }
 
 /// Appends nil.
-pub fn nil(out: &mut Vec<u8>) {
-    out.push(0xc0);
+pub fn nil(out: &mut (impl Sink + ?Sized)) {
+    out.put(0xc0);
 }
 
 /// Appends a float32.
-pub fn f32(out: &mut Vec<u8>, x: f32) {
-    rmp::encode::write_f32(out, x).ok();
+pub fn f32(out: &mut (impl Sink + ?Sized), x: f32) {
+    rmp::encode::write_f32(&mut Rmp(out), x).ok();
 }
 
 /// Appends a float64.
-pub fn f64(out: &mut Vec<u8>, x: f64) {
-    rmp::encode::write_f64(out, x).ok();
+pub fn f64(out: &mut (impl Sink + ?Sized), x: f64) {
+    rmp::encode::write_f64(&mut Rmp(out), x).ok();
 }
 
 /// Appends an array header for `n` elements (which the caller appends next).
-pub fn array_header(out: &mut Vec<u8>, n: usize) {
+pub fn array_header(out: &mut (impl Sink + ?Sized), n: usize) {
     if n < 16 {
-        out.push(0x90 | n as u8);
+        out.put(0x90 | n as u8);
     } else {
-        rmp::encode::write_array_len(out, n as u32).ok();
+        rmp::encode::write_array_len(&mut Rmp(out), n as u32).ok();
     }
 }
 
 /// Appends a map header for `n` entries (key, value, key, value... follow).
-pub fn map_header(out: &mut Vec<u8>, n: usize) {
-    rmp::encode::write_map_len(out, n as u32).ok();
+pub fn map_header(out: &mut (impl Sink + ?Sized), n: usize) {
+    rmp::encode::write_map_len(&mut Rmp(out), n as u32).ok();
 }
 
 /// Appends a dynamic value.
@@ -144,6 +189,29 @@ pub const FALSE: &[u8] = &[0xc2];
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ints are written in the shortest encoding, byte for byte as rmp writes them, at every
+    /// boundary between two encodings.
+    #[test]
+    fn ints_are_encoded_as_rmp_encodes_them() {
+        let mut edges: Vec<u64> = vec![0, 1, u64::MAX];
+        for bits in [7u32, 8, 16, 32, 63] {
+            let edge = 1u64 << bits;
+            edges.extend([edge - 1, edge, edge + 1]);
+        }
+        for n in edges {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            uint(&mut ours, n);
+            rmp::encode::write_uint(&mut theirs, n).unwrap();
+            assert_eq!(ours, theirs, "uint {n}");
+            for i in [n as i64, (n as i64).wrapping_neg(), i64::MIN, i64::MAX] {
+                let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+                int(&mut ours, i);
+                rmp::encode::write_sint(&mut theirs, i).unwrap();
+                assert_eq!(ours, theirs, "int {i}");
+            }
+        }
+    }
 
     #[test]
     fn response_round_trips_through_the_envelope_parser() {
