@@ -162,16 +162,17 @@ impl Cursor<'_> {
     /// A method name: a str, or a bin holding UTF-8.
     fn next_method(&mut self) -> Result<Method, String> {
         let rest = self.rest();
-        if value_len(rest).is_none() {
-            return Err("truncated method".to_owned());
-        }
         // A str or bin ends where its payload does.
         let method = crate::params::bytes_of(rest).and_then(|text| {
             let end = text.as_ptr() as usize - rest.as_ptr() as usize + text.len();
             Some((Method::new(text, self.frame)?, end))
         });
-        let (method, len) =
-            method.ok_or_else(|| "method must be a str (or a bin holding UTF-8)".to_owned())?;
+        let Some((method, len)) = method else {
+            return Err(match value_len(rest) {
+                None => "truncated method".to_owned(),
+                Some(_) => "method must be a str (or a bin holding UTF-8)".to_owned(),
+            });
+        };
         self.pos += len;
         Ok(method)
     }
@@ -253,17 +254,10 @@ pub fn one_byte_response(buf: &[u8]) -> Option<(usize, (u32, Bytes))> {
     whole.then(|| (at + 2, (msgid, Bytes::from_static(&ONE_BYTE[byte..=byte]))))
 }
 
-/// The array length of the header at the start of `frame`, if it starts with an array.
-fn array_len(frame: &[u8]) -> Option<(usize, usize)> {
-    let mut rest = frame;
-    let len = rmp::decode::read_array_len(&mut rest).ok()?;
-    Some((len as usize, frame.len() - rest.len()))
-}
-
 /// Reads `[0, msgid, ...` at the start of `buf`, even when the rest of the message is missing or
 /// bad, so that an error about the message can be answered to its request.
 pub fn request_msgid_prefix(buf: &[u8]) -> Option<u32> {
-    let (len, header) = array_len(buf)?;
+    let (len, header) = crate::params::array_header(buf)?;
     let mut rest = buf.get(header..)?;
     let kind: u8 = rmp::decode::read_int(&mut rest).ok()?;
     if len != 4 || kind != crate::REQUEST {
@@ -274,7 +268,7 @@ pub fn request_msgid_prefix(buf: &[u8]) -> Option<u32> {
 
 /// Parses one complete message.
 pub fn parse(frame: Bytes) -> Result<Envelope, EnvelopeError> {
-    let Some((len, header)) = array_len(&frame) else {
+    let Some((len, header)) = crate::params::array_header(&frame) else {
         return Err(bad(None, "a message must be an array"));
     };
     let mut c = Cursor {
@@ -435,6 +429,40 @@ mod tests {
             panic!("not a request")
         };
         assert_eq!((msgid, method.as_str(), params.len()), (0, "dict.get", 2));
+    }
+
+    /// Methods and params read alike in their short and long encodings, and a method that is
+    /// not a str (or is cut short) is refused with the request's msgid.
+    #[test]
+    fn methods_and_params_in_every_encoding() {
+        let long = "m".repeat(40);
+        for method in ["dict.get", long.as_str()] {
+            // A str32 method and an array16 of params, where a fixstr and fixarray would do.
+            let mut raw = vec![0x94, 0x00, 0x05, 0xdb];
+            raw.extend_from_slice(&(method.len() as u32).to_be_bytes());
+            raw.extend_from_slice(method.as_bytes());
+            raw.extend_from_slice(&[0xdc, 0x00, 0x02, 0x03, 0xa1, b'k']);
+            let Ok(Envelope::Request {
+                msgid,
+                method: read,
+                params,
+            }) = parse(Bytes::from(raw))
+            else {
+                panic!("a request");
+            };
+            assert_eq!((msgid, read.as_str(), params.len()), (5, method, 2));
+            assert_eq!(params.raw(1), [0xa1, b'k']);
+        }
+        let cases: [(&[u8], &str); 3] = [
+            (&[0x94, 0x00, 0x05, 0x07, 0x90], "must be a str"),
+            (&[0x94, 0x00, 0x05, 0xa8, b'd', b'i'], "truncated method"),
+            (&[0x94, 0x00, 0x05, 0xa2, 0xff, 0xfe, 0x90], "must be a str"),
+        ];
+        for (raw, says) in cases {
+            let e = parse(Bytes::copy_from_slice(raw)).unwrap_err();
+            assert_eq!(e.msgid, Some(5), "{raw:?}");
+            assert!(e.to_string().contains(says), "{raw:?}: {e}");
+        }
     }
 
     #[test]

@@ -50,11 +50,27 @@ pub fn text(raw: &[u8]) -> Option<&str> {
 pub fn bytes_of(raw: &[u8]) -> Option<&[u8]> {
     let mut rest = raw;
     let len = match raw.first()? {
-        0xa0..=0xbf | 0xd9..=0xdb => rmp::decode::read_str_len(&mut rest).ok()?,
+        // A fixstr (method names, most keys) without the general reader.
+        &marker @ 0xa0..=0xbf => return raw.get(1..1 + usize::from(marker & 0x1f)),
+        0xd9..=0xdb => rmp::decode::read_str_len(&mut rest).ok()?,
         0xc4..=0xc6 => rmp::decode::read_bin_len(&mut rest).ok()?,
         _ => return None,
     } as usize;
     rest.get(..len)
+}
+
+/// The length of the array whose header starts `raw`, and the header's length: `None` when
+/// `raw` does not start with an array header.
+pub(crate) fn array_header(raw: &[u8]) -> Option<(usize, usize)> {
+    match raw.first()? {
+        // A fixarray (every envelope, most params) without the general reader.
+        &marker @ 0x90..=0x9f => Some((usize::from(marker & 0x0f), 1)),
+        _ => {
+            let mut rest = raw;
+            let len = rmp::decode::read_array_len(&mut rest).ok()?;
+            Some((len as usize, raw.len() - rest.len()))
+        }
+    }
 }
 
 /// An integer of any encoding, as i64 (None for other types or out of range).
@@ -225,9 +241,7 @@ impl Params {
     pub(crate) fn scan(frame: &[u8], start: usize) -> Option<Scanned> {
         u32::try_from(frame.len()).ok()?;
         let array = frame.get(start..)?;
-        let mut rest = array;
-        let n = rmp::decode::read_array_len(&mut rest).ok()? as usize;
-        let mut pos = array.len() - rest.len();
+        let (n, mut pos) = array_header(array)?;
         // Each element takes at least a byte: don't trust `n` for the allocation.
         let mut spans = Spans::with_capacity(n.min(array.len() - pos));
         for _ in 0..n {
