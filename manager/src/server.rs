@@ -288,6 +288,11 @@ pub async fn stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
 }
 
+/// [`stopped`] owning its receiver: a future to make once and poll many times.
+pub async fn stopped_owned(mut stopping: watch::Receiver<bool>) {
+    stopped(&mut stopping).await;
+}
+
 /// Waits (bounded) for the connections to finish after shutdown started.
 async fn drain(mut connections: JoinSet<()>) {
     let all_done = async { while connections.join_next().await.is_some() {} };
