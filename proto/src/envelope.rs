@@ -147,10 +147,8 @@ impl Cursor<'_> {
 
     /// The next element as a slice of the frame.
     fn next_value(&mut self) -> Option<Bytes> {
-        let len = value_len(self.rest())?;
-        let value = self.frame.slice(self.pos..self.pos + len);
-        self.pos += len;
-        Some(value)
+        let (start, len) = self.next_span()?;
+        Some(self.frame.slice(start..start + len))
     }
 
     fn next_u32(&mut self) -> Option<u32> {
@@ -195,28 +193,10 @@ impl Cursor<'_> {
     }
 }
 
-/// The unsigned 32-bit int at the start of `rest`, and its length. The encodings a client
-/// writes one with (the message type, a msgid) are read without the general reader; any other
-/// encoding of an int goes through it.
+/// The unsigned 32-bit int at the start of `rest` (a message type, a msgid), and its length.
 fn read_u32(rest: &[u8]) -> Option<(u32, usize)> {
-    let be = |n: usize| {
-        let bytes = rest.get(1..1 + n)?;
-        Some((
-            bytes.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)),
-            1 + n,
-        ))
-    };
-    match rest.first() {
-        Some(&b) if b < 0x80 => Some((u32::from(b), 1)),
-        Some(0xcc) => be(1),
-        Some(0xcd) => be(2),
-        Some(0xce) => be(4),
-        _ => {
-            let mut after = rest;
-            let n: u32 = rmp::decode::read_int(&mut after).ok()?;
-            Some((n, rest.len() - after.len()))
-        }
-    }
+    let (n, len) = crate::params::uint_prefix(rest)?;
+    Some((u32::try_from(n).ok()?, len))
 }
 
 /// Every byte value, for results of one byte to be static slices of.

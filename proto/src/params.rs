@@ -87,21 +87,33 @@ pub fn int_i64(raw: &[u8]) -> Option<i64> {
 
 /// An integer of any encoding, as u64 (None for other types or negative values).
 pub fn int_u64(raw: &[u8]) -> Option<u64> {
-    // A fixint, or the unsigned encodings (object ids are 64-bit), without the general reader.
+    uint_prefix(raw).map(|(n, _)| n)
+}
+
+/// The non-negative integer at the start of `raw`, of any encoding, and its length in bytes
+/// (`raw` may hold more after it): `None` for another type or a negative value.
+pub(crate) fn uint_prefix(raw: &[u8]) -> Option<(u64, usize)> {
+    // A fixint, or the unsigned encodings (object ids are 64-bit; a msgid, the message type),
+    // without the general reader.
     let be = |n: usize| {
         let bytes = raw.get(1..1 + n)?;
-        Some(bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+        Some((
+            bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)),
+            1 + n,
+        ))
     };
     match raw.first() {
-        Some(&b) if b < 0x80 => return Some(u64::from(b)),
-        Some(0xcc) => return be(1),
-        Some(0xcd) => return be(2),
-        Some(0xce) => return be(4),
-        Some(0xcf) => return be(8),
-        _ => {}
+        Some(&b) if b < 0x80 => Some((u64::from(b), 1)),
+        Some(0xcc) => be(1),
+        Some(0xcd) => be(2),
+        Some(0xce) => be(4),
+        Some(0xcf) => be(8),
+        _ => {
+            let mut rest = raw;
+            let n = rmp::decode::read_int(&mut rest).ok()?;
+            Some((n, raw.len() - rest.len()))
+        }
     }
-    let mut rest = raw;
-    rmp::decode::read_int(&mut rest).ok()
 }
 
 /// The `ArgumentCountError` of a method called with `got` params instead of `min..=max`.
