@@ -621,7 +621,7 @@ impl Connection {
         );
         let reply = waited.and_then(|()| {
             let reply = awaited.into_reply();
-            reply.unwrap_or_else(|| Err(Error::Usage("a reply is missing".into())))
+            reply.unwrap_or_else(|| Err(crate::error::missing_reply()))
         });
         if let Err(e) = &reply {
             self.note_shutdown(e);
@@ -711,7 +711,7 @@ impl Connection {
         let replies: Vec<Reply> = awaited
             .into_replies()
             .into_iter()
-            .map(|reply| reply.unwrap_or_else(|| Err(Error::Usage("a reply is missing".into()))))
+            .map(|reply| reply.unwrap_or_else(|| Err(crate::error::missing_reply())))
             .collect();
         for e in replies.iter().filter_map(|r| r.as_ref().err()) {
             self.note_shutdown(e);

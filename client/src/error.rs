@@ -504,6 +504,16 @@ pub(crate) fn split_values(mut params: &[u8]) -> Vec<&[u8]> {
     out
 }
 
+/// The error in place of a call's reply that never came: never expected, since a
+/// connection that breaks fails every call still waiting with the reason it broke.
+pub(crate) fn missing_reply() -> Error {
+    Error::Usage(
+        "the reply to a call never arrived on a connection that is still open: a bug in the \
+         agora client, please report it"
+            .into(),
+    )
+}
+
 /// What a decode error needs of a call's params (see [`Error::in_call`]): the object id, and
 /// the key for the methods that take one. Kept by pipelines instead of the whole params.
 pub(crate) fn call_context(method: &str, params: &[u8]) -> Vec<u8> {

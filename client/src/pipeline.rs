@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::client::{Client, Hold};
 use crate::command::{Args, Cmd, Decoder, ParamBytes, Reply};
 use crate::connection::Connection;
-use crate::error::{Error, Result};
+use crate::error::{missing_reply, Error, Result};
 
 /// Requests are sent in chunks of about this many bytes, each chunk's replies read before the
 /// next chunk is written. The manager stops reading a connection while its replies are not
@@ -264,11 +264,6 @@ impl Pipeline {
 /// A call to send: its method and params.
 #[cfg(feature = "tokio")]
 pub(crate) type Call<'a> = (&'a str, &'a Args);
-
-/// The error in place of a reply that never came (a bug, never expected).
-pub(crate) fn missing_reply() -> Error {
-    Error::Usage("a pipeline reply is missing".into())
-}
 
 /// A queued call's params, unless it fails alone, unsent: its params failed to encode, or it
 /// is of another run (`stale`).

@@ -3,8 +3,8 @@
 
 use super::AsyncClient;
 use crate::command::{Cmd, Reply};
-use crate::error::Result;
-use crate::pipeline::{missing_reply, Handle, Replies};
+use crate::error::{missing_reply, Result};
+use crate::pipeline::{Handle, Replies};
 
 /// Calls queued to be sent together on an [`AsyncClient`]'s connection. Build one with
 /// [`AsyncClient::pipeline`].
