@@ -41,9 +41,16 @@ impl Manager {
         }
     }
 
-    /// A client of this manager.
+    /// A client of this manager. A manager that cannot be reached is named with its log:
+    /// one that stopped by itself (its lease lost, say) says why there.
     pub fn client(&self) -> Client {
-        Client::connect(&self.address, &key()).expect("connect to the manager")
+        Client::connect(&self.address, &key()).unwrap_or_else(|e| {
+            let log = self.process.as_ref().map(ManagerProcess::log);
+            panic!(
+                "connect to the manager: {e}\nits log:\n{}",
+                log.unwrap_or_default()
+            )
+        })
     }
 
     /// Kills it with SIGKILL: no shutdown, no lease revoked.
