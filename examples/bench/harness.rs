@@ -82,6 +82,11 @@ impl Servers {
         })
     }
 
+    /// The server process's CPU clock (the manager's and the idle echo servers' threads).
+    pub fn cpu_clock(&self) -> Option<CpuClock> {
+        CpuClock::of(self.process.pid())
+    }
+
     /// A client of the manager at `address`.
     pub fn client(&self, address: &Address) -> agora::Result<Client> {
         Client::connect(address, &self.authkey)
@@ -380,6 +385,103 @@ pub fn load_average() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// The CPU time one process has used, all its threads, user and system, read from outside it:
+/// what a server spent on the work a measurement sent it. It moves far less than a rate when
+/// other tenants of the machine take the CPU away (time the hypervisor gives elsewhere is not
+/// counted where the kernel accounts for steal; a CPU slowed by its neighbours still shows).
+pub struct CpuClock(libc::clockid_t);
+
+impl CpuClock {
+    /// The clock of process `pid`; `None` where the system does not give one.
+    pub fn of(pid: u32) -> Option<CpuClock> {
+        let pid = libc::pid_t::try_from(pid).ok()?;
+        let mut id: libc::clockid_t = 0;
+        // SAFETY: clock_getcpuclockid writes a clock id into the one we own.
+        let rc = unsafe { libc::clock_getcpuclockid(pid, &mut id) };
+        (rc == 0).then_some(CpuClock(id))
+    }
+
+    /// The CPU time used so far; `None` once the process is gone.
+    pub fn now(&self) -> Option<Duration> {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the timespec we own.
+        let rc = unsafe { libc::clock_gettime(self.0, &mut ts) };
+        let secs = u64::try_from(ts.tv_sec).ok()?;
+        let nanos = u32::try_from(ts.tv_nsec).ok()?;
+        (rc == 0).then(|| Duration::new(secs, nanos))
+    }
+
+    /// Runs `measure`, which makes `calls(result)` calls of this clock's process, and gives
+    /// its result with the process's CPU time per call in nanoseconds (`None` when the clock
+    /// could not be read or no call was made).
+    pub fn per_call<T, E>(
+        clock: Option<&CpuClock>,
+        measure: impl FnOnce() -> Result<T, E>,
+        calls: impl FnOnce(&T) -> f64,
+    ) -> Result<(T, Option<f64>), E> {
+        let before = clock.and_then(CpuClock::now);
+        let result = measure()?;
+        let n = calls(&result);
+        let after = clock.and_then(CpuClock::now);
+        let per_call = match (before, after) {
+            (Some(b), Some(a)) if n > 0.0 => Some(a.saturating_sub(b).as_nanos() as f64 / n),
+            _ => None,
+        };
+        Ok((result, per_call))
+    }
+}
+
+/// The machine's CPU time counters, from `/proc/stat`: how much of a run's CPU time the
+/// hypervisor gave to other virtual machines (steal), the noise a load average does not show.
+#[derive(Clone, Copy)]
+pub struct CpuTimes {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuTimes {
+    /// The counters now (`None` where `/proc/stat` cannot be read).
+    pub fn now() -> Option<CpuTimes> {
+        CpuTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// The counters in the text of `/proc/stat`: its `cpu` line, the sum of every CPU's.
+    fn parse(stat: &str) -> Option<CpuTimes> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        // user nice system idle iowait irq softirq steal (guest time is within user's).
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        (fields.len() == 8).then(|| CpuTimes {
+            total: fields.iter().sum(),
+            steal: fields[7],
+        })
+    }
+
+    /// The share of all CPU time since `before` that was stolen, in percent.
+    pub fn stolen_since(&self, before: &CpuTimes) -> Option<f64> {
+        let total = self.total.checked_sub(before.total).filter(|&t| t > 0)?;
+        let steal = self.steal.checked_sub(before.steal)?;
+        Some(steal as f64 * 100.0 / total as f64)
+    }
+}
+
+/// "3.2%" of the CPU time between `before` and now stolen, or "?" where it cannot be told.
+pub fn stolen_since(before: Option<CpuTimes>) -> String {
+    match (before, CpuTimes::now()) {
+        (Some(b), Some(now)) => now
+            .stolen_since(&b)
+            .map_or_else(|| "?".into(), |p| format!("{p:.1}%")),
+        _ => "?".into(),
+    }
+}
+
 /// Formats a rate with thousands separators.
 pub fn rate(x: f64) -> String {
     let n = x.round() as u64;
@@ -520,4 +622,74 @@ pub fn calls_per_second(
         total += count.map_err(|_| "a calling thread panicked")??;
     }
     Ok(total as f64 / elapsed.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str = "cpu  100 5 50 800 10 1 2 32 7 0\ncpu0 50 2 25 400 5 0 1 16 3 0\nintr 1 2\n";
+
+    #[test]
+    fn cpu_times_are_the_sum_line_with_its_steal() {
+        let before = CpuTimes::parse(STAT).expect("a cpu line");
+        assert_eq!((before.total, before.steal), (1000, 32));
+        let after = CpuTimes::parse(&STAT.replace(
+            "cpu  100 5 50 800 10 1 2 32",
+            "cpu  150 5 50 1690 10 1 2 92",
+        ))
+        .expect("a cpu line");
+        assert_eq!(after.stolen_since(&before), Some(6.0));
+        // No time passed, or counters that went back: nothing to tell.
+        assert_eq!(before.stolen_since(&before), None);
+        assert_eq!(before.stolen_since(&after), None);
+    }
+
+    #[test]
+    fn cpu_times_refuse_what_is_not_a_cpu_line() {
+        assert!(CpuTimes::parse("cpu0 1 2 3 4 5 6 7 8\n").is_none());
+        assert!(CpuTimes::parse("cpu  1 2 3 4 5 6 7\n").is_none());
+        assert!(CpuTimes::parse("cpu  1 2 x 4 5 6 7 8\n").is_none());
+    }
+
+    #[test]
+    fn a_process_cpu_clock_counts_its_work_per_call() {
+        let clock = CpuClock::of(std::process::id()).expect("this process's CPU clock");
+        // Spins until this thread has used 20 ms of CPU (by its own clock, however long the
+        // machine makes that take).
+        let thread_cpu = || {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: clock_gettime writes into the timespec we own.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+            Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+        };
+        let busy = || -> Result<u64, ()> {
+            let until = thread_cpu() + Duration::from_millis(20);
+            let mut spins = 0u64;
+            while thread_cpu() < until {
+                spins = std::hint::black_box(spins + 1);
+            }
+            Ok(spins)
+        };
+        let (spins, per_call) =
+            CpuClock::per_call(Some(&clock), busy, |_| 1000.0).expect("the work succeeds");
+        assert!(spins > 0);
+        // 20 ms of this thread's CPU over 1000 calls: the process spent at least 20 us a call.
+        let per_call = per_call.expect("the clock was read");
+        assert!(per_call >= 20_000.0, "{per_call} ns a call");
+        // No calls made, or no clock: no figure.
+        assert!(
+            CpuClock::per_call(Some(&clock), || Ok::<_, ()>(()), |_| 0.0)
+                .expect("ok")
+                .1
+                .is_none()
+        );
+        assert!(CpuClock::per_call(None, || Ok::<_, ()>(()), |_| 1.0)
+            .expect("ok")
+            .1
+            .is_none());
+    }
 }

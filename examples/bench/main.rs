@@ -48,7 +48,7 @@ mod tickets;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use harness::{load_average, results_dir, Servers};
+use harness::{load_average, results_dir, stolen_since, CpuTimes, Servers};
 use progress::Progress;
 use report::Report;
 
@@ -172,6 +172,7 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         None
     };
     let load_before = load_average();
+    let cpu_before = CpuTimes::now();
     let mut report = Report::default();
     let progress = Progress::new(steps(o), o.rounds)?;
     let mut targets = Vec::new();
@@ -221,12 +222,13 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     }
     progress.finish();
     println!(
-        "agora benchmark: {} rounds per figure, contenders interleaved; {}; load average {} -> {} ({} cores)",
+        "agora benchmark: {} rounds per figure, contenders interleaved; {}; load average {} -> {} ({} cores); CPU time stolen by the hypervisor: {}",
         o.rounds,
         polling(),
         load_before,
         load_average(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        stolen_since(cpu_before)
     );
     print!("{}", report.table());
     println!("\nspread = (max - min) / median over the rounds: the noise of each figure.");

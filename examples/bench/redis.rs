@@ -8,7 +8,11 @@
 //!   trips a ticket either way;
 //! - the atomic ticket grab: agora's `fetch_add(-1)` against `DECR`, one round trip a ticket;
 //!
-//! each grab from 1, 4 and 16 worker processes, checked to sell every ticket exactly once.
+//! each grab from 1, 4 and 16 worker processes, checked to sell every ticket exactly once;
+//! - for each `dict.get` / `GET` figure, the CPU time the server process spent per get
+//!   (`agora-manager` or `redis-server`, read from its CPU clock around the measurement): the
+//!   work each side does for a get, which a busy machine moves far less than a rate. agora's
+//!   includes its polling for the next request (`AGORA_SPIN_US`), which buys latency with CPU.
 //!
 //! Redis runs when `redis-server` is on the `PATH` (Debian's `redis-server` package), started
 //! here on a private Unix socket with persistence off; without it the section says so and is
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant};
 use agora::{Address, Dict};
 
 use crate::chart::Curve;
-use crate::harness::{rate, run_to_completion, run_workers, Samples, Servers};
+use crate::harness::{rate, run_to_completion, run_workers, CpuClock, Samples, Servers};
 use crate::progress::Progress;
 use crate::report::{Group, Report};
 use crate::tickets::{check_sale, ManagerGrabs};
@@ -39,6 +43,11 @@ const DEPTHS: [usize; 3] = [1, 16, 1000];
 const GROUP: Group = Group {
     title: "pipelined get: agora dict.get vs Redis GET, unix socket (ratio vs Redis)",
     unit: "gets/s",
+};
+
+const CPU_GROUP: Group = Group {
+    title: "server CPU time per get: agora-manager vs redis-server (ratio vs Redis: below 1 is less work)",
+    unit: "ns/get",
 };
 
 const GRAB_GROUP: Group = Group {
@@ -108,6 +117,13 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl RedisServer {
+    /// The server's CPU clock.
+    fn cpu_clock(&self) -> Option<CpuClock> {
+        CpuClock::of(self.child.id())
     }
 }
 
@@ -342,6 +358,37 @@ fn redis_buyer(mut c: Resp, locked: bool) -> Result<Vec<u64>, BoxError> {
 }
 
 /// Tickets per second selling `n` tickets in Redis with `w` worker processes; checks the sale.
+/// Reports the servers' CPU time per get (`cpu`: (Redis, agora) for each of `pairs`), and
+/// judges the target: one client 1000 deep costs the manager less CPU per call than Redis.
+fn cpu_rows(
+    report: &mut Report,
+    pairs: &[(usize, usize)],
+    cpu: &[(Samples, Samples)],
+) -> Option<String> {
+    let mut target = None;
+    for (&(c, d), (redis_s, agora_s)) in pairs.iter().zip(cpu) {
+        if redis_s.0.is_empty() || agora_s.0.is_empty() {
+            continue;
+        }
+        let base = redis_s.median();
+        let redis_name = format!("redis-server, depth {d}");
+        report.row(&CPU_GROUP, "unix", c, &redis_name, redis_s, None);
+        let agora_name = format!("agora-manager, depth {d}");
+        report.row(&CPU_GROUP, "unix", c, &agora_name, agora_s, Some(base));
+        if (c, d) == (1, 1000) {
+            let ratio = agora_s.median() / base;
+            let met = if ratio < 1.0 { "met" } else { "NOT met" };
+            target = Some(format!(
+                "redis: one client 1000 deep costs the manager {} ns of CPU per dict.get = \
+                 {ratio:.2}x redis-server's {} ns per GET (target < 1: {met})",
+                rate(agora_s.median()),
+                rate(base)
+            ));
+        }
+    }
+    target
+}
+
 fn redis_grab(socket: &Path, locked: bool, w: usize, n: u64) -> Result<f64, BoxError> {
     let mut setup = Resp::connect(socket)?;
     setup.call(&command(&[b"SET", b"tickets", n.to_string().as_bytes()]))?;
@@ -380,6 +427,7 @@ pub fn run(
         return Ok(None);
     };
     let grabs = ManagerGrabs::new(servers)?;
+    let slice = Duration::from_millis(300);
     let mut setup = Resp::connect(&redis.socket)?;
     setup.batch(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\n12345\r\n", 1)?;
     let client = servers.client(&servers.agora_unix)?;
@@ -390,10 +438,13 @@ pub fn run(
         .flat_map(|&c| DEPTHS.iter().map(move |&d| (c, d)))
         .collect();
     let mut samples = vec![(Samples::default(), Samples::default()); pairs.len()];
+    // The servers' CPU time per get, as (Redis, agora) for each pair.
+    let mut cpu = samples.clone();
+    let (agora_clock, redis_clock) = (servers.cpu_clock(), redis.cpu_clock());
+    let calls = |rate: &f64| rate * slice.as_secs_f64();
     // [grab][clients]: (Redis, agora).
     let mut grab_samples =
         vec![vec![(Samples::default(), Samples::default()); CLIENTS.len()]; GRABS.len()];
-    let slice = Duration::from_millis(300);
     for round in 0..rounds {
         for (gi, &(locked, agora_name, redis_name)) in GRABS.iter().enumerate() {
             let n = if locked {
@@ -414,11 +465,12 @@ pub fn run(
                     })?);
             }
         }
-        for (&(c, d), (redis_s, agora_s)) in pairs.iter().zip(samples.iter_mut()) {
+        for ((&(c, d), (redis_s, agora_s)), (redis_cpu, agora_cpu)) in
+            pairs.iter().zip(samples.iter_mut()).zip(cpu.iter_mut())
+        {
             let section = format!("redis {c}x{d}");
-            agora_s
-                .0
-                .push(progress.measure(&section, "agora", round, || {
+            let (gets, per_get) = progress.measure(&section, "agora", round, || {
+                let run = || {
                     agora_workers(
                         &servers.agora_unix,
                         &servers.authkey,
@@ -427,12 +479,17 @@ pub fn run(
                         d,
                         slice,
                     )
-                })?);
-            redis_s
-                .0
-                .push(progress.measure(&section, "redis", round, || {
-                    redis_workers(&redis.socket, c, d, slice)
-                })?);
+                };
+                CpuClock::per_call(agora_clock.as_ref(), run, calls)
+            })?;
+            agora_s.0.push(gets);
+            agora_cpu.0.extend(per_get);
+            let (gets, per_get) = progress.measure(&section, "redis", round, || {
+                let run = || redis_workers(&redis.socket, c, d, slice);
+                CpuClock::per_call(redis_clock.as_ref(), run, calls)
+            })?;
+            redis_s.0.push(gets);
+            redis_cpu.0.extend(per_get);
         }
     }
     let mut targets = Vec::new();
@@ -474,6 +531,7 @@ pub fn run(
              of 1, 4, 16 x 16, 1000 (lowest at {c} x {d}) (target >= 1: {met})"
         ));
     }
+    targets.extend(cpu_rows(report, &pairs, &cpu));
     for (gi, &(_, agora_name, redis_name)) in GRABS.iter().enumerate() {
         for (ci, &w) in CLIENTS.iter().enumerate() {
             let (redis_s, agora_s) = &grab_samples[gi][ci];
