@@ -57,6 +57,17 @@ const SHRINK_ABOVE: usize = 1024 * 1024;
 /// they are at least half of it.
 const COMPACT_AT: usize = 256 * 1024;
 
+/// When one read brings a long run of requests (a deep pipeline), their replies are written
+/// each time this many bytes of them are ready, not all at the end: the client reads and
+/// decodes the first replies while the manager answers the rest, so that on two CPUs their
+/// work overlaps instead of adding up. One client pipelining `dict.get` 1000 deep: a median
+/// of 1.63M gets/s against 1.46M in eight interleaved pairs (ahead in six), for 3-10% more
+/// of the manager's CPU a call. Not while another connection has input waiting: then the
+/// manager's thread is the bottleneck, and an extra write would only cost it (4 and 16
+/// clients 1000 deep measured within noise of before); nor once the client lags (the
+/// socket did not take a part whole).
+const EARLY_REPLY_BYTES: usize = 1024;
+
 /// Requests a connection serves per taking of its place ([`Holdings::serve`]): few enough
 /// that a call settling this connection's close waits for a few requests at most.
 const REQUESTS_PER_SERVE: usize = 64;
@@ -1471,9 +1482,9 @@ where
             }
             Event::Read(Ok(n)) => {
                 self.bytes_in += n as u64;
-                Flow::Next(self.process())
+                self.process()
             }
-            Event::Backlog => Flow::Next(self.process()),
+            Event::Backlog => self.process(),
             Event::Read(Err(e)) => {
                 debug!(error = e.to_string().as_str(), "read failed");
                 Flow::End(Disconnect::ReadError)
@@ -1507,12 +1518,31 @@ where
         }
     }
 
-    /// Answers what was read, as far as [`crate::Config::max_output_bytes`] allows.
-    fn process(&mut self) -> Next {
-        let stop_at = self.written.saturating_add(self.output_bound());
-        let (next, full) = self
-            .session
-            .process(&mut self.decoder, &mut self.out, stop_at);
+    /// Answers what was read, as far as [`crate::Config::max_output_bytes`] allows. The
+    /// replies to a long run of requests go out in parts as they are made (see
+    /// [`EARLY_REPLY_BYTES`]); a part that cannot be written ends the connection.
+    fn process(&mut self) -> Flow {
+        let bound = self.written.saturating_add(self.output_bound());
+        let mut early = true;
+        let (next, full) = loop {
+            let part_end = self.out.len().saturating_add(EARLY_REPLY_BYTES);
+            let stop_at = if early { bound.min(part_end) } else { bound };
+            let (next, full) = self
+                .session
+                .process(&mut self.decoder, &mut self.out, stop_at);
+            let part_done = full && stop_at < bound && matches!(next, Next::Continue);
+            if !part_done || self.session.auth_due().is_some() {
+                break (next, full);
+            }
+            // Only while nobody else waits for this thread, and while the client keeps up.
+            early = !self.shared.spinners.others_ready(self.fd);
+            if early {
+                if let Err(reason) = self.flush_now() {
+                    return Flow::End(reason);
+                }
+                early = self.unwritten() == 0 && !self.stream.pending_output();
+            }
+        };
         if full && !self.backlog && self.session.auth_due().is_none() {
             debug!(
                 unwritten = self.unwritten(),
@@ -1520,7 +1550,7 @@ where
             );
         }
         self.backlog = full;
-        next
+        Flow::Next(next)
     }
 
     /// Appends every parked reply that is ready, so they go out in one write.
@@ -1652,6 +1682,127 @@ mod tests {
     use rmpv::Value;
 
     const KEY: &[u8] = b"session tests";
+
+    /// A Unix socket that notes the size of every write the connection makes.
+    struct Recorded {
+        inner: tokio::net::UnixStream,
+        writes: Arc<parking_lot::Mutex<Vec<usize>>>,
+    }
+
+    impl Recorded {
+        fn note(&self, result: &std::io::Result<usize>) {
+            if let Ok(n) = result {
+                self.writes.lock().push(*n);
+            }
+        }
+    }
+
+    impl AsyncRead for Recorded {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Recorded {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if let Poll::Ready(result) = &polled {
+                self.note(result);
+            }
+            polled
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    impl AsRawFd for Recorded {
+        fn as_raw_fd(&self) -> RawFd {
+            self.inner.as_raw_fd()
+        }
+    }
+
+    impl Transport for Recorded {
+        fn read_now(&mut self, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
+            self.inner.read_now(buf)
+        }
+
+        fn write_now(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let result = self.inner.write_now(bytes);
+            self.note(&result);
+            result
+        }
+    }
+
+    /// A deep pipeline read at once is answered in parts of about [`EARLY_REPLY_BYTES`], each
+    /// written as soon as it is ready (so the client decodes while the rest are answered),
+    /// every reply once and in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deep_pipeline_is_answered_in_parts_in_order() {
+        const DEPTH: u32 = 1000;
+        let shared = Arc::new(Shared::new(Config::new(KEY.to_vec())).unwrap());
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let writes = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let recorded = Recorded {
+            inner: tokio::net::UnixStream::from_std(theirs).unwrap(),
+            writes: writes.clone(),
+        };
+        let task = tokio::spawn(serve(recorded, shared, "test".into()));
+        let (replies, batch_bytes) = tokio::task::spawn_blocking(move || {
+            let mut c = RawClient::from_unix_stream(ours).unwrap();
+            c.authenticate(KEY);
+            let id = c.create("list", None, vec![]);
+            let items: Vec<Value> = (0..DEPTH).map(Value::from).collect();
+            c.ok("list.extend", vec![Value::from(id), Value::Array(items)]);
+            let before = writes.lock().len();
+            let first = c.msgid();
+            let batch: Vec<u8> = (0..DEPTH)
+                .flat_map(|i| {
+                    let params = vec![Value::from(id), Value::from(i)];
+                    agora_proto::testing::request(first + i, "list.getitem", params)
+                })
+                .collect();
+            c.send(&batch);
+            for _ in 1..DEPTH {
+                c.msgid();
+            }
+            let replies: Vec<_> = (0..DEPTH).map(|_| c.response()).collect();
+            let batch_bytes = writes.lock()[before..].to_vec();
+            ((first, replies), batch_bytes)
+        })
+        .await
+        .unwrap();
+        let (first, replies) = replies;
+        for (i, r) in (0u32..).zip(&replies) {
+            assert_eq!(r.msgid, first + i, "replies in the order of the requests");
+            let item = agora_proto::testing::dec(r.result.as_ref().expect("answered"));
+            assert_eq!(item, Value::from(i));
+        }
+        // Each part is cut after the reply that reaches the size; a reply here is under 16
+        // bytes.
+        assert!(
+            batch_bytes.len() > 1 && batch_bytes.iter().all(|&n| n < EARLY_REPLY_BYTES + 16),
+            "the replies went out in writes of {batch_bytes:?} bytes"
+        );
+        task.abort();
+    }
 
     /// A connection whose task is dropped mid-flight (what happens to a task that panics, or
     /// that the server aborts) still releases the lock it held.
