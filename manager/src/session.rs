@@ -1683,16 +1683,16 @@ mod tests {
 
     const KEY: &[u8] = b"session tests";
 
-    /// A Unix socket that notes the size of every write the connection makes.
+    /// A Unix socket that keeps a copy of every write the connection makes.
     struct Recorded {
         inner: tokio::net::UnixStream,
-        writes: Arc<parking_lot::Mutex<Vec<usize>>>,
+        writes: Arc<parking_lot::Mutex<Vec<Vec<u8>>>>,
     }
 
     impl Recorded {
-        fn note(&self, result: &std::io::Result<usize>) {
+        fn note(&self, bytes: &[u8], result: &std::io::Result<usize>) {
             if let Ok(n) = result {
-                self.writes.lock().push(*n);
+                self.writes.lock().push(bytes[..*n].to_vec());
             }
         }
     }
@@ -1715,7 +1715,7 @@ mod tests {
         ) -> Poll<std::io::Result<usize>> {
             let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
             if let Poll::Ready(result) = &polled {
-                self.note(result);
+                self.note(buf, result);
             }
             polled
         }
@@ -1745,18 +1745,16 @@ mod tests {
 
         fn write_now(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
             let result = self.inner.write_now(bytes);
-            self.note(&result);
+            self.note(bytes, &result);
             result
         }
     }
 
-    /// A deep pipeline read at once is answered in parts of about [`EARLY_REPLY_BYTES`], each
-    /// written as soon as it is ready (so the client decodes while the rest are answered),
-    /// every reply once and in order.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_deep_pipeline_is_answered_in_parts_in_order() {
+    /// Serves one connection of `shared` through a [`Recorded`] socket; sends `DEPTH`
+    /// pipelined `list.getitem` in one write, checks that every reply comes once and in
+    /// order, and gives the sizes of the writes that carried them.
+    async fn deep_pipeline_writes(shared: Arc<Shared>) -> Vec<usize> {
         const DEPTH: u32 = 1000;
-        let shared = Arc::new(Shared::new(Config::new(KEY.to_vec())).unwrap());
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         theirs.set_nonblocking(true).unwrap();
         let writes = Arc::new(parking_lot::Mutex::new(Vec::new()));
@@ -1765,13 +1763,12 @@ mod tests {
             writes: writes.clone(),
         };
         let task = tokio::spawn(serve(recorded, shared, "test".into()));
-        let (replies, batch_bytes) = tokio::task::spawn_blocking(move || {
+        let (first, replies, batch_writes) = tokio::task::spawn_blocking(move || {
             let mut c = RawClient::from_unix_stream(ours).unwrap();
             c.authenticate(KEY);
             let id = c.create("list", None, vec![]);
             let items: Vec<Value> = (0..DEPTH).map(Value::from).collect();
             c.ok("list.extend", vec![Value::from(id), Value::Array(items)]);
-            let before = writes.lock().len();
             let first = c.msgid();
             let batch: Vec<u8> = (0..DEPTH)
                 .flat_map(|i| {
@@ -1783,25 +1780,77 @@ mod tests {
             for _ in 1..DEPTH {
                 c.msgid();
             }
-            let replies: Vec<_> = (0..DEPTH).map(|_| c.response()).collect();
-            let batch_bytes = writes.lock()[before..].to_vec();
-            ((first, replies), batch_bytes)
+            let frames: Vec<Vec<u8>> = (0..DEPTH).map(|_| c.frame()).collect();
+            let replies_bytes = frames.concat();
+            // The connection notes a write after making it: once a later call is answered,
+            // every write of the batch has been noted.
+            c.ok("ping", vec![]);
+            let noted = writes.lock().clone();
+            let start = noted
+                .iter()
+                .position(|w| !w.is_empty() && replies_bytes.starts_with(w))
+                .expect("the batch's first write");
+            let mut batch_writes = Vec::new();
+            let mut taken = 0;
+            for w in &noted[start..] {
+                if taken == replies_bytes.len() {
+                    break;
+                }
+                assert_eq!(
+                    w[..],
+                    replies_bytes[taken..taken + w.len()],
+                    "replies written alone"
+                );
+                batch_writes.push(w.len());
+                taken += w.len();
+            }
+            let replies: Vec<_> = frames
+                .iter()
+                .map(|f| agora_proto::testing::parse_response(f))
+                .collect();
+            (first, replies, batch_writes)
         })
         .await
         .unwrap();
-        let (first, replies) = replies;
         for (i, r) in (0u32..).zip(&replies) {
             assert_eq!(r.msgid, first + i, "replies in the order of the requests");
             let item = agora_proto::testing::dec(r.result.as_ref().expect("answered"));
             assert_eq!(item, Value::from(i));
         }
+        task.abort();
+        batch_writes
+    }
+
+    /// A deep pipeline read at once is answered in parts of about [`EARLY_REPLY_BYTES`], each
+    /// written as soon as it is ready (so the client decodes while the rest are answered),
+    /// every reply once and in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deep_pipeline_is_answered_in_parts_in_order() {
+        let shared = Arc::new(Shared::new(Config::new(KEY.to_vec())).unwrap());
+        let writes = deep_pipeline_writes(shared).await;
         // Each part is cut after the reply that reaches the size; a reply here is under 16
         // bytes.
         assert!(
-            batch_bytes.len() > 1 && batch_bytes.iter().all(|&n| n < EARLY_REPLY_BYTES + 16),
-            "the replies went out in writes of {batch_bytes:?} bytes"
+            writes.len() > 1 && writes.iter().all(|&n| n < EARLY_REPLY_BYTES + 16),
+            "the replies went out in writes of {writes:?} bytes"
         );
-        task.abort();
+    }
+
+    /// While another connection has input waiting, a deep pipeline's replies are not cut
+    /// into parts: the manager's thread is wanted elsewhere, and each write would cost it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deep_pipeline_is_not_cut_while_another_connection_waits() {
+        let shared = Arc::new(Shared::new(Config::new(KEY.to_vec())).unwrap());
+        // A socket with a request in it that nobody serves: watched as a connection's is.
+        let (waiting, mut sender) = std::os::unix::net::UnixStream::pair().unwrap();
+        std::io::Write::write_all(&mut sender, b"\x94\x00\x01\xa4ping\x90").unwrap();
+        shared.spinners.watch(waiting.as_raw_fd());
+        let writes = deep_pipeline_writes(shared.clone()).await;
+        shared.spinners.unwatch(waiting.as_raw_fd());
+        assert!(
+            writes.iter().any(|&n| n >= EARLY_REPLY_BYTES + 16),
+            "the replies went out in parts, in writes of {writes:?} bytes"
+        );
     }
 
     /// A connection whose task is dropped mid-flight (what happens to a task that panics, or
