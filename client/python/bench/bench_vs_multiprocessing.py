@@ -20,8 +20,9 @@ reply for up to ``AGORA_SPIN_US`` (50 µs) before sleeping; and agora with polli
 
 The contenders run back to back for each workload in every round (who goes first rotates each
 round), so that the machine's load, which can change several times over within a minute on a
-shared VM, hits all alike. Each time is the median over the rounds (per operation; per ticket
-for the grab). The speed-up is the median of the rounds' paired ratios (multiprocessing's time
+shared VM, hits all alike (the run ends by saying what share of the CPU time the hypervisor
+gave to other machines meanwhile). Each time is the median over the rounds (per operation;
+per ticket for the grab). The speed-up is the median of the rounds' paired ratios (multiprocessing's time
 over agora's in the same round), given with its interquartile range; the spread of the rounds
 ((max - min) / median) says how noisy the run was.
 
@@ -41,7 +42,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 try:
     import agora
@@ -201,6 +202,35 @@ def bench_tickets_atomic(m: Any, tickets: int, workers: int) -> float:
     return _race(_grabber_atomic, (m.Value("q", tickets, strict=True),), tickets, workers)
 
 
+def cpu_counters(stat: Optional[str] = None) -> Optional[Tuple[int, int]]:
+    """All CPUs' time and the part of it stolen by the hypervisor (``/proc/stat``'s ``cpu``
+    line: user nice system idle iowait irq softirq steal), in clock ticks; ``None`` where it
+    cannot be read. ``stat``: the file's text, read when not given."""
+    if stat is None:
+        try:
+            with open("/proc/stat") as f:
+                stat = f.read()
+        except OSError:
+            return None
+    for line in stat.splitlines():
+        if line.startswith("cpu "):
+            try:
+                fields = [int(x) for x in line.split()[1:9]]
+            except ValueError:
+                return None
+            return (sum(fields), fields[7]) if len(fields) == 8 else None
+    return None
+
+
+def stolen_percent(before: Optional[Tuple[int, int]],
+                   after: Optional[Tuple[int, int]]) -> Optional[float]:
+    """The share of all CPU time between two :func:`cpu_counters` readings that the hypervisor
+    gave to other machines: noise a load average does not show. ``None`` when unknown."""
+    if before is None or after is None or after[0] <= before[0] or after[1] < before[1]:
+        return None
+    return (after[1] - before[1]) * 100 / (after[0] - before[0])
+
+
 def loadavg() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -228,6 +258,7 @@ def main() -> None:
     ]
     print(f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
           f"agora {agora.__version__}; load average before: {loadavg()}")
+    cpu_before = cpu_counters()
     print(f"{args.rounds} rounds; {args.ops} ops per micro workload, {args.tickets} tickets "
           f"for {args.workers} processes", flush=True)
 
@@ -307,7 +338,9 @@ def main() -> None:
           f"without waiting) {statistics.median(chained) * 1e6:.1f} µs/ticket (spread "
           f"{spread(chained):.0f}%), {statistics.median(chained_ratios):.1f}x multiprocessing's "
           f"grab ({low:.1f}-{high:.1f}x)")
-    print(f"load average after: {loadavg()}")
+    stolen = stolen_percent(cpu_before, cpu_counters())
+    print(f"load average after: {loadavg()}; CPU time stolen by the hypervisor during the run: "
+          + ("unknown" if stolen is None else f"{stolen:.1f}%"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"python": platform.python_version(), "cpus": os.cpu_count(),
@@ -315,7 +348,8 @@ def main() -> None:
                        "agora_ping_us": [x * 1e6 for x in pings],
                        "echo_floor_us": [x * 1e6 for x in floors],
                        "agora_atomic_tickets_us": [x * 1e6 for x in atomic],
-                       "agora_chained_tickets_us": [x * 1e6 for x in chained]}, f, indent=2)
+                       "agora_chained_tickets_us": [x * 1e6 for x in chained],
+                       "cpu_stolen_percent": stolen}, f, indent=2)
 
 
 if __name__ == "__main__":
