@@ -403,15 +403,7 @@ impl CpuClock {
 
     /// The CPU time used so far; `None` once the process is gone.
     pub fn now(&self) -> Option<Duration> {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes into the timespec we own.
-        let rc = unsafe { libc::clock_gettime(self.0, &mut ts) };
-        let secs = u64::try_from(ts.tv_sec).ok()?;
-        let nanos = u32::try_from(ts.tv_nsec).ok()?;
-        (rc == 0).then(|| Duration::new(secs, nanos))
+        read_clock(self.0)
     }
 
     /// Runs `measure`, which makes `calls(result)` calls of this clock's process, and gives
@@ -501,16 +493,23 @@ pub fn results_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results")
 }
 
-/// Nanoseconds on the system-wide monotonic clock, comparable between processes (Linux's
-/// `CLOCK_MONOTONIC`; `Instant` cannot be sent to another process).
-pub fn monotonic_ns() -> u64 {
+/// The time on clock `id` (`clock_gettime`); `None` when it cannot be read.
+fn read_clock(id: libc::clockid_t) -> Option<Duration> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    let rc = unsafe { libc::clock_gettime(id, &mut ts) };
+    let secs = u64::try_from(ts.tv_sec).ok()?;
+    let nanos = u32::try_from(ts.tv_nsec).ok()?;
+    (rc == 0).then(|| Duration::new(secs, nanos))
+}
+
+/// Nanoseconds on the system-wide monotonic clock, comparable between processes (Linux's
+/// `CLOCK_MONOTONIC`, which never fails to read; `Instant` cannot be sent to another process).
+pub fn monotonic_ns() -> u64 {
+    read_clock(libc::CLOCK_MONOTONIC).map_or(0, |t| t.as_nanos() as u64)
 }
 
 /// Runs a job in each of `workers` processes, all released together, and returns the time
@@ -657,15 +656,8 @@ mod tests {
         let clock = CpuClock::of(std::process::id()).expect("this process's CPU clock");
         // Spins until this thread has used 20 ms of CPU (by its own clock, however long the
         // machine makes that take).
-        let thread_cpu = || {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: clock_gettime writes into the timespec we own.
-            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-            Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-        };
+        let thread_cpu =
+            || read_clock(libc::CLOCK_THREAD_CPUTIME_ID).expect("this thread's CPU clock");
         let busy = || -> Result<u64, ()> {
             let until = thread_cpu() + Duration::from_millis(20);
             let mut spins = 0u64;
