@@ -1102,8 +1102,9 @@ pub(crate) fn drain_frames(
     mut response: impl FnMut(u32, Bytes, Bytes),
 ) -> std::result::Result<(), String> {
     loop {
-        // A reply whose result is one byte is read where it lies, neither scanned nor taking a
-        // reference to the read buffer: a fifth of a pipelined call's cost on the client.
+        // A reply whose result is one byte is read where it lies: not scanned first (about 180
+        // of the 2,100 instructions of a pipelined call on the client, by callgrind) and
+        // taking no reference to the read buffer (two atomic operations).
         let frame = match decoder.next_frame_in_place(envelope::one_byte_response) {
             Ok(Some(Frame::InPlace((msgid, result)))) => {
                 response(msgid, Bytes::from_static(&[0xc0]), result);
