@@ -12,7 +12,10 @@ Workloads (each run against a proxy of the contender's manager, the same code fo
 Two floors are measured in the same rounds: a bare socket round trip between this process and a
 Python echo process (what any synchronous call to another process costs on this machine), and a
 bare agora round trip (the ``ping`` method, no proxy). So is the ticket grab the way agora allows
-it without a lock: one atomic ``fetch_add`` per ticket.
+it without a lock: one atomic ``fetch_add`` per ticket. And, in a race of its own, where agora's
+contended ticket spends its time: each grabber stamps its critical section, which gives the
+hand-off from one holder to the next (the release, the manager's grant, the waiter's wake-up),
+the read and the write under the lock, and the release (:func:`ticket_phases`).
 
 Three contenders: ``multiprocessing.Manager()``; agora as it comes, whose calls poll for their
 reply for up to ``AGORA_SPIN_US`` (50 µs) before sleeping; and agora with polling off
@@ -170,9 +173,35 @@ def _grabber_atomic(count: Any, barrier: Any, done: Any) -> None:
     done.put((time.monotonic(), sold))
 
 
-def _race(target: Callable[..., None], shared: Tuple[Any, ...], tickets: int, workers: int) -> float:
+#: A ticket as its seller timed it, in ``time.monotonic_ns()`` (one clock for every process on
+#: the machine): lock acquired, count read, count written, block left (the release sent), and
+#: the seller's process id.
+Stamp = Tuple[int, int, int, int, int]
+
+
+def _grabber_timed(lock: Any, db: Any, barrier: Any, done: Any) -> None:
+    """:func:`_grabber`, stamping each ticket it sells (:data:`Stamp`) instead of counting."""
+    db.get("count")
+    me, stamps, clock = os.getpid(), [], time.monotonic_ns
+    barrier.wait()
+    while True:
+        with lock:
+            acquired = clock()
+            n = db["count"]
+            read = clock()
+            if n > 0:
+                db["count"] = n - 1
+            written = clock()
+        if n <= 0:
+            break
+        stamps.append((acquired, read, written, clock(), me))
+    done.put((time.monotonic(), stamps))
+
+
+def _run_race(target: Callable[..., None], shared: Tuple[Any, ...],
+              workers: int) -> Tuple[float, List[Tuple[float, Any]]]:
     """Runs ``workers`` processes of ``target(*shared, barrier, done)`` from a common start;
-    the time per ticket from the start to the last one's finish, once every ticket is sold."""
+    the start, and what each process put in ``done``: (its finish, what it sold)."""
     barrier, done = CTX.Barrier(workers + 1), CTX.Queue()
     procs = [CTX.Process(target=target, args=(*shared, barrier, done)) for _ in range(workers)]
     for p in procs:
@@ -182,10 +211,40 @@ def _race(target: Callable[..., None], shared: Tuple[Any, ...], tickets: int, wo
     results = [done.get(timeout=600) for _ in procs]
     for p in procs:
         p.join()
+    return start, results
+
+
+def _race(target: Callable[..., None], shared: Tuple[Any, ...], tickets: int, workers: int) -> float:
+    """The time per ticket from a common start of ``workers`` processes of ``target`` to the
+    last one's finish, once every ticket is sold (:func:`_run_race`)."""
+    start, results = _run_race(target, shared, workers)
     sold = sum(s for _, s in results)
     if sold != tickets:
         raise AssertionError(f"sold {sold} of {tickets} tickets")
     return (max(t for t, _ in results) - start) / tickets
+
+
+def ticket_phases(stamps: List[Stamp]) -> Dict[str, Optional[float]]:
+    """Where a contended ticket's time goes, from every seller's stamps: the medians (µs) of
+    the ``hand-off`` (from the holder's write done to the next holder's acquire returning,
+    over the tickets that changed hands: the release, the manager's grant, the waiter's
+    wake-up), the ``read`` and the ``write`` under the lock, and the ``release`` (leaving the
+    block: the release is sent without waiting for its reply); and the share of tickets that
+    changed hands. ``None`` where nothing was measured."""
+    ev = sorted(stamps)
+    pairs = list(zip(ev, ev[1:]))
+    handoffs = [(b[0] - a[2]) / 1e3 for a, b in pairs if a[4] != b[4]]
+
+    def median(xs: List[float]) -> Optional[float]:
+        return statistics.median(xs) if xs else None
+
+    return {
+        "hand-off": median(handoffs),
+        "read": median([(e[1] - e[0]) / 1e3 for e in ev]),
+        "write": median([(e[2] - e[1]) / 1e3 for e in ev]),
+        "release": median([(e[3] - e[2]) / 1e3 for e in ev]),
+        "changed hands": len(handoffs) / len(pairs) if pairs else None,
+    }
 
 
 def bench_tickets(m: Any, tickets: int, workers: int, grabber: Callable[..., None] = _grabber) -> float:
@@ -194,6 +253,17 @@ def bench_tickets(m: Any, tickets: int, workers: int, grabber: Callable[..., Non
     if db["count"] != 0:
         raise AssertionError(f"{db['count']} tickets left")
     return per_ticket
+
+
+def bench_ticket_phases(m: Any, tickets: int, workers: int) -> Dict[str, Optional[float]]:
+    """agora only: the ticket grab timed inside its critical section (:func:`ticket_phases`);
+    a race of its own, so that the stamps cost the timed grab nothing."""
+    lock, db = m.Lock(), m.dict(count=tickets)
+    _, results = _run_race(_grabber_timed, (lock, db), workers)
+    stamps = [stamp for _, sold in results for stamp in sold]
+    if len(stamps) != tickets or db["count"] != 0:
+        raise AssertionError(f"sold {len(stamps)} of {tickets} tickets, {db['count']} left")
+    return ticket_phases(stamps)
 
 
 def bench_tickets_atomic(m: Any, tickets: int, workers: int) -> float:
@@ -238,6 +308,25 @@ def loadavg() -> str:
         return "n/a"
 
 
+def print_phases(phases: List[Dict[str, Optional[float]]], one_call: float) -> None:
+    """Prints the medians over the rounds of :func:`ticket_phases`, beside what one call costs
+    without contention (``one_call``, seconds)."""
+    def median(key: str) -> Optional[float]:
+        xs = [x for x in (p[key] for p in phases) if x is not None]
+        return statistics.median(xs) if xs else None
+
+    def us(key: str) -> str:
+        x = median(key)
+        return "n/a" if x is None else f"{x:.0f} µs"
+
+    share = median("changed hands")
+    print(f"agora only: where a contended ticket's time goes (stamped in the grabbers, medians): "
+          f"hand-off {us('hand-off')} (write done to the next holder's acquire returned; "
+          + ("n/a" if share is None else f"{share * 100:.0f}%") + " of tickets changed hands), "
+          f"read {us('read')}, write {us('write')}, release {us('release')}; "
+          f"one dict call without contention {one_call * 1e6:.0f} µs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=21)
@@ -269,6 +358,7 @@ def main() -> None:
     floors: List[float] = []
     atomic: List[float] = []
     chained: List[float] = []
+    phases: List[Dict[str, Optional[float]]] = []
     echo = EchoFloor()
     with multiprocessing.Manager() as mp_manager, agora.Manager() as agora_manager, \
             agora.Manager(spin_us=0) as sleeping_manager:
@@ -286,6 +376,7 @@ def main() -> None:
             pings.append(bench_ping(agora_manager, args.ops))
             atomic.append(bench_tickets_atomic(agora_manager, args.tickets, args.workers))
             chained.append(bench_tickets(agora_manager, args.tickets, args.workers, _grabber_chained))
+            phases.append(bench_ticket_phases(agora_manager, args.tickets, args.workers))
             floors.append(echo.run(args.ops))
             print(f"  round {r + 1}/{args.rounds} done (load {loadavg()})", flush=True)
 
@@ -338,6 +429,7 @@ def main() -> None:
           f"without waiting) {statistics.median(chained) * 1e6:.1f} µs/ticket (spread "
           f"{spread(chained):.0f}%), {statistics.median(chained_ratios):.1f}x multiprocessing's "
           f"grab ({low:.1f}-{high:.1f}x)")
+    print_phases(phases, statistics.median(samples["dict get+set"]["agora"]) / 2)
     stolen = stolen_percent(cpu_before, cpu_counters())
     print(f"load average after: {loadavg()}; CPU time stolen by the hypervisor during the run: "
           + ("unknown" if stolen is None else f"{stolen:.1f}%"))
@@ -349,6 +441,7 @@ def main() -> None:
                        "echo_floor_us": [x * 1e6 for x in floors],
                        "agora_atomic_tickets_us": [x * 1e6 for x in atomic],
                        "agora_chained_tickets_us": [x * 1e6 for x in chained],
+                       "agora_ticket_phases_us": phases,
                        "cpu_stolen_percent": stolen}, f, indent=2)
 
 

@@ -47,6 +47,32 @@ class StealTest(unittest.TestCase):
         self.assertIsNone(bench.stolen_percent(None, (1000, 32)))
 
 
+class TicketPhasesTest(unittest.TestCase):
+    def test_hand_offs_are_timed_between_different_holders_only(self) -> None:
+        bench = load_bench()
+        us = 1000  # the stamps are in nanoseconds
+        stamps = [
+            # acquired, read, written, released, seller
+            (0 * us, 10 * us, 30 * us, 35 * us, 1),
+            (40 * us, 50 * us, 60 * us, 62 * us, 1),  # the same holder again: no hand-off
+            (100 * us, 140 * us, 160 * us, 170 * us, 2),  # 40 µs after seller 1's write
+            (220 * us, 250 * us, 270 * us, 271 * us, 3),  # 60 µs after seller 2's write
+        ]
+        phases = bench.ticket_phases(list(reversed(stamps)))  # in any order
+        self.assertEqual(phases["hand-off"], 50)
+        self.assertEqual(phases["read"], 20)
+        self.assertEqual(phases["write"], 20)
+        self.assertEqual(phases["release"], 3.5)  # of 5, 2, 10 and 1
+        self.assertAlmostEqual(phases["changed hands"], 2 / 3)
+
+    def test_one_holder_has_no_hand_off(self) -> None:
+        bench = load_bench()
+        phases = bench.ticket_phases([(0, 1000, 2000, 3000, 7), (4000, 5000, 6000, 7000, 7)])
+        self.assertIsNone(phases["hand-off"])
+        self.assertEqual(phases["changed hands"], 0)
+        self.assertIsNone(bench.ticket_phases([])["read"])
+
+
 class SmokeTest(unittest.TestCase):
     def test_a_quick_run_measures_every_contender(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -57,6 +83,7 @@ class SmokeTest(unittest.TestCase):
                                  capture_output=True, text=True, timeout=300)
             self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
             self.assertIn("CPU time stolen by the hypervisor", run.stdout)
+            self.assertIn("where a contended ticket's time goes", run.stdout)
             with open(out) as f:
                 figures = json.load(f)
         self.assertEqual(figures["rounds"], 3)
@@ -70,6 +97,11 @@ class SmokeTest(unittest.TestCase):
         for key in ("agora_ping_us", "echo_floor_us", "agora_atomic_tickets_us",
                     "agora_chained_tickets_us"):
             self.assertEqual(len(figures[key]), 3, key)
+        self.assertEqual(len(figures["agora_ticket_phases_us"]), 3)
+        for phases in figures["agora_ticket_phases_us"]:
+            for phase in ("read", "write", "release"):
+                self.assertGreater(phases[phase], 0, phases)
+            self.assertTrue(0 <= phases["changed hands"] <= 1, phases)
         stolen = figures["cpu_stolen_percent"]
         self.assertTrue(stolen is None or 0 <= stolen <= 100, stolen)
 
