@@ -14,7 +14,8 @@
 //! - at most [`Spin::max_spinners`] connections poll at once (one, by default), and never for
 //!   longer than [`MAX_BUDGET`];
 //! - a polling connection whose client holds nothing (no lock, no permit) gives way, once it
-//!   has polled a few microseconds, as soon as another connection has input waiting
+//!   has polled 20 µs (longer than a client calling in a loop takes to send its next request),
+//!   as soon as another connection has input waiting
 //!   ([`Spinners::others_ready`], a level-triggered epoll watch of every connection's socket):
 //!   it stops polling (wasted, so it backs off) and the runtime serves the others. With one
 //!   runtime thread (the default on two CPUs, [`crate::config::default_threads`]) nobody else
