@@ -1527,9 +1527,11 @@ where
     /// replies to a long run of requests go out in parts as they are made (see
     /// [`EARLY_REPLY_BYTES`]); a part that cannot be written ends the connection.
     fn process(&mut self) -> Flow {
-        let bound = self.written.saturating_add(self.output_bound());
         let mut early = true;
         let (next, full) = loop {
+            // Taken again after each part: writing one moves or empties the buffer, and the
+            // bound is on the replies not yet written.
+            let bound = self.written.saturating_add(self.output_bound());
             let part_end = self.out.len().saturating_add(EARLY_REPLY_BYTES);
             let stop_at = if early { bound.min(part_end) } else { bound };
             let (next, full) = self
