@@ -118,9 +118,7 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
 
-impl RedisServer {
     /// The server's CPU clock.
     fn cpu_clock(&self) -> Option<CpuClock> {
         CpuClock::of(self.child.id())
@@ -357,7 +355,6 @@ fn redis_buyer(mut c: Resp, locked: bool) -> Result<Vec<u64>, BoxError> {
     }
 }
 
-/// Tickets per second selling `n` tickets in Redis with `w` worker processes; checks the sale.
 /// Reports the servers' CPU time per get (`cpu`: (Redis, agora) for each of `pairs`), and
 /// judges the target: one client 1000 deep costs the manager less CPU per call than Redis.
 fn cpu_rows(
@@ -389,6 +386,7 @@ fn cpu_rows(
     target
 }
 
+/// Tickets per second selling `n` tickets in Redis with `w` worker processes; checks the sale.
 fn redis_grab(socket: &Path, locked: bool, w: usize, n: u64) -> Result<f64, BoxError> {
     let mut setup = Resp::connect(socket)?;
     setup.call(&command(&[b"SET", b"tickets", n.to_string().as_bytes()]))?;
