@@ -369,10 +369,14 @@ impl Samples {
         }
     }
 
-    /// The spread of the rounds: (max - min) / median, the noise of this contender's figures.
+    /// The spread of the rounds: (max - min) / median, the noise of this contender's figures;
+    /// none when every round measured the same (a count of zero, say).
     pub fn spread(&self) -> f64 {
         let max = self.0.iter().copied().fold(f64::MIN, f64::max);
         let min = self.0.iter().copied().fold(f64::MAX, f64::min);
+        if max == min {
+            return 0.0;
+        }
         (max - min) / self.median()
     }
 }
@@ -642,6 +646,13 @@ mod tests {
         // No time passed, or counters that went back: nothing to tell.
         assert_eq!(before.stolen_since(&before), None);
         assert_eq!(before.stolen_since(&after), None);
+    }
+
+    #[test]
+    fn rounds_that_agree_have_no_spread() {
+        assert_eq!(Samples(vec![0.0, 0.0, 0.0]).spread(), 0.0);
+        assert_eq!(Samples(vec![5.0, 5.0]).spread(), 0.0);
+        assert_eq!(Samples(vec![90.0, 100.0, 110.0]).spread(), 0.2);
     }
 
     #[test]

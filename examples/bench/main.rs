@@ -8,8 +8,8 @@
 //! Sections: `rpc` (calls/s of one client, and dict get/set ops/s by number of client
 //! processes: the `--workers` list, `--clients` is another name for it), `latency` (p50 to
 //! max of one call beside the raw socket round trip), `blocking` (queues and locks, with a raw
-//! pipe as the ceiling of the queue), `tickets` (the ticket grab on four backends, by
-//! `--workers`), `redis` (`dict.get` beside Redis `GET` at depths 1, 16 and 1000 from 1, 4 and
+//! pipe as the ceiling of the queue), `tickets` (the ticket grab on five backends, by
+//! `--workers`, and where a four-call ticket's time goes), `redis` (`dict.get` beside Redis `GET` at depths 1, 16 and 1000 from 1, 4 and
 //! 16 processes, and the locked and atomic ticket grabs beside Redis `SET NX` and `DECR`, when
 //! `redis-server` is installed), `sharing` (`dict.get` from 8 and 200 threads of one process,
 //! sharing one client or with a client each), `async` (the async client beside the blocking
@@ -43,6 +43,7 @@ mod report;
 mod rpc;
 mod sharing;
 mod stores;
+mod ticket_phases;
 mod tickets;
 
 use std::path::PathBuf;

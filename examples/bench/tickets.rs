@@ -27,6 +27,7 @@ use crate::harness::{
 };
 use crate::progress::Progress;
 use crate::report::{Group, Report};
+use crate::ticket_phases::{self, stamped_sale, PhaseSamples};
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -251,8 +252,9 @@ const GROUP: Group = Group {
 
 /// The measurements [`run`] makes, for the progress bar.
 pub fn steps(rounds: usize, workers: &[usize]) -> u64 {
-    // Every backend at every worker count, and the raw ping-pong once a round.
-    (rounds * (workers.len() * Backend::ALL.len() + 1)) as u64
+    // Every backend at every worker count, the stamped grab at every worker count, and the
+    // raw ping-pong once a round.
+    (rounds * (workers.len() * (Backend::ALL.len() + 1) + 1)) as u64
 }
 
 /// How long the raw ping-pong the targets are measured against runs each round.
@@ -283,6 +285,7 @@ pub fn run(
         dir: dir.to_owned(),
     };
     let mut samples = vec![vec![Samples::default(); workers.len()]; Backend::ALL.len()];
+    let mut phases = PhaseSamples::default();
     for round in 0..rounds {
         raw_rate
             .0
@@ -296,6 +299,13 @@ pub fn run(
                     run_once(backend, w, backend.tickets(scale), &objects, &manager)
                 })?;
                 samples[bi][wi].0.push(rate);
+            }
+            let stamped = progress.measure("tickets", &format!("stamped x{w}"), round, || {
+                let n = Backend::ManagerLock.tickets(scale);
+                stamped_sale(&manager, &lock, &value, w, n)
+            })?;
+            if let Some(p) = ticket_phases::phases(stamped) {
+                phases.push(w, p);
             }
         }
     }
@@ -314,6 +324,7 @@ pub fn run(
             points,
         });
     }
+    phases.report(workers, report);
     let targets = targets(workers, &samples, raw_rate.median());
     Ok((curves, targets))
 }
