@@ -43,7 +43,7 @@ use crate::parked_calls::{Done, Ended, ParkedCalls, ParkedId};
 use crate::peer::PeerInfo;
 use crate::registry::Reach;
 use crate::server::Shared;
-use crate::spin::{SpinSlot, SpinState};
+use crate::spin::{SpinSlot, SpinState, Spinners};
 use crate::stats::{ConnStats, RecentMethods};
 use crate::throttle::{Admission, Peer};
 
@@ -183,15 +183,19 @@ impl Session {
     }
 
     /// Answers the complete messages in the decoder into `out`, until `out` holds `stop_at`
-    /// bytes (backpressure: the rest wait in the decoder). Also says whether it stopped there.
-    /// The batch's calls are added to the manager's per-method counts before its replies go.
+    /// bytes (backpressure: the rest wait in the decoder), or until a request lets go of the
+    /// last thing the client held while another connection (not `own`, this one's socket) has
+    /// input waiting: its request for that thing must not be overtaken by this client's next
+    /// one. Also says where it stopped. The batch's calls are added to the manager's
+    /// per-method counts before its replies go.
     fn process(
         &mut self,
         decoder: &mut FrameDecoder,
         out: &mut Vec<u8>,
         stop_at: usize,
-    ) -> (Next, bool) {
-        let answered = self.answer_batch(decoder, out, stop_at);
+        own: RawFd,
+    ) -> (Next, BatchEnd) {
+        let answered = self.answer_batch(decoder, out, stop_at, own);
         self.recent.flush(&self.shared.stats);
         answered
     }
@@ -202,7 +206,8 @@ impl Session {
         decoder: &mut FrameDecoder,
         out: &mut Vec<u8>,
         stop_at: usize,
-    ) -> (Next, bool) {
+        own: RawFd,
+    ) -> (Next, BatchEnd) {
         let holdings = self.holdings.clone();
         loop {
             // Another connection's call finished this connection's close: its client left,
@@ -211,20 +216,28 @@ impl Session {
             // held for a few requests at a time, not taken for each: it is two atomic
             // operations, a tenth of a pipelined `dict.get`.
             let Some(serving) = holdings.serve() else {
-                return (Next::Close(Disconnect::ClientClosed), false);
+                return (Next::Close(Disconnect::ClientClosed), BatchEnd::Read);
             };
             for _ in 0..REQUESTS_PER_SERVE {
                 // Requests behind an `auth` that waits stay unread until it is answered.
                 if out.len() >= stop_at || self.pending_auth.is_some() {
-                    return (Next::Continue, true);
+                    return (Next::Continue, BatchEnd::Full);
                 }
+                let let_goes = crate::lifecycle::let_goes();
                 match decoder.next_frame() {
                     Ok(Some(frame)) => match self.handle_frame(frame, decoder, out) {
                         Next::Continue => {}
-                        other => return (other, false),
+                        other => return (other, BatchEnd::Read),
                     },
-                    Ok(None) => return (Next::Continue, false),
-                    Err(e) => return (Next::Close(self.frame_error(&e, out)), false),
+                    Ok(None) => return (Next::Continue, BatchEnd::Read),
+                    Err(e) => return (Next::Close(self.frame_error(&e, out)), BatchEnd::Read),
+                }
+                // With nothing behind it, the connection's polling checks instead.
+                if crate::lifecycle::let_goes() != let_goes
+                    && decoder.buffered() > 0
+                    && self.shared.spinners.others_ready(own)
+                {
+                    return (Next::Continue, BatchEnd::GaveWay);
                 }
             }
             // Let a settling call in between: it waits for this place at most `SETTLE_WAIT`.
@@ -1036,40 +1049,80 @@ enum Event {
     ParkedDone(Done<ParkedOutput>),
 }
 
+/// Where [`Session::process`] stopped answering what was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BatchEnd {
+    /// Everything read was answered (or the connection is closing).
+    Read,
+    /// The replies reached their bound: the rest wait until they are written.
+    Full,
+    /// A request let go of the last thing the client held and another connection has input
+    /// waiting: the rest wait until the others have been read.
+    GaveWay,
+}
+
+/// What polling for a connection's next request came to.
+enum Polled {
+    /// It read (or failed to).
+    Read(std::io::Result<usize>),
+    /// Nothing came in time, or the manager is stopping.
+    Nothing,
+    /// Another connection has input waiting and should be read first: the task yields its
+    /// thread before it reads again.
+    GaveWay,
+}
+
+/// What a connection's client holds, as far as polling for its next request cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holding {
+    /// A lock or permit: its client's next call is on everyone's critical path.
+    Some,
+    /// Nothing.
+    Nothing,
+    /// Nothing since its last requests, which let go of the last thing it held: another
+    /// client's request for that may be waiting unread in its socket.
+    LetGo,
+}
+
 /// Reads the connection's next request if it arrives before the slot's deadline, polling the
 /// socket without blocking, and tells `spin` whether that paid off. This runtime thread is the
-/// connection's while it polls (no other task runs on it meanwhile), except that a connection
-/// whose client `holds` nothing, once it has polled [`GIVE_WAY_AFTER`], stops as soon as
-/// another connection has input waiting, and gives the thread back (see [`crate::spin`]).
-/// `None`: nothing came in time, another connection needs the thread, or the manager is
-/// stopping.
+/// connection's while it polls (no other task runs on it meanwhile), except that it gives the
+/// thread back when another connection has input waiting and its client holds nothing: at
+/// once if the client has just let go of the last thing it held (its next request, an
+/// `acquire` again perhaps, must not overtake another client's that arrived first but is still
+/// unread), else once it has polled [`GIVE_WAY_AFTER`] (see [`crate::spin`]).
 fn poll_for_request<S: Transport>(
     stream: &mut S,
     decoder: &mut FrameDecoder,
     spin: &mut SpinState,
     mut slot: SpinSlot<'_>,
-    holds: bool,
+    holding: Holding,
     stopping: &watch::Receiver<bool>,
-) -> Option<std::io::Result<usize>> {
+) -> Polled {
     slot.start();
+    // Checked once: what others send from now on comes after the release. Not counted as
+    // wasted polling: the client was quick, another was first.
+    if holding == Holding::LetGo && slot.others_ready(stream.as_raw_fd()) {
+        return Polled::GaveWay;
+    }
     let mut tries = 0u32;
     loop {
         if let Some(read) = stream.read_now(decoder.read_buf(READ_CHUNK)) {
             spin.polled(&slot, true);
-            return Some(read);
+            return Polled::Read(read);
         }
         tries += 1;
-        if !holds
+        if holding != Holding::Some
             && slot.polled_for() > GIVE_WAY_AFTER
             && tries % OTHERS_EVERY == 0
             && slot.others_ready(stream.as_raw_fd())
         {
             spin.polled(&slot, false);
-            return None;
+            return Polled::Nothing;
         }
         if !slot.again() || *stopping.borrow() {
             spin.polled(&slot, false);
-            return None;
+            return Polled::Nothing;
         }
         // A client on another CPU answers within a few microseconds; one that has not may be
         // waiting for this very CPU (the kernel tends to wake a client on its server's CPU),
@@ -1104,6 +1157,25 @@ const OTHERS_EVERY: u32 = 4;
 /// releaser's connection, polling for its next acquire, gave its thread to the next
 /// holder's, which then held it polling for its own client).
 const GIVE_WAY_AFTER: Duration = Duration::from_micros(20);
+
+/// Gives the runtime's thread to the connections other than `own` until none has input
+/// waiting, or for [`GIVE_WAY_YIELDS`] turns of the runtime at most (a connection that is not
+/// reading, its client not taking its replies, keeps input waiting for good). Checking beats
+/// trusting one yield: which task the runtime resumes first after a yield is its own affair
+/// (tokio runs the task woken last first, and a yielding task is woken after those the
+/// reactor woke).
+async fn let_others_in(spinners: &Spinners, own: RawFd) {
+    for _ in 0..GIVE_WAY_YIELDS {
+        tokio::task::yield_now().await;
+        if !spinners.others_ready(own) {
+            return;
+        }
+    }
+}
+
+/// The most turns of the runtime a connection whose client let go of what it held gives the
+/// other connections with input waiting ([`let_others_in`]).
+const GIVE_WAY_YIELDS: usize = 4;
 
 /// How long a connection polls before it starts offering its CPU to others.
 const YIELD_AFTER: Duration = Duration::from_micros(10);
@@ -1208,6 +1280,7 @@ where
         written: 0,
         sent: Vec::new(),
         backlog: false,
+        give_way: false,
         eof: false,
         spin: SpinState::new(),
         bytes_in: 0,
@@ -1271,9 +1344,12 @@ struct Connection<S> {
     /// The grants in `out`, each with where its reply ends in `out`, to give back if they
     /// cannot be written.
     sent: Vec<(usize, Reply, Ticket)>,
-    /// Processing stopped at [`crate::Config::max_output_bytes`]: requests may wait in the
-    /// decoder, to be answered before anything more is read.
+    /// Processing stopped at [`crate::Config::max_output_bytes`], or to give way: requests
+    /// may wait in the decoder, to be answered before anything more is read.
     backlog: bool,
+    /// Processing stopped to give way to other connections ([`BatchEnd::GaveWay`]): the task
+    /// yields its thread before it answers the rest.
+    give_way: bool,
     /// The client has sent everything it will: end-of-file was read.
     eof: bool,
     spin: SpinState,
@@ -1300,11 +1376,12 @@ where
         // Polling places borrow the shared state; this handle outlives them.
         let shared = self.shared.clone();
         let mut slot = None;
+        let mut let_go = false;
         loop {
             if self.eof && !self.backlog && self.unwritten() == 0 && !self.stream.pending_output() {
                 return Disconnect::ClientClosed;
             }
-            let event = self.next_event(slot.take()).await;
+            let event = self.next_event(slot.take(), let_go).await;
             let answered = matches!(event, Event::Read(Ok(n)) if n > 0);
             let delivered = matches!(event, Event::ParkedDone((_, Ok(_))));
             if answered {
@@ -1312,10 +1389,12 @@ where
                     .request_arrived(&shared.config.spin, Instant::now());
             }
             let granted_before = crate::lifecycle::grants_sent();
+            let let_goes_before = crate::lifecycle::let_goes();
             let next = match self.handle(event) {
                 Flow::Next(next) => next,
                 Flow::End(reason) => return reason,
             };
+            let_go = crate::lifecycle::let_goes() != let_goes_before;
             // Poll for the next request after answering requests as they came, or after
             // handing the client a parked call's reply (a lock after a wait: its holder calls
             // again at once). A connection with parked calls sleeps so that their replies go
@@ -1369,20 +1448,30 @@ where
     /// place), else whatever wakes the task first. While the unwritten replies are at
     /// [`crate::Config::max_output_bytes`] or more, neither requests nor parked replies are
     /// taken in: only writing them, or the manager stopping, moves the connection on.
-    async fn next_event(&mut self, slot: Option<SpinSlot<'_>>) -> Event {
-        let polled = match slot {
-            Some(slot) => poll_for_request(
-                &mut self.stream,
+    /// `let_go`: the last requests let go of the last thing the client held.
+    async fn next_event(&mut self, slot: Option<SpinSlot<'_>>, let_go: bool) -> Event {
+        if let Some(slot) = slot {
+            let holding = match (self.session.holdings.is_empty(), let_go) {
+                (false, _) => Holding::Some,
+                (true, true) => Holding::LetGo,
+                (true, false) => Holding::Nothing,
+            };
+            let stream = &mut self.stream;
+            match poll_for_request(
+                stream,
                 &mut self.decoder,
                 &mut self.spin,
                 slot,
-                !self.session.holdings.is_empty(),
+                holding,
                 &self.stopping,
-            ),
-            None => None,
-        };
-        if let Some(read) = polled {
-            return Event::Read(read);
+            ) {
+                Polled::Read(read) => return Event::Read(read),
+                Polled::Nothing => {}
+                Polled::GaveWay => let_others_in(&self.shared.spinners, self.fd).await,
+            }
+        }
+        if std::mem::take(&mut self.give_way) {
+            let_others_in(&self.shared.spinners, self.fd).await;
         }
         let room = self.unwritten() < self.output_bound();
         // An `auth` waiting for its place holds back every request behind it.
@@ -1528,18 +1617,19 @@ where
     /// [`EARLY_REPLY_BYTES`]); a part that cannot be written ends the connection.
     fn process(&mut self) -> Flow {
         let mut early = true;
-        let (next, full) = loop {
+        let (next, end) = loop {
             // Taken again after each part: writing one moves or empties the buffer, and the
             // bound is on the replies not yet written.
             let bound = self.written.saturating_add(self.output_bound());
             let part_end = self.out.len().saturating_add(EARLY_REPLY_BYTES);
             let stop_at = if early { bound.min(part_end) } else { bound };
-            let (next, full) = self
-                .session
-                .process(&mut self.decoder, &mut self.out, stop_at);
-            let part_done = full && stop_at < bound && matches!(next, Next::Continue);
+            let (next, end) =
+                self.session
+                    .process(&mut self.decoder, &mut self.out, stop_at, self.fd);
+            let part_done =
+                end == BatchEnd::Full && stop_at < bound && matches!(next, Next::Continue);
             if !part_done || self.session.auth_due().is_some() {
-                break (next, full);
+                break (next, end);
             }
             // Only while nobody else waits for this thread, and while the client keeps up.
             early = !self.shared.spinners.others_ready(self.fd);
@@ -1550,13 +1640,14 @@ where
                 early = self.unwritten() == 0 && !self.stream.pending_output();
             }
         };
-        if full && !self.backlog && self.session.auth_due().is_none() {
+        if end == BatchEnd::Full && !self.backlog && self.session.auth_due().is_none() {
             debug!(
                 unwritten = self.unwritten(),
                 "the client is not taking its replies: reading paused"
             );
         }
-        self.backlog = full;
+        self.backlog = end != BatchEnd::Read;
+        self.give_way = end == BatchEnd::GaveWay;
         Flow::Next(next)
     }
 

@@ -26,6 +26,14 @@
 //!   client's next call is on the critical path of everyone waiting for what it holds, and the
 //!   others' calls wait at most the budget (giving way there cost the contended ticket grab at
 //!   8 workers a third of its rate);
+//! - a connection whose request let go of the last thing its client held (a release) gives
+//!   way at once when another connection has input waiting, even in the middle of a batch
+//!   of its requests, and lets the others be read before its client's next request (a few
+//!   turns of the runtime at most: `session::let_others_in`). Its polling did not give way
+//!   while the client held the lock, so another client's `acquire` may have waited unread
+//!   meanwhile, and the releaser's next `acquire`, read first, would take the lock straight
+//!   back (2 processes in the four-call ticket grab: the lock changed hands on 3-6% of the
+//!   tickets). Not counted as wasted polling: the client was quick, another was first;
 //! - polling that was wasted makes the connection skip polling for its next 1, 2, 4, ... up to
 //!   [`MAX_BACKOFF`] requests; polling that pays off resets the back-off. It was wasted if it
 //!   timed out (the client is slow) or if the CPU was wanted by someone else meanwhile: the

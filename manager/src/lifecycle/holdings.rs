@@ -108,6 +108,20 @@ pub struct Holdings {
     settled: AtomicBool,
 }
 
+thread_local! {
+    /// Times a connection served on this thread let go of the last thing it held.
+    static LET_GOES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times, on this thread, a connection's request let go of the last thing its client
+/// held (a release, say). A connection compares the count before and after serving a request:
+/// if it changed, another client's request for what was let go may be waiting unread in its
+/// socket, and the connection gives way to it before serving its own client's next request
+/// (which may take the same thing again).
+pub fn let_goes() -> u64 {
+    LET_GOES.with(std::cell::Cell::get)
+}
+
 /// How long a call waits for a departed connection's task to finish the request it is
 /// serving before it settles that connection's close. Bounded, so that two tasks settling each
 /// other cannot wait on each other for good: past it the close is left to the task itself.
@@ -178,7 +192,11 @@ impl Holdings {
     }
 
     fn remove(&self, key: usize) {
-        self.entries.lock().remove(&key);
+        let mut entries = self.entries.lock();
+        entries.remove(&key);
+        if entries.is_empty() {
+            LET_GOES.with(|n| n.set(n.get() + 1));
+        }
     }
 
     /// Lets the connection's task serve one request: `None` once another connection's call has

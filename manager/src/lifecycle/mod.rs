@@ -59,7 +59,7 @@ mod view;
 pub use grant::{Grant, Reply, Shape};
 #[cfg(feature = "etcd")]
 pub(crate) use holdings::Holdable;
-pub use holdings::{Caller, HeldBy, Holder, Holdings, Owner, SessionId};
+pub use holdings::{let_goes, Caller, HeldBy, Holder, Holdings, Owner, SessionId};
 #[cfg(feature = "etcd")]
 pub(crate) use parked::Waitable;
 pub use parked::{blocking_params, timeout_param, Outcome, Park, Parked, Ticket};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use agora_manager::Config;
-use agora_proto::testing::RawClient;
+use agora_proto::testing::{dec, request, RawClient};
 use rmpv::Value;
 
 use crate::support::*;
@@ -74,5 +74,62 @@ fn with_polling_off_calls_are_answered_as_usual() {
             c.ok("dict.get", vec![Value::from(id), Value::from("k")]),
             Value::from(i)
         );
+    }
+}
+
+/// A holder's connection is polled for its client's next call and the runtime's one thread is
+/// its while it does, so another client's `acquire` may wait unread in its socket. When the
+/// holder lets go of the lock, that acquire is read before the holder's next request: a
+/// release sent with an acquire behind it (in one write, or in two) does not get the lock
+/// straight back while someone asked first.
+#[test]
+fn a_release_lets_an_unread_acquire_in_before_the_releasers_next_request() {
+    // One worker thread, and polling for up to its longest budget: only giving way on the
+    // release lets the waiter's request be read before the holder's next one.
+    let server = polling_server(Duration::from_secs(3600));
+    let mut holder = server.client();
+    let mut waiter = server.client();
+    let lock = Value::from(holder.create("lock", None, vec![]));
+    for together in [true, false] {
+        assert_eq!(
+            holder.ok("lock.acquire", vec![lock.clone()]),
+            Value::from(1)
+        );
+        // Busy: the manager polls the holder's connection for its next request.
+        leave_polling(&mut holder);
+        // Sent before the holder's release, and left unread: the holder's connection holds
+        // the thread, polling for the holder's next request, which comes right after.
+        let asked = waiter.msgid();
+        waiter.send(&request(asked, "lock.acquire", vec![lock.clone()]));
+        let (release, again) = (holder.msgid(), holder.msgid());
+        let release_req = request(release, "lock.release", vec![lock.clone()]);
+        let again_req = request(again, "lock.acquire", vec![lock.clone()]);
+        if together {
+            holder.send(&[release_req, again_req].concat());
+        } else {
+            holder.send(&release_req);
+            assert_eq!(holder.response().msgid, release);
+            holder.send(&again_req);
+        }
+        let granted = waiter.response();
+        assert_eq!(granted.msgid, asked, "together: {together}");
+        assert_eq!(dec(&granted.result.expect("granted")), Value::from(1));
+        // The holder's acquire waits behind the waiter's: a ping goes past it.
+        let ping = holder.msgid();
+        holder.send(&request(ping, "ping", vec![]));
+        let mut first = holder.response();
+        if together {
+            assert_eq!(first.msgid, release);
+            first = holder.response();
+        }
+        assert_eq!(
+            first.msgid, ping,
+            "the releaser's acquire was answered first"
+        );
+        assert_eq!(waiter.ok("lock.release", vec![lock.clone()]), Value::Nil);
+        let back = holder.response();
+        assert_eq!(back.msgid, again);
+        assert_eq!(dec(&back.result.expect("granted")), Value::from(1));
+        assert_eq!(holder.ok("lock.release", vec![lock.clone()]), Value::Nil);
     }
 }
