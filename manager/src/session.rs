@@ -232,7 +232,7 @@ impl Session {
                     Ok(None) => return (Next::Continue, BatchEnd::Read),
                     Err(e) => return (Next::Close(self.frame_error(&e, out)), BatchEnd::Read),
                 }
-                // With nothing behind it, the connection's polling checks instead.
+                // With nothing behind it, the connection's next read checks instead.
                 if crate::lifecycle::let_goes() != let_goes
                     && decoder.buffered() > 0
                     && self.shared.spinners.others_ready(own)
@@ -1469,6 +1469,9 @@ where
                 Polled::Nothing => {}
                 Polled::GaveWay => let_others_in(&self.shared.spinners, self.fd).await,
             }
+        } else if let_go && self.shared.spinners.others_ready(self.fd) {
+            // Not polling: the read below could still find the client's next request first.
+            let_others_in(&self.shared.spinners, self.fd).await;
         }
         if std::mem::take(&mut self.give_way) {
             let_others_in(&self.shared.spinners, self.fd).await;
