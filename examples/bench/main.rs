@@ -9,13 +9,14 @@
 //! processes: the `--workers` list, `--clients` is another name for it), `latency` (p50 to
 //! max of one call beside the raw socket round trip), `blocking` (queues and locks, with a raw
 //! pipe as the ceiling of the queue), `tickets` (the ticket grab on five backends, by
-//! `--workers`, and where a four-call ticket's time goes), `redis` (`dict.get` beside Redis `GET` at depths 1, 16 and 1000 from 1, 4 and
-//! 16 processes, and the locked and atomic ticket grabs beside Redis `SET NX` and `DECR`, when
-//! `redis-server` is installed), `sharing` (`dict.get` from 8 and 200 threads of one process,
-//! sharing one client or with a client each), `async` (the async client beside the blocking
-//! one: one task, 16 tasks on one connection against 16 blocking clients, pipelines of 16
-//! and 1000), `stores` (the same calls on the memory store and on the etcd store, when built
-//! with the feature `etcd` and `etcd` is installed).
+//! `--workers`, and where a four-call ticket's time goes), `redis` (`dict.get` beside Redis
+//! `GET` at depths 1, 16 and 1000 from 1, 4 and 16 processes, and the locked and atomic ticket
+//! grabs beside Redis `SET NX` and `DECR`, when `redis-server` is installed), `sharing`
+//! (`dict.get` from 8 and 200 threads of one process, sharing one client or with a client
+//! each), `async` (the async client beside the blocking one: one task, 16 tasks on one
+//! connection against 16 blocking clients, pipelines of 16 and 1000), `stores` (the same
+//! calls on the memory store and on the etcd store, when built with the feature `etcd` and
+//! `etcd` is installed).
 //!
 //! Contenders are interleaved round by round (so a burst of load from another tenant hits all
 //! of them), each figure is the median of the rounds, and every row says how much its rounds

@@ -6,9 +6,9 @@
 //! The stamps are `CLOCK_MONOTONIC` readings, one clock for every process of the machine. The
 //! stamped race is a race of its own: the timed grab's figures pay nothing for the stamps.
 
-use agora::{Client, Lock, Value};
+use agora::{Lock, Value};
 
-use crate::harness::{monotonic_ns, run_to_completion, Samples};
+use crate::harness::{monotonic_ns, Samples};
 use crate::report::{Group, Report};
 
 type BoxError = Box<dyn std::error::Error>;
@@ -61,8 +61,9 @@ impl Stamped {
 }
 
 /// What a worker runs: buys until sold out, stamping each ticket, and returns the stamps
-/// flattened (for the harness, which carries `u64`s back from the workers).
-fn stamped_grab(lock: &Lock, value: &Value<i64>) -> Result<Vec<u64>, BoxError> {
+/// flattened (for the harness, which carries `u64`s back from the workers; [`stamps`] reads
+/// them).
+pub fn stamped_grab(lock: &Lock, value: &Value<i64>) -> Result<Vec<u64>, BoxError> {
     let seller = u64::from(std::process::id());
     let mut words = Vec::new();
     loop {
@@ -88,35 +89,9 @@ fn stamped_grab(lock: &Lock, value: &Value<i64>) -> Result<Vec<u64>, BoxError> {
     }
 }
 
-/// Sells `n` tickets from `value` under `lock` with `w` stamping worker processes, checks the
-/// sale, and returns the stamps.
-pub fn stamped_sale(
-    client: &Client,
-    lock: &Lock,
-    value: &Value<i64>,
-    w: usize,
-    n: u64,
-) -> Result<Vec<Stamped>, BoxError> {
-    value.set(&i64::try_from(n)?)?;
-    let (address, authkey) = (client.address().clone(), client.authkey().to_vec());
-    let (lock_id, value_id) = (lock.id(), value.id());
-    let (_, words) = run_to_completion(w, move || {
-        let client = Client::connect(&address, &authkey)?;
-        let (lock, value) = (
-            Lock::from_id(&client, lock_id),
-            Value::<i64>::from_id(&client, value_id),
-        );
-        Ok(move || stamped_grab(&lock, &value))
-    })?;
-    let sold = split_stamps(&words);
-    let tickets: Vec<u64> = sold.iter().map(|s| s.ticket).collect();
-    crate::tickets::check_sale("stamped manager Lock + Value", n, &tickets)?;
-    Ok(sold)
-}
-
 /// The stamps in the words the harness gives back: every worker's, one after another, each
 /// ticket a whole run of [`WORDS`].
-fn split_stamps(words: &[u64]) -> Vec<Stamped> {
+pub fn stamps(words: &[u64]) -> Vec<Stamped> {
     words
         .chunks_exact(WORDS)
         .filter_map(Stamped::from_words)
@@ -274,6 +249,6 @@ mod tests {
     fn stamps_travel_as_words_and_back() {
         let sold = [ticket(2, 9, 10, 1, 2, 3), ticket(1, 8, 30, 4, 5, 6)];
         let words: Vec<u64> = sold.iter().flat_map(Stamped::words).collect();
-        assert_eq!(split_stamps(&words), sold);
+        assert_eq!(stamps(&words), sold);
     }
 }

@@ -27,7 +27,7 @@ use crate::harness::{
 };
 use crate::progress::Progress;
 use crate::report::{Group, Report};
-use crate::ticket_phases::{self, stamped_sale, PhaseSamples};
+use crate::ticket_phases::{self, PhaseSamples, Stamped};
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -90,6 +90,15 @@ struct Objects {
     dir: PathBuf,
 }
 
+impl Objects {
+    /// Connects to the manager, and makes the lock and the value from their ids.
+    fn connect(&self) -> Result<(Lock, Value<i64>), BoxError> {
+        let client = Client::connect(&self.address, &self.authkey)?;
+        let value = Value::<i64>::from_id(&client, self.value);
+        Ok((Lock::from_id(&client, self.lock), value))
+    }
+}
+
 /// Buys until sold out; returns the numbers bought.
 fn grab<L: Locker, S: TicketStore>(lock: &L, store: &S) -> Result<Vec<u64>, BoxError> {
     let mut bought = Vec::new();
@@ -107,9 +116,7 @@ type Purchases = Box<dyn FnOnce() -> Result<Vec<u64>, BoxError>>;
 fn worker(backend: Backend, o: &Objects) -> Result<Purchases, BoxError> {
     match backend {
         Backend::ManagerLock | Backend::ManagerChained | Backend::ManagerAtomic => {
-            let client = Client::connect(&o.address, &o.authkey)?;
-            let value = Value::<i64>::from_id(&client, o.value);
-            let lock = Lock::from_id(&client, o.lock);
+            let (lock, value) = o.connect()?;
             Ok(Box::new(move || match backend {
                 Backend::ManagerLock => grab(&lock, &ValueTickets::new(value)),
                 Backend::ManagerChained => {
@@ -162,6 +169,21 @@ fn run_once(
     };
     check(backend, n, &sold)?;
     Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+/// The four-call grab once more, with `w` worker processes stamping their critical sections
+/// ([`ticket_phases::stamped_grab`]); checks the sale and gives the stamps.
+fn stamped_run(w: usize, n: u64, o: &Objects, manager: &Client) -> Result<Vec<Stamped>, BoxError> {
+    Value::<i64>::from_id(manager, o.value).set(&(n as i64))?;
+    let objects = o.clone();
+    let (_, words) = run_to_completion(w, move || {
+        let (lock, value) = objects.connect()?;
+        Ok(move || ticket_phases::stamped_grab(&lock, &value))
+    })?;
+    let sold = ticket_phases::stamps(&words);
+    let numbers: Vec<u64> = sold.iter().map(|s| s.ticket).collect();
+    check_sale("stamped manager Lock + Value", n, &numbers)?;
+    Ok(sold)
 }
 
 /// The manager's two ticket backends, set up for another section to run beside its own
@@ -301,8 +323,7 @@ pub fn run(
                 samples[bi][wi].0.push(rate);
             }
             let stamped = progress.measure("tickets", &format!("stamped x{w}"), round, || {
-                let n = Backend::ManagerLock.tickets(scale);
-                stamped_sale(&manager, &lock, &value, w, n)
+                stamped_run(w, Backend::ManagerLock.tickets(scale), &objects, &manager)
             })?;
             if let Some(p) = ticket_phases::phases(stamped) {
                 phases.push(w, p);

@@ -209,6 +209,7 @@ impl Session {
         own: RawFd,
     ) -> (Next, BatchEnd) {
         let holdings = self.holdings.clone();
+        let mut let_goes = crate::lifecycle::let_goes();
         loop {
             // Another connection's call finished this connection's close: its client left,
             // reads no reply, and a request it sent before leaving must not run after the
@@ -223,7 +224,6 @@ impl Session {
                 if out.len() >= stop_at || self.pending_auth.is_some() {
                     return (Next::Continue, BatchEnd::Full);
                 }
-                let let_goes = crate::lifecycle::let_goes();
                 match decoder.next_frame() {
                     Ok(Some(frame)) => match self.handle_frame(frame, decoder, out) {
                         Next::Continue => {}
@@ -232,12 +232,13 @@ impl Session {
                     Ok(None) => return (Next::Continue, BatchEnd::Read),
                     Err(e) => return (Next::Close(self.frame_error(&e, out)), BatchEnd::Read),
                 }
-                // With nothing behind it, the connection's next read checks instead.
-                if crate::lifecycle::let_goes() != let_goes
-                    && decoder.buffered() > 0
-                    && self.shared.spinners.others_ready(own)
-                {
-                    return (Next::Continue, BatchEnd::GaveWay);
+                // With nothing behind it, the connection's next event checks instead.
+                let now = crate::lifecycle::let_goes();
+                if now != let_goes {
+                    let_goes = now;
+                    if decoder.buffered() > 0 && self.shared.spinners.others_ready(own) {
+                        return (Next::Continue, BatchEnd::GaveWay);
+                    }
                 }
             }
             // Let a settling call in between: it waits for this place at most `SETTLE_WAIT`.
@@ -1057,72 +1058,45 @@ enum BatchEnd {
     /// The replies reached their bound: the rest wait until they are written.
     Full,
     /// A request let go of the last thing the client held and another connection has input
-    /// waiting: the rest wait until the others have been read.
+    /// waiting: the rest wait until the others have been read (the connection's next event,
+    /// which sees the let-go too).
     GaveWay,
-}
-
-/// What polling for a connection's next request came to.
-enum Polled {
-    /// It read (or failed to).
-    Read(std::io::Result<usize>),
-    /// Nothing came in time, or the manager is stopping.
-    Nothing,
-    /// Another connection has input waiting and should be read first: the task yields its
-    /// thread before it reads again.
-    GaveWay,
-}
-
-/// What a connection's client holds, as far as polling for its next request cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Holding {
-    /// A lock or permit: its client's next call is on everyone's critical path.
-    Some,
-    /// Nothing.
-    Nothing,
-    /// Nothing since its last requests, which let go of the last thing it held: another
-    /// client's request for that may be waiting unread in its socket.
-    LetGo,
 }
 
 /// Reads the connection's next request if it arrives before the slot's deadline, polling the
 /// socket without blocking, and tells `spin` whether that paid off. This runtime thread is the
-/// connection's while it polls (no other task runs on it meanwhile), except that it gives the
-/// thread back when another connection has input waiting and its client holds nothing: at
-/// once if the client has just let go of the last thing it held (its next request, an
-/// `acquire` again perhaps, must not overtake another client's that arrived first but is still
-/// unread), else once it has polled [`GIVE_WAY_AFTER`] (see [`crate::spin`]).
+/// connection's while it polls (no other task runs on it meanwhile), except that a connection
+/// whose client `holds` nothing, once it has polled [`GIVE_WAY_AFTER`], stops as soon as
+/// another connection has input waiting, and gives the thread back (see [`crate::spin`]).
+/// `None`: nothing came in time, another connection needs the thread, or the manager is
+/// stopping.
 fn poll_for_request<S: Transport>(
     stream: &mut S,
     decoder: &mut FrameDecoder,
     spin: &mut SpinState,
     mut slot: SpinSlot<'_>,
-    holding: Holding,
+    holds: bool,
     stopping: &watch::Receiver<bool>,
-) -> Polled {
+) -> Option<std::io::Result<usize>> {
     slot.start();
-    // Checked once: what others send from now on comes after the release. Not counted as
-    // wasted polling: the client was quick, another was first.
-    if holding == Holding::LetGo && slot.others_ready(stream.as_raw_fd()) {
-        return Polled::GaveWay;
-    }
     let mut tries = 0u32;
     loop {
         if let Some(read) = stream.read_now(decoder.read_buf(READ_CHUNK)) {
             spin.polled(&slot, true);
-            return Polled::Read(read);
+            return Some(read);
         }
         tries += 1;
-        if holding != Holding::Some
+        if !holds
             && slot.polled_for() > GIVE_WAY_AFTER
             && tries % OTHERS_EVERY == 0
             && slot.others_ready(stream.as_raw_fd())
         {
             spin.polled(&slot, false);
-            return Polled::Nothing;
+            return None;
         }
         if !slot.again() || *stopping.borrow() {
             spin.polled(&slot, false);
-            return Polled::Nothing;
+            return None;
         }
         // A client on another CPU answers within a few microseconds; one that has not may be
         // waiting for this very CPU (the kernel tends to wake a client on its server's CPU),
@@ -1280,7 +1254,6 @@ where
         written: 0,
         sent: Vec::new(),
         backlog: false,
-        give_way: false,
         eof: false,
         spin: SpinState::new(),
         bytes_in: 0,
@@ -1347,9 +1320,6 @@ struct Connection<S> {
     /// Processing stopped at [`crate::Config::max_output_bytes`], or to give way: requests
     /// may wait in the decoder, to be answered before anything more is read.
     backlog: bool,
-    /// Processing stopped to give way to other connections ([`BatchEnd::GaveWay`]): the task
-    /// yields its thread before it answers the rest.
-    give_way: bool,
     /// The client has sent everything it will: end-of-file was read.
     eof: bool,
     spin: SpinState,
@@ -1448,33 +1418,32 @@ where
     /// place), else whatever wakes the task first. While the unwritten replies are at
     /// [`crate::Config::max_output_bytes`] or more, neither requests nor parked replies are
     /// taken in: only writing them, or the manager stopping, moves the connection on.
-    /// `let_go`: the last requests let go of the last thing the client held.
-    async fn next_event(&mut self, slot: Option<SpinSlot<'_>>, let_go: bool) -> Event {
-        if let Some(slot) = slot {
-            let holding = match (self.session.holdings.is_empty(), let_go) {
-                (false, _) => Holding::Some,
-                (true, true) => Holding::LetGo,
-                (true, false) => Holding::Nothing,
-            };
-            let stream = &mut self.stream;
-            match poll_for_request(
-                stream,
+    ///
+    /// When the last requests let go of the last thing the client held (`let_go`), and
+    /// another connection has input waiting (perhaps an `acquire` of what was let go, unread
+    /// while this connection was served), the others are read first ([`let_others_in`]),
+    /// whether this connection polls, reads at once, or has requests of its own left
+    /// ([`BatchEnd::GaveWay`]): its client's next request must not overtake theirs. It does
+    /// not poll then: by the time it is back, polling would find that request waiting or
+    /// parking. Not counted as wasted polling: the client was quick, another was first.
+    async fn next_event(&mut self, mut slot: Option<SpinSlot<'_>>, let_go: bool) -> Event {
+        if let_go && self.shared.spinners.others_ready(self.fd) {
+            slot = None;
+            let_others_in(&self.shared.spinners, self.fd).await;
+        }
+        let polled = match slot {
+            Some(slot) => poll_for_request(
+                &mut self.stream,
                 &mut self.decoder,
                 &mut self.spin,
                 slot,
-                holding,
+                !self.session.holdings.is_empty(),
                 &self.stopping,
-            ) {
-                Polled::Read(read) => return Event::Read(read),
-                Polled::Nothing => {}
-                Polled::GaveWay => let_others_in(&self.shared.spinners, self.fd).await,
-            }
-        } else if let_go && self.shared.spinners.others_ready(self.fd) {
-            // Not polling: the read below could still find the client's next request first.
-            let_others_in(&self.shared.spinners, self.fd).await;
-        }
-        if std::mem::take(&mut self.give_way) {
-            let_others_in(&self.shared.spinners, self.fd).await;
+            ),
+            None => None,
+        };
+        if let Some(read) = polled {
+            return Event::Read(read);
         }
         let room = self.unwritten() < self.output_bound();
         // An `auth` waiting for its place holds back every request behind it.
@@ -1650,7 +1619,6 @@ where
             );
         }
         self.backlog = end != BatchEnd::Read;
-        self.give_way = end == BatchEnd::GaveWay;
         Flow::Next(next)
     }
 

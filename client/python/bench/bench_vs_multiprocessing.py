@@ -224,6 +224,11 @@ def _race(target: Callable[..., None], shared: Tuple[Any, ...], tickets: int, wo
     return (max(t for t, _ in results) - start) / tickets
 
 
+def _median(xs: List[float]) -> Optional[float]:
+    """The median, or ``None`` when nothing was measured."""
+    return statistics.median(xs) if xs else None
+
+
 def ticket_phases(stamps: List[Stamp]) -> Dict[str, Optional[float]]:
     """Where a contended ticket's time goes, from every seller's stamps: the medians (µs) of
     the ``hand-off`` (from the holder's write done to the next holder's acquire returning,
@@ -234,15 +239,11 @@ def ticket_phases(stamps: List[Stamp]) -> Dict[str, Optional[float]]:
     ev = sorted(stamps)
     pairs = list(zip(ev, ev[1:]))
     handoffs = [(b[0] - a[2]) / 1e3 for a, b in pairs if a[4] != b[4]]
-
-    def median(xs: List[float]) -> Optional[float]:
-        return statistics.median(xs) if xs else None
-
     return {
-        "hand-off": median(handoffs),
-        "read": median([(e[1] - e[0]) / 1e3 for e in ev]),
-        "write": median([(e[2] - e[1]) / 1e3 for e in ev]),
-        "release": median([(e[3] - e[2]) / 1e3 for e in ev]),
+        "hand-off": _median(handoffs),
+        "read": _median([(e[1] - e[0]) / 1e3 for e in ev]),
+        "write": _median([(e[2] - e[1]) / 1e3 for e in ev]),
+        "release": _median([(e[3] - e[2]) / 1e3 for e in ev]),
         "changed hands": len(handoffs) / len(pairs) if pairs else None,
     }
 
@@ -312,8 +313,7 @@ def print_phases(phases: List[Dict[str, Optional[float]]], one_call: float) -> N
     """Prints the medians over the rounds of :func:`ticket_phases`, beside what one call costs
     without contention (``one_call``, seconds)."""
     def median(key: str) -> Optional[float]:
-        xs = [x for x in (p[key] for p in phases) if x is not None]
-        return statistics.median(xs) if xs else None
+        return _median([x for x in (p[key] for p in phases) if x is not None])
 
     def us(key: str) -> str:
         x = median(key)
